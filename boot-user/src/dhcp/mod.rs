@@ -1,0 +1,1 @@
+//! DHCP and PXE: pure request classification and reply building; the userspace server.

@@ -1,0 +1,1 @@
+//! HTTP boot service (axum): iPXE scripts, kernels, initrds, live images, postscripts.

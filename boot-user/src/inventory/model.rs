@@ -1,0 +1,244 @@
+//! The inventory's data model: hosts and boot images, as Grendel defines them.
+//!
+//! Field names follow Grendel's JSON (`hosts.json` / `images.json`, as its `--hosts` /
+//! `--images` flags and the ClusterFactory chart produce them), so those files load
+//! unchanged. Values here are *unverified* until `validate` has checked the whole set.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An Ethernet hardware address. Parsed from `aa:bb:cc:dd:ee:ff` or `aa-bb-...`,
+/// always printed lower-case with colons.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid MAC address {0:?}: expected six hex bytes like aa:bb:cc:dd:ee:ff")]
+pub struct MacParseError(pub String);
+
+impl FromStr for Mac {
+    type Err = MacParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || MacParseError(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for b in out.iter_mut() {
+            let p = parts.next().ok_or_else(err)?;
+            if p.len() != 2 {
+                return Err(err());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One network interface of a host. A host has one interface per NIC it boots from,
+/// plus (optionally) one with `bmc = true` describing its baseboard management controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Interface {
+    /// Absent for BMC entries that are reached by IP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    /// Address with prefix length (`192.168.0.51/24`); the prefix gives the subnet mask.
+    /// Kept as text until validation so that a bad CIDR is reported with the host's name.
+    #[serde(default, deserialize_with = "de_opt_string", skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub fqdn: String,
+    pub bmc: bool,
+    /// Grendel stores the VLAN as a string; kept as given.
+    #[serde(deserialize_with = "de_string_or_number", skip_serializing_if = "String::is_empty")]
+    pub vlan: String,
+    /// 0 = use the subnet's / global MTU.
+    #[serde(deserialize_with = "de_u16_or_string", skip_serializing_if = "is_zero")]
+    pub mtu: u16,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ifname: String,
+    /// xboot extension: per-interface BMC credentials/protocol override (`bmc = true` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bmc_config: Option<BmcOverride>,
+}
+
+/// Per-host override of the `[bmc]` section (protocol, credentials, port).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct BmcOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl Interface {
+    /// The parsed address, if the interface has a valid one.
+    pub fn ipv4(&self) -> Option<Ipv4Net> {
+        self.ip.as_deref().and_then(|s| parse_cidr(s).ok())
+    }
+    pub fn addr(&self) -> Option<Ipv4Addr> {
+        self.ipv4().map(|n| n.addr())
+    }
+}
+
+/// Parses `a.b.c.d/len`, or a bare `a.b.c.d` (taken as /32, which Grendel also accepts).
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
+    if s.contains('/') {
+        s.parse::<Ipv4Net>().map_err(|e| format!("bad CIDR {s:?}: {e}"))
+    } else {
+        s.parse::<Ipv4Addr>()
+            .map(|a| Ipv4Net::new(a, 32).expect("32 is a valid prefix"))
+            .map_err(|e| format!("bad address {s:?}: {e}"))
+    }
+}
+
+/// A machine of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Host {
+    /// Grendel gives hosts a KSUID; kept if present so an export round-trips.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    pub name: String,
+    /// false: the host gets a lease but no boot file (boots from disk).
+    pub provision: bool,
+    pub boot_image: String,
+    /// Firmware override (`undionly.kpxe`, `snponly-x86_64.efi`, ...); empty = chosen by
+    /// the client's architecture.
+    pub firmware: String,
+    pub tags: Vec<String>,
+    pub interfaces: Vec<Interface>,
+    /// Grendel's bonds are accepted and kept, not used for booting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bonds: Vec<serde_json::Value>,
+}
+
+impl Host {
+    /// The interface that describes the host's BMC, if any.
+    pub fn bmc(&self) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.bmc)
+    }
+    /// The boot (non-BMC) interface with this MAC.
+    pub fn interface_by_mac(&self, mac: Mac) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| !i.bmc && i.mac == Some(mac))
+    }
+}
+
+/// A boot image: kernel, initrds, optional live root image and the kernel command line
+/// template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Image {
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub id: i64,
+    pub name: String,
+    pub kernel: String,
+    pub initrd: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub liveimg: String,
+    /// Template (Go text/template syntax with sprig functions), rendered per host.
+    pub cmdline: String,
+    pub verify: bool,
+    /// Named templates served to the booted OS (e.g. the postscript).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub provision_templates: BTreeMap<String, String>,
+    /// Grendel accepts a few more keys (butane, user_data ...): kept, not used.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()))
+}
+
+fn de_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        N(i64),
+    }
+    Ok(match Option::<V>::deserialize(d)? {
+        None => String::new(),
+        Some(V::S(s)) => s,
+        Some(V::N(n)) => n.to_string(),
+    })
+}
+
+fn de_u16_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let s = de_string_or_number(d)?;
+    if s.is_empty() {
+        return Ok(0);
+    }
+    s.parse().map_err(|_| serde::de::Error::custom(format!("invalid MTU {s:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip() {
+        let m: Mac = "AA-bb-cc-11-22-33".parse().unwrap();
+        assert_eq!(m.to_string(), "aa:bb:cc:11:22:33");
+        assert!("aa:bb:cc:11:22".parse::<Mac>().is_err());
+        assert!("aa:bb:cc:11:22:33:44".parse::<Mac>().is_err());
+        assert!("zz:bb:cc:11:22:33".parse::<Mac>().is_err());
+    }
+
+    #[test]
+    fn grendel_host_json_loads() {
+        let j = r#"[{"name":"cn1","provision":true,"boot_image":"squareos-9.2",
+            "firmware":"snponly-x86_64.efi","interfaces":[
+              {"ip":"192.168.0.51/24","mac":"aa:bb:cc:11:22:33","bmc":false,"vlan":"","mtu":1500},
+              {"ip":"192.168.1.51/32","bmc":true}]}]"#;
+        let hosts: Vec<Host> = serde_json::from_str(j).unwrap();
+        assert_eq!(hosts[0].interfaces[0].mac.unwrap().to_string(), "aa:bb:cc:11:22:33");
+        assert_eq!(hosts[0].bmc().unwrap().addr(), Some(Ipv4Addr::new(192, 168, 1, 51)));
+    }
+}

@@ -1,0 +1,31 @@
+//! xboot: a network boot server for bare-metal fleets.
+//!
+//! # Layout
+//! - [`config`]: the TOML config (a superset of Grendel's grendel.toml).
+//! - [`inventory`]: hosts and images (model, loading, validation, persistent store).
+//! - [`nodeset`]: ClusterShell-style node sets (`cn[001-100]`).
+//! - [`template`]: the kernel cmdline / iPXE / postscript template engine.
+//! - [`dhcp`]: DHCP and PXE: pure request classification and reply building, and the
+//!   userspace server around it.
+//! - [`tftp`]: read-only TFTP of the iPXE binaries.
+//! - [`http`]: boot scripts, kernels, initrds, live images, postscripts, signed tokens.
+//! - [`events`]: the per-host boot event log.
+//! - [`state`]: the running inventory shared by every service.
+//! - [`api`], [`cli`]: REST API on a unix socket, and the `xboot` command line.
+//! - [`xdp`]: loading the XDP fast path and filling its maps.
+//! - [`bmc`]: BMC power control (IPMI v2.0 over LAN, Redfish) and its fan-out.
+//!
+//! See ARCHITECTURE.md at the repository root for the data flow and invariants.
+pub mod api;
+pub mod bmc;
+pub mod cli;
+pub mod config;
+pub mod dhcp;
+pub mod events;
+pub mod http;
+pub mod inventory;
+pub mod nodeset;
+pub mod state;
+pub mod template;
+pub mod tftp;
+pub mod xdp;

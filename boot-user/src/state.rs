@@ -1,0 +1,1 @@
+//! The running state shared by every service: config, inventory, event log.

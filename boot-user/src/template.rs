@@ -1,0 +1,1 @@
+//! The template engine for kernel command lines, iPXE scripts and postscripts.

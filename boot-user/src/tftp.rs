@@ -1,0 +1,1 @@
+//! Read-only TFTP server for the iPXE binaries (async-tftp).

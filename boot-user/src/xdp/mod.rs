@@ -1,0 +1,1 @@
+//! Loading the XDP program and filling its maps.
