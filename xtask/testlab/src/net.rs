@@ -81,3 +81,47 @@ pub fn build(server_ns: &str, client_ns: &str) -> Result<PxeNet, String> {
         tap: TAP,
     })
 }
+
+/// (protocol, port) of every TCP/UDP socket listening in `netns` (`ss -Hlntu`).
+pub fn listening(netns: &str) -> Vec<(String, u16)> {
+    let out = crate::run(Command::new("ip").args(["netns", "exec", netns, "ss", "-Hlntu"]))
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let port = cols.get(4)?.rsplit(':').next()?.parse().ok()?;
+            Some((cols.first()?.to_string(), port))
+        })
+        .collect()
+}
+
+/// The `(protocol, port)` pairs of `want` that nothing listens on in `netns`.
+pub fn not_listening(netns: &str, want: &[(&str, u16)]) -> Vec<String> {
+    let bound = listening(netns);
+    want.iter()
+        .filter(|(proto, port)| !bound.iter().any(|(p, n)| p == proto && n == port))
+        .map(|(proto, port)| format!("{proto}/{port}"))
+        .collect()
+}
+
+/// Waits until every `(protocol, port)` of `want` listens in `netns`.
+pub fn wait_listening(
+    netns: &str,
+    want: &[(&str, u16)],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let missing = not_listening(netns, want);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if t0.elapsed() > timeout {
+            return Err(format!(
+                "nothing listens on {} in {netns} after {timeout:?}",
+                missing.join(", ")
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -200,6 +200,11 @@ impl Vm {
         &mut self.serial
     }
 
+    /// Serial lines read so far (call [`Vm::wait_for`] or [`Vm::wait_exit`] to read more).
+    pub fn lines(&self) -> &[Line] {
+        self.serial.lines()
+    }
+
     pub fn serial_path(&self) -> &Path {
         self.serial.path()
     }

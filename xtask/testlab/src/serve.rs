@@ -250,19 +250,14 @@ impl Drop for Server {
 
 /// The listeners of [`LISTENERS`] not (yet) bound in `netns`, named.
 fn missing_listeners(netns: &str) -> Vec<String> {
-    let out = crate::run(Command::new("ip").args(["netns", "exec", netns, "ss", "-Hlntu"]))
-        .unwrap_or_default();
-    let bound: Vec<(String, u16)> = out
-        .lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            let port = cols.get(4)?.rsplit(':').next()?.parse().ok()?;
-            Some((cols.first()?.to_string(), port))
-        })
+    let want: Vec<(&str, u16)> = LISTENERS
+        .iter()
+        .map(|(proto, port, _)| (*proto, *port))
         .collect();
+    let missing = crate::net::not_listening(netns, &want);
     LISTENERS
         .iter()
-        .filter(|(proto, port, _)| !bound.iter().any(|(p, n)| p == proto && n == port))
+        .filter(|(proto, port, _)| missing.contains(&format!("{proto}/{port}")))
         .map(|(proto, port, what)| format!("{proto}/{port} ({what})"))
         .collect()
 }
