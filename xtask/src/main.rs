@@ -41,11 +41,19 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+fn main() {
+    let result = match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::Test(args) => test::run(&args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Bench { name, args } => bench::run(&name, &args),
+    };
+    // The error chain only: a backtrace of xtask itself would bury the message.
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("caused by: {cause}");
+        }
+        std::process::exit(1);
     }
 }

@@ -52,3 +52,20 @@ pub fn tail(path: &std::path::Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A log file for an error message: whole if short, else its first lines (where a
+/// start-up error is) and its last `n` lines.
+pub fn excerpt(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let head = 10;
+    if lines.len() <= head + n {
+        return lines.join("\n");
+    }
+    format!(
+        "{}\n[... {} lines ...]\n{}",
+        lines[..head].join("\n"),
+        lines.len() - head - n,
+        lines[lines.len() - n..].join("\n")
+    )
+}

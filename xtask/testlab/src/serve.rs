@@ -172,6 +172,8 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // A start-up error should read as one message, not a backtrace.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -197,7 +199,7 @@ impl Server {
                 return Err(format!(
                     "xboot serve exited ({status}) during start-up; its log {}:\n{}",
                     self.files.log.display(),
-                    crate::tail(&self.files.log, 30)
+                    crate::excerpt(&self.files.log, 20)
                 ));
             }
             let api = UnixStream::connect(&self.files.socket).is_ok();
@@ -213,7 +215,7 @@ impl Server {
                 return Err(format!(
                     "xboot serve not ready after {timeout:?}: nothing on {}; its log:\n{}",
                     what.join(", "),
-                    crate::tail(&self.files.log, 30)
+                    crate::excerpt(&self.files.log, 20)
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
