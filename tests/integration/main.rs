@@ -3,6 +3,7 @@
 //! namespaces and kills only the processes it started.
 
 mod netns;
+mod pxe;
 
 #[test]
 fn netns_veth_ping() {
