@@ -125,6 +125,36 @@ pub fn select<S: AsRef<str>>(query: &str, names: &[S]) -> Result<Selection, Node
     Ok(Selection { matched, missing })
 }
 
+/// Orders names the way a person counts: `cn2` before `cn10` (digit runs compare by value,
+/// then by length so that `cn01` and `cn1` stay distinct).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, xa), (db, xb)) in ca.iter().zip(cb.iter()) {
+        let ord = if *da && *db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| xa.len().cmp(&xb.len()))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
 /// Checks that brackets pair up and do not nest, naming the offending position.
 fn check_brackets(s: &str) -> Result<(), String> {
     let mut open: Option<usize> = None;
@@ -208,6 +238,13 @@ mod tests {
         }
         let big = expand("cn[1-2000000]").unwrap_err();
         assert!(matches!(big, NodeSetError::TooLarge { count: 2_000_000, .. }), "{big}");
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["cn10", "cn2", "gpu1", "cn1", "cn01", "login", "cn2a", ""];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["", "cn1", "cn01", "cn2", "cn2a", "cn10", "gpu1", "login"]);
     }
 
     #[test]

@@ -149,28 +149,39 @@ pub struct Startup {
 /// contents (files win by name), validates the result and, if valid, writes it back to the
 /// store in one transaction. With no store, the files alone make the inventory.
 pub fn startup(store: Option<&Store>, hosts_file: Option<&Path>, images_file: Option<&Path>) -> Result<Startup, InventoryError> {
-    let (mut hosts, mut images) = match store {
+    let (old_hosts, old_images) = match store {
         Some(s) => s.load()?,
         None => (Vec::new(), Vec::new()),
     };
-    let (old_hosts, old_images) = (hosts.clone(), images.clone());
+    let label = store.map(|s| s.path().display().to_string());
+    let s = plan((old_hosts.clone(), old_images.clone()), label.as_deref(), hosts_file, images_file)?;
+    if let Some(store) = store {
+        store.apply(&Change::diff(&old_hosts, &old_images, s.inventory.hosts(), s.inventory.images()))?;
+    }
+    Ok(s)
+}
+
+/// The inventory [`startup`] would serve, without writing anything: `stored` is the store's
+/// contents (`store_label` names it in messages; None: no store).
+pub fn plan(
+    stored: (Vec<Host>, Vec<Image>),
+    store_label: Option<&str>,
+    hosts_file: Option<&Path>,
+    images_file: Option<&Path>,
+) -> Result<Startup, InventoryError> {
+    let (mut hosts, mut images) = stored;
     let mut warnings = Vec::new();
-    let mut origin = vec![store.map_or("no store".to_string(), |s| s.path().display().to_string())];
+    let mut origin: Vec<String> = store_label.map(str::to_string).into_iter().collect();
     for (file, kind) in [(hosts_file, Kind::Hosts), (images_file, Kind::Images)] {
         let Some(file) = file else { continue };
         let loaded = load::load_file(file, kind)?;
         warnings.extend(loaded.warnings.iter().cloned());
         for r in merge(&mut hosts, &mut images, loaded) {
-            if store.is_some() {
-                warnings.push(format!("{r}: the entry from {} replaces the stored one", file.display()));
-            }
+            warnings.push(format!("{r}: the entry from {} replaces the stored one", file.display()));
         }
         origin.push(file.display().to_string());
     }
-    let origin = origin.join(" + ");
+    let origin = if origin.is_empty() { "empty".to_string() } else { origin.join(" + ") };
     validate::validate(&hosts, &images).map_err(|errors| InventoryError::Invalid { origin, errors })?;
-    if let Some(s) = store {
-        s.apply(&Change::diff(&old_hosts, &old_images, &hosts, &images))?;
-    }
     Ok(Startup { inventory: Inventory::from_parts_unchecked(hosts, images), warnings })
 }
