@@ -19,6 +19,9 @@ pub enum ConfigError {
     Value { path: PathBuf, key: String, message: String },
 }
 
+/// Where xboot keeps its state when `state_dir` is not set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/xboot";
+
 /// `interface = "eth0"` or `interface = ["eth0", "eth1"]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -310,10 +313,40 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Reads and checks a config file. Relative paths in it are taken relative to the
+    /// file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml(&text, path)
+        let mut cfg = Self::from_toml(&text, path)?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(dir) = abs.parent() {
+            cfg.resolve_relative(dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Makes every relative path key absolute against `base` (the config file's directory).
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p).components().collect();
+            }
+        };
+        for p in [&mut self.state_dir, &mut self.hosts, &mut self.images].into_iter().flatten() {
+            fix(p);
+        }
+        for p in [&mut self.provision.postscript, &mut self.provision.firmware_dir].into_iter().flatten() {
+            fix(p);
+        }
+        fix(&mut self.tftp.root);
+        fix(&mut self.provision.repo_dir);
+        fix(&mut self.api.socket_path);
+    }
+
+    /// `state_dir`, or its default.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
@@ -340,6 +373,9 @@ impl Config {
             d.parse::<Ipv4Addr>()
                 .map_err(|e| value_err(&format!("dhcp.dns_servers[{i}]"), format!("{d:?}: {e}")))?;
         }
+        if self.api.listen.is_some() && self.api.token.as_deref().unwrap_or("").is_empty() {
+            return Err(value_err("api.listen", "a TCP API listener needs api.token (bearer token)".into()));
+        }
         if !matches!(self.bmc.protocol.as_str(), "ipmi" | "redfish") {
             return Err(value_err("bmc.protocol", format!("{:?}: expected ipmi or redfish", self.bmc.protocol)));
         }
@@ -363,7 +399,7 @@ impl Config {
             w.push(unimpl("admin_ssh_pubkeys", "not used"));
         }
         if self.dns.is_some() {
-            w.push(unimpl("[dns]", "xboot has no DNS server; hosts get dhcp.dns_servers"));
+            w.push(unimpl("[dns]", "xboot has no DNS server; hosts get dhcp.dns_servers / dhcp.subnets[].dns"));
         }
         if self.client.is_some() {
             w.push(unimpl("[client]", "the CLI uses --socket / api.socket_path"));
@@ -392,5 +428,136 @@ mod tests {
         assert_eq!(parse_go_duration("3600").unwrap(), Duration::from_secs(3600));
         assert!(parse_go_duration("3 days").is_err());
         assert!(parse_go_duration("").is_err());
+    }
+
+    fn config_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+    }
+
+    #[test]
+    fn guide_grendel_toml_loads_with_warnings() {
+        let cfg = Config::load(&config_dir().join("grendel.toml")).unwrap();
+        assert_eq!(cfg.dhcp.lease_duration().unwrap(), Duration::from_secs(86400));
+        assert_eq!(cfg.dhcp.subnets[0].gateway, "192.168.0.1/24");
+        assert_eq!(cfg.dhcp.subnets[0].domain_search, "example.com");
+        assert_eq!(cfg.dhcp.router_octet4, 0);
+        assert_eq!(cfg.provision.token_ttl, 3600);
+        assert_eq!(cfg.api.socket_path, Path::new("/var/run/grendel/grendel-api.socket"));
+        assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
+        let w = cfg.warnings().join("\n");
+        for key in ["loggers", "[dns]", "[client]", "[discovery]"] {
+            assert!(w.contains(&format!("config key {key} is not implemented")), "{key}: {w}");
+        }
+        assert!(!w.contains("dbpath"), "dbpath = :memory: is not worth a warning: {w}");
+    }
+
+    #[test]
+    fn xboot_example_loads_clean_and_resolves_paths() {
+        let cfg = Config::load(&config_dir().join("xboot.toml")).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        assert_eq!(cfg.interface, Interfaces::One("eth1".into()));
+        assert_eq!(cfg.dhcp.mode, DhcpMode::Userspace);
+        assert_eq!(cfg.api.token.as_deref(), Some("change-me"));
+        let hosts = cfg.hosts.unwrap();
+        assert!(hosts.is_absolute() && hosts.ends_with("config/examples/hosts.json"), "{hosts:?}");
+        assert!(hosts.exists());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values() {
+        let p = Path::new("x.toml");
+        let cfg = Config::from_toml("colour = 1\n[dhcp]\nfoo = 2\n", p).unwrap();
+        assert_eq!(cfg.unknown_keys, ["colour", "dhcp.foo"]);
+        assert_eq!(cfg.warnings()[1], "unknown config key \"dhcp.foo\" ignored");
+        let table: &[(&str, &str)] = &[
+            ("[dhcp]\nlease_time = \"3 days\"", "invalid config x.toml: dhcp.lease_time: invalid duration"),
+            ("[dhcp]\nlisten = \"nowhere\"", "dhcp.listen: \"nowhere\" is not an address:port"),
+            ("[dhcp]\nsubnets = [{gateway = \"10.0.0.1/40\"}]", "dhcp.subnets[0].gateway: bad CIDR"),
+            ("[dhcp]\ndns_servers = [\"dns\"]", "dhcp.dns_servers[0]"),
+            ("[dhcp]\nmode = \"fast\"", "unknown variant `fast`"),
+            ("[dhcp]\nmtu = \"big\"", "invalid type"),
+            ("[api]\nlisten = \"127.0.0.1:1\"", "api.listen: a TCP API listener needs api.token"),
+            ("[bmc]\nprotocol = \"ssh\"", "bmc.protocol"),
+            ("[dhcp", "invalid config x.toml: TOML parse error"),
+        ];
+        for (text, want) in table {
+            let err = Config::from_toml(text, p).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    /// Dotted key paths of a TOML value; `[]` marks elements of arrays of tables. Free-form
+    /// maps (`loggers`, `provision_templates`) count as one key.
+    fn key_paths(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        const FREE_FORM: &[&str] = &["loggers", "image[].provision_templates"];
+        match v {
+            toml::Value::Table(t) if !FREE_FORM.contains(&prefix) => {
+                for (k, v) in t {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    key_paths(&p, v, out);
+                }
+            }
+            toml::Value::Array(a) if a.iter().any(|e| e.is_table()) => {
+                for e in a {
+                    key_paths(&format!("{prefix}[]"), e, out);
+                }
+                out.push(prefix.to_string());
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    fn json_to_toml(v: serde_json::Value) -> toml::Value {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Every key used in config/ (configs and inventory examples) and every key of the
+    /// config structs is documented in config/README.md, and every example parses.
+    #[test]
+    fn every_example_parses_and_every_key_is_documented() {
+        let readme = std::fs::read_to_string(config_dir().join("README.md")).unwrap();
+        let mut keys = Vec::new();
+        let mut files = 0;
+        for dir in [config_dir(), config_dir().join("examples")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some("toml") if dir == config_dir() => {
+                        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                        assert!(cfg.unknown_keys.is_empty(), "{name}: {:?}", cfg.unknown_keys);
+                        key_paths("", &text.parse::<toml::Value>().unwrap(), &mut keys);
+                    }
+                    Some("toml") => {
+                        crate::inventory::load::load_file(&path, crate::inventory::Kind::Hosts)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        key_paths("", &text.parse::<toml::Value>().unwrap(), &mut keys);
+                    }
+                    Some("json") => {
+                        let kind = if name.contains("image") {
+                            crate::inventory::Kind::Images
+                        } else {
+                            crate::inventory::Kind::Hosts
+                        };
+                        let l = crate::inventory::load::load_file(&path, kind).unwrap_or_else(|e| panic!("{e}"));
+                        assert!(l.warnings.is_empty(), "{name}: {:?}", l.warnings);
+                        let root = if kind == crate::inventory::Kind::Images { "image" } else { "host" };
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        key_paths("", &json_to_toml(serde_json::json!({ root: v })), &mut keys);
+                    }
+                    _ => continue,
+                }
+                files += 1;
+            }
+        }
+        assert!(files >= 5, "config examples found: {files}");
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        key_paths("", &defaults, &mut keys);
+        keys.sort();
+        keys.dedup();
+        let undocumented: Vec<&String> = keys.iter().filter(|k| !readme.contains(&format!("`{k}`"))).collect();
+        assert!(undocumented.is_empty(), "keys missing from config/README.md: {undocumented:?}");
+        assert!(keys.len() > 60, "{keys:?}");
     }
 }

@@ -166,8 +166,9 @@ impl Host {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Image {
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    pub id: i64,
+    /// Grendel gives images a KSUID (older versions a number); kept as text.
+    #[serde(deserialize_with = "de_string_or_number", skip_serializing_if = "String::is_empty")]
+    pub id: String,
     pub name: String,
     pub kernel: String,
     pub initrd: Vec<String>,
@@ -185,9 +186,6 @@ pub struct Image {
 }
 
 fn is_zero(v: &u16) -> bool {
-    *v == 0
-}
-fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
