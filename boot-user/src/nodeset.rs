@@ -34,17 +34,26 @@ impl NodeSet {
         if trimmed.is_empty() {
             return Err(NodeSetError::Empty);
         }
-        let syntax = |message: String| NodeSetError::Syntax { input: input.to_string(), message };
+        let syntax = |message: String| NodeSetError::Syntax {
+            input: input.to_string(),
+            message,
+        };
         check_brackets(trimmed).map_err(syntax)?;
         if trimmed.contains('@') {
-            return Err(syntax("node groups (@name) are not supported; list the nodes".into()));
+            return Err(syntax(
+                "node groups (@name) are not supported; list the nodes".into(),
+            ));
         }
-        let ns: nodeset::NodeSet = trimmed.parse().map_err(|e: nodeset::NodeSetParseError| syntax(e.to_string()))?;
+        let ns: nodeset::NodeSet = trimmed
+            .parse()
+            .map_err(|e: nodeset::NodeSetParseError| syntax(e.to_string()))?;
         Ok(NodeSet(ns))
     }
 
     /// The set made of these names (each name parsed as a one-element set).
-    pub fn from_names<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Result<NodeSet, NodeSetError> {
+    pub fn from_names<S: AsRef<str>>(
+        names: impl IntoIterator<Item = S>,
+    ) -> Result<NodeSet, NodeSetError> {
         let joined: Vec<String> = names.into_iter().map(|n| n.as_ref().to_string()).collect();
         if joined.is_empty() {
             return Ok(NodeSet(nodeset::NodeSet::new()));
@@ -65,7 +74,10 @@ impl NodeSet {
     pub fn names(&self) -> Result<Vec<String>, NodeSetError> {
         let count = self.len();
         if count > MAX_EXPAND {
-            return Err(NodeSetError::TooLarge { input: self.to_string(), count });
+            return Err(NodeSetError::TooLarge {
+                input: self.to_string(),
+                count,
+            });
         }
         Ok(self.0.iter().collect())
     }
@@ -119,9 +131,17 @@ pub fn select<S: AsRef<str>>(query: &str, names: &[S]) -> Result<Selection, Node
     let q = NodeSet::parse(query)?;
     let all = NodeSet::from_names(names.iter().map(|n| n.as_ref()))?;
     let hit: HashSet<String> = q.intersection(&all).0.iter().collect();
-    let matched = names.iter().map(|n| n.as_ref().to_string()).filter(|n| hit.contains(n)).collect();
+    let matched = names
+        .iter()
+        .map(|n| n.as_ref().to_string())
+        .filter(|n| hit.contains(n))
+        .collect();
     let missing = q.difference(&all);
-    let missing = if missing.is_empty() { String::new() } else { missing.to_string() };
+    let missing = if missing.is_empty() {
+        String::new()
+    } else {
+        missing.to_string()
+    };
     Ok(Selection { matched, missing })
 }
 
@@ -144,7 +164,10 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     for ((da, xa), (db, xb)) in ca.iter().zip(cb.iter()) {
         let ord = if *da && *db {
             let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| xa.len().cmp(&xb.len()))
+            ta.len()
+                .cmp(&tb.len())
+                .then_with(|| ta.cmp(tb))
+                .then_with(|| xa.len().cmp(&xb.len()))
         } else {
             xa.cmp(xb)
         };
@@ -160,7 +183,9 @@ fn check_brackets(s: &str) -> Result<(), String> {
     let mut open: Option<usize> = None;
     for (i, c) in s.char_indices() {
         match (c, open) {
-            ('[', Some(o)) => return Err(format!("nested '[' at {i} (the '[' at {o} is not closed)")),
+            ('[', Some(o)) => {
+                return Err(format!("nested '[' at {i} (the '[' at {o} is not closed)"))
+            }
             ('[', None) => open = Some(i),
             (']', None) => return Err(format!("']' at {i} without a matching '['")),
             (']', Some(o)) if o + 1 == i => return Err(format!("empty brackets at {o}")),
@@ -186,9 +211,15 @@ mod tests {
             ("cn[001-003]", &["cn001", "cn002", "cn003"]),
             ("cn[1,3,5-7]", &["cn1", "cn3", "cn5", "cn6", "cn7"]),
             ("cn[08-11]", &["cn08", "cn09", "cn10", "cn11"]),
-            ("r[1-2]n[01-05/2]", &["r1n01", "r1n03", "r1n05", "r2n01", "r2n03", "r2n05"]),
+            (
+                "r[1-2]n[01-05/2]",
+                &["r1n01", "r1n03", "r1n05", "r2n01", "r2n03", "r2n05"],
+            ),
             ("cn[1-2],gpu[1-2]", &["cn1", "cn2", "gpu1", "gpu2"]),
-            ("cn[1-2].example.com", &["cn1.example.com", "cn2.example.com"]),
+            (
+                "cn[1-2].example.com",
+                &["cn1.example.com", "cn2.example.com"],
+            ),
             ("cn-1", &["cn-1"]),
             ("cn[2-3],cn[1-2]", &["cn1", "cn2", "cn3"]),
             ("login", &["login"]),
@@ -237,14 +268,26 @@ mod tests {
             assert!(err.contains(want), "{input:?}: got {err:?}, want {want:?}");
         }
         let big = expand("cn[1-2000000]").unwrap_err();
-        assert!(matches!(big, NodeSetError::TooLarge { count: 2_000_000, .. }), "{big}");
+        assert!(
+            matches!(
+                big,
+                NodeSetError::TooLarge {
+                    count: 2_000_000,
+                    ..
+                }
+            ),
+            "{big}"
+        );
     }
 
     #[test]
     fn natural_order() {
         let mut v = vec!["cn10", "cn2", "gpu1", "cn1", "cn01", "login", "cn2a", ""];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["", "cn1", "cn01", "cn2", "cn2a", "cn10", "gpu1", "login"]);
+        assert_eq!(
+            v,
+            ["", "cn1", "cn01", "cn2", "cn2a", "cn10", "gpu1", "login"]
+        );
     }
 
     #[test]

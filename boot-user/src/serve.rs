@@ -43,21 +43,36 @@ pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
     let state_dir = config.state_dir();
     config.state_dir = Some(state_dir.clone());
     let store = Store::open(&state_dir)?;
-    let start = inventory::startup(Some(&store), config.hosts.as_deref(), config.images.as_deref())
-        .context("cannot load the inventory")?;
+    let start = inventory::startup(
+        Some(&store),
+        config.hosts.as_deref(),
+        config.images.as_deref(),
+    )
+    .context("cannot load the inventory")?;
     for w in &start.warnings {
         tracing::warn!("{w}");
     }
     let inv = &start.inventory;
-    tracing::info!("inventory: {} hosts, {} images (store {})", inv.hosts().len(), inv.images().len(), store.path().display());
+    tracing::info!(
+        "inventory: {} hosts, {} images (store {})",
+        inv.hosts().len(),
+        inv.images().len(),
+        store.path().display()
+    );
     let events_path = state_dir.join("events.jsonl");
-    let events = EventLog::with_file(&events_path).with_context(|| format!("cannot open {}", events_path.display()))?;
-    Ok(Prepared { shared: Shared::new(config, start.inventory, events), store: Arc::new(store) })
+    let events = EventLog::with_file(&events_path)
+        .with_context(|| format!("cannot open {}", events_path.display()))?;
+    Ok(Prepared {
+        shared: Shared::new(config, start.inventory, events),
+        store: Arc::new(store),
+    })
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let prepared = prepare(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(serve(prepared))
 }
 
@@ -76,14 +91,22 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     tracing::info!("API listening on {}", config.api.socket_path.display());
     let (socket, st, stop) = (config.api.socket_path.clone(), api.clone(), stopped());
     tasks.spawn(async move {
-        let r = axum::serve(listener, crate::api::router(st)).with_graceful_shutdown(stop).await;
+        let r = axum::serve(listener, crate::api::router(st))
+            .with_graceful_shutdown(stop)
+            .await;
         let _ = std::fs::remove_file(&socket);
         r.context("API (unix socket)")
     });
     if let (Some(addr), Some(token)) = (config.api.listen, config.api.token.clone()) {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot bind API on {addr}"))?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind API on {addr}"))?;
         let stop = stopped();
-        tasks.spawn(async move { crate::api::serve_tcp(l, api, token, stop).await.context("API (TCP)") });
+        tasks.spawn(async move {
+            crate::api::serve_tcp(l, api, token, stop)
+                .await
+                .context("API (TCP)")
+        });
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -22,7 +22,10 @@ fn xboot(args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A temp dir holding a config, an inventory and the kernel/initrd files it names.
@@ -73,20 +76,35 @@ fn check_config_good_and_bad() {
     let out = xboot(&["check-config", "--config", &site.path("xboot.toml")]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("OK: 1 hosts (1 provisioned), 1 images"), "{stdout}");
+    assert!(
+        stdout.contains("OK: 1 hosts (1 provisioned), 1 images"),
+        "{stdout}"
+    );
 
     // The guide's grendel.toml: accepted, with warnings for what xboot does not implement.
-    let out = xboot(&["check-config", "--config", &repo_config().join("grendel.toml").display().to_string()]);
+    let out = xboot(&[
+        "check-config",
+        "--config",
+        &repo_config().join("grendel.toml").display().to_string(),
+    ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stderr.contains("warning: config key [dns] is not implemented"), "{stderr}");
+    assert!(
+        stderr.contains("warning: config key [dns] is not implemented"),
+        "{stderr}"
+    );
 
     // A bad config: the key is named.
     let bad = site.write("bad.toml", "[dhcp]\nlease_time = \"soon\"\nmystery = 1\n");
     let out = xboot(&["check-config", "--config", &bad]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("error: invalid config {bad}: dhcp.lease_time: invalid duration \"soon\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: invalid config {bad}: dhcp.lease_time: invalid duration \"soon\""
+        )),
+        "{stderr}"
+    );
 
     // A bad inventory given by flag: every problem, each naming its entry.
     let hosts = site.write(
@@ -95,7 +113,13 @@ fn check_config_good_and_bad() {
             {"name":"cn2","provision":true,"boot_image":"nope","interfaces":[{"mac":"aa:bb:cc:00:00:01","ip":"10.0.0.2/24"}]},
             {"name":"cn_3","interfaces":[{"ip":"10.0.0.3/99"}]}]"#,
     );
-    let out = xboot(&["check-config", "--config", &site.path("xboot.toml"), "--hosts", &hosts]);
+    let out = xboot(&[
+        "check-config",
+        "--config",
+        &site.path("xboot.toml"),
+        "--hosts",
+        &hosts,
+    ]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for want in [
@@ -109,14 +133,39 @@ fn check_config_good_and_bad() {
     }
 
     // A missing kernel and an unreadable file.
-    let images = site.write("bad-images.json", r#"[{"name":"img","kernel":"boot/gone","initrd":[]}]"#);
-    let out = xboot(&["check-config", "--config", &site.path("xboot.toml"), "--images", &images]);
+    let images = site.write(
+        "bad-images.json",
+        r#"[{"name":"img","kernel":"boot/gone","initrd":[]}]"#,
+    );
+    let out = xboot(&[
+        "check-config",
+        "--config",
+        &site.path("xboot.toml"),
+        "--images",
+        &images,
+    ]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains(&format!("image img: kernel {}: no such file", site.path("boot/gone"))), "{stderr}");
-    let out = xboot(&["check-config", "--config", &site.path("xboot.toml"), "--hosts", &site.path("none.json")]);
+    assert!(
+        stderr.contains(&format!(
+            "image img: kernel {}: no such file",
+            site.path("boot/gone")
+        )),
+        "{stderr}"
+    );
+    let out = xboot(&[
+        "check-config",
+        "--config",
+        &site.path("xboot.toml"),
+        "--hosts",
+        &site.path("none.json"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("cannot read inventory file"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("cannot read inventory file"),
+        "{}",
+        text(&out).1
+    );
     let out = xboot(&["check-config"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("needs --config"), "{}", text(&out).1);
@@ -142,11 +191,18 @@ impl Server {
             .unwrap();
         let mut server = Server { child, log };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !xboot(&["status", "--socket", &site.path("run/api.socket")]).status.success() {
+        while !xboot(&["status", "--socket", &site.path("run/api.socket")])
+            .status
+            .success()
+        {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("xboot serve exited ({status}): {}", server.log());
             }
-            assert!(Instant::now() < deadline, "xboot serve did not answer: {}", server.log());
+            assert!(
+                Instant::now() < deadline,
+                "xboot serve did not answer: {}",
+                server.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -160,7 +216,11 @@ impl Server {
     fn stop(mut self) -> String {
         self.terminate();
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "xboot serve exit: {status}\n{}", self.log());
+        assert!(
+            status.success(),
+            "xboot serve exit: {status}\n{}",
+            self.log()
+        );
         self.log()
     }
 
@@ -185,10 +245,20 @@ impl Drop for Server {
 }
 
 fn host_names(site: &Site) -> Vec<String> {
-    let out = xboot(&["host", "list", "--json", "--socket", &site.path("run/api.socket")]);
+    let out = xboot(&[
+        "host",
+        "list",
+        "--json",
+        "--socket",
+        &site.path("run/api.socket"),
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -200,7 +270,20 @@ fn serve_api_changes_persist_across_restart() {
 
     let add = |name: &str, n: u8| {
         let (mac, ip) = (format!("aa:bb:cc:00:00:{n:02x}"), format!("10.0.0.{n}/24"));
-        xboot(&["host", "add", name, "--mac", &mac, "--ip", &ip, "--image", "img", "--provision", "--socket", &sock])
+        xboot(&[
+            "host",
+            "add",
+            name,
+            "--mac",
+            &mac,
+            "--ip",
+            &ip,
+            "--image",
+            "img",
+            "--provision",
+            "--socket",
+            &sock,
+        ])
     };
     for (name, n) in [("cn2", 2), ("cn3", 3), ("cn10", 10)] {
         let out = add(name, n);
@@ -208,18 +291,41 @@ fn serve_api_changes_persist_across_restart() {
         assert_eq!(text(&out).0, format!("host {name} saved\n"));
     }
     // An invalid change is refused with the reason, and the server keeps serving.
-    let out = xboot(&["host", "add", "cn4", "--mac", "aa:bb:cc:00:00:02", "--ip", "10.0.0.4/24", "--socket", &sock]);
+    let out = xboot(&[
+        "host",
+        "add",
+        "cn4",
+        "--mac",
+        "aa:bb:cc:00:00:02",
+        "--ip",
+        "10.0.0.4/24",
+        "--socket",
+        &sock,
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out).1, "error: invalid inventory: host cn4: MAC aa:bb:cc:00:00:02 is also on host cn2\n");
+    assert_eq!(
+        text(&out).1,
+        "error: invalid inventory: host cn4: MAC aa:bb:cc:00:00:02 is also on host cn2\n"
+    );
     assert_eq!(host_names(&site), ["cn1", "cn2", "cn3", "cn10"]);
 
     let out = xboot(&["host", "delete", "cn[3-4]", "--socket", &sock]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(text(&out), ("deleted cn3\n".into(), "warning: no such hosts: cn4\n".into()));
+    assert_eq!(
+        text(&out),
+        (
+            "deleted cn3\n".into(),
+            "warning: no such hosts: cn4\n".into()
+        )
+    );
     let out = xboot(&["host", "unprovision", "cn[1-2]", "--socket", &sock]);
     assert_eq!(text(&out).0, "unprovision: cn[1-2] (2 hosts)\n");
     let out = xboot(&["events", "cn2", "--socket", &sock]);
-    assert!(text(&out).0.contains("cn2   unprovision  api"), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("cn2   unprovision  api"),
+        "{:?}",
+        text(&out)
+    );
 
     // A host file imported through the CLI; relative paths resolved by the client.
     let f = site.write(
@@ -227,7 +333,10 @@ fn serve_api_changes_persist_across_restart() {
         "[[host]]\nname = \"gpu1\"\n[[host.interfaces]]\nmac = \"aa:bb:cc:00:01:01\"\nip = \"10.0.1.1/24\"\n",
     );
     let out = xboot(&["host", "import", &f, "--socket", &sock]);
-    assert_eq!(text(&out).0, format!("imported 1 host and 0 images from {f}\n"));
+    assert_eq!(
+        text(&out).0,
+        format!("imported 1 host and 0 images from {f}\n")
+    );
     let out = xboot(&["host", "list", "--socket", &sock]);
     let table = text(&out).0;
     assert!(table.starts_with("NAME  PROVISION  IMAGE  MAC"), "{table}");
@@ -247,18 +356,38 @@ fn serve_api_changes_persist_across_restart() {
     let out = xboot(&["host", "show", "cn1", "--socket", &sock]);
     let cn1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cn1["provision"], true, "hosts.json wins for cn1");
-    assert!(server.log().contains("host cn1: the entry from"), "{}", server.log());
+    assert!(
+        server.log().contains("host cn1: the entry from"),
+        "{}",
+        server.log()
+    );
 
     // A second server on the same state dir is refused with a clear message.
     let out = Command::new(XBOOT)
-        .args(["serve", "--config", &site.path("xboot.toml"), "--socket", &site.path("run/other.socket")])
+        .args([
+            "serve",
+            "--config",
+            &site.path("xboot.toml"),
+            "--socket",
+            &site.path("run/other.socket"),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("in use by another xboot process"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("in use by another xboot process"),
+        "{:?}",
+        text(&out)
+    );
     drop(server);
 
     // Offline check of the same site now merges the stored hosts in.
     let out = xboot(&["check-config", "--config", &site.path("xboot.toml")]);
-    assert!(text(&out).0.contains("OK: 4 hosts (2 provisioned), 1 images (files merged over the store"), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("OK: 4 hosts (2 provisioned), 1 images (files merged over the store"),
+        "{:?}",
+        text(&out)
+    );
 }

@@ -13,7 +13,10 @@ use serde_json::Value;
 pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port`, with the bearer token.
-    Tcp { addr: String, token: Option<String> },
+    Tcp {
+        addr: String,
+        token: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Endpoint {
@@ -30,7 +33,11 @@ pub enum ClientError {
     #[error("cannot reach the xboot API at {endpoint}: {message} (is `xboot serve` running? see --socket)")]
     Connect { endpoint: String, message: String },
     #[error("{message}{}", list(.errors))]
-    Api { status: StatusCode, message: String, errors: Vec<String> },
+    Api {
+        status: StatusCode,
+        message: String,
+        errors: Vec<String>,
+    },
     #[error("bad answer from the xboot API: {0}")]
     Protocol(String),
 }
@@ -74,10 +81,21 @@ impl Client {
     }
 
     /// Sends one request; a non-2xx answer becomes [`ClientError::Api`] with its message.
-    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
-        let connect_err = |e: std::io::Error| ClientError::Connect { endpoint: self.endpoint.to_string(), message: e.to_string() };
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let connect_err = |e: std::io::Error| ClientError::Connect {
+            endpoint: self.endpoint.to_string(),
+            message: e.to_string(),
+        };
         let proto = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
-        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
         req = match &self.endpoint {
             Endpoint::Unix(_) => req.header("host", "xboot"),
             Endpoint::Tcp { addr, token } => {
@@ -88,39 +106,68 @@ impl Client {
                 }
             }
         };
-        let bytes = body.map(|b| serde_json::to_vec(&b).expect("JSON serializes")).unwrap_or_default();
-        let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| proto(&e))?;
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).expect("JSON serializes"))
+            .unwrap_or_default();
+        let req = req
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| proto(&e))?;
         let resp = match &self.endpoint {
             Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p).await.map_err(connect_err)?;
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(connect_err)?;
                 send(TokioIo::new(s), req).await?
             }
             Endpoint::Tcp { addr, .. } => {
-                let s = tokio::net::TcpStream::connect(addr.as_str()).await.map_err(connect_err)?;
+                let s = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(connect_err)?;
                 send(TokioIo::new(s), req).await?
             }
         };
         let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| proto(&e))?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| proto(&e))?
+            .to_bytes();
         let value: Value = if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body).map_err(|e| proto(&format!("{e}: {}", String::from_utf8_lossy(&body))))?
+            serde_json::from_slice(&body)
+                .map_err(|e| proto(&format!("{e}: {}", String::from_utf8_lossy(&body))))?
         };
         if status.is_success() {
             return Ok(value);
         }
-        let message = value.get("error").and_then(Value::as_str).unwrap_or(status.as_str()).to_string();
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or(status.as_str())
+            .to_string();
         let errors = value
             .get("errors")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
-        Err(ClientError::Api { status, message, errors })
+        Err(ClientError::Api {
+            status,
+            message,
+            errors,
+        })
     }
 }
 
-async fn send<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+async fn send<IO>(
+    io: IO,
+    req: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -130,5 +177,8 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    sender.send_request(req).await.map_err(|e| ClientError::Protocol(e.to_string()))
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
 }

@@ -34,26 +34,42 @@ fn sorted_hosts(mut hosts: Vec<Host>) -> Vec<Host> {
     hosts
 }
 
-pub async fn list_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult<Json<Vec<Host>>> {
+pub async fn list_hosts(
+    State(st): State<ApiState>,
+    Query(q): Query<NodesetQuery>,
+) -> ApiResult<Json<Vec<Host>>> {
     let inv = st.shared.inventory();
     let hosts = match q.nodeset.as_deref() {
         None => inv.hosts().to_vec(),
         Some(ns) => {
             let names: Vec<&str> = inv.hosts().iter().map(|h| h.name.as_str()).collect();
-            let sel = nodeset::select(ns, &names).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            sel.matched.iter().filter_map(|n| inv.host(n).cloned()).collect()
+            let sel =
+                nodeset::select(ns, &names).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            sel.matched
+                .iter()
+                .filter_map(|n| inv.host(n).cloned())
+                .collect()
         }
     };
     Ok(Json(sorted_hosts(hosts)))
 }
 
-pub async fn get_host(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Host>> {
-    st.shared.inventory().host(&name).cloned().map(Json).ok_or_else(|| ApiError::not_found(format!("no host {name}")))
+pub async fn get_host(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Host>> {
+    st.shared
+        .inventory()
+        .host(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no host {name}")))
 }
 
 /// Decodes a request body into entries, naming bad entries.
 fn decode_body(body: &Bytes, kind: Kind) -> ApiResult<load::Loaded> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
     load::from_json_value(v, kind, "request body").map_err(|e| match e {
         load::LoadError::Entries { errors, .. } => {
             let mut err = ApiError::invalid(errors.messages());
@@ -95,20 +111,32 @@ fn put_body(body: &Bytes, kind: Kind, name: &str) -> ApiResult<load::Loaded> {
     let mut loaded = decode_body(body, kind)?;
     let count = loaded.hosts.len() + loaded.images.len();
     if count != 1 {
-        return Err(ApiError::bad_request(format!("PUT takes one entry, got {count}")));
+        return Err(ApiError::bad_request(format!(
+            "PUT takes one entry, got {count}"
+        )));
     }
-    let body_name = loaded.hosts.iter_mut().map(|h| &mut h.name).chain(loaded.images.iter_mut().map(|i| &mut i.name));
+    let body_name = loaded
+        .hosts
+        .iter_mut()
+        .map(|h| &mut h.name)
+        .chain(loaded.images.iter_mut().map(|i| &mut i.name));
     for n in body_name {
         if n.is_empty() {
             *n = name.to_string();
         } else if n != name {
-            return Err(ApiError::bad_request(format!("name {n:?} in the body differs from {name:?} in the path")));
+            return Err(ApiError::bad_request(format!(
+                "name {n:?} in the body differs from {name:?} in the path"
+            )));
         }
     }
     Ok(loaded)
 }
 
-pub async fn put_host(State(st): State<ApiState>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+pub async fn put_host(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let loaded = put_body(&body, Kind::Hosts, &name)?;
     if !loaded.images.is_empty() {
         return Err(ApiError::bad_request("PUT /v1/hosts/{name} takes a host"));
@@ -116,10 +144,16 @@ pub async fn put_host(State(st): State<ApiState>, Path(name): Path<String>, body
     upsert(&st, loaded).await
 }
 
-pub async fn put_image(State(st): State<ApiState>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+pub async fn put_image(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let loaded = put_body(&body, Kind::Images, &name)?;
     if !loaded.hosts.is_empty() {
-        return Err(ApiError::bad_request("PUT /v1/images/{name} takes an image"));
+        return Err(ApiError::bad_request(
+            "PUT /v1/images/{name} takes an image",
+        ));
     }
     upsert(&st, loaded).await
 }
@@ -139,7 +173,9 @@ pub async fn delete_host(State(st): State<ApiState>, Path(name): Path<String>) -
 
 pub async fn delete_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
     let Some(ns) = q.nodeset else {
-        return Err(ApiError::bad_request("DELETE /v1/hosts needs ?nodeset= (use a node set naming every host to delete all)"));
+        return Err(ApiError::bad_request(
+            "DELETE /v1/hosts needs ?nodeset= (use a node set naming every host to delete all)",
+        ));
     };
     let (deleted, missing) = st
         .mutate(|hosts, _| {
@@ -149,7 +185,9 @@ pub async fn delete_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQue
             Ok((names, missing))
         })
         .await?;
-    Ok(Json(json!({ "deleted": deleted, "nodeset": nodeset::fold(&deleted), "missing": missing })))
+    Ok(Json(
+        json!({ "deleted": deleted, "nodeset": nodeset::fold(&deleted), "missing": missing }),
+    ))
 }
 
 pub async fn provision(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
@@ -161,20 +199,29 @@ pub async fn unprovision(State(st): State<ApiState>, Query(q): Query<NodesetQuer
 }
 
 async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
-    let ns = q.nodeset.ok_or_else(|| ApiError::bad_request("needs ?nodeset="))?;
+    let ns = q
+        .nodeset
+        .ok_or_else(|| ApiError::bad_request("needs ?nodeset="))?;
     let (changed, missing) = st
         .mutate(|hosts, _| {
             let (names, missing) = select_hosts(hosts, &ns)?;
             let set: std::collections::HashSet<&String> = names.iter().collect();
             let mut changed = Vec::new();
-            for h in hosts.iter_mut().filter(|h| set.contains(&h.name) && h.provision != on) {
+            for h in hosts
+                .iter_mut()
+                .filter(|h| set.contains(&h.name) && h.provision != on)
+            {
                 h.provision = on;
                 changed.push(h.name.clone());
             }
             Ok((changed, missing))
         })
         .await?;
-    let kind = if on { EventKind::Provision } else { EventKind::Unprovision };
+    let kind = if on {
+        EventKind::Provision
+    } else {
+        EventKind::Unprovision
+    };
     for name in &changed {
         st.shared.events.record(name, kind, "api");
     }
@@ -183,7 +230,9 @@ async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
 
 fn changed_response(mut changed: Vec<String>, missing: String) -> ApiResult {
     changed.sort_by(|a, b| natural_cmp(a, b));
-    Ok(Json(json!({ "changed": changed, "nodeset": nodeset::fold(&changed), "missing": missing })))
+    Ok(Json(
+        json!({ "changed": changed, "nodeset": nodeset::fold(&changed), "missing": missing }),
+    ))
 }
 
 pub async fn host_events(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
@@ -195,10 +244,15 @@ pub async fn host_events(State(st): State<ApiState>, Path(name): Path<String>) -
 
 /// Events of every host the node set names, oldest first.
 pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
-    let ns = q.nodeset.ok_or_else(|| ApiError::bad_request("needs ?nodeset="))?;
+    let ns = q
+        .nodeset
+        .ok_or_else(|| ApiError::bad_request("needs ?nodeset="))?;
     let inv = st.shared.inventory();
     let (names, _) = select_hosts(inv.hosts(), &ns)?;
-    let mut all: Vec<_> = names.iter().flat_map(|n| st.shared.events.for_host(n)).collect();
+    let mut all: Vec<_> = names
+        .iter()
+        .flat_map(|n| st.shared.events.for_host(n))
+        .collect();
     all.sort_by_key(|e| e.time_ms);
     Ok(Json(json!(all)))
 }
@@ -209,8 +263,16 @@ pub async fn list_images(State(st): State<ApiState>) -> Json<Vec<Image>> {
     Json(images)
 }
 
-pub async fn get_image(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Image>> {
-    st.shared.inventory().image(&name).cloned().map(Json).ok_or_else(|| ApiError::not_found(format!("no image {name}")))
+pub async fn get_image(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Image>> {
+    st.shared
+        .inventory()
+        .image(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no image {name}")))
 }
 
 pub async fn delete_image(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
@@ -229,7 +291,10 @@ pub async fn delete_image(State(st): State<ApiState>, Path(name): Path<String>) 
 pub async fn discovered(State(st): State<ApiState>) -> ApiResult {
     match &st.discovered {
         Some(f) => Ok(Json(Value::Array(f()))),
-        None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no DHCP service is running in this server")),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no DHCP service is running in this server",
+        )),
     }
 }
 

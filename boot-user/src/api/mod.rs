@@ -124,7 +124,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), errors: vec![] }
+        ApiError {
+            status,
+            message: message.into(),
+            errors: vec![],
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -137,7 +141,11 @@ impl ApiError {
             [one] => format!("invalid inventory: {one}"),
             many => format!("invalid inventory: {} problems", many.len()),
         };
-        ApiError { status: StatusCode::BAD_REQUEST, message, errors }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            errors,
+        }
     }
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("api: {e}");
@@ -156,14 +164,23 @@ impl IntoResponse for ApiError {
 pub fn router(state: ApiState) -> Router {
     use handlers::*;
     Router::new()
-        .route("/v1/hosts", get(list_hosts).post(post_hosts).delete(delete_hosts))
+        .route(
+            "/v1/hosts",
+            get(list_hosts).post(post_hosts).delete(delete_hosts),
+        )
         .route("/v1/hosts/provision", post(provision))
         .route("/v1/hosts/unprovision", post(unprovision))
-        .route("/v1/hosts/{name}", get(get_host).put(put_host).delete(delete_host))
+        .route(
+            "/v1/hosts/{name}",
+            get(get_host).put(put_host).delete(delete_host),
+        )
         .route("/v1/hosts/{name}/events", get(host_events))
         .route("/v1/events", get(events))
         .route("/v1/images", get(list_images).post(post_images))
-        .route("/v1/images/{name}", get(get_image).put(put_image).delete(delete_image))
+        .route(
+            "/v1/images/{name}",
+            get(get_image).put(put_image).delete(delete_image),
+        )
         .route("/v1/discovered", get(discovered))
         .route("/v1/status", get(status))
         .fallback(|| async { ApiError::not_found("no such API route") })
@@ -174,20 +191,25 @@ pub fn router(state: ApiState) -> Router {
 /// The routes behind `Authorization: Bearer TOKEN` (for the TCP listener).
 pub fn router_with_token(state: ApiState, token: String) -> Router {
     let token = Arc::new(token);
-    router(state).layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let token = token.clone();
-        async move {
-            let given = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match given {
-                Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-                _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response(),
+    router(state).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                match given {
+                    Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+                        next.run(req).await
+                    }
+                    _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+                        .into_response(),
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.
@@ -206,13 +228,17 @@ pub async fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener>
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("{}: another server is listening on this socket", path.display()),
+                format!(
+                    "{}: another server is listening on this socket",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+    })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
@@ -226,7 +252,9 @@ pub async fn serve_unix(
 ) -> std::io::Result<()> {
     let listener = bind_unix(path).await?;
     tracing::info!("API listening on {}", path.display());
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     let _ = std::fs::remove_file(path);
     result
 }
@@ -241,5 +269,7 @@ pub async fn serve_tcp(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("API listening on {addr} (bearer token required)");
     }
-    axum::serve(listener, router_with_token(state, token)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router_with_token(state, token))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

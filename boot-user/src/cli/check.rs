@@ -16,7 +16,12 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
     let hosts = files.hosts.clone().or_else(|| config.hosts.clone());
     let images = files.images.clone().or_else(|| config.images.clone());
     let (stored, label, note) = stored_inventory(&config.state_dir())?;
-    let s = inventory::plan(stored, label.as_deref(), hosts.as_deref(), images.as_deref())?;
+    let s = inventory::plan(
+        stored,
+        label.as_deref(),
+        hosts.as_deref(),
+        images.as_deref(),
+    )?;
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }
@@ -43,7 +48,9 @@ fn stored_inventory(state_dir: &Path) -> anyhow::Result<(Stored, Option<String>,
     }
     match Store::open(state_dir) {
         Ok(s) => {
-            let stored = s.load().with_context(|| format!("reading {}", file.display()))?;
+            let stored = s
+                .load()
+                .with_context(|| format!("reading {}", file.display()))?;
             let note = format!(" (files merged over the store {})", file.display());
             Ok((stored, Some(file.display().to_string()), note))
         }

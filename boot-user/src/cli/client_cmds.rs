@@ -9,14 +9,18 @@ use crate::inventory::load::{self, Kind};
 use crate::inventory::{Host, Image};
 
 pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match command {
             Command::Host(cmd) => host(cmd, &client).await,
             Command::Image(cmd) => image(cmd, &client).await,
             Command::Status(j) => status(&client.get("/v1/status").await?, j.json),
             Command::Events { nodeset, json } => {
-                let v = client.get(&format!("/v1/events?nodeset={}", encode(&nodeset))).await?;
+                let v = client
+                    .get(&format!("/v1/events?nodeset={}", encode(&nodeset)))
+                    .await?;
                 events(&v, json.json)
             }
             Command::Discovered(j) => {
@@ -53,19 +57,29 @@ fn nodeset_path(base: &str, nodeset: Option<&str>) -> String {
 async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
     match cmd {
         HostCmd::List { nodeset, json } => {
-            let v = c.get(&nodeset_path("/v1/hosts", nodeset.as_deref())).await?;
+            let v = c
+                .get(&nodeset_path("/v1/hosts", nodeset.as_deref()))
+                .await?;
             print_list(&v, json.json, host_table)
         }
-        HostCmd::Show { name } => print_json(&c.get(&format!("/v1/hosts/{}", encode(&name))).await?),
+        HostCmd::Show { name } => {
+            print_json(&c.get(&format!("/v1/hosts/{}", encode(&name))).await?)
+        }
         HostCmd::Add(a) => {
             let name = a.name.clone();
-            c.put(&format!("/v1/hosts/{}", encode(&name)), serde_json::to_value(new_host(a)?)?).await?;
+            c.put(
+                &format!("/v1/hosts/{}", encode(&name)),
+                serde_json::to_value(new_host(a)?)?,
+            )
+            .await?;
             println!("host {name} saved");
             Ok(())
         }
         HostCmd::Import { file } => import(c, &file, Kind::Hosts).await,
         HostCmd::Export { nodeset, toml } => {
-            let v = c.get(&nodeset_path("/v1/hosts", nodeset.as_deref())).await?;
+            let v = c
+                .get(&nodeset_path("/v1/hosts", nodeset.as_deref()))
+                .await?;
             let hosts: Vec<Host> = serde_json::from_value(v)?;
             export(&hosts, &[], toml)
         }
@@ -81,11 +95,20 @@ async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
 }
 
 async fn set_provision(c: &Client, nodeset: &str, verb: &str) -> anyhow::Result<()> {
-    let v = c.post(&format!("/v1/hosts/{verb}?nodeset={}", encode(nodeset)), None).await?;
+    let v = c
+        .post(
+            &format!("/v1/hosts/{verb}?nodeset={}", encode(nodeset)),
+            None,
+        )
+        .await?;
     let changed = v["changed"].as_array().map_or(0, Vec::len);
     match changed {
         0 => println!("{verb}: nothing to change in {nodeset}"),
-        n => println!("{verb}: {} ({n} host{})", cell(&v["nodeset"]), if n == 1 { "" } else { "s" }),
+        n => println!(
+            "{verb}: {} ({n} host{})",
+            cell(&v["nodeset"]),
+            if n == 1 { "" } else { "s" }
+        ),
     }
     warn_missing(&v);
     Ok(())
@@ -107,7 +130,11 @@ fn new_host(a: AddHost) -> anyhow::Result<Host> {
         ..Default::default()
     }];
     if let Some(ip) = a.bmc_ip {
-        interfaces.push(crate::inventory::Interface { ip: Some(ip), bmc: true, ..Default::default() });
+        interfaces.push(crate::inventory::Interface {
+            ip: Some(ip),
+            bmc: true,
+            ..Default::default()
+        });
     }
     Ok(Host {
         name: a.name,
@@ -127,8 +154,17 @@ async fn import(c: &Client, file: &std::path::Path, kind: Kind) -> anyhow::Resul
         eprintln!("warning: {w}");
     }
     let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
-    c.post("/v1/hosts", Some(json!({ "hosts": loaded.hosts, "images": loaded.images }))).await?;
-    println!("imported {nh} host{} and {ni} image{} from {}", plural(nh), plural(ni), file.display());
+    c.post(
+        "/v1/hosts",
+        Some(json!({ "hosts": loaded.hosts, "images": loaded.images })),
+    )
+    .await?;
+    println!(
+        "imported {nh} host{} and {ni} image{} from {}",
+        plural(nh),
+        plural(ni),
+        file.display()
+    );
     Ok(())
 }
 
@@ -142,7 +178,10 @@ fn plural(n: usize) -> &'static str {
 
 fn export(hosts: &[Host], images: &[Image], toml: bool) -> anyhow::Result<()> {
     if toml {
-        print!("{}", load::to_toml(hosts, images).map_err(anyhow::Error::msg)?);
+        print!(
+            "{}",
+            load::to_toml(hosts, images).map_err(anyhow::Error::msg)?
+        );
     } else if images.is_empty() {
         println!("{}", load::hosts_to_json(hosts));
     } else {
@@ -157,7 +196,10 @@ fn host_table(items: &[Value]) -> String {
         .filter_map(|v| serde_json::from_value::<Host>(v.clone()).ok())
         .map(|h| {
             let boot: Vec<_> = h.interfaces.iter().filter(|i| !i.bmc).collect();
-            let macs: Vec<String> = boot.iter().filter_map(|i| i.mac.map(|m| m.to_string())).collect();
+            let macs: Vec<String> = boot
+                .iter()
+                .filter_map(|i| i.mac.map(|m| m.to_string()))
+                .collect();
             let ips: Vec<String> = boot.iter().filter_map(|i| i.ip.clone()).collect();
             vec![
                 h.name.clone(),
@@ -170,16 +212,25 @@ fn host_table(items: &[Value]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "PROVISION", "IMAGE", "MAC", "IP", "BMC", "TAGS"], &rows)
+    table(
+        &["NAME", "PROVISION", "IMAGE", "MAC", "IP", "BMC", "TAGS"],
+        &rows,
+    )
 }
 
 async fn image(cmd: ImageCmd, c: &Client) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::List(j) => print_list(&c.get("/v1/images").await?, j.json, image_table),
-        ImageCmd::Show { name } => print_json(&c.get(&format!("/v1/images/{}", encode(&name))).await?),
+        ImageCmd::Show { name } => {
+            print_json(&c.get(&format!("/v1/images/{}", encode(&name))).await?)
+        }
         ImageCmd::Add(a) => {
             let name = a.name.clone();
-            c.put(&format!("/v1/images/{}", encode(&name)), serde_json::to_value(new_image(a)?)?).await?;
+            c.put(
+                &format!("/v1/images/{}", encode(&name)),
+                serde_json::to_value(new_image(a)?)?,
+            )
+            .await?;
             println!("image {name} saved");
             Ok(())
         }
@@ -202,12 +253,23 @@ async fn image(cmd: ImageCmd, c: &Client) -> anyhow::Result<()> {
 }
 
 fn new_image(a: AddImage) -> anyhow::Result<Image> {
-    let abs = |p: &std::path::Path| -> anyhow::Result<String> { Ok(std::path::absolute(p)?.display().to_string()) };
+    let abs = |p: &std::path::Path| -> anyhow::Result<String> {
+        Ok(std::path::absolute(p)?.display().to_string())
+    };
     Ok(Image {
         name: a.name,
         kernel: abs(&a.kernel)?,
-        initrd: a.initrd.iter().map(|p| abs(p)).collect::<anyhow::Result<_>>()?,
-        liveimg: a.liveimg.as_deref().map(abs).transpose()?.unwrap_or_default(),
+        initrd: a
+            .initrd
+            .iter()
+            .map(|p| abs(p))
+            .collect::<anyhow::Result<_>>()?,
+        liveimg: a
+            .liveimg
+            .as_deref()
+            .map(abs)
+            .transpose()?
+            .unwrap_or_default(),
         cmdline: a.cmdline,
         ..Default::default()
     })
@@ -216,7 +278,14 @@ fn new_image(a: AddImage) -> anyhow::Result<Image> {
 fn image_table(items: &[Value]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|v| vec![cell(&v["name"]), cell(&v["kernel"]), cell(&v["initrd"]), cell(&v["liveimg"])])
+        .map(|v| {
+            vec![
+                cell(&v["name"]),
+                cell(&v["kernel"]),
+                cell(&v["initrd"]),
+                cell(&v["liveimg"]),
+            ]
+        })
         .collect();
     table(&["NAME", "KERNEL", "INITRD", "LIVEIMG"], &rows)
 }
@@ -225,7 +294,15 @@ fn status(v: &Value, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return print_json(v);
     }
-    for key in ["version", "uptime_secs", "hosts", "provisioned", "images", "inventory_generation", "store"] {
+    for key in [
+        "version",
+        "uptime_secs",
+        "hosts",
+        "provisioned",
+        "images",
+        "inventory_generation",
+        "store",
+    ] {
         println!("{key}: {}", cell(&v[key]));
     }
     if let Some(counters) = v["counters"].as_object() {
@@ -241,7 +318,12 @@ fn events(v: &Value, as_json: bool) -> anyhow::Result<()> {
         let rows: Vec<Vec<String>> = items
             .iter()
             .map(|e| {
-                vec![time_ms(e["time_ms"].as_u64().unwrap_or(0)), cell(&e["host"]), cell(&e["kind"]), cell(&e["detail"])]
+                vec![
+                    time_ms(e["time_ms"].as_u64().unwrap_or(0)),
+                    cell(&e["host"]),
+                    cell(&e["kind"]),
+                    cell(&e["detail"]),
+                ]
             })
             .collect();
         table(&["TIME", "HOST", "EVENT", "DETAIL"], &rows)

@@ -12,7 +12,11 @@ mod output;
 pub const DEFAULT_SOCKET: &str = "/var/run/xboot/xboot-api.socket";
 
 #[derive(Debug, Parser)]
-#[command(name = "xboot", version, about = "Network boot server for bare-metal fleets")]
+#[command(
+    name = "xboot",
+    version,
+    about = "Network boot server for bare-metal fleets"
+)]
 pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a RUST_LOG directive). Default:
     /// RUST_LOG, else `info` for serve and `warn` for the other commands.
@@ -20,13 +24,25 @@ pub struct Cli {
     pub log_level: Option<String>,
     /// Config file. `serve` and `check-config` need it; the client commands take the API
     /// socket (`api.socket_path`) from it when --socket is not given.
-    #[arg(long, short = 'c', global = true, env = "XBOOT_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "XBOOT_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// API unix socket [default: api.socket_path of --config, else /var/run/xboot/xboot-api.socket].
     #[arg(long, global = true, env = "XBOOT_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Talk to the API over TCP instead (`host:port` of api.listen).
-    #[arg(long, global = true, env = "XBOOT_API", value_name = "HOST:PORT", conflicts_with = "socket")]
+    #[arg(
+        long,
+        global = true,
+        env = "XBOOT_API",
+        value_name = "HOST:PORT",
+        conflicts_with = "socket"
+    )]
     pub api: Option<String>,
     /// Bearer token for --api (api.token).
     #[arg(long, global = true, env = "XBOOT_TOKEN", hide_env_values = true)]
@@ -193,7 +209,10 @@ pub struct AddImage {
 /// Entry point of the `xboot` binary.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref(), matches!(cli.command, Command::Serve(_)));
+    init_logging(
+        cli.log_level.as_deref(),
+        matches!(cli.command, Command::Serve(_)),
+    );
     run(cli)
 }
 
@@ -201,16 +220,16 @@ pub fn main() -> anyhow::Result<()> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(mut args) => {
-            args.config = cli
-                .config
-                .ok_or_else(|| anyhow::anyhow!("xboot serve needs --config FILE (or XBOOT_CONFIG)"))?;
+            args.config = cli.config.ok_or_else(|| {
+                anyhow::anyhow!("xboot serve needs --config FILE (or XBOOT_CONFIG)")
+            })?;
             args.socket = cli.socket;
             crate::serve::run(args)
         }
         Command::CheckConfig(files) => {
-            let config = cli
-                .config
-                .ok_or_else(|| anyhow::anyhow!("xboot check-config needs --config FILE (or XBOOT_CONFIG)"))?;
+            let config = cli.config.ok_or_else(|| {
+                anyhow::anyhow!("xboot check-config needs --config FILE (or XBOOT_CONFIG)")
+            })?;
             check::run(&config, &files)
         }
         command => {
@@ -246,7 +265,8 @@ fn init_logging(level: Option<&str>, serve: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if serve { "info" } else { "warn" })),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(if serve { "info" } else { "warn" })),
     };
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
@@ -268,16 +288,46 @@ mod tests {
 
     #[test]
     fn parses_grendel_style_serve_and_client_commands() {
-        let cli = Cli::try_parse_from(["xboot", "serve", "--config", "g.toml", "--hosts", "h.json", "--images", "i.json"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "xboot", "serve", "--config", "g.toml", "--hosts", "h.json", "--images", "i.json",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(cli.config.unwrap(), PathBuf::from("g.toml"));
         assert_eq!(args.files.hosts.unwrap(), PathBuf::from("h.json"));
-        let cli = Cli::try_parse_from(["xboot", "host", "list", "cn[1-3]", "--json", "--socket", "/tmp/s"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "xboot", "host", "list", "cn[1-3]", "--json", "--socket", "/tmp/s",
+        ])
+        .unwrap();
         assert_eq!(cli.socket.unwrap(), PathBuf::from("/tmp/s"));
-        assert!(matches!(cli.command, Command::Host(HostCmd::List { json: JsonFlag { json: true }, .. })));
-        assert!(Cli::try_parse_from(["xboot", "host", "add", "cn1", "--mac", "m", "--ip", "i", "--provision"]).is_err());
-        let cli = Cli::try_parse_from(["xboot", "host", "add", "cn1", "--mac", "m", "--ip", "i", "--tag", "a,b", "--tag", "c"]).unwrap();
-        let Command::Host(HostCmd::Add(a)) = cli.command else { panic!() };
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::List {
+                json: JsonFlag { json: true },
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from([
+            "xboot",
+            "host",
+            "add",
+            "cn1",
+            "--mac",
+            "m",
+            "--ip",
+            "i",
+            "--provision"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "xboot", "host", "add", "cn1", "--mac", "m", "--ip", "i", "--tag", "a,b", "--tag", "c",
+        ])
+        .unwrap();
+        let Command::Host(HostCmd::Add(a)) = cli.command else {
+            panic!()
+        };
         assert_eq!(a.tags, ["a", "b", "c"]);
     }
 }

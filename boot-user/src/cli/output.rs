@@ -42,9 +42,18 @@ pub fn json_table(items: &[Value]) -> String {
     };
     let keys: Vec<&str> = first.keys().map(String::as_str).collect();
     let header: Vec<String> = keys.iter().map(|k| k.to_uppercase()).collect();
-    let rows: Vec<Vec<String>> =
-        items.iter().map(|it| keys.iter().map(|k| cell(it.get(*k).unwrap_or(&Value::Null))).collect()).collect();
-    table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &rows)
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| {
+            keys.iter()
+                .map(|k| cell(it.get(*k).unwrap_or(&Value::Null)))
+                .collect()
+        })
+        .collect();
+    table(
+        &header.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+    )
 }
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds.
@@ -59,7 +68,13 @@ mod tests {
 
     #[test]
     fn tables() {
-        let t = table(&["NAME", "IP"], &[vec!["cn1".into(), "10.0.0.1/24".into()], vec!["cn100".into(), "".into()]]);
+        let t = table(
+            &["NAME", "IP"],
+            &[
+                vec!["cn1".into(), "10.0.0.1/24".into()],
+                vec!["cn100".into(), "".into()],
+            ],
+        );
         assert_eq!(t, "NAME   IP\ncn1    10.0.0.1/24\ncn100  \n");
         let j = json_table(&[serde_json::json!({"count": 2, "mac": "aa", "tags": ["a", "b"]})]);
         assert_eq!(j, "COUNT  MAC  TAGS\n2      aa   a,b\n");

@@ -34,11 +34,17 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read inventory file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid inventory file {origin}: {message}")]
     Syntax { origin: String, message: String },
     #[error("invalid inventory file {origin}: {errors}")]
-    Entries { origin: String, errors: ValidationErrors },
+    Entries {
+        origin: String,
+        errors: ValidationErrors,
+    },
 }
 
 /// The entries read from one file (not validated as a whole yet).
@@ -55,7 +61,10 @@ const GRENDEL_BOOKKEEPING: &[&str] = &["ID", "HostID", "kickstart"];
 
 /// Reads an inventory file. `kind` says what a bare JSON array holds.
 pub fn load_file(path: &Path, kind: Kind) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.into(),
+        source,
+    })?;
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
     let format = match path.extension().and_then(|e| e.to_str()) {
@@ -69,12 +78,22 @@ pub fn load_file(path: &Path, kind: Kind) -> Result<Loaded, LoadError> {
 
 /// Parses inventory text. `base` resolves relative file paths; `origin` names the source
 /// in messages.
-pub fn parse(text: &str, format: Format, kind: Kind, base: &Path, origin: &str) -> Result<Loaded, LoadError> {
-    let syntax = |message: String| LoadError::Syntax { origin: origin.to_string(), message };
+pub fn parse(
+    text: &str,
+    format: Format,
+    kind: Kind,
+    base: &Path,
+    origin: &str,
+) -> Result<Loaded, LoadError> {
+    let syntax = |message: String| LoadError::Syntax {
+        origin: origin.to_string(),
+        message,
+    };
     let mut acc = Acc::default();
     match format {
         Format::Json => {
-            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?;
             acc.json_value(v, kind).map_err(syntax)?;
         }
         Format::Toml => {
@@ -83,17 +102,26 @@ pub fn parse(text: &str, format: Format, kind: Kind, base: &Path, origin: &str) 
                 let kind = match key.as_str() {
                     "host" => Kind::Hosts,
                     "image" => Kind::Images,
-                    _ => return Err(syntax(format!("unknown key {key:?} (expected [[host]] and [[image]] tables)"))),
+                    _ => {
+                        return Err(syntax(format!(
+                            "unknown key {key:?} (expected [[host]] and [[image]] tables)"
+                        )))
+                    }
                 };
                 let toml::Value::Array(items) = value else {
-                    return Err(syntax(format!("{key:?} must be an array of tables ([[{key}]])")));
+                    return Err(syntax(format!(
+                        "{key:?} must be an array of tables ([[{key}]])"
+                    )));
                 };
                 acc.toml_list(items, kind);
             }
         }
     }
     if !acc.errors.is_empty() {
-        return Err(LoadError::Entries { origin: origin.into(), errors: ValidationErrors(acc.errors) });
+        return Err(LoadError::Entries {
+            origin: origin.into(),
+            errors: ValidationErrors(acc.errors),
+        });
     }
     for im in &mut acc.loaded.images {
         resolve_paths(im, base);
@@ -188,7 +216,12 @@ impl Acc {
     }
 }
 
-fn decode<'de, T, D>(value: D, entry: &str, warnings: &mut Vec<String>, errors: &mut Vec<ValidationError>) -> Option<T>
+fn decode<'de, T, D>(
+    value: D,
+    entry: &str,
+    warnings: &mut Vec<String>,
+    errors: &mut Vec<ValidationError>,
+) -> Option<T>
 where
     T: Deserialize<'de>,
     D: serde::Deserializer<'de>,
@@ -206,7 +239,10 @@ where
             Some(v)
         }
         Err(e) => {
-            errors.push(ValidationError::Entry { entry: entry.to_string(), message: e.to_string() });
+            errors.push(ValidationError::Entry {
+                entry: entry.to_string(),
+                message: e.to_string(),
+            });
             None
         }
     }
@@ -231,17 +267,32 @@ pub fn to_toml(hosts: &[Host], images: &[Image]) -> Result<String, String> {
         #[serde(skip_serializing_if = "<[Image]>::is_empty")]
         image: &'a [Image],
     }
-    toml::to_string(&File { host: hosts, image: images }).map_err(|e| e.to_string())
+    toml::to_string(&File {
+        host: hosts,
+        image: images,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Decodes entries from a JSON value (an API request body): an array of entries, one entry,
 /// or `{"hosts": [...], "images": [...]}`. Paths are not resolved (validation wants them
 /// absolute).
-pub fn from_json_value(v: serde_json::Value, kind: Kind, origin: &str) -> Result<Loaded, LoadError> {
+pub fn from_json_value(
+    v: serde_json::Value,
+    kind: Kind,
+    origin: &str,
+) -> Result<Loaded, LoadError> {
     let mut acc = Acc::default();
-    acc.json_value(v, kind).map_err(|message| LoadError::Syntax { origin: origin.into(), message })?;
+    acc.json_value(v, kind)
+        .map_err(|message| LoadError::Syntax {
+            origin: origin.into(),
+            message,
+        })?;
     if !acc.errors.is_empty() {
-        return Err(LoadError::Entries { origin: origin.into(), errors: ValidationErrors(acc.errors) });
+        return Err(LoadError::Entries {
+            origin: origin.into(),
+            errors: ValidationErrors(acc.errors),
+        });
     }
     Ok(acc.loaded)
 }

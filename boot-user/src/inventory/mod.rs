@@ -36,7 +36,10 @@ pub enum InventoryError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("invalid inventory ({origin}): {errors}")]
-    Invalid { origin: String, errors: ValidationErrors },
+    Invalid {
+        origin: String,
+        errors: ValidationErrors,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -76,8 +79,18 @@ impl Inventory {
                 }
             }
         }
-        let image_by_name = images.iter().enumerate().map(|(i, im)| (im.name.clone(), i)).collect();
-        Inventory { hosts, images, by_mac, by_name, image_by_name }
+        let image_by_name = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| (im.name.clone(), i))
+            .collect();
+        Inventory {
+            hosts,
+            images,
+            by_mac,
+            by_name,
+            image_by_name,
+        }
     }
 
     /// The validating constructor: every problem is reported, naming its entry.
@@ -101,7 +114,11 @@ impl Inventory {
     pub fn lookup_mac(&self, mac: Mac) -> Option<Lookup<'_>> {
         let &(hi, ii) = self.by_mac.get(&mac)?;
         let host = &self.hosts[hi];
-        Some(Lookup { host, nic: &host.interfaces[ii], image: self.image(&host.boot_image) })
+        Some(Lookup {
+            host,
+            nic: &host.interfaces[ii],
+            image: self.image(&host.boot_image),
+        })
     }
     pub fn into_parts(self) -> (Vec<Host>, Vec<Image>) {
         (self.hosts, self.images)
@@ -148,15 +165,29 @@ pub struct Startup {
 /// Reads the inventory files given (hosts, then images), merges them over the store's
 /// contents (files win by name), validates the result and, if valid, writes it back to the
 /// store in one transaction. With no store, the files alone make the inventory.
-pub fn startup(store: Option<&Store>, hosts_file: Option<&Path>, images_file: Option<&Path>) -> Result<Startup, InventoryError> {
+pub fn startup(
+    store: Option<&Store>,
+    hosts_file: Option<&Path>,
+    images_file: Option<&Path>,
+) -> Result<Startup, InventoryError> {
     let (old_hosts, old_images) = match store {
         Some(s) => s.load()?,
         None => (Vec::new(), Vec::new()),
     };
     let label = store.map(|s| s.path().display().to_string());
-    let s = plan((old_hosts.clone(), old_images.clone()), label.as_deref(), hosts_file, images_file)?;
+    let s = plan(
+        (old_hosts.clone(), old_images.clone()),
+        label.as_deref(),
+        hosts_file,
+        images_file,
+    )?;
     if let Some(store) = store {
-        store.apply(&Change::diff(&old_hosts, &old_images, s.inventory.hosts(), s.inventory.images()))?;
+        store.apply(&Change::diff(
+            &old_hosts,
+            &old_images,
+            s.inventory.hosts(),
+            s.inventory.images(),
+        ))?;
     }
     Ok(s)
 }
@@ -177,11 +208,22 @@ pub fn plan(
         let loaded = load::load_file(file, kind)?;
         warnings.extend(loaded.warnings.iter().cloned());
         for r in merge(&mut hosts, &mut images, loaded) {
-            warnings.push(format!("{r}: the entry from {} replaces the stored one", file.display()));
+            warnings.push(format!(
+                "{r}: the entry from {} replaces the stored one",
+                file.display()
+            ));
         }
         origin.push(file.display().to_string());
     }
-    let origin = if origin.is_empty() { "empty".to_string() } else { origin.join(" + ") };
-    validate::validate(&hosts, &images).map_err(|errors| InventoryError::Invalid { origin, errors })?;
-    Ok(Startup { inventory: Inventory::from_parts_unchecked(hosts, images), warnings })
+    let origin = if origin.is_empty() {
+        "empty".to_string()
+    } else {
+        origin.join(" + ")
+    };
+    validate::validate(&hosts, &images)
+        .map_err(|errors| InventoryError::Invalid { origin, errors })?;
+    Ok(Startup {
+        inventory: Inventory::from_parts_unchecked(hosts, images),
+        warnings,
+    })
 }

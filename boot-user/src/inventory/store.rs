@@ -22,7 +22,11 @@ pub enum StoreError {
     #[error("inventory store {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error("inventory store {path}: {entry}: unreadable record: {message}")]
-    Decode { path: PathBuf, entry: String, message: String },
+    Decode {
+        path: PathBuf,
+        entry: String,
+        message: String,
+    },
 }
 
 /// A set of upserts and deletions, applied in one transaction.
@@ -36,10 +40,20 @@ pub struct Change {
 
 impl Change {
     /// What turns (`old_hosts`, `old_images`) into (`hosts`, `images`), matching by name.
-    pub fn diff(old_hosts: &[Host], old_images: &[Image], hosts: &[Host], images: &[Image]) -> Change {
+    pub fn diff(
+        old_hosts: &[Host],
+        old_images: &[Image],
+        hosts: &[Host],
+        images: &[Image],
+    ) -> Change {
         let (put_hosts, delete_hosts) = diff_by(old_hosts, hosts, |h| &h.name);
         let (put_images, delete_images) = diff_by(old_images, images, |i| &i.name);
-        Change { put_hosts, delete_hosts, put_images, delete_images }
+        Change {
+            put_hosts,
+            delete_hosts,
+            put_images,
+            delete_images,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,11 +64,24 @@ impl Change {
     }
 }
 
-fn diff_by<T: Clone + PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> (Vec<T>, Vec<String>) {
+fn diff_by<T: Clone + PartialEq>(
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &String,
+) -> (Vec<T>, Vec<String>) {
     let old_by: std::collections::HashMap<&String, &T> = old.iter().map(|t| (name(t), t)).collect();
     let new_names: std::collections::HashSet<&String> = new.iter().map(&name).collect();
-    let put = new.iter().filter(|t| old_by.get(name(t)) != Some(t)).cloned().collect();
-    let delete = old.iter().map(&name).filter(|n| !new_names.contains(n)).cloned().collect();
+    let put = new
+        .iter()
+        .filter(|t| old_by.get(name(t)) != Some(t))
+        .cloned()
+        .collect();
+    let delete = old
+        .iter()
+        .map(&name)
+        .filter(|n| !new_names.contains(n))
+        .cloned()
+        .collect();
     (put, delete)
 }
 
@@ -73,10 +100,16 @@ impl Store {
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let path = state_dir.join(FILE_NAME);
-        let err = |message: String| StoreError::Db { path: path.clone(), message };
-        std::fs::create_dir_all(state_dir).map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
+        let err = |message: String| StoreError::Db {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
         let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => err("in use by another xboot process".into()),
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                err("in use by another xboot process".into())
+            }
             other => err(other.to_string()),
         })?;
         let store = Store { db, path };
@@ -90,7 +123,10 @@ impl Store {
     }
 
     fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
-        StoreError::Db { path: self.path.clone(), message: e.into().to_string() }
+        StoreError::Db {
+            path: self.path.clone(),
+            message: e.into().to_string(),
+        }
     }
 
     /// Every host and image, in name order.
@@ -147,7 +183,10 @@ impl Store {
 
     fn write(
         &self,
-        f: impl FnOnce(&mut redb::Table<&str, &[u8]>, &mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
+        f: impl FnOnce(
+            &mut redb::Table<&str, &[u8]>,
+            &mut redb::Table<&str, &[u8]>,
+        ) -> Result<(), redb::StorageError>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {

@@ -40,7 +40,11 @@ fn host(name: &str, mac: &str, ip: &str) -> Host {
         name: name.into(),
         provision: true,
         boot_image: "img".into(),
-        interfaces: vec![Interface { mac: Some(mac.parse().unwrap()), ip: Some(ip.into()), ..Default::default() }],
+        interfaces: vec![Interface {
+            mac: Some(mac.parse().unwrap()),
+            ip: Some(ip.into()),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -50,23 +54,37 @@ fn guide_hosts_and_images_json_load() {
     let hosts = load::load_file(&config_dir().join("examples/hosts.json"), Kind::Hosts).unwrap();
     assert!(hosts.warnings.is_empty(), "{:?}", hosts.warnings);
     let h = &hosts.hosts[0];
-    assert_eq!((h.name.as_str(), h.provision, h.boot_image.as_str()), ("cn1", true, "squareos-9.2"));
+    assert_eq!(
+        (h.name.as_str(), h.provision, h.boot_image.as_str()),
+        ("cn1", true, "squareos-9.2")
+    );
     assert_eq!(h.firmware, "snponly-x86_64.efi");
-    assert_eq!(h.interfaces[0].mac.unwrap().to_string(), "aa:bb:cc:11:22:33");
+    assert_eq!(
+        h.interfaces[0].mac.unwrap().to_string(),
+        "aa:bb:cc:11:22:33"
+    );
     assert_eq!(h.bmc().unwrap().ip.as_deref(), Some("192.168.1.51/32"));
 
     let images = load::load_file(&config_dir().join("examples/images.json"), Kind::Images).unwrap();
     let im = &images.images[0];
     assert_eq!(im.name, "squareos-9.2");
-    assert!(im.cmdline.contains(r#"BOOTIF=01-{{ $.nic.MAC | toString | replace ":" "-" }}"#));
+    assert!(im
+        .cmdline
+        .contains(r#"BOOTIF=01-{{ $.nic.MAC | toString | replace ":" "-" }}"#));
 
     // The guide's kernel and initrd live under /var/lib/grendel: absent here, and reported
     // as such, naming the image; the host itself is fine.
     let errs = Inventory::new(hosts.hosts, images.images).unwrap_err();
     let msgs = errs.messages();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    assert!(msgs[0].starts_with("image squareos-9.2: kernel /var/lib/grendel/vmlinuz"), "{msgs:?}");
-    assert!(msgs[1].starts_with("image squareos-9.2: initrd[0] /var/lib/grendel/initramfs"), "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("image squareos-9.2: kernel /var/lib/grendel/vmlinuz"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].starts_with("image squareos-9.2: initrd[0] /var/lib/grendel/initramfs"),
+        "{msgs:?}"
+    );
     assert!(msgs[1].ends_with("no such file"), "{msgs:?}");
 }
 
@@ -88,8 +106,12 @@ fn grendel_export_keys_are_quiet_and_unknown_keys_warn() {
         "interfaces":[{"HostID":"2BZ0a","ID":1,"mac":"aa:bb:cc:11:22:33","ip":"10.0.0.1/24","ifname":"",
         "fqdn":"","bmc":false,"vlan":"","mtu":1500,"colour":"blue"}]}]"#;
     let l = load::parse(j, Format::Json, Kind::Hosts, Path::new("/"), "hosts.json").unwrap();
-    assert_eq!(l.warnings, [r#"host cn1: unknown key "interfaces.0.colour" ignored"#]);
-    let j = r#"[{"id":"2BZ0b","name":"img","kernel":"/k","initrd":[],"cmdline":"","user_data":"x"}]"#;
+    assert_eq!(
+        l.warnings,
+        [r#"host cn1: unknown key "interfaces.0.colour" ignored"#]
+    );
+    let j =
+        r#"[{"id":"2BZ0b","name":"img","kernel":"/k","initrd":[],"cmdline":"","user_data":"x"}]"#;
     let l = load::parse(j, Format::Json, Kind::Images, Path::new("/"), "images.json").unwrap();
     assert_eq!(l.images[0].id, "2BZ0b");
     assert!(l.warnings.is_empty());
@@ -102,27 +124,57 @@ fn bad_entries_are_named_and_all_reported() {
                {"interfaces":[{"mac":"aa:bb"}]},
                {"name":"cn4"}]"#;
     let err = load::parse(j, Format::Json, Kind::Hosts, Path::new("/"), "hosts.json").unwrap_err();
-    let LoadError::Entries { errors, .. } = &err else { panic!("{err}") };
+    let LoadError::Entries { errors, .. } = &err else {
+        panic!("{err}")
+    };
     let msgs = errors.messages();
     assert_eq!(msgs.len(), 3, "{msgs:?}");
-    assert!(msgs[0].starts_with("host cn1: invalid MAC address \"zz:bb:cc:11:22:33\""), "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("host cn1: invalid MAC address \"zz:bb:cc:11:22:33\""),
+        "{msgs:?}"
+    );
     assert!(msgs[1].starts_with("host cn2: invalid type"), "{msgs:?}");
-    assert!(msgs[2].starts_with("host #2: invalid MAC address \"aa:bb\""), "{msgs:?}");
-    assert!(err.to_string().starts_with("invalid inventory file hosts.json: 3 problems:"), "{err}");
+    assert!(
+        msgs[2].starts_with("host #2: invalid MAC address \"aa:bb\""),
+        "{msgs:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("invalid inventory file hosts.json: 3 problems:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn file_syntax_errors() {
     let table: &[(&str, Format, &str)] = &[
-        ("[{", Format::Json, "invalid inventory file f: EOF while parsing"),
+        (
+            "[{",
+            Format::Json,
+            "invalid inventory file f: EOF while parsing",
+        ),
         ("42", Format::Json, "expected a JSON array"),
-        (r#"{"hosts": {}}"#, Format::Json, "\"hosts\" must be an array"),
-        ("[[hosts]]\nname = \"cn1\"", Format::Toml, "unknown key \"hosts\" (expected [[host]] and [[image]] tables)"),
+        (
+            r#"{"hosts": {}}"#,
+            Format::Json,
+            "\"hosts\" must be an array",
+        ),
+        (
+            "[[hosts]]\nname = \"cn1\"",
+            Format::Toml,
+            "unknown key \"hosts\" (expected [[host]] and [[image]] tables)",
+        ),
         ("host = 3", Format::Toml, "must be an array of tables"),
-        ("[[host]\n", Format::Toml, "invalid inventory file f: TOML parse error"),
+        (
+            "[[host]\n",
+            Format::Toml,
+            "invalid inventory file f: TOML parse error",
+        ),
     ];
     for (text, format, want) in table {
-        let err = load::parse(text, *format, Kind::Hosts, Path::new("/"), "f").unwrap_err().to_string();
+        let err = load::parse(text, *format, Kind::Hosts, Path::new("/"), "f")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{text:?}: {err}");
     }
 }
@@ -136,7 +188,11 @@ fn relative_paths_resolve_against_the_file() {
     let l = load::load_file(&p, Kind::Images).unwrap();
     assert_eq!(l.images[0].kernel, f.path("vmlinuz"));
     assert_eq!(l.images[0].initrd[0], f.path("initrd.img"));
-    Inventory::new(vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")], l.images).unwrap();
+    Inventory::new(
+        vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")],
+        l.images,
+    )
+    .unwrap();
 }
 
 /// Each validation error, named, in one table: (description, hosts, images, expected message).
@@ -146,7 +202,10 @@ fn validation_errors_each_named() {
     let img = || vec![f.image("img")];
     let h = host;
     let mut two_macs = h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
-    two_macs.interfaces.push(Interface { mac: Some("aa:bb:cc:00:00:01".parse().unwrap()), ..Default::default() });
+    two_macs.interfaces.push(Interface {
+        mac: Some("aa:bb:cc:00:00:01".parse().unwrap()),
+        ..Default::default()
+    });
     let mut no_image = h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
     no_image.boot_image.clear();
     let mut not_provisioned = h("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24");
@@ -198,7 +257,7 @@ fn validation_errors_each_named() {
     for (what, hosts, images, want) in table {
         match Inventory::new(hosts, images) {
             Ok(_) => assert!(want.is_empty(), "{what}: accepted, want {want:?}"),
-            Err(e) => assert_eq!(e.messages(), [want.clone()], "{what}"),
+            Err(e) => assert_eq!(e.messages(), std::slice::from_ref(&want), "{what}"),
         }
     }
 }
@@ -215,7 +274,11 @@ fn validation_returns_all_errors() {
     im.kernel = f.path("nope");
     let errs = Inventory::new(hosts, vec![im]).unwrap_err();
     assert_eq!(errs.0.len(), 4, "{errs}");
-    assert!(errs.to_string().starts_with("4 problems:\n  - host cn2: MAC"), "{errs}");
+    assert!(
+        errs.to_string()
+            .starts_with("4 problems:\n  - host cn2: MAC"),
+        "{errs}"
+    );
 }
 
 #[test]
@@ -224,7 +287,11 @@ fn store_round_trip_and_reopen() {
     let state = tempfile::tempdir().unwrap();
     let mut h1 = host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
     h1.tags = vec!["gpu".into()];
-    h1.interfaces.push(Interface { ip: Some("10.1.0.1/32".into()), bmc: true, ..Default::default() });
+    h1.interfaces.push(Interface {
+        ip: Some("10.1.0.1/32".into()),
+        bmc: true,
+        ..Default::default()
+    });
     let hosts = vec![h1.clone(), host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24")];
     let images = vec![f.image("img")];
     {
@@ -260,25 +327,51 @@ fn startup_merges_files_over_store() {
     let mut cn1 = host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
     cn1.provision = false;
     let stored = vec![cn1, host("cn9", "aa:bb:cc:00:00:09", "10.0.0.9/24")];
-    store.apply(&Change::diff(&[], &[], &stored, &[f.image("img")])).unwrap();
+    store
+        .apply(&Change::diff(&[], &[], &stored, &[f.image("img")]))
+        .unwrap();
     // The file names cn1 and cn2.
     let file = f.dir.path().join("hosts.json");
-    let file_hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24")];
+    let file_hosts = vec![
+        host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"),
+        host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24"),
+    ];
     std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
 
     let s = startup(Some(&store), Some(&file), None).unwrap();
-    let names: Vec<&str> = s.inventory.hosts().iter().map(|h| h.name.as_str()).collect();
+    let names: Vec<&str> = s
+        .inventory
+        .hosts()
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
     assert_eq!(names, ["cn1", "cn9", "cn2"]);
-    assert!(s.inventory.host("cn1").unwrap().provision, "the file wins for cn1");
+    assert!(
+        s.inventory.host("cn1").unwrap().provision,
+        "the file wins for cn1"
+    );
     assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
-    assert!(s.warnings[0].starts_with("host cn1: the entry from"), "{:?}", s.warnings);
-    assert_eq!(store.load().unwrap().0.len(), 3, "merged result written back");
+    assert!(
+        s.warnings[0].starts_with("host cn1: the entry from"),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(
+        store.load().unwrap().0.len(),
+        3,
+        "merged result written back"
+    );
 
     // A file that makes the merged inventory invalid stops the start and leaves the store.
     let bad = vec![host("cn3", "aa:bb:cc:00:00:09", "10.0.0.3/24")];
     std::fs::write(&file, load::hosts_to_json(&bad)).unwrap();
-    let err = startup(Some(&store), Some(&file), None).unwrap_err().to_string();
-    assert!(err.contains("host cn3: MAC aa:bb:cc:00:00:09 is also on host cn9"), "{err}");
+    let err = startup(Some(&store), Some(&file), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("host cn3: MAC aa:bb:cc:00:00:09 is also on host cn9"),
+        "{err}"
+    );
     assert_eq!(store.load().unwrap().0.len(), 3);
 }
 
@@ -287,9 +380,23 @@ fn exports_round_trip() {
     let f = Files::new();
     let hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")];
     let images = vec![f.image("img")];
-    let j = load::parse(&load::hosts_to_json(&hosts), Format::Json, Kind::Hosts, Path::new("/"), "x").unwrap();
+    let j = load::parse(
+        &load::hosts_to_json(&hosts),
+        Format::Json,
+        Kind::Hosts,
+        Path::new("/"),
+        "x",
+    )
+    .unwrap();
     assert_eq!(j.hosts, hosts);
-    let j = load::parse(&load::images_to_json(&images), Format::Json, Kind::Images, Path::new("/"), "x").unwrap();
+    let j = load::parse(
+        &load::images_to_json(&images),
+        Format::Json,
+        Kind::Images,
+        Path::new("/"),
+        "x",
+    )
+    .unwrap();
     assert_eq!(j.images, images);
     let t = load::to_toml(&hosts, &images).unwrap();
     let back = load::parse(&t, Format::Toml, Kind::Hosts, Path::new("/"), "x").unwrap();

@@ -24,13 +24,25 @@ pub enum ValidationError {
     #[error("host {host}: defined more than once")]
     DuplicateHost { host: String },
     #[error("host {host}: interface {nic}: {message}")]
-    BadCidr { host: String, nic: usize, message: String },
+    BadCidr {
+        host: String,
+        nic: usize,
+        message: String,
+    },
     #[error("host {host}: MAC {mac} is also on host {other}")]
-    MacOnTwoHosts { host: String, mac: Mac, other: String },
+    MacOnTwoHosts {
+        host: String,
+        mac: Mac,
+        other: String,
+    },
     #[error("host {host}: MAC {mac} is on two of its interfaces")]
     DuplicateMac { host: String, mac: Mac },
     #[error("host {host}: address {ip} is also used by host {other}")]
-    DuplicateIp { host: String, ip: String, other: String },
+    DuplicateIp {
+        host: String,
+        ip: String,
+        other: String,
+    },
     #[error("host {host}: provision = true but no boot_image")]
     NoBootImage { host: String },
     #[error("host {host}: unknown boot_image {image:?}")]
@@ -42,11 +54,24 @@ pub enum ValidationError {
     #[error("image {image}: no kernel")]
     NoKernel { image: String },
     #[error("image {image}: {what} path {path:?} is not absolute")]
-    RelativePath { image: String, what: String, path: String },
+    RelativePath {
+        image: String,
+        what: String,
+        path: String,
+    },
     #[error("image {image}: {what} {path}: {message}")]
-    MissingFile { image: String, what: String, path: String, message: String },
+    MissingFile {
+        image: String,
+        what: String,
+        path: String,
+        message: String,
+    },
     #[error("image {image}: {what} template: {message}")]
-    Template { image: String, what: String, message: String },
+    Template {
+        image: String,
+        what: String,
+        message: String,
+    },
 }
 
 /// Every problem of an inventory (never empty).
@@ -91,7 +116,8 @@ pub fn validate(hosts: &[Host], images: &[Image]) -> Result<(), ValidationErrors
 }
 
 fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>) {
-    let image_names: std::collections::HashSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    let image_names: std::collections::HashSet<&str> =
+        images.iter().map(|i| i.name.as_str()).collect();
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut macs: HashMap<Mac, &str> = HashMap::new();
     let mut ips: HashMap<std::net::Ipv4Addr, (usize, &str)> = HashMap::new();
@@ -99,12 +125,17 @@ fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>
         if h.name.is_empty() {
             errs.push(ValidationError::EmptyHostName { index });
         } else if let Err(reason) = check_hostname(&h.name) {
-            errs.push(ValidationError::InvalidHostname { host: h.name.clone(), reason });
+            errs.push(ValidationError::InvalidHostname {
+                host: h.name.clone(),
+                reason,
+            });
         }
         let count = names.entry(&h.name).or_default();
         *count += 1;
         if *count == 2 && !h.name.is_empty() {
-            errs.push(ValidationError::DuplicateHost { host: h.name.clone() });
+            errs.push(ValidationError::DuplicateHost {
+                host: h.name.clone(),
+            });
         }
         let host = || h.name.clone();
         let mut own_macs = Vec::new();
@@ -116,7 +147,11 @@ fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>
                     own_macs.push(mac);
                     match macs.get(&mac) {
                         Some(other) if *other != h.name => {
-                            errs.push(ValidationError::MacOnTwoHosts { host: host(), mac, other: other.to_string() })
+                            errs.push(ValidationError::MacOnTwoHosts {
+                                host: host(),
+                                mac,
+                                other: other.to_string(),
+                            })
                         }
                         _ => {
                             macs.insert(mac, &h.name);
@@ -126,10 +161,18 @@ fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>
             }
             let Some(ip) = i.ip.as_deref() else { continue };
             match parse_cidr(ip) {
-                Err(message) => errs.push(ValidationError::BadCidr { host: host(), nic, message }),
+                Err(message) => errs.push(ValidationError::BadCidr {
+                    host: host(),
+                    nic,
+                    message,
+                }),
                 Ok(net) => {
                     if let Some((other_index, other)) = ips.insert(net.addr(), (index, &h.name)) {
-                        let other = if other_index == index { "itself (another interface)" } else { other };
+                        let other = if other_index == index {
+                            "itself (another interface)"
+                        } else {
+                            other
+                        };
                         errs.push(ValidationError::DuplicateIp {
                             host: host(),
                             ip: net.addr().to_string(),
@@ -143,7 +186,10 @@ fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>
             if h.boot_image.is_empty() {
                 errs.push(ValidationError::NoBootImage { host: host() });
             } else if !image_names.contains(h.boot_image.as_str()) {
-                errs.push(ValidationError::UnknownImage { host: host(), image: h.boot_image.clone() });
+                errs.push(ValidationError::UnknownImage {
+                    host: host(),
+                    image: h.boot_image.clone(),
+                });
             }
         }
     }
@@ -161,8 +207,13 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
         if label.len() > 63 {
             return Err(format!("label {label:?} is longer than 63 characters"));
         }
-        if let Some(c) = label.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
-            return Err(format!("character {c:?} is not allowed (letters, digits, '-' and '.')"));
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Err(format!(
+                "character {c:?} is not allowed (letters, digits, '-' and '.')"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label {label:?} starts or ends with '-'"));
@@ -180,11 +231,19 @@ fn check_images(images: &[Image], errs: &mut Vec<ValidationError>) {
         let count = seen.entry(&im.name).or_default();
         *count += 1;
         if *count == 2 && !im.name.is_empty() {
-            errs.push(ValidationError::DuplicateImage { image: im.name.clone() });
+            errs.push(ValidationError::DuplicateImage {
+                image: im.name.clone(),
+            });
         }
-        let label = if im.name.is_empty() { format!("#{index}") } else { im.name.clone() };
+        let label = if im.name.is_empty() {
+            format!("#{index}")
+        } else {
+            im.name.clone()
+        };
         if im.kernel.is_empty() {
-            errs.push(ValidationError::NoKernel { image: label.clone() });
+            errs.push(ValidationError::NoKernel {
+                image: label.clone(),
+            });
         } else {
             check_file(&label, "kernel", &im.kernel, errs);
         }
@@ -200,7 +259,11 @@ fn check_images(images: &[Image], errs: &mut Vec<ValidationError>) {
 fn check_file(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationError>) {
     let p = Path::new(path);
     if !p.is_absolute() {
-        errs.push(ValidationError::RelativePath { image: image.into(), what: what.into(), path: path.into() });
+        errs.push(ValidationError::RelativePath {
+            image: image.into(),
+            what: what.into(),
+            path: path.into(),
+        });
         return;
     }
     let problem = match std::fs::metadata(p) {
@@ -209,7 +272,12 @@ fn check_file(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationErro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_string(),
         Err(e) => e.to_string(),
     };
-    errs.push(ValidationError::MissingFile { image: image.into(), what: what.into(), path: path.into(), message: problem });
+    errs.push(ValidationError::MissingFile {
+        image: image.into(),
+        what: what.into(),
+        path: path.into(),
+        message: problem,
+    });
 }
 
 /// Template errors in image command lines, found at load time rather than at boot.
