@@ -4,6 +4,7 @@
 
 mod cli;
 mod netns;
+mod pxe;
 
 #[test]
 fn netns_veth_ping() {
