@@ -202,11 +202,15 @@ pub fn plan(
 ) -> Result<Startup, InventoryError> {
     let (mut hosts, mut images) = stored;
     let mut warnings = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut unreadable_images = Vec::new();
     let mut origin: Vec<String> = store_label.map(str::to_string).into_iter().collect();
     for (file, kind) in [(hosts_file, Kind::Hosts), (images_file, Kind::Images)] {
         let Some(file) = file else { continue };
-        let loaded = load::load_file(file, kind)?;
-        warnings.extend(loaded.warnings.iter().cloned());
+        let mut loaded = load::read_file(file, kind)?;
+        warnings.append(&mut loaded.warnings);
+        unreadable.append(&mut loaded.errors);
+        unreadable_images.append(&mut loaded.unreadable_images);
         for r in merge(&mut hosts, &mut images, loaded) {
             warnings.push(format!(
                 "{r}: the entry from {} replaces the stored one",
@@ -220,8 +224,20 @@ pub fn plan(
     } else {
         origin.join(" + ")
     };
-    validate::validate(&hosts, &images)
-        .map_err(|errors| InventoryError::Invalid { origin, errors })?;
+    // Unreadable entries first, then what the readable ones get wrong as a whole (a host
+    // naming an unreadable image is not reported again).
+    let mut errors = unreadable;
+    if let Err(e) = validate::validate(&hosts, &images) {
+        errors.extend(e.0.into_iter().filter(|e| {
+            !matches!(e, ValidationError::UnknownImage { image, .. } if unreadable_images.contains(image))
+        }));
+    }
+    if !errors.is_empty() {
+        return Err(InventoryError::Invalid {
+            origin,
+            errors: ValidationErrors(errors),
+        });
+    }
     Ok(Startup {
         inventory: Inventory::from_parts_unchecked(hosts, images),
         warnings,

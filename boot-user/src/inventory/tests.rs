@@ -402,3 +402,41 @@ fn exports_round_trip() {
     let back = load::parse(&t, Format::Toml, Kind::Hosts, Path::new("/"), "x").unwrap();
     assert_eq!((back.hosts, back.images), (hosts, images));
 }
+
+/// Unreadable entries and whole-inventory problems are reported together.
+#[test]
+fn plan_reports_unreadable_entries_and_validation_together() {
+    let f = Files::new();
+    let hosts = f.dir.path().join("hosts.json");
+    std::fs::write(
+        &hosts,
+        r#"[{"name":"cn1","interfaces":[{"mac":"zz"}]},
+            {"name":"cn2","provision":true,"boot_image":"broken","interfaces":[{"mac":"aa:bb:cc:00:00:02"}]},
+            {"name":"cn3","interfaces":[{"mac":"aa:bb:cc:00:00:02"}]}]"#,
+    )
+    .unwrap();
+    let images = f.dir.path().join("images.json");
+    std::fs::write(&images, r#"[{"name":"broken","kernel":42}]"#).unwrap();
+    let err = plan((vec![], vec![]), None, Some(&hosts), Some(&images)).unwrap_err();
+    let InventoryError::Invalid { errors, origin } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        origin.contains("hosts.json + ") && origin.ends_with("images.json"),
+        "{origin}"
+    );
+    let msgs = errors.messages();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("host cn1: invalid MAC address \"zz\""),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].starts_with("image broken: invalid type"),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        msgs[2],
+        "host cn3: MAC aa:bb:cc:00:00:02 is also on host cn2"
+    );
+}
