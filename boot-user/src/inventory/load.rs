@@ -179,6 +179,9 @@ struct Acc {
     errors: Vec<ValidationError>,
     next_host: usize,
     next_image: usize,
+    /// Names seen in this file: a name twice in one file is an error (merging would
+    /// otherwise keep the last one silently).
+    seen: std::collections::HashSet<(bool, String)>,
 }
 
 impl Acc {
@@ -230,6 +233,14 @@ impl Acc {
             _ => format!("{label} #{index}"),
         };
         *index += 1;
+        if let Some(n) = name.as_ref().filter(|n| !n.is_empty()) {
+            if !self.seen.insert((kind == Kind::Hosts, n.clone())) {
+                self.errors.push(match kind {
+                    Kind::Hosts => ValidationError::DuplicateHost { host: n.clone() },
+                    Kind::Images => ValidationError::DuplicateImage { image: n.clone() },
+                });
+            }
+        }
         let warnings = &mut self.loaded.warnings;
         let errors = &mut self.errors;
         match kind {

@@ -128,27 +128,38 @@ impl Inventory {
 /// Replaces entries of `base` by those of `over` with the same name and appends the others.
 /// Returns the entries that were replaced by a different version.
 pub fn merge(base: &mut Vec<Host>, base_images: &mut Vec<Image>, over: Loaded) -> Vec<String> {
+    let mut replaced = merge_by(base, over.hosts, |h| &h.name);
+    replaced.iter_mut().for_each(|n| *n = format!("host {n}"));
+    let images = merge_by(base_images, over.images, |i| &i.name);
+    replaced.extend(images.into_iter().map(|n| format!("image {n}")));
+    replaced
+}
+
+/// Upserts `over` into `base` by name (indexed: imports of thousands of entries stay
+/// linear); returns the names whose entry changed.
+fn merge_by<T: PartialEq>(
+    base: &mut Vec<T>,
+    over: Vec<T>,
+    name: impl Fn(&T) -> &String,
+) -> Vec<String> {
+    let mut index: HashMap<String, usize> = base
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (name(t).clone(), i))
+        .collect();
     let mut replaced = Vec::new();
-    for h in over.hosts {
-        match base.iter_mut().find(|b| b.name == h.name) {
-            Some(slot) => {
-                if *slot != h {
-                    replaced.push(format!("host {}", h.name));
+    for t in over {
+        match index.get(name(&t)) {
+            Some(&i) => {
+                if base[i] != t {
+                    replaced.push(name(&t).clone());
                 }
-                *slot = h;
+                base[i] = t;
             }
-            None => base.push(h),
-        }
-    }
-    for i in over.images {
-        match base_images.iter_mut().find(|b| b.name == i.name) {
-            Some(slot) => {
-                if *slot != i {
-                    replaced.push(format!("image {}", i.name));
-                }
-                *slot = i;
+            None => {
+                index.insert(name(&t).clone(), base.len());
+                base.push(t);
             }
-            None => base_images.push(i),
         }
     }
     replaced

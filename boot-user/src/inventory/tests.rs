@@ -440,3 +440,19 @@ fn plan_reports_unreadable_entries_and_validation_together() {
         "host cn3: MAC aa:bb:cc:00:00:02 is also on host cn2"
     );
 }
+
+#[test]
+fn a_name_twice_in_one_file_is_an_error() {
+    let j = r#"[{"name":"cn1"},{"name":"cn2"},{"name":"cn1","provision":true}]"#;
+    let err = load::parse(j, Format::Json, Kind::Hosts, Path::new("/"), "h.json").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid inventory file h.json: host cn1: defined more than once"
+    );
+    let t = "[[image]]\nname = \"a\"\n[[image]]\nname = \"a\"\n";
+    let err = load::parse(t, Format::Toml, Kind::Hosts, Path::new("/"), "i.toml").unwrap_err();
+    assert!(
+        err.to_string().ends_with("image a: defined more than once"),
+        "{err}"
+    );
+}
