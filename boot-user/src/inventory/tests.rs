@@ -223,6 +223,15 @@ fn validation_errors_each_named() {
         }
         vec![i]
     };
+    let with_cmdline = |c: &str| Image {
+        cmdline: c.into(),
+        ..f.image("img")
+    };
+    let with_postscript = |p: &str| {
+        let mut i = f.image("img");
+        i.provision_templates.insert("postscript".into(), p.into());
+        i
+    };
     #[rustfmt::skip]
     let table: Vec<(&str, Vec<Host>, Vec<Image>, String)> = vec![
         ("valid", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), not_provisioned.clone()], img(), String::new()),
@@ -253,10 +262,24 @@ fn validation_errors_each_named() {
         ("relative path", vec![], missing("relative"), "image img: kernel path \"vmlinuz\" is not absolute".into()),
         ("duplicate image", vec![], vec![f.image("img"), f.image("img")], "image img: defined more than once".into()),
         ("empty image name", vec![], vec![f.image("")], "image #0: empty name".into()),
+        ("cmdline syntax", vec![], vec![with_cmdline("BOOTIF={{ $.nic.MAC ")],
+            "image img: cmdline template: line 1, column 8: unclosed action".into()),
+        ("cmdline field", vec![], vec![with_cmdline("x={{ $.host.Nmae }}")],
+            "image img: cmdline template: line 1, column 6: unknown field".into()),
+        ("cmdline function", vec![], vec![with_cmdline("x={{ $.host.Name | shout }}")],
+            "image img: cmdline template: line 1, column 20: unknown function".into()),
+        ("postscript syntax", vec![], vec![with_postscript("#!/bin/sh\n{{ if }}")],
+            "image img: provision_templates.postscript template: line 2".into()),
     ];
     for (what, hosts, images, want) in table {
         match Inventory::new(hosts, images) {
             Ok(_) => assert!(want.is_empty(), "{what}: accepted, want {want:?}"),
+            // Template messages are checked by prefix: the wording after the position is
+            // the template module's.
+            Err(e) if what.contains("cmdline") || what.contains("postscript") => {
+                assert_eq!(e.0.len(), 1, "{what}: {e}");
+                assert!(e.messages()[0].starts_with(&want), "{what}: {e}");
+            }
             Err(e) => assert_eq!(e.messages(), std::slice::from_ref(&want), "{what}"),
         }
     }
