@@ -1,1 +1,3 @@
 //! HTTP boot service (axum): iPXE scripts, kernels, initrds, live images, postscripts.
+pub mod token;
+pub mod urls;
