@@ -404,7 +404,8 @@ fn request_rows() {
     let foreign = Ipv4Addr::new(10, 0, 0, 2);
     let os = ClientKind::Os;
     let base = req(MessageType::Request, CN1, os);
-    let rows: Vec<(&str, Request, Result<(ReplyKind, Destination), Silence>)> = vec![
+    type Outcome = Result<(ReplyKind, Destination), Silence>;
+    let rows: Vec<(&str, Request, Outcome)> = vec![
         (
             "selecting, right address",
             selecting(CN1, CN1_IP, os),
@@ -992,5 +993,20 @@ fn frames_per_destination() {
         );
         assert_eq!(p.payload, &rep.bytes()[..], "{what}");
         assert_eq!(wire::parse(p.payload).unwrap(), rep.message, "{what}");
+    }
+}
+
+#[test]
+fn summary_names_the_essentials() {
+    let s = reply(&req(MessageType::Discover, CN1, ClientKind::BiosPxe)).summary();
+    for part in [
+        "OFFER",
+        "10.0.0.5",
+        "mask 255.255.255.0",
+        "router 10.0.0.254",
+        "file undionly.kpxe",
+        "next-server 10.0.0.1",
+    ] {
+        assert!(s.contains(part), "{part:?} missing from {s}");
     }
 }
