@@ -239,17 +239,13 @@ fn dhclient_gets_the_inventory_lease() {
     let script = lease_script(dir.path(), &out);
     let lf = dir.path().join("lease").to_str().unwrap().to_string();
     let pf = dir.path().join("pid").to_str().unwrap().to_string();
-    // -1: one try, exit 2 without a lease; on success dhclient goes to the background
-    // (killed with the namespace).
-    let st = cli
-        .cmd(&[
-            "dhclient", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "dhclient got no lease");
+    // Foreground (-d), one try (-1): dhclient stays to renew and is killed (by pid) with
+    // the namespace.
+    let argv = [
+        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
+    ];
+    cli.spawn(&argv, Stdio::null(), Stdio::null());
+    wait_for_file(&out, Duration::from_secs(10));
     let env = std::fs::read_to_string(&out).unwrap();
     let v = |k: &str| env_value(&env, k).unwrap_or_else(|| panic!("no {k} in\n{env}"));
     assert_eq!(v("new_ip_address"), "10.77.0.50");
@@ -590,6 +586,21 @@ fn router_solicitation_gets_a_lifetime_zero_advertisement() {
     );
     assert!(text.contains("from fe80::"), "{text}");
     assert!(server.stats().router_advertisements >= 1);
+}
+
+/// Waits until `path` exists and is not empty.
+fn wait_for_file(path: &Path, max: Duration) {
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        assert!(
+            t0.elapsed() < max,
+            "nothing in {} after {max:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The hook may still be writing: give it a moment to finish.
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 /// Waits (up to 5 s) until `ifname` has a usable IPv6 link-local address.

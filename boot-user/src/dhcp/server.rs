@@ -736,8 +736,10 @@ mod tests {
 
     #[test]
     fn listen_from_config() {
-        let mut cfg = Config::default();
-        cfg.interface = crate::config::Interfaces::Many(vec!["eth0".into(), "eth1".into()]);
+        let mut cfg = Config {
+            interface: crate::config::Interfaces::Many(vec!["eth0".into(), "eth1".into()]),
+            ..Default::default()
+        };
         let l = Listen::from_config(&cfg).unwrap();
         assert_eq!(
             (l.interfaces.len(), l.dhcp.port(), l.boot_port),
