@@ -184,7 +184,7 @@ fn lease_only() -> Boot {
 /// options.
 #[test]
 fn boot_options_per_client_kind() {
-    let script = "http://10.0.0.1:8080/boot/cn1/ipxe?mac=02:00:00:00:00:01";
+    let script = "http://10.0.0.1:8080/boot/cn1/ipxe?mac=02-00-00-00-00-01";
     let rows = [
         (ClientKind::Os, lease_only()),
         (ClientKind::BiosPxe, tftp("undionly.kpxe")),
