@@ -3,6 +3,7 @@
 //! namespaces and kills only the processes it started.
 
 mod cli;
+mod dhcp;
 #[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
 mod pxe;
