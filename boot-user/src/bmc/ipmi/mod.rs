@@ -22,6 +22,8 @@ pub mod rakp;
 pub mod responder;
 pub mod rmcp;
 pub mod session;
+#[cfg(test)]
+mod tests;
 
 pub use commands::{ChassisStatus, Control, Op};
 pub use crypto::CipherSuite;

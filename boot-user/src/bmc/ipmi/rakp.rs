@@ -47,6 +47,25 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"))
 }
 
+/// The session ID at byte 4, or 0 when an error reply stops after the status byte
+/// (ipmi_sim answers an Open Session it refuses with just tag and status).
+fn sid_or_zero(b: &[u8]) -> u32 {
+    if b.len() >= 8 {
+        u32_at(b, 4)
+    } else {
+        0
+    }
+}
+
+/// Error replies may be cut short after the status byte; success replies may not.
+fn need_reply(b: &[u8], full: usize) -> Result<(), WireError> {
+    need(b, 2)?;
+    if b[1] == 0 {
+        need(b, full)?;
+    }
+    Ok(())
+}
+
 fn a16(b: &[u8], i: usize) -> [u8; 16] {
     b[i..i + 16].try_into().expect("16 bytes")
 }
@@ -123,17 +142,16 @@ impl OpenSessionResponse {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, WireError> {
-        need(b, 8)?;
+        need_reply(b, 36)?;
         let mut r = OpenSessionResponse {
             tag: b[0],
             status: b[1],
-            max_priv: b[2],
-            console_sid: u32_at(b, 4),
+            max_priv: b.get(2).copied().unwrap_or(0),
+            console_sid: sid_or_zero(b),
             bmc_sid: 0,
             suite: None,
         };
         if r.status == 0 {
-            need(b, 36)?;
             r.bmc_sid = u32_at(b, 8);
             let (a, i, c) = parse_records(&b[12..])?;
             r.suite = CipherSuite::from_algorithms(a, i, c);
@@ -194,17 +212,16 @@ impl Rakp2 {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, WireError> {
-        need(b, 8)?;
+        need_reply(b, 40)?;
         let mut r = Rakp2 {
             tag: b[0],
             status: b[1],
-            console_sid: u32_at(b, 4),
+            console_sid: sid_or_zero(b),
             bmc_rand: [0; 16],
             bmc_guid: [0; 16],
             code: vec![],
         };
         if r.status == 0 {
-            need(b, 40)?;
             r.bmc_rand = a16(b, 8);
             r.bmc_guid = a16(b, 24);
             r.code = b[40..].to_vec();
@@ -233,8 +250,9 @@ impl Rakp34 {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, WireError> {
-        need(b, 8)?;
-        Ok(Rakp34 { tag: b[0], status: b[1], sid: u32_at(b, 4), code: b[8..].to_vec() })
+        need_reply(b, 8)?;
+        let code = b.get(8..).unwrap_or_default().to_vec();
+        Ok(Rakp34 { tag: b[0], status: b[1], sid: sid_or_zero(b), code })
     }
 }
 
@@ -272,9 +290,10 @@ mod tests {
         assert_eq!(OpenSessionResponse::decode(&bytes).unwrap(), resp);
         assert_eq!(resp.encode(), bytes);
 
-        // ipmi_sim refusing suite 17
-        let refused = OpenSessionResponse::decode(&h("00 04 00 00 a4a3a2a0")).unwrap();
-        assert_eq!((refused.status, refused.suite), (0x04, None));
+        // ipmi_sim refusing suite 17: tag and status only
+        let refused = OpenSessionResponse::decode(&h("01 04")).unwrap();
+        assert_eq!((refused.tag, refused.status, refused.console_sid, refused.suite), (1, 0x04, 0, None));
+        assert!(OpenSessionResponse::decode(&h("01 00")).is_err(), "success needs the body");
         assert!(is_algorithm_status(refused.status));
         assert_eq!(status_text(0x04), "invalid authentication algorithm");
     }
@@ -308,9 +327,13 @@ mod tests {
         let b4 = h("00000000a4a3a2a041b1eeaac35fe701c8cdafd8");
         assert_eq!(Rakp34::decode(&b4).unwrap().code, h("41b1eeaac35fe701c8cdafd8"));
 
-        // wrong password as ipmi_sim reports it in RAKP 2: status only
-        let bad = Rakp2::decode(&h("00 0d 0000 a4a3a2a0")).unwrap();
-        assert_eq!((bad.status, bad.code.len()), (0x0d, 0));
+        // ipmi_sim's RAKP 2 for an unknown user: status 0x0d, body present anyway
+        let bad = Rakp2::decode(&h("000d0000a4a3a2a0eff3737744eed4a4673bd2d586b43143a123456789abcdef\
+                                    a123456789abcdef56f7c5c423bacd5483f119b94a2df56d3c9b3c50"))
+        .unwrap();
+        assert_eq!((bad.status, bad.console_sid, bad.code.len()), (0x0d, 0xa0a2a3a4, 0));
+        assert_eq!(status_text(bad.status), "unauthorized name");
+        assert_eq!(Rakp2::decode(&h("00 0d")).unwrap().status, 0x0d);
         assert!(Rakp1::decode(&b1[..20]).is_err());
     }
 }

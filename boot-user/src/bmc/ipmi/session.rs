@@ -384,7 +384,7 @@ impl Session {
 
     fn on_open_session(&mut self, b: &[u8], now: Instant) {
         let Ok(r) = OpenSessionResponse::decode(b) else { return };
-        if r.tag != self.tag || r.console_sid != self.console_sid {
+        if r.tag != self.tag || !self.is_ours(r.console_sid, r.status) {
             return;
         }
         if rakp::is_algorithm_status(r.status) {
@@ -418,6 +418,12 @@ impl Session {
         self.send_handshake(pkt, now);
     }
 
+    /// A handshake reply is ours if it names our session ID, or is an error reply cut
+    /// short before the ID (the message tag was checked already).
+    fn is_ours(&self, console_sid: u32, status: u8) -> bool {
+        console_sid == self.console_sid || (status != 0 && console_sid == 0)
+    }
+
     fn role(&self) -> u8 {
         self.cfg.privilege | ROLE_NAME_ONLY
     }
@@ -438,7 +444,7 @@ impl Session {
 
     fn on_rakp2(&mut self, b: &[u8], now: Instant) {
         let Ok(r2) = Rakp2::decode(b) else { return };
-        if r2.tag != self.tag || r2.console_sid != self.console_sid {
+        if r2.tag != self.tag || !self.is_ours(r2.console_sid, r2.status) {
             return;
         }
         if r2.status != 0 {
@@ -466,7 +472,7 @@ impl Session {
 
     fn on_rakp4(&mut self, b: &[u8], now: Instant) {
         let Ok(r4) = Rakp34::decode(b) else { return };
-        if r4.tag != self.tag || r4.sid != self.console_sid {
+        if r4.tag != self.tag || !self.is_ours(r4.sid, r4.status) {
             return;
         }
         if r4.status != 0 {
