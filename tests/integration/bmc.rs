@@ -377,6 +377,13 @@ fn ipmitool_suites_17_and_3_against_in_memory_bmc() {
         assert!(!bmc.lock().unwrap().chassis.power_on);
     }
     assert_eq!(bmc.lock().unwrap().session_count(), 0, "ipmitool closed every session");
+    // ipmitool's boot flags are the bytes xboot sends for a one-time PXE boot
+    for (opt, efi) in [("", false), ("options=efiboot", true)] {
+        let (ok, out) = ipmitool_c(addr, "17", &format!("chassis bootdev pxe {opt}"));
+        assert!(ok, "{out}");
+        let want = xboot::bmc::ipmi::commands::boot_flags_pxe(efi);
+        assert_eq!(bmc.lock().unwrap().chassis.boot_flags, want[1..], "bootdev pxe {opt}");
+    }
     // and xboot with suite 17 against the same BMC, to PXE in EFI mode
     let mut o = opts();
     o.suites = vec![CipherSuite::Suite17];

@@ -284,6 +284,35 @@ mod tests {
         assert_eq!(msg[6], 0x04);
     }
 
+    /// Captured on loopback: ipmitool 1.8.19 (`-I lanplus -C 17`) against the in-memory
+    /// BMC of this module's crate (ipmi_sim has no suite 17). ipmitool's side is the
+    /// independent one: its RAKP 3 code, and its first session packet's AuthCode
+    /// (HMAC-SHA256-128 under K1) and AES payload (under K2), must match ours.
+    #[test]
+    fn suite17_matches_ipmitool() {
+        let hs = Handshake {
+            suite: CipherSuite::Suite17,
+            password: b"secret",
+            console_sid: 0xa0a2a3a4,
+            bmc_sid: 0xfd17029c,
+            console_rand: a16("e1387dedc6752794bf49f9873be7de63"),
+            bmc_rand: a16("090a9da1346a76c1f65193b28a79dc62"),
+            bmc_guid: *b"xboot-responder!",
+            role: 0x14,
+            user: b"admin",
+        };
+        assert_eq!(hs.rakp2_code(), h("7447884eeea7ccc464b6361d81191d4aa2788bc5684bf3226abcd415ce93a14a"));
+        assert_eq!(hs.rakp3_code(), h("508dee2e49112d5c7f698becb5829d6b4f7f182f503d5252a47850f651c68e5f"));
+        assert_eq!(hs.rakp4_icv(&hs.sik()), h("a6e6e93e6f42022b81b83eb8f57d84d1"));
+        let keys = Keys::derive(hs.suite, &hs.sik());
+        let pkt = h("0600ff0706c09c0217fd030000002000fc68eb04806748b2da958d4c09ab0f080126f087\
+                     8442866bfc04925aa4064380ffff0207a67b2504027feb1584eef5c5d1c5ac87");
+        let n = pkt.len();
+        assert_eq!(keys.auth_code(&pkt[4..n - 16]), pkt[n - 16..]);
+        let msg = keys.decrypt(&pkt[16..48]).unwrap();
+        assert_eq!((msg[1] >> 2, msg[5], msg[6]), (0x06, 0x3b, 0x04), "Set Session Privilege Level ADMIN");
+    }
+
     #[test]
     fn aes_round_trip_all_lengths() {
         let keys = Keys::derive(CipherSuite::Suite17, b"sik");
