@@ -3,7 +3,9 @@
 //! namespaces and kills only the processes it started.
 
 mod bmc;
+mod cli;
 mod netns;
+mod pxe;
 
 #[test]
 fn netns_veth_ping() {
