@@ -3,6 +3,7 @@
 //! namespaces and kills only the processes it started.
 
 mod netns;
+mod xdp;
 
 #[test]
 fn netns_veth_ping() {

@@ -1,0 +1,1 @@
+//! Reading the fast path's per-CPU counters.

