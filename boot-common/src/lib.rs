@@ -79,7 +79,9 @@ pub mod reason {
     pub const NO_ADDRESS: u32 = 14;
     pub const TOO_BIG: u32 = 15;
     pub const NOT_FOR_US: u32 = 16;
-    pub const COUNT: u32 = 17;
+    pub const BAD_UDP_CHECKSUM: u32 = 17;
+    pub const BOOT_SERVER: u32 = 18;
+    pub const COUNT: u32 = 19;
     /// Names for logs and metrics, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "truncated",
@@ -99,6 +101,8 @@ pub mod reason {
         "no_address",
         "too_big",
         "not_for_us",
+        "bad_udp_checksum",
+        "boot_server",
     ];
 }
 
@@ -136,8 +140,10 @@ pub struct HostEntry {
     pub seq_end: u32,
 }
 
-/// Features of a request that select the client kind: option 93 (first architecture),
-/// option 60 (vendor class prefix) and option 77 (user class).
+/// Features of a request that select the client kind: option 93 (its only
+/// architecture), option 60 (vendor class prefix), option 77 (user class) and 175. The
+/// program passes up requests whose kind these do not determine (several architectures,
+/// an `Arch:` vendor class without option 93, other user classes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ClassKey {
@@ -158,7 +164,7 @@ impl ClassKey {
     pub const VENDOR_HTTP: u8 = 2;
     pub const VENDOR_OTHER: u8 = 3;
     pub const USER_NONE: u8 = 0;
-    /// Option 77 is exactly `iPXE`.
+    /// Option 77 is `iPXE` (raw, or as one RFC 3004 entry), or option 175 is present.
     pub const USER_IPXE: u8 = 1;
     pub const USER_OTHER: u8 = 2;
 }
@@ -182,12 +188,15 @@ pub struct Server {
     pub ip: [u8; 4],
 }
 
-/// Capacity of a template: the whole DHCP message (BOOTP header and options).
+/// Capacity of a template: the whole DHCP message (BOOTP header and options). The
+/// slow path keeps replies within 548 bytes unless the client's option 57 allows more.
 pub const TEMPLATE_CAP: usize = 576;
 /// Longest option echoed from the request (data bytes).
 pub const ECHO_MAX: usize = 64;
-/// Echo slots per template.
-pub const ECHO_SLOTS: usize = 2;
+/// Insertion slots per template.
+pub const INSERTS: usize = 2;
+/// Most DNS servers a template may rotate.
+pub const DNS_MAX: usize = 8;
 
 /// Template flags: which per-request fields the program copies into the reply.
 pub mod stamp {
@@ -202,16 +211,27 @@ pub mod stamp {
     pub const BCAST_IF_RELAYED: u16 = 1 << 7;
 }
 
-/// Where to insert an option copied from the request (RFC 4578 option 97, RFC 6842
-/// option 61), so the result is byte-identical to the slow path's encoding.
+/// What an [`Insert`] slot inserts.
+pub mod insert {
+    pub const NONE: u8 = 0;
+    /// The request's option 61, whole (code, length, data), if present.
+    pub const ECHO_61: u8 = 61;
+    /// The request's option 97, whole, if present.
+    pub const ECHO_97: u8 = 97;
+    /// The requested address (option 50, else ciaddr) in dotted decimal, inside an
+    /// option whose length byte is the byte just before the slot (the DHCPNAK message).
+    pub const REQUESTED_IP_TEXT: u8 = 0xfe;
+}
+
+/// Bytes the program inserts into the template's bytes at `off`, so the result is
+/// byte-identical to the slow path's encoding (which keeps options sorted by code).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EchoSlot {
-    /// Option code; 0 = unused slot.
-    pub code: u8,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Insert {
+    /// One of `insert::*`.
+    pub what: u8,
     pub _pad: u8,
-    /// Offset in the template's bytes where the option goes; slots are in increasing
-    /// offset order.
+    /// Offset in the template's bytes; slots are in increasing offset order.
     pub off: u16,
 }
 
@@ -226,14 +246,21 @@ pub struct Template {
     pub len: u16,
     /// `stamp::*` flags.
     pub stamp: u16,
-    pub echo: [EchoSlot; ECHO_SLOTS],
+    pub inserts: [Insert; INSERTS],
     /// DHCP message type of the reply (2 OFFER, 5 ACK, 6 NAK), for counters and events.
     pub msg_type: u8,
     /// Client kind index (for events); 0xff for NAK.
     pub kind: u8,
-    pub _pad: [u8; 2],
+    /// DNS servers (option 6) at `dns_off`, rotated per reply like the slow path does;
+    /// 0 = no rotation.
+    pub dns_n: u8,
+    /// 1 when the builder dropped options to fit 548 bytes: a client that allows larger
+    /// replies (option 57) would get more, so the program passes it up.
+    pub limited: u8,
     /// The address offered (yiaddr), for events and addressing.
     pub yiaddr: [u8; 4],
+    pub dns_off: u16,
+    pub _pad: [u8; 6],
     /// CLOCK_MONOTONIC deadline in ns after which the template must not be sent (it
     /// embeds expiring boot-URL tokens); 0 = never.
     pub valid_until_ns: u64,
@@ -246,11 +273,14 @@ impl Default for Template {
             id: 0,
             len: 0,
             stamp: 0,
-            echo: [EchoSlot::default(); ECHO_SLOTS],
+            inserts: [Insert::default(); INSERTS],
             msg_type: 0,
             kind: 0,
-            _pad: [0; 2],
+            dns_n: 0,
+            limited: 0,
             yiaddr: [0; 4],
+            dns_off: 0,
+            _pad: [0; 6],
             valid_until_ns: 0,
             buf: [0; TEMPLATE_CAP],
         }
@@ -293,5 +323,5 @@ const _: () = assert!(core::mem::size_of::<HostEntry>() == 28 + 4 * MSGS * MAX_K
 const _: () = assert!(core::mem::size_of::<ClassKey>() == 4);
 const _: () = assert!(core::mem::size_of::<ServerKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Server>() == 12);
-const _: () = assert!(core::mem::size_of::<Template>() == 32 + TEMPLATE_CAP);
+const _: () = assert!(core::mem::size_of::<Template>() == 40 + TEMPLATE_CAP);
 const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);

@@ -9,8 +9,8 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::programs::XdpContext;
 use boot_common::{
-    counter, reason, HostEntry, MacKey, Server, ServerKey, MAX_KINDS, MSG_ACK, MSG_BOOT_ACK,
-    MSG_OFFER,
+    counter, reason, HostEntry, MacKey, Server, ServerKey, MAX_KINDS, MSGS, MSG_ACK,
+    MSG_BOOT_ACK, MSG_OFFER,
 };
 
 use crate::{
@@ -27,8 +27,10 @@ const REQUEST: u8 = 3;
 pub struct Choice {
     pub server: Server,
     pub template: u32,
-    /// Counted as NAK rather than ANSWERED.
+    /// The NAK template was chosen (its message type must say so).
     pub nak: bool,
+    /// The address a REQUEST asked for (option 50, else ciaddr), for the NAK text.
+    pub wanted_ip: [u8; 4],
 }
 
 const fn other(r: u32) -> Verdict {
@@ -49,7 +51,8 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         (_, 0) => return Err(other(reason::NO_MSG_TYPE)),
         (PORT_SERVER, DISCOVER) => MSG_OFFER,
         (PORT_SERVER, REQUEST) => MSG_ACK,
-        (PORT_PXE, REQUEST) => MSG_BOOT_ACK,
+        (PORT_PXE, REQUEST) if !opts.has_43 => MSG_BOOT_ACK,
+        (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)), // boot item echo, INFORM
         _ => return Err(other(reason::MSG_OTHER)), // INFORM, RELEASE, DECLINE ...
     };
     let kind = CLASSES.get_ptr(&opts.class).map(|p| unsafe { read_volatile(p) });
@@ -71,11 +74,15 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
     if host.server_ip != server.ip {
         return Err(other(reason::NO_SERVER));
     }
-    if req.ip_dst != [255; 4] && req.ip_dst != server.ip {
+    // What the stack would not deliver to the slow path's socket is not ours either.
+    let ip_ok = req.ip_dst == [255; 4] || req.ip_dst == server.ip;
+    let mac_ok = req.dst_mac == [0xff; 6] || req.dst_mac == server.mac;
+    if !ip_ok || !mac_ok {
         return Err(other(reason::NOT_FOR_US));
     }
     let mut template = host.template;
     let mut nak = false;
+    let mut wanted_ip = [0; 4];
     if slot != MSG_OFFER {
         if opts.server_id.is_some_and(|sid| sid != server.ip) {
             return Err(other(reason::FOREIGN_SERVER));
@@ -89,12 +96,13 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
                 template = host.nak;
                 nak = true;
             }
+            wanted_ip = wanted;
         }
     }
     if template == 0 {
         return Err(other(reason::NO_TEMPLATE));
     }
-    Ok(Choice { server, template, nak })
+    Ok(Choice { server, template, nak, wanted_ip })
 }
 
 /// Copies what this request needs out of the host entry, and checks that the copy is
@@ -110,7 +118,7 @@ fn read_host(p: *const HostEntry, mac: [u8; 6], kind: usize, slot: usize) -> Opt
             ip: read_volatile(&(*p).ip),
             server_ip: read_volatile(&(*p).server_ip),
             nak: read_volatile(&(*p).nak),
-            template: read_volatile(&(*p).tmpl[kind & (MAX_KINDS - 1)][slot % 3]),
+            template: read_volatile(&(*p).tmpl[kind & (MAX_KINDS - 1)][slot % MSGS]),
         };
         let seq_end = read_volatile(&(*p).seq_end);
         (seq == seq_end && emac == mac).then_some(v)

@@ -2,15 +2,19 @@
 //!
 //! Every read goes through `bpf_xdp_load_bytes`, which checks the frame's bounds at run
 //! time, so the verifier never has to follow packet pointers at data-dependent offsets.
+//! The DHCP message is copied whole into per-CPU memory and its UDP checksum verified
+//! (the stack would drop a bad one, so the slow path would never answer it). A sender's
+//! checksum offload on veth leaves a partial checksum in the frame: turn it off there
+//! (`ethtool -K IF tx off`); real NICs deliver complete checksums.
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_csum_diff, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use boot_common::{counter, reason};
 
-use crate::maps::OPTS_CAP;
+use crate::maps::{Work, PAY_CAP};
 
 use crate::prog::{Verdict, NO_REASON};
 
@@ -35,7 +39,7 @@ pub mod bootp {
     pub const KEPT: usize = 44;
 }
 
-/// What the program keeps of a request frame (lives in per-CPU scratch: the stack is
+/// What the program keeps of a request frame (lives in per-CPU memory: the stack is
 /// only 512 bytes).
 #[repr(C)]
 pub struct Request {
@@ -43,13 +47,14 @@ pub struct Request {
     pub l2: u32,
     /// The 802.1Q tag control (priority and VLAN id), 0 when untagged.
     pub tci: u16,
+    pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
     pub ip_src: [u8; 4],
     pub ip_dst: [u8; 4],
     pub sport: u16,
     pub dport: u16,
-    /// Bytes of the options area (after the magic cookie, up to the UDP length).
-    pub opts_len: u32,
+    /// Bytes of the DHCP message (the UDP payload), copied to `Work::pay`.
+    pub len: u32,
     /// The BOOTP header from `op` to `chaddr`, raw.
     pub bootp: [u8; bootp::KEPT],
 }
@@ -88,9 +93,10 @@ const fn other(r: u32) -> Verdict {
 }
 const NOT_DHCP: Verdict = Verdict::pass(counter::NOT_DHCP, NO_REASON);
 
-/// Parses the headers of a frame addressed to a DHCP server port.
+/// Parses the headers of a frame addressed to a DHCP server port and copies the DHCP
+/// message into `work.pay`.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, out: &mut Request) -> Result<(), Verdict> {
+pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     let mut eth = [0u8; 18];
     if !load(ctx, 0, &mut eth) {
         return Err(NOT_DHCP);
@@ -109,13 +115,9 @@ pub fn parse(ctx: &XdpContext, out: &mut Request) -> Result<(), Verdict> {
     if ihl < 20 || frag & 0x1fff != 0 {
         return Err(NOT_DHCP); // no UDP header to look at
     }
-    let mut udp = [h[20], h[21], h[22], h[23], h[24], h[25]];
-    if ihl != 20 {
-        let mut u = [0u8; 6];
-        if !load(ctx, l2 + (ihl & 0x3c), &mut u) {
-            return Err(NOT_DHCP);
-        }
-        udp = u;
+    let mut udp = [h[20], h[21], h[22], h[23], h[24], h[25], h[26], h[27]];
+    if ihl != 20 && !load(ctx, l2 + (ihl & 0x3c), &mut udp) {
+        return Err(NOT_DHCP);
     }
     let dport = be16(udp[2], udp[3]);
     if dport != PORT_SERVER && dport != PORT_PXE {
@@ -135,40 +137,102 @@ pub fn parse(ctx: &XdpContext, out: &mut Request) -> Result<(), Verdict> {
     if tot < 28 || l2 + tot > buff_len || ulen < 8 || ulen > tot - 20 {
         return Err(malformed(reason::TRUNCATED));
     }
-    if ulen < 8 + BOOTP_FIXED {
-        return Err(malformed(reason::BAD_BOOTP));
+    if ulen < 8 + BOOTP_FIXED + 1 {
+        return Err(malformed(reason::BAD_BOOTP)); // not even one option byte
     }
-    let mut cookie = [0u8; 4];
-    let pay = l2 + 28;
-    let bootp = &mut out.bootp;
-    if !load(ctx, pay, bootp) || !load(ctx, pay + 236, &mut cookie) {
+    let Some(n) = bounded(ulen - 8, BOOTP_FIXED + 1, PAY_CAP as u32) else {
+        return Err(other(reason::UNUSUAL)); // a jumbo request
+    };
+    // SAFETY: writes n <= PAY_CAP bytes into pay (PAY_CAP + 64 long).
+    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, l2 + 28, work.pay.as_mut_ptr() as *mut c_void, n) };
+    if r != 0 {
         return Err(malformed(reason::TRUNCATED));
     }
-    if cookie != [99, 130, 83, 99] {
+    let udp_sum = be16(udp[6], udp[7]);
+    if udp_sum != 0 {
+        let pseudo = sum_words(&[h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]])
+            + 17
+            + ulen
+            + sum_words(&udp);
+        match sum_bytes::<{ PAY_CAP as u32 }>(work.pay.as_mut_ptr(), n) {
+            Some(s) if fold(s + pseudo) == 0xffff => {}
+            _ => return Err(malformed(reason::BAD_UDP_CHECKSUM)),
+        }
+    }
+    let p = &work.pay;
+    if [p[236], p[237], p[238], p[239]] != [99, 130, 83, 99] {
         return Err(malformed(reason::BAD_BOOTP));
     }
-    if bootp[bootp::OP] != 1 {
+    if p[bootp::OP] != 1 {
         return Err(other(reason::NOT_REQUEST));
     }
-    if bootp[bootp::HTYPE] != 1 || bootp[bootp::HLEN] != 6 {
+    if p[bootp::HTYPE] != 1 || p[bootp::HLEN] != 6 {
         return Err(other(reason::UNUSUAL));
     }
-    let opts_len = ulen - 8 - BOOTP_FIXED;
-    if opts_len == 0 {
-        return Err(malformed(reason::BAD_OPTIONS)); // not even an END option
+    let req = &mut work.req;
+    let mut i = 0;
+    while i < bootp::KEPT {
+        req.bootp[i] = work.pay[i];
+        i += 1;
     }
-    if opts_len > OPTS_CAP as u32 {
-        return Err(other(reason::UNUSUAL));
-    }
-    out.l2 = l2;
-    out.tci = tci;
-    out.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
-    out.ip_src = [h[12], h[13], h[14], h[15]];
-    out.ip_dst = [h[16], h[17], h[18], h[19]];
-    out.sport = be16(udp[0], udp[1]);
-    out.dport = dport;
-    out.opts_len = opts_len;
+    req.l2 = l2;
+    req.tci = tci;
+    req.dst_mac = [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]];
+    req.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
+    req.ip_src = [h[12], h[13], h[14], h[15]];
+    req.ip_dst = [h[16], h[17], h[18], h[19]];
+    req.sport = be16(udp[0], udp[1]);
+    req.dport = dport;
+    req.len = n;
     Ok(())
+}
+
+/// Sum of big-endian 16-bit words.
+#[inline(always)]
+fn sum_words<const N: usize>(b: &[u8; N]) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i + 1 < N {
+        s += be16(b[i], b[i + 1]) as u32;
+        i += 2;
+    }
+    s
+}
+
+/// One's complement sum (folded to 16 bits, big-endian) of `buf[..n]`, n <= CAP (a
+/// multiple of 512; `buf` must have CAP + 3 bytes). Zeroes the bytes after `n` up to a
+/// multiple of 4 (bpf_csum_diff takes whole words).
+#[inline(always)]
+pub fn sum_bytes<const CAP: u32>(buf: *mut u8, n: u32) -> Option<u32> {
+    let n = bounded(n, 1, CAP)?;
+    let mut k = 0;
+    while k < 3 {
+        // SAFETY: n + 2 < PAY_CAP + 64.
+        unsafe { *buf.add((n + k) as usize) = 0 };
+        k += 1;
+    }
+    let n4 = (n + 3) & !3;
+    let mut acc = 0u64;
+    let mut c = 0u32;
+    while c < CAP / 512 {
+        let start = c * 512;
+        if start < n4 {
+            let size = if n4 - start > 512 { 512 } else { n4 - start };
+            let size = bounded(size, 4, 512)?;
+            // SAFETY: start + size <= PAY_CAP, size a multiple of 4.
+            let s = unsafe {
+                bpf_csum_diff(core::ptr::null_mut(), 0, buf.add(start as usize) as *mut u32, size, 0)
+            };
+            if s < 0 {
+                return None;
+            }
+            acc += s as u32 as u64;
+        }
+        c += 1;
+    }
+    let s = ((acc & 0xffff_ffff) + (acc >> 32)) as u32;
+    // bpf_csum_diff sums native (little-endian) words: fold, then swap to big-endian.
+    Some(fold(s).swap_bytes() as u32)
 }
 
 /// Version 4, header checksum valid (the stack would drop the frame otherwise, so the

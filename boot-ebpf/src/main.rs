@@ -79,10 +79,10 @@ mod prog {
         };
         // SAFETY: this CPU's working memory; XDP does not nest on one CPU.
         let work = unsafe { &mut *work };
-        if let Err(v) = frame::parse(ctx, &mut work.req) {
+        if let Err(v) = frame::parse(ctx, work) {
             return v;
         }
-        if let Err(v) = options::walk(ctx, work) {
+        if let Err(v) = options::walk(work) {
             return v;
         }
         let choice = match decide::decide(ctx, &work.req, &work.o) {

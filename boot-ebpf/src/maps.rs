@@ -39,8 +39,9 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COU
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Capacity of the copy of the request's options.
-pub const OPTS_CAP: usize = 2048;
+/// Capacity of the copy of the request's DHCP message (a power of two: indexes are
+/// masked with `PAY_CAP - 1`).
+pub const PAY_CAP: usize = 2048;
 /// Reply assembly buffer: a template plus echoed options at bounded offsets, with slack
 /// so that every offset + length the verifier sees stays inside.
 pub const OUT_CAP: usize = 1408;
@@ -48,13 +49,16 @@ pub const OUT_CAP: usize = 1408;
 /// Per-CPU working memory: the BPF stack is only 512 bytes.
 #[repr(C)]
 pub struct Work {
-    /// The request's options area, copied once.
-    pub opts: [u8; OPTS_CAP + 64],
+    /// The request's DHCP message, copied once.
+    pub pay: [u8; PAY_CAP + 64],
     /// The reply's DHCP message being assembled.
     pub out: [u8; OUT_CAP + 64],
     pub req: Request,
     pub o: Opts,
     pub walk: Walk,
+    /// The requested address in dotted decimal, for DHCPNAK messages.
+    pub ip_text: [u8; 32],
+    pub ip_text_len: u32,
 }
 
 #[map]

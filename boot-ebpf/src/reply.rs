@@ -1,35 +1,40 @@
 //! Turns the request frame into the reply, in place: assembles the DHCP message in
-//! per-CPU scratch (template bytes, options echoed from the request at the template's
-//! insertion points, per-request BOOTP fields), checksums it, resizes the frame and
-//! writes Ethernet, IPv4 and UDP headers addressed per RFC 2131 4.1.
+//! per-CPU memory (template bytes, with the request's echoed options or the requested
+//! address inserted at the template's insertion points, DNS servers rotated, per-request
+//! BOOTP fields stamped), checksums it, resizes the frame and writes Ethernet, IPv4 and
+//! UDP headers addressed per RFC 2131 4.1 exactly as the slow path's frame encoder does.
 //!
 //! Everything that can fail happens before the frame is touched, so a failure still
 //! passes the original request up intact.
-use core::{ffi::c_void, ptr::read_volatile};
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_csum_diff, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_tail,
-        bpf_xdp_get_buff_len, bpf_xdp_store_bytes,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
 use boot_common::{
-    counter, reason, stamp, EchoSlot, LeaseEvent, Template, ECHO_SLOTS, TEMPLATE_CAP,
+    counter, insert, reason, stamp, Insert, LeaseEvent, Template, DNS_MAX, INSERTS, TEMPLATE_CAP,
 };
 
 use crate::{
     decide::Choice,
-    frame::{bootp, bounded, fold, Request, BOOTP_FIXED, PORT_PXE, PORT_SERVER},
-    maps::{self, Work, TEMPLATES},
-    options::Opts,
-    prog::Verdict,
+    frame::{bootp, bounded, fold, sum_bytes, Request, BOOTP_FIXED, PORT_PXE, PORT_SERVER},
+    maps::{self, Work, PAY_CAP, STATS, TEMPLATES},
+    prog::{Verdict, NO_REASON},
 };
 
 const PORT_CLIENT: u16 = 68;
 const MSG_NAK: u8 = 6;
-/// Largest assembled message: a full template and two echoed options, rounded up.
+/// Largest assembled message: a full template and two inserts, rounded up.
 const OUT_MAX: u32 = 768;
+/// RFC 2131 2: every client accepts 576-byte datagrams (548 bytes of DHCP message).
+const MIN_DATAGRAM: u32 = 576;
 
 const fn other(r: u32) -> Verdict {
     Verdict::pass(counter::PASSED_OTHER, r)
@@ -39,10 +44,13 @@ const fn other(r: u32) -> Verdict {
 struct Head {
     len: u32,
     stamp: u16,
-    echo: [EchoSlot; ECHO_SLOTS],
+    inserts: [Insert; INSERTS],
     msg_type: u8,
     kind: u8,
+    dns_n: u8,
+    limited: u8,
     yiaddr: [u8; 4],
+    dns_off: u16,
 }
 
 #[inline(always)]
@@ -54,41 +62,52 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
         Ok(h) => h,
         Err(v) => return v,
     };
-    let out = work.out.as_mut_ptr();
-    let opts_buf = work.opts.as_ptr();
-    let req = &work.req;
-    let opts = &work.o;
-    let Some(total) = assemble(out, t, &head, opts, opts_buf) else {
+    let nak = head.msg_type == MSG_NAK;
+    if nak != choice.nak {
+        return other(reason::NO_TEMPLATE);
+    }
+    if nak {
+        ip_text(work, choice.wanted_ip);
+    }
+    let Some(total) = assemble(work, t, &head) else {
         return other(reason::NO_TEMPLATE);
     };
+    if !rotate_dns(work.out.as_mut_ptr(), t, &head) {
+        return other(reason::NO_TEMPLATE);
+    }
     // The template must still be the one we started from (ids are never reused while
     // a host entry names them; this catches a reader stalled past the grace period).
     if unsafe { read_volatile(&(*t).id) } != choice.template {
         return other(reason::TORN_ENTRY);
     }
-    stamp_fields(out, &head, req);
-    let Some(sum) = payload_sum(out, total) else {
+    // The slow path's size rule: 576-byte datagrams unless option 57 allows more.
+    let limit = if (work.o.max_size as u32) > MIN_DATAGRAM { work.o.max_size as u32 } else { MIN_DATAGRAM } - 28;
+    if total > limit || (head.limited != 0 && limit > MIN_DATAGRAM - 28) {
+        return other(reason::TOO_BIG);
+    }
+    let out = work.out.as_mut_ptr();
+    stamp_fields(out, &head, &work.req);
+    let Some(sum) = sum_bytes::<1024>(out, total) else {
         return other(reason::TOO_BIG);
     };
-    let nak = head.msg_type == MSG_NAK;
+    let req = &work.req;
     let (eth, ip) = headers(req, choice, &head, out, total, sum, nak);
     if let Err(v) = write_frame(ctx, req, &eth, &ip, out, total) {
         return v;
     }
-    let xid = req.field4(bootp::XID);
     maps::event(&LeaseEvent {
         // SAFETY: no preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
         mac: req.mac(),
         msg_type: head.msg_type,
         kind: head.kind,
-        ip: head.yiaddr,
-        xid: u32::from_be_bytes(xid),
+        ip: if nak { choice.wanted_ip } else { head.yiaddr },
+        xid: u32::from_be_bytes(req.field4(bootp::XID)),
         ifindex: ctx.ingress_ifindex() as u32,
         _pad: 0,
     });
     let c = if nak { counter::NAK } else { counter::ANSWERED };
-    Verdict::pass(c, crate::prog::NO_REASON)
+    Verdict::pass(c, NO_REASON)
 }
 
 #[inline(always)]
@@ -100,10 +119,13 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
             Head {
                 len: read_volatile(&(*t).len) as u32,
                 stamp: read_volatile(&(*t).stamp),
-                echo: read_volatile(&(*t).echo),
+                inserts: read_volatile(&(*t).inserts),
                 msg_type: read_volatile(&(*t).msg_type),
                 kind: read_volatile(&(*t).kind),
+                dns_n: read_volatile(&(*t).dns_n),
+                limited: read_volatile(&(*t).limited),
                 yiaddr: read_volatile(&(*t).yiaddr),
+                dns_off: read_volatile(&(*t).dns_off),
             },
             read_volatile(&(*t).valid_until_ns),
         )
@@ -121,6 +143,36 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     Ok(head)
 }
 
+/// The requested address in dotted decimal into `work.ip_text`. The length lives in the
+/// map value (volatile), so the verifier does not track 81 different lengths.
+#[inline(always)]
+fn ip_text(work: &mut Work, ip: [u8; 4]) {
+    let t = work.ip_text.as_mut_ptr();
+    let len = &mut work.ip_text_len as *mut u32;
+    // SAFETY: this CPU's working memory; indexes masked to the 32-byte buffer.
+    let put = |c: u8| unsafe {
+        let n = read_volatile(len);
+        *t.add((n & 31) as usize) = c;
+        write_volatile(len, n + 1);
+    };
+    unsafe { write_volatile(len, 0) };
+    let mut i = 0;
+    while i < 4 {
+        let v = ip[i];
+        if v >= 100 {
+            put(b'0' + v / 100);
+        }
+        if v >= 10 {
+            put(b'0' + (v / 10) % 10);
+        }
+        put(b'0' + v % 10);
+        if i < 3 {
+            put(b'.');
+        }
+        i += 1;
+    }
+}
+
 /// Copies `n` bytes from kernel memory `src` to `out[at..]`, within bounds the verifier
 /// can see.
 #[inline(always)]
@@ -128,53 +180,97 @@ fn copy(out: *mut u8, at: u32, src: *const u8, n: u32) -> bool {
     let (Some(at), Some(n)) = (bounded(at, 0, OUT_MAX), bounded(n, 0, TEMPLATE_CAP as u32)) else {
         return false;
     };
-    // SAFETY: at + n <= OUT_MAX + TEMPLATE_CAP < OUT_CAP; src is a map value or scratch
-    // and the helper faults safely anyway.
+    // SAFETY: at + n <= OUT_MAX + TEMPLATE_CAP < OUT_CAP; src is a map value and the
+    // helper faults safely anyway.
     unsafe {
         bpf_probe_read_kernel(out.add(at as usize) as *mut c_void, n, src as *const c_void) == 0
     }
 }
 
-/// Template bytes with the request's echoed options inserted. Returns the length.
+/// Template bytes with the inserts applied. Returns the message length.
 #[inline(always)]
-fn assemble(out: *mut u8, t: *const Template, h: &Head, o: &Opts, ob: *const u8) -> Option<u32> {
+fn assemble(work: &mut Work, t: *const Template, h: &Head) -> Option<u32> {
+    let out = work.out.as_mut_ptr();
     // SAFETY: t is a live map value.
     let tb = unsafe { (*t).buf.as_ptr() };
     let mut pos_t = 0u32;
     let mut pos_o = 0u32;
     let mut i = 0;
-    while i < ECHO_SLOTS {
-        let e = h.echo[i];
+    while i < INSERTS {
+        let slot = h.inserts[i];
         i += 1;
-        let (src, n) = match e.code {
-            61 => o.o61,
-            97 => o.o97,
-            _ => (0, 0),
+        let (src, n, patch_len) = match slot.what {
+            insert::ECHO_61 if work.o.o61.1 != 0 => (work.o.o61.0, 2 + work.o.o61.1, false),
+            insert::ECHO_97 if work.o.o97.1 != 0 => (work.o.o97.0, 2 + work.o.o97.1, false),
+            insert::REQUESTED_IP_TEXT => (u32::MAX, unsafe { read_volatile(&work.ip_text_len) }, true),
+            _ => continue,
         };
-        if n == 0 {
-            continue;
-        }
-        let at = e.off as u32;
-        if at < pos_t || at > h.len {
+        let at = slot.off as u32;
+        if at < pos_t.max(1) || at > h.len {
             return None;
         }
-        // SAFETY (both adds): offsets below TEMPLATE_CAP / OPTS_CAP, checked above and by
-        // the option walk.
-        if !copy(out, pos_o, unsafe { tb.add(pos_t as usize) }, at - pos_t) {
+        // SAFETY (adds below): offsets bounded by TEMPLATE_CAP and PAY_CAP masks.
+        if !copy(out, pos_o, unsafe { tb.add((pos_t & 1023) as usize) }, at - pos_t) {
             return None;
         }
         pos_o += at - pos_t;
         pos_t = at;
-        if !copy(out, pos_o, unsafe { ob.add((src & 2047) as usize) }, 2 + n) {
+        let from = if src == u32::MAX {
+            work.ip_text.as_ptr()
+        } else {
+            unsafe { work.pay.as_ptr().add(src as usize & (PAY_CAP - 1)) }
+        };
+        if !copy(out, pos_o, from, n) {
             return None;
         }
-        pos_o += 2 + n;
+        if patch_len {
+            // The option holding the text (its length byte ends the chunk before).
+            let lb = bounded(pos_o - 1, 0, OUT_MAX)?;
+            // SAFETY: lb < OUT_MAX.
+            unsafe { *out.add(lb as usize) += n as u8 };
+        }
+        pos_o += n;
     }
     let rest = h.len - pos_t;
-    if !copy(out, pos_o, unsafe { tb.add(pos_t as usize) }, rest) {
+    if !copy(out, pos_o, unsafe { tb.add((pos_t & 1023) as usize) }, rest) {
         return None;
     }
     Some(pos_o + rest)
+}
+
+/// Rotates option 6's servers left by this CPU's reply count, as the slow path rotates
+/// them per reply. The compiler puts the list before every insertion point, so its
+/// offset is the same in the template and in the message.
+#[inline(always)]
+fn rotate_dns(out: *mut u8, t: *const Template, h: &Head) -> bool {
+    let n = h.dns_n as u32;
+    if n == 0 {
+        return true;
+    }
+    let Some(off) = bounded(h.dns_off as u32, BOOTP_FIXED, (TEMPLATE_CAP - 4 * DNS_MAX) as u32) else {
+        return false;
+    };
+    if n > DNS_MAX as u32 {
+        return false;
+    }
+    let r = STATS.get_ptr(counter::ANSWERED).map(|p| unsafe { *p }).unwrap_or(0) as u32;
+    // SAFETY: t is a live map value.
+    let tb = unsafe { (*t).buf.as_ptr() };
+    let mut i = 0u32;
+    while i < DNS_MAX as u32 {
+        if i >= n {
+            break;
+        }
+        let j = ((i + r) % n) & (DNS_MAX as u32 - 1);
+        let mut k = 0;
+        while k < 4 {
+            // SAFETY: off + 4 * 8 <= TEMPLATE_CAP, inside both buffers.
+            unsafe { *out.add((off + 4 * i + k) as usize) = *tb.add((off + 4 * j + k) as usize) };
+            k += 1;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Writes the per-request BOOTP fields the template asks for.
@@ -215,36 +311,8 @@ fn stamp_fields(out: *mut u8, h: &Head, req: &Request) {
     }
 }
 
-/// One's complement sum of the message as a big-endian 16-bit value.
-#[inline(always)]
-fn payload_sum(out: *mut u8, total: u32) -> Option<u32> {
-    let total = bounded(total, BOOTP_FIXED, OUT_MAX - 4)?;
-    // Zero the bytes up to the next multiple of 4 (bpf_csum_diff works on 32-bit words).
-    let mut k = 0;
-    while k < 3 {
-        // SAFETY: total + 2 < OUT_MAX < OUT_CAP.
-        unsafe { *out.add((total + k) as usize) = 0 };
-        k += 1;
-    }
-    let total4 = (total + 3) & !3;
-    let first = if total4 > 512 { 512 } else { total4 };
-    // SAFETY: both ranges are inside out (<= OUT_MAX bytes), sizes multiples of 4.
-    let s1 = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, out as *mut u32, first, 0) };
-    let mut s2 = 0i64;
-    if total4 > 512 {
-        let n = total4 - 512;
-        s2 = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, out.add(512) as *mut u32, n, 0) };
-    }
-    if s1 < 0 || s2 < 0 {
-        return None;
-    }
-    // bpf_csum_diff sums native (little-endian) words: fold, then swap to big-endian.
-    let s = (s1 as u32 as u64) + (s2 as u32 as u64);
-    let s = ((s & 0xffff_ffff) + (s >> 32)) as u32;
-    Some(fold(s).swap_bytes() as u32)
-}
-
-/// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port).
+/// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
+/// path's `reply::destination` and `frame::endpoint` choose it.
 #[inline(always)]
 fn destination(req: &Request, out: *const u8, yiaddr: [u8; 4], nak: bool) -> ([u8; 6], [u8; 4], u16) {
     const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
@@ -259,7 +327,7 @@ fn destination(req: &Request, out: *const u8, yiaddr: [u8; 4], nak: bool) -> ([u
     } else if nak {
         BCAST
     } else if ciaddr != [0; 4] {
-        (req.mac(), ciaddr, PORT_CLIENT)
+        (req.src_mac, ciaddr, PORT_CLIENT)
     } else if broadcast || yiaddr == [0; 4] {
         BCAST
     } else {
@@ -281,13 +349,12 @@ fn headers(
     let (dmac, dip, dport) = destination(req, out, h.yiaddr, nak);
     let sport = if req.dport == PORT_PXE { PORT_PXE } else { PORT_SERVER };
     let sip = choice.server.ip;
-    let smac = choice.server.mac;
     let mut eth = [0u8; 18];
     eth[..6].copy_from_slice(&dmac);
-    eth[6..12].copy_from_slice(&smac);
+    eth[6..12].copy_from_slice(&choice.server.mac);
     if req.l2 == 18 {
         eth[12] = 0x81;
-        eth[14..16].copy_from_slice(&req.tci.to_be_bytes());
+        eth[14..16].copy_from_slice(&req.vlan().to_be_bytes()); // VLAN id, priority 0
         eth[16] = 0x08;
     } else {
         eth[12] = 0x08;
@@ -334,6 +401,9 @@ fn write_frame(
     out: *mut u8,
     total: u32,
 ) -> Result<(), Verdict> {
+    let Some(total) = bounded(total, 1, OUT_MAX) else {
+        return Err(other(reason::TOO_BIG));
+    };
     let new_len = req.l2 + 28 + total;
     // SAFETY: no preconditions.
     let cur = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
@@ -342,11 +412,8 @@ fn write_frame(
         let c = if delta > 0 { counter::PASSED_NO_ROOM } else { counter::PASSED_OTHER };
         return Err(Verdict::pass(c, reason::TOO_BIG));
     }
-    let Some(total) = bounded(total, 1, OUT_MAX) else {
-        return Err(other(reason::TOO_BIG));
-    };
-    // SAFETY: every source is a stack array or scratch of at least the length given; the
-    // helper checks the frame's bounds.
+    // SAFETY: every source is a stack array or working memory of at least the length
+    // given; the helper checks the frame's bounds.
     unsafe {
         let c = ctx.ctx;
         let e = eth.as_ptr() as *mut c_void;
