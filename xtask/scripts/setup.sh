@@ -15,7 +15,8 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios ovmf
       dnsmasq-base isc-dhcp-client busybox-static tftp-hpa atftp curl
       openipmi ipmitool freeipmi-tools kea-admin
-      tcpdump iproute2 iputils-ping ethtool cpio xz-utils zstd procps psmisc python3)
+      tcpdump iproute2 iputils-ping ethtool cpio xz-utils zstd procps psmisc python3
+      ndisc6)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
