@@ -15,7 +15,9 @@
 //! - `CLASSES`: [`ClassKey`] (features of options 93/60/77) -> client kind index, filled
 //!   by asking the slow path's classifier, so the kernel has no idea of its own about
 //!   which client is which.
-//! - `SERVERS`: [`ServerKey`] (ingress ifindex, VLAN) -> [`Server`] (our MAC and IP).
+//! - `SERVERS`: [`ServerKey`] (ingress ifindex, VLAN, address) -> [`Server`]: our MAC
+//!   there. A host's templates name one server address; the program answers only on an
+//!   interface that has it.
 //! - `STATS` / `REASONS`: per-CPU counters; `EVENTS`: ring buffer of [`LeaseEvent`]s.
 #![no_std]
 
@@ -169,17 +171,20 @@ impl ClassKey {
     pub const USER_OTHER: u8 = 2;
 }
 
-/// Key of the server map: where a request came in.
+/// Key of the server map: one of our addresses where a request can come in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServerKey {
+    /// The interface the program is attached to.
     pub ifindex: u32,
     /// 802.1Q VLAN id, 0 for untagged frames.
     pub vlan: u16,
     pub _pad: u16,
+    /// An address of ours on that interface and VLAN.
+    pub ip: [u8; 4],
 }
 
-/// Our identity on one interface/VLAN: the source of every reply sent there.
+/// Our identity at one address: the source of every reply sent from it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Server {
@@ -321,7 +326,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
 const _: () = assert!(core::mem::size_of::<HostEntry>() == 28 + 4 * MSGS * MAX_KINDS);
 const _: () = assert!(core::mem::size_of::<ClassKey>() == 4);
-const _: () = assert!(core::mem::size_of::<ServerKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ServerKey>() == 12);
 const _: () = assert!(core::mem::size_of::<Server>() == 12);
 const _: () = assert!(core::mem::size_of::<Template>() == 40 + TEMPLATE_CAP);
 const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);

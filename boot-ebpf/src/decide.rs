@@ -56,14 +56,9 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         _ => return Err(other(reason::MSG_OTHER)), // INFORM, RELEASE, DECLINE ...
     };
     let kind = CLASSES.get_ptr(&opts.class).map(|p| unsafe { read_volatile(p) });
-    let skey = ServerKey { ifindex: ctx.ingress_ifindex() as u32, vlan: req.vlan(), _pad: 0 };
-    let server = SERVERS.get_ptr(&skey).map(|p| unsafe { read_volatile(p) });
     let mac = req.mac();
     let Some(entry) = HOSTS.get_ptr(&MacKey::new(mac)) else {
         return Err(Verdict::pass(counter::PASSED_UNKNOWN, NO_REASON));
-    };
-    let Some(server) = server else {
-        return Err(other(reason::NO_SERVER));
     };
     let Some(kind) = kind.filter(|&k| k < MAX_KINDS as u32) else {
         return Err(other(reason::NO_CLASS));
@@ -71,9 +66,15 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
     let Some(host) = read_host(entry, mac, kind as usize, slot) else {
         return Err(other(reason::TORN_ENTRY));
     };
-    if host.server_ip != server.ip {
-        return Err(other(reason::NO_SERVER));
-    }
+    let skey = ServerKey {
+        ifindex: ctx.ingress_ifindex() as u32,
+        vlan: req.vlan(),
+        _pad: 0,
+        ip: host.server_ip,
+    };
+    let Some(server) = SERVERS.get_ptr(&skey).map(|p| unsafe { read_volatile(p) }) else {
+        return Err(other(reason::NO_SERVER)); // the host is served from another interface
+    };
     // What the stack would not deliver to the slow path's socket is not ours either.
     let ip_ok = req.ip_dst == [255; 4] || req.ip_dst == server.ip;
     let mac_ok = req.dst_mac == [0xff; 6] || req.dst_mac == server.mac;

@@ -100,7 +100,7 @@ fn bit(code: u8) -> Option<u32> {
 pub fn walk(work: &mut Work) -> Result<(), Verdict> {
     let malformed = Verdict::pass(counter::MALFORMED, reason::BAD_OPTIONS);
     let unusual = Verdict::pass(counter::PASSED_OTHER, reason::UNUSUAL);
-    work.walk = Walk {
+    let init = Walk {
         off: BOOTP_FIXED,
         n: work.req.len,
         status: RUNNING,
@@ -118,11 +118,16 @@ pub fn walk(work: &mut Work) -> Result<(), Verdict> {
         o97_off: 0,
         o97_len: 0,
     };
-    // SAFETY: `step` finds its state in this CPU's WORK; bpf_loop calls it synchronously.
-    unsafe {
+    // Volatile on both sides of the loop: `work` is a unique reference, so the compiler
+    // would otherwise assume the callback (which finds the state through the map) cannot
+    // touch it, and move the store past the loop or fold the result.
+    // SAFETY: plain stores and loads of this CPU's working memory; `step` finds its
+    // state in WORK and bpf_loop calls it synchronously.
+    let w = unsafe {
+        write_volatile(&mut work.walk, init);
         bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
-    }
-    let w = &work.walk;
+        read_volatile(&work.walk)
+    };
     match w.status {
         DONE => {}
         MALFORMED => return Err(malformed),

@@ -261,7 +261,9 @@ fn rotate_dns(out: *mut u8, t: *const Template, h: &Head) -> bool {
         if i >= n {
             break;
         }
-        let j = ((i + r) % n) & (DNS_MAX as u32 - 1);
+        let Some(j) = bounded((i + r) % n, 0, DNS_MAX as u32 - 1) else {
+            return false;
+        };
         let mut k = 0;
         while k < 4 {
             // SAFETY: off + 4 * 8 <= TEMPLATE_CAP, inside both buffers.

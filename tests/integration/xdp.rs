@@ -1,5 +1,9 @@
 //! XDP fast path: BPF_PROG_TEST_RUN tables, differential equivalence with the slow path,
-//! fuzzing, real clients in namespaces, reload under load.
+//! fuzzing, real clients in namespaces, reload under load. All need root (the program
+//! is loaded into the kernel); without it they skip, like the namespace tests.
+mod differential;
+mod fixture;
+
 use xboot::xdp::{FastPath, LoadOptions};
 
 use crate::netns;
@@ -13,4 +17,19 @@ fn xdp_program_verifies() {
     let n = fp.verified_instructions();
     eprintln!("verified instructions: {n:?}, size {:?}", fp.program_size());
     assert!(n.unwrap() > 0);
+}
+
+#[test]
+fn xdp_debug_tmp() {
+    if netns::need_root() {
+        return;
+    }
+    use fixture::*;
+    let mut lab = Lab::new();
+    for kind in KINDS {
+        let f = discover(kind, CN1).frame();
+        let before = lab.fp.stats().reasons();
+        let out = lab.run(&f);
+        eprintln!("{kind}: action {} reasons {:?} (before {:?})", out.action, lab.fp.stats().reasons(), before);
+    }
 }

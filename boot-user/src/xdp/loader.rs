@@ -1,12 +1,15 @@
 //! Loading the XDP program, attaching it to interfaces and detaching it again.
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{HashMap as BpfHashMap, MapData},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use boot_common::{ClassKey, HostEntry, MacKey, Server, ServerKey, Template};
+
+use super::stats::XdpStats;
 
 /// The program's object, built by build.rs from crate boot-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/boot-ebpf"));
@@ -61,8 +64,7 @@ pub struct FastPath {
     pub(crate) templates: BpfHashMap<MapData, u32, Template>,
     pub(crate) classes: BpfHashMap<MapData, ClassKey, u32>,
     pub(crate) servers: BpfHashMap<MapData, ServerKey, Server>,
-    pub(crate) stats: PerCpuArray<MapData, u64>,
-    pub(crate) reasons: PerCpuArray<MapData, u64>,
+    stats: Arc<XdpStats>,
     attached: Vec<(String, AttachMode)>,
 }
 
@@ -92,8 +94,7 @@ impl FastPath {
             templates: take(&mut ebpf, "TEMPLATES")?,
             classes: take(&mut ebpf, "CLASSES")?,
             servers: take(&mut ebpf, "SERVERS")?,
-            stats: take(&mut ebpf, "STATS")?,
-            reasons: take(&mut ebpf, "REASONS")?,
+            stats: Arc::new(XdpStats { stats: take(&mut ebpf, "STATS")?, reasons: take(&mut ebpf, "REASONS")? }),
             ebpf,
             attached: vec![],
         })
@@ -121,6 +122,11 @@ impl FastPath {
         tracing::info!("XDP fast path attached to {iface} ({mode:?})");
         self.attached.push((iface.to_string(), mode));
         Ok(mode)
+    }
+
+    /// The counters, for status and metrics.
+    pub fn stats(&self) -> Arc<XdpStats> {
+        self.stats.clone()
     }
 
     /// Interfaces the program is attached to.
