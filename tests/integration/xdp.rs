@@ -3,6 +3,7 @@
 //! is loaded into the kernel); without it they skip, like the namespace tests.
 mod differential;
 mod fixture;
+mod table;
 
 use xboot::xdp::{FastPath, LoadOptions};
 
@@ -19,17 +20,3 @@ fn xdp_program_verifies() {
     assert!(n.unwrap() > 0);
 }
 
-#[test]
-fn xdp_debug_tmp() {
-    if netns::need_root() {
-        return;
-    }
-    use fixture::*;
-    let mut lab = Lab::new();
-    for kind in KINDS {
-        let f = discover(kind, CN1).frame();
-        let before = lab.fp.stats().reasons();
-        let out = lab.run(&f);
-        eprintln!("{kind}: action {} reasons {:?} (before {:?})", out.action, lab.fp.stats().reasons(), before);
-    }
-}
