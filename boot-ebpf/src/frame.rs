@@ -134,8 +134,13 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
     let tot = be16(h[2], h[3]) as u32;
     let ulen = be16(udp[4], udp[5]) as u32;
+    // A UDP length short of the IP payload is legal (the stack trims), but unusual
+    // enough to leave to the slow path.
     if tot < 28 || l2 + tot > buff_len || ulen < 8 || ulen > tot - 20 {
         return Err(malformed(reason::TRUNCATED));
+    }
+    if ulen != tot - 20 {
+        return Err(other(reason::UNUSUAL));
     }
     if ulen < 8 + BOOTP_FIXED + 1 {
         return Err(malformed(reason::BAD_BOOTP)); // not even one option byte

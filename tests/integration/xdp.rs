@@ -3,6 +3,7 @@
 //! is loaded into the kernel); without it they skip, like the namespace tests.
 mod differential;
 mod fixture;
+mod fuzz;
 mod table;
 
 use xboot::xdp::{FastPath, LoadOptions};

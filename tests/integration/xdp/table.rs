@@ -21,6 +21,9 @@ const PAY: usize = 42;
 /// Recomputes the UDP checksum of an untagged frame (after editing its payload).
 pub fn fix_udp(f: &mut [u8]) {
     let end = IP + u16::from_be_bytes([f[IP + 2], f[IP + 3]]) as usize;
+    if end > f.len() || end < UDP + 8 {
+        return; // lengths already broken: nothing to fix
+    }
     f[UDP + 6] = 0;
     f[UDP + 7] = 0;
     let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
@@ -30,9 +33,12 @@ pub fn fix_udp(f: &mut [u8]) {
 }
 
 pub fn fix_ip(f: &mut [u8]) {
+    let ihl = (f[IP] & 0xf) as usize * 4;
+    if ihl < 20 || IP + ihl > f.len() {
+        return;
+    }
     f[IP + 10] = 0;
     f[IP + 11] = 0;
-    let ihl = (f[IP] & 0xf) as usize * 4;
     let c = checksum(&[&f[IP..IP + ihl]]);
     f[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
 }
