@@ -13,7 +13,7 @@ use core::{
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
         bpf_xdp_store_bytes,
     },
     programs::XdpContext,
@@ -33,6 +33,9 @@ const PORT_CLIENT: u16 = 68;
 const MSG_NAK: u8 = 6;
 /// Largest assembled message: a full template and two inserts, rounded up.
 const OUT_MAX: u32 = 768;
+/// Most the frame may grow into its headroom (of XDP's 256 bytes, the kernel keeps room
+/// for its own frame descriptor).
+const HEAD_GROW_MAX: i32 = 192;
 /// RFC 2131 2: every client accepts 576-byte datagrams (548 bytes of DHCP message).
 const MIN_DATAGRAM: u32 = 576;
 
@@ -410,7 +413,15 @@ fn write_frame(
     // SAFETY: no preconditions.
     let cur = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
     let delta = new_len as i32 - cur as i32;
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+    // Grow at the tail, else into the headroom (drivers keep 256 bytes there for XDP;
+    // veth often has no tailroom): the whole frame is rewritten anyway.
+    // SAFETY: the helpers check their bounds; packet pointers are not used afterwards.
+    let resized = unsafe {
+        delta == 0
+            || bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
+            || (delta > 0 && delta <= HEAD_GROW_MAX && bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)
+    };
+    if !resized {
         let c = if delta > 0 { counter::PASSED_NO_ROOM } else { counter::PASSED_OTHER };
         return Err(Verdict::pass(c, reason::TOO_BIG));
     }

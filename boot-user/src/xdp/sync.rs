@@ -36,6 +36,48 @@ pub struct ServedAddr {
     pub net: Ipv4Net,
 }
 
+impl ServedAddr {
+    /// Our addresses on the named interfaces (the program is attached to each) and on
+    /// their 802.1Q VLAN interfaces (tagged frames reach the parent's program).
+    pub fn for_interfaces(names: &[String]) -> std::io::Result<Vec<ServedAddr>> {
+        let all = crate::dhcp::iface::list()?;
+        let vlans = std::fs::read_to_string("/proc/net/vlan/config").unwrap_or_default();
+        let mut out = vec![];
+        for name in names {
+            let Some(parent) = all.iter().find(|i| &i.name == name) else {
+                return Err(std::io::Error::other(format!("no interface {name}")));
+            };
+            let mut add = |vlan: u16, i: &crate::dhcp::iface::IfaceInfo| {
+                for net in &i.addrs {
+                    out.push(ServedAddr { ifindex: parent.index, vlan, mac: i.mac, net: *net });
+                }
+            };
+            add(0, parent);
+            for (child, id) in vlan_children(&vlans, name) {
+                if let Some(i) = all.iter().find(|i| i.name == child) {
+                    add(id, i);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `(name, vlan id)` of the VLAN interfaces on `parent`, from /proc/net/vlan/config
+/// (`eth0.42 | 42 | eth0`).
+fn vlan_children(config: &str, parent: &str) -> Vec<(String, u16)> {
+    config
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            match f[..] {
+                [name, id, p] if p == parent => Some((name.to_string(), id.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct SyncOptions {
     /// Lifetime of a template that embeds expiring boot-URL tokens: the program passes
@@ -401,4 +443,17 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: t is a valid timespec to write into; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_config_rows() {
+        let cfg = "VLAN Dev name    | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n\
+                   eth0.42        | 42  | eth0\neth1.7         | 7  | eth1\n";
+        assert_eq!(vlan_children(cfg, "eth0"), vec![("eth0.42".to_string(), 42)]);
+        assert!(vlan_children(cfg, "eth2").is_empty());
+    }
 }
