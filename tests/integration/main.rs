@@ -8,6 +8,7 @@ mod dhcp;
 #[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
 mod pxe;
+mod xdp;
 
 #[test]
 fn netns_veth_ping() {
