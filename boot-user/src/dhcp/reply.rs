@@ -24,7 +24,8 @@
 //! (each when it has a value); boot options ([`BootTarget`]) add BOOTP `siaddr` + `file`
 //! and 66 for TFTP, `file` for URLs (option 67 instead when the name does not fit the
 //! 128-byte field), 60 `HTTPClient` for UEFI HTTP boot, and the iPXE encapsulated option
-//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed. Option 60 `PXEClient` and
+//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed, and 82 (relay agent
+//! information) in every reply to a relay that sent it. Option 60 `PXEClient` and
 //! 43 only go in proxy offers and boot-server ACKs: UEFI PXE firmware that sees 60 in a
 //! plain OFFER goes looking for a boot server (peers.md §6).
 //!
@@ -33,7 +34,7 @@
 //! `requested_ip` / `ciaddr` / `server_id` (ACK, NAK or silence, by comparison with the
 //! host's and the server's address), `xid`, `flags`, `giaddr`, `chaddr` (copied into the
 //! header), `ciaddr` (copied into ACKs), `machine_id` (option 97, echoed) and
-//! `max_message_size` (only when a reply is over 548 bytes; [`Reply::bytes`] tells a
+//! `relay_info` (option 82, echoed), `max_message_size` (only when a reply is over 548 bytes; [`Reply::bytes`] tells a
 //! template's size). Everything else comes from the [`Context`]; templates use
 //! `dns_rotation = 0`. [`destination`] gives the addressing, [`super::frame`] the bytes.
 use std::net::{Ipv4Addr, SocketAddrV4};
