@@ -33,9 +33,9 @@
 //! A reply depends on the request only through: `msg_type` and `kind` (which template),
 //! `requested_ip` / `ciaddr` / `server_id` (ACK, NAK or silence, by comparison with the
 //! host's and the server's address), `xid`, `flags`, `giaddr`, `chaddr` (copied into the
-//! header), `ciaddr` (copied into ACKs), `machine_id` (option 97, echoed) and
-//! `relay_info` (option 82, echoed), `max_message_size` (only when a reply is over 548 bytes; [`Reply::bytes`] tells a
-//! template's size). Everything else comes from the [`Context`]; templates use
+//! header), `ciaddr` (copied into ACKs), `machine_id` (option 97) and `relay_info`
+//! (option 82), both echoed, and `max_message_size` (only when a reply is over 548
+//! bytes; [`Reply::bytes`] tells a template's size). Everything else comes from the [`Context`]; templates use
 //! `dns_rotation = 0`. [`destination`] gives the addressing, [`super::frame`] the bytes.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -432,6 +432,11 @@ fn base(req: &Request, ctx: &Context<'_>, msg_type: MessageType) -> Message {
     m.opts_mut().insert(DhcpOption::MessageType(msg_type));
     m.opts_mut()
         .insert(DhcpOption::ServerIdentifier(ctx.server_ip));
+    if let Some(info) = &req.relay_info {
+        // RFC 3046 §2.2: the relay agent information goes back to the relay as it came.
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    }
     m
 }
 

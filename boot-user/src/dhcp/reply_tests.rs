@@ -655,10 +655,18 @@ fn relay_rows() {
     assert_eq!(offer.message.giaddr(), relay);
     assert_eq!(offer.message.hops(), 0);
     assert!(!offer.message.flags().broadcast());
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+        b"eth1/3".to_vec(),
+    ));
     let nak = reply(&Request {
         giaddr: relay,
+        relay_info: Some(info.clone()),
         ..selecting(CN1, Ipv4Addr::new(10, 0, 0, 77), ClientKind::Os)
     });
+    let echoed = Some(&DhcpOption::RelayAgentInformation(info));
+    assert_eq!(opt(&nak.message, 82), echoed, "option 82 echoed");
+    assert!(opt(&offer.message, 82).is_none());
     assert_eq!(nak.destination, Destination::Relay(relay));
     assert!(
         nak.message.flags().broadcast(),
