@@ -485,7 +485,8 @@ fn fqdn(d: &str) -> Option<dhcproto::Name> {
 /// BOOTP `file` when the name fits its 128 bytes (NUL included), option 67 otherwise.
 fn put_file(m: &mut Message, name: &str) {
     if name.len() < 128 {
-        m.set_fname_str(name);
+        // With its NUL, as dhcproto decodes it: a parsed reply equals the one built.
+        m.set_fname(&[name.as_bytes(), &[0]].concat());
     } else {
         m.opts_mut()
             .insert(DhcpOption::BootfileName(name.as_bytes().to_vec()));

@@ -1018,3 +1018,35 @@ fn summary_names_the_essentials() {
         assert!(s.contains(part), "{part:?} missing from {s}");
     }
 }
+
+/// Every reply decodes back to exactly the message built (what the XDP equivalence test
+/// relies on when it compares decoded frames with `Reply::message`).
+#[test]
+fn replies_round_trip_through_the_wire() {
+    let relay = Ipv4Addr::new(10, 9, 0, 1);
+    for kind in ClientKind::TEMPLATES {
+        let uuid = Some(vec![0u8; 17]);
+        let rows = [
+            req(MessageType::Discover, CN1, kind),
+            Request {
+                machine_id: uuid.clone(),
+                giaddr: relay,
+                ..selecting(CN1, CN1_IP, kind)
+            },
+            Request {
+                ciaddr: CN1_IP,
+                ..req(MessageType::Inform, CN1, kind)
+            },
+            selecting(CN1, Ipv4Addr::new(10, 0, 0, 77), kind),
+        ];
+        for r in rows {
+            let rep = reply(&r);
+            assert_eq!(
+                wire::parse(&rep.bytes()).unwrap(),
+                rep.message,
+                "{kind} {:?}",
+                rep.kind
+            );
+        }
+    }
+}
