@@ -399,6 +399,23 @@ fn relay_requests_are_answered_to_giaddr() {
             }
         }
     }
+    // Option 82 comes back to the relay as it was sent (RFC 3046).
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+        b"swp12".to_vec(),
+    ));
+    let d = relayed(
+        MessageType::Discover,
+        CN1_MAC,
+        5,
+        &[DhcpOption::RelayAgentInformation(info.clone())],
+    );
+    let got = exchange(&cli, relay, to, vec![d], Duration::from_millis(700));
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        opt(&got[0].1, OptionCode::RelayAgentInformation),
+        Some(&DhcpOption::RelayAgentInformation(info))
+    );
     assert_eq!(server.stats().naks, 1);
 }
 

@@ -24,7 +24,8 @@
 //! (each when it has a value); boot options ([`BootTarget`]) add BOOTP `siaddr` + `file`
 //! and 66 for TFTP, `file` for URLs (option 67 instead when the name does not fit the
 //! 128-byte field), 60 `HTTPClient` for UEFI HTTP boot, and the iPXE encapsulated option
-//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed. Option 60 `PXEClient` and
+//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed, and 82 (relay agent
+//! information) in every reply to a relay that sent it. Option 60 `PXEClient` and
 //! 43 only go in proxy offers and boot-server ACKs: UEFI PXE firmware that sees 60 in a
 //! plain OFFER goes looking for a boot server (peers.md §6).
 //!
@@ -32,9 +33,9 @@
 //! A reply depends on the request only through: `msg_type` and `kind` (which template),
 //! `requested_ip` / `ciaddr` / `server_id` (ACK, NAK or silence, by comparison with the
 //! host's and the server's address), `xid`, `flags`, `giaddr`, `chaddr` (copied into the
-//! header), `ciaddr` (copied into ACKs), `machine_id` (option 97, echoed) and
-//! `max_message_size` (only when a reply is over 548 bytes; [`Reply::bytes`] tells a
-//! template's size). Everything else comes from the [`Context`]; templates use
+//! header), `ciaddr` (copied into ACKs), `machine_id` (option 97) and `relay_info`
+//! (option 82), both echoed, and `max_message_size` (only when a reply is over 548
+//! bytes; [`Reply::bytes`] tells a template's size). Everything else comes from the [`Context`]; templates use
 //! `dns_rotation = 0`. [`destination`] gives the addressing, [`super::frame`] the bytes.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -431,6 +432,11 @@ fn base(req: &Request, ctx: &Context<'_>, msg_type: MessageType) -> Message {
     m.opts_mut().insert(DhcpOption::MessageType(msg_type));
     m.opts_mut()
         .insert(DhcpOption::ServerIdentifier(ctx.server_ip));
+    if let Some(info) = &req.relay_info {
+        // RFC 3046 §2.2: the relay agent information goes back to the relay as it came.
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    }
     m
 }
 
@@ -479,7 +485,8 @@ fn fqdn(d: &str) -> Option<dhcproto::Name> {
 /// BOOTP `file` when the name fits its 128 bytes (NUL included), option 67 otherwise.
 fn put_file(m: &mut Message, name: &str) {
     if name.len() < 128 {
-        m.set_fname_str(name);
+        // With its NUL, as dhcproto decodes it: a parsed reply equals the one built.
+        m.set_fname(&[name.as_bytes(), &[0]].concat());
     } else {
         m.opts_mut()
             .insert(DhcpOption::BootfileName(name.as_bytes().to_vec()));

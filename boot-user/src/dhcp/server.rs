@@ -197,7 +197,8 @@ impl Service {
         } else {
             format!("{detail} via userspace")
         };
-        tracing::info!("dhcp: {what} to {} on {ifname}: {detail}", r.host);
+        // Debug, not info: a boot storm would flood the log; the event log keeps them.
+        tracing::debug!("dhcp: {what} to {} on {ifname}: {detail}", r.host);
         self.shared.events.record(&r.host, kind, detail);
     }
 
