@@ -9,8 +9,8 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::programs::XdpContext;
 use boot_common::{
-    counter, reason, HostEntry, MacKey, Server, ServerKey, MAX_KINDS, MSGS, MSG_ACK,
-    MSG_BOOT_ACK, MSG_OFFER,
+    counter, reason, HostEntry, MacKey, Server, ServerKey, MAX_KINDS, MSGS, MSG_ACK, MSG_BOOT_ACK,
+    MSG_OFFER,
 };
 
 use crate::{
@@ -53,9 +53,11 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         (PORT_SERVER, REQUEST) => MSG_ACK,
         (PORT_PXE, REQUEST) if !opts.has_43 => MSG_BOOT_ACK,
         (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)), // boot item echo, INFORM
-        _ => return Err(other(reason::MSG_OTHER)), // INFORM, RELEASE, DECLINE ...
+        _ => return Err(other(reason::MSG_OTHER)),               // INFORM, RELEASE, DECLINE ...
     };
-    let kind = CLASSES.get_ptr(&opts.class).map(|p| unsafe { read_volatile(p) });
+    let kind = CLASSES
+        .get_ptr(&opts.class)
+        .map(|p| unsafe { read_volatile(p) });
     let mac = req.mac();
     let Some(entry) = HOSTS.get_ptr(&MacKey::new(mac)) else {
         return Err(Verdict::pass(counter::PASSED_UNKNOWN, NO_REASON));
@@ -103,7 +105,12 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
     if template == 0 {
         return Err(other(reason::NO_TEMPLATE));
     }
-    Ok(Choice { server, template, nak, wanted_ip })
+    Ok(Choice {
+        server,
+        template,
+        nak,
+        wanted_ip,
+    })
 }
 
 /// Copies what this request needs out of the host entry, and checks that the copy is

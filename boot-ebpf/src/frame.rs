@@ -64,7 +64,12 @@ impl Request {
         self.tci & 0x0fff
     }
     pub fn field4(&self, off: usize) -> [u8; 4] {
-        [self.bootp[off], self.bootp[off + 1], self.bootp[off + 2], self.bootp[off + 3]]
+        [
+            self.bootp[off],
+            self.bootp[off + 1],
+            self.bootp[off + 2],
+            self.bootp[off + 3],
+        ]
     }
     pub fn mac(&self) -> [u8; 6] {
         let c = bootp::CHADDR;
@@ -149,7 +154,8 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
         return Err(other(reason::UNUSUAL)); // a jumbo request
     };
     // SAFETY: writes n <= PAY_CAP bytes into pay (PAY_CAP + 64 long).
-    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, l2 + 28, work.pay.as_mut_ptr() as *mut c_void, n) };
+    let r =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, l2 + 28, work.pay.as_mut_ptr() as *mut c_void, n) };
     if r != 0 {
         return Err(malformed(reason::TRUNCATED));
     }
@@ -226,7 +232,13 @@ pub fn sum_bytes<const CAP: u32>(buf: *mut u8, n: u32) -> Option<u32> {
             let size = bounded(size, 4, 512)?;
             // SAFETY: start + size <= PAY_CAP, size a multiple of 4.
             let s = unsafe {
-                bpf_csum_diff(core::ptr::null_mut(), 0, buf.add(start as usize) as *mut u32, size, 0)
+                bpf_csum_diff(
+                    core::ptr::null_mut(),
+                    0,
+                    buf.add(start as usize) as *mut u32,
+                    size,
+                    0,
+                )
             };
             if s < 0 {
                 return None;

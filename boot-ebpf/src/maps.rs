@@ -19,8 +19,7 @@ pub static HOSTS: HashMap<MacKey, HostEntry> = HashMap::with_max_entries(16384, 
 
 /// Reply templates by id. Not preallocated: they are large and their number varies.
 #[map]
-pub static TEMPLATES: HashMap<u32, Template> =
-    HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
+pub static TEMPLATES: HashMap<u32, Template> = HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
 
 /// Request features -> client kind index.
 #[map]

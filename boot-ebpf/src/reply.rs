@@ -13,8 +13,8 @@ use core::{
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
-        bpf_xdp_store_bytes,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len, bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
@@ -84,7 +84,11 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
         return other(reason::TORN_ENTRY);
     }
     // The slow path's size rule: 576-byte datagrams unless option 57 allows more.
-    let limit = if (work.o.max_size as u32) > MIN_DATAGRAM { work.o.max_size as u32 } else { MIN_DATAGRAM } - 28;
+    let limit = if (work.o.max_size as u32) > MIN_DATAGRAM {
+        work.o.max_size as u32
+    } else {
+        MIN_DATAGRAM
+    } - 28;
     if total > limit || (head.limited != 0 && limit > MIN_DATAGRAM - 28) {
         return other(reason::TOO_BIG);
     }
@@ -205,7 +209,9 @@ fn assemble(work: &mut Work, t: *const Template, h: &Head) -> Option<u32> {
         let (src, n, patch_len) = match slot.what {
             insert::ECHO_61 if work.o.o61.1 != 0 => (work.o.o61.0, 2 + work.o.o61.1, false),
             insert::ECHO_97 if work.o.o97.1 != 0 => (work.o.o97.0, 2 + work.o.o97.1, false),
-            insert::REQUESTED_IP_TEXT => (u32::MAX, unsafe { read_volatile(&work.ip_text_len) }, true),
+            insert::REQUESTED_IP_TEXT => {
+                (u32::MAX, unsafe { read_volatile(&work.ip_text_len) }, true)
+            }
             _ => continue,
         };
         let at = slot.off as u32;
@@ -213,7 +219,12 @@ fn assemble(work: &mut Work, t: *const Template, h: &Head) -> Option<u32> {
             return None;
         }
         // SAFETY (adds below): offsets bounded by TEMPLATE_CAP and PAY_CAP masks.
-        if !copy(out, pos_o, unsafe { tb.add((pos_t & 1023) as usize) }, at - pos_t) {
+        if !copy(
+            out,
+            pos_o,
+            unsafe { tb.add((pos_t & 1023) as usize) },
+            at - pos_t,
+        ) {
             return None;
         }
         pos_o += at - pos_t;
@@ -250,13 +261,20 @@ fn rotate_dns(out: *mut u8, t: *const Template, h: &Head) -> bool {
     if n == 0 {
         return true;
     }
-    let Some(off) = bounded(h.dns_off as u32, BOOTP_FIXED, (TEMPLATE_CAP - 4 * DNS_MAX) as u32) else {
+    let Some(off) = bounded(
+        h.dns_off as u32,
+        BOOTP_FIXED,
+        (TEMPLATE_CAP - 4 * DNS_MAX) as u32,
+    ) else {
         return false;
     };
     if n > DNS_MAX as u32 {
         return false;
     }
-    let r = STATS.get_ptr(counter::ANSWERED).map(|p| unsafe { *p }).unwrap_or(0) as u32;
+    let r = STATS
+        .get_ptr(counter::ANSWERED)
+        .map(|p| unsafe { *p })
+        .unwrap_or(0) as u32;
     // SAFETY: t is a live map value.
     let tb = unsafe { (*t).buf.as_ptr() };
     let mut i = 0u32;
@@ -319,7 +337,12 @@ fn stamp_fields(out: *mut u8, h: &Head, req: &Request) {
 /// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
 /// path's `reply::destination` and `frame::endpoint` choose it.
 #[inline(always)]
-fn destination(req: &Request, out: *const u8, yiaddr: [u8; 4], nak: bool) -> ([u8; 6], [u8; 4], u16) {
+fn destination(
+    req: &Request,
+    out: *const u8,
+    yiaddr: [u8; 4],
+    nak: bool,
+) -> ([u8; 6], [u8; 4], u16) {
     const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
     let giaddr = req.field4(bootp::GIADDR);
     let ciaddr = req.field4(bootp::CIADDR);
@@ -352,7 +375,11 @@ fn headers(
     nak: bool,
 ) -> ([u8; 18], [u8; 28]) {
     let (dmac, dip, dport) = destination(req, out, h.yiaddr, nak);
-    let sport = if req.dport == PORT_PXE { PORT_PXE } else { PORT_SERVER };
+    let sport = if req.dport == PORT_PXE {
+        PORT_PXE
+    } else {
+        PORT_SERVER
+    };
     let sip = choice.server.ip;
     let mut eth = [0u8; 18];
     eth[..6].copy_from_slice(&dmac);
@@ -385,7 +412,9 @@ fn headers(
     ip[22..24].copy_from_slice(&dport.to_be_bytes());
     ip[24..26].copy_from_slice(&ulen.to_be_bytes());
     // UDP checksum: pseudo header (addresses, protocol, length), UDP header, payload.
-    let w = |a: [u8; 4]| u16::from_be_bytes([a[0], a[1]]) as u32 + u16::from_be_bytes([a[2], a[3]]) as u32;
+    let w = |a: [u8; 4]| {
+        u16::from_be_bytes([a[0], a[1]]) as u32 + u16::from_be_bytes([a[2], a[3]]) as u32
+    };
     let s = w(sip) + w(dip) + 17 + 2 * ulen as u32 + sport as u32 + dport as u32 + payload_sum;
     let mut c = !fold(s);
     if c == 0 {
@@ -422,7 +451,11 @@ fn write_frame(
             || (delta > 0 && delta <= HEAD_GROW_MAX && bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)
     };
     if !resized {
-        let c = if delta > 0 { counter::PASSED_NO_ROOM } else { counter::PASSED_OTHER };
+        let c = if delta > 0 {
+            counter::PASSED_NO_ROOM
+        } else {
+            counter::PASSED_OTHER
+        };
         return Err(Verdict::pass(c, reason::TOO_BIG));
     }
     // SAFETY: every source is a stack array or working memory of at least the length
@@ -430,7 +463,11 @@ fn write_frame(
     unsafe {
         let c = ctx.ctx;
         let e = eth.as_ptr() as *mut c_void;
-        let r1 = if req.l2 == 18 { bpf_xdp_store_bytes(c, 0, e, 18) } else { bpf_xdp_store_bytes(c, 0, e, 14) };
+        let r1 = if req.l2 == 18 {
+            bpf_xdp_store_bytes(c, 0, e, 18)
+        } else {
+            bpf_xdp_store_bytes(c, 0, e, 14)
+        };
         let r2 = bpf_xdp_store_bytes(c, req.l2, ip.as_ptr() as *mut c_void, 28);
         let r3 = bpf_xdp_store_bytes(c, req.l2 + 28, out as *mut c_void, total);
         if r1 != 0 || r2 != 0 || r3 != 0 {

@@ -21,4 +21,3 @@ fn xdp_program_verifies() {
     eprintln!("verified instructions: {n:?}, size {:?}", fp.program_size());
     assert!(n.unwrap() > 0);
 }
-

@@ -57,7 +57,11 @@ impl TemplateError {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
         let col = before[line_start..].chars().count() + 1;
-        TemplateError { line, col, msg: msg.into() }
+        TemplateError {
+            line,
+            col,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -82,7 +86,10 @@ impl Template {
     pub fn parse_unchecked(src: &str) -> Result<Template, TemplateError> {
         let items = lex::lex(src)?;
         let nodes = parse::parse(src, items)?;
-        Ok(Template { src: src.to_string(), nodes })
+        Ok(Template {
+            src: src.to_string(),
+            nodes,
+        })
     }
 
     /// The template text.

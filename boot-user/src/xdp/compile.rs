@@ -56,14 +56,25 @@ pub enum CompileError {
     #[error("MAC {0} is not in the inventory")]
     UnknownMac(Mac),
     #[error("host {host} ({mac}): {what}: the template does not replay the slow path's reply")]
-    Mismatch { host: String, mac: Mac, what: String },
+    Mismatch {
+        host: String,
+        mac: Mac,
+        what: String,
+    },
 }
 
 /// Index of a client kind's template slot. `Unsupported` architectures answer exactly as
 /// OS clients do (lease only), so they share the OS slot.
 pub fn kind_index(kind: ClientKind) -> usize {
-    let kind = if matches!(kind, ClientKind::Unsupported(_)) { ClientKind::Os } else { kind };
-    ClientKind::TEMPLATES.iter().position(|k| *k == kind).expect("every kind has a slot")
+    let kind = if matches!(kind, ClientKind::Unsupported(_)) {
+        ClientKind::Os
+    } else {
+        kind
+    };
+    ClientKind::TEMPLATES
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind has a slot")
 }
 
 /// Highest option 93 value given a class entry (others go to the slow path).
@@ -79,14 +90,21 @@ pub fn class_table() -> Vec<(ClassKey, u32)> {
         (ClassKey::VENDOR_HTTP, Some(b"HTTPClient")),
         (ClassKey::VENDOR_OTHER, Some(b"other")),
     ];
-    let users: [(u8, Option<&[u8]>); 2] = [(ClassKey::USER_NONE, None), (ClassKey::USER_IPXE, Some(b"iPXE"))];
+    let users: [(u8, Option<&[u8]>); 2] = [
+        (ClassKey::USER_NONE, None),
+        (ClassKey::USER_IPXE, Some(b"iPXE")),
+    ];
     let arches = (0..=MAX_ARCH).map(Some).chain([None]);
     let mut out = vec![];
     for arch in arches {
         for (vendor, vbytes) in vendors {
             for (user, ubytes) in users {
                 let kind = crate::dhcp::request::classify(arch, vbytes, ubytes, false);
-                let key = ClassKey { arch: arch.unwrap_or(ClassKey::NO_ARCH), vendor, user };
+                let key = ClassKey {
+                    arch: arch.unwrap_or(ClassKey::NO_ARCH),
+                    vendor,
+                    user,
+                };
                 out.push((key, kind_index(kind) as u32));
             }
         }
@@ -116,21 +134,36 @@ impl Compiler<'_> {
     }
 
     /// All templates of the boot interface `mac`, answered from `server_ip`.
-    pub fn compile_host(&self, inv: &Inventory, mac: Mac, server_ip: Ipv4Addr) -> Result<HostTemplates, CompileError> {
+    pub fn compile_host(
+        &self,
+        inv: &Inventory,
+        mac: Mac,
+        server_ip: Ipv4Addr,
+    ) -> Result<HostTemplates, CompileError> {
         let found = inv.lookup_mac(mac).ok_or(CompileError::UnknownMac(mac))?;
         let ip = found.nic.addr().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let mut out = HostTemplates { ip, server_ip, slots: Default::default(), nak: None };
+        let mut out = HostTemplates {
+            ip,
+            server_ip,
+            slots: Default::default(),
+            nak: None,
+        };
         if ip.is_unspecified() {
             return Ok(out); // the slow path stays silent; the program passes up
         }
         for (k, kind) in ClientKind::TEMPLATES.iter().enumerate() {
             for slot in [MSG_OFFER, MSG_ACK] {
                 let mut req = canonical(mac, *kind, slot, ip, server_ip);
-                out.slots[k][slot] = self.compile_one(inv, &mut req, server_ip, k as u8, found.host.name.as_str())?;
+                out.slots[k][slot] =
+                    self.compile_one(inv, &mut req, server_ip, k as u8, found.host.name.as_str())?;
             }
         }
         let mut req = Request::new(MessageType::Request, mac, ClientKind::Os);
-        req.requested_ip = Some(if ip == NAK_MARKER { Ipv4Addr::new(0, 0, 0, 2) } else { NAK_MARKER });
+        req.requested_ip = Some(if ip == NAK_MARKER {
+            Ipv4Addr::new(0, 0, 0, 2)
+        } else {
+            NAK_MARKER
+        });
         req.server_id = Some(server_ip);
         out.nak = self.compile_nak(inv, &req, server_ip, &found.host.name)?;
         Ok(out)
@@ -145,7 +178,10 @@ impl Compiler<'_> {
         kind: u8,
         host: &str,
     ) -> Result<Option<Compiled>, CompileError> {
-        let Some(bytes) = self.decide(inv, req, server_ip).filter(|b| b.len() <= TEMPLATE_CAP) else {
+        let Some(bytes) = self
+            .decide(inv, req, server_ip)
+            .filter(|b| b.len() <= TEMPLATE_CAP)
+        else {
             return Ok(None);
         };
         let ack = req.msg_type == Some(MessageType::Request);
@@ -165,7 +201,11 @@ impl Compiler<'_> {
         req.machine_id = None;
         if with97.as_deref() != Some(c.bytes.as_slice()) {
             let at = insertion_point(&c.bytes, 97);
-            c.inserts[0] = Insert { what: insert::ECHO_97, _pad: 0, off: at as u16 };
+            c.inserts[0] = Insert {
+                what: insert::ECHO_97,
+                _pad: 0,
+                off: at as u16,
+            };
         }
         // Did it drop options to fit 548 bytes?
         req.max_message_size = Some(1500);
@@ -192,16 +232,26 @@ impl Compiler<'_> {
             what: what.to_string(),
         };
         let text = req.requested_ip.expect("set by compile_host").to_string();
-        let (off, len) = find_option(&bytes, 56).ok_or_else(|| mismatch("NAK without option 56"))?;
+        let (off, len) =
+            find_option(&bytes, 56).ok_or_else(|| mismatch("NAK without option 56"))?;
         if !bytes[off..off + len].starts_with(text.as_bytes()) || len + 15 - text.len() > 255 {
-            return Err(mismatch("NAK message does not start with the requested address"));
+            return Err(mismatch(
+                "NAK message does not start with the requested address",
+            ));
         }
         bytes.drain(off..off + text.len());
         bytes[off - 1] -= text.len() as u8;
         let c = Compiled {
             bytes,
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | stamp::BCAST_IF_RELAYED,
-            inserts: [Insert { what: insert::REQUESTED_IP_TEXT, _pad: 0, off: off as u16 }, Insert::default()],
+            inserts: [
+                Insert {
+                    what: insert::REQUESTED_IP_TEXT,
+                    _pad: 0,
+                    off: off as u16,
+                },
+                Insert::default(),
+            ],
             msg_type: 6,
             kind: 0xff,
             dns: None,
@@ -214,7 +264,14 @@ impl Compiler<'_> {
 
     /// Replays `c` for a probe with every per-request field set and compares it with
     /// what the builder says for that probe.
-    fn check(&self, inv: &Inventory, base: &Request, server_ip: Ipv4Addr, c: &Compiled, host: &str) -> Result<(), CompileError> {
+    fn check(
+        &self,
+        inv: &Inventory,
+        base: &Request,
+        server_ip: Ipv4Addr,
+        c: &Compiled,
+        host: &str,
+    ) -> Result<(), CompileError> {
         for probe in probes(base, c.msg_type) {
             let want = self.decide(inv, &probe.request, server_ip);
             let got = emulate(c, &probe);
@@ -232,7 +289,13 @@ impl Compiler<'_> {
 }
 
 /// The request a template is compiled for: DISCOVER, or REQUEST in SELECTING state.
-fn canonical(mac: Mac, kind: ClientKind, slot: usize, ip: Ipv4Addr, server_ip: Ipv4Addr) -> Request {
+fn canonical(
+    mac: Mac,
+    kind: ClientKind,
+    slot: usize,
+    ip: Ipv4Addr,
+    server_ip: Ipv4Addr,
+) -> Request {
     if slot == MSG_OFFER {
         return Request::new(MessageType::Discover, mac, kind);
     }
@@ -260,7 +323,10 @@ fn probes(base: &Request, msg_type: u8) -> Vec<Probe> {
         a.requested_ip = Some(Ipv4Addr::new(192, 168, 100, 200));
         b.requested_ip = Some(Ipv4Addr::new(10, 1, 2, 3));
     }
-    vec![Probe::new("probe A (broadcast, 97, ciaddr)", a), Probe::new("probe B (relayed)", b)]
+    vec![
+        Probe::new("probe A (broadcast, 97, ciaddr)", a),
+        Probe::new("probe B (relayed)", b),
+    ]
 }
 
 /// (data offset, length) of the first option `code` in a DHCP message.

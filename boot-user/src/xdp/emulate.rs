@@ -20,7 +20,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(name: &'static str, request: Request) -> Probe {
-        Probe { name, request, rotation: 0 }
+        Probe {
+            name,
+            request,
+            rotation: 0,
+        }
     }
 }
 
@@ -28,7 +32,10 @@ impl Probe {
 /// the request up instead.
 pub fn emulate(c: &Compiled, p: &Probe) -> Option<Vec<u8>> {
     let r = &p.request;
-    if r.machine_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > ECHO_MAX) {
+    if r.machine_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty() || id.len() > ECHO_MAX)
+    {
         return None; // the option walk passes such requests up
     }
     let mut out = Vec::with_capacity(c.bytes.len() + 80);

@@ -23,9 +23,16 @@ pub enum XdpError {
     #[error("the kernel rejected the XDP program: {0}")]
     Verify(#[source] ProgramError),
     #[error("cannot attach XDP to {iface}: native failed ({native}), generic failed ({generic})")]
-    Attach { iface: String, native: ProgramError, generic: ProgramError },
+    Attach {
+        iface: String,
+        native: ProgramError,
+        generic: ProgramError,
+    },
     #[error("XDP map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("XDP test run: {0}")]
     TestRun(#[source] ProgramError),
 }
@@ -44,7 +51,10 @@ impl LoadOptions {
     pub fn for_hosts(hosts: usize) -> LoadOptions {
         let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
         // Up to MAX_KINDS * MSGS + 1 templates per host, shared when equal.
-        LoadOptions { max_hosts, max_templates: max_hosts.saturating_mul(16) }
+        LoadOptions {
+            max_hosts,
+            max_templates: max_hosts.saturating_mul(16),
+        }
     }
 }
 
@@ -94,7 +104,10 @@ impl FastPath {
             templates: take(&mut ebpf, "TEMPLATES")?,
             classes: take(&mut ebpf, "CLASSES")?,
             servers: take(&mut ebpf, "SERVERS")?,
-            stats: Arc::new(XdpStats { stats: take(&mut ebpf, "STATS")?, reasons: take(&mut ebpf, "REASONS")? }),
+            stats: Arc::new(XdpStats {
+                stats: take(&mut ebpf, "STATS")?,
+                reasons: take(&mut ebpf, "REASONS")?,
+            }),
             ebpf,
             attached: vec![],
         })
@@ -115,7 +128,11 @@ impl FastPath {
                     AttachMode::Generic
                 }
                 Err(generic) => {
-                    return Err(XdpError::Attach { iface: iface.into(), native, generic });
+                    return Err(XdpError::Attach {
+                        iface: iface.into(),
+                        native,
+                        generic,
+                    });
                 }
             },
         };
@@ -149,7 +166,11 @@ impl FastPath {
 
     /// Instructions the verifier processed when loading the program.
     pub fn verified_instructions(&mut self) -> Option<u32> {
-        program(&mut self.ebpf).ok()?.info().ok()?.verified_instruction_count()
+        program(&mut self.ebpf)
+            .ok()?
+            .info()
+            .ok()?
+            .verified_instruction_count()
     }
 
     /// Instructions in the loaded program (after the verifier's rewrites).
@@ -164,10 +185,18 @@ impl FastPath {
         let prog = program(&mut self.ebpf)?;
         let mut out = vec![0u8; frame.len() + 2048];
         let r = prog
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
             .map_err(XdpError::TestRun)?;
         out.truncate(r.data_size_out as usize);
-        Ok(TestOutput { action: r.return_value, frame: out, duration: r.duration })
+        Ok(TestOutput {
+            action: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
     }
 
     /// Mean time the program takes on `frame`, over `runs` single-pass test runs.
@@ -179,7 +208,11 @@ impl FastPath {
         let mut out = vec![0u8; frame.len() + 2048];
         let mut total = std::time::Duration::ZERO;
         for _ in 0..runs.max(1) {
-            let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            };
             total += prog.test_run(opts).map_err(XdpError::TestRun)?.duration;
         }
         Ok(total / runs.max(1))
@@ -211,8 +244,8 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
-    let p = ebpf.program_mut(PROGRAM).ok_or_else(|| {
-        XdpError::Verify(ProgramError::UnexpectedProgramType)
-    })?;
+    let p = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| XdpError::Verify(ProgramError::UnexpectedProgramType))?;
     p.try_into().map_err(XdpError::Verify)
 }

@@ -95,7 +95,11 @@ impl XdpStats {
 
     /// One CPU's count of answered replies (the DNS rotation index on that CPU).
     pub fn answered_on(&self, cpu: usize) -> u64 {
-        self.stats.get(&counter::ANSWERED, 0).ok().and_then(|v| v.get(cpu).copied()).unwrap_or(0)
+        self.stats
+            .get(&counter::ANSWERED, 0)
+            .ok()
+            .and_then(|v| v.get(cpu).copied())
+            .unwrap_or(0)
     }
 
     /// Why frames were passed up (or called malformed), by reason name; zeros left out.
@@ -110,7 +114,9 @@ impl XdpStats {
     pub fn prometheus(&self) -> String {
         let c = self.counters();
         let mut out = String::new();
-        out.push_str("# HELP xboot_xdp_frames_total Frames seen by the XDP fast path, by decision.\n");
+        out.push_str(
+            "# HELP xboot_xdp_frames_total Frames seen by the XDP fast path, by decision.\n",
+        );
         out.push_str("# TYPE xboot_xdp_frames_total counter\n");
         for (name, v) in c.rows() {
             let _ = writeln!(out, "xboot_xdp_frames_total{{decision=\"{name}\"}} {v}");
@@ -119,7 +125,11 @@ impl XdpStats {
         out.push_str("# TYPE xboot_xdp_passed_total counter\n");
         for i in 0..reason::COUNT {
             let v = Self::sum(&self.reasons, i);
-            let _ = writeln!(out, "xboot_xdp_passed_total{{reason=\"{}\"}} {v}", reason::NAMES[i as usize]);
+            let _ = writeln!(
+                out,
+                "xboot_xdp_passed_total{{reason=\"{}\"}} {v}",
+                reason::NAMES[i as usize]
+            );
         }
         out.push_str("# HELP xboot_xdp_events_lost_total Lease events dropped because the ring buffer was full.\n");
         out.push_str("# TYPE xboot_xdp_events_lost_total counter\n");
@@ -188,7 +198,8 @@ pub async fn record_events(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     // SAFETY: the ring buffer's fd stays open as long as `ring`, which the AsyncFd owns.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
     let offset = clock_offset_ms();
     let mut last: HashMap<(Mac, EventKind), u64> = HashMap::new();
     loop {

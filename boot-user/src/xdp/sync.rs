@@ -49,7 +49,12 @@ impl ServedAddr {
             };
             let mut add = |vlan: u16, i: &crate::dhcp::iface::IfaceInfo| {
                 for net in &i.addrs {
-                    out.push(ServedAddr { ifindex: parent.index, vlan, mac: i.mac, net: *net });
+                    out.push(ServedAddr {
+                        ifindex: parent.index,
+                        vlan,
+                        mac: i.mac,
+                        net: *net,
+                    });
                 }
             };
             add(0, parent);
@@ -90,7 +95,10 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { template_ttl: None, grace: Duration::from_secs(2) }
+        SyncOptions {
+            template_ttl: None,
+            grace: Duration::from_secs(2),
+        }
     }
 }
 
@@ -171,7 +179,13 @@ impl MapSync {
     }
 
     /// Brings the maps to `inv`. `now` decides which templates are due for refresh.
-    pub fn sync(&mut self, fp: &mut FastPath, inv: &Inventory, c: &Compiler<'_>, now: Instant) -> Result<SyncReport, XdpError> {
+    pub fn sync(
+        &mut self,
+        fp: &mut FastPath,
+        inv: &Inventory,
+        c: &Compiler<'_>,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
         self.write_static(fp)?;
         let mut report = SyncReport::default();
         let mut seen = HashMap::new();
@@ -182,7 +196,12 @@ impl MapSync {
                 self.sync_host(fp, inv, c, host, mac, now, &mut report);
             }
         }
-        let gone: Vec<Mac> = self.installed.keys().filter(|m| !seen.contains_key(*m)).copied().collect();
+        let gone: Vec<Mac> = self
+            .installed
+            .keys()
+            .filter(|m| !seen.contains_key(*m))
+            .copied()
+            .collect();
         for mac in gone {
             if let Err(e) = fp.hosts.remove(&MacKey::new(mac.0)) {
                 tracing::warn!("XDP: cannot remove host {mac}: {e}");
@@ -203,12 +222,31 @@ impl MapSync {
             return Ok(());
         }
         for (key, kind) in class_table() {
-            fp.classes.insert(key, kind, 0).map_err(|source| XdpError::Map { name: "CLASSES", source })?;
+            fp.classes
+                .insert(key, kind, 0)
+                .map_err(|source| XdpError::Map {
+                    name: "CLASSES",
+                    source,
+                })?;
         }
         for s in &self.servers {
-            let key = ServerKey { ifindex: s.ifindex, vlan: s.vlan, _pad: 0, ip: s.net.addr().octets() };
-            let val = Server { mac: s.mac.0, _pad: [0; 2], ip: s.net.addr().octets() };
-            fp.servers.insert(key, val, 0).map_err(|source| XdpError::Map { name: "SERVERS", source })?;
+            let key = ServerKey {
+                ifindex: s.ifindex,
+                vlan: s.vlan,
+                _pad: 0,
+                ip: s.net.addr().octets(),
+            };
+            let val = Server {
+                mac: s.mac.0,
+                _pad: [0; 2],
+                ip: s.net.addr().octets(),
+            };
+            fp.servers
+                .insert(key, val, 0)
+                .map_err(|source| XdpError::Map {
+                    name: "SERVERS",
+                    source,
+                })?;
         }
         self.classes_written = true;
         Ok(())
@@ -225,10 +263,15 @@ impl MapSync {
         now: Instant,
         report: &mut SyncReport,
     ) {
-        let ip = inv.lookup_mac(mac).and_then(|l| l.nic.addr()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ip = inv
+            .lookup_mac(mac)
+            .and_then(|l| l.nic.addr())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let server_ip = self.server_for(ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
         let due = |i: &Installed| {
-            self.opts.template_ttl.is_some_and(|ttl| now.duration_since(i.compiled_at) >= ttl / 2)
+            self.opts
+                .template_ttl
+                .is_some_and(|ttl| now.duration_since(i.compiled_at) >= ttl / 2)
         };
         let old = self.installed.get(&mac);
         if old.is_some_and(|i| i.host == *host && i.server_ip == server_ip && !due(i)) {
@@ -245,8 +288,13 @@ impl MapSync {
                 return;
             }
         };
-        let valid_until = self.opts.template_ttl.map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
-        let Some((entry, ids)) = self.write_templates(fp, mac, &templates, valid_until, now, report) else {
+        let valid_until = self
+            .opts
+            .template_ttl
+            .map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
+        let Some((entry, ids)) =
+            self.write_templates(fp, mac, &templates, valid_until, now, report)
+        else {
             report.failed += 1;
             return;
         };
@@ -257,7 +305,11 @@ impl MapSync {
             }
             None => {
                 self.seq = self.seq.wrapping_add(1);
-                let entry = HostEntry { seq: self.seq, seq_end: self.seq, ..entry };
+                let entry = HostEntry {
+                    seq: self.seq,
+                    seq_end: self.seq,
+                    ..entry
+                };
                 if let Err(e) = fp.hosts.insert(MacKey::new(mac.0), entry, 0) {
                     tracing::warn!("XDP: cannot write host {} ({mac}): {e}", host.name);
                     self.release(&ids, now);
@@ -274,7 +326,13 @@ impl MapSync {
         };
         let prev = self.installed.insert(
             mac,
-            Installed { host: host.clone(), server_ip, entry, ids, compiled_at: now },
+            Installed {
+                host: host.clone(),
+                server_ip,
+                entry,
+                ids,
+                compiled_at: now,
+            },
         );
         if let Some(prev) = prev {
             self.release(&prev.ids, now);
@@ -362,8 +420,12 @@ impl MapSync {
     /// Drops one reference per id; templates left unnamed are retired (deleted later).
     fn release(&mut self, ids: &[u32], now: Instant) {
         for id in ids {
-            let Some(d) = self.digest_of.get(id) else { continue };
-            let Some(s) = self.by_digest.get_mut(d) else { continue };
+            let Some(d) = self.digest_of.get(id) else {
+                continue;
+            };
+            let Some(s) = self.by_digest.get_mut(d) else {
+                continue;
+            };
             s.refs -= 1;
             if s.refs == 0 {
                 self.by_digest.remove(&self.digest_of[id]);
@@ -399,7 +461,15 @@ impl MapSync {
 
 /// Entries equal apart from their sequence numbers.
 fn same_entry(a: &HostEntry, b: &HostEntry) -> bool {
-    HostEntry { seq: 0, seq_end: 0, ..*a } == HostEntry { seq: 0, seq_end: 0, ..*b }
+    HostEntry {
+        seq: 0,
+        seq_end: 0,
+        ..*a
+    } == HostEntry {
+        seq: 0,
+        seq_end: 0,
+        ..*b
+    }
 }
 
 fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
@@ -408,7 +478,10 @@ fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
     // SAFETY: Template is plain old data without implicit padding (checked in
     // boot-common), so its bytes are fully initialised.
     let bytes = unsafe {
-        std::slice::from_raw_parts(&t as *const Template as *const u8, std::mem::size_of::<Template>())
+        std::slice::from_raw_parts(
+            &t as *const Template as *const u8,
+            std::mem::size_of::<Template>(),
+        )
     };
     h.update(bytes);
     let full = h.finalize();
@@ -439,7 +512,10 @@ pub fn to_template(c: &Compiled, id: u32, valid_until_ns: u64) -> Template {
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: t is a valid timespec to write into; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
@@ -453,7 +529,10 @@ mod tests {
     fn vlan_config_rows() {
         let cfg = "VLAN Dev name    | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n\
                    eth0.42        | 42  | eth0\neth1.7         | 7  | eth1\n";
-        assert_eq!(vlan_children(cfg, "eth0"), vec![("eth0.42".to_string(), 42)]);
+        assert_eq!(
+            vlan_children(cfg, "eth0"),
+            vec![("eth0.42".to_string(), 42)]
+        );
         assert!(vlan_children(cfg, "eth2").is_empty());
     }
 }
