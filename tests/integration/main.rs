@@ -8,6 +8,7 @@ mod dhcp;
 #[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
 mod pxe;
+#[allow(dead_code)] // fixture helpers for tests still being written
 mod xdp;
 
 #[test]

@@ -108,10 +108,13 @@ impl Template {
     }
 }
 
+/// A function callable from a template: arguments in, value or error message out.
+pub type MethodFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+
 /// A method value: a field that takes arguments, like Grendel's
 /// `{{ $.endpoints.InitrdURL 0 }}`.
 #[derive(Clone)]
-pub struct Method(pub Arc<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>);
+pub struct Method(pub Arc<MethodFn>);
 
 impl fmt::Debug for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
