@@ -2,7 +2,9 @@
 //! Run as root (the xtask `test` command does so); each test makes and removes its own
 //! namespaces and kills only the processes it started.
 
+mod http;
 mod netns;
+mod tftp;
 
 #[test]
 fn netns_veth_ping() {

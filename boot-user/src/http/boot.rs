@@ -8,7 +8,12 @@ use crate::template::{Data, Template, TemplateError};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BootError {
     #[error("host {host}: image {image}: {what}: {source}")]
-    Template { host: String, image: String, what: String, source: TemplateError },
+    Template {
+        host: String,
+        image: String,
+        what: String,
+        source: TemplateError,
+    },
     #[error("host {host}: image {image} has no kernel")]
     NoKernel { host: String, image: String },
 }
@@ -35,7 +40,8 @@ pub fn render_template(
         source,
     };
     let t = Template::parse(src).map_err(err)?;
-    t.render(&boot_data(host, nic, image, base_url, token)).map_err(err)
+    t.render(&boot_data(host, nic, image, base_url, token))
+        .map_err(err)
 }
 
 /// The image's kernel command line rendered for this boot, on one line.
@@ -71,17 +77,34 @@ pub fn render_ipxe_script(
     token: &str,
 ) -> Result<String, BootError> {
     if image.kernel.is_empty() {
-        return Err(BootError::NoKernel { host: host.name.clone(), image: image.name.clone() });
+        return Err(BootError::NoKernel {
+            host: host.name.clone(),
+            image: image.name.clone(),
+        });
     }
     let cmdline = render_cmdline(host, nic, image, base_url, token)?;
     let e = Endpoints::new(base_url, token);
-    let mut s = format!("#!ipxe\n# xboot: host {}, image {}\n", host.name, image.name);
+    let mut s = format!(
+        "#!ipxe\n# xboot: host {}, image {}\n",
+        host.name, image.name
+    );
     if image.verify {
         s.push_str("imgtrust --permanent\n");
     }
-    let initrd_args: Vec<String> = (0..image.initrd.len()).map(|i| format!("initrd=initrd-{i}")).collect();
-    let args: Vec<&str> = initrd_args.iter().map(String::as_str).chain([cmdline.as_str()]).filter(|a| !a.is_empty()).collect();
-    s.push_str(&format!("kernel --name kernel {} {}\n", e.kernel(), args.join(" ")));
+    let initrd_args: Vec<String> = (0..image.initrd.len())
+        .map(|i| format!("initrd=initrd-{i}"))
+        .collect();
+    let args: Vec<&str> = initrd_args
+        .iter()
+        .map(String::as_str)
+        .chain([cmdline.as_str()])
+        .filter(|a| !a.is_empty())
+        .collect();
+    s.push_str(&format!(
+        "kernel --name kernel {} {}\n",
+        e.kernel(),
+        args.join(" ")
+    ));
     if image.verify {
         s.push_str(&format!("imgverify kernel {}.sig\n", e.kernel()));
     }
@@ -100,8 +123,16 @@ mod tests {
     use super::*;
 
     fn cn1() -> (Host, Image) {
-        let nic = Interface { mac: Some("aa:bb:cc:11:22:33".parse().unwrap()), ..Interface::default() };
-        let host = Host { name: "cn1".into(), provision: true, interfaces: vec![nic], ..Host::default() };
+        let nic = Interface {
+            mac: Some("aa:bb:cc:11:22:33".parse().unwrap()),
+            ..Interface::default()
+        };
+        let host = Host {
+            name: "cn1".into(),
+            provision: true,
+            interfaces: vec![nic],
+            ..Host::default()
+        };
         let image = Image {
             name: "img".into(),
             kernel: "/k".into(),
@@ -115,7 +146,14 @@ mod tests {
     #[test]
     fn ipxe_script() {
         let (host, image) = cn1();
-        let s = render_ipxe_script(&host, &host.interfaces[0], &image, "http://10.0.0.1:8080", "T").unwrap();
+        let s = render_ipxe_script(
+            &host,
+            &host.interfaces[0],
+            &image,
+            "http://10.0.0.1:8080",
+            "T",
+        )
+        .unwrap();
         assert_eq!(
             s,
             "#!ipxe\n# xboot: host cn1, image img\n\
@@ -136,10 +174,18 @@ mod tests {
         image.cmdline.clear();
         let s = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap();
         assert!(s.contains("imgtrust --permanent\nkernel --name kernel http://h/boot/T/kernel initrd=initrd-0\nimgverify kernel http://h/boot/T/kernel.sig\n"), "{s}");
-        assert!(s.contains("imgverify initrd-0 http://h/boot/T/initrd-0.sig\n"), "{s}");
+        assert!(
+            s.contains("imgverify initrd-0 http://h/boot/T/initrd-0.sig\n"),
+            "{s}"
+        );
         image.cmdline = "x={{ $.host.Nme }}".into();
-        let e = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap_err().to_string();
-        assert!(e.starts_with("host cn1: image img: cmdline: line 1, column 6: unknown field \"Nme\""), "{e}");
+        let e = render_ipxe_script(&host, nic, &image, "http://h", "T")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("host cn1: image img: cmdline: line 1, column 6: unknown field \"Nme\""),
+            "{e}"
+        );
         image.kernel.clear();
         let e = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap_err();
         assert_eq!(e.to_string(), "host cn1: image img has no kernel");

@@ -58,7 +58,11 @@ pub struct HttpService {
 
 impl HttpService {
     pub fn new(shared: Arc<Shared>, key: TokenKey) -> HttpService {
-        HttpService { shared, key, on_complete: None }
+        HttpService {
+            shared,
+            key,
+            on_complete: None,
+        }
     }
 
     /// Runs `hook` on every successful `POST /boot/{token}/complete`.
@@ -70,7 +74,10 @@ impl HttpService {
     pub fn router(self) -> Router {
         Router::new()
             .route("/", get(handlers::index))
-            .route("/boot/{token}/{file}", get(handlers::boot_get).post(handlers::boot_post))
+            .route(
+                "/boot/{token}/{file}",
+                get(handlers::boot_get).post(handlers::boot_post),
+            )
             .route("/boot/{token}/file/{file}", get(handlers::grendel_file))
             .route("/boot/{token}/provision/{name}", get(handlers::provision))
             .route("/firmware/{*file}", get(handlers::firmware))
@@ -87,8 +94,12 @@ impl HttpService {
     ) -> std::io::Result<()> {
         raise_nofile_limit();
         tracing::info!("HTTP serving on {:?}", listener.local_addr().ok());
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -104,13 +115,18 @@ pub async fn run(
     key: TokenKey,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    HttpService::new(shared, key).serve(listener, shutdown).await
+    HttpService::new(shared, key)
+        .serve(listener, shutdown)
+        .await
 }
 
 /// Raises the soft open-files limit to the hard limit: each download holds a socket and
 /// a file, and the usual soft limit of 1024 would cap a boot storm at ~500 nodes.
 pub fn raise_nofile_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read/write the struct passed by pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {

@@ -51,11 +51,20 @@ pub enum TokenError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot create state dir {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write token key {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read token key {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("token key {path} is corrupt: expected 64 hex digits")]
     Corrupt { path: PathBuf },
 }
@@ -71,7 +80,10 @@ impl std::fmt::Debug for TokenKey {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TokenKey {
@@ -95,7 +107,9 @@ impl TokenKey {
         match &cfg.state_dir {
             Some(dir) => TokenKey::load_or_create(&dir.join(KEY_FILE)),
             None => {
-                tracing::warn!("no provision.secret and no state_dir: boot tokens will not survive a restart");
+                tracing::warn!(
+                    "no provision.secret and no state_dir: boot tokens will not survive a restart"
+                );
                 Ok(TokenKey::generate())
             }
         }
@@ -106,11 +120,18 @@ impl TokenKey {
     pub fn load_or_create(path: &Path) -> Result<TokenKey, KeyError> {
         if !path.exists() {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| KeyError::StateDir { path: dir.into(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| KeyError::StateDir {
+                    path: dir.into(),
+                    source,
+                })?;
             }
             let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
             let write = || -> std::io::Result<()> {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
                 f.write_all(hex::encode(TokenKey::generate().0).as_bytes())?;
                 f.sync_all()?;
                 match std::fs::hard_link(&tmp, path) {
@@ -120,16 +141,32 @@ impl TokenKey {
             };
             let r = write();
             let _ = std::fs::remove_file(&tmp);
-            r.map_err(|source| KeyError::Write { path: path.into(), source })?;
+            r.map_err(|source| KeyError::Write {
+                path: path.into(),
+                source,
+            })?;
         }
-        let read_err = |source| KeyError::Read { path: path.into(), source };
+        let read_err = |source| KeyError::Read {
+            path: path.into(),
+            source,
+        };
         let text = std::fs::read_to_string(path).map_err(read_err)?;
-        let mode = std::fs::metadata(path).map_err(read_err)?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
-            tracing::warn!("token key {} is readable by others (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
+            tracing::warn!(
+                "token key {} is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
         }
-        let bytes = hex::decode(text.trim()).map_err(|_| KeyError::Corrupt { path: path.into() })?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Corrupt { path: path.into() })?;
+        let bytes =
+            hex::decode(text.trim()).map_err(|_| KeyError::Corrupt { path: path.into() })?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::Corrupt { path: path.into() })?;
         Ok(TokenKey(key))
     }
 
@@ -153,7 +190,9 @@ impl TokenKey {
     /// The claims of `token` if it is well-formed, signed with this key and not
     /// expired at `now` (unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| TokenError::Malformed("not URL-safe base64"))?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| TokenError::Malformed("not URL-safe base64"))?;
         if raw.len() < HEAD_LEN + TAG_LEN {
             return Err(TokenError::Malformed("too short"));
         }
@@ -166,9 +205,13 @@ impl TokenKey {
         }
         let expires = u64::from_be_bytes(body[1..9].try_into().expect("8 bytes"));
         let mac = Mac(body[9..15].try_into().expect("6 bytes"));
-        let host = String::from_utf8(body[HEAD_LEN..].to_vec()).map_err(|_| TokenError::Malformed("host name is not UTF-8"))?;
+        let host = String::from_utf8(body[HEAD_LEN..].to_vec())
+            .map_err(|_| TokenError::Malformed("host name is not UTF-8"))?;
         if now > expires {
-            return Err(TokenError::Expired { host, ago: now - expires });
+            return Err(TokenError::Expired {
+                host,
+                ago: now - expires,
+            });
         }
         Ok(Claims { host, mac, expires })
     }
@@ -179,14 +222,22 @@ mod tests {
     use super::*;
 
     fn claims() -> Claims {
-        Claims { host: "cn1".into(), mac: "aa:bb:cc:11:22:33".parse().unwrap(), expires: 1_000 }
+        Claims {
+            host: "cn1".into(),
+            mac: "aa:bb:cc:11:22:33".parse().unwrap(),
+            expires: 1_000,
+        }
     }
 
     #[test]
     fn round_trip() {
         let k = TokenKey::from_secret("s3cret");
         let t = k.sign(&claims());
-        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{t}");
+        assert!(
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{t}"
+        );
         assert_eq!(k.verify(&t, 999).unwrap(), claims());
         assert_eq!(k.verify(&t, 1_000).unwrap(), claims());
     }
@@ -204,19 +255,37 @@ mod tests {
         raw.truncate(raw.len() - 3);
         let truncated = URL_SAFE_NO_PAD.encode(&raw);
         let rows: Vec<(&str, String, TokenError)> = vec![
-            ("expired", t.clone(), TokenError::Expired { host: "cn1".into(), ago: 5 }),
+            (
+                "expired",
+                t.clone(),
+                TokenError::Expired {
+                    host: "cn1".into(),
+                    ago: 5,
+                },
+            ),
             ("other key", forged, TokenError::BadSignature),
             ("edited", edited, TokenError::BadSignature),
             ("truncated", truncated, TokenError::BadSignature),
-            ("much too short", t[..20].to_string(), TokenError::Malformed("too short")),
-            ("not base64", "a/b".into(), TokenError::Malformed("not URL-safe base64")),
+            (
+                "much too short",
+                t[..20].to_string(),
+                TokenError::Malformed("too short"),
+            ),
+            (
+                "not base64",
+                "a/b".into(),
+                TokenError::Malformed("not URL-safe base64"),
+            ),
             ("empty", String::new(), TokenError::Malformed("too short")),
         ];
         for (what, token, want) in rows {
             assert_eq!(k.verify(&token, 1_005).unwrap_err(), want, "{what}");
         }
         for cut in 1..t.len() {
-            assert!(k.verify(&t[..cut], 0).is_err(), "prefix of {cut} chars accepted");
+            assert!(
+                k.verify(&t[..cut], 0).is_err(),
+                "prefix of {cut} chars accepted"
+            );
         }
     }
 
@@ -229,7 +298,11 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let t = k1.sign(&claims());
         let k2 = TokenKey::load_or_create(&path).unwrap();
-        assert_eq!(k2.verify(&t, 0).unwrap(), claims(), "a restart keeps the key");
+        assert_eq!(
+            k2.verify(&t, 0).unwrap(),
+            claims(),
+            "a restart keeps the key"
+        );
         std::fs::write(&path, "zz").unwrap();
         let e = TokenKey::load_or_create(&path).unwrap_err().to_string();
         assert!(e.contains("corrupt") && e.contains(KEY_FILE), "{e}");
@@ -238,7 +311,10 @@ mod tests {
     #[test]
     fn config_secret_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config { state_dir: Some(dir.path().into()), ..Config::default() };
+        let mut cfg = Config {
+            state_dir: Some(dir.path().into()),
+            ..Config::default()
+        };
         cfg.provision.secret = Some("s3cret".into());
         let t = TokenKey::from_config(&cfg).unwrap().sign(&claims());
         assert!(TokenKey::from_secret("s3cret").verify(&t, 0).is_ok());

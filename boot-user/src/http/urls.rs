@@ -31,7 +31,10 @@ pub struct Endpoints {
 impl Endpoints {
     /// `base_url` is like `http://10.0.0.1:8080` (a trailing `/` is dropped).
     pub fn new(base_url: &str, token: &str) -> Endpoints {
-        Endpoints { base: base_url.trim_end_matches('/').to_string(), token: token.to_string() }
+        Endpoints {
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
     }
     pub fn base_url(&self) -> &str {
         &self.base
@@ -74,7 +77,11 @@ pub fn base_url(cfg: &ProvisionConfig, server_ip: IpAddr) -> String {
     if let Some(url) = cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
         return url.trim_end_matches('/').to_string();
     }
-    let port = cfg.listen.parse::<SocketAddr>().map(|a| a.port()).unwrap_or(80);
+    let port = cfg
+        .listen
+        .parse::<SocketAddr>()
+        .map(|a| a.port())
+        .unwrap_or(80);
     let host = match server_ip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
@@ -96,13 +103,21 @@ pub struct UrlSigner {
 
 impl UrlSigner {
     pub fn new(base_url: &str, key: TokenKey, ttl: Duration) -> UrlSigner {
-        UrlSigner { base_url: base_url.trim_end_matches('/').to_string(), key, ttl }
+        UrlSigner {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            key,
+            ttl,
+        }
     }
 
     /// A signer for the server address `server_ip` under `cfg` (base URL as
     /// [`base_url`], TTL `provision.token_ttl`).
     pub fn from_config(cfg: &ProvisionConfig, server_ip: IpAddr, key: TokenKey) -> UrlSigner {
-        UrlSigner::new(&base_url(cfg, server_ip), key, Duration::from_secs(cfg.token_ttl))
+        UrlSigner::new(
+            &base_url(cfg, server_ip),
+            key,
+            Duration::from_secs(cfg.token_ttl),
+        )
     }
 
     pub fn base_url(&self) -> &str {
@@ -117,7 +132,11 @@ impl UrlSigner {
     /// A token valid for the TTL from `now` (unix seconds).
     pub fn token_at(&self, host: &str, mac: Mac, now: u64) -> String {
         let expires = now.saturating_add(self.ttl.as_secs());
-        self.key.sign(&Claims { host: host.to_string(), mac, expires })
+        self.key.sign(&Claims {
+            host: host.to_string(),
+            mac,
+            expires,
+        })
     }
 
     /// All URLs of one boot of `host` from `mac`, with a fresh token.
@@ -133,7 +152,11 @@ impl UrlSigner {
     /// The URL of a firmware file (an EFI iPXE binary) for UEFI HTTP boot. No token:
     /// the firmware fetches it before it can run anything.
     pub fn http_firmware(&self, file: &str) -> String {
-        format!("{}/firmware/{}", self.base_url, file.trim_start_matches('/'))
+        format!(
+            "{}/firmware/{}",
+            self.base_url,
+            file.trim_start_matches('/')
+        )
     }
 }
 
@@ -148,7 +171,10 @@ mod tests {
         assert_eq!(base_url(&cfg, ip), "http://10.0.0.1");
         cfg.listen = "0.0.0.0:8080".into();
         assert_eq!(base_url(&cfg, ip), "http://10.0.0.1:8080");
-        assert_eq!(base_url(&cfg, "fd00::1".parse().unwrap()), "http://[fd00::1]:8080");
+        assert_eq!(
+            base_url(&cfg, "fd00::1".parse().unwrap()),
+            "http://[fd00::1]:8080"
+        );
         cfg.advertise_url = Some("https://boot.example.com/".into());
         assert_eq!(base_url(&cfg, ip), "https://boot.example.com");
     }
@@ -156,17 +182,31 @@ mod tests {
     #[test]
     fn signer_urls() {
         let key = TokenKey::from_secret("k");
-        let s = UrlSigner::new("http://10.0.0.1:8080/", key.clone(), Duration::from_secs(60));
+        let s = UrlSigner::new(
+            "http://10.0.0.1:8080/",
+            key.clone(),
+            Duration::from_secs(60),
+        );
         let mac: Mac = "aa:bb:cc:11:22:33".parse().unwrap();
         let url = s.ipxe_script("cn1", mac);
-        let token = url.strip_prefix("http://10.0.0.1:8080/boot/").unwrap().strip_suffix("/ipxe").unwrap();
+        let token = url
+            .strip_prefix("http://10.0.0.1:8080/boot/")
+            .unwrap()
+            .strip_suffix("/ipxe")
+            .unwrap();
         let claims = key.verify(token, now_secs()).unwrap();
         assert_eq!((claims.host.as_str(), claims.mac), ("cn1", mac));
         assert!(claims.expires >= now_secs() + 59);
-        assert_eq!(s.http_firmware("ipxe.efi"), "http://10.0.0.1:8080/firmware/ipxe.efi");
+        assert_eq!(
+            s.http_firmware("ipxe.efi"),
+            "http://10.0.0.1:8080/firmware/ipxe.efi"
+        );
         let e = Endpoints::new("http://h", "T");
         assert_eq!(e.initrd(1), "http://h/boot/T/initrd-1");
-        assert_eq!(e.provision("postscript"), "http://h/boot/T/provision/postscript");
+        assert_eq!(
+            e.provision("postscript"),
+            "http://h/boot/T/provision/postscript"
+        );
         assert_eq!(e.repo(), "http://h/repo");
     }
 }

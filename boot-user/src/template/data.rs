@@ -48,8 +48,14 @@ impl Data {
         static SCHEMA: OnceLock<Value> = OnceLock::new();
         SCHEMA.get_or_init(|| {
             let nic = Interface::default();
-            let host = Host { interfaces: vec![nic.clone()], ..Host::default() };
-            let image = Image { initrd: vec![String::new()], ..Image::default() };
+            let host = Host {
+                interfaces: vec![nic.clone()],
+                ..Host::default()
+            };
+            let image = Image {
+                initrd: vec![String::new()],
+                ..Image::default()
+            };
             let mut data = Data::new(&host, &nic, &image, &Endpoints::new("http://schema", "t"));
             if let Value::Map(root) = &mut data.root {
                 for key in ["image", "bootimage"] {
@@ -72,15 +78,24 @@ fn host_value(h: &Host) -> Value {
         ("Firmware", Value::from(h.firmware.as_str())),
         ("BootImage", Value::from(h.boot_image.as_str())),
         ("Tags", Value::from(h.tags.clone())),
-        ("Interfaces", Value::List(h.interfaces.iter().map(nic_value).collect())),
+        (
+            "Interfaces",
+            Value::List(h.interfaces.iter().map(nic_value).collect()),
+        ),
     ])
 }
 
 fn nic_value(n: &Interface) -> Value {
     Value::map([
-        ("MAC", Value::from(n.mac.map(|m| m.to_string()).unwrap_or_default())),
+        (
+            "MAC",
+            Value::from(n.mac.map(|m| m.to_string()).unwrap_or_default()),
+        ),
         ("IP", Value::from(n.ip.clone().unwrap_or_default())),
-        ("Addr", Value::from(n.addr().map(|a| a.to_string()).unwrap_or_default())),
+        (
+            "Addr",
+            Value::from(n.addr().map(|a| a.to_string()).unwrap_or_default()),
+        ),
         ("FQDN", Value::from(n.fqdn.as_str())),
         ("Name", Value::from(n.ifname.as_str())),
         ("BMC", Value::from(n.bmc)),
@@ -99,7 +114,12 @@ fn image_value(im: &Image) -> Value {
         ("Verify", Value::from(im.verify)),
         (
             "ProvisionTemplates",
-            Value::Map(im.provision_templates.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()),
+            Value::Map(
+                im.provision_templates
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+            ),
         ),
     ])
 }
@@ -111,7 +131,10 @@ fn endpoints_value(e: &Endpoints, initrds: usize) -> Value {
         ("BaseURL", Value::from(e.base_url())),
         ("IpxeURL", Value::from(e.ipxe())),
         ("KernelURL", Value::from(e.kernel())),
-        ("InitrdURLs", Value::List((0..initrds).map(|i| Value::from(e.initrd(i))).collect())),
+        (
+            "InitrdURLs",
+            Value::List((0..initrds).map(|i| Value::from(e.initrd(i))).collect()),
+        ),
         ("LiveImageURL", Value::from(e.liveimg())),
         ("PostscriptURL", Value::from(e.postscript())),
         ("CompleteURL", Value::from(e.complete())),
@@ -125,9 +148,11 @@ fn endpoints_value(e: &Endpoints, initrds: usize) -> Value {
         ),
         (
             "ProvisionURL",
-            Value::Method(Method(Arc::new(move |a: &[Value]| match a {
+            Value::Method(Method(Arc::new(move |a: &[Value]| {
+                match a {
                 [name] => Ok(Value::from(provision.provision(&name.to_string()))),
                 _ => Err("ProvisionURL takes one template name, e.g. {{ $.endpoints.ProvisionURL \"postscript\" }}".into()),
+            }
             }))),
         ),
     ])

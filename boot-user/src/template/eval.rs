@@ -6,7 +6,12 @@ use super::parse::{Arg, Base, Block, Cmd, Node, Pipe};
 use super::{funcs, TemplateError, Value};
 
 pub(crate) fn render(src: &str, nodes: &[Node], root: &Value) -> Result<String, TemplateError> {
-    let mut ev = Eval { src, root, vars: vec![], out: String::new() };
+    let mut ev = Eval {
+        src,
+        root,
+        vars: vec![],
+        out: String::new(),
+    };
     ev.nodes(nodes, root)?;
     Ok(ev.out)
 }
@@ -32,7 +37,13 @@ pub(crate) fn walk(start: &Value, base: &Base, fields: &[String]) -> Result<Valu
                 }
             },
             Value::Nil => return Err(format!("{} is nil, it has no field {f:?}", here())),
-            other => return Err(format!("{} is a {}, it has no field {f:?}", here(), other.kind())),
+            other => {
+                return Err(format!(
+                    "{} is a {}, it has no field {f:?}",
+                    here(),
+                    other.kind()
+                ))
+            }
         };
     }
     Ok(cur.clone())
@@ -84,10 +95,19 @@ impl Eval<'_> {
     fn range(&mut self, b: &Block, dot: &Value) -> Result<(), TemplateError> {
         let over = self.cmds(&b.pipe, dot)?;
         let entries: Vec<(Value, Value)> = match over {
-            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Int(i as i64), v)).collect(),
+            Value::List(l) => l
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (Value::Int(i as i64), v))
+                .collect(),
             Value::Map(m) => m.into_iter().map(|(k, v)| (Value::Str(k), v)).collect(),
             Value::Nil => vec![],
-            other => return Err(self.err(b.pipe.pos, format!("range can't iterate over a {}", other.kind()))),
+            other => {
+                return Err(self.err(
+                    b.pipe.pos,
+                    format!("range can't iterate over a {}", other.kind()),
+                ))
+            }
         };
         if entries.is_empty() {
             return self.nodes(&b.els, dot);
@@ -109,7 +129,13 @@ impl Eval<'_> {
         Ok(())
     }
 
-    fn set_var(&mut self, pos: usize, name: &str, v: Value, assign: bool) -> Result<(), TemplateError> {
+    fn set_var(
+        &mut self,
+        pos: usize,
+        name: &str,
+        v: Value,
+        assign: bool,
+    ) -> Result<(), TemplateError> {
         if !assign {
             self.vars.push((name.to_string(), v));
             return Ok(());
@@ -141,9 +167,15 @@ impl Eval<'_> {
     }
 
     fn cmd(&mut self, c: &Cmd, dot: &Value, piped: Option<Value>) -> Result<Value, TemplateError> {
-        let (first, rest) = c.args.split_first().expect("the parser never builds an empty command");
+        let (first, rest) = c
+            .args
+            .split_first()
+            .expect("the parser never builds an empty command");
         let args = |ev: &mut Self| -> Result<Vec<Value>, TemplateError> {
-            let mut a = rest.iter().map(|x| ev.arg(x, dot)).collect::<Result<Vec<_>, _>>()?;
+            let mut a = rest
+                .iter()
+                .map(|x| ev.arg(x, dot))
+                .collect::<Result<Vec<_>, _>>()?;
             a.extend(piped.clone());
             Ok(a)
         };
@@ -160,7 +192,10 @@ impl Eval<'_> {
                     return (m.0)(&a).map_err(|e| self.err(c.pos, e));
                 }
                 if !rest.is_empty() || piped.is_some() {
-                    return Err(self.err(c.pos, format!("a {} is not a function, it cannot take arguments", v.kind())));
+                    return Err(self.err(
+                        c.pos,
+                        format!("a {} is not a function, it cannot take arguments", v.kind()),
+                    ));
                 }
                 Ok(v)
             }
@@ -179,11 +214,19 @@ impl Eval<'_> {
                 let start = match base {
                     Base::Dot => Some(dot),
                     Base::Var(v) if v == "$" => Some(self.root),
-                    Base::Var(v) => self.vars.iter().rev().find(|(n, _)| n == v).map(|(_, val)| val),
+                    Base::Var(v) => self
+                        .vars
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n == v)
+                        .map(|(_, val)| val),
                 };
                 match start {
                     Some(start) => walk(start, base, fields).map_err(|m| self.err(*pos, m)),
-                    None => Err(self.err(*pos, format!("undefined variable {}", Arg::chain_text(base, &[])))),
+                    None => Err(self.err(
+                        *pos,
+                        format!("undefined variable {}", Arg::chain_text(base, &[])),
+                    )),
                 }
             }
             Arg::Sub { pos, pipe, fields } => {

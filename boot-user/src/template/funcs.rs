@@ -42,7 +42,9 @@ const FUNCS: &[(&str, Func)] = &[
     ("gt", |a| cmp(a, |o| o.is_gt())),
     ("ge", |a| cmp(a, |o| o.is_ge())),
     ("print", print),
-    ("println", |a| Ok(Value::Str(format!("{}\n", join_display(a, " "))))),
+    ("println", |a| {
+        Ok(Value::Str(format!("{}\n", join_display(a, " "))))
+    }),
     ("printf", printf),
     ("toString", |a| Ok(Value::Str(one(a, "value")?.to_string()))),
     ("lower", |a| str1(a, |s| s.to_lowercase())),
@@ -50,58 +52,136 @@ const FUNCS: &[(&str, Func)] = &[
     ("title", |a| str1(a, title)),
     ("trim", |a| str1(a, |s| s.trim().to_string())),
     ("nospace", |a| str1(a, |s| s.split_whitespace().collect())),
-    ("base", |a| str1(a, |s| s.rsplit('/').next().unwrap_or("").to_string())),
-    ("trimAll", |a| str2(a, "cutset string", |c, s| s.trim_matches(|ch| c.contains(ch)).to_string())),
-    ("trimPrefix", |a| str2(a, "prefix string", |p, s| s.strip_prefix(p).unwrap_or(s).to_string())),
-    ("trimSuffix", |a| str2(a, "suffix string", |p, s| s.strip_suffix(p).unwrap_or(s).to_string())),
-    ("contains", |a| pred2(a, "substr string", |sub, s| s.contains(sub))),
-    ("hasPrefix", |a| pred2(a, "prefix string", |p, s| s.starts_with(p))),
-    ("hasSuffix", |a| pred2(a, "suffix string", |p, s| s.ends_with(p))),
+    ("base", |a| {
+        str1(a, |s| s.rsplit('/').next().unwrap_or("").to_string())
+    }),
+    ("trimAll", |a| {
+        str2(a, "cutset string", |c, s| {
+            s.trim_matches(|ch| c.contains(ch)).to_string()
+        })
+    }),
+    ("trimPrefix", |a| {
+        str2(a, "prefix string", |p, s| {
+            s.strip_prefix(p).unwrap_or(s).to_string()
+        })
+    }),
+    ("trimSuffix", |a| {
+        str2(a, "suffix string", |p, s| {
+            s.strip_suffix(p).unwrap_or(s).to_string()
+        })
+    }),
+    ("contains", |a| {
+        pred2(a, "substr string", |sub, s| s.contains(sub))
+    }),
+    ("hasPrefix", |a| {
+        pred2(a, "prefix string", |p, s| s.starts_with(p))
+    }),
+    ("hasSuffix", |a| {
+        pred2(a, "suffix string", |p, s| s.ends_with(p))
+    }),
     ("replace", replace),
-    ("repeat", |a| int_str(a, "count string", |n, s| s.repeat(n.max(0) as usize))),
-    ("trunc", |a| int_str(a, "length string", |n, s| s.chars().take(n.max(0) as usize).collect())),
+    ("repeat", |a| {
+        int_str(a, "count string", |n, s| s.repeat(n.max(0) as usize))
+    }),
+    ("trunc", |a| {
+        int_str(a, "length string", |n, s| {
+            s.chars().take(n.max(0) as usize).collect()
+        })
+    }),
     ("substr", substr),
     ("indent", |a| int_str(a, "width string", indent)),
-    ("nindent", |a| int_str(a, "width string", |n, s| format!("\n{}", indent(n, s)))),
-    ("quote", |a| Ok(Value::Str(a.iter().map(|v| format!("{:?}", v.to_string())).collect::<Vec<_>>().join(" ")))),
-    ("squote", |a| Ok(Value::Str(a.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(" ")))),
-    ("cat", |a| Ok(Value::Str(join_display(&a.iter().filter(|v| !matches!(v, Value::Nil)).cloned().collect::<Vec<_>>(), " ")))),
+    ("nindent", |a| {
+        int_str(a, "width string", |n, s| format!("\n{}", indent(n, s)))
+    }),
+    ("quote", |a| {
+        Ok(Value::Str(
+            a.iter()
+                .map(|v| format!("{:?}", v.to_string()))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ))
+    }),
+    ("squote", |a| {
+        Ok(Value::Str(
+            a.iter()
+                .map(|v| format!("'{v}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ))
+    }),
+    ("cat", |a| {
+        Ok(Value::Str(join_display(
+            &a.iter()
+                .filter(|v| !matches!(v, Value::Nil))
+                .cloned()
+                .collect::<Vec<_>>(),
+            " ",
+        )))
+    }),
     ("list", |a| Ok(Value::List(a.to_vec()))),
-    ("first", |a| Ok(list1(a)?.first().cloned().unwrap_or(Value::Nil))),
-    ("last", |a| Ok(list1(a)?.last().cloned().unwrap_or(Value::Nil))),
+    ("first", |a| {
+        Ok(list1(a)?.first().cloned().unwrap_or(Value::Nil))
+    }),
+    ("last", |a| {
+        Ok(list1(a)?.last().cloned().unwrap_or(Value::Nil))
+    }),
     ("join", |a| {
         let [sep, l] = args::<2>(a, "separator list")?;
         Ok(Value::Str(join_display(as_list(l)?, &sep.to_string())))
     }),
     ("splitList", |a| {
         let [sep, s] = args::<2>(a, "separator string")?;
-        Ok(Value::List(s.to_string().split(&sep.to_string()).map(Value::from).collect()))
+        Ok(Value::List(
+            s.to_string()
+                .split(&sep.to_string())
+                .map(Value::from)
+                .collect(),
+        ))
     }),
     ("split", |a| {
         let [sep, s] = args::<2>(a, "separator string")?;
         let parts = s.to_string();
-        Ok(Value::Map(parts.split(&sep.to_string()).enumerate().map(|(i, p)| (format!("_{i}"), Value::from(p))).collect()))
+        Ok(Value::Map(
+            parts
+                .split(&sep.to_string())
+                .enumerate()
+                .map(|(i, p)| (format!("_{i}"), Value::from(p)))
+                .collect(),
+        ))
     }),
     ("default", default),
     ("empty", |a| Ok(Value::Bool(!one(a, "value")?.truthy()))),
-    ("coalesce", |a| Ok(a.iter().find(|v| v.truthy()).cloned().unwrap_or(Value::Nil))),
+    ("coalesce", |a| {
+        Ok(a.iter().find(|v| v.truthy()).cloned().unwrap_or(Value::Nil))
+    }),
     ("ternary", |a| {
         let [t, f, c] = args::<3>(a, "if-true if-false condition")?;
         Ok(if c.truthy() { t.clone() } else { f.clone() })
     }),
-    ("int", |a| Ok(Value::Int(to_int(one(a, "value")?).unwrap_or(0)))),
-    ("atoi", |a| Ok(Value::Int(to_int(one(a, "string")?).unwrap_or(0)))),
+    ("int", |a| {
+        Ok(Value::Int(to_int(one(a, "value")?).unwrap_or(0)))
+    }),
+    ("atoi", |a| {
+        Ok(Value::Int(to_int(one(a, "string")?).unwrap_or(0)))
+    }),
     ("add", |a| fold_ints(a, 0, |x, y| x.checked_add(y))),
     ("mul", |a| fold_ints(a, 1, |x, y| x.checked_mul(y))),
     ("sub", |a| {
         let [x, y] = args::<2>(a, "a b")?;
         let (x, y) = (need_int(x)?, need_int(y)?);
-        x.checked_sub(y).map(Value::Int).ok_or_else(|| "integer overflow".to_string())
+        x.checked_sub(y)
+            .map(Value::Int)
+            .ok_or_else(|| "integer overflow".to_string())
     }),
     ("hasTag", has_tag),
     ("Split", |a| {
         let [s, sep] = args::<2>(a, "string separator")?;
-        Ok(Value::List(s.to_string().split(&sep.to_string()).map(Value::from).collect()))
+        Ok(Value::List(
+            s.to_string()
+                .split(&sep.to_string())
+                .map(Value::from)
+                .collect(),
+        ))
     }),
     ("Join", |a| {
         let [l, sep] = args::<2>(a, "list separator")?;
@@ -151,7 +231,9 @@ fn int_str(a: &[Value], names: &str, f: impl Fn(i64, &str) -> String) -> Result<
 
 fn replace(a: &[Value]) -> Result<Value, String> {
     let [old, new, s] = args::<3>(a, "old new string")?;
-    Ok(Value::Str(s.to_string().replace(&old.to_string(), &new.to_string())))
+    Ok(Value::Str(
+        s.to_string().replace(&old.to_string(), &new.to_string()),
+    ))
 }
 
 fn substr(a: &[Value]) -> Result<Value, String> {
@@ -181,7 +263,10 @@ fn title(s: &str) -> String {
 
 fn indent(n: i64, s: &str) -> String {
     let pad = " ".repeat(n.max(0) as usize);
-    s.split('\n').map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+    s.split('\n')
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn default(a: &[Value]) -> Result<Value, String> {
@@ -189,7 +274,10 @@ fn default(a: &[Value]) -> Result<Value, String> {
         [d] => Ok(d.clone()),
         [d, given] if !given.truthy() => Ok(d.clone()),
         [_, given] => Ok(given.clone()),
-        _ => Err(format!("expected 2 arguments (default value), got {}", a.len())),
+        _ => Err(format!(
+            "expected 2 arguments (default value), got {}",
+            a.len()
+        )),
     }
 }
 
@@ -205,7 +293,10 @@ fn list1(a: &[Value]) -> Result<&[Value], String> {
 }
 
 fn join_display(a: &[Value], sep: &str) -> String {
-    a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(sep)
+    a.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 fn to_int(v: &Value) -> Option<i64> {
@@ -233,14 +324,20 @@ fn and(a: &[Value]) -> Result<Value, String> {
     if a.is_empty() {
         return Err("expected at least 1 argument".into());
     }
-    Ok(a.iter().find(|v| !v.truthy()).unwrap_or(&a[a.len() - 1]).clone())
+    Ok(a.iter()
+        .find(|v| !v.truthy())
+        .unwrap_or(&a[a.len() - 1])
+        .clone())
 }
 
 fn or(a: &[Value]) -> Result<Value, String> {
     if a.is_empty() {
         return Err("expected at least 1 argument".into());
     }
-    Ok(a.iter().find(|v| v.truthy()).unwrap_or(&a[a.len() - 1]).clone())
+    Ok(a.iter()
+        .find(|v| v.truthy())
+        .unwrap_or(&a[a.len() - 1])
+        .clone())
 }
 
 fn len(a: &[Value]) -> Result<Value, String> {
@@ -258,10 +355,12 @@ fn index(a: &[Value]) -> Result<Value, String> {
     let mut cur = first.clone();
     for k in keys {
         cur = match (&cur, k) {
-            (Value::List(l), Value::Int(i)) => match usize::try_from(*i).ok().and_then(|i| l.get(i)) {
-                Some(v) => v.clone(),
-                None => return Err(format!("index {i} out of range (length {})", l.len())),
-            },
+            (Value::List(l), Value::Int(i)) => {
+                match usize::try_from(*i).ok().and_then(|i| l.get(i)) {
+                    Some(v) => v.clone(),
+                    None => return Err(format!("index {i} out of range (length {})", l.len())),
+                }
+            }
             (Value::Map(m), key) => m.get(&key.to_string()).cloned().unwrap_or(Value::Nil),
             (Value::Nil, _) => Value::Nil,
             (c, k) => return Err(format!("cannot index a {} with a {}", c.kind(), k.kind())),
@@ -273,10 +372,14 @@ fn index(a: &[Value]) -> Result<Value, String> {
 fn basic_eq(x: &Value, y: &Value) -> Result<bool, String> {
     match (x, y) {
         (Value::Nil, _) | (_, Value::Nil) => Ok(matches!((x, y), (Value::Nil, Value::Nil))),
-        (Value::Bool(_), Value::Bool(_)) | (Value::Int(_), Value::Int(_)) | (Value::Str(_), Value::Str(_)) => {
-            Ok(x == y)
-        }
-        _ => Err(format!("incompatible types for comparison: {} and {}", x.kind(), y.kind())),
+        (Value::Bool(_), Value::Bool(_))
+        | (Value::Int(_), Value::Int(_))
+        | (Value::Str(_), Value::Str(_)) => Ok(x == y),
+        _ => Err(format!(
+            "incompatible types for comparison: {} and {}",
+            x.kind(),
+            y.kind()
+        )),
     }
 }
 
@@ -334,7 +437,9 @@ fn printf(a: &[Value]) -> Result<Value, String> {
             match f {
                 '-' => left = true,
                 '0' if width == 0 => zero = true,
-                d if d.is_ascii_digit() => width = width * 10 + d.to_digit(10).unwrap_or(0) as usize,
+                d if d.is_ascii_digit() => {
+                    width = width * 10 + d.to_digit(10).unwrap_or(0) as usize
+                }
                 _ => break,
             }
             chars.next();
@@ -344,7 +449,9 @@ fn printf(a: &[Value]) -> Result<Value, String> {
             out.push('%');
             continue;
         }
-        let v = rest.next().ok_or_else(|| format!("missing argument for %{verb}"))?;
+        let v = rest
+            .next()
+            .ok_or_else(|| format!("missing argument for %{verb}"))?;
         let s = match (verb, v) {
             ('v' | 's' | 't', v) => v.to_string(),
             ('d', v) => need_int(v)?.to_string(),
@@ -375,5 +482,7 @@ fn has_tag(a: &[Value]) -> Result<Value, String> {
         other => return Err(format!("expected a host, got a {}", other.kind())),
     };
     let tag = tag.to_string();
-    Ok(Value::Bool(as_list(&tags)?.iter().any(|t| t.to_string() == tag)))
+    Ok(Value::Bool(
+        as_list(&tags)?.iter().any(|t| t.to_string() == tag),
+    ))
 }

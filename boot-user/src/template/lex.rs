@@ -36,7 +36,10 @@ pub(crate) struct Token {
 pub(crate) enum Item {
     Text(String),
     /// `pos` is the offset of the opening `{{`.
-    Action { pos: usize, toks: Vec<Token> },
+    Action {
+        pos: usize,
+        toks: Vec<Token>,
+    },
 }
 
 pub(crate) fn lex(src: &str) -> Result<Vec<Item>, TemplateError> {
@@ -59,7 +62,11 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Item>, TemplateError> {
             body += 1;
         }
         push_text(&mut items, text);
-        let mut lx = ActionLexer { src, pos: body, open };
+        let mut lx = ActionLexer {
+            src,
+            pos: body,
+            open,
+        };
         let (toks, trim_right) = lx.action()?;
         if let Some(toks) = toks {
             items.push(Item::Action { pos: open, toks });
@@ -197,7 +204,12 @@ impl ActionLexer<'_> {
             }
             b'"' => return self.quoted(),
             b'`' => return self.raw(),
-            b'\'' => return Err(self.err(pos, "character literals are not supported; use a \"string\"")),
+            b'\'' => {
+                return Err(self.err(
+                    pos,
+                    "character literals are not supported; use a \"string\"",
+                ))
+            }
             b'-' | b'+' | b'0'..=b'9' => return self.number(),
             c if c.is_ascii_alphabetic() || c == b'_' => return Ok(Tok::Ident(self.ident())),
             _ => {
@@ -214,7 +226,11 @@ impl ActionLexer<'_> {
         if matches!(self.rest().first(), Some(b'-' | b'+')) {
             self.pos += 1;
         }
-        while self.rest().first().is_some_and(|&b| is_ident_byte(b) || b == b'.') {
+        while self
+            .rest()
+            .first()
+            .is_some_and(|&b| is_ident_byte(b) || b == b'.')
+        {
             self.pos += 1;
         }
         let text = &self.src[start..self.pos];
@@ -223,14 +239,19 @@ impl ActionLexer<'_> {
             Some(b'+') => (false, &text[1..]),
             _ => (false, text),
         };
-        let parsed = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        let parsed = if let Some(hex) = digits
+            .strip_prefix("0x")
+            .or_else(|| digits.strip_prefix("0X"))
+        {
             i64::from_str_radix(hex, 16)
         } else {
             digits.parse::<i64>()
         };
         match parsed {
             Ok(n) => Ok(Tok::Int(if neg { -n } else { n })),
-            Err(_) if text.contains('.') => Err(self.err(start, "floating-point numbers are not supported")),
+            Err(_) if text.contains('.') => {
+                Err(self.err(start, "floating-point numbers are not supported"))
+            }
             Err(_) => Err(self.err(start, format!("bad number {text:?}"))),
         }
     }
@@ -307,18 +328,32 @@ mod tests {
         use Tok::*;
         let s = |x: &str| Str(x.into());
         let rows: &[(&str, Vec<Tok>)] = &[
-            ("{{ $.nic.MAC }}", vec![Var("$".into()), Field("nic".into()), Field("MAC".into())]),
+            (
+                "{{ $.nic.MAC }}",
+                vec![Var("$".into()), Field("nic".into()), Field("MAC".into())],
+            ),
             ("{{.}}", vec![Dot]),
-            (r#"{{ replace ":" "-" }}"#, vec![Ident("replace".into()), s(":"), s("-")]),
+            (
+                r#"{{ replace ":" "-" }}"#,
+                vec![Ident("replace".into()), s(":"), s("-")],
+            ),
             (r#"{{ "a\"b\n\x41\u00e9" }}"#, vec![s("a\"b\nAé")]),
             ("{{ `r\\aw}}` }}", vec![s("r\\aw}}")]),
             ("{{ -3 0x10 +2 }}", vec![Int(-3), Int(16), Int(2)]),
             ("{{-3}}", vec![Int(-3)]),
             ("{{ $x := (f .a) | g, }}", {
-                vec![Var("$x".into()), Declare, LParen, Ident("f".into()), Field("a".into()), RParen, Pipe]
-                    .into_iter()
-                    .chain([Ident("g".into()), Comma])
-                    .collect()
+                vec![
+                    Var("$x".into()),
+                    Declare,
+                    LParen,
+                    Ident("f".into()),
+                    Field("a".into()),
+                    RParen,
+                    Pipe,
+                ]
+                .into_iter()
+                .chain([Ident("g".into()), Comma])
+                .collect()
             }),
             ("{{ $i = 1 }}", vec![Var("$i".into()), Assign, Int(1)]),
         ];

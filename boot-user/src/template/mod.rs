@@ -57,7 +57,11 @@ impl TemplateError {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
         let col = before[line_start..].chars().count() + 1;
-        TemplateError { line, col, msg: msg.into() }
+        TemplateError {
+            line,
+            col,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -82,7 +86,10 @@ impl Template {
     pub fn parse_unchecked(src: &str) -> Result<Template, TemplateError> {
         let items = lex::lex(src)?;
         let nodes = parse::parse(src, items)?;
-        Ok(Template { src: src.to_string(), nodes })
+        Ok(Template {
+            src: src.to_string(),
+            nodes,
+        })
     }
 
     /// The template text.
@@ -101,10 +108,27 @@ impl Template {
     }
 }
 
+/// Parses every template of `image` (its cmdline and each provision template) as
+/// [`Template::parse`] does, for validation at inventory load. Returns
+/// `(what, error)` pairs: `what` is `cmdline` or `provision_templates.NAME`.
+pub fn check_image(image: &crate::inventory::Image) -> Vec<(String, TemplateError)> {
+    let named = image
+        .provision_templates
+        .iter()
+        .map(|(k, v)| (format!("provision_templates.{k}"), v));
+    std::iter::once(("cmdline".to_string(), &image.cmdline))
+        .chain(named)
+        .filter_map(|(what, src)| Template::parse(src).err().map(|e| (what, e)))
+        .collect()
+}
+
 /// A method value: a field that takes arguments, like Grendel's
 /// `{{ $.endpoints.InitrdURL 0 }}`.
 #[derive(Clone)]
-pub struct Method(pub Arc<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>);
+pub struct Method(pub Arc<MethodFn>);
+
+/// The function behind a [`Method`]: arguments to a value or a message.
+pub type MethodFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
 
 impl fmt::Debug for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

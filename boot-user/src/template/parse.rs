@@ -38,10 +38,21 @@ pub(crate) struct Cmd {
 #[derive(Clone, Debug)]
 pub(crate) enum Arg {
     /// `.`, `.a.b`, `$`, `$x.a`.
-    Chain { pos: usize, base: Base, fields: Vec<String> },
+    Chain {
+        pos: usize,
+        base: Base,
+        fields: Vec<String>,
+    },
     /// `(pipeline).a.b`.
-    Sub { pos: usize, pipe: Box<Pipe>, fields: Vec<String> },
-    Func { pos: usize, name: String },
+    Sub {
+        pos: usize,
+        pipe: Box<Pipe>,
+        fields: Vec<String>,
+    },
+    Func {
+        pos: usize,
+        name: String,
+    },
     Lit(Value),
 }
 
@@ -75,7 +86,11 @@ enum Stop {
 }
 
 pub(crate) fn parse(src: &str, items: Vec<Item>) -> Result<Vec<Node>, TemplateError> {
-    let mut p = Parser { src, items: items.into_iter(), scopes: vec![vec!["$".into()]] };
+    let mut p = Parser {
+        src,
+        items: items.into_iter(),
+        scopes: vec![vec!["$".into()]],
+    };
     let (nodes, stop) = p.list()?;
     match stop {
         Stop::Eof => Ok(nodes),
@@ -144,7 +159,10 @@ impl Parser<'_> {
         let (then, stop) = self.list()?;
         self.scopes.pop();
         let els = match stop {
-            Stop::Eof => Err(self.err(pos, format!("unclosed {{{{{keyword}}}}}: no matching {{{{end}}}}"))),
+            Stop::Eof => Err(self.err(
+                pos,
+                format!("unclosed {{{{{keyword}}}}}: no matching {{{{end}}}}"),
+            )),
             Stop::End(_) => Ok(vec![]),
             Stop::Else(epos, rest) => self.else_part(keyword, epos, rest),
         };
@@ -158,8 +176,16 @@ impl Parser<'_> {
         })
     }
 
-    fn else_part(&mut self, keyword: &str, epos: usize, rest: Vec<Token>) -> Result<Vec<Node>, TemplateError> {
-        if let Some(Token { tok: Tok::Ident(k), .. }) = rest.first() {
+    fn else_part(
+        &mut self,
+        keyword: &str,
+        epos: usize,
+        rest: Vec<Token>,
+    ) -> Result<Vec<Node>, TemplateError> {
+        if let Some(Token {
+            tok: Tok::Ident(k), ..
+        }) = rest.first()
+        {
             if (k == "if" || k == "with") && k == keyword {
                 // `{{ else if x }}` is `{{ else }}{{ if x }}...{{ end }}` sharing our `end`.
                 let k = k.clone();
@@ -174,7 +200,10 @@ impl Parser<'_> {
         self.scopes.pop();
         match stop {
             Stop::End(_) => Ok(els),
-            Stop::Eof => Err(self.err(epos, format!("unclosed {{{{{keyword}}}}}: no {{{{end}}}} after {{{{else}}}}"))),
+            Stop::Eof => Err(self.err(
+                epos,
+                format!("unclosed {{{{{keyword}}}}}: no {{{{end}}}} after {{{{else}}}}"),
+            )),
             Stop::Else(p, _) => Err(self.err(p, "a second {{else}} in one block")),
         }
     }
@@ -192,10 +221,18 @@ impl Parser<'_> {
                 return Err(self.err(pos, format!("undefined variable {v}")));
             }
             if !assign {
-                self.scopes.last_mut().expect("the top scope always exists").push(v.clone());
+                self.scopes
+                    .last_mut()
+                    .expect("the top scope always exists")
+                    .push(v.clone());
             }
         }
-        Ok(Pipe { pos, vars, assign, cmds })
+        Ok(Pipe {
+            pos,
+            vars,
+            assign,
+            cmds,
+        })
     }
 
     fn pipe_head<'t>(
@@ -214,7 +251,9 @@ impl Parser<'_> {
             (Some(a), Some(Tok::Comma), Some(b), Some(Tok::Declare | Tok::Assign)) if in_range => {
                 Ok((vec![a, b], tok(3) == Some(&Tok::Assign), &toks[4..]))
             }
-            (Some(_), Some(Tok::Comma), ..) => Err(self.err(toks[1].pos, "only range can declare two variables")),
+            (Some(_), Some(Tok::Comma), ..) => {
+                Err(self.err(toks[1].pos, "only range can declare two variables"))
+            }
             _ => Ok((vec![], false, toks)),
         }
     }
@@ -257,15 +296,29 @@ impl Parser<'_> {
             i = next;
         }
         if stage > 0 && matches!(args[0], Arg::Lit(_)) {
-            return Err(self.err(toks[0].pos, format!("a constant cannot receive input in pipeline stage {}", stage + 1)));
+            return Err(self.err(
+                toks[0].pos,
+                format!(
+                    "a constant cannot receive input in pipeline stage {}",
+                    stage + 1
+                ),
+            ));
         }
-        Ok(Cmd { pos: toks[0].pos, args })
+        Ok(Cmd {
+            pos: toks[0].pos,
+            args,
+        })
     }
 
     /// Fields directly following (no space) position `i`.
     fn fields(toks: &[Token], mut i: usize) -> (Vec<String>, usize) {
         let mut fields = Vec::new();
-        while let Some(Token { tok: Tok::Field(f), spaced: false, .. }) = toks.get(i) {
+        while let Some(Token {
+            tok: Tok::Field(f),
+            spaced: false,
+            ..
+        }) = toks.get(i)
+        {
             fields.push(f.clone());
             i += 1;
         }
@@ -276,18 +329,39 @@ impl Parser<'_> {
         let t = &toks[i];
         let pos = t.pos;
         Ok(match &t.tok {
-            Tok::Dot => (Arg::Chain { pos, base: Base::Dot, fields: vec![] }, i + 1),
+            Tok::Dot => (
+                Arg::Chain {
+                    pos,
+                    base: Base::Dot,
+                    fields: vec![],
+                },
+                i + 1,
+            ),
             Tok::Field(f) => {
                 let (mut fields, next) = Self::fields(toks, i + 1);
                 fields.insert(0, f.clone());
-                (Arg::Chain { pos, base: Base::Dot, fields }, next)
+                (
+                    Arg::Chain {
+                        pos,
+                        base: Base::Dot,
+                        fields,
+                    },
+                    next,
+                )
             }
             Tok::Var(v) => {
                 if !self.declared(v) {
                     return Err(self.err(pos, format!("undefined variable {v}")));
                 }
                 let (fields, next) = Self::fields(toks, i + 1);
-                (Arg::Chain { pos, base: Base::Var(v.clone()), fields }, next)
+                (
+                    Arg::Chain {
+                        pos,
+                        base: Base::Var(v.clone()),
+                        fields,
+                    },
+                    next,
+                )
             }
             Tok::Str(s) => (Arg::Lit(Value::Str(s.clone())), i + 1),
             Tok::Int(n) => (Arg::Lit(Value::Int(*n)), i + 1),
@@ -306,9 +380,15 @@ impl Parser<'_> {
             "false" => Arg::Lit(Value::Bool(false)),
             "nil" => Arg::Lit(Value::Nil),
             "if" | "range" | "with" | "else" | "end" => {
-                return Err(self.err(pos, format!("{id} must start its own action ({{{{{id} ...}}}})")))
+                return Err(self.err(
+                    pos,
+                    format!("{id} must start its own action ({{{{{id} ...}}}})"),
+                ))
             }
-            name if funcs::lookup(name).is_some() => Arg::Func { pos, name: name.to_string() },
+            name if funcs::lookup(name).is_some() => Arg::Func {
+                pos,
+                name: name.to_string(),
+            },
             name => return Err(self.err(pos, format!("unknown function {name:?}"))),
         })
     }
@@ -332,9 +412,21 @@ impl Parser<'_> {
         if inner.is_empty() {
             return Err(self.err(pos, "missing value: empty ()"));
         }
-        let pipe = Pipe { pos, vars: vec![], assign: false, cmds: self.commands(pos, inner)? };
+        let pipe = Pipe {
+            pos,
+            vars: vec![],
+            assign: false,
+            cmds: self.commands(pos, inner)?,
+        };
         let (fields, next) = Self::fields(toks, close + 1);
-        Ok((Arg::Sub { pos, pipe: Box::new(pipe), fields }, next))
+        Ok((
+            Arg::Sub {
+                pos,
+                pipe: Box::new(pipe),
+                fields,
+            },
+            next,
+        ))
     }
 }
 
@@ -385,7 +477,8 @@ impl Checker<'_> {
             for a in &c.args {
                 match a {
                     Arg::Chain { pos, base, fields } => {
-                        let known = *base == Base::Var("$".into()) || (*base == Base::Dot && dot_is_root);
+                        let known =
+                            *base == Base::Var("$".into()) || (*base == Base::Dot && dot_is_root);
                         if known {
                             super::eval::walk(self.schema, base, fields)
                                 .map_err(|m| TemplateError::at(self.src, *pos, m))?;

@@ -25,7 +25,10 @@ fn cn1() -> (Host, Image) {
     let image = Image {
         name: "squareos-9.2".into(),
         kernel: "/var/lib/grendel/vmlinuz".into(),
-        initrd: vec!["/var/lib/grendel/initramfs.img".into(), "/var/lib/grendel/extra.img".into()],
+        initrd: vec![
+            "/var/lib/grendel/initramfs.img".into(),
+            "/var/lib/grendel/extra.img".into(),
+        ],
         cmdline: GUIDE_CMDLINE.into(),
         provision_templates: [("postscript".to_string(), "#!/bin/sh".to_string())].into(),
         ..Image::default()
@@ -35,7 +38,12 @@ fn cn1() -> (Host, Image) {
 
 fn data() -> Data {
     let (host, image) = cn1();
-    Data::new(&host, &host.interfaces[0], &image, &Endpoints::new("http://10.0.0.1:8080", "TOK"))
+    Data::new(
+        &host,
+        &host.interfaces[0],
+        &image,
+        &Endpoints::new("http://10.0.0.1:8080", "TOK"),
+    )
 }
 
 fn render(src: &str) -> Result<String, TemplateError> {
@@ -45,7 +53,10 @@ fn render(src: &str) -> Result<String, TemplateError> {
 #[test]
 fn guide_cmdline_renders() {
     let out = render(GUIDE_CMDLINE).unwrap();
-    assert!(out.contains(" BOOTIF=01-aa-bb-cc-11-22-33 grendel.hostname=cn1 "), "{out}");
+    assert!(
+        out.contains(" BOOTIF=01-aa-bb-cc-11-22-33 grendel.hostname=cn1 "),
+        "{out}"
+    );
     assert!(out.starts_with("console=ttyS0 console=tty0 root=live:https://sos-ch-dk-2.exo.io/"));
     assert!(out.ends_with("rd.neednet=1"));
 }
@@ -137,9 +148,15 @@ fn errors_name_position_and_cause() {
 #[test]
 fn unchecked_parse_renders_any_value() {
     let t = Template::parse_unchecked("{{ .a.b }}-{{ range .l }}{{ . }}{{ end }}").unwrap();
-    let v = Value::map([("a", Value::map([("b", Value::from("x"))])), ("l", Value::from(vec!["1", "2"]))]);
+    let v = Value::map([
+        ("a", Value::map([("b", Value::from("x"))])),
+        ("l", Value::from(vec!["1", "2"])),
+    ]);
     assert_eq!(t.render_value(&v).unwrap(), "x-12");
-    assert!(Template::parse("{{ .a.b }}").is_err(), "the boot schema has no .a");
+    assert!(
+        Template::parse("{{ .a.b }}").is_err(),
+        "the boot schema has no .a"
+    );
 }
 
 #[test]
@@ -157,4 +174,27 @@ fn garbage_never_panics() {
             let _ = render(&src[..i]);
         }
     }
+}
+
+#[test]
+fn check_image_names_each_bad_template() {
+    let (_, mut image) = cn1();
+    assert!(check_image(&image).is_empty());
+    image.cmdline = "x {{ $.host.Nam }}".into();
+    image
+        .provision_templates
+        .insert("kickstart".into(), "{{ if 1 }}".into());
+    let errs: Vec<String> = check_image(&image)
+        .into_iter()
+        .map(|(w, e)| format!("{w}: {e}"))
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("cmdline: line 1, column 6: unknown field \"Nam\""),
+        "{errs:?}"
+    );
+    assert_eq!(
+        errs[1],
+        "provision_templates.kickstart: line 1, column 1: unclosed {{if}}: no matching {{end}}"
+    );
 }

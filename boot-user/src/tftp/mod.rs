@@ -50,7 +50,10 @@ pub async fn run(
         );
     }
     let local = socket.local_addr().ok();
-    let server = TftpServerBuilder::with_handler(Handler { root, shared }).std_socket(socket)?.build().await?;
+    let server = TftpServerBuilder::with_handler(Handler { root, shared })
+        .std_socket(socket)?
+        .build()
+        .await?;
     tracing::info!("TFTP serving on {local:?}");
     tokio::select! {
         r = server.serve() => r.map_err(TftpError::from),
@@ -75,7 +78,9 @@ impl Handler {
 pub fn host_for_ip(shared: &Shared, ip: IpAddr) -> String {
     let inv = shared.inventory();
     let found = inv.hosts().iter().find(|h| {
-        h.interfaces.iter().any(|nic| !nic.bmc && nic.addr().map(IpAddr::V4) == Some(ip))
+        h.interfaces
+            .iter()
+            .any(|nic| !nic.bmc && nic.addr().map(IpAddr::V4) == Some(ip))
     });
     match found {
         Some(h) => h.name.clone(),
@@ -98,7 +103,9 @@ impl async_tftp::server::Handler for Handler {
             tracing::warn!("TFTP {host} ({client}): refused {e}");
             match e {
                 PathError::NotFound(_) | PathError::NotAFile(_) => packet::Error::FileNotFound,
-                PathError::DotDot(_) | PathError::OutsideRoot { .. } => packet::Error::PermissionDenied,
+                PathError::DotDot(_) | PathError::OutsideRoot { .. } => {
+                    packet::Error::PermissionDenied
+                }
             }
         })?;
         let opened = blocking::unblock(move || {
@@ -112,8 +119,18 @@ impl async_tftp::server::Handler for Handler {
             packet::Error::from(e)
         })?;
         tracing::debug!("TFTP {host} ({client}): sending {name:?} ({len} bytes)");
-        let on_sent = SentEvent { shared: self.shared.clone(), host, detail: format!("{name} ({len} bytes)") };
-        Ok((SentFile { inner: Unblock::new(f), on_sent: Some(on_sent) }, Some(len)))
+        let on_sent = SentEvent {
+            shared: self.shared.clone(),
+            host,
+            detail: format!("{name} ({len} bytes)"),
+        };
+        Ok((
+            SentFile {
+                inner: Unblock::new(f),
+                on_sent: Some(on_sent),
+            },
+            Some(len),
+        ))
     }
 
     async fn write_req_open(
@@ -122,7 +139,10 @@ impl async_tftp::server::Handler for Handler {
         path: &Path,
         _size: Option<u64>,
     ) -> Result<Self::Writer, packet::Error> {
-        tracing::warn!("TFTP {client}: write request for {} refused (read-only server)", path.display());
+        tracing::warn!(
+            "TFTP {client}: write request for {} refused (read-only server)",
+            path.display()
+        );
         Err(packet::Error::IllegalOperation)
     }
 }
@@ -140,11 +160,17 @@ pub struct SentFile {
 }
 
 impl AsyncRead for SentFile {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let (Poll::Ready(Ok(0)), false) = (&r, buf.is_empty()) {
             if let Some(ev) = self.on_sent.take() {
-                ev.shared.events.record(&ev.host, EventKind::Tftp, ev.detail);
+                ev.shared
+                    .events
+                    .record(&ev.host, EventKind::Tftp, ev.detail);
             }
         }
         r

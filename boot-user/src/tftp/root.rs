@@ -32,7 +32,10 @@ impl Root {
             .canonicalize()
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         if !dir.is_dir() {
-            return Err(std::io::Error::other(format!("{} is not a directory", dir.display())));
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
         }
         Ok(Root { dir })
     }
@@ -51,12 +54,19 @@ impl Root {
                 Component::CurDir => {}
                 Component::ParentDir => return Err(PathError::DotDot(name.into())),
                 // Cannot occur after trimming the leading '/', but never join them.
-                Component::RootDir | Component::Prefix(_) => return Err(PathError::DotDot(name.into())),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(PathError::DotDot(name.into()))
+                }
             }
         }
-        let target = joined.canonicalize().map_err(|_| PathError::NotFound(name.into()))?;
+        let target = joined
+            .canonicalize()
+            .map_err(|_| PathError::NotFound(name.into()))?;
         if !target.starts_with(&self.dir) {
-            return Err(PathError::OutsideRoot { name: name.into(), target });
+            return Err(PathError::OutsideRoot {
+                name: name.into(),
+                target,
+            });
         }
         if !target.is_file() {
             return Err(PathError::NotAFile(name.into()));
@@ -74,7 +84,9 @@ impl Root {
     }
 
     fn scan(&self, dir: &Path, depth: u32, out: &mut Vec<(PathBuf, PathBuf)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
@@ -132,8 +144,11 @@ mod tests {
                 _ => panic!("{name}: got {got:?}"),
             }
         }
-        let mut links: Vec<_> =
-            root.escaping_links().into_iter().map(|(l, _)| l.file_name().unwrap().to_owned()).collect();
+        let mut links: Vec<_> = root
+            .escaping_links()
+            .into_iter()
+            .map(|(l, _)| l.file_name().unwrap().to_owned())
+            .collect();
         links.sort();
         assert_eq!(links, ["outside-dir", "outside-link"]);
     }
