@@ -2,9 +2,15 @@
 //! Run as root (the xtask `test` command does so); each test makes and removes its own
 //! namespaces and kills only the processes it started.
 
+mod bmc;
+mod cli;
+mod dhcp;
 mod http;
+#[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
+mod pxe;
 mod tftp;
+mod xdp;
 
 #[test]
 fn netns_veth_ping() {

@@ -1,0 +1,324 @@
+//! One power action on many BMCs: bounded concurrency, every IPMI session on one shared
+//! engine (one socket, one task), Redfish through one shared HTTP client, and a result
+//! per node that says why it failed (auth, timeout, unreachable, refused, other).
+//!
+//! Every node's work has a hard upper bound on top of the protocol timeouts, so a fan-out
+//! always ends; nodes finish in any order and results come back in the order given.
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::ipmi::{CipherSuite, Control, Engine, IpmiError, Op, SessionConfig, Timing};
+use super::redfish::{self, RedfishError, RedfishOpts};
+use super::target::{self, Protocol, Target, TargetErrors};
+use super::{Action, BootMode};
+use crate::config::BmcConfig;
+use crate::inventory::Inventory;
+
+#[derive(Clone, Debug)]
+pub struct FanoutOpts {
+    /// BMCs worked on at once.
+    pub concurrency: usize,
+    /// IPMI per-packet timeout and retransmits.
+    pub timing: Timing,
+    /// IPMI cipher suites, in order of preference.
+    pub suites: Vec<CipherSuite>,
+    /// One-time PXE boot before the action.
+    pub boot: Option<BootMode>,
+    pub redfish: RedfishOpts,
+    /// Local address of the IPMI socket.
+    pub bind: SocketAddr,
+}
+
+impl FanoutOpts {
+    /// Options from the `[bmc]` config section.
+    pub fn from_config(cfg: &BmcConfig) -> FanoutOpts {
+        let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
+        FanoutOpts {
+            concurrency: cfg.concurrency.max(1),
+            timing: Timing { timeout, retries: cfg.retries },
+            suites: vec![CipherSuite::Suite17, CipherSuite::Suite3],
+            boot: None,
+            redfish: RedfishOpts {
+                connect_timeout: timeout,
+                // a reset takes a BMC seconds; only the connect is bound by timeout_ms
+                request_timeout: timeout.max(Duration::from_secs(10)),
+                retries: cfg.retries,
+                insecure: cfg.insecure,
+                session_auth: false,
+            },
+            bind: "0.0.0.0:0".parse().expect("valid address"),
+        }
+    }
+}
+
+/// Why a node failed (or `ok`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    Ok,
+    /// Wrong user or password, or not enough privilege.
+    Auth,
+    /// The BMC stopped answering (or never did).
+    Timeout,
+    /// No route to the BMC.
+    Unreachable,
+    /// The BMC's address answered that nothing listens on the port.
+    Refused,
+    /// Anything else; the message says what.
+    Other,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Auth => "auth",
+            Reason::Timeout => "timeout",
+            Reason::Unreachable => "unreachable",
+            Reason::Refused => "refused",
+            Reason::Other => "other",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeResult {
+    pub name: String,
+    pub bmc: SocketAddr,
+    pub protocol: Protocol,
+    pub reason: Reason,
+    /// `on` / `off` for a status query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<&'static str>,
+    /// Empty when ok.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub elapsed_ms: u64,
+}
+
+impl NodeResult {
+    pub fn ok(&self) -> bool {
+        self.reason == Reason::Ok
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootMode>,
+    pub total: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub elapsed_ms: u64,
+    /// In the order the targets were given.
+    pub results: Vec<NodeResult>,
+}
+
+/// Runs `action` on every target; `progress` sees each result as it arrives.
+pub async fn run(targets: Vec<Target>, action: Action, opts: FanoutOpts, progress: impl Fn(&NodeResult)) -> Summary {
+    let start = Instant::now();
+    let needs_ipmi = targets.iter().any(|t| t.protocol == Protocol::Ipmi);
+    let needs_redfish = targets.iter().any(|t| t.protocol != Protocol::Ipmi);
+    let engine = if needs_ipmi { Some(Engine::bind(opts.bind).map_err(|e| e.to_string())) } else { None };
+    let http = if needs_redfish { Some(redfish::Client::new(opts.redfish.clone()).map_err(|e| e.to_string())) } else { None };
+    let (engine, http, opts) = (&engine, &http, &opts);
+    let total = targets.len();
+    let mut results: Vec<(usize, NodeResult)> = futures::stream::iter(targets.into_iter().enumerate())
+        .map(|(i, t)| async move { (i, one(t, action, opts, engine, http).await) })
+        .buffer_unordered(opts.concurrency.max(1))
+        .inspect(|(_, r)| progress(r))
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<NodeResult> = results.into_iter().map(|(_, r)| r).collect();
+    let ok = results.iter().filter(|r| r.ok()).count();
+    Summary {
+        action,
+        boot: opts.boot,
+        total,
+        ok,
+        failed: total - ok,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+        results,
+    }
+}
+
+/// Resolves host names against the inventory and runs the fan-out: the entry point for
+/// the API and the CLI.
+pub async fn run_hosts(
+    cfg: &BmcConfig,
+    inv: &Inventory,
+    names: &[String],
+    action: Action,
+    opts: FanoutOpts,
+    progress: impl Fn(&NodeResult),
+) -> Result<Summary, TargetErrors> {
+    let targets = target::resolve(cfg, inv, names)?;
+    Ok(run(targets, action, opts, progress).await)
+}
+
+/// The IPMI commands for an action.
+pub fn ipmi_ops(action: Action, boot: Option<BootMode>) -> Vec<Op> {
+    let mut ops = vec![];
+    if let (Some(mode), true) = (boot, action.boots()) {
+        ops.push(Op::BootPxe { efi: mode == BootMode::Efi });
+    }
+    ops.push(match action {
+        Action::On => Op::Control(Control::On),
+        Action::Off => Op::Control(Control::Off),
+        Action::Cycle => Op::Control(Control::Cycle),
+        Action::Reset => Op::Control(Control::Reset),
+        Action::Soft => Op::Control(Control::Soft),
+        Action::Status => Op::Status,
+    });
+    ops
+}
+
+type Shared<T> = Option<Result<T, String>>;
+
+async fn one(
+    t: Target,
+    action: Action,
+    opts: &FanoutOpts,
+    engine: &Shared<Engine>,
+    http: &Shared<redfish::Client>,
+) -> NodeResult {
+    let start = Instant::now();
+    let outcome: Result<Option<bool>, (Reason, String)> = match t.protocol {
+        Protocol::Ipmi => {
+            let ops = ipmi_ops(action, opts.boot);
+            // every step of a session is bounded by the dead-BMC bound; this caps the sum
+            let cap = opts.timing.dead_bmc_bound() * (ops.len() as u32 + 8);
+            match engine.as_ref().expect("engine made for IPMI targets") {
+                Err(e) => Err((Reason::Other, format!("cannot open the IPMI socket: {e}"))),
+                Ok(engine) => {
+                    let mut cfg = SessionConfig::new(&t.user, &t.password);
+                    cfg.suites = opts.suites.clone();
+                    cfg.timing = opts.timing;
+                    capped(cap, engine.execute(t.addr, cfg, ops)).await.and_then(|r| match r {
+                        Ok(report) => Ok(report.status.map(|s| s.power_on)),
+                        Err(e) => Err(ipmi_reason(&e)),
+                    })
+                }
+            }
+        }
+        Protocol::Redfish | Protocol::RedfishHttp => {
+            let r = &opts.redfish;
+            let cap = (r.request_timeout + Duration::from_secs(1)) * (r.retries + 1) * 6;
+            match http.as_ref().expect("client made for Redfish targets") {
+                Err(e) => Err((Reason::Other, format!("cannot build the HTTP client: {e}"))),
+                Ok(client) => capped(cap, client.run(&t, action, opts.boot))
+                    .await
+                    .and_then(|r| r.map_err(|e| redfish_reason(&e))),
+            }
+        }
+    };
+    let (reason, power, message) = match outcome {
+        Ok(p) => (Reason::Ok, p.map(|on| if on { "on" } else { "off" }), String::new()),
+        Err((reason, message)) => (reason, None, message),
+    };
+    NodeResult {
+        name: t.name,
+        bmc: t.addr,
+        protocol: t.protocol,
+        reason,
+        power,
+        message,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+async fn capped<T>(cap: Duration, f: impl std::future::Future<Output = T>) -> Result<T, (Reason, String)> {
+    tokio::time::timeout(cap, f)
+        .await
+        .map_err(|_| (Reason::Timeout, format!("no result within {} ms", cap.as_millis())))
+}
+
+pub fn ipmi_reason(e: &IpmiError) -> (Reason, String) {
+    let reason = match e {
+        IpmiError::Timeout { .. } => Reason::Timeout,
+        IpmiError::Auth(_) => Reason::Auth,
+        IpmiError::Refused => Reason::Refused,
+        IpmiError::Unreachable(_) => Reason::Unreachable,
+        _ => Reason::Other,
+    };
+    (reason, e.to_string())
+}
+
+pub fn redfish_reason(e: &RedfishError) -> (Reason, String) {
+    let reason = match e {
+        RedfishError::Auth { .. } => Reason::Auth,
+        RedfishError::Timeout(_) => Reason::Timeout,
+        RedfishError::Refused(_) => Reason::Refused,
+        RedfishError::Unreachable(_) => Reason::Unreachable,
+        _ => Reason::Other,
+    };
+    (reason, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::bmc::ipmi::responder::{self, Responder};
+
+    #[test]
+    fn ops_per_action() {
+        assert_eq!(ipmi_ops(Action::Status, Some(BootMode::Efi)), vec![Op::Status]);
+        assert_eq!(
+            ipmi_ops(Action::Cycle, Some(BootMode::Legacy)),
+            vec![Op::BootPxe { efi: false }, Op::Control(Control::Cycle)]
+        );
+        assert_eq!(ipmi_ops(Action::Soft, None), vec![Op::Control(Control::Soft)]);
+    }
+
+    fn target(name: &str, addr: SocketAddr, password: &str) -> Target {
+        Target {
+            name: name.into(),
+            addr,
+            fqdn: None,
+            protocol: Protocol::Ipmi,
+            user: "admin".into(),
+            password: password.into(),
+        }
+    }
+
+    /// In-memory BMCs on loopback, one engine: results in order, reasons per node.
+    #[tokio::test]
+    async fn fanout_over_in_memory_bmcs() {
+        let mut targets = vec![];
+        let mut bmcs = vec![];
+        for i in 0..20 {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let bmc = Arc::new(Mutex::new(Responder::new("admin", "secret", i)));
+            targets.push(target(&format!("n{i:02}"), sock.local_addr().unwrap(), "secret"));
+            tokio::spawn(responder::serve(sock, bmc.clone()));
+            bmcs.push(bmc);
+        }
+        targets[3].password = "wrong".into();
+        // a socket that never answers: a dead BMC
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        targets.push(target("dead", dead.local_addr().unwrap(), "secret"));
+        let mut opts = FanoutOpts::from_config(&BmcConfig::default());
+        opts.timing = Timing { timeout: Duration::from_millis(50), retries: 1 };
+        opts.boot = Some(BootMode::Efi);
+        opts.concurrency = 8;
+        let seen = Mutex::new(0);
+        let s = run(targets, Action::On, opts, |_| *seen.lock().unwrap() += 1).await;
+        assert_eq!((s.total, s.ok, s.failed), (21, 19, 2));
+        assert_eq!(*seen.lock().unwrap(), 21);
+        assert_eq!(s.results[0].name, "n00");
+        assert_eq!(s.results[3].reason, Reason::Auth);
+        assert_eq!(s.results[20].reason, Reason::Timeout);
+        for (i, b) in bmcs.iter().enumerate() {
+            let c = &b.lock().unwrap().chassis;
+            assert_eq!(c.power_on, i != 3, "bmc {i}");
+        }
+        assert_eq!(bmcs[0].lock().unwrap().chassis.boot_flags[0], 0xa0);
+    }
+}

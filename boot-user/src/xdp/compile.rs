@@ -1,0 +1,304 @@
+//! The template compiler: asks the slow path's reply builder ([`crate::dhcp::decide`])
+//! what it answers a canonical request of each client kind, and turns the answer into a
+//! [`Compiled`] template the XDP program can replay with per-request fields stamped in.
+//!
+//! Nothing here decides what a reply says. The compiler only finds where the per-request
+//! parts go (the option 97 echo's sorted position, the requested address in a NAK's
+//! message, the DNS list to rotate), and checks its own work: every template is replayed
+//! by [`super::emulate`] (the program's logic in Rust) for a probe request with every
+//! per-request field set, and must give the builder's bytes for that probe exactly;
+//! a template that does not is not installed (those requests go to the slow path).
+use std::net::Ipv4Addr;
+
+use boot_common::{
+    insert, stamp, ClassKey, Insert, INSERTS, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TEMPLATE_CAP,
+};
+use dhcproto::v4::MessageType;
+
+use super::emulate::{emulate, Probe};
+use crate::dhcp::{decide, BootUrls, ClientKind, Context, Decision, Request, Settings};
+use crate::inventory::{Inventory, Mac};
+
+/// The canonical NAK is built for this requested address, whose text is then cut out.
+const NAK_MARKER: Ipv4Addr = Ipv4Addr::new(0, 0, 0, 1);
+/// The slow path's reply size limit without option 57 (576-byte datagrams).
+pub const DEFAULT_LIMIT: usize = 548;
+
+/// One template, before it gets an id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Compiled {
+    /// The DHCP message for the canonical request.
+    pub bytes: Vec<u8>,
+    pub stamp: u16,
+    pub inserts: [Insert; INSERTS],
+    pub msg_type: u8,
+    /// Index in [`ClientKind::TEMPLATES`], 0xff for the NAK.
+    pub kind: u8,
+    /// Option 6's data offset and server count, when the program rotates it.
+    pub dns: Option<(u16, u8)>,
+    /// The builder dropped options to fit [`DEFAULT_LIMIT`].
+    pub limited: bool,
+    pub yiaddr: Ipv4Addr,
+}
+
+/// Every template of one boot interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostTemplates {
+    pub ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+    /// `[kind][MSG_*]`; None: that request goes to the slow path.
+    pub slots: [[Option<Compiled>; MSGS]; MAX_KINDS],
+    pub nak: Option<Compiled>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("MAC {0} is not in the inventory")]
+    UnknownMac(Mac),
+    #[error("host {host} ({mac}): {what}: the template does not replay the slow path's reply")]
+    Mismatch { host: String, mac: Mac, what: String },
+}
+
+/// Index of a client kind's template slot. `Unsupported` architectures answer exactly as
+/// OS clients do (lease only), so they share the OS slot.
+pub fn kind_index(kind: ClientKind) -> usize {
+    let kind = if matches!(kind, ClientKind::Unsupported(_)) { ClientKind::Os } else { kind };
+    ClientKind::TEMPLATES.iter().position(|k| *k == kind).expect("every kind has a slot")
+}
+
+/// Highest option 93 value given a class entry (others go to the slow path).
+const MAX_ARCH: u16 = 63;
+
+/// The `CLASSES` map: request features -> template slot, from the slow path's
+/// classifier. Features the program cannot reduce to one of these keys (other user
+/// classes, `Arch:` vendor classes without option 93) never reach the table.
+pub fn class_table() -> Vec<(ClassKey, u32)> {
+    let vendors: [(u8, Option<&[u8]>); 4] = [
+        (ClassKey::VENDOR_NONE, None),
+        (ClassKey::VENDOR_PXE, Some(b"PXEClient")),
+        (ClassKey::VENDOR_HTTP, Some(b"HTTPClient")),
+        (ClassKey::VENDOR_OTHER, Some(b"other")),
+    ];
+    let users: [(u8, Option<&[u8]>); 2] = [(ClassKey::USER_NONE, None), (ClassKey::USER_IPXE, Some(b"iPXE"))];
+    let arches = (0..=MAX_ARCH).map(Some).chain([None]);
+    let mut out = vec![];
+    for arch in arches {
+        for (vendor, vbytes) in vendors {
+            for (user, ubytes) in users {
+                let kind = crate::dhcp::request::classify(arch, vbytes, ubytes, false);
+                let key = ClassKey { arch: arch.unwrap_or(ClassKey::NO_ARCH), vendor, user };
+                out.push((key, kind_index(kind) as u32));
+            }
+        }
+    }
+    out
+}
+
+/// Compiles templates with one builder configuration.
+pub struct Compiler<'a> {
+    pub settings: &'a Settings,
+    pub urls: &'a dyn BootUrls,
+}
+
+impl Compiler<'_> {
+    fn decide(&self, inv: &Inventory, req: &Request, server_ip: Ipv4Addr) -> Option<Vec<u8>> {
+        let ctx = Context {
+            settings: self.settings,
+            server_ip,
+            host: inv.lookup_mac(req.mac),
+            urls: self.urls,
+            dns_rotation: 0,
+        };
+        match decide(req, &ctx) {
+            Decision::Reply(r) => Some(r.bytes()),
+            Decision::Silent(_) => None,
+        }
+    }
+
+    /// All templates of the boot interface `mac`, answered from `server_ip`.
+    pub fn compile_host(&self, inv: &Inventory, mac: Mac, server_ip: Ipv4Addr) -> Result<HostTemplates, CompileError> {
+        let found = inv.lookup_mac(mac).ok_or(CompileError::UnknownMac(mac))?;
+        let ip = found.nic.addr().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut out = HostTemplates { ip, server_ip, slots: Default::default(), nak: None };
+        if ip.is_unspecified() {
+            return Ok(out); // the slow path stays silent; the program passes up
+        }
+        for (k, kind) in ClientKind::TEMPLATES.iter().enumerate() {
+            for slot in [MSG_OFFER, MSG_ACK] {
+                let mut req = canonical(mac, *kind, slot, ip, server_ip);
+                out.slots[k][slot] = self.compile_one(inv, &mut req, server_ip, k as u8, found.host.name.as_str())?;
+            }
+        }
+        let mut req = Request::new(MessageType::Request, mac, ClientKind::Os);
+        req.requested_ip = Some(if ip == NAK_MARKER { Ipv4Addr::new(0, 0, 0, 2) } else { NAK_MARKER });
+        req.server_id = Some(server_ip);
+        out.nak = self.compile_nak(inv, &req, server_ip, &found.host.name)?;
+        Ok(out)
+    }
+
+    /// OFFER or ACK of one kind; None when the builder stays silent.
+    fn compile_one(
+        &self,
+        inv: &Inventory,
+        req: &mut Request,
+        server_ip: Ipv4Addr,
+        kind: u8,
+        host: &str,
+    ) -> Result<Option<Compiled>, CompileError> {
+        let Some(bytes) = self.decide(inv, req, server_ip).filter(|b| b.len() <= TEMPLATE_CAP) else {
+            return Ok(None);
+        };
+        let ack = req.msg_type == Some(MessageType::Request);
+        let mut c = Compiled {
+            stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | if ack { stamp::CIADDR } else { 0 },
+            inserts: [Insert::default(); INSERTS],
+            msg_type: if ack { 5 } else { 2 },
+            kind,
+            dns: dns_list(&bytes),
+            limited: false,
+            yiaddr: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
+            bytes,
+        };
+        // Does the builder echo option 97, and where does it go?
+        req.machine_id = Some(vec![0; 17]);
+        let with97 = self.decide(inv, req, server_ip);
+        req.machine_id = None;
+        if with97.as_deref() != Some(c.bytes.as_slice()) {
+            let at = insertion_point(&c.bytes, 97);
+            c.inserts[0] = Insert { what: insert::ECHO_97, _pad: 0, off: at as u16 };
+        }
+        // Did it drop options to fit 548 bytes?
+        req.max_message_size = Some(1500);
+        c.limited = self.decide(inv, req, server_ip).as_deref() != Some(c.bytes.as_slice());
+        req.max_message_size = None;
+        self.check(inv, req, server_ip, &c, host)?;
+        Ok(Some(c))
+    }
+
+    /// The NAK, with the requested address's text cut out of option 56.
+    fn compile_nak(
+        &self,
+        inv: &Inventory,
+        req: &Request,
+        server_ip: Ipv4Addr,
+        host: &str,
+    ) -> Result<Option<Compiled>, CompileError> {
+        let Some(mut bytes) = self.decide(inv, req, server_ip) else {
+            return Ok(None);
+        };
+        let mismatch = |what: &str| CompileError::Mismatch {
+            host: host.to_string(),
+            mac: req.mac,
+            what: what.to_string(),
+        };
+        let text = req.requested_ip.expect("set by compile_host").to_string();
+        let (off, len) = find_option(&bytes, 56).ok_or_else(|| mismatch("NAK without option 56"))?;
+        if !bytes[off..off + len].starts_with(text.as_bytes()) || len + 15 - text.len() > 255 {
+            return Err(mismatch("NAK message does not start with the requested address"));
+        }
+        bytes.drain(off..off + text.len());
+        bytes[off - 1] -= text.len() as u8;
+        let c = Compiled {
+            bytes,
+            stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | stamp::BCAST_IF_RELAYED,
+            inserts: [Insert { what: insert::REQUESTED_IP_TEXT, _pad: 0, off: off as u16 }, Insert::default()],
+            msg_type: 6,
+            kind: 0xff,
+            dns: None,
+            limited: false,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+        };
+        self.check(inv, req, server_ip, &c, host)?;
+        Ok(Some(c))
+    }
+
+    /// Replays `c` for a probe with every per-request field set and compares it with
+    /// what the builder says for that probe.
+    fn check(&self, inv: &Inventory, base: &Request, server_ip: Ipv4Addr, c: &Compiled, host: &str) -> Result<(), CompileError> {
+        for probe in probes(base, c.msg_type) {
+            let want = self.decide(inv, &probe.request, server_ip);
+            let got = emulate(c, &probe);
+            // The program passing up is always safe; answering must match exactly.
+            if got.is_some() && got != want {
+                return Err(CompileError::Mismatch {
+                    host: host.to_string(),
+                    mac: base.mac,
+                    what: format!("message type {} for {}", c.msg_type, probe.name),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request a template is compiled for: DISCOVER, or REQUEST in SELECTING state.
+fn canonical(mac: Mac, kind: ClientKind, slot: usize, ip: Ipv4Addr, server_ip: Ipv4Addr) -> Request {
+    if slot == MSG_OFFER {
+        return Request::new(MessageType::Discover, mac, kind);
+    }
+    let mut r = Request::new(MessageType::Request, mac, kind);
+    r.requested_ip = Some(ip);
+    r.server_id = Some(server_ip);
+    r
+}
+
+/// Variants of `base` with the per-request fields set, for the self-check.
+fn probes(base: &Request, msg_type: u8) -> Vec<Probe> {
+    let mut a = base.clone();
+    a.xid = 0x1234_5678;
+    a.flags = 0x8000;
+    a.hops = 1;
+    if msg_type == 5 {
+        a.ciaddr = base.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    }
+    a.machine_id = Some((0..17).collect());
+    let mut b = base.clone();
+    b.xid = 0xcafe_f00d;
+    b.giaddr = Ipv4Addr::new(10, 11, 12, 13);
+    b.machine_id = Some(vec![0xab; 5]);
+    if msg_type == 6 {
+        a.requested_ip = Some(Ipv4Addr::new(192, 168, 100, 200));
+        b.requested_ip = Some(Ipv4Addr::new(10, 1, 2, 3));
+    }
+    vec![Probe::new("probe A (broadcast, 97, ciaddr)", a), Probe::new("probe B (relayed)", b)]
+}
+
+/// (data offset, length) of the first option `code` in a DHCP message.
+pub fn find_option(msg: &[u8], code: u8) -> Option<(usize, usize)> {
+    let mut i = 240;
+    while i < msg.len() {
+        match msg[i] {
+            0 => i += 1,
+            255 => return None,
+            c => {
+                let len = *msg.get(i + 1)? as usize;
+                if c == code {
+                    return Some((i + 2, len));
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    None
+}
+
+/// Where dhcproto would put option `code`: options are sorted by code, except 82
+/// which goes last, before END.
+pub fn insertion_point(msg: &[u8], code: u8) -> usize {
+    let mut i = 240;
+    while i < msg.len() {
+        match msg[i] {
+            0 => i += 1,
+            c if c == 255 || c == 82 || c > code => return i,
+            _ => i += 2 + msg.get(i + 1).copied().unwrap_or(0) as usize,
+        }
+    }
+    msg.len()
+}
+
+/// Option 6's list, when the program can rotate it (2 to 8 servers).
+fn dns_list(msg: &[u8]) -> Option<(u16, u8)> {
+    let (off, len) = find_option(msg, 6)?;
+    let n = len / 4;
+    (len % 4 == 0 && (2..=boot_common::DNS_MAX).contains(&n)).then_some((off as u16, n as u8))
+}

@@ -1,0 +1,610 @@
+//! BMC power control against real peers on loopback: OpenIPMI's ipmi_sim (checked against
+//! ipmitool for the same simulator), ipmitool against xboot's in-memory BMC (cipher suite
+//! 17, which ipmi_sim lacks), and sushy-tools' Redfish emulator with its fake driver.
+//!
+//! Each simulator gets its own loopback address 127.X.Y.Z, port 623 (X from our pid, so
+//! parallel test binaries do not meet). Every process a test starts is killed by pid
+//! when its guard drops (ipmi_sim's power-on children first).
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use xboot::bmc::fanout::{self, FanoutOpts, Reason, Summary};
+use xboot::bmc::ipmi::responder::{self, Responder};
+use xboot::bmc::ipmi::{rmcp, CipherSuite, Timing};
+use xboot::bmc::{Action, BootMode, Protocol, Target};
+use xboot::config::{BmcConfig, Config};
+
+const USER: &str = "admin";
+const PASS: &str = "secret";
+
+static NEXT_ADDR: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback address no other test (or test binary) uses.
+fn fresh_addr() -> Ipv4Addr {
+    let n = NEXT_ADDR.fetch_add(1, Ordering::Relaxed);
+    let base = 100 + (std::process::id() % 100) as u8;
+    Ipv4Addr::new(127, base, (n / 250) as u8, (n % 250 + 1) as u8)
+}
+
+/// How the simulated machine is powered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Power {
+    /// `startcmd`: power on runs `sleep`, power off kills it (reset is not supported).
+    Startcmd,
+    /// `chassis_control`: a script keeps power and boot device in files and logs every
+    /// call; ipmi_sim then supports every action and the boot flags.
+    Script,
+}
+
+/// One ipmi_sim process with its config in a temp dir.
+struct Sim {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sim {
+    fn start(power: Power) -> Sim {
+        let ip = fresh_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("state")).unwrap();
+        let machine = match power {
+            Power::Startcmd => "startcmd \"/bin/sleep 1000\"".to_string(),
+            Power::Script => {
+                let script = d.join("chassis.sh");
+                std::fs::write(&script, CHASSIS_SCRIPT).unwrap();
+                Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+                format!("chassis_control \"{}\"", script.display())
+            }
+        };
+        let conf = format!(
+            "name \"xb{ip}\"\nset_working_mc 0x20\n  startlan 1\n    addr {ip} 623\n    priv_limit admin\n\
+             \x20   allowed_auths_callback none md2 md5 straight\n    allowed_auths_user none md2 md5 straight\n\
+             \x20   allowed_auths_operator none md2 md5 straight\n    allowed_auths_admin none md2 md5 straight\n\
+             \x20   guid a123456789abcdefa123456789abcdef\n  endlan\n\
+             \x20 serial 15 {ip} 9623 codec VM ipmb 0x20\n  {machine}\n  startnow false\n\
+             \x20 poweroff_wait 1\n  kill_wait 1\n\
+             \x20 user 2 true \"{USER}\" \"{PASS}\" admin 10 none md2 md5 straight\n"
+        );
+        std::fs::write(d.join("lan.conf"), conf).unwrap();
+        std::fs::write(
+            d.join("bmc.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("sim.log")).unwrap();
+        let child = Command::new("ipmi_sim")
+            .args(["-c", "lan.conf", "-f", "bmc.emu", "-s", "state", "-n"])
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("ipmi_sim (Debian package openipmi, installed by xtask/scripts/setup.sh)");
+        let sim = Sim { addr: SocketAddr::new(ip.into(), 623), dir, child };
+        sim.wait_ready();
+        sim
+    }
+
+    /// Polls with Get Channel Authentication Capabilities until the simulator answers.
+    fn wait_ready(&self) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let probe = rmcp::encode_v15(&rmcp::encode_request(0x06, 0x38, 0, &[0x8e, 0x04]));
+        let mut buf = [0u8; 512];
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            let _ = s.send_to(&probe, self.addr);
+            if s.recv_from(&mut buf).is_ok() {
+                return;
+            }
+        }
+        panic!("ipmi_sim on {} did not come up: {}", self.addr, self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sim.log")).unwrap_or_default()
+    }
+
+    /// Lines the chassis script logged (Script power only).
+    fn script_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default()
+    }
+
+    /// The powered-on stand-in machine (startcmd child), if any.
+    fn machine_pid(&self) -> Option<u32> {
+        children(self.child.id()).first().copied()
+    }
+
+    fn target(&self, name: &str) -> Target {
+        target(name, self.addr, Protocol::Ipmi, PASS)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        for pid in children(self.child.id()) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The chassis_control program: `PROG get power|boot`, `PROG set NAME VALUE ...`.
+const CHASSIS_SCRIPT: &str = r#"#!/bin/sh
+D=$(dirname "$0")
+echo "$*" >> "$D/calls.log"
+op=$1; shift
+case $op in
+get) for p in "$@"; do case $p in
+       power) echo "power:$(cat "$D/power" 2>/dev/null || echo 0)";;
+       boot) echo "boot:$(cat "$D/boot" 2>/dev/null || echo default)";;
+     esac; done;;
+set) while [ $# -gt 1 ]; do case $1 in
+       power) echo "$2" > "$D/power";;
+       boot) echo "$2" > "$D/boot";;
+     esac; shift 2; done;;
+*) exit 1;;
+esac
+"#;
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn target(name: &str, addr: SocketAddr, protocol: Protocol, password: &str) -> Target {
+    Target { name: name.into(), addr, fqdn: None, protocol, user: USER.into(), password: password.into() }
+}
+
+fn opts() -> FanoutOpts {
+    let mut o = FanoutOpts::from_config(&BmcConfig::default());
+    o.timing = Timing { timeout: Duration::from_millis(500), retries: 2 };
+    o
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn xboot(rt: &tokio::runtime::Runtime, targets: Vec<Target>, action: Action, o: FanoutOpts) -> Summary {
+    rt.block_on(fanout::run(targets, action, o, |_| {}))
+}
+
+/// (success, stdout + stderr) of `ipmitool -I lanplus -C 3 ... ARGS`.
+fn ipmitool(addr: SocketAddr, args: &str) -> (bool, String) {
+    let out = Command::new("ipmitool")
+        .args(["-I", "lanplus", "-C", "3", "-N", "1", "-R", "2", "-H", &addr.ip().to_string()])
+        .args(["-p", &addr.port().to_string(), "-U", USER, "-P", PASS])
+        .args(args.split_whitespace())
+        .output()
+        .expect("ipmitool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The power state ipmitool reports: "on" or "off".
+fn ipmitool_power(addr: SocketAddr) -> String {
+    let (ok, out) = ipmitool(addr, "chassis power status");
+    assert!(ok, "ipmitool power status: {out}");
+    out.trim().rsplit(' ').next().unwrap().to_string()
+}
+
+/// Polls xboot's status until it reports `want` (ipmi_sim acts on its ~1 s tick), then
+/// checks that ipmitool reports the same for the same simulator.
+fn settle_and_agree(rt: &tokio::runtime::Runtime, sim: &Sim, want: &str) {
+    let until = Instant::now() + Duration::from_secs(6);
+    loop {
+        let s = xboot(rt, vec![sim.target("n")], Action::Status, opts());
+        assert_eq!(s.results[0].reason, Reason::Ok, "{:?}", s.results[0]);
+        let got = s.results[0].power.unwrap();
+        if got == want {
+            assert_eq!(ipmitool_power(sim.addr), want, "ipmitool disagrees with xboot");
+            return;
+        }
+        assert!(Instant::now() < until, "power never became {want} (xboot says {got})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ipmi_sim_power_actions_agree_with_ipmitool() {
+    let rt = rt();
+    let sim = Sim::start(Power::Startcmd);
+    let t = || vec![sim.target("n")];
+    settle_and_agree(&rt, &sim, "off");
+
+    assert_eq!(xboot(&rt, t(), Action::On, opts()).ok, 1);
+    settle_and_agree(&rt, &sim, "on");
+    let first_machine = sim.machine_pid().expect("power on started the machine");
+
+    // cycle: the machine process is replaced by a new one
+    assert_eq!(xboot(&rt, t(), Action::Cycle, opts()).ok, 1);
+    let until = Instant::now() + Duration::from_secs(6);
+    while sim.machine_pid().is_none_or(|p| p == first_machine) {
+        assert!(Instant::now() < until, "power cycle did not restart the machine");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    settle_and_agree(&rt, &sim, "on");
+
+    assert_eq!(xboot(&rt, t(), Action::Off, opts()).ok, 1);
+    settle_and_agree(&rt, &sim, "off");
+
+    // the other way round: ipmitool acts, xboot observes
+    assert!(ipmitool(sim.addr, "chassis power on").0);
+    settle_and_agree(&rt, &sim, "on");
+
+    // hard reset and soft off: ipmi_sim with startcmd refuses or accepts them exactly as
+    // it does for ipmitool
+    for (action, cmd) in [(Action::Reset, "chassis power reset"), (Action::Soft, "chassis power soft")] {
+        let s = xboot(&rt, t(), action, opts());
+        let (tool_ok, tool_out) = ipmitool(sim.addr, cmd);
+        assert_eq!(s.ok == 1, tool_ok, "{action:?}: xboot {:?} vs ipmitool {tool_out}", s.results[0]);
+        if !tool_ok {
+            assert!(tool_out.contains("Invalid data field"), "{tool_out}");
+            assert!(s.results[0].message.contains("invalid data field in request"), "{:?}", s.results[0]);
+        }
+    }
+}
+
+#[test]
+fn ipmi_sim_every_action_and_one_time_pxe() {
+    let rt = rt();
+    let sim = Sim::start(Power::Script);
+    let t = || vec![sim.target("n")];
+    // (action, what the chassis script is asked to do, power afterwards)
+    let steps = [
+        (Action::On, "set power 1", "on"),
+        (Action::Reset, "set reset 1", "on"),
+        (Action::Soft, "set shutdown 1", "on"),
+        (Action::Off, "set power 0", "off"),
+        (Action::Cycle, "set power 0", "on"),
+    ];
+    for (action, call, power) in steps {
+        let before = sim.script_log().lines().count();
+        let s = xboot(&rt, t(), action, opts());
+        assert_eq!(s.ok, 1, "{action:?}: {:?}", s.results[0]);
+        let log = sim.script_log();
+        assert!(log.lines().skip(before).any(|l| l == call), "{action:?}: script calls {log}");
+        settle_and_agree(&rt, &sim, power);
+    }
+
+    // one-time PXE before a cycle, as the simulator and ipmitool see it
+    let mut o = opts();
+    o.boot = Some(BootMode::Legacy);
+    let s = xboot(&rt, t(), Action::Cycle, o);
+    assert_eq!(s.ok, 1, "{:?}", s.results[0]);
+    assert!(sim.script_log().lines().any(|l| l == "set boot pxe"), "{}", sim.script_log());
+    let (ok, out) = ipmitool(sim.addr, "chassis bootparam get 5");
+    assert!(ok && out.contains("Boot Device Selector : Force PXE"), "{out}");
+}
+
+#[test]
+fn ipmi_sim_wrong_credentials_are_auth_errors() {
+    let rt = rt();
+    let sim = Sim::start(Power::Startcmd);
+    let s = xboot(&rt, vec![target("n", sim.addr, Protocol::Ipmi, "wrong")], Action::Status, opts());
+    assert_eq!(s.results[0].reason, Reason::Auth);
+    assert!(s.results[0].message.contains("wrong password for user \"admin\""), "{:?}", s.results[0]);
+    let mut t = sim.target("n");
+    t.user = "nobody".into();
+    let s = xboot(&rt, vec![t], Action::Status, opts());
+    assert_eq!(s.results[0].reason, Reason::Auth);
+    assert!(s.results[0].message.contains("unauthorized name"), "{:?}", s.results[0]);
+    assert_eq!(xboot(&rt, vec![sim.target("n")], Action::Status, opts()).ok, 1, "the BMC still works");
+}
+
+#[test]
+fn ipmi_dead_bmc_times_out_in_bound_and_closed_port_is_refused() {
+    let rt = rt();
+    // a socket that reads nothing: datagrams vanish, as with a dead BMC
+    let hole = UdpSocket::bind(SocketAddr::new(fresh_addr().into(), 623)).unwrap();
+    let closed = SocketAddr::new(fresh_addr().into(), 623);
+    let mut o = opts();
+    o.timing = Timing { timeout: Duration::from_millis(200), retries: 2 };
+    let bound = o.timing.dead_bmc_bound();
+    let targets = vec![target("dead", hole.local_addr().unwrap(), Protocol::Ipmi, PASS), target("closed", closed, Protocol::Ipmi, PASS)];
+    let start = Instant::now();
+    let s = xboot(&rt, targets, Action::Cycle, o);
+    let took = start.elapsed();
+    assert_eq!(s.results[0].reason, Reason::Timeout, "{:?}", s.results[0]);
+    assert!(s.results[0].message.contains("Get Channel Authentication Capabilities after 3 attempts"));
+    assert!(took >= bound && took < bound + Duration::from_millis(300), "took {took:?}, bound {bound:?}");
+    assert_eq!(s.results[1].reason, Reason::Refused, "{:?}", s.results[1]);
+    assert!(s.results[1].elapsed_ms < 100, "refused at once, not after the timeout");
+}
+
+#[test]
+fn ipmi_sim_cipher_suites() {
+    let rt = rt();
+    let sim = Sim::start(Power::Startcmd);
+    let with = |suites: Vec<CipherSuite>| {
+        let mut o = opts();
+        o.suites = suites;
+        xboot(&rt, vec![sim.target("n")], Action::Status, o).results.remove(0)
+    };
+    assert_eq!(with(vec![CipherSuite::Suite3]).reason, Reason::Ok);
+    // ipmi_sim (OpenIPMI 2.0.33) has no HMAC-SHA256: it refuses suite 17, for ipmitool too
+    let r17 = with(vec![CipherSuite::Suite17]);
+    assert_eq!(r17.reason, Reason::Other);
+    assert!(r17.message.contains("invalid authentication algorithm"), "{r17:?}");
+    let (ok, out) = ipmitool_c(sim.addr, "17", "chassis power status");
+    assert!(!ok && out.contains("invalid authentication algorithm"), "{out}");
+    // default: 17 first, then 3, at the cost of one round trip
+    let auto = with(vec![CipherSuite::Suite17, CipherSuite::Suite3]);
+    assert_eq!(auto.reason, Reason::Ok, "{auto:?}");
+    assert!(auto.elapsed_ms < 500, "fallback without waiting for a timeout: {auto:?}");
+}
+
+fn ipmitool_c(addr: SocketAddr, suite: &str, args: &str) -> (bool, String) {
+    let out = Command::new("ipmitool")
+        .args(["-I", "lanplus", "-C", suite, "-N", "1", "-R", "1", "-H", &addr.ip().to_string()])
+        .args(["-p", &addr.port().to_string(), "-U", USER, "-P", PASS])
+        .args(args.split_whitespace())
+        .output()
+        .expect("ipmitool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// ipmitool (an independent RMCP+ implementation) talks to xboot's in-memory BMC with
+/// cipher suites 17 and 3: this checks our SHA-256 key exchange, integrity and AES from
+/// the other side, since ipmi_sim cannot.
+#[test]
+fn ipmitool_suites_17_and_3_against_in_memory_bmc() {
+    let rt = rt();
+    let addr = SocketAddr::new(fresh_addr().into(), 623);
+    let bmc = Arc::new(Mutex::new(Responder::new(USER, PASS, 42)));
+    let sock = rt.block_on(tokio::net::UdpSocket::bind(addr)).unwrap();
+    let task = rt.spawn(responder::serve(sock, bmc.clone()));
+    for suite in ["17", "3"] {
+        let (ok, out) = ipmitool_c(addr, suite, "chassis power on");
+        assert!(ok, "suite {suite}: {out}");
+        assert!(bmc.lock().unwrap().chassis.power_on);
+        let (ok, out) = ipmitool_c(addr, suite, "chassis power status");
+        assert!(ok && out.contains("Chassis Power is on"), "suite {suite}: {out}");
+        let (ok, out) = ipmitool_c(addr, suite, "chassis power off");
+        assert!(ok, "suite {suite}: {out}");
+        assert!(!bmc.lock().unwrap().chassis.power_on);
+    }
+    assert_eq!(bmc.lock().unwrap().session_count(), 0, "ipmitool closed every session");
+    // ipmitool's boot flags are the bytes xboot sends for a one-time PXE boot
+    for (opt, efi) in [("", false), ("options=efiboot", true)] {
+        let (ok, out) = ipmitool_c(addr, "17", &format!("chassis bootdev pxe {opt}"));
+        assert!(ok, "{out}");
+        let want = xboot::bmc::ipmi::commands::boot_flags_pxe(efi);
+        assert_eq!(bmc.lock().unwrap().chassis.boot_flags, want[1..], "bootdev pxe {opt}");
+    }
+    // and xboot with suite 17 against the same BMC, to PXE in EFI mode
+    let mut o = opts();
+    o.suites = vec![CipherSuite::Suite17];
+    o.boot = Some(BootMode::Efi);
+    let s = xboot(&rt, vec![target("n", addr, Protocol::Ipmi, PASS)], Action::Cycle, o);
+    assert_eq!(s.ok, 1, "{:?}", s.results);
+    let (ok, out) = ipmitool_c(addr, "17", "chassis bootparam get 5");
+    assert!(ok && out.contains("Force PXE") && out.contains("BIOS EFI boot"), "{out}");
+    task.abort();
+}
+
+#[test]
+fn ipmi_sim_fifty_bmcs_power_cycle_through_the_cli() {
+    let n = 50;
+    let sims: Vec<Sim> = (0..n).map(|_| Sim::start(Power::Startcmd)).collect();
+    let hosts: Vec<serde_json::Value> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"name": format!("cn{i:03}"), "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]}))
+        .collect();
+    let hosts: Vec<xboot::inventory::Host> = serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
+    let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
+    let mut cfg = Config::default();
+    cfg.bmc.user = USER.into();
+    cfg.bmc.password = PASS.into();
+    let names: Vec<String> = (0..n).map(|i| format!("cn{i:03}")).collect();
+    let run = |action: &str| {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            bmc: Top,
+        }
+        #[derive(clap::Subcommand)]
+        enum Top {
+            Bmc(xboot::bmc::cli::BmcArgs),
+        }
+        let argv = ["xboot", "bmc", "power", action, &names.join(","), "--json"];
+        let Top::Bmc(args) = Cli::parse_from(argv).bmc;
+        xboot::bmc::cli::run(&args, &cfg, &inv).unwrap()
+    };
+    assert_eq!(run("on"), 0);
+    let until = Instant::now() + Duration::from_secs(10);
+    while sims.iter().any(|s| s.machine_pid().is_none()) {
+        assert!(Instant::now() < until, "not every machine powered on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before: Vec<u32> = sims.iter().map(|s| s.machine_pid().unwrap()).collect();
+    assert_eq!(run("cycle"), 0, "one power cycle over 50 BMCs succeeds for all");
+    let until = Instant::now() + Duration::from_secs(10);
+    while sims.iter().zip(&before).any(|(s, b)| s.machine_pid().is_none_or(|p| p == *b)) {
+        assert!(Instant::now() < until, "not every machine was power-cycled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ipmitool_power(sims[n - 1].addr), "on");
+}
+
+// ---------------------------------------------------------------- Redfish (sushy-tools)
+
+/// sushy-emulator with the fake driver on a loopback port, basic auth from an htpasswd,
+/// its state (the fake machine) in our temp dir.
+struct Sushy {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Sushy {
+    fn start(tls: bool) -> Sushy {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let hash = Command::new("python3")
+            .args(["-c", &format!("import bcrypt; print(bcrypt.hashpw(b'{PASS}', bcrypt.gensalt(4)).decode())")])
+            .output()
+            .expect("python3 with bcrypt (installed with sushy-tools)");
+        std::fs::write(d.join("htpasswd"), format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout))).unwrap();
+        let mut conf = format!(
+            "SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_AUTH_FILE = '{}'\n\
+             SUSHY_EMULATOR_STATE_DIR = '{}'\n",
+            d.join("htpasswd").display(),
+            d.display()
+        );
+        if tls {
+            let ok = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=bmc.test"])
+                .args(["-keyout", "key.pem", "-out", "cert.pem"])
+                .current_dir(d)
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            conf += &format!("SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n", d.join("cert.pem").display(), d.join("key.pem").display());
+        }
+        std::fs::write(d.join("sushy.conf"), conf).unwrap();
+        let port = free_tcp_port();
+        let log = std::fs::File::create(d.join("sushy.log")).unwrap();
+        let child = Command::new(sushy_emulator())
+            .args(["--config", "sushy.conf", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sushy-emulator (pip sushy-tools, installed by xtask/scripts/setup-bmc.sh)");
+        let scheme = if tls { "https" } else { "http" };
+        let s = Sushy { child, base: format!("{scheme}://127.0.0.1:{port}"), _dir: dir };
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "sushy-emulator did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.base.rsplit('/').next().unwrap().parse().unwrap()
+    }
+
+    /// The emulated system, read with curl (an independent client).
+    fn system(&self) -> serde_json::Value {
+        let get = |path: &str| {
+            let out = Command::new("curl")
+                .args(["-sk", "-u", &format!("{USER}:{PASS}"), &format!("{}{path}", self.base)])
+                .output()
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let members = get("/redfish/v1/Systems");
+        get(members["Members"][0]["@odata.id"].as_str().unwrap())
+    }
+}
+
+impl Drop for Sushy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sushy_emulator() -> PathBuf {
+    let which = Command::new("sh").args(["-c", "command -v sushy-emulator"]).output().unwrap();
+    let path = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    assert!(!path.is_empty(), "sushy-emulator not found: run xtask/scripts/setup-bmc.sh");
+    Path::new(&path).to_path_buf()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Sushy {
+    /// Waits for the emulated power state (the fake driver applies a change 1-11 s after
+    /// the request, like slow hardware), then checks xboot reads the same.
+    fn wait_power(&self, rt: &tokio::runtime::Runtime, t: &Target, want: &str) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.system()["PowerState"] != want {
+            assert!(Instant::now() < until, "Redfish PowerState never became {want}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let s = xboot(rt, vec![t.clone()], Action::Status, opts());
+        assert_eq!(s.results[0].power, Some(if want == "On" { "on" } else { "off" }), "{:?}", s.results[0]);
+    }
+}
+
+#[test]
+fn redfish_actions_against_sushy_emulator() {
+    let rt = rt();
+    let sushy = Sushy::start(false);
+    let t = target("rf", sushy.addr(), Protocol::RedfishHttp, PASS);
+    let run = |action, boot| {
+        let mut o = opts();
+        o.boot = boot;
+        let s = xboot(&rt, vec![t.clone()], action, o);
+        assert_eq!(s.ok, 1, "{action:?}: {:?}", s.results[0]);
+    };
+
+    let s = xboot(&rt, vec![t.clone()], Action::Status, opts());
+    assert_eq!((s.results[0].reason, s.results[0].power), (Reason::Ok, Some("off")), "{:?}", s.results[0]);
+    run(Action::On, None);
+    sushy.wait_power(&rt, &t, "On");
+    run(Action::Soft, None);
+    sushy.wait_power(&rt, &t, "Off");
+    // cycle: the emulator has no PowerCycle, so xboot picks ForceRestart from the
+    // system's allowable values; the one-time PXE override is set before it
+    // (the emulator starts in UEFI mode and always reports BootSourceOverrideEnabled
+    // "Continuous", whatever was sent: the "Once" body is checked by a unit test)
+    run(Action::Cycle, Some(BootMode::Legacy));
+    let boot = &sushy.system()["Boot"];
+    assert_eq!(boot["BootSourceOverrideTarget"], "Pxe");
+    assert_eq!(boot["BootSourceOverrideMode"], "Legacy");
+    sushy.wait_power(&rt, &t, "On");
+    run(Action::Off, None);
+    sushy.wait_power(&rt, &t, "Off");
+    run(Action::Reset, None);
+
+    let mut bad = t.clone();
+    bad.password = "wrong".into();
+    let s = xboot(&rt, vec![bad], Action::Status, opts());
+    assert_eq!(s.results[0].reason, Reason::Auth, "{:?}", s.results[0]);
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let s = xboot(&rt, vec![target("gone", closed, Protocol::RedfishHttp, PASS)], Action::Status, opts());
+    assert_eq!(s.results[0].reason, Reason::Refused, "{:?}", s.results[0]);
+}
+
+#[test]
+fn redfish_tls_needs_explicit_insecure_for_self_signed() {
+    let rt = rt();
+    let sushy = Sushy::start(true);
+    let t = vec![target("rf", sushy.addr(), Protocol::Redfish, PASS)];
+    let s = xboot(&rt, t.clone(), Action::Status, opts());
+    assert_eq!(s.results[0].reason, Reason::Other, "{:?}", s.results[0]);
+    assert!(s.results[0].message.contains("TLS"), "{:?}", s.results[0]);
+    let mut o = opts();
+    o.redfish.insecure = true;
+    let s = xboot(&rt, t.clone(), Action::On, o.clone());
+    assert_eq!(s.ok, 1, "{:?}", s.results[0]);
+    let until = Instant::now() + Duration::from_secs(20);
+    while sushy.system()["PowerState"] != "On" {
+        assert!(Instant::now() < until, "Redfish PowerState never became On");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = xboot(&rt, t, Action::Status, o);
+    assert_eq!(s.results[0].power, Some("on"), "{:?}", s.results[0]);
+}

@@ -1,0 +1,412 @@
+//! `cargo xtask bench bmc`: wall time to query and to power-cycle N BMCs, N up to 1,000,
+//! for xboot vs FreeIPMI's `ipmipower` (one call for all hosts, one event loop) vs
+//! `ipmitool` (one process per BMC, all at once), against N OpenIPMI `ipmi_sim`
+//! simulators on loopback (127.201.X.Y:623, ~6 MiB each), in one run.
+//!
+//! Every timed run must succeed for every BMC (checked from each tool's output), or it is
+//! reported as failed. Results: `OUT/bmc.json` (every run) and `OUT/bmc.md` (medians).
+//! Needs root (port 623) and the Debian packages openipmi, ipmitool, freeipmi-tools.
+use std::fmt::Write as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+const USER: &str = "admin";
+const PASS: &str = "secret";
+/// Get Channel Authentication Capabilities (IPMI v1.5, no session): the readiness probe.
+const PROBE: [u8; 23] = [
+    0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81, 0x00, 0x38, 0x8e, 0x04, 0xb5,
+];
+
+#[derive(clap::Parser, Debug, Clone)]
+pub struct Args {
+    /// BMC counts to measure (each uses the first N simulators).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500,1000")]
+    pub sizes: Vec<usize>,
+    /// Timed runs per (count, operation, tool); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Leave ipmitool (one process per BMC) out above this many BMCs.
+    #[arg(long, default_value_t = 1000)]
+    pub ipmitool_max: usize,
+    /// Command that runs xboot's `bmc` CLI with `--config` and `--hosts` (default: the
+    /// release build of boot-user's xboot-bmc example, built first).
+    #[arg(long)]
+    pub xboot: Option<String>,
+    #[arg(long, default_value = "target/bench/bmc")]
+    pub out: PathBuf,
+}
+
+/// One simulator process.
+struct Sim {
+    addr: SocketAddr,
+    child: Child,
+}
+
+/// All simulators; killed on drop (their power-on children first), by pid.
+struct Fleet {
+    sims: Vec<Sim>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for s in &self.sims {
+            for pid in children(s.child.id()) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        for s in &mut self.sims {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn sim_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 201, (i / 250) as u8, (i % 250 + 1) as u8], 623))
+}
+
+fn start_fleet(n: usize, dir: &Path) -> anyhow::Result<Fleet> {
+    let mut fleet = Fleet { sims: Vec::with_capacity(n) };
+    for i in 0..n {
+        let addr = sim_addr(i);
+        let d = dir.join(format!("sim{i:04}"));
+        std::fs::create_dir_all(d.join("state"))?;
+        let ip = addr.ip();
+        std::fs::write(
+            d.join("lan.conf"),
+            format!(
+                "name \"b{i}\"\nset_working_mc 0x20\n  startlan 1\n    addr {ip} 623\n    priv_limit admin\n\
+                 \x20   allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n\
+                 \x20 serial 15 {ip} 9623 codec VM ipmb 0x20\n  startcmd \"/bin/sleep 100000\"\n  startnow false\n\
+                 \x20 poweroff_wait 1\n  kill_wait 1\n  user 2 true \"{USER}\" \"{PASS}\" admin 10 none md2 md5 straight\n"
+            ),
+        )?;
+        std::fs::write(
+            d.join("bmc.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
+        )?;
+        let child = Command::new("ipmi_sim")
+            .args(["-c", "lan.conf", "-f", "bmc.emu", "-s", "state", "-n"])
+            .current_dir(&d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting ipmi_sim (Debian package openipmi)")?;
+        fleet.sims.push(Sim { addr, child });
+    }
+    wait_ready(&fleet)?;
+    Ok(fleet)
+}
+
+/// Probes every simulator until all answer (60 s at most).
+fn wait_ready(fleet: &Fleet) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut pending: std::collections::HashSet<SocketAddr> = fleet.sims.iter().map(|s| s.addr).collect();
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 256];
+    while !pending.is_empty() {
+        if Instant::now() > until {
+            bail!("{} of {} ipmi_sim never answered", pending.len(), fleet.sims.len());
+        }
+        for a in &pending {
+            let _ = sock.send_to(&PROBE, a);
+        }
+        let end = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < end {
+            if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                pending.remove(&from);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Clone)]
+struct Measure {
+    n: usize,
+    op: &'static str,
+    tool: &'static str,
+    /// Wall time of each run, ms.
+    runs_ms: Vec<f64>,
+    median_ms: f64,
+    /// Runs in which some BMC failed, with the first failure's text.
+    failures: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Xboot,
+    XbootSuite3,
+    Ipmipower,
+    Ipmitool,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Xboot => "xboot",
+            Tool::XbootSuite3 => "xboot --cipher 3",
+            Tool::Ipmipower => "ipmipower",
+            Tool::Ipmitool => "ipmitool x N",
+        }
+    }
+}
+
+struct Ctx {
+    xboot: String,
+    dir: PathBuf,
+}
+
+/// One timed run: Ok(wall ms) if every BMC succeeded, Err(text) otherwise.
+fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<f64, String>> {
+    let names: Vec<String> = (0..n).map(|i| format!("b{i:04}")).collect();
+    let hosts: Vec<String> = (0..n).map(|i| sim_addr(i).ip().to_string()).collect();
+    let start = Instant::now();
+    let verdict = match tool {
+        Tool::Xboot | Tool::XbootSuite3 => {
+            let mut cmd = format!(
+                "{} --config {} --hosts {} bmc power {op} {} --json",
+                ctx.xboot,
+                ctx.dir.join("xboot.toml").display(),
+                ctx.dir.join("hosts.json").display(),
+                names.join(",")
+            );
+            if tool == Tool::XbootSuite3 {
+                cmd += " --cipher 3";
+            }
+            let out = Command::new("sh").args(["-c", &cmd]).stderr(Stdio::inherit()).output()?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            match v["ok"].as_u64() {
+                Some(ok) if ok as usize == n && out.status.success() => Ok(ms),
+                _ => Err(first_failure(&v).unwrap_or_else(|| String::from_utf8_lossy(&out.stdout).chars().take(300).collect())),
+            }
+        }
+        Tool::Ipmipower => {
+            let flag = if op == "status" { "--stat" } else { "--cycle" };
+            let out = Command::new("ipmipower")
+                .args(["-D", "LAN_2_0", "-W", "opensesspriv", "-u", USER, "-p", PASS, "-h", &hosts.join(","), flag])
+                .output()?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let want = if op == "status" { [": on", ": off"] } else { [": ok", ": ok"] };
+            let good = text.lines().filter(|l| want.iter().any(|w| l.ends_with(w))).count();
+            if good == n {
+                Ok(ms)
+            } else {
+                Err(format!("{good}/{n} ok; {}", text.lines().find(|l| !want.iter().any(|w| l.ends_with(w))).unwrap_or("")))
+            }
+        }
+        Tool::Ipmitool => {
+            let verb = if op == "status" { "status" } else { "cycle" };
+            let children: Vec<Child> = hosts
+                .iter()
+                .map(|h| {
+                    Command::new("ipmitool")
+                        .args(["-I", "lanplus", "-C", "3", "-H", h, "-U", USER, "-P", PASS, "chassis", "power", verb])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                })
+                .collect::<Result<_, _>>()?;
+            let mut failed = 0;
+            for mut c in children {
+                if !c.wait()?.success() {
+                    failed += 1;
+                }
+            }
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            if failed == 0 {
+                Ok(ms)
+            } else {
+                Err(format!("{failed}/{n} ipmitool processes failed"))
+            }
+        }
+    };
+    Ok(verdict)
+}
+
+fn first_failure(v: &serde_json::Value) -> Option<String> {
+    let r = v["results"].as_array()?.iter().find(|r| r["reason"] != "ok")?;
+    Some(format!("{}/{} ok; {}: {} {}", v["ok"], v["total"], r["name"], r["reason"], r["message"]))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        f64::NAN
+    } else {
+        s[s.len() / 2]
+    }
+}
+
+fn mem_available_kib() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+fn build_xboot() -> anyhow::Result<String> {
+    let ok = Command::new("cargo")
+        .args(["build", "--release", "-q", "-p", "boot-user", "--example", "xboot-bmc"])
+        .status()
+        .context("cargo build")?;
+    if !ok.success() {
+        bail!("building the xboot-bmc example failed");
+    }
+    Ok(std::fs::canonicalize("target/release/examples/xboot-bmc")?.display().to_string())
+}
+
+fn write_inputs(dir: &Path, n: usize) -> anyhow::Result<()> {
+    let hosts: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"name": format!("b{i:04}"), "interfaces": [{"ip": sim_addr(i).ip().to_string(), "bmc": true}]}))
+        .collect();
+    std::fs::write(dir.join("hosts.json"), serde_json::to_vec(&hosts)?)?;
+    std::fs::write(
+        dir.join("xboot.toml"),
+        format!("[bmc]\nuser = \"{USER}\"\npassword = \"{PASS}\"\nconcurrency = 1024\ntimeout_ms = 1000\nretries = 3\n"),
+    )?;
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let max = args.sizes.iter().copied().max().context("no sizes")?;
+    if max > 62_500 {
+        bail!("at most 62500 BMCs (127.201.0.0/16)");
+    }
+    let need_kib = max as u64 * 8 * 1024 + (2 << 20);
+    if mem_available_kib() < need_kib {
+        bail!("{max} ipmi_sim need about {} MiB; only {} MiB available", need_kib >> 10, mem_available_kib() >> 10);
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let out = std::fs::canonicalize(&args.out)?;
+    let xboot = match &args.xboot {
+        Some(x) => x.clone(),
+        None => build_xboot()?,
+    };
+    let simdir = out.join("sims");
+    let _ = std::fs::remove_dir_all(&simdir);
+    write_inputs(&out, max)?;
+    eprintln!("bench bmc: starting {max} ipmi_sim on 127.201.0.0/16");
+    let t = Instant::now();
+    let fleet = start_fleet(max, &simdir)?;
+    let rss: u64 = fleet.sims.iter().map(|s| rss_kib(s.child.id())).sum();
+    eprintln!("bench bmc: {max} simulators up in {:.1} s, {} MiB RSS", t.elapsed().as_secs_f64(), rss >> 10);
+    let ctx = Ctx { xboot, dir: out.clone() };
+    let mut results = vec![];
+    let mut sizes = args.sizes.clone();
+    sizes.sort_unstable();
+    for &n in &sizes {
+        for op in ["status", "cycle"] {
+            for tool in [Tool::Xboot, Tool::XbootSuite3, Tool::Ipmipower, Tool::Ipmitool] {
+                if tool == Tool::Ipmitool && n > args.ipmitool_max {
+                    continue;
+                }
+                let m = measure(&ctx, tool, op, n, args.runs)?;
+                eprintln!("  n={n:5} {op:6} {:18} median {:9.1} ms  {:?}", tool.name(), m.median_ms, m.failures);
+                results.push(m);
+            }
+        }
+    }
+    let mut on = 0;
+    std::thread::sleep(Duration::from_millis(1500));
+    for s in &fleet.sims {
+        on += usize::from(!children(s.child.id()).is_empty());
+    }
+    drop(fleet);
+    let report = report(&results, max, rss, on, &sizes);
+    std::fs::write(out.join("bmc.md"), &report)?;
+    let json = serde_json::json!({"bmcs": max, "sim_rss_kib": rss, "cores": num_cpus(), "results": results});
+    std::fs::write(out.join("bmc.json"), serde_json::to_vec_pretty(&json)?)?;
+    println!("{report}");
+    eprintln!("bench bmc: wrote {} and {}", out.join("bmc.json").display(), out.join("bmc.md").display());
+    Ok(())
+}
+
+fn measure(ctx: &Ctx, tool: Tool, op: &'static str, n: usize, runs: usize) -> anyhow::Result<Measure> {
+    let mut runs_ms = vec![];
+    let mut failures = vec![];
+    // one untimed warm-up (page cache, ARP-free loopback, the simulators' first session)
+    let _ = run_once(ctx, tool, op, n)?;
+    for _ in 0..runs {
+        if op == "cycle" {
+            // ipmi_sim acts on a ~1 s tick and merges a cycle into a pending one; let the
+            // previous cycle and its process restarts finish first
+            std::thread::sleep(Duration::from_millis(1500 + n as u64));
+        }
+        match run_once(ctx, tool, op, n)? {
+            Ok(ms) => runs_ms.push(ms),
+            Err(e) => failures.push(e),
+        }
+    }
+    Ok(Measure { n, op, tool: tool.name(), median_ms: median(&runs_ms), runs_ms, failures })
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn report(results: &[Measure], max: usize, rss: u64, on: usize, sizes: &[usize]) -> String {
+    let tools = [Tool::Xboot, Tool::XbootSuite3, Tool::Ipmipower, Tool::Ipmitool];
+    let mut s = String::new();
+    let _ = writeln!(s, "# BMC fan-out benchmark\n");
+    let _ = writeln!(
+        s,
+        "{max} OpenIPMI ipmi_sim on loopback ({} MiB RSS in all), {} cores. Wall time of one call \
+         for all N BMCs, median of the timed runs; every run must succeed for all N.\n",
+        rss >> 10,
+        num_cpus()
+    );
+    let _ = writeln!(s, "| N | operation | {} | xboot / ipmipower |", tools.map(|t| t.name()).join(" | "));
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let mut verdicts = vec![];
+    for &n in sizes {
+        for op in ["status", "cycle"] {
+            let get = |t: Tool| results.iter().find(|m| m.n == n && m.op == op && m.tool == t.name());
+            let cell = |t: Tool| match get(t) {
+                None => "-".to_string(),
+                Some(m) if !m.failures.is_empty() => format!("{:.1} ms ({} failed)", m.median_ms, m.failures.len()),
+                Some(m) => format!("{:.1} ms", m.median_ms),
+            };
+            let ratio = match (get(Tool::Xboot), get(Tool::Ipmipower)) {
+                (Some(x), Some(p)) => {
+                    verdicts.push((n, op, x.median_ms <= p.median_ms, x.median_ms));
+                    format!("{:.2}", x.median_ms / p.median_ms)
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(s, "| {n} | {op} | {} | {ratio} |", tools.map(cell).join(" | "));
+        }
+    }
+    let _ = writeln!(s, "\nTargets:");
+    let all_faster = verdicts.iter().all(|v| v.2);
+    let _ = writeln!(s, "- xboot at least as fast as ipmipower at every N: {}", if all_faster { "yes" } else { "NO" });
+    for (_, op, _, ms) in verdicts.iter().filter(|v| v.0 == 1000) {
+        let _ = writeln!(s, "- 1,000 BMCs {op} under 5 s: {} ({ms:.0} ms)", if *ms < 5000.0 { "yes" } else { "NO" });
+    }
+    let _ = writeln!(s, "- after the last cycle, machines powered on: {on}/{max}");
+    s
+}
