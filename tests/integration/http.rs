@@ -384,7 +384,9 @@ async fn uefi_firmware_without_token() {
     let srv = start().await;
     let want = std::fs::read(Path::new("/usr/lib/ipxe/snponly.efi"))
         .expect("ipxe package installed (setup.sh)");
-    let url = srv.signer.http_firmware("snponly.efi");
+    let url = srv
+        .signer
+        .firmware_url("snponly.efi", "127.0.0.1".parse().unwrap());
     let c = curl(&[&url]).await;
     assert_eq!(c.code, 200);
     assert!(c.body == want, "snponly.efi differs");
