@@ -9,17 +9,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::config::DhcpMode;
-use crate::dhcp::BootUrls;
 use crate::events::EventLog;
 use crate::http::token::TokenKey;
 use crate::inventory::{self, Store};
-use crate::inventory::{Host, Mac};
 use crate::state::Shared;
 
 /// Everything loaded before any service starts.
@@ -145,10 +143,10 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             if mode == DhcpMode::Xdp {
                 tracing::warn!("dhcp.mode = \"xdp\": the XDP fast path is not built into this version; serving DHCP from userspace");
             }
-            let urls = Arc::new(SignedUrls {
-                cfg: config.provision.clone(),
-                key: key.clone(),
-            });
+            let urls = Arc::new(crate::http::urls::UrlSigner::from_config(
+                &config.provision,
+                key.clone(),
+            ));
             let service = Arc::new(crate::dhcp::Service::new(p.shared.clone(), urls)?);
             let listen = crate::dhcp::Listen::from_config(&config)?;
             let sockets =
@@ -213,26 +211,4 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
 /// the state dir (so a restart does not invalidate the URLs of nodes mid-boot).
 fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
     Ok(TokenKey::from_config(config)?)
-}
-
-/// Signed boot URLs for DHCP answers: the base URL follows the address the request came
-/// in on (or `provision.advertise_url`).
-struct SignedUrls {
-    cfg: crate::config::ProvisionConfig,
-    key: TokenKey,
-}
-
-impl SignedUrls {
-    fn signer(&self, server: Ipv4Addr) -> crate::http::urls::UrlSigner {
-        crate::http::urls::UrlSigner::from_config(&self.cfg, IpAddr::V4(server), self.key.clone())
-    }
-}
-
-impl BootUrls for SignedUrls {
-    fn ipxe_script(&self, host: &Host, mac: Mac, server: Ipv4Addr) -> String {
-        self.signer(server).ipxe_script(&host.name, mac)
-    }
-    fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String {
-        self.signer(server).http_firmware(file)
-    }
 }

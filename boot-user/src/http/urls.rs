@@ -1,9 +1,9 @@
 //! Boot URL building: the one place that knows the URL layout the router serves.
 //!
 //! [`Endpoints`] are the URLs of one boot (one token); [`UrlSigner`] mints tokens and
-//! builds the URLs handed out by DHCP (the iPXE script, firmware for UEFI HTTP boot)
-//! and printed by `xboot host show NAME --boot`.
-use std::net::{IpAddr, SocketAddr};
+//! builds the URLs handed out by DHCP (the iPXE script, firmware for UEFI HTTP boot;
+//! it implements [`crate::dhcp::BootUrls`]) and printed by `xboot host show NAME --boot`.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::token::{now_secs, Claims, TokenKey};
@@ -74,54 +74,75 @@ impl Endpoints {
 /// The base URL nodes reach the HTTP service at: `provision.advertise_url` when set,
 /// else `http://{server_ip}:{port of provision.listen}` (the port left out when 80).
 pub fn base_url(cfg: &ProvisionConfig, server_ip: IpAddr) -> String {
-    if let Some(url) = cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
-        return url.trim_end_matches('/').to_string();
-    }
-    let port = cfg
-        .listen
-        .parse::<SocketAddr>()
-        .map(|a| a.port())
-        .unwrap_or(80);
-    let host = match server_ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    match port {
-        80 => format!("http://{host}"),
-        p => format!("http://{host}:{p}"),
-    }
+    UrlSigner::from_config(cfg, TokenKey::from_secret("")).base_url(server_ip)
 }
 
-/// Mints tokens and builds boot URLs for one base URL. The DHCP service holds one
-/// per served address; cheap to clone.
+/// Where a [`UrlSigner`]'s URLs point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Base {
+    /// `provision.advertise_url` (or a URL given by the caller).
+    Fixed(String),
+    /// `http://{address the request came in on}:{port}`.
+    PerServer { port: u16 },
+}
+
+/// Mints tokens and builds the boot URLs handed out before any HTTP request exists: by
+/// DHCP (it implements [`crate::dhcp::BootUrls`]) and by `xboot host show --boot`.
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct UrlSigner {
-    base_url: String,
+    base: Base,
     key: TokenKey,
     ttl: Duration,
 }
 
 impl UrlSigner {
+    /// A signer whose URLs all start with `base_url`.
     pub fn new(base_url: &str, key: TokenKey, ttl: Duration) -> UrlSigner {
         UrlSigner {
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base: Base::Fixed(base_url.trim_end_matches('/').to_string()),
             key,
             ttl,
         }
     }
 
-    /// A signer for the server address `server_ip` under `cfg` (base URL as
-    /// [`base_url`], TTL `provision.token_ttl`).
-    pub fn from_config(cfg: &ProvisionConfig, server_ip: IpAddr, key: TokenKey) -> UrlSigner {
-        UrlSigner::new(
-            &base_url(cfg, server_ip),
-            key,
-            Duration::from_secs(cfg.token_ttl),
-        )
+    /// The signer of the config: URLs under `provision.advertise_url` when set, else
+    /// under the address of the server interface each request came in on (see
+    /// [`base_url`]); tokens live `provision.token_ttl` seconds.
+    pub fn from_config(cfg: &ProvisionConfig, key: TokenKey) -> UrlSigner {
+        let ttl = Duration::from_secs(cfg.token_ttl);
+        match cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => UrlSigner::new(url, key, ttl),
+            None => {
+                let port = cfg
+                    .listen
+                    .parse::<SocketAddr>()
+                    .map(|a| a.port())
+                    .unwrap_or(80);
+                UrlSigner {
+                    base: Base::PerServer { port },
+                    key,
+                    ttl,
+                }
+            }
+        }
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    /// The base URL for clients that reached us at `server`.
+    pub fn base_url(&self, server: IpAddr) -> String {
+        match &self.base {
+            Base::Fixed(url) => url.clone(),
+            Base::PerServer { port } => {
+                let host = match server {
+                    IpAddr::V4(a) => a.to_string(),
+                    IpAddr::V6(a) => format!("[{a}]"),
+                };
+                match port {
+                    80 => format!("http://{host}"),
+                    p => format!("http://{host}:{p}"),
+                }
+            }
+        }
     }
 
     /// A token for `host` booting from `mac`, valid for the TTL from now.
@@ -140,23 +161,32 @@ impl UrlSigner {
     }
 
     /// All URLs of one boot of `host` from `mac`, with a fresh token.
-    pub fn endpoints(&self, host: &str, mac: Mac) -> Endpoints {
-        Endpoints::new(&self.base_url, &self.token(host, mac))
+    pub fn endpoints(&self, host: &str, mac: Mac, server: IpAddr) -> Endpoints {
+        Endpoints::new(&self.base_url(server), &self.token(host, mac))
     }
 
     /// The URL of `host`'s iPXE script, for DHCP answers to iPXE clients.
-    pub fn ipxe_script(&self, host: &str, mac: Mac) -> String {
-        self.endpoints(host, mac).ipxe()
+    pub fn ipxe_script_url(&self, host: &str, mac: Mac, server: IpAddr) -> String {
+        self.endpoints(host, mac, server).ipxe()
     }
 
     /// The URL of a firmware file (an EFI iPXE binary) for UEFI HTTP boot. No token:
     /// the firmware fetches it before it can run anything.
-    pub fn http_firmware(&self, file: &str) -> String {
+    pub fn firmware_url(&self, file: &str, server: IpAddr) -> String {
         format!(
             "{}/firmware/{}",
-            self.base_url,
+            self.base_url(server),
             file.trim_start_matches('/')
         )
+    }
+}
+
+impl crate::dhcp::BootUrls for UrlSigner {
+    fn ipxe_script(&self, host: &crate::inventory::Host, mac: Mac, server: Ipv4Addr) -> String {
+        self.ipxe_script_url(&host.name, mac, IpAddr::V4(server))
+    }
+    fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String {
+        self.firmware_url(file, IpAddr::V4(server))
     }
 }
 
@@ -181,6 +211,7 @@ mod tests {
 
     #[test]
     fn signer_urls() {
+        use crate::dhcp::BootUrls;
         let key = TokenKey::from_secret("k");
         let s = UrlSigner::new(
             "http://10.0.0.1:8080/",
@@ -188,7 +219,11 @@ mod tests {
             Duration::from_secs(60),
         );
         let mac: Mac = "aa:bb:cc:11:22:33".parse().unwrap();
-        let url = s.ipxe_script("cn1", mac);
+        let host = crate::inventory::Host {
+            name: "cn1".into(),
+            ..Default::default()
+        };
+        let url = s.ipxe_script(&host, mac, Ipv4Addr::new(192, 0, 2, 1));
         let token = url
             .strip_prefix("http://10.0.0.1:8080/boot/")
             .unwrap()
@@ -198,8 +233,26 @@ mod tests {
         assert_eq!((claims.host.as_str(), claims.mac), ("cn1", mac));
         assert!(claims.expires >= now_secs() + 59);
         assert_eq!(
-            s.http_firmware("ipxe.efi"),
+            s.http_firmware("ipxe.efi", Ipv4Addr::LOCALHOST),
             "http://10.0.0.1:8080/firmware/ipxe.efi"
+        );
+        let mut cfg = ProvisionConfig {
+            listen: "0.0.0.0:8080".into(),
+            ..ProvisionConfig::default()
+        };
+        let per_server = UrlSigner::from_config(&cfg, key.clone());
+        assert_eq!(
+            per_server.http_firmware("snponly.efi", Ipv4Addr::new(10, 9, 0, 1)),
+            "http://10.9.0.1:8080/firmware/snponly.efi"
+        );
+        assert!(per_server
+            .ipxe_script(&host, mac, Ipv4Addr::new(10, 9, 0, 1))
+            .starts_with("http://10.9.0.1:8080/boot/"));
+        cfg.advertise_url = Some("http://boot.lan".into());
+        let fixed = UrlSigner::from_config(&cfg, key);
+        assert_eq!(
+            fixed.http_firmware("x.efi", Ipv4Addr::new(10, 9, 0, 1)),
+            "http://boot.lan/firmware/x.efi"
         );
         let e = Endpoints::new("http://h", "T");
         assert_eq!(e.initrd(1), "http://h/boot/T/initrd-1");

@@ -108,13 +108,27 @@ impl Template {
     }
 }
 
-/// A function callable from a template: arguments in, value or error message out.
-pub type MethodFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+/// Parses every template of `image` (its cmdline and each provision template) as
+/// [`Template::parse`] does, for validation at inventory load. Returns
+/// `(what, error)` pairs: `what` is `cmdline` or `provision_templates.NAME`.
+pub fn check_image(image: &crate::inventory::Image) -> Vec<(String, TemplateError)> {
+    let named = image
+        .provision_templates
+        .iter()
+        .map(|(k, v)| (format!("provision_templates.{k}"), v));
+    std::iter::once(("cmdline".to_string(), &image.cmdline))
+        .chain(named)
+        .filter_map(|(what, src)| Template::parse(src).err().map(|e| (what, e)))
+        .collect()
+}
 
 /// A method value: a field that takes arguments, like Grendel's
 /// `{{ $.endpoints.InitrdURL 0 }}`.
 #[derive(Clone)]
 pub struct Method(pub Arc<MethodFn>);
+
+/// The function behind a [`Method`]: arguments to a value or a message.
+pub type MethodFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
 
 impl fmt::Debug for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

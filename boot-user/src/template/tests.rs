@@ -175,3 +175,26 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn check_image_names_each_bad_template() {
+    let (_, mut image) = cn1();
+    assert!(check_image(&image).is_empty());
+    image.cmdline = "x {{ $.host.Nam }}".into();
+    image
+        .provision_templates
+        .insert("kickstart".into(), "{{ if 1 }}".into());
+    let errs: Vec<String> = check_image(&image)
+        .into_iter()
+        .map(|(w, e)| format!("{w}: {e}"))
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("cmdline: line 1, column 6: unknown field \"Nam\""),
+        "{errs:?}"
+    );
+    assert_eq!(
+        errs[1],
+        "provision_templates.kickstart: line 1, column 1: unclosed {{if}}: no matching {{end}}"
+    );
+}
