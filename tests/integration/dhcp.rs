@@ -534,7 +534,7 @@ fn proxy_offer_and_pxe_boot_server() {
     assert_eq!(m.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(
         m.fname_str().unwrap().unwrap().trim_end_matches('\0'),
-        "ipxe.efi"
+        "snponly.efi"
     );
     assert_eq!(
         opt(m, OptionCode::VendorExtensions),

@@ -67,7 +67,10 @@ impl Default for BootFiles {
     fn default() -> Self {
         BootFiles {
             bios: "undionly.kpxe".into(),
-            uefi_x64: "ipxe.efi".into(),
+            // snponly.efi drives the NIC through the firmware's own SNP driver (what the
+            // deployment guide's `snponly-x86_64.efi` is); Debian's ipxe.efi is a symlink
+            // out of /usr/lib/ipxe, which the TFTP root refuses to follow.
+            uefi_x64: "snponly.efi".into(),
             uefi_arm64: "ipxe-arm64.efi".into(),
         }
     }
@@ -219,10 +222,10 @@ mod tests {
         };
         let rows = [
             (ClientKind::BiosPxe, "", true, tftp("undionly.kpxe")),
-            (ClientKind::UefiX64, "", true, tftp("ipxe.efi")),
+            (ClientKind::UefiX64, "", true, tftp("snponly.efi")),
             (ClientKind::UefiArm64, "", true, tftp("ipxe-arm64.efi")),
             (ClientKind::Ipxe, "", true, script.clone()),
-            (ClientKind::HttpX64, "", true, http("ipxe.efi")),
+            (ClientKind::HttpX64, "", true, http("snponly.efi")),
             (ClientKind::HttpArm64, "", true, http("ipxe-arm64.efi")),
             (ClientKind::Os, "", true, BootTarget::LeaseOnly),
             (ClientKind::Unsupported(6), "", true, BootTarget::LeaseOnly),
@@ -250,7 +253,7 @@ mod tests {
                 tftp("undionly.kpxe"),
             ),
             (ClientKind::BiosPxe, "ipxe.pxe", true, tftp("ipxe.pxe")),
-            (ClientKind::UefiX64, "undionly.kpxe", true, tftp("ipxe.efi")),
+            (ClientKind::UefiX64, "undionly.kpxe", true, tftp("snponly.efi")),
             (
                 ClientKind::UefiX64,
                 "ipxe-x86_64.efi",
@@ -282,7 +285,7 @@ mod tests {
                 true,
                 tftp("undionly.kpxe"),
             ),
-            (ClientKind::UefiX64, "ipxe-i386.efi", true, tftp("ipxe.efi")),
+            (ClientKind::UefiX64, "ipxe-i386.efi", true, tftp("snponly.efi")),
             (ClientKind::Ipxe, "snponly-x86_64.efi", true, script),
         ];
         for (kind, fw, provision, want) in rows {

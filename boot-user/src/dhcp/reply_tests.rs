@@ -188,13 +188,13 @@ fn boot_options_per_client_kind() {
     let rows = [
         (ClientKind::Os, lease_only()),
         (ClientKind::BiosPxe, tftp("undionly.kpxe")),
-        (ClientKind::UefiX64, tftp("ipxe.efi")),
+        (ClientKind::UefiX64, tftp("snponly.efi")),
         (ClientKind::UefiArm64, tftp("ipxe-arm64.efi")),
         (ClientKind::Ipxe, url(script, None, true)),
         (
             ClientKind::HttpX64,
             url(
-                "http://10.0.0.1:8080/firmware/ipxe.efi",
+                "http://10.0.0.1:8080/firmware/snponly.efi",
                 Some(b"HTTPClient"),
                 false,
             ),
@@ -915,7 +915,7 @@ fn boot_server_rows() {
             6, 1, 8, 71, 4, 0x80, 0, 0, 0, 255
         ]))
     );
-    assert_eq!(file(m).as_deref(), Some("ipxe.efi"));
+    assert_eq!(file(m).as_deref(), Some("snponly.efi"));
     let ipxe = go(&Request {
         ciaddr: CN1_IP,
         ..req(MessageType::Request, CN1, ClientKind::Ipxe)
