@@ -75,7 +75,8 @@ pub enum Command {
     /// Unknown MACs the DHCP server has seen (and not answered).
     Discovered(JsonFlag),
     // BMC power control comes from branch `bmc`:
-    // Bmc(crate::bmc::cli::BmcArgs),
+    /// BMC power control over IPMI (RMCP+) or Redfish: `xboot bmc power cycle cn[1-100] --pxe`.
+    Bmc(crate::bmc::cli::BmcArgs),
 }
 
 /// `xboot serve`: Grendel's flags.
@@ -232,9 +233,56 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             check::run(&config, &files)
         }
+        Command::Bmc(mut args) => {
+            let path = cli.config.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "xboot bmc needs --config FILE (or XBOOT_CONFIG) for [bmc] credentials"
+                )
+            })?;
+            let config = crate::config::Config::load(&path)?;
+            let endpoint = endpoint(Some(&path), cli.socket, cli.api, cli.token)?;
+            let inv = bmc_inventory(&config, endpoint)?;
+            let crate::bmc::cli::BmcCommand::Power(p) = &mut args.command;
+            let mut names = Vec::new();
+            for arg in crate::bmc::cli::split_nodes(&p.nodes) {
+                names.extend(crate::nodeset::expand(&arg).map_err(|e| anyhow::anyhow!("{e}"))?);
+            }
+            p.nodes = names;
+            let code = crate::bmc::cli::run(&args, &config, &inv)?;
+            std::process::exit(code);
+        }
         command => {
             let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
             client_cmds::run(command, crate::api::client::Client::new(endpoint))
+        }
+    }
+}
+
+/// The inventory `xboot bmc` works on: the running server's (through the API), else the
+/// config's inventory files read offline.
+fn bmc_inventory(
+    config: &crate::config::Config,
+    endpoint: crate::api::client::Endpoint,
+) -> anyhow::Result<crate::inventory::Inventory> {
+    use crate::inventory::{Host, Image, Inventory};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = crate::api::client::Client::new(endpoint);
+    match rt.block_on(client.get("/v1/hosts")) {
+        Ok(v) => {
+            let hosts: Vec<Host> = serde_json::from_value(v)?;
+            Ok(Inventory::from_parts_unchecked(hosts, Vec::<Image>::new()))
+        }
+        Err(e) => {
+            tracing::info!("API not reachable ({e}); reading the inventory files of the config");
+            let start = crate::inventory::plan(
+                (vec![], vec![]),
+                None,
+                config.hosts.as_deref(),
+                config.images.as_deref(),
+            )?;
+            Ok(start.inventory)
         }
     }
 }

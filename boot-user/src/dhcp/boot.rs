@@ -253,7 +253,12 @@ mod tests {
                 tftp("undionly.kpxe"),
             ),
             (ClientKind::BiosPxe, "ipxe.pxe", true, tftp("ipxe.pxe")),
-            (ClientKind::UefiX64, "undionly.kpxe", true, tftp("snponly.efi")),
+            (
+                ClientKind::UefiX64,
+                "undionly.kpxe",
+                true,
+                tftp("snponly.efi"),
+            ),
             (
                 ClientKind::UefiX64,
                 "ipxe-x86_64.efi",
@@ -285,7 +290,12 @@ mod tests {
                 true,
                 tftp("undionly.kpxe"),
             ),
-            (ClientKind::UefiX64, "ipxe-i386.efi", true, tftp("snponly.efi")),
+            (
+                ClientKind::UefiX64,
+                "ipxe-i386.efi",
+                true,
+                tftp("snponly.efi"),
+            ),
             (ClientKind::Ipxe, "snponly-x86_64.efi", true, script),
         ];
         for (kind, fw, provision, want) in rows {
