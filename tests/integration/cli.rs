@@ -391,3 +391,54 @@ fn serve_api_changes_persist_across_restart() {
         text(&out)
     );
 }
+
+/// `xboot host show NAME --boot` prints the answers the services would give, offline.
+#[test]
+fn host_show_boot_prints_dhcp_answers_script_and_cmdline() {
+    let site = Site::new();
+    let cfg = site.path("xboot.toml");
+    let out = xboot(&[
+        "--config",
+        &cfg,
+        "--socket",
+        &site.path("none.socket"),
+        "host",
+        "show",
+        "cn1",
+        "--boot",
+        "--server",
+        "10.0.0.254",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = |kind: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} line in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("bios-pxe").contains("file undionly.kpxe, next-server 10.0.0.254"));
+    assert!(line("uefi-x64").contains("file snponly.efi"));
+    assert!(
+        line("ipxe").contains("http://10.0.0.254:80/boot/")
+            || line("ipxe").contains("http://10.0.0.254/boot/")
+    );
+    assert!(line("os ").contains("OFFER, 10.0.0.1, mask 255.255.255.0, lease 3600s"));
+    assert!(stdout.contains("#!ipxe"), "{stdout}");
+    assert!(stdout.contains("  BOOTIF=01-aa-bb-cc-00-00-01"), "{stdout}");
+
+    let out = xboot(&[
+        "--config",
+        &cfg,
+        "--socket",
+        &site.path("none.socket"),
+        "host",
+        "show",
+        "nope",
+        "--boot",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no host \"nope\""), "{stderr}");
+}

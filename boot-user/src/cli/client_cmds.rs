@@ -64,7 +64,7 @@ async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
                 .await?;
             print_list(&v, json.json, host_table)
         }
-        HostCmd::Show { name } => {
+        HostCmd::Show { name, .. } => {
             print_json(&c.get(&format!("/v1/hosts/{}", encode(&name))).await?)
         }
         HostCmd::Add(a) => {
