@@ -206,7 +206,7 @@ fn settle_and_agree(rt: &tokio::runtime::Runtime, sim: &Sim, want: &str) {
     loop {
         let s = xboot(rt, vec![sim.target("n")], Action::Status, opts());
         assert_eq!(s.results[0].reason, Reason::Ok, "{:?}", s.results[0]);
-        let got = s.results[0].power.unwrap();
+        let got = s.results[0].power.clone().unwrap();
         if got == want {
             assert_eq!(ipmitool_power(sim.addr), want, "ipmitool disagrees with xboot");
             return;
@@ -544,7 +544,7 @@ impl Sushy {
             std::thread::sleep(Duration::from_millis(200));
         }
         let s = xboot(rt, vec![t.clone()], Action::Status, opts());
-        assert_eq!(s.results[0].power, Some(if want == "On" { "on" } else { "off" }), "{:?}", s.results[0]);
+        assert_eq!(s.results[0].power.as_deref(), Some(if want == "On" { "on" } else { "off" }), "{:?}", s.results[0]);
     }
 }
 
@@ -561,7 +561,7 @@ fn redfish_actions_against_sushy_emulator() {
     };
 
     let s = xboot(&rt, vec![t.clone()], Action::Status, opts());
-    assert_eq!((s.results[0].reason, s.results[0].power), (Reason::Ok, Some("off")), "{:?}", s.results[0]);
+    assert_eq!((s.results[0].reason, s.results[0].power.as_deref()), (Reason::Ok, Some("off")), "{:?}", s.results[0]);
     run(Action::On, None);
     sushy.wait_power(&rt, &t, "On");
     run(Action::Soft, None);
@@ -606,5 +606,5 @@ fn redfish_tls_needs_explicit_insecure_for_self_signed() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let s = xboot(&rt, t, Action::Status, o);
-    assert_eq!(s.results[0].power, Some("on"), "{:?}", s.results[0]);
+    assert_eq!(s.results[0].power.as_deref(), Some("on"), "{:?}", s.results[0]);
 }
