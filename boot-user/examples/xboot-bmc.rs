@@ -32,8 +32,10 @@ fn main() -> anyhow::Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let text = std::fs::read_to_string(&cli.hosts).with_context(|| format!("reading {}", cli.hosts.display()))?;
-    let hosts: Vec<Host> = serde_json::from_str(&text).with_context(|| format!("parsing {}", cli.hosts.display()))?;
+    let text = std::fs::read_to_string(&cli.hosts)
+        .with_context(|| format!("reading {}", cli.hosts.display()))?;
+    let hosts: Vec<Host> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", cli.hosts.display()))?;
     let inv = Inventory::from_parts_unchecked(hosts, vec![]);
     let Top::Bmc(args) = cli.cmd;
     std::process::exit(xboot::bmc::cli::run(&args, &cfg, &inv)?);

@@ -58,7 +58,11 @@ impl Sim {
             Power::Script => {
                 let script = d.join("chassis.sh");
                 std::fs::write(&script, CHASSIS_SCRIPT).unwrap();
-                Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+                Command::new("chmod")
+                    .arg("+x")
+                    .arg(&script)
+                    .status()
+                    .unwrap();
                 format!("chassis_control \"{}\"", script.display())
             }
         };
@@ -86,7 +90,11 @@ impl Sim {
             .stderr(log)
             .spawn()
             .expect("ipmi_sim (Debian package openipmi, installed by xtask/scripts/setup.sh)");
-        let sim = Sim { addr: SocketAddr::new(ip.into(), 623), dir, child };
+        let sim = Sim {
+            addr: SocketAddr::new(ip.into(), 623),
+            dir,
+            child,
+        };
         sim.wait_ready();
         sim
     }
@@ -163,32 +171,66 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 fn target(name: &str, addr: SocketAddr, protocol: Protocol, password: &str) -> Target {
-    Target { name: name.into(), addr, fqdn: None, protocol, user: USER.into(), password: password.into() }
+    Target {
+        name: name.into(),
+        addr,
+        fqdn: None,
+        protocol,
+        user: USER.into(),
+        password: password.into(),
+    }
 }
 
 fn opts() -> FanoutOpts {
     let mut o = FanoutOpts::from_config(&BmcConfig::default());
-    o.timing = Timing { timeout: Duration::from_millis(500), retries: 2 };
+    o.timing = Timing {
+        timeout: Duration::from_millis(500),
+        retries: 2,
+    };
     o
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-fn xboot(rt: &tokio::runtime::Runtime, targets: Vec<Target>, action: Action, o: FanoutOpts) -> Summary {
+fn xboot(
+    rt: &tokio::runtime::Runtime,
+    targets: Vec<Target>,
+    action: Action,
+    o: FanoutOpts,
+) -> Summary {
     rt.block_on(fanout::run(targets, action, o, |_| {}))
 }
 
 /// (success, stdout + stderr) of `ipmitool -I lanplus -C 3 ... ARGS`.
 fn ipmitool(addr: SocketAddr, args: &str) -> (bool, String) {
     let out = Command::new("ipmitool")
-        .args(["-I", "lanplus", "-C", "3", "-N", "1", "-R", "2", "-H", &addr.ip().to_string()])
+        .args([
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-N",
+            "1",
+            "-R",
+            "2",
+            "-H",
+            &addr.ip().to_string(),
+        ])
         .args(["-p", &addr.port().to_string(), "-U", USER, "-P", PASS])
         .args(args.split_whitespace())
         .output()
         .expect("ipmitool");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -208,10 +250,17 @@ fn settle_and_agree(rt: &tokio::runtime::Runtime, sim: &Sim, want: &str) {
         assert_eq!(s.results[0].reason, Reason::Ok, "{:?}", s.results[0]);
         let got = s.results[0].power.clone().unwrap();
         if got == want {
-            assert_eq!(ipmitool_power(sim.addr), want, "ipmitool disagrees with xboot");
+            assert_eq!(
+                ipmitool_power(sim.addr),
+                want,
+                "ipmitool disagrees with xboot"
+            );
             return;
         }
-        assert!(Instant::now() < until, "power never became {want} (xboot says {got})");
+        assert!(
+            Instant::now() < until,
+            "power never became {want} (xboot says {got})"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -231,7 +280,10 @@ fn ipmi_sim_power_actions_agree_with_ipmitool() {
     assert_eq!(xboot(&rt, t(), Action::Cycle, opts()).ok, 1);
     let until = Instant::now() + Duration::from_secs(6);
     while sim.machine_pid().is_none_or(|p| p == first_machine) {
-        assert!(Instant::now() < until, "power cycle did not restart the machine");
+        assert!(
+            Instant::now() < until,
+            "power cycle did not restart the machine"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     settle_and_agree(&rt, &sim, "on");
@@ -245,13 +297,27 @@ fn ipmi_sim_power_actions_agree_with_ipmitool() {
 
     // hard reset and soft off: ipmi_sim with startcmd refuses or accepts them exactly as
     // it does for ipmitool
-    for (action, cmd) in [(Action::Reset, "chassis power reset"), (Action::Soft, "chassis power soft")] {
+    for (action, cmd) in [
+        (Action::Reset, "chassis power reset"),
+        (Action::Soft, "chassis power soft"),
+    ] {
         let s = xboot(&rt, t(), action, opts());
         let (tool_ok, tool_out) = ipmitool(sim.addr, cmd);
-        assert_eq!(s.ok == 1, tool_ok, "{action:?}: xboot {:?} vs ipmitool {tool_out}", s.results[0]);
+        assert_eq!(
+            s.ok == 1,
+            tool_ok,
+            "{action:?}: xboot {:?} vs ipmitool {tool_out}",
+            s.results[0]
+        );
         if !tool_ok {
             assert!(tool_out.contains("Invalid data field"), "{tool_out}");
-            assert!(s.results[0].message.contains("invalid data field in request"), "{:?}", s.results[0]);
+            assert!(
+                s.results[0]
+                    .message
+                    .contains("invalid data field in request"),
+                "{:?}",
+                s.results[0]
+            );
         }
     }
 }
@@ -274,7 +340,10 @@ fn ipmi_sim_every_action_and_one_time_pxe() {
         let s = xboot(&rt, t(), action, opts());
         assert_eq!(s.ok, 1, "{action:?}: {:?}", s.results[0]);
         let log = sim.script_log();
-        assert!(log.lines().skip(before).any(|l| l == call), "{action:?}: script calls {log}");
+        assert!(
+            log.lines().skip(before).any(|l| l == call),
+            "{action:?}: script calls {log}"
+        );
         settle_and_agree(&rt, &sim, power);
     }
 
@@ -283,24 +352,50 @@ fn ipmi_sim_every_action_and_one_time_pxe() {
     o.boot = Some(BootMode::Legacy);
     let s = xboot(&rt, t(), Action::Cycle, o);
     assert_eq!(s.ok, 1, "{:?}", s.results[0]);
-    assert!(sim.script_log().lines().any(|l| l == "set boot pxe"), "{}", sim.script_log());
+    assert!(
+        sim.script_log().lines().any(|l| l == "set boot pxe"),
+        "{}",
+        sim.script_log()
+    );
     let (ok, out) = ipmitool(sim.addr, "chassis bootparam get 5");
-    assert!(ok && out.contains("Boot Device Selector : Force PXE"), "{out}");
+    assert!(
+        ok && out.contains("Boot Device Selector : Force PXE"),
+        "{out}"
+    );
 }
 
 #[test]
 fn ipmi_sim_wrong_credentials_are_auth_errors() {
     let rt = rt();
     let sim = Sim::start(Power::Startcmd);
-    let s = xboot(&rt, vec![target("n", sim.addr, Protocol::Ipmi, "wrong")], Action::Status, opts());
+    let s = xboot(
+        &rt,
+        vec![target("n", sim.addr, Protocol::Ipmi, "wrong")],
+        Action::Status,
+        opts(),
+    );
     assert_eq!(s.results[0].reason, Reason::Auth);
-    assert!(s.results[0].message.contains("wrong password for user \"admin\""), "{:?}", s.results[0]);
+    assert!(
+        s.results[0]
+            .message
+            .contains("wrong password for user \"admin\""),
+        "{:?}",
+        s.results[0]
+    );
     let mut t = sim.target("n");
     t.user = "nobody".into();
     let s = xboot(&rt, vec![t], Action::Status, opts());
     assert_eq!(s.results[0].reason, Reason::Auth);
-    assert!(s.results[0].message.contains("unauthorized name"), "{:?}", s.results[0]);
-    assert_eq!(xboot(&rt, vec![sim.target("n")], Action::Status, opts()).ok, 1, "the BMC still works");
+    assert!(
+        s.results[0].message.contains("unauthorized name"),
+        "{:?}",
+        s.results[0]
+    );
+    assert_eq!(
+        xboot(&rt, vec![sim.target("n")], Action::Status, opts()).ok,
+        1,
+        "the BMC still works"
+    );
 }
 
 #[test]
@@ -310,17 +405,31 @@ fn ipmi_dead_bmc_times_out_in_bound_and_closed_port_is_refused() {
     let hole = UdpSocket::bind(SocketAddr::new(fresh_addr().into(), 623)).unwrap();
     let closed = SocketAddr::new(fresh_addr().into(), 623);
     let mut o = opts();
-    o.timing = Timing { timeout: Duration::from_millis(200), retries: 2 };
+    o.timing = Timing {
+        timeout: Duration::from_millis(200),
+        retries: 2,
+    };
     let bound = o.timing.dead_bmc_bound();
-    let targets = vec![target("dead", hole.local_addr().unwrap(), Protocol::Ipmi, PASS), target("closed", closed, Protocol::Ipmi, PASS)];
+    let targets = vec![
+        target("dead", hole.local_addr().unwrap(), Protocol::Ipmi, PASS),
+        target("closed", closed, Protocol::Ipmi, PASS),
+    ];
     let start = Instant::now();
     let s = xboot(&rt, targets, Action::Cycle, o);
     let took = start.elapsed();
     assert_eq!(s.results[0].reason, Reason::Timeout, "{:?}", s.results[0]);
-    assert!(s.results[0].message.contains("Get Channel Authentication Capabilities after 3 attempts"));
-    assert!(took >= bound && took < bound + Duration::from_millis(300), "took {took:?}, bound {bound:?}");
+    assert!(s.results[0]
+        .message
+        .contains("Get Channel Authentication Capabilities after 3 attempts"));
+    assert!(
+        took >= bound && took < bound + Duration::from_millis(300),
+        "took {took:?}, bound {bound:?}"
+    );
     assert_eq!(s.results[1].reason, Reason::Refused, "{:?}", s.results[1]);
-    assert!(s.results[1].elapsed_ms < 100, "refused at once, not after the timeout");
+    assert!(
+        s.results[1].elapsed_ms < 100,
+        "refused at once, not after the timeout"
+    );
 }
 
 #[test]
@@ -330,29 +439,55 @@ fn ipmi_sim_cipher_suites() {
     let with = |suites: Vec<CipherSuite>| {
         let mut o = opts();
         o.suites = suites;
-        xboot(&rt, vec![sim.target("n")], Action::Status, o).results.remove(0)
+        xboot(&rt, vec![sim.target("n")], Action::Status, o)
+            .results
+            .remove(0)
     };
     assert_eq!(with(vec![CipherSuite::Suite3]).reason, Reason::Ok);
     // ipmi_sim (OpenIPMI 2.0.33) has no HMAC-SHA256: it refuses suite 17, for ipmitool too
     let r17 = with(vec![CipherSuite::Suite17]);
     assert_eq!(r17.reason, Reason::Other);
-    assert!(r17.message.contains("invalid authentication algorithm"), "{r17:?}");
+    assert!(
+        r17.message.contains("invalid authentication algorithm"),
+        "{r17:?}"
+    );
     let (ok, out) = ipmitool_c(sim.addr, "17", "chassis power status");
-    assert!(!ok && out.contains("invalid authentication algorithm"), "{out}");
+    assert!(
+        !ok && out.contains("invalid authentication algorithm"),
+        "{out}"
+    );
     // default: 17 first, then 3, at the cost of one round trip
     let auto = with(vec![CipherSuite::Suite17, CipherSuite::Suite3]);
     assert_eq!(auto.reason, Reason::Ok, "{auto:?}");
-    assert!(auto.elapsed_ms < 500, "fallback without waiting for a timeout: {auto:?}");
+    assert!(
+        auto.elapsed_ms < 500,
+        "fallback without waiting for a timeout: {auto:?}"
+    );
 }
 
 fn ipmitool_c(addr: SocketAddr, suite: &str, args: &str) -> (bool, String) {
     let out = Command::new("ipmitool")
-        .args(["-I", "lanplus", "-C", suite, "-N", "1", "-R", "1", "-H", &addr.ip().to_string()])
+        .args([
+            "-I",
+            "lanplus",
+            "-C",
+            suite,
+            "-N",
+            "1",
+            "-R",
+            "1",
+            "-H",
+            &addr.ip().to_string(),
+        ])
         .args(["-p", &addr.port().to_string(), "-U", USER, "-P", PASS])
         .args(args.split_whitespace())
         .output()
         .expect("ipmitool");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -371,27 +506,46 @@ fn ipmitool_suites_17_and_3_against_in_memory_bmc() {
         assert!(ok, "suite {suite}: {out}");
         assert!(bmc.lock().unwrap().chassis.power_on);
         let (ok, out) = ipmitool_c(addr, suite, "chassis power status");
-        assert!(ok && out.contains("Chassis Power is on"), "suite {suite}: {out}");
+        assert!(
+            ok && out.contains("Chassis Power is on"),
+            "suite {suite}: {out}"
+        );
         let (ok, out) = ipmitool_c(addr, suite, "chassis power off");
         assert!(ok, "suite {suite}: {out}");
         assert!(!bmc.lock().unwrap().chassis.power_on);
     }
-    assert_eq!(bmc.lock().unwrap().session_count(), 0, "ipmitool closed every session");
+    assert_eq!(
+        bmc.lock().unwrap().session_count(),
+        0,
+        "ipmitool closed every session"
+    );
     // ipmitool's boot flags are the bytes xboot sends for a one-time PXE boot
     for (opt, efi) in [("", false), ("options=efiboot", true)] {
         let (ok, out) = ipmitool_c(addr, "17", &format!("chassis bootdev pxe {opt}"));
         assert!(ok, "{out}");
         let want = xboot::bmc::ipmi::commands::boot_flags_pxe(efi);
-        assert_eq!(bmc.lock().unwrap().chassis.boot_flags, want[1..], "bootdev pxe {opt}");
+        assert_eq!(
+            bmc.lock().unwrap().chassis.boot_flags,
+            want[1..],
+            "bootdev pxe {opt}"
+        );
     }
     // and xboot with suite 17 against the same BMC, to PXE in EFI mode
     let mut o = opts();
     o.suites = vec![CipherSuite::Suite17];
     o.boot = Some(BootMode::Efi);
-    let s = xboot(&rt, vec![target("n", addr, Protocol::Ipmi, PASS)], Action::Cycle, o);
+    let s = xboot(
+        &rt,
+        vec![target("n", addr, Protocol::Ipmi, PASS)],
+        Action::Cycle,
+        o,
+    );
     assert_eq!(s.ok, 1, "{:?}", s.results);
     let (ok, out) = ipmitool_c(addr, "17", "chassis bootparam get 5");
-    assert!(ok && out.contains("Force PXE") && out.contains("BIOS EFI boot"), "{out}");
+    assert!(
+        ok && out.contains("Force PXE") && out.contains("BIOS EFI boot"),
+        "{out}"
+    );
     task.abort();
 }
 
@@ -404,7 +558,8 @@ fn ipmi_sim_fifty_bmcs_power_cycle_through_the_cli() {
         .enumerate()
         .map(|(i, s)| serde_json::json!({"name": format!("cn{i:03}"), "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]}))
         .collect();
-    let hosts: Vec<xboot::inventory::Host> = serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
+    let hosts: Vec<xboot::inventory::Host> =
+        serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
     let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
     let mut cfg = Config::default();
     cfg.bmc.user = USER.into();
@@ -432,9 +587,17 @@ fn ipmi_sim_fifty_bmcs_power_cycle_through_the_cli() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let before: Vec<u32> = sims.iter().map(|s| s.machine_pid().unwrap()).collect();
-    assert_eq!(run("cycle"), 0, "one power cycle over 50 BMCs succeeds for all");
+    assert_eq!(
+        run("cycle"),
+        0,
+        "one power cycle over 50 BMCs succeeds for all"
+    );
     let until = Instant::now() + Duration::from_secs(10);
-    while sims.iter().zip(&before).any(|(s, b)| s.machine_pid().is_none_or(|p| p == *b)) {
+    while sims
+        .iter()
+        .zip(&before)
+        .any(|(s, b)| s.machine_pid().is_none_or(|p| p == *b))
+    {
         assert!(Instant::now() < until, "not every machine was power-cycled");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -456,10 +619,19 @@ impl Sushy {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let hash = Command::new("python3")
-            .args(["-c", &format!("import bcrypt; print(bcrypt.hashpw(b'{PASS}', bcrypt.gensalt(4)).decode())")])
+            .args([
+                "-c",
+                &format!(
+                    "import bcrypt; print(bcrypt.hashpw(b'{PASS}', bcrypt.gensalt(4)).decode())"
+                ),
+            ])
             .output()
             .expect("python3 with bcrypt (installed with sushy-tools)");
-        std::fs::write(d.join("htpasswd"), format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout))).unwrap();
+        std::fs::write(
+            d.join("htpasswd"),
+            format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout)),
+        )
+        .unwrap();
         let mut conf = format!(
             "SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_AUTH_FILE = '{}'\n\
              SUSHY_EMULATOR_STATE_DIR = '{}'\n",
@@ -468,20 +640,41 @@ impl Sushy {
         );
         if tls {
             let ok = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=bmc.test"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=bmc.test",
+                ])
                 .args(["-keyout", "key.pem", "-out", "cert.pem"])
                 .current_dir(d)
                 .stderr(Stdio::null())
                 .status()
                 .unwrap();
             assert!(ok.success());
-            conf += &format!("SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n", d.join("cert.pem").display(), d.join("key.pem").display());
+            conf += &format!(
+                "SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n",
+                d.join("cert.pem").display(),
+                d.join("key.pem").display()
+            );
         }
         std::fs::write(d.join("sushy.conf"), conf).unwrap();
         let port = free_tcp_port();
         let log = std::fs::File::create(d.join("sushy.log")).unwrap();
         let child = Command::new(sushy_emulator())
-            .args(["--config", "sushy.conf", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "--config",
+                "sushy.conf",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .current_dir(d)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -489,7 +682,11 @@ impl Sushy {
             .spawn()
             .expect("sushy-emulator (pip sushy-tools, installed by xtask/scripts/setup-bmc.sh)");
         let scheme = if tls { "https" } else { "http" };
-        let s = Sushy { child, base: format!("{scheme}://127.0.0.1:{port}"), _dir: dir };
+        let s = Sushy {
+            child,
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            _dir: dir,
+        };
         let until = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < until, "sushy-emulator did not start");
@@ -506,7 +703,12 @@ impl Sushy {
     fn system(&self) -> serde_json::Value {
         let get = |path: &str| {
             let out = Command::new("curl")
-                .args(["-sk", "-u", &format!("{USER}:{PASS}"), &format!("{}{path}", self.base)])
+                .args([
+                    "-sk",
+                    "-u",
+                    &format!("{USER}:{PASS}"),
+                    &format!("{}{path}", self.base),
+                ])
                 .output()
                 .unwrap();
             serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
@@ -524,14 +726,24 @@ impl Drop for Sushy {
 }
 
 fn sushy_emulator() -> PathBuf {
-    let which = Command::new("sh").args(["-c", "command -v sushy-emulator"]).output().unwrap();
+    let which = Command::new("sh")
+        .args(["-c", "command -v sushy-emulator"])
+        .output()
+        .unwrap();
     let path = String::from_utf8_lossy(&which.stdout).trim().to_string();
-    assert!(!path.is_empty(), "sushy-emulator not found: run xtask/scripts/setup-bmc.sh");
+    assert!(
+        !path.is_empty(),
+        "sushy-emulator not found: run xtask/scripts/setup-bmc.sh"
+    );
     Path::new(&path).to_path_buf()
 }
 
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Sushy {
@@ -540,11 +752,19 @@ impl Sushy {
     fn wait_power(&self, rt: &tokio::runtime::Runtime, t: &Target, want: &str) {
         let until = Instant::now() + Duration::from_secs(20);
         while self.system()["PowerState"] != want {
-            assert!(Instant::now() < until, "Redfish PowerState never became {want}");
+            assert!(
+                Instant::now() < until,
+                "Redfish PowerState never became {want}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         let s = xboot(rt, vec![t.clone()], Action::Status, opts());
-        assert_eq!(s.results[0].power.as_deref(), Some(if want == "On" { "on" } else { "off" }), "{:?}", s.results[0]);
+        assert_eq!(
+            s.results[0].power.as_deref(),
+            Some(if want == "On" { "on" } else { "off" }),
+            "{:?}",
+            s.results[0]
+        );
     }
 }
 
@@ -561,7 +781,12 @@ fn redfish_actions_against_sushy_emulator() {
     };
 
     let s = xboot(&rt, vec![t.clone()], Action::Status, opts());
-    assert_eq!((s.results[0].reason, s.results[0].power.as_deref()), (Reason::Ok, Some("off")), "{:?}", s.results[0]);
+    assert_eq!(
+        (s.results[0].reason, s.results[0].power.as_deref()),
+        (Reason::Ok, Some("off")),
+        "{:?}",
+        s.results[0]
+    );
     run(Action::On, None);
     sushy.wait_power(&rt, &t, "On");
     run(Action::Soft, None);
@@ -584,7 +809,12 @@ fn redfish_actions_against_sushy_emulator() {
     let s = xboot(&rt, vec![bad], Action::Status, opts());
     assert_eq!(s.results[0].reason, Reason::Auth, "{:?}", s.results[0]);
     let closed = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-    let s = xboot(&rt, vec![target("gone", closed, Protocol::RedfishHttp, PASS)], Action::Status, opts());
+    let s = xboot(
+        &rt,
+        vec![target("gone", closed, Protocol::RedfishHttp, PASS)],
+        Action::Status,
+        opts(),
+    );
     assert_eq!(s.results[0].reason, Reason::Refused, "{:?}", s.results[0]);
 }
 
@@ -606,5 +836,10 @@ fn redfish_tls_needs_explicit_insecure_for_self_signed() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let s = xboot(&rt, t, Action::Status, o);
-    assert_eq!(s.results[0].power.as_deref(), Some("on"), "{:?}", s.results[0]);
+    assert_eq!(
+        s.results[0].power.as_deref(),
+        Some("on"),
+        "{:?}",
+        s.results[0]
+    );
 }

@@ -74,7 +74,11 @@ impl PowerArgs {
         PowerRequest {
             nodeset: self.nodes.join(","),
             action: self.action,
-            boot: self.pxe.then_some(if self.efi { BootMode::Efi } else { BootMode::Legacy }),
+            boot: self.pxe.then_some(if self.efi {
+                BootMode::Efi
+            } else {
+                BootMode::Legacy
+            }),
             concurrency: self.concurrency,
             timeout_ms: self.timeout_ms,
             retries: self.retries,
@@ -93,7 +97,9 @@ impl PowerArgs {
 /// process exit code: 0 when every node succeeded, 1 otherwise. Call [`run_async`] from
 /// inside a runtime.
 pub fn run(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow::Result<i32> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(args, cfg, inv))
 }
 
@@ -147,10 +153,28 @@ fn progress_bar(n: u64) -> indicatif::ProgressBar {
 
 /// One line per node, then a summary line with the count per failure reason.
 pub fn write_table(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
-    let w = s.results.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    writeln!(out, "{:w$}  {:21}  {:12}  {:11}  DETAIL", "NODE", "BMC", "PROTOCOL", "RESULT")?;
+    let w = s
+        .results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(
+        out,
+        "{:w$}  {:21}  {:12}  {:11}  DETAIL",
+        "NODE", "BMC", "PROTOCOL", "RESULT"
+    )?;
     for r in &s.results {
-        writeln!(out, "{:w$}  {:21}  {:12}  {:11}  {}", r.name, r.bmc.to_string(), r.protocol.as_str(), r.reason.as_str(), detail(r))?;
+        writeln!(
+            out,
+            "{:w$}  {:21}  {:12}  {:11}  {}",
+            r.name,
+            r.bmc.to_string(),
+            r.protocol.as_str(),
+            r.reason.as_str(),
+            detail(r)
+        )?;
     }
     let mut reasons: Vec<(Reason, usize)> = vec![];
     for r in s.results.iter().filter(|r| !r.ok()) {
@@ -160,9 +184,19 @@ pub fn write_table(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
         }
     }
     reasons.sort();
-    let why: Vec<String> = reasons.iter().map(|(k, n)| format!("{n} {}", k.as_str())).collect();
-    let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join(", ")) };
-    let boot = s.boot.map(|b| format!(" with one-time PXE ({b:?})")).unwrap_or_default();
+    let why: Vec<String> = reasons
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.as_str()))
+        .collect();
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", why.join(", "))
+    };
+    let boot = s
+        .boot
+        .map(|b| format!(" with one-time PXE ({b:?})"))
+        .unwrap_or_default();
     writeln!(
         out,
         "power {}{boot}: {} ok, {} failed{why} in {:.2} s",
@@ -202,25 +236,52 @@ mod tests {
 
     fn parse(argv: &[&str]) -> Result<PowerArgs, clap::Error> {
         let cli = Cli::try_parse_from(std::iter::once("xboot").chain(argv.iter().copied()))?;
-        let Top::Bmc(BmcArgs { command: BmcCommand::Power(p) }) = cli.cmd;
+        let Top::Bmc(BmcArgs {
+            command: BmcCommand::Power(p),
+        }) = cli.cmd;
         Ok(p)
     }
 
     #[test]
     fn parses_and_builds_options() {
-        let p = parse(&["bmc", "power", "cycle", "cn[1-2]", "cn3", "--pxe", "--efi", "--timeout-ms", "200", "--cipher", "3"]).unwrap();
+        let p = parse(&[
+            "bmc",
+            "power",
+            "cycle",
+            "cn[1-2]",
+            "cn3",
+            "--pxe",
+            "--efi",
+            "--timeout-ms",
+            "200",
+            "--cipher",
+            "3",
+        ])
+        .unwrap();
         assert_eq!(p.action, Action::Cycle);
         let req = p.request();
-        assert_eq!(crate::nodeset::expand(&req.nodeset).unwrap(), vec!["cn1", "cn2", "cn3"]);
+        assert_eq!(
+            crate::nodeset::expand(&req.nodeset).unwrap(),
+            vec!["cn1", "cn2", "cn3"]
+        );
         let o = req.options(&Config::default().bmc).unwrap();
         assert_eq!(o.boot, Some(BootMode::Efi));
         assert_eq!(o.timing.timeout, Duration::from_millis(200));
         assert_eq!(o.suites, vec![CipherSuite::Suite3]);
         assert_eq!(o.concurrency, 1024);
-        assert!(parse(&["bmc", "power", "status"]).is_err(), "nodes are required");
-        assert!(parse(&["bmc", "power", "on", "cn1", "--efi"]).is_err(), "--efi needs --pxe");
+        assert!(
+            parse(&["bmc", "power", "status"]).is_err(),
+            "nodes are required"
+        );
+        assert!(
+            parse(&["bmc", "power", "on", "cn1", "--efi"]).is_err(),
+            "--efi needs --pxe"
+        );
         let off = parse(&["bmc", "power", "off", "cn1", "--pxe"]).unwrap();
-        assert!(off.request().options(&Config::default().bmc).is_err(), "--pxe with off");
+        assert!(
+            off.request().options(&Config::default().bmc).is_err(),
+            "--pxe with off"
+        );
     }
 
     #[test]
@@ -241,12 +302,22 @@ mod tests {
             ok: 1,
             failed: 2,
             elapsed_ms: 1234,
-            results: vec![r("cn1", Reason::Ok, ""), r("cn2", Reason::Timeout, "no reply"), r("cn3", Reason::Auth, "bad")],
+            results: vec![
+                r("cn1", Reason::Ok, ""),
+                r("cn2", Reason::Timeout, "no reply"),
+                r("cn3", Reason::Auth, "bad"),
+            ],
         };
         let mut out = vec![];
         write_table(&mut out, &s).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("cn2   127.0.0.1:623          ipmi          timeout      no reply"), "{text}");
-        assert!(text.ends_with("power cycle: 1 ok, 2 failed (1 auth, 1 timeout) in 1.23 s\n"), "{text}");
+        assert!(
+            text.contains("cn2   127.0.0.1:623          ipmi          timeout      no reply"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("power cycle: 1 ok, 2 failed (1 auth, 1 timeout) in 1.23 s\n"),
+            "{text}"
+        );
     }
 }

@@ -38,7 +38,10 @@ impl FanoutOpts {
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
         FanoutOpts {
             concurrency: cfg.concurrency.max(1),
-            timing: Timing { timeout, retries: cfg.retries },
+            timing: Timing {
+                timeout,
+                retries: cfg.retries,
+            },
             suites: vec![CipherSuite::Suite17, CipherSuite::Suite3],
             boot: None,
             redfish: RedfishOpts {
@@ -119,20 +122,34 @@ pub struct Summary {
 }
 
 /// Runs `action` on every target; `progress` sees each result as it arrives.
-pub async fn run(targets: Vec<Target>, action: Action, opts: FanoutOpts, progress: impl Fn(&NodeResult)) -> Summary {
+pub async fn run(
+    targets: Vec<Target>,
+    action: Action,
+    opts: FanoutOpts,
+    progress: impl Fn(&NodeResult),
+) -> Summary {
     let start = Instant::now();
     let needs_ipmi = targets.iter().any(|t| t.protocol == Protocol::Ipmi);
     let needs_redfish = targets.iter().any(|t| t.protocol != Protocol::Ipmi);
-    let engine = if needs_ipmi { Some(Engine::bind(opts.bind).map_err(|e| e.to_string())) } else { None };
-    let http = if needs_redfish { Some(redfish::Client::new(opts.redfish.clone()).map_err(|e| e.to_string())) } else { None };
+    let engine = if needs_ipmi {
+        Some(Engine::bind(opts.bind).map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let http = if needs_redfish {
+        Some(redfish::Client::new(opts.redfish.clone()).map_err(|e| e.to_string()))
+    } else {
+        None
+    };
     let (engine, http, opts) = (&engine, &http, &opts);
     let total = targets.len();
-    let mut results: Vec<(usize, NodeResult)> = futures::stream::iter(targets.into_iter().enumerate())
-        .map(|(i, t)| async move { (i, one(t, action, opts, engine, http).await) })
-        .buffer_unordered(opts.concurrency.max(1))
-        .inspect(|(_, r)| progress(r))
-        .collect()
-        .await;
+    let mut results: Vec<(usize, NodeResult)> =
+        futures::stream::iter(targets.into_iter().enumerate())
+            .map(|(i, t)| async move { (i, one(t, action, opts, engine, http).await) })
+            .buffer_unordered(opts.concurrency.max(1))
+            .inspect(|(_, r)| progress(r))
+            .collect()
+            .await;
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<NodeResult> = results.into_iter().map(|(_, r)| r).collect();
     let ok = results.iter().filter(|r| r.ok()).count();
@@ -165,7 +182,9 @@ pub async fn run_hosts(
 pub fn ipmi_ops(action: Action, boot: Option<BootMode>) -> Vec<Op> {
     let mut ops = vec![];
     if let (Some(mode), true) = (boot, action.boots()) {
-        ops.push(Op::BootPxe { efi: mode == BootMode::Efi });
+        ops.push(Op::BootPxe {
+            efi: mode == BootMode::Efi,
+        });
     }
     ops.push(match action {
         Action::On => Op::Control(Control::On),
@@ -199,10 +218,12 @@ async fn one(
                     let mut cfg = SessionConfig::new(&t.user, &t.password);
                     cfg.suites = opts.suites.clone();
                     cfg.timing = opts.timing;
-                    capped(cap, engine.execute(t.addr, cfg, ops)).await.and_then(|r| match r {
-                        Ok(report) => Ok(report.status.map(|s| s.power_on)),
-                        Err(e) => Err(ipmi_reason(&e)),
-                    })
+                    capped(cap, engine.execute(t.addr, cfg, ops))
+                        .await
+                        .and_then(|r| match r {
+                            Ok(report) => Ok(report.status.map(|s| s.power_on)),
+                            Err(e) => Err(ipmi_reason(&e)),
+                        })
                 }
             }
         }
@@ -218,7 +239,11 @@ async fn one(
         }
     };
     let (reason, power, message) = match outcome {
-        Ok(p) => (Reason::Ok, p.map(|on| if on { "on" } else { "off" }.to_string()), String::new()),
+        Ok(p) => (
+            Reason::Ok,
+            p.map(|on| if on { "on" } else { "off" }.to_string()),
+            String::new(),
+        ),
         Err((reason, message)) => (reason, None, message),
     };
     NodeResult {
@@ -232,10 +257,16 @@ async fn one(
     }
 }
 
-async fn capped<T>(cap: Duration, f: impl std::future::Future<Output = T>) -> Result<T, (Reason, String)> {
-    tokio::time::timeout(cap, f)
-        .await
-        .map_err(|_| (Reason::Timeout, format!("no result within {} ms", cap.as_millis())))
+async fn capped<T>(
+    cap: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, (Reason, String)> {
+    tokio::time::timeout(cap, f).await.map_err(|_| {
+        (
+            Reason::Timeout,
+            format!("no result within {} ms", cap.as_millis()),
+        )
+    })
 }
 
 pub fn ipmi_reason(e: &IpmiError) -> (Reason, String) {
@@ -269,12 +300,18 @@ mod tests {
 
     #[test]
     fn ops_per_action() {
-        assert_eq!(ipmi_ops(Action::Status, Some(BootMode::Efi)), vec![Op::Status]);
+        assert_eq!(
+            ipmi_ops(Action::Status, Some(BootMode::Efi)),
+            vec![Op::Status]
+        );
         assert_eq!(
             ipmi_ops(Action::Cycle, Some(BootMode::Legacy)),
             vec![Op::BootPxe { efi: false }, Op::Control(Control::Cycle)]
         );
-        assert_eq!(ipmi_ops(Action::Soft, None), vec![Op::Control(Control::Soft)]);
+        assert_eq!(
+            ipmi_ops(Action::Soft, None),
+            vec![Op::Control(Control::Soft)]
+        );
     }
 
     fn target(name: &str, addr: SocketAddr, password: &str) -> Target {
@@ -296,7 +333,11 @@ mod tests {
         for i in 0..20 {
             let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let bmc = Arc::new(Mutex::new(Responder::new("admin", "secret", i)));
-            targets.push(target(&format!("n{i:02}"), sock.local_addr().unwrap(), "secret"));
+            targets.push(target(
+                &format!("n{i:02}"),
+                sock.local_addr().unwrap(),
+                "secret",
+            ));
             tokio::spawn(responder::serve(sock, bmc.clone()));
             bmcs.push(bmc);
         }
@@ -305,7 +346,10 @@ mod tests {
         let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         targets.push(target("dead", dead.local_addr().unwrap(), "secret"));
         let mut opts = FanoutOpts::from_config(&BmcConfig::default());
-        opts.timing = Timing { timeout: Duration::from_millis(50), retries: 1 };
+        opts.timing = Timing {
+            timeout: Duration::from_millis(50),
+            retries: 1,
+        };
         opts.boot = Some(BootMode::Efi);
         opts.concurrency = 8;
         let seen = Mutex::new(0);

@@ -20,7 +20,9 @@ pub use request::{power, PowerError, PowerRequest};
 pub use target::{Protocol, Target};
 
 /// A power action, the same for every protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     On,

@@ -52,7 +52,12 @@ pub enum RedfishError {
     #[error("TLS: {0} (set insecure to accept a self-signed BMC certificate)")]
     Tls(String),
     #[error("HTTP {status} from {method} {url}: {message}")]
-    Http { method: String, status: u16, url: String, message: String },
+    Http {
+        method: String,
+        status: u16,
+        url: String,
+        message: String,
+    },
     #[error("unexpected reply from {url}: {message}")]
     Protocol { url: String, message: String },
 }
@@ -75,10 +80,13 @@ pub fn choose_reset_type(action: Action, system: &Value) -> Option<&'static str>
     let allowed = system
         .pointer("/Actions/#ComputerSystem.Reset/ResetType@Redfish.AllowableValues")
         .and_then(Value::as_array);
-    reset_preferences(action).iter().copied().find(|p| match allowed {
-        Some(list) => list.iter().any(|v| v.as_str() == Some(p)),
-        None => true,
-    })
+    reset_preferences(action)
+        .iter()
+        .copied()
+        .find(|p| match allowed {
+            Some(list) => list.iter().any(|v| v.as_str() == Some(p)),
+            None => true,
+        })
 }
 
 /// The PATCH body for a one-time PXE boot. The mode is only sent when the system has
@@ -96,8 +104,14 @@ pub fn boot_override(mode: BootMode, system: &Value) -> Value {
 }
 
 enum Auth<'a> {
-    Basic { user: &'a str, password: &'a str },
-    Token { token: String, location: Option<String> },
+    Basic {
+        user: &'a str,
+        password: &'a str,
+    },
+    Token {
+        token: String,
+        location: Option<String>,
+    },
 }
 
 /// A Redfish client shared by every BMC of a fan-out (one connection pool).
@@ -125,11 +139,20 @@ impl Client {
 
     /// Runs `action` (after the boot override, if any) on the BMC; for
     /// [`Action::Status`], returns whether the system is powered on.
-    pub async fn run(&self, t: &Target, action: Action, boot: Option<BootMode>) -> Result<Option<bool>, RedfishError> {
+    pub async fn run(
+        &self,
+        t: &Target,
+        action: Action,
+        boot: Option<BootMode>,
+    ) -> Result<Option<bool>, RedfishError> {
         let base = base_url(t);
         let auth = self.login(&base, t).await?;
         let result = self.run_authed(&base, &auth, action, boot).await;
-        if let Auth::Token { location: Some(loc), .. } = &auth {
+        if let Auth::Token {
+            location: Some(loc),
+            ..
+        } = &auth
+        {
             let url = absolute(&base, loc);
             let _ = self.send(Method::DELETE, &url, &auth, None, None).await;
         }
@@ -144,13 +167,26 @@ impl Client {
         boot: Option<BootMode>,
     ) -> Result<Option<bool>, RedfishError> {
         let systems_url = format!("{base}/redfish/v1/Systems");
-        let systems = self.send(Method::GET, &systems_url, auth, None, None).await?;
-        let system_path = systems.body.pointer("/Members/0/@odata.id").and_then(Value::as_str).ok_or_else(|| {
-            RedfishError::Protocol { url: systems_url.clone(), message: "no ComputerSystem member".into() }
-        })?;
+        let systems = self
+            .send(Method::GET, &systems_url, auth, None, None)
+            .await?;
+        let system_path = systems
+            .body
+            .pointer("/Members/0/@odata.id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RedfishError::Protocol {
+                url: systems_url.clone(),
+                message: "no ComputerSystem member".into(),
+            })?;
         let system_url = absolute(base, system_path);
-        let system = self.send(Method::GET, &system_url, auth, None, None).await?;
-        let power_on = system.body.get("PowerState").and_then(Value::as_str).map(|s| s == "On");
+        let system = self
+            .send(Method::GET, &system_url, auth, None, None)
+            .await?;
+        let power_on = system
+            .body
+            .get("PowerState")
+            .and_then(Value::as_str)
+            .map(|s| s == "On");
         if action == Action::Status {
             return power_on.map(Some).ok_or_else(|| RedfishError::Protocol {
                 url: system_url,
@@ -158,36 +194,76 @@ impl Client {
             });
         }
         if let Some(mode) = boot {
-            let etag = system.headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let etag = system
+                .headers
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = boot_override(mode, &system.body);
-            self.send(Method::PATCH, &system_url, auth, Some(body), etag.as_deref()).await?;
+            self.send(
+                Method::PATCH,
+                &system_url,
+                auth,
+                Some(body),
+                etag.as_deref(),
+            )
+            .await?;
         }
-        let reset = choose_reset_type(action, &system.body).ok_or_else(|| RedfishError::Protocol {
-            url: system_url.clone(),
-            message: format!("allows none of the reset types {:?}", reset_preferences(action)),
-        })?;
+        let reset =
+            choose_reset_type(action, &system.body).ok_or_else(|| RedfishError::Protocol {
+                url: system_url.clone(),
+                message: format!(
+                    "allows none of the reset types {:?}",
+                    reset_preferences(action)
+                ),
+            })?;
         let target = system
             .body
             .pointer("/Actions/#ComputerSystem.Reset/target")
             .and_then(Value::as_str)
             .map(|p| absolute(base, p))
             .unwrap_or_else(|| format!("{system_url}/Actions/ComputerSystem.Reset"));
-        self.send(Method::POST, &target, auth, Some(json!({ "ResetType": reset })), None).await?;
+        self.send(
+            Method::POST,
+            &target,
+            auth,
+            Some(json!({ "ResetType": reset })),
+            None,
+        )
+        .await?;
         Ok(None)
     }
 
     async fn login<'a>(&self, base: &str, t: &'a Target) -> Result<Auth<'a>, RedfishError> {
         if !self.opts.session_auth {
-            return Ok(Auth::Basic { user: &t.user, password: &t.password });
+            return Ok(Auth::Basic {
+                user: &t.user,
+                password: &t.password,
+            });
         }
         let url = format!("{base}/redfish/v1/SessionService/Sessions");
         let body = json!({"UserName": t.user, "Password": t.password});
-        let none = Auth::Token { token: String::new(), location: None };
-        let r = self.send(Method::POST, &url, &none, Some(body), None).await?;
-        let header = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let token = header("x-auth-token")
-            .ok_or_else(|| RedfishError::Protocol { url: url.clone(), message: "no X-Auth-Token in reply".into() })?;
-        Ok(Auth::Token { token, location: header("location") })
+        let none = Auth::Token {
+            token: String::new(),
+            location: None,
+        };
+        let r = self
+            .send(Method::POST, &url, &none, Some(body), None)
+            .await?;
+        let header = |n: &str| {
+            r.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let token = header("x-auth-token").ok_or_else(|| RedfishError::Protocol {
+            url: url.clone(),
+            message: "no X-Auth-Token in reply".into(),
+        })?;
+        Ok(Auth::Token {
+            token,
+            location: header("location"),
+        })
     }
 
     /// One request, retried on transport failures with a growing pause.
@@ -201,7 +277,10 @@ impl Client {
     ) -> Result<Reply, RedfishError> {
         let mut attempt = 0;
         loop {
-            let mut req = self.http.request(method.clone(), url).header("accept", "application/json");
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .header("accept", "application/json");
             req = match auth {
                 Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
                 Auth::Token { token, .. } if !token.is_empty() => req.header("x-auth-token", token),
@@ -231,7 +310,10 @@ async fn reply(method: &str, url: &str, resp: reqwest::Response) -> Result<Reply
     let text = resp.text().await.map_err(|e| transport_error(url, &e))?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Err(RedfishError::Auth { status: status.as_u16(), url: url.into() });
+        return Err(RedfishError::Auth {
+            status: status.as_u16(),
+            url: url.into(),
+        });
     }
     if !status.is_success() {
         let message = body
@@ -240,7 +322,12 @@ async fn reply(method: &str, url: &str, resp: reqwest::Response) -> Result<Reply
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(200).collect());
-        return Err(RedfishError::Http { method: method.into(), status: status.as_u16(), url: url.into(), message });
+        return Err(RedfishError::Http {
+            method: method.into(),
+            status: status.as_u16(),
+            url: url.into(),
+            message,
+        });
     }
     Ok(Reply { headers, body })
 }
@@ -257,21 +344,36 @@ fn transport_error(url: &str, e: &reqwest::Error) -> RedfishError {
         }
         src = s.source();
     }
-    let text = format!("{url}: {}", chain.last().map(String::as_str).unwrap_or_default());
+    let text = format!(
+        "{url}: {}",
+        chain.last().map(String::as_str).unwrap_or_default()
+    );
     use std::io::ErrorKind as K;
     match kind {
         _ if e.is_timeout() => RedfishError::Timeout(text),
         Some(K::ConnectionRefused) => RedfishError::Refused(text),
         Some(K::HostUnreachable | K::NetworkUnreachable) => RedfishError::Unreachable(text),
-        _ if chain.iter().any(|c| c.to_lowercase().contains("certificate")) => RedfishError::Tls(text),
+        _ if chain
+            .iter()
+            .any(|c| c.to_lowercase().contains("certificate")) =>
+        {
+            RedfishError::Tls(text)
+        }
         Some(K::TimedOut) => RedfishError::Timeout(text),
         _ if e.is_connect() => RedfishError::Unreachable(text),
-        _ => RedfishError::Protocol { url: url.into(), message: chain.join(": ") },
+        _ => RedfishError::Protocol {
+            url: url.into(),
+            message: chain.join(": "),
+        },
     }
 }
 
 fn base_url(t: &Target) -> String {
-    let scheme = if t.protocol == Protocol::RedfishHttp { "http" } else { "https" };
+    let scheme = if t.protocol == Protocol::RedfishHttp {
+        "http"
+    } else {
+        "https"
+    };
     match &t.fqdn {
         Some(host) => format!("{scheme}://{host}:{}", t.addr.port()),
         None => format!("{scheme}://{}", t.addr),
@@ -297,18 +399,33 @@ mod tests {
             "ResetType@Redfish.AllowableValues": ["On", "ForceOff", "ForceRestart", "GracefulShutdown"]}}});
         assert_eq!(choose_reset_type(Action::Cycle, &sys), Some("ForceRestart"));
         assert_eq!(choose_reset_type(Action::On, &sys), Some("On"));
-        assert_eq!(choose_reset_type(Action::Soft, &sys), Some("GracefulShutdown"));
+        assert_eq!(
+            choose_reset_type(Action::Soft, &sys),
+            Some("GracefulShutdown")
+        );
         assert_eq!(choose_reset_type(Action::Status, &sys), None);
-        assert_eq!(choose_reset_type(Action::Cycle, &json!({})), Some("PowerCycle"));
+        assert_eq!(
+            choose_reset_type(Action::Cycle, &json!({})),
+            Some("PowerCycle")
+        );
         let none = json!({"Actions": {"#ComputerSystem.Reset": {"ResetType@Redfish.AllowableValues": ["Nmi"]}}});
         assert_eq!(choose_reset_type(Action::Off, &none), None);
     }
 
     #[test]
     fn boot_override_mode_only_when_supported() {
-        let old = boot_override(BootMode::Efi, &json!({"Boot": {"BootSourceOverrideTarget": "None"}}));
-        assert_eq!(old, json!({"Boot": {"BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": "Pxe"}}));
-        let new = boot_override(BootMode::Legacy, &json!({"Boot": {"BootSourceOverrideMode": "UEFI"}}));
+        let old = boot_override(
+            BootMode::Efi,
+            &json!({"Boot": {"BootSourceOverrideTarget": "None"}}),
+        );
+        assert_eq!(
+            old,
+            json!({"Boot": {"BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": "Pxe"}})
+        );
+        let new = boot_override(
+            BootMode::Legacy,
+            &json!({"Boot": {"BootSourceOverrideMode": "UEFI"}}),
+        );
         assert_eq!(new["Boot"]["BootSourceOverrideMode"], "Legacy");
     }
 

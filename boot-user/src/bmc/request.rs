@@ -64,15 +64,22 @@ impl PowerRequest {
         if let Some(c) = self.concurrency {
             o.concurrency = c.max(1);
         }
-        let timeout = self.timeout_ms.map(Duration::from_millis).unwrap_or(o.timing.timeout);
-        o.timing = Timing { timeout, retries: self.retries.unwrap_or(o.timing.retries) };
+        let timeout = self
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(o.timing.timeout);
+        o.timing = Timing {
+            timeout,
+            retries: self.retries.unwrap_or(o.timing.retries),
+        };
         o.redfish.connect_timeout = timeout;
         o.redfish.retries = o.timing.retries;
         o.redfish.insecure |= self.insecure;
         o.redfish.session_auth = self.redfish_session;
         if let Some(id) = self.cipher {
-            let suite = CipherSuite::from_id(id)
-                .ok_or_else(|| PowerError::Invalid(format!("cipher suite {id}: xboot implements 3 and 17")))?;
+            let suite = CipherSuite::from_id(id).ok_or_else(|| {
+                PowerError::Invalid(format!("cipher suite {id}: xboot implements 3 and 17"))
+            })?;
             o.suites = vec![suite];
         }
         o.boot = self.boot;
@@ -109,9 +116,13 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_defaults() {
-        let req: PowerRequest = serde_json::from_str(r#"{"nodeset":"cn[1-2]","action":"cycle","boot":"efi"}"#).unwrap();
+        let req: PowerRequest =
+            serde_json::from_str(r#"{"nodeset":"cn[1-2]","action":"cycle","boot":"efi"}"#).unwrap();
         assert_eq!(req.boot, Some(BootMode::Efi));
-        assert_eq!(serde_json::from_value::<PowerRequest>(serde_json::to_value(&req).unwrap()).unwrap(), req);
+        assert_eq!(
+            serde_json::from_value::<PowerRequest>(serde_json::to_value(&req).unwrap()).unwrap(),
+            req
+        );
         let o = req.options(&BmcConfig::default()).unwrap();
         assert_eq!(o.suites, vec![CipherSuite::Suite17, CipherSuite::Suite3]);
         assert_eq!(o.timing.timeout, Duration::from_millis(1000));
@@ -121,18 +132,33 @@ mod tests {
     fn rejects_nonsense() {
         let mut req = PowerRequest::new("cn1", Action::Off);
         req.boot = Some(BootMode::Legacy);
-        assert!(req.options(&BmcConfig::default()).unwrap_err().to_string().contains("not off"));
+        assert!(req
+            .options(&BmcConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains("not off"));
         let mut req = PowerRequest::new("cn1", Action::On);
         req.cipher = Some(1);
-        assert!(matches!(req.options(&BmcConfig::default()), Err(PowerError::Invalid(_))));
+        assert!(matches!(
+            req.options(&BmcConfig::default()),
+            Err(PowerError::Invalid(_))
+        ));
     }
 
     #[tokio::test]
     async fn unknown_hosts_fail_before_any_traffic() {
         let req = PowerRequest::new("cn[1-2]", Action::Status);
-        let err = power(&BmcConfig::default(), &Inventory::default(), &req, |_| {}).await.unwrap_err();
-        assert_eq!(err.to_string(), "host cn1: not in the inventory; host cn2: not in the inventory");
+        let err = power(&BmcConfig::default(), &Inventory::default(), &req, |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "host cn1: not in the inventory; host cn2: not in the inventory"
+        );
         let bad = PowerRequest::new("cn[", Action::Status);
-        assert!(matches!(power(&BmcConfig::default(), &Inventory::default(), &bad, |_| {}).await, Err(PowerError::NodeSet(_))));
+        assert!(matches!(
+            power(&BmcConfig::default(), &Inventory::default(), &bad, |_| {}).await,
+            Err(PowerError::NodeSet(_))
+        ));
     }
 }

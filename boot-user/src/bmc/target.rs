@@ -79,7 +79,9 @@ pub enum TargetError {
     NoBmc(String),
     #[error("host {host}: BMC interface has no valid ip ({ip:?})")]
     NoAddress { host: String, ip: Option<String> },
-    #[error("host {host}: unknown BMC protocol {protocol:?} (expected ipmi, redfish or redfish-http)")]
+    #[error(
+        "host {host}: unknown BMC protocol {protocol:?} (expected ipmi, redfish or redfish-http)"
+    )]
     Protocol { host: String, protocol: String },
 }
 
@@ -89,7 +91,11 @@ pub enum TargetError {
 pub struct TargetErrors(pub Vec<TargetError>);
 
 /// The BMC target of each named host, in the order given.
-pub fn resolve(cfg: &BmcConfig, inv: &Inventory, names: &[String]) -> Result<Vec<Target>, TargetErrors> {
+pub fn resolve(
+    cfg: &BmcConfig,
+    inv: &Inventory,
+    names: &[String],
+) -> Result<Vec<Target>, TargetErrors> {
     let mut out = Vec::with_capacity(names.len());
     let mut errors = vec![];
     for name in names {
@@ -106,13 +112,20 @@ pub fn resolve(cfg: &BmcConfig, inv: &Inventory, names: &[String]) -> Result<Vec
 }
 
 fn resolve_one(cfg: &BmcConfig, inv: &Inventory, name: &str) -> Result<Target, TargetError> {
-    let host = inv.host(name).ok_or_else(|| TargetError::UnknownHost(name.into()))?;
+    let host = inv
+        .host(name)
+        .ok_or_else(|| TargetError::UnknownHost(name.into()))?;
     let nic = host.bmc().ok_or_else(|| TargetError::NoBmc(name.into()))?;
-    let ip = nic.addr().ok_or_else(|| TargetError::NoAddress { host: name.into(), ip: nic.ip.clone() })?;
+    let ip = nic.addr().ok_or_else(|| TargetError::NoAddress {
+        host: name.into(),
+        ip: nic.ip.clone(),
+    })?;
     let ov = nic.bmc_config.clone().unwrap_or_default();
     let proto_name = ov.protocol.as_deref().unwrap_or(&cfg.protocol);
-    let protocol = Protocol::parse(proto_name)
-        .ok_or_else(|| TargetError::Protocol { host: name.into(), protocol: proto_name.into() })?;
+    let protocol = Protocol::parse(proto_name).ok_or_else(|| TargetError::Protocol {
+        host: name.into(),
+        protocol: proto_name.into(),
+    })?;
     let port = ov.port.unwrap_or(protocol.default_port());
     Ok(Target {
         name: name.into(),
@@ -146,28 +159,49 @@ mod tests {
     }
 
     fn cfg() -> BmcConfig {
-        BmcConfig { user: "admin".into(), password: "secret".into(), ..Default::default() }
+        BmcConfig {
+            user: "admin".into(),
+            password: "secret".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn defaults_and_overrides() {
         let t = resolve(&cfg(), &inventory(), &["cn1".into(), "cn2".into()]).unwrap();
         assert_eq!(t[0].addr, "10.1.0.1:623".parse().unwrap());
-        assert_eq!((t[0].protocol, t[0].user.as_str(), t[0].password.as_str()), (Protocol::Ipmi, "admin", "secret"));
+        assert_eq!(
+            (t[0].protocol, t[0].user.as_str(), t[0].password.as_str()),
+            (Protocol::Ipmi, "admin", "secret")
+        );
         assert_eq!(t[0].fqdn, None);
         assert_eq!(t[1].addr, "10.1.0.2:8443".parse().unwrap());
-        assert_eq!((t[1].protocol, t[1].user.as_str(), t[1].password.as_str()), (Protocol::Redfish, "root", "calvin"));
+        assert_eq!(
+            (t[1].protocol, t[1].user.as_str(), t[1].password.as_str()),
+            (Protocol::Redfish, "root", "calvin")
+        );
         assert_eq!(t[1].fqdn.as_deref(), Some("cn2-bmc.example"));
-        assert!(!format!("{:?}", t[1]).contains("calvin"), "Debug hides the password");
+        assert!(
+            !format!("{:?}", t[1]).contains("calvin"),
+            "Debug hides the password"
+        );
     }
 
     #[test]
     fn every_error_is_reported_with_the_host_name() {
-        let names: Vec<String> = ["cn3", "cn4", "cn5", "nope", "cn1"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = ["cn3", "cn4", "cn5", "nope", "cn1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let err = resolve(&cfg(), &inventory(), &names).unwrap_err();
         assert_eq!(err.0.len(), 4);
         let text = err.to_string();
-        for needle in ["host cn3: no interface with bmc = true", "host cn4: BMC interface has no valid ip", "\"snmp\"", "host nope: not in"] {
+        for needle in [
+            "host cn3: no interface with bmc = true",
+            "host cn4: BMC interface has no valid ip",
+            "\"snmp\"",
+            "host nope: not in",
+        ] {
             assert!(text.contains(needle), "{text}");
         }
     }

@@ -19,7 +19,8 @@ const USER: &str = "admin";
 const PASS: &str = "secret";
 /// Get Channel Authentication Capabilities (IPMI v1.5, no session): the readiness probe.
 const PROBE: [u8; 23] = [
-    0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81, 0x00, 0x38, 0x8e, 0x04, 0xb5,
+    0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81, 0x00, 0x38,
+    0x8e, 0x04, 0xb5,
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -79,7 +80,9 @@ fn sim_addr(i: usize) -> SocketAddr {
 }
 
 fn start_fleet(n: usize, dir: &Path) -> anyhow::Result<Fleet> {
-    let mut fleet = Fleet { sims: Vec::with_capacity(n) };
+    let mut fleet = Fleet {
+        sims: Vec::with_capacity(n),
+    };
     for i in 0..n {
         let addr = sim_addr(i);
         let d = dir.join(format!("sim{i:04}"));
@@ -116,12 +119,17 @@ fn start_fleet(n: usize, dir: &Path) -> anyhow::Result<Fleet> {
 fn wait_ready(fleet: &Fleet) -> anyhow::Result<()> {
     let sock = UdpSocket::bind("0.0.0.0:0")?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut pending: std::collections::HashSet<SocketAddr> = fleet.sims.iter().map(|s| s.addr).collect();
+    let mut pending: std::collections::HashSet<SocketAddr> =
+        fleet.sims.iter().map(|s| s.addr).collect();
     let until = Instant::now() + Duration::from_secs(60);
     let mut buf = [0u8; 256];
     while !pending.is_empty() {
         if Instant::now() > until {
-            bail!("{} of {} ipmi_sim never answered", pending.len(), fleet.sims.len());
+            bail!(
+                "{} of {} ipmi_sim never answered",
+                pending.len(),
+                fleet.sims.len()
+            );
         }
         for a in &pending {
             let _ = sock.send_to(&PROBE, a);
@@ -188,27 +196,59 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
             if tool == Tool::XbootSuite3 {
                 cmd += " --cipher 3";
             }
-            let out = Command::new("sh").args(["-c", &cmd]).stderr(Stdio::inherit()).output()?;
+            let out = Command::new("sh")
+                .args(["-c", &cmd])
+                .stderr(Stdio::inherit())
+                .output()?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             match v["ok"].as_u64() {
                 Some(ok) if ok as usize == n && out.status.success() => Ok(ms),
-                _ => Err(first_failure(&v).unwrap_or_else(|| String::from_utf8_lossy(&out.stdout).chars().take(300).collect())),
+                _ => Err(first_failure(&v).unwrap_or_else(|| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .chars()
+                        .take(300)
+                        .collect()
+                })),
             }
         }
         Tool::Ipmipower => {
             let flag = if op == "status" { "--stat" } else { "--cycle" };
             let out = Command::new("ipmipower")
-                .args(["-D", "LAN_2_0", "-W", "opensesspriv", "-u", USER, "-p", PASS, "-h", &hosts.join(","), flag])
+                .args([
+                    "-D",
+                    "LAN_2_0",
+                    "-W",
+                    "opensesspriv",
+                    "-u",
+                    USER,
+                    "-p",
+                    PASS,
+                    "-h",
+                    &hosts.join(","),
+                    flag,
+                ])
                 .output()?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let text = String::from_utf8_lossy(&out.stdout);
-            let want = if op == "status" { [": on", ": off"] } else { [": ok", ": ok"] };
-            let good = text.lines().filter(|l| want.iter().any(|w| l.ends_with(w))).count();
+            let want = if op == "status" {
+                [": on", ": off"]
+            } else {
+                [": ok", ": ok"]
+            };
+            let good = text
+                .lines()
+                .filter(|l| want.iter().any(|w| l.ends_with(w)))
+                .count();
             if good == n {
                 Ok(ms)
             } else {
-                Err(format!("{good}/{n} ok; {}", text.lines().find(|l| !want.iter().any(|w| l.ends_with(w))).unwrap_or("")))
+                Err(format!(
+                    "{good}/{n} ok; {}",
+                    text.lines()
+                        .find(|l| !want.iter().any(|w| l.ends_with(w)))
+                        .unwrap_or("")
+                ))
             }
         }
         Tool::Ipmitool => {
@@ -217,7 +257,10 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
                 .iter()
                 .map(|h| {
                     Command::new("ipmitool")
-                        .args(["-I", "lanplus", "-C", "3", "-H", h, "-U", USER, "-P", PASS, "chassis", "power", verb])
+                        .args([
+                            "-I", "lanplus", "-C", "3", "-H", h, "-U", USER, "-P", PASS, "chassis",
+                            "power", verb,
+                        ])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
@@ -241,8 +284,14 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
 }
 
 fn first_failure(v: &serde_json::Value) -> Option<String> {
-    let r = v["results"].as_array()?.iter().find(|r| r["reason"] != "ok")?;
-    Some(format!("{}/{} ok; {}: {} {}", v["ok"], v["total"], r["name"], r["reason"], r["message"]))
+    let r = v["results"]
+        .as_array()?
+        .iter()
+        .find(|r| r["reason"] != "ok")?;
+    Some(format!(
+        "{}/{} ok; {}: {} {}",
+        v["ok"], v["total"], r["name"], r["reason"], r["message"]
+    ))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -265,18 +314,31 @@ fn mem_available_kib() -> u64 {
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn build_xboot() -> anyhow::Result<String> {
     let ok = Command::new("cargo")
-        .args(["build", "--release", "-q", "-p", "boot-user", "--example", "xboot-bmc"])
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "boot-user",
+            "--example",
+            "xboot-bmc",
+        ])
         .status()
         .context("cargo build")?;
     if !ok.success() {
         bail!("building the xboot-bmc example failed");
     }
-    Ok(std::fs::canonicalize("target/release/examples/xboot-bmc")?.display().to_string())
+    Ok(std::fs::canonicalize("target/release/examples/xboot-bmc")?
+        .display()
+        .to_string())
 }
 
 fn write_inputs(dir: &Path, n: usize) -> anyhow::Result<()> {
@@ -293,14 +355,20 @@ fn write_inputs(dir: &Path, n: usize) -> anyhow::Result<()> {
 
 /// `cargo xtask bench bmc [ARGS...]` (see [`Args`]).
 pub fn run(argv: &[String]) -> anyhow::Result<()> {
-    let args = <Args as clap::Parser>::try_parse_from(std::iter::once("bench bmc".to_string()).chain(argv.iter().cloned()))?;
+    let args = <Args as clap::Parser>::try_parse_from(
+        std::iter::once("bench bmc".to_string()).chain(argv.iter().cloned()),
+    )?;
     let max = args.sizes.iter().copied().max().context("no sizes")?;
     if max > 62_500 {
         bail!("at most 62500 BMCs (127.201.0.0/16)");
     }
     let need_kib = max as u64 * 8 * 1024 + (2 << 20);
     if mem_available_kib() < need_kib {
-        bail!("{max} ipmi_sim need about {} MiB; only {} MiB available", need_kib >> 10, mem_available_kib() >> 10);
+        bail!(
+            "{max} ipmi_sim need about {} MiB; only {} MiB available",
+            need_kib >> 10,
+            mem_available_kib() >> 10
+        );
     }
     std::fs::create_dir_all(&args.out)?;
     let out = std::fs::canonicalize(&args.out)?;
@@ -315,19 +383,36 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
     let t = Instant::now();
     let fleet = start_fleet(max, &simdir)?;
     let rss: u64 = fleet.sims.iter().map(|s| rss_kib(s.child.id())).sum();
-    eprintln!("bench bmc: {max} simulators up in {:.1} s, {} MiB RSS", t.elapsed().as_secs_f64(), rss >> 10);
-    let ctx = Ctx { xboot, dir: out.clone() };
+    eprintln!(
+        "bench bmc: {max} simulators up in {:.1} s, {} MiB RSS",
+        t.elapsed().as_secs_f64(),
+        rss >> 10
+    );
+    let ctx = Ctx {
+        xboot,
+        dir: out.clone(),
+    };
     let mut results = vec![];
     let mut sizes = args.sizes.clone();
     sizes.sort_unstable();
     for &n in &sizes {
         for op in ["status", "cycle"] {
-            for tool in [Tool::Xboot, Tool::XbootSuite3, Tool::Ipmipower, Tool::Ipmitool] {
+            for tool in [
+                Tool::Xboot,
+                Tool::XbootSuite3,
+                Tool::Ipmipower,
+                Tool::Ipmitool,
+            ] {
                 if tool == Tool::Ipmitool && n > args.ipmitool_max {
                     continue;
                 }
                 let m = measure(&ctx, tool, op, n, args.runs)?;
-                eprintln!("  n={n:5} {op:6} {:18} median {:9.1} ms  {:?}", tool.name(), m.median_ms, m.failures);
+                eprintln!(
+                    "  n={n:5} {op:6} {:18} median {:9.1} ms  {:?}",
+                    tool.name(),
+                    m.median_ms,
+                    m.failures
+                );
                 results.push(m);
             }
         }
@@ -343,11 +428,21 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
     let json = serde_json::json!({"bmcs": max, "sim_rss_kib": rss, "cores": num_cpus(), "results": results});
     std::fs::write(out.join("bmc.json"), serde_json::to_vec_pretty(&json)?)?;
     println!("{report}");
-    eprintln!("bench bmc: wrote {} and {}", out.join("bmc.json").display(), out.join("bmc.md").display());
+    eprintln!(
+        "bench bmc: wrote {} and {}",
+        out.join("bmc.json").display(),
+        out.join("bmc.md").display()
+    );
     Ok(())
 }
 
-fn measure(ctx: &Ctx, tool: Tool, op: &'static str, n: usize, runs: usize) -> anyhow::Result<Measure> {
+fn measure(
+    ctx: &Ctx,
+    tool: Tool,
+    op: &'static str,
+    n: usize,
+    runs: usize,
+) -> anyhow::Result<Measure> {
     let mut runs_ms = vec![];
     let mut failures = vec![];
     // one untimed warm-up (page cache, ARP-free loopback, the simulators' first session)
@@ -363,15 +458,29 @@ fn measure(ctx: &Ctx, tool: Tool, op: &'static str, n: usize, runs: usize) -> an
             Err(e) => failures.push(e),
         }
     }
-    Ok(Measure { n, op, tool: tool.name(), median_ms: median(&runs_ms), runs_ms, failures })
+    Ok(Measure {
+        n,
+        op,
+        tool: tool.name(),
+        median_ms: median(&runs_ms),
+        runs_ms,
+        failures,
+    })
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn report(results: &[Measure], max: usize, rss: u64, on: usize, sizes: &[usize]) -> String {
-    let tools = [Tool::Xboot, Tool::XbootSuite3, Tool::Ipmipower, Tool::Ipmitool];
+    let tools = [
+        Tool::Xboot,
+        Tool::XbootSuite3,
+        Tool::Ipmipower,
+        Tool::Ipmitool,
+    ];
     let mut s = String::new();
     let _ = writeln!(s, "# BMC fan-out benchmark\n");
     let _ = writeln!(
@@ -381,15 +490,25 @@ fn report(results: &[Measure], max: usize, rss: u64, on: usize, sizes: &[usize])
         rss >> 10,
         num_cpus()
     );
-    let _ = writeln!(s, "| N | operation | {} | xboot / ipmipower |", tools.map(|t| t.name()).join(" | "));
+    let _ = writeln!(
+        s,
+        "| N | operation | {} | xboot / ipmipower |",
+        tools.map(|t| t.name()).join(" | ")
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     let mut verdicts = vec![];
     for &n in sizes {
         for op in ["status", "cycle"] {
-            let get = |t: Tool| results.iter().find(|m| m.n == n && m.op == op && m.tool == t.name());
+            let get = |t: Tool| {
+                results
+                    .iter()
+                    .find(|m| m.n == n && m.op == op && m.tool == t.name())
+            };
             let cell = |t: Tool| match get(t) {
                 None => "-".to_string(),
-                Some(m) if !m.failures.is_empty() => format!("{:.1} ms ({} failed)", m.median_ms, m.failures.len()),
+                Some(m) if !m.failures.is_empty() => {
+                    format!("{:.1} ms ({} failed)", m.median_ms, m.failures.len())
+                }
                 Some(m) => format!("{:.1} ms", m.median_ms),
             };
             let ratio = match (get(Tool::Xboot), get(Tool::Ipmipower)) {
@@ -399,14 +518,26 @@ fn report(results: &[Measure], max: usize, rss: u64, on: usize, sizes: &[usize])
                 }
                 _ => "-".into(),
             };
-            let _ = writeln!(s, "| {n} | {op} | {} | {ratio} |", tools.map(cell).join(" | "));
+            let _ = writeln!(
+                s,
+                "| {n} | {op} | {} | {ratio} |",
+                tools.map(cell).join(" | ")
+            );
         }
     }
     let _ = writeln!(s, "\nTargets:");
     let all_faster = verdicts.iter().all(|v| v.2);
-    let _ = writeln!(s, "- xboot at least as fast as ipmipower at every N: {}", if all_faster { "yes" } else { "NO" });
+    let _ = writeln!(
+        s,
+        "- xboot at least as fast as ipmipower at every N: {}",
+        if all_faster { "yes" } else { "NO" }
+    );
     for (_, op, _, ms) in verdicts.iter().filter(|v| v.0 == 1000) {
-        let _ = writeln!(s, "- 1,000 BMCs {op} under 5 s: {} ({ms:.0} ms)", if *ms < 5000.0 { "yes" } else { "NO" });
+        let _ = writeln!(
+            s,
+            "- 1,000 BMCs {op} under 5 s: {} ({ms:.0} ms)",
+            if *ms < 5000.0 { "yes" } else { "NO" }
+        );
     }
     let _ = writeln!(s, "- after the last cycle, machines powered on: {on}/{max}");
     s

@@ -37,7 +37,9 @@ pub enum Op {
     Status,
     Control(Control),
     /// Set System Boot Options: PXE on next boot only, legacy or EFI.
-    BootPxe { efi: bool },
+    BootPxe {
+        efi: bool,
+    },
 }
 
 impl Op {
@@ -46,7 +48,11 @@ impl Op {
         match self {
             Op::Status => (NETFN_CHASSIS, CMD_CHASSIS_STATUS, vec![]),
             Op::Control(c) => (NETFN_CHASSIS, CMD_CHASSIS_CONTROL, vec![c as u8]),
-            Op::BootPxe { efi } => (NETFN_CHASSIS, CMD_SET_BOOT_OPTIONS, boot_flags_pxe(efi).to_vec()),
+            Op::BootPxe { efi } => (
+                NETFN_CHASSIS,
+                CMD_SET_BOOT_OPTIONS,
+                boot_flags_pxe(efi).to_vec(),
+            ),
         }
     }
 

@@ -45,12 +45,16 @@ impl CipherSuite {
     /// (authentication, integrity, confidentiality) algorithm numbers.
     pub fn algorithms(self) -> (u8, u8, u8) {
         match self {
-            CipherSuite::Suite3 => {
-                (alg::AUTH_HMAC_SHA1, alg::INTEGRITY_HMAC_SHA1_96, alg::CONF_AES_CBC_128)
-            }
-            CipherSuite::Suite17 => {
-                (alg::AUTH_HMAC_SHA256, alg::INTEGRITY_HMAC_SHA256_128, alg::CONF_AES_CBC_128)
-            }
+            CipherSuite::Suite3 => (
+                alg::AUTH_HMAC_SHA1,
+                alg::INTEGRITY_HMAC_SHA1_96,
+                alg::CONF_AES_CBC_128,
+            ),
+            CipherSuite::Suite17 => (
+                alg::AUTH_HMAC_SHA256,
+                alg::INTEGRITY_HMAC_SHA256_128,
+                alg::CONF_AES_CBC_128,
+            ),
         }
     }
 
@@ -138,7 +142,13 @@ impl Handshake<'_> {
     pub fn rakp3_code(&self) -> Vec<u8> {
         self.suite.hmac(
             self.password,
-            &[&self.bmc_rand, &self.console_sid.to_le_bytes(), &[self.role], &self.ulen(), self.user],
+            &[
+                &self.bmc_rand,
+                &self.console_sid.to_le_bytes(),
+                &[self.role],
+                &self.ulen(),
+                self.user,
+            ],
         )
     }
 
@@ -147,7 +157,13 @@ impl Handshake<'_> {
     pub fn sik(&self) -> Vec<u8> {
         self.suite.hmac(
             self.password,
-            &[&self.console_rand, &self.bmc_rand, &[self.role], &self.ulen(), self.user],
+            &[
+                &self.console_rand,
+                &self.bmc_rand,
+                &[self.role],
+                &self.ulen(),
+                self.user,
+            ],
         )
     }
 
@@ -155,7 +171,11 @@ impl Handshake<'_> {
     pub fn rakp4_icv(&self, sik: &[u8]) -> Vec<u8> {
         let mut v = self.suite.hmac(
             sik,
-            &[&self.console_rand, &self.bmc_sid.to_le_bytes(), &self.bmc_guid],
+            &[
+                &self.console_rand,
+                &self.bmc_sid.to_le_bytes(),
+                &self.bmc_guid,
+            ],
         );
         v.truncate(self.suite.icv_len());
         v
@@ -174,7 +194,9 @@ pub struct Keys {
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keys").field("suite", &self.suite).finish_non_exhaustive()
+        f.debug_struct("Keys")
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
     }
 }
 
@@ -207,8 +229,11 @@ impl Keys {
         buf.extend_from_slice(data);
         buf.extend((1..=pad as u8).chain([pad as u8]));
         let enc = Aes128CbcEnc::new(&self.aes.into(), &iv.into());
-        enc.encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(&mut buf[16..], data.len() + pad + 1)
-            .expect("length is a multiple of the block size");
+        enc.encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(
+            &mut buf[16..],
+            data.len() + pad + 1,
+        )
+        .expect("length is a multiple of the block size");
         buf
     }
 
@@ -221,7 +246,8 @@ impl Keys {
         let mut buf = ct.to_vec();
         let iv: [u8; 16] = iv.try_into().ok()?;
         let dec = Aes128CbcDec::new(&self.aes.into(), &iv.into());
-        dec.decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(&mut buf).ok()?;
+        dec.decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(&mut buf)
+            .ok()?;
         let pad = *buf.last()? as usize;
         if pad > 15 || pad + 1 > buf.len() {
             return None;
@@ -262,8 +288,14 @@ mod tests {
     #[test]
     fn suite3_handshake_matches_capture() {
         let hs = ipmitool_vs_ipmi_sim();
-        assert_eq!(hs.rakp2_code(), h("122c68147fd63873371e452e2462da08abeb6719"));
-        assert_eq!(hs.rakp3_code(), h("b041bec038660dffee562c41dc58ea0f604fa0c9"));
+        assert_eq!(
+            hs.rakp2_code(),
+            h("122c68147fd63873371e452e2462da08abeb6719")
+        );
+        assert_eq!(
+            hs.rakp3_code(),
+            h("b041bec038660dffee562c41dc58ea0f604fa0c9")
+        );
         assert_eq!(hs.rakp4_icv(&hs.sik()), h("41b1eeaac35fe701c8cdafd8"));
     }
 
@@ -272,8 +304,10 @@ mod tests {
         let hs = ipmitool_vs_ipmi_sim();
         let keys = Keys::derive(hs.suite, &hs.sik());
         // First session packet ipmitool sent: Set Session Privilege Level (ADMIN).
-        let pkt = h("0600ff0706c0020500000300000020003e40d2d35939adcdb2f83eef81882c541ed6\
-                     f8beb4c533e8b90b505a823a4d9effff02076381284b8d6d903a692926cb");
+        let pkt = h(
+            "0600ff0706c0020500000300000020003e40d2d35939adcdb2f83eef81882c541ed6\
+                     f8beb4c533e8b90b505a823a4d9effff02076381284b8d6d903a692926cb",
+        );
         let n = pkt.len();
         assert_eq!(keys.auth_code(&pkt[4..n - 12]), pkt[n - 12..]);
         let msg = keys.decrypt(&pkt[16..48]).unwrap();
@@ -301,16 +335,31 @@ mod tests {
             role: 0x14,
             user: b"admin",
         };
-        assert_eq!(hs.rakp2_code(), h("7447884eeea7ccc464b6361d81191d4aa2788bc5684bf3226abcd415ce93a14a"));
-        assert_eq!(hs.rakp3_code(), h("508dee2e49112d5c7f698becb5829d6b4f7f182f503d5252a47850f651c68e5f"));
-        assert_eq!(hs.rakp4_icv(&hs.sik()), h("a6e6e93e6f42022b81b83eb8f57d84d1"));
+        assert_eq!(
+            hs.rakp2_code(),
+            h("7447884eeea7ccc464b6361d81191d4aa2788bc5684bf3226abcd415ce93a14a")
+        );
+        assert_eq!(
+            hs.rakp3_code(),
+            h("508dee2e49112d5c7f698becb5829d6b4f7f182f503d5252a47850f651c68e5f")
+        );
+        assert_eq!(
+            hs.rakp4_icv(&hs.sik()),
+            h("a6e6e93e6f42022b81b83eb8f57d84d1")
+        );
         let keys = Keys::derive(hs.suite, &hs.sik());
-        let pkt = h("0600ff0706c09c0217fd030000002000fc68eb04806748b2da958d4c09ab0f080126f087\
-                     8442866bfc04925aa4064380ffff0207a67b2504027feb1584eef5c5d1c5ac87");
+        let pkt = h(
+            "0600ff0706c09c0217fd030000002000fc68eb04806748b2da958d4c09ab0f080126f087\
+                     8442866bfc04925aa4064380ffff0207a67b2504027feb1584eef5c5d1c5ac87",
+        );
         let n = pkt.len();
         assert_eq!(keys.auth_code(&pkt[4..n - 16]), pkt[n - 16..]);
         let msg = keys.decrypt(&pkt[16..48]).unwrap();
-        assert_eq!((msg[1] >> 2, msg[5], msg[6]), (0x06, 0x3b, 0x04), "Set Session Privilege Level ADMIN");
+        assert_eq!(
+            (msg[1] >> 2, msg[5], msg[6]),
+            (0x06, 0x3b, 0x04),
+            "Set Session Privilege Level ADMIN"
+        );
     }
 
     #[test]

@@ -45,9 +45,12 @@ impl Engine {
     /// Binds `addr` (use port 0) and starts the engine task on the current runtime.
     pub fn bind(addr: SocketAddr) -> io::Result<Engine> {
         let domain = socket2::Domain::for_address(addr);
-        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let sock =
+            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         // SO_RCVBUFFORCE passes net.core.rmem_max when we may (root); else take what we get.
-        if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &RECV_BUFFER).is_err() {
+        if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &RECV_BUFFER)
+            .is_err()
+        {
             let _ = sock.set_recv_buffer_size(RECV_BUFFER);
         }
         if addr.is_ipv4() {
@@ -81,10 +84,22 @@ impl Engine {
     }
 
     /// Runs `ops` in one session with the BMC at `addr`.
-    pub async fn execute(&self, addr: SocketAddr, cfg: SessionConfig, ops: Vec<Op>) -> Result<Report, IpmiError> {
+    pub async fn execute(
+        &self,
+        addr: SocketAddr,
+        cfg: SessionConfig,
+        ops: Vec<Op>,
+    ) -> Result<Report, IpmiError> {
         let (reply, rx) = oneshot::channel();
         let gone = || IpmiError::Protocol("IPMI engine stopped".into());
-        self.jobs.send(Job { addr, cfg, ops, reply }).map_err(|_| gone())?;
+        self.jobs
+            .send(Job {
+                addr,
+                cfg,
+                ops,
+                reply,
+            })
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }
@@ -158,7 +173,14 @@ impl EventLoop {
         let mut seed = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut seed);
         let session = Session::new(job.cfg, job.ops, seed, Instant::now());
-        self.active.insert(job.addr, Active { session, reply: Some(job.reply), armed: None });
+        self.active.insert(
+            job.addr,
+            Active {
+                session,
+                reply: Some(job.reply),
+                armed: None,
+            },
+        );
         self.settle(job.addr).await;
     }
 
@@ -180,7 +202,9 @@ impl EventLoop {
     /// After any input: send what the session wants sent, deliver its result, re-arm
     /// its timer, and retire it (starting the next job for that address) once finished.
     async fn settle(&mut self, addr: SocketAddr) {
-        let Some(a) = self.active.get_mut(&addr) else { return };
+        let Some(a) = self.active.get_mut(&addr) else {
+            return;
+        };
         while let Some(pkt) = a.session.poll_transmit() {
             if let Err(e) = self.socket.send_to(&pkt, addr).await {
                 let err = NetError::Unreachable(format!("send to {addr}: {e}"));
@@ -219,7 +243,10 @@ impl EventLoop {
     async fn drain_errors(&mut self) {
         loop {
             // try_io clears the error readiness once the queue reads empty (EAGAIN)
-            let entry = match self.socket.try_io(Interest::ERROR, || read_error_queue(&self.socket)) {
+            let entry = match self
+                .socket
+                .try_io(Interest::ERROR, || read_error_queue(&self.socket))
+            {
                 Ok(entry) => entry,
                 Err(_) => return,
             };
@@ -241,7 +268,9 @@ fn read_error_queue(socket: &UdpSocket) -> io::Result<Option<(SocketAddr, NetErr
     let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
     let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
     let msg = recvmsg::<SockaddrIn>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)?;
-    let Some(dest) = msg.address else { return Ok(None) };
+    let Some(dest) = msg.address else {
+        return Ok(None);
+    };
     let dest = SocketAddr::V4(dest.into());
     let mut err = NetError::Unreachable("ICMP error".into());
     for c in msg.cmsgs()? {

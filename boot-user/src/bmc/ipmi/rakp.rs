@@ -183,8 +183,17 @@ impl Rakp1 {
     pub fn decode(b: &[u8]) -> Result<Self, WireError> {
         need(b, 28)?;
         let ulen = b[27] as usize;
-        let user = b.get(28..28 + ulen).ok_or(WireError::Length(ulen))?.to_vec();
-        Ok(Rakp1 { tag: b[0], bmc_sid: u32_at(b, 4), console_rand: a16(b, 8), role: b[24], user })
+        let user = b
+            .get(28..28 + ulen)
+            .ok_or(WireError::Length(ulen))?
+            .to_vec();
+        Ok(Rakp1 {
+            tag: b[0],
+            bmc_sid: u32_at(b, 4),
+            console_rand: a16(b, 8),
+            role: b[24],
+            user,
+        })
     }
 }
 
@@ -252,7 +261,12 @@ impl Rakp34 {
     pub fn decode(b: &[u8]) -> Result<Self, WireError> {
         need_reply(b, 8)?;
         let code = b.get(8..).unwrap_or_default().to_vec();
-        Ok(Rakp34 { tag: b[0], status: b[1], sid: sid_or_zero(b), code })
+        Ok(Rakp34 {
+            tag: b[0],
+            status: b[1],
+            sid: sid_or_zero(b),
+            code,
+        })
     }
 }
 
@@ -276,7 +290,10 @@ mod tests {
         };
         let bytes = h("00000000a4a3a2a0000000080100000001000008010000000200000801000000");
         assert_eq!(req.encode(), bytes);
-        assert_eq!(OpenSessionRequest::decode(&bytes).unwrap(), (req, Some(CipherSuite::Suite3)));
+        assert_eq!(
+            OpenSessionRequest::decode(&bytes).unwrap(),
+            (req, Some(CipherSuite::Suite3))
+        );
 
         let resp = OpenSessionResponse {
             tag: 0,
@@ -292,8 +309,19 @@ mod tests {
 
         // ipmi_sim refusing suite 17: tag and status only
         let refused = OpenSessionResponse::decode(&h("01 04")).unwrap();
-        assert_eq!((refused.tag, refused.status, refused.console_sid, refused.suite), (1, 0x04, 0, None));
-        assert!(OpenSessionResponse::decode(&h("01 00")).is_err(), "success needs the body");
+        assert_eq!(
+            (
+                refused.tag,
+                refused.status,
+                refused.console_sid,
+                refused.suite
+            ),
+            (1, 0x04, 0, None)
+        );
+        assert!(
+            OpenSessionResponse::decode(&h("01 00")).is_err(),
+            "success needs the body"
+        );
         assert!(is_algorithm_status(refused.status));
         assert_eq!(status_text(0x04), "invalid authentication algorithm");
     }
@@ -311,8 +339,10 @@ mod tests {
         assert_eq!(r1.encode(), b1);
         assert_eq!(Rakp1::decode(&b1).unwrap(), r1);
 
-        let b2 = h("00000000a4a3a2a01139ea098910330e96e7cb765986425fa123456789abcdefa123456789abcdef\
-                    122c68147fd63873371e452e2462da08abeb6719");
+        let b2 = h(
+            "00000000a4a3a2a01139ea098910330e96e7cb765986425fa123456789abcdefa123456789abcdef\
+                    122c68147fd63873371e452e2462da08abeb6719",
+        );
         let r2 = Rakp2::decode(&b2).unwrap();
         assert_eq!(r2.console_sid, 0xa0a2a3a4);
         assert_eq!(r2.bmc_guid[0], 0xa1);
@@ -325,13 +355,21 @@ mod tests {
         assert_eq!(r3.encode(), b3);
 
         let b4 = h("00000000a4a3a2a041b1eeaac35fe701c8cdafd8");
-        assert_eq!(Rakp34::decode(&b4).unwrap().code, h("41b1eeaac35fe701c8cdafd8"));
+        assert_eq!(
+            Rakp34::decode(&b4).unwrap().code,
+            h("41b1eeaac35fe701c8cdafd8")
+        );
 
         // ipmi_sim's RAKP 2 for an unknown user: status 0x0d, body present anyway
-        let bad = Rakp2::decode(&h("000d0000a4a3a2a0eff3737744eed4a4673bd2d586b43143a123456789abcdef\
-                                    a123456789abcdef56f7c5c423bacd5483f119b94a2df56d3c9b3c50"))
+        let bad = Rakp2::decode(&h(
+            "000d0000a4a3a2a0eff3737744eed4a4673bd2d586b43143a123456789abcdef\
+                                    a123456789abcdef56f7c5c423bacd5483f119b94a2df56d3c9b3c50",
+        ))
         .unwrap();
-        assert_eq!((bad.status, bad.console_sid, bad.code.len()), (0x0d, 0xa0a2a3a4, 0));
+        assert_eq!(
+            (bad.status, bad.console_sid, bad.code.len()),
+            (0x0d, 0xa0a2a3a4, 0)
+        );
         assert_eq!(status_text(bad.status), "unauthorized name");
         assert_eq!(Rakp2::decode(&h("00 0d")).unwrap().status, 0x0d);
         assert!(Rakp1::decode(&b1[..20]).is_err());

@@ -98,7 +98,11 @@ impl Responder {
         let mut resp = OpenSessionResponse {
             tag: req.tag,
             status: 0,
-            max_priv: if req.max_priv == 0 { commands::PRIV_ADMIN } else { req.max_priv },
+            max_priv: if req.max_priv == 0 {
+                commands::PRIV_ADMIN
+            } else {
+                req.max_priv
+            },
             console_sid: req.console_sid,
             bmc_sid: 0,
             suite,
@@ -121,7 +125,13 @@ impl Responder {
                 self.sessions.insert(bmc_sid, srv);
             }
         }
-        Some(rmcp::encode_v20(payload::OPEN_SESSION_RESPONSE, 0, 0, &resp.encode(), None))
+        Some(rmcp::encode_v20(
+            payload::OPEN_SESSION_RESPONSE,
+            0,
+            0,
+            &resp.encode(),
+            None,
+        ))
     }
 
     fn handshake<'a>(&self, bmc_sid: u32, s: &'a Srv, password: &'a str) -> Handshake<'a> {
@@ -139,7 +149,10 @@ impl Responder {
     }
 
     fn password_of(&self, user: &[u8]) -> Option<(String, u8)> {
-        self.users.iter().find(|(u, _, _)| u.as_bytes() == user).map(|(_, p, l)| (p.clone(), *l))
+        self.users
+            .iter()
+            .find(|(u, _, _)| u.as_bytes() == user)
+            .map(|(_, p, l)| (p.clone(), *l))
     }
 
     fn rakp1(&mut self, b: &[u8]) -> Option<Vec<u8>> {
@@ -183,7 +196,12 @@ impl Responder {
         }
         let (password, _) = self.password_of(&s.user)?;
         let hs = self.handshake(r3.sid, s, &password);
-        let mut r4 = Rakp34 { tag: r3.tag, status: 0, sid: s.console_sid, code: vec![] };
+        let mut r4 = Rakp34 {
+            tag: r3.tag,
+            status: 0,
+            sid: s.console_sid,
+            code: vec![],
+        };
         if hs.rakp3_code() != r3.code {
             r4.status = 0x0f;
             self.sessions.remove(&r3.sid);
@@ -210,7 +228,13 @@ impl Responder {
         s.out_seq = s.out_seq.wrapping_add(1);
         let msg = rmcp::encode_response(&req, cc, &data);
         let keys = s.keys.as_ref()?;
-        let reply = rmcp::encode_v20(payload::IPMI, s.console_sid, s.out_seq, &msg, Some((keys, iv)));
+        let reply = rmcp::encode_v20(
+            payload::IPMI,
+            s.console_sid,
+            s.out_seq,
+            &msg,
+            Some((keys, iv)),
+        );
         if (req.netfn, req.cmd) == (NETFN_APP, commands::CMD_CLOSE_SESSION) {
             self.sessions.remove(&p.session_id);
         }
@@ -225,7 +249,9 @@ impl Responder {
             (NETFN_APP, commands::CMD_CLOSE_SESSION, _) => (0, vec![]),
             // Get Device ID (ipmitool asks for it): a minimal IPMI 2.0 BMC
             (NETFN_APP, 0x01, _) => (0, vec![0x20, 0x01, 0x01, 0x00, 0x02, 0xbf, 0, 0, 0, 0, 0]),
-            (NETFN_CHASSIS, commands::CMD_CHASSIS_STATUS, _) => (0, vec![c.power_on as u8, 0, 0, 0x40]),
+            (NETFN_CHASSIS, commands::CMD_CHASSIS_STATUS, _) => {
+                (0, vec![c.power_on as u8, 0, 0, 0x40])
+            }
             (NETFN_CHASSIS, commands::CMD_CHASSIS_CONTROL, [arg, ..]) => {
                 c.controls.push(*arg);
                 match arg & 0x0f {
@@ -255,7 +281,10 @@ impl Responder {
 
 /// Answers datagrams on `socket` with `bmc` until the socket fails. One task per BMC
 /// address; cancel it (drop or abort the task) to stop.
-pub async fn serve(socket: tokio::net::UdpSocket, bmc: Arc<Mutex<Responder>>) -> std::io::Result<()> {
+pub async fn serve(
+    socket: tokio::net::UdpSocket,
+    bmc: Arc<Mutex<Responder>>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;

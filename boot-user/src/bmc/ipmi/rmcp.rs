@@ -50,7 +50,10 @@ pub enum WireError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
     /// IPMI v1.5 session (only unauthenticated, pre-session messages are used).
-    V15 { session_id: u32, msg: &'a [u8] },
+    V15 {
+        session_id: u32,
+        msg: &'a [u8],
+    },
     V20(V20<'a>),
 }
 
@@ -90,7 +93,10 @@ pub fn decode(d: &[u8]) -> Result<Packet<'_>, WireError> {
             }
             let len = d[13] as usize;
             let msg = d.get(14..14 + len).ok_or(WireError::Length(len))?;
-            Ok(Packet::V15 { session_id: u32_at(d, 9), msg })
+            Ok(Packet::V15 {
+                session_id: u32_at(d, 9),
+                msg,
+            })
         }
         t => Err(WireError::AuthType(t)),
     }
@@ -103,7 +109,9 @@ fn decode_v20(d: &[u8]) -> Result<V20<'_>, WireError> {
     }
     let pt = h[1];
     let len = u16::from_le_bytes([h[10], h[11]]) as usize;
-    let payload = h.get(V20_HEADER..V20_HEADER + len).ok_or(WireError::Length(len))?;
+    let payload = h
+        .get(V20_HEADER..V20_HEADER + len)
+        .ok_or(WireError::Length(len))?;
     let authenticated = pt & payload::AUTHENTICATED != 0;
     let (covered, auth_code): (&[u8], &[u8]) = if authenticated {
         let pad = integrity_pad(len);
@@ -153,7 +161,10 @@ pub fn encode_v20(
     keys: Option<(&Keys, [u8; 16])>,
 ) -> Vec<u8> {
     let (body, flags) = match keys {
-        Some((k, iv)) => (k.encrypt(iv, payload), payload::ENCRYPTED | payload::AUTHENTICATED),
+        Some((k, iv)) => (
+            k.encrypt(iv, payload),
+            payload::ENCRYPTED | payload::AUTHENTICATED,
+        ),
         None => (payload.to_vec(), 0),
     };
     let mut d = Vec::with_capacity(4 + V20_HEADER + body.len() + 24);
@@ -224,13 +235,24 @@ fn split_msg(m: &[u8]) -> Result<(u8, u8, u8, &[u8]), WireError> {
 pub fn decode_response(m: &[u8]) -> Result<Response, WireError> {
     let (netfn, rq_seq, cmd, rest) = split_msg(m)?;
     let (&cc, data) = rest.split_first().ok_or(WireError::Short(m.len()))?;
-    Ok(Response { netfn: netfn & !1, cmd, rq_seq, cc, data: data.to_vec() })
+    Ok(Response {
+        netfn: netfn & !1,
+        cmd,
+        rq_seq,
+        cc,
+        data: data.to_vec(),
+    })
 }
 
 /// Parses a request LAN message (the BMC side, for in-memory peers).
 pub fn decode_request(m: &[u8]) -> Result<Request, WireError> {
     let (netfn, rq_seq, cmd, data) = split_msg(m)?;
-    Ok(Request { netfn, cmd, rq_seq, data: data.to_vec() })
+    Ok(Request {
+        netfn,
+        cmd,
+        rq_seq,
+        data: data.to_vec(),
+    })
 }
 
 /// The BMC's response LAN message to `req`.
@@ -263,16 +285,24 @@ mod tests {
             let m = encode_request(netfn, cmd, seq, data);
             assert_eq!(m, h(bytes));
             let r = decode_request(&m).unwrap();
-            assert_eq!((r.netfn, r.cmd, r.rq_seq, r.data.as_slice()), (netfn, cmd, seq, data));
+            assert_eq!(
+                (r.netfn, r.cmd, r.rq_seq, r.data.as_slice()),
+                (netfn, cmd, seq, data)
+            );
         }
     }
 
     #[test]
     fn v15_auth_capabilities_round_trip() {
         let req = encode_v15(&encode_request(0x06, 0x38, 0, &[0x8e, 0x04]));
-        assert_eq!(req, h("0600ff07 00 00000000 00000000 09 2018c88100388e04b5"));
+        assert_eq!(
+            req,
+            h("0600ff07 00 00000000 00000000 09 2018c88100388e04b5")
+        );
         let reply = h("0600ff07000000000000000000 10 811c632000380001970603000000 0007");
-        let Packet::V15 { session_id: 0, msg } = decode(&reply).unwrap() else { panic!() };
+        let Packet::V15 { session_id: 0, msg } = decode(&reply).unwrap() else {
+            panic!()
+        };
         let r = decode_response(msg).unwrap();
         assert_eq!((r.netfn, r.cmd, r.rq_seq, r.cc), (0x06, 0x38, 0, 0));
         assert_eq!(r.data, h("0197060300000000"));
@@ -283,10 +313,17 @@ mod tests {
     #[test]
     fn v20_cleartext_round_trip() {
         // ipmitool's Open Session Request
-        let d = h("0600ff0706100000000000000000200000000000a4a3a2a0000000080100000001000008\
-                   010000000200000801000000");
-        let Packet::V20(p) = decode(&d).unwrap() else { panic!() };
-        assert_eq!((p.payload_type, p.encrypted, p.authenticated), (0x10, false, false));
+        let d = h(
+            "0600ff0706100000000000000000200000000000a4a3a2a0000000080100000001000008\
+                   010000000200000801000000",
+        );
+        let Packet::V20(p) = decode(&d).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.payload_type, p.encrypted, p.authenticated),
+            (0x10, false, false)
+        );
         assert_eq!((p.session_id, p.seq, p.payload.len()), (0, 0, 32));
         assert_eq!(encode_v20(0x10, 0, 0, p.payload, None), d);
     }
@@ -297,7 +334,9 @@ mod tests {
         for len in [0usize, 1, 14, 15, 16, 31, 40] {
             let body: Vec<u8> = (0..len as u8).collect();
             let d = encode_v20(payload::IPMI, 0x1234, 9, &body, Some((&keys, [3; 16])));
-            let Packet::V20(p) = decode(&d).unwrap() else { panic!() };
+            let Packet::V20(p) = decode(&d).unwrap() else {
+                panic!()
+            };
             assert!(p.encrypted && p.authenticated);
             assert_eq!((p.session_id, p.seq), (0x1234, 9));
             assert_eq!(p.covered.len() % 4, 0);
@@ -311,7 +350,10 @@ mod tests {
         assert_eq!(decode(&[6, 0]), Err(WireError::Short(2)));
         assert_eq!(decode(&h("0600ff06 00")), Err(WireError::NotIpmi));
         assert_eq!(decode(&h("0600ff07 02")), Err(WireError::AuthType(2)));
-        assert_eq!(decode(&h("0600ff07 06 00 00000000 00000000 0500 00")), Err(WireError::Length(5)));
+        assert_eq!(
+            decode(&h("0600ff07 06 00 00000000 00000000 0500 00")),
+            Err(WireError::Length(5))
+        );
         let keys = Keys::derive(CipherSuite::Suite3, b"sik");
         let mut d = encode_v20(0, 1, 1, b"x", Some((&keys, [0; 16])));
         let n = d.len();

@@ -37,7 +37,10 @@ impl Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { timeout: Duration::from_millis(1000), retries: 3 }
+        Timing {
+            timeout: Duration::from_millis(1000),
+            retries: 3,
+        }
     }
 }
 
@@ -252,7 +255,13 @@ impl Session {
         let mut iv = [0u8; 16];
         self.rng.fill_bytes(&mut iv);
         let keys = self.keys.as_ref().expect("session keys are set");
-        let pkt = rmcp::encode_v20(payload::IPMI, self.bmc_sid, self.out_seq, &msg, Some((keys, iv)));
+        let pkt = rmcp::encode_v20(
+            payload::IPMI,
+            self.bmc_sid,
+            self.out_seq,
+            &msg,
+            Some((keys, iv)),
+        );
         self.outbox.push_back(pkt);
     }
 
@@ -322,7 +331,10 @@ impl Session {
             // the result is known already; the BMC will expire the session itself
             return self.finish(Err(IpmiError::Protocol("Close Session unanswered".into())));
         }
-        let err = IpmiError::Timeout { stage: self.stage, attempts: self.attempt + 1 };
+        let err = IpmiError::Timeout {
+            stage: self.stage,
+            attempts: self.attempt + 1,
+        };
         self.stage = Stage::Done;
         self.fail(err, now);
     }
@@ -345,12 +357,20 @@ impl Session {
     pub fn handle_datagram(&mut self, d: &[u8], now: Instant) {
         let Ok(pkt) = rmcp::decode(d) else { return };
         match (self.stage, pkt) {
-            (Stage::AuthCapabilities, Packet::V15 { msg, .. }) => self.on_auth_capabilities(msg, now),
-            (Stage::OpenSession, Packet::V20(p)) if p.payload_type == payload::OPEN_SESSION_RESPONSE => {
+            (Stage::AuthCapabilities, Packet::V15 { msg, .. }) => {
+                self.on_auth_capabilities(msg, now)
+            }
+            (Stage::OpenSession, Packet::V20(p))
+                if p.payload_type == payload::OPEN_SESSION_RESPONSE =>
+            {
                 self.on_open_session(p.payload, now)
             }
-            (Stage::Rakp1, Packet::V20(p)) if p.payload_type == payload::RAKP2 => self.on_rakp2(p.payload, now),
-            (Stage::Rakp3, Packet::V20(p)) if p.payload_type == payload::RAKP4 => self.on_rakp4(p.payload, now),
+            (Stage::Rakp1, Packet::V20(p)) if p.payload_type == payload::RAKP2 => {
+                self.on_rakp2(p.payload, now)
+            }
+            (Stage::Rakp3, Packet::V20(p)) if p.payload_type == payload::RAKP4 => {
+                self.on_rakp4(p.payload, now)
+            }
             (Stage::SetPrivilege | Stage::Command(_) | Stage::Close, Packet::V20(p))
                 if p.payload_type == payload::IPMI && p.session_id == self.console_sid =>
             {
@@ -358,10 +378,16 @@ impl Session {
                 if !p.authenticated || !p.encrypted || keys.auth_code(p.covered) != p.auth_code {
                     return;
                 }
-                let Some(msg) = keys.decrypt(p.payload) else { return };
-                let Ok(r) = rmcp::decode_response(&msg) else { return };
+                let Some(msg) = keys.decrypt(p.payload) else {
+                    return;
+                };
+                let Ok(r) = rmcp::decode_response(&msg) else {
+                    return;
+                };
                 match &self.request {
-                    Some((netfn, cmd, _)) if r.rq_seq == self.rq_seq && r.cmd == *cmd && r.netfn == *netfn => {
+                    Some((netfn, cmd, _))
+                        if r.rq_seq == self.rq_seq && r.cmd == *cmd && r.netfn == *netfn =>
+                    {
                         self.on_response(r.cc, &r.data, now)
                     }
                     _ => {}
@@ -372,7 +398,9 @@ impl Session {
     }
 
     fn on_auth_capabilities(&mut self, msg: &[u8], now: Instant) {
-        let Ok(r) = rmcp::decode_response(msg) else { return };
+        let Ok(r) = rmcp::decode_response(msg) else {
+            return;
+        };
         if r.cmd != commands::CMD_AUTH_CAPABILITIES {
             return;
         }
@@ -383,7 +411,9 @@ impl Session {
     }
 
     fn on_open_session(&mut self, b: &[u8], now: Instant) {
-        let Ok(r) = OpenSessionResponse::decode(b) else { return };
+        let Ok(r) = OpenSessionResponse::decode(b) else {
+            return;
+        };
         if r.tag != self.tag || !self.is_ours(r.console_sid, r.status) {
             return;
         }
@@ -393,14 +423,21 @@ impl Session {
                 return self.open_session(now);
             }
             let tried: Vec<String> = self.cfg.suites.iter().map(|s| s.id().to_string()).collect();
-            let msg = format!("tried {}; last answer: {}", tried.join(", "), rakp::status_text(r.status));
+            let msg = format!(
+                "tried {}; last answer: {}",
+                tried.join(", "),
+                rakp::status_text(r.status)
+            );
             return self.fail(IpmiError::NoCipherSuite(msg), now);
         }
         if r.status != 0 {
             return self.fail(auth_status("Open Session", r.status), now);
         }
         if r.suite != Some(self.suite()) {
-            let e = format!("BMC answered Open Session with other algorithms than {}", self.suite());
+            let e = format!(
+                "BMC answered Open Session with other algorithms than {}",
+                self.suite()
+            );
             return self.fail(IpmiError::Protocol(e), now);
         }
         self.bmc_sid = r.bmc_sid;
@@ -453,9 +490,18 @@ impl Session {
         let hs = self.handshake(&r2);
         if hs.rakp2_code() != r2.code {
             // Tell the BMC to drop the half-open session, then report.
-            let m = Rakp34 { tag: self.tag.wrapping_add(1), status: 0x0f, sid: self.bmc_sid, code: vec![] };
-            self.outbox.push_back(rmcp::encode_v20(payload::RAKP3, 0, 0, &m.encode(), None));
-            let e = format!("wrong password for user {:?} (RAKP 2 code mismatch)", self.cfg.user);
+            let m = Rakp34 {
+                tag: self.tag.wrapping_add(1),
+                status: 0x0f,
+                sid: self.bmc_sid,
+                code: vec![],
+            };
+            self.outbox
+                .push_back(rmcp::encode_v20(payload::RAKP3, 0, 0, &m.encode(), None));
+            let e = format!(
+                "wrong password for user {:?} (RAKP 2 code mismatch)",
+                self.cfg.user
+            );
             return self.fail(IpmiError::Auth(e), now);
         }
         let code = hs.rakp3_code();
@@ -465,7 +511,12 @@ impl Session {
         self.expected_icv = icv;
         self.tag = self.tag.wrapping_add(1);
         self.stage = Stage::Rakp3;
-        let m = Rakp34 { tag: self.tag, status: 0, sid: self.bmc_sid, code };
+        let m = Rakp34 {
+            tag: self.tag,
+            status: 0,
+            sid: self.bmc_sid,
+            code,
+        };
         let pkt = rmcp::encode_v20(payload::RAKP3, 0, 0, &m.encode(), None);
         self.send_handshake(pkt, now);
     }
@@ -483,14 +534,21 @@ impl Session {
             return self.fail(IpmiError::Auth(e.into()), now);
         }
         self.stage = Stage::SetPrivilege;
-        let req = (NETFN_APP, commands::CMD_SET_SESSION_PRIVILEGE, vec![self.cfg.privilege]);
+        let req = (
+            NETFN_APP,
+            commands::CMD_SET_SESSION_PRIVILEGE,
+            vec![self.cfg.privilege],
+        );
         self.send_request(req, now);
     }
 
     fn on_response(&mut self, cc: u8, data: &[u8], now: Instant) {
         match self.stage {
             Stage::SetPrivilege if cc != 0 => {
-                let e = format!("Set Session Privilege Level: {}", commands::completion_text(cc));
+                let e = format!(
+                    "Set Session Privilege Level: {}",
+                    commands::completion_text(cc)
+                );
                 self.fail(IpmiError::Auth(e), now)
             }
             Stage::SetPrivilege => self.next_command(0, now),
@@ -506,7 +564,10 @@ impl Session {
                 if op == Op::Status {
                     match ChassisStatus::parse(data) {
                         Some(s) => self.status = Some(s),
-                        None => return self.fail(IpmiError::Protocol("empty chassis status".into()), now),
+                        None => {
+                            return self
+                                .fail(IpmiError::Protocol("empty chassis status".into()), now)
+                        }
                     }
                 }
                 self.next_command(i + 1, now)
@@ -523,11 +584,17 @@ impl Session {
             let req = op.request();
             return self.send_request(req, now);
         }
-        self.outcome = Some(Ok(Report { suite: self.suite(), status: self.status }));
+        self.outcome = Some(Ok(Report {
+            suite: self.suite(),
+            status: self.status,
+        }));
         self.start_close(now);
     }
 }
 
 fn auth_status(step: &str, status: u8) -> IpmiError {
-    IpmiError::Auth(format!("{step}: {} (status {status:#04x})", rakp::status_text(status)))
+    IpmiError::Auth(format!(
+        "{step}: {} (status {status:#04x})",
+        rakp::status_text(status)
+    ))
 }

@@ -15,7 +15,10 @@ fn t0() -> Instant {
 
 fn cfg(user: &str, password: &str) -> SessionConfig {
     let mut c = SessionConfig::new(user, password);
-    c.timing = Timing { timeout: Duration::from_millis(100), retries: 2 };
+    c.timing = Timing {
+        timeout: Duration::from_millis(100),
+        retries: 2,
+    };
     c
 }
 
@@ -44,9 +47,15 @@ fn run(
             outcome = Some(o);
         }
         if s.is_finished() {
-            return (outcome.expect("a finished session has an outcome"), sent, now - start);
+            return (
+                outcome.expect("a finished session has an outcome"),
+                sent,
+                now - start,
+            );
         }
-        now = s.poll_timeout().expect("an unfinished session has a deadline");
+        now = s
+            .poll_timeout()
+            .expect("an unfinished session has a deadline");
         s.handle_timeout(now);
     }
     panic!("session did not finish");
@@ -79,7 +88,9 @@ fn cycle_to_pxe_sets_boot_flags_then_controls() {
     for (efi, flags1) in [(false, 0x80), (true, 0xa0)] {
         let mut bmc = Responder::new("admin", "secret", 2);
         let ops = vec![Op::BootPxe { efi }, Op::Control(Control::Cycle)];
-        let (r, _, _) = run(&mut session(cfg("admin", "secret"), ops), &mut bmc, |_| false);
+        let (r, _, _) = run(&mut session(cfg("admin", "secret"), ops), &mut bmc, |_| {
+            false
+        });
         assert_eq!(r.unwrap().status, None);
         assert_eq!(bmc.chassis.boot_flags, [flags1, 0x04, 0, 0, 0]);
         assert_eq!(bmc.chassis.controls, vec![2]);
@@ -89,7 +100,11 @@ fn cycle_to_pxe_sets_boot_flags_then_controls() {
 #[test]
 fn falls_back_from_suite_17_to_3() {
     let mut bmc = Responder::new("admin", "secret", 3).with_suites(&[CipherSuite::Suite3]);
-    let (r, sent, _) = run(&mut session(cfg("admin", "secret"), vec![Op::Status]), &mut bmc, |_| false);
+    let (r, sent, _) = run(
+        &mut session(cfg("admin", "secret"), vec![Op::Status]),
+        &mut bmc,
+        |_| false,
+    );
     assert_eq!(r.unwrap().suite, CipherSuite::Suite3);
     assert_eq!(sent, 8, "one extra Open Session");
 }
@@ -106,8 +121,14 @@ fn no_common_suite() {
 #[test]
 fn wrong_password_is_an_auth_error_and_frees_the_bmc_session() {
     let mut bmc = Responder::new("admin", "secret", 5);
-    let (r, _, _) = run(&mut session(cfg("admin", "nope"), vec![Op::Status]), &mut bmc, |_| false);
-    let Err(IpmiError::Auth(m)) = r else { panic!("{r:?}") };
+    let (r, _, _) = run(
+        &mut session(cfg("admin", "nope"), vec![Op::Status]),
+        &mut bmc,
+        |_| false,
+    );
+    let Err(IpmiError::Auth(m)) = r else {
+        panic!("{r:?}")
+    };
     assert!(m.contains("wrong password"), "{m}");
     assert_eq!(bmc.session_count(), 0);
     assert!(bmc.chassis.controls.is_empty());
@@ -116,8 +137,14 @@ fn wrong_password_is_an_auth_error_and_frees_the_bmc_session() {
 #[test]
 fn unknown_user_is_an_auth_error() {
     let mut bmc = Responder::new("admin", "secret", 6);
-    let (r, _, _) = run(&mut session(cfg("root", "secret"), vec![Op::Status]), &mut bmc, |_| false);
-    let Err(IpmiError::Auth(m)) = r else { panic!("{r:?}") };
+    let (r, _, _) = run(
+        &mut session(cfg("root", "secret"), vec![Op::Status]),
+        &mut bmc,
+        |_| false,
+    );
+    let Err(IpmiError::Auth(m)) = r else {
+        panic!("{r:?}")
+    };
     assert!(m.contains("unauthorized name"), "{m}");
 }
 
@@ -127,7 +154,13 @@ fn dead_bmc_times_out_within_the_bound() {
     let c = cfg("admin", "secret");
     let bound = c.timing.dead_bmc_bound();
     let (r, sent, spent) = run(&mut session(c, vec![Op::Status]), &mut bmc, |_| true);
-    assert_eq!(r, Err(IpmiError::Timeout { stage: Stage::AuthCapabilities, attempts: 3 }));
+    assert_eq!(
+        r,
+        Err(IpmiError::Timeout {
+            stage: Stage::AuthCapabilities,
+            attempts: 3
+        })
+    );
     assert_eq!(sent, 3);
     assert_eq!(spent, bound);
     assert_eq!(bound, Duration::from_millis(100 + 150 + 225));
@@ -138,7 +171,9 @@ fn every_step_survives_one_lost_datagram() {
     for lost in 1..=7 {
         let mut bmc = Responder::new("admin", "secret", 8);
         let ops = vec![Op::Control(Control::On)];
-        let (r, sent, _) = run(&mut session(cfg("admin", "secret"), ops), &mut bmc, |n| n == lost);
+        let (r, sent, _) = run(&mut session(cfg("admin", "secret"), ops), &mut bmc, |n| {
+            n == lost
+        });
         assert!(r.is_ok(), "lost datagram {lost}: {r:?}");
         assert_eq!(sent, 8, "lost datagram {lost}");
         assert!(bmc.chassis.power_on);
@@ -157,7 +192,11 @@ fn duplicate_and_foreign_datagrams_are_ignored() {
     s.handle_datagram(&reply, now); // late duplicate
     s.handle_datagram(b"garbage", now);
     assert_eq!(s.stage(), Stage::OpenSession);
-    assert_eq!(s.poll_transmit().map(|p| p[5]), Some(0x10), "one Open Session request");
+    assert_eq!(
+        s.poll_transmit().map(|p| p[5]),
+        Some(0x10),
+        "one Open Session request"
+    );
     assert!(s.poll_transmit().is_none());
 }
 
