@@ -248,7 +248,7 @@ fn settle_and_agree(rt: &tokio::runtime::Runtime, sim: &Sim, want: &str) {
     loop {
         let s = xboot(rt, vec![sim.target("n")], Action::Status, opts());
         assert_eq!(s.results[0].reason, Reason::Ok, "{:?}", s.results[0]);
-        let got = s.results[0].power.unwrap();
+        let got = s.results[0].power.clone().unwrap();
         if got == want {
             assert_eq!(
                 ipmitool_power(sim.addr),
@@ -760,7 +760,7 @@ impl Sushy {
         }
         let s = xboot(rt, vec![t.clone()], Action::Status, opts());
         assert_eq!(
-            s.results[0].power,
+            s.results[0].power.as_deref(),
             Some(if want == "On" { "on" } else { "off" }),
             "{:?}",
             s.results[0]
@@ -782,7 +782,7 @@ fn redfish_actions_against_sushy_emulator() {
 
     let s = xboot(&rt, vec![t.clone()], Action::Status, opts());
     assert_eq!(
-        (s.results[0].reason, s.results[0].power),
+        (s.results[0].reason, s.results[0].power.as_deref()),
         (Reason::Ok, Some("off")),
         "{:?}",
         s.results[0]
@@ -836,5 +836,10 @@ fn redfish_tls_needs_explicit_insecure_for_self_signed() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let s = xboot(&rt, t, Action::Status, o);
-    assert_eq!(s.results[0].power, Some("on"), "{:?}", s.results[0]);
+    assert_eq!(
+        s.results[0].power.as_deref(),
+        Some("on"),
+        "{:?}",
+        s.results[0]
+    );
 }

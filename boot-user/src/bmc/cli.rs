@@ -1,12 +1,11 @@
 //! `xboot bmc power on|off|cycle|reset|soft|status NODES [--pxe [--efi]] [--json]`:
 //! argument parsing, progress bar on a terminal, summary table or JSON, exit code.
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::fanout::{self, FanoutOpts, NodeResult, Reason, Summary};
-use super::ipmi::{CipherSuite, Timing};
+use super::fanout::{NodeResult, Reason, Summary};
+use super::request::{self, PowerRequest};
 use super::{Action, BootMode};
 use crate::config::Config;
 use crate::inventory::Inventory;
@@ -37,7 +36,7 @@ pub enum CipherArg {
 #[derive(Args, Debug, Clone)]
 pub struct PowerArgs {
     pub action: Action,
-    /// Hosts: names, comma-separated or as separate arguments.
+    /// Hosts: a node set (`cn[001-100],gpu1`); several arguments are joined.
     #[arg(required = true, value_name = "NODESET")]
     pub nodes: Vec<String>,
     /// Boot from the network once (set before on, cycle or reset).
@@ -70,70 +69,33 @@ pub struct PowerArgs {
 }
 
 impl PowerArgs {
-    /// Fan-out options: the config's `[bmc]` section, overridden by flags.
-    pub fn options(&self, cfg: &Config) -> anyhow::Result<FanoutOpts> {
-        if self.pxe && !self.action.boots() {
-            anyhow::bail!(
-                "--pxe needs an action that boots the node (on, cycle or reset), not {}",
-                self.action.as_str()
-            );
+    /// The request these flags describe (what the API carries too).
+    pub fn request(&self) -> PowerRequest {
+        PowerRequest {
+            nodeset: self.nodes.join(","),
+            action: self.action,
+            boot: self.pxe.then_some(if self.efi {
+                BootMode::Efi
+            } else {
+                BootMode::Legacy
+            }),
+            concurrency: self.concurrency,
+            timeout_ms: self.timeout_ms,
+            retries: self.retries,
+            cipher: match self.cipher {
+                CipherArg::Auto => None,
+                CipherArg::Suite3 => Some(3),
+                CipherArg::Suite17 => Some(17),
+            },
+            insecure: self.insecure,
+            redfish_session: self.redfish_session,
         }
-        let mut o = FanoutOpts::from_config(&cfg.bmc);
-        if let Some(c) = self.concurrency {
-            o.concurrency = c.max(1);
-        }
-        let timeout = self
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(o.timing.timeout);
-        o.timing = Timing {
-            timeout,
-            retries: self.retries.unwrap_or(o.timing.retries),
-        };
-        o.redfish.connect_timeout = timeout;
-        o.redfish.retries = o.timing.retries;
-        o.redfish.insecure |= self.insecure;
-        o.redfish.session_auth = self.redfish_session;
-        o.suites = match self.cipher {
-            CipherArg::Auto => vec![CipherSuite::Suite17, CipherSuite::Suite3],
-            CipherArg::Suite3 => vec![CipherSuite::Suite3],
-            CipherArg::Suite17 => vec![CipherSuite::Suite17],
-        };
-        o.boot = self.pxe.then_some(if self.efi {
-            BootMode::Efi
-        } else {
-            BootMode::Legacy
-        });
-        Ok(o)
     }
 }
 
-/// Splits node arguments on commas outside brackets. Node-set ranges (`cn[01-10]`) are
-/// expanded by the caller (xboot::nodeset) before this point.
-pub fn split_nodes(args: &[String]) -> Vec<String> {
-    let mut out = vec![];
-    for a in args {
-        let (mut depth, mut cur) = (0, String::new());
-        for ch in a.chars() {
-            match ch {
-                '[' => depth += 1,
-                ']' => depth -= 1,
-                ',' if depth == 0 => {
-                    out.push(std::mem::take(&mut cur));
-                    continue;
-                }
-                _ => {}
-            }
-            cur.push(ch);
-        }
-        out.push(cur);
-    }
-    out.retain(|s| !s.trim().is_empty());
-    out
-}
-
-/// Runs `xboot bmc ...` on its own runtime; returns the process exit code (0 when every
-/// node succeeded, 1 otherwise). Call [`run_async`] from inside a runtime.
+/// Runs `xboot bmc ...` here (not through a server) on its own runtime; returns the
+/// process exit code: 0 when every node succeeded, 1 otherwise. Call [`run_async`] from
+/// inside a runtime.
 pub fn run(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,16 +105,10 @@ pub fn run(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow::Result<i32>
 
 pub async fn run_async(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow::Result<i32> {
     let BmcCommand::Power(p) = &args.command;
-    let opts = p.options(cfg)?;
-    let names = split_nodes(&p.nodes);
-    if let Some(bad) = names.iter().find(|n| n.contains('[')) {
-        anyhow::bail!(
-            "node set {bad:?}: ranges must be expanded before `bmc power` (xboot::nodeset)"
-        );
-    }
-    let bar =
-        (!p.json && std::io::stderr().is_terminal()).then(|| progress_bar(names.len() as u64));
-    let summary = fanout::run_hosts(&cfg.bmc, inv, &names, p.action, opts, |r| {
+    let req = p.request();
+    let total = crate::nodeset::NodeSet::parse(&req.nodeset)?.len() as u64;
+    let bar = (!p.json && std::io::stderr().is_terminal()).then(|| progress_bar(total));
+    let summary = request::power(&cfg.bmc, inv, &req, |r| {
         if let Some(b) = &bar {
             b.inc(1);
             if !r.ok() {
@@ -164,14 +120,27 @@ pub async fn run_async(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow:
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let mut out = std::io::stdout().lock();
-    if p.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
+    print(&summary, p.json)?;
+    Ok(exit_code(&summary))
+}
+
+/// 0 when every node succeeded, else 1.
+pub fn exit_code(s: &Summary) -> i32 {
+    i32::from(s.failed > 0)
+}
+
+/// The summary as a table (or JSON) on stdout.
+pub fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    let mut out = vec![];
+    if json {
+        serde_json::to_writer_pretty(&mut out, summary)?;
         writeln!(out)?;
     } else {
-        write_table(&mut out, &summary)?;
+        write_table(&mut out, summary)?;
     }
-    Ok(if summary.failed == 0 { 0 } else { 1 })
+    // print! (not a raw stdout handle) so that test harnesses capture it
+    print!("{}", String::from_utf8_lossy(&out));
+    Ok(())
 }
 
 fn progress_bar(n: u64) -> indicatif::ProgressBar {
@@ -239,7 +208,7 @@ pub fn write_table(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
 }
 
 fn detail(r: &NodeResult) -> String {
-    match (r.ok(), r.power) {
+    match (r.ok(), &r.power) {
         (true, Some(p)) => format!("power {p}"),
         (true, None) => "done".into(),
         (false, _) => r.message.clone(),
@@ -248,9 +217,12 @@ fn detail(r: &NodeResult) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use super::*;
+    use crate::bmc::ipmi::CipherSuite;
 
     #[derive(Parser)]
     struct Cli {
@@ -276,7 +248,7 @@ mod tests {
             "bmc",
             "power",
             "cycle",
-            "cn1,cn2",
+            "cn[1-2]",
             "cn3",
             "--pxe",
             "--efi",
@@ -287,8 +259,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.action, Action::Cycle);
-        assert_eq!(split_nodes(&p.nodes), vec!["cn1", "cn2", "cn3"]);
-        let o = p.options(&Config::default()).unwrap();
+        let req = p.request();
+        assert_eq!(
+            crate::nodeset::expand(&req.nodeset).unwrap(),
+            vec!["cn1", "cn2", "cn3"]
+        );
+        let o = req.options(&Config::default().bmc).unwrap();
         assert_eq!(o.boot, Some(BootMode::Efi));
         assert_eq!(o.timing.timeout, Duration::from_millis(200));
         assert_eq!(o.suites, vec![CipherSuite::Suite3]);
@@ -302,13 +278,10 @@ mod tests {
             "--efi needs --pxe"
         );
         let off = parse(&["bmc", "power", "off", "cn1", "--pxe"]).unwrap();
-        assert!(off.options(&Config::default()).is_err(), "--pxe with off");
-    }
-
-    #[test]
-    fn splits_outside_brackets() {
-        let args = vec!["a,b[1,2],c".to_string(), "d".into()];
-        assert_eq!(split_nodes(&args), vec!["a", "b[1,2]", "c", "d"]);
+        assert!(
+            off.request().options(&Config::default().bmc).is_err(),
+            "--pxe with off"
+        );
     }
 
     #[test]

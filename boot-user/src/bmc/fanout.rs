@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ipmi::{CipherSuite, Control, Engine, IpmiError, Op, SessionConfig, Timing};
 use super::redfish::{self, RedfishError, RedfishOpts};
@@ -58,7 +58,7 @@ impl FanoutOpts {
 }
 
 /// Why a node failed (or `ok`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
     Ok,
@@ -87,17 +87,17 @@ impl Reason {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub name: String,
     pub bmc: SocketAddr,
     pub protocol: Protocol,
     pub reason: Reason,
     /// `on` / `off` for a status query.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub power: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<String>,
     /// Empty when ok.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     pub elapsed_ms: u64,
 }
@@ -108,10 +108,10 @@ impl NodeResult {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub action: Action,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootMode>,
     pub total: usize,
     pub ok: usize,
@@ -241,7 +241,7 @@ async fn one(
     let (reason, power, message) = match outcome {
         Ok(p) => (
             Reason::Ok,
-            p.map(|on| if on { "on" } else { "off" }),
+            p.map(|on| if on { "on" } else { "off" }.to_string()),
             String::new(),
         ),
         Err((reason, message)) => (reason, None, message),

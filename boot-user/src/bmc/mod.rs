@@ -5,14 +5,18 @@
 //! - [`redfish`]: ComputerSystem.Reset and the one-time boot override over HTTPS.
 //! - [`target`]: which BMC to talk to and how, from the inventory and `[bmc]` config.
 //! - [`fanout`]: one action on many BMCs with bounded concurrency, per-node results.
+//! - [`request`]: [`PowerRequest`] (node set, action, overrides) -> [`Summary`]: the
+//!   entry point of the API and the CLI.
 //! - [`cli`]: `xboot bmc power ...`.
 pub mod cli;
 pub mod fanout;
 pub mod ipmi;
 pub mod redfish;
+pub mod request;
 pub mod target;
 
 pub use fanout::{FanoutOpts, NodeResult, Reason, Summary};
+pub use request::{power, PowerError, PowerRequest};
 pub use target::{Protocol, Target};
 
 /// A power action, the same for every protocol.

@@ -7,7 +7,7 @@ use crate::config::BmcConfig;
 use crate::inventory::Inventory;
 
 /// How xboot talks to one BMC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// IPMI v2.0 over LAN (RMCP+), UDP port 623.

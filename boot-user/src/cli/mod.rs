@@ -257,7 +257,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let inv = current_inventory(&config, endpoint)?;
             show_boot::run(&config, &inv, &name, server)
         }
-        Command::Bmc(mut args) => {
+        Command::Bmc(args) => {
             let path = cli.config.clone().ok_or_else(|| {
                 anyhow::anyhow!(
                     "xboot bmc needs --config FILE (or XBOOT_CONFIG) for [bmc] credentials"
@@ -266,12 +266,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = crate::config::Config::load(&path)?;
             let endpoint = endpoint(Some(&path), cli.socket, cli.api, cli.token)?;
             let inv = current_inventory(&config, endpoint)?;
-            let crate::bmc::cli::BmcCommand::Power(p) = &mut args.command;
-            let mut names = Vec::new();
-            for arg in crate::bmc::cli::split_nodes(&p.nodes) {
-                names.extend(crate::nodeset::expand(&arg).map_err(|e| anyhow::anyhow!("{e}"))?);
-            }
-            p.nodes = names;
             let code = crate::bmc::cli::run(&args, &config, &inv)?;
             std::process::exit(code);
         }

@@ -4,5 +4,6 @@
 mod bmc;
 
 fn main() -> anyhow::Result<()> {
-    bmc::run(clap::Parser::parse())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    bmc::run(&args)
 }
