@@ -167,6 +167,17 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         }
     }
 
+    // Inventory files: reloaded on SIGHUP and when they change.
+    if config.hosts.is_some() || config.images.is_some() {
+        let reloader =
+            crate::reload::FileReloader::new(config.hosts.clone(), config.images.clone());
+        let (api, stop) = (api.clone(), stopped());
+        tasks.spawn(async move {
+            crate::reload::run(reloader, api, stop).await;
+            Ok(())
+        });
+    }
+
     let listener = crate::api::bind_unix(&config.api.socket_path).await?;
     tracing::info!("API listening on {}", config.api.socket_path.display());
     let (socket, st, stop) = (config.api.socket_path.clone(), api.clone(), stopped());
