@@ -22,3 +22,4 @@ fn xdp_program_verifies() {
     assert!(n.unwrap() > 0);
 }
 
+

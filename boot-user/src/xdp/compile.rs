@@ -10,9 +10,7 @@
 //! a template that does not is not installed (those requests go to the slow path).
 use std::net::Ipv4Addr;
 
-use boot_common::{
-    insert, stamp, ClassKey, Insert, INSERTS, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TEMPLATE_CAP,
-};
+use boot_common::{insert, stamp, ClassKey, Insert, INSERTS, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TEMPLATE_CAP};
 use dhcproto::v4::MessageType;
 
 use super::emulate::{emulate, Probe};
@@ -145,9 +143,25 @@ impl Compiler<'_> {
         kind: u8,
         host: &str,
     ) -> Result<Option<Compiled>, CompileError> {
-        let Some(bytes) = self.decide(inv, req, server_ip).filter(|b| b.len() <= TEMPLATE_CAP) else {
+        // First with no size limit: when that reply fits 548 bytes anyway, it is also the
+        // reply to a client without option 57 (nothing was dropped), and one call does.
+        req.max_message_size = Some(u16::MAX);
+        let full = self.decide(inv, req, server_ip);
+        req.max_message_size = None;
+        let Some(full) = full else {
             return Ok(None);
         };
+        let (bytes, limited) = if full.len() <= DEFAULT_LIMIT {
+            (full, false)
+        } else {
+            match self.decide(inv, req, server_ip) {
+                Some(b) => (b, true),
+                None => return Ok(None),
+            }
+        };
+        if bytes.len() > TEMPLATE_CAP {
+            return Ok(None);
+        }
         let ack = req.msg_type == Some(MessageType::Request);
         let mut c = Compiled {
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | if ack { stamp::CIADDR } else { 0 },
@@ -155,23 +169,17 @@ impl Compiler<'_> {
             msg_type: if ack { 5 } else { 2 },
             kind,
             dns: dns_list(&bytes),
-            limited: false,
+            limited,
             yiaddr: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
             bytes,
         };
-        // Does the builder echo option 97, and where does it go?
-        req.machine_id = Some(vec![0; 17]);
-        let with97 = self.decide(inv, req, server_ip);
-        req.machine_id = None;
-        if with97.as_deref() != Some(c.bytes.as_slice()) {
-            let at = insertion_point(&c.bytes, 97);
-            c.inserts[0] = Insert { what: insert::ECHO_97, _pad: 0, off: at as u16 };
+        // The builder echoes option 97 at its sorted position; the check proves it (and
+        // a builder that does not echo gets a template without the insert).
+        c.inserts[0] = Insert { what: insert::ECHO_97, _pad: 0, off: insertion_point(&c.bytes, 97) as u16 };
+        if self.check(inv, req, server_ip, &c, host).is_err() {
+            c.inserts[0] = Insert::default();
+            self.check(inv, req, server_ip, &c, host)?;
         }
-        // Did it drop options to fit 548 bytes?
-        req.max_message_size = Some(1500);
-        c.limited = self.decide(inv, req, server_ip).as_deref() != Some(c.bytes.as_slice());
-        req.max_message_size = None;
-        self.check(inv, req, server_ip, &c, host)?;
         Ok(Some(c))
     }
 
@@ -242,25 +250,21 @@ fn canonical(mac: Mac, kind: ClientKind, slot: usize, ip: Ipv4Addr, server_ip: I
     r
 }
 
-/// Variants of `base` with the per-request fields set, for the self-check.
+/// `base` with every per-request field set, for the self-check: a relayed request with
+/// the broadcast flag, option 97, ciaddr for an ACK, another requested address for a NAK.
 fn probes(base: &Request, msg_type: u8) -> Vec<Probe> {
     let mut a = base.clone();
     a.xid = 0x1234_5678;
     a.flags = 0x8000;
     a.hops = 1;
-    if msg_type == 5 {
-        a.ciaddr = base.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    }
+    a.giaddr = Ipv4Addr::new(10, 11, 12, 13);
     a.machine_id = Some((0..17).collect());
-    let mut b = base.clone();
-    b.xid = 0xcafe_f00d;
-    b.giaddr = Ipv4Addr::new(10, 11, 12, 13);
-    b.machine_id = Some(vec![0xab; 5]);
-    if msg_type == 6 {
-        a.requested_ip = Some(Ipv4Addr::new(192, 168, 100, 200));
-        b.requested_ip = Some(Ipv4Addr::new(10, 1, 2, 3));
+    match msg_type {
+        5 => a.ciaddr = base.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        6 => a.requested_ip = Some(Ipv4Addr::new(192, 168, 100, 200)),
+        _ => {}
     }
-    vec![Probe::new("probe A (broadcast, 97, ciaddr)", a), Probe::new("probe B (relayed)", b)]
+    vec![Probe::new("a probe with every per-request field set", a)]
 }
 
 /// (data offset, length) of the first option `code` in a DHCP message.
