@@ -5,6 +5,7 @@ mod clients;
 mod differential;
 mod fixture;
 mod fuzz;
+mod reload;
 mod table;
 
 use xboot::xdp::{FastPath, LoadOptions};

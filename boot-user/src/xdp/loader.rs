@@ -43,8 +43,10 @@ impl LoadOptions {
     /// Room for `hosts` boot interfaces and growth: twice as many, at least 1024.
     pub fn for_hosts(hosts: usize) -> LoadOptions {
         let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
-        // Up to MAX_KINDS * MSGS + 1 templates per host, shared when equal.
-        LoadOptions { max_hosts, max_templates: max_hosts.saturating_mul(16) }
+        // Up to 15 templates per host, shared when equal, and the generation a reload
+        // replaces waits for its grace period: twice that. Not preallocated, so the
+        // bound costs only the bucket array.
+        LoadOptions { max_hosts, max_templates: max_hosts.saturating_mul(32) }
     }
 }
 

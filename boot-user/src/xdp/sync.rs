@@ -90,7 +90,7 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { template_ttl: None, grace: Duration::from_secs(2) }
+        SyncOptions { template_ttl: None, grace: Duration::from_millis(500) }
     }
 }
 
