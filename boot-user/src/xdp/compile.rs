@@ -10,7 +10,7 @@
 //! a template that does not is not installed (those requests go to the slow path).
 use std::net::Ipv4Addr;
 
-use boot_common::{insert, stamp, ClassKey, Insert, INSERTS, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TEMPLATE_CAP};
+use boot_common::{insert, stamp, ClassKey, HEAD_CAP, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TAIL_CAP};
 use dhcproto::v4::MessageType;
 
 use super::emulate::{emulate, Probe};
@@ -28,7 +28,8 @@ pub struct Compiled {
     /// The DHCP message for the canonical request.
     pub bytes: Vec<u8>,
     pub stamp: u16,
-    pub inserts: [Insert; INSERTS],
+    /// What the program inserts (`insert::*`) and where, in `bytes`.
+    pub insert: Option<(u8, usize)>,
     pub msg_type: u8,
     /// Index in [`ClientKind::TEMPLATES`], 0xff for the NAK.
     pub kind: u8,
@@ -64,9 +65,6 @@ pub fn kind_index(kind: ClientKind) -> usize {
     ClientKind::TEMPLATES.iter().position(|k| *k == kind).expect("every kind has a slot")
 }
 
-/// Highest option 93 value given a class entry (others go to the slow path).
-const MAX_ARCH: u16 = 63;
-
 /// The `CLASSES` map: request features -> template slot, from the slow path's
 /// classifier. Features the program cannot reduce to one of these keys (other user
 /// classes, `Arch:` vendor classes without option 93) never reach the table.
@@ -78,7 +76,7 @@ pub fn class_table() -> Vec<(ClassKey, u32)> {
         (ClassKey::VENDOR_OTHER, Some(b"other")),
     ];
     let users: [(u8, Option<&[u8]>); 2] = [(ClassKey::USER_NONE, None), (ClassKey::USER_IPXE, Some(b"iPXE"))];
-    let arches = (0..=MAX_ARCH).map(Some).chain([None]);
+    let arches = (0..=ClassKey::MAX_ARCH).map(Some).chain([None]);
     let mut out = vec![];
     for arch in arches {
         for (vendor, vbytes) in vendors {
@@ -159,13 +157,17 @@ impl Compiler<'_> {
                 None => return Ok(None),
             }
         };
-        if bytes.len() > TEMPLATE_CAP {
-            return Ok(None);
+        if !stamp_fields_zero(&bytes) {
+            return Err(CompileError::Mismatch {
+                host: host.to_string(),
+                mac: req.mac,
+                what: "the canonical reply has nonzero xid, flags, ciaddr or giaddr".into(),
+            });
         }
         let ack = req.msg_type == Some(MessageType::Request);
         let mut c = Compiled {
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | if ack { stamp::CIADDR } else { 0 },
-            inserts: [Insert::default(); INSERTS],
+            insert: None,
             msg_type: if ack { 5 } else { 2 },
             kind,
             dns: dns_list(&bytes),
@@ -175,12 +177,12 @@ impl Compiler<'_> {
         };
         // The builder echoes option 97 at its sorted position; the check proves it (and
         // a builder that does not echo gets a template without the insert).
-        c.inserts[0] = Insert { what: insert::ECHO_97, _pad: 0, off: insertion_point(&c.bytes, 97) as u16 };
+        c.insert = Some((insert::ECHO_97, insertion_point(&c.bytes, 97)));
         if self.check(inv, req, server_ip, &c, host).is_err() {
-            c.inserts[0] = Insert::default();
+            c.insert = None;
             self.check(inv, req, server_ip, &c, host)?;
         }
-        Ok(Some(c))
+        Ok(fits(&c).then_some(c))
     }
 
     /// The NAK, with the requested address's text cut out of option 56.
@@ -209,7 +211,7 @@ impl Compiler<'_> {
         let c = Compiled {
             bytes,
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | stamp::BCAST_IF_RELAYED,
-            inserts: [Insert { what: insert::REQUESTED_IP_TEXT, _pad: 0, off: off as u16 }, Insert::default()],
+            insert: Some((insert::REQUESTED_IP_TEXT, off)),
             msg_type: 6,
             kind: 0xff,
             dns: None,
@@ -217,7 +219,7 @@ impl Compiler<'_> {
             yiaddr: Ipv4Addr::UNSPECIFIED,
         };
         self.check(inv, req, server_ip, &c, host)?;
-        Ok(Some(c))
+        Ok(fits(&c).then_some(c))
     }
 
     /// Replays `c` for a probe with every per-request field set and compares it with
@@ -265,6 +267,18 @@ fn probes(base: &Request, msg_type: u8) -> Vec<Probe> {
         _ => {}
     }
     vec![Probe::new("a probe with every per-request field set", a)]
+}
+
+/// The canonical request has xid, flags, ciaddr and giaddr zero, and so must the reply:
+/// the program adds the stamped values to the template's checksum.
+fn stamp_fields_zero(msg: &[u8]) -> bool {
+    msg.len() >= 240 && msg[4..16].iter().chain(&msg[24..28]).all(|b| *b == 0)
+}
+
+/// Head and tail fit the template's buffers (else those requests go to the slow path).
+fn fits(c: &Compiled) -> bool {
+    let at = c.insert.map_or(c.bytes.len(), |(_, at)| at);
+    at <= HEAD_CAP && c.bytes.len() - at <= TAIL_CAP
 }
 
 /// (data offset, length) of the first option `code` in a DHCP message.

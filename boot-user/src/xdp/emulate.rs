@@ -32,32 +32,28 @@ pub fn emulate(c: &Compiled, p: &Probe) -> Option<Vec<u8>> {
         return None; // the option walk passes such requests up
     }
     let mut out = Vec::with_capacity(c.bytes.len() + 80);
-    let mut pos = 0;
-    for ins in c.inserts {
-        let (data, patch_len) = match ins.what {
-            insert::ECHO_97 => match &r.machine_id {
-                Some(id) => ([&[97, id.len() as u8][..], id].concat(), false),
-                None => continue,
-            },
-            insert::REQUESTED_IP_TEXT => {
-                let wanted = r.requested_ip.unwrap_or(r.ciaddr);
-                if wanted.is_unspecified() {
-                    return None;
-                }
-                (wanted.to_string().into_bytes(), true)
+    let (what, at) = c.insert.unwrap_or((insert::NONE, c.bytes.len()));
+    out.extend_from_slice(c.bytes.get(..at)?);
+    match what {
+        insert::ECHO_97 => {
+            if let Some(id) = &r.machine_id {
+                out.extend_from_slice(&[97, id.len() as u8]);
+                out.extend_from_slice(id);
             }
-            _ => continue,
-        };
-        let at = ins.off as usize;
-        out.extend_from_slice(c.bytes.get(pos..at)?);
-        pos = at;
-        if patch_len {
-            let last = out.last_mut()?;
-            *last = last.checked_add(data.len() as u8)?;
         }
-        out.extend_from_slice(&data);
+        insert::REQUESTED_IP_TEXT => {
+            let wanted = r.requested_ip.unwrap_or(r.ciaddr);
+            if wanted.is_unspecified() {
+                return None;
+            }
+            let text = wanted.to_string().into_bytes();
+            let last = out.last_mut()?;
+            *last = last.checked_add(text.len() as u8)?;
+            out.extend_from_slice(&text);
+        }
+        _ => {}
     }
-    out.extend_from_slice(c.bytes.get(pos..)?);
+    out.extend_from_slice(c.bytes.get(at..)?);
     if let Some((off, n)) = c.dns {
         let (off, n) = (off as usize, n as usize);
         let list: Vec<u8> = c.bytes.get(off..off + 4 * n)?.to_vec();
@@ -76,9 +72,6 @@ pub fn emulate(c: &Compiled, p: &Probe) -> Option<Vec<u8>> {
 
 fn stamp_fields(out: &mut [u8], flags: u16, r: &Request) {
     let ip = |a: Ipv4Addr| a.octets();
-    if flags & stamp::HOPS != 0 {
-        out[3] = r.hops;
-    }
     if flags & stamp::XID != 0 {
         out[4..8].copy_from_slice(&r.xid.to_be_bytes());
     }

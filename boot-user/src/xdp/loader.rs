@@ -7,7 +7,7 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use boot_common::{ClassKey, HostEntry, MacKey, Server, ServerKey, Template};
+use boot_common::{HostEntry, MacKey, Template};
 
 use super::stats::XdpStats;
 
@@ -64,8 +64,7 @@ pub struct FastPath {
     ebpf: Ebpf,
     pub(crate) hosts: BpfHashMap<MapData, MacKey, HostEntry>,
     pub(crate) templates: BpfHashMap<MapData, u32, Template>,
-    pub(crate) classes: BpfHashMap<MapData, ClassKey, u32>,
-    pub(crate) servers: BpfHashMap<MapData, ServerKey, Server>,
+    pub(crate) classes: aya::maps::Array<MapData, u32>,
     stats: Arc<XdpStats>,
     attached: Vec<(String, AttachMode)>,
 }
@@ -95,7 +94,6 @@ impl FastPath {
             hosts: take(&mut ebpf, "HOSTS")?,
             templates: take(&mut ebpf, "TEMPLATES")?,
             classes: take(&mut ebpf, "CLASSES")?,
-            servers: take(&mut ebpf, "SERVERS")?,
             stats: Arc::new(XdpStats { stats: take(&mut ebpf, "STATS")?, reasons: take(&mut ebpf, "REASONS")? }),
             ebpf,
             attached: vec![],
@@ -172,19 +170,21 @@ impl FastPath {
         Ok(TestOutput { action: r.return_value, frame: out, duration: r.duration })
     }
 
-    /// Mean time the program takes on `frame`, over `runs` single-pass test runs.
+    /// Time the program takes on `frame`, per single-pass test run, `runs` times
+    /// (sorted, shortest first).
     ///
     /// Not one run with `repeat`: the program rewrites the frame in place, so a repeated
     /// run would see its own reply (a BOOTREPLY, passed up at once) and measure that.
-    pub fn cost(&mut self, frame: &[u8], runs: u32) -> Result<std::time::Duration, XdpError> {
+    pub fn costs(&mut self, frame: &[u8], runs: u32) -> Result<Vec<std::time::Duration>, XdpError> {
         let prog = program(&mut self.ebpf)?;
         let mut out = vec![0u8; frame.len() + 2048];
-        let mut total = std::time::Duration::ZERO;
+        let mut all = Vec::with_capacity(runs as usize);
         for _ in 0..runs.max(1) {
             let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
-            total += prog.test_run(opts).map_err(XdpError::TestRun)?.duration;
+            all.push(prog.test_run(opts).map_err(XdpError::TestRun)?.duration);
         }
-        Ok(total / runs.max(1))
+        all.sort();
+        Ok(all)
     }
 
     /// The program's file descriptor number (for diagnostics).
