@@ -6,6 +6,7 @@ mod differential;
 mod fixture;
 mod fuzz;
 mod reload;
+mod service;
 mod table;
 
 use std::net::Ipv4Addr;
