@@ -61,15 +61,22 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         (PORT_SERVER, REQUEST) => MSG_ACK,
         (PORT_PXE, REQUEST) if !opts.has_43 => MSG_BOOT_ACK,
         (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)), // boot item echo, INFORM
-        _ => return Err(other(reason::MSG_OTHER)), // INFORM, RELEASE, DECLINE ...
+        _ => return Err(other(reason::MSG_OTHER)),               // INFORM, RELEASE, DECLINE ...
     };
-    let kind = opts.class.index().and_then(|i| CLASSES.get(i)).map(|k| unsafe { read_volatile(k) });
+    let kind = opts
+        .class
+        .index()
+        .and_then(|i| CLASSES.get(i))
+        .map(|k| unsafe { read_volatile(k) });
     let mac = req.mac;
     let Some(entry) = HOSTS.get_ptr(&MacKey::new(mac)) else {
         return Err(Verdict::pass(counter::PASSED_UNKNOWN, NO_REASON));
     };
     // Stored as kind + 1; 0 is a key the classifier was not asked about.
-    let Some(kind) = kind.filter(|&k| k >= 1 && k <= MAX_KINDS as u32).map(|k| k - 1) else {
+    let Some(kind) = kind
+        .filter(|&k| k >= 1 && k <= MAX_KINDS as u32)
+        .map(|k| k - 1)
+    else {
         return Err(other(reason::NO_CLASS));
     };
     let Some(kind) = bounded(kind, 0, MAX_KINDS as u32 - 1) else {
@@ -110,7 +117,12 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
     if template == 0 {
         return Err(other(reason::NO_TEMPLATE));
     }
-    Ok(Choice { server, template, nak, wanted_ip })
+    Ok(Choice {
+        server,
+        template,
+        nak,
+        wanted_ip,
+    })
 }
 
 /// Copies what this request needs out of the host entry, and checks that the copy is
@@ -124,7 +136,10 @@ fn read_host(p: *const HostEntry, mac: [u8; 6], kind: usize, slot: usize) -> Opt
         let emac = read_volatile(&(*p).mac);
         let v = HostView {
             ip: read_volatile(&(*p).ip),
-            server: Server { ip: read_volatile(&(*p).server_ip), mac: read_volatile(&(*p).server_mac) },
+            server: Server {
+                ip: read_volatile(&(*p).server_ip),
+                mac: read_volatile(&(*p).server_mac),
+            },
             ifindex: read_volatile(&(*p).ifindex),
             vlan: read_volatile(&(*p).vlan),
             nak: read_volatile(&(*p).nak),

@@ -111,7 +111,16 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     if ihl < 20 || frag & 0x1fff != 0 {
         return Err(NOT_DHCP); // no UDP header to look at
     }
-    let mut udp = [ip(20), ip(21), ip(22), ip(23), ip(24), ip(25), ip(26), ip(27)];
+    let mut udp = [
+        ip(20),
+        ip(21),
+        ip(22),
+        ip(23),
+        ip(24),
+        ip(25),
+        ip(26),
+        ip(27),
+    ];
     if ihl != 20 && !load(ctx, l2 + (ihl & 0x3c), &mut udp) {
         return Err(NOT_DHCP);
     }
@@ -150,14 +159,23 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
         return Err(other(reason::UNUSUAL)); // a jumbo request
     };
     // SAFETY: writes n <= PAY_CAP bytes into pay (PAY_CAP + 128 long).
-    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, l2 + 28, work.pay.as_mut_ptr() as *mut c_void, n) };
+    let r =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, l2 + 28, work.pay.as_mut_ptr() as *mut c_void, n) };
     if r != 0 {
         return Err(malformed(reason::TRUNCATED));
     }
     let udp_sum = be16(udp[6], udp[7]);
     if udp_sum != 0 {
-        let pseudo = sum_words(&[ip(12), ip(13), ip(14), ip(15), ip(16), ip(17), ip(18), ip(19)])
-            + 17
+        let pseudo = sum_words(&[
+            ip(12),
+            ip(13),
+            ip(14),
+            ip(15),
+            ip(16),
+            ip(17),
+            ip(18),
+            ip(19),
+        ]) + 17
             + ulen
             + sum_words(&udp);
         match sum_bytes::<{ PAY_CAP as u32 }>(work.pay.as_mut_ptr(), n) {
@@ -233,7 +251,13 @@ pub fn sum_bytes<const CAP: u32>(buf: *mut u8, n: u32) -> Option<u32> {
             let size = bounded(size, 4, 512)?;
             // SAFETY: start + size <= PAY_CAP, size a multiple of 4.
             let s = unsafe {
-                bpf_csum_diff(core::ptr::null_mut(), 0, buf.add(start as usize) as *mut u32, size, 0)
+                bpf_csum_diff(
+                    core::ptr::null_mut(),
+                    0,
+                    buf.add(start as usize) as *mut u32,
+                    size,
+                    0,
+                )
             };
             if s < 0 {
                 return None;

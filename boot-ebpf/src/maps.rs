@@ -4,9 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use boot_common::{
-    counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template,
-};
+use boot_common::{counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template};
 
 use crate::{
     frame::Request,
@@ -20,8 +18,7 @@ pub static HOSTS: HashMap<MacKey, HostEntry> = HashMap::with_max_entries(16384, 
 
 /// Reply templates by id. Not preallocated: they are large and their number varies.
 #[map]
-pub static TEMPLATES: HashMap<u32, Template> =
-    HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
+pub static TEMPLATES: HashMap<u32, Template> = HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
 
 /// `ClassKey::index()` -> client kind index + 1 (0: not covered).
 #[map]
@@ -95,8 +92,15 @@ const WAKE_EVERY: u64 = 64;
 /// woken only every `WAKE_EVERY` answers of a CPU, and polls for the rest.
 #[inline(always)]
 pub fn event(ev: &LeaseEvent) {
-    let n = STATS.get_ptr(counter::ANSWERED).map(|p| unsafe { *p }).unwrap_or(0);
-    let flags = if n % WAKE_EVERY == 0 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    let n = STATS
+        .get_ptr(counter::ANSWERED)
+        .map(|p| unsafe { *p })
+        .unwrap_or(0);
+    let flags = if n % WAKE_EVERY == 0 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     if EVENTS.output::<LeaseEvent>(ev, flags as u64).is_err() {
         count(counter::EVENTS_LOST);
     }

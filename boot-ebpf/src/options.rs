@@ -76,24 +76,26 @@ pub struct Walk {
 
 /// Bit in `Walk::seen` per known option (a repeat is passed up: RFC 3396 concatenation).
 fn bit(code: u8) -> Option<u32> {
-    Some(1 << match code {
-        53 => 0,
-        50 => 1,
-        54 => 2,
-        60 => 3,
-        77 => 4,
-        93 => 5,
-        61 => 6,
-        97 => 7,
-        57 => 8,
-        55 => 9,
-        12 => 10,
-        94 => 11,
-        175 => 12,
-        43 => 13,
-        51 => 14,
-        _ => return None,
-    })
+    Some(
+        1 << match code {
+            53 => 0,
+            50 => 1,
+            54 => 2,
+            60 => 3,
+            77 => 4,
+            93 => 5,
+            61 => 6,
+            97 => 7,
+            57 => 8,
+            55 => 9,
+            12 => 10,
+            94 => 11,
+            175 => 12,
+            43 => 13,
+            51 => 14,
+            _ => return None,
+        },
+    )
 }
 
 #[inline(always)]
@@ -142,10 +144,18 @@ pub fn walk(work: &mut Work) -> Result<(), Verdict> {
     if vendor_arch {
         return Err(unusual);
     }
-    let user = if seen(175) { ClassKey::USER_IPXE as u32 } else { w.user };
+    let user = if seen(175) {
+        ClassKey::USER_IPXE as u32
+    } else {
+        w.user
+    };
     work.o = Opts {
         msg_type: w.msg_type as u8,
-        class: ClassKey { arch: w.arch as u16, vendor: w.vendor as u8, user: user as u8 },
+        class: ClassKey {
+            arch: w.arch as u16,
+            vendor: w.vendor as u8,
+            user: user as u8,
+        },
         requested_ip: if seen(50) { Some(w.req_ip) } else { None },
         server_id: if seen(54) { Some(w.sid) } else { None },
         max_size: w.max_size as u16,

@@ -20,7 +20,9 @@ use aya_ebpf::{
     },
     programs::XdpContext,
 };
-use boot_common::{counter, insert, reason, stamp, LeaseEvent, Template, DNS_MAX, ECHO_MAX, HEAD_CAP, TAIL_CAP};
+use boot_common::{
+    counter, insert, reason, stamp, LeaseEvent, Template, DNS_MAX, ECHO_MAX, HEAD_CAP, TAIL_CAP,
+};
 
 use crate::{
     decide::Choice,
@@ -96,13 +98,24 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
     if nak != choice.nak {
         return other(reason::NO_TEMPLATE);
     }
-    let Some(ins) = insert_of(&work.o, &mut work.pay, &mut work.ip_text, &mut work.ip_text_len, h, choice) else {
+    let Some(ins) = insert_of(
+        &work.o,
+        &mut work.pay,
+        &mut work.ip_text,
+        &mut work.ip_text_len,
+        h,
+        choice,
+    ) else {
         return other(reason::NO_TEMPLATE);
     };
     let total = h.head_len + ins.len + h.tail_len;
     // The slow path's size rule: 576-byte datagrams unless option 57 allows more.
     let max = work.o.max_size as u32;
-    let limit = if max > MIN_DATAGRAM { max } else { MIN_DATAGRAM } - 28;
+    let limit = if max > MIN_DATAGRAM {
+        max
+    } else {
+        MIN_DATAGRAM
+    } - 28;
     if total > limit || (h.limited != 0 && limit > MIN_DATAGRAM - 28) {
         return other(reason::TOO_BIG);
     }
@@ -132,7 +145,10 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
         ifindex: ctx.ingress_ifindex() as u32,
         _pad: 0,
     });
-    Verdict::pass(if nak { counter::NAK } else { counter::ANSWERED }, NO_REASON)
+    Verdict::pass(
+        if nak { counter::NAK } else { counter::ANSWERED },
+        NO_REASON,
+    )
 }
 
 #[inline(always)]
@@ -161,7 +177,8 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     if tid != id {
         return Err(other(reason::TORN_ENTRY));
     }
-    if h.head_len < BOOTP_FIXED + 1 || h.head_len > HEAD_CAP as u32 || h.tail_len > TAIL_CAP as u32 {
+    if h.head_len < BOOTP_FIXED + 1 || h.head_len > HEAD_CAP as u32 || h.tail_len > TAIL_CAP as u32
+    {
         return Err(other(reason::NO_TEMPLATE));
     }
     // SAFETY: no preconditions.
@@ -187,20 +204,40 @@ fn insert_of(
             let off = o.o97.0 & (PAY_CAP as u32 - 1);
             let len = bounded(2 + o.o97.1, 3, INSERT_MAX)?;
             let sum = echo_sum(pay, off, len)?;
-            Some(Insert { len, sum: if odd { swap16(sum) } else { sum }, src: off })
+            Some(Insert {
+                len,
+                sum: if odd { swap16(sum) } else { sum },
+                src: off,
+            })
         }
         insert::REQUESTED_IP_TEXT => {
             ip_text(text, text_len, choice.wanted_ip);
             // SAFETY: this CPU's working memory; 16 bytes, a multiple of 4.
             let len = unsafe { read_volatile(text_len) };
-            let s = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, text.as_mut_ptr() as *mut u32, 16, 0) };
+            let s = unsafe {
+                bpf_csum_diff(
+                    core::ptr::null_mut(),
+                    0,
+                    text.as_mut_ptr() as *mut u32,
+                    16,
+                    0,
+                )
+            };
             if s < 0 {
                 return None;
             }
             let sum = fold_csum(s as u32) as u32;
-            Some(Insert { len, sum: if odd { swap16(sum) } else { sum }, src: u32::MAX })
+            Some(Insert {
+                len,
+                sum: if odd { swap16(sum) } else { sum },
+                src: u32::MAX,
+            })
         }
-        _ => Some(Insert { len: 0, sum: 0, src: 0 }),
+        _ => Some(Insert {
+            len: 0,
+            sum: 0,
+            src: 0,
+        }),
     }
 }
 
@@ -218,7 +255,15 @@ fn echo_sum(pay: &mut [u8; PAY_CAP + 128], off: u32, len: u32) -> Option<u32> {
     let n4 = bounded((len + 3) & !3, 4, INSERT_MAX + 3)?;
     let p = pay.as_mut_ptr();
     // SAFETY: off < PAY_CAP and n4 <= 68 stay inside pay (PAY_CAP + 128 bytes).
-    let s = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p.add(off as usize) as *mut u32, n4, 0) };
+    let s = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            p.add(off as usize) as *mut u32,
+            n4,
+            0,
+        )
+    };
     if s < 0 {
         return None;
     }
@@ -306,7 +351,11 @@ fn payload_sum(h: &Head, ins: &Insert, hdr: &[u8; HDR_LEN]) -> u32 {
     // The template has zeros where stamps go: add what was stamped.
     let b = |at: usize| be16(hdr, B44 + at);
     let stamped = b(4) + b(6) + b(10) + b(12) + b(14) + b(24) + b(26);
-    let tail = if ins.len & 1 == 1 { swap16(h.sum_tail as u32) } else { h.sum_tail as u32 };
+    let tail = if ins.len & 1 == 1 {
+        swap16(h.sum_tail as u32)
+    } else {
+        h.sum_tail as u32
+    };
     let mut s = h.sum_head as u32 + stamped + ins.sum + tail;
     if h.insert == insert::REQUESTED_IP_TEXT {
         // The length byte that ends the head grows by the text's length.
@@ -319,7 +368,12 @@ fn payload_sum(h: &Head, ins: &Insert, hdr: &[u8; HDR_LEN]) -> u32 {
 /// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
 /// path's `reply::destination` and `frame::endpoint` choose it.
 #[inline(always)]
-fn destination(req: &Request, broadcast: bool, yiaddr: [u8; 4], nak: bool) -> ([u8; 6], [u8; 4], u16) {
+fn destination(
+    req: &Request,
+    broadcast: bool,
+    yiaddr: [u8; 4],
+    nak: bool,
+) -> ([u8; 6], [u8; 4], u16) {
     const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
     if req.dport == PORT_PXE {
         (req.src_mac, req.ip_src, req.sport)
@@ -339,10 +393,22 @@ fn destination(req: &Request, broadcast: bool, yiaddr: [u8; 4], nak: bool) -> ([
 /// Ethernet, IPv4 and UDP headers into `hdr[..B44]`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn headers(req: &Request, choice: &Choice, h: &Head, total: u32, payload_sum: u32, nak: bool, hdr: &mut [u8; HDR_LEN]) {
+fn headers(
+    req: &Request,
+    choice: &Choice,
+    h: &Head,
+    total: u32,
+    payload_sum: u32,
+    nak: bool,
+    hdr: &mut [u8; HDR_LEN],
+) {
     let broadcast = hdr[B44 + 10] & 0x80 != 0; // the reply's flags, after stamping
     let (dmac, dip, dport) = destination(req, broadcast, h.yiaddr, nak);
-    let sport = if req.dport == PORT_PXE { PORT_PXE } else { PORT_SERVER };
+    let sport = if req.dport == PORT_PXE {
+        PORT_PXE
+    } else {
+        PORT_SERVER
+    };
     let sip = choice.server.ip;
     let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
         let mut k = 0;
@@ -422,7 +488,11 @@ fn write_message(ctx: &XdpContext, work: &Work, t: *const Template, ins: &Insert
     };
     // Ethernet, IPv4, UDP and the first 44 bytes of the message in one store.
     let hdr = work.hdr.as_ptr();
-    let first = if work.req.l2 == 18 { store(ctx, 0, unsafe { hdr.add(2) }, 90) } else { store(ctx, 0, unsafe { hdr.add(6) }, 86) };
+    let first = if work.req.l2 == 18 {
+        store(ctx, 0, unsafe { hdr.add(2) }, 90)
+    } else {
+        store(ctx, 0, unsafe { hdr.add(6) }, 86)
+    };
     if !first || !store(ctx, p + 44, unsafe { head.add(44) }, rest) {
         return false;
     }
@@ -441,7 +511,11 @@ fn write_message(ctx: &XdpContext, work: &Work, t: *const Template, ins: &Insert
         let src = if ins.src == u32::MAX {
             work.ip_text.as_ptr()
         } else {
-            unsafe { work.pay.as_ptr().add((ins.src & (PAY_CAP as u32 - 1)) as usize) }
+            unsafe {
+                work.pay
+                    .as_ptr()
+                    .add((ins.src & (PAY_CAP as u32 - 1)) as usize)
+            }
         };
         if n > 16 && ins.src == u32::MAX {
             return false;
@@ -477,7 +551,11 @@ fn write_message(ctx: &XdpContext, work: &Work, t: *const Template, ins: &Insert
 #[inline(always)]
 fn rotate_dns(t: *const Template, h: &Head, rot: &mut [u8; 32]) -> bool {
     let n = h.dns_n as u32;
-    let Some(off) = bounded(h.dns_off as u32, BOOTP_FIXED, (HEAD_CAP - 4 * DNS_MAX) as u32) else {
+    let Some(off) = bounded(
+        h.dns_off as u32,
+        BOOTP_FIXED,
+        (HEAD_CAP - 4 * DNS_MAX) as u32,
+    ) else {
         return false;
     };
     if n < 2 || n > DNS_MAX as u32 || off + 4 * n > h.head_len {
@@ -485,7 +563,10 @@ fn rotate_dns(t: *const Template, h: &Head, rot: &mut [u8; 32]) -> bool {
     }
     // SAFETY: t is a live map value.
     let head = unsafe { (*t).head.as_ptr() };
-    let r = STATS.get_ptr(counter::ANSWERED).map(|c| unsafe { *c }).unwrap_or(0) as u32;
+    let r = STATS
+        .get_ptr(counter::ANSWERED)
+        .map(|c| unsafe { *c })
+        .unwrap_or(0) as u32;
     let mut i = 0u32;
     while i < DNS_MAX as u32 {
         if i >= n {

@@ -30,12 +30,36 @@ fn xdp_program_verifies_and_costs() {
     assert!(verified > 0 && size > 0);
     let cn1 = Ipv4Addr::new(10, 0, 0, 5);
     let rows = [
-        ("BIOS PXE DISCOVER -> OFFER", discover("bios", CN1).frame(), XDP_TX),
-        ("iPXE REQUEST -> ACK", selecting("ipxe", CN1, cn1, SERVER).frame(), XDP_TX),
-        ("udhcpc DISCOVER -> OFFER", discover("udhcpc", CN1).frame(), XDP_TX),
-        ("wrong address -> NAK", selecting("udhcpc", CN1, Ipv4Addr::new(10, 0, 0, 99), SERVER).frame(), XDP_TX),
-        ("unknown MAC -> pass", discover("bios", UNKNOWN).frame(), XDP_PASS),
-        ("not DHCP -> pass", discover("none", CN1).frame()[..60].to_vec(), XDP_PASS),
+        (
+            "BIOS PXE DISCOVER -> OFFER",
+            discover("bios", CN1).frame(),
+            XDP_TX,
+        ),
+        (
+            "iPXE REQUEST -> ACK",
+            selecting("ipxe", CN1, cn1, SERVER).frame(),
+            XDP_TX,
+        ),
+        (
+            "udhcpc DISCOVER -> OFFER",
+            discover("udhcpc", CN1).frame(),
+            XDP_TX,
+        ),
+        (
+            "wrong address -> NAK",
+            selecting("udhcpc", CN1, Ipv4Addr::new(10, 0, 0, 99), SERVER).frame(),
+            XDP_TX,
+        ),
+        (
+            "unknown MAC -> pass",
+            discover("bios", UNKNOWN).frame(),
+            XDP_PASS,
+        ),
+        (
+            "not DHCP -> pass",
+            discover("none", CN1).frame()[..60].to_vec(),
+            XDP_PASS,
+        ),
     ];
     eprintln!("XDP program: {size} instructions, {verified} processed by the verifier");
     for (name, frame, action) in rows {
@@ -48,22 +72,5 @@ fn xdp_program_verifies_and_costs() {
             c[c.len() / 2].as_nanos(),
             mean.as_nanos()
         );
-    }
-}
-
-#[test]
-fn xdp_tmp_baseline() {
-    if netns::need_root() {
-        return;
-    }
-    let mut lab = Lab::new();
-    let good = discover("udhcpc", CN1).frame();
-    let mut arp = good[..60].to_vec();
-    arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    let mut other_port = good.clone();
-    other_port[36..38].copy_from_slice(&[0, 53]);
-    for (name, f) in [("eth only", good[..14].to_vec()), ("arp", arp), ("udp 53", other_port), ("unknown", discover("udhcpc", UNKNOWN).frame()), ("good", good.clone())] {
-        let c = lab.fp.costs(&f, if name == "good" { 200000 } else { 5000 }).unwrap();
-        eprintln!("{name}: min {:?} median {:?}", c[0], c[c.len() / 2]);
     }
 }

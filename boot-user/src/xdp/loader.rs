@@ -21,13 +21,20 @@ pub enum XdpError {
     #[error("cannot load the XDP program: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected the XDP program: {0}")]
-    Verify(#[source] ProgramError),
+    Verify(#[source] Box<ProgramError>),
     #[error("cannot attach XDP to {iface}: native failed ({native}), generic failed ({generic})")]
-    Attach { iface: String, native: ProgramError, generic: ProgramError },
+    Attach {
+        iface: String,
+        native: Box<ProgramError>,
+        generic: Box<ProgramError>,
+    },
     #[error("XDP map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
     #[error("XDP test run: {0}")]
-    TestRun(#[source] ProgramError),
+    TestRun(#[source] Box<ProgramError>),
 }
 
 /// Map sizes, fixed at load time.
@@ -46,7 +53,10 @@ impl LoadOptions {
         // Up to 15 templates per host, shared when equal, and the generation a reload
         // replaces waits for its grace period: twice that. Not preallocated, so the
         // bound costs only the bucket array.
-        LoadOptions { max_hosts, max_templates: max_hosts.saturating_mul(32) }
+        LoadOptions {
+            max_hosts,
+            max_templates: max_hosts.saturating_mul(32),
+        }
     }
 }
 
@@ -73,11 +83,14 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, XdpError> {
-    let map = ebpf.take_map(name).ok_or(XdpError::Map {
+    let map = ebpf.take_map(name).ok_or_else(|| XdpError::Map {
         name,
-        source: aya::maps::MapError::InvalidName { name: name.into() },
+        source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
     })?;
-    T::try_from(map).map_err(|source| XdpError::Map { name, source })
+    T::try_from(map).map_err(|source| XdpError::Map {
+        name,
+        source: Box::new(source),
+    })
 }
 
 impl FastPath {
@@ -89,12 +102,15 @@ impl FastPath {
             .load(OBJECT)
             .map_err(|e| XdpError::Load(Box::new(e)))?;
         let prog: &mut Xdp = program(&mut ebpf)?;
-        prog.load().map_err(XdpError::Verify)?;
+        prog.load().map_err(|e| XdpError::Verify(Box::new(e)))?;
         Ok(FastPath {
             hosts: take(&mut ebpf, "HOSTS")?,
             templates: take(&mut ebpf, "TEMPLATES")?,
             classes: take(&mut ebpf, "CLASSES")?,
-            stats: Arc::new(XdpStats { stats: take(&mut ebpf, "STATS")?, reasons: take(&mut ebpf, "REASONS")? }),
+            stats: Arc::new(XdpStats {
+                stats: take(&mut ebpf, "STATS")?,
+                reasons: take(&mut ebpf, "REASONS")?,
+            }),
             ebpf,
             attached: vec![],
         })
@@ -115,7 +131,11 @@ impl FastPath {
                     AttachMode::Generic
                 }
                 Err(generic) => {
-                    return Err(XdpError::Attach { iface: iface.into(), native, generic });
+                    return Err(XdpError::Attach {
+                        iface: iface.into(),
+                        native: Box::new(native),
+                        generic: Box::new(generic),
+                    });
                 }
             },
         };
@@ -149,7 +169,11 @@ impl FastPath {
 
     /// Instructions the verifier processed when loading the program.
     pub fn verified_instructions(&mut self) -> Option<u32> {
-        program(&mut self.ebpf).ok()?.info().ok()?.verified_instruction_count()
+        program(&mut self.ebpf)
+            .ok()?
+            .info()
+            .ok()?
+            .verified_instruction_count()
     }
 
     /// Instructions in the loaded program (after the verifier's rewrites).
@@ -164,10 +188,18 @@ impl FastPath {
         let prog = program(&mut self.ebpf)?;
         let mut out = vec![0u8; frame.len() + 2048];
         let r = prog
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
-            .map_err(XdpError::TestRun)?;
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .map_err(|e| XdpError::TestRun(Box::new(e)))?;
         out.truncate(r.data_size_out as usize);
-        Ok(TestOutput { action: r.return_value, frame: out, duration: r.duration })
+        Ok(TestOutput {
+            action: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
     }
 
     /// Time the program takes on `frame`, per single-pass test run, `runs` times
@@ -180,8 +212,16 @@ impl FastPath {
         let mut out = vec![0u8; frame.len() + 2048];
         let mut all = Vec::with_capacity(runs as usize);
         for _ in 0..runs.max(1) {
-            let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
-            all.push(prog.test_run(opts).map_err(XdpError::TestRun)?.duration);
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            };
+            all.push(
+                prog.test_run(opts)
+                    .map_err(|e| XdpError::TestRun(Box::new(e)))?
+                    .duration,
+            );
         }
         all.sort();
         Ok(all)
@@ -213,8 +253,8 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
-    let p = ebpf.program_mut(PROGRAM).ok_or_else(|| {
-        XdpError::Verify(ProgramError::UnexpectedProgramType)
-    })?;
-    p.try_into().map_err(XdpError::Verify)
+    let p = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| XdpError::Verify(Box::new(ProgramError::UnexpectedProgramType)))?;
+    p.try_into().map_err(|e| XdpError::Verify(Box::new(e)))
 }

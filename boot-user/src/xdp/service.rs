@@ -30,7 +30,10 @@ pub enum ServiceError {
     #[error("XDP: {0}")]
     Settings(#[from] crate::dhcp::settings::SettingsError),
     #[error("XDP: cannot read the addresses of {ifaces:?}: {source}")]
-    Interfaces { ifaces: Vec<String>, source: std::io::Error },
+    Interfaces {
+        ifaces: Vec<String>,
+        source: std::io::Error,
+    },
 }
 
 /// The loaded, attached program and what keeps its maps current.
@@ -54,14 +57,27 @@ impl Service {
         let settings = Settings::from_config(&shared.config)?;
         let inv = shared.inventory();
         let mut fp = FastPath::load(LoadOptions::for_hosts(inv.hosts().len()))?;
-        let servers = ServedAddr::for_interfaces(ifaces)
-            .map_err(|source| ServiceError::Interfaces { ifaces: ifaces.to_vec(), source })?;
+        let servers =
+            ServedAddr::for_interfaces(ifaces).map_err(|source| ServiceError::Interfaces {
+                ifaces: ifaces.to_vec(),
+                source,
+            })?;
         for iface in ifaces {
             fp.attach(iface)?;
         }
-        let mut svc = Service { fp, sync: MapSync::new(servers, opts), settings, urls, shared };
+        let mut svc = Service {
+            fp,
+            sync: MapSync::new(servers, opts),
+            settings,
+            urls,
+            shared,
+        };
         let r = svc.sync_now(&inv, Instant::now())?;
-        tracing::info!("XDP fast path: {} boot interfaces, {} templates ({r:?})", svc.sync.hosts(), svc.sync.templates());
+        tracing::info!(
+            "XDP fast path: {} boot interfaces, {} templates ({r:?})",
+            svc.sync.hosts(),
+            svc.sync.templates()
+        );
         Ok(svc)
     }
 
@@ -75,8 +91,15 @@ impl Service {
         self.fp.attached()
     }
 
-    fn sync_now(&mut self, inv: &crate::inventory::Inventory, now: Instant) -> Result<SyncReport, XdpError> {
-        let c = Compiler { settings: &self.settings, urls: self.urls.as_ref() };
+    fn sync_now(
+        &mut self,
+        inv: &crate::inventory::Inventory,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
+        let c = Compiler {
+            settings: &self.settings,
+            urls: self.urls.as_ref(),
+        };
         self.sync.sync(&mut self.fp, inv, &c, now)
     }
 
@@ -119,11 +142,16 @@ impl Service {
         });
         let (svc, r) = handle.await.expect("XDP sync panicked");
         match r {
-            Ok(r) if r != SyncReport::default() && (r.added + r.changed + r.removed + r.failed) > 0 => {
+            Ok(r)
+                if r != SyncReport::default()
+                    && (r.added + r.changed + r.removed + r.failed) > 0 =>
+            {
                 tracing::info!("XDP maps synced: {r:?}")
             }
             Ok(_) => {}
-            Err(e) => tracing::error!("XDP maps: {e}; requests go to the slow path until the next sync"),
+            Err(e) => {
+                tracing::error!("XDP maps: {e}; requests go to the slow path until the next sync")
+            }
         }
         svc
     }

@@ -95,7 +95,11 @@ impl XdpStats {
 
     /// One CPU's count of answered replies (the DNS rotation index on that CPU).
     pub fn answered_on(&self, cpu: usize) -> u64 {
-        self.stats.get(&counter::ANSWERED, 0).ok().and_then(|v| v.get(cpu).copied()).unwrap_or(0)
+        self.stats
+            .get(&counter::ANSWERED, 0)
+            .ok()
+            .and_then(|v| v.get(cpu).copied())
+            .unwrap_or(0)
     }
 
     /// Why frames were passed up (or called malformed), by reason name; zeros left out.
@@ -110,7 +114,9 @@ impl XdpStats {
     pub fn prometheus(&self) -> String {
         let c = self.counters();
         let mut out = String::new();
-        out.push_str("# HELP xboot_xdp_frames_total Frames seen by the XDP fast path, by decision.\n");
+        out.push_str(
+            "# HELP xboot_xdp_frames_total Frames seen by the XDP fast path, by decision.\n",
+        );
         out.push_str("# TYPE xboot_xdp_frames_total counter\n");
         for (name, v) in c.rows() {
             let _ = writeln!(out, "xboot_xdp_frames_total{{decision=\"{name}\"}} {v}");
@@ -119,7 +125,11 @@ impl XdpStats {
         out.push_str("# TYPE xboot_xdp_passed_total counter\n");
         for i in 0..reason::COUNT {
             let v = Self::sum(&self.reasons, i);
-            let _ = writeln!(out, "xboot_xdp_passed_total{{reason=\"{}\"}} {v}", reason::NAMES[i as usize]);
+            let _ = writeln!(
+                out,
+                "xboot_xdp_passed_total{{reason=\"{}\"}} {v}",
+                reason::NAMES[i as usize]
+            );
         }
         out.push_str("# HELP xboot_xdp_events_lost_total Lease events dropped because the ring buffer was full.\n");
         out.push_str("# TYPE xboot_xdp_events_lost_total counter\n");
@@ -188,7 +198,8 @@ pub async fn record_events(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     // SAFETY: the ring buffer's fd stays open as long as `ring`, which the AsyncFd owns.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
     let offset = clock_offset_ms();
     let mut last: HashMap<(Mac, EventKind), u64> = HashMap::new();
     // The program wakes the reader only every few dozen events: poll as well.
@@ -211,7 +222,12 @@ pub async fn record_events(
 }
 
 /// Records every event in the ring (see [`record_events`]).
-fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, offset: i64, last: &mut HashMap<(Mac, EventKind), u64>) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    shared: &Shared,
+    offset: i64,
+    last: &mut HashMap<(Mac, EventKind), u64>,
+) {
     let inv = shared.inventory();
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<LeaseEvent>() {
@@ -220,13 +236,22 @@ fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, offset: i64, last: &mut H
         // SAFETY: the program writes whole LeaseEvents; read_unaligned copes with the
         // ring's 8-byte alignment.
         let raw: LeaseEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        let Some(ev) = Lease::from_raw(&raw, offset) else { continue };
+        let Some(ev) = Lease::from_raw(&raw, offset) else {
+            continue;
+        };
         let prev = last.insert((ev.mac, ev.kind), ev.time_ms);
         if prev.is_some_and(|t| ev.time_ms.saturating_sub(t) < 1000) {
             continue;
         }
-        let host = inv.lookup_mac(ev.mac).map(|l| l.host.name.clone()).unwrap_or_else(|| ev.mac.to_string());
-        shared.events.record(&host, ev.kind, format!("{} via xdp xid {:#x}", ev.ip, ev.xid));
+        let host = inv
+            .lookup_mac(ev.mac)
+            .map(|l| l.host.name.clone())
+            .unwrap_or_else(|| ev.mac.to_string());
+        shared.events.record(
+            &host,
+            ev.kind,
+            format!("{} via xdp xid {:#x}", ev.ip, ev.xid),
+        );
     }
     if last.len() > 100_000 {
         last.clear();

@@ -49,7 +49,12 @@ impl ServedAddr {
             };
             let mut add = |vlan: u16, i: &crate::dhcp::iface::IfaceInfo| {
                 for net in &i.addrs {
-                    out.push(ServedAddr { ifindex: parent.index, vlan, mac: i.mac, net: *net });
+                    out.push(ServedAddr {
+                        ifindex: parent.index,
+                        vlan,
+                        mac: i.mac,
+                        net: *net,
+                    });
                 }
             };
             add(0, parent);
@@ -90,7 +95,10 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { template_ttl: None, grace: Duration::from_millis(500) }
+        SyncOptions {
+            template_ttl: None,
+            grace: Duration::from_millis(500),
+        }
     }
 }
 
@@ -172,7 +180,13 @@ impl MapSync {
     }
 
     /// Brings the maps to `inv`. `now` decides which templates are due for refresh.
-    pub fn sync(&mut self, fp: &mut FastPath, inv: &Inventory, c: &Compiler<'_>, now: Instant) -> Result<SyncReport, XdpError> {
+    pub fn sync(
+        &mut self,
+        fp: &mut FastPath,
+        inv: &Inventory,
+        c: &Compiler<'_>,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
         self.write_static(fp)?;
         let mut report = SyncReport::default();
         let mut seen = HashMap::new();
@@ -183,7 +197,12 @@ impl MapSync {
                 self.sync_host(fp, inv, c, host, mac, now, &mut report);
             }
         }
-        let gone: Vec<Mac> = self.installed.keys().filter(|m| !seen.contains_key(*m)).copied().collect();
+        let gone: Vec<Mac> = self
+            .installed
+            .keys()
+            .filter(|m| !seen.contains_key(*m))
+            .copied()
+            .collect();
         for mac in gone {
             if let Err(e) = fp.hosts.remove(&MacKey::new(mac.0)) {
                 tracing::warn!("XDP: cannot remove host {mac}: {e}");
@@ -205,7 +224,12 @@ impl MapSync {
         }
         for (key, kind) in class_table() {
             let Some(i) = key.index() else { continue };
-            fp.classes.set(i, kind + 1, 0).map_err(|source| XdpError::Map { name: "CLASSES", source })?;
+            fp.classes
+                .set(i, kind + 1, 0)
+                .map_err(|source| XdpError::Map {
+                    name: "CLASSES",
+                    source: Box::new(source),
+                })?;
         }
         self.classes_written = true;
         Ok(())
@@ -222,14 +246,19 @@ impl MapSync {
         now: Instant,
         report: &mut SyncReport,
     ) {
-        let ip = inv.lookup_mac(mac).and_then(|l| l.nic.addr()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ip = inv
+            .lookup_mac(mac)
+            .and_then(|l| l.nic.addr())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let Some(server) = self.server_for(ip).cloned() else {
             report.failed += 1; // no address to answer from: the slow path decides
             return;
         };
         let server_ip = server.net.addr();
         let due = |i: &Installed| {
-            self.opts.template_ttl.is_some_and(|ttl| now.duration_since(i.compiled_at) >= ttl / 2)
+            self.opts
+                .template_ttl
+                .is_some_and(|ttl| now.duration_since(i.compiled_at) >= ttl / 2)
         };
         let old = self.installed.get(&mac);
         if old.is_some_and(|i| i.host == *host && i.server_ip == server_ip && !due(i)) {
@@ -246,8 +275,13 @@ impl MapSync {
                 return;
             }
         };
-        let valid_until = self.opts.template_ttl.map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
-        let Some((entry, ids)) = self.write_templates(fp, mac, &templates, &server, valid_until, now, report) else {
+        let valid_until = self
+            .opts
+            .template_ttl
+            .map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
+        let Some((entry, ids)) =
+            self.write_templates(fp, mac, &templates, &server, valid_until, now, report)
+        else {
             report.failed += 1;
             return;
         };
@@ -258,7 +292,11 @@ impl MapSync {
             }
             None => {
                 self.seq = self.seq.wrapping_add(1);
-                let entry = HostEntry { seq: self.seq, seq_end: self.seq, ..entry };
+                let entry = HostEntry {
+                    seq: self.seq,
+                    seq_end: self.seq,
+                    ..entry
+                };
                 if let Err(e) = fp.hosts.insert(MacKey::new(mac.0), entry, 0) {
                     tracing::warn!("XDP: cannot write host {} ({mac}): {e}", host.name);
                     self.release(&ids, now);
@@ -275,7 +313,13 @@ impl MapSync {
         };
         let prev = self.installed.insert(
             mac,
-            Installed { host: host.clone(), server_ip, entry, ids, compiled_at: now },
+            Installed {
+                host: host.clone(),
+                server_ip,
+                entry,
+                ids,
+                compiled_at: now,
+            },
         );
         if let Some(prev) = prev {
             self.release(&prev.ids, now);
@@ -284,6 +328,7 @@ impl MapSync {
 
     /// Writes the templates `t` needs (those not already in the map) and returns the
     /// host entry naming them, with one reference taken per slot.
+    #[allow(clippy::too_many_arguments)]
     fn write_templates(
         &mut self,
         fp: &mut FastPath,
@@ -367,8 +412,12 @@ impl MapSync {
     /// Drops one reference per id; templates left unnamed are retired (deleted later).
     fn release(&mut self, ids: &[u32], now: Instant) {
         for id in ids {
-            let Some(d) = self.digest_of.get(id) else { continue };
-            let Some(s) = self.by_digest.get_mut(d) else { continue };
+            let Some(d) = self.digest_of.get(id) else {
+                continue;
+            };
+            let Some(s) = self.by_digest.get_mut(d) else {
+                continue;
+            };
             s.refs -= 1;
             if s.refs == 0 {
                 self.by_digest.remove(&self.digest_of[id]);
@@ -404,7 +453,15 @@ impl MapSync {
 
 /// Entries equal apart from their sequence numbers.
 fn same_entry(a: &HostEntry, b: &HostEntry) -> bool {
-    HostEntry { seq: 0, seq_end: 0, ..*a } == HostEntry { seq: 0, seq_end: 0, ..*b }
+    HostEntry {
+        seq: 0,
+        seq_end: 0,
+        ..*a
+    } == HostEntry {
+        seq: 0,
+        seq_end: 0,
+        ..*b
+    }
 }
 
 fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
@@ -413,7 +470,10 @@ fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
     // SAFETY: Template is plain old data without implicit padding (checked in
     // boot-common), so its bytes are fully initialised.
     let bytes = unsafe {
-        std::slice::from_raw_parts(&t as *const Template as *const u8, std::mem::size_of::<Template>())
+        std::slice::from_raw_parts(
+            &t as *const Template as *const u8,
+            std::mem::size_of::<Template>(),
+        )
     };
     h.update(bytes);
     let full = h.finalize();
@@ -425,7 +485,9 @@ fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
 /// The map value for a compiled template: head and tail split at the insertion point,
 /// with their checksums.
 pub fn to_template(c: &Compiled, id: u32, valid_until_ns: u64) -> Template {
-    let (what, at) = c.insert.unwrap_or((boot_common::insert::NONE, c.bytes.len()));
+    let (what, at) = c
+        .insert
+        .unwrap_or((boot_common::insert::NONE, c.bytes.len()));
     let (head, tail) = c.bytes.split_at(at);
     let mut t = Template {
         id,
@@ -454,7 +516,11 @@ pub fn to_template(c: &Compiled, id: u32, valid_until_ns: u64) -> Template {
 pub fn ones_sum(bytes: &[u8], offset: usize) -> u16 {
     let mut s: u32 = 0;
     for (i, b) in bytes.iter().enumerate() {
-        s += if (offset + i) % 2 == 0 { (*b as u32) << 8 } else { *b as u32 };
+        s += if (offset + i).is_multiple_of(2) {
+            (*b as u32) << 8
+        } else {
+            *b as u32
+        };
         s = (s & 0xffff) + (s >> 16);
     }
     s as u16
@@ -462,7 +528,10 @@ pub fn ones_sum(bytes: &[u8], offset: usize) -> u16 {
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: t is a valid timespec to write into; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
@@ -476,7 +545,28 @@ mod tests {
     fn vlan_config_rows() {
         let cfg = "VLAN Dev name    | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n\
                    eth0.42        | 42  | eth0\neth1.7         | 7  | eth1\n";
-        assert_eq!(vlan_children(cfg, "eth0"), vec![("eth0.42".to_string(), 42)]);
+        assert_eq!(
+            vlan_children(cfg, "eth0"),
+            vec![("eth0.42".to_string(), 42)]
+        );
         assert!(vlan_children(cfg, "eth2").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod sum_tests {
+    use super::*;
+
+    /// The template sums are the Internet checksum's, split anywhere.
+    #[test]
+    fn split_sums_add_up() {
+        let msg: Vec<u8> = (0..301u32).map(|i| (i * 37 + 11) as u8).collect();
+        let whole = !crate::dhcp::frame::checksum(&[&msg]);
+        for at in [0, 1, 2, 150, 151, 300, 301] {
+            let (a, b) = msg.split_at(at);
+            let s = ones_sum(a, 0) as u32 + ones_sum(b, at) as u32;
+            let s = ((s & 0xffff) + (s >> 16)) as u16;
+            assert_eq!(s, whole, "split at {at}");
+        }
     }
 }

@@ -55,7 +55,8 @@ pub struct XdpLab {
     pub cli: Netns,
     pub fp: FastPath,
     pub sync: MapSync,
-    pub peer: FastPath,
+    /// The pass-through instance on the client side (kept attached while the lab lives).
+    pub _peer: FastPath,
     pub settings: Settings,
 }
 
@@ -68,24 +69,45 @@ impl XdpLab {
         let mut fp = FastPath::load(LoadOptions::for_hosts(inv.hosts().len())).unwrap();
         let (mode, served) = in_netns(&srv, || {
             let mode = fp.attach("s0").unwrap();
-            (mode, ServedAddr::for_interfaces(&["s0".to_string()]).unwrap())
+            (
+                mode,
+                ServedAddr::for_interfaces(&["s0".to_string()]).unwrap(),
+            )
         });
         assert_eq!(mode, AttachMode::Native, "veth supports native XDP");
         assert_eq!(served.len(), 1, "{served:?}");
         let mut peer = FastPath::load(LoadOptions::for_hosts(1)).unwrap();
-        assert_eq!(in_netns(&cli, || peer.attach("c0").unwrap()), AttachMode::Native);
+        assert_eq!(
+            in_netns(&cli, || peer.attach("c0").unwrap()),
+            AttachMode::Native
+        );
         let settings = lab_settings();
         let mut sync = MapSync::new(served, SyncOptions::default());
-        let c = Compiler { settings: &settings, urls: &URLS };
-        let r = sync.sync(&mut fp, inv, &c, std::time::Instant::now()).unwrap();
+        let c = Compiler {
+            settings: &settings,
+            urls: &URLS,
+        };
+        let r = sync
+            .sync(&mut fp, inv, &c, std::time::Instant::now())
+            .unwrap();
         assert_eq!(r.failed, 0);
-        XdpLab { srv, cli, fp, sync, peer, settings }
+        XdpLab {
+            srv,
+            cli,
+            fp,
+            sync,
+            _peer: peer,
+            settings,
+        }
     }
 }
 
 pub fn one_host(mac: &str) -> Inventory {
     let mac: Mac = mac.parse().unwrap();
-    Inventory::from_parts_unchecked(vec![host("cn1", mac, Some("10.77.0.50/24"), true, "")], vec![])
+    Inventory::from_parts_unchecked(
+        vec![host("cn1", mac, Some("10.77.0.50/24"), true, "")],
+        vec![],
+    )
 }
 
 fn lease_script(dir: &Path, out: &Path) -> String {
@@ -100,7 +122,10 @@ fn lease_script(dir: &Path, out: &Path) -> String {
 }
 
 fn env_value(env: &str, key: &str) -> Option<String> {
-    env.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('\'').to_string()))
+    env.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}="))
+            .map(|v| v.trim_matches('\'').to_string())
+    })
 }
 
 #[test]
@@ -115,12 +140,25 @@ fn xdp_udhcpc_gets_its_lease_from_xdp() {
         let before = stats.counters();
         let out = dir.path().join(format!("udhcpc{}.env", extra.len()));
         let script = lease_script(dir.path(), &out);
-        let mut argv = vec!["busybox", "udhcpc", "-f", "-q", "-n", "-i", "c0", "-s", &script, "-t", "3", "-T", "1"];
+        let mut argv = vec![
+            "busybox", "udhcpc", "-f", "-q", "-n", "-i", "c0", "-s", &script, "-t", "3", "-T", "1",
+        ];
         argv.extend_from_slice(extra);
-        let ok = lab.cli.cmd(&argv).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success();
+        let ok = lab
+            .cli
+            .cmd(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
         let env = std::fs::read_to_string(&out).unwrap_or_default();
         let c = stats.counters().since(&before);
-        assert!(ok, "udhcpc {extra:?} got no lease; XDP counters {c:?}, reasons {:?}", stats.reasons());
+        assert!(
+            ok,
+            "udhcpc {extra:?} got no lease; XDP counters {c:?}, reasons {:?}",
+            stats.reasons()
+        );
         let v = |k: &str| env_value(&env, k).unwrap_or_else(|| panic!("no {k} in\n{env}"));
         assert_eq!(v("ip"), "10.77.0.50");
         assert_eq!(v("subnet"), "255.255.255.0");
@@ -146,16 +184,31 @@ fn xdp_dhclient_gets_its_lease_from_xdp() {
     let script = lease_script(dir.path(), &out);
     let lf = dir.path().join("lease").to_str().unwrap().to_string();
     let pf = dir.path().join("pid").to_str().unwrap().to_string();
-    let st = lab.cli.cmd(&["dhclient", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0"]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let st = lab
+        .cli
+        .cmd(&[
+            "dhclient", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     let c = stats.counters();
-    assert!(st.success(), "dhclient got no lease; XDP counters {c:?}, reasons {:?}", stats.reasons());
+    assert!(
+        st.success(),
+        "dhclient got no lease; XDP counters {c:?}, reasons {:?}",
+        stats.reasons()
+    );
     let env = std::fs::read_to_string(&out).unwrap();
     let v = |k: &str| env_value(&env, k).unwrap_or_else(|| panic!("no {k} in\n{env}"));
     assert_eq!(v("new_ip_address"), "10.77.0.50");
     assert_eq!(v("new_routers"), "10.77.0.254");
     assert_eq!(v("new_domain_search"), "cluster.test.");
     assert_eq!(v("new_dhcp_server_identifier"), "10.77.0.1");
-    let mut dns: Vec<String> = v("new_domain_name_servers").split_whitespace().map(String::from).collect();
+    let mut dns: Vec<String> = v("new_domain_name_servers")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     dns.sort();
     assert_eq!(dns, ["10.77.0.53", "10.77.0.54"]);
     assert!(c.answered >= 2, "{c:?}");
@@ -182,12 +235,26 @@ fn xdp_answers_relayed_requests_to_the_relay() {
         s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         s.send_to(&payload, SocketAddrV4::new(SERVER, 67)).unwrap();
         let mut buf = [0u8; 1500];
-        s.recv_from(&mut buf).ok().map(|(n, from)| (buf[..n].to_vec(), from))
+        s.recv_from(&mut buf)
+            .ok()
+            .map(|(n, from)| (buf[..n].to_vec(), from))
     });
-    let got = got.unwrap_or_else(|| panic!("no reply at the relay: {:?} {:?}", stats.counters(), stats.reasons()));
-    assert_eq!(got.1, std::net::SocketAddr::V4(SocketAddrV4::new(SERVER, 67)));
+    let got = got.unwrap_or_else(|| {
+        panic!(
+            "no reply at the relay: {:?} {:?}",
+            stats.counters(),
+            stats.reasons()
+        )
+    });
+    assert_eq!(
+        got.1,
+        std::net::SocketAddr::V4(SocketAddrV4::new(SERVER, 67))
+    );
     let m = xboot::dhcp::wire::parse(&got.0).unwrap();
     assert_eq!(m.opts().msg_type(), Some(dhcproto::v4::MessageType::Offer));
-    assert_eq!((m.yiaddr(), m.giaddr()), (Ipv4Addr::new(10, 77, 0, 50), *relay.ip()));
+    assert_eq!(
+        (m.yiaddr(), m.giaddr()),
+        (Ipv4Addr::new(10, 77, 0, 50), *relay.ip())
+    );
     assert_eq!(stats.counters().answered, 1);
 }

@@ -48,7 +48,13 @@ pub fn inventory() -> Inventory {
         vec![
             host("cn1", CN1, Some("10.0.0.5/24"), true, ""),
             host("cn2", CN2_NO_PROVISION, Some("10.0.0.6/24"), false, ""),
-            host("cn3", CN3_FIRMWARE, Some("10.0.0.7/24"), true, "snponly-x86_64.efi"),
+            host(
+                "cn3",
+                CN3_FIRMWARE,
+                Some("10.0.0.7/24"),
+                true,
+                "snponly-x86_64.efi",
+            ),
             host("cn4", CN4_NO_IP, None, true, ""),
             host("cn5", CN5_RELAYED, Some("10.9.0.5/24"), true, ""),
             host("cn6", CN6_VLAN, Some("10.42.0.6/24"), true, ""),
@@ -60,7 +66,10 @@ pub fn inventory() -> Inventory {
 pub fn settings() -> Settings {
     Settings {
         lease_secs: 3600,
-        dns: ["10.0.0.53", "10.0.0.54", "10.0.0.55"].iter().map(|s| s.parse().unwrap()).collect(),
+        dns: ["10.0.0.53", "10.0.0.54", "10.0.0.55"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect(),
         domain_search: vec!["cluster.test".into()],
         router_octet4: 254,
         mtu: Some(1500),
@@ -70,8 +79,18 @@ pub fn settings() -> Settings {
 
 pub fn served(ifindex: u32) -> Vec<ServedAddr> {
     vec![
-        ServedAddr { ifindex, vlan: 0, mac: SRV_MAC, net: "10.0.0.1/24".parse().unwrap() },
-        ServedAddr { ifindex, vlan: VLAN, mac: SRV_MAC, net: "10.42.0.1/24".parse().unwrap() },
+        ServedAddr {
+            ifindex,
+            vlan: 0,
+            mac: SRV_MAC,
+            net: "10.0.0.1/24".parse().unwrap(),
+        },
+        ServedAddr {
+            ifindex,
+            vlan: VLAN,
+            mac: SRV_MAC,
+            net: "10.42.0.1/24".parse().unwrap(),
+        },
     ]
 }
 
@@ -98,20 +117,23 @@ impl Lab {
 
     pub fn with(inv: Inventory, settings: Settings) -> Lab {
         pin_cpu0();
-        let mut fp = FastPath::load(LoadOptions::for_hosts(inv.hosts().len())).expect("load the XDP program");
+        let mut fp = FastPath::load(LoadOptions::for_hosts(inv.hosts().len()))
+            .expect("load the XDP program");
         let mut sync = MapSync::new(served(LO), SyncOptions::default());
-        let compiler = Compiler { settings: &settings, urls: &URLS };
-        let r = sync.sync(&mut fp, &inv, &compiler, std::time::Instant::now()).unwrap();
+        let compiler = Compiler {
+            settings: &settings,
+            urls: &URLS,
+        };
+        let r = sync
+            .sync(&mut fp, &inv, &compiler, std::time::Instant::now())
+            .unwrap();
         assert_eq!(r.failed, 0, "{r:?}");
-        Lab { fp, sync, inv, settings }
-    }
-
-    /// Replaces the inventory in the maps.
-    pub fn resync(&mut self, inv: Inventory) -> xboot::xdp::SyncReport {
-        let compiler = Compiler { settings: &self.settings, urls: &URLS };
-        let r = self.sync.sync(&mut self.fp, &inv, &compiler, std::time::Instant::now()).unwrap();
-        self.inv = inv;
-        r
+        Lab {
+            fp,
+            sync,
+            inv,
+            settings,
+        }
     }
 
     pub fn run(&mut self, frame: &[u8]) -> TestOutput {
@@ -132,11 +154,20 @@ impl Lab {
 
 /// Our addresses on the interface (VLAN) a frame arrived on.
 fn ingress_addrs(vlan: Option<u16>) -> Vec<Ipv4Net> {
-    served(LO).into_iter().filter(|s| s.vlan == vlan.unwrap_or(0)).map(|s| s.net).collect()
+    served(LO)
+        .into_iter()
+        .filter(|s| s.vlan == vlan.unwrap_or(0))
+        .map(|s| s.net)
+        .collect()
 }
 
 /// The slow path end to end on one request frame: strict parse, classify, decide, frame.
-pub fn slow_path(inv: &Inventory, settings: &Settings, frame: &[u8], rotation: usize) -> Option<Vec<u8>> {
+pub fn slow_path(
+    inv: &Inventory,
+    settings: &Settings,
+    frame: &[u8],
+    rotation: usize,
+) -> Option<Vec<u8>> {
     let f = parse_frame(frame).ok()?;
     if f.dst.port() != 67 {
         return None;
@@ -151,11 +182,22 @@ pub fn slow_path(inv: &Inventory, settings: &Settings, frame: &[u8], rotation: u
     }
     let host_ip = host.and_then(|l| l.nic.addr());
     let server_ip = iface::pick_server_ip(&addrs, host_ip, local_dst)?;
-    let ctx = Context { settings, server_ip, host, urls: &URLS, dns_rotation: rotation };
+    let ctx = Context {
+        settings,
+        server_ip,
+        host,
+        urls: &URLS,
+        dns_rotation: rotation,
+    };
     match dhcp::decide(&req, &ctx) {
         Decision::Reply(r) => Some(dhcp::frame(
             &r,
-            &FrameAddrs { server_mac: SRV_MAC, server_ip, peer_mac: f.src_mac, vlan: f.vlan },
+            &FrameAddrs {
+                server_mac: SRV_MAC,
+                server_ip,
+                peer_mac: f.src_mac,
+                vlan: f.vlan,
+            },
         )),
         Decision::Silent(_) => None,
     }
@@ -203,11 +245,6 @@ impl Req {
             dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
             vlan: None,
         }
-    }
-
-    pub fn opt(mut self, code: u8, data: &[u8]) -> Req {
-        self.opts.push((code, data.to_vec()));
-        self
     }
 
     pub fn without(mut self, code: u8) -> Req {
@@ -261,7 +298,14 @@ impl Req {
     }
 
     pub fn frame(&self) -> Vec<u8> {
-        udp_frame(&self.payload(), self.src_mac, self.src, self.dst_mac, self.dst, self.vlan)
+        udp_frame(
+            &self.payload(),
+            self.src_mac,
+            self.src,
+            self.dst_mac,
+            self.dst,
+            self.vlan,
+        )
     }
 }
 
@@ -275,7 +319,9 @@ pub fn guid(seed: u8) -> Vec<u8> {
 /// The options each kind of client sends with a DISCOVER (after 53), as captured from
 /// real clients (peers.md) and firmware.
 pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
-    let prl = vec![1, 3, 6, 12, 15, 28, 42, 43, 60, 66, 67, 128, 129, 130, 131, 132, 133, 134, 135];
+    let prl = vec![
+        1, 3, 6, 12, 15, 28, 42, 43, 60, 66, 67, 128, 129, 130, 131, 132, 133, 134, 135,
+    ];
     let pxe = |arch: u16, vendor: &str| {
         vec![
             (57, 1472u16.to_be_bytes().to_vec()),
@@ -295,7 +341,10 @@ pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
         "ipxe" => {
             let mut o = pxe(0, "PXEClient:Arch:00000:UNDI:002001");
             o.push((77, b"iPXE".to_vec()));
-            o.push((175, vec![177, 5, 1, 0x80, 0x86, 0x10, 0x0e, 235, 3, 1, 0, 0, 23, 1, 1]));
+            o.push((
+                175,
+                vec![177, 5, 1, 0x80, 0x86, 0x10, 0x0e, 235, 3, 1, 0, 0, 23, 1, 1],
+            ));
             o
         }
         "udhcpc" => vec![
@@ -304,22 +353,43 @@ pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
             (60, b"udhcp 1.35.0".to_vec()),
             (61, [&[1u8][..], &mac.0].concat()),
         ],
-        "dhclient" => vec![(12, b"node".to_vec()), (55, vec![1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121, 42])],
+        "dhclient" => vec![
+            (12, b"node".to_vec()),
+            (55, vec![1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121, 42]),
+        ],
         other => panic!("no client kind {other}"),
     }
 }
 
-pub const KINDS: [&str; 9] = ["bios", "uefi", "arm64", "unsupported", "http", "ipxe", "udhcpc", "dhclient", "none"];
+pub const KINDS: [&str; 9] = [
+    "bios",
+    "uefi",
+    "arm64",
+    "unsupported",
+    "http",
+    "ipxe",
+    "udhcpc",
+    "dhclient",
+    "none",
+];
 
 /// A DISCOVER of `kind` ("none": option 53 only).
 pub fn discover(kind: &str, mac: Mac) -> Req {
-    let opts = if kind == "none" { vec![] } else { client_opts(kind, mac) };
+    let opts = if kind == "none" {
+        vec![]
+    } else {
+        client_opts(kind, mac)
+    };
     Req::new(mac, MessageType::Discover, opts)
 }
 
 /// A REQUEST in SELECTING state of `kind`, for `ip` from `server`.
 pub fn selecting(kind: &str, mac: Mac, ip: Ipv4Addr, server: Ipv4Addr) -> Req {
-    let mut opts = if kind == "none" { vec![] } else { client_opts(kind, mac) };
+    let mut opts = if kind == "none" {
+        vec![]
+    } else {
+        client_opts(kind, mac)
+    };
     opts.push((50, ip.octets().to_vec()));
     opts.push((54, server.octets().to_vec()));
     Req::new(mac, MessageType::Request, opts)

@@ -21,12 +21,20 @@ const PAY: usize = 42;
 /// Valid requests to mutate: every kind, known and unknown MACs, each message.
 fn seeds() -> Vec<Req> {
     let mut out = vec![];
-    for (i, mac) in [CN1, CN2_NO_PROVISION, CN3_FIRMWARE, UNKNOWN].into_iter().enumerate() {
+    for (i, mac) in [CN1, CN2_NO_PROVISION, CN3_FIRMWARE, UNKNOWN]
+        .into_iter()
+        .enumerate()
+    {
         let ip = Ipv4Addr::new(10, 0, 0, 5 + i as u8);
         for kind in KINDS {
             out.push(discover(kind, mac));
             out.push(selecting(kind, mac, ip, SERVER));
-            out.push(selecting(kind, mac, ip, SERVER).without(54).without(50).unicast_from(ip));
+            out.push(
+                selecting(kind, mac, ip, SERVER)
+                    .without(54)
+                    .without(50)
+                    .unicast_from(ip),
+            );
         }
     }
     out.push(discover("bios", CN5_RELAYED).relayed());
@@ -134,7 +142,8 @@ fn xdp_fuzz_never_answers_what_the_slow_path_would_not() {
         let name = format!("fuzz frame {n} {frame:02x?}");
         match out.action {
             XDP_TX => {
-                let want = slow.unwrap_or_else(|| panic!("{name}: answered, but the slow path would not"));
+                let want =
+                    slow.unwrap_or_else(|| panic!("{name}: answered, but the slow path would not"));
                 compare(&name, &out.frame, &want);
                 answered += 1;
             }
@@ -148,7 +157,14 @@ fn xdp_fuzz_never_answers_what_the_slow_path_would_not() {
          slow path answers {slow_answers}; {c:?}; reasons {:?}",
         stats.reasons()
     );
-    assert_eq!(c.frames(), FRAMES as u64, "every frame counted exactly once");
+    assert_eq!(
+        c.frames(),
+        FRAMES as u64,
+        "every frame counted exactly once"
+    );
     assert_eq!(c.answered + c.nak, answered as u64);
-    assert!(answered > FRAMES / 20, "the mutations should leave some valid requests");
+    assert!(
+        answered > FRAMES / 20,
+        "the mutations should leave some valid requests"
+    );
 }

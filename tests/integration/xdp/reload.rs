@@ -49,7 +49,13 @@ fn inventory(r: usize) -> Inventory {
         .map(|i| {
             let ip = format!("10.77.{}.{}/16", 1 + i / 250, 1 + i % 250);
             let generation = (r + 2 - i % 3) / 3; // host i changes in rounds r = i % 3 (mod 3)
-            host(&format!("n{i:04}g{generation}"), mac(i), Some(&ip), i % 4 != 0, "")
+            host(
+                &format!("n{i:04}g{generation}"),
+                mac(i),
+                Some(&ip),
+                i % 4 != 0,
+                "",
+            )
         })
         .collect();
     Inventory::from_parts_unchecked(hosts, vec![])
@@ -67,12 +73,31 @@ fn packet_socket(ifname: &str) -> OwnedFd {
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto;
         sll.sll_ifindex = nix::net::if_::if_nametoindex(ifname).unwrap() as i32;
-        let r = libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sll) as u32);
+        let r = libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of_val(&sll) as u32,
+        );
         assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
         let size: libc::c_int = 32 << 20;
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size as *const _ as *const libc::c_void, 4);
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of_val(&tv) as u32);
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const _ as *const libc::c_void,
+            4,
+        );
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of_val(&tv) as u32,
+        );
         fd
     }
 }
@@ -122,11 +147,15 @@ fn xdp_reload_under_load_misses_nothing() {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     // SAFETY: buf is writable for its length.
-                    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    let n = unsafe {
+                        libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                    };
                     if n <= 0 {
                         continue;
                     }
-                    let Ok(f) = parse_frame(&buf[..n as usize]) else { continue };
+                    let Ok(f) = parse_frame(&buf[..n as usize]) else {
+                        continue;
+                    };
                     if f.dst.port() == 68 && f.payload.first() == Some(&2) && f.payload.len() > 8 {
                         let xid = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
                         received.lock().unwrap().insert(xid);
@@ -164,10 +193,20 @@ fn xdp_reload_under_load_misses_nothing() {
             std::thread::sleep(Duration::from_millis(400));
             let inv = inventory(round);
             let start = t0.elapsed();
-            let c = Compiler { settings: &lab.settings, urls: &URLS };
-            let r = lab.sync.sync(&mut lab.fp, &inv, &c, Instant::now()).unwrap();
+            let c = Compiler {
+                settings: &lab.settings,
+                urls: &URLS,
+            };
+            let r = lab
+                .sync
+                .sync(&mut lab.fp, &inv, &c, Instant::now())
+                .unwrap();
             assert_eq!(r.failed, 0, "{r:?}");
-            reloads.push(Reload { round, start, end: t0.elapsed() });
+            reloads.push(Reload {
+                round,
+                start,
+                end: t0.elapsed(),
+            });
             eprintln!("reload {round}: {r:?} in {:?}", t0.elapsed() - start);
         }
         std::thread::sleep(Duration::from_millis(400));
@@ -177,16 +216,27 @@ fn xdp_reload_under_load_misses_nothing() {
     let decided = decided.into_inner().unwrap();
     let received = received.into_inner().unwrap();
     let last_send = sent.last().map(|s| s.1).unwrap_or_default();
-    let (mut must, mut must_not, mut missed, mut wrongly, mut not_received) = (0, 0, vec![], vec![], 0);
+    let (mut must, mut must_not, mut missed, mut wrongly, mut not_received) =
+        (0, 0, vec![], vec![], 0);
     for (xid, &(i, at)) in sent.iter().enumerate() {
         if at + MARGIN > last_send {
             continue; // possibly still in flight when the load stopped
         }
         // The inventory states this request may have met: the one in force when it was
         // sent, and that of any reload that overlapped [at, at + MARGIN].
-        let before = reloads.iter().filter(|r| r.end <= at).map(|r| r.round).last().unwrap_or(0);
+        let before = reloads
+            .iter()
+            .filter(|r| r.end <= at)
+            .map(|r| r.round)
+            .next_back()
+            .unwrap_or(0);
         let mut states = vec![before];
-        states.extend(reloads.iter().filter(|r| r.start <= at + MARGIN && r.end >= at).map(|r| r.round));
+        states.extend(
+            reloads
+                .iter()
+                .filter(|r| r.start <= at + MARGIN && r.end >= at)
+                .map(|r| r.round),
+        );
         let xid = xid as u32;
         if states.iter().all(|&r| present(r, i)) {
             must += 1;
@@ -214,15 +264,32 @@ fn xdp_reload_under_load_misses_nothing() {
         wrongly.len(),
         lost.load(Ordering::Relaxed)
     );
-    assert_eq!(c.events_lost, 0, "the event ring overflowed: the kernel-side record is incomplete");
-    assert!(must > 10_000 && must_not > 500, "too little load to mean anything: {must} / {must_not}");
-    assert!(missed.is_empty(), "missed answers for present hosts (xid, host, sent at): {:?}", &missed[..missed.len().min(20)]);
-    assert!(wrongly.is_empty(), "answers for absent hosts: {:?}", &wrongly[..wrongly.len().min(20)]);
+    assert_eq!(
+        c.events_lost, 0,
+        "the event ring overflowed: the kernel-side record is incomplete"
+    );
+    assert!(
+        must > 10_000 && must_not > 500,
+        "too little load to mean anything: {must} / {must_not}"
+    );
+    assert!(
+        missed.is_empty(),
+        "missed answers for present hosts (xid, host, sent at): {:?}",
+        &missed[..missed.len().min(20)]
+    );
+    assert!(
+        wrongly.is_empty(),
+        "answers for absent hosts: {:?}",
+        &wrongly[..wrongly.len().min(20)]
+    );
     // What the program sent can still be lost on the way: XDP_TX into a veth peer's
     // 256-frame ring while both namespaces compete for 2 loaded cores. The kernel-side
     // record above is exact; the client side must see nearly all of it.
     let stats = String::from_utf8_lossy(&lab.srv.run(&["ethtool", "-S", "s0"]).stdout).to_string();
     let tx_errors: Vec<&str> = stats.lines().filter(|l| l.contains("xdp_tx_err")).collect();
     eprintln!("veth s0: {tx_errors:?}");
-    assert!(not_received * 100 <= must, "{not_received} of {must} answers lost on the way to the client");
+    assert!(
+        not_received * 100 <= must,
+        "{not_received} of {must} answers lost on the way to the client"
+    );
 }

@@ -27,12 +27,26 @@ fn config() -> Config {
 }
 
 fn udhcpc(cli: &Netns) -> bool {
-    cli.cmd(&["busybox", "udhcpc", "-f", "-q", "-n", "-i", "c0", "-s", "/bin/true", "-t", "2", "-T", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    cli.cmd(&[
+        "busybox",
+        "udhcpc",
+        "-f",
+        "-q",
+        "-n",
+        "-i",
+        "c0",
+        "-s",
+        "/bin/true",
+        "-t",
+        "2",
+        "-T",
+        "1",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .unwrap()
+    .success()
 }
 
 #[test]
@@ -54,16 +68,33 @@ fn xdp_service_follows_inventory_swaps() {
     let thread = std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let svc = Service::start(sh, Arc::new(URLS), &["s0".to_string()], SyncOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let svc = Service::start(
+            sh,
+            Arc::new(URLS),
+            &["s0".to_string()],
+            SyncOptions::default(),
+        )
+        .unwrap();
         tx.send(svc.stats()).unwrap();
         rt.block_on(svc.run(stopped));
     });
     let stats = rx.recv().unwrap();
-    let xdp_on = || String::from_utf8_lossy(&srv.run(&["ip", "link", "show", "s0"]).stdout).contains("prog/xdp");
+    let xdp_on = || {
+        String::from_utf8_lossy(&srv.run(&["ip", "link", "show", "s0"]).stdout).contains("prog/xdp")
+    };
     assert!(xdp_on(), "attached");
 
-    assert!(udhcpc(&cli), "lease from XDP: {:?} {:?}", stats.counters(), stats.reasons());
+    assert!(
+        udhcpc(&cli),
+        "lease from XDP: {:?} {:?}",
+        stats.counters(),
+        stats.reasons()
+    );
     let answered = stats.counters().answered;
     assert!(answered >= 2);
 
@@ -85,7 +116,9 @@ fn xdp_service_follows_inventory_swaps() {
     std::thread::sleep(Duration::from_millis(500));
     let events = shared.events.for_host("cn1");
     assert!(
-        events.iter().any(|e| e.kind == EventKind::DhcpAck && e.detail.starts_with("10.77.0.50 via xdp")),
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::DhcpAck && e.detail.starts_with("10.77.0.50 via xdp")),
         "{events:?}"
     );
     stop.send(true).unwrap();

@@ -75,7 +75,14 @@ fn rows() -> Vec<(&'static str, Vec<u8>, u32)> {
     v6[12..14].copy_from_slice(&[0x86, 0xdd]);
     rows.push(("IPv6 ethertype", v6, NOT_DHCP));
     rows.push(("Ethernet header only", good[..14].to_vec(), NOT_DHCP));
-    let dns = udp_frame(b"query", CN1, SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 5353), SRV_MAC, SocketAddrV4::new(SERVER, 53), None);
+    let dns = udp_frame(
+        b"query",
+        CN1,
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 5353),
+        SRV_MAC,
+        SocketAddrV4::new(SERVER, 53),
+        None,
+    );
     rows.push(("UDP to port 53", dns, NOT_DHCP));
     let mut ipsum = good.clone();
     ipsum[IP + 10] ^= 0x40;
@@ -89,53 +96,174 @@ fn rows() -> Vec<(&'static str, Vec<u8>, u32)> {
     let mut padded = good.clone();
     padded.extend_from_slice(&[0xee; 20]);
     rows.push(("Ethernet trailer after the datagram", padded, ANSWERED));
-    rows.push(("IP length beyond the frame", good[..good.len() - 30].to_vec(), MALFORMED));
-    rows.push(("BOOTP header cut at 200 bytes", frame_of(&d.payload()[..200]), MALFORMED));
-    rows.push(("header and cookie only", frame_of(&d.payload()[..240]), MALFORMED));
+    rows.push((
+        "IP length beyond the frame",
+        good[..good.len() - 30].to_vec(),
+        MALFORMED,
+    ));
+    rows.push((
+        "BOOTP header cut at 200 bytes",
+        frame_of(&d.payload()[..200]),
+        MALFORMED,
+    ));
+    rows.push((
+        "header and cookie only",
+        frame_of(&d.payload()[..240]),
+        MALFORMED,
+    ));
     rows.push(("bad magic cookie", edited(&d, |p| p[236] = 0), MALFORMED));
-    rows.push(("BOOTREPLY to port 67", edited(&d, |p| p[0] = 2), PASSED_OTHER));
+    rows.push((
+        "BOOTREPLY to port 67",
+        edited(&d, |p| p[0] = 2),
+        PASSED_OTHER,
+    ));
     rows.push(("htype 6", edited(&d, |p| p[1] = 6), PASSED_OTHER));
-    rows.push(("no END, options to the last byte", frame_of(&with_opts(&[53, 1, 1, 61, 2, 1, 2])), MALFORMED));
-    rows.push(("option length past the end", frame_of(&with_opts(&[53, 1, 1, 12, 40, b'a'])), MALFORMED));
-    rows.push(("53 with length 2", frame_of(&with_opts(&[53, 2, 1, 1, 255])), MALFORMED));
-    rows.push(("50 with length 3", frame_of(&with_opts(&[53, 1, 1, 50, 3, 10, 0, 0, 255])), MALFORMED));
-    rows.push(("93 with length 1", frame_of(&with_opts(&[53, 1, 1, 93, 1, 0, 255])), MALFORMED));
-    rows.push(("53 twice", frame_of(&with_opts(&[53, 1, 1, 53, 1, 1, 255])), PASSED_OTHER));
-    rows.push(("option overload 52", frame_of(&with_opts(&[53, 1, 1, 52, 1, 3, 255])), PASSED_OTHER));
-    rows.push(("relay agent information 82", frame_of(&with_opts(&[53, 1, 1, 82, 3, 1, 1, 7, 255])), PASSED_OTHER));
-    rows.push(("unknown option 200", frame_of(&with_opts(&[53, 1, 1, 200, 1, 0, 255])), PASSED_OTHER));
-    rows.push(("hostname not ASCII", frame_of(&with_opts(&[53, 1, 1, 12, 3, b'n', 0xc3, 0xa9, 255])), PASSED_OTHER));
-    rows.push(("hostname ASCII", frame_of(&with_opts(&[53, 1, 1, 12, 3, b'n', b'o', b'd', 255])), ANSWERED));
-    rows.push(("93 with two architectures", frame_of(&with_opts(&[53, 1, 1, 93, 4, 0, 7, 0, 0, 255])), PASSED_OTHER));
+    rows.push((
+        "no END, options to the last byte",
+        frame_of(&with_opts(&[53, 1, 1, 61, 2, 1, 2])),
+        MALFORMED,
+    ));
+    rows.push((
+        "option length past the end",
+        frame_of(&with_opts(&[53, 1, 1, 12, 40, b'a'])),
+        MALFORMED,
+    ));
+    rows.push((
+        "53 with length 2",
+        frame_of(&with_opts(&[53, 2, 1, 1, 255])),
+        MALFORMED,
+    ));
+    rows.push((
+        "50 with length 3",
+        frame_of(&with_opts(&[53, 1, 1, 50, 3, 10, 0, 0, 255])),
+        MALFORMED,
+    ));
+    rows.push((
+        "93 with length 1",
+        frame_of(&with_opts(&[53, 1, 1, 93, 1, 0, 255])),
+        MALFORMED,
+    ));
+    rows.push((
+        "53 twice",
+        frame_of(&with_opts(&[53, 1, 1, 53, 1, 1, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "option overload 52",
+        frame_of(&with_opts(&[53, 1, 1, 52, 1, 3, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "relay agent information 82",
+        frame_of(&with_opts(&[53, 1, 1, 82, 3, 1, 1, 7, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "unknown option 200",
+        frame_of(&with_opts(&[53, 1, 1, 200, 1, 0, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "hostname not ASCII",
+        frame_of(&with_opts(&[53, 1, 1, 12, 3, b'n', 0xc3, 0xa9, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "hostname ASCII",
+        frame_of(&with_opts(&[53, 1, 1, 12, 3, b'n', b'o', b'd', 255])),
+        ANSWERED,
+    ));
+    rows.push((
+        "93 with two architectures",
+        frame_of(&with_opts(&[53, 1, 1, 93, 4, 0, 7, 0, 0, 255])),
+        PASSED_OTHER,
+    ));
     let mut arch_vendor = vec![53, 1, 1, 60, 20];
     arch_vendor.extend_from_slice(b"PXEClient:Arch:00007");
     arch_vendor.push(255);
-    rows.push(("PXEClient:Arch: vendor class without 93", frame_of(&with_opts(&arch_vendor)), PASSED_OTHER));
+    rows.push((
+        "PXEClient:Arch: vendor class without 93",
+        frame_of(&with_opts(&arch_vendor)),
+        PASSED_OTHER,
+    ));
     let mut plain_pxe = vec![53, 1, 1, 60, 9];
     plain_pxe.extend_from_slice(b"PXEClient");
     plain_pxe.push(255);
-    rows.push(("bare PXEClient vendor class (old ROM)", frame_of(&with_opts(&plain_pxe)), ANSWERED));
-    rows.push(("user class RFC 3004 iPXE", frame_of(&with_opts(&[53, 1, 1, 77, 5, 4, b'i', b'P', b'X', b'E', 255])), ANSWERED));
-    rows.push(("user class of two entries", frame_of(&with_opts(&[53, 1, 1, 77, 6, 1, b'a', 3, b'x', b'y', b'z', 255])), PASSED_OTHER));
-    rows.push(("97 with length 0", frame_of(&with_opts(&[53, 1, 1, 97, 0, 255])), PASSED_OTHER));
+    rows.push((
+        "bare PXEClient vendor class (old ROM)",
+        frame_of(&with_opts(&plain_pxe)),
+        ANSWERED,
+    ));
+    rows.push((
+        "user class RFC 3004 iPXE",
+        frame_of(&with_opts(&[
+            53, 1, 1, 77, 5, 4, b'i', b'P', b'X', b'E', 255,
+        ])),
+        ANSWERED,
+    ));
+    rows.push((
+        "user class of two entries",
+        frame_of(&with_opts(&[
+            53, 1, 1, 77, 6, 1, b'a', 3, b'x', b'y', b'z', 255,
+        ])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "97 with length 0",
+        frame_of(&with_opts(&[53, 1, 1, 97, 0, 255])),
+        PASSED_OTHER,
+    ));
     let mut long97 = vec![53, 1, 1, 97, 65];
     long97.extend_from_slice(&[7; 65]);
     long97.push(255);
-    rows.push(("97 with 65 bytes", frame_of(&with_opts(&long97)), PASSED_OTHER));
-    rows.push(("pad bytes between options", frame_of(&with_opts(&[0, 0, 53, 1, 1, 0, 0, 0, 255])), ANSWERED));
-    rows.push(("smallest request: 53 and END (the reply must grow the frame)", frame_of(&with_opts(&[53, 1, 1, 255])), ANSWERED));
-    rows.push(("max message size 1500", frame_of(&with_opts(&[53, 1, 1, 57, 2, 5, 220, 255])), ANSWERED));
-    rows.push(("INFORM", frame_of(&with_opts(&[53, 1, 8, 255])), PASSED_OTHER));
-    rows.push(("message type 18", frame_of(&with_opts(&[53, 1, 18, 255])), PASSED_OTHER));
-    rows.push(("no option 53 (BOOTP)", frame_of(&with_opts(&[61, 2, 1, 2, 255])), PASSED_OTHER));
-    rows.push(("unknown MAC", discover("bios", UNKNOWN).frame(), PASSED_UNKNOWN));
+    rows.push((
+        "97 with 65 bytes",
+        frame_of(&with_opts(&long97)),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "pad bytes between options",
+        frame_of(&with_opts(&[0, 0, 53, 1, 1, 0, 0, 0, 255])),
+        ANSWERED,
+    ));
+    rows.push((
+        "smallest request: 53 and END (the reply must grow the frame)",
+        frame_of(&with_opts(&[53, 1, 1, 255])),
+        ANSWERED,
+    ));
+    rows.push((
+        "max message size 1500",
+        frame_of(&with_opts(&[53, 1, 1, 57, 2, 5, 220, 255])),
+        ANSWERED,
+    ));
+    rows.push((
+        "INFORM",
+        frame_of(&with_opts(&[53, 1, 8, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "message type 18",
+        frame_of(&with_opts(&[53, 1, 18, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "no option 53 (BOOTP)",
+        frame_of(&with_opts(&[61, 2, 1, 2, 255])),
+        PASSED_OTHER,
+    ));
+    rows.push((
+        "unknown MAC",
+        discover("bios", UNKNOWN).frame(),
+        PASSED_UNKNOWN,
+    ));
     let mut other_mac = d.clone();
     other_mac.dst_mac = Mac([2, 9, 9, 9, 9, 9]);
     rows.push(("to another host's MAC", other_mac.frame(), PASSED_OTHER));
     let mut other_ip = d.clone();
     other_ip.dst = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 67);
     rows.push(("to another address", other_ip.frame(), PASSED_OTHER));
-    let mut pxe = selecting("bios", CN1, Ipv4Addr::new(10, 0, 0, 5), SERVER).unicast_from(Ipv4Addr::new(10, 0, 0, 5));
+    let mut pxe = selecting("bios", CN1, Ipv4Addr::new(10, 0, 0, 5), SERVER)
+        .unicast_from(Ipv4Addr::new(10, 0, 0, 5));
     pxe.dst = SocketAddrV4::new(SERVER, 4011);
     rows.push(("boot server (4011) REQUEST", pxe.frame(), PASSED_OTHER));
     let mut ipopt = good.clone();
@@ -195,15 +323,27 @@ fn xdp_packet_table() {
         ];
         assert_eq!(d.frames(), 1, "{name}: counted once");
         let which = got.iter().find(|(_, n)| *n == 1).map(|(c, _)| *c).unwrap();
-        assert_eq!(which, *want, "{name}: counter (reasons so far {:?})", stats.reasons());
+        assert_eq!(
+            which,
+            *want,
+            "{name}: counter (reasons so far {:?})",
+            stats.reasons()
+        );
         if *want == counter::ANSWERED {
             assert_eq!(out.action, XDP_TX, "{name}");
             let slow = slow.unwrap_or_else(|| panic!("{name}: the slow path does not answer"));
             compare(name, &out.frame, &slow);
         } else {
             assert_eq!(out.action, XDP_PASS, "{name}");
-            assert_eq!(&out.frame, frame, "{name}: a passed frame must be untouched");
+            assert_eq!(
+                &out.frame, frame,
+                "{name}: a passed frame must be untouched"
+            );
         }
     }
-    eprintln!("packet table: {} rows; pass reasons {:?}", rows.len(), stats.reasons());
+    eprintln!(
+        "packet table: {} rows; pass reasons {:?}",
+        rows.len(),
+        stats.reasons()
+    );
 }
