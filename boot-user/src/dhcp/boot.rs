@@ -44,6 +44,7 @@ pub struct PlainUrls {
 
 impl BootUrls for PlainUrls {
     fn ipxe_script(&self, host: &Host, mac: Mac, server: Ipv4Addr) -> String {
+        let mac = mac.to_string().replace(':', "-");
         format!(
             "http://{server}:{}/boot/{}/ipxe?mac={mac}",
             self.port, host.name
@@ -214,7 +215,7 @@ mod tests {
             url: format!("http://10.0.0.1:80/firmware/{f}"),
         };
         let script = BootTarget::Script {
-            url: "http://10.0.0.1:80/boot/cn1/ipxe?mac=02:00:00:00:00:01".into(),
+            url: "http://10.0.0.1:80/boot/cn1/ipxe?mac=02-00-00-00-00-01".into(),
         };
         let rows = [
             (ClientKind::BiosPxe, "", true, tftp("undionly.kpxe")),

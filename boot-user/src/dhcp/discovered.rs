@@ -52,7 +52,11 @@ impl Discovered {
     pub fn record(&self, req: &Request, interface: &str, now_ms: u64) -> bool {
         let mut slots = self.slots.lock().unwrap();
         if !slots.contains_key(&req.mac) && slots.len() >= self.capacity {
-            if let Some(oldest) = slots.values().min_by_key(|s| s.entry.last_seen_ms).map(|s| s.entry.mac) {
+            if let Some(oldest) = slots
+                .values()
+                .min_by_key(|s| s.entry.last_seen_ms)
+                .map(|s| s.entry.mac)
+            {
                 slots.remove(&oldest);
             }
         }
@@ -78,7 +82,9 @@ impl Discovered {
         if let Some(v) = &req.vendor_class {
             e.vendor_class = Some(String::from_utf8_lossy(v).into_owned());
         }
-        let due = slot.logged_ms.is_none_or(|t| now_ms.saturating_sub(t) >= self.log_interval_ms);
+        let due = slot
+            .logged_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= self.log_interval_ms);
         if due {
             slot.logged_ms = Some(now_ms);
         }
@@ -87,7 +93,13 @@ impl Discovered {
 
     /// All entries, first seen first.
     pub fn list(&self) -> Vec<DiscoveredEntry> {
-        let mut v: Vec<_> = self.slots.lock().unwrap().values().map(|s| s.entry.clone()).collect();
+        let mut v: Vec<_> = self
+            .slots
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.entry.clone())
+            .collect();
         v.sort_by_key(|e| (e.first_seen_ms, e.mac));
         v
     }
@@ -112,20 +124,34 @@ mod tests {
     use dhcproto::v4::MessageType;
 
     fn req(last: u8) -> Request {
-        Request::new(MessageType::Discover, Mac([2, 0, 0, 0, 0, last]), ClientKind::BiosPxe)
+        Request::new(
+            MessageType::Discover,
+            Mac([2, 0, 0, 0, 0, last]),
+            ClientKind::BiosPxe,
+        )
     }
 
     #[test]
     fn counts_and_rate_limits_logs() {
         let d = Discovered::new(10, 60);
         // (time ms, should log)
-        let rows = [(0, true), (1_000, false), (59_999, false), (60_000, true), (60_001, false), (200_000, true)];
+        let rows = [
+            (0, true),
+            (1_000, false),
+            (59_999, false),
+            (60_000, true),
+            (60_001, false),
+            (200_000, true),
+        ];
         for (t, want) in rows {
             assert_eq!(d.record(&req(1), "eth0", t), want, "t={t}");
         }
         let l = d.list();
         assert_eq!(l.len(), 1);
-        assert_eq!((l[0].count, l[0].first_seen_ms, l[0].last_seen_ms), (6, 0, 200_000));
+        assert_eq!(
+            (l[0].count, l[0].first_seen_ms, l[0].last_seen_ms),
+            (6, 0, 200_000)
+        );
         assert_eq!(l[0].interface, "eth0");
         assert!(d.record(&req(2), "eth1", 1), "another MAC logs at once");
     }

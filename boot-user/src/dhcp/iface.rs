@@ -37,7 +37,10 @@ pub fn list() -> io::Result<Vec<IfaceInfo>> {
         } else if let Some(sin) = addr.as_sockaddr_in() {
             let prefix = ifa
                 .netmask
-                .and_then(|m| m.as_sockaddr_in().map(|m| u32::from(m.ip()).count_ones() as u8))
+                .and_then(|m| {
+                    m.as_sockaddr_in()
+                        .map(|m| u32::from(m.ip()).count_ones() as u8)
+                })
                 .unwrap_or(32);
             if let Ok(net) = Ipv4Net::new(sin.ip(), prefix) {
                 entry.addrs.push(net);
@@ -80,17 +83,25 @@ pub struct IfaceCache {
 
 impl Default for IfaceCache {
     fn default() -> Self {
-        IfaceCache { ifaces: HashMap::new(), read_at: None, max_age: Duration::from_secs(5) }
+        IfaceCache {
+            ifaces: HashMap::new(),
+            read_at: None,
+            max_age: Duration::from_secs(5),
+        }
     }
 }
 
 impl IfaceCache {
     pub fn get(&mut self, index: u32) -> Option<IfaceInfo> {
         let now = Instant::now();
-        let stale = self.read_at.is_none_or(|t| now.duration_since(t) > self.max_age);
+        let stale = self
+            .read_at
+            .is_none_or(|t| now.duration_since(t) > self.max_age);
         // An unknown index is worth one re-read per 100 ms, not one per packet.
         let missing = !self.ifaces.contains_key(&index)
-            && self.read_at.is_none_or(|t| now.duration_since(t) > Duration::from_millis(100));
+            && self
+                .read_at
+                .is_none_or(|t| now.duration_since(t) > Duration::from_millis(100));
         if stale || missing {
             match list() {
                 Ok(l) => self.ifaces = l.into_iter().map(|i| (i.index, i)).collect(),
@@ -108,12 +119,30 @@ mod tests {
 
     #[test]
     fn server_ip_choice_rows() {
-        let addrs: Vec<Ipv4Net> = vec!["10.0.0.1/24".parse().unwrap(), "192.168.0.3/24".parse().unwrap()];
+        let addrs: Vec<Ipv4Net> = vec![
+            "10.0.0.1/24".parse().unwrap(),
+            "192.168.0.3/24".parse().unwrap(),
+        ];
         let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
         let rows = [
-            ("relayed to the second address", None, ip("192.168.0.3"), ip("192.168.0.3")),
-            ("broadcast, host in the second network", ip("192.168.0.51"), ip("255.255.255.255"), ip("192.168.0.3")),
-            ("host in the first network", ip("10.0.0.5"), None, ip("10.0.0.1")),
+            (
+                "relayed to the second address",
+                None,
+                ip("192.168.0.3"),
+                ip("192.168.0.3"),
+            ),
+            (
+                "broadcast, host in the second network",
+                ip("192.168.0.51"),
+                ip("255.255.255.255"),
+                ip("192.168.0.3"),
+            ),
+            (
+                "host in the first network",
+                ip("10.0.0.5"),
+                None,
+                ip("10.0.0.1"),
+            ),
             ("host elsewhere", ip("172.16.0.5"), None, ip("10.0.0.1")),
             ("nothing known", None, None, ip("10.0.0.1")),
         ];
@@ -125,7 +154,11 @@ mod tests {
 
     #[test]
     fn loopback_is_listed() {
-        let lo = list().unwrap().into_iter().find(|i| i.name == "lo").expect("lo exists");
+        let lo = list()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name == "lo")
+            .expect("lo exists");
         assert!(lo.addrs.iter().any(|a| a.addr() == Ipv4Addr::LOCALHOST));
         assert_eq!(lo.addrs[0].prefix_len(), 8);
     }

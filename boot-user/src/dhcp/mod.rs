@@ -9,7 +9,8 @@
 //! - [`reply`]: [`decide`] / [`decide_boot_server`], the one source of truth for replies.
 //! - [`frame`]: Ethernet/IPv4/UDP framing of replies (what the XDP path must match).
 //! - [`discovered`], [`stats`]: unknown machines seen, and the service's counters.
-//! - [`iface`], [`server`]: the I/O edge (sockets, interfaces, the service loop).
+//! - [`iface`], [`sockets`], [`server`]: the I/O edge (interfaces, sockets, the service
+//!   loop).
 //! - [`ra`]: the IPv6 router-advertisement responder that spares iPXE a 13 s wait.
 //!
 //! Everything up to [`frame`] is pure: no sockets, no clock. The XDP template compiler calls
@@ -24,6 +25,7 @@ pub mod reply;
 pub mod request;
 pub mod server;
 pub mod settings;
+pub mod sockets;
 pub mod stats;
 pub mod wire;
 
@@ -37,6 +39,7 @@ pub use reply::{
     decide, decide_boot_server, Context, Decision, Destination, Reply, ReplyKind, Silence,
 };
 pub use request::{ClientKind, Request};
-pub use server::{run, spawn, Listen, Service, Sockets};
+pub use server::{run, spawn, Service};
 pub use settings::Settings;
+pub use sockets::{Listen, Sockets};
 pub use stats::{Stats, StatsSnapshot};

@@ -74,7 +74,10 @@ pub struct Pacer {
 impl Pacer {
     /// A solicitation arrived at `now`: true = answer now; false = answer at [`Self::due`].
     pub fn solicited(&mut self, now: Instant) -> bool {
-        if self.last_sent.is_none_or(|t| now.duration_since(t) >= MIN_INTERVAL) {
+        if self
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= MIN_INTERVAL)
+        {
             self.last_sent = Some(now);
             self.pending = false;
             true
@@ -86,7 +89,10 @@ impl Pacer {
 
     /// When a deferred answer is due, if one is pending.
     pub fn due(&self) -> Option<Instant> {
-        self.pending.then(|| self.last_sent.map_or_else(Instant::now, |t| t + MIN_INTERVAL))
+        self.pending.then(|| {
+            self.last_sent
+                .map_or_else(Instant::now, |t| t + MIN_INTERVAL)
+        })
     }
 
     pub fn sent(&mut self, now: Instant) {
@@ -113,23 +119,41 @@ impl RaSocket {
     /// Opens the responder socket of `ifname`: bound to the device, member of all-routers,
     /// hop limit 255 (RFC 4861 requires it on every NDP message).
     pub fn open(ifname: &str) -> io::Result<RaSocket> {
-        let info = iface::by_name(ifname)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname}")))?;
-        let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("RA responder on {ifname}: {what}: {e}"));
-        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).map_err(|e| ctx("socket", e))?;
-        s.bind_device(Some(ifname.as_bytes())).map_err(|e| ctx("bind to device", e))?;
-        s.join_multicast_v6(&ALL_ROUTERS, info.index).map_err(|e| ctx("join ff02::2", e))?;
-        s.set_multicast_hops_v6(255).map_err(|e| ctx("hop limit", e))?;
-        s.set_unicast_hops_v6(255).map_err(|e| ctx("hop limit", e))?;
-        s.set_multicast_if_v6(info.index).map_err(|e| ctx("multicast interface", e))?;
-        s.set_multicast_loop_v6(false).map_err(|e| ctx("multicast loop", e))?;
-        s.set_nonblocking(true).map_err(|e| ctx("non-blocking", e))?;
-        Ok(RaSocket { socket: s, ifname: ifname.to_string(), ifindex: info.index, mac: info.mac })
+        let info = iface::by_name(ifname)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname}"))
+        })?;
+        let ctx = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("RA responder on {ifname}: {what}: {e}"))
+        };
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+            .map_err(|e| ctx("socket", e))?;
+        s.bind_device(Some(ifname.as_bytes()))
+            .map_err(|e| ctx("bind to device", e))?;
+        s.join_multicast_v6(&ALL_ROUTERS, info.index)
+            .map_err(|e| ctx("join ff02::2", e))?;
+        s.set_multicast_hops_v6(255)
+            .map_err(|e| ctx("hop limit", e))?;
+        s.set_unicast_hops_v6(255)
+            .map_err(|e| ctx("hop limit", e))?;
+        s.set_multicast_if_v6(info.index)
+            .map_err(|e| ctx("multicast interface", e))?;
+        s.set_multicast_loop_v6(false)
+            .map_err(|e| ctx("multicast loop", e))?;
+        s.set_nonblocking(true)
+            .map_err(|e| ctx("non-blocking", e))?;
+        Ok(RaSocket {
+            socket: s,
+            ifname: ifname.to_string(),
+            ifindex: info.index,
+            mac: info.mac,
+        })
     }
 
     fn send(&self) -> io::Result<()> {
         let to = SocketAddrV6::new(ALL_NODES, 0, 0, self.ifindex);
-        self.socket.send_to(&advertisement(self.mac), &to.into()).map(drop)
+        self.socket
+            .send_to(&advertisement(self.mac), &to.into())
+            .map(drop)
     }
 }
 
@@ -215,7 +239,11 @@ mod tests {
         assert_eq!(p.due(), None);
         assert!(!p.solicited(t0 + Duration::from_millis(10)));
         assert!(!p.solicited(t0 + Duration::from_millis(20)));
-        assert_eq!(p.due(), Some(t0 + MIN_INTERVAL), "two deferred solicitations, one answer");
+        assert_eq!(
+            p.due(),
+            Some(t0 + MIN_INTERVAL),
+            "two deferred solicitations, one answer"
+        );
         p.sent(t0 + MIN_INTERVAL);
         assert_eq!(p.due(), None);
         assert!(p.solicited(t0 + MIN_INTERVAL * 2));

@@ -24,9 +24,19 @@
 //! (each when it has a value); boot options ([`BootTarget`]) add BOOTP `siaddr` + `file`
 //! and 66 for TFTP, `file` for URLs (option 67 instead when the name does not fit the
 //! 128-byte field), 60 `HTTPClient` for UEFI HTTP boot, and the iPXE encapsulated option
-//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed. Option 60 `PXEClient` and
+//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed, and 82 (relay agent
+//! information) in every reply to a relay that sent it. Option 60 `PXEClient` and
 //! 43 only go in proxy offers and boot-server ACKs: UEFI PXE firmware that sees 60 in a
 //! plain OFFER goes looking for a boot server (peers.md §6).
+//!
+//! # For the XDP template compiler
+//! A reply depends on the request only through: `msg_type` and `kind` (which template),
+//! `requested_ip` / `ciaddr` / `server_id` (ACK, NAK or silence, by comparison with the
+//! host's and the server's address), `xid`, `flags`, `giaddr`, `chaddr` (copied into the
+//! header), `ciaddr` (copied into ACKs), `machine_id` (option 97) and `relay_info`
+//! (option 82), both echoed, and `max_message_size` (only when a reply is over 548
+//! bytes; [`Reply::bytes`] tells a template's size). Everything else comes from the [`Context`]; templates use
+//! `dns_rotation = 0`. [`destination`] gives the addressing, [`super::frame`] the bytes.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::{
@@ -92,6 +102,41 @@ impl Reply {
     pub fn bytes(&self) -> Vec<u8> {
         wire::encode(&self.message)
     }
+    /// One line for humans (`xboot host show --boot`, logs): type, address, mask, router,
+    /// DNS, boot file, destination.
+    pub fn summary(&self) -> String {
+        let m = &self.message;
+        let mut parts = vec![format!("{:?}", self.kind).to_uppercase()];
+        if !m.yiaddr().is_unspecified() {
+            parts.push(m.yiaddr().to_string());
+        }
+        for (code, o) in m.opts().iter() {
+            match o {
+                DhcpOption::SubnetMask(v) => parts.push(format!("mask {v}")),
+                DhcpOption::Router(v) => parts.push(format!("router {}", join(v))),
+                DhcpOption::DomainNameServer(v) => parts.push(format!("dns {}", join(v))),
+                DhcpOption::AddressLeaseTime(v) => parts.push(format!("lease {v}s")),
+                DhcpOption::Message(v) => parts.push(format!("message {v:?}")),
+                DhcpOption::ClassIdentifier(v) => {
+                    parts.push(format!("class {}", String::from_utf8_lossy(v)))
+                }
+                DhcpOption::BootfileName(v) => {
+                    parts.push(format!("bootfile {}", String::from_utf8_lossy(v)))
+                }
+                _ if u8::from(*code) == 175 => parts.push("ipxe no-proxy-wait".into()),
+                _ => {}
+            }
+        }
+        if let Some(Ok(f)) = m.fname_str() {
+            parts.push(format!("file {}", f.trim_end_matches('\0')));
+        }
+        if !m.siaddr().is_unspecified() {
+            parts.push(format!("next-server {}", m.siaddr()));
+        }
+        parts.push(format!("to {:?}", self.destination));
+        parts.join(", ")
+    }
+
     /// UDP source port: the boot server answers from 4011, the rest from 67.
     pub fn src_port(&self) -> u16 {
         if self.kind == ReplyKind::BootAck {
@@ -100,6 +145,13 @@ impl Reply {
             SERVER_PORT
         }
     }
+}
+
+fn join(v: &[Ipv4Addr]) -> String {
+    v.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub const SERVER_PORT: u16 = 67;
@@ -380,6 +432,11 @@ fn base(req: &Request, ctx: &Context<'_>, msg_type: MessageType) -> Message {
     m.opts_mut().insert(DhcpOption::MessageType(msg_type));
     m.opts_mut()
         .insert(DhcpOption::ServerIdentifier(ctx.server_ip));
+    if let Some(info) = &req.relay_info {
+        // RFC 3046 §2.2: the relay agent information goes back to the relay as it came.
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    }
     m
 }
 
@@ -428,7 +485,8 @@ fn fqdn(d: &str) -> Option<dhcproto::Name> {
 /// BOOTP `file` when the name fits its 128 bytes (NUL included), option 67 otherwise.
 fn put_file(m: &mut Message, name: &str) {
     if name.len() < 128 {
-        m.set_fname_str(name);
+        // With its NUL, as dhcproto decodes it: a parsed reply equals the one built.
+        m.set_fname(&[name.as_bytes(), &[0]].concat());
     } else {
         m.opts_mut()
             .insert(DhcpOption::BootfileName(name.as_bytes().to_vec()));

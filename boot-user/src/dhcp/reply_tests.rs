@@ -184,7 +184,7 @@ fn lease_only() -> Boot {
 /// options.
 #[test]
 fn boot_options_per_client_kind() {
-    let script = "http://10.0.0.1:8080/boot/cn1/ipxe?mac=02:00:00:00:00:01";
+    let script = "http://10.0.0.1:8080/boot/cn1/ipxe?mac=02-00-00-00-00-01";
     let rows = [
         (ClientKind::Os, lease_only()),
         (ClientKind::BiosPxe, tftp("undionly.kpxe")),
@@ -404,7 +404,8 @@ fn request_rows() {
     let foreign = Ipv4Addr::new(10, 0, 0, 2);
     let os = ClientKind::Os;
     let base = req(MessageType::Request, CN1, os);
-    let rows: Vec<(&str, Request, Result<(ReplyKind, Destination), Silence>)> = vec![
+    type Outcome = Result<(ReplyKind, Destination), Silence>;
+    let rows: Vec<(&str, Request, Outcome)> = vec![
         (
             "selecting, right address",
             selecting(CN1, CN1_IP, os),
@@ -654,10 +655,18 @@ fn relay_rows() {
     assert_eq!(offer.message.giaddr(), relay);
     assert_eq!(offer.message.hops(), 0);
     assert!(!offer.message.flags().broadcast());
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+        b"eth1/3".to_vec(),
+    ));
     let nak = reply(&Request {
         giaddr: relay,
+        relay_info: Some(info.clone()),
         ..selecting(CN1, Ipv4Addr::new(10, 0, 0, 77), ClientKind::Os)
     });
+    let echoed = Some(&DhcpOption::RelayAgentInformation(info));
+    assert_eq!(opt(&nak.message, 82), echoed, "option 82 echoed");
+    assert!(opt(&offer.message, 82).is_none());
     assert_eq!(nak.destination, Destination::Relay(relay));
     assert!(
         nak.message.flags().broadcast(),
@@ -992,5 +1001,52 @@ fn frames_per_destination() {
         );
         assert_eq!(p.payload, &rep.bytes()[..], "{what}");
         assert_eq!(wire::parse(p.payload).unwrap(), rep.message, "{what}");
+    }
+}
+
+#[test]
+fn summary_names_the_essentials() {
+    let s = reply(&req(MessageType::Discover, CN1, ClientKind::BiosPxe)).summary();
+    for part in [
+        "OFFER",
+        "10.0.0.5",
+        "mask 255.255.255.0",
+        "router 10.0.0.254",
+        "file undionly.kpxe",
+        "next-server 10.0.0.1",
+    ] {
+        assert!(s.contains(part), "{part:?} missing from {s}");
+    }
+}
+
+/// Every reply decodes back to exactly the message built (what the XDP equivalence test
+/// relies on when it compares decoded frames with `Reply::message`).
+#[test]
+fn replies_round_trip_through_the_wire() {
+    let relay = Ipv4Addr::new(10, 9, 0, 1);
+    for kind in ClientKind::TEMPLATES {
+        let uuid = Some(vec![0u8; 17]);
+        let rows = [
+            req(MessageType::Discover, CN1, kind),
+            Request {
+                machine_id: uuid.clone(),
+                giaddr: relay,
+                ..selecting(CN1, CN1_IP, kind)
+            },
+            Request {
+                ciaddr: CN1_IP,
+                ..req(MessageType::Inform, CN1, kind)
+            },
+            selecting(CN1, Ipv4Addr::new(10, 0, 0, 77), kind),
+        ];
+        for r in rows {
+            let rep = reply(&r);
+            assert_eq!(
+                wire::parse(&rep.bytes()).unwrap(),
+                rep.message,
+                "{kind} {:?}",
+                rep.kind
+            );
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! | nothing of the above | [`ClientKind::Os`] | lease only |
 use std::net::Ipv4Addr;
 
+use dhcproto::v4::relay::RelayAgentInformation;
 use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 
 use crate::inventory::Mac;
@@ -114,6 +115,8 @@ pub struct Request {
     pub pxe_boot_item: Option<Vec<u8>>,
     /// Option 12, for the discovered-machines table.
     pub hostname: Option<String>,
+    /// Option 82 (RFC 3046) as a relay agent added it: echoed in every reply.
+    pub relay_info: Option<RelayAgentInformation>,
     pub kind: ClientKind,
 }
 
@@ -141,6 +144,7 @@ impl Request {
             max_message_size: None,
             pxe_boot_item: None,
             hostname: None,
+            relay_info: None,
             kind,
         }
     }
@@ -211,6 +215,10 @@ impl Request {
             },
             hostname: match opts.get(OptionCode::Hostname) {
                 Some(DhcpOption::Hostname(h)) => Some(h.clone()),
+                _ => None,
+            },
+            relay_info: match opts.get(OptionCode::RelayAgentInformation) {
+                Some(DhcpOption::RelayAgentInformation(r)) => Some(r.clone()),
                 _ => None,
             },
             kind,

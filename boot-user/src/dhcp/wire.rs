@@ -146,12 +146,15 @@ fn check_len(code: u8, len: usize) -> Result<(), ParseError> {
         }
         // Address lists.
         3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 89 | 92 => {
-            (len % 4 == 0, "a multiple of 4")
+            (len.is_multiple_of(4), "a multiple of 4")
         }
         // Address pairs.
-        21 | 33 => (len % 8 == 0, "a multiple of 8"),
-        25 => (len % 2 == 0, "a multiple of 2"),
-        93 => (len >= 2 && len % 2 == 0, "a non-empty multiple of 2"),
+        21 | 33 => (len.is_multiple_of(8), "a multiple of 8"),
+        25 => (len.is_multiple_of(2), "a multiple of 2"),
+        93 => (
+            len >= 2 && len.is_multiple_of(2),
+            "a non-empty multiple of 2",
+        ),
         94 => (len == 3, "3"),
         80 => (len == 0, "0"),
         81 => (len >= 3, "at least 3"),
