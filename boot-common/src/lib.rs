@@ -5,19 +5,17 @@
 //! feature each type also implements `aya::Pod` so the daemon can put it in a map.
 //!
 //! # The fast path's data model
-//! - `HOSTS`: [`MacKey`] -> [`HostEntry`]: the host's address and, per client kind and
-//!   message, the id of a precompiled reply template.
+//! - `HOSTS`: [`MacKey`] -> [`HostEntry`]: the host's address, the server address and
+//!   interface that answer it, and per client kind and message the id of a precompiled
+//!   reply template.
 //! - `TEMPLATES`: `u32` id -> [`Template`]: a whole DHCP payload built by the same reply
 //!   builder as the slow path. A template's bytes never change while its id is in use:
 //!   a changed reply gets a new id, and the old one is deleted only after no host entry
 //!   names it any more (plus a grace period), so the kernel never reads a half-written
 //!   template.
-//! - `CLASSES`: [`ClassKey`] (features of options 93/60/77) -> client kind index, filled
-//!   by asking the slow path's classifier, so the kernel has no idea of its own about
-//!   which client is which.
-//! - `SERVERS`: [`ServerKey`] (ingress ifindex, VLAN, address) -> [`Server`]: our MAC
-//!   there. A host's templates name one server address; the program answers only on an
-//!   interface that has it.
+//! - `CLASSES`: array indexed by [`ClassKey::index`] (features of options 93/60/77/175)
+//!   -> client kind index + 1 (0: not covered), filled by asking the slow path's
+//!   classifier, so the kernel has no idea of its own about which client is which.
 //! - `STATS` / `REASONS`: per-CPU counters; `EVENTS`: ring buffer of [`LeaseEvent`]s.
 #![no_std]
 
@@ -132,9 +130,14 @@ pub struct HostEntry {
     pub _pad: [u8; 2],
     /// The host's address on this MAC: a REQUEST for another address gets a NAK.
     pub ip: [u8; 4],
-    /// The server identifier (option 54) the templates were built with; the program
-    /// answers only on an interface whose server address is this one.
+    /// The server identifier (option 54) the templates were built with, and where that
+    /// address is ours: the program answers only requests that came in there.
     pub server_ip: [u8; 4],
+    pub ifindex: u32,
+    /// 802.1Q VLAN id (0 untagged).
+    pub vlan: u16,
+    /// Our MAC there: the source of replies.
+    pub server_mac: [u8; 6],
     /// Template of the DHCPNAK for this host (0 = none: pass up).
     pub nak: u32,
     /// Template ids, `[kind][MSG_*]`; 0 = none (pass up).
@@ -158,6 +161,25 @@ pub struct ClassKey {
 }
 
 impl ClassKey {
+    /// Highest option 93 value the class table covers (others go to the slow path).
+    pub const MAX_ARCH: u16 = 63;
+    /// Entries of the class table (an array: the lookup is an address computation).
+    pub const TABLE: u32 = (Self::MAX_ARCH as u32 + 2) * 8;
+
+    /// Slot in the class table; None for keys it does not cover.
+    #[inline(always)]
+    pub fn index(&self) -> Option<u32> {
+        let arch = match self.arch {
+            Self::NO_ARCH => Self::MAX_ARCH as u32 + 1,
+            a if a <= Self::MAX_ARCH => a as u32,
+            _ => return None,
+        };
+        if self.vendor > Self::VENDOR_OTHER || self.user > Self::USER_IPXE {
+            return None;
+        }
+        Some(arch * 8 + self.vendor as u32 * 2 + self.user as u32)
+    }
+
     pub const NO_ARCH: u16 = 0xffff;
     pub const VENDOR_NONE: u8 = 0;
     /// Option 60 starts with `PXEClient`.
@@ -171,123 +193,101 @@ impl ClassKey {
     pub const USER_OTHER: u8 = 2;
 }
 
-/// Key of the server map: one of our addresses where a request can come in.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ServerKey {
-    /// The interface the program is attached to.
-    pub ifindex: u32,
-    /// 802.1Q VLAN id, 0 for untagged frames.
-    pub vlan: u16,
-    pub _pad: u16,
-    /// An address of ours on that interface and VLAN.
-    pub ip: [u8; 4],
-}
-
-/// Our identity at one address: the source of every reply sent from it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Server {
-    pub mac: [u8; 6],
-    pub _pad: [u8; 2],
-    pub ip: [u8; 4],
-}
-
-/// Capacity of a template: the whole DHCP message (BOOTP header and options). The
-/// slow path keeps replies within 548 bytes unless the client's option 57 allows more.
-pub const TEMPLATE_CAP: usize = 576;
+/// Capacity of a template's head: the DHCP message up to the insertion point (all of
+/// it when there is none). The slow path keeps replies within 548 bytes unless the
+/// client's option 57 allows more, and templates are built for 548.
+pub const HEAD_CAP: usize = 552;
+/// Capacity of a template's tail: the message after the insertion point.
+pub const TAIL_CAP: usize = 256;
 /// Longest option echoed from the request (data bytes).
 pub const ECHO_MAX: usize = 64;
-/// Insertion slots per template.
-pub const INSERTS: usize = 2;
 /// Most DNS servers a template may rotate.
 pub const DNS_MAX: usize = 8;
 
-/// Template flags: which per-request fields the program copies into the reply.
+/// Template flags: which per-request fields the program copies into the reply (the
+/// template has zeros there, so the checksum only adds them).
 pub mod stamp {
     pub const XID: u16 = 1 << 0;
-    pub const SECS: u16 = 1 << 1;
-    pub const FLAGS: u16 = 1 << 2;
-    pub const CIADDR: u16 = 1 << 3;
-    pub const GIADDR: u16 = 1 << 4;
-    pub const CHADDR: u16 = 1 << 5;
-    pub const HOPS: u16 = 1 << 6;
+    pub const FLAGS: u16 = 1 << 1;
+    pub const CIADDR: u16 = 1 << 2;
+    pub const GIADDR: u16 = 1 << 3;
     /// Set the broadcast bit when giaddr is set (RFC 2131 4.3.2 for DHCPNAK).
-    pub const BCAST_IF_RELAYED: u16 = 1 << 7;
+    pub const BCAST_IF_RELAYED: u16 = 1 << 4;
 }
 
-/// What an [`Insert`] slot inserts.
+/// What the program inserts between a template's head and tail.
 pub mod insert {
     pub const NONE: u8 = 0;
-    /// The request's option 61, whole (code, length, data), if present.
-    pub const ECHO_61: u8 = 61;
-    /// The request's option 97, whole, if present.
+    /// The request's option 97, whole (code, length, data), if present.
     pub const ECHO_97: u8 = 97;
-    /// The requested address (option 50, else ciaddr) in dotted decimal, inside an
-    /// option whose length byte is the byte just before the slot (the DHCPNAK message).
+    /// The requested address (option 50, else ciaddr) in dotted decimal; the head ends
+    /// with the length byte of the option holding it (the DHCPNAK message), which the
+    /// program increases by the text's length.
     pub const REQUESTED_IP_TEXT: u8 = 0xfe;
 }
 
-/// Bytes the program inserts into the template's bytes at `off`, so the result is
-/// byte-identical to the slow path's encoding (which keeps options sorted by code).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Insert {
-    /// One of `insert::*`.
-    pub what: u8,
-    pub _pad: u8,
-    /// Offset in the template's bytes; slots are in increasing offset order.
-    pub off: u16,
-}
-
-/// A precompiled reply: a DHCP message as the slow path's builder encodes it for a
-/// canonical request, plus where the per-request fields go.
+/// A precompiled reply: the DHCP message the slow path's builder encodes for a
+/// canonical request, split where per-request bytes get inserted (dhcproto keeps
+/// options sorted by code, so an echoed option 97 goes in the middle), with the
+/// one's complement sums of both parts so the program only adds what it changes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template {
     /// Equal to the map key; checked by the program.
     pub id: u32,
-    /// Bytes used in `buf`.
-    pub len: u16,
+    pub head_len: u16,
+    pub tail_len: u16,
     /// `stamp::*` flags.
     pub stamp: u16,
-    pub inserts: [Insert; INSERTS],
+    /// `insert::*`.
+    pub insert: u8,
     /// DHCP message type of the reply (2 OFFER, 5 ACK, 6 NAK), for counters and events.
     pub msg_type: u8,
     /// Client kind index (for events); 0xff for NAK.
     pub kind: u8,
-    /// DNS servers (option 6) at `dns_off`, rotated per reply like the slow path does;
-    /// 0 = no rotation.
+    /// DNS servers (option 6) at `dns_off` in the head, rotated per reply like the slow
+    /// path does; 0 = no rotation.
     pub dns_n: u8,
     /// 1 when the builder dropped options to fit 548 bytes: a client that allows larger
     /// replies (option 57) would get more, so the program passes it up.
     pub limited: u8,
+    pub _pad: u8,
     /// The address offered (yiaddr), for events and addressing.
     pub yiaddr: [u8; 4],
     pub dns_off: u16,
-    pub _pad: [u8; 6],
+    /// One's complement sum (big-endian 16-bit words) of the head, from offset 0.
+    pub sum_head: u16,
+    /// Same for the tail, as it sits right after the head (offset `head_len`).
+    pub sum_tail: u16,
+    pub _pad2: [u8; 6],
     /// CLOCK_MONOTONIC deadline in ns after which the template must not be sent (it
     /// embeds expiring boot-URL tokens); 0 = never.
     pub valid_until_ns: u64,
-    pub buf: [u8; TEMPLATE_CAP],
+    pub head: [u8; HEAD_CAP],
+    pub tail: [u8; TAIL_CAP],
 }
 
 impl Default for Template {
     fn default() -> Self {
         Template {
             id: 0,
-            len: 0,
+            head_len: 0,
+            tail_len: 0,
             stamp: 0,
-            inserts: [Insert::default(); INSERTS],
+            insert: 0,
             msg_type: 0,
             kind: 0,
             dns_n: 0,
             limited: 0,
+            _pad: 0,
             yiaddr: [0; 4],
             dns_off: 0,
-            _pad: [0; 6],
+            sum_head: 0,
+            sum_tail: 0,
+            _pad2: [0; 6],
             valid_until_ns: 0,
-            buf: [0; TEMPLATE_CAP],
+            head: [0; HEAD_CAP],
+            tail: [0; TAIL_CAP],
         }
     }
 }
@@ -315,8 +315,6 @@ mod pod {
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::HostEntry {}
     unsafe impl aya::Pod for super::ClassKey {}
-    unsafe impl aya::Pod for super::ServerKey {}
-    unsafe impl aya::Pod for super::Server {}
     unsafe impl aya::Pod for super::Template {}
     unsafe impl aya::Pod for super::LeaseEvent {}
 }
@@ -324,9 +322,7 @@ mod pod {
 // Layout checks: both sides compile these, so a change that adds implicit padding fails
 // the build instead of corrupting a map.
 const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
-const _: () = assert!(core::mem::size_of::<HostEntry>() == 28 + 4 * MSGS * MAX_KINDS);
+const _: () = assert!(core::mem::size_of::<HostEntry>() == 40 + 4 * MSGS * MAX_KINDS);
 const _: () = assert!(core::mem::size_of::<ClassKey>() == 4);
-const _: () = assert!(core::mem::size_of::<ServerKey>() == 12);
-const _: () = assert!(core::mem::size_of::<Server>() == 12);
-const _: () = assert!(core::mem::size_of::<Template>() == 40 + TEMPLATE_CAP);
+const _: () = assert!(core::mem::size_of::<Template>() == 40 + HEAD_CAP + TAIL_CAP);
 const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);

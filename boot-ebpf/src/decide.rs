@@ -9,19 +9,25 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::programs::XdpContext;
 use boot_common::{
-    counter, reason, HostEntry, MacKey, Server, ServerKey, MAX_KINDS, MSGS, MSG_ACK, MSG_BOOT_ACK,
-    MSG_OFFER,
+    counter, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_BOOT_ACK, MSG_OFFER,
 };
 
 use crate::{
-    frame::{bootp, Request, PORT_PXE, PORT_SERVER},
-    maps::{CLASSES, HOSTS, SERVERS},
+    frame::{bounded, Request, PORT_PXE, PORT_SERVER},
+    maps::{CLASSES, HOSTS},
     options::Opts,
     prog::{Verdict, NO_REASON},
 };
 
 const DISCOVER: u8 = 1;
 const REQUEST: u8 = 3;
+
+/// Our address and MAC where the request came in (the source of the reply).
+#[derive(Clone, Copy)]
+pub struct Server {
+    pub ip: [u8; 4],
+    pub mac: [u8; 6],
+}
 
 /// The reply chosen for a request.
 pub struct Choice {
@@ -40,7 +46,9 @@ const fn other(r: u32) -> Verdict {
 /// The host entry fields one request needs, read at once.
 struct HostView {
     ip: [u8; 4],
-    server_ip: [u8; 4],
+    server: Server,
+    ifindex: u32,
+    vlan: u16,
     nak: u32,
     template: u32,
 }
@@ -55,28 +63,32 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)), // boot item echo, INFORM
         _ => return Err(other(reason::MSG_OTHER)),               // INFORM, RELEASE, DECLINE ...
     };
-    let kind = CLASSES
-        .get_ptr(&opts.class)
-        .map(|p| unsafe { read_volatile(p) });
-    let mac = req.mac();
+    let kind = opts
+        .class
+        .index()
+        .and_then(|i| CLASSES.get(i))
+        .map(|k| unsafe { read_volatile(k) });
+    let mac = req.mac;
     let Some(entry) = HOSTS.get_ptr(&MacKey::new(mac)) else {
         return Err(Verdict::pass(counter::PASSED_UNKNOWN, NO_REASON));
     };
-    let Some(kind) = kind.filter(|&k| k < MAX_KINDS as u32) else {
+    // Stored as kind + 1; 0 is a key the classifier was not asked about.
+    let Some(kind) = kind
+        .filter(|&k| k >= 1 && k <= MAX_KINDS as u32)
+        .map(|k| k - 1)
+    else {
+        return Err(other(reason::NO_CLASS));
+    };
+    let Some(kind) = bounded(kind, 0, MAX_KINDS as u32 - 1) else {
         return Err(other(reason::NO_CLASS));
     };
     let Some(host) = read_host(entry, mac, kind as usize, slot) else {
         return Err(other(reason::TORN_ENTRY));
     };
-    let skey = ServerKey {
-        ifindex: ctx.ingress_ifindex() as u32,
-        vlan: req.vlan(),
-        _pad: 0,
-        ip: host.server_ip,
-    };
-    let Some(server) = SERVERS.get_ptr(&skey).map(|p| unsafe { read_volatile(p) }) else {
+    if host.ifindex != ctx.ingress_ifindex() as u32 || host.vlan != req.vlan() {
         return Err(other(reason::NO_SERVER)); // the host is served from another interface
-    };
+    }
+    let server = host.server;
     // What the stack would not deliver to the slow path's socket is not ours either.
     let ip_ok = req.ip_dst == [255; 4] || req.ip_dst == server.ip;
     let mac_ok = req.dst_mac == [0xff; 6] || req.dst_mac == server.mac;
@@ -91,7 +103,7 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
             return Err(other(reason::FOREIGN_SERVER));
         }
         if slot == MSG_ACK {
-            let wanted = opts.requested_ip.unwrap_or(req.field4(bootp::CIADDR));
+            let wanted = opts.requested_ip.unwrap_or(req.ciaddr);
             if wanted == [0; 4] {
                 return Err(other(reason::NO_ADDRESS));
             }
@@ -124,7 +136,12 @@ fn read_host(p: *const HostEntry, mac: [u8; 6], kind: usize, slot: usize) -> Opt
         let emac = read_volatile(&(*p).mac);
         let v = HostView {
             ip: read_volatile(&(*p).ip),
-            server_ip: read_volatile(&(*p).server_ip),
+            server: Server {
+                ip: read_volatile(&(*p).server_ip),
+                mac: read_volatile(&(*p).server_mac),
+            },
+            ifindex: read_volatile(&(*p).ifindex),
+            vlan: read_volatile(&(*p).vlan),
             nak: read_volatile(&(*p).nak),
             template: read_volatile(&(*p).tmpl[kind & (MAX_KINDS - 1)][slot % MSGS]),
         };

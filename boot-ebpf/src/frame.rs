@@ -9,7 +9,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_csum_diff, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_csum_diff, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use boot_common::{counter, reason};
@@ -28,15 +28,11 @@ pub mod bootp {
     pub const OP: usize = 0;
     pub const HTYPE: usize = 1;
     pub const HLEN: usize = 2;
-    pub const HOPS: usize = 3;
     pub const XID: usize = 4;
-    pub const SECS: usize = 8;
     pub const FLAGS: usize = 10;
     pub const CIADDR: usize = 12;
     pub const GIADDR: usize = 24;
     pub const CHADDR: usize = 28;
-    /// Bytes of the header the program keeps (op .. chaddr).
-    pub const KEPT: usize = 44;
 }
 
 /// What the program keeps of a request frame (lives in per-CPU memory: the stack is
@@ -55,26 +51,17 @@ pub struct Request {
     pub dport: u16,
     /// Bytes of the DHCP message (the UDP payload), copied to `Work::pay`.
     pub len: u32,
-    /// The BOOTP header from `op` to `chaddr`, raw.
-    pub bootp: [u8; bootp::KEPT],
+    pub xid: [u8; 4],
+    pub flags: [u8; 2],
+    pub ciaddr: [u8; 4],
+    pub giaddr: [u8; 4],
+    /// chaddr (hlen is 6).
+    pub mac: [u8; 6],
 }
 
 impl Request {
     pub fn vlan(&self) -> u16 {
         self.tci & 0x0fff
-    }
-    pub fn field4(&self, off: usize) -> [u8; 4] {
-        [
-            self.bootp[off],
-            self.bootp[off + 1],
-            self.bootp[off + 2],
-            self.bootp[off + 3],
-        ]
-    }
-    pub fn mac(&self) -> [u8; 6] {
-        let c = bootp::CHADDR;
-        let b = &self.bootp;
-        [b[c], b[c + 1], b[c + 2], b[c + 3], b[c + 4], b[c + 5]]
     }
 }
 
@@ -102,25 +89,38 @@ const NOT_DHCP: Verdict = Verdict::pass(counter::NOT_DHCP, NO_REASON);
 /// message into `work.pay`.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
-    let mut eth = [0u8; 18];
-    if !load(ctx, 0, &mut eth) {
+    // Headers by direct access (a frame shorter than 46 bytes holds no DHCP message);
+    // the message itself is copied with one helper call below.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 46 > end {
         return Err(NOT_DHCP);
     }
-    let (l2, tci) = match (eth[12], eth[13]) {
+    // SAFETY (the reads below): the frame has at least 46 bytes, and l2 + 28 <= 46.
+    let at = |i: u32| unsafe { *((data + i as usize) as *const u8) };
+    let (l2, tci) = match (at(12), at(13)) {
         (0x08, 0x00) => (14u32, 0u16),
-        (0x81, 0x00) if eth[16] == 0x08 && eth[17] == 0x00 => (18, be16(eth[14], eth[15])),
+        (0x81, 0x00) if at(16) == 0x08 && at(17) == 0x00 => (18, be16(at(14), at(15))),
         _ => return Err(NOT_DHCP),
     };
-    let mut h = [0u8; 28];
-    if !load(ctx, l2, &mut h) || h[0] >> 4 != 4 || h[9] != 17 {
+    let ip = |i: u32| at(l2 + i);
+    if ip(0) >> 4 != 4 || ip(9) != 17 {
         return Err(NOT_DHCP);
     }
-    let ihl = ((h[0] & 0x0f) as u32) * 4;
-    let frag = be16(h[6], h[7]);
+    let ihl = ((ip(0) & 0x0f) as u32) * 4;
+    let frag = be16(ip(6), ip(7));
     if ihl < 20 || frag & 0x1fff != 0 {
         return Err(NOT_DHCP); // no UDP header to look at
     }
-    let mut udp = [h[20], h[21], h[22], h[23], h[24], h[25], h[26], h[27]];
+    let mut udp = [
+        ip(20),
+        ip(21),
+        ip(22),
+        ip(23),
+        ip(24),
+        ip(25),
+        ip(26),
+        ip(27),
+    ];
     if ihl != 20 && !load(ctx, l2 + (ihl & 0x3c), &mut udp) {
         return Err(NOT_DHCP);
     }
@@ -132,16 +132,21 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     if ihl != 20 || frag & 0x2000 != 0 {
         return Err(other(reason::UNUSUAL)); // IP options or a fragment: the slow path copes
     }
+    let mut h = [0u8; 20];
+    let mut i = 0;
+    while i < 20 {
+        h[i] = ip(i as u32);
+        i += 1;
+    }
     if !ip_header_ok(&h) {
         return Err(malformed(reason::BAD_IP));
     }
-    // SAFETY: no preconditions; returns a plain scalar (unlike data_end - data).
-    let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
-    let tot = be16(h[2], h[3]) as u32;
+    let tot = be16(ip(2), ip(3)) as u32;
     let ulen = be16(udp[4], udp[5]) as u32;
     // A UDP length short of the IP payload is legal (the stack trims), but unusual
-    // enough to leave to the slow path.
-    if tot < 28 || l2 + tot > buff_len || ulen < 8 || ulen > tot - 20 {
+    // enough to leave to the slow path. A datagram longer than the frame fails the copy
+    // below.
+    if tot < 28 || ulen < 8 || ulen > tot - 20 {
         return Err(malformed(reason::TRUNCATED));
     }
     if ulen != tot - 20 {
@@ -153,7 +158,7 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     let Some(n) = bounded(ulen - 8, BOOTP_FIXED + 1, PAY_CAP as u32) else {
         return Err(other(reason::UNUSUAL)); // a jumbo request
     };
-    // SAFETY: writes n <= PAY_CAP bytes into pay (PAY_CAP + 64 long).
+    // SAFETY: writes n <= PAY_CAP bytes into pay (PAY_CAP + 128 long).
     let r =
         unsafe { bpf_xdp_load_bytes(ctx.ctx, l2 + 28, work.pay.as_mut_ptr() as *mut c_void, n) };
     if r != 0 {
@@ -161,8 +166,16 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     }
     let udp_sum = be16(udp[6], udp[7]);
     if udp_sum != 0 {
-        let pseudo = sum_words(&[h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]])
-            + 17
+        let pseudo = sum_words(&[
+            ip(12),
+            ip(13),
+            ip(14),
+            ip(15),
+            ip(16),
+            ip(17),
+            ip(18),
+            ip(19),
+        ]) + 17
             + ulen
             + sum_words(&udp);
         match sum_bytes::<{ PAY_CAP as u32 }>(work.pay.as_mut_ptr(), n) {
@@ -180,18 +193,24 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     if p[bootp::HTYPE] != 1 || p[bootp::HLEN] != 6 {
         return Err(other(reason::UNUSUAL));
     }
+    let p = &work.pay;
+    let f4 = |o: usize| [p[o], p[o + 1], p[o + 2], p[o + 3]];
+    let (xid, ciaddr, giaddr) = (f4(bootp::XID), f4(bootp::CIADDR), f4(bootp::GIADDR));
+    let flags = [p[bootp::FLAGS], p[bootp::FLAGS + 1]];
+    let c = bootp::CHADDR;
+    let mac = [p[c], p[c + 1], p[c + 2], p[c + 3], p[c + 4], p[c + 5]];
     let req = &mut work.req;
-    let mut i = 0;
-    while i < bootp::KEPT {
-        req.bootp[i] = work.pay[i];
-        i += 1;
-    }
+    req.xid = xid;
+    req.flags = flags;
+    req.ciaddr = ciaddr;
+    req.giaddr = giaddr;
+    req.mac = mac;
     req.l2 = l2;
     req.tci = tci;
-    req.dst_mac = [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]];
-    req.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
-    req.ip_src = [h[12], h[13], h[14], h[15]];
-    req.ip_dst = [h[16], h[17], h[18], h[19]];
+    req.dst_mac = [at(0), at(1), at(2), at(3), at(4), at(5)];
+    req.src_mac = [at(6), at(7), at(8), at(9), at(10), at(11)];
+    req.ip_src = [ip(12), ip(13), ip(14), ip(15)];
+    req.ip_dst = [ip(16), ip(17), ip(18), ip(19)];
     req.sport = be16(udp[0], udp[1]);
     req.dport = dport;
     req.len = n;
@@ -255,7 +274,7 @@ pub fn sum_bytes<const CAP: u32>(buf: *mut u8, n: u32) -> Option<u32> {
 /// Version 4, header checksum valid (the stack would drop the frame otherwise, so the
 /// slow path would never answer it).
 #[inline(always)]
-fn ip_header_ok(h: &[u8; 28]) -> bool {
+fn ip_header_ok(h: &[u8; 20]) -> bool {
     let mut s = 0u32;
     let mut i = 0;
     while i < 20 {

@@ -167,7 +167,7 @@ pub fn walk(work: &mut Work) -> Result<(), Verdict> {
 }
 
 #[inline(always)]
-fn byte(p: &[u8; PAY_CAP + 64], i: u32) -> u8 {
+fn byte(p: &[u8; PAY_CAP + 128], i: u32) -> u8 {
     p[i as usize & MASK]
 }
 
@@ -214,7 +214,7 @@ extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
 
 /// Checks and records one option; returns RUNNING or why the walk stops.
 #[inline(always)]
-fn option(w: &mut Walk, p: &[u8; PAY_CAP + 64], code: u8, data: u32, len: u32) -> u32 {
+fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) -> u32 {
     let Some(bit) = bit(code) else {
         return UNUSUAL; // an option the program does not know (52 and 82 included)
     };
@@ -240,10 +240,10 @@ fn option(w: &mut Walk, p: &[u8; PAY_CAP + 64], code: u8, data: u32, len: u32) -
         54 => w.sid = [b(0), b(1), b(2), b(3)],
         57 => w.max_size = u16::from_be_bytes([b(0), b(1)]) as u32,
         60 => {
-            w.vendor = vendor_class(&b, len);
+            w.vendor = vendor_class(p, data, len);
             w.vendor_len = len;
         }
-        77 => w.user = user_class(&b, len),
+        77 => w.user = user_class(p, data, len),
         93 => {
             if len < 2 || len % 2 != 0 {
                 return MALFORMED;
@@ -253,7 +253,7 @@ fn option(w: &mut Walk, p: &[u8; PAY_CAP + 64], code: u8, data: u32, len: u32) -
             }
             w.arch = u16::from_be_bytes([b(0), b(1)]) as u32;
         }
-        12 => return hostname(&b, len),
+        12 => return hostname(p, data, len),
         61 | 97 => {
             if len == 0 || len > ECHO_MAX as u32 {
                 return UNUSUAL;
@@ -278,7 +278,7 @@ fn option(w: &mut Walk, p: &[u8; PAY_CAP + 64], code: u8, data: u32, len: u32) -
 /// Branch-free, like the rest of the callback: every data-dependent branch there
 /// multiplies the states the verifier explores.
 #[inline(always)]
-fn hostname(b: &impl Fn(u32) -> u8, len: u32) -> u32 {
+fn hostname(p: &[u8; PAY_CAP + 128], data: u32, len: u32) -> u32 {
     if len == 0 || len > HOSTNAME_MAX {
         return UNUSUAL;
     }
@@ -286,19 +286,17 @@ fn hostname(b: &impl Fn(u32) -> u8, len: u32) -> u32 {
     let mut k = 0;
     while k < HOSTNAME_MAX {
         let inside = ((k < len) as u8).wrapping_neg();
-        high |= b(k) & inside & 0x80;
+        high |= byte(p, data + k) & inside & 0x80;
         k += 1;
     }
-    if unsafe { read_volatile(&high) } != 0 {
-        UNUSUAL
-    } else {
-        RUNNING
-    }
+    // UNUSUAL (3) when a byte has its high bit set, else RUNNING (0).
+    (high >> 7) as u32 * UNUSUAL
 }
 
 /// Option 60: `PXEClient...`, `HTTPClient...` or anything else.
 #[inline(always)]
-fn vendor_class(b: &impl Fn(u32) -> u8, len: u32) -> u32 {
+fn vendor_class(p: &[u8; PAY_CAP + 128], data: u32, len: u32) -> u32 {
+    let b = |k: u32| byte(p, data + k);
     const PXE: &[u8; 9] = b"PXEClient";
     const HTTP: &[u8; 10] = b"HTTPClient";
     let mut d_pxe = 0u8;
@@ -322,7 +320,8 @@ fn vendor_class(b: &impl Fn(u32) -> u8, len: u32) -> u32 {
 
 /// Option 77: `iPXE` raw (as iPXE sends it) or as a single RFC 3004 entry (`\x04iPXE`).
 #[inline(always)]
-fn user_class(b: &impl Fn(u32) -> u8, len: u32) -> u32 {
+fn user_class(p: &[u8; PAY_CAP + 128], data: u32, len: u32) -> u32 {
+    let b = |k: u32| byte(p, data + k);
     let raw = (b(0) ^ b'i') | (b(1) ^ b'P') | (b(2) ^ b'X') | (b(3) ^ b'E');
     let rfc = (b(0) ^ 4) | (b(1) ^ b'i') | (b(2) ^ b'P') | (b(3) ^ b'X') | (b(4) ^ b'E');
     let ipxe = ((len == 4) as u32 & (raw == 0) as u32) | ((len == 5) as u32 & (rfc == 0) as u32);

@@ -1,8 +1,10 @@
-//! Turns the request frame into the reply, in place: assembles the DHCP message in
-//! per-CPU memory (template bytes, with the request's echoed options or the requested
-//! address inserted at the template's insertion points, DNS servers rotated, per-request
-//! BOOTP fields stamped), checksums it, resizes the frame and writes Ethernet, IPv4 and
-//! UDP headers addressed per RFC 2131 4.1 exactly as the slow path's frame encoder does.
+//! Turns the request frame into the reply, in place. The DHCP message is the template's
+//! head, the insert (the request's option 97, or the requested address in a NAK's
+//! message), and the template's tail, written straight into the frame; the BOOTP
+//! fields that differ per request are stamped into the first 44 bytes and the DNS list
+//! rotated. The UDP checksum is the template's precomputed sums plus what changed.
+//! Ethernet, IPv4 and UDP headers are addressed per RFC 2131 4.1 exactly as the slow
+//! path's frame encoder does.
 //!
 //! Everything that can fail happens before the frame is touched, so a failure still
 //! passes the original request up intact.
@@ -13,47 +15,73 @@ use core::{
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
         bpf_xdp_get_buff_len, bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
 use boot_common::{
-    counter, insert, reason, stamp, Insert, LeaseEvent, Template, DNS_MAX, INSERTS, TEMPLATE_CAP,
+    counter, insert, reason, stamp, LeaseEvent, Template, DNS_MAX, ECHO_MAX, HEAD_CAP, TAIL_CAP,
 };
 
 use crate::{
     decide::Choice,
-    frame::{bootp, bounded, fold, sum_bytes, Request, BOOTP_FIXED, PORT_PXE, PORT_SERVER},
-    maps::{self, Work, PAY_CAP, STATS, TEMPLATES},
+    frame::{bounded, fold, Request, BOOTP_FIXED, PORT_PXE, PORT_SERVER},
+    maps::{self, Work, B44, HDR_LEN, IP, PAY_CAP, STATS, TEMPLATES},
+    options::Opts,
     prog::{Verdict, NO_REASON},
 };
 
 const PORT_CLIENT: u16 = 68;
 const MSG_NAK: u8 = 6;
-/// Largest assembled message: a full template and two inserts, rounded up.
-const OUT_MAX: u32 = 768;
+/// RFC 2131 2: every client accepts 576-byte datagrams (548 bytes of DHCP message).
+const MIN_DATAGRAM: u32 = 576;
 /// Most the frame may grow into its headroom (of XDP's 256 bytes, the kernel keeps room
 /// for its own frame descriptor).
 const HEAD_GROW_MAX: i32 = 192;
-/// RFC 2131 2: every client accepts 576-byte datagrams (548 bytes of DHCP message).
-const MIN_DATAGRAM: u32 = 576;
+/// Longest insert: option 97 with its code and length bytes.
+const INSERT_MAX: u32 = 2 + ECHO_MAX as u32;
 
 const fn other(r: u32) -> Verdict {
     Verdict::pass(counter::PASSED_OTHER, r)
 }
 
-/// The template's small fields, copied to the stack.
-struct Head {
-    len: u32,
+/// The template's small fields, copied out at once (into per-CPU memory: the stack
+/// is too small for everything the answer needs).
+#[repr(C)]
+pub struct Head {
+    head_len: u32,
+    tail_len: u32,
     stamp: u16,
-    inserts: [Insert; INSERTS],
+    insert: u8,
     msg_type: u8,
     kind: u8,
     dns_n: u8,
     limited: u8,
     yiaddr: [u8; 4],
     dns_off: u16,
+    sum_head: u16,
+    sum_tail: u16,
+}
+
+/// What goes between head and tail for this request.
+struct Insert {
+    /// Bytes inserted (0: none).
+    len: u32,
+    /// Their one's complement sum as placed at the end of the head.
+    sum: u32,
+    /// Offset of the source in `Work::pay` (option 97), or u32::MAX for `Work::ip_text`.
+    src: u32,
+}
+
+#[inline(always)]
+fn swap16(x: u32) -> u32 {
+    (x as u16).swap_bytes() as u32
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u32 {
+    u16::from_be_bytes([b[at], b[at + 1]]) as u32
 }
 
 #[inline(always)]
@@ -61,78 +89,87 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
     let Some(t) = TEMPLATES.get_ptr(&choice.template) else {
         return other(reason::NO_TEMPLATE);
     };
-    let head = match read_head(t, choice.template) {
+    work.h = match read_head(t, choice.template) {
         Ok(h) => h,
         Err(v) => return v,
     };
-    let nak = head.msg_type == MSG_NAK;
+    let h = &work.h;
+    let nak = h.msg_type == MSG_NAK;
     if nak != choice.nak {
         return other(reason::NO_TEMPLATE);
     }
-    if nak {
-        ip_text(work, choice.wanted_ip);
-    }
-    let Some(total) = assemble(work, t, &head) else {
+    let Some(ins) = insert_of(
+        &work.o,
+        &mut work.pay,
+        &mut work.ip_text,
+        &mut work.ip_text_len,
+        h,
+        choice,
+    ) else {
         return other(reason::NO_TEMPLATE);
     };
-    if !rotate_dns(work.out.as_mut_ptr(), t, &head) {
-        return other(reason::NO_TEMPLATE);
-    }
-    // The template must still be the one we started from (ids are never reused while
-    // a host entry names them; this catches a reader stalled past the grace period).
-    if unsafe { read_volatile(&(*t).id) } != choice.template {
-        return other(reason::TORN_ENTRY);
-    }
+    let total = h.head_len + ins.len + h.tail_len;
     // The slow path's size rule: 576-byte datagrams unless option 57 allows more.
-    let limit = if (work.o.max_size as u32) > MIN_DATAGRAM {
-        work.o.max_size as u32
+    let max = work.o.max_size as u32;
+    let limit = if max > MIN_DATAGRAM {
+        max
     } else {
         MIN_DATAGRAM
     } - 28;
-    if total > limit || (head.limited != 0 && limit > MIN_DATAGRAM - 28) {
+    if total > limit || (h.limited != 0 && limit > MIN_DATAGRAM - 28) {
         return other(reason::TOO_BIG);
     }
-    let out = work.out.as_mut_ptr();
-    stamp_fields(out, &head, &work.req);
-    let Some(sum) = sum_bytes::<1024>(out, total) else {
-        return other(reason::TOO_BIG);
-    };
-    let req = &work.req;
-    let (eth, ip) = headers(req, choice, &head, out, total, sum, nak);
-    if let Err(v) = write_frame(ctx, req, &eth, &ip, out, total) {
+    first_44(t, h, &work.req, &mut work.hdr);
+    let sum = payload_sum(h, &ins, &work.hdr);
+    headers(&work.req, choice, h, total, sum, nak, &mut work.hdr);
+    if let Err(v) = resize(ctx, work.req.l2 + 28 + total) {
         return v;
     }
+    if h.dns_n != 0 && !rotate_dns(t, h, &mut work.dns) {
+        return other(reason::TOO_BIG);
+    }
+    if !write_message(ctx, work, t, &ins) {
+        // The frame is already rewritten in part: pass it up; the slow path's parser
+        // refuses it, and the client retransmits.
+        return other(reason::TOO_BIG);
+    }
+    let (req, h) = (&work.req, &work.h);
     maps::event(&LeaseEvent {
         // SAFETY: no preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
-        mac: req.mac(),
-        msg_type: head.msg_type,
-        kind: head.kind,
-        ip: if nak { choice.wanted_ip } else { head.yiaddr },
-        xid: u32::from_be_bytes(req.field4(bootp::XID)),
+        mac: req.mac,
+        msg_type: h.msg_type,
+        kind: h.kind,
+        ip: if nak { choice.wanted_ip } else { h.yiaddr },
+        xid: u32::from_be_bytes(req.xid),
         ifindex: ctx.ingress_ifindex() as u32,
         _pad: 0,
     });
-    let c = if nak { counter::NAK } else { counter::ANSWERED };
-    Verdict::pass(c, NO_REASON)
+    Verdict::pass(
+        if nak { counter::NAK } else { counter::ANSWERED },
+        NO_REASON,
+    )
 }
 
 #[inline(always)]
 fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     // SAFETY: t is a live map value; the fields are copied out at once.
-    let (tid, head, valid_until) = unsafe {
+    let (tid, h, valid_until) = unsafe {
         (
             read_volatile(&(*t).id),
             Head {
-                len: read_volatile(&(*t).len) as u32,
+                head_len: read_volatile(&(*t).head_len) as u32,
+                tail_len: read_volatile(&(*t).tail_len) as u32,
                 stamp: read_volatile(&(*t).stamp),
-                inserts: read_volatile(&(*t).inserts),
+                insert: read_volatile(&(*t).insert),
                 msg_type: read_volatile(&(*t).msg_type),
                 kind: read_volatile(&(*t).kind),
                 dns_n: read_volatile(&(*t).dns_n),
                 limited: read_volatile(&(*t).limited),
                 yiaddr: read_volatile(&(*t).yiaddr),
                 dns_off: read_volatile(&(*t).dns_off),
+                sum_head: read_volatile(&(*t).sum_head),
+                sum_tail: read_volatile(&(*t).sum_tail),
             },
             read_volatile(&(*t).valid_until_ns),
         )
@@ -140,29 +177,124 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     if tid != id {
         return Err(other(reason::TORN_ENTRY));
     }
-    if head.len < BOOTP_FIXED + 1 || head.len > TEMPLATE_CAP as u32 {
+    if h.head_len < BOOTP_FIXED + 1 || h.head_len > HEAD_CAP as u32 || h.tail_len > TAIL_CAP as u32
+    {
         return Err(other(reason::NO_TEMPLATE));
     }
     // SAFETY: no preconditions.
     if valid_until != 0 && unsafe { bpf_ktime_get_ns() } > valid_until {
         return Err(other(reason::STALE_TEMPLATE));
     }
-    Ok(head)
+    Ok(h)
 }
 
-/// The requested address in dotted decimal into `work.ip_text`. The length lives in the
-/// map value (volatile), so the verifier does not track 81 different lengths.
+/// The insert for this request and its checksum contribution.
 #[inline(always)]
-fn ip_text(work: &mut Work, ip: [u8; 4]) {
-    let t = work.ip_text.as_mut_ptr();
-    let len = &mut work.ip_text_len as *mut u32;
-    // SAFETY: this CPU's working memory; indexes masked to the 32-byte buffer.
+fn insert_of(
+    o: &Opts,
+    pay: &mut [u8; PAY_CAP + 128],
+    text: &mut [u8; 16],
+    text_len: &mut u32,
+    h: &Head,
+    choice: &Choice,
+) -> Option<Insert> {
+    let odd = h.head_len & 1 == 1;
+    match h.insert {
+        insert::ECHO_97 if o.o97.1 != 0 => {
+            let off = o.o97.0 & (PAY_CAP as u32 - 1);
+            let len = bounded(2 + o.o97.1, 3, INSERT_MAX)?;
+            let sum = echo_sum(pay, off, len)?;
+            Some(Insert {
+                len,
+                sum: if odd { swap16(sum) } else { sum },
+                src: off,
+            })
+        }
+        insert::REQUESTED_IP_TEXT => {
+            ip_text(text, text_len, choice.wanted_ip);
+            // SAFETY: this CPU's working memory; 16 bytes, a multiple of 4.
+            let len = unsafe { read_volatile(text_len) };
+            let s = unsafe {
+                bpf_csum_diff(
+                    core::ptr::null_mut(),
+                    0,
+                    text.as_mut_ptr() as *mut u32,
+                    16,
+                    0,
+                )
+            };
+            if s < 0 {
+                return None;
+            }
+            let sum = fold_csum(s as u32) as u32;
+            Some(Insert {
+                len,
+                sum: if odd { swap16(sum) } else { sum },
+                src: u32::MAX,
+            })
+        }
+        _ => Some(Insert {
+            len: 0,
+            sum: 0,
+            src: 0,
+        }),
+    }
+}
+
+/// `bpf_csum_diff` sums native (little-endian) 32-bit words: fold, then swap to
+/// big-endian.
+#[inline(always)]
+fn fold_csum(s: u32) -> u16 {
+    fold(s).swap_bytes()
+}
+
+/// Sum of the `len` bytes at `pay[off..]` (an option of the request). The helper sums
+/// whole words, so the up to 3 bytes after the option are taken out again.
+#[inline(always)]
+fn echo_sum(pay: &mut [u8; PAY_CAP + 128], off: u32, len: u32) -> Option<u32> {
+    let n4 = bounded((len + 3) & !3, 4, INSERT_MAX + 3)?;
+    let p = pay.as_mut_ptr();
+    // SAFETY: off < PAY_CAP and n4 <= 68 stay inside pay (PAY_CAP + 128 bytes).
+    let s = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            p.add(off as usize) as *mut u32,
+            n4,
+            0,
+        )
+    };
+    if s < 0 {
+        return None;
+    }
+    let mut extra = 0u32;
+    let mut k = len;
+    while k < n4 {
+        let b = pay[((off + k) as usize) & (PAY_CAP - 1)] as u32;
+        extra += if k & 1 == 0 { b << 8 } else { b };
+        k += 1;
+    }
+    // One's complement subtraction: add the complement.
+    Some(fold(fold_csum(s as u32) as u32 + (0xffff - extra)) as u32)
+}
+
+/// The requested address in dotted decimal into `work.ip_text` (zero-padded). The
+/// length lives in the map value (volatile), so the verifier does not track the 81
+/// possible lengths as separate states.
+#[inline(always)]
+fn ip_text(text: &mut [u8; 16], text_len: &mut u32, ip: [u8; 4]) {
+    let t = text.as_mut_ptr();
+    let len = text_len as *mut u32;
+    // SAFETY: this CPU's working memory; indexes masked to the 16-byte buffer.
     let put = |c: u8| unsafe {
         let n = read_volatile(len);
-        *t.add((n & 31) as usize) = c;
+        *t.add((n & 15) as usize) = c;
         write_volatile(len, n + 1);
     };
-    unsafe { write_volatile(len, 0) };
+    unsafe {
+        write_volatile(t as *mut [u64; 2], [0; 2]);
+        write_volatile(len, 0);
+    }
     let mut i = 0;
     while i < 4 {
         let v = ip[i];
@@ -180,103 +312,261 @@ fn ip_text(work: &mut Work, ip: [u8; 4]) {
     }
 }
 
-/// Copies `n` bytes from kernel memory `src` to `out[at..]`, within bounds the verifier
-/// can see.
+/// The message's first 44 bytes (op .. chaddr) into `hdr[B44..]`: the template's,
+/// stamped.
 #[inline(always)]
-fn copy(out: *mut u8, at: u32, src: *const u8, n: u32) -> bool {
-    let (Some(at), Some(n)) = (bounded(at, 0, OUT_MAX), bounded(n, 0, TEMPLATE_CAP as u32)) else {
+fn first_44(t: *const Template, h: &Head, req: &Request, hdr: &mut [u8; HDR_LEN]) {
+    // SAFETY: the head holds at least 241 bytes; both are 8-byte aligned.
+    unsafe {
+        let w = read_volatile((*t).head.as_ptr() as *const [u64; 6]);
+        write_volatile(hdr.as_mut_ptr().add(B44) as *mut [u64; 6], w);
+    }
+    let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
+        let mut k = 0;
+        while k < v.len() {
+            b[B44 + at + k] = v[k];
+            k += 1;
+        }
+    };
+    if h.stamp & stamp::XID != 0 {
+        put(hdr, 4, &req.xid);
+    }
+    if h.stamp & stamp::FLAGS != 0 {
+        put(hdr, 10, &req.flags);
+    }
+    if h.stamp & stamp::CIADDR != 0 {
+        put(hdr, 12, &req.ciaddr);
+    }
+    if h.stamp & stamp::GIADDR != 0 {
+        put(hdr, 24, &req.giaddr);
+    }
+    if h.stamp & stamp::BCAST_IF_RELAYED != 0 && req.giaddr != [0; 4] {
+        hdr[B44 + 10] |= 0x80;
+    }
+}
+
+/// One's complement sum of the reply's DHCP message (big-endian words, unfolded).
+#[inline(always)]
+fn payload_sum(h: &Head, ins: &Insert, hdr: &[u8; HDR_LEN]) -> u32 {
+    // The template has zeros where stamps go: add what was stamped.
+    let b = |at: usize| be16(hdr, B44 + at);
+    let stamped = b(4) + b(6) + b(10) + b(12) + b(14) + b(24) + b(26);
+    let tail = if ins.len & 1 == 1 {
+        swap16(h.sum_tail as u32)
+    } else {
+        h.sum_tail as u32
+    };
+    let mut s = h.sum_head as u32 + stamped + ins.sum + tail;
+    if h.insert == insert::REQUESTED_IP_TEXT {
+        // The length byte that ends the head grows by the text's length.
+        let at = h.head_len - 1;
+        s += if at & 1 == 0 { ins.len << 8 } else { ins.len };
+    }
+    s
+}
+
+/// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
+/// path's `reply::destination` and `frame::endpoint` choose it.
+#[inline(always)]
+fn destination(
+    req: &Request,
+    broadcast: bool,
+    yiaddr: [u8; 4],
+    nak: bool,
+) -> ([u8; 6], [u8; 4], u16) {
+    const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
+    if req.dport == PORT_PXE {
+        (req.src_mac, req.ip_src, req.sport)
+    } else if req.giaddr != [0; 4] {
+        (req.src_mac, req.giaddr, PORT_SERVER)
+    } else if nak {
+        BCAST
+    } else if req.ciaddr != [0; 4] {
+        (req.src_mac, req.ciaddr, PORT_CLIENT)
+    } else if broadcast || yiaddr == [0; 4] {
+        BCAST
+    } else {
+        (req.mac, yiaddr, PORT_CLIENT)
+    }
+}
+
+/// Ethernet, IPv4 and UDP headers into `hdr[..B44]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn headers(
+    req: &Request,
+    choice: &Choice,
+    h: &Head,
+    total: u32,
+    payload_sum: u32,
+    nak: bool,
+    hdr: &mut [u8; HDR_LEN],
+) {
+    let broadcast = hdr[B44 + 10] & 0x80 != 0; // the reply's flags, after stamping
+    let (dmac, dip, dport) = destination(req, broadcast, h.yiaddr, nak);
+    let sport = if req.dport == PORT_PXE {
+        PORT_PXE
+    } else {
+        PORT_SERVER
+    };
+    let sip = choice.server.ip;
+    let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
+        let mut k = 0;
+        while k < v.len() {
+            b[at + k] = v[k];
+            k += 1;
+        }
+    };
+    if req.l2 == 18 {
+        put(hdr, 2, &dmac);
+        put(hdr, 8, &choice.server.mac);
+        put(hdr, 14, &[0x81, 0]);
+        put(hdr, 16, &req.vlan().to_be_bytes()); // VLAN id, priority 0
+    } else {
+        put(hdr, 6, &dmac);
+        put(hdr, 12, &choice.server.mac);
+    }
+    put(hdr, 18, &[0x08, 0]);
+    let ulen = (8 + total) as u16;
+    let w = |a: [u8; 4]| be16(&a, 0) + be16(&a, 2);
+    let s = 0x4500 + (ulen as u32 + 20) + 0x4000 + 0x4011 + w(sip) + w(dip);
+    // UDP checksum: pseudo header (addresses, protocol, length), UDP header, payload.
+    let u = w(sip) + w(dip) + 17 + 2 * ulen as u32 + sport as u32 + dport as u32 + payload_sum;
+    let mut c = !fold(fold(u) as u32);
+    if c == 0 {
+        c = 0xffff;
+    }
+    let i = IP;
+    put(hdr, i, &[0x45, 0]);
+    put(hdr, i + 2, &(ulen + 20).to_be_bytes());
+    put(hdr, i + 4, &[0, 0, 0x40, 0, 64, 17]); // id 0, DF (RFC 6864: atomic datagram), TTL 64
+    put(hdr, i + 10, &(!fold(s)).to_be_bytes());
+    put(hdr, i + 12, &sip);
+    put(hdr, i + 16, &dip);
+    put(hdr, i + 20, &sport.to_be_bytes());
+    put(hdr, i + 22, &dport.to_be_bytes());
+    put(hdr, i + 24, &ulen.to_be_bytes());
+    put(hdr, i + 26, &c.to_be_bytes());
+}
+
+/// Resizes the frame to `new_len`: shrink or grow at the tail, else grow into the
+/// headroom (drivers keep 256 bytes there for XDP; veth often has no tailroom). Only a
+/// failed grow can fail, and it leaves the request intact.
+#[inline(always)]
+fn resize(ctx: &XdpContext, new_len: u32) -> Result<(), Verdict> {
+    // SAFETY: the helpers check their bounds; packet pointers are not used afterwards.
+    let ok = unsafe {
+        let delta = new_len as i32 - bpf_xdp_get_buff_len(ctx.ctx) as i32;
+        delta == 0
+            || bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
+            || (delta > 0 && delta <= HEAD_GROW_MAX && bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Verdict::pass(counter::PASSED_NO_ROOM, reason::TOO_BIG))
+    }
+}
+
+#[inline(always)]
+fn store(ctx: &XdpContext, off: u32, src: *const u8, len: u32) -> bool {
+    // SAFETY: callers pass a source of at least `len` readable bytes; the helper checks
+    // the frame's bounds.
+    unsafe { bpf_xdp_store_bytes(ctx.ctx, off, src as *mut c_void, len) == 0 }
+}
+
+/// Writes the DHCP message: stamped first 44 bytes, rest of the head, rotated DNS
+/// list, insert, tail.
+#[inline(always)]
+fn write_message(ctx: &XdpContext, work: &Work, t: *const Template, ins: &Insert) -> bool {
+    let h = &work.h;
+    let p = work.req.l2 + 28;
+    // SAFETY: t is a live map value; offsets and lengths are bounded below.
+    let (head, tail) = unsafe { ((*t).head.as_ptr(), (*t).tail.as_ptr()) };
+    let Some(rest) = bounded(h.head_len - 44, 1, HEAD_CAP as u32 - 44) else {
         return false;
     };
-    // SAFETY: at + n <= OUT_MAX + TEMPLATE_CAP < OUT_CAP; src is a map value and the
-    // helper faults safely anyway.
-    unsafe {
-        bpf_probe_read_kernel(out.add(at as usize) as *mut c_void, n, src as *const c_void) == 0
+    // Ethernet, IPv4, UDP and the first 44 bytes of the message in one store.
+    let hdr = work.hdr.as_ptr();
+    let first = if work.req.l2 == 18 {
+        store(ctx, 0, unsafe { hdr.add(2) }, 90)
+    } else {
+        store(ctx, 0, unsafe { hdr.add(6) }, 86)
+    };
+    if !first || !store(ctx, p + 44, unsafe { head.add(44) }, rest) {
+        return false;
     }
-}
-
-/// Template bytes with the inserts applied. Returns the message length.
-#[inline(always)]
-fn assemble(work: &mut Work, t: *const Template, h: &Head) -> Option<u32> {
-    let out = work.out.as_mut_ptr();
-    // SAFETY: t is a live map value.
-    let tb = unsafe { (*t).buf.as_ptr() };
-    let mut pos_t = 0u32;
-    let mut pos_o = 0u32;
-    let mut i = 0;
-    while i < INSERTS {
-        let slot = h.inserts[i];
-        i += 1;
-        let (src, n, patch_len) = match slot.what {
-            insert::ECHO_61 if work.o.o61.1 != 0 => (work.o.o61.0, 2 + work.o.o61.1, false),
-            insert::ECHO_97 if work.o.o97.1 != 0 => (work.o.o97.0, 2 + work.o.o97.1, false),
-            insert::REQUESTED_IP_TEXT => {
-                (u32::MAX, unsafe { read_volatile(&work.ip_text_len) }, true)
-            }
-            _ => continue,
+    if h.dns_n != 0 {
+        let Some(n) = bounded(4 * h.dns_n as u32, 8, 4 * DNS_MAX as u32) else {
+            return false;
         };
-        let at = slot.off as u32;
-        if at < pos_t.max(1) || at > h.len {
-            return None;
+        if !store(ctx, p + h.dns_off as u32, work.dns.as_ptr(), n) {
+            return false;
         }
-        // SAFETY (adds below): offsets bounded by TEMPLATE_CAP and PAY_CAP masks.
-        if !copy(
-            out,
-            pos_o,
-            unsafe { tb.add((pos_t & 1023) as usize) },
-            at - pos_t,
-        ) {
-            return None;
-        }
-        pos_o += at - pos_t;
-        pos_t = at;
-        let from = if src == u32::MAX {
+    }
+    if ins.len != 0 {
+        let Some(n) = bounded(ins.len, 1, INSERT_MAX) else {
+            return false;
+        };
+        let src = if ins.src == u32::MAX {
             work.ip_text.as_ptr()
         } else {
-            unsafe { work.pay.as_ptr().add(src as usize & (PAY_CAP - 1)) }
+            unsafe {
+                work.pay
+                    .as_ptr()
+                    .add((ins.src & (PAY_CAP as u32 - 1)) as usize)
+            }
         };
-        if !copy(out, pos_o, from, n) {
-            return None;
+        if n > 16 && ins.src == u32::MAX {
+            return false;
         }
-        if patch_len {
-            // The option holding the text (its length byte ends the chunk before).
-            let lb = bounded(pos_o - 1, 0, OUT_MAX)?;
-            // SAFETY: lb < OUT_MAX.
-            unsafe { *out.add(lb as usize) += n as u8 };
+        if !store(ctx, p + h.head_len, src, n) {
+            return false;
         }
-        pos_o += n;
+        if h.insert == insert::REQUESTED_IP_TEXT {
+            let Some(at) = bounded(h.head_len - 1, 0, HEAD_CAP as u32 - 1) else {
+                return false;
+            };
+            // SAFETY: at < HEAD_CAP.
+            let lb = [unsafe { *head.add(at as usize) }.wrapping_add(n as u8)];
+            if !store(ctx, p + h.head_len - 1, lb.as_ptr(), 1) {
+                return false;
+            }
+        }
     }
-    let rest = h.len - pos_t;
-    if !copy(out, pos_o, unsafe { tb.add((pos_t & 1023) as usize) }, rest) {
-        return None;
+    if h.tail_len != 0 {
+        let Some(n) = bounded(h.tail_len, 1, TAIL_CAP as u32) else {
+            return false;
+        };
+        if !store(ctx, p + h.head_len + ins.len, tail, n) {
+            return false;
+        }
     }
-    Some(pos_o + rest)
+    true
 }
 
-/// Rotates option 6's servers left by this CPU's reply count, as the slow path rotates
-/// them per reply. The compiler puts the list before every insertion point, so its
-/// offset is the same in the template and in the message.
+/// Option 6's servers rotated left by this CPU's reply count, as the slow path rotates
+/// them per reply, into `rot`. The list is in the head (option 6 sorts before every
+/// insert).
 #[inline(always)]
-fn rotate_dns(out: *mut u8, t: *const Template, h: &Head) -> bool {
+fn rotate_dns(t: *const Template, h: &Head, rot: &mut [u8; 32]) -> bool {
     let n = h.dns_n as u32;
-    if n == 0 {
-        return true;
-    }
     let Some(off) = bounded(
         h.dns_off as u32,
         BOOTP_FIXED,
-        (TEMPLATE_CAP - 4 * DNS_MAX) as u32,
+        (HEAD_CAP - 4 * DNS_MAX) as u32,
     ) else {
         return false;
     };
-    if n > DNS_MAX as u32 {
+    if n < 2 || n > DNS_MAX as u32 || off + 4 * n > h.head_len {
         return false;
     }
+    // SAFETY: t is a live map value.
+    let head = unsafe { (*t).head.as_ptr() };
     let r = STATS
         .get_ptr(counter::ANSWERED)
-        .map(|p| unsafe { *p })
+        .map(|c| unsafe { *c })
         .unwrap_or(0) as u32;
-    // SAFETY: t is a live map value.
-    let tb = unsafe { (*t).buf.as_ptr() };
     let mut i = 0u32;
     while i < DNS_MAX as u32 {
         if i >= n {
@@ -287,192 +577,11 @@ fn rotate_dns(out: *mut u8, t: *const Template, h: &Head) -> bool {
         };
         let mut k = 0;
         while k < 4 {
-            // SAFETY: off + 4 * 8 <= TEMPLATE_CAP, inside both buffers.
-            unsafe { *out.add((off + 4 * i + k) as usize) = *tb.add((off + 4 * j + k) as usize) };
+            // SAFETY: off + 4 * 8 <= HEAD_CAP.
+            rot[(4 * i + k) as usize] = unsafe { *head.add((off + 4 * j + k) as usize) };
             k += 1;
         }
         i += 1;
     }
     true
-}
-
-/// Writes the per-request BOOTP fields the template asks for.
-#[inline(always)]
-fn stamp_fields(out: *mut u8, h: &Head, req: &Request) {
-    let put = |from: usize, n: usize| {
-        let mut k = 0;
-        while k < n {
-            // SAFETY: constant offsets below 44.
-            unsafe { *out.add(from + k) = req.bootp[from + k] };
-            k += 1;
-        }
-    };
-    if h.stamp & stamp::HOPS != 0 {
-        put(bootp::HOPS, 1);
-    }
-    if h.stamp & stamp::XID != 0 {
-        put(bootp::XID, 4);
-    }
-    if h.stamp & stamp::SECS != 0 {
-        put(bootp::SECS, 2);
-    }
-    if h.stamp & stamp::FLAGS != 0 {
-        put(bootp::FLAGS, 2);
-    }
-    if h.stamp & stamp::CIADDR != 0 {
-        put(bootp::CIADDR, 4);
-    }
-    if h.stamp & stamp::GIADDR != 0 {
-        put(bootp::GIADDR, 4);
-    }
-    if h.stamp & stamp::CHADDR != 0 {
-        put(bootp::CHADDR, 16);
-    }
-    if h.stamp & stamp::BCAST_IF_RELAYED != 0 && req.field4(bootp::GIADDR) != [0; 4] {
-        // SAFETY: constant offset.
-        unsafe { *out.add(bootp::FLAGS) |= 0x80 };
-    }
-}
-
-/// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
-/// path's `reply::destination` and `frame::endpoint` choose it.
-#[inline(always)]
-fn destination(
-    req: &Request,
-    out: *const u8,
-    yiaddr: [u8; 4],
-    nak: bool,
-) -> ([u8; 6], [u8; 4], u16) {
-    const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
-    let giaddr = req.field4(bootp::GIADDR);
-    let ciaddr = req.field4(bootp::CIADDR);
-    // SAFETY: constant offset; the reply's flags after stamping.
-    let broadcast = unsafe { *out.add(bootp::FLAGS) } & 0x80 != 0;
-    if req.dport == PORT_PXE {
-        (req.src_mac, req.ip_src, req.sport)
-    } else if giaddr != [0; 4] {
-        (req.src_mac, giaddr, PORT_SERVER)
-    } else if nak {
-        BCAST
-    } else if ciaddr != [0; 4] {
-        (req.src_mac, ciaddr, PORT_CLIENT)
-    } else if broadcast || yiaddr == [0; 4] {
-        BCAST
-    } else {
-        (req.mac(), yiaddr, PORT_CLIENT)
-    }
-}
-
-/// Ethernet header (18 bytes, 14 used when untagged) and IPv4 + UDP headers.
-#[inline(always)]
-fn headers(
-    req: &Request,
-    choice: &Choice,
-    h: &Head,
-    out: *const u8,
-    total: u32,
-    payload_sum: u32,
-    nak: bool,
-) -> ([u8; 18], [u8; 28]) {
-    let (dmac, dip, dport) = destination(req, out, h.yiaddr, nak);
-    let sport = if req.dport == PORT_PXE {
-        PORT_PXE
-    } else {
-        PORT_SERVER
-    };
-    let sip = choice.server.ip;
-    let mut eth = [0u8; 18];
-    eth[..6].copy_from_slice(&dmac);
-    eth[6..12].copy_from_slice(&choice.server.mac);
-    if req.l2 == 18 {
-        eth[12] = 0x81;
-        eth[14..16].copy_from_slice(&req.vlan().to_be_bytes()); // VLAN id, priority 0
-        eth[16] = 0x08;
-    } else {
-        eth[12] = 0x08;
-    }
-    let ulen = (8 + total) as u16;
-    let tot = ulen + 20;
-    let mut ip = [0u8; 28];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&tot.to_be_bytes());
-    ip[6] = 0x40; // DF; id 0 (RFC 6864: atomic datagram)
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&sip);
-    ip[16..20].copy_from_slice(&dip);
-    let mut s = 0u32;
-    let mut i = 0;
-    while i < 20 {
-        s += u16::from_be_bytes([ip[i], ip[i + 1]]) as u32;
-        i += 2;
-    }
-    ip[10..12].copy_from_slice(&(!fold(s)).to_be_bytes());
-    ip[20..22].copy_from_slice(&sport.to_be_bytes());
-    ip[22..24].copy_from_slice(&dport.to_be_bytes());
-    ip[24..26].copy_from_slice(&ulen.to_be_bytes());
-    // UDP checksum: pseudo header (addresses, protocol, length), UDP header, payload.
-    let w = |a: [u8; 4]| {
-        u16::from_be_bytes([a[0], a[1]]) as u32 + u16::from_be_bytes([a[2], a[3]]) as u32
-    };
-    let s = w(sip) + w(dip) + 17 + 2 * ulen as u32 + sport as u32 + dport as u32 + payload_sum;
-    let mut c = !fold(s);
-    if c == 0 {
-        c = 0xffff;
-    }
-    ip[26..28].copy_from_slice(&c.to_be_bytes());
-    (eth, ip)
-}
-
-/// Resizes the frame to the reply and writes it. Only a failed grow can fail before the
-/// frame changes; it leaves the request intact for the slow path.
-#[inline(always)]
-fn write_frame(
-    ctx: &XdpContext,
-    req: &Request,
-    eth: &[u8; 18],
-    ip: &[u8; 28],
-    out: *mut u8,
-    total: u32,
-) -> Result<(), Verdict> {
-    let Some(total) = bounded(total, 1, OUT_MAX) else {
-        return Err(other(reason::TOO_BIG));
-    };
-    let new_len = req.l2 + 28 + total;
-    // SAFETY: no preconditions.
-    let cur = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
-    let delta = new_len as i32 - cur as i32;
-    // Grow at the tail, else into the headroom (drivers keep 256 bytes there for XDP;
-    // veth often has no tailroom): the whole frame is rewritten anyway.
-    // SAFETY: the helpers check their bounds; packet pointers are not used afterwards.
-    let resized = unsafe {
-        delta == 0
-            || bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
-            || (delta > 0 && delta <= HEAD_GROW_MAX && bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)
-    };
-    if !resized {
-        let c = if delta > 0 {
-            counter::PASSED_NO_ROOM
-        } else {
-            counter::PASSED_OTHER
-        };
-        return Err(Verdict::pass(c, reason::TOO_BIG));
-    }
-    // SAFETY: every source is a stack array or working memory of at least the length
-    // given; the helper checks the frame's bounds.
-    unsafe {
-        let c = ctx.ctx;
-        let e = eth.as_ptr() as *mut c_void;
-        let r1 = if req.l2 == 18 {
-            bpf_xdp_store_bytes(c, 0, e, 18)
-        } else {
-            bpf_xdp_store_bytes(c, 0, e, 14)
-        };
-        let r2 = bpf_xdp_store_bytes(c, req.l2, ip.as_ptr() as *mut c_void, 28);
-        let r3 = bpf_xdp_store_bytes(c, req.l2 + 28, out as *mut c_void, total);
-        if r1 != 0 || r2 != 0 || r3 != 0 {
-            return Err(other(reason::TOO_BIG));
-        }
-    }
-    Ok(())
 }

@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 
 use boot_common::{
-    insert, stamp, ClassKey, Insert, INSERTS, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TEMPLATE_CAP,
+    insert, stamp, ClassKey, HEAD_CAP, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TAIL_CAP,
 };
 use dhcproto::v4::MessageType;
 
@@ -30,7 +30,8 @@ pub struct Compiled {
     /// The DHCP message for the canonical request.
     pub bytes: Vec<u8>,
     pub stamp: u16,
-    pub inserts: [Insert; INSERTS],
+    /// What the program inserts (`insert::*`) and where, in `bytes`.
+    pub insert: Option<(u8, usize)>,
     pub msg_type: u8,
     /// Index in [`ClientKind::TEMPLATES`], 0xff for the NAK.
     pub kind: u8,
@@ -77,9 +78,6 @@ pub fn kind_index(kind: ClientKind) -> usize {
         .expect("every kind has a slot")
 }
 
-/// Highest option 93 value given a class entry (others go to the slow path).
-const MAX_ARCH: u16 = 63;
-
 /// The `CLASSES` map: request features -> template slot, from the slow path's
 /// classifier. Features the program cannot reduce to one of these keys (other user
 /// classes, `Arch:` vendor classes without option 93) never reach the table.
@@ -94,7 +92,7 @@ pub fn class_table() -> Vec<(ClassKey, u32)> {
         (ClassKey::USER_NONE, None),
         (ClassKey::USER_IPXE, Some(b"iPXE")),
     ];
-    let arches = (0..=MAX_ARCH).map(Some).chain([None]);
+    let arches = (0..=ClassKey::MAX_ARCH).map(Some).chain([None]);
     let mut out = vec![];
     for arch in arches {
         for (vendor, vbytes) in vendors {
@@ -178,41 +176,48 @@ impl Compiler<'_> {
         kind: u8,
         host: &str,
     ) -> Result<Option<Compiled>, CompileError> {
-        let Some(bytes) = self
-            .decide(inv, req, server_ip)
-            .filter(|b| b.len() <= TEMPLATE_CAP)
-        else {
+        // First with no size limit: when that reply fits 548 bytes anyway, it is also the
+        // reply to a client without option 57 (nothing was dropped), and one call does.
+        req.max_message_size = Some(u16::MAX);
+        let full = self.decide(inv, req, server_ip);
+        req.max_message_size = None;
+        let Some(full) = full else {
             return Ok(None);
         };
+        let (bytes, limited) = if full.len() <= DEFAULT_LIMIT {
+            (full, false)
+        } else {
+            match self.decide(inv, req, server_ip) {
+                Some(b) => (b, true),
+                None => return Ok(None),
+            }
+        };
+        if !stamp_fields_zero(&bytes) {
+            return Err(CompileError::Mismatch {
+                host: host.to_string(),
+                mac: req.mac,
+                what: "the canonical reply has nonzero xid, flags, ciaddr or giaddr".into(),
+            });
+        }
         let ack = req.msg_type == Some(MessageType::Request);
         let mut c = Compiled {
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | if ack { stamp::CIADDR } else { 0 },
-            inserts: [Insert::default(); INSERTS],
+            insert: None,
             msg_type: if ack { 5 } else { 2 },
             kind,
             dns: dns_list(&bytes),
-            limited: false,
+            limited,
             yiaddr: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
             bytes,
         };
-        // Does the builder echo option 97, and where does it go?
-        req.machine_id = Some(vec![0; 17]);
-        let with97 = self.decide(inv, req, server_ip);
-        req.machine_id = None;
-        if with97.as_deref() != Some(c.bytes.as_slice()) {
-            let at = insertion_point(&c.bytes, 97);
-            c.inserts[0] = Insert {
-                what: insert::ECHO_97,
-                _pad: 0,
-                off: at as u16,
-            };
+        // The builder echoes option 97 at its sorted position; the check proves it (and
+        // a builder that does not echo gets a template without the insert).
+        c.insert = Some((insert::ECHO_97, insertion_point(&c.bytes, 97)));
+        if self.check(inv, req, server_ip, &c, host).is_err() {
+            c.insert = None;
+            self.check(inv, req, server_ip, &c, host)?;
         }
-        // Did it drop options to fit 548 bytes?
-        req.max_message_size = Some(1500);
-        c.limited = self.decide(inv, req, server_ip).as_deref() != Some(c.bytes.as_slice());
-        req.max_message_size = None;
-        self.check(inv, req, server_ip, &c, host)?;
-        Ok(Some(c))
+        Ok(fits(&c).then_some(c))
     }
 
     /// The NAK, with the requested address's text cut out of option 56.
@@ -244,14 +249,7 @@ impl Compiler<'_> {
         let c = Compiled {
             bytes,
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | stamp::BCAST_IF_RELAYED,
-            inserts: [
-                Insert {
-                    what: insert::REQUESTED_IP_TEXT,
-                    _pad: 0,
-                    off: off as u16,
-                },
-                Insert::default(),
-            ],
+            insert: Some((insert::REQUESTED_IP_TEXT, off)),
             msg_type: 6,
             kind: 0xff,
             dns: None,
@@ -259,7 +257,7 @@ impl Compiler<'_> {
             yiaddr: Ipv4Addr::UNSPECIFIED,
         };
         self.check(inv, req, server_ip, &c, host)?;
-        Ok(Some(c))
+        Ok(fits(&c).then_some(c))
     }
 
     /// Replays `c` for a probe with every per-request field set and compares it with
@@ -305,28 +303,33 @@ fn canonical(
     r
 }
 
-/// Variants of `base` with the per-request fields set, for the self-check.
+/// `base` with every per-request field set, for the self-check: a relayed request with
+/// the broadcast flag, option 97, ciaddr for an ACK, another requested address for a NAK.
 fn probes(base: &Request, msg_type: u8) -> Vec<Probe> {
     let mut a = base.clone();
     a.xid = 0x1234_5678;
     a.flags = 0x8000;
     a.hops = 1;
-    if msg_type == 5 {
-        a.ciaddr = base.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    }
+    a.giaddr = Ipv4Addr::new(10, 11, 12, 13);
     a.machine_id = Some((0..17).collect());
-    let mut b = base.clone();
-    b.xid = 0xcafe_f00d;
-    b.giaddr = Ipv4Addr::new(10, 11, 12, 13);
-    b.machine_id = Some(vec![0xab; 5]);
-    if msg_type == 6 {
-        a.requested_ip = Some(Ipv4Addr::new(192, 168, 100, 200));
-        b.requested_ip = Some(Ipv4Addr::new(10, 1, 2, 3));
+    match msg_type {
+        5 => a.ciaddr = base.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        6 => a.requested_ip = Some(Ipv4Addr::new(192, 168, 100, 200)),
+        _ => {}
     }
-    vec![
-        Probe::new("probe A (broadcast, 97, ciaddr)", a),
-        Probe::new("probe B (relayed)", b),
-    ]
+    vec![Probe::new("a probe with every per-request field set", a)]
+}
+
+/// The canonical request has xid, flags, ciaddr and giaddr zero, and so must the reply:
+/// the program adds the stamped values to the template's checksum.
+fn stamp_fields_zero(msg: &[u8]) -> bool {
+    msg.len() >= 240 && msg[4..16].iter().chain(&msg[24..28]).all(|b| *b == 0)
+}
+
+/// Head and tail fit the template's buffers (else those requests go to the slow path).
+fn fits(c: &Compiled) -> bool {
+    let at = c.insert.map_or(c.bytes.len(), |(_, at)| at);
+    at <= HEAD_CAP && c.bytes.len() - at <= TAIL_CAP
 }
 
 /// (data offset, length) of the first option `code` in a DHCP message.
@@ -367,4 +370,173 @@ fn dns_list(msg: &[u8]) -> Option<(u16, u8)> {
     let (off, len) = find_option(msg, 6)?;
     let n = len / 4;
     (len % 4 == 0 && (2..=boot_common::DNS_MAX).contains(&n)).then_some((off as u16, n as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::request::classify;
+    use crate::dhcp::PlainUrls;
+    use crate::inventory::{Host, Interface};
+
+    const MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn inventory(provision: bool) -> Inventory {
+        let host = Host {
+            name: "cn1".into(),
+            provision,
+            interfaces: vec![Interface {
+                mac: Some(MAC),
+                ip: Some("10.0.0.5/24".into()),
+                fqdn: "cn1.cluster.test".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        Inventory::from_parts_unchecked(vec![host], vec![])
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            dns: vec![Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::new(10, 0, 0, 54)],
+            domain_search: vec!["cluster.test".into()],
+            router_octet4: 254,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn class_table_agrees_with_the_classifier() {
+        let table = class_table();
+        assert_eq!(table.len(), (ClassKey::MAX_ARCH as usize + 2) * 8);
+        let mut seen = std::collections::HashSet::new();
+        for (key, slot) in &table {
+            assert!(seen.insert(key.index().expect("every table key has a slot")));
+            let vendor: Option<&[u8]> = match key.vendor {
+                ClassKey::VENDOR_PXE => Some(b"PXEClient"),
+                ClassKey::VENDOR_HTTP => Some(b"HTTPClient"),
+                ClassKey::VENDOR_OTHER => Some(b"MSFT 5.0"),
+                _ => None,
+            };
+            let user: Option<&[u8]> = (key.user == ClassKey::USER_IPXE).then_some(b"\x04iPXE");
+            let arch = (key.arch != ClassKey::NO_ARCH).then_some(key.arch);
+            assert_eq!(
+                *slot as usize,
+                kind_index(classify(arch, vendor, user, false)),
+                "{key:?}"
+            );
+        }
+        let idx = |arch, vendor, user| {
+            table
+                .iter()
+                .find(|(k, _)| *k == ClassKey { arch, vendor, user })
+                .unwrap()
+                .1
+        };
+        assert_eq!(
+            idx(0, ClassKey::VENDOR_PXE, 0),
+            kind_index(ClientKind::BiosPxe) as u32
+        );
+        assert_eq!(
+            idx(7, ClassKey::VENDOR_PXE, 1),
+            kind_index(ClientKind::Ipxe) as u32
+        );
+        assert_eq!(
+            idx(16, ClassKey::VENDOR_HTTP, 0),
+            kind_index(ClientKind::HttpX64) as u32
+        );
+        assert_eq!(
+            idx(6, ClassKey::VENDOR_PXE, 0),
+            kind_index(ClientKind::Os) as u32
+        );
+        assert_eq!(
+            idx(ClassKey::NO_ARCH, ClassKey::VENDOR_OTHER, 0),
+            kind_index(ClientKind::Os) as u32
+        );
+    }
+
+    #[test]
+    fn option_positions() {
+        let mut m = vec![0u8; 240];
+        m.extend_from_slice(&[53, 1, 2, 0, 54, 4, 10, 0, 0, 1, 119, 2, 1, 0, 255]);
+        assert_eq!(find_option(&m, 54), Some((246, 4)));
+        assert_eq!(find_option(&m, 6), None);
+        assert_eq!(insertion_point(&m, 97), 250); // before 119
+        assert_eq!(insertion_point(&m, 120), 254); // before END
+        m[250] = 82; // 82 always goes last
+        assert_eq!(insertion_point(&m, 97), 250);
+    }
+
+    #[test]
+    fn every_kind_gets_templates_and_the_nak_cuts_the_address() {
+        let (inv, s) = (inventory(true), settings());
+        let c = Compiler {
+            settings: &s,
+            urls: &PlainUrls { port: 8080 },
+        };
+        let t = c.compile_host(&inv, MAC, SERVER).unwrap();
+        assert_eq!((t.ip, t.server_ip), (Ipv4Addr::new(10, 0, 0, 5), SERVER));
+        for (k, kind) in ClientKind::TEMPLATES.iter().enumerate() {
+            for (slot, msg) in [(MSG_OFFER, 2), (MSG_ACK, 5)] {
+                let tm = t.slots[k][slot]
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{kind:?} {slot}"));
+                assert_eq!(tm.msg_type, msg);
+                assert_eq!(tm.insert.map(|i| i.0), Some(insert::ECHO_97), "{kind:?}");
+                assert_eq!(
+                    tm.dns,
+                    find_option(&tm.bytes, 6).map(|(o, _)| (o as u16, 2))
+                );
+                assert!(!tm.limited);
+            }
+        }
+        let nak = t.nak.unwrap();
+        let (what, at) = nak.insert.unwrap();
+        assert_eq!(what, insert::REQUESTED_IP_TEXT);
+        assert!(
+            nak.bytes[at..].starts_with(b" is not the address of cn1"),
+            "{:?}",
+            &nak.bytes[at..]
+        );
+    }
+
+    #[test]
+    fn lease_only_hosts_share_one_reply_across_kinds() {
+        let (inv, s) = (inventory(false), settings());
+        let c = Compiler {
+            settings: &s,
+            urls: &PlainUrls { port: 8080 },
+        };
+        let t = c.compile_host(&inv, MAC, SERVER).unwrap();
+        let offers: std::collections::HashSet<_> = t
+            .slots
+            .iter()
+            .filter_map(|k| k[MSG_OFFER].clone())
+            .map(|c| c.bytes)
+            .collect();
+        assert_eq!(
+            offers.len(),
+            1,
+            "provision = false: the same lease for every client kind"
+        );
+    }
+
+    #[test]
+    fn a_host_without_address_gets_no_template() {
+        let mut inv = inventory(true).into_parts().0;
+        inv[0].interfaces[0].ip = None;
+        let inv = Inventory::from_parts_unchecked(inv, vec![]);
+        let s = settings();
+        let c = Compiler {
+            settings: &s,
+            urls: &PlainUrls { port: 8080 },
+        };
+        let t = c.compile_host(&inv, MAC, SERVER).unwrap();
+        assert!(t.slots.iter().flatten().all(Option::is_none) && t.nak.is_none());
+        assert_eq!(
+            c.compile_host(&inv, Mac([9; 6]), SERVER),
+            Err(CompileError::UnknownMac(Mac([9; 6])))
+        );
+    }
 }

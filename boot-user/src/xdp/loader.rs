@@ -7,7 +7,7 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use boot_common::{ClassKey, HostEntry, MacKey, Server, ServerKey, Template};
+use boot_common::{HostEntry, MacKey, Template};
 
 use super::stats::XdpStats;
 
@@ -21,20 +21,20 @@ pub enum XdpError {
     #[error("cannot load the XDP program: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected the XDP program: {0}")]
-    Verify(#[source] ProgramError),
+    Verify(#[source] Box<ProgramError>),
     #[error("cannot attach XDP to {iface}: native failed ({native}), generic failed ({generic})")]
     Attach {
         iface: String,
-        native: ProgramError,
-        generic: ProgramError,
+        native: Box<ProgramError>,
+        generic: Box<ProgramError>,
     },
     #[error("XDP map {name}: {source}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("XDP test run: {0}")]
-    TestRun(#[source] ProgramError),
+    TestRun(#[source] Box<ProgramError>),
 }
 
 /// Map sizes, fixed at load time.
@@ -50,10 +50,12 @@ impl LoadOptions {
     /// Room for `hosts` boot interfaces and growth: twice as many, at least 1024.
     pub fn for_hosts(hosts: usize) -> LoadOptions {
         let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
-        // Up to MAX_KINDS * MSGS + 1 templates per host, shared when equal.
+        // Up to 15 templates per host, shared when equal, and the generation a reload
+        // replaces waits for its grace period: twice that. Not preallocated, so the
+        // bound costs only the bucket array.
         LoadOptions {
             max_hosts,
-            max_templates: max_hosts.saturating_mul(16),
+            max_templates: max_hosts.saturating_mul(32),
         }
     }
 }
@@ -72,8 +74,7 @@ pub struct FastPath {
     ebpf: Ebpf,
     pub(crate) hosts: BpfHashMap<MapData, MacKey, HostEntry>,
     pub(crate) templates: BpfHashMap<MapData, u32, Template>,
-    pub(crate) classes: BpfHashMap<MapData, ClassKey, u32>,
-    pub(crate) servers: BpfHashMap<MapData, ServerKey, Server>,
+    pub(crate) classes: aya::maps::Array<MapData, u32>,
     stats: Arc<XdpStats>,
     attached: Vec<(String, AttachMode)>,
 }
@@ -82,11 +83,14 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, XdpError> {
-    let map = ebpf.take_map(name).ok_or(XdpError::Map {
+    let map = ebpf.take_map(name).ok_or_else(|| XdpError::Map {
         name,
-        source: aya::maps::MapError::InvalidName { name: name.into() },
+        source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
     })?;
-    T::try_from(map).map_err(|source| XdpError::Map { name, source })
+    T::try_from(map).map_err(|source| XdpError::Map {
+        name,
+        source: Box::new(source),
+    })
 }
 
 impl FastPath {
@@ -98,12 +102,11 @@ impl FastPath {
             .load(OBJECT)
             .map_err(|e| XdpError::Load(Box::new(e)))?;
         let prog: &mut Xdp = program(&mut ebpf)?;
-        prog.load().map_err(XdpError::Verify)?;
+        prog.load().map_err(|e| XdpError::Verify(Box::new(e)))?;
         Ok(FastPath {
             hosts: take(&mut ebpf, "HOSTS")?,
             templates: take(&mut ebpf, "TEMPLATES")?,
             classes: take(&mut ebpf, "CLASSES")?,
-            servers: take(&mut ebpf, "SERVERS")?,
             stats: Arc::new(XdpStats {
                 stats: take(&mut ebpf, "STATS")?,
                 reasons: take(&mut ebpf, "REASONS")?,
@@ -130,8 +133,8 @@ impl FastPath {
                 Err(generic) => {
                     return Err(XdpError::Attach {
                         iface: iface.into(),
-                        native,
-                        generic,
+                        native: Box::new(native),
+                        generic: Box::new(generic),
                     });
                 }
             },
@@ -190,7 +193,7 @@ impl FastPath {
                 data_out: Some(&mut out),
                 ..Default::default()
             })
-            .map_err(XdpError::TestRun)?;
+            .map_err(|e| XdpError::TestRun(Box::new(e)))?;
         out.truncate(r.data_size_out as usize);
         Ok(TestOutput {
             action: r.return_value,
@@ -199,23 +202,29 @@ impl FastPath {
         })
     }
 
-    /// Mean time the program takes on `frame`, over `runs` single-pass test runs.
+    /// Time the program takes on `frame`, per single-pass test run, `runs` times
+    /// (sorted, shortest first).
     ///
     /// Not one run with `repeat`: the program rewrites the frame in place, so a repeated
     /// run would see its own reply (a BOOTREPLY, passed up at once) and measure that.
-    pub fn cost(&mut self, frame: &[u8], runs: u32) -> Result<std::time::Duration, XdpError> {
+    pub fn costs(&mut self, frame: &[u8], runs: u32) -> Result<Vec<std::time::Duration>, XdpError> {
         let prog = program(&mut self.ebpf)?;
         let mut out = vec![0u8; frame.len() + 2048];
-        let mut total = std::time::Duration::ZERO;
+        let mut all = Vec::with_capacity(runs as usize);
         for _ in 0..runs.max(1) {
             let opts = TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
                 ..Default::default()
             };
-            total += prog.test_run(opts).map_err(XdpError::TestRun)?.duration;
+            all.push(
+                prog.test_run(opts)
+                    .map_err(|e| XdpError::TestRun(Box::new(e)))?
+                    .duration,
+            );
         }
-        Ok(total / runs.max(1))
+        all.sort();
+        Ok(all)
     }
 
     /// The program's file descriptor number (for diagnostics).
@@ -246,6 +255,6 @@ pub const XDP_TX: u32 = 3;
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
     let p = ebpf
         .program_mut(PROGRAM)
-        .ok_or_else(|| XdpError::Verify(ProgramError::UnexpectedProgramType))?;
-    p.try_into().map_err(XdpError::Verify)
+        .ok_or_else(|| XdpError::Verify(Box::new(ProgramError::UnexpectedProgramType)))?;
+    p.try_into().map_err(|e| XdpError::Verify(Box::new(e)))
 }

@@ -9,6 +9,7 @@
 //!   [`emulate`] (the program's assembly logic in Rust).
 //! - [`sync`]: inventory -> maps, changing only the entries that changed.
 //! - [`stats`]: per-CPU counters summed, Prometheus text, lease events from the ring.
+//! - [`service`]: all of the above as the daemon runs it ([`Service`]).
 //!
 //! The kernel side (crate `boot-ebpf`) only selects a template and stamps per-request
 //! fields; every byte of what a reply says comes from the builder (see ARCHITECTURE.md).
@@ -18,9 +19,12 @@
 pub mod compile;
 pub mod emulate;
 pub mod loader;
+pub mod service;
 pub mod stats;
 pub mod sync;
 
 pub use compile::{Compiler, HostTemplates};
 pub use loader::{AttachMode, FastPath, LoadOptions, TestOutput, XdpError};
+pub use service::{Service, ServiceError};
+pub use stats::{XdpCounters, XdpStats};
 pub use sync::{MapSync, ServedAddr, SyncOptions, SyncReport};

@@ -202,33 +202,59 @@ pub async fn record_events(
         .map_err(std::io::Error::from)?;
     let offset = clock_offset_ms();
     let mut last: HashMap<(Mac, EventKind), u64> = HashMap::new();
+    // The program wakes the reader only every few dozen events: poll as well.
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                let inv = shared.inventory();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    if item.len() < std::mem::size_of::<LeaseEvent>() {
-                        continue;
-                    }
-                    // SAFETY: the program writes whole LeaseEvents; read_unaligned copes
-                    // with the ring's 8-byte alignment.
-                    let raw: LeaseEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    let Some(ev) = Lease::from_raw(&raw, offset) else { continue };
-                    let prev = last.insert((ev.mac, ev.kind), ev.time_ms);
-                    if prev.is_some_and(|t| ev.time_ms.saturating_sub(t) < 1000) {
-                        continue;
-                    }
-                    let host = inv.lookup_mac(ev.mac).map(|l| l.host.name.clone()).unwrap_or_else(|| ev.mac.to_string());
-                    shared.events.record(&host, ev.kind, format!("xdp {} {} xid {:#x}", ev.mac, ev.ip, ev.xid));
-                }
-                guard.clear_ready();
-                if last.len() > 100_000 {
-                    last.clear();
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return Ok(());
                 }
             }
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &shared, offset, &mut last);
+                guard.clear_ready();
+            }
+            _ = poll.tick() => drain(fd.get_mut(), &shared, offset, &mut last),
         }
+    }
+}
+
+/// Records every event in the ring (see [`record_events`]).
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    shared: &Shared,
+    offset: i64,
+    last: &mut HashMap<(Mac, EventKind), u64>,
+) {
+    let inv = shared.inventory();
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<LeaseEvent>() {
+            continue;
+        }
+        // SAFETY: the program writes whole LeaseEvents; read_unaligned copes with the
+        // ring's 8-byte alignment.
+        let raw: LeaseEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        let Some(ev) = Lease::from_raw(&raw, offset) else {
+            continue;
+        };
+        let prev = last.insert((ev.mac, ev.kind), ev.time_ms);
+        if prev.is_some_and(|t| ev.time_ms.saturating_sub(t) < 1000) {
+            continue;
+        }
+        let host = inv
+            .lookup_mac(ev.mac)
+            .map(|l| l.host.name.clone())
+            .unwrap_or_else(|| ev.mac.to_string());
+        shared.events.record(
+            &host,
+            ev.kind,
+            format!("{} via xdp xid {:#x}", ev.ip, ev.xid),
+        );
+    }
+    if last.len() > 100_000 {
+        last.clear();
     }
 }
 

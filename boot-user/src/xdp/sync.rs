@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use boot_common::{HostEntry, MacKey, Server, ServerKey, Template, MAX_KINDS, MSGS};
+use boot_common::{HostEntry, MacKey, Template, MAX_KINDS, MSGS};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
@@ -97,7 +97,7 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             template_ttl: None,
-            grace: Duration::from_secs(2),
+            grace: Duration::from_millis(500),
         }
     }
 }
@@ -173,9 +173,10 @@ impl MapSync {
 
     /// The address replies to `host_ip` come from: the served address whose network
     /// holds it, else the first (as the slow path picks it for broadcast requests).
-    pub fn server_for(&self, host_ip: Ipv4Addr) -> Option<Ipv4Addr> {
+    pub fn server_for(&self, host_ip: Ipv4Addr) -> Option<&ServedAddr> {
         let addrs: Vec<Ipv4Net> = self.servers.iter().map(|s| s.net).collect();
-        crate::dhcp::iface::pick_server_ip(&addrs, Some(host_ip), None)
+        let ip = crate::dhcp::iface::pick_server_ip(&addrs, Some(host_ip), None)?;
+        self.servers.iter().find(|s| s.net.addr() == ip)
     }
 
     /// Brings the maps to `inv`. `now` decides which templates are due for refresh.
@@ -216,36 +217,18 @@ impl MapSync {
         Ok(report)
     }
 
-    /// The class table and our addresses (written once, and when they change).
+    /// The class table (written once).
     fn write_static(&mut self, fp: &mut FastPath) -> Result<(), XdpError> {
         if self.classes_written {
             return Ok(());
         }
         for (key, kind) in class_table() {
+            let Some(i) = key.index() else { continue };
             fp.classes
-                .insert(key, kind, 0)
+                .set(i, kind + 1, 0)
                 .map_err(|source| XdpError::Map {
                     name: "CLASSES",
-                    source,
-                })?;
-        }
-        for s in &self.servers {
-            let key = ServerKey {
-                ifindex: s.ifindex,
-                vlan: s.vlan,
-                _pad: 0,
-                ip: s.net.addr().octets(),
-            };
-            let val = Server {
-                mac: s.mac.0,
-                _pad: [0; 2],
-                ip: s.net.addr().octets(),
-            };
-            fp.servers
-                .insert(key, val, 0)
-                .map_err(|source| XdpError::Map {
-                    name: "SERVERS",
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         self.classes_written = true;
@@ -267,7 +250,11 @@ impl MapSync {
             .lookup_mac(mac)
             .and_then(|l| l.nic.addr())
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let server_ip = self.server_for(ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let Some(server) = self.server_for(ip).cloned() else {
+            report.failed += 1; // no address to answer from: the slow path decides
+            return;
+        };
+        let server_ip = server.net.addr();
         let due = |i: &Installed| {
             self.opts
                 .template_ttl
@@ -293,7 +280,7 @@ impl MapSync {
             .template_ttl
             .map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
         let Some((entry, ids)) =
-            self.write_templates(fp, mac, &templates, valid_until, now, report)
+            self.write_templates(fp, mac, &templates, &server, valid_until, now, report)
         else {
             report.failed += 1;
             return;
@@ -341,11 +328,13 @@ impl MapSync {
 
     /// Writes the templates `t` needs (those not already in the map) and returns the
     /// host entry naming them, with one reference taken per slot.
+    #[allow(clippy::too_many_arguments)]
     fn write_templates(
         &mut self,
         fp: &mut FastPath,
         mac: Mac,
         t: &HostTemplates,
+        server: &ServedAddr,
         valid_until: Option<u64>,
         now: Instant,
         report: &mut SyncReport,
@@ -354,6 +343,9 @@ impl MapSync {
             mac: mac.0,
             ip: t.ip.octets(),
             server_ip: t.server_ip.octets(),
+            ifindex: server.ifindex,
+            vlan: server.vlan,
+            server_mac: server.mac.0,
             ..Default::default()
         };
         let mut ids = vec![];
@@ -490,24 +482,48 @@ fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
     out
 }
 
-/// The map value for a compiled template.
+/// The map value for a compiled template: head and tail split at the insertion point,
+/// with their checksums.
 pub fn to_template(c: &Compiled, id: u32, valid_until_ns: u64) -> Template {
+    let (what, at) = c
+        .insert
+        .unwrap_or((boot_common::insert::NONE, c.bytes.len()));
+    let (head, tail) = c.bytes.split_at(at);
     let mut t = Template {
         id,
-        len: c.bytes.len() as u16,
+        head_len: head.len() as u16,
+        tail_len: tail.len() as u16,
         stamp: c.stamp,
-        inserts: c.inserts,
+        insert: what,
         msg_type: c.msg_type,
         kind: c.kind,
         dns_n: c.dns.map_or(0, |d| d.1),
         limited: c.limited as u8,
         yiaddr: c.yiaddr.octets(),
         dns_off: c.dns.map_or(0, |d| d.0),
+        sum_head: ones_sum(head, 0),
+        sum_tail: ones_sum(tail, head.len()),
         valid_until_ns,
         ..Default::default()
     };
-    t.buf[..c.bytes.len()].copy_from_slice(&c.bytes);
+    t.head[..head.len()].copy_from_slice(head);
+    t.tail[..tail.len()].copy_from_slice(tail);
     t
+}
+
+/// One's complement sum (folded, not complemented) of `bytes` placed at `offset` in a
+/// message: big-endian 16-bit words, a byte at an odd offset being a low byte.
+pub fn ones_sum(bytes: &[u8], offset: usize) -> u16 {
+    let mut s: u32 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        s += if (offset + i).is_multiple_of(2) {
+            (*b as u32) << 8
+        } else {
+            *b as u32
+        };
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
@@ -534,5 +550,23 @@ mod tests {
             vec![("eth0.42".to_string(), 42)]
         );
         assert!(vlan_children(cfg, "eth2").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod sum_tests {
+    use super::*;
+
+    /// The template sums are the Internet checksum's, split anywhere.
+    #[test]
+    fn split_sums_add_up() {
+        let msg: Vec<u8> = (0..301u32).map(|i| (i * 37 + 11) as u8).collect();
+        let whole = !crate::dhcp::frame::checksum(&[&msg]);
+        for at in [0, 1, 2, 150, 151, 300, 301] {
+            let (a, b) = msg.split_at(at);
+            let s = ones_sum(a, 0) as u32 + ones_sum(b, at) as u32;
+            let s = ((s & 0xffff) + (s >> 16)) as u16;
+            assert_eq!(s, whole, "split at {at}");
+        }
     }
 }

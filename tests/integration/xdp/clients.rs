@@ -55,7 +55,8 @@ pub struct XdpLab {
     pub cli: Netns,
     pub fp: FastPath,
     pub sync: MapSync,
-    pub peer: FastPath,
+    /// The pass-through instance on the client side (kept attached while the lab lives).
+    pub _peer: FastPath,
     pub settings: Settings,
 }
 
@@ -95,7 +96,7 @@ impl XdpLab {
             cli,
             fp,
             sync,
-            peer,
+            _peer: peer,
             settings,
         }
     }

@@ -243,6 +243,7 @@ fn xdp_replies_equal_the_slow_path() {
         return;
     }
     let mut lab = Lab::new();
+    assert_eq!(lab.sync.hosts(), 6, "every boot interface has an entry");
     let before = lab.fp.stats().counters();
     let rows = corpus();
     let (mut tx, mut pass) = (0, 0);

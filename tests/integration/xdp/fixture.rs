@@ -136,20 +136,6 @@ impl Lab {
         }
     }
 
-    /// Replaces the inventory in the maps.
-    pub fn resync(&mut self, inv: Inventory) -> xboot::xdp::SyncReport {
-        let compiler = Compiler {
-            settings: &self.settings,
-            urls: &URLS,
-        };
-        let r = self
-            .sync
-            .sync(&mut self.fp, &inv, &compiler, std::time::Instant::now())
-            .unwrap();
-        self.inv = inv;
-        r
-    }
-
     pub fn run(&mut self, frame: &[u8]) -> TestOutput {
         self.fp.test_run(frame).expect("BPF_PROG_TEST_RUN")
     }
@@ -259,11 +245,6 @@ impl Req {
             dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
             vlan: None,
         }
-    }
-
-    pub fn opt(mut self, code: u8, data: &[u8]) -> Req {
-        self.opts.push((code, data.to_vec()));
-        self
     }
 
     pub fn without(mut self, code: u8) -> Req {
