@@ -86,6 +86,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     let config = p.shared.config.clone();
     let mut api = ApiState::new(p.shared.clone(), Some(p.store.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let xdp_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -94,8 +95,82 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     };
     let mut tasks = tokio::task::JoinSet::new();
 
-    // HTTP boot service.
     let key = token_key(&config)?;
+
+    // TFTP.
+    let tftp_addr: SocketAddr = config.tftp.listen.parse()?;
+    let sock = std::net::UdpSocket::bind(tftp_addr)
+        .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
+    let (shared, root, stop) = (p.shared.clone(), config.tftp.root.clone(), stopped());
+    tasks.spawn(async move {
+        crate::tftp::run(sock, &root, shared, stop)
+            .await
+            .context("TFTP")
+    });
+
+    // DHCP: the XDP fast path on the named interfaces (dhcp.mode = "xdp"), and the
+    // userspace server on its own thread for everything XDP passes up.
+    let mut dhcp_thread = None;
+    let mut xdp_stats = None;
+    let mut dhcp_stats = None;
+    if config.dhcp.mode != DhcpMode::Off {
+        let urls = Arc::new(crate::http::urls::UrlSigner::from_config(
+            &config.provision,
+            key.clone(),
+        ));
+        if config.dhcp.mode == DhcpMode::Xdp {
+            let ifaces = config.interface.names();
+            if ifaces.is_empty() {
+                tracing::warn!("dhcp.mode = \"xdp\" needs `interface` (the NICs to attach to); serving DHCP from userspace only");
+            } else {
+                let opts = crate::xdp::SyncOptions {
+                    // Templates embed boot-URL tokens: expire them well before the tokens.
+                    template_ttl: Some(std::time::Duration::from_secs(
+                        config.provision.token_ttl.max(2),
+                    )),
+                    ..Default::default()
+                };
+                let svc = crate::xdp::Service::start(p.shared.clone(), urls.clone(), &ifaces, opts)
+                    .context("cannot start the XDP fast path")?;
+                for (iface, mode) in svc.attached() {
+                    tracing::info!("XDP attached to {iface} ({mode:?})");
+                }
+                xdp_stats = Some(svc.stats());
+                let rx = xdp_stop.clone();
+                tasks.spawn(async move {
+                    svc.run(rx).await;
+                    Ok(())
+                });
+            }
+        }
+        let service = Arc::new(crate::dhcp::Service::new(p.shared.clone(), urls)?);
+        let listen = crate::dhcp::Listen::from_config(&config)?;
+        let sockets =
+            crate::dhcp::Sockets::open(&listen).context("cannot open the DHCP sockets")?;
+        dhcp_stats = Some(service.stats.clone());
+        let (stats, disc, xdp) = (
+            service.stats.clone(),
+            service.discovered.clone(),
+            xdp_stats.clone(),
+        );
+        api = api
+            .with_counters(Arc::new(move || {
+                serde_json::json!({
+                    "dhcp": stats.snapshot(),
+                    "xdp": xdp.as_ref().map(|x| x.counters()),
+                })
+            }))
+            .with_discovered(Arc::new(move || {
+                disc.list()
+                    .into_iter()
+                    .filter_map(|d| serde_json::to_value(d).ok())
+                    .collect()
+            }));
+        dhcp_thread = Some(crate::dhcp::spawn(sockets, service, stopped())?);
+    } else {
+        tracing::info!("DHCP off (dhcp.mode = \"off\")");
+    }
+    // HTTP boot service.
     let http_addr: SocketAddr = config.provision.listen.parse()?;
     let l = tokio::net::TcpListener::bind(http_addr)
         .await
@@ -121,51 +196,28 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             Ok(())
         },
     ));
+    let metrics = Metrics {
+        dhcp: dhcp_stats,
+        xdp: xdp_stats,
+    };
+    let app = http
+        .router()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.prometheus() }
+            }),
+        )
+        .into_make_service_with_connect_info::<SocketAddr>();
+    crate::http::raise_nofile_limit();
     let stop = stopped();
-    tasks.spawn(async move { http.serve(l, stop).await.context("HTTP") });
-
-    // TFTP.
-    let tftp_addr: SocketAddr = config.tftp.listen.parse()?;
-    let sock = std::net::UdpSocket::bind(tftp_addr)
-        .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
-    let (shared, root, stop) = (p.shared.clone(), config.tftp.root.clone(), stopped());
     tasks.spawn(async move {
-        crate::tftp::run(sock, &root, shared, stop)
+        axum::serve(l, app)
+            .with_graceful_shutdown(stop)
             .await
-            .context("TFTP")
+            .context("HTTP")
     });
-
-    // DHCP, on its own thread.
-    let mut dhcp_thread = None;
-    match config.dhcp.mode {
-        DhcpMode::Off => tracing::info!("DHCP off (dhcp.mode = \"off\")"),
-        mode => {
-            if mode == DhcpMode::Xdp {
-                tracing::warn!("dhcp.mode = \"xdp\": the XDP fast path is not built into this version; serving DHCP from userspace");
-            }
-            let urls = Arc::new(crate::http::urls::UrlSigner::from_config(
-                &config.provision,
-                key.clone(),
-            ));
-            let service = Arc::new(crate::dhcp::Service::new(p.shared.clone(), urls)?);
-            let listen = crate::dhcp::Listen::from_config(&config)?;
-            let sockets =
-                crate::dhcp::Sockets::open(&listen).context("cannot open the DHCP sockets")?;
-            let (stats, disc) = (service.stats.clone(), service.discovered.clone());
-            api = api
-                .with_counters(Arc::new(
-                    move || serde_json::json!({ "dhcp": stats.snapshot() }),
-                ))
-                .with_discovered(Arc::new(move || {
-                    disc.list()
-                        .into_iter()
-                        .filter_map(|d| serde_json::to_value(d).ok())
-                        .collect()
-                }));
-            let stop = stopped();
-            dhcp_thread = Some(crate::dhcp::spawn(sockets, service, stop)?);
-        }
-    }
 
     // Inventory files: reloaded on SIGHUP and when they change.
     if config.hosts.is_some() || config.images.is_some() {
@@ -222,4 +274,33 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
 /// the state dir (so a restart does not invalidate the URLs of nodes mid-boot).
 fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
     Ok(TokenKey::from_config(config)?)
+}
+
+/// What `/metrics` exposes, in Prometheus text format: the userspace DHCP counters and
+/// the XDP fast path's per-decision counters.
+#[derive(Clone)]
+struct Metrics {
+    dhcp: Option<Arc<crate::dhcp::Stats>>,
+    xdp: Option<Arc<crate::xdp::XdpStats>>,
+}
+
+impl Metrics {
+    fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if let Some(d) = &self.dhcp {
+            let snap = serde_json::to_value(d.snapshot()).unwrap_or_default();
+            out.push_str("# HELP xboot_dhcp_userspace_total Userspace DHCP server counters.\n");
+            out.push_str("# TYPE xboot_dhcp_userspace_total counter\n");
+            if let Some(map) = snap.as_object() {
+                for (k, v) in map {
+                    let _ = writeln!(out, "xboot_dhcp_userspace_total{{counter=\"{k}\"}} {v}");
+                }
+            }
+        }
+        if let Some(x) = &self.xdp {
+            out.push_str(&x.prometheus());
+        }
+        out
+    }
 }
