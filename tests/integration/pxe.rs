@@ -250,7 +250,7 @@ fn payload_runs_postscript_after_dhcp() {
 /// A full network boot against `xboot serve`: firmware DHCP, TFTP of iPXE (BIOS), iPXE
 /// DHCP, iPXE script, kernel and initrd over HTTP, the payload's own DHCP, postscript,
 /// completion; then the boot events the server recorded.
-fn pxe_boot(firmware: Firmware) {
+fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
     if netns::need_root() {
         return;
     }
@@ -262,6 +262,19 @@ fn pxe_boot(firmware: Firmware) {
         "pxeu"
     });
     let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
+    // Native XDP_TX on veth needs a program on the peer too: the bridge port facing the
+    // server gets an empty (pass-everything) instance of the program.
+    let _peer = (dhcp == Dhcp::Xdp).then(|| {
+        let cfg = std::fs::read_to_string(&files.config).unwrap();
+        std::fs::write(
+            &files.config,
+            cfg.replace("mode = \"userspace\"", "mode = \"xdp\""),
+        )
+        .unwrap();
+        let mut fp = xboot::xdp::FastPath::load(xboot::xdp::LoadOptions::for_hosts(1)).unwrap();
+        crate::xdp::clients::in_netns(&cli, || fp.attach("up0").unwrap());
+        fp
+    });
     let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
     let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -321,13 +334,40 @@ fn pxe_boot(firmware: Firmware) {
         assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
     }
     assert!(events.iter().all(|e| e.host == serve::NODE));
+    if dhcp == Dhcp::Xdp {
+        // Every DHCP answer (firmware, then the booted OS) came from the XDP program.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xboot"))
+            .args(["status", "--json", "--socket"])
+            .arg(&server.files.socket)
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let answered = &status["counters"]["xdp"]["answered"];
+        assert!(answered.as_u64().unwrap_or(0) >= 4, "{status}");
+        let user = &status["counters"]["dhcp"];
+        assert_eq!(user["offers"], 0, "{status}");
+        assert_eq!(user["acks"], 0, "{status}");
+    }
     drop(vm);
     drop(server);
 }
 
 #[test]
 fn pxe_boot_bios_ipxe_rom() {
-    pxe_boot(Firmware::Bios);
+    pxe_boot(Firmware::Bios, Dhcp::Userspace);
+}
+
+/// The same boot with `dhcp.mode = "xdp"`: the XDP program answers every DHCP request.
+#[test]
+fn pxe_boot_bios_ipxe_rom_xdp() {
+    pxe_boot(Firmware::Bios, Dhcp::Xdp);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dhcp {
+    Userspace,
+    Xdp,
 }
 
 #[test]
@@ -337,5 +377,5 @@ fn pxe_boot_uefi_ovmf() {
         "{} missing: run `cargo xtask setup`",
         testlab::qemu::OVMF
     );
-    pxe_boot(Firmware::Uefi);
+    pxe_boot(Firmware::Uefi, Dhcp::Userspace);
 }

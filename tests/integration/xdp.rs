@@ -1,7 +1,7 @@
 //! XDP fast path: BPF_PROG_TEST_RUN tables, differential equivalence with the slow path,
 //! fuzzing, real clients in namespaces, reload under load. All need root (the program
 //! is loaded into the kernel); without it they skip, like the namespace tests.
-mod clients;
+pub mod clients;
 mod differential;
 mod fixture;
 mod fuzz;
