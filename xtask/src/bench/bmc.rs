@@ -111,8 +111,28 @@ fn start_fleet(n: usize, dir: &Path) -> anyhow::Result<Fleet> {
             .context("starting ipmi_sim (Debian package openipmi)")?;
         fleet.sims.push(Sim { addr, child });
     }
+    let pids: Vec<String> = fleet
+        .sims
+        .iter()
+        .map(|s| s.child.id().to_string())
+        .collect();
+    std::fs::write(dir.join("pids"), pids.join("\n"))?;
     wait_ready(&fleet)?;
     Ok(fleet)
+}
+
+/// Kills simulators a previous, interrupted run left behind: the pids it recorded whose
+/// working directory is still one of its simulator directories.
+fn kill_stale(dir: &Path) {
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|p| p.parse::<u32>().ok()) {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        if cwd.starts_with(dir) {
+            for c in children(pid).into_iter().chain([pid]) {
+                let _ = Command::new("kill").args(["-9", &c.to_string()]).status();
+            }
+        }
+    }
 }
 
 /// Probes every simulator until all answer (60 s at most).
@@ -377,6 +397,7 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
         None => build_xboot()?,
     };
     let simdir = out.join("sims");
+    kill_stale(&simdir);
     let _ = std::fs::remove_dir_all(&simdir);
     write_inputs(&out, max)?;
     eprintln!("bench bmc: starting {max} ipmi_sim on 127.201.0.0/16");
@@ -417,11 +438,20 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    let mut on = 0;
-    std::thread::sleep(Duration::from_millis(1500));
-    for s in &fleet.sims {
-        on += usize::from(!children(s.child.id()).is_empty());
+    // every machine must be on again after the last cycle (ipmi_sim restarts them on its
+    // ~1 s tick, a thousand forks under load take a while)
+    let powered = || {
+        fleet
+            .sims
+            .iter()
+            .filter(|s| !children(s.child.id()).is_empty())
+            .count()
+    };
+    let until = Instant::now() + Duration::from_secs(15);
+    while powered() < max && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    let on = powered();
     drop(fleet);
     let report = report(&results, max, rss, on, &sizes);
     std::fs::write(out.join("bmc.md"), &report)?;
