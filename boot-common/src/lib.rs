@@ -3,6 +3,20 @@
 //! Everything here is `#[repr(C)]` and plain old data: these are the keys and values of
 //! the BPF maps, so both sides must agree on their layout byte for byte. With the `user`
 //! feature each type also implements `aya::Pod` so the daemon can put it in a map.
+//!
+//! # The fast path's data model
+//! - `HOSTS`: [`MacKey`] -> [`HostEntry`]: the host's address, the server address and
+//!   interface that answer it, and per client kind and message the id of a precompiled
+//!   reply template.
+//! - `TEMPLATES`: `u32` id -> [`Template`]: a whole DHCP payload built by the same reply
+//!   builder as the slow path. A template's bytes never change while its id is in use:
+//!   a changed reply gets a new id, and the old one is deleted only after no host entry
+//!   names it any more (plus a grace period), so the kernel never reads a half-written
+//!   template.
+//! - `CLASSES`: array indexed by [`ClassKey::index`] (features of options 93/60/77/175)
+//!   -> client kind index + 1 (0: not covered), filled by asking the slow path's
+//!   classifier, so the kernel has no idea of its own about which client is which.
+//! - `STATS` / `REASONS`: per-CPU counters; `EVENTS`: ring buffer of [`LeaseEvent`]s.
 #![no_std]
 
 /// Key of the host map: the client's hardware address, padded to 8 bytes so the key has
@@ -20,20 +34,295 @@ impl MacKey {
     }
 }
 
-/// Indices of the per-CPU decision counters. Every exit of the XDP program is counted
-/// in exactly one of these.
+/// Indices of the per-CPU decision counters (`STATS`). Every frame the XDP program sees
+/// is counted in exactly one of the first [`counter::DECISIONS`] counters.
 pub mod counter {
+    /// OFFER or ACK sent by XDP_TX.
     pub const ANSWERED: u32 = 0;
+    /// A DHCP request from a MAC the host map does not know: passed up.
     pub const PASSED_UNKNOWN: u32 = 1;
+    /// A well-formed request for a known host that the fast path leaves to the slow
+    /// path (INFORM, RELEASE, another server chosen, no template ...). See [`super::reason`].
     pub const PASSED_OTHER: u32 = 2;
+    /// A frame to the DHCP ports that does not parse as a DHCP request: passed up.
     pub const MALFORMED: u32 = 3;
+    /// DHCPNAK sent by XDP_TX.
     pub const NAK: u32 = 4;
+    /// Not DHCP at all (ARP, other UDP ports ...): passed up untouched.
     pub const NOT_DHCP: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// A reply larger than the request whose tail could not be grown: passed up.
+    pub const PASSED_NO_ROOM: u32 = 6;
+    /// Number of decision counters (the ones that sum to the number of frames).
+    pub const DECISIONS: u32 = 7;
+    /// Not a decision: lease events lost because the ring buffer was full.
+    pub const EVENTS_LOST: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// Why a frame was counted as [`counter::PASSED_OTHER`] or [`counter::MALFORMED`]
+/// (indices of the per-CPU `REASONS` array, for diagnostics).
+pub mod reason {
+    pub const TRUNCATED: u32 = 0;
+    pub const BAD_IP: u32 = 1;
+    pub const BAD_BOOTP: u32 = 2;
+    pub const BAD_OPTIONS: u32 = 3;
+    pub const NOT_REQUEST: u32 = 4;
+    pub const NO_MSG_TYPE: u32 = 5;
+    pub const MSG_OTHER: u32 = 6;
+    pub const UNUSUAL: u32 = 7;
+    pub const NO_SERVER: u32 = 8;
+    pub const FOREIGN_SERVER: u32 = 9;
+    pub const NO_CLASS: u32 = 10;
+    pub const NO_TEMPLATE: u32 = 11;
+    pub const STALE_TEMPLATE: u32 = 12;
+    pub const TORN_ENTRY: u32 = 13;
+    pub const NO_ADDRESS: u32 = 14;
+    pub const TOO_BIG: u32 = 15;
+    pub const NOT_FOR_US: u32 = 16;
+    pub const BAD_UDP_CHECKSUM: u32 = 17;
+    pub const BOOT_SERVER: u32 = 18;
+    pub const COUNT: u32 = 19;
+    /// Names for logs and metrics, by index.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "truncated",
+        "bad_ip",
+        "bad_bootp",
+        "bad_options",
+        "not_request",
+        "no_msg_type",
+        "msg_other",
+        "unusual",
+        "no_server",
+        "foreign_server",
+        "no_class",
+        "no_template",
+        "stale_template",
+        "torn_entry",
+        "no_address",
+        "too_big",
+        "not_for_us",
+        "bad_udp_checksum",
+        "boot_server",
+    ];
+}
+
+/// Client kinds the host entry has template slots for (the slow path's classifier maps
+/// request features to an index below this).
+pub const MAX_KINDS: usize = 8;
+/// Message slots per kind.
+pub const MSGS: usize = 3;
+/// DISCOVER to port 67 -> OFFER.
+pub const MSG_OFFER: usize = 0;
+/// REQUEST to port 67 for the host's address -> ACK.
+pub const MSG_ACK: usize = 1;
+/// REQUEST to the PXE boot server port 4011 -> ACK.
+pub const MSG_BOOT_ACK: usize = 2;
+
+/// Value of the host map. Replaced whole by the daemon; the program copies it to its
+/// stack at once and checks `seq == seq_end` to detect a torn read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostEntry {
+    pub seq: u32,
+    /// The key again: a reader that raced with the element's reuse for another host
+    /// sees a different MAC and passes the frame up.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The host's address on this MAC: a REQUEST for another address gets a NAK.
+    pub ip: [u8; 4],
+    /// The server identifier (option 54) the templates were built with, and where that
+    /// address is ours: the program answers only requests that came in there.
+    pub server_ip: [u8; 4],
+    pub ifindex: u32,
+    /// 802.1Q VLAN id (0 untagged).
+    pub vlan: u16,
+    /// Our MAC there: the source of replies.
+    pub server_mac: [u8; 6],
+    /// Template of the DHCPNAK for this host (0 = none: pass up).
+    pub nak: u32,
+    /// Template ids, `[kind][MSG_*]`; 0 = none (pass up).
+    pub tmpl: [[u32; MSGS]; MAX_KINDS],
+    pub seq_end: u32,
+}
+
+/// Features of a request that select the client kind: option 93 (its only
+/// architecture), option 60 (vendor class prefix), option 77 (user class) and 175. The
+/// program passes up requests whose kind these do not determine (several architectures,
+/// an `Arch:` vendor class without option 93, other user classes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClassKey {
+    /// Option 93's first value; [`ClassKey::NO_ARCH`] when absent.
+    pub arch: u16,
+    /// One of `VENDOR_*`.
+    pub vendor: u8,
+    /// One of `USER_*`.
+    pub user: u8,
+}
+
+impl ClassKey {
+    /// Highest option 93 value the class table covers (others go to the slow path).
+    pub const MAX_ARCH: u16 = 63;
+    /// Entries of the class table (an array: the lookup is an address computation).
+    pub const TABLE: u32 = (Self::MAX_ARCH as u32 + 2) * 8;
+
+    /// Slot in the class table; None for keys it does not cover.
+    #[inline(always)]
+    pub fn index(&self) -> Option<u32> {
+        let arch = match self.arch {
+            Self::NO_ARCH => Self::MAX_ARCH as u32 + 1,
+            a if a <= Self::MAX_ARCH => a as u32,
+            _ => return None,
+        };
+        if self.vendor > Self::VENDOR_OTHER || self.user > Self::USER_IPXE {
+            return None;
+        }
+        Some(arch * 8 + self.vendor as u32 * 2 + self.user as u32)
+    }
+
+    pub const NO_ARCH: u16 = 0xffff;
+    pub const VENDOR_NONE: u8 = 0;
+    /// Option 60 starts with `PXEClient`.
+    pub const VENDOR_PXE: u8 = 1;
+    /// Option 60 starts with `HTTPClient`.
+    pub const VENDOR_HTTP: u8 = 2;
+    pub const VENDOR_OTHER: u8 = 3;
+    pub const USER_NONE: u8 = 0;
+    /// Option 77 is `iPXE` (raw, or as one RFC 3004 entry), or option 175 is present.
+    pub const USER_IPXE: u8 = 1;
+    pub const USER_OTHER: u8 = 2;
+}
+
+/// Capacity of a template's head: the DHCP message up to the insertion point (all of
+/// it when there is none). The slow path keeps replies within 548 bytes unless the
+/// client's option 57 allows more, and templates are built for 548.
+pub const HEAD_CAP: usize = 552;
+/// Capacity of a template's tail: the message after the insertion point.
+pub const TAIL_CAP: usize = 256;
+/// Longest option echoed from the request (data bytes).
+pub const ECHO_MAX: usize = 64;
+/// Most DNS servers a template may rotate.
+pub const DNS_MAX: usize = 8;
+
+/// Template flags: which per-request fields the program copies into the reply (the
+/// template has zeros there, so the checksum only adds them).
+pub mod stamp {
+    pub const XID: u16 = 1 << 0;
+    pub const FLAGS: u16 = 1 << 1;
+    pub const CIADDR: u16 = 1 << 2;
+    pub const GIADDR: u16 = 1 << 3;
+    /// Set the broadcast bit when giaddr is set (RFC 2131 4.3.2 for DHCPNAK).
+    pub const BCAST_IF_RELAYED: u16 = 1 << 4;
+}
+
+/// What the program inserts between a template's head and tail.
+pub mod insert {
+    pub const NONE: u8 = 0;
+    /// The request's option 97, whole (code, length, data), if present.
+    pub const ECHO_97: u8 = 97;
+    /// The requested address (option 50, else ciaddr) in dotted decimal; the head ends
+    /// with the length byte of the option holding it (the DHCPNAK message), which the
+    /// program increases by the text's length.
+    pub const REQUESTED_IP_TEXT: u8 = 0xfe;
+}
+
+/// A precompiled reply: the DHCP message the slow path's builder encodes for a
+/// canonical request, split where per-request bytes get inserted (dhcproto keeps
+/// options sorted by code, so an echoed option 97 goes in the middle), with the
+/// one's complement sums of both parts so the program only adds what it changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Template {
+    /// Equal to the map key; checked by the program.
+    pub id: u32,
+    pub head_len: u16,
+    pub tail_len: u16,
+    /// `stamp::*` flags.
+    pub stamp: u16,
+    /// `insert::*`.
+    pub insert: u8,
+    /// DHCP message type of the reply (2 OFFER, 5 ACK, 6 NAK), for counters and events.
+    pub msg_type: u8,
+    /// Client kind index (for events); 0xff for NAK.
+    pub kind: u8,
+    /// DNS servers (option 6) at `dns_off` in the head, rotated per reply like the slow
+    /// path does; 0 = no rotation.
+    pub dns_n: u8,
+    /// 1 when the builder dropped options to fit 548 bytes: a client that allows larger
+    /// replies (option 57) would get more, so the program passes it up.
+    pub limited: u8,
+    pub _pad: u8,
+    /// The address offered (yiaddr), for events and addressing.
+    pub yiaddr: [u8; 4],
+    pub dns_off: u16,
+    /// One's complement sum (big-endian 16-bit words) of the head, from offset 0.
+    pub sum_head: u16,
+    /// Same for the tail, as it sits right after the head (offset `head_len`).
+    pub sum_tail: u16,
+    pub _pad2: [u8; 6],
+    /// CLOCK_MONOTONIC deadline in ns after which the template must not be sent (it
+    /// embeds expiring boot-URL tokens); 0 = never.
+    pub valid_until_ns: u64,
+    pub head: [u8; HEAD_CAP],
+    pub tail: [u8; TAIL_CAP],
+}
+
+impl Default for Template {
+    fn default() -> Self {
+        Template {
+            id: 0,
+            head_len: 0,
+            tail_len: 0,
+            stamp: 0,
+            insert: 0,
+            msg_type: 0,
+            kind: 0,
+            dns_n: 0,
+            limited: 0,
+            _pad: 0,
+            yiaddr: [0; 4],
+            dns_off: 0,
+            sum_head: 0,
+            sum_tail: 0,
+            _pad2: [0; 6],
+            valid_until_ns: 0,
+            head: [0; HEAD_CAP],
+            tail: [0; TAIL_CAP],
+        }
+    }
+}
+
+/// One reply sent by the fast path, for the daemon's event log.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub time_ns: u64,
+    pub mac: [u8; 6],
+    /// DHCP message type sent (2 OFFER, 5 ACK, 6 NAK).
+    pub msg_type: u8,
+    pub kind: u8,
+    pub ip: [u8; 4],
+    pub xid: u32,
+    pub ifindex: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: repr(C), no padding beyond explicit fields, all bit patterns valid.
+    // SAFETY: every type below is repr(C), has only explicit padding fields, and any
+    // bit pattern is a valid value.
     unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::HostEntry {}
+    unsafe impl aya::Pod for super::ClassKey {}
+    unsafe impl aya::Pod for super::Template {}
+    unsafe impl aya::Pod for super::LeaseEvent {}
 }
+
+// Layout checks: both sides compile these, so a change that adds implicit padding fails
+// the build instead of corrupting a map.
+const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
+const _: () = assert!(core::mem::size_of::<HostEntry>() == 40 + 4 * MSGS * MAX_KINDS);
+const _: () = assert!(core::mem::size_of::<ClassKey>() == 4);
+const _: () = assert!(core::mem::size_of::<Template>() == 40 + HEAD_CAP + TAIL_CAP);
+const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);

@@ -1,16 +1,22 @@
 //! `xboot serve`: loads the config and inventory, opens the state, starts the services and
 //! runs until SIGINT/SIGTERM.
 //!
-//! For now only the API runs (DHCP, TFTP, HTTP and XDP are wired here by the lead).
+//! Services: the API (unix socket, optional TCP), HTTP boot service, TFTP, and DHCP on a
+//! thread and runtime of its own (so a storm of image downloads cannot delay a lease).
+//! All share one [`Shared`]: an inventory change made through the API reaches them at once.
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use std::net::SocketAddr;
+
 use crate::api::ApiState;
 use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::config::DhcpMode;
 use crate::events::EventLog;
+use crate::http::token::TokenKey;
 use crate::inventory::{self, Store};
 use crate::state::Shared;
 
@@ -78,7 +84,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(p: Prepared) -> anyhow::Result<()> {
     let config = p.shared.config.clone();
-    let api = ApiState::new(p.shared.clone(), Some(p.store.clone()));
+    let mut api = ApiState::new(p.shared.clone(), Some(p.store.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -87,6 +93,91 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+
+    // HTTP boot service.
+    let key = token_key(&config)?;
+    let http_addr: SocketAddr = config.provision.listen.parse()?;
+    let l = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot bind HTTP (provision.listen) on {http_addr}"))?;
+    let completer = api.clone();
+    let http = crate::http::HttpService::new(p.shared.clone(), key.clone()).on_complete(Arc::new(
+        move |host: &str| {
+            // Grendel semantics: a completed provision boots from disk next time.
+            let (api, host) = (completer.clone(), host.to_string());
+            tokio::spawn(async move {
+                let r = api
+                    .mutate(|hosts, _| {
+                        if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {
+                            h.provision = false;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!("host {host}: cannot record completed provision: {e:?}");
+                }
+            });
+            Ok(())
+        },
+    ));
+    let stop = stopped();
+    tasks.spawn(async move { http.serve(l, stop).await.context("HTTP") });
+
+    // TFTP.
+    let tftp_addr: SocketAddr = config.tftp.listen.parse()?;
+    let sock = std::net::UdpSocket::bind(tftp_addr)
+        .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
+    let (shared, root, stop) = (p.shared.clone(), config.tftp.root.clone(), stopped());
+    tasks.spawn(async move {
+        crate::tftp::run(sock, &root, shared, stop)
+            .await
+            .context("TFTP")
+    });
+
+    // DHCP, on its own thread.
+    let mut dhcp_thread = None;
+    match config.dhcp.mode {
+        DhcpMode::Off => tracing::info!("DHCP off (dhcp.mode = \"off\")"),
+        mode => {
+            if mode == DhcpMode::Xdp {
+                tracing::warn!("dhcp.mode = \"xdp\": the XDP fast path is not built into this version; serving DHCP from userspace");
+            }
+            let urls = Arc::new(crate::http::urls::UrlSigner::from_config(
+                &config.provision,
+                key.clone(),
+            ));
+            let service = Arc::new(crate::dhcp::Service::new(p.shared.clone(), urls)?);
+            let listen = crate::dhcp::Listen::from_config(&config)?;
+            let sockets =
+                crate::dhcp::Sockets::open(&listen).context("cannot open the DHCP sockets")?;
+            let (stats, disc) = (service.stats.clone(), service.discovered.clone());
+            api = api
+                .with_counters(Arc::new(
+                    move || serde_json::json!({ "dhcp": stats.snapshot() }),
+                ))
+                .with_discovered(Arc::new(move || {
+                    disc.list()
+                        .into_iter()
+                        .filter_map(|d| serde_json::to_value(d).ok())
+                        .collect()
+                }));
+            let stop = stopped();
+            dhcp_thread = Some(crate::dhcp::spawn(sockets, service, stop)?);
+        }
+    }
+
+    // Inventory files: reloaded on SIGHUP and when they change.
+    if config.hosts.is_some() || config.images.is_some() {
+        let reloader =
+            crate::reload::FileReloader::new(config.hosts.clone(), config.images.clone());
+        let (api, stop) = (api.clone(), stopped());
+        tasks.spawn(async move {
+            crate::reload::run(reloader, api, stop).await;
+            Ok(())
+        });
+    }
+
     let listener = crate::api::bind_unix(&config.api.socket_path).await?;
     tracing::info!("API listening on {}", config.api.socket_path.display());
     let (socket, st, stop) = (config.api.socket_path.clone(), api.clone(), stopped());
@@ -118,5 +209,17 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
+    if let Some(t) = dhcp_thread {
+        match t.join() {
+            Ok(r) => r.context("DHCP")?,
+            Err(_) => anyhow::bail!("the DHCP thread panicked"),
+        }
+    }
     Ok(())
+}
+
+/// The boot-URL signing key: `provision.secret`, else a key generated once and kept in
+/// the state dir (so a restart does not invalidate the URLs of nodes mid-boot).
+fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
+    Ok(TokenKey::from_config(config)?)
 }

@@ -1,6 +1,7 @@
 //! The `xboot` binary end to end: `check-config` on good and bad inputs (exit codes and
 //! messages), and `xboot serve` with its API on a temp unix socket driven by the client
-//! commands, restarted to show that API changes persist. No network: unix sockets only.
+//! commands, restarted to show that API changes persist. No network: unix sockets, and
+//! the boot services bound to loopback port 0 with DHCP off.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,7 +44,8 @@ impl Site {
         std::fs::write(
             p.join("xboot.toml"),
             "state_dir = \"state\"\nhosts = \"hosts.json\"\nimages = \"images.toml\"\n\
-             [dhcp]\nlease_time = \"1h\"\n[api]\nsocket_path = \"run/api.socket\"\n",
+             [dhcp]\nlease_time = \"1h\"\nmode = \"off\"\n[api]\nsocket_path = \"run/api.socket\"\n\
+             [tftp]\nlisten = \"127.0.0.1:0\"\n[provision]\nlisten = \"127.0.0.1:0\"\n",
         )
         .unwrap();
         std::fs::write(
@@ -390,4 +392,131 @@ fn serve_api_changes_persist_across_restart() {
         "{:?}",
         text(&out)
     );
+}
+
+/// `xboot host show NAME --boot` prints the answers the services would give, offline.
+#[test]
+fn host_show_boot_prints_dhcp_answers_script_and_cmdline() {
+    let site = Site::new();
+    let cfg = site.path("xboot.toml");
+    let out = xboot(&[
+        "--config",
+        &cfg,
+        "--socket",
+        &site.path("none.socket"),
+        "host",
+        "show",
+        "cn1",
+        "--boot",
+        "--server",
+        "10.0.0.254",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = |kind: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} line in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("bios-pxe").contains("file undionly.kpxe, next-server 10.0.0.254"));
+    assert!(line("uefi-x64").contains("file snponly.efi"));
+    // The site's HTTP service listens on 127.0.0.1:0, hence the port in the URL.
+    assert!(
+        line("ipxe").contains("file http://10.0.0.254:0/boot/"),
+        "{stdout}"
+    );
+    assert!(line("ipxe").contains("/ipxe,"), "{stdout}");
+    assert!(line("os ").contains("OFFER, 10.0.0.1, mask 255.255.255.0, lease 3600s"));
+    assert!(stdout.contains("#!ipxe"), "{stdout}");
+    assert!(stdout.contains("  BOOTIF=01-aa-bb-cc-00-00-01"), "{stdout}");
+
+    let out = xboot(&[
+        "--config",
+        &cfg,
+        "--socket",
+        &site.path("none.socket"),
+        "host",
+        "show",
+        "nope",
+        "--boot",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no host \"nope\""), "{stderr}");
+}
+
+/// Editing hosts.json while serving reloads it: added hosts appear, hosts removed from
+/// the file are deleted, API-added hosts stay; a broken file is refused and the running
+/// inventory kept; SIGHUP reloads too.
+#[test]
+fn serve_reloads_inventory_files() {
+    let site = Site::new();
+    let sock = site.path("run/api.socket");
+    let server = Server::start(&site);
+    let out = xboot(&[
+        "host",
+        "add",
+        "api1",
+        "--mac",
+        "aa:bb:cc:00:00:09",
+        "--ip",
+        "10.0.0.9/24",
+        "--socket",
+        &sock,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let wait_for = |want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = host_names(&site);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hosts {got:?}, want {want:?}\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Replace cn1 by cn5 in the file (written by rename, as editors do).
+    let tmp = site.write(
+        "hosts.json.tmp",
+        r#"[{"name":"cn5","provision":true,"boot_image":"img",
+            "interfaces":[{"ip":"10.0.0.5/24","mac":"aa:bb:cc:00:00:05"}]}]"#,
+    );
+    std::fs::rename(&tmp, site.path("hosts.json")).unwrap();
+    wait_for(&["api1", "cn5"]);
+    // A broken file: refused, nothing lost.
+    site.write(
+        "hosts.json",
+        "[{\"name\": \"cn6\", \"interfaces\": [{\"mac\": \"zz\"}]}]",
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(host_names(&site), ["api1", "cn5"]);
+    assert!(
+        server
+            .log()
+            .contains("inventory reload (file change) refused"),
+        "{}",
+        server.log()
+    );
+    // Fixed again, then a SIGHUP-triggered reload of the same content is a no-op.
+    site.write(
+        "hosts.json",
+        r#"[{"name":"cn6","provision":false,"interfaces":[{"ip":"10.0.0.6/24","mac":"aa:bb:cc:00:00:06"}]}]"#,
+    );
+    wait_for(&["api1", "cn6"]);
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("inventory reloaded (SIGHUP)") {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(host_names(&site), ["api1", "cn6"]);
+    drop(server);
 }

@@ -4,8 +4,14 @@
 
 mod bmc;
 mod cli;
+mod dhcp;
+mod http;
+#[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
 mod pxe;
+mod tftp;
+#[allow(dead_code)] // fixture helpers for tests still being written
+mod xdp;
 
 #[test]
 fn netns_veth_ping() {

@@ -326,13 +326,11 @@ fn pxe_boot(firmware: Firmware) {
 }
 
 #[test]
-#[ignore = "needs `xboot serve` with DHCP, TFTP and HTTP wired together (lead: un-ignore when serve lands)"]
 fn pxe_boot_bios_ipxe_rom() {
     pxe_boot(Firmware::Bios);
 }
 
 #[test]
-#[ignore = "needs `xboot serve` with DHCP, TFTP and HTTP wired together (lead: un-ignore when serve lands)"]
 fn pxe_boot_uefi_ovmf() {
     assert!(
         Path::new(testlab::qemu::OVMF).exists(),

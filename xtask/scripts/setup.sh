@@ -15,7 +15,8 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios ovmf
       dnsmasq-base isc-dhcp-client busybox-static tftp-hpa atftp curl
       openipmi ipmitool freeipmi-tools kea-admin
-      tcpdump iproute2 iputils-ping ethtool cpio gzip xz-utils zstd procps psmisc python3)
+      tcpdump iproute2 iputils-ping ethtool cpio gzip xz-utils zstd procps psmisc python3
+      ndisc6 gcc libc6-dev)
 # One dpkg-query for all packages (a query per package costs ~20 ms each).
 missing_pkgs() {
   local -A ok=()

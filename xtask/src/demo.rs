@@ -27,6 +27,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    testlab::catch_interrupts();
     let firmware = match args.firmware.as_str() {
         "bios" => Firmware::Bios,
         "uefi" => Firmware::Uefi,
@@ -126,10 +127,14 @@ fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<
     Ok(v)
 }
 
-/// `cargo build -p boot-user --bin xboot` (debug: incremental on a warm cache).
+/// `cargo build -p boot-user --bin xboot` (debug: incremental on a warm cache), or the
+/// binary named by `XBOOT_BIN` (e.g. a release build) without building.
 fn build() -> anyhow::Result<PathBuf> {
     if !util::is_root() {
         bail!("the demo needs root (network namespaces, a tap device)");
+    }
+    if let Some(bin) = std::env::var_os("XBOOT_BIN") {
+        return Ok(PathBuf::from(bin));
     }
     util::run_step(
         "cargo build",
@@ -178,7 +183,13 @@ fn print_timeline(
     ];
     for (marker, kind) in markers {
         if let Some(l) = serial.iter().find(|l| l.text.contains(marker)) {
-            let what = l.text.strip_prefix(marker).unwrap_or(&l.text).trim();
+            let from = l.text.find(marker).map_or(0, |i| i + marker.len());
+            // The cmdline is printed on its own below the timeline.
+            let what = l.text[from..]
+                .split(" cmdline=")
+                .next()
+                .unwrap_or_default()
+                .trim();
             let what: String = what.chars().take(100).collect();
             rows.push(Row {
                 at_ms: l.at.as_millis() as i64,
@@ -199,5 +210,11 @@ fn print_timeline(
             r.source,
             r.what
         );
+    }
+    let cmdline = serial
+        .iter()
+        .find_map(|l| l.text.split_once(" cmdline=").map(|(_, c)| c));
+    if let Some(c) = cmdline {
+        println!("kernel cmdline as booted (rendered from the image's template):\n  {c}");
     }
 }

@@ -17,7 +17,11 @@ mod test;
 mod util;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "xboot's developer tasks")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "xboot's developer tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

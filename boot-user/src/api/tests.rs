@@ -18,18 +18,17 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// A server state with one image and hosts cn1..cn3, stored in a temp state dir.
+    /// An empty server state with its store in a temp dir, beside a kernel and an initrd.
     fn new() -> Fixture {
         let files = tempfile::tempdir().unwrap();
         std::fs::write(files.path().join("vmlinuz"), b"k").unwrap();
         std::fs::write(files.path().join("initrd"), b"i").unwrap();
         let store = Arc::new(Store::open(&files.path().join("state")).unwrap());
         let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
-        let f = Fixture {
+        Fixture {
             state: ApiState::new(shared, Some(store)),
             files,
-        };
-        f
+        }
     }
 
     fn image(&self, name: &str) -> Value {
@@ -386,4 +385,35 @@ async fn client_over_unix_socket() {
     // A stale socket file (no server) is replaced.
     std::os::unix::net::UnixListener::bind(&sock).unwrap();
     drop(bind_unix(&sock).await.unwrap());
+}
+
+/// The TCP listener wants the bearer token; the client sends it.
+#[tokio::test]
+async fn client_over_tcp_with_token() {
+    let f = Fixture::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_tcp(
+        listener,
+        f.state.clone(),
+        "tok".into(),
+        async move { rx.await.unwrap_or(()) },
+    ));
+    let with = |token: Option<&str>| {
+        client::Client::new(client::Endpoint::Tcp {
+            addr: addr.clone(),
+            token: token.map(str::to_string),
+        })
+    };
+    let status = with(Some("tok")).get("/v1/status").await.unwrap();
+    assert_eq!(status["hosts"], 0);
+    let err = with(None).get("/v1/status").await.unwrap_err();
+    assert_eq!(err.to_string(), "missing or wrong bearer token");
+    let err = with(Some("tik")).get("/v1/status").await.unwrap_err();
+    assert!(
+        matches!(err, client::ClientError::Api { status, .. } if status == StatusCode::UNAUTHORIZED)
+    );
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

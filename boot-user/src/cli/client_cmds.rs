@@ -25,9 +25,11 @@ pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
             }
             Command::Discovered(j) => {
                 let v = client.get("/v1/discovered").await?;
-                print_list(&v, j.json, json_table)
+                print_list(&v, j.json, discovered_table)
             }
-            Command::Serve(_) | Command::CheckConfig(_) => unreachable!("not a client command"),
+            Command::Serve(_) | Command::CheckConfig(_) | Command::Bmc(_) => {
+                unreachable!("not a client command")
+            }
         }
     })
 }
@@ -62,7 +64,7 @@ async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
                 .await?;
             print_list(&v, json.json, host_table)
         }
-        HostCmd::Show { name } => {
+        HostCmd::Show { name, .. } => {
             print_json(&c.get(&format!("/v1/hosts/{}", encode(&name))).await?)
         }
         HostCmd::Add(a) => {
@@ -305,12 +307,66 @@ fn status(v: &Value, as_json: bool) -> anyhow::Result<()> {
     ] {
         println!("{key}: {}", cell(&v[key]));
     }
-    if let Some(counters) = v["counters"].as_object() {
-        for (k, val) in counters {
-            println!("{k}: {}", cell(val));
-        }
+    let mut lines = Vec::new();
+    flatten("", &v["counters"], &mut lines);
+    for line in lines {
+        println!("{line}");
     }
     Ok(())
+}
+
+/// `a.b: value` lines of nested JSON objects.
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, val, out);
+            }
+        }
+        Value::Null => {}
+        other => out.push(format!("{prefix}: {}", cell(other))),
+    }
+}
+
+/// The DHCP service's unknown MACs; any other shape as a generic table.
+fn discovered_table(items: &[Value]) -> String {
+    if !items
+        .iter()
+        .all(|i| i.get("mac").is_some() && i.get("last_seen_ms").is_some())
+    {
+        return json_table(items);
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                cell(&i["mac"]),
+                cell(&i["count"]),
+                time_ms(i["last_seen_ms"].as_u64().unwrap_or(0)),
+                cell(&i["interface"]),
+                cell(&i["kind"]),
+                cell(&i["hostname"]),
+                cell(&i["vendor_class"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MAC",
+            "COUNT",
+            "LAST SEEN",
+            "INTERFACE",
+            "KIND",
+            "HOSTNAME",
+            "VENDOR CLASS",
+        ],
+        &rows,
+    )
 }
 
 fn events(v: &Value, as_json: bool) -> anyhow::Result<()> {
@@ -328,4 +384,27 @@ fn events(v: &Value, as_json: bool) -> anyhow::Result<()> {
             .collect();
         table(&["TIME", "HOST", "EVENT", "DETAIL"], &rows)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_and_counters_printouts() {
+        let d = json!([{"mac": "de:ad:be:ef:00:01", "first_seen_ms": 0, "last_seen_ms": 1000,
+            "count": 3, "interface": "eth1", "kind": "bios", "hostname": null, "vendor_class": "PXEClient"}]);
+        let t = discovered_table(d.as_array().unwrap());
+        assert_eq!(
+            t.lines().nth(1).unwrap(),
+            "de:ad:be:ef:00:01  3      1970-01-01T00:00:01.000Z  eth1       bios            PXEClient"
+        );
+        let mut lines = vec![];
+        flatten(
+            "",
+            &json!({"dhcp": {"acks": 2, "naks": 0}, "tftp": 5}),
+            &mut lines,
+        );
+        assert_eq!(lines, ["dhcp.acks: 2", "dhcp.naks: 0", "tftp: 5"]);
+    }
 }

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 mod check;
 mod client_cmds;
 mod output;
+mod show_boot;
 
 /// Default API socket of the client commands (`api.socket_path`'s default).
 pub const DEFAULT_SOCKET: &str = "/var/run/xboot/xboot-api.socket";
@@ -75,7 +76,8 @@ pub enum Command {
     /// Unknown MACs the DHCP server has seen (and not answered).
     Discovered(JsonFlag),
     // BMC power control comes from branch `bmc`:
-    // Bmc(crate::bmc::cli::BmcArgs),
+    /// BMC power control over IPMI (RMCP+) or Redfish: `xboot bmc power cycle cn[1-100] --pxe`.
+    Bmc(crate::bmc::cli::BmcArgs),
 }
 
 /// `xboot serve`: Grendel's flags.
@@ -120,8 +122,18 @@ pub enum HostCmd {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Print one host as JSON.
-    Show { name: String },
+    /// Print one host as JSON; with --boot, what it would be sent instead: the DHCP
+    /// answer per client kind, its iPXE script and its rendered kernel command line.
+    Show {
+        name: String,
+        /// Show the boot answers (needs --config).
+        #[arg(long)]
+        boot: bool,
+        /// With --boot: the server address DHCP answers from [default: the local
+        /// address in the host's subnet].
+        #[arg(long, requires = "boot")]
+        server: Option<std::net::Ipv4Addr>,
+    },
     /// Add or replace a host with one boot interface (and optionally a BMC).
     Add(AddHost),
     /// Add or replace the hosts (and images) of a file: Grendel hosts.json or xboot TOML.
@@ -232,9 +244,69 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             check::run(&config, &files)
         }
+        Command::Host(HostCmd::Show {
+            name,
+            boot: true,
+            server,
+        }) => {
+            let path = cli.config.clone().ok_or_else(|| {
+                anyhow::anyhow!("xboot host show --boot needs --config FILE (or XBOOT_CONFIG)")
+            })?;
+            let config = crate::config::Config::load(&path)?;
+            let endpoint = endpoint(Some(&path), cli.socket, cli.api, cli.token)?;
+            let inv = current_inventory(&config, endpoint)?;
+            show_boot::run(&config, &inv, &name, server)
+        }
+        Command::Bmc(args) => {
+            let path = cli.config.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "xboot bmc needs --config FILE (or XBOOT_CONFIG) for [bmc] credentials"
+                )
+            })?;
+            let config = crate::config::Config::load(&path)?;
+            let endpoint = endpoint(Some(&path), cli.socket, cli.api, cli.token)?;
+            let inv = current_inventory(&config, endpoint)?;
+            let code = crate::bmc::cli::run(&args, &config, &inv)?;
+            std::process::exit(code);
+        }
         command => {
             let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
             client_cmds::run(command, crate::api::client::Client::new(endpoint))
+        }
+    }
+}
+
+/// The inventory as the running server has it (through the API), else the config's
+/// inventory files read offline.
+fn current_inventory(
+    config: &crate::config::Config,
+    endpoint: crate::api::client::Endpoint,
+) -> anyhow::Result<crate::inventory::Inventory> {
+    use crate::inventory::{Host, Image, Inventory};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = crate::api::client::Client::new(endpoint);
+    let fetch = async {
+        let hosts = client.get("/v1/hosts").await?;
+        let images = client.get("/v1/images").await?;
+        Ok::<_, crate::api::client::ClientError>((hosts, images))
+    };
+    match rt.block_on(fetch) {
+        Ok((hosts, images)) => {
+            let hosts: Vec<Host> = serde_json::from_value(hosts)?;
+            let images: Vec<Image> = serde_json::from_value(images)?;
+            Ok(Inventory::from_parts_unchecked(hosts, images))
+        }
+        Err(e) => {
+            tracing::info!("API not reachable ({e}); reading the inventory files of the config");
+            let start = crate::inventory::plan(
+                (vec![], vec![]),
+                None,
+                config.hosts.as_deref(),
+                config.images.as_deref(),
+            )?;
+            Ok(start.inventory)
         }
     }
 }

@@ -1,1 +1,140 @@
 //! HTTP boot service (axum): iPXE scripts, kernels, initrds, live images, postscripts.
+//!
+//! # Routes
+//! | method | path | answer |
+//! | --- | --- | --- |
+//! | GET | `/` | `{"status":"up"}` |
+//! | GET, HEAD | `/boot/{token}/ipxe` | the host's iPXE script ([`boot::render_ipxe_script`]) |
+//! | GET, HEAD, Range | `/boot/{token}/kernel` | the image's kernel |
+//! | GET, HEAD, Range | `/boot/{token}/initrd-{n}` | the image's n-th initrd (from 0) |
+//! | GET, HEAD, Range | `/boot/{token}/liveimg` | the image's live root image (squashfs) |
+//! | GET, HEAD, Range | `/boot/{token}/{kernel,initrd-N}.sig` | detached signatures (`image.verify`) |
+//! | GET, HEAD, Range | `/boot/{token}/file/{kernel,initrd-N,liveimg}` | the same files at Grendel's paths |
+//! | GET | `/boot/{token}/postscript` | `image.provision_templates["postscript"]`, else the file `provision.postscript`, rendered |
+//! | GET | `/boot/{token}/provision/{name}` | `image.provision_templates[name]`, rendered (Grendel's route) |
+//! | POST | `/boot/{token}/complete` | provisioning done: a `complete` event, then the hook |
+//! | GET, HEAD, Range | `/firmware/{file}` | EFI iPXE binaries for UEFI HTTP boot, no token (`provision.firmware_dir`, default `tftp.root`) |
+//! | GET, HEAD, Range | `/repo/{path}` | static files of `provision.repo_dir` |
+//!
+//! A token ([`token`]) names a host and the MAC it boots from; it must verify, be
+//! unexpired, and match the current inventory, else 403 with a one-line reason. Boot
+//! files also need `host.provision`; the postscript, provision templates and `complete`
+//! do not. A missing image file is a 404 whose body and log line name the host, the
+//! image and the path. Each boot file served with GET records a boot event
+//! (`ipxe_script`, `kernel`, `initrd`, `live_image`, `postscript`, `complete`).
+//!
+//! URLs inside rendered text use `provision.advertise_url`, else the `Host` the client
+//! used to reach us. [`urls::UrlSigner`] builds the URLs handed out before a request
+//! exists (DHCP answers, `xboot host show --boot`).
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::state::Shared;
+
+pub mod boot;
+mod handlers;
+pub mod token;
+pub mod urls;
+
+pub use boot::{render_cmdline, render_ipxe_script, render_template, BootError};
+pub use token::{Claims, TokenError, TokenKey};
+pub use urls::{base_url, Endpoints, UrlSigner};
+
+/// Called with the host name when a node POSTs `complete`; an `Err` is answered 500.
+/// The inventory side uses it to clear `provision`.
+pub type CompleteHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The HTTP boot service: state shared by the handlers.
+#[derive(Clone)]
+pub struct HttpService {
+    shared: Arc<Shared>,
+    key: TokenKey,
+    on_complete: Option<CompleteHook>,
+}
+
+impl HttpService {
+    pub fn new(shared: Arc<Shared>, key: TokenKey) -> HttpService {
+        HttpService {
+            shared,
+            key,
+            on_complete: None,
+        }
+    }
+
+    /// Runs `hook` on every successful `POST /boot/{token}/complete`.
+    pub fn on_complete(mut self, hook: CompleteHook) -> HttpService {
+        self.on_complete = Some(hook);
+        self
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(handlers::index))
+            .route(
+                "/boot/{token}/{file}",
+                get(handlers::boot_get).post(handlers::boot_post),
+            )
+            .route("/boot/{token}/file/{file}", get(handlers::grendel_file))
+            .route("/boot/{token}/provision/{name}", get(handlers::provision))
+            .route("/firmware/{*file}", get(handlers::firmware))
+            .route("/repo/{*path}", get(handlers::repo))
+            .with_state(self)
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then lets requests in flight
+    /// finish.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        raise_nofile_limit();
+        tracing::info!("HTTP serving on {:?}", listener.local_addr().ok());
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// The router (for tests and for embedding).
+pub fn router(shared: Arc<Shared>, key: TokenKey) -> Router {
+    HttpService::new(shared, key).router()
+}
+
+/// Serves the boot service on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    key: TokenKey,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    HttpService::new(shared, key)
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Raises the soft open-files limit to the hard limit: each download holds a socket and
+/// a file, and the usual soft limit of 1024 would cap a boot storm at ~500 nodes.
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!("open files limit raised from {old} to {}", lim.rlim_max);
+            }
+        }
+    }
+}

@@ -54,13 +54,38 @@ pub struct Loaded {
     pub images: Vec<Image>,
     /// Unknown keys, named by entry.
     pub warnings: Vec<String>,
+    /// Entries that could not be read (lenient reads only; strict ones fail instead).
+    pub errors: Vec<ValidationError>,
+    /// Names of the images among those entries, so that hosts naming them are not also
+    /// reported as naming an unknown image.
+    pub unreadable_images: Vec<String>,
+}
+
+impl Loaded {
+    /// Fails with every unreadable entry, if there is any.
+    pub fn strict(mut self, origin: &str) -> Result<Loaded, LoadError> {
+        if self.errors.is_empty() {
+            return Ok(self);
+        }
+        Err(LoadError::Entries {
+            origin: origin.into(),
+            errors: ValidationErrors(std::mem::take(&mut self.errors)),
+        })
+    }
 }
 
 /// Grendel keys that carry its database bookkeeping: not worth a warning.
 const GRENDEL_BOOKKEEPING: &[&str] = &["ID", "HostID", "kickstart"];
 
-/// Reads an inventory file. `kind` says what a bare JSON array holds.
+/// Reads an inventory file. `kind` says what a bare JSON array holds. Fails if any entry
+/// cannot be read.
 pub fn load_file(path: &Path, kind: Kind) -> Result<Loaded, LoadError> {
+    read_file(path, kind)?.strict(&path.display().to_string())
+}
+
+/// Reads an inventory file, keeping the readable entries and listing the others in
+/// [`Loaded::errors`] (so that a whole-inventory check can report everything at once).
+pub fn read_file(path: &Path, kind: Kind) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.into(),
         source,
@@ -73,12 +98,23 @@ pub fn load_file(path: &Path, kind: Kind) -> Result<Loaded, LoadError> {
         _ if serde_json::from_str::<serde_json::Value>(&text).is_ok() => Format::Json,
         _ => Format::Toml,
     };
-    parse(&text, format, kind, &base, &path.display().to_string())
+    parse_lenient(&text, format, kind, &base, &path.display().to_string())
 }
 
 /// Parses inventory text. `base` resolves relative file paths; `origin` names the source
-/// in messages.
+/// in messages. Fails if any entry cannot be read.
 pub fn parse(
+    text: &str,
+    format: Format,
+    kind: Kind,
+    base: &Path,
+    origin: &str,
+) -> Result<Loaded, LoadError> {
+    parse_lenient(text, format, kind, base, origin)?.strict(origin)
+}
+
+/// [`parse`], keeping unreadable entries in [`Loaded::errors`].
+pub fn parse_lenient(
     text: &str,
     format: Format,
     kind: Kind,
@@ -117,15 +153,10 @@ pub fn parse(
             }
         }
     }
-    if !acc.errors.is_empty() {
-        return Err(LoadError::Entries {
-            origin: origin.into(),
-            errors: ValidationErrors(acc.errors),
-        });
-    }
     for im in &mut acc.loaded.images {
         resolve_paths(im, base);
     }
+    acc.loaded.errors = acc.errors;
     Ok(acc.loaded)
 }
 
@@ -148,6 +179,9 @@ struct Acc {
     errors: Vec<ValidationError>,
     next_host: usize,
     next_image: usize,
+    /// Names seen in this file: a name twice in one file is an error (merging would
+    /// otherwise keep the last one silently).
+    seen: std::collections::HashSet<(bool, String)>,
 }
 
 impl Acc {
@@ -199,6 +233,14 @@ impl Acc {
             _ => format!("{label} #{index}"),
         };
         *index += 1;
+        if let Some(n) = name.as_ref().filter(|n| !n.is_empty()) {
+            if !self.seen.insert((kind == Kind::Hosts, n.clone())) {
+                self.errors.push(match kind {
+                    Kind::Hosts => ValidationError::DuplicateHost { host: n.clone() },
+                    Kind::Images => ValidationError::DuplicateImage { image: n.clone() },
+                });
+            }
+        }
         let warnings = &mut self.loaded.warnings;
         let errors = &mut self.errors;
         match kind {
@@ -207,11 +249,10 @@ impl Acc {
                     self.loaded.hosts.push(h);
                 }
             }
-            Kind::Images => {
-                if let Some(i) = decode::<Image, D>(value, &entry, warnings, errors) {
-                    self.loaded.images.push(i);
-                }
-            }
+            Kind::Images => match decode::<Image, D>(value, &entry, warnings, errors) {
+                Some(i) => self.loaded.images.push(i),
+                None => self.loaded.unreadable_images.extend(name),
+            },
         }
     }
 }

@@ -128,27 +128,38 @@ impl Inventory {
 /// Replaces entries of `base` by those of `over` with the same name and appends the others.
 /// Returns the entries that were replaced by a different version.
 pub fn merge(base: &mut Vec<Host>, base_images: &mut Vec<Image>, over: Loaded) -> Vec<String> {
+    let mut replaced = merge_by(base, over.hosts, |h| &h.name);
+    replaced.iter_mut().for_each(|n| *n = format!("host {n}"));
+    let images = merge_by(base_images, over.images, |i| &i.name);
+    replaced.extend(images.into_iter().map(|n| format!("image {n}")));
+    replaced
+}
+
+/// Upserts `over` into `base` by name (indexed: imports of thousands of entries stay
+/// linear); returns the names whose entry changed.
+fn merge_by<T: PartialEq>(
+    base: &mut Vec<T>,
+    over: Vec<T>,
+    name: impl Fn(&T) -> &String,
+) -> Vec<String> {
+    let mut index: HashMap<String, usize> = base
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (name(t).clone(), i))
+        .collect();
     let mut replaced = Vec::new();
-    for h in over.hosts {
-        match base.iter_mut().find(|b| b.name == h.name) {
-            Some(slot) => {
-                if *slot != h {
-                    replaced.push(format!("host {}", h.name));
+    for t in over {
+        match index.get(name(&t)) {
+            Some(&i) => {
+                if base[i] != t {
+                    replaced.push(name(&t).clone());
                 }
-                *slot = h;
+                base[i] = t;
             }
-            None => base.push(h),
-        }
-    }
-    for i in over.images {
-        match base_images.iter_mut().find(|b| b.name == i.name) {
-            Some(slot) => {
-                if *slot != i {
-                    replaced.push(format!("image {}", i.name));
-                }
-                *slot = i;
+            None => {
+                index.insert(name(&t).clone(), base.len());
+                base.push(t);
             }
-            None => base_images.push(i),
         }
     }
     replaced
@@ -202,11 +213,15 @@ pub fn plan(
 ) -> Result<Startup, InventoryError> {
     let (mut hosts, mut images) = stored;
     let mut warnings = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut unreadable_images = Vec::new();
     let mut origin: Vec<String> = store_label.map(str::to_string).into_iter().collect();
     for (file, kind) in [(hosts_file, Kind::Hosts), (images_file, Kind::Images)] {
         let Some(file) = file else { continue };
-        let loaded = load::load_file(file, kind)?;
-        warnings.extend(loaded.warnings.iter().cloned());
+        let mut loaded = load::read_file(file, kind)?;
+        warnings.append(&mut loaded.warnings);
+        unreadable.append(&mut loaded.errors);
+        unreadable_images.append(&mut loaded.unreadable_images);
         for r in merge(&mut hosts, &mut images, loaded) {
             warnings.push(format!(
                 "{r}: the entry from {} replaces the stored one",
@@ -220,8 +235,20 @@ pub fn plan(
     } else {
         origin.join(" + ")
     };
-    validate::validate(&hosts, &images)
-        .map_err(|errors| InventoryError::Invalid { origin, errors })?;
+    // Unreadable entries first, then what the readable ones get wrong as a whole (a host
+    // naming an unreadable image is not reported again).
+    let mut errors = unreadable;
+    if let Err(e) = validate::validate(&hosts, &images) {
+        errors.extend(e.0.into_iter().filter(|e| {
+            !matches!(e, ValidationError::UnknownImage { image, .. } if unreadable_images.contains(image))
+        }));
+    }
+    if !errors.is_empty() {
+        return Err(InventoryError::Invalid {
+            origin,
+            errors: ValidationErrors(errors),
+        });
+    }
     Ok(Startup {
         inventory: Inventory::from_parts_unchecked(hosts, images),
         warnings,

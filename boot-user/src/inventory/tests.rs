@@ -223,6 +223,15 @@ fn validation_errors_each_named() {
         }
         vec![i]
     };
+    let with_cmdline = |c: &str| Image {
+        cmdline: c.into(),
+        ..f.image("img")
+    };
+    let with_postscript = |p: &str| {
+        let mut i = f.image("img");
+        i.provision_templates.insert("postscript".into(), p.into());
+        i
+    };
     #[rustfmt::skip]
     let table: Vec<(&str, Vec<Host>, Vec<Image>, String)> = vec![
         ("valid", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), not_provisioned.clone()], img(), String::new()),
@@ -253,11 +262,25 @@ fn validation_errors_each_named() {
         ("relative path", vec![], missing("relative"), "image img: kernel path \"vmlinuz\" is not absolute".into()),
         ("duplicate image", vec![], vec![f.image("img"), f.image("img")], "image img: defined more than once".into()),
         ("empty image name", vec![], vec![f.image("")], "image #0: empty name".into()),
+        ("cmdline syntax", vec![], vec![with_cmdline("BOOTIF={{ $.nic.MAC ")],
+            "image img: cmdline template: line 1, column 8: unclosed action".into()),
+        ("cmdline field", vec![], vec![with_cmdline("x={{ $.host.Nmae }}")],
+            "image img: cmdline template: line 1, column 6: unknown field".into()),
+        ("cmdline function", vec![], vec![with_cmdline("x={{ $.host.Name | shout }}")],
+            "image img: cmdline template: line 1, column 20: unknown function".into()),
+        ("postscript syntax", vec![], vec![with_postscript("#!/bin/sh\n{{ if }}")],
+            "image img: provision_templates.postscript template: line 2".into()),
     ];
     for (what, hosts, images, want) in table {
         match Inventory::new(hosts, images) {
             Ok(_) => assert!(want.is_empty(), "{what}: accepted, want {want:?}"),
-            Err(e) => assert_eq!(e.messages(), [want.clone()], "{what}"),
+            // Template messages are checked by prefix: the wording after the position is
+            // the template module's.
+            Err(e) if what.contains("cmdline") || what.contains("postscript") => {
+                assert_eq!(e.0.len(), 1, "{what}: {e}");
+                assert!(e.messages()[0].starts_with(&want), "{what}: {e}");
+            }
+            Err(e) => assert_eq!(e.messages(), std::slice::from_ref(&want), "{what}"),
         }
     }
 }
@@ -401,4 +424,58 @@ fn exports_round_trip() {
     let t = load::to_toml(&hosts, &images).unwrap();
     let back = load::parse(&t, Format::Toml, Kind::Hosts, Path::new("/"), "x").unwrap();
     assert_eq!((back.hosts, back.images), (hosts, images));
+}
+
+/// Unreadable entries and whole-inventory problems are reported together.
+#[test]
+fn plan_reports_unreadable_entries_and_validation_together() {
+    let f = Files::new();
+    let hosts = f.dir.path().join("hosts.json");
+    std::fs::write(
+        &hosts,
+        r#"[{"name":"cn1","interfaces":[{"mac":"zz"}]},
+            {"name":"cn2","provision":true,"boot_image":"broken","interfaces":[{"mac":"aa:bb:cc:00:00:02"}]},
+            {"name":"cn3","interfaces":[{"mac":"aa:bb:cc:00:00:02"}]}]"#,
+    )
+    .unwrap();
+    let images = f.dir.path().join("images.json");
+    std::fs::write(&images, r#"[{"name":"broken","kernel":42}]"#).unwrap();
+    let err = plan((vec![], vec![]), None, Some(&hosts), Some(&images)).unwrap_err();
+    let InventoryError::Invalid { errors, origin } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        origin.contains("hosts.json + ") && origin.ends_with("images.json"),
+        "{origin}"
+    );
+    let msgs = errors.messages();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("host cn1: invalid MAC address \"zz\""),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].starts_with("image broken: invalid type"),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        msgs[2],
+        "host cn3: MAC aa:bb:cc:00:00:02 is also on host cn2"
+    );
+}
+
+#[test]
+fn a_name_twice_in_one_file_is_an_error() {
+    let j = r#"[{"name":"cn1"},{"name":"cn2"},{"name":"cn1","provision":true}]"#;
+    let err = load::parse(j, Format::Json, Kind::Hosts, Path::new("/"), "h.json").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid inventory file h.json: host cn1: defined more than once"
+    );
+    let t = "[[image]]\nname = \"a\"\n[[image]]\nname = \"a\"\n";
+    let err = load::parse(t, Format::Toml, Kind::Hosts, Path::new("/"), "i.toml").unwrap_err();
+    assert!(
+        err.to_string().ends_with("image a: defined more than once"),
+        "{err}"
+    );
 }

@@ -280,11 +280,34 @@ fn check_file(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationErro
     });
 }
 
-/// Template errors in image command lines, found at load time rather than at boot.
-///
-/// Wired to `crate::template` once the template engine lands (branch `http`); until then
-/// command lines are accepted as they are.
+/// Template errors in images, found at load time rather than when a node boots: the
+/// command line is checked fully (syntax, functions, and fields against the boot data
+/// model); the provision templates (postscript ...) for syntax, functions and variables.
 pub fn check_templates(images: &[Image]) -> Vec<ValidationError> {
-    let _ = images;
-    Vec::new()
+    use crate::template::Template;
+    let mut errs = Vec::new();
+    for im in images {
+        let image = if im.name.is_empty() {
+            "#?".to_string()
+        } else {
+            im.name.clone()
+        };
+        if let Err(e) = Template::parse(&im.cmdline) {
+            errs.push(ValidationError::Template {
+                image: image.clone(),
+                what: "cmdline".into(),
+                message: e.to_string(),
+            });
+        }
+        for (name, text) in &im.provision_templates {
+            if let Err(e) = Template::parse_unchecked(text) {
+                errs.push(ValidationError::Template {
+                    image: image.clone(),
+                    what: format!("provision_templates.{name}"),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    errs
 }

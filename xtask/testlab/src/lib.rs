@@ -21,6 +21,31 @@ pub mod serve;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM set a flag instead of ending the process: the waits in
+/// [`qemu`] and [`serve`] then fail with "interrupted" and the RAII guards (VM, server,
+/// namespaces) tear the lab down as the error propagates. For commands (the demo);
+/// test harnesses keep their default handling.
+pub fn catch_interrupts() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// True once SIGINT or SIGTERM arrived after [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// The workspace root (this crate lives at `xtask/testlab`).
 pub fn workspace_root() -> PathBuf {

@@ -50,8 +50,11 @@ pub fn build(server_ns: &str, client_ns: &str) -> Result<PxeNet, String> {
             "link", "add", SRV_IF, "type", "veth", "peer", "name", "up0", "netns", client_ns,
         ],
     )?;
-    sysctl(server_ns, &format!("net.ipv6.conf.{SRV_IF}.disable_ipv6=0"))?;
+    // IPv6 on (`all` too, as the namespace guard turned it off) with no duplicate
+    // address detection, so srv0's link-local address is usable at once.
     sysctl(server_ns, &format!("net.ipv6.conf.{SRV_IF}.accept_dad=0"))?;
+    sysctl(server_ns, "net.ipv6.conf.all.disable_ipv6=0")?;
+    sysctl(server_ns, &format!("net.ipv6.conf.{SRV_IF}.disable_ipv6=0"))?;
     ip(server_ns, &["addr", "add", &cidr, "dev", SRV_IF])?;
     ip(server_ns, &["link", "set", SRV_IF, "up"])?;
     ip(

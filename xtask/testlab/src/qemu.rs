@@ -244,6 +244,9 @@ impl Vm {
                 );
             }
             let elapsed = self.started.elapsed();
+            if crate::interrupted() {
+                return Err(self.error(format!("interrupted while waiting for {marker:?}")));
+            }
             if elapsed > timeout {
                 return Err(self.error(format!(
                     "no {marker:?} on the serial console after {elapsed:.1?}"
@@ -260,7 +263,7 @@ impl Vm {
             if let Some(status) = self.exited() {
                 return Ok(status);
             }
-            if self.started.elapsed() > timeout {
+            if crate::interrupted() || self.started.elapsed() > timeout {
                 return Err(self.error(format!("qemu still running after {timeout:?}")));
             }
             self.serial.poll();

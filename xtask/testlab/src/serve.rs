@@ -207,6 +207,9 @@ impl Server {
             if api && missing.is_empty() {
                 return Ok(());
             }
+            if crate::interrupted() {
+                return Err("interrupted while waiting for xboot serve to start".into());
+            }
             if t0.elapsed() > timeout {
                 let mut what: Vec<String> = missing;
                 if !api {

@@ -1,0 +1,107 @@
+//! The program's maps (see boot-common for the data model) and counter helpers.
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use boot_common::{counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template};
+
+use crate::{
+    frame::Request,
+    options::{Opts, Walk},
+    reply::Head,
+};
+
+/// Known boot interfaces. The daemon sizes it at load time.
+#[map]
+pub static HOSTS: HashMap<MacKey, HostEntry> = HashMap::with_max_entries(16384, 0);
+
+/// Reply templates by id. Not preallocated: they are large and their number varies.
+#[map]
+pub static TEMPLATES: HashMap<u32, Template> = HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
+
+/// `ClassKey::index()` -> client kind index + 1 (0: not covered).
+#[map]
+pub static CLASSES: Array<u32> = Array::with_max_entries(ClassKey::TABLE, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Capacity of the copy of the request's DHCP message (a power of two: indexes are
+/// masked with `PAY_CAP - 1`).
+pub const PAY_CAP: usize = 2048;
+
+/// Layout of `Work::hdr`: the Ethernet header ends at `IP` (it starts at 2 tagged, 6
+/// untagged), then IPv4 + UDP, then the message's first 44 bytes at an 8-byte aligned
+/// offset.
+pub const IP: usize = 20;
+pub const B44: usize = 48;
+pub const HDR_LEN: usize = 96;
+
+/// Per-CPU working memory: the BPF stack is only 512 bytes.
+#[repr(C)]
+pub struct Work {
+    /// The request's DHCP message, copied once (with slack: masked offsets plus a
+    /// bounded length stay inside).
+    pub pay: [u8; PAY_CAP + 128],
+    pub req: Request,
+    pub o: Opts,
+    pub walk: Walk,
+    /// The chosen template's small fields.
+    pub h: Head,
+    /// The reply's headers, contiguous so one store writes them: Ethernet, IPv4 + UDP
+    /// at `IP`, the DHCP message's first 44 bytes (op .. chaddr, stamped) at `B44`.
+    pub hdr: [u8; HDR_LEN],
+    /// The rotated DNS list.
+    pub dns: [u8; 32],
+    /// The requested address in dotted decimal, zero-padded, for DHCPNAK messages.
+    pub ip_text: [u8; 16],
+    pub ip_text_len: u32,
+}
+
+#[map]
+pub static WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(i: u32) {
+    if let Some(p) = STATS.get_ptr_mut(i) {
+        // SAFETY: per-CPU slot, and XDP does not nest on one CPU.
+        unsafe { *p += 1 }
+    }
+}
+
+#[inline(always)]
+pub fn count_reason(i: u32) {
+    if let Some(p) = REASONS.get_ptr_mut(i) {
+        // SAFETY: as in `count`.
+        unsafe { *p += 1 }
+    }
+}
+
+/// The reader is woken once per this many events on a CPU (it also polls).
+const WAKE_EVERY: u64 = 64;
+
+/// Sends a lease event to the daemon, counting it as lost when the ring is full. A
+/// wake-up per event would cost more than the rest of the answer, so the reader is
+/// woken only every `WAKE_EVERY` answers of a CPU, and polls for the rest.
+#[inline(always)]
+pub fn event(ev: &LeaseEvent) {
+    let n = STATS
+        .get_ptr(counter::ANSWERED)
+        .map(|p| unsafe { *p })
+        .unwrap_or(0);
+    let flags = if n % WAKE_EVERY == 0 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<LeaseEvent>(ev, flags as u64).is_err() {
+        count(counter::EVENTS_LOST);
+    }
+}

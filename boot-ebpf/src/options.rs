@@ -1,0 +1,330 @@
+//! The DHCP option walk over the request copied into per-CPU memory, one option per
+//! `bpf_loop` step (a bounded `for` over TLVs at data-dependent offsets makes the
+//! verifier explore every path and exceeds its budget; see ARCHITECTURE.md).
+//!
+//! Options may come in any order. The program answers only requests whose every option
+//! is one it knows, with a length the slow path's strict parser also accepts (the slow
+//! path refuses a message with any malformed option, so answering it here would be a
+//! divergence). Anything else — an unknown or repeated option, option overload (52),
+//! relay agent information (82), a hostname that is not ASCII — goes to the slow path.
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
+
+use aya_ebpf::helpers::generated::bpf_loop;
+use boot_common::{counter, reason, ClassKey, ECHO_MAX};
+
+use crate::{
+    frame::BOOTP_FIXED,
+    maps::{Work, PAY_CAP, WORK},
+    prog::Verdict,
+};
+
+const MASK: usize = PAY_CAP - 1;
+/// Upper bound on loop iterations (one per option or pad byte).
+const MAX_STEPS: u32 = 512;
+/// Longest hostname (option 12) the program checks for ASCII.
+const HOSTNAME_MAX: u32 = 64;
+
+const RUNNING: u32 = 0;
+const DONE: u32 = 1;
+const MALFORMED: u32 = 2;
+const UNUSUAL: u32 = 3;
+
+/// The options the program reads, and where the echoable ones are in `Work::pay`.
+#[repr(C)]
+pub struct Opts {
+    /// Option 53, 0 when absent.
+    pub msg_type: u8,
+    pub class: ClassKey,
+    pub requested_ip: Option<[u8; 4]>,
+    pub server_id: Option<[u8; 4]>,
+    /// Option 57, 0 when absent.
+    pub max_size: u16,
+    /// Option 43 is present (the boot server echoes its boot item).
+    pub has_43: bool,
+    /// Offset of option 61's code byte and its data length (0 = absent).
+    pub o61: (u32, u32),
+    /// Same for option 97.
+    pub o97: (u32, u32),
+}
+
+/// The loop's state. It lives in the per-CPU map value, not on the stack: the verifier
+/// tracks stack values exactly, so a bitmask or message type kept there would make every
+/// combination a separate state to explore (and exceed its budget); map values it
+/// treats as unknown, so the callback's states converge at once.
+#[repr(C)]
+pub struct Walk {
+    off: u32,
+    n: u32,
+    status: u32,
+    seen: u32,
+    msg_type: u32,
+    arch: u32,
+    vendor: u32,
+    vendor_len: u32,
+    user: u32,
+    max_size: u32,
+    req_ip: [u8; 4],
+    sid: [u8; 4],
+    o61_off: u32,
+    o61_len: u32,
+    o97_off: u32,
+    o97_len: u32,
+}
+
+/// Bit in `Walk::seen` per known option (a repeat is passed up: RFC 3396 concatenation).
+fn bit(code: u8) -> Option<u32> {
+    Some(
+        1 << match code {
+            53 => 0,
+            50 => 1,
+            54 => 2,
+            60 => 3,
+            77 => 4,
+            93 => 5,
+            61 => 6,
+            97 => 7,
+            57 => 8,
+            55 => 9,
+            12 => 10,
+            94 => 11,
+            175 => 12,
+            43 => 13,
+            51 => 14,
+            _ => return None,
+        },
+    )
+}
+
+#[inline(always)]
+pub fn walk(work: &mut Work) -> Result<(), Verdict> {
+    let malformed = Verdict::pass(counter::MALFORMED, reason::BAD_OPTIONS);
+    let unusual = Verdict::pass(counter::PASSED_OTHER, reason::UNUSUAL);
+    let init = Walk {
+        off: BOOTP_FIXED,
+        n: work.req.len,
+        status: RUNNING,
+        seen: 0,
+        msg_type: 0,
+        arch: ClassKey::NO_ARCH as u32,
+        vendor: ClassKey::VENDOR_NONE as u32,
+        vendor_len: 0,
+        user: ClassKey::USER_NONE as u32,
+        max_size: 0,
+        req_ip: [0; 4],
+        sid: [0; 4],
+        o61_off: 0,
+        o61_len: 0,
+        o97_off: 0,
+        o97_len: 0,
+    };
+    // Volatile on both sides of the loop: `work` is a unique reference, so the compiler
+    // would otherwise assume the callback (which finds the state through the map) cannot
+    // touch it, and move the store past the loop or fold the result.
+    // SAFETY: plain stores and loads of this CPU's working memory; `step` finds its
+    // state in WORK and bpf_loop calls it synchronously.
+    let w = unsafe {
+        write_volatile(&mut work.walk, init);
+        bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
+        read_volatile(&work.walk)
+    };
+    match w.status {
+        DONE => {}
+        MALFORMED => return Err(malformed),
+        _ => return Err(unusual), // UNUSUAL, or more than MAX_STEPS options
+    }
+    let seen = |code: u8| bit(code).is_some_and(|b| w.seen & b != 0);
+    // Without option 93, the slow path reads the architecture out of a
+    // `PXEClient:Arch:NNNNN` vendor class: leave that to it.
+    let vendor_arch = w.arch == ClassKey::NO_ARCH as u32
+        && ((w.vendor == ClassKey::VENDOR_PXE as u32 && w.vendor_len > 9)
+            || (w.vendor == ClassKey::VENDOR_HTTP as u32 && w.vendor_len > 10));
+    if vendor_arch {
+        return Err(unusual);
+    }
+    let user = if seen(175) {
+        ClassKey::USER_IPXE as u32
+    } else {
+        w.user
+    };
+    work.o = Opts {
+        msg_type: w.msg_type as u8,
+        class: ClassKey {
+            arch: w.arch as u16,
+            vendor: w.vendor as u8,
+            user: user as u8,
+        },
+        requested_ip: if seen(50) { Some(w.req_ip) } else { None },
+        server_id: if seen(54) { Some(w.sid) } else { None },
+        max_size: w.max_size as u16,
+        has_43: seen(43),
+        o61: (w.o61_off, w.o61_len),
+        o97: (w.o97_off, w.o97_len),
+    };
+    Ok(())
+}
+
+#[inline(always)]
+fn byte(p: &[u8; PAY_CAP + 128], i: u32) -> u8 {
+    p[i as usize & MASK]
+}
+
+/// One option. Returns 0 to continue, 1 to stop.
+#[inline(never)]
+extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = WORK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's working memory, filled by `frame::parse`.
+    let (w, p) = unsafe { (&mut (*s).walk, &(*s).pay) };
+    let off = w.off;
+    if off >= w.n {
+        w.status = MALFORMED; // no END option
+        return 1;
+    }
+    let code = byte(p, off);
+    if code == 255 {
+        w.status = DONE;
+        return 1;
+    }
+    if code == 0 {
+        w.off = off + 1;
+        return 0;
+    }
+    if off + 1 >= w.n {
+        w.status = MALFORMED;
+        return 1;
+    }
+    let len = byte(p, off + 1) as u32;
+    let data = off + 2;
+    if data + len > w.n {
+        w.status = MALFORMED;
+        return 1;
+    }
+    let status = option(w, p, code, data, len);
+    if status != RUNNING {
+        w.status = status;
+        return 1;
+    }
+    w.off = data + len;
+    0
+}
+
+/// Checks and records one option; returns RUNNING or why the walk stops.
+#[inline(always)]
+fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) -> u32 {
+    let Some(bit) = bit(code) else {
+        return UNUSUAL; // an option the program does not know (52 and 82 included)
+    };
+    if w.seen & bit != 0 {
+        return UNUSUAL;
+    }
+    w.seen |= bit;
+    let b = |k: u32| byte(p, data + k);
+    // Fixed lengths, as the slow path's parser checks them.
+    let want = match code {
+        53 => 1,
+        50 | 54 | 51 => 4,
+        57 => 2,
+        94 => 3,
+        _ => 0,
+    };
+    if want != 0 && len != want {
+        return MALFORMED;
+    }
+    match code {
+        53 => w.msg_type = b(0) as u32,
+        50 => w.req_ip = [b(0), b(1), b(2), b(3)],
+        54 => w.sid = [b(0), b(1), b(2), b(3)],
+        57 => w.max_size = u16::from_be_bytes([b(0), b(1)]) as u32,
+        60 => {
+            w.vendor = vendor_class(p, data, len);
+            w.vendor_len = len;
+        }
+        77 => w.user = user_class(p, data, len),
+        93 => {
+            if len < 2 || len % 2 != 0 {
+                return MALFORMED;
+            }
+            if len != 2 {
+                return UNUSUAL; // several architectures: the slow path chooses
+            }
+            w.arch = u16::from_be_bytes([b(0), b(1)]) as u32;
+        }
+        12 => return hostname(p, data, len),
+        61 | 97 => {
+            if len == 0 || len > ECHO_MAX as u32 {
+                return UNUSUAL;
+            }
+            // SAFETY: plain stores into this CPU's walk state.
+            unsafe {
+                if code == 61 {
+                    write_volatile(&mut w.o61_off, data - 2);
+                    write_volatile(&mut w.o61_len, len);
+                } else {
+                    write_volatile(&mut w.o97_off, data - 2);
+                    write_volatile(&mut w.o97_len, len);
+                }
+            }
+        }
+        _ => {} // 55, 94, 175, 43, 51: any content
+    }
+    RUNNING
+}
+
+/// Option 12 must decode as UTF-8 in the slow path; the program accepts ASCII only.
+/// Branch-free, like the rest of the callback: every data-dependent branch there
+/// multiplies the states the verifier explores.
+#[inline(always)]
+fn hostname(p: &[u8; PAY_CAP + 128], data: u32, len: u32) -> u32 {
+    if len == 0 || len > HOSTNAME_MAX {
+        return UNUSUAL;
+    }
+    let mut high = 0u8;
+    let mut k = 0;
+    while k < HOSTNAME_MAX {
+        let inside = ((k < len) as u8).wrapping_neg();
+        high |= byte(p, data + k) & inside & 0x80;
+        k += 1;
+    }
+    // UNUSUAL (3) when a byte has its high bit set, else RUNNING (0).
+    (high >> 7) as u32 * UNUSUAL
+}
+
+/// Option 60: `PXEClient...`, `HTTPClient...` or anything else.
+#[inline(always)]
+fn vendor_class(p: &[u8; PAY_CAP + 128], data: u32, len: u32) -> u32 {
+    let b = |k: u32| byte(p, data + k);
+    const PXE: &[u8; 9] = b"PXEClient";
+    const HTTP: &[u8; 10] = b"HTTPClient";
+    let mut d_pxe = 0u8;
+    let mut d_http = 0u8;
+    let mut k = 0;
+    while k < 10 {
+        // Bytes past the option's end belong to whatever follows: harmless, the length
+        // test below rejects the match.
+        let c = b(k);
+        if k < 9 {
+            d_pxe |= c ^ PXE[k as usize];
+        }
+        d_http |= c ^ HTTP[k as usize];
+        k += 1;
+    }
+    let pxe = (len >= 9) as u32 & (d_pxe == 0) as u32;
+    let http = (len >= 10) as u32 & (d_http == 0) as u32;
+    // VENDOR_PXE = 1, VENDOR_HTTP = 2, VENDOR_OTHER = 3.
+    ClassKey::VENDOR_OTHER as u32 - 2 * pxe - http
+}
+
+/// Option 77: `iPXE` raw (as iPXE sends it) or as a single RFC 3004 entry (`\x04iPXE`).
+#[inline(always)]
+fn user_class(p: &[u8; PAY_CAP + 128], data: u32, len: u32) -> u32 {
+    let b = |k: u32| byte(p, data + k);
+    let raw = (b(0) ^ b'i') | (b(1) ^ b'P') | (b(2) ^ b'X') | (b(3) ^ b'E');
+    let rfc = (b(0) ^ 4) | (b(1) ^ b'i') | (b(2) ^ b'P') | (b(3) ^ b'X') | (b(4) ^ b'E');
+    let ipxe = ((len == 4) as u32 & (raw == 0) as u32) | ((len == 5) as u32 & (rfc == 0) as u32);
+    // USER_IPXE = 1, USER_OTHER = 2.
+    ClassKey::USER_OTHER as u32 - ipxe
+}

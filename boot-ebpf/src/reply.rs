@@ -1,0 +1,587 @@
+//! Turns the request frame into the reply, in place. The DHCP message is the template's
+//! head, the insert (the request's option 97, or the requested address in a NAK's
+//! message), and the template's tail, written straight into the frame; the BOOTP
+//! fields that differ per request are stamped into the first 44 bytes and the DNS list
+//! rotated. The UDP checksum is the template's precomputed sums plus what changed.
+//! Ethernet, IPv4 and UDP headers are addressed per RFC 2131 4.1 exactly as the slow
+//! path's frame encoder does.
+//!
+//! Everything that can fail happens before the frame is touched, so a failure still
+//! passes the original request up intact.
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len, bpf_xdp_store_bytes,
+    },
+    programs::XdpContext,
+};
+use boot_common::{
+    counter, insert, reason, stamp, LeaseEvent, Template, DNS_MAX, ECHO_MAX, HEAD_CAP, TAIL_CAP,
+};
+
+use crate::{
+    decide::Choice,
+    frame::{bounded, fold, Request, BOOTP_FIXED, PORT_PXE, PORT_SERVER},
+    maps::{self, Work, B44, HDR_LEN, IP, PAY_CAP, STATS, TEMPLATES},
+    options::Opts,
+    prog::{Verdict, NO_REASON},
+};
+
+const PORT_CLIENT: u16 = 68;
+const MSG_NAK: u8 = 6;
+/// RFC 2131 2: every client accepts 576-byte datagrams (548 bytes of DHCP message).
+const MIN_DATAGRAM: u32 = 576;
+/// Most the frame may grow into its headroom (of XDP's 256 bytes, the kernel keeps room
+/// for its own frame descriptor).
+const HEAD_GROW_MAX: i32 = 192;
+/// Longest insert: option 97 with its code and length bytes.
+const INSERT_MAX: u32 = 2 + ECHO_MAX as u32;
+
+const fn other(r: u32) -> Verdict {
+    Verdict::pass(counter::PASSED_OTHER, r)
+}
+
+/// The template's small fields, copied out at once (into per-CPU memory: the stack
+/// is too small for everything the answer needs).
+#[repr(C)]
+pub struct Head {
+    head_len: u32,
+    tail_len: u32,
+    stamp: u16,
+    insert: u8,
+    msg_type: u8,
+    kind: u8,
+    dns_n: u8,
+    limited: u8,
+    yiaddr: [u8; 4],
+    dns_off: u16,
+    sum_head: u16,
+    sum_tail: u16,
+}
+
+/// What goes between head and tail for this request.
+struct Insert {
+    /// Bytes inserted (0: none).
+    len: u32,
+    /// Their one's complement sum as placed at the end of the head.
+    sum: u32,
+    /// Offset of the source in `Work::pay` (option 97), or u32::MAX for `Work::ip_text`.
+    src: u32,
+}
+
+#[inline(always)]
+fn swap16(x: u32) -> u32 {
+    (x as u16).swap_bytes() as u32
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u32 {
+    u16::from_be_bytes([b[at], b[at + 1]]) as u32
+}
+
+#[inline(always)]
+pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
+    let Some(t) = TEMPLATES.get_ptr(&choice.template) else {
+        return other(reason::NO_TEMPLATE);
+    };
+    work.h = match read_head(t, choice.template) {
+        Ok(h) => h,
+        Err(v) => return v,
+    };
+    let h = &work.h;
+    let nak = h.msg_type == MSG_NAK;
+    if nak != choice.nak {
+        return other(reason::NO_TEMPLATE);
+    }
+    let Some(ins) = insert_of(
+        &work.o,
+        &mut work.pay,
+        &mut work.ip_text,
+        &mut work.ip_text_len,
+        h,
+        choice,
+    ) else {
+        return other(reason::NO_TEMPLATE);
+    };
+    let total = h.head_len + ins.len + h.tail_len;
+    // The slow path's size rule: 576-byte datagrams unless option 57 allows more.
+    let max = work.o.max_size as u32;
+    let limit = if max > MIN_DATAGRAM {
+        max
+    } else {
+        MIN_DATAGRAM
+    } - 28;
+    if total > limit || (h.limited != 0 && limit > MIN_DATAGRAM - 28) {
+        return other(reason::TOO_BIG);
+    }
+    first_44(t, h, &work.req, &mut work.hdr);
+    let sum = payload_sum(h, &ins, &work.hdr);
+    headers(&work.req, choice, h, total, sum, nak, &mut work.hdr);
+    if let Err(v) = resize(ctx, work.req.l2 + 28 + total) {
+        return v;
+    }
+    if h.dns_n != 0 && !rotate_dns(t, h, &mut work.dns) {
+        return other(reason::TOO_BIG);
+    }
+    if !write_message(ctx, work, t, &ins) {
+        // The frame is already rewritten in part: pass it up; the slow path's parser
+        // refuses it, and the client retransmits.
+        return other(reason::TOO_BIG);
+    }
+    let (req, h) = (&work.req, &work.h);
+    maps::event(&LeaseEvent {
+        // SAFETY: no preconditions.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        mac: req.mac,
+        msg_type: h.msg_type,
+        kind: h.kind,
+        ip: if nak { choice.wanted_ip } else { h.yiaddr },
+        xid: u32::from_be_bytes(req.xid),
+        ifindex: ctx.ingress_ifindex() as u32,
+        _pad: 0,
+    });
+    Verdict::pass(
+        if nak { counter::NAK } else { counter::ANSWERED },
+        NO_REASON,
+    )
+}
+
+#[inline(always)]
+fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
+    // SAFETY: t is a live map value; the fields are copied out at once.
+    let (tid, h, valid_until) = unsafe {
+        (
+            read_volatile(&(*t).id),
+            Head {
+                head_len: read_volatile(&(*t).head_len) as u32,
+                tail_len: read_volatile(&(*t).tail_len) as u32,
+                stamp: read_volatile(&(*t).stamp),
+                insert: read_volatile(&(*t).insert),
+                msg_type: read_volatile(&(*t).msg_type),
+                kind: read_volatile(&(*t).kind),
+                dns_n: read_volatile(&(*t).dns_n),
+                limited: read_volatile(&(*t).limited),
+                yiaddr: read_volatile(&(*t).yiaddr),
+                dns_off: read_volatile(&(*t).dns_off),
+                sum_head: read_volatile(&(*t).sum_head),
+                sum_tail: read_volatile(&(*t).sum_tail),
+            },
+            read_volatile(&(*t).valid_until_ns),
+        )
+    };
+    if tid != id {
+        return Err(other(reason::TORN_ENTRY));
+    }
+    if h.head_len < BOOTP_FIXED + 1 || h.head_len > HEAD_CAP as u32 || h.tail_len > TAIL_CAP as u32
+    {
+        return Err(other(reason::NO_TEMPLATE));
+    }
+    // SAFETY: no preconditions.
+    if valid_until != 0 && unsafe { bpf_ktime_get_ns() } > valid_until {
+        return Err(other(reason::STALE_TEMPLATE));
+    }
+    Ok(h)
+}
+
+/// The insert for this request and its checksum contribution.
+#[inline(always)]
+fn insert_of(
+    o: &Opts,
+    pay: &mut [u8; PAY_CAP + 128],
+    text: &mut [u8; 16],
+    text_len: &mut u32,
+    h: &Head,
+    choice: &Choice,
+) -> Option<Insert> {
+    let odd = h.head_len & 1 == 1;
+    match h.insert {
+        insert::ECHO_97 if o.o97.1 != 0 => {
+            let off = o.o97.0 & (PAY_CAP as u32 - 1);
+            let len = bounded(2 + o.o97.1, 3, INSERT_MAX)?;
+            let sum = echo_sum(pay, off, len)?;
+            Some(Insert {
+                len,
+                sum: if odd { swap16(sum) } else { sum },
+                src: off,
+            })
+        }
+        insert::REQUESTED_IP_TEXT => {
+            ip_text(text, text_len, choice.wanted_ip);
+            // SAFETY: this CPU's working memory; 16 bytes, a multiple of 4.
+            let len = unsafe { read_volatile(text_len) };
+            let s = unsafe {
+                bpf_csum_diff(
+                    core::ptr::null_mut(),
+                    0,
+                    text.as_mut_ptr() as *mut u32,
+                    16,
+                    0,
+                )
+            };
+            if s < 0 {
+                return None;
+            }
+            let sum = fold_csum(s as u32) as u32;
+            Some(Insert {
+                len,
+                sum: if odd { swap16(sum) } else { sum },
+                src: u32::MAX,
+            })
+        }
+        _ => Some(Insert {
+            len: 0,
+            sum: 0,
+            src: 0,
+        }),
+    }
+}
+
+/// `bpf_csum_diff` sums native (little-endian) 32-bit words: fold, then swap to
+/// big-endian.
+#[inline(always)]
+fn fold_csum(s: u32) -> u16 {
+    fold(s).swap_bytes()
+}
+
+/// Sum of the `len` bytes at `pay[off..]` (an option of the request). The helper sums
+/// whole words, so the up to 3 bytes after the option are taken out again.
+#[inline(always)]
+fn echo_sum(pay: &mut [u8; PAY_CAP + 128], off: u32, len: u32) -> Option<u32> {
+    let n4 = bounded((len + 3) & !3, 4, INSERT_MAX + 3)?;
+    let p = pay.as_mut_ptr();
+    // SAFETY: off < PAY_CAP and n4 <= 68 stay inside pay (PAY_CAP + 128 bytes).
+    let s = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            p.add(off as usize) as *mut u32,
+            n4,
+            0,
+        )
+    };
+    if s < 0 {
+        return None;
+    }
+    let mut extra = 0u32;
+    let mut k = len;
+    while k < n4 {
+        let b = pay[((off + k) as usize) & (PAY_CAP - 1)] as u32;
+        extra += if k & 1 == 0 { b << 8 } else { b };
+        k += 1;
+    }
+    // One's complement subtraction: add the complement.
+    Some(fold(fold_csum(s as u32) as u32 + (0xffff - extra)) as u32)
+}
+
+/// The requested address in dotted decimal into `work.ip_text` (zero-padded). The
+/// length lives in the map value (volatile), so the verifier does not track the 81
+/// possible lengths as separate states.
+#[inline(always)]
+fn ip_text(text: &mut [u8; 16], text_len: &mut u32, ip: [u8; 4]) {
+    let t = text.as_mut_ptr();
+    let len = text_len as *mut u32;
+    // SAFETY: this CPU's working memory; indexes masked to the 16-byte buffer.
+    let put = |c: u8| unsafe {
+        let n = read_volatile(len);
+        *t.add((n & 15) as usize) = c;
+        write_volatile(len, n + 1);
+    };
+    unsafe {
+        write_volatile(t as *mut [u64; 2], [0; 2]);
+        write_volatile(len, 0);
+    }
+    let mut i = 0;
+    while i < 4 {
+        let v = ip[i];
+        if v >= 100 {
+            put(b'0' + v / 100);
+        }
+        if v >= 10 {
+            put(b'0' + (v / 10) % 10);
+        }
+        put(b'0' + v % 10);
+        if i < 3 {
+            put(b'.');
+        }
+        i += 1;
+    }
+}
+
+/// The message's first 44 bytes (op .. chaddr) into `hdr[B44..]`: the template's,
+/// stamped.
+#[inline(always)]
+fn first_44(t: *const Template, h: &Head, req: &Request, hdr: &mut [u8; HDR_LEN]) {
+    // SAFETY: the head holds at least 241 bytes; both are 8-byte aligned.
+    unsafe {
+        let w = read_volatile((*t).head.as_ptr() as *const [u64; 6]);
+        write_volatile(hdr.as_mut_ptr().add(B44) as *mut [u64; 6], w);
+    }
+    let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
+        let mut k = 0;
+        while k < v.len() {
+            b[B44 + at + k] = v[k];
+            k += 1;
+        }
+    };
+    if h.stamp & stamp::XID != 0 {
+        put(hdr, 4, &req.xid);
+    }
+    if h.stamp & stamp::FLAGS != 0 {
+        put(hdr, 10, &req.flags);
+    }
+    if h.stamp & stamp::CIADDR != 0 {
+        put(hdr, 12, &req.ciaddr);
+    }
+    if h.stamp & stamp::GIADDR != 0 {
+        put(hdr, 24, &req.giaddr);
+    }
+    if h.stamp & stamp::BCAST_IF_RELAYED != 0 && req.giaddr != [0; 4] {
+        hdr[B44 + 10] |= 0x80;
+    }
+}
+
+/// One's complement sum of the reply's DHCP message (big-endian words, unfolded).
+#[inline(always)]
+fn payload_sum(h: &Head, ins: &Insert, hdr: &[u8; HDR_LEN]) -> u32 {
+    // The template has zeros where stamps go: add what was stamped.
+    let b = |at: usize| be16(hdr, B44 + at);
+    let stamped = b(4) + b(6) + b(10) + b(12) + b(14) + b(24) + b(26);
+    let tail = if ins.len & 1 == 1 {
+        swap16(h.sum_tail as u32)
+    } else {
+        h.sum_tail as u32
+    };
+    let mut s = h.sum_head as u32 + stamped + ins.sum + tail;
+    if h.insert == insert::REQUESTED_IP_TEXT {
+        // The length byte that ends the head grows by the text's length.
+        let at = h.head_len - 1;
+        s += if at & 1 == 0 { ins.len << 8 } else { ins.len };
+    }
+    s
+}
+
+/// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
+/// path's `reply::destination` and `frame::endpoint` choose it.
+#[inline(always)]
+fn destination(
+    req: &Request,
+    broadcast: bool,
+    yiaddr: [u8; 4],
+    nak: bool,
+) -> ([u8; 6], [u8; 4], u16) {
+    const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
+    if req.dport == PORT_PXE {
+        (req.src_mac, req.ip_src, req.sport)
+    } else if req.giaddr != [0; 4] {
+        (req.src_mac, req.giaddr, PORT_SERVER)
+    } else if nak {
+        BCAST
+    } else if req.ciaddr != [0; 4] {
+        (req.src_mac, req.ciaddr, PORT_CLIENT)
+    } else if broadcast || yiaddr == [0; 4] {
+        BCAST
+    } else {
+        (req.mac, yiaddr, PORT_CLIENT)
+    }
+}
+
+/// Ethernet, IPv4 and UDP headers into `hdr[..B44]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn headers(
+    req: &Request,
+    choice: &Choice,
+    h: &Head,
+    total: u32,
+    payload_sum: u32,
+    nak: bool,
+    hdr: &mut [u8; HDR_LEN],
+) {
+    let broadcast = hdr[B44 + 10] & 0x80 != 0; // the reply's flags, after stamping
+    let (dmac, dip, dport) = destination(req, broadcast, h.yiaddr, nak);
+    let sport = if req.dport == PORT_PXE {
+        PORT_PXE
+    } else {
+        PORT_SERVER
+    };
+    let sip = choice.server.ip;
+    let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
+        let mut k = 0;
+        while k < v.len() {
+            b[at + k] = v[k];
+            k += 1;
+        }
+    };
+    if req.l2 == 18 {
+        put(hdr, 2, &dmac);
+        put(hdr, 8, &choice.server.mac);
+        put(hdr, 14, &[0x81, 0]);
+        put(hdr, 16, &req.vlan().to_be_bytes()); // VLAN id, priority 0
+    } else {
+        put(hdr, 6, &dmac);
+        put(hdr, 12, &choice.server.mac);
+    }
+    put(hdr, 18, &[0x08, 0]);
+    let ulen = (8 + total) as u16;
+    let w = |a: [u8; 4]| be16(&a, 0) + be16(&a, 2);
+    let s = 0x4500 + (ulen as u32 + 20) + 0x4000 + 0x4011 + w(sip) + w(dip);
+    // UDP checksum: pseudo header (addresses, protocol, length), UDP header, payload.
+    let u = w(sip) + w(dip) + 17 + 2 * ulen as u32 + sport as u32 + dport as u32 + payload_sum;
+    let mut c = !fold(fold(u) as u32);
+    if c == 0 {
+        c = 0xffff;
+    }
+    let i = IP;
+    put(hdr, i, &[0x45, 0]);
+    put(hdr, i + 2, &(ulen + 20).to_be_bytes());
+    put(hdr, i + 4, &[0, 0, 0x40, 0, 64, 17]); // id 0, DF (RFC 6864: atomic datagram), TTL 64
+    put(hdr, i + 10, &(!fold(s)).to_be_bytes());
+    put(hdr, i + 12, &sip);
+    put(hdr, i + 16, &dip);
+    put(hdr, i + 20, &sport.to_be_bytes());
+    put(hdr, i + 22, &dport.to_be_bytes());
+    put(hdr, i + 24, &ulen.to_be_bytes());
+    put(hdr, i + 26, &c.to_be_bytes());
+}
+
+/// Resizes the frame to `new_len`: shrink or grow at the tail, else grow into the
+/// headroom (drivers keep 256 bytes there for XDP; veth often has no tailroom). Only a
+/// failed grow can fail, and it leaves the request intact.
+#[inline(always)]
+fn resize(ctx: &XdpContext, new_len: u32) -> Result<(), Verdict> {
+    // SAFETY: the helpers check their bounds; packet pointers are not used afterwards.
+    let ok = unsafe {
+        let delta = new_len as i32 - bpf_xdp_get_buff_len(ctx.ctx) as i32;
+        delta == 0
+            || bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
+            || (delta > 0 && delta <= HEAD_GROW_MAX && bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Verdict::pass(counter::PASSED_NO_ROOM, reason::TOO_BIG))
+    }
+}
+
+#[inline(always)]
+fn store(ctx: &XdpContext, off: u32, src: *const u8, len: u32) -> bool {
+    // SAFETY: callers pass a source of at least `len` readable bytes; the helper checks
+    // the frame's bounds.
+    unsafe { bpf_xdp_store_bytes(ctx.ctx, off, src as *mut c_void, len) == 0 }
+}
+
+/// Writes the DHCP message: stamped first 44 bytes, rest of the head, rotated DNS
+/// list, insert, tail.
+#[inline(always)]
+fn write_message(ctx: &XdpContext, work: &Work, t: *const Template, ins: &Insert) -> bool {
+    let h = &work.h;
+    let p = work.req.l2 + 28;
+    // SAFETY: t is a live map value; offsets and lengths are bounded below.
+    let (head, tail) = unsafe { ((*t).head.as_ptr(), (*t).tail.as_ptr()) };
+    let Some(rest) = bounded(h.head_len - 44, 1, HEAD_CAP as u32 - 44) else {
+        return false;
+    };
+    // Ethernet, IPv4, UDP and the first 44 bytes of the message in one store.
+    let hdr = work.hdr.as_ptr();
+    let first = if work.req.l2 == 18 {
+        store(ctx, 0, unsafe { hdr.add(2) }, 90)
+    } else {
+        store(ctx, 0, unsafe { hdr.add(6) }, 86)
+    };
+    if !first || !store(ctx, p + 44, unsafe { head.add(44) }, rest) {
+        return false;
+    }
+    if h.dns_n != 0 {
+        let Some(n) = bounded(4 * h.dns_n as u32, 8, 4 * DNS_MAX as u32) else {
+            return false;
+        };
+        if !store(ctx, p + h.dns_off as u32, work.dns.as_ptr(), n) {
+            return false;
+        }
+    }
+    if ins.len != 0 {
+        let Some(n) = bounded(ins.len, 1, INSERT_MAX) else {
+            return false;
+        };
+        let src = if ins.src == u32::MAX {
+            work.ip_text.as_ptr()
+        } else {
+            unsafe {
+                work.pay
+                    .as_ptr()
+                    .add((ins.src & (PAY_CAP as u32 - 1)) as usize)
+            }
+        };
+        if n > 16 && ins.src == u32::MAX {
+            return false;
+        }
+        if !store(ctx, p + h.head_len, src, n) {
+            return false;
+        }
+        if h.insert == insert::REQUESTED_IP_TEXT {
+            let Some(at) = bounded(h.head_len - 1, 0, HEAD_CAP as u32 - 1) else {
+                return false;
+            };
+            // SAFETY: at < HEAD_CAP.
+            let lb = [unsafe { *head.add(at as usize) }.wrapping_add(n as u8)];
+            if !store(ctx, p + h.head_len - 1, lb.as_ptr(), 1) {
+                return false;
+            }
+        }
+    }
+    if h.tail_len != 0 {
+        let Some(n) = bounded(h.tail_len, 1, TAIL_CAP as u32) else {
+            return false;
+        };
+        if !store(ctx, p + h.head_len + ins.len, tail, n) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Option 6's servers rotated left by this CPU's reply count, as the slow path rotates
+/// them per reply, into `rot`. The list is in the head (option 6 sorts before every
+/// insert).
+#[inline(always)]
+fn rotate_dns(t: *const Template, h: &Head, rot: &mut [u8; 32]) -> bool {
+    let n = h.dns_n as u32;
+    let Some(off) = bounded(
+        h.dns_off as u32,
+        BOOTP_FIXED,
+        (HEAD_CAP - 4 * DNS_MAX) as u32,
+    ) else {
+        return false;
+    };
+    if n < 2 || n > DNS_MAX as u32 || off + 4 * n > h.head_len {
+        return false;
+    }
+    // SAFETY: t is a live map value.
+    let head = unsafe { (*t).head.as_ptr() };
+    let r = STATS
+        .get_ptr(counter::ANSWERED)
+        .map(|c| unsafe { *c })
+        .unwrap_or(0) as u32;
+    let mut i = 0u32;
+    while i < DNS_MAX as u32 {
+        if i >= n {
+            break;
+        }
+        let Some(j) = bounded((i + r) % n, 0, DNS_MAX as u32 - 1) else {
+            return false;
+        };
+        let mut k = 0;
+        while k < 4 {
+            // SAFETY: off + 4 * 8 <= HEAD_CAP.
+            rot[(4 * i + k) as usize] = unsafe { *head.add((off + 4 * j + k) as usize) };
+            k += 1;
+        }
+        i += 1;
+    }
+    true
+}

@@ -1,0 +1,193 @@
+//! What a host is sent, as pure functions of (host, NIC, image, base URL, token): the
+//! rendered kernel command line, the iPXE script, provision templates. The router, the
+//! CLI's `xboot host show NAME --boot` and tests all call these.
+use super::urls::Endpoints;
+use crate::inventory::{Host, Image, Interface};
+use crate::template::{Data, Template, TemplateError};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BootError {
+    #[error("host {host}: image {image}: {what}: {source}")]
+    Template {
+        host: String,
+        image: String,
+        what: String,
+        source: TemplateError,
+    },
+    #[error("host {host}: image {image} has no kernel")]
+    NoKernel { host: String, image: String },
+}
+
+/// The template data of one boot.
+pub fn boot_data(host: &Host, nic: &Interface, image: &Image, base_url: &str, token: &str) -> Data {
+    Data::new(host, nic, image, &Endpoints::new(base_url, token))
+}
+
+/// Renders `src` (a template of `image`, called `what` in errors) for this boot.
+pub fn render_template(
+    src: &str,
+    what: &str,
+    host: &Host,
+    nic: &Interface,
+    image: &Image,
+    base_url: &str,
+    token: &str,
+) -> Result<String, BootError> {
+    let err = |source| BootError::Template {
+        host: host.name.clone(),
+        image: image.name.clone(),
+        what: what.to_string(),
+        source,
+    };
+    let t = Template::parse(src).map_err(err)?;
+    t.render(&boot_data(host, nic, image, base_url, token))
+        .map_err(err)
+}
+
+/// The image's kernel command line rendered for this boot, on one line.
+pub fn render_cmdline(
+    host: &Host,
+    nic: &Interface,
+    image: &Image,
+    base_url: &str,
+    token: &str,
+) -> Result<String, BootError> {
+    let out = render_template(&image.cmdline, "cmdline", host, nic, image, base_url, token)?;
+    Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The iPXE script that boots `image` on `host`:
+///
+/// ```text
+/// #!ipxe
+/// kernel --name kernel http://SERVER/boot/TOKEN/kernel initrd=initrd-0 CMDLINE
+/// initrd --name initrd-0 http://SERVER/boot/TOKEN/initrd-0
+/// boot kernel
+/// ```
+///
+/// Each initrd is named `initrd-N` in iPXE and listed as `initrd=initrd-N` on the
+/// command line, which is how an EFI-stub kernel finds it (BIOS kernels get all of them
+/// through the boot protocol either way). With `image.verify`, `imgtrust` and an
+/// `imgverify` per file (signatures at `URL.sig`) are added.
+pub fn render_ipxe_script(
+    host: &Host,
+    nic: &Interface,
+    image: &Image,
+    base_url: &str,
+    token: &str,
+) -> Result<String, BootError> {
+    if image.kernel.is_empty() {
+        return Err(BootError::NoKernel {
+            host: host.name.clone(),
+            image: image.name.clone(),
+        });
+    }
+    let cmdline = render_cmdline(host, nic, image, base_url, token)?;
+    let e = Endpoints::new(base_url, token);
+    let mut s = format!(
+        "#!ipxe\n# xboot: host {}, image {}\n",
+        host.name, image.name
+    );
+    if image.verify {
+        s.push_str("imgtrust --permanent\n");
+    }
+    let initrd_args: Vec<String> = (0..image.initrd.len())
+        .map(|i| format!("initrd=initrd-{i}"))
+        .collect();
+    let args: Vec<&str> = initrd_args
+        .iter()
+        .map(String::as_str)
+        .chain([cmdline.as_str()])
+        .filter(|a| !a.is_empty())
+        .collect();
+    s.push_str(&format!(
+        "kernel --name kernel {} {}\n",
+        e.kernel(),
+        args.join(" ")
+    ));
+    if image.verify {
+        s.push_str(&format!("imgverify kernel {}.sig\n", e.kernel()));
+    }
+    for i in 0..image.initrd.len() {
+        s.push_str(&format!("initrd --name initrd-{i} {}\n", e.initrd(i)));
+        if image.verify {
+            s.push_str(&format!("imgverify initrd-{i} {}.sig\n", e.initrd(i)));
+        }
+    }
+    s.push_str("boot kernel\n");
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cn1() -> (Host, Image) {
+        let nic = Interface {
+            mac: Some("aa:bb:cc:11:22:33".parse().unwrap()),
+            ..Interface::default()
+        };
+        let host = Host {
+            name: "cn1".into(),
+            provision: true,
+            interfaces: vec![nic],
+            ..Host::default()
+        };
+        let image = Image {
+            name: "img".into(),
+            kernel: "/k".into(),
+            initrd: vec!["/i0".into(), "/i1".into()],
+            cmdline: "console=ttyS0\n  BOOTIF=01-{{ $.nic.MAC | replace \":\" \"-\" }} root=live:{{ $.endpoints.LiveImageURL }}".into(),
+            ..Image::default()
+        };
+        (host, image)
+    }
+
+    #[test]
+    fn ipxe_script() {
+        let (host, image) = cn1();
+        let s = render_ipxe_script(
+            &host,
+            &host.interfaces[0],
+            &image,
+            "http://10.0.0.1:8080",
+            "T",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            "#!ipxe\n# xboot: host cn1, image img\n\
+             kernel --name kernel http://10.0.0.1:8080/boot/T/kernel initrd=initrd-0 initrd=initrd-1 \
+             console=ttyS0 BOOTIF=01-aa-bb-cc-11-22-33 root=live:http://10.0.0.1:8080/boot/T/liveimg\n\
+             initrd --name initrd-0 http://10.0.0.1:8080/boot/T/initrd-0\n\
+             initrd --name initrd-1 http://10.0.0.1:8080/boot/T/initrd-1\n\
+             boot kernel\n"
+        );
+    }
+
+    #[test]
+    fn ipxe_script_verify_and_errors() {
+        let (host, mut image) = cn1();
+        let nic = &host.interfaces[0];
+        image.verify = true;
+        image.initrd.truncate(1);
+        image.cmdline.clear();
+        let s = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap();
+        assert!(s.contains("imgtrust --permanent\nkernel --name kernel http://h/boot/T/kernel initrd=initrd-0\nimgverify kernel http://h/boot/T/kernel.sig\n"), "{s}");
+        assert!(
+            s.contains("imgverify initrd-0 http://h/boot/T/initrd-0.sig\n"),
+            "{s}"
+        );
+        image.cmdline = "x={{ $.host.Nme }}".into();
+        let e = render_ipxe_script(&host, nic, &image, "http://h", "T")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("host cn1: image img: cmdline: line 1, column 6: unknown field \"Nme\""),
+            "{e}"
+        );
+        image.kernel.clear();
+        let e = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap_err();
+        assert_eq!(e.to_string(), "host cn1: image img has no kernel");
+    }
+}

@@ -1,0 +1,412 @@
+//! The router's handlers: token check, then a rendered text or a streamed file.
+//!
+//! Files are served by tower-http's `ServeFile` (GET, HEAD, Range, conditional
+//! requests; streamed in chunks, never read whole). Every refusal answers one line of
+//! text saying why, and is logged naming the host and the file.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::boot::{render_ipxe_script, render_template};
+use super::token::now_secs;
+use super::HttpService;
+use crate::events::EventKind;
+use crate::inventory::{Host, Image, Interface};
+use crate::tftp::root::{PathError, Root};
+
+/// A refusal: status and a one-line reason (sent as the body, and logged).
+#[derive(Debug)]
+pub(super) struct HttpError {
+    status: StatusCode,
+    msg: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> HttpError {
+        let msg = msg.into();
+        if status.is_server_error() || status == StatusCode::NOT_FOUND {
+            tracing::error!("HTTP {}: {msg}", status.as_u16());
+        } else {
+            tracing::warn!("HTTP {}: {msg}", status.as_u16());
+        }
+        HttpError { status, msg }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", self.msg),
+        )
+            .into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, HttpError>;
+
+/// One authorized boot: what the token designates, from the current inventory.
+pub(super) struct Boot {
+    host: Host,
+    nic: Interface,
+    image: Image,
+    token: String,
+    base_url: String,
+}
+
+impl Boot {
+    fn err(&self, status: StatusCode, what: impl std::fmt::Display) -> HttpError {
+        HttpError::new(
+            status,
+            format!("host {}: image {}: {what}", self.host.name, self.image.name),
+        )
+    }
+}
+
+/// The base URL to put in rendered URLs: `provision.advertise_url`, else the address
+/// the client reached us at (its `Host` header).
+fn request_base_url(st: &HttpService, headers: &HeaderMap) -> String {
+    let cfg = &st.shared.config.provision;
+    if let Some(url) = cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
+        return url.trim_end_matches('/').to_string();
+    }
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) => format!("http://{h}"),
+        None => format!("http://{}", cfg.listen),
+    }
+}
+
+/// Checks `token` against the key and the current inventory. Boot files also need the
+/// host to be set to provision; the postscript and `complete` do not (a node reports
+/// back after the flag may have been cleared).
+fn authorize(
+    st: &HttpService,
+    token: &str,
+    headers: &HeaderMap,
+    need_provision: bool,
+) -> Result<Boot> {
+    let forbidden = |m: String| HttpError::new(StatusCode::FORBIDDEN, m);
+    let claims = st
+        .key
+        .verify(token, now_secs())
+        .map_err(|e| forbidden(e.to_string()))?;
+    let inv = st.shared.inventory();
+    let host = inv.host(&claims.host).ok_or_else(|| {
+        forbidden(format!(
+            "token names host {}, which is not in the inventory",
+            claims.host
+        ))
+    })?;
+    let nic = host.interface_by_mac(claims.mac).ok_or_else(|| {
+        forbidden(format!(
+            "host {} has no boot interface {} any more",
+            host.name, claims.mac
+        ))
+    })?;
+    if need_provision && !host.provision {
+        return Err(forbidden(format!(
+            "host {} is not set to provision",
+            host.name
+        )));
+    }
+    let image = inv.image(&host.boot_image).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "host {}: boot image {:?} is not in the inventory",
+                host.name, host.boot_image
+            ),
+        )
+    })?;
+    Ok(Boot {
+        host: host.clone(),
+        nic: nic.clone(),
+        image: image.clone(),
+        token: token.to_string(),
+        base_url: request_base_url(st, headers),
+    })
+}
+
+/// `GET|HEAD /boot/{token}/{file}`.
+pub(super) async fn boot_get(
+    State(st): State<HttpService>,
+    Path((token, file)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response> {
+    let need_provision = file != "postscript";
+    let boot = authorize(&st, &token, req.headers(), need_provision)?;
+    match file.as_str() {
+        "ipxe" => ipxe(&st, &boot, req.method()),
+        "postscript" => provision_template(&st, &boot, "postscript", req.method()).await,
+        "complete" => Err(boot.err(StatusCode::METHOD_NOT_ALLOWED, "complete takes POST")),
+        _ => boot_file(&st, &boot, &file, req).await,
+    }
+}
+
+/// `GET|HEAD /boot/{token}/file/{file}`: Grendel's paths for the same files.
+pub(super) async fn grendel_file(
+    State(st): State<HttpService>,
+    Path((token, file)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response> {
+    let boot = authorize(&st, &token, req.headers(), true)?;
+    boot_file(&st, &boot, &file, req).await
+}
+
+/// `GET /boot/{token}/provision/{name}`.
+pub(super) async fn provision(
+    State(st): State<HttpService>,
+    Path((token, name)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let boot = authorize(&st, &token, &headers, false)?;
+    provision_template(&st, &boot, &name, &method).await
+}
+
+/// `POST /boot/{token}/{file}`: only `complete`.
+pub(super) async fn boot_post(
+    State(st): State<HttpService>,
+    Path((token, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if file != "complete" {
+        return Err(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("POST is only for complete, not {file}"),
+        ));
+    }
+    let boot = authorize(&st, &token, &headers, false)?;
+    st.shared.events.record(
+        &boot.host.name,
+        EventKind::Complete,
+        format!("from {}", boot.nic.mac.unwrap_or_default()),
+    );
+    if let Some(hook) = &st.on_complete {
+        hook(&boot.host.name)
+            .map_err(|e| boot.err(StatusCode::INTERNAL_SERVER_ERROR, format!("complete: {e}")))?;
+    }
+    tracing::info!("host {} reported provisioning complete", boot.host.name);
+    Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
+}
+
+fn ipxe(st: &HttpService, boot: &Boot, method: &Method) -> Result<Response> {
+    let script = render_ipxe_script(
+        &boot.host,
+        &boot.nic,
+        &boot.image,
+        &boot.base_url,
+        &boot.token,
+    )
+    .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if method == Method::GET {
+        let detail = format!(
+            "image {} via {}",
+            boot.image.name,
+            boot.nic.mac.unwrap_or_default()
+        );
+        st.shared
+            .events
+            .record(&boot.host.name, EventKind::IpxeScript, detail);
+    }
+    Ok(text(script))
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn provision_template(
+    st: &HttpService,
+    boot: &Boot,
+    name: &str,
+    method: &Method,
+) -> Result<Response> {
+    let src = match boot.image.provision_templates.get(name) {
+        Some(t) => t.clone(),
+        None => match (&st.shared.config.provision.postscript, name) {
+            (Some(path), "postscript") => tokio::fs::read_to_string(path).await.map_err(|e| {
+                boot.err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot read provision.postscript {}: {e}", path.display()),
+                )
+            })?,
+            _ => {
+                let hint = if name == "postscript" {
+                    " (and no provision.postscript is configured)"
+                } else {
+                    ""
+                };
+                return Err(boot.err(
+                    StatusCode::NOT_FOUND,
+                    format!("no provision template {name:?}{hint}"),
+                ));
+            }
+        },
+    };
+    let out = render_template(
+        &src,
+        name,
+        &boot.host,
+        &boot.nic,
+        &boot.image,
+        &boot.base_url,
+        &boot.token,
+    )
+    .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if method == Method::GET {
+        st.shared
+            .events
+            .record(&boot.host.name, EventKind::Postscript, name);
+    }
+    Ok(text(out))
+}
+
+/// Which image file `file` designates: (event kind, label, path).
+fn image_file(boot: &Boot, file: &str) -> Result<(EventKind, String, String)> {
+    let (base, sig) = match file.strip_suffix(".sig") {
+        Some(b) => (b, ".sig"),
+        None => (file, ""),
+    };
+    let im = &boot.image;
+    let (kind, path) = match base {
+        "kernel" => (EventKind::Kernel, im.kernel.clone()),
+        "liveimg" => (EventKind::LiveImage, im.liveimg.clone()),
+        _ => {
+            let n = base
+                .strip_prefix("initrd-")
+                .and_then(|n| n.parse::<usize>().ok());
+            match n.and_then(|n| im.initrd.get(n)) {
+                Some(p) => (EventKind::Initrd, p.clone()),
+                None => {
+                    return Err(boot.err(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "no boot file {file:?} (image has {} initrd)",
+                            im.initrd.len()
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    if path.is_empty() {
+        return Err(boot.err(StatusCode::NOT_FOUND, format!("image has no {base}")));
+    }
+    Ok((kind, file.to_string(), format!("{path}{sig}")))
+}
+
+async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> Result<Response> {
+    let (kind, label, path) = image_file(boot, file)?;
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(boot.err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{label} {path} is not a regular file"),
+            ))
+        }
+        Err(e) => return Err(boot.err(StatusCode::NOT_FOUND, format!("{label} file {path}: {e}"))),
+    }
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .map(|r| format!(" {r}"));
+    let is_get = req.method() == Method::GET;
+    let resp = serve_file(PathBuf::from(&path), req).await;
+    if is_get && resp.status().is_success() {
+        let detail = format!("{label} {path}{}", range.unwrap_or_default());
+        st.shared.events.record(&boot.host.name, kind, detail);
+    }
+    Ok(resp)
+}
+
+async fn serve_file(path: PathBuf, req: Request) -> Response {
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
+fn peer(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Serves `name` from the directory `dir` (no token: firmware and repo files).
+async fn static_file(
+    what: &'static str,
+    dir: PathBuf,
+    name: String,
+    req: Request,
+) -> Result<Response> {
+    let from = peer(&req);
+    let resolved = tokio::task::spawn_blocking(move || {
+        let root = Root::new(&dir).map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{what} directory {e}"),
+            )
+        })?;
+        root.resolve(&name).map_err(|e| {
+            let status = match e {
+                PathError::NotFound(_) | PathError::NotAFile(_) => StatusCode::NOT_FOUND,
+                PathError::DotDot(_) | PathError::OutsideRoot { .. } => StatusCode::FORBIDDEN,
+            };
+            (status, format!("{what} {e} (in {})", root.dir().display()))
+        })
+    })
+    .await
+    .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}")))?;
+    let path =
+        resolved.map_err(|(status, m)| HttpError::new(status, format!("{m}, asked by {from}")))?;
+    tracing::debug!("HTTP {what} {} to {from}", path.display());
+    Ok(serve_file(path, req).await)
+}
+
+/// `GET|HEAD /firmware/{*file}`: EFI iPXE binaries for UEFI HTTP boot, from
+/// `provision.firmware_dir` (default: `tftp.root`).
+pub(super) async fn firmware(
+    State(st): State<HttpService>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    let cfg = &st.shared.config;
+    let dir = cfg
+        .provision
+        .firmware_dir
+        .clone()
+        .unwrap_or_else(|| cfg.tftp.root.clone());
+    static_file("firmware", dir, file, req).await
+}
+
+/// `GET|HEAD /repo/{*path}`: static files of `provision.repo_dir`.
+pub(super) async fn repo(
+    State(st): State<HttpService>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    static_file(
+        "repo",
+        st.shared.config.provision.repo_dir.clone(),
+        path,
+        req,
+    )
+    .await
+}
+
+/// `GET /`: liveness, as Grendel answers it.
+pub(super) async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "up" }))
+}

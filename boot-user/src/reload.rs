@@ -1,0 +1,186 @@
+//! Inventory reload while serving: on SIGHUP, or when a watched inventory file changes,
+//! the hosts/images files are read again and applied to the running inventory through the
+//! same validated, persisted path as API edits ([`ApiState::mutate`]).
+//!
+//! The files own the entries they name: an entry that was in a file and is no longer
+//! there is deleted; entries added through the API (never in a file) are kept. A file
+//! that does not parse, or an inventory that does not validate, is reported and the
+//! running inventory stays as it is.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::ApiState;
+use crate::inventory::{load, Kind, Loaded};
+
+/// Names each file contributed at the last successful load.
+pub struct FileReloader {
+    hosts_file: Option<PathBuf>,
+    images_file: Option<PathBuf>,
+    host_names: HashSet<String>,
+    image_names: HashSet<String>,
+}
+
+impl FileReloader {
+    /// Starts from what the files hold now (they were just loaded by `serve`).
+    pub fn new(hosts_file: Option<PathBuf>, images_file: Option<PathBuf>) -> FileReloader {
+        let mut r = FileReloader {
+            hosts_file,
+            images_file,
+            host_names: HashSet::new(),
+            image_names: HashSet::new(),
+        };
+        if let Ok(l) = r.read() {
+            r.remember(&l);
+        }
+        r
+    }
+
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.hosts_file
+            .iter()
+            .chain(self.images_file.iter())
+            .cloned()
+            .collect()
+    }
+
+    fn read(&self) -> Result<Loaded, String> {
+        let mut all = Loaded::default();
+        for (file, kind) in [
+            (&self.hosts_file, Kind::Hosts),
+            (&self.images_file, Kind::Images),
+        ] {
+            let Some(file) = file else { continue };
+            let mut l = load::read_file(file, kind).map_err(|e| e.to_string())?;
+            if !l.errors.is_empty() {
+                let msgs: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
+                return Err(format!("{}: {}", file.display(), msgs.join("; ")));
+            }
+            all.hosts.append(&mut l.hosts);
+            all.images.append(&mut l.images);
+            all.warnings.append(&mut l.warnings);
+        }
+        Ok(all)
+    }
+
+    fn remember(&mut self, l: &Loaded) {
+        self.host_names = l.hosts.iter().map(|h| h.name.clone()).collect();
+        self.image_names = l.images.iter().map(|i| i.name.clone()).collect();
+    }
+
+    /// Re-reads the files and applies them. Returns a one-line report.
+    pub async fn reload(&mut self, api: &ApiState) -> Result<String, String> {
+        let loaded = self.read()?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let gone_hosts: HashSet<String> = self
+            .host_names
+            .iter()
+            .filter(|n| !loaded.hosts.iter().any(|h| &h.name == *n))
+            .cloned()
+            .collect();
+        let gone_images: HashSet<String> = self
+            .image_names
+            .iter()
+            .filter(|n| !loaded.images.iter().any(|i| &i.name == *n))
+            .cloned()
+            .collect();
+        let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
+        let (dh, di) = (gone_hosts.len(), gone_images.len());
+        let keep = Loaded {
+            hosts: loaded.hosts.clone(),
+            images: loaded.images.clone(),
+            ..Default::default()
+        };
+        api.mutate(move |hosts, images| {
+            hosts.retain(|h| !gone_hosts.contains(&h.name));
+            images.retain(|i| !gone_images.contains(&i.name));
+            crate::inventory::merge(hosts, images, keep);
+            Ok(())
+        })
+        .await
+        .map_err(|e| {
+            let mut m = e.message.clone();
+            for x in &e.errors {
+                m.push_str("\n  - ");
+                m.push_str(x);
+            }
+            m
+        })?;
+        self.remember(&loaded);
+        Ok(format!(
+            "{nh} hosts and {ni} images from the files; {dh} hosts and {di} images removed"
+        ))
+    }
+}
+
+/// Reloads on SIGHUP and on changes of the inventory files (debounced) until `stop`.
+pub async fn run(
+    mut reloader: FileReloader,
+    api: ApiState,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Watch the directories (editors replace files by rename), filter on our files.
+    let files = reloader.files();
+    let _watcher = watch(&files, tx.clone())
+        .map_err(|e| tracing::warn!("cannot watch the inventory files ({e}); reload with SIGHUP"))
+        .ok();
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP: {e}");
+            None
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        let why = tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = rx.recv() => {
+                // Let a burst of writes settle, then take one reload for all of them.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                "file change"
+            }
+        };
+        match reloader.reload(&api).await {
+            Ok(report) => tracing::info!("inventory reloaded ({why}): {report}"),
+            Err(e) => tracing::error!(
+                "inventory reload ({why}) refused, still serving the previous one: {e}"
+            ),
+        }
+    }
+}
+
+fn watch(
+    files: &[PathBuf],
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let names: Vec<PathBuf> = files.to_vec();
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            let ours = ev
+                .paths
+                .iter()
+                .any(|p| names.iter().any(|f| same_file_name(p, f)));
+            let writes = !matches!(ev.kind, notify::EventKind::Access(_));
+            if ours && writes {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    let dirs: HashSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+    for d in dirs {
+        w.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    Ok(w)
+}
+
+/// Editors and config managers replace files by rename, so events are matched by name.
+fn same_file_name(a: &Path, b: &Path) -> bool {
+    a.file_name().is_some() && a.file_name() == b.file_name()
+}

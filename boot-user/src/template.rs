@@ -1,1 +1,0 @@
-//! The template engine for kernel command lines, iPXE scripts and postscripts.

@@ -1,0 +1,259 @@
+//! The template engine for kernel command lines, iPXE scripts and postscripts.
+//!
+//! Grendel (and so ClusterFactory's deployment guide) writes these as Go `text/template`
+//! templates with sprig functions, e.g.
+//! `BOOTIF=01-{{ $.nic.MAC | toString | replace ":" "-" }} grendel.hostname={{ $.host.Name }}`.
+//! This module implements the subset of that language such templates use:
+//! text and `{{ }}` actions with `{{-`/`-}}` trimming and `{{/* comments */}}`; pipelines
+//! (`a | f x | g`), parenthesised pipelines, field chains (`.a.b`, `$.a.b`, `$x.a`),
+//! variables (`$x := ...`, `$x = ...`), string (`"..."`, `` `raw` ``), integer, `true`,
+//! `false` and `nil` literals; `if`/`else if`/`else`, `range` (with `$i, $v :=`) and
+//! `with` blocks; and the functions listed in [`funcs`]. `define`/`template`/`block`,
+//! floats and character literals are refused with a clear error.
+//!
+//! Why not the `gtmpl` crate (Go templates in Rust): tried first, its lexer spins
+//! forever on an unclosed action such as `{{ $.host.Name ` (a typo in an inventory must
+//! not hang the server), it renders unknown map keys as `<no value>` instead of failing,
+//! and its errors carry a line but no column. The subset needed here is small, so it is
+//! written out below with table tests.
+//!
+//! Templates are checked when parsed: syntax, function names, variable names, and every
+//! field chain rooted at `$` (or at `.` outside `range`/`with`) against the boot data
+//! model of [`data`], so a template error surfaces at inventory load with its position,
+//! not when a node boots.
+//!
+//! # Layout
+//! - [`lex`]: source text to items (text runs and the tokens of each action).
+//! - [`parse`]: items to a tree; static checks.
+//! - [`eval`]: renders a tree against a [`Value`].
+//! - [`funcs`]: Go's builtin functions and the sprig/Grendel ones.
+//! - [`data`]: the data templates see (`$.host`, `$.nic`, `$.image`, `$.endpoints` ...).
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+pub mod data;
+mod eval;
+pub mod funcs;
+mod lex;
+mod parse;
+
+pub use data::Data;
+
+/// A template error, with the 1-based line and column it points at.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {col}: {msg}")]
+pub struct TemplateError {
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl TemplateError {
+    /// An error at byte offset `pos` of `src`.
+    pub(crate) fn at(src: &str, pos: usize, msg: impl Into<String>) -> TemplateError {
+        let pos = pos.min(src.len());
+        let before = &src[..pos];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let col = before[line_start..].chars().count() + 1;
+        TemplateError {
+            line,
+            col,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// A parsed, checked template.
+#[derive(Clone, Debug)]
+pub struct Template {
+    src: String,
+    nodes: Vec<parse::Node>,
+}
+
+impl Template {
+    /// Parses `src` and checks it against the boot data model ([`Data::schema`]):
+    /// unknown functions, undefined variables and unknown fields are errors here.
+    pub fn parse(src: &str) -> Result<Template, TemplateError> {
+        let t = Template::parse_unchecked(src)?;
+        parse::check_fields(&t.src, &t.nodes, Data::schema())?;
+        Ok(t)
+    }
+
+    /// Parses `src` checking syntax, functions and variables but not fields, for
+    /// templates rendered against other data than the boot data model.
+    pub fn parse_unchecked(src: &str) -> Result<Template, TemplateError> {
+        let items = lex::lex(src)?;
+        let nodes = parse::parse(src, items)?;
+        Ok(Template {
+            src: src.to_string(),
+            nodes,
+        })
+    }
+
+    /// The template text.
+    pub fn source(&self) -> &str {
+        &self.src
+    }
+
+    /// Renders with the boot data of one host.
+    pub fn render(&self, data: &Data) -> Result<String, TemplateError> {
+        self.render_value(data.value())
+    }
+
+    /// Renders with any data (`.` and `$` are `root`).
+    pub fn render_value(&self, root: &Value) -> Result<String, TemplateError> {
+        eval::render(&self.src, &self.nodes, root)
+    }
+}
+
+/// Parses every template of `image` (its cmdline and each provision template) as
+/// [`Template::parse`] does, for validation at inventory load. Returns
+/// `(what, error)` pairs: `what` is `cmdline` or `provision_templates.NAME`.
+pub fn check_image(image: &crate::inventory::Image) -> Vec<(String, TemplateError)> {
+    let named = image
+        .provision_templates
+        .iter()
+        .map(|(k, v)| (format!("provision_templates.{k}"), v));
+    std::iter::once(("cmdline".to_string(), &image.cmdline))
+        .chain(named)
+        .filter_map(|(what, src)| Template::parse(src).err().map(|e| (what, e)))
+        .collect()
+}
+
+/// A method value: a field that takes arguments, like Grendel's
+/// `{{ $.endpoints.InitrdURL 0 }}`.
+#[derive(Clone)]
+pub struct Method(pub Arc<MethodFn>);
+
+/// The function behind a [`Method`]: arguments to a value or a message.
+pub type MethodFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+
+impl fmt::Debug for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<method>")
+    }
+}
+
+/// The values templates compute with (Go's dynamic values, reduced to what the boot
+/// data model needs).
+#[derive(Clone, Debug)]
+pub enum Value {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    List(Vec<Value>),
+    Map(BTreeMap<String, Value>),
+    Method(Method),
+}
+
+impl Value {
+    /// Go's notion of truth: false, 0, nil and empty strings/lists/maps are false.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::Nil => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Str(s) => !s.is_empty(),
+            Value::List(l) => !l.is_empty(),
+            Value::Map(m) => !m.is_empty(),
+            Value::Method(_) => true,
+        }
+    }
+
+    /// The kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Nil => "nil",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Str(_) => "string",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
+            Value::Method(_) => "method",
+        }
+    }
+
+    /// A map from `(key, value)` pairs.
+    pub fn map<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Value {
+        Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Nil, Value::Nil) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Printed as Go's `fmt` `%v` prints them (lists `[a b]`, maps `map[k:v]`).
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Nil => f.write_str("<nil>"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Str(s) => f.write_str(s),
+            Value::List(l) => {
+                f.write_str("[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Map(m) => {
+                f.write_str("map[")?;
+                for (i, (k, v)) in m.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    write!(f, "{k}:{v}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Method(_) => f.write_str("<method>"),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Str(s.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Str(s)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Value {
+        Value::Int(i)
+    }
+}
+impl<T: Into<Value>> From<Vec<T>> for Value {
+    fn from(v: Vec<T>) -> Value {
+        Value::List(v.into_iter().map(Into::into).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

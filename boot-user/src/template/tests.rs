@@ -1,0 +1,200 @@
+//! Template engine tests: the deployment guide's cmdline, then tables of renderings
+//! and of errors with their positions.
+use super::*;
+use crate::http::urls::Endpoints;
+use crate::inventory::{Host, Image, Interface};
+
+const GUIDE_CMDLINE: &str = "console=ttyS0 console=tty0 root=live:https://sos-ch-dk-2.exo.io/osimages/squareos-9.2/squareos-9.2.squashfs BOOTIF=01-{{ $.nic.MAC | toString | replace \":\" \"-\" }} grendel.hostname={{ $.host.Name }} grendel.address=http://grendel.example.com rd.live.overlay.readonly=1 rd.live.overlay.overlayfs=1 rd.neednet=1";
+
+fn cn1() -> (Host, Image) {
+    let nic = Interface {
+        mac: Some("aa:bb:cc:11:22:33".parse().unwrap()),
+        ip: Some("192.168.0.51/24".into()),
+        fqdn: "cn1.example.com".into(),
+        mtu: 9000,
+        ..Interface::default()
+    };
+    let host = Host {
+        name: "cn1".into(),
+        provision: true,
+        boot_image: "squareos-9.2".into(),
+        tags: vec!["gpu".into(), "rack1".into()],
+        interfaces: vec![nic],
+        ..Host::default()
+    };
+    let image = Image {
+        name: "squareos-9.2".into(),
+        kernel: "/var/lib/grendel/vmlinuz".into(),
+        initrd: vec![
+            "/var/lib/grendel/initramfs.img".into(),
+            "/var/lib/grendel/extra.img".into(),
+        ],
+        cmdline: GUIDE_CMDLINE.into(),
+        provision_templates: [("postscript".to_string(), "#!/bin/sh".to_string())].into(),
+        ..Image::default()
+    };
+    (host, image)
+}
+
+fn data() -> Data {
+    let (host, image) = cn1();
+    Data::new(
+        &host,
+        &host.interfaces[0],
+        &image,
+        &Endpoints::new("http://10.0.0.1:8080", "TOK"),
+    )
+}
+
+fn render(src: &str) -> Result<String, TemplateError> {
+    Template::parse(src)?.render(&data())
+}
+
+#[test]
+fn guide_cmdline_renders() {
+    let out = render(GUIDE_CMDLINE).unwrap();
+    assert!(
+        out.contains(" BOOTIF=01-aa-bb-cc-11-22-33 grendel.hostname=cn1 "),
+        "{out}"
+    );
+    assert!(out.starts_with("console=ttyS0 console=tty0 root=live:https://sos-ch-dk-2.exo.io/"));
+    assert!(out.ends_with("rd.neednet=1"));
+}
+
+#[test]
+fn renderings() {
+    let rows: &[(&str, &str)] = &[
+        ("plain text", "plain text"),
+        ("{{ .host.Name }}", "cn1"),
+        ("{{ $.nic.MAC | upper | replace \":\" \"\" }}", "AABBCC112233"),
+        ("{{ $.nic.IP }} {{ $.nic.Addr }} {{ $.nic.MTU }} {{ $.nic.FQDN }}", "192.168.0.51/24 192.168.0.51 9000 cn1.example.com"),
+        ("{{ $.endpoints.KernelURL }}", "http://10.0.0.1:8080/boot/TOK/kernel"),
+        ("{{ $.endpoints.InitrdURL 1 }}", "http://10.0.0.1:8080/boot/TOK/initrd-1"),
+        ("{{ index $.endpoints.InitrdURLs 0 }}", "http://10.0.0.1:8080/boot/TOK/initrd-0"),
+        ("{{ $.endpoints.ProvisionURL \"postscript\" }}", "http://10.0.0.1:8080/boot/TOK/provision/postscript"),
+        ("{{ $.token }} {{ $.baseuri }}", "TOK http://10.0.0.1:8080"),
+        ("{{ $.bootimage.Name }}={{ $.image.Name }}", "squareos-9.2=squareos-9.2"),
+        ("{{ if $.host.Provision }}yes{{ else }}no{{ end }}", "yes"),
+        ("{{ if eq $.host.Name \"cn2\" }}a{{ else if eq $.host.Name \"cn1\" }}b{{ else }}c{{ end }}", "b"),
+        ("{{ range $i, $t := $.host.Tags }}[{{ $i }}:{{ $t }}]{{ end }}", "[0:gpu][1:rack1]"),
+        ("{{ range $.host.Tags }}{{ . }},{{ end }}", "gpu,rack1,"),
+        ("{{ range list }}x{{ else }}none{{ end }}", "none"),
+        ("{{ with $.host }}{{ .Name }}{{ end }}", "cn1"),
+        ("{{ $n := $.host.Name }}{{ $n }}-{{ $n | upper }}", "cn1-CN1"),
+        ("{{ $n := 1 }}{{ $n = 2 }}{{ $n }}", "2"),
+        ("{{ if $x := $.host.Name }}{{ $x }}{{ end }}", "cn1"),
+        ("a  {{- \"b\" -}}  c", "abc"),
+        ("{{/* a comment */}}x", "x"),
+        ("{{ hasTag $.host \"gpu\" }} {{ hasTag $.host \"cpu\" }}", "true false"),
+        ("{{ join \",\" $.host.Tags }} {{ Join $.host.Tags \"+\" }}", "gpu,rack1 gpu+rack1"),
+        ("{{ \"a.b.c\" | splitList \".\" | last }}", "c"),
+        ("{{ (split \".\" \"a.b\")._1 }}", "b"),
+        ("{{ \"  x \" | trim | quote }}", "\"x\""),
+        ("{{ \"cn1.example.com\" | trimSuffix \".example.com\" | trimPrefix \"c\" }}", "n1"),
+        ("{{ $.nic.VLAN | default \"none\" }} {{ $.host.Name | default \"x\" }}", "none cn1"),
+        ("{{ printf \"%s-%03d|%-4s|%x\" $.host.Name 7 \"ab\" 255 }}", "cn1-007|ab  |ff"),
+        ("{{ len $.host.Tags }} {{ add 1 2 3 }} {{ sub 5 2 }} {{ Add 1 1 }}", "2 6 3 2"),
+        ("{{ and true 0 }} {{ or 0 \"\" \"z\" }} {{ not false }}", "0 z true"),
+        ("{{ lt 1 2 }} {{ ge \"b\" \"a\" }} {{ ne 1 1 }}", "true true false"),
+        ("{{ contains \"rack\" \"rack1\" }} {{ hasPrefix \"cn\" $.host.Name }}", "true true"),
+        ("{{ ternary \"y\" \"n\" $.nic.BMC }}", "n"),
+        ("{{ \"a\\nb\" | nindent 2 }}", "\n  a\n  b"),
+        ("{{ index $.image.ProvisionTemplates \"postscript\" }}", "#!/bin/sh"),
+        ("{{ (index $.host.Interfaces 0).MAC }}", "aa:bb:cc:11:22:33"),
+        ("{{ print 1 2 \"a\" }} {{ `raw\\n` }}", "1 2a raw\\n"),
+        ("{{ nil }}|{{ $.host.Tags }}", "|[gpu rack1]"),
+    ];
+    for (src, want) in rows {
+        match render(src) {
+            Ok(got) => assert_eq!(&got, want, "{src}"),
+            Err(e) => panic!("{src}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn errors_name_position_and_cause() {
+    let rows: &[(&str, (usize, usize), &str)] = &[
+        ("x {{ $.host.Name ", (1, 3), "unclosed action"),
+        ("{{ foo $.host.Name }}", (1, 4), "unknown function \"foo\""),
+        ("a\n{{ $.host.Nam }}", (2, 4), "unknown field \"Nam\" in $.host (it has: BootImage, Firmware, ID, Interfaces, Name, Provision, Tags)"),
+        ("{{ $.hots.Name }}", (1, 4), "unknown field \"hots\" in $"),
+        ("{{ .nic.MAC.Foo }}", (1, 4), ".nic.MAC is a string, it has no field \"Foo\""),
+        ("{{ if $.host.Provision }}x", (1, 1), "unclosed {{if}}"),
+        ("{{ if 1 }}{{ else }}{{ else }}{{ end }}", (1, 21), "a second {{else}}"),
+        ("x{{ end }}", (1, 2), "unexpected {{end}}"),
+        ("{{ $x }}", (1, 4), "undefined variable $x"),
+        ("{{ $x = 1 }}", (1, 1), "undefined variable $x"),
+        ("{{ if 1 }}{{ $y := 2 }}{{ end }}{{ $y }}", (1, 36), "undefined variable $y"),
+        ("{{ \"a\" | \"b\" }}", (1, 10), "constant cannot receive input"),
+        ("{{ template \"x\" }}", (1, 4), "{{template}} is not supported"),
+        ("{{ replace \":\" \"-\" }}", (1, 4), "replace: expected 3 arguments (old new string), got 2"),
+        ("{{ ( $.host.Name }}", (1, 1), "unclosed ("),
+        ("{{ }}", (1, 1), "missing value"),
+        ("{{ $.host.Name | }}", (1, 16), "missing value"),
+        ("{{ $.host.Name 1 }}", (1, 4), "not a function"),
+        ("{{ index $.host.Tags 5 }}", (1, 4), "index 5 out of range"),
+        ("{{ $.endpoints.InitrdURL }}", (1, 4), "InitrdURL takes one index"),
+        ("{{ range $.host.Name }}{{ end }}", (1, 1), "range can't iterate over a string"),
+        ("{{ eq 1 \"1\" }}", (1, 4), "incompatible types"),
+    ];
+    for (src, (line, col), msg) in rows {
+        let e = render(src).expect_err(src);
+        assert!(e.msg.contains(msg), "{src}: got {e}");
+        assert_eq!((e.line, e.col), (*line, *col), "{src}: got {e}");
+    }
+}
+
+#[test]
+fn unchecked_parse_renders_any_value() {
+    let t = Template::parse_unchecked("{{ .a.b }}-{{ range .l }}{{ . }}{{ end }}").unwrap();
+    let v = Value::map([
+        ("a", Value::map([("b", Value::from("x"))])),
+        ("l", Value::from(vec!["1", "2"])),
+    ]);
+    assert_eq!(t.render_value(&v).unwrap(), "x-12");
+    assert!(
+        Template::parse("{{ .a.b }}").is_err(),
+        "the boot schema has no .a"
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    // Every prefix of some tricky templates: an error or a rendering, never a panic or
+    // a hang.
+    let srcs = [
+        GUIDE_CMDLINE,
+        "{{- if $x := (index $.host.Tags 0) -}}{{ $x | printf \"%q\" }}{{ else if 1 }}{{ end }}",
+        "{{ range $i, $v := $.host.Interfaces }}{{ $v.MAC }}{{ else }}-{{ end }}{{/* c */ -}}",
+        "{{ \"\\u00e9\\x41\" }}{{ `r` }}{{ -1 }}{{ 0x1f }}é{{ . }}",
+    ];
+    for src in srcs {
+        for (i, _) in src.char_indices() {
+            let _ = render(&src[..i]);
+        }
+    }
+}
+
+#[test]
+fn check_image_names_each_bad_template() {
+    let (_, mut image) = cn1();
+    assert!(check_image(&image).is_empty());
+    image.cmdline = "x {{ $.host.Nam }}".into();
+    image
+        .provision_templates
+        .insert("kickstart".into(), "{{ if 1 }}".into());
+    let errs: Vec<String> = check_image(&image)
+        .into_iter()
+        .map(|(w, e)| format!("{w}: {e}"))
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("cmdline: line 1, column 6: unknown field \"Nam\""),
+        "{errs:?}"
+    );
+    assert_eq!(
+        errs[1],
+        "provision_templates.kickstart: line 1, column 1: unclosed {{if}}: no matching {{end}}"
+    );
+}

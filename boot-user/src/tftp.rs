@@ -1,1 +1,0 @@
-//! Read-only TFTP server for the iPXE binaries (async-tftp).

@@ -1,0 +1,260 @@
+//! Loading the XDP program, attaching it to interfaces and detaching it again.
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use boot_common::{HostEntry, MacKey, Template};
+
+use super::stats::XdpStats;
+
+/// The program's object, built by build.rs from crate boot-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/boot-ebpf"));
+/// Name of the XDP function in boot-ebpf.
+const PROGRAM: &str = "xboot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("cannot load the XDP program: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the kernel rejected the XDP program: {0}")]
+    Verify(#[source] Box<ProgramError>),
+    #[error("cannot attach XDP to {iface}: native failed ({native}), generic failed ({generic})")]
+    Attach {
+        iface: String,
+        native: Box<ProgramError>,
+        generic: Box<ProgramError>,
+    },
+    #[error("XDP map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("XDP test run: {0}")]
+    TestRun(#[source] Box<ProgramError>),
+}
+
+/// Map sizes, fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Boot interfaces the host map can hold (preallocated).
+    pub max_hosts: u32,
+    /// Templates the template map can hold (allocated on insert).
+    pub max_templates: u32,
+}
+
+impl LoadOptions {
+    /// Room for `hosts` boot interfaces and growth: twice as many, at least 1024.
+    pub fn for_hosts(hosts: usize) -> LoadOptions {
+        let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
+        // Up to 15 templates per host, shared when equal, and the generation a reload
+        // replaces waits for its grace period: twice that. Not preallocated, so the
+        // bound costs only the bucket array.
+        LoadOptions {
+            max_hosts,
+            max_templates: max_hosts.saturating_mul(32),
+        }
+    }
+}
+
+/// How the program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (XDP_TX straight from the NIC's receive ring).
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+/// The loaded program and its maps. Dropping it detaches the program everywhere.
+pub struct FastPath {
+    ebpf: Ebpf,
+    pub(crate) hosts: BpfHashMap<MapData, MacKey, HostEntry>,
+    pub(crate) templates: BpfHashMap<MapData, u32, Template>,
+    pub(crate) classes: aya::maps::Array<MapData, u32>,
+    stats: Arc<XdpStats>,
+    attached: Vec<(String, AttachMode)>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, XdpError> {
+    let map = ebpf.take_map(name).ok_or_else(|| XdpError::Map {
+        name,
+        source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
+    })?;
+    T::try_from(map).map_err(|source| XdpError::Map {
+        name,
+        source: Box::new(source),
+    })
+}
+
+impl FastPath {
+    /// Loads the program into the kernel (verifier included) without attaching it.
+    pub fn load(opts: LoadOptions) -> Result<FastPath, XdpError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("HOSTS", opts.max_hosts)
+            .map_max_entries("TEMPLATES", opts.max_templates)
+            .load(OBJECT)
+            .map_err(|e| XdpError::Load(Box::new(e)))?;
+        let prog: &mut Xdp = program(&mut ebpf)?;
+        prog.load().map_err(|e| XdpError::Verify(Box::new(e)))?;
+        Ok(FastPath {
+            hosts: take(&mut ebpf, "HOSTS")?,
+            templates: take(&mut ebpf, "TEMPLATES")?,
+            classes: take(&mut ebpf, "CLASSES")?,
+            stats: Arc::new(XdpStats {
+                stats: take(&mut ebpf, "STATS")?,
+                reasons: take(&mut ebpf, "REASONS")?,
+            }),
+            ebpf,
+            attached: vec![],
+        })
+    }
+
+    /// Attaches to `iface` in native mode, or in generic mode with a warning when the
+    /// driver has no XDP support.
+    pub fn attach(&mut self, iface: &str) -> Result<AttachMode, XdpError> {
+        let prog = program(&mut self.ebpf)?;
+        let mode = match prog.attach(iface, XdpMode::Driver) {
+            Ok(_) => AttachMode::Native,
+            Err(native) => match prog.attach(iface, XdpMode::Skb) {
+                Ok(_) => {
+                    tracing::warn!(
+                        "XDP on {iface}: native mode unavailable ({native}); using generic mode, \
+                         which is slower"
+                    );
+                    AttachMode::Generic
+                }
+                Err(generic) => {
+                    return Err(XdpError::Attach {
+                        iface: iface.into(),
+                        native: Box::new(native),
+                        generic: Box::new(generic),
+                    });
+                }
+            },
+        };
+        tracing::info!("XDP fast path attached to {iface} ({mode:?})");
+        self.attached.push((iface.to_string(), mode));
+        Ok(mode)
+    }
+
+    /// The counters, for status and metrics.
+    pub fn stats(&self) -> Arc<XdpStats> {
+        self.stats.clone()
+    }
+
+    /// Interfaces the program is attached to.
+    pub fn attached(&self) -> &[(String, AttachMode)] {
+        &self.attached
+    }
+
+    /// Detaches the program from every interface (also done on drop).
+    pub fn detach_all(&mut self) {
+        if let Ok(prog) = program(&mut self.ebpf) {
+            // Links are owned by the program; unloading detaches all of them. Reload it
+            // so the maps and test_run keep working.
+            let _ = prog.unload();
+            let _ = prog.load();
+        }
+        for (iface, _) in self.attached.drain(..) {
+            tracing::info!("XDP fast path detached from {iface}");
+        }
+    }
+
+    /// Instructions the verifier processed when loading the program.
+    pub fn verified_instructions(&mut self) -> Option<u32> {
+        program(&mut self.ebpf)
+            .ok()?
+            .info()
+            .ok()?
+            .verified_instruction_count()
+    }
+
+    /// Instructions in the loaded program (after the verifier's rewrites).
+    pub fn program_size(&mut self) -> Option<usize> {
+        let info = program(&mut self.ebpf).ok()?.info().ok()?;
+        Some(info.size_translated().unwrap_or(0) as usize / 8)
+    }
+
+    /// Runs the program once on `frame` with BPF_PROG_TEST_RUN (ingress interface: the
+    /// loopback device of the caller's network namespace, ifindex 1).
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<TestOutput, XdpError> {
+        let prog = program(&mut self.ebpf)?;
+        let mut out = vec![0u8; frame.len() + 2048];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .map_err(|e| XdpError::TestRun(Box::new(e)))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestOutput {
+            action: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+
+    /// Time the program takes on `frame`, per single-pass test run, `runs` times
+    /// (sorted, shortest first).
+    ///
+    /// Not one run with `repeat`: the program rewrites the frame in place, so a repeated
+    /// run would see its own reply (a BOOTREPLY, passed up at once) and measure that.
+    pub fn costs(&mut self, frame: &[u8], runs: u32) -> Result<Vec<std::time::Duration>, XdpError> {
+        let prog = program(&mut self.ebpf)?;
+        let mut out = vec![0u8; frame.len() + 2048];
+        let mut all = Vec::with_capacity(runs as usize);
+        for _ in 0..runs.max(1) {
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            };
+            all.push(
+                prog.test_run(opts)
+                    .map_err(|e| XdpError::TestRun(Box::new(e)))?
+                    .duration,
+            );
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// The program's file descriptor number (for diagnostics).
+    pub fn program_fd(&mut self) -> Option<i32> {
+        let prog = program(&mut self.ebpf).ok()?;
+        Some(prog.fd().ok()?.as_fd().as_raw_fd())
+    }
+
+    /// The lease event ring buffer, taken once by the events reader.
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        aya::maps::RingBuf::try_from(self.ebpf.take_map("EVENTS")?).ok()
+    }
+}
+
+/// The result of one BPF_PROG_TEST_RUN.
+#[derive(Clone, Debug)]
+pub struct TestOutput {
+    /// XDP action: 2 = XDP_PASS, 3 = XDP_TX.
+    pub action: u32,
+    /// The frame after the program (the reply when the action is XDP_TX).
+    pub frame: Vec<u8>,
+    pub duration: std::time::Duration,
+}
+
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let p = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| XdpError::Verify(Box::new(ProgramError::UnexpectedProgramType)))?;
+    p.try_into().map_err(|e| XdpError::Verify(Box::new(e)))
+}

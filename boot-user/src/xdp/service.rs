@@ -1,0 +1,158 @@
+//! The fast path as a daemon service: load and attach the program, sync its maps with
+//! the running inventory, follow inventory swaps (file change, SIGHUP, API edits all
+//! end in [`Shared::replace_inventory`]), refresh templates before their boot-URL
+//! tokens expire, record lease events, and detach on shutdown.
+//!
+//! ```ignore
+//! let svc = xdp::Service::start(shared.clone(), urls, &["eth0".into()], SyncOptions::default())?;
+//! let stats = svc.stats();            // for `xboot status` and /metrics
+//! tokio::spawn(svc.run(shutdown_rx)); // until shutdown; detaches on return
+//! ```
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::compile::Compiler;
+use super::loader::{AttachMode, FastPath, LoadOptions, XdpError};
+use super::stats::{record_events, XdpStats};
+use super::sync::{MapSync, ServedAddr, SyncOptions, SyncReport};
+use crate::dhcp::{BootUrls, Settings};
+use crate::state::Shared;
+
+/// How often retired templates are collected and due templates refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    #[error("XDP: {0}")]
+    Settings(#[from] crate::dhcp::settings::SettingsError),
+    #[error("XDP: cannot read the addresses of {ifaces:?}: {source}")]
+    Interfaces {
+        ifaces: Vec<String>,
+        source: std::io::Error,
+    },
+}
+
+/// The loaded, attached program and what keeps its maps current.
+pub struct Service {
+    fp: FastPath,
+    sync: MapSync,
+    settings: Settings,
+    urls: Arc<dyn BootUrls + Send + Sync>,
+    shared: Arc<Shared>,
+}
+
+impl Service {
+    /// Loads the program, attaches it to `ifaces` (native, else generic with a warning)
+    /// and fills its maps from the current inventory.
+    pub fn start(
+        shared: Arc<Shared>,
+        urls: Arc<dyn BootUrls + Send + Sync>,
+        ifaces: &[String],
+        opts: SyncOptions,
+    ) -> Result<Service, ServiceError> {
+        let settings = Settings::from_config(&shared.config)?;
+        let inv = shared.inventory();
+        let mut fp = FastPath::load(LoadOptions::for_hosts(inv.hosts().len()))?;
+        let servers =
+            ServedAddr::for_interfaces(ifaces).map_err(|source| ServiceError::Interfaces {
+                ifaces: ifaces.to_vec(),
+                source,
+            })?;
+        for iface in ifaces {
+            fp.attach(iface)?;
+        }
+        let mut svc = Service {
+            fp,
+            sync: MapSync::new(servers, opts),
+            settings,
+            urls,
+            shared,
+        };
+        let r = svc.sync_now(&inv, Instant::now())?;
+        tracing::info!(
+            "XDP fast path: {} boot interfaces, {} templates ({r:?})",
+            svc.sync.hosts(),
+            svc.sync.templates()
+        );
+        Ok(svc)
+    }
+
+    /// The counters, for status and metrics.
+    pub fn stats(&self) -> Arc<XdpStats> {
+        self.fp.stats()
+    }
+
+    /// Interfaces the program runs on, and how.
+    pub fn attached(&self) -> &[(String, AttachMode)] {
+        self.fp.attached()
+    }
+
+    fn sync_now(
+        &mut self,
+        inv: &crate::inventory::Inventory,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
+        let c = Compiler {
+            settings: &self.settings,
+            urls: self.urls.as_ref(),
+        };
+        self.sync.sync(&mut self.fp, inv, &c, now)
+    }
+
+    /// Keeps the maps in step until `shutdown` turns true (or its sender goes away),
+    /// then detaches the program.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut changes = self.shared.subscribe();
+        if let Some(ring) = self.fp.take_events() {
+            tokio::spawn(record_events(ring, self.shared.clone(), shutdown.clone()));
+        }
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                r = changes.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    self = self.sync_blocking().await;
+                }
+                _ = tick.tick() => {
+                    // Templates due for refresh and retired templates past their grace.
+                    self = self.sync_blocking().await;
+                }
+            }
+        }
+        self.fp.detach_all();
+    }
+
+    /// One sync on the blocking pool (compiling templates is CPU work).
+    async fn sync_blocking(mut self) -> Service {
+        let inv = self.shared.inventory();
+        let handle = tokio::task::spawn_blocking(move || {
+            let r = self.sync_now(&inv, Instant::now());
+            (self, r)
+        });
+        let (svc, r) = handle.await.expect("XDP sync panicked");
+        match r {
+            Ok(r)
+                if r != SyncReport::default()
+                    && (r.added + r.changed + r.removed + r.failed) > 0 =>
+            {
+                tracing::info!("XDP maps synced: {r:?}")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("XDP maps: {e}; requests go to the slow path until the next sync")
+            }
+        }
+        svc
+    }
+}

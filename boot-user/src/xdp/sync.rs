@@ -1,0 +1,572 @@
+//! Keeping the program's maps in step with the inventory.
+//!
+//! Invariants (what a client sees while the daemon swaps inventories):
+//! - A host present before and after a sync is answered throughout: its new templates
+//!   are in `TEMPLATES` before its host entry names them, the entry is replaced whole in
+//!   one map update, and its old templates are deleted only a grace period after no
+//!   entry names them any more (the program reads a template within microseconds of
+//!   reading the entry that named it).
+//! - A host deleted from the inventory is never answered again once `sync` returns: its
+//!   entry is removed, and the program passes unknown MACs up.
+//! - Only what changed is written: a host whose inventory entry and server address are
+//!   unchanged (and whose templates are not due for refresh) costs nothing; templates
+//!   are shared by content (a 128-bit digest), so a refresh that gives the same bytes
+//!   writes nothing either.
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use boot_common::{HostEntry, MacKey, Template, MAX_KINDS, MSGS};
+use ipnet::Ipv4Net;
+use sha2::{Digest, Sha256};
+
+use super::compile::{class_table, Compiled, Compiler, HostTemplates};
+use super::loader::{FastPath, XdpError};
+use crate::inventory::{Host, Inventory, Mac};
+
+/// One of our addresses, where the program runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedAddr {
+    /// Interface the program is attached to (the parent of a VLAN interface).
+    pub ifindex: u32,
+    /// 802.1Q VLAN id; 0 untagged.
+    pub vlan: u16,
+    /// Our MAC there (the source of replies).
+    pub mac: Mac,
+    pub net: Ipv4Net,
+}
+
+impl ServedAddr {
+    /// Our addresses on the named interfaces (the program is attached to each) and on
+    /// their 802.1Q VLAN interfaces (tagged frames reach the parent's program).
+    pub fn for_interfaces(names: &[String]) -> std::io::Result<Vec<ServedAddr>> {
+        let all = crate::dhcp::iface::list()?;
+        let vlans = std::fs::read_to_string("/proc/net/vlan/config").unwrap_or_default();
+        let mut out = vec![];
+        for name in names {
+            let Some(parent) = all.iter().find(|i| &i.name == name) else {
+                return Err(std::io::Error::other(format!("no interface {name}")));
+            };
+            let mut add = |vlan: u16, i: &crate::dhcp::iface::IfaceInfo| {
+                for net in &i.addrs {
+                    out.push(ServedAddr {
+                        ifindex: parent.index,
+                        vlan,
+                        mac: i.mac,
+                        net: *net,
+                    });
+                }
+            };
+            add(0, parent);
+            for (child, id) in vlan_children(&vlans, name) {
+                if let Some(i) = all.iter().find(|i| i.name == child) {
+                    add(id, i);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `(name, vlan id)` of the VLAN interfaces on `parent`, from /proc/net/vlan/config
+/// (`eth0.42 | 42 | eth0`).
+fn vlan_children(config: &str, parent: &str) -> Vec<(String, u16)> {
+    config
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            match f[..] {
+                [name, id, p] if p == parent => Some((name.to_string(), id.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SyncOptions {
+    /// Lifetime of a template that embeds expiring boot-URL tokens: the program passes
+    /// it up after this, and `sync` recompiles templates older than half of it. None:
+    /// templates never expire.
+    pub template_ttl: Option<Duration>,
+    /// How long a template no entry names stays in the map before it is deleted.
+    pub grace: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            template_ttl: None,
+            grace: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What one `sync` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    /// Hosts whose templates could not be compiled or written (they go to the slow path).
+    pub failed: usize,
+    pub templates_written: usize,
+    pub templates_deleted: usize,
+}
+
+/// A host entry as installed.
+struct Installed {
+    host: Host,
+    server_ip: Ipv4Addr,
+    entry: HostEntry,
+    ids: Vec<u32>,
+    compiled_at: Instant,
+}
+
+/// A template in the map, shared by every slot with the same content.
+struct Shared {
+    id: u32,
+    refs: u32,
+}
+
+type Digest128 = [u8; 16];
+
+/// The daemon's record of what is in the maps.
+pub struct MapSync {
+    servers: Vec<ServedAddr>,
+    opts: SyncOptions,
+    installed: HashMap<Mac, Installed>,
+    by_digest: HashMap<Digest128, Shared>,
+    digest_of: HashMap<u32, Digest128>,
+    /// Templates no entry names, with when they stopped being named.
+    retired: VecDeque<(Instant, u32)>,
+    next_id: u32,
+    seq: u32,
+    classes_written: bool,
+}
+
+impl MapSync {
+    pub fn new(servers: Vec<ServedAddr>, opts: SyncOptions) -> MapSync {
+        MapSync {
+            servers,
+            opts,
+            installed: HashMap::new(),
+            by_digest: HashMap::new(),
+            digest_of: HashMap::new(),
+            retired: VecDeque::new(),
+            next_id: 1,
+            seq: 0,
+            classes_written: false,
+        }
+    }
+
+    /// Hosts currently in the map.
+    pub fn hosts(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// Templates currently in the map (named or waiting for deletion).
+    pub fn templates(&self) -> usize {
+        self.digest_of.len()
+    }
+
+    /// The address replies to `host_ip` come from: the served address whose network
+    /// holds it, else the first (as the slow path picks it for broadcast requests).
+    pub fn server_for(&self, host_ip: Ipv4Addr) -> Option<&ServedAddr> {
+        let addrs: Vec<Ipv4Net> = self.servers.iter().map(|s| s.net).collect();
+        let ip = crate::dhcp::iface::pick_server_ip(&addrs, Some(host_ip), None)?;
+        self.servers.iter().find(|s| s.net.addr() == ip)
+    }
+
+    /// Brings the maps to `inv`. `now` decides which templates are due for refresh.
+    pub fn sync(
+        &mut self,
+        fp: &mut FastPath,
+        inv: &Inventory,
+        c: &Compiler<'_>,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
+        self.write_static(fp)?;
+        let mut report = SyncReport::default();
+        let mut seen = HashMap::new();
+        for host in inv.hosts() {
+            for nic in host.interfaces.iter().filter(|i| !i.bmc) {
+                let Some(mac) = nic.mac else { continue };
+                seen.insert(mac, ());
+                self.sync_host(fp, inv, c, host, mac, now, &mut report);
+            }
+        }
+        let gone: Vec<Mac> = self
+            .installed
+            .keys()
+            .filter(|m| !seen.contains_key(*m))
+            .copied()
+            .collect();
+        for mac in gone {
+            if let Err(e) = fp.hosts.remove(&MacKey::new(mac.0)) {
+                tracing::warn!("XDP: cannot remove host {mac}: {e}");
+                report.failed += 1;
+                continue;
+            }
+            let old = self.installed.remove(&mac).expect("listed above");
+            self.release(&old.ids, now);
+            report.removed += 1;
+        }
+        report.templates_deleted = self.collect(fp, now);
+        Ok(report)
+    }
+
+    /// The class table (written once).
+    fn write_static(&mut self, fp: &mut FastPath) -> Result<(), XdpError> {
+        if self.classes_written {
+            return Ok(());
+        }
+        for (key, kind) in class_table() {
+            let Some(i) = key.index() else { continue };
+            fp.classes
+                .set(i, kind + 1, 0)
+                .map_err(|source| XdpError::Map {
+                    name: "CLASSES",
+                    source: Box::new(source),
+                })?;
+        }
+        self.classes_written = true;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sync_host(
+        &mut self,
+        fp: &mut FastPath,
+        inv: &Inventory,
+        c: &Compiler<'_>,
+        host: &Host,
+        mac: Mac,
+        now: Instant,
+        report: &mut SyncReport,
+    ) {
+        let ip = inv
+            .lookup_mac(mac)
+            .and_then(|l| l.nic.addr())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let Some(server) = self.server_for(ip).cloned() else {
+            report.failed += 1; // no address to answer from: the slow path decides
+            return;
+        };
+        let server_ip = server.net.addr();
+        let due = |i: &Installed| {
+            self.opts
+                .template_ttl
+                .is_some_and(|ttl| now.duration_since(i.compiled_at) >= ttl / 2)
+        };
+        let old = self.installed.get(&mac);
+        if old.is_some_and(|i| i.host == *host && i.server_ip == server_ip && !due(i)) {
+            report.unchanged += 1;
+            return;
+        }
+        let old_entry = old.map(|i| i.entry);
+        let templates = match c.compile_host(inv, mac, server_ip) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("XDP: {e}; the slow path answers this host");
+                self.remove_host(fp, mac, now);
+                report.failed += 1;
+                return;
+            }
+        };
+        let valid_until = self
+            .opts
+            .template_ttl
+            .map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
+        let Some((entry, ids)) =
+            self.write_templates(fp, mac, &templates, &server, valid_until, now, report)
+        else {
+            report.failed += 1;
+            return;
+        };
+        let entry = match old_entry.filter(|e| same_entry(e, &entry)) {
+            Some(e) => {
+                report.unchanged += 1;
+                e
+            }
+            None => {
+                self.seq = self.seq.wrapping_add(1);
+                let entry = HostEntry {
+                    seq: self.seq,
+                    seq_end: self.seq,
+                    ..entry
+                };
+                if let Err(e) = fp.hosts.insert(MacKey::new(mac.0), entry, 0) {
+                    tracing::warn!("XDP: cannot write host {} ({mac}): {e}", host.name);
+                    self.release(&ids, now);
+                    report.failed += 1;
+                    return;
+                }
+                if old_entry.is_none() {
+                    report.added += 1;
+                } else {
+                    report.changed += 1;
+                }
+                entry
+            }
+        };
+        let prev = self.installed.insert(
+            mac,
+            Installed {
+                host: host.clone(),
+                server_ip,
+                entry,
+                ids,
+                compiled_at: now,
+            },
+        );
+        if let Some(prev) = prev {
+            self.release(&prev.ids, now);
+        }
+    }
+
+    /// Writes the templates `t` needs (those not already in the map) and returns the
+    /// host entry naming them, with one reference taken per slot.
+    #[allow(clippy::too_many_arguments)]
+    fn write_templates(
+        &mut self,
+        fp: &mut FastPath,
+        mac: Mac,
+        t: &HostTemplates,
+        server: &ServedAddr,
+        valid_until: Option<u64>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) -> Option<(HostEntry, Vec<u32>)> {
+        let mut entry = HostEntry {
+            mac: mac.0,
+            ip: t.ip.octets(),
+            server_ip: t.server_ip.octets(),
+            ifindex: server.ifindex,
+            vlan: server.vlan,
+            server_mac: server.mac.0,
+            ..Default::default()
+        };
+        let mut ids = vec![];
+        let mut failed = false;
+        let mut take = |this: &mut MapSync, c: &Option<Compiled>| -> u32 {
+            let Some(c) = c else { return 0 };
+            match this.acquire(fp, c, valid_until, report) {
+                Ok(id) => {
+                    ids.push(id);
+                    id
+                }
+                Err(e) => {
+                    tracing::warn!("XDP: cannot write a template for {mac}: {e}");
+                    failed = true;
+                    0
+                }
+            }
+        };
+        for k in 0..MAX_KINDS {
+            for m in 0..MSGS {
+                entry.tmpl[k][m] = take(self, &t.slots[k][m]);
+            }
+        }
+        entry.nak = take(self, &t.nak);
+        if failed {
+            self.release(&ids, now);
+            return None;
+        }
+        Some((entry, ids))
+    }
+
+    /// The id of a template with this content, writing it if it is new.
+    fn acquire(
+        &mut self,
+        fp: &mut FastPath,
+        c: &Compiled,
+        valid_until: Option<u64>,
+        report: &mut SyncReport,
+    ) -> Result<u32, aya::maps::MapError> {
+        let digest = digest(c, valid_until);
+        if let Some(s) = self.by_digest.get_mut(&digest) {
+            s.refs += 1;
+            return Ok(s.id);
+        }
+        let id = self.fresh_id();
+        let t = to_template(c, id, valid_until.unwrap_or(0));
+        fp.templates.insert(id, t, 0)?;
+        report.templates_written += 1;
+        self.by_digest.insert(digest, Shared { id, refs: 1 });
+        self.digest_of.insert(id, digest);
+        Ok(id)
+    }
+
+    fn fresh_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.digest_of.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Drops one reference per id; templates left unnamed are retired (deleted later).
+    fn release(&mut self, ids: &[u32], now: Instant) {
+        for id in ids {
+            let Some(d) = self.digest_of.get(id) else {
+                continue;
+            };
+            let Some(s) = self.by_digest.get_mut(d) else {
+                continue;
+            };
+            s.refs -= 1;
+            if s.refs == 0 {
+                self.by_digest.remove(&self.digest_of[id]);
+                self.retired.push_back((now, *id));
+            }
+        }
+    }
+
+    fn remove_host(&mut self, fp: &mut FastPath, mac: Mac, now: Instant) {
+        if let Some(old) = self.installed.remove(&mac) {
+            let _ = fp.hosts.remove(&MacKey::new(mac.0));
+            self.release(&old.ids, now);
+        }
+    }
+
+    /// Deletes templates retired at least a grace period ago. Returns how many.
+    pub fn collect(&mut self, fp: &mut FastPath, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(&(at, id)) = self.retired.front() {
+            if now.duration_since(at) < self.opts.grace {
+                break;
+            }
+            self.retired.pop_front();
+            self.digest_of.remove(&id);
+            match fp.templates.remove(&id) {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!("XDP: cannot delete template {id}: {e}"),
+            }
+        }
+        n
+    }
+}
+
+/// Entries equal apart from their sequence numbers.
+fn same_entry(a: &HostEntry, b: &HostEntry) -> bool {
+    HostEntry {
+        seq: 0,
+        seq_end: 0,
+        ..*a
+    } == HostEntry {
+        seq: 0,
+        seq_end: 0,
+        ..*b
+    }
+}
+
+fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
+    let t = to_template(c, 0, valid_until.unwrap_or(0));
+    let mut h = Sha256::new();
+    // SAFETY: Template is plain old data without implicit padding (checked in
+    // boot-common), so its bytes are fully initialised.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            &t as *const Template as *const u8,
+            std::mem::size_of::<Template>(),
+        )
+    };
+    h.update(bytes);
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The map value for a compiled template: head and tail split at the insertion point,
+/// with their checksums.
+pub fn to_template(c: &Compiled, id: u32, valid_until_ns: u64) -> Template {
+    let (what, at) = c
+        .insert
+        .unwrap_or((boot_common::insert::NONE, c.bytes.len()));
+    let (head, tail) = c.bytes.split_at(at);
+    let mut t = Template {
+        id,
+        head_len: head.len() as u16,
+        tail_len: tail.len() as u16,
+        stamp: c.stamp,
+        insert: what,
+        msg_type: c.msg_type,
+        kind: c.kind,
+        dns_n: c.dns.map_or(0, |d| d.1),
+        limited: c.limited as u8,
+        yiaddr: c.yiaddr.octets(),
+        dns_off: c.dns.map_or(0, |d| d.0),
+        sum_head: ones_sum(head, 0),
+        sum_tail: ones_sum(tail, head.len()),
+        valid_until_ns,
+        ..Default::default()
+    };
+    t.head[..head.len()].copy_from_slice(head);
+    t.tail[..tail.len()].copy_from_slice(tail);
+    t
+}
+
+/// One's complement sum (folded, not complemented) of `bytes` placed at `offset` in a
+/// message: big-endian 16-bit words, a byte at an odd offset being a low byte.
+pub fn ones_sum(bytes: &[u8], offset: usize) -> u16 {
+    let mut s: u32 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        s += if (offset + i).is_multiple_of(2) {
+            (*b as u32) << 8
+        } else {
+            *b as u32
+        };
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: t is a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_config_rows() {
+        let cfg = "VLAN Dev name    | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n\
+                   eth0.42        | 42  | eth0\neth1.7         | 7  | eth1\n";
+        assert_eq!(
+            vlan_children(cfg, "eth0"),
+            vec![("eth0.42".to_string(), 42)]
+        );
+        assert!(vlan_children(cfg, "eth2").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod sum_tests {
+    use super::*;
+
+    /// The template sums are the Internet checksum's, split anywhere.
+    #[test]
+    fn split_sums_add_up() {
+        let msg: Vec<u8> = (0..301u32).map(|i| (i * 37 + 11) as u8).collect();
+        let whole = !crate::dhcp::frame::checksum(&[&msg]);
+        for at in [0, 1, 2, 150, 151, 300, 301] {
+            let (a, b) = msg.split_at(at);
+            let s = ones_sum(a, 0) as u32 + ones_sum(b, at) as u32;
+            let s = ((s & 0xffff) + (s >> 16)) as u16;
+            assert_eq!(s, whole, "split at {at}");
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! HTTP boot service on loopback against curl (and reqwest for the concurrent test):
+//! the iPXE script, kernel Range/HEAD, refused tokens, a missing kernel, /repo, the
+//! postscript and complete, UEFI firmware, and 200 concurrent downloads.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use xboot::config::Config;
+use xboot::events::{EventKind, EventLog};
+use xboot::http::{HttpService, TokenKey, UrlSigner};
+use xboot::inventory::{Host, Image, Interface, Inventory, Mac};
+use xboot::state::Shared;
+
+const MAC: &str = "aa:bb:cc:11:22:33";
+const CMDLINE: &str = "console=ttyS0 BOOTIF=01-{{ $.nic.MAC | toString | replace \":\" \"-\" }} grendel.hostname={{ $.host.Name }} root=live:{{ $.endpoints.LiveImageURL }}";
+
+/// Deterministic bytes, different per `seed`.
+fn bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+struct Server {
+    dir: tempfile::TempDir,
+    shared: Arc<Shared>,
+    signer: UrlSigner,
+    base: String,
+    completed: Arc<Mutex<Vec<String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Server {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn url(&self, host: &str, file: &str) -> String {
+        let mac: Mac = MAC.parse().unwrap();
+        format!("{}/boot/{}/{file}", self.base, self.signer.token(host, mac))
+    }
+
+    fn events(&self, host: &str, kind: EventKind) -> Vec<String> {
+        self.shared
+            .events
+            .for_host(host)
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.detail)
+            .collect()
+    }
+}
+
+fn host(name: &str, image: &str, provision: bool) -> Host {
+    Host {
+        name: name.into(),
+        provision,
+        boot_image: image.into(),
+        interfaces: vec![Interface {
+            mac: Some(MAC.parse().unwrap()),
+            ip: Some("10.0.0.51/24".into()),
+            ..Interface::default()
+        }],
+        ..Host::default()
+    }
+}
+
+/// Starts the service on 127.0.0.1:0 with: cn1 (image img: kernel 1 MiB, two initrds,
+/// a liveimg, a postscript template), cn2 (image broken: kernel file missing), cn3 (not
+/// set to provision). Hosts share the MAC: tokens name the host.
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("vmlinuz"), bytes(1 << 20, 1)).unwrap();
+    std::fs::write(d.join("initrd0.img"), bytes(300_000, 2)).unwrap();
+    std::fs::write(d.join("initrd1.img"), bytes(1000, 3)).unwrap();
+    std::fs::write(d.join("root.squashfs"), bytes(2 << 20, 4)).unwrap();
+    std::fs::create_dir_all(d.join("repo/sub")).unwrap();
+    std::fs::write(d.join("repo/sub/pkg.bin"), bytes(50_000, 5)).unwrap();
+    let s = |p: &str| d.join(p).to_string_lossy().into_owned();
+    let img = Image {
+        name: "img".into(),
+        kernel: s("vmlinuz"),
+        initrd: vec![s("initrd0.img"), s("initrd1.img")],
+        liveimg: s("root.squashfs"),
+        cmdline: CMDLINE.into(),
+        provision_templates: [(
+            "postscript".to_string(),
+            "#!/bin/sh\nhostname {{ $.host.Name }}\ncurl -X POST {{ $.endpoints.CompleteURL }}\n"
+                .to_string(),
+        )]
+        .into(),
+        ..Image::default()
+    };
+    let broken = Image {
+        name: "broken".into(),
+        kernel: s("missing-vmlinuz"),
+        ..Image::default()
+    };
+    let inv = Inventory::from_parts_unchecked(
+        vec![
+            host("cn1", "img", true),
+            host("cn2", "broken", true),
+            host("cn3", "img", false),
+        ],
+        vec![img, broken],
+    );
+    let mut cfg = Config::default();
+    cfg.provision.repo_dir = d.join("repo");
+    cfg.provision.token_ttl = 600;
+    let shared = Shared::new(cfg, inv, EventLog::default());
+    let key = TokenKey::from_secret("integration");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let completed = Arc::new(Mutex::new(Vec::new()));
+    let seen = completed.clone();
+    let service =
+        HttpService::new(shared.clone(), key.clone()).on_complete(Arc::new(move |h: &str| {
+            seen.lock().unwrap().push(h.to_string());
+            Ok(())
+        }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(service.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let signer = UrlSigner::new(&base, key, Duration::from_secs(600));
+    Server {
+        dir,
+        shared,
+        signer,
+        base,
+        completed,
+        stop: Some(stop),
+    }
+}
+
+struct Curl {
+    code: u16,
+    body: Vec<u8>,
+}
+
+/// Runs curl with `args`, returning the status code and the body.
+async fn curl(args: &[&str]) -> Curl {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl runs");
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|&b| b == b'\n').expect("status line");
+    let code = std::str::from_utf8(&body[nl + 1..])
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("status code");
+    body.truncate(nl);
+    Curl { code, body }
+}
+
+fn text(c: &Curl) -> String {
+    String::from_utf8_lossy(&c.body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_fetches_ipxe_script() {
+    let srv = start().await;
+    let url = srv.url("cn1", "ipxe");
+    let c = curl(&[&url]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
+    let script = text(&c);
+    let token = url.split('/').nth(4).unwrap();
+    let b = format!("{}/boot/{token}", srv.base);
+    let want = format!(
+        "#!ipxe\n# xboot: host cn1, image img\n\
+         kernel --name kernel {b}/kernel initrd=initrd-0 initrd=initrd-1 console=ttyS0 \
+         BOOTIF=01-aa-bb-cc-11-22-33 grendel.hostname=cn1 root=live:{b}/liveimg\n\
+         initrd --name initrd-0 {b}/initrd-0\ninitrd --name initrd-1 {b}/initrd-1\nboot kernel\n"
+    );
+    assert_eq!(script, want);
+    assert_eq!(srv.events("cn1", EventKind::IpxeScript).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_kernel_range_head_and_full() {
+    let srv = start().await;
+    let kernel = std::fs::read(srv.path("vmlinuz")).unwrap();
+    let url = srv.url("cn1", "kernel");
+
+    let c = curl(&["-r", "100-199", &url]).await;
+    assert_eq!(c.code, 206);
+    assert_eq!(c.body, kernel[100..200]);
+
+    let c = curl(&["-I", &url]).await;
+    assert_eq!(c.code, 200);
+    let head = text(&c).to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("content-length: {}\r\n", kernel.len())),
+        "{head}"
+    );
+    assert!(head.contains("accept-ranges: bytes"), "{head}");
+
+    let c = curl(&[&url]).await;
+    assert_eq!((c.code, c.body.len()), (200, kernel.len()));
+    assert!(c.body == kernel, "full kernel differs");
+
+    for (file, path) in [
+        ("initrd-1", "initrd1.img"),
+        ("liveimg", "root.squashfs"),
+        ("file/initrd-0", "initrd0.img"),
+    ] {
+        let c = curl(&[&srv.url("cn1", file)]).await;
+        assert_eq!(c.code, 200, "{file}");
+        assert!(
+            c.body == std::fs::read(srv.path(path)).unwrap(),
+            "{file} differs"
+        );
+    }
+    let kernels = srv.events("cn1", EventKind::Kernel);
+    assert_eq!(
+        kernels.len(),
+        2,
+        "GETs are recorded, HEAD is not: {kernels:?}"
+    );
+    assert!(kernels[0].ends_with("bytes=100-199"), "{kernels:?}");
+    assert_eq!(srv.events("cn1", EventKind::Initrd).len(), 2);
+    assert_eq!(srv.events("cn1", EventKind::LiveImage).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_get_403_with_a_reason() {
+    let srv = start().await;
+    let mac: Mac = MAC.parse().unwrap();
+    let long_ago = xboot::http::token::now_secs() - 3600;
+    let expired = srv.signer.token_at("cn1", mac, long_ago);
+    let forged = UrlSigner::new(
+        &srv.base,
+        TokenKey::from_secret("not ours"),
+        Duration::from_secs(600),
+    )
+    .token("cn1", mac);
+    let ghost = srv.signer.token("cn9", mac);
+    let other_mac = srv
+        .signer
+        .token("cn1", "02:00:00:00:00:01".parse().unwrap());
+    let good = srv.signer.token("cn1", mac);
+    let rows = [
+        (
+            format!("{}/boot/{expired}/kernel", srv.base),
+            "token for host cn1 expired",
+        ),
+        (
+            format!("{}/boot/{forged}/kernel", srv.base),
+            "bad token signature",
+        ),
+        (
+            format!("{}/boot/{}/ipxe", srv.base, &good[..good.len() - 6]),
+            "malformed token",
+        ),
+        (
+            format!("{}/boot/not-a-token/ipxe", srv.base),
+            "malformed token",
+        ),
+        (
+            format!("{}/boot/{ghost}/ipxe", srv.base),
+            "host cn9, which is not in the inventory",
+        ),
+        (
+            format!("{}/boot/{other_mac}/ipxe", srv.base),
+            "host cn1 has no boot interface 02:00:00:00:00:01",
+        ),
+        (srv.url("cn3", "kernel"), "host cn3 is not set to provision"),
+    ];
+    for (url, reason) in rows {
+        let c = curl(&[&url]).await;
+        assert_eq!(c.code, 403, "{url}: {}", text(&c));
+        assert!(text(&c).contains(reason), "{url}: {}", text(&c));
+        assert_eq!(text(&c).lines().count(), 1, "one line: {}", text(&c));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_kernel_file_is_named() {
+    let srv = start().await;
+    let c = curl(&[&srv.url("cn2", "kernel")]).await;
+    assert_eq!(c.code, 404);
+    let body = text(&c);
+    let missing = srv.path("missing-vmlinuz");
+    assert!(
+        body.starts_with(&format!(
+            "host cn2: image broken: kernel file {}",
+            missing.display()
+        )),
+        "{body}"
+    );
+    let c = curl(&[&srv.url("cn1", "initrd-7")]).await;
+    assert_eq!(c.code, 404);
+    assert!(
+        text(&c).contains("no boot file \"initrd-7\" (image has 2 initrd)"),
+        "{}",
+        text(&c)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repo_range_and_escapes() {
+    let srv = start().await;
+    let pkg = std::fs::read(srv.path("repo/sub/pkg.bin")).unwrap();
+    let c = curl(&["-r", "1000-1999", &format!("{}/repo/sub/pkg.bin", srv.base)]).await;
+    assert_eq!(c.code, 206);
+    assert_eq!(c.body, pkg[1000..2000]);
+    let c = curl(&["-I", &format!("{}/repo/sub/pkg.bin", srv.base)]).await;
+    assert!(text(&c)
+        .to_ascii_lowercase()
+        .contains(&format!("content-length: {}", pkg.len())));
+    std::os::unix::fs::symlink("/etc/passwd", srv.path("repo/passwd")).unwrap();
+    let rows = [
+        ("/repo/../vmlinuz", 403),
+        ("/repo/sub/%2e%2e/%2e%2e/vmlinuz", 403),
+        ("/repo/passwd", 403),
+        ("/repo/nothing", 404),
+        ("/repo/sub", 404),
+    ];
+    for (path, code) in rows {
+        let c = curl(&["--path-as-is", &format!("{}{path}", srv.base)]).await;
+        assert_eq!(c.code, code, "{path}: {}", text(&c));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postscript_and_complete() {
+    let srv = start().await;
+    let c = curl(&[&srv.url("cn1", "postscript")]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
+    let body = text(&c);
+    assert!(
+        body.starts_with("#!/bin/sh\nhostname cn1\ncurl -X POST http://127.0.0.1:"),
+        "{body}"
+    );
+    let complete = body
+        .lines()
+        .nth(2)
+        .unwrap()
+        .strip_prefix("curl -X POST ")
+        .unwrap()
+        .to_string();
+    assert!(complete.ends_with("/complete"));
+    let c = curl(&[&srv.url("cn1", "provision/postscript")]).await;
+    assert_eq!(c.code, 200);
+    let c = curl(&[&srv.url("cn1", "provision/kickstart")]).await;
+    assert_eq!(c.code, 404);
+    assert!(
+        text(&c).contains("no provision template \"kickstart\""),
+        "{}",
+        text(&c)
+    );
+
+    let c = curl(&[&complete]).await;
+    assert_eq!(c.code, 405, "complete takes POST");
+    let c = curl(&["-X", "POST", &complete]).await;
+    assert_eq!(c.code, 200);
+    assert_eq!(text(&c), "{\"status\":\"ok\"}");
+    assert_eq!(*srv.completed.lock().unwrap(), ["cn1"]);
+    assert_eq!(srv.events("cn1", EventKind::Complete).len(), 1);
+    assert_eq!(srv.events("cn1", EventKind::Postscript).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uefi_firmware_without_token() {
+    let srv = start().await;
+    let want = std::fs::read(Path::new("/usr/lib/ipxe/snponly.efi"))
+        .expect("ipxe package installed (setup.sh)");
+    let url = srv
+        .signer
+        .firmware_url("snponly.efi", "127.0.0.1".parse().unwrap());
+    let c = curl(&[&url]).await;
+    assert_eq!(c.code, 200);
+    assert!(c.body == want, "snponly.efi differs");
+    let c = curl(&[
+        "--path-as-is",
+        &format!("{}/firmware/../../etc/passwd", srv.base),
+    ])
+    .await;
+    assert_eq!(c.code, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_downloads() {
+    let srv = start().await;
+    let kernel = Arc::new(std::fs::read(srv.path("vmlinuz")).unwrap());
+    let squash = Arc::new(std::fs::read(srv.path("root.squashfs")).unwrap());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200usize {
+        let (file, want) = if i % 2 == 0 {
+            ("kernel", kernel.clone())
+        } else {
+            ("liveimg", squash.clone())
+        };
+        let url = srv.url("cn1", file);
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every third request asks for a range starting at a different offset.
+            let range = (i % 3 == 0).then(|| {
+                let start = (i * 7919) % (want.len() - 70_000);
+                (start, start + 65_536 + i)
+            });
+            let mut req = client.get(&url);
+            if let Some((a, b)) = range {
+                req = req.header("Range", format!("bytes={a}-{b}"));
+            }
+            let resp = req.send().await.expect("response");
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.expect("body");
+            match range {
+                Some((a, b)) => assert!(
+                    status == 206 && body[..] == want[a..=b],
+                    "request {i}: range {a}-{b}"
+                ),
+                None => assert!(
+                    status == 200 && body[..] == want[..],
+                    "request {i}: full {file}"
+                ),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("download task");
+    }
+    let n =
+        srv.events("cn1", EventKind::Kernel).len() + srv.events("cn1", EventKind::LiveImage).len();
+    assert_eq!(n, 200, "one event per download");
+}

@@ -1,0 +1,262 @@
+//! Differential equivalence: a corpus of requests (every client kind, DISCOVER and
+//! REQUEST in each state, wrong address, foreign server, broadcast flag, option 97 or
+//! not, shuffled option order, relayed, VLAN-tagged) through the loaded program with
+//! BPF_PROG_TEST_RUN and through the slow path (strict parser, classifier, builder,
+//! frame encoder). Both replies must decode (dhcproto) to the same message field by
+//! field and option by option, with the same addressing, and be the same bytes.
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{Message, MessageType};
+use dhcproto::{Decodable, Decoder};
+use xboot::dhcp::frame::parse_frame;
+use xboot::xdp::loader::{XDP_PASS, XDP_TX};
+
+use super::fixture::*;
+use crate::netns;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The program must answer (and equal the slow path).
+    Tx,
+    /// The program must pass the frame up.
+    Pass,
+}
+
+/// Runs one request through both paths and compares. Returns the program's action.
+pub fn check(lab: &mut Lab, name: &str, req: &Req, expect: Expect) -> u32 {
+    let frame = req.frame();
+    let rotation = lab.rotation();
+    let want = lab.slow_path(&frame, rotation);
+    let out = lab.run(&frame);
+    match (out.action, &want, expect) {
+        (XDP_TX, Some(w), _) => compare(name, &out.frame, w),
+        (XDP_TX, None, _) => panic!("{name}: the program answered a request the slow path ignores"),
+        (XDP_PASS, _, Expect::Pass) => {}
+        (XDP_PASS, w, Expect::Tx) => panic!(
+            "{name}: the program passed it up (slow path answers: {}); counters {:?}, reasons so far {:?}",
+            w.is_some(),
+            lab.fp.stats().counters(),
+            lab.fp.stats().reasons()
+        ),
+        (a, _, _) => panic!("{name}: unexpected XDP action {a}"),
+    }
+    if expect == Expect::Tx {
+        assert!(
+            want.is_some(),
+            "{name}: the slow path does not answer this row; fix the corpus"
+        );
+    }
+    out.action
+}
+
+/// Addressing, then the decoded message field by field and option by option, then bytes.
+pub fn compare(name: &str, got: &[u8], want: &[u8]) {
+    let g = parse_frame(got)
+        .unwrap_or_else(|e| panic!("{name}: the program's frame does not parse: {e}"));
+    let w = parse_frame(want).unwrap();
+    assert_eq!(
+        (g.dst_mac, g.src_mac, g.vlan, g.src, g.dst, g.ttl),
+        (w.dst_mac, w.src_mac, w.vlan, w.src, w.dst, w.ttl),
+        "{name}: addressing"
+    );
+    let gm = Message::decode(&mut Decoder::new(g.payload)).unwrap();
+    let wm = Message::decode(&mut Decoder::new(w.payload)).unwrap();
+    let fields = |m: &Message| {
+        (
+            (
+                m.opcode(),
+                m.htype(),
+                m.hops(),
+                m.xid(),
+                m.secs(),
+                m.flags(),
+            ),
+            (m.ciaddr(), m.yiaddr(), m.siaddr(), m.giaddr()),
+            (
+                m.chaddr().to_vec(),
+                m.sname().map(<[u8]>::to_vec),
+                m.fname().map(<[u8]>::to_vec),
+            ),
+        )
+    };
+    assert_eq!(fields(&gm), fields(&wm), "{name}: BOOTP fields");
+    let gopts: Vec<_> = gm.opts().iter().collect();
+    let wopts: Vec<_> = wm.opts().iter().collect();
+    for (code, opt) in &wopts {
+        assert_eq!(gm.opts().get(**code), Some(*opt), "{name}: option {code:?}");
+    }
+    assert_eq!(
+        gopts.len(),
+        wopts.len(),
+        "{name}: extra options in {gopts:?}"
+    );
+    assert_eq!(got, want, "{name}: bytes");
+}
+
+const CN1_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+
+/// The corpus: (name, request, expectation).
+fn corpus() -> Vec<(String, Req, Expect)> {
+    use Expect::*;
+    let mut rows = vec![];
+    let hosts = [
+        ("cn1", CN1, CN1_IP),
+        ("cn2", CN2_NO_PROVISION, Ipv4Addr::new(10, 0, 0, 6)),
+        ("cn3", CN3_FIRMWARE, Ipv4Addr::new(10, 0, 0, 7)),
+    ];
+    for (h, mac, ip) in hosts {
+        for kind in KINDS {
+            let n = |what: &str| format!("{h} {kind} {what}");
+            let d = discover(kind, mac);
+            rows.push((n("DISCOVER"), d.clone(), Tx));
+            rows.push((
+                n("DISCOVER broadcast"),
+                Req {
+                    flags: 0x8000,
+                    ..d.clone()
+                },
+                Tx,
+            ));
+            let mut shuffled = d.clone();
+            shuffled.opts.reverse();
+            shuffled.xid = 0xfeed_beef;
+            shuffled.pad_to = 548;
+            rows.push((n("DISCOVER options reversed, padded to 548"), shuffled, Tx));
+            rows.push((n("DISCOVER without 97"), d.clone().without(97), Tx));
+            let s = selecting(kind, mac, ip, SERVER);
+            rows.push((n("REQUEST selecting"), s.clone(), Tx));
+            rows.push((
+                n("REQUEST selecting broadcast"),
+                Req {
+                    flags: 0x8000,
+                    ..s.clone()
+                },
+                Tx,
+            ));
+            let reboot = s.clone().without(54);
+            rows.push((n("REQUEST init-reboot"), reboot.clone(), Tx));
+            let renew = s.clone().without(54).without(50).unicast_from(ip);
+            rows.push((n("REQUEST renewing"), renew.clone(), Tx));
+            let rebind = Req {
+                ciaddr: ip,
+                ..s.clone().without(54).without(50)
+            };
+            rows.push((n("REQUEST rebinding"), rebind, Tx));
+            let wrong = selecting(kind, mac, Ipv4Addr::new(10, 0, 0, 199), SERVER);
+            rows.push((n("REQUEST wrong address -> NAK"), wrong, Tx));
+            let wrong_reboot =
+                selecting(kind, mac, Ipv4Addr::new(192, 168, 1, 1), SERVER).without(54);
+            rows.push((
+                n("REQUEST init-reboot wrong address -> NAK"),
+                wrong_reboot,
+                Tx,
+            ));
+            let wrong_renew = s
+                .clone()
+                .without(54)
+                .without(50)
+                .unicast_from(Ipv4Addr::new(10, 0, 0, 77));
+            rows.push((n("REQUEST renewing wrong ciaddr -> NAK"), wrong_renew, Tx));
+            let foreign = selecting(kind, mac, ip, Ipv4Addr::new(10, 0, 0, 2));
+            rows.push((n("REQUEST foreign server -> silence"), foreign, Pass));
+        }
+    }
+    // Relayed (cn5 behind RELAY) and VLAN-tagged (cn6 on VLAN 42).
+    let cn5_ip = Ipv4Addr::new(10, 9, 0, 5);
+    for kind in ["bios", "ipxe", "udhcpc"] {
+        rows.push((
+            format!("cn5 {kind} relayed DISCOVER"),
+            discover(kind, CN5_RELAYED).relayed(),
+            Tx,
+        ));
+        rows.push((
+            format!("cn5 {kind} relayed REQUEST"),
+            selecting(kind, CN5_RELAYED, cn5_ip, SERVER).relayed(),
+            Tx,
+        ));
+        let wrong = selecting(kind, CN5_RELAYED, Ipv4Addr::new(10, 9, 0, 99), SERVER).relayed();
+        rows.push((format!("cn5 {kind} relayed NAK"), wrong, Tx));
+        let tag = |r: Req| Req {
+            vlan: Some(VLAN),
+            ..r
+        };
+        let cn6_ip = Ipv4Addr::new(10, 42, 0, 6);
+        rows.push((
+            format!("cn6 {kind} VLAN DISCOVER"),
+            tag(discover(kind, CN6_VLAN)),
+            Tx,
+        ));
+        rows.push((
+            format!("cn6 {kind} VLAN REQUEST"),
+            tag(selecting(kind, CN6_VLAN, cn6_ip, VLAN_SERVER)),
+            Tx,
+        ));
+        rows.push((
+            format!("cn1 {kind} on the wrong VLAN"),
+            tag(discover(kind, CN1)),
+            Pass,
+        ));
+    }
+    // What the slow path answers or ignores, and the program leaves to it.
+    rows.push((
+        "unknown MAC DISCOVER".into(),
+        discover("bios", UNKNOWN),
+        Pass,
+    ));
+    rows.push((
+        "unknown MAC REQUEST".into(),
+        selecting("udhcpc", UNKNOWN, CN1_IP, SERVER),
+        Pass,
+    ));
+    rows.push((
+        "host without address".into(),
+        discover("bios", CN4_NO_IP),
+        Pass,
+    ));
+    for (t, what) in [
+        (MessageType::Inform, "INFORM"),
+        (MessageType::Release, "RELEASE"),
+        (MessageType::Decline, "DECLINE"),
+    ] {
+        let r = Req::new(
+            CN1,
+            t,
+            vec![
+                (50, CN1_IP.octets().to_vec()),
+                (54, SERVER.octets().to_vec()),
+            ],
+        )
+        .unicast_from(CN1_IP);
+        rows.push((format!("cn1 {what}"), r, Pass));
+    }
+    rows.push((
+        "REQUEST without any address".into(),
+        Req::new(CN1, MessageType::Request, vec![]),
+        Pass,
+    ));
+    rows
+}
+
+#[test]
+fn xdp_replies_equal_the_slow_path() {
+    if netns::need_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    assert_eq!(lab.sync.hosts(), 6, "every boot interface has an entry");
+    let before = lab.fp.stats().counters();
+    let rows = corpus();
+    let (mut tx, mut pass) = (0, 0);
+    for (name, req, expect) in &rows {
+        match check(&mut lab, name, req, *expect) {
+            XDP_TX => tx += 1,
+            _ => pass += 1,
+        }
+    }
+    let c = lab.fp.stats().counters().since(&before);
+    eprintln!("differential corpus: {} requests, {tx} answered by XDP (equal to the slow path), {pass} passed up; {c:?}", rows.len());
+    assert_eq!(c.frames(), rows.len() as u64, "every frame counted once");
+    assert_eq!(c.answered + c.nak, tx as u64);
+    assert!(c.nak >= 3 * 9 * 3 + 3, "NAK rows answered in XDP: {c:?}");
+    assert!(tx > 300, "{tx}");
+}
