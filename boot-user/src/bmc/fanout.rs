@@ -365,4 +365,36 @@ mod tests {
         }
         assert_eq!(bmcs[0].lock().unwrap().chassis.boot_flags[0], 0xa0);
     }
+
+    /// Closed ports among live BMCs: each ICMP error is pinned on its own BMC (from the
+    /// socket's error queue), never on the next datagram sent to another one.
+    #[tokio::test]
+    async fn closed_ports_do_not_fail_their_neighbours() {
+        let mut targets = vec![];
+        for i in 0..40u64 {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = sock.local_addr().unwrap();
+            if i % 2 == 0 {
+                drop(sock); // nothing listens there any more
+            } else {
+                let bmc = Arc::new(Mutex::new(Responder::new("admin", "secret", i)));
+                tokio::spawn(responder::serve(sock, bmc));
+            }
+            targets.push(target(&format!("n{i:02}"), addr, "secret"));
+        }
+        let mut opts = FanoutOpts::from_config(&BmcConfig::default());
+        opts.timing = Timing {
+            timeout: Duration::from_millis(300),
+            retries: 1,
+        };
+        let s = run(targets, Action::Status, opts, |_| {}).await;
+        for (i, r) in s.results.iter().enumerate() {
+            let want = if i % 2 == 0 {
+                Reason::Refused
+            } else {
+                Reason::Ok
+            };
+            assert_eq!(r.reason, want, "{r:?}");
+        }
+    }
 }

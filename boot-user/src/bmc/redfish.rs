@@ -446,4 +446,83 @@ mod tests {
         assert_eq!(absolute("https://a", "/redfish/v1"), "https://a/redfish/v1");
         assert_eq!(absolute("https://a", "https://b/x"), "https://b/x");
     }
+
+    /// Session login against a minimal Redfish service (sushy-tools has no
+    /// SessionService): the token replaces basic auth on every request, and the session
+    /// is deleted at the end.
+    #[tokio::test]
+    async fn session_auth_uses_the_token_and_logs_out() {
+        use axum::http::{HeaderMap, StatusCode as S};
+        use axum::routing::{get, post};
+        use std::sync::{Arc, Mutex};
+
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let authed = |h: &HeaderMap| {
+            h.get("x-auth-token").is_some_and(|v| v == "tok") && h.get("authorization").is_none()
+        };
+        let l = log.clone();
+        let app = axum::Router::new()
+            .route(
+                "/redfish/v1/SessionService/Sessions",
+                post(|body: axum::Json<Value>| async move {
+                    assert_eq!(body["UserName"], "admin");
+                    let h = [
+                        ("x-auth-token", "tok"),
+                        ("location", "/redfish/v1/SessionService/Sessions/1"),
+                    ];
+                    (S::CREATED, h, "{}")
+                }),
+            )
+            .route(
+                "/redfish/v1/SessionService/Sessions/1",
+                axum::routing::delete(move || async move {
+                    l.lock().unwrap().push("logout".into());
+                    S::NO_CONTENT
+                }),
+            )
+            .route(
+                "/redfish/v1/Systems",
+                get(move |h: HeaderMap| async move {
+                    if !authed(&h) {
+                        return (S::UNAUTHORIZED, axum::Json(json!({})));
+                    }
+                    (
+                        S::OK,
+                        axum::Json(json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]})),
+                    )
+                }),
+            )
+            .route(
+                "/redfish/v1/Systems/1",
+                get(move |h: HeaderMap| async move {
+                    assert!(authed(&h));
+                    axum::Json(json!({"PowerState": "On"}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let t = Target {
+            name: "n".into(),
+            addr,
+            fqdn: None,
+            protocol: Protocol::RedfishHttp,
+            user: "admin".into(),
+            password: "pw".into(),
+        };
+        let client = Client::new(RedfishOpts {
+            session_auth: true,
+            ..RedfishOpts::default()
+        })
+        .unwrap();
+        assert_eq!(client.run(&t, Action::Status, None).await, Ok(Some(true)));
+        assert_eq!(*log.lock().unwrap(), vec!["logout".to_string()]);
+        let basic = Client::new(RedfishOpts::default()).unwrap();
+        let err = basic.run(&t, Action::Status, None).await.unwrap_err();
+        assert!(
+            matches!(err, RedfishError::Auth { status: 401, .. }),
+            "{err:?}"
+        );
+        server.abort();
+    }
 }

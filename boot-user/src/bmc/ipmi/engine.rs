@@ -206,7 +206,7 @@ impl EventLoop {
             return;
         };
         while let Some(pkt) = a.session.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&pkt, addr).await {
+            if let Err(e) = send(&self.socket, &pkt, addr).await {
                 let err = NetError::Unreachable(format!("send to {addr}: {e}"));
                 a.session.handle_net_error(err, Instant::now());
             }
@@ -257,6 +257,28 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Sends one datagram. With IP_RECVERR, an ICMP error that another BMC's datagram drew
+/// is reported once by the next send on the socket, whatever its destination: such an
+/// error says nothing about `addr` (the error queue names the real one), so send again.
+async fn send(socket: &UdpSocket, pkt: &[u8], addr: SocketAddr) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match socket.send_to(pkt, addr).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 8 && is_deferred_icmp(&e) => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_deferred_icmp(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable
+    ) || e.raw_os_error() == Some(libc::EHOSTUNREACH)
 }
 
 /// One entry of the error queue (non-blocking: WouldBlock when empty); None for an

@@ -12,12 +12,14 @@
 //! - [`rmcp`]: RMCP, session headers, IPMI LAN messages.
 //! - [`rakp`]: Open Session and RAKP 1-4 payloads.
 //! - [`commands`]: the IPMI commands xboot sends and their replies.
-//! - [`session`]: one client session as a state machine (no I/O, no clock).
+//! - [`session`]: one client session as a state machine (no I/O, no clock); [`error`]:
+//!   why one failed.
 //! - [`engine`]: one UDP socket and one task driving every session.
 //! - [`responder`]: an in-memory BMC (the managed-system side), for tests and benchmarks.
 pub mod commands;
 pub mod crypto;
 pub mod engine;
+pub mod error;
 pub mod rakp;
 pub mod responder;
 pub mod rmcp;
