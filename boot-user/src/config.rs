@@ -12,12 +12,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: {key}: {message}")]
-    Value { path: PathBuf, key: String, message: String },
+    Value {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
+
+/// Where xboot keeps its state when `state_dir` is not set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/xboot";
 
 /// `interface = "eth0"` or `interface = ["eth0", "eth1"]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +167,10 @@ pub struct TftpConfig {
 
 impl Default for TftpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:69".into(), root: PathBuf::from("/usr/lib/ipxe") }
+        Self {
+            listen: "0.0.0.0:69".into(),
+            root: PathBuf::from("/usr/lib/ipxe"),
+        }
     }
 }
 
@@ -169,7 +182,9 @@ pub struct PxeConfig {
 
 impl Default for PxeConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:4011".into() }
+        Self {
+            listen: "0.0.0.0:4011".into(),
+        }
     }
 }
 
@@ -222,7 +237,11 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { socket_path: PathBuf::from("/var/run/xboot/xboot-api.socket"), listen: None, token: None }
+        Self {
+            socket_path: PathBuf::from("/var/run/xboot/xboot-api.socket"),
+            listen: None,
+            token: None,
+        }
     }
 }
 
@@ -299,21 +318,69 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 impl Config {
     /// Parses a config file's text. `path` is only used in error messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let value: toml::Value = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         let mut unknown = Vec::new();
         let cfg: Config = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         let mut cfg = cfg;
         cfg.unknown_keys = unknown;
         cfg.check(path)?;
         Ok(cfg)
     }
 
+    /// Reads and checks a config file. Relative paths in it are taken relative to the
+    /// file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml(&text, path)
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml(&text, path)?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(dir) = abs.parent() {
+            cfg.resolve_relative(dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Makes every relative path key absolute against `base` (the config file's directory).
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p).components().collect();
+            }
+        };
+        for p in [&mut self.state_dir, &mut self.hosts, &mut self.images]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        for p in [
+            &mut self.provision.postscript,
+            &mut self.provision.firmware_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        fix(&mut self.tftp.root);
+        fix(&mut self.provision.repo_dir);
+        fix(&mut self.api.socket_path);
+    }
+
+    /// `state_dir`, or its default.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
@@ -322,7 +389,9 @@ impl Config {
             key: key.into(),
             message,
         };
-        self.dhcp.lease_duration().map_err(|m| value_err("dhcp.lease_time", m))?;
+        self.dhcp
+            .lease_duration()
+            .map_err(|m| value_err("dhcp.lease_time", m))?;
         for (key, addr) in [
             ("dhcp.listen", &self.dhcp.listen),
             ("tftp.listen", &self.tftp.listen),
@@ -340,42 +409,87 @@ impl Config {
             d.parse::<Ipv4Addr>()
                 .map_err(|e| value_err(&format!("dhcp.dns_servers[{i}]"), format!("{d:?}: {e}")))?;
         }
+        if self.api.listen.is_some() && self.api.token.as_deref().unwrap_or("").is_empty() {
+            return Err(value_err(
+                "api.listen",
+                "a TCP API listener needs api.token (bearer token)".into(),
+            ));
+        }
         if !matches!(self.bmc.protocol.as_str(), "ipmi" | "redfish") {
-            return Err(value_err("bmc.protocol", format!("{:?}: expected ipmi or redfish", self.bmc.protocol)));
+            return Err(value_err(
+                "bmc.protocol",
+                format!("{:?}: expected ipmi or redfish", self.bmc.protocol),
+            ));
         }
         Ok(())
     }
 
     /// Human-readable warnings: unknown keys and Grendel keys xboot does not implement.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w: Vec<String> =
-            self.unknown_keys.iter().map(|k| format!("unknown config key {k:?} ignored")).collect();
-        let unimpl = |key: &str, why: &str| format!("config key {key} is not implemented by xboot: {why}");
+        let mut w: Vec<String> = self
+            .unknown_keys
+            .iter()
+            .map(|k| format!("unknown config key {k:?} ignored"))
+            .collect();
+        let unimpl =
+            |key: &str, why: &str| format!("config key {key} is not implemented by xboot: {why}");
         if let Some(db) = &self.dbpath {
             if db != ":memory:" {
-                w.push(unimpl("dbpath", "the inventory store lives under state_dir"));
+                w.push(unimpl(
+                    "dbpath",
+                    "the inventory store lives under state_dir",
+                ));
             }
         }
         if self.loggers.is_some() {
-            w.push(unimpl("loggers", "use RUST_LOG / --log-level to filter log targets"));
+            w.push(unimpl(
+                "loggers",
+                "use RUST_LOG / --log-level to filter log targets",
+            ));
         }
-        if self.admin_ssh_pubkeys.as_ref().is_some_and(|k| !k.is_empty()) {
+        if self
+            .admin_ssh_pubkeys
+            .as_ref()
+            .is_some_and(|k| !k.is_empty())
+        {
             w.push(unimpl("admin_ssh_pubkeys", "not used"));
         }
         if self.dns.is_some() {
-            w.push(unimpl("[dns]", "xboot has no DNS server; hosts get dhcp.dns_servers"));
+            w.push(unimpl(
+                "[dns]",
+                "xboot has no DNS server; hosts get dhcp.dns_servers / dhcp.subnets[].dns",
+            ));
         }
         if self.client.is_some() {
-            w.push(unimpl("[client]", "the CLI uses --socket / api.socket_path"));
+            w.push(unimpl(
+                "[client]",
+                "the CLI uses --socket / api.socket_path",
+            ));
         }
         if self.discovery.is_some() {
-            w.push(unimpl("[discovery]", "unknown MACs are listed by `xboot discovered`"));
+            w.push(unimpl(
+                "[discovery]",
+                "unknown MACs are listed by `xboot discovered`",
+            ));
         }
-        if self.provision.root_password.as_deref().is_some_and(|p| !p.is_empty()) {
+        if self
+            .provision
+            .root_password
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
             w.push(unimpl("provision.root_password", "not used"));
         }
-        if self.provision.default_image.as_deref().is_some_and(|p| !p.is_empty()) {
-            w.push(unimpl("provision.default_image", "every host names its boot_image"));
+        if self
+            .provision
+            .default_image
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            w.push(unimpl(
+                "provision.default_image",
+                "every host names its boot_image",
+            ));
         }
         w
     }
@@ -387,10 +501,196 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse_go_duration("24h").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("3600").unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            parse_go_duration("24h").unwrap(),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("3600").unwrap(),
+            Duration::from_secs(3600)
+        );
         assert!(parse_go_duration("3 days").is_err());
         assert!(parse_go_duration("").is_err());
+    }
+
+    fn config_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+    }
+
+    #[test]
+    fn guide_grendel_toml_loads_with_warnings() {
+        let cfg = Config::load(&config_dir().join("grendel.toml")).unwrap();
+        assert_eq!(
+            cfg.dhcp.lease_duration().unwrap(),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(cfg.dhcp.subnets[0].gateway, "192.168.0.1/24");
+        assert_eq!(cfg.dhcp.subnets[0].domain_search, "example.com");
+        assert_eq!(cfg.dhcp.router_octet4, 0);
+        assert_eq!(cfg.provision.token_ttl, 3600);
+        assert_eq!(
+            cfg.api.socket_path,
+            Path::new("/var/run/grendel/grendel-api.socket")
+        );
+        assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
+        let w = cfg.warnings().join("\n");
+        for key in ["loggers", "[dns]", "[client]", "[discovery]"] {
+            assert!(
+                w.contains(&format!("config key {key} is not implemented")),
+                "{key}: {w}"
+            );
+        }
+        assert!(
+            !w.contains("dbpath"),
+            "dbpath = :memory: is not worth a warning: {w}"
+        );
+    }
+
+    #[test]
+    fn xboot_example_loads_clean_and_resolves_paths() {
+        let cfg = Config::load(&config_dir().join("xboot.toml")).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        assert_eq!(cfg.interface, Interfaces::One("eth1".into()));
+        assert_eq!(cfg.dhcp.mode, DhcpMode::Userspace);
+        assert_eq!(cfg.api.token.as_deref(), Some("change-me"));
+        let hosts = cfg.hosts.unwrap();
+        assert!(
+            hosts.is_absolute() && hosts.ends_with("config/examples/hosts.json"),
+            "{hosts:?}"
+        );
+        assert!(hosts.exists());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values() {
+        let p = Path::new("x.toml");
+        let cfg = Config::from_toml("colour = 1\n[dhcp]\nfoo = 2\n", p).unwrap();
+        assert_eq!(cfg.unknown_keys, ["colour", "dhcp.foo"]);
+        assert_eq!(cfg.warnings()[1], "unknown config key \"dhcp.foo\" ignored");
+        let table: &[(&str, &str)] = &[
+            (
+                "[dhcp]\nlease_time = \"3 days\"",
+                "invalid config x.toml: dhcp.lease_time: invalid duration",
+            ),
+            (
+                "[dhcp]\nlisten = \"nowhere\"",
+                "dhcp.listen: \"nowhere\" is not an address:port",
+            ),
+            (
+                "[dhcp]\nsubnets = [{gateway = \"10.0.0.1/40\"}]",
+                "dhcp.subnets[0].gateway: bad CIDR",
+            ),
+            ("[dhcp]\ndns_servers = [\"dns\"]", "dhcp.dns_servers[0]"),
+            ("[dhcp]\nmode = \"fast\"", "unknown variant `fast`"),
+            ("[dhcp]\nmtu = \"big\"", "invalid type"),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"",
+                "api.listen: a TCP API listener needs api.token",
+            ),
+            ("[bmc]\nprotocol = \"ssh\"", "bmc.protocol"),
+            ("[dhcp", "invalid config x.toml: TOML parse error"),
+        ];
+        for (text, want) in table {
+            let err = Config::from_toml(text, p).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    /// Dotted key paths of a TOML value; `[]` marks elements of arrays of tables. Free-form
+    /// maps (`loggers`, `provision_templates`) count as one key.
+    fn key_paths(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        const FREE_FORM: &[&str] = &["loggers", "image[].provision_templates"];
+        match v {
+            toml::Value::Table(t) if !FREE_FORM.contains(&prefix) => {
+                for (k, v) in t {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    key_paths(&p, v, out);
+                }
+            }
+            toml::Value::Array(a) if a.iter().any(|e| e.is_table()) => {
+                for e in a {
+                    key_paths(&format!("{prefix}[]"), e, out);
+                }
+                out.push(prefix.to_string());
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    fn json_to_toml(v: serde_json::Value) -> toml::Value {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Every key used in config/ (configs and inventory examples) and every key of the
+    /// config structs is documented in config/README.md, and every example parses.
+    #[test]
+    fn every_example_parses_and_every_key_is_documented() {
+        let readme = std::fs::read_to_string(config_dir().join("README.md")).unwrap();
+        let mut keys = Vec::new();
+        let mut files = 0;
+        for dir in [config_dir(), config_dir().join("examples")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some("toml") if dir == config_dir() => {
+                        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                        assert!(
+                            cfg.unknown_keys.is_empty(),
+                            "{name}: {:?}",
+                            cfg.unknown_keys
+                        );
+                        key_paths("", &text.parse::<toml::Value>().unwrap(), &mut keys);
+                    }
+                    Some("toml") => {
+                        crate::inventory::load::load_file(&path, crate::inventory::Kind::Hosts)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        key_paths("", &text.parse::<toml::Value>().unwrap(), &mut keys);
+                    }
+                    Some("json") => {
+                        let kind = if name.contains("image") {
+                            crate::inventory::Kind::Images
+                        } else {
+                            crate::inventory::Kind::Hosts
+                        };
+                        let l = crate::inventory::load::load_file(&path, kind)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        assert!(l.warnings.is_empty(), "{name}: {:?}", l.warnings);
+                        let root = if kind == crate::inventory::Kind::Images {
+                            "image"
+                        } else {
+                            "host"
+                        };
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        key_paths("", &json_to_toml(serde_json::json!({ root: v })), &mut keys);
+                    }
+                    _ => continue,
+                }
+                files += 1;
+            }
+        }
+        assert!(files >= 5, "config examples found: {files}");
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        key_paths("", &defaults, &mut keys);
+        keys.sort();
+        keys.dedup();
+        let undocumented: Vec<&String> = keys
+            .iter()
+            .filter(|k| !readme.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "keys missing from config/README.md: {undocumented:?}"
+        );
+        assert!(keys.len() > 60, "{keys:?}");
     }
 }

@@ -53,7 +53,10 @@ pub struct EventLog {
 const PER_HOST: usize = 256;
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl EventLog {
@@ -68,13 +71,21 @@ impl EventLog {
                 }
             }
         }
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         *log.sink.lock().unwrap() = Some(f);
         Ok(log)
     }
 
     pub fn record(&self, host: &str, kind: EventKind, detail: impl Into<String>) {
-        let ev = Event { time_ms: now_ms(), host: host.to_string(), kind, detail: detail.into() };
+        let ev = Event {
+            time_ms: now_ms(),
+            host: host.to_string(),
+            kind,
+            detail: detail.into(),
+        };
         if let Some(f) = self.sink.lock().unwrap().as_mut() {
             use std::io::Write;
             if let Ok(line) = serde_json::to_string(&ev) {
@@ -97,7 +108,12 @@ impl EventLog {
 
     /// Events of one host, oldest first.
     pub fn for_host(&self, host: &str) -> Vec<Event> {
-        self.per_host.lock().unwrap().get(host).map(|q| q.iter().cloned().collect()).unwrap_or_default()
+        self.per_host
+            .lock()
+            .unwrap()
+            .get(host)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -116,6 +132,9 @@ mod tests {
         assert_eq!(log.for_host("cn1").len(), PER_HOST);
         assert_eq!(log.for_host("cn1")[0].detail, "f5");
         let again = EventLog::with_file(&p).unwrap();
-        assert_eq!(again.for_host("cn1").last().unwrap().detail, format!("f{}", PER_HOST + 4));
+        assert_eq!(
+            again.for_host("cn1").last().unwrap().detail,
+            format!("f{}", PER_HOST + 4)
+        );
     }
 }

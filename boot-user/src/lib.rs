@@ -12,6 +12,7 @@
 //! - [`events`]: the per-host boot event log.
 //! - [`state`]: the running inventory shared by every service.
 //! - [`api`], [`cli`]: REST API on a unix socket, and the `xboot` command line.
+//! - [`serve`]: `xboot serve`: loads config and inventory, starts the services.
 //! - [`xdp`]: loading the XDP fast path and filling its maps.
 //! - [`bmc`]: BMC power control (IPMI v2.0 over LAN, Redfish) and its fan-out.
 //!
@@ -25,6 +26,7 @@ pub mod events;
 pub mod http;
 pub mod inventory;
 pub mod nodeset;
+pub mod serve;
 pub mod state;
 pub mod template;
 pub mod tftp;

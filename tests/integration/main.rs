@@ -2,8 +2,11 @@
 //! Run as root (the xtask `test` command does so); each test makes and removes its own
 //! namespaces and kills only the processes it started.
 
+mod cli;
 mod dhcp;
+#[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
+mod pxe;
 mod xdp;
 
 #[test]

@@ -14,7 +14,9 @@ pub struct Netns {
 
 /// Runs a command, panicking with its output if it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -30,9 +32,17 @@ impl Netns {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("xb-{prefix}-{}-{n}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name, children: Mutex::new(vec![]) };
+        let ns = Netns {
+            name,
+            children: Mutex::new(vec![]),
+        };
         ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
         ns
     }
 
@@ -66,7 +76,9 @@ impl Netns {
     /// Creates a veth pair with one end in each namespace, addresses them (CIDR, may be
     /// empty for none) and brings both up.
     pub fn veth(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_cidr: &str) {
-        a.run(&["ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
+        a.run(&[
+            "ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+        ]);
         for (ns, ifname, cidr) in [(a, a_if, a_cidr), (b, b_if, b_cidr)] {
             if !cidr.is_empty() {
                 ns.run(&["ip", "addr", "add", cidr, "dev", ifname]);
@@ -88,12 +100,18 @@ impl Drop for Netns {
             let _ = c.wait();
         }
         // Anything else still inside was started by this test (the namespace is ours).
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -15,18 +15,39 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios ovmf
       dnsmasq-base isc-dhcp-client busybox-static tftp-hpa atftp curl
       openipmi ipmitool freeipmi-tools kea-admin
-      tcpdump iproute2 iputils-ping ethtool cpio xz-utils zstd procps psmisc python3
-      ndisc6)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing Debian packages: ${missing[*]}"
+      tcpdump iproute2 iputils-ping ethtool cpio gzip xz-utils zstd procps psmisc python3
+      gcc libc6-dev ndisc6)
+# One dpkg-query for all packages (a query per package costs ~20 ms each).
+missing_pkgs() {
+  local -A ok=()
+  local name status p
+  while read -r name status; do
+    [ "$status" = "install ok installed" ] && ok[$name]=1
+  done < <(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null || true)
+  for p in "${PKGS[@]}"; do
+    [ -n "${ok[$p]:-}" ] || echo "$p"
+  done
+}
+# Two rounds: installing qemu-system-x86 7.2 makes apt REMOVE a newer qemu-utils from
+# bookworm-backports (as some base images have); the second round puts qemu-utils 7.2 back.
+for round in 1 2; do
+  mapfile -t missing < <(missing_pkgs)
+  [ ${#missing[@]} -eq 0 ] && break
+  echo "setup: installing Debian packages (round $round): ${missing[*]}"
   [ -f /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  # The package lists may be stale or absent on a fresh machine: refresh them first.
   apt-get update -q >/dev/null || apt-get update
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+done
+mapfile -t missing < <(missing_pkgs)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: still missing after install: ${missing[*]}" >&2
+  exit 1
 fi
+
+# rustfmt and clippy on the default toolchain (`cargo xtask test` runs both).
+rustfmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
   echo "setup: adding rust-src to the nightly toolchain"
@@ -44,13 +65,6 @@ if ! "$HOME/.cargo/bin/bpf-linker" --version >/dev/null 2>&1 && ! rustup run nig
   LLVM_PREFIX=$D cargo install bpf-linker --locked --no-default-features --features "llvm-$LLVM_MAJOR"
 fi
 
-# Test kernel: Debian's linux-image package, extracted (never installed).
-if [ ! -s "$CACHE/vmlinuz" ]; then
-  echo "setup: fetching a Debian kernel for the PXE tests"
-  PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-  T=$(mktemp -d)
-  (cd "$T" && apt-get download "$PKG" >/dev/null 2>&1 && dpkg -x ./*.deb root)
-  cp "$T"/root/boot/vmlinuz-* "$CACHE/vmlinuz.tmp" && mv "$CACHE/vmlinuz.tmp" "$CACHE/vmlinuz"
-  rm -rf "$T"
-fi
+# Test boot payload: kernel + NIC modules from Debian's kernel package, and a busybox initrd.
+"$ROOT/xtask/scripts/payload.sh" "$CACHE"
 echo "setup: ok"

@@ -19,7 +19,11 @@ pub struct Mac(pub [u8; 6]);
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -76,13 +80,20 @@ pub struct Interface {
     pub mac: Option<Mac>,
     /// Address with prefix length (`192.168.0.51/24`); the prefix gives the subnet mask.
     /// Kept as text until validation so that a bad CIDR is reported with the host's name.
-    #[serde(default, deserialize_with = "de_opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ip: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub fqdn: String,
     pub bmc: bool,
     /// Grendel stores the VLAN as a string; kept as given.
-    #[serde(deserialize_with = "de_string_or_number", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "de_string_or_number",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub vlan: String,
     /// 0 = use the subnet's / global MTU.
     #[serde(deserialize_with = "de_u16_or_string", skip_serializing_if = "is_zero")]
@@ -121,7 +132,8 @@ impl Interface {
 /// Parses `a.b.c.d/len`, or a bare `a.b.c.d` (taken as /32, which Grendel also accepts).
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
     if s.contains('/') {
-        s.parse::<Ipv4Net>().map_err(|e| format!("bad CIDR {s:?}: {e}"))
+        s.parse::<Ipv4Net>()
+            .map_err(|e| format!("bad CIDR {s:?}: {e}"))
     } else {
         s.parse::<Ipv4Addr>()
             .map(|a| Ipv4Net::new(a, 32).expect("32 is a valid prefix"))
@@ -157,7 +169,9 @@ impl Host {
     }
     /// The boot (non-BMC) interface with this MAC.
     pub fn interface_by_mac(&self, mac: Mac) -> Option<&Interface> {
-        self.interfaces.iter().find(|i| !i.bmc && i.mac == Some(mac))
+        self.interfaces
+            .iter()
+            .find(|i| !i.bmc && i.mac == Some(mac))
     }
 }
 
@@ -166,8 +180,12 @@ impl Host {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Image {
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    pub id: i64,
+    /// Grendel gives images a KSUID (older versions a number); kept as text.
+    #[serde(
+        deserialize_with = "de_string_or_number",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub id: String,
     pub name: String,
     pub kernel: String,
     pub initrd: Vec<String>,
@@ -185,9 +203,6 @@ pub struct Image {
 }
 
 fn is_zero(v: &u16) -> bool {
-    *v == 0
-}
-fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
@@ -215,7 +230,8 @@ fn de_u16_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     if s.is_empty() {
         return Ok(0);
     }
-    s.parse().map_err(|_| serde::de::Error::custom(format!("invalid MTU {s:?}")))
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("invalid MTU {s:?}")))
 }
 
 #[cfg(test)]
@@ -238,7 +254,13 @@ mod tests {
               {"ip":"192.168.0.51/24","mac":"aa:bb:cc:11:22:33","bmc":false,"vlan":"","mtu":1500},
               {"ip":"192.168.1.51/32","bmc":true}]}]"#;
         let hosts: Vec<Host> = serde_json::from_str(j).unwrap();
-        assert_eq!(hosts[0].interfaces[0].mac.unwrap().to_string(), "aa:bb:cc:11:22:33");
-        assert_eq!(hosts[0].bmc().unwrap().addr(), Some(Ipv4Addr::new(192, 168, 1, 51)));
+        assert_eq!(
+            hosts[0].interfaces[0].mac.unwrap().to_string(),
+            "aa:bb:cc:11:22:33"
+        );
+        assert_eq!(
+            hosts[0].bmc().unwrap().addr(),
+            Some(Ipv4Addr::new(192, 168, 1, 51))
+        );
     }
 }

@@ -1,0 +1,275 @@
+//! The REST API: JSON over HTTP on the unix socket `api.socket_path`, and optionally on TCP
+//! (`api.listen`) behind a bearer token (`api.token`).
+//!
+//! Routes (all under `/v1`, JSON in and out; errors are `{"error": "...", "errors": [...]}`):
+//!
+//! | method and path | what |
+//! | --- | --- |
+//! | `GET /v1/hosts[?nodeset=NS]` | hosts, in natural name order |
+//! | `GET /v1/hosts/{name}` | one host |
+//! | `POST /v1/hosts` | upsert: a host, an array of hosts, or `{"hosts": [...], "images": [...]}` |
+//! | `PUT /v1/hosts/{name}` | upsert one host |
+//! | `DELETE /v1/hosts/{name}`, `DELETE /v1/hosts?nodeset=NS` | delete |
+//! | `POST /v1/hosts/provision?nodeset=NS`, `POST /v1/hosts/unprovision?nodeset=NS` | set `provision` |
+//! | `GET /v1/hosts/{name}/events`, `GET /v1/events?nodeset=NS` | boot events |
+//! | `GET /v1/images`, `GET /v1/images/{name}` | images |
+//! | `POST /v1/images`, `PUT /v1/images/{name}`, `DELETE /v1/images/{name}` | image changes |
+//! | `GET /v1/discovered` | unknown MACs seen by the DHCP server |
+//! | `GET /v1/status` | inventory counts, uptime, service counters |
+//!
+//! Every change is validated as a whole inventory first (400 with every problem if it is
+//! invalid: the running inventory stays), then committed to the store, then swapped into
+//! [`Shared`], so the DHCP/TFTP/HTTP services see it on their next request.
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::inventory::{Change, Host, Image, Inventory, Store};
+use crate::state::Shared;
+
+pub mod client;
+mod handlers;
+#[cfg(test)]
+mod tests;
+
+/// Largest request body: a 10 000-host import is a few MiB.
+const BODY_LIMIT: usize = 64 << 20;
+
+/// Returns JSON values describing something another service knows (discovered MACs,
+/// counters): how the API reads services it does not own.
+pub type JsonListHook = Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>;
+pub type JsonHook = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub shared: Arc<Shared>,
+    /// None: changes live in memory only (tests, or a server without a state dir).
+    pub store: Option<Arc<Store>>,
+    /// Unknown MACs seen by the DHCP server (set by `serve` when DHCP runs).
+    pub discovered: Option<JsonListHook>,
+    /// Service counters for `/v1/status` (DHCP, TFTP, HTTP, XDP ...).
+    pub counters: Option<JsonHook>,
+    /// Serializes inventory changes: each is read-modify-validate-commit-swap.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    started: Instant,
+}
+
+impl ApiState {
+    pub fn new(shared: Arc<Shared>, store: Option<Arc<Store>>) -> ApiState {
+        ApiState {
+            shared,
+            store,
+            discovered: None,
+            counters: None,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn with_discovered(mut self, f: JsonListHook) -> ApiState {
+        self.discovered = Some(f);
+        self
+    }
+
+    pub fn with_counters(mut self, f: JsonHook) -> ApiState {
+        self.counters = Some(f);
+        self
+    }
+
+    /// Applies `edit` to a copy of the running inventory; if the result is valid, commits
+    /// it to the store and swaps it in. Returns what `edit` returned.
+    pub async fn mutate<T>(
+        &self,
+        edit: impl FnOnce(&mut Vec<Host>, &mut Vec<Image>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let _guard = self.write_lock.lock().await;
+        let current = self.shared.inventory();
+        let (mut hosts, mut images) = (current.hosts().to_vec(), current.images().to_vec());
+        let out = edit(&mut hosts, &mut images)?;
+        let change = Change::diff(current.hosts(), current.images(), &hosts, &images);
+        if change.is_empty() {
+            return Ok(out);
+        }
+        let inv = tokio::task::spawn_blocking(move || Inventory::new(hosts, images))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|errs| ApiError::invalid(errs.messages()))?;
+        if let Some(store) = self.store.clone() {
+            tokio::task::spawn_blocking(move || store.apply(&change))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+        }
+        self.shared.replace_inventory(inv);
+        Ok(out)
+    }
+}
+
+/// An API error answer: `{"error": "...", "errors": [...]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Every problem, for validation failures.
+    pub errors: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: vec![],
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn invalid(errors: Vec<String>) -> ApiError {
+        let message = match errors.as_slice() {
+            [one] => format!("invalid inventory: {one}"),
+            many => format!("invalid inventory: {} problems", many.len()),
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            errors,
+        }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!("api: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message, "errors": self.errors });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The API routes (no authentication: the unix socket's permissions guard it).
+pub fn router(state: ApiState) -> Router {
+    use handlers::*;
+    Router::new()
+        .route(
+            "/v1/hosts",
+            get(list_hosts).post(post_hosts).delete(delete_hosts),
+        )
+        .route("/v1/hosts/provision", post(provision))
+        .route("/v1/hosts/unprovision", post(unprovision))
+        .route(
+            "/v1/hosts/{name}",
+            get(get_host).put(put_host).delete(delete_host),
+        )
+        .route("/v1/hosts/{name}/events", get(host_events))
+        .route("/v1/events", get(events))
+        .route("/v1/images", get(list_images).post(post_images))
+        .route(
+            "/v1/images/{name}",
+            get(get_image).put(put_image).delete(delete_image),
+        )
+        .route("/v1/discovered", get(discovered))
+        .route("/v1/status", get(status))
+        .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// The routes behind `Authorization: Bearer TOKEN` (for the TCP listener).
+pub fn router_with_token(state: ApiState, token: String) -> Router {
+    let token = Arc::new(token);
+    router(state).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                match given {
+                    Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+                        next.run(req).await
+                    }
+                    _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+                        .into_response(),
+                }
+            }
+        },
+    ))
+}
+
+/// Compares without an early exit, so timing does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Binds the API's unix socket: creates the parent directory, removes a stale socket file
+/// (refusing if a server still answers on it), and makes the socket owner/group only.
+pub async fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{}: another server is listening on this socket",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves the API on the unix socket at `path` until `shutdown` completes, then removes
+/// the socket file.
+pub async fn serve_unix(
+    path: &Path,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = bind_unix(path).await?;
+    tracing::info!("API listening on {}", path.display());
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = std::fs::remove_file(path);
+    result
+}
+
+/// Serves the API on a TCP listener, requiring the bearer token.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("API listening on {addr} (bearer token required)");
+    }
+    axum::serve(listener, router_with_token(state, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,389 @@
+//! API tests through the router (`tower::ServiceExt::oneshot`), with a real store.
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::Config;
+use crate::events::EventLog;
+use crate::inventory::{Inventory, Store};
+
+struct Fixture {
+    files: tempfile::TempDir,
+    state: ApiState,
+}
+
+impl Fixture {
+    /// A server state with one image and hosts cn1..cn3, stored in a temp state dir.
+    fn new() -> Fixture {
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("vmlinuz"), b"k").unwrap();
+        std::fs::write(files.path().join("initrd"), b"i").unwrap();
+        let store = Arc::new(Store::open(&files.path().join("state")).unwrap());
+        let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
+        let f = Fixture {
+            state: ApiState::new(shared, Some(store)),
+            files,
+        };
+        f
+    }
+
+    fn image(&self, name: &str) -> Value {
+        json!({"name": name, "kernel": self.files.path().join("vmlinuz"),
+               "initrd": [self.files.path().join("initrd")], "cmdline": "console=ttyS0"})
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        call(router(self.state.clone()), method, uri, body, None).await
+    }
+}
+
+fn host(name: &str, n: u8) -> Value {
+    json!({"name": name, "provision": true, "boot_image": "img",
+           "interfaces": [{"mac": format!("aa:bb:cc:00:00:{n:02x}"), "ip": format!("10.0.0.{n}/24")}]})
+}
+
+async fn call(
+    app: Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body
+        .map(|b| Body::from(b.to_string()))
+        .unwrap_or_else(Body::empty);
+    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, v)
+}
+
+/// A host whose boot MAC is the one of host number `mac_of`.
+fn host_with_mac(name: &str, n: u8, mac_of: u8) -> Value {
+    let mut h = host(name, n);
+    h["interfaces"][0]["mac"] = json!(format!("aa:bb:cc:00:00:{mac_of:02x}"));
+    h
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn hosts_and_images_crud() {
+    let f = Fixture::new();
+    let (s, v) = f.call("POST", "/v1/images", Some(f.image("img"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let body = json!([host("cn10", 10), host("cn2", 2), host("cn1", 1)]);
+    let (s, v) = f.call("POST", "/v1/hosts", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["saved"], json!(["host cn10", "host cn2", "host cn1"]));
+
+    // The running inventory sees it at once.
+    let inv = f.state.shared.inventory();
+    assert!(inv
+        .lookup_mac("aa:bb:cc:00:00:02".parse().unwrap())
+        .is_some());
+
+    let (s, v) = f.call("GET", "/v1/hosts", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(names(&v), ["cn1", "cn2", "cn10"], "natural order");
+    let (_, v) = f.call("GET", "/v1/hosts?nodeset=cn%5B1-2%5D", None).await;
+    assert_eq!(names(&v), ["cn1", "cn2"]);
+    let (s, v) = f.call("GET", "/v1/hosts/cn2", None).await;
+    assert_eq!(
+        (s, v["interfaces"][0]["ip"].as_str()),
+        (StatusCode::OK, Some("10.0.0.2/24"))
+    );
+    let (s, v) = f.call("GET", "/v1/hosts/cn9", None).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no host cn9"))
+    );
+
+    // PUT: upsert one, name taken from the path.
+    let mut h = host("", 2);
+    h["tags"] = json!(["gpu"]);
+    let (s, v) = f.call("PUT", "/v1/hosts/cn2", Some(h)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        f.state.shared.inventory().host("cn2").unwrap().tags,
+        ["gpu"]
+    );
+    let (s, v) = f.call("PUT", "/v1/hosts/cn3", Some(host("cn4", 4))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("differs"), "{v}");
+
+    // Delete one, then by node set.
+    let (s, _) = f.call("DELETE", "/v1/hosts/cn10", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = f.call("DELETE", "/v1/hosts/cn10", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = f
+        .call("DELETE", "/v1/hosts?nodeset=cn%5B1-5%5D", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["nodeset"].as_str(), v["missing"].as_str()),
+        (Some("cn[1-2]"), Some("cn[3-5]"))
+    );
+    assert!(f.state.shared.inventory().hosts().is_empty());
+    let (s, _) = f.call("DELETE", "/v1/hosts", None).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "no delete-everything without a node set"
+    );
+
+    // Images.
+    let (s, v) = f.call("GET", "/v1/images/img", None).await;
+    assert_eq!(
+        (s, v["cmdline"].as_str()),
+        (StatusCode::OK, Some("console=ttyS0"))
+    );
+    let (_, v) = f.call("GET", "/v1/images", None).await;
+    assert_eq!(names(&v), ["img"]);
+    let (s, _) = f.call("DELETE", "/v1/images/img", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(f.state.shared.inventory().images().is_empty());
+    // Everything reached the store.
+    assert_eq!(
+        f.state.store.as_ref().unwrap().load().unwrap(),
+        (vec![], vec![])
+    );
+}
+
+#[tokio::test]
+async fn invalid_changes_are_rejected_and_the_old_inventory_kept() {
+    let f = Fixture::new();
+    f.call("POST", "/v1/images", Some(f.image("img"))).await;
+    let (s, _) = f
+        .call("POST", "/v1/hosts", Some(json!([host("cn1", 1)])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let before = f.state.shared.inventory();
+    let gen = *f.state.shared.subscribe().borrow();
+
+    // Two problems at once: a MAC taken by cn1, an unknown image.
+    let mut bad = host_with_mac("cn2", 2, 1);
+    bad["boot_image"] = json!("nope");
+    let (s, v) = f.call("POST", "/v1/hosts", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "invalid inventory: 2 problems");
+    assert_eq!(
+        v["errors"],
+        json!([
+            "host cn2: MAC aa:bb:cc:00:00:01 is also on host cn1",
+            "host cn2: unknown boot_image \"nope\""
+        ])
+    );
+    // Unreadable entries are named too.
+    let (s, v) = f
+        .call(
+            "POST",
+            "/v1/hosts",
+            Some(json!({"name": "cn3", "interfaces": [{"mac": "xx"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("host cn3: invalid MAC address \"xx\""),
+        "{v}"
+    );
+    let (s, v) = f.call("POST", "/v1/hosts", Some(json!("hello"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // Deleting an image a provisioned host uses is invalid.
+    let (s, v) = f.call("DELETE", "/v1/images/img", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["errors"], json!(["host cn1: unknown boot_image \"img\""]));
+    // A relative kernel path is refused (the CLI sends absolute ones).
+    let mut im = f.image("img2");
+    im["kernel"] = json!("vmlinuz");
+    let (s, _) = f.call("POST", "/v1/images", Some(im)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let after = f.state.shared.inventory();
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "the running inventory was not replaced"
+    );
+    assert_eq!(*f.state.shared.subscribe().borrow(), gen);
+    assert_eq!(f.state.store.as_ref().unwrap().load().unwrap().0.len(), 1);
+}
+
+#[tokio::test]
+async fn provision_unprovision_and_events() {
+    let f = Fixture::new();
+    f.call("POST", "/v1/images", Some(f.image("img"))).await;
+    let body = json!({"hosts": [host("cn1", 1), host("cn2", 2), host("cn3", 3)]});
+    let (s, v) = f.call("POST", "/v1/hosts", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let (s, v) = f
+        .call("POST", "/v1/hosts/unprovision?nodeset=cn%5B1-2%5D", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["nodeset"], "cn[1-2]");
+    let inv = f.state.shared.inventory();
+    assert!(!inv.host("cn1").unwrap().provision && inv.host("cn3").unwrap().provision);
+    // Already unprovisioned: nothing changes, and that is not an error.
+    let (s, v) = f
+        .call("POST", "/v1/hosts/unprovision?nodeset=cn1", None)
+        .await;
+    assert_eq!((s, v["changed"].clone()), (StatusCode::OK, json!([])));
+    let (s, v) = f
+        .call("POST", "/v1/hosts/provision?nodeset=cn%5B1-9%5D", None)
+        .await;
+    assert_eq!(
+        (s, v["nodeset"].as_str(), v["missing"].as_str()),
+        (StatusCode::OK, Some("cn[1-2]"), Some("cn[4-9]"))
+    );
+    let (s, v) = f
+        .call("POST", "/v1/hosts/provision?nodeset=gpu1", None)
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no host matches gpu1"))
+    );
+    let (s, v) = f
+        .call("POST", "/v1/hosts/provision?nodeset=cn%5B", None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"].as_str().unwrap().contains("is not closed"),
+        "{v}"
+    );
+
+    let (s, v) = f.call("GET", "/v1/hosts/cn1/events", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let kinds: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["unprovision", "provision"]);
+    f.state
+        .shared
+        .events
+        .record("cn3", crate::events::EventKind::DhcpAck, "10.0.0.3");
+    let (_, v) = f.call("GET", "/v1/events?nodeset=cn%5B1-3%5D", None).await;
+    assert_eq!(v.as_array().unwrap().len(), 5);
+    assert_eq!(v.as_array().unwrap().last().unwrap()["host"], "cn3");
+}
+
+#[tokio::test]
+async fn status_discovered_hooks_and_token() {
+    let f = Fixture::new();
+    let (s, v) = f.call("GET", "/v1/discovered", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let (s, v) = f.call("GET", "/v1/status", None).await;
+    assert_eq!(
+        (s, v["hosts"].as_u64(), v["counters"].clone()),
+        (StatusCode::OK, Some(0), Value::Null)
+    );
+
+    let st = f
+        .state
+        .clone()
+        .with_discovered(Arc::new(|| {
+            vec![json!({"mac": "de:ad:be:ef:00:01", "count": 3})]
+        }))
+        .with_counters(Arc::new(|| json!({"dhcp_acks": 7})));
+    let (_, v) = call(router(st.clone()), "GET", "/v1/discovered", None, None).await;
+    assert_eq!(v[0]["mac"], "de:ad:be:ef:00:01");
+    let (_, v) = call(router(st.clone()), "GET", "/v1/status", None, None).await;
+    assert_eq!(v["counters"]["dhcp_acks"], 7);
+
+    let app = || router_with_token(st.clone(), "s3cret".into());
+    let (s, _) = call(app(), "GET", "/v1/status", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(app(), "GET", "/v1/status", None, Some("s3cre")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(app(), "GET", "/v1/status", None, Some("s3cret")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = f.call("GET", "/v2/nothing", None).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no such API route"))
+    );
+}
+
+/// The client against a real unix socket server, and the stale-socket handling.
+#[tokio::test]
+async fn client_over_unix_socket() {
+    let f = Fixture::new();
+    let sock = f.files.path().join("run/api.socket");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let (sock, st) = (sock.clone(), f.state.clone());
+        tokio::spawn(
+            async move { serve_unix(&sock, st, async move { rx.await.unwrap_or(()) }).await },
+        )
+    };
+    let c = client::Client::new(client::Endpoint::Unix(sock.clone()));
+    let mut tries = 0;
+    while c.get("/v1/status").await.is_err() {
+        tries += 1;
+        assert!(tries < 100, "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A second server on the same socket is refused.
+    let err = bind_unix(&sock).await.unwrap_err();
+    assert!(
+        err.to_string().contains("another server is listening"),
+        "{err}"
+    );
+
+    c.post("/v1/images", Some(f.image("img"))).await.unwrap();
+    c.post("/v1/hosts", Some(host("cn1", 1))).await.unwrap();
+    let hosts = c
+        .get(&format!("/v1/hosts?nodeset={}", client::encode("cn[1-3]")))
+        .await
+        .unwrap();
+    assert_eq!(names(&hosts), ["cn1"]);
+    let err = c
+        .post("/v1/hosts", Some(host_with_mac("cn2", 2, 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, client::ClientError::Api { status, .. } if *status == StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid inventory: host cn2: MAC aa:bb:cc:00:00:01 is also on host cn1"
+    );
+
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(!sock.exists(), "socket removed at shutdown");
+    let err = c.get("/v1/status").await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("cannot reach the xboot API at {}", sock.display())),
+        "{err}"
+    );
+    // A stale socket file (no server) is replaced.
+    std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(bind_unix(&sock).await.unwrap());
+}

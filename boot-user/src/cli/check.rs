@@ -1,0 +1,62 @@
+//! `xboot check-config`: validates a config, its inventory files and (when the server is
+//! not holding it) the stored inventory they merge with, without starting anything.
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::InventoryFiles;
+use crate::config::Config;
+use crate::inventory::{self, store, Store};
+
+pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let hosts = files.hosts.clone().or_else(|| config.hosts.clone());
+    let images = files.images.clone().or_else(|| config.images.clone());
+    let (stored, label, note) = stored_inventory(&config.state_dir())?;
+    let s = inventory::plan(
+        stored,
+        label.as_deref(),
+        hosts.as_deref(),
+        images.as_deref(),
+    )?;
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    let inv = &s.inventory;
+    let provisioned = inv.hosts().iter().filter(|h| h.provision).count();
+    println!(
+        "{}: OK: {} hosts ({} provisioned), {} images{}",
+        config_path.display(),
+        inv.hosts().len(),
+        provisioned,
+        inv.images().len(),
+        note
+    );
+    Ok(())
+}
+
+type Stored = (Vec<inventory::Host>, Vec<inventory::Image>);
+
+/// The stored inventory if it exists and no server holds it, with a note for the report.
+fn stored_inventory(state_dir: &Path) -> anyhow::Result<(Stored, Option<String>, String)> {
+    let file = state_dir.join(store::FILE_NAME);
+    if !file.exists() {
+        return Ok(((vec![], vec![]), None, String::new()));
+    }
+    match Store::open(state_dir) {
+        Ok(s) => {
+            let stored = s
+                .load()
+                .with_context(|| format!("reading {}", file.display()))?;
+            let note = format!(" (files merged over the store {})", file.display());
+            Ok((stored, Some(file.display().to_string()), note))
+        }
+        Err(e) => {
+            let note = format!(" (files only: the store is not readable now: {e})");
+            Ok(((vec![], vec![]), None, note))
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The client commands: each is one or two API calls and a printout.
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use super::output::{cell, json_table, table, time_ms};
+use super::{AddHost, AddImage, Command, HostCmd, ImageCmd};
+use crate::api::client::{encode, Client};
+use crate::inventory::load::{self, Kind};
+use crate::inventory::{Host, Image};
+
+pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match command {
+            Command::Host(cmd) => host(cmd, &client).await,
+            Command::Image(cmd) => image(cmd, &client).await,
+            Command::Status(j) => status(&client.get("/v1/status").await?, j.json),
+            Command::Events { nodeset, json } => {
+                let v = client
+                    .get(&format!("/v1/events?nodeset={}", encode(&nodeset)))
+                    .await?;
+                events(&v, json.json)
+            }
+            Command::Discovered(j) => {
+                let v = client.get("/v1/discovered").await?;
+                print_list(&v, j.json, json_table)
+            }
+            Command::Serve(_) | Command::CheckConfig(_) => unreachable!("not a client command"),
+        }
+    })
+}
+
+fn print_list(v: &Value, as_json: bool, render: impl Fn(&[Value]) -> String) -> anyhow::Result<()> {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        print!("{}", render(&items));
+    }
+    Ok(())
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn nodeset_path(base: &str, nodeset: Option<&str>) -> String {
+    match nodeset {
+        Some(ns) => format!("{base}?nodeset={}", encode(ns)),
+        None => base.to_string(),
+    }
+}
+
+async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        HostCmd::List { nodeset, json } => {
+            let v = c
+                .get(&nodeset_path("/v1/hosts", nodeset.as_deref()))
+                .await?;
+            print_list(&v, json.json, host_table)
+        }
+        HostCmd::Show { name } => {
+            print_json(&c.get(&format!("/v1/hosts/{}", encode(&name))).await?)
+        }
+        HostCmd::Add(a) => {
+            let name = a.name.clone();
+            c.put(
+                &format!("/v1/hosts/{}", encode(&name)),
+                serde_json::to_value(new_host(a)?)?,
+            )
+            .await?;
+            println!("host {name} saved");
+            Ok(())
+        }
+        HostCmd::Import { file } => import(c, &file, Kind::Hosts).await,
+        HostCmd::Export { nodeset, toml } => {
+            let v = c
+                .get(&nodeset_path("/v1/hosts", nodeset.as_deref()))
+                .await?;
+            let hosts: Vec<Host> = serde_json::from_value(v)?;
+            export(&hosts, &[], toml)
+        }
+        HostCmd::Delete { nodeset } => {
+            let v = c.delete(&nodeset_path("/v1/hosts", Some(&nodeset))).await?;
+            println!("deleted {}", cell(&v["nodeset"]));
+            warn_missing(&v);
+            Ok(())
+        }
+        HostCmd::Provision { nodeset } => set_provision(c, &nodeset, "provision").await,
+        HostCmd::Unprovision { nodeset } => set_provision(c, &nodeset, "unprovision").await,
+    }
+}
+
+async fn set_provision(c: &Client, nodeset: &str, verb: &str) -> anyhow::Result<()> {
+    let v = c
+        .post(
+            &format!("/v1/hosts/{verb}?nodeset={}", encode(nodeset)),
+            None,
+        )
+        .await?;
+    let changed = v["changed"].as_array().map_or(0, Vec::len);
+    match changed {
+        0 => println!("{verb}: nothing to change in {nodeset}"),
+        n => println!(
+            "{verb}: {} ({n} host{})",
+            cell(&v["nodeset"]),
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+    warn_missing(&v);
+    Ok(())
+}
+
+fn warn_missing(v: &Value) {
+    if let Some(m) = v["missing"].as_str().filter(|m| !m.is_empty()) {
+        eprintln!("warning: no such hosts: {m}");
+    }
+}
+
+fn new_host(a: AddHost) -> anyhow::Result<Host> {
+    let mac = a.mac.parse().with_context(|| format!("host {}", a.name))?;
+    let mut interfaces = vec![crate::inventory::Interface {
+        mac: Some(mac),
+        ip: Some(a.ip),
+        fqdn: a.fqdn.unwrap_or_default(),
+        ifname: a.ifname.unwrap_or_default(),
+        ..Default::default()
+    }];
+    if let Some(ip) = a.bmc_ip {
+        interfaces.push(crate::inventory::Interface {
+            ip: Some(ip),
+            bmc: true,
+            ..Default::default()
+        });
+    }
+    Ok(Host {
+        name: a.name,
+        provision: a.provision,
+        boot_image: a.image.unwrap_or_default(),
+        firmware: a.firmware.unwrap_or_default(),
+        tags: a.tags,
+        interfaces,
+        ..Default::default()
+    })
+}
+
+/// Reads a file here (relative paths resolved against it) and sends its entries.
+async fn import(c: &Client, file: &std::path::Path, kind: Kind) -> anyhow::Result<()> {
+    let loaded = load::load_file(file, kind)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
+    c.post(
+        "/v1/hosts",
+        Some(json!({ "hosts": loaded.hosts, "images": loaded.images })),
+    )
+    .await?;
+    println!(
+        "imported {nh} host{} and {ni} image{} from {}",
+        plural(nh),
+        plural(ni),
+        file.display()
+    );
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn export(hosts: &[Host], images: &[Image], toml: bool) -> anyhow::Result<()> {
+    if toml {
+        print!(
+            "{}",
+            load::to_toml(hosts, images).map_err(anyhow::Error::msg)?
+        );
+    } else if images.is_empty() {
+        println!("{}", load::hosts_to_json(hosts));
+    } else {
+        println!("{}", load::images_to_json(images));
+    }
+    Ok(())
+}
+
+fn host_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .filter_map(|v| serde_json::from_value::<Host>(v.clone()).ok())
+        .map(|h| {
+            let boot: Vec<_> = h.interfaces.iter().filter(|i| !i.bmc).collect();
+            let macs: Vec<String> = boot
+                .iter()
+                .filter_map(|i| i.mac.map(|m| m.to_string()))
+                .collect();
+            let ips: Vec<String> = boot.iter().filter_map(|i| i.ip.clone()).collect();
+            vec![
+                h.name.clone(),
+                if h.provision { "yes" } else { "no" }.into(),
+                h.boot_image.clone(),
+                macs.join(","),
+                ips.join(","),
+                h.bmc().and_then(|b| b.ip.clone()).unwrap_or_default(),
+                h.tags.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "PROVISION", "IMAGE", "MAC", "IP", "BMC", "TAGS"],
+        &rows,
+    )
+}
+
+async fn image(cmd: ImageCmd, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::List(j) => print_list(&c.get("/v1/images").await?, j.json, image_table),
+        ImageCmd::Show { name } => {
+            print_json(&c.get(&format!("/v1/images/{}", encode(&name))).await?)
+        }
+        ImageCmd::Add(a) => {
+            let name = a.name.clone();
+            c.put(
+                &format!("/v1/images/{}", encode(&name)),
+                serde_json::to_value(new_image(a)?)?,
+            )
+            .await?;
+            println!("image {name} saved");
+            Ok(())
+        }
+        ImageCmd::Import { file } => import(c, &file, Kind::Images).await,
+        ImageCmd::Export { toml } => {
+            let images: Vec<Image> = serde_json::from_value(c.get("/v1/images").await?)?;
+            if toml {
+                export(&[], &images, true)
+            } else {
+                println!("{}", load::images_to_json(&images));
+                Ok(())
+            }
+        }
+        ImageCmd::Delete { name } => {
+            c.delete(&format!("/v1/images/{}", encode(&name))).await?;
+            println!("image {name} deleted");
+            Ok(())
+        }
+    }
+}
+
+fn new_image(a: AddImage) -> anyhow::Result<Image> {
+    let abs = |p: &std::path::Path| -> anyhow::Result<String> {
+        Ok(std::path::absolute(p)?.display().to_string())
+    };
+    Ok(Image {
+        name: a.name,
+        kernel: abs(&a.kernel)?,
+        initrd: a
+            .initrd
+            .iter()
+            .map(|p| abs(p))
+            .collect::<anyhow::Result<_>>()?,
+        liveimg: a
+            .liveimg
+            .as_deref()
+            .map(abs)
+            .transpose()?
+            .unwrap_or_default(),
+        cmdline: a.cmdline,
+        ..Default::default()
+    })
+}
+
+fn image_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| {
+            vec![
+                cell(&v["name"]),
+                cell(&v["kernel"]),
+                cell(&v["initrd"]),
+                cell(&v["liveimg"]),
+            ]
+        })
+        .collect();
+    table(&["NAME", "KERNEL", "INITRD", "LIVEIMG"], &rows)
+}
+
+fn status(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return print_json(v);
+    }
+    for key in [
+        "version",
+        "uptime_secs",
+        "hosts",
+        "provisioned",
+        "images",
+        "inventory_generation",
+        "store",
+    ] {
+        println!("{key}: {}", cell(&v[key]));
+    }
+    if let Some(counters) = v["counters"].as_object() {
+        for (k, val) in counters {
+            println!("{k}: {}", cell(val));
+        }
+    }
+    Ok(())
+}
+
+fn events(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    print_list(v, as_json, |items| {
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|e| {
+                vec![
+                    time_ms(e["time_ms"].as_u64().unwrap_or(0)),
+                    cell(&e["host"]),
+                    cell(&e["kind"]),
+                    cell(&e["detail"]),
+                ]
+            })
+            .collect();
+        table(&["TIME", "HOST", "EVENT", "DETAIL"], &rows)
+    })
+}

@@ -1,0 +1,333 @@
+//! The `xboot` command line (clap): `serve`, `check-config`, and the client commands that
+//! talk to a running server's API (`host`, `image`, `status`, `events`, `discovered`).
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+mod check;
+mod client_cmds;
+mod output;
+
+/// Default API socket of the client commands (`api.socket_path`'s default).
+pub const DEFAULT_SOCKET: &str = "/var/run/xboot/xboot-api.socket";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xboot",
+    version,
+    about = "Network boot server for bare-metal fleets"
+)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a RUST_LOG directive). Default:
+    /// RUST_LOG, else `info` for serve and `warn` for the other commands.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Config file. `serve` and `check-config` need it; the client commands take the API
+    /// socket (`api.socket_path`) from it when --socket is not given.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "XBOOT_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// API unix socket [default: api.socket_path of --config, else /var/run/xboot/xboot-api.socket].
+    #[arg(long, global = true, env = "XBOOT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Talk to the API over TCP instead (`host:port` of api.listen).
+    #[arg(
+        long,
+        global = true,
+        env = "XBOOT_API",
+        value_name = "HOST:PORT",
+        conflicts_with = "socket"
+    )]
+    pub api: Option<String>,
+    /// Bearer token for --api (api.token).
+    #[arg(long, global = true, env = "XBOOT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the boot server (DHCP, TFTP, HTTP, API).
+    Serve(ServeArgs),
+    /// Validate a config and its inventory offline: exit 0, or 1 with every problem.
+    CheckConfig(InventoryFiles),
+    /// Hosts: list, show, add, import, export, delete, provision, unprovision.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Boot images: list, show, add, import, export, delete.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Server status: inventory counts, uptime, service counters.
+    Status(JsonFlag),
+    /// Boot events (DHCP, TFTP, script, kernel, initrd, complete ...) of the hosts of a node set.
+    Events {
+        /// Node set, e.g. cn[001-010].
+        nodeset: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Unknown MACs the DHCP server has seen (and not answered).
+    Discovered(JsonFlag),
+    // BMC power control comes from branch `bmc`:
+    // Bmc(crate::bmc::cli::BmcArgs),
+}
+
+/// `xboot serve`: Grendel's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The config file (global --config).
+    #[arg(skip)]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub files: InventoryFiles,
+    /// State directory (overrides state_dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// API socket (global --socket; overrides api.socket_path).
+    #[arg(skip)]
+    pub socket: Option<PathBuf>,
+}
+
+/// Inventory files given on the command line (override `hosts` / `images` of the config).
+#[derive(Debug, Clone, Default, Args)]
+pub struct InventoryFiles {
+    /// Hosts file (Grendel hosts.json or xboot TOML).
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// Images file (Grendel images.json or xboot TOML).
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// List hosts (all, or those of a node set).
+    List {
+        nodeset: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Print one host as JSON.
+    Show { name: String },
+    /// Add or replace a host with one boot interface (and optionally a BMC).
+    Add(AddHost),
+    /// Add or replace the hosts (and images) of a file: Grendel hosts.json or xboot TOML.
+    Import { file: PathBuf },
+    /// Print hosts as a Grendel hosts.json array (or xboot TOML).
+    Export {
+        nodeset: Option<String>,
+        /// xboot TOML ([[host]] tables) instead of JSON.
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Delete the hosts of a node set.
+    Delete { nodeset: String },
+    /// Boot the hosts of a node set from the network (provision = true).
+    Provision { nodeset: String },
+    /// Let the hosts of a node set boot from disk (provision = false).
+    Unprovision { nodeset: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AddHost {
+    pub name: String,
+    /// MAC of the boot interface.
+    #[arg(long)]
+    pub mac: String,
+    /// Address with prefix length, e.g. 192.168.0.51/24.
+    #[arg(long)]
+    pub ip: String,
+    /// Image to boot.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Boot the image (provision = true); needs --image.
+    #[arg(long, requires = "image")]
+    pub provision: bool,
+    /// Boot file override (undionly.kpxe, snponly-x86_64.efi ...).
+    #[arg(long)]
+    pub firmware: Option<String>,
+    /// Tags (repeat or comma-separate).
+    #[arg(long = "tag", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub fqdn: Option<String>,
+    #[arg(long)]
+    pub ifname: Option<String>,
+    /// Address of the host's BMC.
+    #[arg(long)]
+    pub bmc_ip: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// List images.
+    List(JsonFlag),
+    /// Print one image as JSON.
+    Show { name: String },
+    /// Add or replace an image. Relative paths are taken from the current directory.
+    Add(AddImage),
+    /// Add or replace the images (and hosts) of a file: Grendel images.json or xboot TOML.
+    Import { file: PathBuf },
+    /// Print images as a Grendel images.json array (or xboot TOML).
+    Export {
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Delete an image.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AddImage {
+    pub name: String,
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Initrd files, in order (repeat the flag).
+    #[arg(long)]
+    pub initrd: Vec<PathBuf>,
+    /// Live root image (squashfs).
+    #[arg(long)]
+    pub liveimg: Option<PathBuf>,
+    /// Kernel command line template.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+}
+
+/// Entry point of the `xboot` binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(
+        cli.log_level.as_deref(),
+        matches!(cli.command, Command::Serve(_)),
+    );
+    run(cli)
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(mut args) => {
+            args.config = cli.config.ok_or_else(|| {
+                anyhow::anyhow!("xboot serve needs --config FILE (or XBOOT_CONFIG)")
+            })?;
+            args.socket = cli.socket;
+            crate::serve::run(args)
+        }
+        Command::CheckConfig(files) => {
+            let config = cli.config.ok_or_else(|| {
+                anyhow::anyhow!("xboot check-config needs --config FILE (or XBOOT_CONFIG)")
+            })?;
+            check::run(&config, &files)
+        }
+        command => {
+            let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
+            client_cmds::run(command, crate::api::client::Client::new(endpoint))
+        }
+    }
+}
+
+/// Where the client commands find the API: --api, --socket, the config's socket, the default.
+fn endpoint(
+    config: Option<&std::path::Path>,
+    socket: Option<PathBuf>,
+    api: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<crate::api::client::Endpoint> {
+    use crate::api::client::Endpoint;
+    if let Some(addr) = api {
+        return Ok(Endpoint::Tcp { addr, token });
+    }
+    if let Some(s) = socket {
+        return Ok(Endpoint::Unix(s));
+    }
+    if let Some(c) = config {
+        let cfg = crate::config::Config::load(c)?;
+        return Ok(Endpoint::Unix(cfg.api.socket_path));
+    }
+    Ok(Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)))
+}
+
+/// tracing to stderr: --log-level, else RUST_LOG, else `info` (serve) / `warn` (others).
+fn init_logging(level: Option<&str>, serve: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(if serve { "info" } else { "warn" })),
+    };
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_grendel_style_serve_and_client_commands() {
+        let cli = Cli::try_parse_from([
+            "xboot", "serve", "--config", "g.toml", "--hosts", "h.json", "--images", "i.json",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(cli.config.unwrap(), PathBuf::from("g.toml"));
+        assert_eq!(args.files.hosts.unwrap(), PathBuf::from("h.json"));
+        let cli = Cli::try_parse_from([
+            "xboot", "host", "list", "cn[1-3]", "--json", "--socket", "/tmp/s",
+        ])
+        .unwrap();
+        assert_eq!(cli.socket.unwrap(), PathBuf::from("/tmp/s"));
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::List {
+                json: JsonFlag { json: true },
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from([
+            "xboot",
+            "host",
+            "add",
+            "cn1",
+            "--mac",
+            "m",
+            "--ip",
+            "i",
+            "--provision"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "xboot", "host", "add", "cn1", "--mac", "m", "--ip", "i", "--tag", "a,b", "--tag", "c",
+        ])
+        .unwrap();
+        let Command::Host(HostCmd::Add(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.tags, ["a", "b", "c"]);
+    }
+}

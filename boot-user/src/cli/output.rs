@@ -1,0 +1,83 @@
+//! Plain-text tables for the list commands (`--json` prints the API's JSON instead).
+use serde_json::Value;
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&head).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A cell from a JSON value: strings bare, arrays comma-joined, null empty.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A table of JSON objects, columns in the order of the first object's keys.
+pub fn json_table(items: &[Value]) -> String {
+    let Some(Value::Object(first)) = items.first() else {
+        return String::new();
+    };
+    let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+    let header: Vec<String> = keys.iter().map(|k| k.to_uppercase()).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| {
+            keys.iter()
+                .map(|k| cell(it.get(*k).unwrap_or(&Value::Null)))
+                .collect()
+        })
+        .collect();
+    table(
+        &header.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+    )
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds.
+pub fn time_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables() {
+        let t = table(
+            &["NAME", "IP"],
+            &[
+                vec!["cn1".into(), "10.0.0.1/24".into()],
+                vec!["cn100".into(), "".into()],
+            ],
+        );
+        assert_eq!(t, "NAME   IP\ncn1    10.0.0.1/24\ncn100  \n");
+        let j = json_table(&[serde_json::json!({"count": 2, "mac": "aa", "tags": ["a", "b"]})]);
+        assert_eq!(j, "COUNT  MAC  TAGS\n2      aa   a,b\n");
+        assert_eq!(time_ms(1_000), "1970-01-01T00:00:01.000Z");
+    }
+}

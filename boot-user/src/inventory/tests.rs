@@ -1,0 +1,404 @@
+//! Loading, validation, store and startup tests of the inventory.
+use std::path::{Path, PathBuf};
+
+use super::load::{self, Format, Kind};
+use super::*;
+
+/// The repository's config/ directory.
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+/// A temp dir with a kernel and an initrd file in it.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinuz"), b"kernel").unwrap();
+        std::fs::write(dir.path().join("initrd.img"), b"initrd").unwrap();
+        Files { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    fn image(&self, name: &str) -> Image {
+        Image {
+            name: name.into(),
+            kernel: self.path("vmlinuz"),
+            initrd: vec![self.path("initrd.img")],
+            cmdline: "console=ttyS0".into(),
+            ..Default::default()
+        }
+    }
+}
+
+fn host(name: &str, mac: &str, ip: &str) -> Host {
+    Host {
+        name: name.into(),
+        provision: true,
+        boot_image: "img".into(),
+        interfaces: vec![Interface {
+            mac: Some(mac.parse().unwrap()),
+            ip: Some(ip.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn guide_hosts_and_images_json_load() {
+    let hosts = load::load_file(&config_dir().join("examples/hosts.json"), Kind::Hosts).unwrap();
+    assert!(hosts.warnings.is_empty(), "{:?}", hosts.warnings);
+    let h = &hosts.hosts[0];
+    assert_eq!(
+        (h.name.as_str(), h.provision, h.boot_image.as_str()),
+        ("cn1", true, "squareos-9.2")
+    );
+    assert_eq!(h.firmware, "snponly-x86_64.efi");
+    assert_eq!(
+        h.interfaces[0].mac.unwrap().to_string(),
+        "aa:bb:cc:11:22:33"
+    );
+    assert_eq!(h.bmc().unwrap().ip.as_deref(), Some("192.168.1.51/32"));
+
+    let images = load::load_file(&config_dir().join("examples/images.json"), Kind::Images).unwrap();
+    let im = &images.images[0];
+    assert_eq!(im.name, "squareos-9.2");
+    assert!(im
+        .cmdline
+        .contains(r#"BOOTIF=01-{{ $.nic.MAC | toString | replace ":" "-" }}"#));
+
+    // The guide's kernel and initrd live under /var/lib/grendel: absent here, and reported
+    // as such, naming the image; the host itself is fine.
+    let errs = Inventory::new(hosts.hosts, images.images).unwrap_err();
+    let msgs = errs.messages();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("image squareos-9.2: kernel /var/lib/grendel/vmlinuz"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].starts_with("image squareos-9.2: initrd[0] /var/lib/grendel/initramfs"),
+        "{msgs:?}"
+    );
+    assert!(msgs[1].ends_with("no such file"), "{msgs:?}");
+}
+
+#[test]
+fn toml_inventory_matches_json() {
+    let t = load::load_file(&config_dir().join("examples/inventory.toml"), Kind::Hosts).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let j = load::load_file(&config_dir().join("examples/hosts.json"), Kind::Hosts).unwrap();
+    assert_eq!(t.hosts[0].interfaces[0].mac, j.hosts[0].interfaces[0].mac);
+    assert_eq!(t.hosts[0].boot_image, j.hosts[0].boot_image);
+    assert_eq!(t.images.len(), 1);
+    let bmc = t.hosts[0].bmc().unwrap().bmc_config.as_ref().unwrap();
+    assert_eq!(bmc.protocol.as_deref(), Some("redfish"));
+}
+
+#[test]
+fn grendel_export_keys_are_quiet_and_unknown_keys_warn() {
+    let j = r#"[{"id":"2BZ0a","name":"cn1","provision":false,"boot_image":"","firmware":"","tags":[],
+        "interfaces":[{"HostID":"2BZ0a","ID":1,"mac":"aa:bb:cc:11:22:33","ip":"10.0.0.1/24","ifname":"",
+        "fqdn":"","bmc":false,"vlan":"","mtu":1500,"colour":"blue"}]}]"#;
+    let l = load::parse(j, Format::Json, Kind::Hosts, Path::new("/"), "hosts.json").unwrap();
+    assert_eq!(
+        l.warnings,
+        [r#"host cn1: unknown key "interfaces.0.colour" ignored"#]
+    );
+    let j =
+        r#"[{"id":"2BZ0b","name":"img","kernel":"/k","initrd":[],"cmdline":"","user_data":"x"}]"#;
+    let l = load::parse(j, Format::Json, Kind::Images, Path::new("/"), "images.json").unwrap();
+    assert_eq!(l.images[0].id, "2BZ0b");
+    assert!(l.warnings.is_empty());
+}
+
+#[test]
+fn bad_entries_are_named_and_all_reported() {
+    let j = r#"[{"name":"cn1","interfaces":[{"mac":"zz:bb:cc:11:22:33"}]},
+               {"name":"cn2","provision":"yes"},
+               {"interfaces":[{"mac":"aa:bb"}]},
+               {"name":"cn4"}]"#;
+    let err = load::parse(j, Format::Json, Kind::Hosts, Path::new("/"), "hosts.json").unwrap_err();
+    let LoadError::Entries { errors, .. } = &err else {
+        panic!("{err}")
+    };
+    let msgs = errors.messages();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("host cn1: invalid MAC address \"zz:bb:cc:11:22:33\""),
+        "{msgs:?}"
+    );
+    assert!(msgs[1].starts_with("host cn2: invalid type"), "{msgs:?}");
+    assert!(
+        msgs[2].starts_with("host #2: invalid MAC address \"aa:bb\""),
+        "{msgs:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("invalid inventory file hosts.json: 3 problems:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_syntax_errors() {
+    let table: &[(&str, Format, &str)] = &[
+        (
+            "[{",
+            Format::Json,
+            "invalid inventory file f: EOF while parsing",
+        ),
+        ("42", Format::Json, "expected a JSON array"),
+        (
+            r#"{"hosts": {}}"#,
+            Format::Json,
+            "\"hosts\" must be an array",
+        ),
+        (
+            "[[hosts]]\nname = \"cn1\"",
+            Format::Toml,
+            "unknown key \"hosts\" (expected [[host]] and [[image]] tables)",
+        ),
+        ("host = 3", Format::Toml, "must be an array of tables"),
+        (
+            "[[host]\n",
+            Format::Toml,
+            "invalid inventory file f: TOML parse error",
+        ),
+    ];
+    for (text, format, want) in table {
+        let err = load::parse(text, *format, Kind::Hosts, Path::new("/"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file() {
+    let f = Files::new();
+    let toml = "[[image]]\nname = \"img\"\nkernel = \"vmlinuz\"\ninitrd = [\"./initrd.img\"]\n";
+    let p = f.dir.path().join("images.toml");
+    std::fs::write(&p, toml).unwrap();
+    let l = load::load_file(&p, Kind::Images).unwrap();
+    assert_eq!(l.images[0].kernel, f.path("vmlinuz"));
+    assert_eq!(l.images[0].initrd[0], f.path("initrd.img"));
+    Inventory::new(
+        vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")],
+        l.images,
+    )
+    .unwrap();
+}
+
+/// Each validation error, named, in one table: (description, hosts, images, expected message).
+#[test]
+fn validation_errors_each_named() {
+    let f = Files::new();
+    let img = || vec![f.image("img")];
+    let h = host;
+    let mut two_macs = h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+    two_macs.interfaces.push(Interface {
+        mac: Some("aa:bb:cc:00:00:01".parse().unwrap()),
+        ..Default::default()
+    });
+    let mut no_image = h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+    no_image.boot_image.clear();
+    let mut not_provisioned = h("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24");
+    not_provisioned.provision = false;
+    not_provisioned.boot_image = "gone".into();
+    let missing = |what: &str| {
+        let mut i = f.image("img");
+        match what {
+            "kernel" => i.kernel = f.path("nope"),
+            "initrd" => i.initrd.push(f.path("nope.img")),
+            "liveimg" => i.liveimg = f.path("root.squashfs"),
+            "dir" => i.kernel = f.dir.path().display().to_string(),
+            "relative" => i.kernel = "vmlinuz".into(),
+            _ => i.kernel.clear(),
+        }
+        vec![i]
+    };
+    #[rustfmt::skip]
+    let table: Vec<(&str, Vec<Host>, Vec<Image>, String)> = vec![
+        ("valid", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), not_provisioned.clone()], img(), String::new()),
+        ("empty name", vec![h("", "aa:bb:cc:00:00:01", "10.0.0.1/24")], img(), "host #0: empty name".into()),
+        ("invalid hostname", vec![h("cn_1", "aa:bb:cc:00:00:01", "10.0.0.1/24")], img(),
+            "host \"cn_1\": invalid hostname: character '_' is not allowed (letters, digits, '-' and '.')".into()),
+        ("hyphen", vec![h("-cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")], img(),
+            "host \"-cn1\": invalid hostname: label \"-cn1\" starts or ends with '-'".into()),
+        ("duplicate name", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), h("cn1", "aa:bb:cc:00:00:02", "10.0.0.2/24")],
+            img(), "host cn1: defined more than once".into()),
+        ("two hosts on one MAC", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), h("cn2", "aa:bb:cc:00:00:01", "10.0.0.2/24")],
+            img(), "host cn2: MAC aa:bb:cc:00:00:01 is also on host cn1".into()),
+        ("one MAC twice on a host", vec![two_macs], img(), "host cn1: MAC aa:bb:cc:00:00:01 is on two of its interfaces".into()),
+        ("duplicate IP", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"), h("cn2", "aa:bb:cc:00:00:02", "10.0.0.1/16")],
+            img(), "host cn2: address 10.0.0.1 is also used by host cn1".into()),
+        ("bad CIDR", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/33")], img(),
+            "host cn1: interface 0: bad CIDR \"10.0.0.1/33\": invalid IP address syntax".into()),
+        ("bad address", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.300")], img(),
+            "host cn1: interface 0: bad address \"10.0.0.300\": invalid IPv4 address syntax".into()),
+        ("no boot_image", vec![no_image], img(), "host cn1: provision = true but no boot_image".into()),
+        ("unknown boot_image", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")], vec![f.image("other")],
+            "host cn1: unknown boot_image \"img\"".into()),
+        ("no kernel", vec![], missing("none"), "image img: no kernel".into()),
+        ("missing kernel", vec![], missing("kernel"), format!("image img: kernel {}: no such file", f.path("nope"))),
+        ("missing initrd", vec![], missing("initrd"), format!("image img: initrd[1] {}: no such file", f.path("nope.img"))),
+        ("missing liveimg", vec![], missing("liveimg"), format!("image img: liveimg {}: no such file", f.path("root.squashfs"))),
+        ("kernel is a dir", vec![], missing("dir"), format!("image img: kernel {}: not a regular file", f.dir.path().display())),
+        ("relative path", vec![], missing("relative"), "image img: kernel path \"vmlinuz\" is not absolute".into()),
+        ("duplicate image", vec![], vec![f.image("img"), f.image("img")], "image img: defined more than once".into()),
+        ("empty image name", vec![], vec![f.image("")], "image #0: empty name".into()),
+    ];
+    for (what, hosts, images, want) in table {
+        match Inventory::new(hosts, images) {
+            Ok(_) => assert!(want.is_empty(), "{what}: accepted, want {want:?}"),
+            Err(e) => assert_eq!(e.messages(), [want.clone()], "{what}"),
+        }
+    }
+}
+
+#[test]
+fn validation_returns_all_errors() {
+    let f = Files::new();
+    let hosts = vec![
+        host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"),
+        host("cn2", "aa:bb:cc:00:00:01", "10.0.0.1/24"),
+        host("cn3", "aa:bb:cc:00:00:03", "bad"),
+    ];
+    let mut im = f.image("img");
+    im.kernel = f.path("nope");
+    let errs = Inventory::new(hosts, vec![im]).unwrap_err();
+    assert_eq!(errs.0.len(), 4, "{errs}");
+    assert!(
+        errs.to_string()
+            .starts_with("4 problems:\n  - host cn2: MAC"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn store_round_trip_and_reopen() {
+    let f = Files::new();
+    let state = tempfile::tempdir().unwrap();
+    let mut h1 = host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+    h1.tags = vec!["gpu".into()];
+    h1.interfaces.push(Interface {
+        ip: Some("10.1.0.1/32".into()),
+        bmc: true,
+        ..Default::default()
+    });
+    let hosts = vec![h1.clone(), host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24")];
+    let images = vec![f.image("img")];
+    {
+        let s = Store::open(state.path()).unwrap();
+        s.apply(&Change::diff(&[], &[], &hosts, &images)).unwrap();
+        assert_eq!(s.load().unwrap(), (hosts.clone(), images.clone()));
+        // Delete one, change the other.
+        let mut h1b = h1.clone();
+        h1b.provision = false;
+        let change = Change::diff(&hosts, &images, std::slice::from_ref(&h1b), &images);
+        assert_eq!(change.put_hosts, [h1b.clone()]);
+        assert_eq!(change.delete_hosts, ["cn2"]);
+        assert!(change.put_images.is_empty());
+        s.apply(&change).unwrap();
+        // A second opener of the same state dir is refused while this one lives.
+        let err = Store::open(state.path()).unwrap_err().to_string();
+        assert!(err.contains("in use by another xboot process"), "{err}");
+    }
+    let s = Store::open(state.path()).unwrap();
+    let (hosts, images2) = s.load().unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert!(!hosts[0].provision);
+    assert_eq!(hosts[0].tags, ["gpu"]);
+    assert_eq!(images2, images);
+}
+
+#[test]
+fn startup_merges_files_over_store() {
+    let f = Files::new();
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(state.path()).unwrap();
+    // The store holds cn1 (edited through the API) and cn9 (added through the API).
+    let mut cn1 = host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+    cn1.provision = false;
+    let stored = vec![cn1, host("cn9", "aa:bb:cc:00:00:09", "10.0.0.9/24")];
+    store
+        .apply(&Change::diff(&[], &[], &stored, &[f.image("img")]))
+        .unwrap();
+    // The file names cn1 and cn2.
+    let file = f.dir.path().join("hosts.json");
+    let file_hosts = vec![
+        host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24"),
+        host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24"),
+    ];
+    std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
+
+    let s = startup(Some(&store), Some(&file), None).unwrap();
+    let names: Vec<&str> = s
+        .inventory
+        .hosts()
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, ["cn1", "cn9", "cn2"]);
+    assert!(
+        s.inventory.host("cn1").unwrap().provision,
+        "the file wins for cn1"
+    );
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].starts_with("host cn1: the entry from"),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(
+        store.load().unwrap().0.len(),
+        3,
+        "merged result written back"
+    );
+
+    // A file that makes the merged inventory invalid stops the start and leaves the store.
+    let bad = vec![host("cn3", "aa:bb:cc:00:00:09", "10.0.0.3/24")];
+    std::fs::write(&file, load::hosts_to_json(&bad)).unwrap();
+    let err = startup(Some(&store), Some(&file), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("host cn3: MAC aa:bb:cc:00:00:09 is also on host cn9"),
+        "{err}"
+    );
+    assert_eq!(store.load().unwrap().0.len(), 3);
+}
+
+#[test]
+fn exports_round_trip() {
+    let f = Files::new();
+    let hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")];
+    let images = vec![f.image("img")];
+    let j = load::parse(
+        &load::hosts_to_json(&hosts),
+        Format::Json,
+        Kind::Hosts,
+        Path::new("/"),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(j.hosts, hosts);
+    let j = load::parse(
+        &load::images_to_json(&images),
+        Format::Json,
+        Kind::Images,
+        Path::new("/"),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(j.images, images);
+    let t = load::to_toml(&hosts, &images).unwrap();
+    let back = load::parse(&t, Format::Toml, Kind::Hosts, Path::new("/"), "x").unwrap();
+    assert_eq!((back.hosts, back.images), (hosts, images));
+}

@@ -1,0 +1,290 @@
+//! Whole-inventory validation: every check runs and every problem is reported, each naming
+//! the host or image it is about (`host cn12: MAC aa:bb:cc:dd:ee:ff is also on host cn3`).
+//!
+//! Checks: host names (present, unique, valid hostnames), addresses (valid CIDR, unique),
+//! MACs (unique across all hosts and within one), boot images of provisioned hosts (named
+//! and existing), images (named, unique, a kernel, kernel/initrd/liveimg files that exist
+//! at absolute paths) and the image command-line templates. Only reads file metadata.
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use super::model::{parse_cidr, Host, Image, Mac};
+
+/// One problem found in an inventory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// An entry that could not even be read (wrong type, bad MAC syntax ...).
+    #[error("{entry}: {message}")]
+    Entry { entry: String, message: String },
+    #[error("host #{index}: empty name")]
+    EmptyHostName { index: usize },
+    #[error("host {host:?}: invalid hostname: {reason}")]
+    InvalidHostname { host: String, reason: String },
+    #[error("host {host}: defined more than once")]
+    DuplicateHost { host: String },
+    #[error("host {host}: interface {nic}: {message}")]
+    BadCidr {
+        host: String,
+        nic: usize,
+        message: String,
+    },
+    #[error("host {host}: MAC {mac} is also on host {other}")]
+    MacOnTwoHosts {
+        host: String,
+        mac: Mac,
+        other: String,
+    },
+    #[error("host {host}: MAC {mac} is on two of its interfaces")]
+    DuplicateMac { host: String, mac: Mac },
+    #[error("host {host}: address {ip} is also used by host {other}")]
+    DuplicateIp {
+        host: String,
+        ip: String,
+        other: String,
+    },
+    #[error("host {host}: provision = true but no boot_image")]
+    NoBootImage { host: String },
+    #[error("host {host}: unknown boot_image {image:?}")]
+    UnknownImage { host: String, image: String },
+    #[error("image #{index}: empty name")]
+    EmptyImageName { index: usize },
+    #[error("image {image}: defined more than once")]
+    DuplicateImage { image: String },
+    #[error("image {image}: no kernel")]
+    NoKernel { image: String },
+    #[error("image {image}: {what} path {path:?} is not absolute")]
+    RelativePath {
+        image: String,
+        what: String,
+        path: String,
+    },
+    #[error("image {image}: {what} {path}: {message}")]
+    MissingFile {
+        image: String,
+        what: String,
+        path: String,
+        message: String,
+    },
+    #[error("image {image}: {what} template: {message}")]
+    Template {
+        image: String,
+        what: String,
+        message: String,
+    },
+}
+
+/// Every problem of an inventory (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} problems:", many.len())?;
+                for e in many {
+                    write!(f, "\n  - {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+impl ValidationErrors {
+    /// The messages, one per problem (the API returns these).
+    pub fn messages(&self) -> Vec<String> {
+        self.0.iter().map(|e| e.to_string()).collect()
+    }
+}
+
+/// Checks a whole inventory; returns every problem found.
+pub fn validate(hosts: &[Host], images: &[Image]) -> Result<(), ValidationErrors> {
+    let mut errs = Vec::new();
+    check_hosts(hosts, images, &mut errs);
+    check_images(images, &mut errs);
+    errs.extend(check_templates(images));
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs))
+    }
+}
+
+fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>) {
+    let image_names: std::collections::HashSet<&str> =
+        images.iter().map(|i| i.name.as_str()).collect();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut macs: HashMap<Mac, &str> = HashMap::new();
+    let mut ips: HashMap<std::net::Ipv4Addr, (usize, &str)> = HashMap::new();
+    for (index, h) in hosts.iter().enumerate() {
+        if h.name.is_empty() {
+            errs.push(ValidationError::EmptyHostName { index });
+        } else if let Err(reason) = check_hostname(&h.name) {
+            errs.push(ValidationError::InvalidHostname {
+                host: h.name.clone(),
+                reason,
+            });
+        }
+        let count = names.entry(&h.name).or_default();
+        *count += 1;
+        if *count == 2 && !h.name.is_empty() {
+            errs.push(ValidationError::DuplicateHost {
+                host: h.name.clone(),
+            });
+        }
+        let host = || h.name.clone();
+        let mut own_macs = Vec::new();
+        for (nic, i) in h.interfaces.iter().enumerate() {
+            if let Some(mac) = i.mac {
+                if own_macs.contains(&mac) {
+                    errs.push(ValidationError::DuplicateMac { host: host(), mac });
+                } else {
+                    own_macs.push(mac);
+                    match macs.get(&mac) {
+                        Some(other) if *other != h.name => {
+                            errs.push(ValidationError::MacOnTwoHosts {
+                                host: host(),
+                                mac,
+                                other: other.to_string(),
+                            })
+                        }
+                        _ => {
+                            macs.insert(mac, &h.name);
+                        }
+                    }
+                }
+            }
+            let Some(ip) = i.ip.as_deref() else { continue };
+            match parse_cidr(ip) {
+                Err(message) => errs.push(ValidationError::BadCidr {
+                    host: host(),
+                    nic,
+                    message,
+                }),
+                Ok(net) => {
+                    if let Some((other_index, other)) = ips.insert(net.addr(), (index, &h.name)) {
+                        let other = if other_index == index {
+                            "itself (another interface)"
+                        } else {
+                            other
+                        };
+                        errs.push(ValidationError::DuplicateIp {
+                            host: host(),
+                            ip: net.addr().to_string(),
+                            other: other.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        if h.provision {
+            if h.boot_image.is_empty() {
+                errs.push(ValidationError::NoBootImage { host: host() });
+            } else if !image_names.contains(h.boot_image.as_str()) {
+                errs.push(ValidationError::UnknownImage {
+                    host: host(),
+                    image: h.boot_image.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+pub fn check_hostname(name: &str) -> Result<(), String> {
+    if name.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty label (leading, trailing or double dot)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Err(format!(
+                "character {c:?} is not allowed (letters, digits, '-' and '.')"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
+fn check_images(images: &[Image], errs: &mut Vec<ValidationError>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, im) in images.iter().enumerate() {
+        if im.name.is_empty() {
+            errs.push(ValidationError::EmptyImageName { index });
+        }
+        let count = seen.entry(&im.name).or_default();
+        *count += 1;
+        if *count == 2 && !im.name.is_empty() {
+            errs.push(ValidationError::DuplicateImage {
+                image: im.name.clone(),
+            });
+        }
+        let label = if im.name.is_empty() {
+            format!("#{index}")
+        } else {
+            im.name.clone()
+        };
+        if im.kernel.is_empty() {
+            errs.push(ValidationError::NoKernel {
+                image: label.clone(),
+            });
+        } else {
+            check_file(&label, "kernel", &im.kernel, errs);
+        }
+        for (i, initrd) in im.initrd.iter().enumerate() {
+            check_file(&label, &format!("initrd[{i}]"), initrd, errs);
+        }
+        if !im.liveimg.is_empty() {
+            check_file(&label, "liveimg", &im.liveimg, errs);
+        }
+    }
+}
+
+fn check_file(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationError>) {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        errs.push(ValidationError::RelativePath {
+            image: image.into(),
+            what: what.into(),
+            path: path.into(),
+        });
+        return;
+    }
+    let problem = match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => return,
+        Ok(_) => "not a regular file".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_string(),
+        Err(e) => e.to_string(),
+    };
+    errs.push(ValidationError::MissingFile {
+        image: image.into(),
+        what: what.into(),
+        path: path.into(),
+        message: problem,
+    });
+}
+
+/// Template errors in image command lines, found at load time rather than at boot.
+///
+/// Wired to `crate::template` once the template engine lands (branch `http`); until then
+/// command lines are accepted as they are.
+pub fn check_templates(images: &[Image]) -> Vec<ValidationError> {
+    let _ = images;
+    Vec::new()
+}

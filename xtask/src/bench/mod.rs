@@ -1,0 +1,45 @@
+//! `cargo xtask bench NAME [ARGS...]`: benchmarks that show the speed targets (tests
+//! never assert timings). Each benchmark is a module here exposing
+//! `pub fn run(args: &[String]) -> anyhow::Result<()>`; add it to [`BENCHMARKS`].
+//! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist.
+use anyhow::bail;
+
+type Runner = fn(&[String]) -> anyhow::Result<()>;
+
+/// name, what it measures, runner (None: not written yet).
+const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
+    (
+        "dhcp",
+        "DHCP answers per second, userspace and XDP paths (perfdhcp)",
+        None,
+    ),
+    (
+        "bmc",
+        "power commands fanned out to many BMCs (ipmi_sim)",
+        None,
+    ),
+];
+
+pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
+    let list = || {
+        BENCHMARKS
+            .iter()
+            .map(|(n, what, _)| format!("  {n:<6} {what}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if name == "list" {
+        println!("benchmarks:\n{}", list());
+        return Ok(());
+    }
+    match BENCHMARKS.iter().find(|(n, _, _)| *n == name) {
+        None => bail!("unknown benchmark {name:?}; available:\n{}", list()),
+        Some((_, _, None)) => {
+            bail!("benchmark {name:?} is not yet implemented (xtask/src/bench/{name}.rs)")
+        }
+        Some((_, _, Some(runner))) => {
+            crate::setup::run()?;
+            runner(args)
+        }
+    }
+}

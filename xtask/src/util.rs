@@ -1,0 +1,51 @@
+//! Small helpers shared by the xtask commands: the workspace root, running cargo and
+//! other commands with a clear error naming the step, timing.
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub fn root() -> PathBuf {
+    testlab::workspace_root()
+}
+
+/// `cargo` as the one running xtask (so the same toolchain), in the workspace root.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Runs a command with inherited output; fails naming `step` if it fails.
+pub fn run_step(step: &str, cmd: &mut Command) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("{step}: cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{step} failed ({status}): {cmd:?}");
+    }
+    Ok(t0.elapsed())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `12.3s` / `850ms`.
+pub fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
