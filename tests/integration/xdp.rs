@@ -1,11 +1,14 @@
 //! XDP fast path: BPF_PROG_TEST_RUN tables, differential equivalence with the slow path,
 //! fuzzing, real clients in namespaces, reload under load. All need root (the program
 //! is loaded into the kernel); without it they skip, like the namespace tests.
+mod bench;
 pub mod clients;
 mod differential;
 mod fixture;
 mod fuzz;
+mod loadgen;
 mod reload;
+mod report;
 mod service;
 mod table;
 

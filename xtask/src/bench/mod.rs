@@ -4,14 +4,16 @@
 //! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist.
 use anyhow::bail;
 
+mod dhcp;
+
 type Runner = fn(&[String]) -> anyhow::Result<()>;
 
 /// name, what it measures, runner (None: not written yet).
 const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
     (
         "dhcp",
-        "DHCP answers per second, userspace and XDP paths (perfdhcp)",
-        None,
+        "DHCP answers per second: XDP and userspace paths, dnsmasq (own DORA generator)",
+        Some(dhcp::run),
     ),
     (
         "bmc",

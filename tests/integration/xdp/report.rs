@@ -1,0 +1,142 @@
+//! The DHCP benchmark's output: JSON (every number), a short markdown report, and an
+//! SVG plot (DORA/s per server, and p99 latency idle and under HTTP load), written by
+//! hand: a few rectangles do not need a plotting crate.
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::bench::ServerResult;
+
+pub fn write(
+    out: &Path,
+    hosts: usize,
+    json: &serde_json::Value,
+    results: &[ServerResult],
+    cost: &[(String, u64, u64)],
+) {
+    std::fs::write(
+        out.join("dhcp.json"),
+        serde_json::to_string_pretty(json).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out.join("dhcp.svg"), svg(results)).unwrap();
+    let md = markdown(hosts, results, cost);
+    std::fs::write(out.join("dhcp.md"), &md).unwrap();
+    println!("{md}");
+    eprintln!(
+        "bench: wrote {}/dhcp.json, dhcp.md, dhcp.svg",
+        out.display()
+    );
+}
+
+fn markdown(hosts: usize, results: &[ServerResult], cost: &[(String, u64, u64)]) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "# DHCP benchmark\n");
+    let _ = writeln!(m, "{hosts} static hosts, one veth lab, our raw-frame DORA generator (broadcast replies), 2 shared cores; load average at the end: {}.\n", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let _ = writeln!(
+        m,
+        "| server | DORA/s (<1% drops) | p50 / p99 at 1000/s (us) | p99 under HTTP load (us) |"
+    );
+    let _ = writeln!(m, "| --- | --- | --- | --- |");
+    for r in results {
+        let bound = if r.generator_bound {
+            " (generator limit)"
+        } else {
+            ""
+        };
+        let http = r.under_http.as_ref().map_or("-".to_string(), |h| {
+            format!("{} ({:.2}% lost)", h.p99_us, h.loss_pct)
+        });
+        let _ = writeln!(
+            m,
+            "| {} | {:.0}{bound} | {} / {} | {http} |",
+            r.name, r.dora_per_sec, r.idle.p50_us, r.idle.p99_us
+        );
+    }
+    let get = |n: &str| results.iter().find(|r| r.name == n);
+    if let (Some(x), Some(u), Some(d)) = (get("xboot-xdp"), get("xboot-userspace"), get("dnsmasq"))
+    {
+        let _ = writeln!(
+            m,
+            "\nxdp / userspace: {:.1}x; xdp / dnsmasq: {:.1}x (targets: 10x each).",
+            x.dora_per_sec / u.dora_per_sec.max(1.0),
+            x.dora_per_sec / d.dora_per_sec.max(1.0)
+        );
+        if let (Some(xh), Some(uh)) = (&x.under_http, &u.under_http) {
+            let _ = writeln!(
+                m,
+                "p99 under HTTP load / idle: xdp {:.1}x, userspace {:.1}x (target for xdp: within 2x).",
+                xh.p99_us as f64 / x.idle.p99_us.max(1) as f64,
+                uh.p99_us as f64 / u.idle.p99_us.max(1) as f64
+            );
+        }
+    }
+    let _ = writeln!(m, "\nXDP program cost per request (BPF_PROG_TEST_RUN, single passes, median / min; includes the test run's own overhead):\n");
+    for (name, med, min) in cost {
+        let _ = writeln!(m, "- {name}: {med} ns / {min} ns");
+    }
+    let _ = writeln!(m, "\nRate sweep (target -> sent, completed, loss):\n");
+    for r in results {
+        let steps: Vec<String> = r
+            .sweep
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}->{:.0}/{:.0} ({:.1}%)",
+                    s.target_rate, s.send_rate, s.dora_per_sec, s.loss_pct
+                )
+            })
+            .collect();
+        let _ = writeln!(m, "- {}: {}", r.name, steps.join(", "));
+    }
+    let _ = writeln!(m, "\n![DORA/s and p99](dhcp.svg)");
+    m
+}
+
+fn svg(results: &[ServerResult]) -> String {
+    let (w, h, bar) = (640.0, 300.0, 60.0);
+    let max_rate = results.iter().map(|r| r.dora_per_sec).fold(1.0, f64::max);
+    let max_p99 = results
+        .iter()
+        .flat_map(|r| [r.idle.p99_us, r.under_http.as_ref().map_or(0, |u| u.p99_us)])
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let mut s = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='11'>\n");
+    let _ = writeln!(s, "<text x='10' y='16' font-size='13'>DORA/s (&lt;1% drops)</text><text x='330' y='16' font-size='13'>p99 latency, us (idle / HTTP load)</text>");
+    for (i, r) in results.iter().enumerate() {
+        let x = 20.0 + i as f64 * (bar + 30.0);
+        let bh = 220.0 * r.dora_per_sec / max_rate;
+        let _ = writeln!(
+            s,
+            "<rect x='{x}' y='{}' width='{bar}' height='{bh}' fill='#4a7ab5'/>",
+            250.0 - bh
+        );
+        let _ = writeln!(
+            s,
+            "<text x='{x}' y='{}'>{:.0}</text>",
+            245.0 - bh,
+            r.dora_per_sec
+        );
+        let _ = writeln!(s, "<text x='{x}' y='265'>{}</text>", r.name);
+        let x2 = 330.0 + i as f64 * (bar + 30.0);
+        for (j, v) in [Some(r.idle.p99_us), r.under_http.as_ref().map(|u| u.p99_us)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(v) = v else { continue };
+            let bh = 220.0 * v as f64 / max_p99;
+            let color = if j == 0 { "#7ab54a" } else { "#b54a4a" };
+            let xx = x2 + j as f64 * bar / 2.0;
+            let _ = writeln!(
+                s,
+                "<rect x='{xx}' y='{}' width='{}' height='{bh}' fill='{color}'/>",
+                250.0 - bh,
+                bar / 2.0 - 2.0
+            );
+            let _ = writeln!(s, "<text x='{xx}' y='{}'>{v}</text>", 245.0 - bh);
+        }
+        let _ = writeln!(s, "<text x='{x2}' y='265'>{}</text>", r.name);
+    }
+    s.push_str("</svg>\n");
+    s
+}
