@@ -36,7 +36,7 @@ fn mac(i: usize) -> Mac {
 fn present(r: usize, i: usize) -> bool {
     match i {
         i if i < STABLE => true,
-        i if i < 1150 => r % 2 == 0,
+        i if i < 1150 => r.is_multiple_of(2),
         _ => r == 2 || r == 3,
     }
 }
