@@ -110,13 +110,11 @@ pub mod reason {
 /// request features to an index below this).
 pub const MAX_KINDS: usize = 8;
 /// Message slots per kind.
-pub const MSGS: usize = 3;
+pub const MSGS: usize = 2;
 /// DISCOVER to port 67 -> OFFER.
 pub const MSG_OFFER: usize = 0;
 /// REQUEST to port 67 for the host's address -> ACK.
 pub const MSG_ACK: usize = 1;
-/// REQUEST to the PXE boot server port 4011 -> ACK.
-pub const MSG_BOOT_ACK: usize = 2;
 
 /// Value of the host map. Replaced whole by the daemon; the program copies it to its
 /// stack at once and checks `seq == seq_end` to detect a torn read.

@@ -1,5 +1,5 @@
 //! Which reply, if any: the same decisions the slow path makes, reduced to selecting a
-//! precompiled template (OFFER, ACK, boot-server ACK or NAK) or passing the frame up.
+//! precompiled template (OFFER, ACK or NAK) or passing the frame up.
 //!
 //! The client kind comes from `CLASSES`, filled by the slow path's classifier; the only
 //! comparisons made here are RFC 2131's: a REQUEST naming another server is left to the
@@ -9,7 +9,7 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::programs::XdpContext;
 use boot_common::{
-    counter, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_BOOT_ACK, MSG_OFFER,
+    counter, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER,
 };
 
 use crate::{
@@ -59,8 +59,9 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         (_, 0) => return Err(other(reason::NO_MSG_TYPE)),
         (PORT_SERVER, DISCOVER) => MSG_OFFER,
         (PORT_SERVER, REQUEST) => MSG_ACK,
-        (PORT_PXE, REQUEST) if !opts.has_43 => MSG_BOOT_ACK,
-        (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)), // boot item echo, INFORM
+        // The boot server's ACK echoes the boot item of the request's option 43, and it
+        // only serves proxyDHCP setups: always the slow path's.
+        (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)),
         _ => return Err(other(reason::MSG_OTHER)),               // INFORM, RELEASE, DECLINE ...
     };
     let kind = opts

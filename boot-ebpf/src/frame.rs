@@ -45,9 +45,7 @@ pub struct Request {
     pub tci: u16,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    pub ip_src: [u8; 4],
     pub ip_dst: [u8; 4],
-    pub sport: u16,
     pub dport: u16,
     /// Bytes of the DHCP message (the UDP payload), copied to `Work::pay`.
     pub len: u32,
@@ -209,9 +207,7 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     req.tci = tci;
     req.dst_mac = [at(0), at(1), at(2), at(3), at(4), at(5)];
     req.src_mac = [at(6), at(7), at(8), at(9), at(10), at(11)];
-    req.ip_src = [ip(12), ip(13), ip(14), ip(15)];
     req.ip_dst = [ip(16), ip(17), ip(18), ip(19)];
-    req.sport = be16(udp[0], udp[1]);
     req.dport = dport;
     req.len = n;
     Ok(())

@@ -42,8 +42,6 @@ pub struct Opts {
     pub server_id: Option<[u8; 4]>,
     /// Option 57, 0 when absent.
     pub max_size: u16,
-    /// Option 43 is present (the boot server echoes its boot item).
-    pub has_43: bool,
     /// Offset of option 61's code byte and its data length (0 = absent).
     pub o61: (u32, u32),
     /// Same for option 97.
@@ -159,7 +157,6 @@ pub fn walk(work: &mut Work) -> Result<(), Verdict> {
         requested_ip: if seen(50) { Some(w.req_ip) } else { None },
         server_id: if seen(54) { Some(w.sid) } else { None },
         max_size: w.max_size as u16,
-        has_43: seen(43),
         o61: (w.o61_off, w.o61_len),
         o97: (w.o97_off, w.o97_len),
     };

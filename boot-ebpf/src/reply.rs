@@ -26,7 +26,7 @@ use boot_common::{
 
 use crate::{
     decide::Choice,
-    frame::{bounded, fold, Request, BOOTP_FIXED, PORT_PXE, PORT_SERVER},
+    frame::{bounded, fold, Request, BOOTP_FIXED, PORT_SERVER},
     maps::{self, Work, B44, HDR_LEN, IP, PAY_CAP, STATS, TEMPLATES},
     options::Opts,
     prog::{Verdict, NO_REASON},
@@ -365,7 +365,7 @@ fn payload_sum(h: &Head, ins: &Insert, hdr: &[u8; HDR_LEN]) -> u32 {
     s
 }
 
-/// Destination per RFC 2131 4.1 (and PXE for port 4011): (MAC, IP, port), as the slow
+/// Destination per RFC 2131 4.1: (MAC, IP, port), as the slow
 /// path's `reply::destination` and `frame::endpoint` choose it.
 #[inline(always)]
 fn destination(
@@ -375,9 +375,7 @@ fn destination(
     nak: bool,
 ) -> ([u8; 6], [u8; 4], u16) {
     const BCAST: ([u8; 6], [u8; 4], u16) = ([0xff; 6], [0xff; 4], PORT_CLIENT);
-    if req.dport == PORT_PXE {
-        (req.src_mac, req.ip_src, req.sport)
-    } else if req.giaddr != [0; 4] {
+    if req.giaddr != [0; 4] {
         (req.src_mac, req.giaddr, PORT_SERVER)
     } else if nak {
         BCAST
@@ -404,11 +402,7 @@ fn headers(
 ) {
     let broadcast = hdr[B44 + 10] & 0x80 != 0; // the reply's flags, after stamping
     let (dmac, dip, dport) = destination(req, broadcast, h.yiaddr, nak);
-    let sport = if req.dport == PORT_PXE {
-        PORT_PXE
-    } else {
-        PORT_SERVER
-    };
+    let sport = PORT_SERVER;
     let sip = choice.server.ip;
     let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
         let mut k = 0;

@@ -76,4 +76,12 @@ fn xdp_program_verifies_and_costs() {
             mean.as_nanos()
         );
     }
+    // What `xboot status` and /metrics show.
+    let stats = lab.fp.stats();
+    let prom = stats.prometheus();
+    let answered = stats.counters().answered;
+    assert!(answered > 0);
+    assert!(prom.contains(&format!("xboot_xdp_frames_total{{decision=\"answered\"}} {answered}")), "{prom}");
+    assert!(prom.contains("# TYPE xboot_xdp_passed_total counter"));
+    assert!(stats.status_text().contains(&format!("answered         {answered}")), "{}", stats.status_text());
 }

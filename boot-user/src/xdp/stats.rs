@@ -257,16 +257,3 @@ fn drain(
         last.clear();
     }
 }
-
-/// Polls the counters every `every` and logs the change at debug level (used by the
-/// daemon's status loop).
-pub fn delta_line(now: &XdpCounters, before: &XdpCounters, every: Duration) -> String {
-    let d = now.since(before);
-    let secs = every.as_secs_f64().max(1e-9);
-    format!(
-        "xdp: {:.0} answered/s, {:.0} nak/s, {:.0} passed/s",
-        d.answered as f64 / secs,
-        d.nak as f64 / secs,
-        (d.passed_unknown + d.passed_other + d.passed_no_room) as f64 / secs
-    )
-}

@@ -76,13 +76,29 @@ enum Server {
     Xboot {
         stop: tokio::sync::watch::Sender<bool>,
         thread: Option<std::thread::JoinHandle<()>>,
+        slow: Arc<dhcp::Service>,
+        fast: Option<Arc<xboot::xdp::XdpStats>>,
     },
     Dnsmasq,
 }
 
+impl Server {
+    /// ACKs the server itself sent so far (both paths for xboot; unknown for dnsmasq).
+    fn acks(&self) -> Option<u64> {
+        match self {
+            Server::Xboot { slow, fast, .. } => {
+                // The XDP counter counts OFFERs and ACKs together: one of each per exchange.
+                let xdp = fast.as_ref().map_or(0, |f| f.counters().answered);
+                Some(slow.stats.snapshot().acks + xdp / 2)
+            }
+            Server::Dnsmasq => None,
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::Xboot { stop, thread } = self {
+        if let Server::Xboot { stop, thread, .. } = self {
             let _ = stop.send(true);
             if let Some(t) = thread.take() {
                 let _ = t.join();
@@ -118,7 +134,9 @@ fn start_xboot(srv: &Netns, inv: Inventory, xdp: bool) -> Server {
             xboot::xdp::Service::start(shared, urls, &["s0".into()], SyncOptions::default())
                 .unwrap()
         });
-        ready_tx.send(()).unwrap();
+        ready_tx
+            .send((service.clone(), fast.as_ref().map(|f| f.stats())))
+            .unwrap();
         rt.block_on(async move {
             if let Some(fast) = fast {
                 tokio::spawn(fast.run(stopped.clone()));
@@ -130,8 +148,10 @@ fn start_xboot(srv: &Netns, inv: Inventory, xdp: bool) -> Server {
             .await;
         });
     });
-    ready.recv().unwrap();
+    let (slow, fast) = ready.recv().unwrap();
     Server::Xboot {
+        slow,
+        fast,
         stop,
         thread: Some(thread),
     }
@@ -201,18 +221,26 @@ pub struct ServerResult {
     pub under_http: Option<LoadResult>,
 }
 
-fn measure(name: &str, cli: &Netns, cs: &[Client], secs: f64) -> ServerResult {
+fn measure(name: &str, server: &Server, cli: &Netns, cs: &[Client], secs: f64) -> ServerResult {
     let mut r = ServerResult {
         name: name.into(),
         ..Default::default()
     };
-    let _warm = loadgen::run(cli, cs, SERVER, 2_000, 0.5, Duration::from_millis(500));
+    let _warm = loadgen::run(cli, cs, SERVER, 1_000, 0.5, Duration::from_millis(500));
     r.idle = loadgen::run(cli, cs, SERVER, LATENCY_RATE, secs, Duration::from_secs(1));
     for rate in RATES {
-        let step = loadgen::run(cli, cs, SERVER, rate, secs, Duration::from_secs(1));
+        let before = server.acks();
+        let mut step = loadgen::run(cli, cs, SERVER, rate, secs, Duration::from_secs(1));
+        step.server_acks = before.zip(server.acks()).map(|(a, b)| b - a);
         eprintln!(
-            "bench {name}: target {rate}/s sent {:.0}/s -> {:.0} DORA/s, loss {:.2}%, p50 {} us, p99 {} us",
-            step.send_rate, step.dora_per_sec, step.loss_pct, step.p50_us, step.p99_us
+            "bench {name}: target {rate}/s sent {:.0}/s -> {:.0} DORA/s, loss {:.2}%, p50 {} us, \
+             p99 {} us, ACKs sent by the server {:?}",
+            step.send_rate,
+            step.dora_per_sec,
+            step.loss_pct,
+            step.p50_us,
+            step.p99_us,
+            step.server_acks
         );
         let ok = step.loss_pct < 1.0;
         let limited = step.send_rate < 0.9 * rate as f64;
@@ -295,7 +323,7 @@ fn xdp_bench_dhcp() {
             "dnsmasq" => start_dnsmasq(&srv, &cs, dir.path()),
             _ => start_xboot(&srv, inventory(&cs), name == "xboot-xdp"),
         };
-        let mut r = measure(name, &cli, &cs, secs);
+        let mut r = measure(name, &server, &cli, &cs, secs);
         if name != "dnsmasq" {
             saturate_http(&srv, &cli, dir.path());
             let loaded = loadgen::run(

@@ -38,6 +38,9 @@ pub struct LoadResult {
     pub loss_pct: f64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// ACKs the server reports having sent during the step (None: it cannot tell):
+    /// tells server losses from losses in transit or in the generator.
+    pub server_acks: Option<u64>,
 }
 
 const BATCH: usize = 64;
@@ -277,6 +280,7 @@ pub fn run(
         loss_pct: 100.0 * (1.0 - acks as f64 / total.max(1) as f64),
         p50_us: pct(0.5),
         p99_us: pct(0.99),
+        server_acks: None,
     }
 }
 

@@ -74,7 +74,7 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[(String, u64, u64)])
     for (name, med, min) in cost {
         let _ = writeln!(m, "- {name}: {med} ns / {min} ns");
     }
-    let _ = writeln!(m, "\nRate sweep (target -> sent, completed, loss):\n");
+    let _ = writeln!(m, "\nRate sweep (target -> sent/completed per second, loss; server ACKs = ACKs the server says it sent of the DISCOVERs of the step):\n");
     for r in results {
         let steps: Vec<String> = r
             .sweep
