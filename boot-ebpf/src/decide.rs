@@ -8,9 +8,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::programs::XdpContext;
-use boot_common::{
-    counter, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER,
-};
+use boot_common::{counter, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER};
 
 use crate::{
     frame::{bounded, Request, PORT_PXE, PORT_SERVER},
@@ -62,7 +60,7 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         // The boot server's ACK echoes the boot item of the request's option 43, and it
         // only serves proxyDHCP setups: always the slow path's.
         (PORT_PXE, _) => return Err(other(reason::BOOT_SERVER)),
-        _ => return Err(other(reason::MSG_OTHER)),               // INFORM, RELEASE, DECLINE ...
+        _ => return Err(other(reason::MSG_OTHER)), // INFORM, RELEASE, DECLINE ...
     };
     let kind = opts
         .class

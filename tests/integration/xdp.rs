@@ -81,7 +81,18 @@ fn xdp_program_verifies_and_costs() {
     let prom = stats.prometheus();
     let answered = stats.counters().answered;
     assert!(answered > 0);
-    assert!(prom.contains(&format!("xboot_xdp_frames_total{{decision=\"answered\"}} {answered}")), "{prom}");
+    assert!(
+        prom.contains(&format!(
+            "xboot_xdp_frames_total{{decision=\"answered\"}} {answered}"
+        )),
+        "{prom}"
+    );
     assert!(prom.contains("# TYPE xboot_xdp_passed_total counter"));
-    assert!(stats.status_text().contains(&format!("answered         {answered}")), "{}", stats.status_text());
+    assert!(
+        stats
+            .status_text()
+            .contains(&format!("answered         {answered}")),
+        "{}",
+        stats.status_text()
+    );
 }
