@@ -608,3 +608,137 @@ fn ipmi_sim_fifty_bmcs_power_cycle_through_the_cli() {
     }
     assert_eq!(ipmitool_power(sims[n - 1].addr), "on");
 }
+
+/// `POST /v1/bmc/power` on a running API (unix socket, as `xboot serve` listens): the
+/// hosts' BMCs come from the server's inventory, credentials from its `[bmc]` section;
+/// the answer is the same summary the CLI prints, and every node's outcome becomes a
+/// `power` event. A node set naming a host without a BMC is refused before any traffic.
+#[test]
+fn ipmi_sim_power_through_the_api() {
+    use xboot::api::client::{Client, ClientError, Endpoint};
+    let sims: Vec<Sim> = (0..3).map(|_| Sim::start(Power::Script)).collect();
+    let mut hosts: Vec<serde_json::Value> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"name": format!("cn{i}"), "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]}))
+        .collect();
+    hosts.push(serde_json::json!({"name": "nobmc", "interfaces": [{"ip": "10.0.0.9/24"}]}));
+    let hosts: Vec<xboot::inventory::Host> =
+        serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
+    let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
+    let mut cfg = Config::default();
+    cfg.bmc.user = USER.into();
+    cfg.bmc.password = PASS.into();
+    let shared = xboot::state::Shared::new(cfg, inv, xboot::events::EventLog::default());
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let rt = rt();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (path, state) = (sock.clone(), xboot::api::ApiState::new(shared, None));
+    let server = rt.spawn(async move {
+        xboot::api::serve_unix(&path, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = Client::new(Endpoint::Unix(sock.clone()));
+    let until = Instant::now() + Duration::from_secs(5);
+    while rt.block_on(client.get("/v1/status")).is_err() {
+        assert!(Instant::now() < until, "API did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let power = |body: serde_json::Value| rt.block_on(client.post("/v1/bmc/power", Some(body)));
+
+    let on =
+        power(serde_json::json!({"nodeset": "cn[0-2]", "action": "on", "boot": "legacy"})).unwrap();
+    let on: Summary = serde_json::from_value(on).unwrap();
+    assert_eq!((on.total, on.ok, on.failed), (3, 3, 0), "{on:?}");
+    for s in &sims {
+        let log = s.script_log();
+        assert!(log.lines().any(|l| l == "set boot pxe"), "{log}");
+        assert!(log.lines().any(|l| l == "set power 1"), "{log}");
+    }
+    // The simulators act on their own tick: poll the API's status until all are on,
+    // then check ipmitool sees the same.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st: Summary = serde_json::from_value(
+            power(serde_json::json!({"nodeset": "cn[0-2]", "action": "status"})).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(st.ok, 3, "{st:?}");
+        if st.results.iter().all(|r| r.power.as_deref() == Some("on")) {
+            break;
+        }
+        assert!(Instant::now() < until, "not all on: {st:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in &sims {
+        assert_eq!(ipmitool_power(s.addr), "on");
+    }
+    let events = rt
+        .block_on(client.get("/v1/events?nodeset=cn1"))
+        .unwrap()
+        .to_string();
+    assert!(
+        events.contains(r#""kind":"power""#) && events.contains("on (next boot: PXE): ok via"),
+        "{events}"
+    );
+
+    // refused before any traffic: a host without a BMC, an unknown host, a bad body
+    let before: Vec<usize> = sims
+        .iter()
+        .map(|s| s.script_log().lines().count())
+        .collect();
+    match power(serde_json::json!({"nodeset": "cn0,nobmc,ghost", "action": "off"})) {
+        Err(ClientError::Api {
+            status, message, ..
+        }) => {
+            assert_eq!(status, 400);
+            assert!(
+                message.contains("host nobmc: no interface with bmc = true")
+                    && message.contains("host ghost: not in the inventory"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert!(matches!(
+        power(serde_json::json!({"nodeset": "cn0", "action": "explode"})),
+        Err(ClientError::Api { status, .. }) if status == 400
+    ));
+    let after: Vec<usize> = sims
+        .iter()
+        .map(|s| s.script_log().lines().count())
+        .collect();
+    assert_eq!(before, after, "a refused request reached a BMC");
+
+    // The CLI through the server: no config file (the server has the credentials).
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xboot"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(["bmc", "power"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, out) = cli(&["status", "cn[0-2]", "--server", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let st: Summary = serde_json::from_str(&out).unwrap();
+    assert_eq!((st.ok, st.failed), (3, 0), "{out}");
+    let (code, out) = cli(&["off", "cn0,nobmc", "--server"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("host nobmc: no interface with bmc = true"),
+        "{out}"
+    );
+    let _ = stop.send(());
+    rt.block_on(server).unwrap().unwrap();
+}

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
+use crate::bmc::request::{PowerError, PowerRequest};
 use crate::events::EventKind;
 use crate::inventory::load::{self, Kind};
 use crate::inventory::{Host, Image};
@@ -311,4 +312,45 @@ pub async fn status(State(st): State<ApiState>) -> Json<Value> {
         "store": st.store.as_ref().map(|s| s.path().display().to_string()),
         "counters": st.counters.as_ref().map(|f| f()),
     }))
+}
+
+/// `POST /v1/bmc/power` with a [`PowerRequest`] body: runs the action on the BMC of every
+/// node of the set and answers the [`crate::bmc::fanout::Summary`] (200 even when some
+/// nodes failed: each result says why). A node set naming unknown hosts, or hosts
+/// without a BMC, is refused before any traffic (400). Each node's outcome is recorded
+/// as a `power` event, so `xboot events NODESET` shows it beside the boot.
+pub async fn bmc_power(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    let req: PowerRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("power request: {e}")))?;
+    let inv = st.shared.inventory();
+    let summary = crate::bmc::request::power(&st.shared.config.bmc, &inv, &req, |_| {})
+        .await
+        .map_err(|e| {
+            let mut err = ApiError::bad_request(e.to_string());
+            if let PowerError::Targets(errs) = e {
+                err.errors = errs.0.iter().map(ToString::to_string).collect();
+            }
+            err
+        })?;
+    let verb = match summary.boot {
+        Some(crate::bmc::BootMode::Legacy) => format!("{} (next boot: PXE)", req.action.as_str()),
+        Some(crate::bmc::BootMode::Efi) => format!("{} (next boot: EFI PXE)", req.action.as_str()),
+        None => req.action.as_str().to_string(),
+    };
+    for r in &summary.results {
+        let detail = match (r.ok(), &r.power) {
+            (true, Some(p)) => format!("{verb}: {p} via {}", r.bmc),
+            (true, None) => format!("{verb}: ok via {}", r.bmc),
+            (false, _) => format!(
+                "{verb}: failed via {}: {} ({})",
+                r.bmc,
+                r.reason.as_str(),
+                r.message
+            ),
+        };
+        st.shared.events.record(&r.name, EventKind::Power, detail);
+    }
+    serde_json::to_value(&summary)
+        .map(Json)
+        .map_err(ApiError::internal)
 }

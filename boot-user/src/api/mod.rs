@@ -183,6 +183,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/discovered", get(discovered))
         .route("/v1/status", get(status))
+        .route("/v1/bmc/power", post(bmc_power))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -16,6 +16,14 @@ pub struct BmcArgs {
     pub command: BmcCommand,
 }
 
+impl BmcArgs {
+    /// Whether the command goes through the running server's API.
+    pub fn via_server(&self) -> bool {
+        let BmcCommand::Power(p) = &self.command;
+        p.server
+    }
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum BmcCommand {
     /// Power a set of nodes on, off, cycle, reset or soft-off them, or query their state.
@@ -48,6 +56,11 @@ pub struct PowerArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Ask the running server (`POST /v1/bmc/power` on --socket or --api) instead of
+    /// driving the BMCs from here: its inventory and `[bmc]` credentials are used, and
+    /// each node's outcome is recorded in its event log. No progress bar.
+    #[arg(long)]
+    pub server: bool,
     /// BMCs worked on at once (default: [bmc] concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -120,6 +133,19 @@ pub async fn run_async(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow:
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    print(&summary, p.json)?;
+    Ok(exit_code(&summary))
+}
+
+/// `xboot bmc power ... --server`: the same request through the API; prints the
+/// summary the server answers and returns the exit code.
+pub async fn run_via_api(
+    args: &BmcArgs,
+    client: &crate::api::client::Client,
+) -> anyhow::Result<i32> {
+    let BmcCommand::Power(p) = &args.command;
+    let body = serde_json::to_value(p.request())?;
+    let summary: Summary = serde_json::from_value(client.post("/v1/bmc/power", Some(body)).await?)?;
     print(&summary, p.json)?;
     Ok(exit_code(&summary))
 }

@@ -257,6 +257,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let inv = current_inventory(&config, endpoint)?;
             show_boot::run(&config, &inv, &name, server)
         }
+        Command::Bmc(args) if args.via_server() => {
+            let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
+            let client = crate::api::client::Client::new(endpoint);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let code = rt.block_on(crate::bmc::cli::run_via_api(&args, &client))?;
+            std::process::exit(code);
+        }
         Command::Bmc(args) => {
             let path = cli.config.clone().ok_or_else(|| {
                 anyhow::anyhow!(
