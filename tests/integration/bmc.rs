@@ -554,21 +554,35 @@ fn ipmitool_suites_17_and_3_against_in_memory_bmc() {
     task.abort();
 }
 
+/// An inventory with one host per simulator (its BMC interface on the simulator's
+/// address) plus `extra` hosts, and a config with the simulators' credentials.
+fn inventory_of(
+    sims: &[Sim],
+    name: impl Fn(usize) -> String,
+    extra: Vec<serde_json::Value>,
+) -> (xboot::inventory::Inventory, Config) {
+    let hosts: Vec<serde_json::Value> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"name": name(i), "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]}))
+        .chain(extra)
+        .collect();
+    let hosts: Vec<xboot::inventory::Host> =
+        serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
+    let mut cfg = Config::default();
+    cfg.bmc.user = USER.into();
+    cfg.bmc.password = PASS.into();
+    (
+        xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]),
+        cfg,
+    )
+}
+
 #[test]
 fn ipmi_sim_fifty_bmcs_power_cycle_through_the_cli() {
     let n = 50;
     let sims: Vec<Sim> = (0..n).map(|_| Sim::start(Power::Startcmd)).collect();
-    let hosts: Vec<serde_json::Value> = sims
-        .iter()
-        .enumerate()
-        .map(|(i, s)| serde_json::json!({"name": format!("cn{i:03}"), "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]}))
-        .collect();
-    let hosts: Vec<xboot::inventory::Host> =
-        serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
-    let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
-    let mut cfg = Config::default();
-    cfg.bmc.user = USER.into();
-    cfg.bmc.password = PASS.into();
+    let (inv, cfg) = inventory_of(&sims, |i| format!("cn{i:03}"), vec![]);
     let names: Vec<String> = (0..n).map(|i| format!("cn{i:03}")).collect();
     let run = |action: &str| {
         use clap::Parser;
@@ -617,18 +631,8 @@ fn ipmi_sim_fifty_bmcs_power_cycle_through_the_cli() {
 fn ipmi_sim_power_through_the_api() {
     use xboot::api::client::{Client, ClientError, Endpoint};
     let sims: Vec<Sim> = (0..3).map(|_| Sim::start(Power::Script)).collect();
-    let mut hosts: Vec<serde_json::Value> = sims
-        .iter()
-        .enumerate()
-        .map(|(i, s)| serde_json::json!({"name": format!("cn{i}"), "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]}))
-        .collect();
-    hosts.push(serde_json::json!({"name": "nobmc", "interfaces": [{"ip": "10.0.0.9/24"}]}));
-    let hosts: Vec<xboot::inventory::Host> =
-        serde_json::from_value(serde_json::Value::Array(hosts)).unwrap();
-    let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
-    let mut cfg = Config::default();
-    cfg.bmc.user = USER.into();
-    cfg.bmc.password = PASS.into();
+    let nobmc = serde_json::json!({"name": "nobmc", "interfaces": [{"ip": "10.0.0.9/24"}]});
+    let (inv, cfg) = inventory_of(&sims, |i| format!("cn{i}"), vec![nobmc]);
     let shared = xboot::state::Shared::new(cfg, inv, xboot::events::EventLog::default());
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
