@@ -34,8 +34,8 @@ pub struct Args {
     /// Leave ipmitool (one process per BMC) out above this many BMCs.
     #[arg(long, default_value_t = 1000)]
     pub ipmitool_max: usize,
-    /// Command that runs xboot's `bmc` CLI with `--config` and `--hosts` (default: the
-    /// release build of boot-user's xboot-bmc example, built first).
+    /// The xboot binary to run as `XBOOT --config FILE bmc power ...` (default: the
+    /// release build, built first).
     #[arg(long)]
     pub xboot: Option<String>,
     #[arg(long, default_value = "target/bench/bmc")]
@@ -208,10 +208,9 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
     let verdict = match tool {
         Tool::Xboot | Tool::XbootSuite3 => {
             let mut cmd = format!(
-                "{} --config {} --hosts {} bmc power {op} {nodeset} --json",
+                "{} --config {} bmc power {op} {nodeset} --json",
                 ctx.xboot,
                 ctx.dir.join("xboot.toml").display(),
-                ctx.dir.join("hosts.json").display(),
             );
             if tool == Tool::XbootSuite3 {
                 cmd += " --cipher 3";
@@ -348,15 +347,15 @@ fn build_xboot() -> anyhow::Result<String> {
             "-q",
             "-p",
             "boot-user",
-            "--example",
-            "xboot-bmc",
+            "--bin",
+            "xboot",
         ])
         .status()
         .context("cargo build")?;
     if !ok.success() {
-        bail!("building the xboot-bmc example failed");
+        bail!("building xboot failed");
     }
-    Ok(std::fs::canonicalize("target/release/examples/xboot-bmc")?
+    Ok(std::fs::canonicalize("target/release/xboot")?
         .display()
         .to_string())
 }
@@ -368,7 +367,14 @@ fn write_inputs(dir: &Path, n: usize) -> anyhow::Result<()> {
     std::fs::write(dir.join("hosts.json"), serde_json::to_vec(&hosts)?)?;
     std::fs::write(
         dir.join("xboot.toml"),
-        format!("[bmc]\nuser = \"{USER}\"\npassword = \"{PASS}\"\nconcurrency = 1024\ntimeout_ms = 1000\nretries = 3\n"),
+        // The inventory comes from the hosts file; the API socket points nowhere, so a
+        // server running on this machine is not asked for its inventory instead.
+        format!(
+            "hosts = \"{}\"\n[api]\nsocket_path = \"{}\"\n\
+             [bmc]\nuser = \"{USER}\"\npassword = \"{PASS}\"\nconcurrency = 1024\ntimeout_ms = 1000\nretries = 3\n",
+            dir.join("hosts.json").display(),
+            dir.join("no-server.sock").display()
+        ),
     )?;
     Ok(())
 }
