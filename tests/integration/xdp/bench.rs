@@ -214,11 +214,31 @@ pub struct ServerResult {
     pub name: String,
     /// Highest completed DORA/s in a step with under 1% drops.
     pub dora_per_sec: f64,
-    /// The generator could not send faster than this: the figure is a lower bound.
+    /// The target rate of the step that gave it.
+    pub best_rate: u64,
+    /// The generator could not send faster than the server answered: the figure is a
+    /// lower bound.
     pub generator_bound: bool,
     pub sweep: Vec<LoadResult>,
     pub idle: LoadResult,
     pub under_http: Option<LoadResult>,
+}
+
+/// A sweep step the server passed: under 1% drops, at (nearly) the target rate.
+fn passed(s: &LoadResult) -> bool {
+    s.loss_pct < 1.0 && !limited(s)
+}
+
+/// The generator could not send at 90% of the step's target.
+fn limited(s: &LoadResult) -> bool {
+    s.send_rate < 0.9 * s.target_rate as f64
+}
+
+/// The rate halfway between `good` and `bad`, rounded to 500/s; None when the two are
+/// within 10% of each other (or nothing lies between them).
+fn bisect(good: u64, bad: u64) -> Option<u64> {
+    let mid = (good + bad) / 2 / 500 * 500;
+    (bad - good > good / 10 && mid > good && mid < bad).then_some(mid)
 }
 
 fn measure(name: &str, server: &Server, cli: &Netns, cs: &[Client], secs: f64) -> ServerResult {
@@ -228,31 +248,63 @@ fn measure(name: &str, server: &Server, cli: &Netns, cs: &[Client], secs: f64) -
     };
     let _warm = loadgen::run(cli, cs, SERVER, 1_000, 0.5, Duration::from_millis(500));
     r.idle = loadgen::run(cli, cs, SERVER, LATENCY_RATE, secs, Duration::from_secs(1));
-    for rate in RATES {
+    let step = |rate: u64| {
         let before = server.acks();
         let mut step = loadgen::run(cli, cs, SERVER, rate, secs, Duration::from_secs(1));
         step.server_acks = before.zip(server.acks()).map(|(a, b)| b - a);
         eprintln!(
             "bench {name}: target {rate}/s sent {:.0}/s -> {:.0} DORA/s, loss {:.2}%, p50 {} us, \
-             p99 {} us, ACKs sent by the server {:?}",
+             p99 {} us, ACKs sent by the server {:?}, wrong OFFERs {}",
             step.send_rate,
             step.dora_per_sec,
             step.loss_pct,
             step.p50_us,
             step.p99_us,
-            step.server_acks
+            step.server_acks,
+            step.wrong_offers
         );
-        let ok = step.loss_pct < 1.0;
-        let limited = step.send_rate < 0.9 * rate as f64;
+        step
+    };
+    // Doubling steps up to the first failure, then bisection between the last good and
+    // the first bad rate until they are within 10%.
+    let (mut good, mut bad) = (None, None);
+    for rate in RATES {
+        let s = step(rate);
+        let ok = passed(&s);
+        r.sweep.push(s);
         if ok {
-            r.dora_per_sec = r.dora_per_sec.max(step.dora_per_sec);
-            r.generator_bound = limited;
-        }
-        r.sweep.push(step);
-        if !ok || limited {
+            good = Some(rate);
+        } else {
+            bad = Some(rate);
             break;
         }
     }
+    if let (Some(mut g), Some(mut b)) = (good, bad) {
+        while let Some(mid) = bisect(g, b) {
+            let s = step(mid);
+            if passed(&s) {
+                g = mid;
+            } else {
+                b = mid;
+            }
+            r.sweep.push(s);
+        }
+        bad = Some(b);
+    }
+    r.sweep.sort_by_key(|s| s.target_rate);
+    if let Some(best) = r
+        .sweep
+        .iter()
+        .filter(|s| s.loss_pct < 1.0)
+        .max_by(|a, b| a.dora_per_sec.total_cmp(&b.dora_per_sec))
+    {
+        r.dora_per_sec = best.dora_per_sec;
+        r.best_rate = best.target_rate;
+    }
+    // The lowest failing rate failed only because the generator fell behind: the
+    // server kept up with all it was sent, so the figure is a lower bound.
+    let first_bad = r.sweep.iter().find(|s| Some(s.target_rate) == bad);
+    r.generator_bound = first_bad.is_none_or(|s| s.loss_pct < 1.0);
     r
 }
 
