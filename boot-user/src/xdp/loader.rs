@@ -167,6 +167,12 @@ impl FastPath {
         }
     }
 
+    /// The kernel's id of the loaded program (`bpftool prog show id N`), e.g. to read its
+    /// run-time statistics.
+    pub fn program_id(&mut self) -> Option<u32> {
+        Some(program(&mut self.ebpf).ok()?.info().ok()?.id())
+    }
+
     /// Instructions the verifier processed when loading the program.
     pub fn verified_instructions(&mut self) -> Option<u32> {
         program(&mut self.ebpf)

@@ -86,6 +86,11 @@ impl Service {
         self.fp.stats()
     }
 
+    /// The kernel's id of the attached program.
+    pub fn program_id(&mut self) -> Option<u32> {
+        self.fp.program_id()
+    }
+
     /// Interfaces the program runs on, and how.
     pub fn attached(&self) -> &[(String, AttachMode)] {
         self.fp.attached()

@@ -5,6 +5,12 @@
 //! is answered with a REQUEST at once; a DISCOVER whose ACK does not come within the
 //! drain time counts as dropped. Requests set the broadcast flag, so every server's
 //! replies reach the client's packet socket the same way.
+//!
+//! Kept cheap, since on a small machine it shares the cores with the server: each
+//! client's DISCOVER and REQUEST are built once and only the xid is patched per send
+//! (with an incremental UDP checksum update); the send sockets receive nothing, and the
+//! receive socket gets only incoming UDP to port 68 (a socket filter, outgoing frames
+//! ignored); batch buffers are reused, nothing is allocated per frame.
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +37,9 @@ pub struct LoadResult {
     pub offers: u64,
     pub acks: u64,
     pub naks: u64,
+    /// OFFERs whose address or server id is not the client's inventory address and
+    /// the server: errors, not answered.
+    pub wrong_offers: u64,
     /// DISCOVERs actually sent per second (below the target: the generator's limit).
     pub send_rate: f64,
     /// Completed exchanges per second.
@@ -41,22 +50,58 @@ pub struct LoadResult {
     /// ACKs the server reports having sent during the step (None: it cannot tell):
     /// tells server losses from losses in transit or in the generator.
     pub server_acks: Option<u64>,
+    /// CPU time of the server's own threads (or process) during the step, per completed
+    /// exchange, in ns (None: not measured).
+    pub server_cpu_ns_per_dora: Option<f64>,
+    /// The XDP program's mean run time per packet during the step (kernel BPF run-time
+    /// statistics), and the packets it ran on (None: no XDP program).
+    pub xdp_ns_per_packet: Option<f64>,
+    pub xdp_packets: Option<u64>,
 }
 
 const BATCH: usize = 64;
 const XID_BASE: u32 = 0x4000_0000;
+/// The request frames: Ethernet (14), IPv4 without options (20), UDP (8), a 300-byte
+/// payload.
+const FRAME_LEN: usize = 342;
+const UDP_CSUM: usize = 40;
+const XID_AT: usize = 46;
+// Not in the libc crate for every target.
+const SO_ATTACH_FILTER: libc::c_int = 26;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
-fn packet_socket(ifname: &str) -> OwnedFd {
+fn ifindex(ifname: &str) -> i32 {
+    nix::net::if_::if_nametoindex(ifname).unwrap() as i32
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: &T) -> libc::c_int {
+    // SAFETY: v is a valid T for the size given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as u32,
+        )
+    }
+}
+
+/// An AF_PACKET socket bound to `ifname` for `proto` (host order; 0: receives nothing).
+fn packet_socket(ifname: &str, proto: u16) -> OwnedFd {
     // SAFETY: plain socket calls with valid, initialised arguments.
     unsafe {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+        // Protocol 0 at creation: nothing is delivered until bind names one.
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         let fd = OwnedFd::from_raw_fd(fd);
         let mut sll: libc::sockaddr_ll = std::mem::zeroed();
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = nix::net::if_::if_nametoindex(ifname).unwrap() as i32;
+        sll.sll_protocol = proto.to_be();
+        sll.sll_ifindex = ifindex(ifname);
+        if proto != 0 {
+            receive_options(&fd);
+        }
         let r = libc::bind(
             fd.as_raw_fd(),
             &sll as *const _ as *const libc::sockaddr,
@@ -64,57 +109,58 @@ fn packet_socket(ifname: &str) -> OwnedFd {
         );
         assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
         let size: libc::c_int = 64 << 20;
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const _ as *const libc::c_void,
-                4,
-            );
-        }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 20_000,
+        let opt = if proto != 0 {
+            libc::SO_RCVBUFFORCE
+        } else {
+            libc::SO_SNDBUFFORCE
         };
-        let tvp = &tv as *const _ as *const libc::c_void;
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            tvp,
-            std::mem::size_of_val(&tv) as u32,
-        );
+        setsockopt(&fd, libc::SOL_SOCKET, opt, &size);
         fd
     }
 }
 
-/// Sends `frames` with as few syscalls as possible.
-fn send_all(fd: &OwnedFd, frames: &[Vec<u8>]) -> usize {
-    let mut sent = 0;
-    for chunk in frames.chunks(BATCH) {
-        let mut iov: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|f| libc::iovec {
-                iov_base: f.as_ptr() as *mut _,
-                iov_len: f.len(),
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; each points at one iovec that outlives the call.
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        // SAFETY: msgs is valid for its length.
-        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
-        sent += n.max(0) as usize;
-    }
-    sent
+/// The receive socket's filter (before bind, so nothing unfiltered is queued): incoming
+/// only, IPv4 UDP to port 68 only (as `tcpdump -dd 'ip and udp dst port 68'`), and a
+/// 20 ms receive timeout so the loop sees the stop flag.
+fn receive_options(fd: &OwnedFd) {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut filter = [
+        op(0x28, 0, 0, 12),     // ldh [12]: ethertype
+        op(0x15, 0, 8, 0x800),  // IPv4, else drop
+        op(0x30, 0, 0, 23),     // ldb [23]: IP protocol
+        op(0x15, 0, 6, 17),     // UDP, else drop
+        op(0x28, 0, 0, 20),     // ldh [20]: flags and fragment offset
+        op(0x45, 4, 0, 0x1fff), // a later fragment: drop
+        op(0xb1, 0, 0, 14),     // x = IP header length
+        op(0x48, 0, 0, 16),     // ldh [x + 16]: UDP destination port
+        op(0x15, 0, 1, 68),     // 68, else drop
+        op(0x06, 0, 0, 0xffff), // accept
+        op(0x06, 0, 0, 0),      // drop
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    let r = setsockopt(fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, &prog);
+    assert_eq!(
+        r,
+        0,
+        "SO_ATTACH_FILTER: {}",
+        std::io::Error::last_os_error()
+    );
+    let one: libc::c_int = 1;
+    let r = setsockopt(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &one);
+    assert_eq!(
+        r,
+        0,
+        "PACKET_IGNORE_OUTGOING: {}",
+        std::io::Error::last_os_error()
+    );
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 20_000,
+    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv);
 }
 
 /// A request payload as a plain OS client (udhcpc) sends it, broadcast flag set.
@@ -142,7 +188,7 @@ fn payload(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8>
     b
 }
 
-fn frame(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
+fn frame(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> [u8; FRAME_LEN] {
     udp_frame(
         &payload(mac, xid, request),
         mac,
@@ -151,6 +197,170 @@ fn frame(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
         SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
         None,
     )
+    .try_into()
+    .expect("a request frame is FRAME_LEN bytes")
+}
+
+/// A client's two requests, built once with xid 0.
+struct Templates {
+    discover: [u8; FRAME_LEN],
+    request: [u8; FRAME_LEN],
+}
+
+fn templates(clients: &[Client], server: Ipv4Addr) -> Vec<Templates> {
+    clients
+        .iter()
+        .map(|c| Templates {
+            discover: frame(c.mac, 0, None),
+            request: frame(c.mac, 0, Some((c.ip, server))),
+        })
+        .collect()
+}
+
+/// An Internet checksum updated for 16-bit words `old` replaced by `new` (RFC 1624,
+/// eqn. 3); a result of 0 is sent as 0xffff, as UDP requires.
+fn checksum_update(hc: u16, old: &[u16], new: &[u16]) -> u16 {
+    let mut sum = !hc as u32;
+    for &m in old {
+        sum += !m as u32;
+    }
+    for &m in new {
+        sum += m as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// Copies template `t` (xid 0) into `out` with `xid`, its UDP checksum updated.
+fn stamp(t: &[u8; FRAME_LEN], xid: u32, out: &mut [u8; FRAME_LEN]) {
+    out.copy_from_slice(t);
+    out[XID_AT..XID_AT + 4].copy_from_slice(&xid.to_be_bytes());
+    let hc = u16::from_be_bytes([t[UDP_CSUM], t[UDP_CSUM + 1]]);
+    let c = checksum_update(hc, &[0, 0], &[(xid >> 16) as u16, xid as u16]);
+    out[UDP_CSUM..UDP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Frames to send and their sendmmsg headers, allocated once.
+struct TxBatch {
+    frames: Box<[[u8; FRAME_LEN]]>,
+    _iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    len: usize,
+}
+
+impl TxBatch {
+    fn new() -> TxBatch {
+        let mut frames = vec![[0u8; FRAME_LEN]; BATCH].into_boxed_slice();
+        let mut iov: Vec<libc::iovec> = frames
+            .iter_mut()
+            .map(|f| libc::iovec {
+                iov_base: f.as_mut_ptr() as *mut _,
+                iov_len: FRAME_LEN,
+            })
+            .collect();
+        let msgs = mmsghdrs(&mut iov);
+        // The headers point into frames' and iov's heap buffers, which never move.
+        TxBatch {
+            frames,
+            _iov: iov,
+            msgs,
+            len: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == BATCH
+    }
+
+    fn push(&mut self, t: &[u8; FRAME_LEN], xid: u32) {
+        stamp(t, xid, &mut self.frames[self.len]);
+        self.len += 1;
+    }
+
+    /// Sends what was pushed (with as few syscalls as possible) and empties the batch.
+    fn flush(&mut self, fd: &OwnedFd) {
+        let mut at = 0;
+        while at < self.len {
+            // SAFETY: msgs[at..len] are valid headers pointing at live buffers.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.msgs[at..].as_mut_ptr(),
+                    (self.len - at) as u32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            at += n as usize;
+        }
+        self.len = 0;
+    }
+}
+
+/// One mmsghdr per iovec, each pointing at it.
+fn mmsghdrs(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: a zeroed mmsghdr is valid.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
+/// Receive buffers and their recvmmsg headers, allocated once.
+struct RxBatch {
+    bufs: Box<[[u8; 1536]]>,
+    _iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl RxBatch {
+    fn new() -> RxBatch {
+        let mut bufs = vec![[0u8; 1536]; BATCH].into_boxed_slice();
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut _,
+                iov_len: b.len(),
+            })
+            .collect();
+        let msgs = mmsghdrs(&mut iov);
+        RxBatch {
+            bufs,
+            _iov: iov,
+            msgs,
+        }
+    }
+
+    /// Receives up to BATCH frames (waiting at most the socket's timeout for the first);
+    /// returns how many.
+    fn recv(&mut self, fd: &OwnedFd) -> usize {
+        // SAFETY: msgs is valid for its length and points at live buffers.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        n.max(0) as usize
+    }
+
+    fn frame(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.msgs[i].msg_len as usize]
+    }
 }
 
 /// (xid, message type, yiaddr, server id) of a DHCP reply frame to port 68, if it is one.
@@ -187,7 +397,8 @@ fn enter(ns: &Netns) {
 }
 
 /// Runs DORA exchanges at `rate` DISCOVERs/s for `secs` from `cli`'s `c0`, waiting
-/// `drain` for the last answers.
+/// `drain` for the last answers. Client `i % clients.len()` sends exchange `i`, and
+/// requests its inventory address from `server`.
 pub fn run(
     cli: &Netns,
     clients: &[Client],
@@ -197,22 +408,24 @@ pub fn run(
     drain: Duration,
 ) -> LoadResult {
     let total = (rate as f64 * secs) as usize;
+    let tpl = templates(clients, server);
     let sent_at: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
     let done: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
-    let (offers, naks) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (offers, naks, wrong) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let mut elapsed_send = Duration::ZERO;
     std::thread::scope(|s| {
         let rx = s.spawn(|| {
             enter(cli);
-            let (rxs, txs) = (packet_socket("c0"), packet_socket("c0"));
-            let mut bufs = vec![[0u8; 1536]; BATCH];
+            let (rxs, txs) = (
+                packet_socket("c0", libc::ETH_P_IP as u16),
+                packet_socket("c0", 0),
+            );
+            let (mut rxb, mut requests) = (RxBatch::new(), TxBatch::new());
             while !stop.load(Ordering::Relaxed) {
-                let n = recv_batch(&rxs, &mut bufs);
-                let mut requests = vec![];
-                for (buf, len) in bufs.iter().zip(n) {
-                    let Some((xid, mt, yiaddr, sid)) = reply_of(&buf[..len]) else {
+                for i in 0..rxb.recv(&rxs) {
+                    let Some((xid, mt, yiaddr, sid)) = reply_of(rxb.frame(i)) else {
                         continue;
                     };
                     let Some(seq) = xid
@@ -222,11 +435,15 @@ pub fn run(
                     else {
                         continue;
                     };
+                    let c = seq % clients.len();
                     match mt {
                         2 => {
                             offers.fetch_add(1, Ordering::Relaxed);
-                            let c = clients[seq % clients.len()];
-                            requests.push(frame(c.mac, xid, Some((yiaddr, sid.unwrap_or(server)))));
+                            if yiaddr != clients[c].ip || sid.is_some_and(|s| s != server) {
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            } else if !requests.is_full() {
+                                requests.push(&tpl[c].request, xid);
+                            }
                         }
                         5 => {
                             let ns = t0.elapsed().as_nanos() as u64;
@@ -243,10 +460,10 @@ pub fn run(
                         _ => {}
                     }
                 }
-                send_all(&txs, &requests);
+                requests.flush(&txs);
             }
         });
-        enter_and_send(cli, clients, rate, total, &sent_at, t0, &mut elapsed_send);
+        send_discovers(cli, &tpl, rate, total, &sent_at, t0, &mut elapsed_send);
         std::thread::sleep(drain);
         stop.store(true, Ordering::Relaxed);
         rx.join().unwrap();
@@ -275,19 +492,20 @@ pub fn run(
         offers: offers.load(Ordering::Relaxed),
         acks,
         naks: naks.load(Ordering::Relaxed),
+        wrong_offers: wrong.load(Ordering::Relaxed),
         send_rate: total as f64 / secs_sent,
         dora_per_sec: acks as f64 / secs_sent,
         loss_pct: 100.0 * (1.0 - acks as f64 / total.max(1) as f64),
         p50_us: pct(0.5),
         p99_us: pct(0.99),
-        server_acks: None,
+        ..Default::default()
     }
 }
 
 /// The sender: DISCOVERs on schedule, in batches of what is due.
-fn enter_and_send(
+fn send_discovers(
     cli: &Netns,
-    clients: &[Client],
+    tpl: &[Templates],
     rate: u64,
     total: usize,
     sent_at: &[AtomicU64],
@@ -297,7 +515,8 @@ fn enter_and_send(
     std::thread::scope(|s| {
         s.spawn(|| {
             enter(cli);
-            let tx = packet_socket("c0");
+            let tx = packet_socket("c0", 0);
+            let mut batch = TxBatch::new();
             let mut seq = 0usize;
             while seq < total {
                 let due = ((t0.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(total);
@@ -305,54 +524,48 @@ fn enter_and_send(
                     std::thread::sleep(Duration::from_micros(200));
                     continue;
                 }
-                let batch: Vec<Vec<u8>> = (seq..due)
-                    .map(|i| {
-                        let c = clients[i % clients.len()];
-                        frame(c.mac, XID_BASE + i as u32, None)
-                    })
-                    .collect();
-                let now = t0.elapsed().as_nanos() as u64;
-                for a in &sent_at[seq..due] {
-                    a.store(now, Ordering::Relaxed);
+                while seq < due {
+                    let end = (seq + BATCH).min(due);
+                    for i in seq..end {
+                        batch.push(&tpl[i % tpl.len()].discover, XID_BASE + i as u32);
+                    }
+                    let now = t0.elapsed().as_nanos() as u64;
+                    for a in &sent_at[seq..end] {
+                        a.store(now, Ordering::Relaxed);
+                    }
+                    batch.flush(&tx);
+                    seq = end;
                 }
-                send_all(&tx, &batch);
-                seq = due;
             }
             *elapsed = t0.elapsed();
         });
     });
 }
 
-/// Receives up to BATCH frames; returns their lengths.
-fn recv_batch(fd: &OwnedFd, bufs: &mut [[u8; 1536]]) -> Vec<usize> {
-    let mut iov: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr() as *mut _,
-            iov_len: b.len(),
+/// The per-send xid patch leaves the frame exactly as building it whole would.
+#[test]
+fn stamped_frames_equal_built_ones() {
+    let mac = Mac([2, 0xbb, 0, 0, 1, 2]);
+    let (ip, server) = (Ipv4Addr::new(10, 77, 1, 3), Ipv4Addr::new(10, 77, 0, 1));
+    let mut out = [0u8; FRAME_LEN];
+    let mut x: u32 = 0x9e37_79b9;
+    let xids = (0..20_000u32)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
         })
-        .collect();
-    // SAFETY: zeroed mmsghdr is valid; each points at one iovec that outlives the call.
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
-    // SAFETY: msgs is valid for its length; the timeout comes from SO_RCVTIMEO.
-    let n = unsafe {
-        libc::recvmmsg(
-            fd.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as u32,
-            libc::MSG_WAITFORONE,
-            std::ptr::null_mut(),
-        )
-    };
-    (0..n.max(0) as usize)
-        .map(|i| msgs[i].msg_len as usize)
-        .collect()
+        .chain([0, 1, 0xffff, 0x1_0000, 0xffff_ffff, XID_BASE, XID_BASE + 1]);
+    let (d, r) = (frame(mac, 0, None), frame(mac, 0, Some((ip, server))));
+    for xid in xids {
+        stamp(&d, xid, &mut out);
+        assert_eq!(out, frame(mac, xid, None), "DISCOVER xid {xid:#x}");
+        stamp(&r, xid, &mut out);
+        assert_eq!(
+            out,
+            frame(mac, xid, Some((ip, server))),
+            "REQUEST xid {xid:#x}"
+        );
+    }
 }

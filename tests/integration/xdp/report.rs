@@ -70,6 +70,7 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[(String, u64, u64)])
             );
         }
     }
+    server_cost(&mut m, results);
     let _ = writeln!(m, "\nXDP program cost per request (BPF_PROG_TEST_RUN, single passes, median / min; includes the test run's own overhead):\n");
     for (name, med, min) in cost {
         let _ = writeln!(m, "- {name}: {med} ns / {min} ns");
@@ -80,8 +81,12 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[(String, u64, u64)])
             .sweep
             .iter()
             .map(|s| {
+                let wrong = match s.wrong_offers {
+                    0 => String::new(),
+                    n => format!(", {n} wrong OFFERs"),
+                };
                 format!(
-                    "{}->{:.0}/{:.0} ({:.1}%)",
+                    "{}->{:.0}/{:.0} ({:.1}%{wrong})",
                     s.target_rate, s.send_rate, s.dora_per_sec, s.loss_pct
                 )
             })
@@ -90,6 +95,62 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[(String, u64, u64)])
     }
     let _ = writeln!(m, "\n![DORA/s and p99](dhcp.svg)");
     m
+}
+
+/// The server's own cost per exchange: what one dedicated core could answer, as opposed
+/// to the measured DORA/s, where generator and server share the cores.
+fn server_cost(m: &mut String, results: &[ServerResult]) {
+    if results.iter().all(|r| r.cost_per_dora_ns.is_none()) {
+        return;
+    }
+    let _ = writeln!(m, "\nServer cost per DORA, at each server's best step (not the headline: the DORA/s above are measured, with the generator on the same cores; this is what the server itself spends):\n");
+    let _ = writeln!(m, "| server | ns per DORA | measured as |");
+    let _ = writeln!(m, "| --- | --- | --- |");
+    for r in results {
+        let Some(cost) = r.cost_per_dora_ns else {
+            continue;
+        };
+        let best = r.sweep.iter().find(|s| s.target_rate == r.best_rate);
+        let how = match best.and_then(|s| s.xdp_ns_per_packet.map(|ns| (s, ns))) {
+            Some((s, ns)) => format!(
+                "2 x {ns:.0} ns: the XDP program's run time per packet (kernel BPF run-time statistics) at the {}/s step; {:.0} ns/packet over the whole sweep; the server's userspace threads meanwhile: {:.0} ns/DORA",
+                s.target_rate,
+                r.xdp_ns_per_packet.unwrap_or(f64::NAN),
+                s.server_cpu_ns_per_dora.unwrap_or(f64::NAN)
+            ),
+            None => format!(
+                "CPU time of the server's {} / completed DORAs at the {}/s step",
+                if r.name == "dnsmasq" { "process" } else { "threads" },
+                r.best_rate
+            ),
+        };
+        let _ = writeln!(m, "| {} | {cost:.0} | {how} |", r.name);
+    }
+    let get = |n: &str| results.iter().find(|r| r.name == n);
+    let cost = |n: &str| get(n).and_then(|r| r.cost_per_dora_ns);
+    if let (Some(x), Some(u)) = (cost("xboot-xdp"), cost("xboot-userspace")) {
+        let _ = writeln!(
+            m,
+            "\nuserspace / xdp cost per DORA: {:.1}x, the capacity ratio on a dedicated core (a different figure from the measured DORA/s ratio above, which stays the headline). The XDP figure leaves out the driver's work around the program (veth ring, XDP_TX) and includes the statistics' own timing; the userspace figure includes its syscalls but not the kernel's receive path in softirq.",
+            u / x
+        );
+        if let Some(t) = xdp_threads(get("xboot-xdp")) {
+            let _ = writeln!(
+                m,
+                "With the XDP server's userspace threads added (lease events from the ring buffer, map upkeep): {:.0} ns per DORA, ratio {:.1}x.",
+                x + t,
+                u / (x + t)
+            );
+        }
+    }
+}
+
+/// CPU time per DORA of the XDP server's userspace threads at its best step.
+pub fn xdp_threads(r: Option<&ServerResult>) -> Option<f64> {
+    let r = r?;
+    let best = r.sweep.iter().find(|s| s.target_rate == r.best_rate)?;
+    best.xdp_ns_per_packet?;
+    best.server_cpu_ns_per_dora
 }
 
 fn svg(results: &[ServerResult]) -> String {

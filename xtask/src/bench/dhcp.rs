@@ -1,7 +1,8 @@
 //! `cargo xtask bench dhcp [--hosts N] [--secs S] [--only a,b]`: xboot with the XDP fast
 //! path, xboot userspace only, and dnsmasq on the same host set and lab: DORA/s at under
-//! 1% drops, latency p50/p99, p99 under HTTP load, and the XDP program's cost per
-//! request. The measuring code is the integration test `xdp::bench::xdp_bench_dhcp`
+//! 1% drops, latency p50/p99, p99 under HTTP load, the server's own cost per exchange
+//! (XDP in-path run time, CPU time of the server's threads), and the XDP program's cost
+//! per request. The measuring code is the integration test `xdp::bench::xdp_bench_dhcp`
 //! (ignored in normal runs; it drives the library in-process, in namespaces); this runs
 //! it in a release build as root and leaves JSON, markdown and SVG in target/bench.
 use anyhow::bail;
