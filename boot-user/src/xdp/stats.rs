@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use boot_common::{counter, reason, LeaseEvent};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use crate::events::{now_ms, EventKind};
 use crate::inventory::Mac;
@@ -193,30 +191,25 @@ fn clock_offset_ms() -> i64 {
 /// is recorded once: under a DHCP storm the log keeps one line per exchange step, not
 /// one per retransmission.
 pub async fn record_events(
-    ring: RingBuf<MapData>,
+    mut ring: RingBuf<MapData>,
     shared: Arc<Shared>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer's fd stays open as long as `ring`, which the AsyncFd owns.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(std::io::Error::from)?;
     let offset = clock_offset_ms();
     let mut last: HashMap<(Mac, EventKind), u64> = HashMap::new();
-    // The program wakes the reader only every few dozen events: poll as well.
-    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    // The program never wakes the reader (see boot-ebpf's `maps::event`): poll. An empty
+    // ring costs two loads; the ring holds over 100 ms of events at line rate.
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = shutdown.changed() => {
                 if r.is_err() || *shutdown.borrow() {
+                    drain(&mut ring, &shared, offset, &mut last);
                     return Ok(());
                 }
             }
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), &shared, offset, &mut last);
-                guard.clear_ready();
-            }
-            _ = poll.tick() => drain(fd.get_mut(), &shared, offset, &mut last),
+            _ = poll.tick() => drain(&mut ring, &shared, offset, &mut last),
         }
     }
 }

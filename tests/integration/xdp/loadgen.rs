@@ -391,6 +391,29 @@ fn reply_of(f: &[u8]) -> Option<(u32, u8, Ipv4Addr, Option<Ipv4Addr>)> {
     Some((xid, mt, yiaddr, sid))
 }
 
+/// How the generator's threads are scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Normal priority: for the rate sweep (two busy real-time threads on 2 cores would
+    /// starve a userspace server and the figure would be the generator's doing).
+    Normal,
+    /// SCHED_FIFO: for latency runs. The clients of a real fleet are other machines, so
+    /// their own wake-up delays on a loaded CPU are not the server's latency; with the
+    /// generator real-time, a delay measured is the server's (or the kernel's) alone.
+    Realtime,
+}
+
+impl Clock {
+    fn apply(self) {
+        if self == Clock::Realtime {
+            let p = libc::sched_param { sched_priority: 10 };
+            // SAFETY: sets the calling thread's policy; p is a valid sched_param.
+            let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+            assert_eq!(r, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 fn enter(ns: &Netns) {
     let f = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
     nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -406,6 +429,7 @@ pub fn run(
     rate: u64,
     secs: f64,
     drain: Duration,
+    clock: Clock,
 ) -> LoadResult {
     let total = (rate as f64 * secs) as usize;
     let tpl = templates(clients, server);
@@ -418,6 +442,7 @@ pub fn run(
     std::thread::scope(|s| {
         let rx = s.spawn(|| {
             enter(cli);
+            clock.apply();
             let (rxs, txs) = (
                 packet_socket("c0", libc::ETH_P_IP as u16),
                 packet_socket("c0", 0),
@@ -463,7 +488,16 @@ pub fn run(
                 requests.flush(&txs);
             }
         });
-        send_discovers(cli, &tpl, rate, total, &sent_at, t0, &mut elapsed_send);
+        send_discovers(
+            cli,
+            &tpl,
+            rate,
+            total,
+            &sent_at,
+            t0,
+            &mut elapsed_send,
+            clock,
+        );
         std::thread::sleep(drain);
         stop.store(true, Ordering::Relaxed);
         rx.join().unwrap();
@@ -511,10 +545,12 @@ fn send_discovers(
     sent_at: &[AtomicU64],
     t0: Instant,
     elapsed: &mut Duration,
+    clock: Clock,
 ) {
     std::thread::scope(|s| {
         s.spawn(|| {
             enter(cli);
+            clock.apply();
             let tx = packet_socket("c0", 0);
             let mut batch = TxBatch::new();
             let mut seq = 0usize;

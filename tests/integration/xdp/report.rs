@@ -68,6 +68,12 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[(String, u64, u64)])
                 xh.p99_us as f64 / x.idle.p99_us.max(1) as f64,
                 uh.p99_us as f64 / u.idle.p99_us.max(1) as f64
             );
+            let _ = writeln!(
+                m,
+                "(Latency runs: the generator's threads run SCHED_FIFO, standing for clients on \
+                 other machines; the HTTP load is 4 curl loops downloading a 256 MiB file from \
+                 a Python server in the server's namespace, over a second veth pair.)"
+            );
         }
     }
     server_cost(&mut m, results);

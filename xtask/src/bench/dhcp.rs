@@ -1,4 +1,4 @@
-//! `cargo xtask bench dhcp [--hosts N] [--secs S] [--only a,b]`: xboot with the XDP fast
+//! `cargo xtask bench dhcp [--hosts N] [--secs S] [--latency-secs S] [--only a,b]`: xboot with the XDP fast
 //! path, xboot userspace only, and dnsmasq on the same host set and lab: DORA/s at under
 //! 1% drops, latency p50/p99, p99 under HTTP load, the server's own cost per exchange
 //! (XDP in-path run time, CPU time of the server's threads), and the XDP program's cost
@@ -35,8 +35,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let key = match a.as_str() {
             "--hosts" => "XBOOT_BENCH_HOSTS",
             "--secs" => "XBOOT_BENCH_SECS",
+            "--latency-secs" => "XBOOT_BENCH_LATENCY_SECS",
             "--only" => "XBOOT_BENCH_ONLY",
-            other => bail!("bench dhcp: unknown argument {other:?} (--hosts N, --secs S, --only xboot-xdp,xboot-userspace,dnsmasq)"),
+            other => bail!("bench dhcp: unknown argument {other:?} (--hosts N, --secs S, --latency-secs S, --only xboot-xdp,xboot-userspace,dnsmasq)"),
         };
         let Some(v) = it.next() else {
             bail!("bench dhcp: {a} needs a value")
