@@ -488,16 +488,7 @@ pub fn run(
                 requests.flush(&txs);
             }
         });
-        send_discovers(
-            cli,
-            &tpl,
-            rate,
-            total,
-            &sent_at,
-            t0,
-            &mut elapsed_send,
-            clock,
-        );
+        send_discovers(cli, &tpl, rate, &sent_at, t0, &mut elapsed_send, clock);
         std::thread::sleep(drain);
         stop.store(true, Ordering::Relaxed);
         rx.join().unwrap();
@@ -541,12 +532,12 @@ fn send_discovers(
     cli: &Netns,
     tpl: &[Templates],
     rate: u64,
-    total: usize,
     sent_at: &[AtomicU64],
     t0: Instant,
     elapsed: &mut Duration,
     clock: Clock,
 ) {
+    let total = sent_at.len();
     std::thread::scope(|s| {
         s.spawn(|| {
             enter(cli);
