@@ -26,6 +26,7 @@ pub mod events;
 pub mod http;
 pub mod inventory;
 pub mod nodeset;
+pub mod privileges;
 pub mod reload;
 pub mod serve;
 pub mod state;

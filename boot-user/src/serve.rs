@@ -76,8 +76,11 @@ pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let prepared = prepare(&args)?;
+    // Workers never need a capability: what needs one happens on this thread, in
+    // `serve`, before it drops its own (see `privileges`).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(crate::privileges::drop_all_or_warn)
         .build()?;
     rt.block_on(serve(prepared))
 }
@@ -110,7 +113,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
 
     // DHCP: the XDP fast path on the named interfaces (dhcp.mode = "xdp"), and the
     // userspace server on its own thread for everything XDP passes up.
-    let mut dhcp_thread = None;
+    let mut dhcp_start = None;
     let mut xdp_stats = None;
     let mut dhcp_stats = None;
     if config.dhcp.mode != DhcpMode::Off {
@@ -166,7 +169,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                     .filter_map(|d| serde_json::to_value(d).ok())
                     .collect()
             }));
-        dhcp_thread = Some(crate::dhcp::spawn(sockets, service, stopped())?);
+        dhcp_start = Some((sockets, service));
     } else {
         tracing::info!("DHCP off (dhcp.mode = \"off\")");
     }
@@ -219,17 +222,6 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             .context("HTTP")
     });
 
-    // Inventory files: reloaded on SIGHUP and when they change.
-    if config.hosts.is_some() || config.images.is_some() {
-        let reloader =
-            crate::reload::FileReloader::new(config.hosts.clone(), config.images.clone());
-        let (api, stop) = (api.clone(), stopped());
-        tasks.spawn(async move {
-            crate::reload::run(reloader, api, stop).await;
-            Ok(())
-        });
-    }
-
     let listener = crate::api::bind_unix(&config.api.socket_path).await?;
     tracing::info!("API listening on {}", config.api.socket_path.display());
     let (socket, st, stop) = (config.api.socket_path.clone(), api.clone(), stopped());
@@ -244,13 +236,35 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind API on {addr}"))?;
-        let stop = stopped();
+        let (api, stop) = (api.clone(), stopped());
         tasks.spawn(async move {
             crate::api::serve_tcp(l, api, token, stop)
                 .await
                 .context("API (TCP)")
         });
     }
+    // Everything that needed a privilege is done (program attached, ports bound, raw
+    // sockets open): drop them all before starting the threads that inherit ours.
+    match crate::privileges::drop_all() {
+        Ok(()) => tracing::info!("capabilities dropped: serving with none"),
+        Err(e) => tracing::warn!("cannot drop capabilities: {e}"),
+    }
+    let dhcp_thread = match dhcp_start {
+        Some((sockets, service)) => Some(crate::dhcp::spawn(sockets, service, stopped())?),
+        None => None,
+    };
+
+    // Inventory files: reloaded on SIGHUP and when they change.
+    if config.hosts.is_some() || config.images.is_some() {
+        let reloader =
+            crate::reload::FileReloader::new(config.hosts.clone(), config.images.clone());
+        let (api, stop) = (api.clone(), stopped());
+        tasks.spawn(async move {
+            crate::reload::run(reloader, api, stop).await;
+            Ok(())
+        });
+    }
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),

@@ -334,6 +334,8 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
         assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
     }
     assert!(events.iter().all(|e| e.host == serve::NODE));
+    // The whole boot was served with no capability left on any thread of the server.
+    assert_no_capabilities(server.pid());
     if dhcp == Dhcp::Xdp {
         // Every DHCP answer (firmware, then the booted OS) came from the XDP program.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_xboot"))
@@ -351,6 +353,28 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
     }
     drop(vm);
     drop(server);
+}
+
+/// Every thread of `pid` has empty effective and permitted capability sets.
+fn assert_no_capabilities(pid: u32) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut seen = 0;
+    for t in tasks {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap()
+        };
+        let name = field("Name:");
+        for k in ["CapEff:", "CapPrm:"] {
+            assert_eq!(field(k), "0000000000000000", "thread {name} of xboot: {k}");
+        }
+        seen += 1;
+    }
+    assert!(seen > 2, "only {seen} threads");
 }
 
 #[test]
