@@ -212,20 +212,15 @@ fn xboot(
 
 /// (success, stdout + stderr) of `ipmitool -I lanplus -C 3 ... ARGS`.
 fn ipmitool(addr: SocketAddr, args: &str) -> (bool, String) {
+    ipmitool_with(addr, "3", "2", args)
+}
+
+/// `ipmitool -I lanplus -C SUITE -N 1 -R RETRIES ...`: (success, stdout + stderr).
+fn ipmitool_with(addr: SocketAddr, suite: &str, retries: &str, args: &str) -> (bool, String) {
     let out = Command::new("ipmitool")
-        .args([
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-N",
-            "1",
-            "-R",
-            "2",
-            "-H",
-            &addr.ip().to_string(),
-        ])
-        .args(["-p", &addr.port().to_string(), "-U", USER, "-P", PASS])
+        .args(["-I", "lanplus", "-C", suite, "-N", "1", "-R", retries])
+        .args(["-H", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["-U", USER, "-P", PASS])
         .args(args.split_whitespace())
         .output()
         .expect("ipmitool");
@@ -471,29 +466,7 @@ fn ipmi_sim_cipher_suites() {
 }
 
 fn ipmitool_c(addr: SocketAddr, suite: &str, args: &str) -> (bool, String) {
-    let out = Command::new("ipmitool")
-        .args([
-            "-I",
-            "lanplus",
-            "-C",
-            suite,
-            "-N",
-            "1",
-            "-R",
-            "1",
-            "-H",
-            &addr.ip().to_string(),
-        ])
-        .args(["-p", &addr.port().to_string(), "-U", USER, "-P", PASS])
-        .args(args.split_whitespace())
-        .output()
-        .expect("ipmitool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    ipmitool_with(addr, suite, "1", args)
 }
 
 /// ipmitool (an independent RMCP+ implementation) talks to xboot's in-memory BMC with

@@ -151,7 +151,7 @@ fn lab(mac: &str) -> (Netns, Netns) {
 }
 
 /// A hook script that appends the environment to `out` when a lease is bound.
-fn lease_script(dir: &Path, out: &Path) -> String {
+pub fn lease_script(dir: &Path, out: &Path) -> String {
     let p = dir.join("hook.sh");
     let body = format!(
         "#!/bin/sh\ncase \"$1$reason\" in bound|BOUND|REBOOT|RENEW) env >> {} ;; esac\nexit 0\n",
@@ -162,7 +162,8 @@ fn lease_script(dir: &Path, out: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-fn env_value(env: &str, key: &str) -> Option<String> {
+/// The value of `key` in an `env` dump (quotes removed).
+pub fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines().find_map(|l| {
         l.strip_prefix(&format!("{key}="))
             .map(|v| v.trim_matches('\'').to_string())

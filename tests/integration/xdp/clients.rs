@@ -10,7 +10,6 @@
 //! empty). Generic mode would need nothing on the peer; native is what production uses.
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use xboot::inventory::{Inventory, Mac};
 use xboot::xdp::{AttachMode, Compiler, FastPath, LoadOptions, MapSync, ServedAddr, SyncOptions};
 
 use super::fixture::{host, URLS};
+use crate::dhcp::{env_value, lease_script};
 use crate::netns::{self, Netns};
 
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -108,24 +108,6 @@ pub fn one_host(mac: &str) -> Inventory {
         vec![host("cn1", mac, Some("10.77.0.50/24"), true, "")],
         vec![],
     )
-}
-
-fn lease_script(dir: &Path, out: &Path) -> String {
-    let p = dir.join("hook.sh");
-    let body = format!(
-        "#!/bin/sh\ncase \"$1$reason\" in bound|BOUND|REBOOT|RENEW) env >> {} ;; esac\nexit 0\n",
-        out.display()
-    );
-    std::fs::write(&p, body).unwrap();
-    netns::run(std::process::Command::new("chmod").args(["+x", p.to_str().unwrap()]));
-    p.to_str().unwrap().to_string()
-}
-
-fn env_value(env: &str, key: &str) -> Option<String> {
-    env.lines().find_map(|l| {
-        l.strip_prefix(&format!("{key}="))
-            .map(|v| v.trim_matches('\'').to_string())
-    })
 }
 
 #[test]
