@@ -256,19 +256,10 @@ pub fn decide_boot_server(req: &Request, ctx: &Context<'_>, sender: SocketAddrV4
         return Decision::Silent(Silence::UnknownMac);
     };
     let host = found.host;
-    let boot = boot_target(
-        req.kind,
-        host,
-        req.mac,
-        &ctx.settings.boot_files,
-        ctx.urls,
-        ctx.server_ip,
-    );
-    if boot == BootTarget::LeaseOnly {
-        return Decision::Silent(Silence::NotNetboot {
-            host: host.name.clone(),
-        });
-    }
+    let boot = match netboot_target(req, ctx, host) {
+        Ok(b) => b,
+        Err(silence) => return Decision::Silent(silence),
+    };
     let mut m = base(req, ctx, MessageType::Ack);
     m.set_ciaddr(req.ciaddr);
     pxe_vendor_options(req, m.opts_mut(), true, req.pxe_boot_item.as_deref());
@@ -341,14 +332,7 @@ fn lease_reply(
     let boot = if inform {
         BootTarget::LeaseOnly
     } else {
-        boot_target(
-            req.kind,
-            host,
-            req.mac,
-            &ctx.settings.boot_files,
-            ctx.urls,
-            ctx.server_ip,
-        )
+        host_boot_target(req, ctx, host)
     };
     boot_options(&mut m, &boot, ctx.server_ip);
     echo_machine_id(req, m.opts_mut());
@@ -371,21 +355,35 @@ fn nak(req: &Request, ctx: &Context<'_>, host: &Host, why: String) -> Decision {
     finish(req, m, dest, ReplyKind::Nak, host, BootTarget::LeaseOnly)
 }
 
-/// proxyDHCP OFFER: boot options for network-boot firmware, no address.
-fn proxy_offer(req: &Request, ctx: &Context<'_>, host: &Host) -> Decision {
-    let boot = boot_target(
+/// What this client kind of `host` boots (`boot_target` with the context's settings).
+fn host_boot_target(req: &Request, ctx: &Context<'_>, host: &Host) -> BootTarget {
+    boot_target(
         req.kind,
         host,
         req.mac,
         &ctx.settings.boot_files,
         ctx.urls,
         ctx.server_ip,
-    );
-    if boot == BootTarget::LeaseOnly {
-        return Decision::Silent(Silence::NotNetboot {
+    )
+}
+
+/// The boot target, for the answers that exist only to boot from the network (boot
+/// server, proxyDHCP): a lease-only host gets silence.
+fn netboot_target(req: &Request, ctx: &Context<'_>, host: &Host) -> Result<BootTarget, Silence> {
+    match host_boot_target(req, ctx, host) {
+        BootTarget::LeaseOnly => Err(Silence::NotNetboot {
             host: host.name.clone(),
-        });
+        }),
+        boot => Ok(boot),
     }
+}
+
+/// proxyDHCP OFFER: boot options for network-boot firmware, no address.
+fn proxy_offer(req: &Request, ctx: &Context<'_>, host: &Host) -> Decision {
+    let boot = match netboot_target(req, ctx, host) {
+        Ok(b) => b,
+        Err(silence) => return Decision::Silent(silence),
+    };
     let mut m = base(req, ctx, MessageType::Offer);
     // BIOS PXE: discovery control 8 = boot the file of this offer, no boot server
     // discovery. UEFI firmware ignores proxy offers that bypass discovery, so it gets none
