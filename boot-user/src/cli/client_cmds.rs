@@ -124,29 +124,21 @@ fn warn_missing(v: &Value) {
 
 fn new_host(a: AddHost) -> anyhow::Result<Host> {
     let mac = a.mac.parse().with_context(|| format!("host {}", a.name))?;
-    let mut interfaces = vec![crate::inventory::Interface {
-        mac: Some(mac),
-        ip: Some(a.ip),
-        fqdn: a.fqdn.unwrap_or_default(),
-        ifname: a.ifname.unwrap_or_default(),
-        ..Default::default()
-    }];
+    let mut h = Host::with_interface(&a.name, mac, Some(&a.ip));
+    h.provision = a.provision;
+    h.boot_image = a.image.unwrap_or_default();
+    h.firmware = a.firmware.unwrap_or_default();
+    h.tags = a.tags;
+    h.interfaces[0].fqdn = a.fqdn.unwrap_or_default();
+    h.interfaces[0].ifname = a.ifname.unwrap_or_default();
     if let Some(ip) = a.bmc_ip {
-        interfaces.push(crate::inventory::Interface {
+        h.interfaces.push(crate::inventory::Interface {
             ip: Some(ip),
             bmc: true,
             ..Default::default()
         });
     }
-    Ok(Host {
-        name: a.name,
-        provision: a.provision,
-        boot_image: a.image.unwrap_or_default(),
-        firmware: a.firmware.unwrap_or_default(),
-        tags: a.tags,
-        interfaces,
-        ..Default::default()
-    })
+    Ok(h)
 }
 
 /// Reads a file here (relative paths resolved against it) and sends its entries.

@@ -10,7 +10,7 @@ use super::reply::*;
 use super::request::{ClientKind, Request, BROADCAST_FLAG};
 use super::settings::{Settings, Subnet};
 use super::wire;
-use crate::inventory::{Host, Interface, Inventory, Mac};
+use crate::inventory::{Host, Inventory, Mac};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CN1: Mac = Mac([2, 0, 0, 0, 0, 1]);
@@ -22,18 +22,11 @@ const CN1_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const URLS: PlainUrls = PlainUrls { port: 8080 };
 
 fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &str) -> Host {
-    Host {
-        name: name.into(),
-        provision,
-        firmware: firmware.into(),
-        interfaces: vec![Interface {
-            mac: Some(mac),
-            ip: ip.map(String::from),
-            fqdn: format!("{name}.cluster.test"),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    let mut h = Host::with_interface(name, mac, ip);
+    h.provision = provision;
+    h.firmware = firmware.into();
+    h.interfaces[0].fqdn = format!("{name}.cluster.test");
+    h
 }
 
 fn inventory() -> Inventory {

@@ -369,23 +369,14 @@ mod tests {
     use crate::dhcp::boot::PlainUrls;
     use crate::dhcp::frame::parse_frame;
     use crate::events::EventLog;
-    use crate::inventory::{Host, Interface, Inventory};
+    use crate::inventory::{Host, Inventory};
     use dhcproto::v4::{DhcpOption, Message, MessageType};
 
     const MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
     const IFACE_MAC: Mac = Mac([2, 0, 0, 0, 0, 0xaa]);
 
     fn service() -> Service {
-        let host = Host {
-            name: "cn1".into(),
-            provision: true,
-            interfaces: vec![Interface {
-                mac: Some(MAC),
-                ip: Some("10.0.0.5/24".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let host = Host::with_interface("cn1", MAC, Some("10.0.0.5/24"));
         let inv = Inventory::from_parts_unchecked(vec![host], vec![]);
         let shared = Shared::new(Config::default(), inv, EventLog::default());
         Service::new(shared, Arc::new(PlainUrls { port: 80 })).unwrap()

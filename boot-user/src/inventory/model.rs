@@ -163,6 +163,21 @@ pub struct Host {
 }
 
 impl Host {
+    /// A host to provision with one boot interface (`ip` in CIDR form), everything else
+    /// at its default (`xboot host add` starts from it).
+    pub fn with_interface(name: &str, mac: Mac, ip: Option<&str>) -> Host {
+        Host {
+            name: name.into(),
+            provision: true,
+            interfaces: vec![Interface {
+                mac: Some(mac),
+                ip: ip.map(String::from),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
     /// The interface that describes the host's BMC, if any.
     pub fn bmc(&self) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.bmc)

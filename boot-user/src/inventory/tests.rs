@@ -37,15 +37,8 @@ impl Files {
 
 fn host(name: &str, mac: &str, ip: &str) -> Host {
     Host {
-        name: name.into(),
-        provision: true,
         boot_image: "img".into(),
-        interfaces: vec![Interface {
-            mac: Some(mac.parse().unwrap()),
-            ip: Some(ip.into()),
-            ..Default::default()
-        }],
-        ..Default::default()
+        ..Host::with_interface(name, mac.parse().unwrap(), Some(ip))
     }
 }
 

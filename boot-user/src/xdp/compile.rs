@@ -377,23 +377,15 @@ mod tests {
     use super::*;
     use crate::dhcp::request::classify;
     use crate::dhcp::PlainUrls;
-    use crate::inventory::{Host, Interface};
+    use crate::inventory::Host;
 
     const MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
     fn inventory(provision: bool) -> Inventory {
-        let host = Host {
-            name: "cn1".into(),
-            provision,
-            interfaces: vec![Interface {
-                mac: Some(MAC),
-                ip: Some("10.0.0.5/24".into()),
-                fqdn: "cn1.cluster.test".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let mut host = Host::with_interface("cn1", MAC, Some("10.0.0.5/24"));
+        host.provision = provision;
+        host.interfaces[0].fqdn = "cn1.cluster.test".into();
         Inventory::from_parts_unchecked(vec![host], vec![])
     }
 

@@ -100,7 +100,7 @@ fn stamp_fields(out: &mut [u8], flags: u16, r: &Request) {
 mod tests {
     use super::*;
     use crate::dhcp::{decide, ClientKind, Context, Decision, PlainUrls, Settings};
-    use crate::inventory::{Host, Interface, Inventory, Mac};
+    use crate::inventory::{Host, Inventory, Mac};
     use crate::xdp::compile::Compiler;
     use boot_common::{MSG_ACK, MSG_OFFER};
     use dhcproto::v4::MessageType;
@@ -113,16 +113,7 @@ mod tests {
     /// variant: the same check the compiler does at run time, as a table.
     #[test]
     fn templates_replay_the_builder() {
-        let host = Host {
-            name: "cn1".into(),
-            provision: true,
-            interfaces: vec![Interface {
-                mac: Some(MAC),
-                ip: Some("10.0.0.5/24".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let host = Host::with_interface("cn1", MAC, Some("10.0.0.5/24"));
         let inv = Inventory::from_parts_unchecked(vec![host], vec![]);
         let s = Settings {
             dns: ["10.0.0.53", "10.0.0.54", "10.0.0.55"]
