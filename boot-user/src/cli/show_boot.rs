@@ -75,7 +75,14 @@ pub fn run(
         };
         let token = urls.token(&host.name, mac);
         let base = urls.base_url(IpAddr::V4(server_ip));
-        let script = crate::http::render_ipxe_script(host, nic, image, &base, &token)?;
+        let boot = crate::http::BootView {
+            host,
+            nic,
+            image,
+            base_url: &base,
+            token: &token,
+        };
+        let script = crate::http::render_ipxe_script(&boot)?;
         println!(
             "iPXE script ({}):",
             urls.ipxe_script_url(&host.name, mac, IpAddr::V4(server_ip))
@@ -84,10 +91,7 @@ pub fn run(
             println!("  {l}");
         }
         println!("kernel cmdline:");
-        println!(
-            "  {}",
-            crate::http::render_cmdline(host, nic, image, &base, &token)?
-        );
+        println!("  {}", boot.cmdline()?);
     }
     Ok(())
 }

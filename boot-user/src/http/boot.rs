@@ -1,5 +1,5 @@
-//! What a host is sent, as pure functions of (host, NIC, image, base URL, token): the
-//! rendered kernel command line, the iPXE script, provision templates. The router, the
+//! What a host is sent, as pure functions of one [`BootView`] (host, NIC, image, base
+//! URL, token): the rendered kernel command line, the iPXE script, provision templates. The router, the
 //! CLI's `xboot host show NAME --boot` and tests all call these.
 use super::urls::Endpoints;
 use crate::inventory::{Host, Image, Interface};
@@ -18,42 +18,47 @@ pub enum BootError {
     NoKernel { host: String, image: String },
 }
 
-/// The template data of one boot.
-pub fn boot_data(host: &Host, nic: &Interface, image: &Image, base_url: &str, token: &str) -> Data {
-    Data::new(host, nic, image, &Endpoints::new(base_url, token))
+/// One boot of one host: what every rendering here is a function of.
+#[derive(Clone, Copy, Debug)]
+pub struct BootView<'a> {
+    pub host: &'a Host,
+    /// The interface the host boots from.
+    pub nic: &'a Interface,
+    pub image: &'a Image,
+    /// `http://SERVER:PORT` as the node reaches us.
+    pub base_url: &'a str,
+    /// The boot URL token of this host and MAC.
+    pub token: &'a str,
 }
 
-/// Renders `src` (a template of `image`, called `what` in errors) for this boot.
-pub fn render_template(
-    src: &str,
-    what: &str,
-    host: &Host,
-    nic: &Interface,
-    image: &Image,
-    base_url: &str,
-    token: &str,
-) -> Result<String, BootError> {
-    let err = |source| BootError::Template {
-        host: host.name.clone(),
-        image: image.name.clone(),
-        what: what.to_string(),
-        source,
-    };
-    let t = Template::parse(src).map_err(err)?;
-    t.render(&boot_data(host, nic, image, base_url, token))
-        .map_err(err)
-}
+impl BootView<'_> {
+    /// The template data of this boot.
+    pub fn data(&self) -> Data {
+        Data::new(
+            self.host,
+            self.nic,
+            self.image,
+            &Endpoints::new(self.base_url, self.token),
+        )
+    }
 
-/// The image's kernel command line rendered for this boot, on one line.
-pub fn render_cmdline(
-    host: &Host,
-    nic: &Interface,
-    image: &Image,
-    base_url: &str,
-    token: &str,
-) -> Result<String, BootError> {
-    let out = render_template(&image.cmdline, "cmdline", host, nic, image, base_url, token)?;
-    Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+    /// Renders `src` (a template of the image, called `what` in errors).
+    pub fn render_template(&self, src: &str, what: &str) -> Result<String, BootError> {
+        let err = |source| BootError::Template {
+            host: self.host.name.clone(),
+            image: self.image.name.clone(),
+            what: what.to_string(),
+            source,
+        };
+        let t = Template::parse(src).map_err(err)?;
+        t.render(&self.data()).map_err(err)
+    }
+
+    /// The image's kernel command line rendered for this boot, on one line.
+    pub fn cmdline(&self) -> Result<String, BootError> {
+        let out = self.render_template(&self.image.cmdline, "cmdline")?;
+        Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// The iPXE script that boots `image` on `host`:
@@ -69,21 +74,16 @@ pub fn render_cmdline(
 /// command line, which is how an EFI-stub kernel finds it (BIOS kernels get all of them
 /// through the boot protocol either way). With `image.verify`, `imgtrust` and an
 /// `imgverify` per file (signatures at `URL.sig`) are added.
-pub fn render_ipxe_script(
-    host: &Host,
-    nic: &Interface,
-    image: &Image,
-    base_url: &str,
-    token: &str,
-) -> Result<String, BootError> {
+pub fn render_ipxe_script(boot: &BootView<'_>) -> Result<String, BootError> {
+    let (host, image) = (boot.host, boot.image);
     if image.kernel.is_empty() {
         return Err(BootError::NoKernel {
             host: host.name.clone(),
             image: image.name.clone(),
         });
     }
-    let cmdline = render_cmdline(host, nic, image, base_url, token)?;
-    let e = Endpoints::new(base_url, token);
+    let cmdline = boot.cmdline()?;
+    let e = Endpoints::new(boot.base_url, boot.token);
     let mut s = format!(
         "#!ipxe\n# xboot: host {}, image {}\n",
         host.name, image.name
@@ -143,17 +143,20 @@ mod tests {
         (host, image)
     }
 
+    fn view<'a>(host: &'a Host, image: &'a Image, base_url: &'a str) -> BootView<'a> {
+        BootView {
+            host,
+            nic: &host.interfaces[0],
+            image,
+            base_url,
+            token: "T",
+        }
+    }
+
     #[test]
     fn ipxe_script() {
         let (host, image) = cn1();
-        let s = render_ipxe_script(
-            &host,
-            &host.interfaces[0],
-            &image,
-            "http://10.0.0.1:8080",
-            "T",
-        )
-        .unwrap();
+        let s = render_ipxe_script(&view(&host, &image, "http://10.0.0.1:8080")).unwrap();
         assert_eq!(
             s,
             "#!ipxe\n# xboot: host cn1, image img\n\
@@ -168,18 +171,17 @@ mod tests {
     #[test]
     fn ipxe_script_verify_and_errors() {
         let (host, mut image) = cn1();
-        let nic = &host.interfaces[0];
         image.verify = true;
         image.initrd.truncate(1);
         image.cmdline.clear();
-        let s = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap();
+        let s = render_ipxe_script(&view(&host, &image, "http://h")).unwrap();
         assert!(s.contains("imgtrust --permanent\nkernel --name kernel http://h/boot/T/kernel initrd=initrd-0\nimgverify kernel http://h/boot/T/kernel.sig\n"), "{s}");
         assert!(
             s.contains("imgverify initrd-0 http://h/boot/T/initrd-0.sig\n"),
             "{s}"
         );
         image.cmdline = "x={{ $.host.Nme }}".into();
-        let e = render_ipxe_script(&host, nic, &image, "http://h", "T")
+        let e = render_ipxe_script(&view(&host, &image, "http://h"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -187,7 +189,7 @@ mod tests {
             "{e}"
         );
         image.kernel.clear();
-        let e = render_ipxe_script(&host, nic, &image, "http://h", "T").unwrap_err();
+        let e = render_ipxe_script(&view(&host, &image, "http://h")).unwrap_err();
         assert_eq!(e.to_string(), "host cn1: image img has no kernel");
     }
 }

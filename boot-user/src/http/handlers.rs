@@ -14,7 +14,7 @@ use axum::Json;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use super::boot::{render_ipxe_script, render_template};
+use super::boot::{render_ipxe_script, BootView};
 use super::token::now_secs;
 use super::HttpService;
 use crate::events::EventKind;
@@ -63,6 +63,16 @@ pub(super) struct Boot {
 }
 
 impl Boot {
+    fn view(&self) -> BootView<'_> {
+        BootView {
+            host: &self.host,
+            nic: &self.nic,
+            image: &self.image,
+            base_url: &self.base_url,
+            token: &self.token,
+        }
+    }
+
     fn err(&self, status: StatusCode, what: impl std::fmt::Display) -> HttpError {
         HttpError::new(
             status,
@@ -199,14 +209,8 @@ pub(super) async fn boot_post(
 }
 
 fn ipxe(st: &HttpService, boot: &Boot, method: &Method) -> Result<Response> {
-    let script = render_ipxe_script(
-        &boot.host,
-        &boot.nic,
-        &boot.image,
-        &boot.base_url,
-        &boot.token,
-    )
-    .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let script = render_ipxe_script(&boot.view())
+        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if method == Method::GET {
         let detail = format!(
             "image {} via {}",
@@ -252,16 +256,10 @@ async fn provision_template(
             }
         },
     };
-    let out = render_template(
-        &src,
-        name,
-        &boot.host,
-        &boot.nic,
-        &boot.image,
-        &boot.base_url,
-        &boot.token,
-    )
-    .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let out = boot
+        .view()
+        .render_template(&src, name)
+        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if method == Method::GET {
         st.shared
             .events

@@ -40,7 +40,7 @@ mod handlers;
 pub mod token;
 pub mod urls;
 
-pub use boot::{render_cmdline, render_ipxe_script, render_template, BootError};
+pub use boot::{render_ipxe_script, BootError, BootView};
 pub use token::{Claims, TokenError, TokenKey};
 pub use urls::{base_url, Endpoints, UrlSigner};
 
