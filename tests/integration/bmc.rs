@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testlab::children;
 
 use xboot::bmc::fanout::{self, FanoutOpts, Reason, Summary};
 use xboot::bmc::ipmi::responder::{self, Responder};
@@ -164,14 +165,6 @@ set) while [ $# -gt 1 ]; do case $1 in
 *) exit 1;;
 esac
 "#;
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
 
 fn target(name: &str, addr: SocketAddr, protocol: Protocol, password: &str) -> Target {
     Target {

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testlab::children;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -65,14 +66,6 @@ impl Drop for Fleet {
             let _ = s.child.wait();
         }
     }
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 fn sim_addr(i: usize) -> SocketAddr {
