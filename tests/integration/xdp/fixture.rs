@@ -7,7 +7,7 @@ use dhcproto::v4::MessageType;
 use ipnet::Ipv4Net;
 use xboot::dhcp::frame::{parse_frame, udp_frame};
 use xboot::dhcp::{self, iface, wire, Context, Decision, FrameAddrs, PlainUrls, Request, Settings};
-use xboot::inventory::{Host, Interface, Inventory, Mac};
+use xboot::inventory::{Host, Inventory, Mac};
 use xboot::xdp::{Compiler, FastPath, LoadOptions, MapSync, ServedAddr, SyncOptions, TestOutput};
 
 pub const SRV_MAC: Mac = Mac([0x02, 0x5e, 0, 0, 0, 0x01]);
@@ -29,18 +29,11 @@ pub const CN6_VLAN: Mac = Mac([2, 0, 0, 0, 0, 6]);
 pub const UNKNOWN: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
 
 pub fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &str) -> Host {
-    Host {
-        name: name.into(),
-        provision,
-        firmware: firmware.into(),
-        interfaces: vec![Interface {
-            mac: Some(mac),
-            ip: ip.map(String::from),
-            fqdn: format!("{name}.cluster.test"),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    let mut h = Host::with_interface(name, mac, ip);
+    h.provision = provision;
+    h.firmware = firmware.into();
+    h.interfaces[0].fqdn = format!("{name}.cluster.test");
+    h
 }
 
 pub fn inventory() -> Inventory {
