@@ -1,6 +1,6 @@
 //! The program's maps (see boot-common for the data model) and counter helpers.
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_NO_WAKEUP,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -16,9 +16,12 @@ use crate::{
 #[map]
 pub static HOSTS: HashMap<MacKey, HostEntry> = HashMap::with_max_entries(16384, 0);
 
-/// Reply templates by id. Not preallocated: they are large and their number varies.
+/// Reply templates by slot (the id a host entry names; 0 is never used). An array, not
+/// a hash: the lookup is inlined by the verifier into an index computation, where a
+/// hash lookup is a call, a hash and a bucket walk (a cache miss or two per answer in
+/// the NIC path). The daemon sizes it at load time and hands out slots.
 #[map]
-pub static TEMPLATES: HashMap<u32, Template> = HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
+pub static TEMPLATES: Array<Template> = Array::with_max_entries(1024, 0);
 
 /// `ClassKey::index()` -> client kind index + 1 (0: not covered).
 #[map]

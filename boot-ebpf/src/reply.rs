@@ -15,8 +15,8 @@ use core::{
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-        bpf_xdp_get_buff_len, bpf_xdp_store_bytes,
+        bpf_csum_diff, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
@@ -86,7 +86,7 @@ fn be16(b: &[u8], at: usize) -> u32 {
 
 #[inline(always)]
 pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
-    let Some(t) = TEMPLATES.get_ptr(&choice.template) else {
+    let Some(t) = TEMPLATES.get_ptr(choice.template) else {
         return other(reason::NO_TEMPLATE);
     };
     work.h = match read_head(t, choice.template) {
@@ -135,8 +135,11 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
     }
     let (req, h) = (&work.req, &work.h);
     maps::event(&LeaseEvent {
+        // The tick's resolution (1-4 ms) is plenty for an event log, and the coarse clock
+        // reads no hardware counter (a serializing TSC read costs more than a tenth of
+        // the rest of an answer here).
         // SAFETY: no preconditions.
-        time_ns: unsafe { bpf_ktime_get_ns() },
+        time_ns: unsafe { bpf_ktime_get_coarse_ns() },
         mac: req.mac,
         msg_type: h.msg_type,
         kind: h.kind,
@@ -181,8 +184,10 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     {
         return Err(other(reason::NO_TEMPLATE));
     }
+    // The coarse clock lags by at most a tick: deadlines are minutes away from the
+    // daemon's refresh.
     // SAFETY: no preconditions.
-    if valid_until != 0 && unsafe { bpf_ktime_get_ns() } > valid_until {
+    if valid_until != 0 && unsafe { bpf_ktime_get_coarse_ns() } > valid_until {
         return Err(other(reason::STALE_TEMPLATE));
     }
     Ok(h)
@@ -445,12 +450,13 @@ fn headers(
 
 /// Resizes the frame to `new_len`: shrink or grow at the tail, else grow into the
 /// headroom (drivers keep 256 bytes there for XDP; veth often has no tailroom). Only a
-/// failed grow can fail, and it leaves the request intact.
+/// failed grow can fail, and it leaves the request intact. The program is loaded
+/// without multi-buffer support, so the frame is all in `data..data_end`.
 #[inline(always)]
 fn resize(ctx: &XdpContext, new_len: u32) -> Result<(), Verdict> {
     // SAFETY: the helpers check their bounds; packet pointers are not used afterwards.
     let ok = unsafe {
-        let delta = new_len as i32 - bpf_xdp_get_buff_len(ctx.ctx) as i32;
+        let delta = new_len as i32 - (ctx.data_end() - ctx.data()) as i32;
         delta == 0
             || bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
             || (delta > 0 && delta <= HEAD_GROW_MAX && bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)

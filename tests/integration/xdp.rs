@@ -96,3 +96,84 @@ fn xdp_program_verifies_and_costs() {
         stats.status_text()
     );
 }
+
+/// Template slots are fixed at load time. When a sync finds none free, the host it
+/// could not write is left to the slow path (its requests pass up, nothing half-written
+/// is answered), the hosts already in are untouched, and once a removed host's slots
+/// are past their grace period a later sync installs the waiting host.
+#[test]
+fn xdp_template_slots_run_out_to_the_slow_path() {
+    if netns::need_root() {
+        return;
+    }
+    use xboot::inventory::{Inventory, Mac};
+    use xboot::xdp::{Compiler, FastPath, LoadOptions, MapSync, SyncOptions};
+    let settings = settings();
+    let c = Compiler {
+        settings: &settings,
+        urls: &URLS,
+    };
+    let now = std::time::Instant::now;
+    let one = |mac: Mac, name: &str, ip: &str| host(name, mac, Some(ip), true, "");
+    let (a, b) = (CN1, Mac([2, 0, 0, 0, 0, 0x42]));
+    let inv_a = Inventory::from_parts_unchecked(vec![one(a, "cn1", "10.0.0.5/24")], vec![]);
+    let inv_ab = Inventory::from_parts_unchecked(
+        vec![one(a, "cn1", "10.0.0.5/24"), one(b, "cn42", "10.0.0.42/24")],
+        vec![],
+    );
+    let inv_b = Inventory::from_parts_unchecked(vec![one(b, "cn42", "10.0.0.42/24")], vec![]);
+    // How many slots one such host takes.
+    let per_host = {
+        let mut fp = FastPath::load(LoadOptions::for_hosts(1)).unwrap();
+        let mut sync = MapSync::new(served(LO), SyncOptions::default());
+        sync.sync(&mut fp, &inv_a, &c, now()).unwrap();
+        sync.templates() as u32
+    };
+    assert!(per_host > 0);
+    // Room for one host (slot 0 is never used).
+    let mut fp = FastPath::load(LoadOptions {
+        max_hosts: 1024,
+        max_templates: per_host + 1,
+    })
+    .unwrap();
+    let opts = SyncOptions {
+        grace: std::time::Duration::ZERO,
+        ..SyncOptions::default()
+    };
+    let mut sync = MapSync::new(served(LO), opts);
+    let r = sync.sync(&mut fp, &inv_a, &c, now()).unwrap();
+    assert_eq!((r.added, r.failed), (1, 0), "{r:?}");
+    let answers = |fp: &mut FastPath, mac: Mac| {
+        fp.test_run(&discover("bios", mac).frame())
+            .expect("BPF_PROG_TEST_RUN")
+            .action
+    };
+    let r = sync.sync(&mut fp, &inv_ab, &c, now()).unwrap();
+    assert_eq!((r.failed, r.unchanged), (1, 1), "{r:?}");
+    assert_eq!(
+        answers(&mut fp, a),
+        XDP_TX,
+        "the host already in still answered"
+    );
+    assert_eq!(answers(&mut fp, b), XDP_PASS, "no slot: the slow path's");
+    // cn1 leaves; its slots are freed at the end of this sync (grace 0), so cn42 gets
+    // them on the next one (the daemon syncs every second).
+    let r = sync.sync(&mut fp, &inv_b, &c, now()).unwrap();
+    assert_eq!((r.removed, r.failed), (1, 1), "{r:?}");
+    assert_eq!(
+        answers(&mut fp, a),
+        XDP_PASS,
+        "a removed host is not answered"
+    );
+    let r = sync.sync(&mut fp, &inv_b, &c, now()).unwrap();
+    assert_eq!((r.added, r.failed), (1, 0), "{r:?}");
+    assert_eq!(answers(&mut fp, b), XDP_TX);
+    let reply = fp.test_run(&discover("bios", b).frame()).unwrap().frame;
+    let udp = xboot::dhcp::frame::parse_frame(&reply).expect("a UDP frame");
+    let msg = xboot::dhcp::wire::parse(udp.payload).expect("a DHCP message");
+    assert_eq!(
+        msg.yiaddr(),
+        Ipv4Addr::new(10, 0, 0, 42),
+        "cn42's own template"
+    );
+}

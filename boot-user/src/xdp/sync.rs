@@ -3,9 +3,10 @@
 //! Invariants (what a client sees while the daemon swaps inventories):
 //! - A host present before and after a sync is answered throughout: its new templates
 //!   are in `TEMPLATES` before its host entry names them, the entry is replaced whole in
-//!   one map update, and its old templates are deleted only a grace period after no
-//!   entry names them any more (the program reads a template within microseconds of
-//!   reading the entry that named it).
+//!   one map update, and its old templates' slots are cleared and reused only a grace
+//!   period after no entry names them any more (the program reads a template within
+//!   microseconds of reading the entry that named it). A slot is written only while no
+//!   entry names it, so the program never reads a template being rewritten.
 //! - A host deleted from the inventory is never answered again once `sync` returns: its
 //!   entry is removed, and the program passes unknown MACs up.
 //! - Only what changed is written: a host whose inventory entry and server address are
@@ -132,6 +133,17 @@ struct Shared {
 
 type Digest128 = [u8; 16];
 
+#[derive(Debug, thiserror::Error)]
+enum TemplateError {
+    #[error(
+        "all {0} template slots are in use (sized at start for twice the inventory's hosts; \
+         restart the daemon to resize)"
+    )]
+    Full(u32),
+    #[error(transparent)]
+    Map(aya::maps::MapError),
+}
+
 /// The daemon's record of what is in the maps.
 pub struct MapSync {
     servers: Vec<ServedAddr>,
@@ -141,6 +153,9 @@ pub struct MapSync {
     digest_of: HashMap<u32, Digest128>,
     /// Templates no entry names, with when they stopped being named.
     retired: VecDeque<(Instant, u32)>,
+    /// Slots cleared after their grace period, reused first.
+    free: Vec<u32>,
+    /// The lowest slot never used (slot 0 means "no template").
     next_id: u32,
     seq: u32,
     classes_written: bool,
@@ -155,6 +170,7 @@ impl MapSync {
             by_digest: HashMap::new(),
             digest_of: HashMap::new(),
             retired: VecDeque::new(),
+            free: vec![],
             next_id: 1,
             seq: 0,
             classes_written: false,
@@ -384,29 +400,35 @@ impl MapSync {
         c: &Compiled,
         valid_until: Option<u64>,
         report: &mut SyncReport,
-    ) -> Result<u32, aya::maps::MapError> {
+    ) -> Result<u32, TemplateError> {
         let digest = digest(c, valid_until);
         if let Some(s) = self.by_digest.get_mut(&digest) {
             s.refs += 1;
             return Ok(s.id);
         }
-        let id = self.fresh_id();
+        let slots = fp.templates.len();
+        let id = self.fresh_id(slots).ok_or(TemplateError::Full(slots))?;
         let t = to_template(c, id, valid_until.unwrap_or(0));
-        fp.templates.insert(id, t, 0)?;
+        if let Err(e) = fp.templates.set(id, t, 0) {
+            self.free.push(id);
+            return Err(TemplateError::Map(e));
+        }
         report.templates_written += 1;
         self.by_digest.insert(digest, Shared { id, refs: 1 });
         self.digest_of.insert(id, digest);
         Ok(id)
     }
 
-    fn fresh_id(&mut self) -> u32 {
-        loop {
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.digest_of.contains_key(&id) {
-                return id;
-            }
+    /// A free slot below `slots`, if any.
+    fn fresh_id(&mut self, slots: u32) -> Option<u32> {
+        if let Some(id) = self.free.pop() {
+            return Some(id);
         }
+        if self.next_id >= slots {
+            return None;
+        }
+        self.next_id += 1;
+        Some(self.next_id - 1)
     }
 
     /// Drops one reference per id; templates left unnamed are retired (deleted later).
@@ -433,7 +455,9 @@ impl MapSync {
         }
     }
 
-    /// Deletes templates retired at least a grace period ago. Returns how many.
+    /// Clears the slots of templates retired at least a grace period ago and makes them
+    /// free (a cleared slot names no id, so a stale reference would be refused rather
+    /// than answered). Returns how many.
     pub fn collect(&mut self, fp: &mut FastPath, now: Instant) -> usize {
         let mut n = 0;
         while let Some(&(at, id)) = self.retired.front() {
@@ -442,9 +466,13 @@ impl MapSync {
             }
             self.retired.pop_front();
             self.digest_of.remove(&id);
-            match fp.templates.remove(&id) {
-                Ok(()) => n += 1,
-                Err(e) => tracing::warn!("XDP: cannot delete template {id}: {e}"),
+            match fp.templates.set(id, Template::default(), 0) {
+                Ok(()) => {
+                    n += 1;
+                    self.free.push(id);
+                }
+                // Not reused: a later write there could not be trusted either.
+                Err(e) => tracing::warn!("XDP: cannot clear template slot {id}: {e}"),
             }
         }
         n

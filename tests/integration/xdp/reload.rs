@@ -102,6 +102,15 @@ fn packet_socket(ifname: &str) -> OwnedFd {
     }
 }
 
+/// Sets the flag when dropped (also while unwinding from a panic).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One reload: when it started and finished (since the test's start).
 struct Reload {
     round: usize,
@@ -188,6 +197,9 @@ fn xdp_reload_under_load_misses_nothing() {
                 }
             })
         });
+        // Whatever happens below (a failed assertion included), the threads above stop,
+        // so the scope ends and the test reports instead of hanging.
+        let _stop = StopOnDrop(&stop);
         // The rewrites, while the load runs.
         for round in 1..=ROUNDS {
             std::thread::sleep(Duration::from_millis(400));
