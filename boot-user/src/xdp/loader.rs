@@ -52,12 +52,11 @@ impl LoadOptions {
         let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
         // Up to 15 templates per host (7 client kinds x OFFER/ACK, and a NAK), shared
         // when equal; a reload's replaced templates wait out a grace period before their
-        // slots are reused, so back-to-back reloads that change many hosts hold up to
-        // three generations at once. 24 slots per host of room (48 per host at start),
-        // 856 bytes each: 40 MiB for 1,000 hosts, preallocated.
+        // slots are reused. 16 slots per host of room, so 32 per host at start: a whole
+        // second generation fits. 856 bytes each: 27 MiB for 1,000 hosts, preallocated.
         LoadOptions {
             max_hosts,
-            max_templates: max_hosts.saturating_mul(24),
+            max_templates: max_hosts.saturating_mul(16),
         }
     }
 }

@@ -205,6 +205,8 @@ impl MapSync {
     ) -> Result<SyncReport, XdpError> {
         self.write_static(fp)?;
         let mut report = SyncReport::default();
+        // Slots past their grace period are free before anything new is written.
+        report.templates_deleted = self.collect(fp, now);
         let mut seen = HashMap::new();
         for host in inv.hosts() {
             for nic in host.interfaces.iter().filter(|i| !i.bmc) {
@@ -229,7 +231,7 @@ impl MapSync {
             self.release(&old.ids, now);
             report.removed += 1;
         }
-        report.templates_deleted = self.collect(fp, now);
+        report.templates_deleted += self.collect(fp, now);
         Ok(report)
     }
 
