@@ -204,9 +204,11 @@ impl MapSync {
         now: Instant,
     ) -> Result<SyncReport, XdpError> {
         self.write_static(fp)?;
-        let mut report = SyncReport::default();
         // Slots past their grace period are free before anything new is written.
-        report.templates_deleted = self.collect(fp, now);
+        let mut report = SyncReport {
+            templates_deleted: self.collect(fp, now),
+            ..SyncReport::default()
+        };
         let mut seen = HashMap::new();
         for host in inv.hosts() {
             for nic in host.interfaces.iter().filter(|i| !i.bmc) {

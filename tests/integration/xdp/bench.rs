@@ -373,6 +373,10 @@ fn measure(name: &str, server: &Server, cli: &Netns, cs: &[Client], secs: f64) -
         Duration::from_secs(1),
         Realtime,
     );
+    eprintln!(
+        "bench {name} idle: p50 {} us, p99 {} us, turnaround p50 {} us, p99 {} us",
+        r.idle.p50_us, r.idle.p99_us, r.idle.turn_p50_us, r.idle.turn_p99_us
+    );
     // The kernel times BPF programs only while asked to (a few ns per run of its own).
     let stats_guard = server
         .xdp_runs()
@@ -561,8 +565,13 @@ fn xdp_bench_dhcp() {
                 Realtime,
             );
             eprintln!(
-                "bench {name} under HTTP load: p50 {} us, p99 {} us, loss {:.2}%",
-                loaded.p50_us, loaded.p99_us, loaded.loss_pct
+                "bench {name} under HTTP load: p50 {} us, p99 {} us, turnaround p50 {} us, \
+                 p99 {} us, loss {:.2}%",
+                loaded.p50_us,
+                loaded.p99_us,
+                loaded.turn_p50_us,
+                loaded.turn_p99_us,
+                loaded.loss_pct
             );
             r.under_http = Some(loaded);
         }

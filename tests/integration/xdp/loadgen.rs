@@ -45,8 +45,16 @@ pub struct LoadResult {
     /// Completed exchanges per second.
     pub dora_per_sec: f64,
     pub loss_pct: f64,
+    /// DORA round trip (DISCOVER sent -> ACK read by the generator), which includes the
+    /// generator's own wake-up between OFFER and REQUEST.
     pub p50_us: u64,
     pub p99_us: u64,
+    /// The server's turnaround, as perfdhcp reports it (discover-offer plus
+    /// request-ack delay): each from just before the request's send to the kernel's
+    /// receive timestamp of the reply (SO_TIMESTAMPNS), so the generator's own wake-ups
+    /// (a client's, on another machine in a real fleet) are left out.
+    pub turn_p50_us: u64,
+    pub turn_p99_us: u64,
     /// ACKs the server reports having sent during the step (None: it cannot tell):
     /// tells server losses from losses in transit or in the generator.
     pub server_acks: Option<u64>,
@@ -141,6 +149,9 @@ fn receive_options(fd: &OwnedFd) {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
     };
+    let on: libc::c_int = 1;
+    let r = setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on);
+    assert_eq!(r, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
     let r = setsockopt(fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, &prog);
     assert_eq!(
         r,
@@ -320,6 +331,8 @@ fn mmsghdrs(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
 /// Receive buffers and their recvmmsg headers, allocated once.
 struct RxBatch {
     bufs: Box<[[u8; 1536]]>,
+    /// Control buffers for the receive timestamps (u64 for alignment).
+    ctrl: Box<[[u64; 8]]>,
     _iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
 }
@@ -334,9 +347,15 @@ impl RxBatch {
                 iov_len: b.len(),
             })
             .collect();
-        let msgs = mmsghdrs(&mut iov);
+        let mut ctrl = vec![[0u64; 8]; BATCH].into_boxed_slice();
+        let mut msgs = mmsghdrs(&mut iov);
+        for (m, c) in msgs.iter_mut().zip(ctrl.iter_mut()) {
+            m.msg_hdr.msg_control = c.as_mut_ptr() as *mut _;
+            m.msg_hdr.msg_controllen = std::mem::size_of_val(c);
+        }
         RxBatch {
             bufs,
+            ctrl,
             _iov: iov,
             msgs,
         }
@@ -361,6 +380,36 @@ impl RxBatch {
     fn frame(&self, i: usize) -> &[u8] {
         &self.bufs[i][..self.msgs[i].msg_len as usize]
     }
+
+    /// The kernel's receive time of frame `i` (CLOCK_REALTIME, ns), if it came with one.
+    fn stamp_ns(&mut self, i: usize) -> Option<u64> {
+        let h = &mut self.msgs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control up to msg_controllen; the CMSG macros
+        // walk it within those bounds.
+        let r = unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            let mut found = None;
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    found = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+            found
+        };
+        // recvmmsg shrinks msg_controllen to what it wrote: restore it for the next call.
+        h.msg_controllen = std::mem::size_of_val(&self.ctrl[i]);
+        r
+    }
+}
+
+/// CLOCK_REALTIME now, in ns (the clock of the receive timestamps).
+fn realtime_ns() -> u64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// (xid, message type, yiaddr, server id) of a DHCP reply frame to port 68, if it is one.
@@ -435,6 +484,10 @@ pub fn run(
     let tpl = templates(clients, server);
     let sent_at: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
     let done: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
+    // Turnaround: the DISCOVER's send time, the OFFER's and ACK's receive stamps and
+    // the REQUEST's send time, all CLOCK_REALTIME ns (0: not seen).
+    let zeros = || (0..total).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+    let (d_sent, o_rx, r_sent, a_rx) = (zeros(), zeros(), zeros(), zeros());
     let (offers, naks, wrong) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
@@ -448,8 +501,10 @@ pub fn run(
                 packet_socket("c0", 0),
             );
             let (mut rxb, mut requests) = (RxBatch::new(), TxBatch::new());
+            let mut pushed = Vec::with_capacity(BATCH);
             while !stop.load(Ordering::Relaxed) {
                 for i in 0..rxb.recv(&rxs) {
+                    let stamp = rxb.stamp_ns(i).unwrap_or(0);
                     let Some((xid, mt, yiaddr, sid)) = reply_of(rxb.frame(i)) else {
                         continue;
                     };
@@ -467,7 +522,14 @@ pub fn run(
                             if yiaddr != clients[c].ip || sid.is_some_and(|s| s != server) {
                                 wrong.fetch_add(1, Ordering::Relaxed);
                             } else if !requests.is_full() {
+                                let _ = o_rx[seq].compare_exchange(
+                                    0,
+                                    stamp,
+                                    Ordering::Relaxed,
+                                    Ordering::Relaxed,
+                                );
                                 requests.push(&tpl[c].request, xid);
+                                pushed.push(seq);
                             }
                         }
                         5 => {
@@ -478,6 +540,12 @@ pub fn run(
                                 Ordering::Relaxed,
                                 Ordering::Relaxed,
                             );
+                            let _ = a_rx[seq].compare_exchange(
+                                0,
+                                stamp,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
                         }
                         6 => {
                             naks.fetch_add(1, Ordering::Relaxed);
@@ -485,10 +553,24 @@ pub fn run(
                         _ => {}
                     }
                 }
+                let now = realtime_ns();
+                for &seq in &pushed {
+                    let _ =
+                        r_sent[seq].compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                pushed.clear();
                 requests.flush(&txs);
             }
         });
-        send_discovers(cli, &tpl, rate, &sent_at, t0, &mut elapsed_send, clock);
+        send_discovers(
+            cli,
+            &tpl,
+            rate,
+            (&sent_at, &d_sent),
+            t0,
+            &mut elapsed_send,
+            clock,
+        );
         std::thread::sleep(drain);
         stop.store(true, Ordering::Relaxed);
         rx.join().unwrap();
@@ -508,6 +590,20 @@ pub fn run(
             .copied()
             .unwrap_or(0)
     };
+    let mut turn: Vec<u64> = (0..total)
+        .filter_map(|i| {
+            let at = |v: &[AtomicU64]| v[i].load(Ordering::Relaxed);
+            let (d, o, r, a) = (at(&d_sent), at(&o_rx), at(&r_sent), at(&a_rx));
+            let ok = d != 0 && o >= d && r != 0 && a >= r;
+            ok.then(|| (o - d + a - r) / 1000)
+        })
+        .collect();
+    turn.sort_unstable();
+    let tpct = |p: f64| {
+        turn.get(((turn.len() as f64 * p) as usize).min(turn.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let acks = lat.len() as u64;
     let secs_sent = elapsed_send.as_secs_f64().max(1e-6);
     LoadResult {
@@ -523,6 +619,8 @@ pub fn run(
         loss_pct: 100.0 * (1.0 - acks as f64 / total.max(1) as f64),
         p50_us: pct(0.5),
         p99_us: pct(0.99),
+        turn_p50_us: tpct(0.5),
+        turn_p99_us: tpct(0.99),
         ..Default::default()
     }
 }
@@ -532,7 +630,7 @@ fn send_discovers(
     cli: &Netns,
     tpl: &[Templates],
     rate: u64,
-    sent_at: &[AtomicU64],
+    (sent_at, sent_real): (&[AtomicU64], &[AtomicU64]),
     t0: Instant,
     elapsed: &mut Duration,
     clock: Clock,
@@ -559,6 +657,10 @@ fn send_discovers(
                     let now = t0.elapsed().as_nanos() as u64;
                     for a in &sent_at[seq..end] {
                         a.store(now, Ordering::Relaxed);
+                    }
+                    let real = realtime_ns();
+                    for a in &sent_real[seq..end] {
+                        a.store(real, Ordering::Relaxed);
                     }
                     batch.flush(&tx);
                     seq = end;
