@@ -585,11 +585,6 @@ pub fn run(
         })
         .collect();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     let mut turn: Vec<u64> = (0..total)
         .filter_map(|i| {
             let at = |v: &[AtomicU64]| v[i].load(Ordering::Relaxed);
@@ -599,11 +594,6 @@ pub fn run(
         })
         .collect();
     turn.sort_unstable();
-    let tpct = |p: f64| {
-        turn.get(((turn.len() as f64 * p) as usize).min(turn.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     let acks = lat.len() as u64;
     let secs_sent = elapsed_send.as_secs_f64().max(1e-6);
     LoadResult {
@@ -617,12 +607,21 @@ pub fn run(
         send_rate: total as f64 / secs_sent,
         dora_per_sec: acks as f64 / secs_sent,
         loss_pct: 100.0 * (1.0 - acks as f64 / total.max(1) as f64),
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        turn_p50_us: tpct(0.5),
-        turn_p99_us: tpct(0.99),
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        turn_p50_us: percentile(&turn, 0.5),
+        turn_p99_us: percentile(&turn, 0.99),
         ..Default::default()
     }
+}
+
+/// The `p` quantile of sorted values (0 when there are none).
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = (sorted.len() as f64 * p) as usize;
+    sorted
+        .get(i.min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The sender: DISCOVERs on schedule, in batches of what is due.
