@@ -1,10 +1,13 @@
 //! The program's maps (see boot-common for the data model) and counter helpers.
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::BPF_F_MMAPABLE,
+    helpers::generated::bpf_get_smp_processor_id,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray},
 };
-use boot_common::{counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template};
+use boot_common::{
+    counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template, EVENT_SLOTS,
+};
 
 use crate::{
     frame::Request,
@@ -33,10 +36,15 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUN
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
 
-/// Lease events for the daemon (1 MiB: some 25,000 events, over 100 ms of answers at
-/// 250,000 a second, against a 20 ms poll).
+/// Lease events for the daemon: `EVENT_SLOTS` per CPU, CPU `c`'s from `c * EVENT_SLOTS`,
+/// each CPU's a ring it alone writes. The daemon maps it read-only and follows
+/// `EVENT_HEADS`. The loader sizes both for the machine's CPUs.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: Array<LeaseEvent> = Array::with_max_entries(EVENT_SLOTS, BPF_F_MMAPABLE);
+
+/// Events written per CPU so far (event `n` of CPU `c` is in slot `n % EVENT_SLOTS`).
+#[map]
+pub static EVENT_HEADS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Capacity of the copy of the request's DHCP message (a power of two: indexes are
 /// masked with `PAY_CAP - 1`).
@@ -89,18 +97,33 @@ pub fn count_reason(i: u32) {
     }
 }
 
-/// Sends a lease event to the daemon, counting it as lost when the ring is full. The
-/// program never wakes the reader: a wake-up is a self-IPI (irq_work), and on a virtual
-/// machine whose APIC is emulated by traps that VM exit measured over a tenth of the
-/// program's whole in-path cost, even done once per 64 events. The reader
-/// polls the ring on a short timer instead (`xdp::stats::record_events`), and the ring
-/// holds far more than a poll interval's worth of events at any rate the NIC reaches.
+/// Hands a lease event to the daemon: into this CPU's next slot, then published by
+/// advancing this CPU's head. Not the BPF ring buffer: its reserve takes a lock shared by
+/// every CPU and measured a seventh of an answer's cost here; these per-CPU rings take
+/// plain stores. Nothing wakes the reader either (a wake-up is a self-IPI, a VM exit on
+/// virtual machines): it polls (`xdp::events`). A reader that falls a whole ring behind
+/// loses the oldest events and counts them.
 #[inline(always)]
 pub fn event(ev: &LeaseEvent) {
-    if EVENTS
-        .output::<LeaseEvent>(ev, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(head) = EVENT_HEADS.get_ptr_mut(cpu) else {
         count(counter::EVENTS_LOST);
+        return;
+    };
+    // SAFETY: this CPU's head, written by no one else (XDP does not nest on a CPU).
+    let n = unsafe { core::ptr::read_volatile(head) };
+    let slot = cpu.wrapping_mul(EVENT_SLOTS) + (n as u32 & (EVENT_SLOTS - 1));
+    let Some(p) = EVENTS.get_ptr_mut(slot) else {
+        count(counter::EVENTS_LOST);
+        return;
+    };
+    // SAFETY: this CPU's slot and head. The event is stored before the head moves:
+    // volatile keeps that order in the program, and x86-64 keeps stores in order. (On
+    // arm64, whose stores may become visible out of order and where BPF has no barrier
+    // for plain stores, a reader could take the slot's previous event for this one.)
+    unsafe {
+        core::ptr::write_volatile(p, *ev);
+        core::ptr::write_volatile(head, n + 1);
     }
 }

@@ -7,7 +7,9 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use boot_common::{HostEntry, MacKey, Template};
+use boot_common::{HostEntry, MacKey, Template, EVENT_SLOTS};
+
+use super::events::EventReader;
 
 use super::stats::XdpStats;
 
@@ -35,6 +37,8 @@ pub enum XdpError {
     },
     #[error("XDP test run: {0}")]
     TestRun(#[source] Box<ProgramError>),
+    #[error("cannot count the possible CPUs ({0})")]
+    Cpus(String),
 }
 
 /// Map sizes, fixed at load time.
@@ -77,6 +81,7 @@ pub struct FastPath {
     pub(crate) templates: aya::maps::Array<MapData, Template>,
     pub(crate) classes: aya::maps::Array<MapData, u32>,
     stats: Arc<XdpStats>,
+    cpus: usize,
     attached: Vec<(String, AttachMode)>,
 }
 
@@ -97,7 +102,11 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 impl FastPath {
     /// Loads the program into the kernel (verifier included) without attaching it.
     pub fn load(opts: LoadOptions) -> Result<FastPath, XdpError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))? as u32;
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", cpus * EVENT_SLOTS)
+            .map_max_entries("EVENT_HEADS", cpus)
             .map_max_entries("HOSTS", opts.max_hosts)
             .map_max_entries("TEMPLATES", opts.max_templates)
             .load(OBJECT)
@@ -111,7 +120,9 @@ impl FastPath {
             stats: Arc::new(XdpStats {
                 stats: take(&mut ebpf, "STATS")?,
                 reasons: take(&mut ebpf, "REASONS")?,
+                events_overwritten: Arc::default(),
             }),
+            cpus: cpus as usize,
             ebpf,
             attached: vec![],
         })
@@ -262,9 +273,19 @@ impl FastPath {
         Some(prog.fd().ok()?.as_fd().as_raw_fd())
     }
 
-    /// The lease event ring buffer, taken once by the events reader.
-    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
-        aya::maps::RingBuf::try_from(self.ebpf.take_map("EVENTS")?).ok()
+    /// The lease events' reader, taken once (None afterwards, or if mapping the rings
+    /// fails, which is logged).
+    pub fn take_events(&mut self) -> Option<EventReader> {
+        let data = |m: aya::maps::Map| match m {
+            aya::maps::Map::Array(d) => Some(d),
+            _ => None,
+        };
+        let events = data(self.ebpf.take_map("EVENTS")?)?;
+        let heads = data(self.ebpf.take_map("EVENT_HEADS")?)?;
+        let lost = self.stats.events_overwritten.clone();
+        EventReader::new(events, heads, self.cpus, lost)
+            .map_err(|e| tracing::warn!("XDP: cannot map the lease event rings: {e}"))
+            .ok()
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`compile`]: templates from [`crate::dhcp::decide`], self-checked through
 //!   [`emulate`] (the program's assembly logic in Rust).
 //! - [`sync`]: inventory -> maps, changing only the entries that changed.
-//! - [`stats`]: per-CPU counters summed, Prometheus text, lease events from the ring.
+//! - [`stats`]: per-CPU counters summed, Prometheus text, lease events into the log.
+//! - [`events`]: the lease events' per-CPU rings, mapped into the daemon.
 //! - [`service`]: all of the above as the daemon runs it ([`Service`]).
 //!
 //! The kernel side (crate `boot-ebpf`) only selects a template and stamps per-request
@@ -18,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 pub mod compile;
 pub mod emulate;
+pub mod events;
 pub mod loader;
 pub mod service;
 pub mod stats;

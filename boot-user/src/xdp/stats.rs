@@ -1,12 +1,16 @@
-//! The fast path's counters (per-CPU arrays summed over CPUs) and lease events (ring
-//! buffer), as the daemon reports them: `xboot status`, `/metrics` (Prometheus text),
+//! The fast path's counters (per-CPU arrays summed over CPUs) and lease events (per-CPU
+//! rings, `events`), as the daemon reports them: `xboot status`, `/metrics` (Prometheus text),
 //! and the boot event log (`xboot events NODESET`).
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use std::sync::atomic::AtomicU64;
+
+use aya::maps::{MapData, PerCpuArray};
+
+use super::events::EventReader;
 use boot_common::{counter, reason, LeaseEvent};
 
 use crate::events::{now_ms, EventKind};
@@ -17,6 +21,8 @@ use crate::state::Shared;
 pub struct XdpStats {
     pub(crate) stats: PerCpuArray<MapData, u64>,
     pub(crate) reasons: PerCpuArray<MapData, u64>,
+    /// Lease events the reader found overwritten before it got to them.
+    pub(crate) events_overwritten: Arc<AtomicU64>,
 }
 
 /// Counter totals over all CPUs.
@@ -87,7 +93,10 @@ impl XdpStats {
             passed_no_room: s(counter::PASSED_NO_ROOM),
             malformed: s(counter::MALFORMED),
             not_dhcp: s(counter::NOT_DHCP),
-            events_lost: s(counter::EVENTS_LOST),
+            events_lost: s(counter::EVENTS_LOST)
+                + self
+                    .events_overwritten
+                    .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -129,7 +138,7 @@ impl XdpStats {
                 reason::NAMES[i as usize]
             );
         }
-        out.push_str("# HELP xboot_xdp_events_lost_total Lease events dropped because the ring buffer was full.\n");
+        out.push_str("# HELP xboot_xdp_events_lost_total Lease events overwritten before the daemon read them.\n");
         out.push_str("# TYPE xboot_xdp_events_lost_total counter\n");
         let _ = writeln!(out, "xboot_xdp_events_lost_total {}", c.events_lost);
         out
@@ -191,7 +200,7 @@ fn clock_offset_ms() -> i64 {
 /// is recorded once: under a DHCP storm the log keeps one line per exchange step, not
 /// one per retransmission.
 pub async fn record_events(
-    mut ring: RingBuf<MapData>,
+    mut ring: EventReader,
     shared: Arc<Shared>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -214,27 +223,21 @@ pub async fn record_events(
     }
 }
 
-/// Records every event in the ring (see [`record_events`]).
+/// Records every event the rings hold (see [`record_events`]).
 fn drain(
-    ring: &mut RingBuf<MapData>,
+    ring: &mut EventReader,
     shared: &Shared,
     offset: i64,
     last: &mut HashMap<(Mac, EventKind), u64>,
 ) {
     let inv = shared.inventory();
-    while let Some(item) = ring.next() {
-        if item.len() < std::mem::size_of::<LeaseEvent>() {
-            continue;
-        }
-        // SAFETY: the program writes whole LeaseEvents; read_unaligned copes with the
-        // ring's 8-byte alignment.
-        let raw: LeaseEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    ring.drain(|raw| {
         let Some(ev) = Lease::from_raw(&raw, offset) else {
-            continue;
+            return;
         };
         let prev = last.insert((ev.mac, ev.kind), ev.time_ms);
         if prev.is_some_and(|t| ev.time_ms.saturating_sub(t) < 1000) {
-            continue;
+            return;
         }
         let host = inv
             .lookup_mac(ev.mac)
@@ -245,7 +248,7 @@ fn drain(
             ev.kind,
             format!("{} via xdp xid {:#x}", ev.ip, ev.xid),
         );
-    }
+    });
     if last.len() > 100_000 {
         last.clear();
     }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use boot_common::LeaseEvent;
 use xboot::dhcp::frame::parse_frame;
 use xboot::inventory::{Inventory, Mac};
 use xboot::xdp::Compiler;
@@ -138,12 +137,10 @@ fn xdp_reload_under_load_misses_nothing() {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 let mut got = 0;
-                while let Some(item) = ring.next() {
-                    // SAFETY: the program writes whole LeaseEvents.
-                    let ev: LeaseEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                ring.drain(|ev| {
                     decided.lock().unwrap().insert(ev.xid);
                     got += 1;
-                }
+                });
                 if got == 0 {
                     std::thread::sleep(Duration::from_millis(1));
                 }
