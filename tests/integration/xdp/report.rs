@@ -174,7 +174,7 @@ fn server_cost(m: &mut String, results: &[ServerResult]) {
         if let Some(t) = xdp_threads(get("xboot-xdp")) {
             let _ = writeln!(
                 m,
-                "With the XDP server's userspace threads added (lease events from the ring buffer, map upkeep): {:.0} ns per DORA, ratio {:.1}x.",
+                "With the XDP server's userspace threads added (lease event rings, map upkeep): {:.0} ns per DORA, ratio {:.1}x.",
                 x + t,
                 u / (x + t)
             );
