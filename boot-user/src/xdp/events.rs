@@ -76,7 +76,7 @@ impl EventReader {
         lost: Arc<AtomicU64>,
     ) -> io::Result<EventReader> {
         let ev_bytes = cpus * EVENT_SLOTS as usize * std::mem::size_of::<LeaseEvent>();
-        let r = EventReader {
+        let mut r = EventReader {
             events: Mapping::new(&events, ev_bytes)?,
             heads: Mapping::new(&heads, cpus * 8)?,
             cpus,
@@ -84,7 +84,6 @@ impl EventReader {
             lost,
             _maps: [events, heads],
         };
-        let mut r = r;
         for c in 0..cpus {
             r.next[c] = r.head(c);
         }

@@ -364,19 +364,7 @@ fn measure(name: &str, server: &Server, cli: &Netns, cs: &[Client], secs: f64) -
         Duration::from_millis(500),
         Normal,
     );
-    r.idle = loadgen::run(
-        cli,
-        cs,
-        SERVER,
-        LATENCY_RATE,
-        latency_secs(),
-        Duration::from_secs(1),
-        Realtime,
-    );
-    eprintln!(
-        "bench {name} idle: p50 {} us, p99 {} us, turnaround p50 {} us, p99 {} us",
-        r.idle.p50_us, r.idle.p99_us, r.idle.turn_p50_us, r.idle.turn_p99_us
-    );
+    r.idle = latency_run(&format!("{name} idle"), cli, cs);
     // The kernel times BPF programs only while asked to (a few ns per run of its own).
     let stats_guard = server
         .xdp_runs()
@@ -455,6 +443,24 @@ fn measure(name: &str, server: &Server, cli: &Netns, cs: &[Client], secs: f64) -
     // server kept up with all it was sent, so the figure is a lower bound.
     let first_bad = r.sweep.iter().find(|s| Some(s.target_rate) == bad);
     r.generator_bound = first_bad.is_none_or(|s| s.loss_pct < 1.0);
+    r
+}
+
+/// One latency run (1,000 exchanges a second, a real-time generator), logged as `what`.
+fn latency_run(what: &str, cli: &Netns, cs: &[Client]) -> LoadResult {
+    let r = loadgen::run(
+        cli,
+        cs,
+        SERVER,
+        LATENCY_RATE,
+        latency_secs(),
+        Duration::from_secs(1),
+        Realtime,
+    );
+    eprintln!(
+        "bench {what}: p50 {} us, p99 {} us, turnaround p50 {} us, p99 {} us, loss {:.2}%",
+        r.p50_us, r.p99_us, r.turn_p50_us, r.turn_p99_us, r.loss_pct
+    );
     r
 }
 
@@ -555,25 +561,7 @@ fn xdp_bench_dhcp() {
         let mut r = measure(name, &server, &cli, &cs, secs);
         if name != "dnsmasq" {
             saturate_http(&srv, &cli, dir.path());
-            let loaded = loadgen::run(
-                &cli,
-                &cs,
-                SERVER,
-                LATENCY_RATE,
-                latency_secs(),
-                Duration::from_secs(1),
-                Realtime,
-            );
-            eprintln!(
-                "bench {name} under HTTP load: p50 {} us, p99 {} us, turnaround p50 {} us, \
-                 p99 {} us, loss {:.2}%",
-                loaded.p50_us,
-                loaded.p99_us,
-                loaded.turn_p50_us,
-                loaded.turn_p99_us,
-                loaded.loss_pct
-            );
-            r.under_http = Some(loaded);
+            r.under_http = Some(latency_run(&format!("{name} under HTTP load"), &cli, &cs));
         }
         drop(server);
         results.push(r);
