@@ -20,6 +20,7 @@ use xboot::dhcp::{self, Listen, PlainUrls, Sockets};
 use xboot::events::EventLog;
 use xboot::inventory::{Inventory, Mac};
 use xboot::state::Shared;
+use xboot::xdp::loader::XDP_PASS;
 use xboot::xdp::{FastPath, LoadOptions, SyncOptions};
 
 use super::clients::in_netns;
@@ -518,8 +519,10 @@ fn xdp_cost(cs: &[Client]) -> Vec<Cost> {
         let c = fp.costs(&frame, runs).unwrap();
         // A frame the program passes up unchanged can be run with `repeat` (warm caches,
         // no system call between runs); an answered one cannot (see `costs`).
-        let repeated = (!name.contains("OFFER") && !name.contains("ACK"))
-            .then(|| fp.cost_repeated(&frame, 100_000).unwrap().as_nanos() as u64);
+        let out1 = fp.test_run(&frame).unwrap();
+        let unchanged = out1.action == XDP_PASS && out1.frame == frame;
+        let repeated =
+            unchanged.then(|| fp.cost_repeated(&frame, 100_000).unwrap().as_nanos() as u64);
         out.push(Cost {
             request: name.to_string(),
             median: c[c.len() / 2].as_nanos() as u64,

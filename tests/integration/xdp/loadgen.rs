@@ -482,12 +482,11 @@ pub fn run(
 ) -> LoadResult {
     let total = (rate as f64 * secs) as usize;
     let tpl = templates(clients, server);
-    let sent_at: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
-    let done: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
-    // Turnaround: the DISCOVER's send time, the OFFER's and ACK's receive stamps and
-    // the REQUEST's send time, all CLOCK_REALTIME ns (0: not seen).
+    // Per exchange, all CLOCK_REALTIME ns (the clock of the receive stamps; 0: not
+    // seen): the DISCOVER's send, the OFFER's receive stamp, the REQUEST's send, the
+    // ACK's receive stamp, and when the generator read the ACK.
     let zeros = || (0..total).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
-    let (d_sent, o_rx, r_sent, a_rx) = (zeros(), zeros(), zeros(), zeros());
+    let (d_sent, o_rx, r_sent, a_rx, done) = (zeros(), zeros(), zeros(), zeros(), zeros());
     let (offers, naks, wrong) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
@@ -533,10 +532,9 @@ pub fn run(
                             }
                         }
                         5 => {
-                            let ns = t0.elapsed().as_nanos() as u64;
                             let _ = done[seq].compare_exchange(
                                 0,
-                                ns,
+                                realtime_ns(),
                                 Ordering::Relaxed,
                                 Ordering::Relaxed,
                             );
@@ -562,15 +560,7 @@ pub fn run(
                 requests.flush(&txs);
             }
         });
-        send_discovers(
-            cli,
-            &tpl,
-            rate,
-            (&sent_at, &d_sent),
-            t0,
-            &mut elapsed_send,
-            clock,
-        );
+        send_discovers(cli, &tpl, rate, &d_sent, t0, &mut elapsed_send, clock);
         std::thread::sleep(drain);
         stop.store(true, Ordering::Relaxed);
         rx.join().unwrap();
@@ -578,10 +568,10 @@ pub fn run(
     let mut lat: Vec<u64> = (0..total)
         .filter_map(|i| {
             let (a, b) = (
-                sent_at[i].load(Ordering::Relaxed),
+                d_sent[i].load(Ordering::Relaxed),
                 done[i].load(Ordering::Relaxed),
             );
-            (b != 0 && a != 0).then(|| (b - a) / 1000)
+            (b != 0 && a != 0 && b >= a).then(|| (b - a) / 1000)
         })
         .collect();
     lat.sort_unstable();
@@ -629,7 +619,7 @@ fn send_discovers(
     cli: &Netns,
     tpl: &[Templates],
     rate: u64,
-    (sent_at, sent_real): (&[AtomicU64], &[AtomicU64]),
+    sent_at: &[AtomicU64],
     t0: Instant,
     elapsed: &mut Duration,
     clock: Clock,
@@ -653,13 +643,9 @@ fn send_discovers(
                     for i in seq..end {
                         batch.push(&tpl[i % tpl.len()].discover, XID_BASE + i as u32);
                     }
-                    let now = t0.elapsed().as_nanos() as u64;
+                    let now = realtime_ns();
                     for a in &sent_at[seq..end] {
                         a.store(now, Ordering::Relaxed);
-                    }
-                    let real = realtime_ns();
-                    for a in &sent_real[seq..end] {
-                        a.store(real, Ordering::Relaxed);
                     }
                     batch.flush(&tx);
                     seq = end;
