@@ -312,6 +312,82 @@ pub struct LeaseEvent {
     pub _pad: u32,
 }
 
+/// The benchmark's in-kernel DHCP client (program `bench-client`, built beside the
+/// server's program and used only by `cargo xtask bench dhcp`): what it and the
+/// benchmark share. Its frames are the load generator's, 342 bytes: Ethernet, IPv4 (no
+/// options), UDP, a 300-byte BOOTP message.
+pub mod bench {
+    pub const FRAME_LEN: usize = 342;
+    /// Offsets in the frame: IPv4 source (the UDP pseudo header's addresses, then the
+    /// UDP header and payload, run contiguously to the end), UDP checksum, xid, yiaddr,
+    /// chaddr, the MAC inside option 61, option 50's and 54's addresses (REQUEST), the
+    /// first option.
+    pub const IP_SRC: usize = 26;
+    pub const UDP_CSUM: usize = 40;
+    pub const XID: usize = 46;
+    pub const YIADDR: usize = 58;
+    pub const CHADDR: usize = 70;
+    pub const CLIENT_ID_MAC: usize = 288;
+    pub const REQUESTED_IP: usize = 309;
+    pub const SERVER_ID: usize = 315;
+    pub const OPTIONS: usize = 282;
+    /// xids the client uses: `XID_BASE + sequence number`. The userspace generator's
+    /// are below it, and replies to those are passed up untouched.
+    pub const XID_BASE: u32 = 0x8000_0000;
+    /// Send times kept, by sequence number modulo this (a power of two).
+    pub const SENT_SLOTS: u32 = 1 << 20;
+    /// Round-trip histogram: 1 us buckets below `HIST_FINE`, then 1,024 us buckets.
+    pub const HIST_FINE: u32 = 1024;
+    pub const HIST_BUCKETS: u32 = 2048;
+
+    /// Counters (a per-CPU array).
+    pub mod counter {
+        pub const DISCOVERS: u32 = 0;
+        pub const OFFERS: u32 = 1;
+        pub const REQUESTS: u32 = 2;
+        pub const ACKS: u32 = 3;
+        pub const NAKS: u32 = 4;
+        /// OFFERs or ACKs for the wrong client, address or server.
+        pub const WRONG: u32 = 5;
+        /// ACKs for no outstanding DISCOVER (a duplicate or a late one).
+        pub const UNMATCHED: u32 = 6;
+        /// Replies of another type, or that could not be turned into a REQUEST.
+        pub const OTHER: u32 = 7;
+        pub const COUNT: u32 = 8;
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Config {
+        /// Clients in `CLIENTS`; the DISCOVER with sequence number n is client n % clients.
+        pub clients: u32,
+        /// The server's address (option 54 expected, and sent in REQUESTs).
+        pub server: [u8; 4],
+        /// Next sequence number (advanced by the sending program).
+        pub seq: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Client {
+        pub mac: [u8; 6],
+        pub _pad: [u8; 2],
+        /// The address the inventory gives it.
+        pub ip: [u8; 4],
+    }
+
+    /// The client's frames, built in userspace for client 0 with xid 0: the program
+    /// copies one and stamps the client's fields and the checksum.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Frame {
+        pub bytes: [u8; FRAME_LEN],
+        pub _pad: [u8; 2],
+    }
+    pub const FRAME_DISCOVER: u32 = 0;
+    pub const FRAME_REQUEST: u32 = 1;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: every type below is repr(C), has only explicit padding fields, and any
@@ -321,6 +397,9 @@ mod pod {
     unsafe impl aya::Pod for super::ClassKey {}
     unsafe impl aya::Pod for super::Template {}
     unsafe impl aya::Pod for super::LeaseEvent {}
+    unsafe impl aya::Pod for super::bench::Config {}
+    unsafe impl aya::Pod for super::bench::Client {}
+    unsafe impl aya::Pod for super::bench::Frame {}
 }
 
 // Layout checks: both sides compile these, so a change that adds implicit padding fails
@@ -330,3 +409,6 @@ const _: () = assert!(core::mem::size_of::<HostEntry>() == 40 + 4 * MSGS * MAX_K
 const _: () = assert!(core::mem::size_of::<ClassKey>() == 4);
 const _: () = assert!(core::mem::size_of::<Template>() == 40 + HEAD_CAP + TAIL_CAP);
 const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<bench::Config>() == 16);
+const _: () = assert!(core::mem::size_of::<bench::Client>() == 12);
+const _: () = assert!(core::mem::size_of::<bench::Frame>() == bench::FRAME_LEN + 2);

@@ -6,6 +6,7 @@ pub mod clients;
 mod differential;
 mod fixture;
 mod fuzz;
+mod kgen;
 mod loadgen;
 mod reload;
 mod report;

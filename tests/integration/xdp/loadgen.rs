@@ -71,9 +71,9 @@ const BATCH: usize = 64;
 const XID_BASE: u32 = 0x4000_0000;
 /// The request frames: Ethernet (14), IPv4 without options (20), UDP (8), a 300-byte
 /// payload.
-const FRAME_LEN: usize = 342;
-const UDP_CSUM: usize = 40;
-const XID_AT: usize = 46;
+const FRAME_LEN: usize = boot_common::bench::FRAME_LEN;
+const UDP_CSUM: usize = boot_common::bench::UDP_CSUM;
+const XID_AT: usize = boot_common::bench::XID;
 // Not in the libc crate for every target.
 const SO_ATTACH_FILTER: libc::c_int = 26;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -199,7 +199,8 @@ fn payload(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8>
     b
 }
 
-fn frame(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> [u8; FRAME_LEN] {
+/// A client's DISCOVER (or, with its address and the server, REQUEST) frame.
+pub fn frame(mac: Mac, xid: u32, request: Option<(Ipv4Addr, Ipv4Addr)>) -> [u8; FRAME_LEN] {
     udp_frame(
         &payload(mac, xid, request),
         mac,

@@ -31,7 +31,7 @@ pub fn write(
 fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# DHCP benchmark\n");
-    let _ = writeln!(m, "{hosts} static hosts, one veth lab, our raw-frame DORA generator (broadcast replies), 2 shared cores; load average at the end: {}.\n", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let _ = writeln!(m, "{hosts} static hosts, one veth lab, 2 shared cores; load average at the end: {}. DORA/s: the in-kernel client (DISCOVERs written by BPF_PROG_TEST_RUN in live-frames mode, OFFERs turned into REQUESTs and ACKs counted by XDP on the client's veth); latency at 1000/s: the userspace raw-frame generator. Both check every OFFER and ACK against the client's inventory address and the server id.\n", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
     let _ = writeln!(
         m,
         "| server | DORA/s (<1% drops) | DORA round trip p50 / p99 at 1000/s (us) | p99 under HTTP load (us) | server turnaround p50 / p99 (us) | turnaround p99 under HTTP load (us) |"
@@ -39,7 +39,7 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
     let _ = writeln!(m, "| --- | --- | --- | --- | --- | --- |");
     for r in results {
         let bound = if r.generator_bound {
-            " (generator limit)"
+            " (send limit: the shared cores sent no faster)"
         } else {
             ""
         };
@@ -112,7 +112,7 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
             .unwrap_or_default();
         let _ = writeln!(m, "- {}: {} ns / {} ns{rep}", c.request, c.median, c.min);
     }
-    let _ = writeln!(m, "\nRate sweep (target -> sent/completed per second, loss; server ACKs = ACKs the server says it sent of the DISCOVERs of the step):\n");
+    let _ = writeln!(m, "\nRate sweep (in-kernel client; target -> sent/completed per second, loss, DORA round trip p99 in us):\n");
     for r in results {
         let steps: Vec<String> = r
             .sweep
@@ -123,8 +123,8 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                     n => format!(", {n} wrong OFFERs"),
                 };
                 format!(
-                    "{}->{:.0}/{:.0} ({:.1}%{wrong})",
-                    s.target_rate, s.send_rate, s.dora_per_sec, s.loss_pct
+                    "{}->{:.0}/{:.0} ({:.1}%, {}{wrong})",
+                    s.target_rate, s.send_rate, s.dora_per_sec, s.loss_pct, s.p99_us
                 )
             })
             .collect();
