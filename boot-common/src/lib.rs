@@ -386,6 +386,17 @@ pub mod bench {
     }
     pub const FRAME_DISCOVER: u32 = 0;
     pub const FRAME_REQUEST: u32 = 1;
+
+    /// Largest request `bench_cost` restores.
+    pub const COST_CAP: usize = 1020;
+
+    /// The request `bench_cost` writes over the frame before each run.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct CostFrame {
+        pub len: u32,
+        pub bytes: [u8; COST_CAP],
+    }
 }
 
 #[cfg(feature = "user")]
@@ -400,6 +411,7 @@ mod pod {
     unsafe impl aya::Pod for super::bench::Config {}
     unsafe impl aya::Pod for super::bench::Client {}
     unsafe impl aya::Pod for super::bench::Frame {}
+    unsafe impl aya::Pod for super::bench::CostFrame {}
 }
 
 // Layout checks: both sides compile these, so a change that adds implicit padding fails
@@ -412,3 +424,4 @@ const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<bench::Config>() == 16);
 const _: () = assert!(core::mem::size_of::<bench::Client>() == 12);
 const _: () = assert!(core::mem::size_of::<bench::Frame>() == bench::FRAME_LEN + 2);
+const _: () = assert!(core::mem::size_of::<bench::CostFrame>() == 4 + bench::COST_CAP);

@@ -370,9 +370,14 @@ mod tests {
     /// socket's error queue), never on the next datagram sent to another one.
     #[tokio::test]
     async fn closed_ports_do_not_fail_their_neighbours() {
+        // All bound before any is closed: a port closed early could be handed out again
+        // to a later responder, and its "closed" BMC would answer.
+        let mut socks = vec![];
+        for _ in 0..40u64 {
+            socks.push(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
         let mut targets = vec![];
-        for i in 0..40u64 {
-            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for (i, sock) in (0..40u64).zip(socks) {
             let addr = sock.local_addr().unwrap();
             if i % 2 == 0 {
                 drop(sock); // nothing listens there any more

@@ -245,26 +245,9 @@ impl FastPath {
         Ok(all)
     }
 
-    /// Mean time per run of one BPF_PROG_TEST_RUN with `repeat`: warm caches and no
-    /// system call between runs. Only meaningful for a frame the program passes up
-    /// unchanged (see `costs`).
-    pub fn cost_repeated(
-        &mut self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<std::time::Duration, XdpError> {
-        let prog = program(&mut self.ebpf)?;
-        let mut out = vec![0u8; frame.len() + 2048];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..Default::default()
-        };
-        Ok(prog
-            .test_run(opts)
-            .map_err(|e| XdpError::TestRun(Box::new(e)))?
-            .duration)
+    /// The loaded program's handle, for a benchmark harness that tail-calls it.
+    pub fn program_handle(&mut self) -> Option<&aya::programs::ProgramFd> {
+        program(&mut self.ebpf).ok()?.fd().ok()
     }
 
     /// The program's file descriptor number (for diagnostics).

@@ -21,7 +21,7 @@ use xboot::dhcp::{self, Listen, PlainUrls, Sockets};
 use xboot::events::EventLog;
 use xboot::inventory::{Inventory, Mac};
 use xboot::state::Shared;
-use xboot::xdp::loader::XDP_PASS;
+use xboot::xdp::loader::XDP_TX;
 use xboot::xdp::{FastPath, LoadOptions, SyncOptions};
 
 use super::fixture::host;
@@ -121,10 +121,7 @@ fn cpu_delta(before: &CpuSample, after: &CpuSample) -> u64 {
 /// Total run time (ns) and runs of BPF program `id` (counted while
 /// `aya::sys::enable_stats` holds).
 fn bpf_run_stats(id: u32) -> Option<(u64, u64)> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
+    super::kgen::run_stats(id)
 }
 
 /// Mean ns per run between two [`bpf_run_stats`] samples, and the runs.
@@ -327,6 +324,10 @@ pub struct ServerResult {
     pub sweep: Vec<LoadResult>,
     pub idle: LoadResult,
     pub under_http: Option<LoadResult>,
+    /// The in-kernel client at the latency rate, idle and under HTTP load: round trips
+    /// with no client wake-up in them.
+    pub kernel_idle: LoadResult,
+    pub kernel_under_http: Option<LoadResult>,
 }
 
 /// A sweep step the server passed: under 1% drops, at (nearly) the target rate.
@@ -374,6 +375,7 @@ fn measure(
         Normal,
     );
     r.idle = latency_run(&format!("{name} idle"), cli, cs);
+    r.kernel_idle = kernel_latency_run(&format!("{name} idle"), cli, kc);
     // The kernel times BPF programs only while asked to (a few ns per run of its own).
     let stats_guard = server
         .xdp_runs()
@@ -473,6 +475,16 @@ fn latency_run(what: &str, cli: &Netns, cs: &[Client]) -> LoadResult {
     r
 }
 
+/// One latency run of the in-kernel client, logged as `what`.
+fn kernel_latency_run(what: &str, cli: &Netns, kc: &mut KernelClient) -> LoadResult {
+    let r = kc.run(cli, LATENCY_RATE, latency_secs(), Duration::from_secs(1));
+    eprintln!(
+        "bench {what}, in-kernel client: p50 {} us, p99 {} us, loss {:.2}%",
+        r.p50_us, r.p99_us, r.loss_pct
+    );
+    r
+}
+
 /// The program's cost for one request kind, in ns.
 #[derive(Debug, serde::Serialize)]
 pub struct Cost {
@@ -480,15 +492,18 @@ pub struct Cost {
     /// Median and minimum of single BPF_PROG_TEST_RUN passes.
     pub median: u64,
     pub min: u64,
-    /// Mean of one run with `repeat` = 100,000, for frames the program leaves as they are.
+    /// Warm: mean per run of 100,000 repeated runs, each on the request (restored before
+    /// every run by a harness whose own share is subtracted; see `kgen::cost_per_request`).
     pub repeated: Option<u64>,
 }
 
-/// The program's own cost per request (single BPF_PROG_TEST_RUN passes), and for the
-/// frames passed up unchanged also repeated: a frame that is not DHCP at all shows how
-/// much of a single pass is the test run's own.
+/// The program's own cost per request: single BPF_PROG_TEST_RUN passes (cold: a system
+/// call between runs; a frame that is not DHCP at all shows how much of a single pass is
+/// the test run's own) and repeated runs (warm).
 fn xdp_cost(cs: &[Client]) -> Vec<Cost> {
     let runs = env_num("XBOOT_BENCH_COST_RUNS", 20_000) as u32;
+    let ns = Netns::new("bench-cost");
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF run-time statistics");
     let mut fp = FastPath::load(LoadOptions::for_hosts(cs.len())).unwrap();
     let inv = inventory(cs);
     let s = dhcp::Settings::from_config(&config()).unwrap();
@@ -525,12 +540,14 @@ fn xdp_cost(cs: &[Client]) -> Vec<Cost> {
             continue; // for profiling one request kind
         }
         let c = fp.costs(&frame, runs).unwrap();
-        // A frame the program passes up unchanged can be run with `repeat` (warm caches,
-        // no system call between runs); an answered one cannot (see `costs`).
-        let out1 = fp.test_run(&frame).unwrap();
-        let unchanged = out1.action == XDP_PASS && out1.frame == frame;
-        let repeated =
-            unchanged.then(|| fp.cost_repeated(&frame, 100_000).unwrap().as_nanos() as u64);
+        let before = fp.stats().counters().answered;
+        let single = fp.test_run(&frame).unwrap();
+        let prog = fp.program_handle().expect("the loaded program");
+        let repeated = super::kgen::cost_per_request(&ns, prog, &frame, 100_000);
+        // Every repeated run took the single pass's way (the harness restored the request).
+        let expect = if single.action == XDP_TX { 100_001 } else { 0 };
+        assert_eq!(fp.stats().counters().answered - before, expect, "{name}");
+        let repeated = Some(repeated.round().max(0.0) as u64);
         out.push(Cost {
             request: name.to_string(),
             median: c[c.len() / 2].as_nanos() as u64,
@@ -574,7 +591,9 @@ fn xdp_bench_dhcp() {
         let mut r = measure(name, &server, &cli, &mut kc, &cs, secs);
         if name != "dnsmasq" {
             saturate_http(&srv, &cli, dir.path());
-            r.under_http = Some(latency_run(&format!("{name} under HTTP load"), &cli, &cs));
+            let what = format!("{name} under HTTP load");
+            r.under_http = Some(latency_run(&what, &cli, &cs));
+            r.kernel_under_http = Some(kernel_latency_run(&what, &cli, &mut kc));
         }
         drop(server);
         results.push(r);

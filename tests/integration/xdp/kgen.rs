@@ -15,10 +15,12 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::maps::{Array, MapData, PerCpuArray, ProgramArray};
+use aya::programs::{ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use boot_common::bench::{self, counter, Config, Frame, FRAME_DISCOVER, FRAME_LEN, FRAME_REQUEST};
+use boot_common::bench::{
+    self, counter, Config, CostFrame, Frame, COST_CAP, FRAME_DISCOVER, FRAME_LEN, FRAME_REQUEST,
+};
 
 use super::clients::in_netns;
 use super::loadgen::{self, Client, LoadResult};
@@ -220,4 +222,67 @@ impl KernelClient {
             ..Default::default()
         }
     }
+}
+
+/// The kernel's run-time statistics of program `id`: total ns and runs.
+pub fn run_stats(id: u32) -> Option<(u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
+}
+
+/// The warm cost per request of XDP program `target`, in ns, from BPF_PROG_TEST_RUN
+/// repeats: `repeat` live-frame runs of `bench_cost` on `frame` (written back before each
+/// run, then `target` tail-called), minus the same runs calling `bench_pass`. Needs the
+/// kernel's run-time statistics enabled. Runs in `ns`: frames the target passes up enter
+/// that namespace's stack on its loopback, answers are sent out of it and freed.
+pub fn cost_per_request(ns: &Netns, target: &ProgramFd, frame: &[u8], repeat: u32) -> f64 {
+    assert!(frame.len() <= COST_CAP);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("CLIENTS", 1)
+        .load(OBJECT)
+        .expect("load bench-client");
+    for name in ["bench_cost", "bench_pass"] {
+        program(&mut ebpf, name)
+            .load()
+            .expect("verify bench-client");
+    }
+    let mut cf = CostFrame {
+        len: frame.len() as u32,
+        bytes: [0; COST_CAP],
+    };
+    cf.bytes[..frame.len()].copy_from_slice(frame);
+    let mut slot: Array<_, CostFrame> =
+        Array::try_from(ebpf.map_mut("COST_FRAME").unwrap()).unwrap();
+    slot.set(0, cf, 0).unwrap();
+    let pass = program(&mut ebpf, "bench_pass")
+        .fd()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+    let with = cost_run(&mut ebpf, ns, target, frame, repeat);
+    let without = cost_run(&mut ebpf, ns, &pass, frame, repeat);
+    with - without
+}
+
+/// Mean ns per run of `bench_cost` calling `target`.
+fn cost_run(ebpf: &mut Ebpf, ns: &Netns, target: &ProgramFd, frame: &[u8], repeat: u32) -> f64 {
+    let mut targets = ProgramArray::try_from(ebpf.map_mut("TARGET").unwrap()).unwrap();
+    targets.set(0, target, 0).unwrap();
+    let prog = program(ebpf, "bench_cost");
+    let id = prog.info().unwrap().id();
+    let before = run_stats(id).unwrap();
+    in_netns(ns, || {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+            ..Default::default()
+        };
+        prog.test_run(opts)
+            .expect("BPF_PROG_TEST_RUN (live frames)");
+    });
+    let after = run_stats(id).unwrap();
+    (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64
 }

@@ -80,6 +80,20 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                 xh.p99_us as f64 / x.idle.p99_us.max(1) as f64,
                 uh.p99_us as f64 / u.idle.p99_us.max(1) as f64
             );
+            if let (Some(xk), Some(uk)) = (&x.kernel_under_http, &u.kernel_under_http) {
+                let _ = writeln!(
+                    m,
+                    "DORA round trip from the in-kernel client at 1000/s (no client wake-up \
+                     in it), p99 idle -> under HTTP load: xdp {} -> {} us ({:.1}x), userspace \
+                     {} -> {} us ({:.1}x).",
+                    x.kernel_idle.p99_us,
+                    xk.p99_us,
+                    xk.p99_us as f64 / x.kernel_idle.p99_us.max(1) as f64,
+                    u.kernel_idle.p99_us,
+                    uk.p99_us,
+                    uk.p99_us as f64 / u.kernel_idle.p99_us.max(1) as f64
+                );
+            }
             let _ = writeln!(
                 m,
                 "(Server turnaround, as perfdhcp reports it: discover-offer plus request-ack \
@@ -101,9 +115,10 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
     let _ = writeln!(
         m,
         "\nXDP program cost per request (BPF_PROG_TEST_RUN): single passes, median / min, \
-         each after a system call (cold caches, the test run's own timing included); for \
-         frames passed up unchanged also the mean of one run repeated 100,000 times (an \
-         answered frame cannot be repeated: the program rewrites it into the reply):\n"
+         each after a system call (cold caches, the test run's own timing included); and \
+         repeated: the mean of 100,000 runs in one call (warm caches), each on the request \
+         written back by a harness that then tail-calls the program, the harness's own \
+         share subtracted (kernel run-time statistics):\n"
     );
     for c in cost {
         let rep = c
