@@ -39,6 +39,14 @@ pub struct KernelClient {
     ifindex: u32,
 }
 
+/// The client's object, with room for `clients` clients.
+fn load(clients: u32) -> Ebpf {
+    EbpfLoader::new()
+        .map_max_entries("CLIENTS", clients)
+        .load(OBJECT)
+        .expect("load bench-client")
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
     let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
     p
@@ -69,10 +77,7 @@ impl KernelClient {
     /// Loads the client and attaches its reply program to `ifname` in `cli`, for
     /// `clients` (their MACs and addresses) served by `server`.
     pub fn start(cli: &Netns, ifname: &str, clients: &[Client], server: Ipv4Addr) -> KernelClient {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("CLIENTS", clients.len() as u32)
-            .load(OBJECT)
-            .expect("load bench-client");
+        let mut ebpf = load(clients.len() as u32);
         for name in ["bench_send", "bench_reply"] {
             program(&mut ebpf, name)
                 .load()
@@ -140,10 +145,7 @@ impl KernelClient {
     /// program of their own (veth takes transmitted XDP frames only on a side that runs
     /// one). Detached when the returned object is dropped.
     pub fn pass_through(srv: &Netns, ifname: &str) -> Ebpf {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("CLIENTS", 1)
-            .load(OBJECT)
-            .expect("load bench-client");
+        let mut ebpf = load(1);
         let prog = program(&mut ebpf, "bench_pass");
         prog.load().expect("verify bench_pass");
         in_netns(srv, || prog.attach(ifname, XdpMode::Driver)).expect("attach bench_pass");
@@ -239,10 +241,7 @@ pub fn run_stats(id: u32) -> Option<(u64, u64)> {
 /// that namespace's stack on its loopback, answers are sent out of it and freed.
 pub fn cost_per_request(ns: &Netns, target: &ProgramFd, frame: &[u8], repeat: u32) -> f64 {
     assert!(frame.len() <= COST_CAP);
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries("CLIENTS", 1)
-        .load(OBJECT)
-        .expect("load bench-client");
+    let mut ebpf = load(1);
     for name in ["bench_cost", "bench_pass"] {
         program(&mut ebpf, name)
             .load()
