@@ -252,8 +252,7 @@ impl FastPath {
 
     /// The program's file descriptor number (for diagnostics).
     pub fn program_fd(&mut self) -> Option<i32> {
-        let prog = program(&mut self.ebpf).ok()?;
-        Some(prog.fd().ok()?.as_fd().as_raw_fd())
+        Some(self.program_handle()?.as_fd().as_raw_fd())
     }
 
     /// The lease events' reader, taken once (None afterwards, or if mapping the rings

@@ -25,7 +25,7 @@ use xboot::xdp::loader::XDP_TX;
 use xboot::xdp::{FastPath, LoadOptions, SyncOptions};
 
 use super::fixture::host;
-use super::kgen::KernelClient;
+use super::kgen::{run_stats, KernelClient};
 use super::loadgen::{
     self, Client,
     Clock::{Normal, Realtime},
@@ -118,13 +118,7 @@ fn cpu_delta(before: &CpuSample, after: &CpuSample) -> u64 {
         .sum()
 }
 
-/// Total run time (ns) and runs of BPF program `id` (counted while
-/// `aya::sys::enable_stats` holds).
-fn bpf_run_stats(id: u32) -> Option<(u64, u64)> {
-    super::kgen::run_stats(id)
-}
-
-/// Mean ns per run between two [`bpf_run_stats`] samples, and the runs.
+/// Mean ns per run between two [`run_stats`] samples, and the runs.
 fn per_run(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> (Option<f64>, Option<u64>) {
     match before.zip(after) {
         Some(((t0, n0), (t1, n1))) if n1 > n0 => {
@@ -174,7 +168,7 @@ impl Server {
         match self {
             Server::Xboot {
                 prog_id: Some(id), ..
-            } => bpf_run_stats(*id),
+            } => run_stats(*id),
             _ => None,
         }
     }
@@ -302,6 +296,32 @@ fn saturate_http(srv: &Netns, cli: &Netns, dir: &std::path::Path) {
         cli.spawn(&["sh", "-c", cmd], Stdio::null(), Stdio::null());
     }
     std::thread::sleep(Duration::from_secs(1));
+}
+
+/// Server (`s0`, SERVER) and client (`c0`) namespaces joined by a veth pair, with the
+/// in-kernel client on c0 (XDP_TX on veth needs a program on the receiving side anyway;
+/// it passes up whatever is not its own, so the userspace generator works beside it)
+/// and, for servers without XDP of their own, the pass-through program on s0 to receive
+/// its frames. Fields drop in order: the programs go before the namespaces.
+struct Lab {
+    kc: KernelClient,
+    _pass: Option<aya::Ebpf>,
+    cli: Netns,
+    srv: Netns,
+}
+
+impl Lab {
+    fn new(prefix: &str, cs: &[Client], server_has_xdp: bool) -> Lab {
+        let srv = Netns::new(&format!("{prefix}-s"));
+        let cli = Netns::new(&format!("{prefix}-c"));
+        Netns::veth(&srv, "s0", "10.77.0.1/16", &cli, "c0", "10.77.0.2/16");
+        Lab {
+            kc: KernelClient::start(&cli, "c0", cs, SERVER),
+            _pass: (!server_has_xdp).then(|| KernelClient::pass_through(&srv, "s0")),
+            cli,
+            srv,
+        }
+    }
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -494,7 +514,7 @@ pub struct Cost {
     pub min: u64,
     /// Warm: mean per run of 100,000 repeated runs, each on the request (restored before
     /// every run by a harness whose own share is subtracted; see `kgen::cost_per_request`).
-    pub repeated: Option<u64>,
+    pub repeated: u64,
 }
 
 /// The program's own cost per request: single BPF_PROG_TEST_RUN passes (cold: a system
@@ -547,7 +567,7 @@ fn xdp_cost(cs: &[Client]) -> Vec<Cost> {
         // Every repeated run took the single pass's way (the harness restored the request).
         let expect = if single.action == XDP_TX { 100_001 } else { 0 };
         assert_eq!(fp.stats().counters().answered - before, expect, "{name}");
-        let repeated = Some(repeated.round().max(0.0) as u64);
+        let repeated = repeated.round().max(0.0) as u64;
         out.push(Cost {
             request: name.to_string(),
             median: c[c.len() / 2].as_nanos() as u64,
@@ -575,25 +595,17 @@ fn xdp_bench_dhcp() {
         if !only.is_empty() && !only.split(',').any(|o| o == name) {
             continue;
         }
-        let srv = Netns::new("bench-s");
-        let cli = Netns::new("bench-c");
-        Netns::veth(&srv, "s0", "10.77.0.1/16", &cli, "c0", "10.77.0.2/16");
-        // The in-kernel client on c0 (XDP_TX on veth needs a program on the receiving
-        // side anyway; it passes up whatever is not its own, so the userspace generator
-        // of the latency runs works beside it); servers without XDP of their own get a
-        // pass-through program on s0, to receive its frames.
-        let mut kc = KernelClient::start(&cli, "c0", &cs, SERVER);
-        let _pass = (name != "xboot-xdp").then(|| KernelClient::pass_through(&srv, "s0"));
+        let mut lab = Lab::new("bench", &cs, name == "xboot-xdp");
         let server = match name {
-            "dnsmasq" => start_dnsmasq(&srv, &cs, dir.path()),
-            _ => start_xboot(&srv, inventory(&cs), name == "xboot-xdp"),
+            "dnsmasq" => start_dnsmasq(&lab.srv, &cs, dir.path()),
+            _ => start_xboot(&lab.srv, inventory(&cs), name == "xboot-xdp"),
         };
-        let mut r = measure(name, &server, &cli, &mut kc, &cs, secs);
+        let mut r = measure(name, &server, &lab.cli, &mut lab.kc, &cs, secs);
         if name != "dnsmasq" {
-            saturate_http(&srv, &cli, dir.path());
+            saturate_http(&lab.srv, &lab.cli, dir.path());
             let what = format!("{name} under HTTP load");
-            r.under_http = Some(latency_run(&what, &cli, &cs));
-            r.kernel_under_http = Some(kernel_latency_run(&what, &cli, &mut kc));
+            r.under_http = Some(latency_run(&what, &lab.cli, &cs));
+            r.kernel_under_http = Some(kernel_latency_run(&what, &lab.cli, &mut lab.kc));
         }
         drop(server);
         results.push(r);
@@ -613,14 +625,10 @@ fn kernel_client_completes_exchanges_on_both_paths() {
     }
     let cs = clients(200);
     for xdp in [true, false] {
-        let srv = Netns::new("kc-s");
-        let cli = Netns::new("kc-c");
-        Netns::veth(&srv, "s0", "10.77.0.1/16", &cli, "c0", "10.77.0.2/16");
-        let mut kc = KernelClient::start(&cli, "c0", &cs, SERVER);
-        let _pass = (!xdp).then(|| KernelClient::pass_through(&srv, "s0"));
-        let server = start_xboot(&srv, inventory(&cs), xdp);
+        let mut lab = Lab::new("kc", &cs, xdp);
+        let server = start_xboot(&lab.srv, inventory(&cs), xdp);
         let acks = server.acks();
-        let r = kc.run(&cli, 2_000, 0.5, Duration::from_millis(500));
+        let r = lab.kc.run(&lab.cli, 2_000, 0.5, Duration::from_millis(500));
         let mode = if xdp { "xdp" } else { "userspace" };
         assert_eq!(r.discovers, 1_000, "{mode}: {r:?}");
         assert_eq!(r.offers, 1_000, "{mode}: {r:?}");

@@ -121,11 +121,11 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
          share subtracted (kernel run-time statistics):\n"
     );
     for c in cost {
-        let rep = c
-            .repeated
-            .map(|r| format!("; repeated {r} ns"))
-            .unwrap_or_default();
-        let _ = writeln!(m, "- {}: {} ns / {} ns{rep}", c.request, c.median, c.min);
+        let _ = writeln!(
+            m,
+            "- {}: {} ns / {} ns; repeated {} ns",
+            c.request, c.median, c.min, c.repeated
+        );
     }
     let _ = writeln!(m, "\nRate sweep (in-kernel client; target -> sent/completed per second, loss, DORA round trip p99 in us):\n");
     for r in results {
