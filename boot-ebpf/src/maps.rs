@@ -50,12 +50,17 @@ pub static EVENT_HEADS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// masked with `PAY_CAP - 1`).
 pub const PAY_CAP: usize = 2048;
 
-/// Layout of `Work::hdr`: the Ethernet header ends at `IP` (it starts at 2 tagged, 6
-/// untagged), then IPv4 + UDP, then the message's first 44 bytes at an 8-byte aligned
-/// offset.
+/// Layout of `Work::out`: the Ethernet header ends at `IP` (it starts at 2 tagged, 6
+/// untagged), then IPv4 + UDP, then the DHCP message at the 8-byte aligned `MSG`.
 pub const IP: usize = 20;
-pub const B44: usize = 48;
-pub const HDR_LEN: usize = 96;
+pub const MSG: usize = 48;
+/// Capacity of `Work::out` (a power of two: offsets are masked with `OUT_CAP - 1`); holds
+/// `MSG` plus the longest head, insert and tail (922 bytes).
+pub const OUT_CAP: usize = 1024;
+
+/// The reply frame under composition, 8-byte aligned (the head goes in in words).
+#[repr(C, align(8))]
+pub struct Out(pub [u8; OUT_CAP + 8]);
 
 /// Per-CPU working memory: the BPF stack is only 512 bytes.
 #[repr(C)]
@@ -68,11 +73,11 @@ pub struct Work {
     pub walk: Walk,
     /// The chosen template's small fields.
     pub h: Head,
-    /// The reply's headers, contiguous so one store writes them: Ethernet, IPv4 + UDP
-    /// at `IP`, the DHCP message's first 44 bytes (op .. chaddr, stamped) at `B44`.
-    pub hdr: [u8; HDR_LEN],
-    /// The rotated DNS list.
-    pub dns: [u8; 32],
+    /// The reply frame, composed here and written into the frame with one store (each
+    /// store is a helper call and a `memcpy` whose start-up costs more than copying a
+    /// few hundred bytes in words): headers, then the message at `MSG`. 8 bytes of
+    /// slack past `OUT_CAP` for word copies at masked offsets.
+    pub out: Out,
     /// The requested address in dotted decimal, zero-padded, for DHCPNAK messages.
     pub ip_text: [u8; 16],
     pub ip_text_len: u32,

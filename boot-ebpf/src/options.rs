@@ -77,7 +77,7 @@ pub struct Walk {
 }
 
 /// Bit in `Walk::seen` per known option (a repeat is passed up: RFC 3396 concatenation).
-fn bit(code: u8) -> Option<u32> {
+const fn bit(code: u8) -> Option<u32> {
     Some(
         1 << match code {
             53 => 0,
@@ -98,6 +98,60 @@ fn bit(code: u8) -> Option<u32> {
             _ => return None,
         },
     )
+}
+
+/// What the walk does with an option's content.
+mod handle {
+    pub const ANY: u32 = 0; // 55, 94, 175, 43, 51: any content
+    pub const MSG_TYPE: u32 = 1;
+    pub const REQUESTED_IP: u32 = 2;
+    pub const SERVER_ID: u32 = 3;
+    pub const MAX_SIZE: u32 = 4;
+    pub const VENDOR: u32 = 5;
+    pub const USER: u32 = 6;
+    pub const ARCH: u32 = 7;
+    pub const HOSTNAME: u32 = 8;
+    pub const ECHO_61: u32 = 9;
+    pub const ECHO_97: u32 = 10;
+}
+
+/// Per option code: its `seen` bit in bits 0..16 (0: an option the program does not
+/// know), the fixed length the slow path's parser checks in bits 16..24 (0: any), the
+/// handler in bits 24..32. One load from read-only data where `match`es on the code
+/// compile to chains of comparisons (BPF has no jump tables), run for every option.
+static CODES: [u32; 256] = codes();
+
+const fn codes() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    let mut c = 0;
+    while c < 256 {
+        let code = c as u8;
+        if let Some(b) = bit(code) {
+            let want: u32 = match code {
+                53 => 1,
+                50 | 54 | 51 => 4,
+                57 => 2,
+                94 => 3,
+                _ => 0,
+            };
+            let h = match code {
+                53 => handle::MSG_TYPE,
+                50 => handle::REQUESTED_IP,
+                54 => handle::SERVER_ID,
+                57 => handle::MAX_SIZE,
+                60 => handle::VENDOR,
+                77 => handle::USER,
+                93 => handle::ARCH,
+                12 => handle::HOSTNAME,
+                61 => handle::ECHO_61,
+                97 => handle::ECHO_97,
+                _ => handle::ANY,
+            };
+            t[c] = b | want << 16 | h << 24;
+        }
+        c += 1;
+    }
+    t
 }
 
 #[inline(always)]
@@ -229,36 +283,33 @@ fn one(w: &mut Walk, p: &[u8; PAY_CAP + 128]) -> i64 {
 /// Checks and records one option; returns RUNNING or why the walk stops.
 #[inline(always)]
 fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) -> u32 {
-    let Some(bit) = bit(code) else {
+    let e = CODES[code as usize];
+    let bit = e & 0xffff;
+    if bit == 0 {
         return UNUSUAL; // an option the program does not know (52 and 82 included)
-    };
+    }
     if w.seen & bit != 0 {
         return UNUSUAL;
     }
     w.seen |= bit;
     let b = |k: u32| byte(p, data + k);
     // Fixed lengths, as the slow path's parser checks them.
-    let want = match code {
-        53 => 1,
-        50 | 54 | 51 => 4,
-        57 => 2,
-        94 => 3,
-        _ => 0,
-    };
+    let want = (e >> 16) & 0xff;
     if want != 0 && len != want {
         return MALFORMED;
     }
-    match code {
-        53 => w.msg_type = b(0) as u32,
-        50 => w.req_ip = [b(0), b(1), b(2), b(3)],
-        54 => w.sid = [b(0), b(1), b(2), b(3)],
-        57 => w.max_size = u16::from_be_bytes([b(0), b(1)]) as u32,
-        60 => {
+    match e >> 24 {
+        handle::ANY => {}
+        handle::MSG_TYPE => w.msg_type = b(0) as u32,
+        handle::REQUESTED_IP => w.req_ip = [b(0), b(1), b(2), b(3)],
+        handle::SERVER_ID => w.sid = [b(0), b(1), b(2), b(3)],
+        handle::MAX_SIZE => w.max_size = u16::from_be_bytes([b(0), b(1)]) as u32,
+        handle::VENDOR => {
             w.vendor = vendor_class(p, data, len);
             w.vendor_len = len;
         }
-        77 => w.user = user_class(p, data, len),
-        93 => {
+        handle::USER => w.user = user_class(p, data, len),
+        handle::ARCH => {
             if len < 2 || len % 2 != 0 {
                 return MALFORMED;
             }
@@ -267,14 +318,15 @@ fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) 
             }
             w.arch = u16::from_be_bytes([b(0), b(1)]) as u32;
         }
-        12 => return hostname(p, data, len),
-        61 | 97 => {
+        handle::HOSTNAME => return hostname(p, data, len),
+        h => {
+            // ECHO_61 or ECHO_97.
             if len == 0 || len > ECHO_MAX as u32 {
                 return UNUSUAL;
             }
             // SAFETY: plain stores into this CPU's walk state.
             unsafe {
-                if code == 61 {
+                if h == handle::ECHO_61 {
                     write_volatile(&mut w.o61_off, data - 2);
                     write_volatile(&mut w.o61_len, len);
                 } else {
@@ -283,7 +335,6 @@ fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) 
                 }
             }
         }
-        _ => {} // 55, 94, 175, 43, 51: any content
     }
     RUNNING
 }

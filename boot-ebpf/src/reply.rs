@@ -16,7 +16,7 @@ use core::{
 use aya_ebpf::{
     helpers::generated::{
         bpf_csum_diff, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-        bpf_xdp_store_bytes,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
@@ -27,7 +27,7 @@ use boot_common::{
 use crate::{
     decide::Choice,
     frame::{bounded, fold, Request, BOOTP_FIXED, PORT_SERVER},
-    maps::{self, Work, B44, HDR_LEN, IP, PAY_CAP, STATS, TEMPLATES},
+    maps::{self, Out, Work, IP, MSG, OUT_CAP, PAY_CAP, STATS, TEMPLATES},
     options::Opts,
     prog::{Verdict, NO_REASON},
 };
@@ -50,6 +50,9 @@ const fn other(r: u32) -> Verdict {
 /// is too small for everything the answer needs).
 #[repr(C)]
 pub struct Head {
+    /// The coarse clock when the template was read (one helper call serves the deadline
+    /// check and the lease event).
+    now_ns: u64,
     head_len: u32,
     tail_len: u32,
     stamp: u16,
@@ -119,27 +122,23 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
     if total > limit || (h.limited != 0 && limit > MIN_DATAGRAM - 28) {
         return other(reason::TOO_BIG);
     }
-    first_44(t, h, &work.req, &mut work.hdr);
-    let sum = payload_sum(h, &ins, &work.hdr);
-    headers(&work.req, choice, h, total, sum, nak, &mut work.hdr);
+    first_48(t, h, &work.req, &mut work.out);
+    let sum = payload_sum(h, &ins, &work.out);
+    headers(&work.req, choice, h, total, sum, nak, &mut work.out);
+    let Some(tail_left) = compose(ctx, work, t, &ins) else {
+        return other(reason::TOO_BIG);
+    };
     if let Err(v) = resize(ctx, work.req.l2 + 28 + total) {
         return v;
     }
-    if h.dns_n != 0 && !rotate_dns(t, h, &mut work.dns) {
-        return other(reason::TOO_BIG);
-    }
-    if !write_message(ctx, work, t, &ins) {
-        // The frame is already rewritten in part: pass it up; the slow path's parser
-        // refuses it, and the client retransmits.
+    if !write(ctx, work, t, total - tail_left, tail_left) {
+        // The frame is already resized, maybe rewritten in part: pass it up; the slow
+        // path's parser refuses it, and the client retransmits.
         return other(reason::TOO_BIG);
     }
     let (req, h) = (&work.req, &work.h);
     maps::event(&LeaseEvent {
-        // The tick's resolution (1-4 ms) is plenty for an event log, and the coarse clock
-        // reads no hardware counter (a serializing TSC read costs more than a tenth of
-        // the rest of an answer here).
-        // SAFETY: no preconditions.
-        time_ns: unsafe { bpf_ktime_get_coarse_ns() },
+        time_ns: h.now_ns,
         mac: req.mac,
         msg_type: h.msg_type,
         kind: h.kind,
@@ -161,6 +160,12 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
         (
             read_volatile(&(*t).id),
             Head {
+                // The tick's resolution (1-4 ms) is plenty for deadlines minutes away and
+                // for an event log, and the coarse clock reads no hardware counter (a
+                // serializing TSC read costs more than a tenth of the rest of an answer
+                // here).
+                // SAFETY: no preconditions.
+                now_ns: bpf_ktime_get_coarse_ns(),
                 head_len: read_volatile(&(*t).head_len) as u32,
                 tail_len: read_volatile(&(*t).tail_len) as u32,
                 stamp: read_volatile(&(*t).stamp),
@@ -186,8 +191,7 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     }
     // The coarse clock lags by at most a tick: deadlines are minutes away from the
     // daemon's refresh.
-    // SAFETY: no preconditions.
-    if valid_until != 0 && unsafe { bpf_ktime_get_coarse_ns() } > valid_until {
+    if valid_until != 0 && h.now_ns > valid_until {
         return Err(other(reason::STALE_TEMPLATE));
     }
     Ok(h)
@@ -296,10 +300,13 @@ fn ip_text(text: &mut [u8; 16], text_len: &mut u32, ip: [u8; 4]) {
         *t.add((n & 15) as usize) = c;
         write_volatile(len, n + 1);
     };
-    unsafe {
-        write_volatile(t as *mut [u64; 2], [0; 2]);
-        write_volatile(len, 0);
+    // Byte by byte: a volatile store of the whole array would be a memset call.
+    let mut k = 0;
+    while k < 16 {
+        unsafe { write_volatile(t.add(k), 0) };
+        k += 1;
     }
+    unsafe { write_volatile(len, 0) };
     let mut i = 0;
     while i < 4 {
         let v = ip[i];
@@ -317,44 +324,44 @@ fn ip_text(text: &mut [u8; 16], text_len: &mut u32, ip: [u8; 4]) {
     }
 }
 
-/// The message's first 44 bytes (op .. chaddr) into `hdr[B44..]`: the template's,
-/// stamped.
+/// The message's first 48 bytes (op .. chaddr, and sname's first 4) into
+/// `out[MSG..]`: the template's, stamped.
 #[inline(always)]
-fn first_44(t: *const Template, h: &Head, req: &Request, hdr: &mut [u8; HDR_LEN]) {
+fn first_48(t: *const Template, h: &Head, req: &Request, out: &mut Out) {
     // SAFETY: the head holds at least 241 bytes; both are 8-byte aligned.
     unsafe {
         let w = read_volatile((*t).head.as_ptr() as *const [u64; 6]);
-        write_volatile(hdr.as_mut_ptr().add(B44) as *mut [u64; 6], w);
+        write_volatile(out.0.as_mut_ptr().add(MSG) as *mut [u64; 6], w);
     }
-    let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
+    let put = |b: &mut Out, at: usize, v: &[u8]| {
         let mut k = 0;
         while k < v.len() {
-            b[B44 + at + k] = v[k];
+            b.0[MSG + at + k] = v[k];
             k += 1;
         }
     };
     if h.stamp & stamp::XID != 0 {
-        put(hdr, 4, &req.xid);
+        put(out, 4, &req.xid);
     }
     if h.stamp & stamp::FLAGS != 0 {
-        put(hdr, 10, &req.flags);
+        put(out, 10, &req.flags);
     }
     if h.stamp & stamp::CIADDR != 0 {
-        put(hdr, 12, &req.ciaddr);
+        put(out, 12, &req.ciaddr);
     }
     if h.stamp & stamp::GIADDR != 0 {
-        put(hdr, 24, &req.giaddr);
+        put(out, 24, &req.giaddr);
     }
     if h.stamp & stamp::BCAST_IF_RELAYED != 0 && req.giaddr != [0; 4] {
-        hdr[B44 + 10] |= 0x80;
+        out.0[MSG + 10] |= 0x80;
     }
 }
 
 /// One's complement sum of the reply's DHCP message (big-endian words, unfolded).
 #[inline(always)]
-fn payload_sum(h: &Head, ins: &Insert, hdr: &[u8; HDR_LEN]) -> u32 {
+fn payload_sum(h: &Head, ins: &Insert, out: &Out) -> u32 {
     // The template has zeros where stamps go: add what was stamped.
-    let b = |at: usize| be16(hdr, B44 + at);
+    let b = |at: usize| be16(&out.0, MSG + at);
     let stamped = b(4) + b(6) + b(10) + b(12) + b(14) + b(24) + b(26);
     let tail = if ins.len & 1 == 1 {
         swap16(h.sum_tail as u32)
@@ -393,7 +400,7 @@ fn destination(
     }
 }
 
-/// Ethernet, IPv4 and UDP headers into `hdr[..B44]`.
+/// Ethernet, IPv4 and UDP headers into `out[..MSG]`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn headers(
@@ -403,16 +410,18 @@ fn headers(
     total: u32,
     payload_sum: u32,
     nak: bool,
-    hdr: &mut [u8; HDR_LEN],
+    hdr: &mut Out,
 ) {
-    let broadcast = hdr[B44 + 10] & 0x80 != 0; // the reply's flags, after stamping
-    let (dmac, dip, dport) = destination(req, broadcast, h.yiaddr, nak);
+    let broadcast = hdr.0[MSG + 10] & 0x80 != 0; // the reply's flags, after stamping
+                                                 // Through the stack: copied straight from the request (in the same map value as
+                                                 // `hdr`), the MACs would go through a memmove call.
+    let (dmac, dip, dport) = core::hint::black_box(destination(req, broadcast, h.yiaddr, nak));
     let sport = PORT_SERVER;
     let sip = choice.server.ip;
-    let put = |b: &mut [u8; HDR_LEN], at: usize, v: &[u8]| {
+    let put = |b: &mut Out, at: usize, v: &[u8]| {
         let mut k = 0;
         while k < v.len() {
-            b[at + k] = v[k];
+            b.0[at + k] = v[k];
             k += 1;
         }
     };
@@ -475,81 +484,137 @@ fn store(ctx: &XdpContext, off: u32, src: *const u8, len: u32) -> bool {
     unsafe { bpf_xdp_store_bytes(ctx.ctx, off, src as *mut c_void, len) == 0 }
 }
 
-/// Writes the DHCP message: stamped first 44 bytes, rest of the head, rotated DNS
-/// list, insert, tail.
+/// Writes the composed reply (`composed` bytes of message) into the frame with one store,
+/// and then the tail's `tail_left` bytes, when they were not composed.
 #[inline(always)]
-fn write_message(ctx: &XdpContext, work: &Work, t: *const Template, ins: &Insert) -> bool {
-    let h = &work.h;
-    let p = work.req.l2 + 28;
-    // SAFETY: t is a live map value; offsets and lengths are bounded below.
+fn write(ctx: &XdpContext, work: &Work, t: *const Template, composed: u32, tail_left: u32) -> bool {
+    let l2 = work.req.l2;
+    let start = if l2 == 18 { 2 } else { 6 };
+    let Some(len) = bounded(
+        l2 + 28 + composed,
+        14 + 28 + BOOTP_FIXED + 1,
+        (OUT_CAP - 2) as u32,
+    ) else {
+        return false;
+    };
+    // SAFETY: start + len <= OUT_CAP.
+    if !store(ctx, 0, unsafe { work.out.0.as_ptr().add(start) }, len) {
+        return false;
+    }
+    if tail_left == 0 {
+        return true;
+    }
+    let Some(n) = bounded(tail_left, 1, TAIL_CAP as u32) else {
+        return false;
+    };
+    // SAFETY: t is a live map value with TAIL_CAP bytes of tail.
+    store(ctx, l2 + 28 + composed, unsafe { (*t).tail.as_ptr() }, n)
+}
+
+/// Longest tail composed with the rest; a longer one (a NAK's message text) gets a store
+/// of its own.
+const TAIL_INLINE: u32 = 16;
+
+/// Copies `n` bytes from `src` to `out[at..]` one by one: for the short pieces at
+/// unaligned offsets (the BPF target splits unaligned wider accesses into bytes anyway).
+/// `get(k)` reads byte k of the source.
+#[inline(always)]
+fn copy_bytes<const MAX: u32>(out: &mut Out, at: u32, n: u32, get: impl Fn(u32) -> u8) {
+    let mut k = 0u32;
+    while k < MAX {
+        if k >= n {
+            break;
+        }
+        out.0[(at + k) as usize & (OUT_CAP - 1)] = get(k);
+        k += 1;
+    }
+}
+
+/// The rest of the message into `out`: the head after its first 48 bytes, the rotated
+/// DNS list, the insert, and a short tail. Returns the bytes of tail still to store.
+#[inline(always)]
+fn compose(ctx: &XdpContext, work: &mut Work, t: *const Template, ins: &Insert) -> Option<u32> {
+    let l2 = work.req.l2;
+    let Work {
+        out, h, ip_text, ..
+    } = work;
+    let m = MSG as u32;
+    // SAFETY: t is a live map value.
     let (head, tail) = unsafe { ((*t).head.as_ptr(), (*t).tail.as_ptr()) };
-    let Some(rest) = bounded(h.head_len - 44, 1, HEAD_CAP as u32 - 44) else {
-        return false;
-    };
-    // Ethernet, IPv4, UDP and the first 44 bytes of the message in one store.
-    let hdr = work.hdr.as_ptr();
-    let first = if work.req.l2 == 18 {
-        store(ctx, 0, unsafe { hdr.add(2) }, 90)
-    } else {
-        store(ctx, 0, unsafe { hdr.add(6) }, 86)
-    };
-    if !first || !store(ctx, p + 44, unsafe { head.add(44) }, rest) {
-        return false;
-    }
-    if h.dns_n != 0 {
-        let Some(n) = bounded(4 * h.dns_n as u32, 8, 4 * DNS_MAX as u32) else {
-            return false;
-        };
-        if !store(ctx, p + h.dns_off as u32, work.dns.as_ptr(), n) {
-            return false;
+    let rest = bounded(h.head_len - 48, 0, HEAD_CAP as u32 - 48)?;
+    // The head in aligned words (both sides are 8-byte aligned at 48); up to 7 bytes
+    // past it are written over below, or lie past the reply.
+    // SAFETY: head + 48 has HEAD_CAP - 48 bytes; out has MSG + HEAD_CAP + 8.
+    unsafe {
+        let src = head.add(48) as *const u64;
+        let dst = out.0.as_mut_ptr().add(MSG + 48) as *mut u64;
+        // Four words a step (up to 31 bytes too many: into the template's tail field,
+        // and over what is written next).
+        let mut i = 0u32;
+        while i < (HEAD_CAP as u32 - 48) / 8 {
+            if 8 * i >= rest {
+                break;
+            }
+            // Volatile: a plain loop would become a memcpy call of variable length,
+            // which BPF does not have.
+            let mut k = 0;
+            while k < 4 {
+                let w = (i + k) as usize;
+                write_volatile(dst.add(w), *src.add(w));
+                k += 1;
+            }
+            i += 4;
         }
     }
+    if h.dns_n != 0 && !rotate_dns(t, h, out) {
+        return None;
+    }
+    let head_len = bounded(h.head_len, BOOTP_FIXED + 1, HEAD_CAP as u32)?;
     if ins.len != 0 {
-        let Some(n) = bounded(ins.len, 1, INSERT_MAX) else {
-            return false;
-        };
-        let src = if ins.src == u32::MAX {
-            work.ip_text.as_ptr()
+        let n = bounded(ins.len, 1, INSERT_MAX)?;
+        if ins.src == u32::MAX {
+            let n = bounded(n, 1, 16)?;
+            copy_bytes::<16>(out, m + head_len, n, |k| ip_text[(k & 15) as usize]);
+            // The length byte that ends the head grows by the text's length.
+            // SAFETY: head_len - 1 < HEAD_CAP.
+            let lb = unsafe { *head.add(head_len as usize - 1) };
+            out.0[(m + head_len - 1) as usize & (OUT_CAP - 1)] = lb.wrapping_add(n as u8);
         } else {
-            unsafe {
-                work.pay
-                    .as_ptr()
-                    .add((ins.src & (PAY_CAP as u32 - 1)) as usize)
-            }
-        };
-        if n > 16 && ins.src == u32::MAX {
-            return false;
-        }
-        if !store(ctx, p + h.head_len, src, n) {
-            return false;
-        }
-        if h.insert == insert::REQUESTED_IP_TEXT {
-            let Some(at) = bounded(h.head_len - 1, 0, HEAD_CAP as u32 - 1) else {
-                return false;
+            // Option 97 straight from the request frame, not yet written over: one helper
+            // call costs less than moving its bytes one by one.
+            let at = bounded(m + head_len, m + BOOTP_FIXED + 1, m + HEAD_CAP as u32)?;
+            let from = l2 + 28 + (ins.src & (PAY_CAP as u32 - 1));
+            // SAFETY: at + n <= MSG + HEAD_CAP + INSERT_MAX < OUT_CAP; the helper checks the
+            // frame's bounds.
+            let r = unsafe {
+                bpf_xdp_load_bytes(
+                    ctx.ctx,
+                    from,
+                    out.0.as_mut_ptr().add(at as usize) as *mut c_void,
+                    n,
+                )
             };
-            // SAFETY: at < HEAD_CAP.
-            let lb = [unsafe { *head.add(at as usize) }.wrapping_add(n as u8)];
-            if !store(ctx, p + h.head_len - 1, lb.as_ptr(), 1) {
-                return false;
+            if r != 0 {
+                return None;
             }
         }
     }
-    if h.tail_len != 0 {
-        let Some(n) = bounded(h.tail_len, 1, TAIL_CAP as u32) else {
-            return false;
-        };
-        if !store(ctx, p + h.head_len + ins.len, tail, n) {
-            return false;
-        }
+    let tail_len = bounded(h.tail_len, 0, TAIL_CAP as u32)?;
+    if tail_len > TAIL_INLINE {
+        return Some(tail_len);
     }
-    true
+    copy_bytes::<TAIL_INLINE>(out, m + head_len + ins.len, tail_len, |k| {
+        // SAFETY: k < TAIL_INLINE <= TAIL_CAP.
+        unsafe { *tail.add((k & (TAIL_INLINE - 1)) as usize) }
+    });
+    Some(0)
 }
 
 /// Option 6's servers rotated left by this CPU's reply count, as the slow path rotates
-/// them per reply, into `rot`. The list is in the head (option 6 sorts before every
-/// insert).
+/// them per reply, over their place in `out` (option 6 is in the head: it sorts before
+/// every insert).
 #[inline(always)]
-fn rotate_dns(t: *const Template, h: &Head, rot: &mut [u8; 32]) -> bool {
+fn rotate_dns(t: *const Template, h: &Head, out: &mut Out) -> bool {
     let n = h.dns_n as u32;
     let Some(off) = bounded(
         h.dns_off as u32,
@@ -577,8 +642,9 @@ fn rotate_dns(t: *const Template, h: &Head, rot: &mut [u8; 32]) -> bool {
         };
         let mut k = 0;
         while k < 4 {
+            let at = (MSG as u32 + off + 4 * i + k) as usize & (OUT_CAP - 1);
             // SAFETY: off + 4 * 8 <= HEAD_CAP.
-            rot[(4 * i + k) as usize] = unsafe { *head.add((off + 4 * j + k) as usize) };
+            out.0[at] = unsafe { *head.add((off + 4 * j + k) as usize) };
             k += 1;
         }
         i += 1;

@@ -236,11 +236,21 @@ pub fn run_stats(id: u32) -> Option<(u64, u64)> {
 
 /// The warm cost per request of XDP program `target`, in ns, from BPF_PROG_TEST_RUN
 /// repeats: `repeat` live-frame runs of `bench_cost` on `frame` (written back before each
-/// run, then `target` tail-called), minus the same runs calling `bench_pass`. Needs the
-/// kernel's run-time statistics enabled. Runs in `ns`: frames the target passes up enter
-/// that namespace's stack on its loopback, answers are sent out of it and freed.
-pub fn cost_per_request(ns: &Netns, target: &ProgramFd, frame: &[u8], repeat: u32) -> f64 {
+/// run, then `target` tail-called), minus the same runs calling `bench_pass`. Done
+/// `batches` times, alternating, so that a noisy neighbour shows as a spread: the least
+/// of each side's batches is the program's cost (noise only adds), the medians tell how
+/// noisy the machine was. Needs the kernel's run-time statistics enabled. Runs in `ns`:
+/// frames the target passes up enter that namespace's stack on its loopback, answers
+/// are sent out of it and freed.
+pub fn cost_per_request(
+    ns: &Netns,
+    target: &ProgramFd,
+    frame: &[u8],
+    repeat: u32,
+    batches: usize,
+) -> RepeatedCost {
     assert!(frame.len() <= COST_CAP);
+    assert!(batches > 0);
     let mut ebpf = load(1);
     for name in ["bench_cost", "bench_pass"] {
         program(&mut ebpf, name)
@@ -260,9 +270,29 @@ pub fn cost_per_request(ns: &Netns, target: &ProgramFd, frame: &[u8], repeat: u3
         .unwrap()
         .try_clone()
         .unwrap();
-    let with = cost_run(&mut ebpf, ns, target, frame, repeat);
-    let without = cost_run(&mut ebpf, ns, &pass, frame, repeat);
-    with - without
+    let (mut with, mut without) = (vec![], vec![]);
+    for _ in 0..batches {
+        with.push(cost_run(&mut ebpf, ns, target, frame, repeat));
+        without.push(cost_run(&mut ebpf, ns, &pass, frame, repeat));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    RepeatedCost {
+        min: min(&with) - min(&without),
+        median: median(&mut with) - median(&mut without),
+    }
+}
+
+/// `cost_per_request`'s answer, in ns per run.
+#[derive(Debug, Clone, Copy)]
+pub struct RepeatedCost {
+    /// Least batch with the target minus least batch with `bench_pass`.
+    pub min: f64,
+    /// The same with the medians.
+    pub median: f64,
 }
 
 /// Mean ns per run of `bench_cost` calling `target`.

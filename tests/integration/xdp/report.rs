@@ -118,13 +118,14 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
          each after a system call (cold caches, the test run's own timing included); and \
          repeated: the mean of 100,000 runs in one call (warm caches), each on the request \
          written back by a harness that then tail-calls the program, the harness's own \
-         share subtracted (kernel run-time statistics):\n"
+         share subtracted (kernel run-time statistics); the least of 7 such batches, and \
+         their median (noise from the machine's neighbours only adds):\n"
     );
     for c in cost {
         let _ = writeln!(
             m,
-            "- {}: {} ns / {} ns; repeated {} ns",
-            c.request, c.median, c.min, c.repeated
+            "- {}: {} ns / {} ns; repeated {} ns (median of batches {} ns)",
+            c.request, c.median, c.min, c.repeated, c.repeated_median
         );
     }
     let _ = writeln!(m, "\nRate sweep (in-kernel client; target -> sent/completed per second, loss, DORA round trip p99 in us):\n");
