@@ -1,6 +1,9 @@
-//! The DHCP option walk over the request copied into per-CPU memory, one option per
-//! `bpf_loop` step (a bounded `for` over TLVs at data-dependent offsets makes the
-//! verifier explore every path and exceeds its budget; see ARCHITECTURE.md).
+//! The DHCP option walk over the request copied into per-CPU memory, in `bpf_loop` steps
+//! (a bounded `for` over TLVs at data-dependent offsets makes the verifier explore every
+//! path and exceeds its budget; see ARCHITECTURE.md). The steps only check the TLV
+//! structure and note where each known option is; what the options say is read once
+//! the walk is done, outside the loop (fewer branches in the loop body keep its
+//! verification small enough for eight options a step, one call for most requests).
 //!
 //! Options may come in any order. The program answers only requests whose every option
 //! is one it knows, with a length the slow path's strict parser also accepts (the slow
@@ -25,7 +28,7 @@ const MASK: usize = PAY_CAP - 1;
 /// Options (or pad bytes) read per `bpf_loop` step: each step is a call and a return,
 /// which cost more than the reading itself (returns go through the kernel's return
 /// thunk on CPUs that need one).
-const PER_STEP: u32 = 4;
+const PER_STEP: u32 = 8;
 /// Upper bound on loop iterations: 512 options or pad bytes.
 const MAX_STEPS: u32 = 512 / PER_STEP;
 /// Longest hostname (option 12) the program checks for ASCII.
@@ -62,18 +65,9 @@ pub struct Walk {
     n: u32,
     status: u32,
     seen: u32,
-    msg_type: u32,
-    arch: u32,
-    vendor: u32,
-    vendor_len: u32,
-    user: u32,
-    max_size: u32,
-    req_ip: [u8; 4],
-    sid: [u8; 4],
-    o61_off: u32,
-    o61_len: u32,
-    o97_off: u32,
-    o97_len: u32,
+    /// Per known option, by its `seen` bit: data offset in the low 16 bits, length in
+    /// the high 16 (valid where `seen` has the bit).
+    at: [u32; 16],
 }
 
 /// Bit in `Walk::seen` per known option (a repeat is passed up: RFC 3396 concatenation).
@@ -100,24 +94,9 @@ const fn bit(code: u8) -> Option<u32> {
     )
 }
 
-/// What the walk does with an option's content.
-mod handle {
-    pub const ANY: u32 = 0; // 55, 94, 175, 43, 51: any content
-    pub const MSG_TYPE: u32 = 1;
-    pub const REQUESTED_IP: u32 = 2;
-    pub const SERVER_ID: u32 = 3;
-    pub const MAX_SIZE: u32 = 4;
-    pub const VENDOR: u32 = 5;
-    pub const USER: u32 = 6;
-    pub const ARCH: u32 = 7;
-    pub const HOSTNAME: u32 = 8;
-    pub const ECHO_61: u32 = 9;
-    pub const ECHO_97: u32 = 10;
-}
-
 /// Per option code: its `seen` bit in bits 0..16 (0: an option the program does not
 /// know), the fixed length the slow path's parser checks in bits 16..24 (0: any), the
-/// handler in bits 24..32. One load from read-only data where `match`es on the code
+/// bit's index in bits 24..32. One load from read-only data where `match`es on the code
 /// compile to chains of comparisons (BPF has no jump tables), run for every option.
 static CODES: [u32; 256] = codes();
 
@@ -134,20 +113,7 @@ const fn codes() -> [u32; 256] {
                 94 => 3,
                 _ => 0,
             };
-            let h = match code {
-                53 => handle::MSG_TYPE,
-                50 => handle::REQUESTED_IP,
-                54 => handle::SERVER_ID,
-                57 => handle::MAX_SIZE,
-                60 => handle::VENDOR,
-                77 => handle::USER,
-                93 => handle::ARCH,
-                12 => handle::HOSTNAME,
-                61 => handle::ECHO_61,
-                97 => handle::ECHO_97,
-                _ => handle::ANY,
-            };
-            t[c] = b | want << 16 | h << 24;
+            t[c] = b | want << 16 | b.trailing_zeros() << 24;
         }
         c += 1;
     }
@@ -156,67 +122,114 @@ const fn codes() -> [u32; 256] {
 
 #[inline(always)]
 pub fn walk(work: &mut Work) -> Result<(), Verdict> {
-    let malformed = Verdict::pass(counter::MALFORMED, reason::BAD_OPTIONS);
-    let unusual = Verdict::pass(counter::PASSED_OTHER, reason::UNUSUAL);
-    let init = Walk {
-        off: BOOTP_FIXED,
-        n: work.req.len,
-        status: RUNNING,
-        seen: 0,
-        msg_type: 0,
-        arch: ClassKey::NO_ARCH as u32,
-        vendor: ClassKey::VENDOR_NONE as u32,
-        vendor_len: 0,
-        user: ClassKey::USER_NONE as u32,
-        max_size: 0,
-        req_ip: [0; 4],
-        sid: [0; 4],
-        o61_off: 0,
-        o61_len: 0,
-        o97_off: 0,
-        o97_len: 0,
-    };
+    let malformed = || Verdict::pass(counter::MALFORMED, reason::BAD_OPTIONS);
+    let unusual = || Verdict::pass(counter::PASSED_OTHER, reason::UNUSUAL);
     // Volatile on both sides of the loop: `work` is a unique reference, so the compiler
     // would otherwise assume the callback (which finds the state through the map) cannot
     // touch it, and move the store past the loop or fold the result.
     // SAFETY: plain stores and loads of this CPU's working memory; `step` finds its
     // state in WORK and bpf_loop calls it synchronously.
-    let w = unsafe {
-        write_volatile(&mut work.walk, init);
+    let (status, seen) = unsafe {
+        // `at` needs no reset: an entry counts only where `seen` has its bit.
+        write_volatile(&mut work.walk.off, BOOTP_FIXED);
+        write_volatile(&mut work.walk.n, work.req.len);
+        write_volatile(&mut work.walk.status, RUNNING);
+        write_volatile(&mut work.walk.seen, 0);
         bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
-        read_volatile(&work.walk)
+        (
+            read_volatile(&work.walk.status),
+            read_volatile(&work.walk.seen),
+        )
     };
-    match w.status {
+    match status {
         DONE => {}
-        MALFORMED => return Err(malformed),
-        _ => return Err(unusual), // UNUSUAL, or more than MAX_STEPS options
+        MALFORMED => return Err(malformed()),
+        _ => return Err(unusual()), // UNUSUAL, or more than MAX_STEPS options
     }
-    let seen = |code: u8| bit(code).is_some_and(|b| w.seen & b != 0);
+    let (w, p) = (&work.walk, &work.pay);
+    let has = |code: u8| bit(code).is_some_and(|b| seen & b != 0);
+    // Where option `code` is (only for codes `bit` knows, checked by `has`).
+    let at = |code: u8| {
+        let i = bit(code).map_or(0, u32::trailing_zeros) as usize;
+        // SAFETY: this CPU's working memory, written by `step`.
+        let v = unsafe { read_volatile(&w.at[i & 15]) };
+        (v & 0xffff, v >> 16)
+    };
+    let b = |data: u32, k: u32| byte(p, data + k);
+    let four = |code: u8| {
+        let (d, _) = at(code);
+        [b(d, 0), b(d, 1), b(d, 2), b(d, 3)]
+    };
+    let two = |code: u8| {
+        let (d, _) = at(code);
+        u16::from_be_bytes([b(d, 0), b(d, 1)]) as u32
+    };
+    let mut arch = ClassKey::NO_ARCH as u32;
+    if has(93) {
+        let (_, len) = at(93);
+        if len < 2 || len % 2 != 0 {
+            return Err(malformed());
+        }
+        if len != 2 {
+            return Err(unusual()); // several architectures: the slow path chooses
+        }
+        arch = two(93);
+    }
+    let echo = |code: u8| -> Result<(u32, u32), Verdict> {
+        if !has(code) {
+            return Ok((0, 0));
+        }
+        let (d, len) = at(code);
+        if len == 0 || len > ECHO_MAX as u32 {
+            return Err(unusual());
+        }
+        Ok((d - 2, len))
+    };
+    let (o61, o97) = (echo(61)?, echo(97)?);
+    if has(12) {
+        let (d, len) = at(12);
+        if hostname(p, d, len) != RUNNING {
+            return Err(unusual());
+        }
+    }
+    let (vendor, vendor_len) = if has(60) {
+        let (d, len) = at(60);
+        (vendor_class(p, d, len), len)
+    } else {
+        (ClassKey::VENDOR_NONE as u32, 0)
+    };
     // Without option 93, the slow path reads the architecture out of a
     // `PXEClient:Arch:NNNNN` vendor class: leave that to it.
-    let vendor_arch = w.arch == ClassKey::NO_ARCH as u32
-        && ((w.vendor == ClassKey::VENDOR_PXE as u32 && w.vendor_len > 9)
-            || (w.vendor == ClassKey::VENDOR_HTTP as u32 && w.vendor_len > 10));
+    let vendor_arch = arch == ClassKey::NO_ARCH as u32
+        && ((vendor == ClassKey::VENDOR_PXE as u32 && vendor_len > 9)
+            || (vendor == ClassKey::VENDOR_HTTP as u32 && vendor_len > 10));
     if vendor_arch {
-        return Err(unusual);
+        return Err(unusual());
     }
-    let user = if seen(175) {
+    let user = if has(175) {
         ClassKey::USER_IPXE as u32
+    } else if has(77) {
+        let (d, len) = at(77);
+        user_class(p, d, len)
     } else {
-        w.user
+        ClassKey::USER_NONE as u32
     };
+    // Read whether present or not (a stale entry still points inside the message): an
+    // absent Option's payload would otherwise be whatever a register held, and the
+    // verifier refuses storing a pointer's bytes.
+    let (requested_ip, server_id) = (four(50), four(54));
     work.o = Opts {
-        msg_type: w.msg_type as u8,
+        msg_type: if has(53) { b(at(53).0, 0) } else { 0 },
         class: ClassKey {
-            arch: w.arch as u16,
-            vendor: w.vendor as u8,
+            arch: arch as u16,
+            vendor: vendor as u8,
             user: user as u8,
         },
-        requested_ip: if seen(50) { Some(w.req_ip) } else { None },
-        server_id: if seen(54) { Some(w.sid) } else { None },
-        max_size: w.max_size as u16,
-        o61: (w.o61_off, w.o61_len),
-        o97: (w.o97_off, w.o97_len),
+        requested_ip: has(50).then_some(requested_ip),
+        server_id: has(54).then_some(server_id),
+        max_size: if has(57) { two(57) as u16 } else { 0 },
+        o61,
+        o97,
     };
     Ok(())
 }
@@ -271,7 +284,7 @@ fn one(w: &mut Walk, p: &[u8; PAY_CAP + 128]) -> i64 {
         w.status = MALFORMED;
         return 1;
     }
-    let status = option(w, p, code, data, len);
+    let status = option(w, code, data, len);
     if status != RUNNING {
         w.status = status;
         return 1;
@@ -282,7 +295,7 @@ fn one(w: &mut Walk, p: &[u8; PAY_CAP + 128]) -> i64 {
 
 /// Checks and records one option; returns RUNNING or why the walk stops.
 #[inline(always)]
-fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) -> u32 {
+fn option(w: &mut Walk, code: u8, data: u32, len: u32) -> u32 {
     let e = CODES[code as usize];
     let bit = e & 0xffff;
     if bit == 0 {
@@ -292,50 +305,12 @@ fn option(w: &mut Walk, p: &[u8; PAY_CAP + 128], code: u8, data: u32, len: u32) 
         return UNUSUAL;
     }
     w.seen |= bit;
-    let b = |k: u32| byte(p, data + k);
     // Fixed lengths, as the slow path's parser checks them.
     let want = (e >> 16) & 0xff;
     if want != 0 && len != want {
         return MALFORMED;
     }
-    match e >> 24 {
-        handle::ANY => {}
-        handle::MSG_TYPE => w.msg_type = b(0) as u32,
-        handle::REQUESTED_IP => w.req_ip = [b(0), b(1), b(2), b(3)],
-        handle::SERVER_ID => w.sid = [b(0), b(1), b(2), b(3)],
-        handle::MAX_SIZE => w.max_size = u16::from_be_bytes([b(0), b(1)]) as u32,
-        handle::VENDOR => {
-            w.vendor = vendor_class(p, data, len);
-            w.vendor_len = len;
-        }
-        handle::USER => w.user = user_class(p, data, len),
-        handle::ARCH => {
-            if len < 2 || len % 2 != 0 {
-                return MALFORMED;
-            }
-            if len != 2 {
-                return UNUSUAL; // several architectures: the slow path chooses
-            }
-            w.arch = u16::from_be_bytes([b(0), b(1)]) as u32;
-        }
-        handle::HOSTNAME => return hostname(p, data, len),
-        h => {
-            // ECHO_61 or ECHO_97.
-            if len == 0 || len > ECHO_MAX as u32 {
-                return UNUSUAL;
-            }
-            // SAFETY: plain stores into this CPU's walk state.
-            unsafe {
-                if h == handle::ECHO_61 {
-                    write_volatile(&mut w.o61_off, data - 2);
-                    write_volatile(&mut w.o61_len, len);
-                } else {
-                    write_volatile(&mut w.o97_off, data - 2);
-                    write_volatile(&mut w.o97_len, len);
-                }
-            }
-        }
-    }
+    w.at[(e >> 24) as usize & 15] = data | len << 16;
     RUNNING
 }
 

@@ -109,6 +109,43 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                  other machines; the HTTP load is 4 curl loops downloading a 256 MiB file from \
                  a Python server in the server's namespace, over a second veth pair.)"
             );
+            let _ = writeln!(
+                m,
+                "\nLatency rounds (idle: the HTTP server stopped, its clients' connections \
+                 open; then resumed), p99 in us, idle -> under HTTP load, and each measure's \
+                 median ratio; the figures above are the first setup's median rounds. \
+                 Confined: the HTTP server and its clients moved to CPU 1 (taskset), as an \
+                 administrator keeps the image server off the core that takes the DHCP NIC \
+                 queue's interrupts; here the clients' share of the load, which belongs to \
+                 other machines, goes with it:\n"
+            );
+            for r in [x, u] {
+                for set in &r.latency {
+                    let rounds: Vec<String> = set
+                        .rounds
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{} -> {} / {} -> {}",
+                                l.kernel_idle.p99_us,
+                                l.kernel_under_http.p99_us,
+                                l.idle.turn_p99_us,
+                                l.under_http.turn_p99_us,
+                            )
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        m,
+                        "- {}, {}: in-kernel round trip {:.1}x, turnaround {:.1}x (rounds, \
+                         in-kernel / turnaround: {})",
+                        r.name,
+                        set.setup,
+                        set.kernel_ratio,
+                        set.turnaround_ratio,
+                        rounds.join("; ")
+                    );
+                }
+            }
         }
     }
     server_cost(&mut m, results);
