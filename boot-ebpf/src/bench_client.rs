@@ -383,12 +383,11 @@ mod prog {
         unsafe { TARGET.tail_call(&ctx, 0) };
         XDP_ABORTED
     }
-
-    #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        loop {}
-    }
 }
+
+// The panic handler is the library's.
+#[cfg(target_arch = "bpf")]
+use boot_ebpf as _;
 
 #[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]

@@ -91,12 +91,11 @@ mod prog {
         };
         reply::send(ctx, work, &choice)
     }
-
-    #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        loop {}
-    }
 }
+
+// The panic handler is the library's.
+#[cfg(target_arch = "bpf")]
+use boot_ebpf as _;
 
 #[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
