@@ -75,8 +75,8 @@ pub struct Work {
     pub h: Head,
     /// The reply frame, composed here and written into the frame with one store (each
     /// store is a helper call and a `memcpy` whose start-up costs more than copying a
-    /// few hundred bytes in words): headers, then the message at `MSG`. 8 bytes of
-    /// slack past `OUT_CAP` for word copies at masked offsets.
+    /// few hundred bytes in words): headers, then the message at `MSG`. The 8 bytes past
+    /// `OUT_CAP` let the store's length bound (`OUT_CAP - 2`) start at offset 6.
     pub out: Out,
     /// The requested address in dotted decimal, zero-padded, for DHCPNAK messages.
     pub ip_text: [u8; 16],

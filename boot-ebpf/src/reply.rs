@@ -412,9 +412,10 @@ fn headers(
     nak: bool,
     hdr: &mut Out,
 ) {
-    let broadcast = hdr.0[MSG + 10] & 0x80 != 0; // the reply's flags, after stamping
-                                                 // Through the stack: copied straight from the request (in the same map value as
-                                                 // `hdr`), the MACs would go through a memmove call.
+    // The reply's flags, after stamping.
+    let broadcast = hdr.0[MSG + 10] & 0x80 != 0;
+    // Through the stack: copied straight from the request (in the same map value as
+    // `hdr`), the MACs would go through a memmove call.
     let (dmac, dip, dport) = core::hint::black_box(destination(req, broadcast, h.yiaddr, nak));
     let sport = PORT_SERVER;
     let sip = choice.server.ip;
@@ -517,9 +518,9 @@ fn write(ctx: &XdpContext, work: &Work, t: *const Template, composed: u32, tail_
 /// of its own.
 const TAIL_INLINE: u32 = 16;
 
-/// Copies `n` bytes from `src` to `out[at..]` one by one: for the short pieces at
-/// unaligned offsets (the BPF target splits unaligned wider accesses into bytes anyway).
-/// `get(k)` reads byte k of the source.
+/// Copies `n` bytes to `out[at..]` one by one, byte k from `get(k)`: for the short
+/// pieces at unaligned offsets (the BPF target splits unaligned wider accesses into bytes
+/// anyway).
 #[inline(always)]
 fn copy_bytes<const MAX: u32>(out: &mut Out, at: u32, n: u32, get: impl Fn(u32) -> u8) {
     let mut k = 0u32;

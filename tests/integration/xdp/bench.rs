@@ -267,11 +267,6 @@ fn start_dnsmasq(srv: &Netns, cs: &[Client], dir: &std::path::Path) -> Server {
     Server::Dnsmasq { pid }
 }
 
-/// Downloads of a large file from an HTTP server in `srv`, from 4 loops in `cli`, until
-/// the namespaces are dropped. Over a second veth pair: on a real NIC, XDP_TX has its own
-/// transmit queues, while on one veth pair the bulk TCP traffic and the XDP replies
-/// would share the peer's single 256-frame ring and the figure would measure that.
-/// What the load should show is the servers' CPU competing with image serving.
 /// The HTTP load's processes: the server (stopping it stops the load) and the shells
 /// looping its clients.
 struct HttpLoad {
@@ -303,7 +298,11 @@ impl HttpLoad {
     }
 }
 
-/// Starts the HTTP load.
+/// Downloads of a large file from an HTTP server in `srv`, from 4 loops in `cli`, until
+/// the namespaces are dropped. Over a second veth pair: on a real NIC, XDP_TX has its own
+/// transmit queues, while on one veth pair the bulk TCP traffic and the XDP replies
+/// would share the peer's single 256-frame ring and the figure would measure that.
+/// What the load should show is the servers' CPU competing with image serving.
 fn saturate_http(srv: &Netns, cli: &Netns, dir: &std::path::Path) -> HttpLoad {
     Netns::veth(srv, "s1", "10.78.0.1/24", cli, "c1", "10.78.0.2/24");
     let f = std::fs::File::create(dir.join("image")).unwrap();
@@ -355,6 +354,8 @@ pub struct LatencySet {
 /// to one (`HttpLoad::confine`).
 pub const SHARED: &str = "HTTP load on both cores";
 pub const CONFINED: &str = "HTTP load confined to CPU 1";
+/// The CPU list of `CONFINED`, for taskset.
+const CONFINED_CPUS: &str = "1";
 
 impl LatencyRound {
     /// p99 under load over p99 idle: the in-kernel client's round trip, and the userspace
@@ -523,11 +524,6 @@ fn measure(
         Duration::from_millis(500),
         Normal,
     );
-    if name == "dnsmasq" {
-        // xboot's latency comes from rounds beside the HTTP load (`latency_rounds`).
-        r.idle = latency_run(&format!("{name} idle"), cli, cs);
-        r.kernel_idle = kernel_latency_run(&format!("{name} idle"), cli, kc);
-    }
     // The kernel times BPF programs only while asked to (a few ns per run of its own).
     let stats_guard = server
         .xdp_runs()
@@ -638,8 +634,8 @@ fn kernel_latency_run(what: &str, cli: &Netns, kc: &mut KernelClient) -> LoadRes
 }
 
 /// Repeated runs per batch, and batches, of the warm cost measure.
-const COST_REPEAT: u32 = 100_000;
-const COST_BATCHES: usize = 7;
+pub const COST_REPEAT: u32 = 100_000;
+pub const COST_BATCHES: usize = 7;
 
 /// The program's cost for one request kind, in ns.
 #[derive(Debug, serde::Serialize)]
@@ -745,9 +741,14 @@ fn xdp_bench_dhcp() {
         if name != "dnsmasq" {
             let http = saturate_http(&lab.srv, &lab.cli, dir.path());
             latency_rounds(name, SHARED, &mut r, &mut lab, &cs, &http);
-            http.confine("1");
+            http.confine(CONFINED_CPUS);
             std::thread::sleep(Duration::from_secs(2));
             latency_rounds(name, CONFINED, &mut r, &mut lab, &cs, &http);
+        } else {
+            // No HTTP load beside dnsmasq: idle latency only.
+            let what = format!("{name} idle");
+            r.idle = latency_run(&what, &lab.cli, &cs);
+            r.kernel_idle = kernel_latency_run(&what, &lab.cli, &mut lab.kc);
         }
         drop(server);
         results.push(r);

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::bench::{Cost, ServerResult};
+use super::bench::{Cost, ServerResult, COST_BATCHES, COST_REPEAT};
 
 pub fn write(
     out: &Path,
@@ -153,10 +153,10 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
         m,
         "\nXDP program cost per request (BPF_PROG_TEST_RUN): single passes, median / min, \
          each after a system call (cold caches, the test run's own timing included); and \
-         repeated: the mean of 100,000 runs in one call (warm caches), each on the request \
-         written back by a harness that then tail-calls the program, the harness's own \
-         share subtracted (kernel run-time statistics); the least of 7 such batches, and \
-         their median (noise from the machine's neighbours only adds):\n"
+         repeated: the mean of {COST_REPEAT} runs in one call (warm caches), each on the \
+         request written back by a harness that then tail-calls the program, the harness's \
+         own share subtracted (kernel run-time statistics); the least of {COST_BATCHES} such \
+         batches, and their median (noise from the machine's neighbours only adds):\n"
     );
     for c in cost {
         let _ = writeln!(
