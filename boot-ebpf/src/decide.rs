@@ -66,18 +66,20 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         .class
         .index()
         .and_then(|i| CLASSES.get(i))
-        .map(|k| unsafe { read_volatile(k) });
+        .map(|k| unsafe { read_volatile(k) })
+        // 0 (not covered) when the key is out of the table: an absent Option's payload
+        // is undefined, and LLVM may test it anyway from whatever the stack slot held (a
+        // packet pointer, which the verifier refuses to shift).
+        .unwrap_or(0);
     let mac = req.mac;
     let Some(entry) = HOSTS.get_ptr(&MacKey::new(mac)) else {
         return Err(Verdict::pass(counter::PASSED_UNKNOWN, NO_REASON));
     };
     // Stored as kind + 1; 0 is a key the classifier was not asked about.
-    let Some(kind) = kind
-        .filter(|&k| k >= 1 && k <= MAX_KINDS as u32)
-        .map(|k| k - 1)
-    else {
+    if kind < 1 || kind > MAX_KINDS as u32 {
         return Err(other(reason::NO_CLASS));
-    };
+    }
+    let kind = kind - 1;
     let Some(kind) = bounded(kind, 0, MAX_KINDS as u32 - 1) else {
         return Err(other(reason::NO_CLASS));
     };

@@ -49,10 +49,12 @@ pub struct Request {
     pub dport: u16,
     /// Bytes of the DHCP message (the UDP payload), copied to `Work::pay`.
     pub len: u32,
+    // The BOOTP fields in the order that keeps the 4-byte ones at 4-byte aligned offsets:
+    // each is then moved as one word, not byte by byte.
     pub xid: [u8; 4],
-    pub flags: [u8; 2],
     pub ciaddr: [u8; 4],
     pub giaddr: [u8; 4],
+    pub flags: [u8; 2],
     /// chaddr (hlen is 6).
     pub mac: [u8; 6],
 }
@@ -191,12 +193,17 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     if p[bootp::HTYPE] != 1 || p[bootp::HLEN] != 6 {
         return Err(other(reason::UNUSUAL));
     }
-    let p = &work.pay;
-    let f4 = |o: usize| [p[o], p[o + 1], p[o + 2], p[o + 3]];
-    let (xid, ciaddr, giaddr) = (f4(bootp::XID), f4(bootp::CIADDR), f4(bootp::GIADDR));
-    let flags = [p[bootp::FLAGS], p[bootp::FLAGS + 1]];
-    let c = bootp::CHADDR;
-    let mac = [p[c], p[c + 1], p[c + 2], p[c + 3], p[c + 4], p[c + 5]];
+    let (xid, ciaddr, giaddr) = (
+        word(&work.pay, bootp::XID),
+        word(&work.pay, bootp::CIADDR),
+        word(&work.pay, bootp::GIADDR),
+    );
+    let flags = half(&work.pay, bootp::FLAGS);
+    let (m, a) = (
+        word(&work.pay, bootp::CHADDR),
+        half(&work.pay, bootp::CHADDR + 4),
+    );
+    let mac = [m[0], m[1], m[2], m[3], a[0], a[1]];
     let req = &mut work.req;
     req.xid = xid;
     req.flags = flags;
@@ -211,6 +218,20 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     req.dport = dport;
     req.len = n;
     Ok(())
+}
+
+/// The 4 bytes at `at` (a multiple of 4) of the request's message, in one load.
+#[inline(always)]
+pub fn word(pay: &[u8; PAY_CAP + 128], at: usize) -> [u8; 4] {
+    // SAFETY: `pay` is at the start of the 8-byte aligned `Work`; at + 4 <= 240.
+    unsafe { core::ptr::read(pay.as_ptr().add(at) as *const u32) }.to_ne_bytes()
+}
+
+/// The 2 bytes at `at` (even) of the request's message, in one load.
+#[inline(always)]
+pub fn half(pay: &[u8; PAY_CAP + 128], at: usize) -> [u8; 2] {
+    // SAFETY: as in `word`.
+    unsafe { core::ptr::read(pay.as_ptr().add(at) as *const u16) }.to_ne_bytes()
 }
 
 /// Sum of big-endian 16-bit words.
