@@ -9,6 +9,11 @@
 //! run time from the kernel's BPF statistics; CPU time of the server's threads) and
 //! the program's cost per request from BPF_PROG_TEST_RUN. Writes JSON, a markdown
 //! report and an SVG plot to `$XBOOT_BENCH_OUT` (default target/bench).
+//!
+//! Knobs (environment): `XBOOT_BENCH_HOSTS`, `_SECS` (per sweep step), `_LATENCY_SECS`
+//! (per latency run), `_ROUNDS` (latency rounds per setup), `_ONLY` (servers, comma
+//! separated), `_NO_SWEEP` (latency and cost only), `_COST_ONLY` (one request kind, for
+//! profiling), `_COST_RUNS` (single passes).
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -328,8 +333,8 @@ fn saturate_http(srv: &Netns, cli: &Netns, dir: &std::path::Path) -> HttpLoad {
 
 /// Rounds of latency runs, idle and under HTTP load in turn. On a shared machine one
 /// pair of runs is luck either way: the report takes, for each measure, the round whose
-/// ratio is the median, and lists every round.
-const LATENCY_ROUNDS: usize = 3;
+/// ratio is the median, and lists every round (`XBOOT_BENCH_ROUNDS` sets how many).
+const LATENCY_ROUNDS: usize = 5;
 
 /// One round: both latency measures idle (the HTTP server stopped with SIGSTOP, its
 /// clients' connections idle) and under HTTP load (resumed).
@@ -353,9 +358,26 @@ pub struct LatencySet {
 /// The setups latency is measured in: the HTTP load on both cores with DHCP, then kept
 /// to one (`HttpLoad::confine`).
 pub const SHARED: &str = "HTTP load on both cores";
-pub const CONFINED: &str = "HTTP load confined to CPU 1";
+pub const CONFINED: &str = "HTTP load confined to CPU 1, DHCP on CPU 0";
 /// The CPU list of `CONFINED`, for taskset.
 const CONFINED_CPUS: &str = "1";
+/// Where the DHCP generators run in `CONFINED`. On veth a frame's receive path (the XDP
+/// program included) runs on the sender's CPU, so this stands for the NIC queue's
+/// interrupt affinity that an administrator keeps off the image server's cores.
+const DHCP_CPU: usize = 0;
+
+/// Keeps the calling thread (and the threads it starts afterwards: the generators) on
+/// `cpu`, or lets it run anywhere again with `None`.
+fn pin_generators(cpu: Option<usize>) {
+    let mut set = nix::sched::CpuSet::new();
+    // Every possible CPU for `None` (the kernel keeps the online ones).
+    for c in 0..nix::sched::CpuSet::count() {
+        if cpu.is_none_or(|p| p == c) {
+            set.set(c).unwrap();
+        }
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
 
 impl LatencyRound {
     /// p99 under load over p99 idle: the in-kernel client's round trip, and the userspace
@@ -380,7 +402,8 @@ fn latency_rounds(
     http: &HttpLoad,
 ) {
     let mut rounds = vec![];
-    for i in 1..=LATENCY_ROUNDS {
+    let n = env_num("XBOOT_BENCH_ROUNDS", LATENCY_ROUNDS as u64) as usize;
+    for i in 1..=n {
         http.signal(libc::SIGSTOP);
         // Time for the stack to drain the send buffers and for the machine to settle:
         // one second left the idle p99 twice what it is a while after the load.
@@ -414,7 +437,7 @@ fn latency_rounds(
         rounds,
     };
     eprintln!(
-        "bench {name} ({setup}): p99 under HTTP load / idle, median of {LATENCY_ROUNDS} \
+        "bench {name} ({setup}): p99 under HTTP load / idle, median of {n} \
          rounds: in-kernel round trip {:.1}x, turnaround {:.1}x",
         set.kernel_ratio, set.turnaround_ratio
     );
@@ -534,7 +557,7 @@ fn measure(
     let sweep_runs = server.xdp_runs();
     let mut step = |rate: u64| {
         let (acks, cpu, runs) = (server.acks(), server.cpu(), server.xdp_runs());
-        let mut step = kc.run(cli, rate, secs, Duration::from_secs(1));
+        let mut step = kc.run(cli, rate, secs, Duration::from_secs(1), Normal);
         step.server_acks = acks.zip(server.acks()).map(|(a, b)| b - a);
         let cpu = cpu_delta(&cpu, &server.cpu());
         step.server_cpu_ns_per_dora = (step.acks > 0).then(|| cpu as f64 / step.acks as f64);
@@ -559,6 +582,9 @@ fn measure(
     // the first bad rate until they are within 10%.
     let (mut good, mut bad) = (None, None);
     for rate in RATES {
+        if std::env::var("XBOOT_BENCH_NO_SWEEP").is_ok() {
+            break; // latency runs only
+        }
         let s = step(rate);
         let ok = passed(&s);
         r.sweep.push(s);
@@ -625,7 +651,13 @@ fn latency_run(what: &str, cli: &Netns, cs: &[Client]) -> LoadResult {
 
 /// One latency run of the in-kernel client, logged as `what`.
 fn kernel_latency_run(what: &str, cli: &Netns, kc: &mut KernelClient) -> LoadResult {
-    let r = kc.run(cli, LATENCY_RATE, latency_secs(), Duration::from_secs(1));
+    let r = kc.run(
+        cli,
+        LATENCY_RATE,
+        latency_secs(),
+        Duration::from_secs(1),
+        Realtime,
+    );
     eprintln!(
         "bench {what}, in-kernel client: p50 {} us, p99 {} us, loss {:.2}%",
         r.p50_us, r.p99_us, r.loss_pct
@@ -743,7 +775,9 @@ fn xdp_bench_dhcp() {
             latency_rounds(name, SHARED, &mut r, &mut lab, &cs, &http);
             http.confine(CONFINED_CPUS);
             std::thread::sleep(Duration::from_secs(2));
+            pin_generators(Some(DHCP_CPU));
             latency_rounds(name, CONFINED, &mut r, &mut lab, &cs, &http);
+            pin_generators(None);
         } else {
             // No HTTP load beside dnsmasq: idle latency only.
             let what = format!("{name} idle");
@@ -771,7 +805,9 @@ fn kernel_client_completes_exchanges_on_both_paths() {
         let mut lab = Lab::new("kc", &cs, xdp);
         let server = start_xboot(&lab.srv, inventory(&cs), xdp);
         let acks = server.acks();
-        let r = lab.kc.run(&lab.cli, 2_000, 0.5, Duration::from_millis(500));
+        let r = lab
+            .kc
+            .run(&lab.cli, 2_000, 0.5, Duration::from_millis(500), Normal);
         let mode = if xdp { "xdp" } else { "userspace" };
         assert_eq!(r.discovers, 1_000, "{mode}: {r:?}");
         assert_eq!(r.offers, 1_000, "{mode}: {r:?}");

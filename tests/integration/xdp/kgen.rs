@@ -23,7 +23,7 @@ use boot_common::bench::{
 };
 
 use super::clients::in_netns;
-use super::loadgen::{self, Client, LoadResult};
+use super::loadgen::{self, Client, Clock, LoadResult};
 use crate::netns::Netns;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-client"));
@@ -155,12 +155,31 @@ impl KernelClient {
     /// DISCOVERs at `rate` for `secs` from `cli` (where `start` attached the client),
     /// then `drain` for the last answers: completed exchanges per second, losses, round
     /// trips.
-    pub fn run(&mut self, cli: &Netns, rate: u64, secs: f64, drain: Duration) -> LoadResult {
+    ///
+    /// With `Clock::Realtime` (latency runs) the pacing thread is real-time and writes one
+    /// DISCOVER per call: each exchange then completes in its own call's softirqs before
+    /// the next is written. Otherwise a pacing thread that woke late (behind the HTTP
+    /// load, on a loaded CPU) would send the frames it owes in one batch, and the last
+    /// frame's round trip would include its batch-mates' exchanges: the generator's
+    /// delay, which on a real fleet's independent clients does not exist.
+    pub fn run(
+        &mut self,
+        cli: &Netns,
+        rate: u64,
+        secs: f64,
+        drain: Duration,
+        clock: Clock,
+    ) -> LoadResult {
         let stats0 = sums(&self.ebpf, "STATS", counter::COUNT);
         let hist0 = sums(&self.ebpf, "HIST", bench::HIST_BUCKETS);
         let total = (rate as f64 * secs) as u64;
         let (ifindex, ebpf) = (self.ifindex, &mut self.ebpf);
+        let chunk = match clock {
+            Clock::Normal => MAX_CHUNK,
+            Clock::Realtime => 1,
+        };
         let elapsed = in_netns(cli, || {
+            clock.apply();
             let prog = program(ebpf, "bench_send");
             // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
             // egress_ifindex. Live frames leave through the ingress interface on XDP_TX.
@@ -176,7 +195,7 @@ impl KernelClient {
                     std::thread::sleep(Duration::from_micros(100));
                     continue;
                 }
-                let n = (due - sent).min(MAX_CHUNK);
+                let n = (due - sent).min(chunk);
                 let opts = TestRunOptions {
                     data_in: Some(&frame),
                     ctx_in: Some(&md),

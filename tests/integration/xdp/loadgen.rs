@@ -454,7 +454,8 @@ pub enum Clock {
 }
 
 impl Clock {
-    fn apply(self) {
+    /// Sets the calling thread's scheduling.
+    pub fn apply(self) {
         if self == Clock::Realtime {
             let p = libc::sched_param { sched_priority: 10 };
             // SAFETY: sets the calling thread's policy; p is a valid sched_param.

@@ -105,8 +105,9 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
             );
             let _ = writeln!(
                 m,
-                "(Latency runs: the generator's threads run SCHED_FIFO, standing for clients on \
-                 other machines; the HTTP load is 4 curl loops downloading a 256 MiB file from \
+                "(Latency runs: the generators' threads run SCHED_FIFO, standing for clients on \
+                 other machines, and the in-kernel client writes one DISCOVER per call, so a \
+                 late wake-up of its pacing thread never sends a burst; the HTTP load is 4 curl loops downloading a 256 MiB file from \
                  a Python server in the server's namespace, over a second veth pair.)"
             );
             let _ = writeln!(
@@ -114,10 +115,12 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                 "\nLatency rounds (idle: the HTTP server stopped, its clients' connections \
                  open; then resumed), p99 in us, idle -> under HTTP load, and each measure's \
                  median ratio; the figures above are the first setup's median rounds. \
-                 Confined: the HTTP server and its clients moved to CPU 1 (taskset), as an \
-                 administrator keeps the image server off the core that takes the DHCP NIC \
-                 queue's interrupts; here the clients' share of the load, which belongs to \
-                 other machines, goes with it:\n"
+                 Confined: the HTTP server and its clients moved to CPU 1 (taskset) and the \
+                 DHCP generators kept on CPU 0 (on veth a frame's receive path, the XDP \
+                 program included, runs on the sender's CPU), as an administrator keeps the \
+                 image server off the core that takes the DHCP NIC queue's interrupts; here \
+                 the clients' share of the load, which belongs to other machines, goes with \
+                 it:\n"
             );
             for r in [x, u] {
                 for set in &r.latency {
