@@ -756,6 +756,10 @@ fn xdp_bench_dhcp() {
     let out =
         PathBuf::from(std::env::var("XBOOT_BENCH_OUT").unwrap_or_else(|_| "target/bench".into()));
     std::fs::create_dir_all(&out).unwrap();
+    let stale = stale_namespaces();
+    if !stale.is_empty() {
+        eprintln!("bench: WARNING: lab namespaces of other runs are present (XDP programs left attached in them can slow the XDP path): {stale:?}");
+    }
     let cs = clients(n);
     let dir = tempfile::tempdir().unwrap();
     let mut results = vec![];
@@ -841,5 +845,20 @@ fn results_json(results: &[ServerResult], cost: &[Cost]) -> serde_json::Value {
         "measured_ratio_xdp_over_userspace": x.zip(u).map(|(x, u)| x.dora_per_sec / u.dora_per_sec.max(1.0)),
         "xdp_cost_ns": cost,
         "machine": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "stale_namespaces": stale_namespaces(),
     })
+}
+
+/// Lab namespaces (`xb-*`) of other runs: a run that was killed leaves its namespaces and
+/// the XDP programs attached in them, which slow the programs measured here. The
+/// benchmark does not delete what it did not create; it says so in the report.
+fn stale_namespaces() -> Vec<String> {
+    let ours = format!("-{}-", std::process::id());
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("xb-") && !n.contains(&ours))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -19,7 +19,21 @@ pub fn write(
     )
     .unwrap();
     std::fs::write(out.join("dhcp.svg"), svg(results)).unwrap();
-    let md = markdown(hosts, results, cost);
+    let mut md = markdown(hosts, results, cost);
+    if let Some(stale) = json["stale_namespaces"]
+        .as_array()
+        .filter(|s| !s.is_empty())
+    {
+        let names: Vec<&str> = stale.iter().filter_map(|n| n.as_str()).collect();
+        let _ = writeln!(
+            md,
+            "\n**Warning**: lab namespaces left by an interrupted run were present ({}). \
+             XDP programs still attached in them can slow the programs measured (a killed \
+             benchmark's namespaces made the answered requests' warm cost a third higher \
+             here); delete them (`ip netns del NAME`) and measure again.",
+            names.join(", ")
+        );
+    }
     std::fs::write(out.join("dhcp.md"), &md).unwrap();
     println!("{md}");
     eprintln!(
