@@ -62,6 +62,23 @@ pub const OUT_CAP: usize = 1024;
 #[repr(C, align(8))]
 pub struct Out(pub [u8; OUT_CAP + 8]);
 
+impl Out {
+    /// The 32-bit word (native order) at `at`, a multiple of 4 (masked into the buffer).
+    #[inline(always)]
+    pub fn word(&self, at: usize) -> u32 {
+        // SAFETY: aligned (the buffer is 8-byte aligned, the offset a multiple of 4) and
+        // inside the buffer.
+        unsafe { core::ptr::read(self.0.as_ptr().add(at & (OUT_CAP - 4)) as *const u32) }
+    }
+
+    /// Stores `v` (native order) as the word at `at`, a multiple of 4.
+    #[inline(always)]
+    pub fn set_word(&mut self, at: usize, v: u32) {
+        // SAFETY: as in `word`.
+        unsafe { core::ptr::write(self.0.as_mut_ptr().add(at & (OUT_CAP - 4)) as *mut u32, v) }
+    }
+}
+
 /// Per-CPU working memory: the BPF stack is only 512 bytes.
 #[repr(C)]
 pub struct Work {

@@ -328,27 +328,28 @@ fn ip_text(text: &mut [u8; 16], text_len: &mut u32, ip: [u8; 4]) {
 /// `out[MSG..]`: the template's, stamped.
 #[inline(always)]
 fn first_48(t: *const Template, h: &Head, req: &Request, out: &mut Out) {
-    // SAFETY: the head holds at least 241 bytes; both are 8-byte aligned, and the
-    // stamped fields are at offsets aligned to their size (`Request` keeps them so).
+    // SAFETY: the head holds at least 241 bytes; both are 8-byte aligned.
     unsafe {
-        let o = out.0.as_mut_ptr().add(MSG);
         let w = read_volatile((*t).head.as_ptr() as *const [u64; 6]);
-        write_volatile(o as *mut [u64; 6], w);
-        let put = |at: usize, v: [u8; 4]| {
-            core::ptr::write(o.add(at) as *mut u32, u32::from_ne_bytes(v));
-        };
-        if h.stamp & stamp::XID != 0 {
-            put(4, req.xid);
+        write_volatile(out.0.as_mut_ptr().add(MSG) as *mut [u64; 6], w);
+    }
+    // Words where `Request` keeps the fields at aligned offsets, as the message has them.
+    let put = |out: &mut Out, at: usize, v: [u8; 4]| out.set_word(MSG + at, u32::from_ne_bytes(v));
+    if h.stamp & stamp::XID != 0 {
+        put(out, 4, req.xid);
+    }
+    if h.stamp & stamp::FLAGS != 0 {
+        // SAFETY: MSG + 10 is even, in the 8-byte aligned buffer.
+        unsafe {
+            let p = out.0.as_mut_ptr().add(MSG + 10);
+            core::ptr::write(p as *mut u16, u16::from_ne_bytes(req.flags));
         }
-        if h.stamp & stamp::FLAGS != 0 {
-            core::ptr::write(o.add(10) as *mut u16, u16::from_ne_bytes(req.flags));
-        }
-        if h.stamp & stamp::CIADDR != 0 {
-            put(12, req.ciaddr);
-        }
-        if h.stamp & stamp::GIADDR != 0 {
-            put(24, req.giaddr);
-        }
+    }
+    if h.stamp & stamp::CIADDR != 0 {
+        put(out, 12, req.ciaddr);
+    }
+    if h.stamp & stamp::GIADDR != 0 {
+        put(out, 24, req.giaddr);
     }
     if h.stamp & stamp::BCAST_IF_RELAYED != 0 && req.giaddr != [0; 4] {
         out.0[MSG + 10] |= 0x80;
@@ -361,8 +362,7 @@ fn payload_sum(h: &Head, ins: &Insert, out: &Out) -> u32 {
     // The template has zeros where stamps go: add what was stamped (xid, flags, ciaddr,
     // giaddr), summed as native words and swapped once (RFC 1071: the sum does not
     // depend on byte order but for a final swap).
-    // SAFETY: MSG + 28 <= OUT_CAP, every offset 4-byte aligned in the aligned `Out`.
-    let w = |at: usize| unsafe { core::ptr::read(out.0.as_ptr().add(MSG + at) as *const u32) };
+    let w = |at: usize| out.word(MSG + at);
     let (x, f, c, g) = (w(4), w(8) >> 16, w(12), w(24));
     let native = (x & 0xffff) + (x >> 16) + f + (c & 0xffff) + (c >> 16) + (g & 0xffff) + (g >> 16);
     let stamped = fold(native).swap_bytes() as u32;
@@ -449,10 +449,7 @@ fn headers(
         c = 0xffff;
     }
     // IPv4 and UDP in aligned big-endian words (seven stores, not 28 byte stores).
-    let word = |b: &mut Out, at: usize, v: u32| {
-        // SAFETY: `at` is a multiple of 4 below OUT_CAP, and `Out` is 8-byte aligned.
-        unsafe { core::ptr::write(b.0.as_mut_ptr().add(at) as *mut u32, v.to_be()) }
-    };
+    let word = |b: &mut Out, at: usize, v: u32| b.set_word(at, v.to_be());
     let i = IP;
     word(hdr, i, 0x4500_0000 | (ulen as u32 + 20));
     word(hdr, i + 4, 0x0000_4000); // id 0, DF (RFC 6864: atomic datagram)
