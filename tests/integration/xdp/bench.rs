@@ -5,7 +5,8 @@
 //! `kgen`: doubling, then bisection to within 10%), latency p50/p99 at a moderate rate
 //! (the userspace generator, `loadgen`, which also times the server's turnaround), and for
 //! the two xboot modes the p99 while an HTTP server in the same namespace is saturated
-//! with downloads. Plus the server's own cost per exchange (the XDP program's in-path
+//! with downloads (three setups: on both cores; the same with the load's TCP on BBR;
+//! confined to one core, away from DHCP). Plus the server's own cost per exchange (the XDP program's in-path
 //! run time from the kernel's BPF statistics; CPU time of the server's threads) and
 //! the program's cost per request from BPF_PROG_TEST_RUN. Writes JSON, a markdown
 //! report and an SVG plot to `$XBOOT_BENCH_OUT` (default target/bench).
@@ -19,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xboot::config::Config;
 use xboot::dhcp::{self, Listen, PlainUrls, Sockets};
@@ -289,6 +290,59 @@ impl HttpLoad {
         );
     }
 
+    /// Sets the TCP congestion control of the load's connections to `cc`, on the routes
+    /// of both ends, and waits until every connection to the server runs it (each
+    /// download is a new connection, which takes the route's algorithm when it opens).
+    ///
+    /// Why on the routes: a new namespace starts with the host's default algorithm, and
+    /// only those in the host's `tcp_allowed_congestion_control` may become a
+    /// namespace's default; a route's `congctl` takes any the kernel has.
+    fn congestion(&self, srv: &Netns, cli: &Netns, cc: &str) {
+        for (ns, dev, src) in [(srv, "s1", "10.78.0.1"), (cli, "c1", "10.78.0.2")] {
+            ns.run(&[
+                "ip",
+                "route",
+                "replace",
+                "10.78.0.0/24",
+                "dev",
+                dev,
+                "src",
+                src,
+                "congctl",
+                cc,
+            ]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // One line per connection, then a line of its TCP details opening with the
+            // algorithm's name.
+            let out = srv.run(&["ss", "-tinH", "state", "established", "sport", "= :8000"]);
+            let out = String::from_utf8_lossy(&out.stdout);
+            let algos: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with(char::is_whitespace))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            if !algos.is_empty() && algos.iter().all(|a| *a == cc) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the HTTP load's connections did not all move to {cc}: {algos:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Bytes the HTTP server has sent so far.
+    fn sent(srv: &Netns) -> u64 {
+        let out = srv.run(&["cat", "/sys/class/net/s1/statistics/tx_bytes"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("tx_bytes")
+    }
+
     /// Moves the load (every thread of the server and of the client loops; the loops'
     /// next downloads inherit it) to the CPUs in `list`.
     fn confine(&self, list: &str) {
@@ -307,7 +361,8 @@ impl HttpLoad {
 /// the namespaces are dropped. Over a second veth pair: on a real NIC, XDP_TX has its own
 /// transmit queues, while on one veth pair the bulk TCP traffic and the XDP replies
 /// would share the peer's single 256-frame ring and the figure would measure that.
-/// What the load should show is the servers' CPU competing with image serving.
+/// What the load should show is the servers' CPU competing with image serving. Its
+/// connections run `CUBIC` (see `HttpLoad::congestion`).
 fn saturate_http(srv: &Netns, cli: &Netns, dir: &std::path::Path) -> HttpLoad {
     Netns::veth(srv, "s1", "10.78.0.1/24", cli, "c1", "10.78.0.2/24");
     let f = std::fs::File::create(dir.join("image")).unwrap();
@@ -328,8 +383,20 @@ fn saturate_http(srv: &Netns, cli: &Netns, dir: &std::path::Path) -> HttpLoad {
     let cmd = "while true; do curl -s -o /dev/null http://10.78.0.1:8000/image; done";
     let clients = (0..4).map(|_| spawn(cli, &["sh", "-c", cmd])).collect();
     std::thread::sleep(Duration::from_secs(1));
-    HttpLoad { server, clients }
+    let load = HttpLoad { server, clients };
+    load.congestion(srv, cli, CUBIC);
+    load
 }
+
+/// The TCP congestion control of the HTTP load: the kernel's default (`CUBIC`) in the
+/// measured setups, and BBR in one more (`SHARED_BBR`). Set explicitly: the lab's
+/// namespaces would otherwise inherit whatever the host runs (BBR on the machines here).
+/// BBR paces its sends itself on devices without the fq qdisc, veth included: one
+/// high-resolution timer interrupt per paced burst (~18,000/s here, perf's
+/// `timer:hrtimer_expire_entry`, `tcp_pace_kick`), each a VM exit and a softirq landing
+/// on whatever the CPU is doing, the XDP path's softirq included.
+const CUBIC: &str = "cubic";
+const BBR: &str = "bbr";
 
 /// Rounds of latency runs, idle and under HTTP load in turn. On a shared machine one
 /// pair of runs is luck either way: the report takes, for each measure, the round whose
@@ -344,6 +411,28 @@ pub struct LatencyRound {
     pub under_http: LoadResult,
     pub kernel_idle: LoadResult,
     pub kernel_under_http: LoadResult,
+    /// What the HTTP server sent during the loaded runs, in Gbit/s, and the share of
+    /// both CPUs that was busy (not idle, not stolen by the hypervisor) meanwhile.
+    pub http_gbit_s: f64,
+    pub cpu_busy: f64,
+}
+
+/// CPU time of the whole machine from /proc/stat's first line: (busy, all but stolen),
+/// in clock ticks.
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let (idle, steal) = (f[3] + f[4], f[7]);
+    let all: u64 = f[..8].iter().sum::<u64>() - steal;
+    (all - idle, all)
 }
 
 /// The latency rounds of one setup, and each measure's median ratio.
@@ -358,6 +447,7 @@ pub struct LatencySet {
 /// The setups latency is measured in: the HTTP load on both cores with DHCP, then kept
 /// to one (`HttpLoad::confine`).
 pub const SHARED: &str = "HTTP load on both cores";
+pub const SHARED_BBR: &str = "HTTP load on both cores, its TCP on BBR";
 pub const CONFINED: &str = "HTTP load confined to CPU 1, DHCP on CPU 0";
 /// The CPU list of `CONFINED`, for taskset.
 const CONFINED_CPUS: &str = "1";
@@ -414,13 +504,23 @@ fn latency_rounds(
         http.signal(libc::SIGCONT);
         std::thread::sleep(Duration::from_secs(1));
         let what = format!("{name} under HTTP load ({setup}), round {i}");
+        let (t0, sent0, cpu0) = (Instant::now(), HttpLoad::sent(&lab.srv), cpu_times());
         let under_http = latency_run(&what, &lab.cli, cs);
         let kernel_under_http = kernel_latency_run(&what, &lab.cli, &mut lab.kc);
+        let (t1, sent1, cpu1) = (Instant::now(), HttpLoad::sent(&lab.srv), cpu_times());
+        let http_gbit_s = (sent1 - sent0) as f64 * 8.0 / (t1 - t0).as_secs_f64() / 1e9;
+        let cpu_busy = (cpu1.0 - cpu0.0) as f64 / (cpu1.1 - cpu0.1).max(1) as f64;
+        eprintln!(
+            "bench {what}: the HTTP server sent {http_gbit_s:.1} Gbit/s, CPUs {:.0}% busy",
+            cpu_busy * 100.0
+        );
         rounds.push(LatencyRound {
             idle,
             under_http,
             kernel_idle,
             kernel_under_http,
+            http_gbit_s,
+            cpu_busy,
         });
     }
     let median = |ratio: fn(&LatencyRound) -> f64| {
@@ -780,6 +880,9 @@ fn xdp_bench_dhcp() {
         if name != "dnsmasq" {
             let http = saturate_http(&lab.srv, &lab.cli, dir.path());
             latency_rounds(name, SHARED, &mut r, &mut lab, &cs, &http);
+            http.congestion(&lab.srv, &lab.cli, BBR);
+            latency_rounds(name, SHARED_BBR, &mut r, &mut lab, &cs, &http);
+            http.congestion(&lab.srv, &lab.cli, CUBIC);
             http.confine(CONFINED_CPUS);
             std::thread::sleep(Duration::from_secs(2));
             pin_generators(Some(DHCP_CPU));

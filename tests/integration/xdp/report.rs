@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::bench::{Cost, ServerResult, COST_BATCHES, COST_REPEAT};
+use super::bench::{Cost, LatencyRound, ServerResult, COST_BATCHES, COST_REPEAT};
 
 pub fn write(
     out: &Path,
@@ -128,13 +128,19 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                 m,
                 "\nLatency rounds (idle: the HTTP server stopped, its clients' connections \
                  open; then resumed), p99 in us, idle -> under HTTP load, and each measure's \
-                 median ratio; the figures above are the first setup's median rounds. \
-                 Confined: the HTTP server and its clients moved to CPU 1 (taskset) and the \
-                 DHCP generators kept on CPU 0 (on veth a frame's receive path, the XDP \
-                 program included, runs on the sender's CPU), as an administrator keeps the \
-                 image server off the core that takes the DHCP NIC queue's interrupts; here \
-                 the clients' share of the load, which belongs to other machines, goes with \
-                 it:\n"
+                 median ratio; the figures above are the first setup's median rounds. The \
+                 HTTP load's TCP runs the kernel's default congestion control, CUBIC, set on \
+                 the lab's routes rather than inherited from the host. BBR: the same load \
+                 with BBR, which paces its sends with a high-resolution timer on devices \
+                 without the fq qdisc (veth here), one timer interrupt per paced burst \
+                 (~18,000/s here), each a VM exit and a softirq that lands on whatever the \
+                 CPU is doing. Confined: the HTTP server and its clients moved to CPU 1 \
+                 (taskset) and the DHCP generators kept on CPU 0 (on veth a frame's \
+                 receive path, the XDP program included, runs on the sender's CPU), as an \
+                 administrator keeps the image server off the core that takes the DHCP NIC \
+                 queue's interrupts; here the clients' share of the load, which belongs to \
+                 other machines, goes with it. After each setup, what the HTTP server sent \
+                 during its loaded runs and how busy both CPUs were:\n"
             );
             for r in [x, u] {
                 for set in &r.latency {
@@ -151,15 +157,27 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                             )
                         })
                         .collect();
+                    let range = |f: fn(&LatencyRound) -> f64| {
+                        let v = set.rounds.iter().map(f);
+                        let lo = v.clone().fold(f64::INFINITY, f64::min);
+                        (lo, v.fold(0.0, f64::max))
+                    };
+                    let gbit = range(|l| l.http_gbit_s);
+                    let busy = range(|l| l.cpu_busy * 100.0);
                     let _ = writeln!(
                         m,
                         "- {}, {}: in-kernel round trip {:.1}x, turnaround {:.1}x (rounds, \
-                         in-kernel / turnaround: {})",
+                         in-kernel / turnaround: {}; HTTP {:.1}-{:.1} Gbit/s, CPUs \
+                         {:.0}-{:.0}% busy)",
                         r.name,
                         set.setup,
                         set.kernel_ratio,
                         set.turnaround_ratio,
-                        rounds.join("; ")
+                        rounds.join("; "),
+                        gbit.0,
+                        gbit.1,
+                        busy.0,
+                        busy.1
                     );
                 }
             }
