@@ -388,13 +388,14 @@ fn saturate_http(srv: &Netns, cli: &Netns, dir: &std::path::Path) -> HttpLoad {
     load
 }
 
-/// The TCP congestion control of the HTTP load: the kernel's default (`CUBIC`) in the
-/// measured setups, and BBR in one more (`SHARED_BBR`). Set explicitly: the lab's
-/// namespaces would otherwise inherit whatever the host runs (BBR on the machines here).
-/// BBR paces its sends itself on devices without the fq qdisc, veth included: one
-/// high-resolution timer interrupt per paced burst (~18,000/s here, perf's
-/// `timer:hrtimer_expire_entry`, `tcp_pace_kick`), each a VM exit and a softirq landing
-/// on whatever the CPU is doing, the XDP path's softirq included.
+/// The TCP congestion control of the HTTP load: upstream Linux's default (`CUBIC`, also
+/// the major distributions' kernels') in the measured setups, and BBR in one more
+/// (`SHARED_BBR`). Set explicitly: the lab's namespaces would otherwise take the host's
+/// (BBR on the machines here, whose kernel is built with it as the default). BBR paces
+/// its sends itself on devices without the fq qdisc, veth included: one high-resolution
+/// timer interrupt per paced burst (~18,000/s here, perf's `timer:hrtimer_expire_entry`,
+/// `tcp_pace_kick`), each a VM exit and a softirq landing on whatever the CPU is doing,
+/// the XDP path's softirq included.
 const CUBIC: &str = "cubic";
 const BBR: &str = "bbr";
 

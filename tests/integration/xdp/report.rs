@@ -129,8 +129,9 @@ fn markdown(hosts: usize, results: &[ServerResult], cost: &[Cost]) -> String {
                 "\nLatency rounds (idle: the HTTP server stopped, its clients' connections \
                  open; then resumed), p99 in us, idle -> under HTTP load, and each measure's \
                  median ratio; the figures above are the first setup's median rounds. The \
-                 HTTP load's TCP runs the kernel's default congestion control, CUBIC, set on \
-                 the lab's routes rather than inherited from the host. BBR: the same load \
+                 HTTP load's TCP runs upstream Linux's default congestion control, CUBIC, \
+                 set on the lab's routes rather than inherited from the host (whose kernel \
+                 here defaults to BBR). BBR: the same load \
                  with BBR, which paces its sends with a high-resolution timer on devices \
                  without the fq qdisc (veth here), one timer interrupt per paced burst \
                  (~18,000/s here), each a VM exit and a softirq that lands on whatever the \
