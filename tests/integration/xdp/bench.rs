@@ -6,9 +6,9 @@
 //! (the userspace generator, `loadgen`, which also times the server's turnaround), and for
 //! the two xboot modes the p99 while an HTTP server in the same namespace is saturated
 //! with downloads (three setups: on both cores; the same with the load's TCP on BBR;
-//! confined to one core, away from DHCP). Plus the server's own cost per exchange (the XDP program's in-path
-//! run time from the kernel's BPF statistics; CPU time of the server's threads) and
-//! the program's cost per request from BPF_PROG_TEST_RUN. Writes JSON, a markdown
+//! confined to one core, away from DHCP). Plus the server's own cost per exchange (the
+//! XDP program's in-path run time from the kernel's BPF statistics; CPU time of the
+//! server's threads) and the program's cost per request from BPF_PROG_TEST_RUN. Writes JSON, a markdown
 //! report and an SVG plot to `$XBOOT_BENCH_OUT` (default target/bench).
 //!
 //! Knobs (environment): `XBOOT_BENCH_HOSTS`, `_SECS` (per sweep step), `_LATENCY_SECS`
@@ -445,8 +445,9 @@ pub struct LatencySet {
     pub turnaround_ratio: f64,
 }
 
-/// The setups latency is measured in: the HTTP load on both cores with DHCP, then kept
-/// to one (`HttpLoad::confine`).
+/// The setups latency is measured in, in this order: the HTTP load on both cores with
+/// DHCP, the same with the load's TCP on BBR (`HttpLoad::congestion`), then the load kept
+/// to one core (`HttpLoad::confine`).
 pub const SHARED: &str = "HTTP load on both cores";
 pub const SHARED_BBR: &str = "HTTP load on both cores, its TCP on BBR";
 pub const CONFINED: &str = "HTTP load confined to CPU 1, DHCP on CPU 0";
