@@ -8,8 +8,8 @@
 //! with downloads (three setups: on both cores; the same with the load's TCP on BBR;
 //! confined to one core, away from DHCP). Plus the server's own cost per exchange (the
 //! XDP program's in-path run time from the kernel's BPF statistics; CPU time of the
-//! server's threads) and the program's cost per request from BPF_PROG_TEST_RUN. Writes JSON, a markdown
-//! report and an SVG plot to `$XBOOT_BENCH_OUT` (default target/bench).
+//! server's threads) and the program's cost per request from BPF_PROG_TEST_RUN. Writes
+//! JSON, a markdown report and an SVG plot to `$XBOOT_BENCH_OUT` (default target/bench).
 //!
 //! Knobs (environment): `XBOOT_BENCH_HOSTS`, `_SECS` (per sweep step), `_LATENCY_SECS`
 //! (per latency run), `_ROUNDS` (latency rounds per setup), `_ONLY` (servers, comma
