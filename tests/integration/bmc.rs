@@ -10,7 +10,7 @@
 mod redfish;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ impl Sim {
             Power::Script => {
                 let script = d.join("chassis.sh");
                 std::fs::write(&script, CHASSIS_SCRIPT).unwrap();
-                Command::new("chmod")
+                testlab::peers::command("chmod")
                     .arg("+x")
                     .arg(&script)
                     .status()
@@ -86,7 +86,7 @@ impl Sim {
         )
         .unwrap();
         let log = std::fs::File::create(d.join("sim.log")).unwrap();
-        let child = Command::new("ipmi_sim")
+        let child = testlab::peers::command("ipmi_sim")
             .args(["-c", "lan.conf", "-f", "bmc.emu", "-s", "state", "-n"])
             .current_dir(d)
             .stdin(Stdio::null())
@@ -141,7 +141,9 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         for pid in children(self.child.id()) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = testlab::peers::command("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -210,7 +212,7 @@ fn ipmitool(addr: SocketAddr, args: &str) -> (bool, String) {
 
 /// `ipmitool -I lanplus -C SUITE -N 1 -R RETRIES ...`: (success, stdout + stderr).
 fn ipmitool_with(addr: SocketAddr, suite: &str, retries: &str, args: &str) -> (bool, String) {
-    let out = Command::new("ipmitool")
+    let out = testlab::peers::command("ipmitool")
         .args(["-I", "lanplus", "-C", suite, "-N", "1", "-R", retries])
         .args(["-H", &addr.ip().to_string(), "-p", &addr.port().to_string()])
         .args(["-U", USER, "-P", PASS])
@@ -685,7 +687,7 @@ fn ipmi_sim_power_through_the_api() {
 
     // The CLI through the server: no config file (the server has the credentials).
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_xboot"))
+        let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
             .arg("--socket")
             .arg(&sock)
             .args(["bmc", "power"])
@@ -711,4 +713,58 @@ fn ipmi_sim_power_through_the_api() {
     );
     let _ = stop.send(());
     rt.block_on(server).unwrap().unwrap();
+}
+
+/// The `xboot` binary reads the inventory offline from `--hosts FILE` (the config naming
+/// none), as `serve` and `check-config` do: `bmc power status` reaches each host's
+/// ipmi_sim; with `--server` the flag is refused (the server's inventory would be used).
+#[test]
+fn bmc_power_status_takes_hosts_file_on_the_command_line() {
+    let sims: Vec<Sim> = (0..2).map(|_| Sim::start(Power::Startcmd)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<serde_json::Value> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({"name": format!("cn{}", i + 1),
+                "interfaces": [{"ip": s.addr.ip().to_string(), "bmc": true}]})
+        })
+        .collect();
+    let hosts_file = dir.path().join("hosts.json");
+    std::fs::write(&hosts_file, serde_json::to_string(&hosts).unwrap()).unwrap();
+    let config = dir.path().join("xboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[bmc]\nuser = \"{USER}\"\npassword = \"{PASS}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(dir.path().join("no-server.socket"))
+            .args(["bmc", "power", "status", "cn[1-2]", "--json", "--hosts"])
+            .arg(&hosts_file)
+            .args(extra)
+            .env_remove("XBOOT_CONFIG")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = run(&[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let st: Summary = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((st.ok, st.failed), (2, 0), "{stdout}");
+    assert!(
+        st.results.iter().all(|r| r.power.as_deref() == Some("off")),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&["--server"]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("--hosts/--images"), "{stderr}");
 }

@@ -3,7 +3,7 @@
 //! commands, restarted to show that API changes persist. No network: unix sockets, and
 //! the boot services bound to loopback port 0 with DHCP off.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const XBOOT: &str = env!("CARGO_BIN_EXE_xboot");
@@ -13,7 +13,7 @@ fn repo_config() -> PathBuf {
 }
 
 fn xboot(args: &[&str]) -> Output {
-    Command::new(XBOOT)
+    testlab::peers::own(XBOOT)
         .args(args)
         .env_remove("XBOOT_CONFIG")
         .env_remove("XBOOT_SOCKET")
@@ -184,7 +184,7 @@ impl Server {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = site.dir.path().join(format!("serve-{n}.log"));
-        let child = Command::new(XBOOT)
+        let child = testlab::peers::own(XBOOT)
             .args(["serve", "--config", &site.path("xboot.toml")])
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -365,7 +365,7 @@ fn serve_api_changes_persist_across_restart() {
     );
 
     // A second server on the same state dir is refused with a clear message.
-    let out = Command::new(XBOOT)
+    let out = testlab::peers::own(XBOOT)
         .args([
             "serve",
             "--config",
@@ -445,6 +445,43 @@ fn host_show_boot_prints_dhcp_answers_script_and_cmdline() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("no host \"nope\""), "{stderr}");
+}
+
+/// `host show NAME --boot` takes the inventory files on the command line, as `serve`
+/// and `check-config` do: `--hosts H --images I` with a config that names neither; a
+/// client command that asks the server refuses them instead of ignoring them.
+#[test]
+fn host_show_boot_takes_inventory_files_on_the_command_line() {
+    let site = Site::new();
+    let cfg = site.write(
+        "bare.toml",
+        "state_dir = \"state\"\n[dhcp]\nmode = \"off\"\n[api]\nsocket_path = \"run/api.socket\"\n\
+         [provision]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let (hosts, images) = (site.path("hosts.json"), site.path("images.toml"));
+    let show = |files: &[&str]| {
+        let mut argv = vec!["--config", &cfg, "host", "show", "cn1", "--boot"];
+        argv.extend_from_slice(&["--server", "10.0.0.254"]);
+        argv.extend_from_slice(files);
+        xboot(&argv)
+    };
+    let out = show(&["--hosts", &hosts, "--images", &images]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("#!ipxe"), "{stdout}");
+    assert!(stdout.contains("  BOOTIF=01-aa-bb-cc-00-00-01"), "{stdout}");
+    // Without the files the config names no inventory: the host is not found.
+    let out = show(&[]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("no host \"cn1\""), "{:?}", text(&out));
+    // A command that asks the running server does not silently ignore them.
+    let out = xboot(&["--config", &cfg, "host", "list", "--hosts", &hosts]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("--hosts/--images"),
+        "{:?}",
+        text(&out)
+    );
 }
 
 /// Editing hosts.json while serving reloads it: added hosts appear, hosts removed from

@@ -158,7 +158,7 @@ pub fn lease_script(dir: &Path, out: &Path) -> String {
         out.display()
     );
     std::fs::write(&p, body).unwrap();
-    netns::run(std::process::Command::new("chmod").args(["+x", p.to_str().unwrap()]));
+    netns::run(testlab::peers::command("chmod").args(["+x", p.to_str().unwrap()]));
     p.to_str().unwrap().to_string()
 }
 

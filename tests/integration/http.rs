@@ -155,7 +155,7 @@ struct Curl {
 
 /// Runs curl with `args`, returning the status code and the body.
 async fn curl(args: &[&str]) -> Curl {
-    let out = tokio::process::Command::new("curl")
+    let out = tokio::process::Command::from(testlab::peers::command("curl"))
         .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
         .args(args)
         .output()

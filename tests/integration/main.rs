@@ -25,6 +25,6 @@ fn netns_veth_ping() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 received"));
     let name = a.name.clone();
     drop(a);
-    let list = netns::run(std::process::Command::new("ip").args(["netns", "list"]));
+    let list = netns::run(testlab::peers::command("ip").args(["netns", "list"]));
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&name));
 }

@@ -31,7 +31,7 @@ impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("xb-{prefix}-{}-{n}", std::process::id());
-        run(Command::new("ip").args(["netns", "add", &name]));
+        run(testlab::peers::command("ip").args(["netns", "add", &name]));
         let ns = Netns {
             name,
             children: Mutex::new(vec![]),
@@ -48,8 +48,11 @@ impl Netns {
 
     /// A command that runs inside the namespace.
     pub fn cmd(&self, argv: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(argv);
+        let mut c = testlab::peers::command("ip");
+        let (prog, args) = argv.split_first().expect("an argv with a program");
+        c.args(["netns", "exec", &self.name])
+            .arg(testlab::peers::program(prog))
+            .args(args);
         c
     }
 
@@ -100,15 +103,15 @@ impl Drop for Netns {
             let _ = c.wait();
         }
         // Anything else still inside was started by this test (the namespace is ours).
-        if let Ok(out) = Command::new("ip")
+        if let Ok(out) = testlab::peers::command("ip")
             .args(["netns", "pids", &self.name])
             .output()
         {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
+                let _ = testlab::peers::command("kill").args(["-9", pid]).status();
             }
         }
-        let _ = Command::new("ip")
+        let _ = testlab::peers::command("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();

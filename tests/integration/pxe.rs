@@ -338,7 +338,7 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
     assert_no_capabilities(server.pid());
     if dhcp == Dhcp::Xdp {
         // Every DHCP answer (firmware, then the booted OS) came from the XDP program.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xboot"))
+        let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
             .args(["status", "--json", "--socket"])
             .arg(&server.files.socket)
             .output()

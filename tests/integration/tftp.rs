@@ -82,7 +82,7 @@ impl Server {
 
     /// tftp-hpa: `tftp -m binary 127.0.0.1 PORT -c get REMOTE LOCAL`; returns its output.
     async fn hpa_get(&self, remote: &str, local: &Path) -> String {
-        let out = tokio::process::Command::new("tftp")
+        let out = tokio::process::Command::from(testlab::peers::command("tftp"))
             .args([
                 "-m",
                 "binary",
@@ -105,7 +105,7 @@ impl Server {
 
     /// atftp with `--option` pairs and --trace; returns (success, output).
     async fn atftp_get(&self, remote: &str, local: &Path, options: &[&str]) -> (bool, String) {
-        let mut cmd = tokio::process::Command::new("atftp");
+        let mut cmd = tokio::process::Command::from(testlab::peers::command("atftp"));
         cmd.arg("--trace");
         for o in options {
             cmd.args(["--option", o]);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-time, idempotent machine set-up for building and testing xboot on Debian 12 (root).
 # Called by `cargo xtask setup` (and therefore by `cargo xtask demo` and `cargo xtask test`).
-#  1. Debian packages: the real peers the tests talk to (DHCP clients, PXE firmware, qemu,
-#     TFTP clients, IPMI simulator and clients, perfdhcp, dnsmasq) and tools the tests use.
+#  1. Every peer of xtask/peers.txt, the one list of the programs and files the tests, the
+#     demo and the benchmarks use: Debian packages (DHCP clients, PXE firmware, qemu, TFTP
+#     clients, IPMI simulator and clients, perfdhcp, dnsmasq, tools) and PyPI packages
+#     (the Redfish emulator sushy-tools and its bcrypt).
 #  2. The nightly toolchain's rust-src component (the eBPF crate is built with -Z build-std).
 #  3. bpf-linker built against the nightly's own LLVM (no Debian LLVM matches it).
 #  4. A test kernel (Debian's, extracted, not installed) and a busybox initrd, cached under target/.
@@ -12,11 +14,12 @@ CACHE=${XBOOT_CACHE:-$ROOT/target/xboot-cache}
 mkdir -p "$CACHE"
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios ovmf
-      dnsmasq-base isc-dhcp-client busybox-static tftp-hpa atftp curl
-      openipmi ipmitool freeipmi-tools kea-admin
-      tcpdump iproute2 iputils-ping ethtool cpio gzip xz-utils zstd procps psmisc python3
-      ndisc6 gcc libc6-dev)
+PEERS=$ROOT/xtask/peers.txt
+# The packages of one source in xtask/peers.txt (its third column), each once.
+peer_packages() {
+  awk -v from="$1" '!/^[[:space:]]*(#|$)/ && $2 == from { print $3 }' "$PEERS" | sort -u
+}
+mapfile -t PKGS < <(peer_packages apt)
 # One dpkg-query for all packages (a query per package costs ~20 ms each).
 missing_pkgs() {
   local -A ok=()
@@ -43,6 +46,23 @@ mapfile -t missing < <(missing_pkgs)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: still missing after install: ${missing[*]}" >&2
   exit 1
+fi
+
+# PyPI peers (sushy-tools brings bcrypt, which the Redfish tests use for its htpasswd).
+# pip is asked only when one is missing: a check per peer is cheaper than pip's own.
+mapfile -t PIP_PKGS < <(peer_packages pip)
+pip_missing=0
+while read -r name; do
+  case $name in
+    py:*) python3 -c "import ${name#py:}" 2>/dev/null || pip_missing=1 ;;
+    *) command -v "$name" >/dev/null 2>&1 || pip_missing=1 ;;
+  esac
+done < <(awk '!/^[[:space:]]*(#|$)/ && $2 == "pip" { print $1 }' "$PEERS")
+if [ "$pip_missing" = 1 ]; then
+  echo "setup: installing PyPI packages: ${PIP_PKGS[*]}"
+  python3 -m pip install --quiet "${PIP_PKGS[@]}"
+  # pyenv installs console scripts behind shims that need a rehash
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
 # rustfmt and clippy on the default toolchain (`cargo xtask test` runs both).

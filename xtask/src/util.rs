@@ -12,7 +12,7 @@ pub fn root() -> PathBuf {
 
 /// `cargo` as the one running xtask (so the same toolchain), in the workspace root.
 pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut c = testlab::peers::own(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
 }

@@ -48,6 +48,9 @@ pub struct Cli {
     /// Bearer token for --api (api.token).
     #[arg(long, global = true, env = "XBOOT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Inventory files, for every command that reads an inventory offline.
+    #[command(flatten)]
+    pub files: InventoryFiles,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,7 +60,7 @@ pub enum Command {
     /// Run the boot server (DHCP, TFTP, HTTP, API).
     Serve(ServeArgs),
     /// Validate a config and its inventory offline: exit 0, or 1 with every problem.
-    CheckConfig(InventoryFiles),
+    CheckConfig,
     /// Hosts: list, show, add, import, export, delete, provision, unprovision.
     #[command(subcommand)]
     Host(HostCmd),
@@ -86,7 +89,8 @@ pub struct ServeArgs {
     /// The config file (global --config).
     #[arg(skip)]
     pub config: PathBuf,
-    #[command(flatten)]
+    /// The inventory files (global --hosts, --images).
+    #[arg(skip)]
     pub files: InventoryFiles,
     /// State directory (overrides state_dir).
     #[arg(long, value_name = "DIR")]
@@ -96,15 +100,23 @@ pub struct ServeArgs {
     pub socket: Option<PathBuf>,
 }
 
-/// Inventory files given on the command line (override `hosts` / `images` of the config).
+/// Inventory files given on the command line (override `hosts` / `images` of the
+/// config). Global, so every command that reads an inventory offline (`serve`,
+/// `check-config`, `host show --boot`, `bmc` without `--server`) takes them the same way.
 #[derive(Debug, Clone, Default, Args)]
 pub struct InventoryFiles {
-    /// Hosts file (Grendel hosts.json or xboot TOML).
-    #[arg(long, value_name = "FILE")]
+    /// Hosts file (Grendel hosts.json or xboot TOML) [default: hosts of --config].
+    #[arg(long, global = true, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
-    /// Images file (Grendel images.json or xboot TOML).
-    #[arg(long, value_name = "FILE")]
+    /// Images file (Grendel images.json or xboot TOML) [default: images of --config].
+    #[arg(long, global = true, value_name = "FILE")]
     pub images: Option<PathBuf>,
+}
+
+impl InventoryFiles {
+    fn given(&self) -> bool {
+        self.hosts.is_some() || self.images.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Args)]
@@ -236,13 +248,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::anyhow!("xboot serve needs --config FILE (or XBOOT_CONFIG)")
             })?;
             args.socket = cli.socket;
+            args.files = cli.files;
             crate::serve::run(args)
         }
-        Command::CheckConfig(files) => {
+        Command::CheckConfig => {
             let config = cli.config.ok_or_else(|| {
                 anyhow::anyhow!("xboot check-config needs --config FILE (or XBOOT_CONFIG)")
             })?;
-            check::run(&config, &files)
+            check::run(&config, &cli.files)
         }
         Command::Host(HostCmd::Show {
             name,
@@ -254,8 +267,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             let config = crate::config::Config::load(&path)?;
             let endpoint = endpoint(Some(&path), cli.socket, cli.api, cli.token)?;
-            let inv = current_inventory(&config, endpoint)?;
+            let inv = current_inventory(&config, endpoint, &cli.files)?;
             show_boot::run(&config, &inv, &name, server)
+        }
+        Command::Bmc(args) if args.via_server() && cli.files.given() => {
+            anyhow::bail!(
+                "--hosts/--images read an inventory here; with --server the server's inventory is used: pass one or the other"
+            )
         }
         Command::Bmc(args) if args.via_server() => {
             let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
@@ -274,10 +292,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             let config = crate::config::Config::load(&path)?;
             let endpoint = endpoint(Some(&path), cli.socket, cli.api, cli.token)?;
-            let inv = current_inventory(&config, endpoint)?;
+            let inv = current_inventory(&config, endpoint, &cli.files)?;
             let code = crate::bmc::cli::run(&args, &config, &inv)?;
             std::process::exit(code);
         }
+        _ if cli.files.given() => anyhow::bail!(
+            "--hosts/--images are for the commands that read an inventory offline (serve, \
+             check-config, host show --boot, bmc power without --server); this one asks \
+             the running server"
+        ),
         command => {
             let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
             client_cmds::run(command, crate::api::client::Client::new(endpoint))
@@ -285,13 +308,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The inventory as the running server has it (through the API), else the config's
+/// The inventory of the files given with --hosts/--images (each falling back to the
+/// config's), else as the running server has it (through the API), else the config's
 /// inventory files read offline.
 fn current_inventory(
     config: &crate::config::Config,
     endpoint: crate::api::client::Endpoint,
+    files: &InventoryFiles,
 ) -> anyhow::Result<crate::inventory::Inventory> {
     use crate::inventory::{Host, Image, Inventory};
+    let offline = |hosts: Option<&std::path::Path>, images: Option<&std::path::Path>| {
+        crate::inventory::plan((vec![], vec![]), None, hosts, images).map(|s| s.inventory)
+    };
+    if files.given() {
+        let hosts = files.hosts.as_deref().or(config.hosts.as_deref());
+        let images = files.images.as_deref().or(config.images.as_deref());
+        return Ok(offline(hosts, images)?);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -309,13 +342,7 @@ fn current_inventory(
         }
         Err(e) => {
             tracing::info!("API not reachable ({e}); reading the inventory files of the config");
-            let start = crate::inventory::plan(
-                (vec![], vec![]),
-                None,
-                config.hosts.as_deref(),
-                config.images.as_deref(),
-            )?;
-            Ok(start.inventory)
+            Ok(offline(config.hosts.as_deref(), config.images.as_deref())?)
         }
     }
 }
@@ -373,11 +400,26 @@ mod tests {
             "xboot", "serve", "--config", "g.toml", "--hosts", "h.json", "--images", "i.json",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!()
-        };
+        assert!(matches!(cli.command, Command::Serve(_)));
         assert_eq!(cli.config.unwrap(), PathBuf::from("g.toml"));
-        assert_eq!(args.files.hosts.unwrap(), PathBuf::from("h.json"));
+        assert_eq!(cli.files.hosts.unwrap(), PathBuf::from("h.json"));
+        // The inventory flags are the same for every command that reads one offline.
+        for argv in [
+            &[
+                "xboot", "host", "show", "cn1", "--boot", "--hosts", "h.json", "--images", "i.json",
+            ][..],
+            &[
+                "xboot", "bmc", "power", "status", "cn[1-2]", "--hosts", "h.json",
+            ][..],
+            &["xboot", "check-config", "-c", "g.toml", "--hosts", "h.json"][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(
+                cli.files.hosts.unwrap(),
+                PathBuf::from("h.json"),
+                "{argv:?}"
+            );
+        }
         let cli = Cli::try_parse_from([
             "xboot", "host", "list", "cn[1-3]", "--json", "--socket", "/tmp/s",
         ])

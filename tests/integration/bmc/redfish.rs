@@ -2,8 +2,7 @@
 //! the one-time PXE override, wrong password, closed port, and TLS with a self-signed
 //! certificate (refused unless insecure is asked for).
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use xboot::bmc::fanout::Reason;
@@ -23,7 +22,7 @@ impl Sushy {
     fn start(tls: bool) -> Sushy {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let hash = Command::new("python3")
+        let hash = testlab::peers::command("python3")
             .args([
                 "-c",
                 &format!(
@@ -44,7 +43,7 @@ impl Sushy {
             d.display()
         );
         if tls {
-            let ok = Command::new("openssl")
+            let ok = testlab::peers::command("openssl")
                 .args([
                     "req",
                     "-x509",
@@ -71,7 +70,7 @@ impl Sushy {
         std::fs::write(d.join("sushy.conf"), conf).unwrap();
         let port = free_tcp_port();
         let log = std::fs::File::create(d.join("sushy.log")).unwrap();
-        let child = Command::new(sushy_emulator())
+        let child = testlab::peers::command("sushy-emulator")
             .args([
                 "--config",
                 "sushy.conf",
@@ -85,7 +84,7 @@ impl Sushy {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("sushy-emulator (pip sushy-tools, installed by xtask/scripts/setup-bmc.sh)");
+            .expect("sushy-emulator (pip sushy-tools, installed by cargo xtask setup)");
         let scheme = if tls { "https" } else { "http" };
         let s = Sushy {
             child,
@@ -107,7 +106,7 @@ impl Sushy {
     /// The emulated system, read with curl (an independent client).
     fn system(&self) -> serde_json::Value {
         let get = |path: &str| {
-            let out = Command::new("curl")
+            let out = testlab::peers::command("curl")
                 .args([
                     "-sk",
                     "-u",
@@ -128,19 +127,6 @@ impl Drop for Sushy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sushy_emulator() -> PathBuf {
-    let which = Command::new("sh")
-        .args(["-c", "command -v sushy-emulator"])
-        .output()
-        .unwrap();
-    let path = String::from_utf8_lossy(&which.stdout).trim().to_string();
-    assert!(
-        !path.is_empty(),
-        "sushy-emulator not found: run xtask/scripts/setup-bmc.sh"
-    );
-    Path::new(&path).to_path_buf()
 }
 
 fn free_tcp_port() -> u16 {

@@ -347,7 +347,7 @@ impl HttpLoad {
     /// next downloads inherit it) to the CPUs in `list`.
     fn confine(&self, list: &str) {
         for pid in std::iter::once(self.server).chain(self.clients.iter().copied()) {
-            let ok = std::process::Command::new("taskset")
+            let ok = testlab::peers::command("taskset")
                 .args(["-a", "-p", "-c", list, &pid.to_string()])
                 .stdout(Stdio::null())
                 .status()

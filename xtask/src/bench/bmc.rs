@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use testlab::children;
 
@@ -58,7 +58,9 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         for s in &self.sims {
             for pid in children(s.child.id()) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                let _ = testlab::peers::command("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
             }
         }
         for s in &mut self.sims {
@@ -94,7 +96,7 @@ fn start_fleet(n: usize, dir: &Path) -> anyhow::Result<Fleet> {
             d.join("bmc.emu"),
             "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
         )?;
-        let child = Command::new("ipmi_sim")
+        let child = testlab::peers::command("ipmi_sim")
             .args(["-c", "lan.conf", "-f", "bmc.emu", "-s", "state", "-n"])
             .current_dir(&d)
             .stdin(Stdio::null())
@@ -122,7 +124,9 @@ fn kill_stale(dir: &Path) {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
         if cwd.starts_with(dir) {
             for c in children(pid).into_iter().chain([pid]) {
-                let _ = Command::new("kill").args(["-9", &c.to_string()]).status();
+                let _ = testlab::peers::command("kill")
+                    .args(["-9", &c.to_string()])
+                    .status();
             }
         }
     }
@@ -208,7 +212,7 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
             if tool == Tool::XbootSuite3 {
                 cmd += " --cipher 3";
             }
-            let out = Command::new("sh")
+            let out = testlab::peers::command("sh")
                 .args(["-c", &cmd])
                 .stderr(Stdio::inherit())
                 .output()?;
@@ -226,7 +230,7 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
         }
         Tool::Ipmipower => {
             let flag = if op == "status" { "--stat" } else { "--cycle" };
-            let out = Command::new("ipmipower")
+            let out = testlab::peers::command("ipmipower")
                 .args([
                     "-D",
                     "LAN_2_0",
@@ -268,7 +272,7 @@ fn run_once(ctx: &Ctx, tool: Tool, op: &str, n: usize) -> anyhow::Result<Result<
             let children: Vec<Child> = hosts
                 .iter()
                 .map(|h| {
-                    Command::new("ipmitool")
+                    testlab::peers::command("ipmitool")
                         .args([
                             "-I", "lanplus", "-C", "3", "-H", h, "-U", USER, "-P", PASS, "chassis",
                             "power", verb,
@@ -333,7 +337,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn build_xboot() -> anyhow::Result<String> {
-    let ok = Command::new("cargo")
+    let ok = crate::util::cargo()
         .args([
             "build",
             "--release",

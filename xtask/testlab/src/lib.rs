@@ -9,12 +9,19 @@
 //! - [`qemu`]: starting a qemu VM (BIOS iPXE, OVMF, or direct kernel boot), waiting for
 //!   markers on its serial console, killing it by pid.
 //! - [`serial`]: following a serial log file line by line, with arrival times.
+//! - [`peers`]: the external programs and files used, from `xtask/peers.txt`; every
+//!   process is started through it.
 //! - [`serve`]: the generated config and inventory, and an `xboot serve` process.
+// `testlab::peers` names the same module here and in the integration tests, which
+// include `netns.rs` below as a module of their own.
+extern crate self as testlab;
+
 #[path = "../../../tests/integration/netns.rs"]
 pub mod netns;
 
 pub mod net;
 pub mod payload;
+pub mod peers;
 pub mod qemu;
 pub mod serial;
 pub mod serve;

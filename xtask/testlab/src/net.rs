@@ -8,7 +8,6 @@
 //! ```
 //! IPv6 is enabled on srv0 only (link-local, no DAD), so the server may answer the
 //! router solicitations iPXE sends; the namespaces keep it disabled elsewhere.
-use std::process::Command;
 
 /// Server address on srv0, and its prefix length.
 pub const SRV_IP: &str = "10.77.0.1";
@@ -30,7 +29,7 @@ pub struct PxeNet {
 
 fn ip(ns: &str, args: &[&str]) -> Result<(), String> {
     crate::run(
-        Command::new("ip")
+        testlab::peers::command("ip")
             .args(["netns", "exec", ns, "ip"])
             .args(args),
     )
@@ -38,7 +37,8 @@ fn ip(ns: &str, args: &[&str]) -> Result<(), String> {
 }
 
 fn sysctl(ns: &str, kv: &str) -> Result<(), String> {
-    crate::run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", kv])).map(|_| ())
+    crate::run(testlab::peers::command("ip").args(["netns", "exec", ns, "sysctl", "-qw", kv]))
+        .map(|_| ())
 }
 
 /// Builds the topology in two existing (empty) namespaces.
@@ -87,8 +87,9 @@ pub fn build(server_ns: &str, client_ns: &str) -> Result<PxeNet, String> {
 
 /// (protocol, port) of every TCP/UDP socket listening in `netns` (`ss -Hlntu`).
 pub fn listening(netns: &str) -> Vec<(String, u16)> {
-    let out = crate::run(Command::new("ip").args(["netns", "exec", netns, "ss", "-Hlntu"]))
-        .unwrap_or_default();
+    let out =
+        crate::run(testlab::peers::command("ip").args(["netns", "exec", netns, "ss", "-Hlntu"]))
+            .unwrap_or_default();
     out.lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();

@@ -7,7 +7,7 @@
 //! project notes); `XBOOT_QEMU_ACCEL=kvm` overrides it on machines where KVM works.
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::serial::{Line, SerialLog};
@@ -171,7 +171,7 @@ impl Vm {
         let argv = spec.argv();
         let started = Instant::now();
         // `ip netns exec` execs in place: the child's pid is qemu's.
-        let child = Command::new(&argv[0])
+        let child = crate::peers::command(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(out)

@@ -4,7 +4,7 @@
 //! Also reads a node's boot events back with `xboot events NODE --json`.
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -164,7 +164,7 @@ impl Server {
             .map_err(|e| format!("{}: {e}", files.log.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let config = files.config.display().to_string();
-        let child = Command::new("ip")
+        let child = testlab::peers::command("ip")
             .args(["netns", "exec", netns])
             .arg(xboot)
             .args(["serve", "--config", &config])
@@ -229,7 +229,7 @@ impl Server {
     pub fn events(&self, host: &str) -> Result<Vec<BootEvent>, String> {
         let socket = self.files.socket.display().to_string();
         let out = crate::run(
-            Command::new(&self.xboot).args(["events", host, "--json", "--socket", &socket]),
+            testlab::peers::own(&self.xboot).args(["events", host, "--json", "--socket", &socket]),
         )?;
         parse_events(&out)
     }
