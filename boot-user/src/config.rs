@@ -3,6 +3,8 @@
 //! Every grendel.toml key loads. Keys xboot does not implement are reported by
 //! [`Config::warnings`] (logged at start and by `check-config`), never silently dropped.
 //! xboot's own keys sit beside Grendel's; every key is documented in config/README.md.
+pub mod overrides;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -341,12 +343,35 @@ impl Config {
             path: path.into(),
             source,
         })?;
+        let text = Self::with_env_overrides(&text, path, std::env::vars())?;
         let mut cfg = Self::from_toml(&text, path)?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if let Some(dir) = abs.parent() {
             cfg.resolve_relative(dir);
         }
         Ok(cfg)
+    }
+
+    /// The file's text with the `XBOOT_*` / `GRENDEL_*` environment overrides applied
+    /// ([`overrides`]); the text itself when none applies.
+    pub fn with_env_overrides(
+        text: &str,
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<String, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.into(),
+            message,
+        };
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let applied = overrides::apply_env(&mut value, vars).map_err(parse_err)?;
+        if applied.is_empty() {
+            return Ok(text.to_string());
+        }
+        for a in &applied {
+            tracing::info!("config key {} set by the environment ({})", a.key, a.var);
+        }
+        toml::to_string(&value).map_err(|e| parse_err(e.to_string()))
     }
 
     /// Makes every relative path key absolute against `base` (the config file's directory).

@@ -155,22 +155,38 @@ pub async fn run(
     }
 }
 
+/// Watches the directories of `files` and sends when what one of the files names has
+/// changed.
+///
+/// Any change in a directory counts, not only events that name a file: editors and
+/// config managers replace a file by rename, and a Kubernetes ConfigMap volume never
+/// touches the names at all: `hosts.json` is a symlink to `..data/hosts.json`, and an
+/// update writes a new timestamped directory and renames a `..data_tmp` symlink over
+/// `..data`. So each event is answered by comparing what the files resolve to (the
+/// target's device, inode, size and modification time, symlinks followed) with what
+/// they resolved to before; only a difference sends.
 fn watch(
     files: &[PathBuf],
     tx: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let names: Vec<PathBuf> = files.to_vec();
+    let mut seen: Vec<Option<Identity>> = names.iter().map(|f| identity(f)).collect();
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            let ours = ev
-                .paths
-                .iter()
-                .any(|p| names.iter().any(|f| same_file_name(p, f)));
-            let writes = !matches!(ev.kind, notify::EventKind::Access(_));
-            if ours && writes {
-                let _ = tx.send(());
-            }
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let now: Vec<Option<Identity>> = names.iter().map(|f| identity(f)).collect();
+        let named = ev
+            .paths
+            .iter()
+            .any(|p| names.iter().any(|f| same_file_name(p, f)));
+        // A write in place keeps the identity until the writer closes: an event naming
+        // the file is passed on as before (the reload is debounced).
+        if now != seen || named {
+            seen = now;
+            let _ = tx.send(());
         }
     })?;
     let dirs: HashSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
@@ -180,7 +196,26 @@ fn watch(
     Ok(w)
 }
 
-/// Editors and config managers replace files by rename, so events are matched by name.
 fn same_file_name(a: &Path, b: &Path) -> bool {
     a.file_name().is_some() && a.file_name() == b.file_name()
+}
+
+/// What a path resolves to now (symlinks followed), or None when it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn identity(path: &Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Identity {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
 }

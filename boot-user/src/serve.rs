@@ -26,12 +26,27 @@ pub struct Prepared {
     pub store: Arc<Store>,
 }
 
-/// Loads the config (flags override it: --hosts, --images, --state-dir, --socket), opens the
+/// Loads the config (flags override it: --hosts, --images, --state-dir, --socket, --listen,
+/// --dbpath), opens the
 /// store, imports the inventory files over it and builds the shared state.
 pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
     let mut config = Config::load(&args.config)?;
+    if let Some(db) = &args.dbpath {
+        config.dbpath = Some(db.clone());
+    }
+    if let Some(ip) = args.listen {
+        crate::config::overrides::apply_listen(&mut config, ip)
+            .map_err(|e| anyhow::anyhow!("--listen {ip}: {e}"))?;
+    }
     for w in config.warnings() {
         tracing::warn!("{w}");
+    }
+    if !args.services.is_empty() {
+        tracing::warn!(
+            "--services {} is not implemented by xboot: every configured service runs \
+             (dhcp.mode = \"off\" turns DHCP off)",
+            args.services.join(",")
+        );
     }
     let cwd_abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
     if let Some(h) = &args.files.hosts {

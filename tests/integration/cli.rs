@@ -557,3 +557,221 @@ fn serve_reloads_inventory_files() {
     assert_eq!(host_names(&site), ["api1", "cn6"]);
     drop(server);
 }
+
+/// A Kubernetes ConfigMap volume as the kubelet writes it: the files live in a
+/// timestamped directory, `..data` links to it, and each file name links into `..data`.
+/// `update` writes a new directory and renames a `..data_tmp` link over `..data`, then
+/// removes the old directory: the names the server was given never change.
+struct ConfigMapVolume {
+    dir: PathBuf,
+    generation: u32,
+}
+
+impl ConfigMapVolume {
+    fn new(dir: PathBuf, files: &[(&str, &str)]) -> ConfigMapVolume {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = ConfigMapVolume { dir, generation: 0 };
+        v.update(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), v.dir.join(name)).unwrap();
+        }
+        v
+    }
+
+    fn update(&mut self, files: &[(&str, &str)]) {
+        let old = self.timestamped();
+        self.generation += 1;
+        let new = self.timestamped();
+        std::fs::create_dir(self.dir.join(&new)).unwrap();
+        for (name, body) in files {
+            std::fs::write(self.dir.join(&new).join(name), body).unwrap();
+        }
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&new, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        if self.generation > 1 {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+
+    fn timestamped(&self) -> String {
+        format!(
+            "..2026_12_03_13_00_{:02}.00000000{}",
+            self.generation, self.generation
+        )
+    }
+}
+
+/// ClusterFactory's chart runs the image with `--debug --verbose serve -c
+/// /secret/grendel.toml --hosts /config/hosts.json --images /config/images.json --listen
+/// 0.0.0.0`, with the guide's files (config/grendel.toml, config/examples/*.json) and the
+/// inventory in a ConfigMap volume. Those exact arguments start xboot (inside a network
+/// namespace of the test's, so 0.0.0.0 is that namespace's; the state directory and API
+/// socket are moved into the temp dir by environment overrides, as Kubernetes passes
+/// settings), debug logging is on, and a ConfigMap update made the kubelet's way reaches
+/// the running server.
+#[test]
+fn grendel_chart_arguments_and_configmap_updates() {
+    if crate::netns::need_root() {
+        return;
+    }
+    let ns = crate::netns::Netns::new("chart");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir(root.join("secret")).unwrap();
+    std::fs::copy(
+        repo_config().join("grendel.toml"),
+        root.join("secret/grendel.toml"),
+    )
+    .unwrap();
+    let hosts = std::fs::read_to_string(repo_config().join("examples/hosts.json")).unwrap();
+    let images = std::fs::read_to_string(repo_config().join("examples/images.json")).unwrap();
+    let mut volume = ConfigMapVolume::new(
+        root.join("config"),
+        &[("hosts.json", &hosts), ("images.json", &images)],
+    );
+    let socket = root.join("run/api.socket");
+    let log = root.join("serve.log");
+    let secret = root.join("secret/grendel.toml").display().to_string();
+    let (hosts_path, images_path) = (
+        root.join("config/hosts.json").display().to_string(),
+        root.join("config/images.json").display().to_string(),
+    );
+    // The chart mounts the image files at /var/lib/grendel (the guide's images.json
+    // names them there): a private mount namespace gets a temp dir bound over /var/lib.
+    let var_lib = root.join("var-lib");
+    std::fs::create_dir_all(var_lib.join("grendel")).unwrap();
+    let guide_images: serde_json::Value = serde_json::from_str(&images).unwrap();
+    for img in guide_images.as_array().unwrap() {
+        let files = img["initrd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain([&img["kernel"]]);
+        for f in files {
+            let name = Path::new(f.as_str().unwrap())
+                .strip_prefix("/var/lib")
+                .unwrap();
+            std::fs::write(var_lib.join(name), b"guide image file").unwrap();
+        }
+    }
+    let bind = format!("mount --bind {} /var/lib && exec \"$@\"", var_lib.display());
+    let argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &bind,
+        "sh",
+        XBOOT,
+        "--debug",
+        "--verbose",
+        "serve",
+        "-c",
+        &secret,
+        "--hosts",
+        &hosts_path,
+        "--images",
+        &images_path,
+        "--listen",
+        "0.0.0.0",
+    ];
+    let mut child = ns
+        .cmd(&argv)
+        .env_remove("RUST_LOG")
+        .env_remove("XBOOT_CONFIG")
+        .env("XBOOT_STATE_DIR", root.join("state"))
+        .env("GRENDEL_API_SOCKET_PATH", &socket)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let sock = socket.display().to_string();
+    let names = || {
+        let out = xboot(&["host", "list", "--json", "--socket", &sock]);
+        out.status.success().then(|| {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(n) = names() {
+            break n;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("xboot serve exited ({status}): {}", read_log());
+        }
+        assert!(Instant::now() < deadline, "no API: {}", read_log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let guide: serde_json::Value = serde_json::from_str(&hosts).unwrap();
+    let want: Vec<String> = guide
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first, want, "{}", read_log());
+    let text = read_log();
+    assert!(
+        text.contains("DEBUG") && text.contains("log filter: debug"),
+        "--debug: no debug lines in {text}"
+    );
+    assert!(
+        text.contains("api.socket_path set by the environment (GRENDEL_API_SOCKET_PATH)"),
+        "{text}"
+    );
+    assert!(text.contains("0.0.0.0:69"), "{text}");
+
+    // The kubelet's update: a copy of the guide's first host under a new name and MAC.
+    let mut more = guide.clone();
+    let mut extra = more[0].clone();
+    extra["name"] = "cf-added1".into();
+    extra.as_object_mut().unwrap().remove("id");
+    for (i, nic) in extra["interfaces"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        if nic.get("mac").is_some() {
+            nic["mac"] = format!("02:00:00:00:10:{i:02x}").into();
+        }
+        let ip = nic["ip"].as_str().unwrap_or("").replace(".51/", ".52/");
+        nic["ip"] = ip.into();
+    }
+    more.as_array_mut().unwrap().push(extra);
+    let t0 = Instant::now();
+    volume.update(&[
+        ("hosts.json", &serde_json::to_string(&more).unwrap()),
+        ("images.json", &images),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if names().is_some_and(|n| n.iter().any(|h| h == "cf-added1")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ConfigMap update was not picked up: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "ConfigMap update reached the server after {} ms",
+        t0.elapsed().as_millis()
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {}", read_log());
+}

@@ -23,8 +23,16 @@ pub struct Cli {
     /// RUST_LOG, else `info` for serve and `warn` for the other commands.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// Config file. `serve` and `check-config` need it; the client commands take the API
-    /// socket (`api.socket_path`) from it when --socket is not given.
+    /// Debug messages: --log-level debug (Grendel's flag).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Informational messages: --log-level info (Grendel's flag).
+    #[arg(long, global = true)]
+    pub verbose: bool,
+    /// Config file [default: /etc/xboot/xboot.toml, else /etc/grendel/grendel.toml, the
+    /// first that exists]. `serve` and `check-config` need one; the client commands take
+    /// the API socket (`api.socket_path`) from it when --socket is not given. Keys can be
+    /// set by the environment too: XBOOT_<SECTION>_<KEY> or GRENDEL_<SECTION>_<KEY>.
     #[arg(
         long,
         short = 'c',
@@ -98,6 +106,19 @@ pub struct ServeArgs {
     /// API socket (global --socket; overrides api.socket_path).
     #[arg(skip)]
     pub socket: Option<PathBuf>,
+    /// Listen on this address: replaces the host part of every listen address
+    /// (dhcp, tftp, pxe, provision, api), the ports stay (Grendel's flag).
+    #[arg(long, value_name = "IP")]
+    pub listen: Option<std::net::IpAddr>,
+    /// Grendel's database path (sets `dbpath`: xboot keeps its store under state_dir, so
+    /// anything but :memory: is warned about and not used).
+    #[arg(long, value_name = "PATH")]
+    pub dbpath: Option<String>,
+    /// Grendel's service selection (dhcp,pxe,tftp,dns,provision,api). Not implemented:
+    /// accepted with a warning, every configured service runs (`dhcp.mode = "off"`
+    /// turns DHCP off).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub services: Vec<String>,
 }
 
 /// Inventory files given on the command line (override `hosts` / `images` of the
@@ -232,12 +253,32 @@ pub struct AddImage {
 
 /// Entry point of the `xboot` binary.
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logging(
-        cli.log_level.as_deref(),
-        matches!(cli.command, Command::Serve(_)),
-    );
+    let mut cli = Cli::parse();
+    let level = cli.log_level.clone().or_else(|| {
+        (cli.debug
+            .then_some("debug")
+            .or(cli.verbose.then_some("info")))
+        .map(String::from)
+    });
+    init_logging(level.as_deref(), matches!(cli.command, Command::Serve(_)));
+    if cli.config.is_none() {
+        cli.config = default_config(&DEFAULT_CONFIGS.map(std::path::Path::new));
+        if let Some(c) = &cli.config {
+            tracing::info!("using config file {}", c.display());
+        }
+    }
     run(cli)
+}
+
+/// Where the config is looked for when neither --config nor XBOOT_CONFIG names one.
+pub const DEFAULT_CONFIGS: [&str; 2] = ["/etc/xboot/xboot.toml", "/etc/grendel/grendel.toml"];
+
+/// The first of `candidates` that exists.
+pub fn default_config(candidates: &[&std::path::Path]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| p.to_path_buf())
 }
 
 /// Runs a parsed command line.
@@ -245,7 +286,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(mut args) => {
             args.config = cli.config.ok_or_else(|| {
-                anyhow::anyhow!("xboot serve needs --config FILE (or XBOOT_CONFIG)")
+                anyhow::anyhow!(
+                    "xboot serve needs --config FILE (or XBOOT_CONFIG, or one of {})",
+                    DEFAULT_CONFIGS.join(", ")
+                )
             })?;
             args.socket = cli.socket;
             args.files = cli.files;
@@ -368,7 +412,8 @@ fn endpoint(
     Ok(Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)))
 }
 
-/// tracing to stderr: --log-level, else RUST_LOG, else `info` (serve) / `warn` (others).
+/// tracing to stderr: --log-level (or --debug, --verbose), else RUST_LOG, else `info`
+/// (serve) / `warn` (others).
 fn init_logging(level: Option<&str>, serve: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
@@ -376,12 +421,14 @@ fn init_logging(level: Option<&str>, serve: bool) {
         None => EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new(if serve { "info" } else { "warn" })),
     };
+    let shown = filter.to_string();
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    tracing::debug!("log filter: {shown}");
 }
 
 #[cfg(test)]
