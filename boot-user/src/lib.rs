@@ -10,6 +10,7 @@
 //! - [`tftp`]: read-only TFTP of the iPXE binaries.
 //! - [`http`]: boot scripts, kernels, initrds, live images, postscripts, signed tokens.
 //! - [`events`]: the per-host boot event log.
+//! - [`ratelimit`]: the token bucket for log lines strangers can cause.
 //! - [`state`]: the running inventory shared by every service.
 //! - [`api`], [`cli`]: REST API on a unix socket, and the `xboot` command line.
 //! - [`serve`]: `xboot serve`: loads config and inventory, starts the services.
@@ -27,6 +28,7 @@ pub mod http;
 pub mod inventory;
 pub mod nodeset;
 pub mod privileges;
+pub mod ratelimit;
 pub mod reload;
 pub mod serve;
 pub mod state;

@@ -37,6 +37,11 @@ use super::sockets::{recv_pktinfo, PacketSocket, Sockets, UdpListener};
 use super::stats::Stats;
 use super::wire;
 use crate::events::{now_ms, EventKind};
+use crate::ratelimit::{LogLimit, Verdict};
+
+/// Per-packet warnings about known hosts (no address, reply too large): a known MAC can
+/// be spoofed, so these are limited over all hosts.
+static HOST_WARNINGS: LogLimit = LogLimit::new(2, 20);
 use crate::inventory::Mac;
 use crate::state::Shared;
 
@@ -205,11 +210,12 @@ impl Service {
     fn report(&self, s: &Silence, req: &Request, ifname: &str) {
         match s {
             Silence::UnknownMac => {
-                if self.discovered.record(req, ifname, now_ms()) {
+                if let Some(suppressed) = self.discovered.record(req, ifname, now_ms()) {
                     tracing::info!(
-                        "dhcp: unknown MAC {} ({}) on {ifname}: not answered",
+                        "dhcp: unknown MAC {} ({}) on {ifname}: not answered{}",
                         req.mac,
-                        req.kind
+                        req.kind,
+                        LogLimit::note(suppressed)
                     );
                 }
             }
@@ -231,13 +237,23 @@ impl Service {
                 );
             }
             Silence::NoAddress { host } => {
-                tracing::warn!(
-                    "dhcp: {host} ({}) has no IPv4 address in the inventory: not answered",
-                    req.mac
-                );
+                if let Verdict::Log { suppressed } = HOST_WARNINGS.check(now_ms()) {
+                    tracing::warn!(
+                        "dhcp: {host} ({}) has no IPv4 address in the inventory: not answered{}",
+                        req.mac,
+                        LogLimit::note(suppressed)
+                    );
+                }
             }
             Silence::TooLarge { host, size } => {
-                tracing::warn!("dhcp: reply to {host} would be {size} bytes, over the client's limit: not sent");
+                // A known MAC (spoofable) asking for a tiny reply size must not write a
+                // line per packet.
+                if let Verdict::Log { suppressed } = HOST_WARNINGS.check(now_ms()) {
+                    tracing::warn!(
+                        "dhcp: reply to {host} would be {size} bytes, over the client's limit: not sent{}",
+                        LogLimit::note(suppressed)
+                    );
+                }
             }
             other => tracing::debug!("dhcp: no answer to {} on {ifname}: {other:?}", req.mac),
         }
