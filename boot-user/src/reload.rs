@@ -6,19 +6,26 @@
 //! there is deleted; entries added through the API (never in a file) are kept. A file
 //! that does not parse, or an inventory that does not validate, is reported and the
 //! running inventory stays as it is.
-use std::collections::HashSet;
+//!
+//! Only what changed in a file is applied: an entry the file holds exactly as it did at
+//! the last load keeps its running state, so editing one host (or a comment) does not
+//! reset `provision` on every other host, re-arming the reinstallation of nodes that
+//! reported `complete`. And a file that held entries and now reads as holding none
+//! (empty, or caught half-written by a writer that truncates first) is refused unless
+//! it says so explicitly: `[]` in JSON, `host = []` / `image = []` in TOML.
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::ApiState;
-use crate::inventory::{load, Kind, Loaded};
+use crate::inventory::{load, Host, Image, Kind, Loaded};
 
-/// Names each file contributed at the last successful load.
+/// The entries the files held at the last successful load.
 pub struct FileReloader {
     hosts_file: Option<PathBuf>,
     images_file: Option<PathBuf>,
-    host_names: HashSet<String>,
-    image_names: HashSet<String>,
+    hosts: HashMap<String, Host>,
+    images: HashMap<String, Image>,
 }
 
 impl FileReloader {
@@ -27,8 +34,8 @@ impl FileReloader {
         let mut r = FileReloader {
             hosts_file,
             images_file,
-            host_names: HashSet::new(),
-            image_names: HashSet::new(),
+            hosts: HashMap::new(),
+            images: HashMap::new(),
         };
         if let Ok(l) = r.read() {
             r.remember(&l);
@@ -56,6 +63,9 @@ impl FileReloader {
                 let msgs: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
                 return Err(format!("{}: {}", file.display(), msgs.join("; ")));
             }
+            if l.hosts.is_empty() && l.images.is_empty() {
+                self.check_emptied(file)?;
+            }
             all.hosts.append(&mut l.hosts);
             all.images.append(&mut l.images);
             all.warnings.append(&mut l.warnings);
@@ -63,9 +73,49 @@ impl FileReloader {
         Ok(all)
     }
 
+    /// `file` reads as holding no entries: fine if it held none before or says so
+    /// explicitly, else refused (an empty or half-written file must not delete hosts).
+    fn check_emptied(&self, file: &Path) -> Result<(), String> {
+        let had = |names: Vec<&String>| !names.is_empty();
+        let from_this = |f: &Option<PathBuf>| f.as_deref() == Some(file);
+        let held = (from_this(&self.hosts_file) && had(self.hosts.keys().collect()))
+            || (from_this(&self.images_file) && had(self.images.keys().collect()));
+        if !held {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if explicitly_empty(&text) {
+            return Ok(());
+        }
+        Err(format!(
+            "{} now holds no entries (empty, or caught half-written?): refusing to delete the \
+             {} hosts and {} images it had; to remove them all, write [] (JSON) or host = [] \
+             / image = [] (TOML)",
+            file.display(),
+            if from_this(&self.hosts_file) {
+                self.hosts.len()
+            } else {
+                0
+            },
+            if from_this(&self.images_file) {
+                self.images.len()
+            } else {
+                0
+            },
+        ))
+    }
+
     fn remember(&mut self, l: &Loaded) {
-        self.host_names = l.hosts.iter().map(|h| h.name.clone()).collect();
-        self.image_names = l.images.iter().map(|i| i.name.clone()).collect();
+        self.hosts = l
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.clone()))
+            .collect();
+        self.images = l
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
     }
 
     /// Re-reads the files and applies them. Returns a one-line report.
@@ -74,25 +124,39 @@ impl FileReloader {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
+        let in_file: HashSet<&str> = loaded.hosts.iter().map(|h| h.name.as_str()).collect();
         let gone_hosts: HashSet<String> = self
-            .host_names
-            .iter()
-            .filter(|n| !loaded.hosts.iter().any(|h| &h.name == *n))
+            .hosts
+            .keys()
+            .filter(|n| !in_file.contains(n.as_str()))
             .cloned()
             .collect();
+        let in_file: HashSet<&str> = loaded.images.iter().map(|i| i.name.as_str()).collect();
         let gone_images: HashSet<String> = self
-            .image_names
-            .iter()
-            .filter(|n| !loaded.images.iter().any(|i| &i.name == *n))
+            .images
+            .keys()
+            .filter(|n| !in_file.contains(n.as_str()))
             .cloned()
             .collect();
         let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
         let (dh, di) = (gone_hosts.len(), gone_images.len());
+        // Entries the file holds as it did at the last load are left as they run now.
         let keep = Loaded {
-            hosts: loaded.hosts.clone(),
-            images: loaded.images.clone(),
+            hosts: loaded
+                .hosts
+                .iter()
+                .filter(|h| self.hosts.get(&h.name) != Some(h))
+                .cloned()
+                .collect(),
+            images: loaded
+                .images
+                .iter()
+                .filter(|i| self.images.get(&i.name) != Some(i))
+                .cloned()
+                .collect(),
             ..Default::default()
         };
+        let (ch, ci) = (keep.hosts.len(), keep.images.len());
         api.mutate(move |hosts, images| {
             hosts.retain(|h| !gone_hosts.contains(&h.name));
             images.retain(|i| !gone_images.contains(&i.name));
@@ -110,7 +174,8 @@ impl FileReloader {
         })?;
         self.remember(&loaded);
         Ok(format!(
-            "{nh} hosts and {ni} images from the files; {dh} hosts and {di} images removed"
+            "{nh} hosts and {ni} images in the files, {ch} hosts and {ci} images new or \
+             changed applied; {dh} hosts and {di} images removed"
         ))
     }
 }
@@ -196,6 +261,22 @@ fn watch(
     Ok(w)
 }
 
+/// The file says it holds nothing: `[]` (JSON), or a TOML table whose `host` or `image`
+/// is an empty array.
+fn explicitly_empty(text: &str) -> bool {
+    if let Ok(serde_json::Value::Array(a)) = serde_json::from_str::<serde_json::Value>(text) {
+        return a.is_empty();
+    }
+    let Ok(t) = toml::from_str::<toml::Table>(text) else {
+        return false;
+    };
+    ["host", "image"].iter().any(|k| {
+        t.get(*k)
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.is_empty())
+    })
+}
+
 fn same_file_name(a: &Path, b: &Path) -> bool {
     a.file_name().is_some() && a.file_name() == b.file_name()
 }
@@ -218,4 +299,25 @@ fn identity(path: &Path) -> Option<Identity> {
         len: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explicitly_empty;
+
+    #[test]
+    fn only_an_explicit_empty_file_may_empty_the_inventory() {
+        for (text, want) in [
+            ("[]", true),
+            ("  [ ]\n", true),
+            ("host = []\n", true),
+            ("# all gone\nimage = []\n", true),
+            ("", false),
+            ("\n# comment only\n", false),
+            ("[{\"name\":", false),
+            ("[[host]]\nname = \"cn1\"\n", false),
+        ] {
+            assert_eq!(explicitly_empty(text), want, "{text:?}");
+        }
+    }
 }

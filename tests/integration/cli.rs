@@ -775,3 +775,78 @@ fn grendel_chart_arguments_and_configmap_updates() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status}: {}", read_log());
 }
+
+/// A reload applies only what changed in the file: a host the file holds as before keeps
+/// the state the API gave it (unprovisioned here, as `complete` does), so adding another
+/// host does not re-arm its reinstallation. A file emptied by accident (truncated,
+/// 0 bytes) deletes nothing; `[]` empties it on purpose.
+#[test]
+fn reload_keeps_running_state_and_refuses_an_accidentally_empty_file() {
+    let site = Site::new();
+    let sock = site.path("run/api.socket");
+    let server = Server::start(&site);
+    let provisioned = |name: &str| -> Option<bool> {
+        let out = xboot(&["host", "list", "--json", "--socket", &sock]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["provision"].as_bool().unwrap_or(false))
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(provisioned("cn1"), Some(true));
+    let out = xboot(&["host", "unprovision", "cn1", "--socket", &sock]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(provisioned("cn1"), Some(false));
+
+    // cn1 unchanged in the file, cn7 added.
+    let before = std::fs::read_to_string(site.path("hosts.json")).unwrap();
+    let mut hosts: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let mut cn7 = hosts[0].clone();
+    cn7["name"] = "cn7".into();
+    cn7["interfaces"] = serde_json::json!([{"ip": "10.0.0.7/24", "mac": "aa:bb:cc:00:00:07"}]);
+    hosts.as_array_mut().unwrap().push(cn7);
+    site.write("hosts.json", &hosts.to_string());
+    wait("cn7 added", &|| provisioned("cn7") == Some(true));
+    assert_eq!(provisioned("cn1"), Some(false), "cn1's state was reset");
+
+    // hosts.json truncated to nothing (not JSON), and images.toml down to a comment (a
+    // TOML file of no entries): both refused, nothing deleted.
+    site.write("hosts.json", "");
+    wait("the empty file refused", &|| {
+        server
+            .log()
+            .matches("inventory reload (file change) refused")
+            .count()
+            >= 1
+    });
+    site.write("hosts.json", &hosts.to_string());
+    wait("the file restored", &|| {
+        server
+            .log()
+            .contains("0 hosts and 0 images new or changed applied")
+    });
+    std::fs::copy(site.path("images.toml"), site.path("images.toml.orig")).unwrap();
+    site.write("images.toml", "# images move to the new rack\n");
+    wait("the file of no hosts refused", &|| {
+        server.log().contains("now holds no entries")
+    });
+    assert_eq!(provisioned("cn1"), Some(false));
+    assert_eq!(provisioned("cn7"), Some(true));
+
+    // `[]`: the file's hosts are removed on purpose (images.toml put back first).
+    let images = std::fs::read_to_string(site.path("images.toml.orig")).unwrap();
+    site.write("images.toml", &images);
+    site.write("hosts.json", "[]");
+    wait("[] empties the file's hosts", &|| {
+        provisioned("cn1").is_none() && provisioned("cn7").is_none()
+    });
+    drop(server);
+}
