@@ -106,16 +106,22 @@ impl Store {
         };
         std::fs::create_dir_all(state_dir)
             .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                err("in use by another xboot process".into())
-            }
-            other => err(other.to_string()),
-        })?;
-        let store = Store { db, path };
-        // Create the tables so that readers never meet a missing one.
-        store.write(|_, _| Ok(()))?;
-        Ok(store)
+        check_header(&path).map_err(|m| err(format!("{m}; {DAMAGED_HINT}")))?;
+        guard(&path, || {
+            let db = Database::create(&path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    err("in use by another xboot process".into())
+                }
+                other => err(other.to_string()),
+            })?;
+            let store = Store {
+                db,
+                path: path.clone(),
+            };
+            // Create the tables so that readers never meet a missing one.
+            store.write(|_, _| Ok(()))?;
+            Ok(store)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -131,10 +137,12 @@ impl Store {
 
     /// Every host and image, in name order.
     pub fn load(&self) -> Result<(Vec<Host>, Vec<Image>), StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let hosts = self.read_table(&tx, HOSTS, "host")?;
-        let images = self.read_table(&tx, IMAGES, "image")?;
-        Ok((hosts, images))
+        guard(&self.path, || {
+            let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+            let hosts = self.read_table(&tx, HOSTS, "host")?;
+            let images = self.read_table(&tx, IMAGES, "image")?;
+            Ok((hosts, images))
+        })
     }
 
     fn read_table<T: serde::de::DeserializeOwned>(
@@ -162,6 +170,10 @@ impl Store {
         if change.is_empty() {
             return Ok(());
         }
+        guard(&self.path, || self.apply_now(change))
+    }
+
+    fn apply_now(&self, change: &Change) -> Result<(), StoreError> {
         self.write(|hosts, images| {
             for h in &change.put_hosts {
                 let doc = serde_json::to_vec(h).expect("host serializes");
@@ -196,4 +208,72 @@ impl Store {
         }
         tx.commit().map_err(|e| self.db_err(e))
     }
+}
+
+/// What to do about a damaged store, said with every such error.
+const DAMAGED_HINT: &str =
+    "move the file away to start from an empty store (the inventory files are imported again), or restore a backup";
+
+/// Length of redb's file header; its first bytes are a magic number, then a flag byte, two
+/// bytes of padding and the page size (little-endian u32).
+const HEADER_LEN: usize = 320;
+const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+const PAGE_SIZE_AT: usize = 12;
+/// The page size redb writes (its default, which xboot does not change).
+const PAGE_SIZE: u32 = 4096;
+
+/// Refuses a file that cannot be a store before redb reads it: redb asserts on some
+/// header fields (the page size, the file's length) and would panic. A missing file is
+/// fine (it is created).
+fn check_header(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    f.by_ref()
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if head.is_empty() {
+        return Err("the file is empty (0 bytes), not a store: it was truncated".into());
+    }
+    if head.len() < HEADER_LEN || head[..MAGIC.len()] != MAGIC {
+        return Err(format!(
+            "not a redb database (damaged or truncated header, {} bytes read)",
+            head.len()
+        ));
+    }
+    let page_size = u32::from_le_bytes(
+        head[PAGE_SIZE_AT..PAGE_SIZE_AT + 4]
+            .try_into()
+            .expect("four bytes"),
+    );
+    if page_size != PAGE_SIZE {
+        return Err(format!(
+            "damaged header (page size {page_size}, expected {PAGE_SIZE})"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs redb code that may meet a damaged file; redb panics on some damage (a file
+/// shorter than its header says, for one), which becomes an error naming the file.
+fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        Err(StoreError::Db {
+            path: path.to_path_buf(),
+            message: format!(
+                "damaged store (redb: {}); {DAMAGED_HINT}",
+                why.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+        })
+    })
 }

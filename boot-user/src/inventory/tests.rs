@@ -334,6 +334,46 @@ fn store_round_trip_and_reopen() {
     assert_eq!(images2, images);
 }
 
+/// A damaged store file is refused with an error naming it, never a panic: truncated
+/// at several lengths, its header overwritten, or not a store at all.
+#[test]
+fn damaged_store_is_refused_not_a_panic() {
+    let state = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(state.path()).unwrap();
+        let hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")];
+        s.apply(&Change::diff(&[], &[], &hosts, &[])).unwrap();
+    }
+    let file = state.path().join(store::FILE_NAME);
+    let good = std::fs::read(&file).unwrap();
+    let mut damaged: Vec<(String, Vec<u8>)> = [0, 5, 9, 64, 320, 512, 4096, good.len() / 2]
+        .iter()
+        .filter(|&&n| n < good.len())
+        .map(|&n| (format!("truncated to {n}"), good[..n].to_vec()))
+        .collect();
+    for (from, to) in [(9, 40), (9, 200), (40, 600), (0, 4)] {
+        let mut bytes = good.clone();
+        bytes[from..to].iter_mut().for_each(|b| *b = 0xa5);
+        damaged.push((format!("bytes {from}..{to} overwritten"), bytes));
+    }
+    damaged.push(("text".into(), b"not a database at all\n".repeat(400)));
+    let mut wrong = Vec::new();
+    for (what, bytes) in damaged {
+        std::fs::write(&file, &bytes).unwrap();
+        let r = std::panic::catch_unwind(|| Store::open(state.path()).and_then(|s| s.load()));
+        match r {
+            Err(_) => wrong.push(format!("{what}: the store panicked")),
+            Ok(Ok(_)) if what.starts_with("bytes") => {} // redb repaired it from its copy
+            Ok(Ok(l)) => wrong.push(format!("{what}: opened and loaded {l:?}")),
+            Ok(Err(e)) if !e.to_string().contains("inventory.redb") => {
+                wrong.push(format!("{what}: {e}"))
+            }
+            Ok(Err(_)) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn startup_merges_files_over_store() {
     let f = Files::new();
