@@ -19,6 +19,9 @@ pub const FILE_NAME: &str = "inventory.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process (a running server) has the store open.
+    #[error("inventory store {path}: in use by another xboot process")]
+    InUse { path: PathBuf },
     #[error("inventory store {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error("inventory store {path}: {entry}: unreadable record: {message}")]
@@ -108,12 +111,7 @@ impl Store {
             .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
         check_header(&path).map_err(|m| err(format!("{m}; {DAMAGED_HINT}")))?;
         guard(&path, || {
-            let db = Database::create(&path).map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    err("in use by another xboot process".into())
-                }
-                other => err(other.to_string()),
-            })?;
+            let db = Database::create(&path).map_err(|e| open_err(&path, e))?;
             let store = Store {
                 db,
                 path: path.clone(),
@@ -121,6 +119,26 @@ impl Store {
             // Create the tables so that readers never meet a missing one.
             store.write(|_, _| Ok(()))?;
             Ok(store)
+        })
+    }
+
+    /// Opens the store in `state_dir` to read it, if it exists: creates no directory,
+    /// file or table (`check-config`). Tables not created yet read as empty.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = state_dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        check_header(&path).map_err(|m| StoreError::Db {
+            path: path.clone(),
+            message: format!("{m}; {DAMAGED_HINT}"),
+        })?;
+        guard(&path, || {
+            let db = Database::open(&path).map_err(|e| open_err(&path, e))?;
+            Ok(Some(Store {
+                db,
+                path: path.clone(),
+            }))
         })
     }
 
@@ -151,7 +169,12 @@ impl Store {
         def: TableDefinition<&str, &[u8]>,
         label: &str,
     ) -> Result<Vec<T>, StoreError> {
-        let table = tx.open_table(def).map_err(|e| self.db_err(e))?;
+        let table = match tx.open_table(def) {
+            Ok(t) => t,
+            // Only a store opened by `open_existing` can lack a table: nothing stored yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.db_err(e)),
+        };
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
@@ -207,6 +230,16 @@ impl Store {
             f(&mut hosts, &mut images).map_err(|e| self.db_err(e))?;
         }
         tx.commit().map_err(|e| self.db_err(e))
+    }
+}
+
+fn open_err(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.into() },
+        other => StoreError::Db {
+            path: path.into(),
+            message: other.to_string(),
+        },
     }
 }
 
