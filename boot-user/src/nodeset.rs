@@ -60,7 +60,7 @@ impl IdRange {
         // A digit string is fixed by its value and its length: the range's text for `n`
         // is `n` padded to `pad`, so only the length is left to compare.
         (self.lo..=self.hi).contains(&n)
-            && (n - self.lo) % self.step == 0
+            && (n - self.lo).is_multiple_of(self.step)
             && digits.len() == self.pad.max(digit_count(n))
     }
 
