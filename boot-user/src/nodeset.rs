@@ -939,4 +939,80 @@ mod tests {
             "cn1,cn[2-3]"
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A well-formed node set of one or two elements, small enough to expand.
+        fn small_set() -> impl Strategy<Value = String> {
+            let range =
+                (0u64..30, 0u64..12, 1u64..4, any::<bool>()).prop_map(|(lo, len, step, pad)| {
+                    let (a, b) = if pad {
+                        (format!("{lo:03}"), format!("{:03}", lo + len))
+                    } else {
+                        (lo.to_string(), (lo + len).to_string())
+                    };
+                    match (len, step) {
+                        (0, _) => a,
+                        (_, 1) => format!("{a}-{b}"),
+                        _ => format!("{a}-{b}/{step}"),
+                    }
+                });
+            let group =
+                prop::collection::vec(range, 1..4).prop_map(|r| format!("[{}]", r.join(",")));
+            let element = (
+                "[a-c]{1,3}",
+                group.clone(),
+                prop::option::of(("-[a-c]", group)),
+            )
+                .prop_map(|(p, g, more)| match more {
+                    Some((mid, g2)) => format!("{p}{g}{mid}{g2}"),
+                    None => format!("{p}{g}"),
+                });
+            prop::collection::vec(element, 1..3).prop_map(|e| e.join(","))
+        }
+
+        proptest! {
+            /// No input panics the parser or the matcher.
+            #[test]
+            fn parse_and_select_never_panic(
+                input in "[a-c0-9\\[\\]\\-,/ .@!_]{0,40}",
+                names in prop::collection::vec("[a-c0-9\\-.]{0,12}", 0..8),
+            ) {
+                if let Ok(ns) = NodeSet::parse(&input) {
+                    let _ = ns.len();
+                    let _ = ns.to_string();
+                    if let Ok(all) = ns.names() {
+                        let _ = fold(&all);
+                    }
+                }
+                let _ = select(&input, &names);
+            }
+
+            /// Selecting from any subset of a set's names gives that subset, and the
+            /// missing part names exactly the rest; printing a set and parsing it again
+            /// gives the same names.
+            #[test]
+            fn select_agrees_with_expansion(query in small_set(), mask in any::<u64>()) {
+                let all = expand(&query).unwrap();
+                let again = expand(&NodeSet::parse(&query).unwrap().to_string()).unwrap();
+                prop_assert_eq!(&again, &all);
+                let some: Vec<&String> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask >> (i % 64) & 1 == 1)
+                    .map(|(_, n)| n)
+                    .collect();
+                let s = select(&query, &some).unwrap();
+                prop_assert_eq!(s.matched.iter().collect::<Vec<_>>(), some.clone());
+                let mut missing = if s.missing.is_empty() { vec![] } else { expand(&s.missing).unwrap() };
+                prop_assert!(missing.iter().all(|m| !some.contains(&m)), "{} overlaps", s.missing);
+                missing.extend(some.iter().map(|n| n.to_string()));
+                missing.sort_by(|a, b| natural_cmp(a, b));
+                missing.dedup();
+                prop_assert_eq!(missing, all);
+            }
+        }
+    }
 }

@@ -438,4 +438,75 @@ mod tests {
         assert!(lease_time("10s").is_err());
         assert!(lease_time("24h").is_ok());
     }
+
+    mod props {
+        use std::path::Path;
+
+        use proptest::prelude::*;
+
+        use crate::config::Config;
+
+        /// Keys of the config, with values of every TOML type.
+        fn document() -> impl Strategy<Value = String> {
+            let key = prop::sample::select(vec![
+                "dhcp.listen",
+                "dhcp.lease_time",
+                "dhcp.mtu",
+                "dhcp.dns_servers",
+                "dhcp.domain_search",
+                "dhcp.router",
+                "dhcp.mode",
+                "dhcp.router_octet4",
+                "tftp.listen",
+                "pxe.listen",
+                "provision.listen",
+                "provision.token_ttl",
+                "provision.advertise_url",
+                "api.listen",
+                "api.token",
+                "bmc.retries",
+                "bmc.timeout_ms",
+                "bmc.concurrency",
+                "bmc.protocol",
+                "interface",
+                "state_dir",
+                "hosts",
+                "loggers",
+                "colour",
+            ]);
+            let value = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "[0-9a-z:./\\[\\] -]{0,24}".prop_map(|s| format!("{s:?}")),
+                prop::collection::vec("[0-9a-z.:]{0,10}", 0..3).prop_map(|v| format!("{v:?}")),
+                Just("{}".to_string()),
+                Just("[{gateway = \"10.0.0.1/24\", mtu = \"10\"}, {gateway = 3}]".to_string()),
+                Just("1e400".to_string()),
+            ];
+            prop::collection::vec((key, value), 0..8).prop_map(|kv| {
+                kv.into_iter()
+                    .map(|(k, v)| format!("{k} = {v}\n"))
+                    .collect::<String>()
+            })
+        }
+
+        proptest! {
+            /// No text panics the config loader; every refusal names at least one problem.
+            #[test]
+            fn any_text_loads_or_is_refused(text in "[\\[\\]a-z_.=\"0-9 \n{},:]{0,80}") {
+                let _ = Config::from_toml(&text, Path::new("x.toml"));
+            }
+
+            #[test]
+            fn any_values_load_or_are_refused(text in document()) {
+                match Config::from_toml(&text, Path::new("x.toml")) {
+                    Ok(cfg) => prop_assert!(crate::config::check::value_problems(&cfg).is_empty()),
+                    Err(crate::config::ConfigError::Invalid { problems, .. }) => {
+                        prop_assert!(!problems.is_empty())
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
 }
