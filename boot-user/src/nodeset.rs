@@ -790,6 +790,15 @@ mod tests {
         for (names, want) in table {
             assert_eq!(fold(names.iter()), *want, "folding {names:?}");
         }
+        // Names the crate cannot hold (indexes above u32) are listed as they are.
+        for names in [
+            &["cn99999999999", "cn1"][..],
+            &["cn4294967296"],
+            &["a1b2c3d4e5f6g7h8i9j0"],
+            &["cn-", "-", "."],
+        ] {
+            let _ = fold(names.iter());
+        }
         // Fold then expand gives the names back.
         let names = expand("r[1-2]n[01-40/2],cn[1,3,5-7]").unwrap();
         assert_eq!(expand(&fold(&names)).unwrap(), names);
