@@ -481,6 +481,27 @@ mod tests {
                 prop::collection::vec("[0-9a-z.:]{0,10}", 0..3).prop_map(|v| format!("{v:?}")),
                 Just("{}".to_string()),
                 Just("[{gateway = \"10.0.0.1/24\", mtu = \"10\"}, {gateway = 3}]".to_string()),
+                (
+                    prop::sample::select(vec![
+                        "10.0.0.1/24",
+                        "10.0.0.0/24",
+                        "10.0.0.1",
+                        "x",
+                        "10.0.0.1/31"
+                    ]),
+                    prop::sample::select(vec![
+                        "",
+                        "10.0.0.53",
+                        "nope",
+                        "0.0.0.0",
+                        "1.1.1.1 8.8.8.8"
+                    ]),
+                    prop::sample::select(vec!["", "a.b", "-x", "a b", "x_y"]),
+                    prop::sample::select(vec!["", "0", "10", "1500", "9217", "big"]),
+                )
+                    .prop_map(|(g, d, s, m)| format!(
+                        "[{{gateway = {g:?}, dns = {d:?}, domainSearch = {s:?}, mtu = {m:?}}}]"
+                    )),
                 Just("1e400".to_string()),
             ];
             prop::collection::vec((key, value), 0..8).prop_map(|kv| {
@@ -497,10 +518,18 @@ mod tests {
                 let _ = Config::from_toml(&text, Path::new("x.toml"));
             }
 
+            /// Any values of the config's keys load or are refused with problems; what
+            /// loads, serve's DHCP settings, listeners and BMC options take as it is.
             #[test]
-            fn any_values_load_or_are_refused(text in document()) {
+            fn any_values_load_or_are_refused_and_serve_agrees(text in document()) {
                 match Config::from_toml(&text, Path::new("x.toml")) {
-                    Ok(cfg) => prop_assert!(crate::config::check::value_problems(&cfg).is_empty()),
+                    // What the check accepts, serve's DHCP settings and listeners accept.
+                    Ok(cfg) => {
+                        prop_assert!(crate::config::check::value_problems(&cfg).is_empty());
+                        prop_assert!(crate::dhcp::Settings::from_config(&cfg).is_ok());
+                        prop_assert!(crate::dhcp::Listen::from_config(&cfg).is_ok());
+                        prop_assert!(crate::bmc::fanout::FanoutOpts::from_config(&cfg.bmc).concurrency >= 1);
+                    }
                     Err(crate::config::ConfigError::Invalid { problems, .. }) => {
                         prop_assert!(!problems.is_empty())
                     }
