@@ -576,3 +576,52 @@ fn a_name_twice_in_one_file_is_an_error() {
         "{err}"
     );
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A Grendel hosts.json entry with values of any shape where the fields are.
+    fn host_json() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            "[a-zA-Z0-9.:/_-]{0,20}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("null".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            prop::sample::select(vec![
+                "\"10.0.0.0/24\"",
+                "\"255.255.255.255\"",
+                "\"10.0.0.1/0\"",
+                "\"ff:ff:ff:ff:ff:ff\"",
+                "\"aa:bb:cc:00:00:01\"",
+                "65536",
+                "\"9000\"",
+                "\"10\"",
+                "true",
+            ])
+            .prop_map(str::to_string),
+        ];
+        (text.clone(), text.clone(), text.clone(), text.clone(), text).prop_map(
+            |(name, ip, mac, mtu, bmc)| {
+                format!(
+                    r#"{{"name":{name},"provision":false,"interfaces":[{{"ip":{ip},"mac":{mac},"mtu":{mtu},"bmc":{bmc}}}]}}"#
+                )
+            },
+        )
+    }
+
+    proptest! {
+        /// Any values in a hosts file are read, or refused naming their entry, and the
+        /// result validated, without a panic.
+        #[test]
+        fn any_host_values_never_panic(hosts in prop::collection::vec(host_json(), 0..6)) {
+            let text = format!("[{}]", hosts.join(","));
+            if let Ok(loaded) = load::parse_lenient(&text, Format::Json, Kind::Hosts, Path::new("/"), "p") {
+                let _ = validate::validate(&loaded.hosts, &loaded.images);
+                let _ = Inventory::new(loaded.hosts, loaded.images);
+            }
+        }
+    }
+}
