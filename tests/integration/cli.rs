@@ -263,6 +263,42 @@ fn host_names(site: &Site) -> Vec<String> {
         .collect()
 }
 
+/// check-config runs the checks serve runs and names every problem at once; serve refuses
+/// the same file before binding anything.
+#[test]
+fn check_config_reports_every_problem_serve_refuses() {
+    let site = Site::new();
+    let bad = site.write(
+        "bad.toml",
+        "state_dir = \"state\"\n[dhcp]\nlisten = \"[::]:67\"\nmtu = \"big\"\n\
+         subnets = [{gateway = \"10.0.0.1/24\", dns = \"nope\", mtu = \"10\", domainSearch = \"bad_name\"}]\n\
+         [bmc]\nretries = 120\ntimeout_ms = \"long\"\n",
+    );
+    let out = xboot(&["check-config", "--config", &bad]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "7 problems:",
+        "dhcp.listen: \"[::]:67\" is an IPv6 address",
+        "dhcp.mtu: invalid type",
+        "dhcp.subnets[0].dns: \"nope\" is not an IPv4 address",
+        "dhcp.subnets[0].mtu: \"10\" is not an MTU",
+        "dhcp.subnets[0].domainSearch: \"bad_name\" is not a domain name",
+        "bmc.retries: 120 is out of range (1 to 10)",
+        "bmc.timeout_ms: invalid type",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    let out = xboot(&["serve", "--config", &bad]);
+    let (_, serve_err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{serve_err}");
+    assert!(serve_err.contains("7 problems:"), "{serve_err}");
+    assert!(
+        !site.dir.path().join("state").exists(),
+        "neither wrote a state dir"
+    );
+}
+
 #[test]
 fn serve_api_changes_persist_across_restart() {
     let site = Site::new();

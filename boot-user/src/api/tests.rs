@@ -417,3 +417,46 @@ async fn client_over_tcp_with_token() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// Node sets are matched against the hosts without being expanded: a range of two
+/// billion names answers at once, step 0 is a 400, and names without digits are selected.
+#[tokio::test]
+async fn node_sets_are_matched_not_expanded() {
+    let f = Fixture::new();
+    f.call("POST", "/v1/images", Some(f.image("img"))).await;
+    let body = json!([host("cn1", 1), host("cn2", 2), host("login", 3)]);
+    let (s, v) = f.call("POST", "/v1/hosts", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let started = std::time::Instant::now();
+    let (s, v) = f
+        .call("GET", "/v1/hosts?nodeset=cn%5B1-2147483647%5D", None)
+        .await;
+    assert_eq!(
+        (s, names(&v)),
+        (StatusCode::OK, vec!["cn1".into(), "cn2".into()])
+    );
+    let (s, v) = f
+        .call(
+            "POST",
+            "/v1/hosts/unprovision?nodeset=cn%5B1-1000000000%5D",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["missing"].as_str()),
+        (StatusCode::OK, Some("cn[3-1000000000]"))
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (s, v) = f
+        .call("GET", "/v1/hosts?nodeset=cn%5B1-10/0%5D", None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("step 0"), "{v}");
+    let (s, v) = f
+        .call("DELETE", "/v1/hosts?nodeset=login,cn1,node-a", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["deleted"], json!(["cn1", "login"]));
+    assert_eq!(v["missing"], "node-a");
+    assert_eq!(names(&f.call("GET", "/v1/hosts", None).await.1), ["cn2"]);
+}

@@ -33,14 +33,22 @@ pub struct FanoutOpts {
 }
 
 impl FanoutOpts {
-    /// Options from the `[bmc]` config section.
+    /// Options from the `[bmc]` config section (its values are clamped to the ranges the
+    /// config check enforces, for a section that was never checked). `bmc.retries`
+    /// counts attempts, the first included, as ipmitool's `-R` does: 3 is one try and two
+    /// retransmits.
     pub fn from_config(cfg: &BmcConfig) -> FanoutOpts {
-        let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
+        use crate::config::check::{BMC_CONCURRENCY, BMC_RETRIES, BMC_TIMEOUT_MS};
+        fn clamp<T: Ord + Copy>(v: T, r: &std::ops::RangeInclusive<T>) -> T {
+            v.clamp(*r.start(), *r.end())
+        }
+        let timeout = Duration::from_millis(clamp(cfg.timeout_ms, &BMC_TIMEOUT_MS));
+        let retransmits = clamp(cfg.retries, &BMC_RETRIES) - 1;
         FanoutOpts {
-            concurrency: cfg.concurrency.max(1),
+            concurrency: clamp(cfg.concurrency, &BMC_CONCURRENCY),
             timing: Timing {
                 timeout,
-                retries: cfg.retries,
+                retries: retransmits,
             },
             suites: vec![CipherSuite::Suite17, CipherSuite::Suite3],
             boot: None,
@@ -48,7 +56,7 @@ impl FanoutOpts {
                 connect_timeout: timeout,
                 // a reset takes a BMC seconds; only the connect is bound by timeout_ms
                 request_timeout: timeout.max(Duration::from_secs(10)),
-                retries: cfg.retries,
+                retries: retransmits,
                 insecure: cfg.insecure,
                 session_auth: false,
             },
@@ -66,6 +74,10 @@ pub enum Reason {
     Auth,
     /// The BMC stopped answering (or never did).
     Timeout,
+    /// The BMC answered, but with nothing that could be read (garbage, failed integrity
+    /// checks): a wrong port, a broken BMC or a man in the middle, not a dead one.
+    #[serde(rename = "bad-reply")]
+    BadReply,
     /// No route to the BMC.
     Unreachable,
     /// The BMC's address answered that nothing listens on the port.
@@ -80,6 +92,7 @@ impl Reason {
             Reason::Ok => "ok",
             Reason::Auth => "auth",
             Reason::Timeout => "timeout",
+            Reason::BadReply => "bad-reply",
             Reason::Unreachable => "unreachable",
             Reason::Refused => "refused",
             Reason::Other => "other",
@@ -229,7 +242,9 @@ async fn one(
         }
         Protocol::Redfish | Protocol::RedfishHttp => {
             let r = &opts.redfish;
-            let cap = (r.request_timeout + Duration::from_secs(1)) * (r.retries + 1) * 6;
+            let cap = (r.request_timeout.saturating_add(Duration::from_secs(1)))
+                .saturating_mul(r.retries.saturating_add(1))
+                .saturating_mul(6);
             match http.as_ref().expect("client made for Redfish targets") {
                 Err(e) => Err((Reason::Other, format!("cannot build the HTTP client: {e}"))),
                 Ok(client) => capped(cap, client.run(&t, action, opts.boot))
@@ -272,6 +287,7 @@ async fn capped<T>(
 pub fn ipmi_reason(e: &IpmiError) -> (Reason, String) {
     let reason = match e {
         IpmiError::Timeout { .. } => Reason::Timeout,
+        IpmiError::BadReply { .. } => Reason::BadReply,
         IpmiError::Auth(_) => Reason::Auth,
         IpmiError::Refused => Reason::Refused,
         IpmiError::Unreachable(_) => Reason::Unreachable,

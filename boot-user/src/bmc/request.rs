@@ -60,17 +60,33 @@ impl PowerRequest {
                 self.action.as_str()
             )));
         }
-        let mut o = FanoutOpts::from_config(cfg);
-        if let Some(c) = self.concurrency {
-            o.concurrency = c.max(1);
+        use crate::config::check::{BMC_CONCURRENCY, BMC_RETRIES, BMC_TIMEOUT_MS};
+        fn within<T: PartialOrd + std::fmt::Display>(
+            what: &str,
+            v: Option<T>,
+            r: &std::ops::RangeInclusive<T>,
+        ) -> Result<Option<T>, PowerError> {
+            match v {
+                Some(v) if !r.contains(&v) => Err(PowerError::Invalid(format!(
+                    "{what} {v} is out of range ({} to {})",
+                    r.start(),
+                    r.end()
+                ))),
+                v => Ok(v),
+            }
         }
-        let timeout = self
-            .timeout_ms
+        let mut o = FanoutOpts::from_config(cfg);
+        if let Some(c) = within("concurrency", self.concurrency, &BMC_CONCURRENCY)? {
+            o.concurrency = c;
+        }
+        let timeout = within("timeout_ms", self.timeout_ms, &BMC_TIMEOUT_MS)?
             .map(Duration::from_millis)
             .unwrap_or(o.timing.timeout);
+        // `retries` counts attempts, as `bmc.retries` does; the timing counts retransmits.
+        let retransmits = within("retries", self.retries, &BMC_RETRIES)?.map(|n| n - 1);
         o.timing = Timing {
             timeout,
-            retries: self.retries.unwrap_or(o.timing.retries),
+            retries: retransmits.unwrap_or(o.timing.retries),
         };
         o.redfish.connect_timeout = timeout;
         o.redfish.retries = o.timing.retries;
@@ -126,6 +142,43 @@ mod tests {
         let o = req.options(&BmcConfig::default()).unwrap();
         assert_eq!(o.suites, vec![CipherSuite::Suite17, CipherSuite::Suite3]);
         assert_eq!(o.timing.timeout, Duration::from_millis(1000));
+    }
+
+    /// `retries` counts attempts (ipmitool's `-R`): 3 is a try and two retransmits;
+    /// out-of-range overrides are refused rather than overflowing a duration.
+    #[test]
+    fn retries_count_attempts_and_overrides_are_bounded() {
+        let cfg = BmcConfig::default();
+        assert_eq!(cfg.retries, 3);
+        let o = PowerRequest::new("cn1", Action::Status)
+            .options(&cfg)
+            .unwrap();
+        assert_eq!((o.timing.retries, o.redfish.retries), (2, 2));
+        let mut req = PowerRequest::new("cn1", Action::Status);
+        req.retries = Some(1);
+        assert_eq!(req.options(&cfg).unwrap().timing.retries, 0);
+        for (retries, timeout_ms, concurrency) in [
+            (Some(0), None, None),
+            (Some(120), None, None),
+            (None, Some(u64::MAX), None),
+            (None, Some(0), None),
+            (None, None, Some(0)),
+        ] {
+            req.retries = retries;
+            req.timeout_ms = timeout_ms;
+            req.concurrency = concurrency;
+            let err = req.options(&cfg).unwrap_err().to_string();
+            assert!(err.contains("out of range"), "{err}");
+        }
+        // An unchecked section is clamped: 120 attempts is 10.
+        let wild = BmcConfig {
+            retries: 120,
+            timeout_ms: u64::MAX,
+            ..BmcConfig::default()
+        };
+        let o = FanoutOpts::from_config(&wild);
+        assert_eq!(o.timing.retries, 9);
+        assert_eq!(o.timing.timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::InventoryFiles;
 use crate::config::Config;
-use crate::inventory::{self, store, Store};
+use crate::inventory::{self, Store, StoreError};
 
 pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
@@ -41,22 +41,21 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
 type Stored = (Vec<inventory::Host>, Vec<inventory::Image>);
 
 /// The stored inventory if it exists and no server holds it, with a note for the report.
+/// Opens it without creating or writing anything; a damaged store is an error (serve
+/// would refuse it), one held by a running server a note.
 fn stored_inventory(state_dir: &Path) -> anyhow::Result<(Stored, Option<String>, String)> {
-    let file = state_dir.join(store::FILE_NAME);
-    if !file.exists() {
-        return Ok(((vec![], vec![]), None, String::new()));
-    }
-    match Store::open(state_dir) {
-        Ok(s) => {
-            let stored = s
-                .load()
-                .with_context(|| format!("reading {}", file.display()))?;
-            let note = format!(" (files merged over the store {})", file.display());
-            Ok((stored, Some(file.display().to_string()), note))
+    match Store::open_existing(state_dir) {
+        Ok(None) => Ok(((vec![], vec![]), None, String::new())),
+        Ok(Some(s)) => {
+            let file = s.path().display().to_string();
+            let stored = s.load().with_context(|| format!("reading {file}"))?;
+            let note = format!(" (files merged over the store {file})");
+            Ok((stored, Some(file), note))
         }
-        Err(e) => {
+        Err(e @ StoreError::InUse { .. }) => {
             let note = format!(" (files only: the store is not readable now: {e})");
             Ok(((vec![], vec![]), None, note))
         }
+        Err(e) => Err(e.into()),
     }
 }

@@ -14,10 +14,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     for row in std::iter::once(&head).chain(rows) {
         let last = row.len().saturating_sub(1);
         for (i, cell) in row.iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            out.push_str(cell);
+            if i != last {
+                // Padded by hand: a format width above 65535 (a host with thousands of
+                // MACs in one cell) panics.
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push('\n');
@@ -58,8 +60,11 @@ pub fn json_table(items: &[Value]) -> String {
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds.
 pub fn time_ms(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)) {
+        Some(t) if ms < 253_402_300_800_000 => humantime::format_rfc3339_millis(t).to_string(),
+        // After 9999-12-31, which RFC 3339 cannot write: the raw number.
+        _ => format!("{ms} ms after the epoch"),
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +84,17 @@ mod tests {
         let j = json_table(&[serde_json::json!({"count": 2, "mac": "aa", "tags": ["a", "b"]})]);
         assert_eq!(j, "COUNT  MAC  TAGS\n2      aa   a,b\n");
         assert_eq!(time_ms(1_000), "1970-01-01T00:00:01.000Z");
+        assert_eq!(
+            time_ms(u64::MAX),
+            format!("{} ms after the epoch", u64::MAX)
+        );
+    }
+
+    #[test]
+    fn cells_wider_than_a_format_width() {
+        let wide = "aa:bb:cc:dd:ee:ff,".repeat(4_000);
+        let t = table(&["MAC", "IP"], &[vec![wide.clone(), "10.0.0.1".into()]]);
+        assert_eq!(t.len(), 2 * wide.len() + 4 + "IP\n10.0.0.1\n".len());
+        assert!(t.starts_with("MAC ") && t.ends_with("  10.0.0.1\n"));
     }
 }

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::boot::BootFiles;
-use crate::config::Config;
+use crate::config::{check, Config};
 use crate::inventory::Interface;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,38 +93,22 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
     }
 }
 
-fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split([',', ' ']).map(str::trim).filter(|x| !x.is_empty())
-}
-
 fn parse_dns(key: &str, items: &[&str]) -> Result<Vec<Ipv4Addr>, SettingsError> {
     items
         .iter()
-        .map(|d| {
-            d.parse()
-                .map_err(|e| err(key, format!("{d:?} is not an IPv4 address ({e})")))
-        })
+        .map(|d| check::dns_server(d).map_err(|m| err(key, m)))
         .collect()
 }
 
 fn parse_domains(key: &str, items: &[&str]) -> Result<Vec<String>, SettingsError> {
     items
         .iter()
-        .map(|d| match dhcproto::Name::from_ascii(d) {
-            Ok(_) => Ok(d.to_string()),
-            Err(e) => Err(err(key, format!("{d:?} is not a domain name ({e})"))),
-        })
+        .map(|d| check::domain(d).map_err(|m| err(key, m)))
         .collect()
 }
 
 fn parse_mtu(key: &str, s: &str) -> Result<Option<u16>, SettingsError> {
-    match s.trim() {
-        "" | "0" => Ok(None),
-        t => match t.parse::<u16>() {
-            Ok(n) if n >= 68 => Ok(Some(n)),
-            _ => Err(err(key, format!("{s:?} is not an MTU (68-65535)"))),
-        },
-    }
+    check::mtu(s).map_err(|m| err(key, m))
 }
 
 impl Settings {
@@ -137,15 +121,14 @@ impl Settings {
         let mut subnets = Vec::new();
         for (i, s) in d.subnets.iter().enumerate() {
             let key = |k: &str| format!("dhcp.subnets[{i}].{k}");
-            let gw = crate::inventory::model::parse_cidr(&s.gateway)
-                .map_err(|m| err(key("gateway"), m))?;
+            let gw = check::gateway(&s.gateway).map_err(|m| err(key("gateway"), m))?;
             subnets.push(Subnet {
                 net: gw.trunc(),
                 gateway: gw.addr(),
-                dns: parse_dns(&key("dns"), &split_list(&s.dns).collect::<Vec<_>>())?,
+                dns: parse_dns(&key("dns"), &check::split_list(&s.dns).collect::<Vec<_>>())?,
                 domain_search: parse_domains(
                     &key("domainSearch"),
-                    &split_list(&s.domain_search).collect::<Vec<_>>(),
+                    &check::split_list(&s.domain_search).collect::<Vec<_>>(),
                 )?,
                 mtu: parse_mtu(&key("mtu"), &s.mtu)?,
             });
@@ -204,7 +187,8 @@ impl Settings {
             dns: dns.unwrap_or_else(|| self.dns.clone()),
             domain,
             domain_search: search,
-            mtu: (nic.mtu >= 68)
+            mtu: crate::inventory::model::MTU_RANGE
+                .contains(&nic.mtu)
                 .then_some(nic.mtu)
                 .or(subnet.and_then(|s| s.mtu))
                 .or(self.mtu),

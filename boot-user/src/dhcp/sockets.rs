@@ -31,12 +31,11 @@ pub struct Listen {
 impl Listen {
     /// From `interface`, `dhcp.listen` and `pxe.listen`.
     pub fn from_config(cfg: &Config) -> Result<Listen, SettingsError> {
-        let v4 = |key: &str, s: &str| match s.parse::<std::net::SocketAddr>() {
-            Ok(std::net::SocketAddr::V4(a)) => Ok(a),
-            _ => Err(SettingsError {
+        let v4 = |key: &str, s: &str| {
+            crate::config::check::ipv4_listen(s).map_err(|message| SettingsError {
                 key: key.into(),
-                message: format!("{s:?} is not an IPv4 address:port"),
-            }),
+                message,
+            })
         };
         Ok(Listen {
             interfaces: cfg.interface.names(),

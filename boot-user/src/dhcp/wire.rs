@@ -385,4 +385,49 @@ mod tests {
             let _ = parse(&b);
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes, and any options after a valid header, parse or fail without a
+            /// panic, and what parses is classified without one.
+            #[test]
+            fn parse_never_panics(
+                raw in prop::collection::vec(any::<u8>(), 0..600),
+                opts in prop::collection::vec(any::<u8>(), 0..400),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let _ = parse(&raw);
+                let b = with_opts(&opts);
+                let end = HEADER_LEN - 8 + cut.index(b.len() - HEADER_LEN + 9);
+                for bytes in [&b[..], &b[..end]] {
+                    if let Ok(m) = parse(bytes) {
+                        let _ = crate::dhcp::Request::from_message(&m);
+                        let _ = encode(&m);
+                    }
+                }
+            }
+
+            /// Well-formed option lists (code, length, value) with any codes and values.
+            #[test]
+            fn any_options_never_panic(
+                options in prop::collection::vec(
+                    (1u8..255, prop::collection::vec(any::<u8>(), 0..40)), 0..20),
+            ) {
+                let mut opts = vec![53, 1, 1];
+                for (code, value) in options {
+                    opts.push(code);
+                    opts.push(value.len() as u8);
+                    opts.extend(value);
+                }
+                opts.push(255);
+                if let Ok(m) = parse(&with_opts(&opts)) {
+                    let _ = crate::dhcp::Request::from_message(&m);
+                    let _ = encode(&m);
+                }
+            }
+        }
+    }
 }

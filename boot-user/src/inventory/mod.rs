@@ -93,9 +93,10 @@ impl Inventory {
         }
     }
 
-    /// The validating constructor: every problem is reported, naming its entry.
+    /// The validating constructor: every problem is reported, naming its entry. Host
+    /// addresses are checked against this machine's own ([`server_addresses`]).
     pub fn new(hosts: Vec<Host>, images: Vec<Image>) -> Result<Inventory, ValidationErrors> {
-        validate::validate(&hosts, &images)?;
+        validate::validate_for(&hosts, &images, &server_addresses())?;
         Ok(Inventory::from_parts_unchecked(hosts, images))
     }
 
@@ -123,6 +124,21 @@ impl Inventory {
     pub fn into_parts(self) -> (Vec<Host>, Vec<Image>) {
         (self.hosts, self.images)
     }
+}
+
+/// This machine's IPv4 addresses (every interface), which no host may be given; none if
+/// they cannot be read. Unit tests see none, so that their results do not depend on the
+/// machine running them (the check itself is tested through [`validate::validate_for`]).
+pub fn server_addresses() -> Vec<std::net::Ipv4Addr> {
+    if cfg!(test) {
+        return Vec::new();
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifa| Some(ifa.address?.as_sockaddr_in()?.ip()))
+        .collect()
 }
 
 /// Replaces entries of `base` by those of `over` with the same name and appends the others.
@@ -238,7 +254,7 @@ pub fn plan(
     // Unreadable entries first, then what the readable ones get wrong as a whole (a host
     // naming an unreadable image is not reported again).
     let mut errors = unreadable;
-    if let Err(e) = validate::validate(&hosts, &images) {
+    if let Err(e) = validate::validate_for(&hosts, &images, &server_addresses()) {
         errors.extend(e.0.into_iter().filter(|e| {
             !matches!(e, ValidationError::UnknownImage { image, .. } if unreadable_images.contains(image))
         }));

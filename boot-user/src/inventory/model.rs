@@ -130,6 +130,11 @@ impl Interface {
 }
 
 /// Parses `a.b.c.d/len`, or a bare `a.b.c.d` (taken as /32, which Grendel also accepts).
+/// MTUs xboot hands out (interface `mtu`, `dhcp.subnets[].mtu`, `dhcp.mtu`; 0 = unset):
+/// 576, the least every IPv4 host must accept (RFC 791), to 9216, the largest jumbo frame
+/// switches commonly carry. DHCP itself allows 68 up, but a node told 68 or 10 cannot boot.
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 576..=9216;
+
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
     if s.contains('/') {
         s.parse::<Ipv4Net>()

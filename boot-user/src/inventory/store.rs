@@ -19,6 +19,9 @@ pub const FILE_NAME: &str = "inventory.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process (a running server) has the store open.
+    #[error("inventory store {path}: in use by another xboot process")]
+    InUse { path: PathBuf },
     #[error("inventory store {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error("inventory store {path}: {entry}: unreadable record: {message}")]
@@ -106,16 +109,37 @@ impl Store {
         };
         std::fs::create_dir_all(state_dir)
             .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                err("in use by another xboot process".into())
-            }
-            other => err(other.to_string()),
+        check_header(&path).map_err(|m| err(format!("{m}; {DAMAGED_HINT}")))?;
+        guard(&path, || {
+            let db = Database::create(&path).map_err(|e| open_err(&path, e))?;
+            let store = Store {
+                db,
+                path: path.clone(),
+            };
+            // Create the tables so that readers never meet a missing one.
+            store.write(|_, _| Ok(()))?;
+            Ok(store)
+        })
+    }
+
+    /// Opens the store in `state_dir` to read it, if it exists: creates no directory,
+    /// file or table (`check-config`). Tables not created yet read as empty.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = state_dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        check_header(&path).map_err(|m| StoreError::Db {
+            path: path.clone(),
+            message: format!("{m}; {DAMAGED_HINT}"),
         })?;
-        let store = Store { db, path };
-        // Create the tables so that readers never meet a missing one.
-        store.write(|_, _| Ok(()))?;
-        Ok(store)
+        guard(&path, || {
+            let db = Database::open(&path).map_err(|e| open_err(&path, e))?;
+            Ok(Some(Store {
+                db,
+                path: path.clone(),
+            }))
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -131,10 +155,12 @@ impl Store {
 
     /// Every host and image, in name order.
     pub fn load(&self) -> Result<(Vec<Host>, Vec<Image>), StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let hosts = self.read_table(&tx, HOSTS, "host")?;
-        let images = self.read_table(&tx, IMAGES, "image")?;
-        Ok((hosts, images))
+        guard(&self.path, || {
+            let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+            let hosts = self.read_table(&tx, HOSTS, "host")?;
+            let images = self.read_table(&tx, IMAGES, "image")?;
+            Ok((hosts, images))
+        })
     }
 
     fn read_table<T: serde::de::DeserializeOwned>(
@@ -143,7 +169,12 @@ impl Store {
         def: TableDefinition<&str, &[u8]>,
         label: &str,
     ) -> Result<Vec<T>, StoreError> {
-        let table = tx.open_table(def).map_err(|e| self.db_err(e))?;
+        let table = match tx.open_table(def) {
+            Ok(t) => t,
+            // Only a store opened by `open_existing` can lack a table: nothing stored yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.db_err(e)),
+        };
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
@@ -162,6 +193,10 @@ impl Store {
         if change.is_empty() {
             return Ok(());
         }
+        guard(&self.path, || self.apply_now(change))
+    }
+
+    fn apply_now(&self, change: &Change) -> Result<(), StoreError> {
         self.write(|hosts, images| {
             for h in &change.put_hosts {
                 let doc = serde_json::to_vec(h).expect("host serializes");
@@ -196,4 +231,82 @@ impl Store {
         }
         tx.commit().map_err(|e| self.db_err(e))
     }
+}
+
+fn open_err(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.into() },
+        other => StoreError::Db {
+            path: path.into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// What to do about a damaged store, said with every such error.
+const DAMAGED_HINT: &str =
+    "move the file away to start from an empty store (the inventory files are imported again), or restore a backup";
+
+/// Length of redb's file header; its first bytes are a magic number, then a flag byte, two
+/// bytes of padding and the page size (little-endian u32).
+const HEADER_LEN: usize = 320;
+const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+const PAGE_SIZE_AT: usize = 12;
+/// The page size redb writes (its default, which xboot does not change).
+const PAGE_SIZE: u32 = 4096;
+
+/// Refuses a file that cannot be a store before redb reads it: redb asserts on some
+/// header fields (the page size, the file's length) and would panic. A missing file is
+/// fine (it is created).
+fn check_header(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    f.by_ref()
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if head.is_empty() {
+        return Err("the file is empty (0 bytes), not a store: it was truncated".into());
+    }
+    if head.len() < HEADER_LEN || head[..MAGIC.len()] != MAGIC {
+        return Err(format!(
+            "not a redb database (damaged or truncated header, {} bytes read)",
+            head.len()
+        ));
+    }
+    let page_size = u32::from_le_bytes(
+        head[PAGE_SIZE_AT..PAGE_SIZE_AT + 4]
+            .try_into()
+            .expect("four bytes"),
+    );
+    if page_size != PAGE_SIZE {
+        return Err(format!(
+            "damaged header (page size {page_size}, expected {PAGE_SIZE})"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs redb code that may meet a damaged file; redb panics on some damage (a file
+/// shorter than its header says, for one), which becomes an error naming the file.
+fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        Err(StoreError::Db {
+            path: path.to_path_buf(),
+            message: format!(
+                "damaged store (redb: {}); {DAMAGED_HINT}",
+                why.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+        })
+    })
 }

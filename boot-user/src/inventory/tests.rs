@@ -278,6 +278,70 @@ fn validation_errors_each_named() {
     }
 }
 
+/// Leases no host can use are refused, each naming its host and interface: subnet network
+/// and broadcast addresses, /0, addresses that are not a host's, the server's own
+/// address, broadcast, zero and multicast MACs, MTUs out of range; and names that differ
+/// only in case.
+#[test]
+fn impossible_leases_are_refused() {
+    let f = Files::new();
+    let h = host;
+    let with_mtu = |mtu: u16| {
+        let mut x = h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+        x.interfaces[0].mtu = mtu;
+        x
+    };
+    #[rustfmt::skip]
+    let table: Vec<(Host, &str)> = vec![
+        (h("cn1", "aa:bb:cc:00:00:01", "10.0.0.0/24"), "host cn1: interface 0: address 10.0.0.0/24 is the network address of 10.0.0.0/24"),
+        (h("cn1", "aa:bb:cc:00:00:01", "10.0.0.255/24"), "host cn1: interface 0: address 10.0.0.255/24 is the broadcast address of 10.0.0.0/24"),
+        (h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/0"), "host cn1: interface 0: address 10.0.0.1/0 has prefix /0"),
+        (h("cn1", "aa:bb:cc:00:00:01", "255.255.255.255"), "host cn1: interface 0: address 255.255.255.255 is the broadcast address, not a host's"),
+        (h("cn1", "aa:bb:cc:00:00:01", "0.0.0.0/24"), "host cn1: interface 0: address 0.0.0.0/24 is the unspecified address"),
+        (h("cn1", "aa:bb:cc:00:00:01", "224.0.0.5/24"), "host cn1: interface 0: address 224.0.0.5/24 is a multicast address"),
+        (h("cn1", "aa:bb:cc:00:00:01", "127.0.0.2/8"), "host cn1: interface 0: address 127.0.0.2/8 is a loopback address"),
+        (h("cn1", "aa:bb:cc:00:00:01", "192.0.2.1/24"), "host cn1: interface 0: address 192.0.2.1/24 is this server's own address"),
+        (h("cn1", "ff:ff:ff:ff:ff:ff", "10.0.0.1/24"), "host cn1: interface 0: MAC ff:ff:ff:ff:ff:ff is the broadcast address"),
+        (h("cn1", "00:00:00:00:00:00", "10.0.0.1/24"), "host cn1: interface 0: MAC 00:00:00:00:00:00 is all zeros"),
+        (h("cn1", "01:00:5e:00:00:01", "10.0.0.1/24"), "host cn1: interface 0: MAC 01:00:5e:00:00:01 is a multicast address"),
+        (with_mtu(10), "host cn1: interface 0: MTU 10 is out of range (576 to 9216, or 0 for the subnet's)"),
+        (with_mtu(9217), "host cn1: interface 0: MTU 9217 is out of range"),
+    ];
+    let server = [std::net::Ipv4Addr::new(192, 0, 2, 1)];
+    for (bad, want) in table {
+        let errs = validate::validate_for(&[bad], &[f.image("img")], &server).unwrap_err();
+        assert_eq!(errs.0.len(), 1, "{want}: {errs}");
+        assert!(
+            errs.to_string().starts_with(want),
+            "got {errs}, want {want}"
+        );
+    }
+    // Fine: a /31 (both addresses usable), a bare address, the MTUs at the edges.
+    let ok = vec![
+        h("cn1", "aa:bb:cc:00:00:01", "10.0.0.0/31"),
+        h("cn2", "aa:bb:cc:00:00:02", "10.0.1.0"),
+        with_mtu(576),
+    ];
+    let mut ok = ok;
+    ok[2].name = "cn3".into();
+    ok[2].interfaces[0].ip = Some("10.0.2.1/24".into());
+    ok[2].interfaces[0].mac = "aa:bb:cc:00:00:03".parse().ok();
+    validate::validate_for(&ok, &[f.image("img")], &server).unwrap();
+
+    let errs = Inventory::new(
+        vec![
+            h("cn9", "aa:bb:cc:00:00:01", "10.0.0.1/24"),
+            h("CN9", "aa:bb:cc:00:00:02", "10.0.0.2/24"),
+        ],
+        vec![f.image("img")],
+    )
+    .unwrap_err();
+    assert_eq!(
+        errs.to_string(),
+        "host CN9: same name as host cn9 but for case (names are case-insensitive)"
+    );
+}
+
 #[test]
 fn validation_returns_all_errors() {
     let f = Files::new();
@@ -332,6 +396,46 @@ fn store_round_trip_and_reopen() {
     assert!(!hosts[0].provision);
     assert_eq!(hosts[0].tags, ["gpu"]);
     assert_eq!(images2, images);
+}
+
+/// A damaged store file is refused with an error naming it, never a panic: truncated
+/// at several lengths, its header overwritten, or not a store at all.
+#[test]
+fn damaged_store_is_refused_not_a_panic() {
+    let state = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(state.path()).unwrap();
+        let hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")];
+        s.apply(&Change::diff(&[], &[], &hosts, &[])).unwrap();
+    }
+    let file = state.path().join(store::FILE_NAME);
+    let good = std::fs::read(&file).unwrap();
+    let mut damaged: Vec<(String, Vec<u8>)> = [0, 5, 9, 64, 320, 512, 4096, good.len() / 2]
+        .iter()
+        .filter(|&&n| n < good.len())
+        .map(|&n| (format!("truncated to {n}"), good[..n].to_vec()))
+        .collect();
+    for (from, to) in [(9, 40), (9, 200), (40, 600), (0, 4)] {
+        let mut bytes = good.clone();
+        bytes[from..to].iter_mut().for_each(|b| *b = 0xa5);
+        damaged.push((format!("bytes {from}..{to} overwritten"), bytes));
+    }
+    damaged.push(("text".into(), b"not a database at all\n".repeat(400)));
+    let mut wrong = Vec::new();
+    for (what, bytes) in damaged {
+        std::fs::write(&file, &bytes).unwrap();
+        let r = std::panic::catch_unwind(|| Store::open(state.path()).and_then(|s| s.load()));
+        match r {
+            Err(_) => wrong.push(format!("{what}: the store panicked")),
+            Ok(Ok(_)) if what.starts_with("bytes") => {} // redb repaired it from its copy
+            Ok(Ok(l)) => wrong.push(format!("{what}: opened and loaded {l:?}")),
+            Ok(Err(e)) if !e.to_string().contains("inventory.redb") => {
+                wrong.push(format!("{what}: {e}"))
+            }
+            Ok(Err(_)) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 #[test]
@@ -471,4 +575,53 @@ fn a_name_twice_in_one_file_is_an_error() {
         err.to_string().ends_with("image a: defined more than once"),
         "{err}"
     );
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A Grendel hosts.json entry with values of any shape where the fields are.
+    fn host_json() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            "[a-zA-Z0-9.:/_-]{0,20}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("null".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            prop::sample::select(vec![
+                "\"10.0.0.0/24\"",
+                "\"255.255.255.255\"",
+                "\"10.0.0.1/0\"",
+                "\"ff:ff:ff:ff:ff:ff\"",
+                "\"aa:bb:cc:00:00:01\"",
+                "65536",
+                "\"9000\"",
+                "\"10\"",
+                "true",
+            ])
+            .prop_map(str::to_string),
+        ];
+        (text.clone(), text.clone(), text.clone(), text.clone(), text).prop_map(
+            |(name, ip, mac, mtu, bmc)| {
+                format!(
+                    r#"{{"name":{name},"provision":false,"interfaces":[{{"ip":{ip},"mac":{mac},"mtu":{mtu},"bmc":{bmc}}}]}}"#
+                )
+            },
+        )
+    }
+
+    proptest! {
+        /// Any values in a hosts file are read, or refused naming their entry, and the
+        /// result validated, without a panic.
+        #[test]
+        fn any_host_values_never_panic(hosts in prop::collection::vec(host_json(), 0..6)) {
+            let text = format!("[{}]", hosts.join(","));
+            if let Ok(loaded) = load::parse_lenient(&text, Format::Json, Kind::Hosts, Path::new("/"), "p") {
+                let _ = validate::validate(&loaded.hosts, &loaded.images);
+                let _ = Inventory::new(loaded.hosts, loaded.images);
+            }
+        }
+    }
 }

@@ -1,15 +1,22 @@
 //! Whole-inventory validation: every check runs and every problem is reported, each naming
 //! the host or image it is about (`host cn12: MAC aa:bb:cc:dd:ee:ff is also on host cn3`).
 //!
-//! Checks: host names (present, unique, valid hostnames), addresses (valid CIDR, unique),
-//! MACs (unique across all hosts and within one), boot images of provisioned hosts (named
-//! and existing), images (named, unique, a kernel, kernel/initrd/liveimg files that exist
-//! at absolute paths) and the image command-line templates. Only reads file metadata.
+//! Checks: host names (present, valid hostnames, unique without regard to case: DNS and
+//! node sets could not tell `CN9` from `cn9`), addresses (valid CIDR, unique, a host
+//! address: not a subnet's network or broadcast address, not /0, not 0.0.0.0,
+//! 255.255.255.255, loopback, link-local or multicast, not one of the server's own), MACs
+//! (unique across all hosts and within one, unicast, not all zeros), interface MTUs
+//! ([`MTU_RANGE`] or 0), boot images of provisioned hosts (named and existing), images
+//! (named, unique, a kernel, kernel/initrd/liveimg files that exist at absolute paths) and
+//! the image command-line templates. Only reads file metadata.
 use std::collections::HashMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::model::{parse_cidr, Host, Image, Mac};
+use ipnet::Ipv4Net;
+
+use super::model::{parse_cidr, Host, Image, Mac, MTU_RANGE};
 
 /// One problem found in an inventory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +30,24 @@ pub enum ValidationError {
     InvalidHostname { host: String, reason: String },
     #[error("host {host}: defined more than once")]
     DuplicateHost { host: String },
+    #[error("host {host}: same name as host {other} but for case (names are case-insensitive)")]
+    NameCase { host: String, other: String },
+    #[error("host {host}: interface {nic}: address {ip} {reason}")]
+    BadAddress {
+        host: String,
+        nic: usize,
+        ip: String,
+        reason: String,
+    },
+    #[error("host {host}: interface {nic}: MAC {mac} is {reason}")]
+    BadMac {
+        host: String,
+        nic: usize,
+        mac: Mac,
+        reason: String,
+    },
+    #[error("host {host}: interface {nic}: MTU {mtu} is out of range ({} to {}, or 0 for the subnet's)", MTU_RANGE.start(), MTU_RANGE.end())]
+    BadMtu { host: String, nic: usize, mtu: u16 },
     #[error("host {host}: interface {nic}: {message}")]
     BadCidr {
         host: String,
@@ -104,8 +129,17 @@ impl ValidationErrors {
 
 /// Checks a whole inventory; returns every problem found.
 pub fn validate(hosts: &[Host], images: &[Image]) -> Result<(), ValidationErrors> {
+    validate_for(hosts, images, &[])
+}
+
+/// [`validate`], also refusing hosts given one of `server` (the server's own addresses).
+pub fn validate_for(
+    hosts: &[Host],
+    images: &[Image],
+    server: &[Ipv4Addr],
+) -> Result<(), ValidationErrors> {
     let mut errs = Vec::new();
-    check_hosts(hosts, images, &mut errs);
+    check_hosts(hosts, images, server, &mut errs);
     check_images(images, &mut errs);
     errs.extend(check_templates(images));
     if errs.is_empty() {
@@ -115,10 +149,65 @@ pub fn validate(hosts: &[Host], images: &[Image]) -> Result<(), ValidationErrors
     }
 }
 
-fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>) {
+/// Why `net` (a host interface's address and prefix) cannot be leased, if it cannot.
+fn address_problem(net: Ipv4Net, server: &[Ipv4Addr]) -> Option<String> {
+    let a = net.addr();
+    let kind = if a.is_unspecified() {
+        Some("the unspecified address")
+    } else if a.is_broadcast() {
+        Some("the broadcast address")
+    } else if a.is_multicast() {
+        Some("a multicast address")
+    } else if a.is_loopback() {
+        Some("a loopback address")
+    } else if a.is_link_local() {
+        Some("a link-local address")
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        return Some(format!("is {kind}, not a host's"));
+    }
+    if net.prefix_len() == 0 {
+        return Some("has prefix /0: give the subnet's prefix".into());
+    }
+    if net.prefix_len() <= 30 {
+        let subnet = net.trunc();
+        if a == subnet.network() {
+            return Some(format!("is the network address of {subnet}"));
+        }
+        if a == subnet.broadcast() {
+            return Some(format!("is the broadcast address of {subnet}"));
+        }
+    }
+    if server.contains(&a) {
+        return Some("is this server's own address".into());
+    }
+    None
+}
+
+fn mac_problem(mac: Mac) -> Option<&'static str> {
+    if mac.0 == [0xff; 6] {
+        Some("the broadcast address")
+    } else if mac.0 == [0; 6] {
+        Some("all zeros")
+    } else if mac.0[0] & 1 == 1 {
+        Some("a multicast address (first octet odd)")
+    } else {
+        None
+    }
+}
+
+fn check_hosts(
+    hosts: &[Host],
+    images: &[Image],
+    server: &[Ipv4Addr],
+    errs: &mut Vec<ValidationError>,
+) {
     let image_names: std::collections::HashSet<&str> =
         images.iter().map(|i| i.name.as_str()).collect();
     let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut folded: HashMap<String, &str> = HashMap::new();
     let mut macs: HashMap<Mac, &str> = HashMap::new();
     let mut ips: HashMap<std::net::Ipv4Addr, (usize, &str)> = HashMap::new();
     for (index, h) in hosts.iter().enumerate() {
@@ -137,9 +226,34 @@ fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>
                 host: h.name.clone(),
             });
         }
+        match folded.get(h.name.to_ascii_lowercase().as_str()) {
+            Some(other) if *other != h.name => errs.push(ValidationError::NameCase {
+                host: h.name.clone(),
+                other: other.to_string(),
+            }),
+            Some(_) => {}
+            None => {
+                folded.insert(h.name.to_ascii_lowercase(), &h.name);
+            }
+        }
         let host = || h.name.clone();
         let mut own_macs = Vec::new();
         for (nic, i) in h.interfaces.iter().enumerate() {
+            if i.mtu != 0 && !MTU_RANGE.contains(&i.mtu) {
+                errs.push(ValidationError::BadMtu {
+                    host: host(),
+                    nic,
+                    mtu: i.mtu,
+                });
+            }
+            if let Some(reason) = i.mac.and_then(mac_problem) {
+                errs.push(ValidationError::BadMac {
+                    host: host(),
+                    nic,
+                    mac: i.mac.unwrap_or_default(),
+                    reason: reason.into(),
+                });
+            }
             if let Some(mac) = i.mac {
                 if own_macs.contains(&mac) {
                     errs.push(ValidationError::DuplicateMac { host: host(), mac });
@@ -167,6 +281,14 @@ fn check_hosts(hosts: &[Host], images: &[Image], errs: &mut Vec<ValidationError>
                     message,
                 }),
                 Ok(net) => {
+                    if let Some(reason) = address_problem(net, server) {
+                        errs.push(ValidationError::BadAddress {
+                            host: host(),
+                            nic,
+                            ip: ip.to_string(),
+                            reason,
+                        });
+                    }
                     if let Some((other_index, other)) = ips.insert(net.addr(), (index, &h.name)) {
                         let other = if other_index == index {
                             "itself (another interface)"

@@ -35,6 +35,16 @@ impl std::fmt::Display for Stage {
 pub enum IpmiError {
     #[error("no reply to {stage} after {attempts} attempts")]
     Timeout { stage: Stage, attempts: u32 },
+    /// The BMC answered, but nothing it sent could be read.
+    #[error(
+        "no valid reply to {stage} after {attempts} attempts: {count} unreadable (last: {last})"
+    )]
+    BadReply {
+        stage: Stage,
+        attempts: u32,
+        count: u32,
+        last: String,
+    },
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("BMC accepts none of the offered cipher suites ({0})")]

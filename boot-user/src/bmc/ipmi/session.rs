@@ -19,21 +19,34 @@ use super::rmcp::{self, payload, Packet};
 
 pub use super::error::{IpmiError, NetError, Stage};
 
-/// Per-packet timeout and retransmits. Attempt `k` (0-based) waits `timeout * 1.5^k`.
+/// Per-packet timeout and retransmits. Attempt `k` (0-based) waits `timeout * 1.5^k`, at
+/// most [`MAX_BACKOFF`] times `timeout` (from the fifth attempt on): a BMC that is slow
+/// gets more time, one that is dead is not waited for without end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
     pub timeout: Duration,
+    /// Retransmits after the first attempt (`bmc.retries` counts attempts: this is one
+    /// less).
     pub retries: u32,
 }
 
+/// Longest wait of one attempt, in multiples of [`Timing::timeout`].
+pub const MAX_BACKOFF: f64 = 4.0;
+
 impl Timing {
     pub fn attempt_timeout(&self, attempt: u32) -> Duration {
-        self.timeout.mul_f64(1.5f64.powi(attempt as i32))
+        let factor = 1.5f64.powi(attempt.min(8) as i32).min(MAX_BACKOFF);
+        Duration::try_from_secs_f64(self.timeout.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 
     /// How long a BMC that never answers takes to fail: every attempt of one packet.
     pub fn dead_bmc_bound(&self) -> Duration {
-        (0..=self.retries).map(|k| self.attempt_timeout(k)).sum()
+        // The waits grow for four attempts, then stay at the cap.
+        let growing: Duration = (0..=self.retries.min(3))
+            .map(|k| self.attempt_timeout(k))
+            .fold(Duration::ZERO, Duration::saturating_add);
+        let capped = self.retries.saturating_sub(3);
+        growing.saturating_add(self.attempt_timeout(4).saturating_mul(capped))
     }
 }
 
@@ -100,6 +113,10 @@ pub struct Session {
     expected_icv: Vec<u8>,
     attempt: u32,
     deadline: Option<Instant>,
+    /// Datagrams from the BMC that could not be read at a stage (stage, how many, why the
+    /// last one): a stage that ends unanswered after those failed on bad replies, not on
+    /// silence.
+    bad: Option<(Stage, u32, String)>,
     outbox: VecDeque<Vec<u8>>,
     outcome: Option<Result<Report, IpmiError>>,
     delivered: bool,
@@ -131,6 +148,7 @@ impl Session {
             expected_icv: vec![],
             attempt: 0,
             deadline: None,
+            bad: None,
             outbox: VecDeque::new(),
             outcome: None,
             delivered: false,
@@ -184,7 +202,23 @@ impl Session {
 
     fn arm(&mut self, now: Instant, attempt: u32) {
         self.attempt = attempt;
-        self.deadline = Some(now + self.cfg.timing.attempt_timeout(attempt));
+        let wait = self.cfg.timing.attempt_timeout(attempt);
+        // A wait past what the clock can count is a wait without end: a day will do.
+        self.deadline = Some(
+            now.checked_add(wait)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400)),
+        );
+    }
+
+    /// Notes a datagram from the BMC that could not be read at the current stage.
+    fn note_bad(&mut self, why: impl Into<String>) {
+        match &mut self.bad {
+            Some((stage, count, last)) if *stage == self.stage => {
+                *count += 1;
+                *last = why.into();
+            }
+            _ => self.bad = Some((self.stage, 1, why.into())),
+        }
     }
 
     fn send_request(&mut self, req: (u8, u8, Vec<u8>), now: Instant) {
@@ -277,9 +311,18 @@ impl Session {
             // the result is known already; the BMC will expire the session itself
             return self.finish(Err(IpmiError::Protocol("Close Session unanswered".into())));
         }
-        let err = IpmiError::Timeout {
-            stage: self.stage,
-            attempts: self.attempt + 1,
+        let attempts = self.attempt + 1;
+        let err = match self.bad.take() {
+            Some((stage, count, last)) if stage == self.stage => IpmiError::BadReply {
+                stage,
+                attempts,
+                count,
+                last,
+            },
+            _ => IpmiError::Timeout {
+                stage: self.stage,
+                attempts,
+            },
         };
         self.stage = Stage::Done;
         self.fail(err, now);
@@ -301,7 +344,10 @@ impl Session {
     /// A datagram from the BMC's address. Replies that do not belong to the current
     /// step (late duplicates of retransmitted requests) are ignored.
     pub fn handle_datagram(&mut self, d: &[u8], now: Instant) {
-        let Ok(pkt) = rmcp::decode(d) else { return };
+        let pkt = match rmcp::decode(d) {
+            Ok(p) => p,
+            Err(e) => return self.note_bad(e.to_string()),
+        };
         match (self.stage, pkt) {
             (Stage::AuthCapabilities, Packet::V15 { msg, .. }) => {
                 self.on_auth_capabilities(msg, now)
@@ -321,14 +367,21 @@ impl Session {
                 if p.payload_type == payload::IPMI && p.session_id == self.console_sid =>
             {
                 let keys = self.keys.as_ref().expect("established");
-                if !p.authenticated || !p.encrypted || keys.auth_code(p.covered) != p.auth_code {
-                    return;
-                }
-                let Some(msg) = keys.decrypt(p.payload) else {
-                    return;
+                let msg =
+                    if !p.authenticated || !p.encrypted || keys.auth_code(p.covered) != p.auth_code
+                    {
+                        Err("a session packet failed its integrity check".to_string())
+                    } else {
+                        keys.decrypt(p.payload)
+                            .ok_or_else(|| "a session packet did not decrypt".to_string())
+                    };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(why) => return self.note_bad(why),
                 };
-                let Ok(r) = rmcp::decode_response(&msg) else {
-                    return;
+                let r = match rmcp::decode_response(&msg) {
+                    Ok(r) => r,
+                    Err(e) => return self.note_bad(e.to_string()),
                 };
                 match &self.request {
                     Some((netfn, cmd, _))
@@ -358,7 +411,7 @@ impl Session {
 
     fn on_open_session(&mut self, b: &[u8], now: Instant) {
         let Ok(r) = OpenSessionResponse::decode(b) else {
-            return;
+            return self.note_bad("an unreadable Open Session response");
         };
         if r.tag != self.tag || !self.is_ours(r.console_sid, r.status) {
             return;
@@ -426,7 +479,9 @@ impl Session {
     }
 
     fn on_rakp2(&mut self, b: &[u8], now: Instant) {
-        let Ok(r2) = Rakp2::decode(b) else { return };
+        let Ok(r2) = Rakp2::decode(b) else {
+            return self.note_bad("an unreadable RAKP 2");
+        };
         if r2.tag != self.tag || !self.is_ours(r2.console_sid, r2.status) {
             return;
         }
@@ -468,7 +523,9 @@ impl Session {
     }
 
     fn on_rakp4(&mut self, b: &[u8], now: Instant) {
-        let Ok(r4) = Rakp34::decode(b) else { return };
+        let Ok(r4) = Rakp34::decode(b) else {
+            return self.note_bad("an unreadable RAKP 4");
+        };
         if r4.tag != self.tag || !self.is_ours(r4.sid, r4.status) {
             return;
         }

@@ -208,3 +208,70 @@ fn icmp_refused_fails_at_once() {
     assert_eq!(s.take_outcome(), Some(Err(IpmiError::Refused)));
     assert_eq!(s.take_outcome(), None, "delivered once");
 }
+
+/// A BMC that answers only garbage fails as a bad reply, not as silence; one that goes
+/// quiet after garbage at an earlier stage still times out.
+#[test]
+fn garbage_replies_are_bad_replies_not_timeouts() {
+    let mut s = session(cfg("admin", "secret"), vec![Op::Status]);
+    let mut now = t0();
+    while !s.is_finished() {
+        while s.poll_transmit().is_some() {
+            s.handle_datagram(b"\x06\x00\xffgarbage", now);
+        }
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+    }
+    let err = s.take_outcome().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpmiError::BadReply {
+                stage: Stage::AuthCapabilities,
+                attempts: 3,
+                count: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with(
+        "no valid reply to Get Channel Authentication Capabilities after 3 attempts: 3 unreadable"
+    ));
+
+    let mut bmc = Responder::new("admin", "secret", 9);
+    let mut s = session(cfg("admin", "secret"), vec![Op::Status]);
+    let first = s.poll_transmit().unwrap();
+    s.handle_datagram(b"garbage", t0());
+    s.handle_datagram(&bmc.handle(&first).unwrap(), t0());
+    let (r, _, _) = run(&mut s, &mut bmc, |_| true);
+    assert_eq!(
+        r,
+        Err(IpmiError::Timeout {
+            stage: Stage::OpenSession,
+            attempts: 3
+        })
+    );
+}
+
+/// Backoff grows by 1.5 per attempt up to 4 x the timeout; any number of retries is a
+/// finite bound (200 retries panicked on a duration overflow).
+#[test]
+fn backoff_is_capped() {
+    let t = Timing {
+        timeout: Duration::from_secs(1),
+        retries: 200,
+    };
+    let waits: Vec<u128> = (0..7).map(|k| t.attempt_timeout(k).as_millis()).collect();
+    assert_eq!(waits, [1000, 1500, 2250, 3375, 4000, 4000, 4000]);
+    assert_eq!(t.attempt_timeout(u32::MAX), Duration::from_secs(4));
+    assert_eq!(
+        t.dead_bmc_bound(),
+        Duration::from_millis(1000 + 1500 + 2250 + 3375 + 197 * 4000)
+    );
+    let huge = Timing {
+        timeout: Duration::MAX,
+        retries: u32::MAX,
+    };
+    assert_eq!(huge.dead_bmc_bound(), Duration::MAX);
+}

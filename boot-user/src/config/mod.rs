@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod check;
+
+pub use check::{parse_go_duration, Problem};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -18,14 +22,28 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Not TOML at all.
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid config {path}: {key}: {message}")]
-    Value {
+    /// Every value of the wrong type or impossible, each naming its key.
+    #[error("invalid config {path}: {}", list(problems))]
+    Invalid {
         path: PathBuf,
-        key: String,
-        message: String,
+        problems: Vec<Problem>,
     },
+}
+
+fn list(problems: &[Problem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => {
+            let mut s = format!("{} problems:", many.len());
+            for p in many {
+                s.push_str(&format!("\n  - {p}"));
+            }
+            s
+        }
+    }
 }
 
 /// Where xboot keeps its state when `state_dir` is not set.
@@ -154,8 +172,9 @@ impl Default for DhcpConfig {
 }
 
 impl DhcpConfig {
+    /// `lease_time`, checked against [`check::LEASE_SECS`].
     pub fn lease_duration(&self) -> Result<Duration, String> {
-        parse_go_duration(&self.lease_time)
+        check::lease_time(&self.lease_time)
     }
 }
 
@@ -277,46 +296,6 @@ impl Default for BmcConfig {
     }
 }
 
-/// Parses Go's duration syntax as grendel.toml uses it: `24h`, `90m`, `1h30m`, `45s`.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?} (expected e.g. 24h, 90m, 1h30m, 3600s)");
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if (c == 'm' || c == 'u' || c == 'n') && chars.peek() == Some(&'s') {
-            unit.push(chars.next().unwrap());
-        }
-        let v: f64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += v * match unit.as_str() {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(bad()),
-        };
-    }
-    if !num.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 impl Config {
     /// Parses a config file's text. `path` is only used in error messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -325,15 +304,45 @@ impl Config {
             message: e.to_string(),
         })?;
         let mut unknown = Vec::new();
-        let cfg: Config = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
+        let typed: Result<Config, toml::de::Error> =
+            serde_ignored::deserialize(value.clone(), |p| unknown.push(p.to_string()));
+        let (mut problems, cfg) = match typed {
+            Ok(cfg) => (Vec::new(), Some(cfg)),
+            Err(e) => {
+                // Name every value of the wrong type, then check the others.
+                let (mut problems, rest) = check::type_problems(&value);
+                if problems.is_empty() {
+                    problems.push(Problem {
+                        key: "(file)".into(),
+                        message: e.message().to_string(),
+                    });
+                }
+                (problems, rest.try_into::<Config>().ok())
+            }
+        };
+        if let Some(cfg) = &cfg {
+            // A value taken out for its type is at its default now: not reported again.
+            let typed: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+            let under = |key: &str, t: &str| {
+                key.strip_prefix(t)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']))
+            };
+            problems.extend(
+                check::value_problems(cfg)
+                    .into_iter()
+                    .filter(|p| !typed.iter().any(|t| under(&p.key, t))),
+            );
+        }
+        match cfg {
+            Some(mut cfg) if problems.is_empty() => {
+                cfg.unknown_keys = unknown;
+                Ok(cfg)
+            }
+            _ => Err(ConfigError::Invalid {
                 path: path.into(),
-                message: e.to_string(),
-            })?;
-        let mut cfg = cfg;
-        cfg.unknown_keys = unknown;
-        cfg.check(path)?;
-        Ok(cfg)
+                problems,
+            }),
+        }
     }
 
     /// Reads and checks a config file. Relative paths in it are taken relative to the
@@ -406,47 +415,6 @@ impl Config {
         self.state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
-    }
-
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let value_err = |key: &str, message: String| ConfigError::Value {
-            path: path.into(),
-            key: key.into(),
-            message,
-        };
-        self.dhcp
-            .lease_duration()
-            .map_err(|m| value_err("dhcp.lease_time", m))?;
-        for (key, addr) in [
-            ("dhcp.listen", &self.dhcp.listen),
-            ("tftp.listen", &self.tftp.listen),
-            ("pxe.listen", &self.pxe.listen),
-            ("provision.listen", &self.provision.listen),
-        ] {
-            addr.parse::<SocketAddr>()
-                .map_err(|e| value_err(key, format!("{addr:?} is not an address:port ({e})")))?;
-        }
-        for (i, s) in self.dhcp.subnets.iter().enumerate() {
-            crate::inventory::model::parse_cidr(&s.gateway)
-                .map_err(|m| value_err(&format!("dhcp.subnets[{i}].gateway"), m))?;
-        }
-        for (i, d) in self.dhcp.dns_servers.iter().enumerate() {
-            d.parse::<Ipv4Addr>()
-                .map_err(|e| value_err(&format!("dhcp.dns_servers[{i}]"), format!("{d:?}: {e}")))?;
-        }
-        if self.api.listen.is_some() && self.api.token.as_deref().unwrap_or("").is_empty() {
-            return Err(value_err(
-                "api.listen",
-                "a TCP API listener needs api.token (bearer token)".into(),
-            ));
-        }
-        if !matches!(self.bmc.protocol.as_str(), "ipmi" | "redfish") {
-            return Err(value_err(
-                "bmc.protocol",
-                format!("{:?}: expected ipmi or redfish", self.bmc.protocol),
-            ));
-        }
-        Ok(())
     }
 
     /// Human-readable warnings: unknown keys and Grendel keys xboot does not implement.
@@ -622,6 +590,66 @@ mod tests {
         for (text, want) in table {
             let err = Config::from_toml(text, p).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    /// Every problem of a file is reported, wrong types and impossible values alike, each
+    /// naming its key; check-config and serve run this same check.
+    #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+[dhcp]
+mtu = "big"
+listen = "[::]:67"
+lease_time = "99999999999999999999h"
+domain_search = ["ok.example", "bad_domain"]
+subnets = [
+  { gateway = "10.0.0.1/24", dns = "10.0.0.53 nope", mtu = "10", domainSearch = "-x.org" },
+  { gateway = 5 },
+]
+[provision]
+token_ttl = 0
+[bmc]
+retries = 120
+timeout_ms = "slow"
+concurrency = 0
+"#;
+        let err = Config::from_toml(text, Path::new("x.toml")).unwrap_err();
+        let shown = err.to_string();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{shown}")
+        };
+        let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "bmc.concurrency",
+                "bmc.retries",
+                "bmc.timeout_ms",
+                "dhcp.domain_search[1]",
+                "dhcp.lease_time",
+                "dhcp.listen",
+                "dhcp.mtu",
+                "dhcp.subnets[0].dns",
+                "dhcp.subnets[0].domainSearch",
+                "dhcp.subnets[0].mtu",
+                "dhcp.subnets[1].gateway",
+                "provision.token_ttl",
+            ],
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("invalid config x.toml: 12 problems:\n  - "),
+            "{shown}"
+        );
+        for want in [
+            "dhcp.mtu: invalid type: string \"big\", expected u16",
+            "dhcp.subnets[0].dns: \"nope\" is not an IPv4 address",
+            "bmc.retries: 120 is out of range (1 to 10)",
+            "dhcp.listen: \"[::]:67\" is an IPv6 address",
+        ] {
+            assert!(shown.contains(want), "{want}: {shown}");
         }
     }
 
