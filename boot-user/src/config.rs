@@ -163,6 +163,12 @@ pub struct TftpConfig {
     pub listen: String,
     /// Directory the iPXE binaries are served from (xboot; default: Debian's ipxe package).
     pub root: PathBuf,
+    /// Transfers in progress at most (xboot): each holds a socket and a block buffer.
+    pub max_transfers: usize,
+    /// Transfers in progress at most per client address (xboot).
+    pub max_per_client: usize,
+    /// A transfer is cut off after this many seconds (xboot).
+    pub max_transfer_secs: u64,
 }
 
 impl Default for TftpConfig {
@@ -170,6 +176,9 @@ impl Default for TftpConfig {
         Self {
             listen: "0.0.0.0:69".into(),
             root: PathBuf::from("/usr/lib/ipxe"),
+            max_transfers: 1024,
+            max_per_client: 8,
+            max_transfer_secs: 120,
         }
     }
 }
@@ -414,6 +423,15 @@ impl Config {
                 "api.listen",
                 "a TCP API listener needs api.token (bearer token)".into(),
             ));
+        }
+        for (key, v) in [
+            ("tftp.max_transfers", self.tftp.max_transfers as u64),
+            ("tftp.max_per_client", self.tftp.max_per_client as u64),
+            ("tftp.max_transfer_secs", self.tftp.max_transfer_secs),
+        ] {
+            if v == 0 {
+                return Err(value_err(key, "must be at least 1".into()));
+            }
         }
         if !matches!(self.bmc.protocol.as_str(), "ipmi" | "redfish") {
             return Err(value_err(

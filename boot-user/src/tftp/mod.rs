@@ -1,36 +1,64 @@
-//! Read-only TFTP server for the iPXE binaries (async-tftp).
+//! Read-only TFTP server for the iPXE binaries.
 //!
-//! async-tftp 0.4 does the protocol: RRQ, and the options blksize (RFC 2348), tsize and
-//! timeout (RFC 2349) and windowsize (RFC 7440). Each transfer is its own task with its
-//! own socket; there is no cap on concurrent transfers. What xboot adds is the
-//! [`Handler`]: files come only from inside the root ([`root::Root`]), writes are
-//! refused, and every file sent is recorded as a boot event of the host whose
-//! inventory address sent the request (or of the bare IP if none has it).
+//! xboot's own, replacing async-tftp 0.4, which could not be made safe for a boot storm:
+//! it pinned an 8 MiB read-ahead buffer and two descriptors per request with no cap on
+//! transfers, ignored a client's ERROR (EDK2's size probe, on every UEFI PXE boot, left a
+//! transfer re-sending its OACK for five minutes) and duplicate ACKs (a lost block waited
+//! for the 3 s timeout), and held its handler lock across each file open, serializing
+//! requests (first-reply p99 6 s at 300 clients).
+//!
+//! # Layout
+//! - [`proto`]: the wire format and option negotiation (pure).
+//! - [`transfer`]: one transfer as a sans-I/O state machine: packets and timer expiries in,
+//!   [`transfer::Action`]s out.
+//! - [`slots`]: the caps on transfers, global and per client address, and eviction of
+//!   unanswered transfers at the global cap.
+//! - [`files`]: open files shared by concurrent transfers.
+//! - [`root`]: the one function mapping a requested name to a file inside the root.
+//! - this module: the I/O edge. One task reads requests on the server port and never
+//!   waits on a file; each admitted transfer gets a task, its own ephemeral UDP socket on
+//!   the address the request was sent to, resolves and opens its file on the blocking
+//!   pool, then reads the blocks it sends with positional reads into one block-sized
+//!   buffer: a transfer holds one socket, a share of one file descriptor and
+//!   `blksize + 4` bytes.
+//!
+//! Events: a file sent completely (the last block acknowledged) is a `tftp` boot event of
+//! the inventory host whose boot address sent the request; requests from any other
+//! address record nothing (a forged source must not push a real host's boot timeline out
+//! of its bounded log).
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use async_tftp::packet;
-use async_tftp::server::TftpServerBuilder;
-use blocking::Unblock;
-use futures::io::AsyncRead;
+use tokio::task::JoinSet;
 
 use crate::events::EventKind;
 use crate::state::Shared;
 
+pub mod files;
+pub mod net;
+pub mod proto;
 pub mod root;
+pub mod slots;
+pub mod stats;
+pub mod transfer;
 
 pub use root::{PathError, Root};
+pub use stats::Stats;
+
+use proto::{ErrorCode, Packet, Request};
+use transfer::{Action, Outcome, Transfer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
     #[error("TFTP root {0}")]
     Root(std::io::Error),
-    #[error("TFTP server: {0}")]
-    Server(#[from] async_tftp::Error),
+    #[error("TFTP socket: {0}")]
+    Socket(#[from] std::io::Error),
 }
 
 /// Serves `root` read-only on `socket` until `shutdown` completes.
@@ -38,6 +66,17 @@ pub async fn run(
     socket: UdpSocket,
     root: &Path,
     shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TftpError> {
+    run_with_stats(socket, root, shared, Arc::default(), shutdown).await
+}
+
+/// [`run`], counting into `stats` (for `/metrics`).
+pub async fn run_with_stats(
+    socket: UdpSocket,
+    root: &Path,
+    shared: Arc<Shared>,
+    stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TftpError> {
     let root = Root::new(root).map_err(TftpError::Root)?;
@@ -49,130 +88,370 @@ pub async fn run(
             target.display()
         );
     }
-    let local = socket.local_addr().ok();
-    let server = TftpServerBuilder::with_handler(Handler { root, shared })
-        .std_socket(socket)?
-        .build()
-        .await?;
-    tracing::info!("TFTP serving on {local:?}");
-    tokio::select! {
-        r = server.serve() => r.map_err(TftpError::from),
-        () = shutdown => Ok(()),
+    let local = socket.local_addr()?;
+    let pktinfo = net::want_destination(&socket)?;
+    net::grow_receive_queue(&socket);
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    let cfg = &shared.config.tftp;
+    let caps = slots::Caps {
+        max_transfers: cfg.max_transfers.max(1),
+        max_per_client: cfg.max_per_client.max(1),
+    };
+    let server = Arc::new(Server {
+        root,
+        files: files::Files::default(),
+        slots: slots::Slots::new(caps, stats.clone()),
+        max_lifetime: Duration::from_secs(cfg.max_transfer_secs.max(1)),
+        stats,
+        shared,
+        refusal_log: LogGate::default(),
+    });
+    tracing::info!(
+        "TFTP serving {} on {local} (at most {} transfers, {} per client)",
+        server.root.dir().display(),
+        caps.max_transfers,
+        caps.max_per_client
+    );
+    let mut tasks = JoinSet::new();
+    let mut buf = vec![0u8; 4096];
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = r {
+                    if e.is_panic() {
+                        tracing::error!("TFTP transfer panicked: {e}");
+                    }
+                }
+            }
+            r = socket.async_io(tokio::io::Interest::READABLE, || {
+                net::recv_with_destination(&socket, &mut buf, pktinfo)
+            }) => match r {
+                Ok((len, src, dst)) => {
+                    let dst = dst.unwrap_or(local.ip());
+                    server.on_datagram(&socket, &mut tasks, &buf[..len], src, dst);
+                }
+                Err(e) => {
+                    tracing::warn!("TFTP receive on {local}: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
     }
+    // Dropping the set aborts every transfer (and frees its slot).
+    drop(tasks);
+    Ok(())
 }
 
-/// async-tftp's file source: the root, read-only, with an event per file sent.
-pub struct Handler {
+/// What every transfer shares.
+struct Server {
     root: Root,
+    files: files::Files,
+    slots: Arc<slots::Slots>,
+    /// `tftp.max_transfer_secs`.
+    max_lifetime: Duration,
+    stats: Arc<Stats>,
     shared: Arc<Shared>,
+    /// Refusals of a flood are logged once a second, not once per request.
+    refusal_log: LogGate,
 }
 
-impl Handler {
-    pub fn new(root: Root, shared: Arc<Shared>) -> Handler {
-        Handler { root, shared }
-    }
-}
-
-/// The inventory host with `ip` on a boot interface, else the IP itself: the name
-/// events are recorded under.
-pub fn host_for_ip(shared: &Shared, ip: IpAddr) -> String {
+/// The inventory host with `ip` on a boot interface: the name events are recorded under.
+pub fn host_for_ip(shared: &Shared, ip: IpAddr) -> Option<String> {
     let inv = shared.inventory();
     let found = inv.hosts().iter().find(|h| {
         h.interfaces
             .iter()
             .any(|nic| !nic.bmc && nic.addr().map(IpAddr::V4) == Some(ip))
     });
-    match found {
-        Some(h) => h.name.clone(),
-        None => ip.to_string(),
+    found.map(|h| h.name.clone())
+}
+
+/// Who a log line is about: the host's name, or "unknown host".
+fn who(host: &Option<String>) -> &str {
+    host.as_deref().unwrap_or("unknown host")
+}
+
+impl Server {
+    /// One datagram on the server port: a request to admit, or something to refuse. Never
+    /// waits: answers are sent with `try_send_to` (dropped if the socket queue is full,
+    /// the client retries).
+    fn on_datagram(
+        self: &Arc<Self>,
+        socket: &tokio::net::UdpSocket,
+        tasks: &mut JoinSet<()>,
+        bytes: &[u8],
+        src: SocketAddr,
+        dst: IpAddr,
+    ) {
+        self.stats.requests.fetch_add(1, Relaxed);
+        let refuse = |code: ErrorCode, msg: &str| {
+            let _ = socket.try_send_to(&proto::encode_error(code, msg), src);
+        };
+        let req = match proto::parse(bytes) {
+            Ok(Packet::Rrq(req)) => req,
+            Ok(Packet::Wrq(req)) => {
+                self.stats.refused_bad.fetch_add(1, Relaxed);
+                tracing::info!("TFTP {src}: write request for {:?} refused (read-only server)", req.filename);
+                return refuse(ErrorCode::AccessViolation, "read-only server");
+            }
+            // An ERROR, ACK or DATA on the server port belongs to no transfer; answering an
+            // ERROR could start an error ping-pong with another server.
+            Ok(p) => {
+                tracing::debug!("TFTP {src}: ignored {p:?} on the server port");
+                return;
+            }
+            Err(e) => {
+                self.stats.refused_bad.fetch_add(1, Relaxed);
+                tracing::info!("TFTP {src}: bad request: {e}");
+                let (code, msg) = e.reply();
+                return refuse(code, &msg);
+            }
+        };
+        let slot = match self.slots.admit(src.ip()) {
+            Ok(s) => s,
+            Err(r) => {
+                let (counter, msg) = match r {
+                    slots::Refusal::PerClient => (
+                        &self.stats.refused_per_client,
+                        "too many transfers from this address",
+                    ),
+                    slots::Refusal::Busy => (&self.stats.refused_busy, "server busy, retry later"),
+                };
+                counter.fetch_add(1, Relaxed);
+                if let Some(n) = self.refusal_log.pass() {
+                    tracing::warn!("TFTP {src}: {:?} refused: {msg} ({n} refusals in the last second)", req.filename);
+                }
+                return refuse(ErrorCode::NotDefined, msg);
+            }
+        };
+        self.stats.started.fetch_add(1, Relaxed);
+        let (server, id) = (self.clone(), slot.id());
+        let abort = tasks.spawn(async move { server.transfer(req, src, dst, slot).await });
+        self.slots.attach(id, abort);
     }
 }
 
-impl async_tftp::server::Handler for Handler {
-    type Reader = SentFile;
-    type Writer = Unblock<std::fs::File>;
+/// A refusal (file not found, outside the root ...) with the ERROR it is answered with.
+struct Refused {
+    code: ErrorCode,
+    message: String,
+}
 
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let name = path.to_string_lossy().into_owned();
+impl Server {
+    /// Resolves and opens the request's file (blocking), and the host of the client.
+    fn open(
+        &self,
+        req: &Request,
+        client: SocketAddr,
+    ) -> (Option<String>, Result<Arc<files::OpenFile>, Refused>) {
         let host = host_for_ip(&self.shared, client.ip());
-        let file = self.root.resolve(&name).map_err(|e| {
-            tracing::warn!("TFTP {host} ({client}): refused {e}");
-            match e {
-                PathError::NotFound(_) | PathError::NotAFile(_) => packet::Error::FileNotFound,
-                PathError::DotDot(_) | PathError::OutsideRoot { .. } => {
-                    packet::Error::PermissionDenied
-                }
+        let name = &req.filename;
+        let file = self.root.resolve(name).map_err(|e| {
+            tracing::warn!("TFTP {} ({client}): refused {e}", who(&host));
+            let code = match e {
+                PathError::NotFound(_) | PathError::NotAFile(_) => ErrorCode::FileNotFound,
+                PathError::DotDot(_) | PathError::OutsideRoot { .. } => ErrorCode::AccessViolation,
+            };
+            Refused {
+                code,
+                message: e.to_string(),
             }
-        })?;
-        let opened = blocking::unblock(move || {
-            let f = std::fs::File::open(&file)?;
-            let len = f.metadata()?.len();
-            Ok::<_, std::io::Error>((f, len))
+        });
+        let opened = file.and_then(|path| {
+            self.files.open(&path).map_err(|e| {
+                tracing::warn!("TFTP {} ({client}): cannot open {name:?}: {e}", who(&host));
+                Refused {
+                    code: ErrorCode::AccessViolation,
+                    message: format!("cannot open {name:?}"),
+                }
+            })
+        });
+        (host, opened)
+    }
+}
+
+impl Server {
+    /// One transfer, from its socket to its last packet.
+    async fn transfer(
+        self: Arc<Self>,
+        req: Request,
+        peer: SocketAddr,
+        local: IpAddr,
+        slot: slots::Slot,
+    ) {
+        let sock = match transfer_socket(local) {
+            Ok(s) => s,
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Relaxed);
+                tracing::warn!("TFTP {peer}: cannot open a transfer socket on {local}: {e}");
+                return;
+            }
+        };
+        let this = self.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let (host, file) = this.open(&req, peer);
+            (req, host, file)
         })
         .await;
-        let (f, len) = opened.map_err(|e| {
-            tracing::warn!("TFTP {host} ({client}): cannot open {name:?}: {e}");
-            packet::Error::from(e)
-        })?;
-        tracing::debug!("TFTP {host} ({client}): sending {name:?} ({len} bytes)");
-        let on_sent = SentEvent {
-            shared: self.shared.clone(),
-            host,
-            detail: format!("{name} ({len} bytes)"),
+        let Ok((req, host, file)) = opened else {
+            return;
         };
-        Ok((
-            SentFile {
-                inner: Unblock::new(f),
-                on_sent: Some(on_sent),
-            },
-            Some(len),
-        ))
-    }
-
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        tracing::warn!(
-            "TFTP {client}: write request for {} refused (read-only server)",
-            path.display()
+        let file = match file {
+            Ok(f) => f,
+            Err(r) => {
+                self.stats.refused_file.fetch_add(1, Relaxed);
+                let _ = sock.send_to(&proto::encode_error(r.code, &r.message), peer).await;
+                return;
+            }
+        };
+        let max_blksize = match proto::asked_blksize(&req) {
+            Some(b) if b > u64::from(proto::SAFE_BLKSIZE) => net::route_blksize(local, peer),
+            _ => proto::MAX_BLKSIZE,
+        };
+        let limits = proto::Limits {
+            max_blksize,
+            ..proto::Limits::default()
+        };
+        let n = proto::negotiate(&req, file.len, &limits);
+        tracing::debug!(
+            "TFTP {} ({peer}): sending {:?} ({} bytes, blksize {}, windowsize {})",
+            who(&host),
+            req.filename,
+            file.len,
+            n.blksize,
+            n.window
         );
-        Err(packet::Error::IllegalOperation)
-    }
-}
-
-struct SentEvent {
-    shared: Arc<Shared>,
-    host: String,
-    detail: String,
-}
-
-/// A file being sent; records the TFTP event when its last block has been read.
-pub struct SentFile {
-    inner: Unblock<std::fs::File>,
-    on_sent: Option<SentEvent>,
-}
-
-impl AsyncRead for SentFile {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(0)), false) = (&r, buf.is_empty()) {
-            if let Some(ev) = self.on_sent.take() {
-                ev.shared
-                    .events
-                    .record(&ev.host, EventKind::Tftp, ev.detail);
+        let (mut t, first) = Transfer::start(peer, file.len, &n, self.max_lifetime, Instant::now());
+        let outcome = drive(&sock, &mut t, first, &file, n.oack.as_deref(), &slot).await;
+        let resent = t.resent();
+        self.stats.resent_timeout.fetch_add(resent.on_timeout, Relaxed);
+        self.stats.resent_duplicate_ack.fetch_add(resent.on_duplicate_ack, Relaxed);
+        let name = &req.filename;
+        match outcome {
+            Ok(o) => {
+                self.stats.outcome(&o);
+                self.log_outcome(&o, &host, peer, name);
+                if let (Outcome::Completed, Some(h)) = (&o, &host) {
+                    let detail = format!("{name} ({} bytes)", file.len);
+                    self.shared.events.record(h, EventKind::Tftp, detail);
+                }
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Relaxed);
+                tracing::warn!("TFTP {} ({peer}): {name:?} failed: {e}", who(&host));
+                let _ = sock.send_to(&proto::encode_error(ErrorCode::NotDefined, &e), peer).await;
             }
         }
-        r
+    }
+
+    fn log_outcome(&self, o: &Outcome, host: &Option<String>, peer: SocketAddr, name: &str) {
+        let who = who(host);
+        match o {
+            Outcome::Completed => tracing::debug!("TFTP {who} ({peer}): sent {name:?}"),
+            // EDK2's size probe (tsize in the OACK, then ERROR 8): every UEFI PXE boot.
+            Outcome::ClientError { code: 8, message } => {
+                tracing::debug!("TFTP {who} ({peer}): {name:?} ended by the client (8: {message})")
+            }
+            Outcome::ClientError { code, message } => {
+                tracing::info!("TFTP {who} ({peer}): {name:?} ended by the client's ERROR {code}: {message}")
+            }
+            Outcome::TimedOut => {
+                tracing::info!("TFTP {who} ({peer}): {name:?}: no answer from the client, given up")
+            }
+            Outcome::TooLong => tracing::warn!(
+                "TFTP {who} ({peer}): {name:?}: cut off after {:?} (tftp.max_transfer_secs)",
+                self.max_lifetime
+            ),
+        }
+    }
+}
+
+/// A transfer's own UDP socket (its TID) on the address the request was sent to.
+fn transfer_socket(local: IpAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = UdpSocket::bind(SocketAddr::new(local, 0))?;
+    s.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(s)
+}
+
+/// Runs `t` until it finishes: does its actions, feeds it packets and timer expiries.
+/// Err: the file could not be read (it shrank) or the socket failed.
+async fn drive(
+    sock: &tokio::net::UdpSocket,
+    t: &mut Transfer,
+    first: Action,
+    file: &files::OpenFile,
+    oack: Option<&[u8]>,
+    slot: &slots::Slot,
+) -> Result<Outcome, String> {
+    let peer = t.peer();
+    let mut block = vec![0u8; t.max_packet()];
+    let mut rx = [0u8; 1024];
+    let mut action = first;
+    let mut confirmed = false;
+    loop {
+        match action {
+            Action::Wait => {}
+            Action::SendOack => {
+                let oack = oack.unwrap_or_default();
+                sock.send_to(oack, peer).await.map_err(|e| format!("send: {e}"))?;
+            }
+            Action::SendBlocks { first, last } => {
+                for n in first..=last {
+                    let (off, len) = t.block(n);
+                    let buf = &mut block[..4 + len];
+                    buf[..4].copy_from_slice(&proto::data_header(n as u16));
+                    file.file
+                        .read_exact_at(&mut buf[4..], off)
+                        .map_err(|e| format!("read at {off}: {e} (file changed?)"))?;
+                    sock.send_to(buf, peer).await.map_err(|e| format!("send: {e}"))?;
+                }
+            }
+            Action::RejectStranger(to) => {
+                let err = proto::encode_error(ErrorCode::UnknownTid, "unknown transfer ID");
+                let _ = sock.try_send_to(&err, to);
+            }
+            Action::Finish(o) => return Ok(o),
+        }
+        if !confirmed && t.confirmed() {
+            confirmed = true;
+            slot.confirm();
+        }
+        let due = tokio::time::Instant::from_std(t.next_timeout());
+        action = tokio::select! {
+            r = sock.recv_from(&mut rx) => match r {
+                Ok((len, from)) => t.on_packet(Instant::now(), from, &rx[..len]),
+                // Unconnected UDP reports no ICMP errors; anything else is transient.
+                Err(_) => Action::Wait,
+            },
+            () = tokio::time::sleep_until(due) => t.on_timeout(Instant::now()),
+        };
+    }
+}
+
+/// Lets a log line through at most once a second, with the count of calls since.
+#[derive(Default)]
+struct LogGate {
+    last_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LogGate {
+    fn pass(&self) -> Option<u64> {
+        let n = self.count.fetch_add(1, Relaxed) + 1;
+        let now = crate::events::now_ms();
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        self.count.store(0, Relaxed);
+        Some(n)
     }
 }
