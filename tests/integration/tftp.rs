@@ -339,7 +339,11 @@ async fn error_8_after_oack_ends_the_transfer() {
     let srv = start().await;
     let size = std::fs::metadata(UNDIONLY).unwrap().len();
     let c = Raw::bind("127.0.0.1");
-    c.rrq(srv.port, "undionly.kpxe", &[("tsize", "0"), ("blksize", "1468")]);
+    c.rrq(
+        srv.port,
+        "undionly.kpxe",
+        &[("tsize", "0"), ("blksize", "1468")],
+    );
     let (oack, tid) = c.recv(std::time::Duration::from_secs(3)).expect("OACK");
     assert_eq!(opcode(&oack), 6, "{oack:?}");
     let text = String::from_utf8_lossy(&oack[2..]).replace('\0', " ");
@@ -414,13 +418,19 @@ async fn per_client_cap() {
     other.rrq(srv.port, "undionly.kpxe", &[]);
     assert_eq!(opcode(&other.recv(wait).expect("DATA").0), 3);
     // The first client gives up: its place is free at once.
-    clients[0].sock.send_to(b"\0\x05\0\0bye\0", tids[0]).unwrap();
+    clients[0]
+        .sock
+        .send_to(b"\0\x05\0\0bye\0", tids[0])
+        .unwrap();
     assert!(eventually(2, || srv.stats.active() == 2).await);
     clients[2].rrq(srv.port, "undionly.kpxe", &[]);
     let (data, _) = clients[2].recv(wait).expect("DATA 1 after a place freed");
     assert_eq!(&data[..4], b"\0\x03\0\x01");
     let m = srv.stats.prometheus();
-    assert!(m.contains("xboot_tftp_refused_total{reason=\"per_client\"} 1"), "{m}");
+    assert!(
+        m.contains("xboot_tftp_refused_total{reason=\"per_client\"} 1"),
+        "{m}"
+    );
 }
 
 fn open_fds() -> usize {
@@ -476,8 +486,14 @@ async fn unacked_flood_stays_bounded() {
     let (ok, log) = srv
         .atftp_get("undionly.kpxe", &local, &["blksize 1468"])
         .await;
-    assert!(flooding.load(std::sync::atomic::Ordering::Relaxed), "the flood ended too soon");
-    assert!(ok && same_as_undionly(&local), "atftp during the flood: {log}");
+    assert!(
+        flooding.load(std::sync::atomic::Ordering::Relaxed),
+        "the flood ended too soon"
+    );
+    assert!(
+        ok && same_as_undionly(&local),
+        "atftp during the flood: {log}"
+    );
     flood.join().unwrap();
     let (max_active, max_fds) = sampler.await.unwrap();
     assert!(max_active as usize <= CAP, "{max_active} transfers at once");
@@ -488,7 +504,10 @@ async fn unacked_flood_stays_bounded() {
         "{max_fds} descriptors open (before: {fds_before})"
     );
     let evicted = srv.stats.evicted.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(evicted > 0, "the cap was reached and unanswered transfers evicted");
+    assert!(
+        evicted > 0,
+        "the cap was reached and unanswered transfers evicted"
+    );
     // Unanswered transfers give up after 5 retransmissions (6 s).
     assert!(
         eventually(10, || srv.stats.active() == 0).await,
@@ -528,7 +547,9 @@ async fn tftp_bench() {
         let mut socks = Vec::new();
         for i in 0..1000u32 {
             let ip = std::net::Ipv4Addr::from(0x7f01_0000 + i + round * 1000);
-            socks.push(Arc::new(tokio::net::UdpSocket::bind((ip, 0)).await.unwrap()));
+            socks.push(Arc::new(
+                tokio::net::UdpSocket::bind((ip, 0)).await.unwrap(),
+            ));
         }
         let mut waits = Vec::new();
         for s in &socks {
@@ -537,7 +558,9 @@ async fn tftp_bench() {
             let s = s.clone();
             waits.push(tokio::spawn(async move {
                 let mut b = [0u8; 2048];
-                let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.recv_from(&mut b)).await;
+                let r =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), s.recv_from(&mut b))
+                        .await;
                 r.ok().map(|_| t0.elapsed())
             }));
         }

@@ -194,7 +194,10 @@ impl Server {
             Ok(Packet::Rrq(req)) => req,
             Ok(Packet::Wrq(req)) => {
                 self.stats.refused_bad.fetch_add(1, Relaxed);
-                tracing::info!("TFTP {src}: write request for {:?} refused (read-only server)", req.filename);
+                tracing::info!(
+                    "TFTP {src}: write request for {:?} refused (read-only server)",
+                    req.filename
+                );
                 return refuse(ErrorCode::AccessViolation, "read-only server");
             }
             // An ERROR, ACK or DATA on the server port belongs to no transfer; answering an
@@ -222,7 +225,10 @@ impl Server {
                 };
                 counter.fetch_add(1, Relaxed);
                 if let Some(n) = self.refusal_log.pass() {
-                    tracing::warn!("TFTP {src}: {:?} refused: {msg} ({n} refusals in the last second)", req.filename);
+                    tracing::warn!(
+                        "TFTP {src}: {:?} refused: {msg} ({n} refusals in the last second)",
+                        req.filename
+                    );
                 }
                 return refuse(ErrorCode::NotDefined, msg);
             }
@@ -261,7 +267,11 @@ impl Server {
             }
         });
         let opened = file.and_then(|path| {
-            self.files.open(&path).map_err(|e| {
+            let f = self.files.open(&path);
+            if let Ok(f) = &f {
+                self.files.remember(name, f, Instant::now());
+            }
+            f.map_err(|e| {
                 tracing::warn!("TFTP {} ({client}): cannot open {name:?}: {e}", who(&host));
                 Refused {
                     code: ErrorCode::AccessViolation,
@@ -290,20 +300,31 @@ impl Server {
                 return;
             }
         };
-        let this = self.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let (host, file) = this.open(&req, peer);
-            (req, host, file)
-        })
-        .await;
-        let Ok((req, host, file)) = opened else {
-            return;
+        let (req, host, file) = match self.files.by_name(&req.filename, Instant::now()) {
+            Some(f) => {
+                let host = host_for_ip(&self.shared, peer.ip());
+                (req, host, Ok(f))
+            }
+            None => {
+                let this = self.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    let (host, file) = this.open(&req, peer);
+                    (req, host, file)
+                })
+                .await;
+                let Ok(opened) = opened else {
+                    return;
+                };
+                opened
+            }
         };
         let file = match file {
             Ok(f) => f,
             Err(r) => {
                 self.stats.refused_file.fetch_add(1, Relaxed);
-                let _ = sock.send_to(&proto::encode_error(r.code, &r.message), peer).await;
+                let _ = sock
+                    .send_to(&proto::encode_error(r.code, &r.message), peer)
+                    .await;
                 return;
             }
         };
@@ -327,8 +348,12 @@ impl Server {
         let (mut t, first) = Transfer::start(peer, file.len, &n, self.max_lifetime, Instant::now());
         let outcome = drive(&sock, &mut t, first, &file, n.oack.as_deref(), &slot).await;
         let resent = t.resent();
-        self.stats.resent_timeout.fetch_add(resent.on_timeout, Relaxed);
-        self.stats.resent_duplicate_ack.fetch_add(resent.on_duplicate_ack, Relaxed);
+        self.stats
+            .resent_timeout
+            .fetch_add(resent.on_timeout, Relaxed);
+        self.stats
+            .resent_duplicate_ack
+            .fetch_add(resent.on_duplicate_ack, Relaxed);
         let name = &req.filename;
         match outcome {
             Ok(o) => {
@@ -342,7 +367,9 @@ impl Server {
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
                 tracing::warn!("TFTP {} ({peer}): {name:?} failed: {e}", who(&host));
-                let _ = sock.send_to(&proto::encode_error(ErrorCode::NotDefined, &e), peer).await;
+                let _ = sock
+                    .send_to(&proto::encode_error(ErrorCode::NotDefined, &e), peer)
+                    .await;
             }
         }
     }
@@ -356,7 +383,9 @@ impl Server {
                 tracing::debug!("TFTP {who} ({peer}): {name:?} ended by the client (8: {message})")
             }
             Outcome::ClientError { code, message } => {
-                tracing::info!("TFTP {who} ({peer}): {name:?} ended by the client's ERROR {code}: {message}")
+                tracing::info!(
+                    "TFTP {who} ({peer}): {name:?} ended by the client's ERROR {code}: {message}"
+                )
             }
             Outcome::TimedOut => {
                 tracing::info!("TFTP {who} ({peer}): {name:?}: no answer from the client, given up")
@@ -396,7 +425,9 @@ async fn drive(
             Action::Wait => {}
             Action::SendOack => {
                 let oack = oack.unwrap_or_default();
-                sock.send_to(oack, peer).await.map_err(|e| format!("send: {e}"))?;
+                sock.send_to(oack, peer)
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
             }
             Action::SendBlocks { first, last } => {
                 for n in first..=last {
@@ -406,7 +437,9 @@ async fn drive(
                     file.file
                         .read_exact_at(&mut buf[4..], off)
                         .map_err(|e| format!("read at {off}: {e} (file changed?)"))?;
-                    sock.send_to(buf, peer).await.map_err(|e| format!("send: {e}"))?;
+                    sock.send_to(buf, peer)
+                        .await
+                        .map_err(|e| format!("send: {e}"))?;
                 }
             }
             Action::RejectStranger(to) => {

@@ -22,7 +22,11 @@ fn parse_table() {
         (
             "mode and option names are case-insensitive",
             b"\0\x01a\0OCTET\0BlkSize\x001468\0TSIZE\x000\0".to_vec(),
-            Ok(rrq("a", Mode::Octet, &[("blksize", "1468"), ("tsize", "0")])),
+            Ok(rrq(
+                "a",
+                Mode::Octet,
+                &[("blksize", "1468"), ("tsize", "0")],
+            )),
         ),
         (
             "netascii is accepted",
@@ -67,7 +71,11 @@ fn parse_table() {
         ),
         ("OACK", b"\0\x06blksize\x00512\0".to_vec(), Ok(Packet::Oack)),
         ("empty", vec![], Err(ParseError::TooShort(0))),
-        ("three bytes", b"\0\x04\0".to_vec(), Err(ParseError::TooShort(3))),
+        (
+            "three bytes",
+            b"\0\x04\0".to_vec(),
+            Err(ParseError::TooShort(3)),
+        ),
         (
             "unknown opcode",
             b"\0\x09\0\0".to_vec(),
@@ -141,7 +149,11 @@ fn errors_replies_for_bad_requests() {
 #[test]
 fn encode_table() {
     let rows: Vec<(Vec<u8>, Vec<u8>, Option<Packet>)> = vec![
-        (encode_ack(7), b"\0\x04\0\x07".to_vec(), Some(Packet::Ack(7))),
+        (
+            encode_ack(7),
+            b"\0\x04\0\x07".to_vec(),
+            Some(Packet::Ack(7)),
+        ),
         (
             encode_error(ErrorCode::OptionsRefused, "User aborted\0x"),
             b"\0\x05\0\x08User abortedx\0".to_vec(),
@@ -189,7 +201,15 @@ fn negotiation_table() {
     let lim = Limits::default();
     let s = Duration::from_secs;
     // (options asked, limits, blksize, window, timeout, OACK options)
-    let rows: Vec<(&[(&str, &str)], Limits, u16, u16, Duration, Option<&[u8]>)> = vec![
+    type Row<'a> = (
+        &'a [(&'a str, &'a str)],
+        Limits,
+        u16,
+        u16,
+        Duration,
+        Option<&'a [u8]>,
+    );
+    let rows: Vec<Row> = vec![
         (&[], lim, 512, 1, s(1), None),
         (&[("foo", "1")], lim, 512, 1, s(1), None),
         (

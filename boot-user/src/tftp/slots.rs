@@ -138,7 +138,12 @@ impl Slot {
 
     /// The client answered: the transfer can no longer be evicted.
     pub fn confirm(&self) {
-        self.slots.inner.lock().unwrap().unconfirmed.remove(&self.id);
+        self.slots
+            .inner
+            .lock()
+            .unwrap()
+            .unconfirmed
+            .remove(&self.id);
     }
 }
 

@@ -67,7 +67,11 @@ impl Stats {
             ("failed", &self.failed),
             ("evicted", &self.evicted),
         ] {
-            let _ = writeln!(out, "xboot_tftp_transfers_total{{outcome=\"{k}\"}} {}", g(c));
+            let _ = writeln!(
+                out,
+                "xboot_tftp_transfers_total{{outcome=\"{k}\"}} {}",
+                g(c)
+            );
         }
         out.push_str("# HELP xboot_tftp_refused_total TFTP requests answered with an ERROR.\n");
         out.push_str("# TYPE xboot_tftp_refused_total counter\n");
@@ -79,13 +83,19 @@ impl Stats {
         ] {
             let _ = writeln!(out, "xboot_tftp_refused_total{{reason=\"{k}\"}} {}", g(c));
         }
-        out.push_str("# HELP xboot_tftp_retransmissions_total Windows of DATA (or OACKs) sent again.\n");
+        out.push_str(
+            "# HELP xboot_tftp_retransmissions_total Windows of DATA (or OACKs) sent again.\n",
+        );
         out.push_str("# TYPE xboot_tftp_retransmissions_total counter\n");
         for (k, c) in [
             ("timeout", &self.resent_timeout),
             ("duplicate_ack", &self.resent_duplicate_ack),
         ] {
-            let _ = writeln!(out, "xboot_tftp_retransmissions_total{{cause=\"{k}\"}} {}", g(c));
+            let _ = writeln!(
+                out,
+                "xboot_tftp_retransmissions_total{{cause=\"{k}\"}} {}",
+                g(c)
+            );
         }
         out
     }

@@ -42,7 +42,10 @@ pub enum Action {
     Wait,
     SendOack,
     /// Send DATA blocks `first..=last`.
-    SendBlocks { first: u64, last: u64 },
+    SendBlocks {
+        first: u64,
+        last: u64,
+    },
     /// Send ERROR 5 (unknown transfer ID) to a stranger; the transfer goes on.
     RejectStranger(SocketAddr),
     /// The transfer is over: drop it.

@@ -75,7 +75,10 @@ fn lost_block_resent_on_duplicate_ack() {
     assert_eq!(blocks(&a), (2, 2)); // lost
     let dup_at = t0 + 251 * MS;
     assert_eq!(blocks(&ack(&mut t, dup_at, 1)), (2, 2), "resent at once");
-    assert!(dup_at - t0 < Duration::from_secs(1), "well before the timeout");
+    assert!(
+        dup_at - t0 < Duration::from_secs(1),
+        "well before the timeout"
+    );
     assert_eq!(t.resent().on_duplicate_ack, 1);
     // Lost again; iPXE re-ACKs after 0.5 s: the timer (1 s after the resend) does it.
     assert_eq!(ack(&mut t, dup_at + 500 * MS, 1), Action::Wait);
@@ -103,7 +106,11 @@ fn duplicated_acks_do_not_double_the_blocks() {
             break;
         }
         let dup = ack(&mut t, now + Duration::from_micros(300), next.0 as u16);
-        assert_eq!(dup, Action::Wait, "duplicate right after the window: no resend");
+        assert_eq!(
+            dup,
+            Action::Wait,
+            "duplicate right after the window: no resend"
+        );
         next = blocks(&a);
         sends += 1;
     }
@@ -140,7 +147,11 @@ fn tsize_only_probe() {
     let t0 = Instant::now();
     let (mut t, a) = Transfer::start(peer(), 80_000, &n, Duration::from_secs(120), t0);
     assert_eq!(a, Action::SendOack);
-    let a = t.on_packet(t0 + MS, peer(), &encode_error(ErrorCode::OptionsRefused, ""));
+    let a = t.on_packet(
+        t0 + MS,
+        peer(),
+        &encode_error(ErrorCode::OptionsRefused, ""),
+    );
     assert!(matches!(
         a,
         Action::Finish(Outcome::ClientError { code: 8, .. })
@@ -262,7 +273,10 @@ fn lifetime_is_capped() {
     let mut now = t0;
     for b in 1..=10u16 {
         now += Duration::from_millis(900);
-        assert_eq!(blocks(&ack(&mut t, now, b)), (u64::from(b) + 1, u64::from(b) + 1));
+        assert_eq!(
+            blocks(&ack(&mut t, now, b)),
+            (u64::from(b) + 1, u64::from(b) + 1)
+        );
     }
     assert_eq!(t.next_timeout(), t0 + Duration::from_secs(10));
     assert_eq!(
