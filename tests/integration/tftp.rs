@@ -285,6 +285,24 @@ async fn curl_fetches_with_blksize() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // From an address no inventory host has: served, but no boot event is recorded
+    // (forged sources must not push real hosts' events out of the bounded log).
+    let local = srv.out("stranger.kpxe");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--interface", "127.0.0.5", "-o"])
+        .arg(&local)
+        .arg(format!("tftp://127.0.0.1:{}/undionly.kpxe", srv.port))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(out.status.success() && same_as_undionly(&local));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(srv.shared.events.for_host("127.0.0.5").is_empty());
+    let tftp_events = |h: &str| {
+        let ev = srv.shared.events.for_host(h);
+        ev.into_iter().filter(|e| e.kind == EventKind::Tftp).count()
+    };
+    assert_eq!(tftp_events("lo1"), 2, "the two fetches from 127.0.0.1");
 }
 
 /// A raw TFTP client on loopback, bound to `ip`.
