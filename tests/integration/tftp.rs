@@ -411,6 +411,38 @@ async fn bad_requests_get_errors() {
     assert_eq!(srv.stats.active(), 0);
 }
 
+/// A client repeating its RRQ (iPXE does after 0.25 s without an answer) gets one
+/// transfer, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_rrq_is_one_transfer() {
+    let srv = start().await;
+    let c = Raw::bind("127.0.0.1");
+    c.rrq(
+        srv.port,
+        "undionly.kpxe",
+        &[("blksize", "1432"), ("tsize", "0")],
+    );
+    c.rrq(
+        srv.port,
+        "undionly.kpxe",
+        &[("blksize", "1432"), ("tsize", "0")],
+    );
+    let (oack, tid) = c.recv(std::time::Duration::from_secs(3)).expect("OACK");
+    assert_eq!(opcode(&oack), 6);
+    assert!(
+        eventually(2, || srv
+            .stats
+            .prometheus()
+            .contains("xboot_tftp_repeated_requests_total 1"))
+        .await
+    );
+    assert_eq!(srv.stats.active(), 1);
+    // The one transfer goes on normally.
+    c.sock.send_to(b"\0\x04\0\0", tid).unwrap();
+    let (data, from) = c.recv(std::time::Duration::from_secs(3)).expect("DATA 1");
+    assert_eq!((&data[..4], from), (&b"\0\x03\0\x01"[..], tid));
+}
+
 /// The per-client cap: the third un-ACKed request from one address gets ERROR 0; a
 /// transfer ended by the client frees its place at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,15 +227,25 @@ impl Server {
                 return refuse(code, &msg);
             }
         };
-        let slot = match self.slots.admit(src.ip()) {
+        let slot = match self.slots.admit(src) {
             Ok(s) => s,
+            Err(slots::Refusal::Repeated) => {
+                self.stats.repeated.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    "TFTP {src}: repeated request for {:?} ignored",
+                    req.filename
+                );
+                return;
+            }
             Err(r) => {
                 let (counter, msg) = match r {
                     slots::Refusal::PerClient => (
                         &self.stats.refused_per_client,
                         "too many transfers from this address",
                     ),
-                    slots::Refusal::Busy => (&self.stats.refused_busy, "server busy, retry later"),
+                    slots::Refusal::Busy | slots::Refusal::Repeated => {
+                        (&self.stats.refused_busy, "server busy, retry later")
+                    }
                 };
                 counter.fetch_add(1, Relaxed);
                 if let Some(n) = self.refusal_log.pass() {

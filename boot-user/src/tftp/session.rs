@@ -71,7 +71,9 @@ impl Server {
             Ok(s) => s,
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
-                tracing::warn!("TFTP {peer}: cannot open a transfer socket on {local}: {e}");
+                if self.loud(&None) {
+                    tracing::warn!("TFTP {peer}: cannot open a transfer socket on {local}: {e}");
+                }
                 return;
             }
         };

@@ -10,8 +10,13 @@
 //! its own slots: to crowd a real client out it would have to send more than
 //! `max_transfers` requests within that client's first round trip, and it can never stop
 //! a running download.
+//!
+//! A request from the address and port of a transfer in progress is a retransmission
+//! (iPXE resends its RRQ after 0.25 s without an answer; a server slow under a storm would
+//! otherwise start every transfer twice): it is ignored, the running transfer's own timer
+//! resends its first packet.
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -31,10 +36,12 @@ pub enum Refusal {
     PerClient,
     /// `max_transfers` are running, all confirmed.
     Busy,
+    /// A transfer to this address and port is in progress.
+    Repeated,
 }
 
 struct Live {
-    ip: IpAddr,
+    peer: SocketAddr,
     /// Ends the transfer's task when it is evicted (set right after the spawn).
     abort: Option<AbortHandle>,
 }
@@ -44,6 +51,7 @@ struct Inner {
     next_id: u64,
     live: HashMap<u64, Live>,
     per_ip: HashMap<IpAddr, usize>,
+    by_peer: HashMap<SocketAddr, u64>,
     /// Ids of unconfirmed transfers; ids grow with time, so the first is the oldest.
     unconfirmed: BTreeSet<u64>,
 }
@@ -52,10 +60,12 @@ impl Inner {
     fn remove(&mut self, id: u64) -> Option<Live> {
         let live = self.live.remove(&id)?;
         self.unconfirmed.remove(&id);
-        if let Some(n) = self.per_ip.get_mut(&live.ip) {
+        self.by_peer.remove(&live.peer);
+        let ip = live.peer.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&live.ip);
+                self.per_ip.remove(&ip);
             }
         }
         Some(live)
@@ -83,10 +93,14 @@ impl Slots {
         })
     }
 
-    /// A slot for a request from `ip`, evicting the oldest unconfirmed transfer if the
+    /// A slot for a request from `peer`, evicting the oldest unconfirmed transfer if the
     /// server is full.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+    pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Slot, Refusal> {
         let mut inner = self.inner.lock().unwrap();
+        if inner.by_peer.contains_key(&peer) {
+            return Err(Refusal::Repeated);
+        }
+        let ip = peer.ip();
         if inner.per_ip.get(&ip).copied().unwrap_or(0) >= self.caps.max_per_client {
             return Err(Refusal::PerClient);
         }
@@ -103,7 +117,8 @@ impl Slots {
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        inner.live.insert(id, Live { ip, abort: None });
+        inner.live.insert(id, Live { peer, abort: None });
+        inner.by_peer.insert(peer, id);
         inner.unconfirmed.insert(id);
         *inner.per_ip.entry(ip).or_default() += 1;
         self.stats.active.fetch_add(1, Relaxed);
@@ -159,8 +174,11 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
+    /// Client `n`'s address, from a port of its own per call.
+    fn ip(n: u8) -> SocketAddr {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        static PORT: AtomicU16 = AtomicU16::new(1000);
+        SocketAddr::from(([10, 0, 0, n], PORT.fetch_add(1, Ordering::Relaxed)))
     }
 
     #[test]
@@ -195,5 +213,23 @@ mod tests {
         assert!(slots.admit(ip(4)).is_ok());
         drop(_a2);
         assert_eq!(stats.active(), 3, "an evicted slot's drop changes nothing");
+    }
+
+    #[test]
+    fn a_repeated_request_is_not_a_second_transfer() {
+        let caps = Caps {
+            max_transfers: 4,
+            max_per_client: 4,
+        };
+        let slots = Slots::new(caps, Arc::default());
+        let peer: SocketAddr = "10.0.0.1:2000".parse().unwrap();
+        let s = slots.admit(peer).unwrap();
+        assert_eq!(slots.admit(peer).err(), Some(Refusal::Repeated));
+        assert!(slots.admit("10.0.0.1:2001".parse().unwrap()).is_ok());
+        drop(s);
+        assert!(
+            slots.admit(peer).is_ok(),
+            "a new request once the first is over"
+        );
     }
 }

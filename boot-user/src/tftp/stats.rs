@@ -27,6 +27,8 @@ pub struct Stats {
     pub refused_file: AtomicU64,
     /// Malformed packets, unknown modes, write requests.
     pub refused_bad: AtomicU64,
+    /// RRQs from the address and port of a transfer in progress (retransmissions), ignored.
+    pub repeated: AtomicU64,
     pub resent_timeout: AtomicU64,
     pub resent_duplicate_ack: AtomicU64,
 }
@@ -56,6 +58,13 @@ impl Stats {
         out.push_str("# HELP xboot_tftp_requests_total Datagrams received on the TFTP port.\n");
         out.push_str("# TYPE xboot_tftp_requests_total counter\n");
         let _ = writeln!(out, "xboot_tftp_requests_total {}", g(&self.requests));
+        out.push_str("# HELP xboot_tftp_repeated_requests_total RRQs repeated by a client whose transfer is in progress (ignored).\n");
+        out.push_str("# TYPE xboot_tftp_repeated_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "xboot_tftp_repeated_requests_total {}",
+            g(&self.repeated)
+        );
         out.push_str("# HELP xboot_tftp_transfers_total TFTP transfers by how they ended (started: begun).\n");
         out.push_str("# TYPE xboot_tftp_transfers_total counter\n");
         for (k, c) in [
