@@ -41,6 +41,10 @@ async fn start() -> Server {
 }
 
 async fn start_with(config: Config) -> Server {
+    start_on(config, "127.0.0.1:0").await
+}
+
+async fn start_on(config: Config, listen: &str) -> Server {
     let root = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     std::fs::copy(UNDIONLY, root.path().join("undionly.kpxe"))
@@ -62,7 +66,7 @@ async fn start_with(config: Config) -> Server {
         Inventory::from_parts_unchecked(vec![host], vec![]),
         EventLog::default(),
     );
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let socket = UdpSocket::bind(listen).unwrap();
     let port = socket.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let dir = root.path().to_path_buf();
@@ -409,6 +413,27 @@ async fn bad_requests_get_errors() {
         assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), code, "{what}");
     }
     assert_eq!(srv.stats.active(), 0);
+}
+
+/// On 0.0.0.0 (the default `tftp.listen`), each transfer answers from the address the
+/// request was sent to (IP_PKTINFO): a client of a multi-homed server checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_listen_answers_from_the_requested_address() {
+    let srv = start_on(Config::default(), "0.0.0.0:0").await;
+    for dst in ["127.0.0.3", "127.0.0.1"] {
+        let c = Raw::bind("127.0.0.1");
+        let rrq = xboot::tftp::proto::encode_request(
+            xboot::tftp::proto::RRQ,
+            "undionly.kpxe",
+            "octet",
+            &[],
+        );
+        c.sock.send_to(&rrq, (dst, srv.port)).unwrap();
+        let (data, from) = c.recv(std::time::Duration::from_secs(3)).expect("DATA 1");
+        assert_eq!(&data[..4], b"\0\x03\0\x01");
+        assert_eq!(from.ip().to_string(), dst);
+        assert_ne!(from.port(), srv.port, "a transfer ID of its own");
+    }
 }
 
 /// A client repeating its RRQ (iPXE does after 0.25 s without an answer) gets one

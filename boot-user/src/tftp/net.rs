@@ -50,8 +50,15 @@ pub fn recv_with_destination(
     if pktinfo {
         for c in msg.cmsgs().map_err(io::Error::from)? {
             if let ControlMessageOwned::Ipv4PacketInfo(p) = c {
-                // ipi_spec_dst: the local address replies should come from.
-                let a = Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr));
+                // The header's destination, unless the request was a broadcast: then
+                // ipi_spec_dst, the local address the route answers from.
+                let header = Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr));
+                let spec = Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr));
+                let a = if header.is_broadcast() || header.is_multicast() {
+                    spec
+                } else {
+                    header
+                };
                 dst = Some(IpAddr::V4(a));
             }
         }

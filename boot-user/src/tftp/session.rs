@@ -175,9 +175,19 @@ impl Server {
     }
 }
 
-/// A transfer's own UDP socket (its TID) on the address the request was sent to.
+/// A transfer's own UDP socket (its TID) on the address the request was sent to (or any
+/// address, if that one cannot be bound: a subnet's broadcast address).
 fn transfer_socket(local: IpAddr) -> std::io::Result<tokio::net::UdpSocket> {
-    let s = UdpSocket::bind(SocketAddr::new(local, 0))?;
+    let s = UdpSocket::bind(SocketAddr::new(local, 0)).or_else(|e| {
+        if e.kind() != std::io::ErrorKind::AddrNotAvailable {
+            return Err(e);
+        }
+        let any = match local {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        UdpSocket::bind(SocketAddr::new(any, 0))
+    })?;
     s.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(s)
 }
