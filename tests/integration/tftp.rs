@@ -436,6 +436,40 @@ async fn wildcard_listen_answers_from_the_requested_address() {
     }
 }
 
+/// iPXE's recovery from a lost block: it re-ACKs the last block it has, and the server
+/// resends the next at once (counted as a duplicate-ACK retransmission, not a timeout's;
+/// async-tftp ignored the duplicate and waited 3 s). A packet from another port gets
+/// ERROR 5 and does not disturb the transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_ack_resends_and_strangers_get_error_5() {
+    let srv = start().await;
+    let wait = std::time::Duration::from_secs(3);
+    let c = Raw::bind("127.0.0.1");
+    c.rrq(srv.port, "undionly.kpxe", &[]);
+    let (d1, tid) = c.recv(wait).expect("DATA 1");
+    assert_eq!(&d1[..4], b"\0\x03\0\x01");
+    c.sock.send_to(b"\0\x04\0\x01", tid).unwrap();
+    let (d2, _) = c.recv(wait).expect("DATA 2");
+    assert_eq!(&d2[..4], b"\0\x03\0\x02");
+    // "Lost": re-ACK 1 after iPXE's 0.25 s.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    c.sock.send_to(b"\0\x04\0\x01", tid).unwrap();
+    let (again, _) = c.recv(wait).expect("DATA 2 again");
+    assert_eq!(again, d2);
+    let m = srv.stats.prometheus();
+    assert!(
+        m.contains("xboot_tftp_retransmissions_total{cause=\"duplicate_ack\"} 1"),
+        "{m}"
+    );
+    let stranger = Raw::bind("127.0.0.1");
+    stranger.sock.send_to(b"\0\x04\0\x02", tid).unwrap();
+    let (err, from) = stranger.recv(wait).expect("ERROR 5");
+    assert_eq!((&err[..4], from), (&b"\0\x05\0\x05"[..], tid));
+    c.sock.send_to(b"\0\x04\0\x02", tid).unwrap();
+    let (d3, _) = c.recv(wait).expect("DATA 3");
+    assert_eq!(&d3[..4], b"\0\x03\0\x03");
+}
+
 /// A client repeating its RRQ (iPXE does after 0.25 s without an answer) gets one
 /// transfer, not two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

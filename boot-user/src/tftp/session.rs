@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::proto::{self, ErrorCode, Request};
-use super::transfer::{Action, Outcome, Transfer};
-use super::{files, host_for_ip, net, slots, who, PathError, Server};
+use super::transfer::{Action, Outcome, Resent, Transfer};
+use super::{files, host_for_ip, net, slots, who, PathError, Server, Stats};
 use crate::events::EventKind;
 
 /// A refusal (file not found, outside the root ...) with the ERROR it is answered with.
@@ -123,14 +123,8 @@ impl Server {
             n.window
         );
         let (mut t, first) = Transfer::start(peer, file.len, &n, self.max_lifetime, Instant::now());
-        let outcome = drive(&sock, &mut t, first, &file, n.oack.as_deref(), &slot).await;
-        let resent = t.resent();
-        self.stats
-            .resent_timeout
-            .fetch_add(resent.on_timeout, Relaxed);
-        self.stats
-            .resent_duplicate_ack
-            .fetch_add(resent.on_duplicate_ack, Relaxed);
+        let oack = n.oack.as_deref();
+        let outcome = drive(&sock, &mut t, first, &file, oack, &slot, &self.stats).await;
         let name = &req.filename;
         match outcome {
             Ok(o) => {
@@ -201,13 +195,25 @@ async fn drive(
     file: &files::OpenFile,
     oack: Option<&[u8]>,
     slot: &slots::Slot,
+    stats: &Stats,
 ) -> Result<Outcome, String> {
     let peer = t.peer();
     let mut block = vec![0u8; t.max_packet()];
     let mut rx = [0u8; 1024];
     let mut action = first;
     let mut confirmed = false;
+    let mut counted = Resent::default();
     loop {
+        if t.resent() != counted {
+            let r = t.resent();
+            let add = |c: &std::sync::atomic::AtomicU64, n: u64| c.fetch_add(n, Relaxed);
+            add(&stats.resent_timeout, r.on_timeout - counted.on_timeout);
+            add(
+                &stats.resent_duplicate_ack,
+                r.on_duplicate_ack - counted.on_duplicate_ack,
+            );
+            counted = r;
+        }
         match action {
             Action::Wait => {}
             Action::SendOack => {
