@@ -237,6 +237,10 @@ async fn path_escapes_are_refused() {
         let got = std::fs::read(&local).unwrap_or_default();
         assert!(got.is_empty(), "{remote}: received {} bytes", got.len());
     }
+    // The ERROR never says where a link leads.
+    let log = srv.hpa_get("escape", &srv.out("z")).await;
+    let outside = srv.outside.path().to_string_lossy().into_owned();
+    assert!(!log.contains(&outside), "{log}");
     let (ok, log) = srv
         .atftp_get("../../../../etc/passwd", &srv.out("y"), &[])
         .await;

@@ -32,13 +32,18 @@ impl Server {
             if self.loud(&host) {
                 tracing::warn!("TFTP {} ({client}): refused {e}", who(&host));
             }
-            let code = match e {
-                PathError::NotFound(_) | PathError::NotAFile(_) => ErrorCode::FileNotFound,
-                PathError::DotDot(_) | PathError::OutsideRoot { .. } => ErrorCode::AccessViolation,
+            // The client learns the kind of refusal only: never where a link leads.
+            let (code, message) = match e {
+                PathError::NotFound(_) | PathError::NotAFile(_) => {
+                    (ErrorCode::FileNotFound, "file not found")
+                }
+                PathError::DotDot(_) | PathError::OutsideRoot { .. } => {
+                    (ErrorCode::AccessViolation, "access violation")
+                }
             };
             Refused {
                 code,
-                message: e.to_string(),
+                message: message.into(),
             }
         });
         let opened = file.and_then(|path| {
