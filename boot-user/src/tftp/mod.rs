@@ -28,15 +28,17 @@
 //! the inventory host whose boot address sent the request; requests from any other
 //! address record nothing (a forged source must not push a real host's boot timeline out
 //! of its bounded log).
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::inventory::Inventory;
 use crate::state::Shared;
 
 pub mod files;
@@ -106,6 +108,7 @@ pub async fn run_with_stats(
         stats,
         shared,
         refusal_log: LogGate::default(),
+        hosts: Mutex::default(),
     });
     tracing::info!(
         "TFTP serving {} on {local} (at most {} transfers, {} per client)",
@@ -156,17 +159,47 @@ struct Server {
     shared: Arc<Shared>,
     /// Refusals of a flood are logged once a second, not once per request.
     refusal_log: LogGate,
+    hosts: Mutex<HostIndex>,
 }
 
-/// The inventory host with `ip` on a boot interface: the name events are recorded under.
-pub fn host_for_ip(shared: &Shared, ip: IpAddr) -> Option<String> {
-    let inv = shared.inventory();
-    let found = inv.hosts().iter().find(|h| {
-        h.interfaces
-            .iter()
-            .any(|nic| !nic.bmc && nic.addr().map(IpAddr::V4) == Some(ip))
-    });
-    found.map(|h| h.name.clone())
+/// Boot addresses (not BMCs) of an inventory's hosts -> host name: the names events are
+/// recorded under. Built once per inventory (a storm's thousand requests against ten
+/// thousand hosts would otherwise parse every host's addresses per request).
+#[derive(Default)]
+struct HostIndex {
+    built_for: Option<Arc<Inventory>>,
+    by_ip: HashMap<IpAddr, String>,
+}
+
+impl HostIndex {
+    fn build(inv: &Inventory) -> HashMap<IpAddr, String> {
+        let mut by_ip = HashMap::new();
+        for h in inv.hosts() {
+            for nic in h.interfaces.iter().filter(|n| !n.bmc) {
+                if let Some(a) = nic.addr() {
+                    by_ip.entry(IpAddr::V4(a)).or_insert_with(|| h.name.clone());
+                }
+            }
+        }
+        by_ip
+    }
+}
+
+impl Server {
+    /// The inventory host with `ip` on a boot interface.
+    fn host_for_ip(&self, ip: IpAddr) -> Option<String> {
+        let inv = self.shared.inventory();
+        let mut index = self.hosts.lock().unwrap();
+        if !index
+            .built_for
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, &inv))
+        {
+            index.by_ip = HostIndex::build(&inv);
+            index.built_for = Some(inv);
+        }
+        index.by_ip.get(&ip).cloned()
+    }
 }
 
 /// Who a log line is about: the host's name, or "unknown host".
@@ -286,5 +319,30 @@ impl LogGate {
         }
         self.count.store(0, Relaxed);
         Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Host, Interface, Mac};
+
+    #[test]
+    fn host_index_has_boot_addresses_only() {
+        let mut cn1 = Host::with_interface("cn1", Mac([2, 0, 0, 0, 0, 1]), Some("10.0.0.1/24"));
+        cn1.interfaces.push(Interface {
+            ip: Some("10.9.0.1/24".into()),
+            bmc: true,
+            ..Interface::default()
+        });
+        let cn2 = Host::with_interface("cn2", Mac([2, 0, 0, 0, 0, 2]), Some("10.0.0.2"));
+        let bare = Host::with_interface("bare", Mac([2, 0, 0, 0, 0, 3]), None);
+        let inv = Inventory::from_parts_unchecked(vec![cn1, cn2, bare], vec![]);
+        let idx = HostIndex::build(&inv);
+        let at = |a: &str| idx.get(&a.parse::<IpAddr>().unwrap()).cloned();
+        assert_eq!(at("10.0.0.1").as_deref(), Some("cn1"));
+        assert_eq!(at("10.0.0.2").as_deref(), Some("cn2"));
+        assert_eq!(at("10.9.0.1"), None, "a BMC address is not a boot address");
+        assert_eq!(idx.len(), 2);
     }
 }

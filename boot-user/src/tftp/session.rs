@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::proto::{self, ErrorCode, Request};
 use super::transfer::{Action, Outcome, Resent, Transfer};
-use super::{files, host_for_ip, net, slots, who, PathError, Server, Stats};
+use super::{files, net, slots, who, PathError, Server, Stats};
 use crate::events::EventKind;
 
 /// A refusal (file not found, outside the root ...) with the ERROR it is answered with.
@@ -26,7 +26,7 @@ impl Server {
         req: &Request,
         client: SocketAddr,
     ) -> (Option<String>, Result<Arc<files::OpenFile>, Refused>) {
-        let host = host_for_ip(&self.shared, client.ip());
+        let host = self.host_for_ip(client.ip());
         let name = &req.filename;
         let file = self.root.resolve(name).map_err(|e| {
             if self.loud(&host) {
@@ -84,7 +84,7 @@ impl Server {
         };
         let (req, host, file) = match self.files.by_name(&req.filename, Instant::now()) {
             Some(f) => {
-                let host = host_for_ip(&self.shared, peer.ip());
+                let host = self.host_for_ip(peer.ip());
                 (req, host, Ok(f))
             }
             None => {
