@@ -694,6 +694,55 @@ async fn tftp_bench() {
         drop(socks);
         assert!(eventually(10, || srv.stats.active() == 0).await);
     }
+    // 2,000 completed transfers (200 clients x 10, lock-step, blksize 1432).
+    let rss_before = rss_kib();
+    let t0 = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..200u32 {
+        let port = srv.port;
+        clients.push(tokio::spawn(async move {
+            let ip = std::net::Ipv4Addr::from(0x7f03_0000 + i);
+            let mut b = vec![0u8; 2048];
+            let mut bytes = 0;
+            for _ in 0..10 {
+                let s = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
+                let rrq = xboot::tftp::proto::encode_request(
+                    xboot::tftp::proto::RRQ,
+                    "undionly.kpxe",
+                    "octet",
+                    &[("blksize", "1432")],
+                );
+                s.send_to(&rrq, ("127.0.0.1", port)).await.unwrap();
+                loop {
+                    let (n, from) = s.recv_from(&mut b).await.unwrap();
+                    let block = [b[2], b[3]];
+                    if b[1] == 6 {
+                        s.send_to(&[0, 4, 0, 0], from).await.unwrap();
+                        continue;
+                    }
+                    assert_eq!(b[1], 3);
+                    bytes += n - 4;
+                    s.send_to(&[0, 4, block[0], block[1]], from).await.unwrap();
+                    if n - 4 < 1432 {
+                        break;
+                    }
+                }
+            }
+            bytes
+        }));
+    }
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    assert!(eventually(10, || srv.stats.active() == 0).await);
+    println!(
+        "2,000 completed transfers ({} MB) in {:?}: RSS {} -> {} KiB",
+        total / 1_000_000,
+        t0.elapsed(),
+        rss_before,
+        rss_kib()
+    );
     let (rss0, fds0) = (rss_kib(), open_fds());
     let port = srv.port;
     std::thread::spawn(move || {

@@ -109,6 +109,7 @@ pub async fn run_with_stats(
         shared,
         refusal_log: LogGate::default(),
         hosts: Mutex::default(),
+        opening: tokio::sync::Semaphore::new(OPENS_AT_ONCE),
     });
     tracing::info!(
         "TFTP serving {} on {local} (at most {} transfers, {} per client)",
@@ -160,7 +161,12 @@ struct Server {
     /// Refusals of a flood are logged once a second, not once per request.
     refusal_log: LogGate,
     hosts: Mutex<HostIndex>,
+    /// Turns for resolving and opening files on the blocking pool.
+    opening: tokio::sync::Semaphore,
 }
+
+/// Files resolved and opened on the blocking pool at once.
+const OPENS_AT_ONCE: usize = 16;
 
 /// Boot addresses (not BMCs) of an inventory's hosts -> host name: the names events are
 /// recorded under. Built once per inventory (a storm's thousand requests against ten

@@ -82,7 +82,22 @@ impl Server {
                 return;
             }
         };
-        let (req, host, file) = match self.files.by_name(&req.filename, Instant::now()) {
+        let cached = |s: &Server| s.files.by_name(&req.filename, Instant::now());
+        let mut hit = cached(&self);
+        // At most OPENS_AT_ONCE resolutions on the blocking pool (which HTTP's file
+        // serving shares); a request that waited for its turn looks again first: a storm's
+        // thousand requests for one name resolve it once, not a thousand times at once.
+        let turn = match hit {
+            Some(_) => None,
+            None => {
+                let Ok(turn) = self.opening.acquire().await else {
+                    return;
+                };
+                hit = cached(&self);
+                Some(turn)
+            }
+        };
+        let (req, host, file) = match hit {
             Some(f) => {
                 let host = self.host_for_ip(peer.ip());
                 (req, host, Ok(f))
@@ -100,6 +115,7 @@ impl Server {
                 opened
             }
         };
+        drop(turn);
         let file = match file {
             Ok(f) => f,
             Err(r) => {
