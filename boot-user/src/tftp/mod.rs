@@ -20,8 +20,9 @@
 //! - this module and `session`: the I/O edge. One task reads requests on the server port
 //!   and never waits on a file; each admitted transfer gets a task (`session`), its own
 //!   ephemeral UDP socket on the address the request was sent to, resolves and opens its
-//!   file on the blocking pool, then reads the blocks it sends with positional reads into
-//!   one block-sized buffer: a transfer holds one socket, a share of one file descriptor
+//!   file on the blocking pool (16 at a time; not at all if the name was resolved in the
+//!   last second), then reads the blocks it sends with positional reads into one
+//!   block-sized buffer: a transfer holds one socket, a share of one file descriptor
 //!   and `blksize + 4` bytes.
 //!
 //! Events: a file sent completely (the last block acknowledged) is a `tftp` boot event of
