@@ -120,8 +120,10 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     let sock = std::net::UdpSocket::bind(tftp_addr)
         .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
     let (shared, root, stop) = (p.shared.clone(), config.tftp.root.clone(), stopped());
+    let tftp_stats = Arc::new(crate::tftp::Stats::default());
+    let stats = tftp_stats.clone();
     tasks.spawn(async move {
-        crate::tftp::run(sock, &root, shared, stop)
+        crate::tftp::run_with_stats(sock, &root, shared, stats, stop)
             .await
             .context("TFTP")
     });
@@ -215,6 +217,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         },
     ));
     let metrics = Metrics {
+        tftp: tftp_stats,
         dhcp: dhcp_stats,
         xdp: xdp_stats,
     };
@@ -305,10 +308,11 @@ fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
     Ok(TokenKey::from_config(config)?)
 }
 
-/// What `/metrics` exposes, in Prometheus text format: the userspace DHCP counters and
-/// the XDP fast path's per-decision counters.
+/// What `/metrics` exposes, in Prometheus text format: the TFTP server's transfers, the
+/// userspace DHCP counters and the XDP fast path's per-decision counters.
 #[derive(Clone)]
 struct Metrics {
+    tftp: Arc<crate::tftp::Stats>,
     dhcp: Option<Arc<crate::dhcp::Stats>>,
     xdp: Option<Arc<crate::xdp::XdpStats>>,
 }
@@ -316,7 +320,7 @@ struct Metrics {
 impl Metrics {
     fn prometheus(&self) -> String {
         use std::fmt::Write;
-        let mut out = String::new();
+        let mut out = self.tftp.prometheus();
         if let Some(d) = &self.dhcp {
             let snap = serde_json::to_value(d.snapshot()).unwrap_or_default();
             out.push_str("# HELP xboot_dhcp_userspace_total Userspace DHCP server counters.\n");

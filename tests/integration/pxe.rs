@@ -5,7 +5,8 @@
 //!   Linux its lease, busybox httpd serves the postscript and takes the completion POST.
 //!   This checks the initrd the PXE tests and the demo rely on.
 //! - Full PXE boots against `xboot serve` (DHCP, TFTP, HTTP): SeaBIOS + iPXE ROM, and
-//!   OVMF + iPXE EFI ROM, up to the postscript having run and reported back.
+//!   OVMF + iPXE EFI ROM, up to the postscript having run and reported back; OVMF's own
+//!   PXE (EDK2's TFTP client) up to the kernel booting.
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -402,4 +403,62 @@ fn pxe_boot_uefi_ovmf() {
         testlab::qemu::OVMF
     );
     pxe_boot(Firmware::Uefi, Dhcp::Userspace);
+}
+
+/// OVMF's own UEFI PXE on virtio-net (no iPXE ROM): EDK2's TFTP client against xboot's
+/// server, up to the kernel iPXE loads booting (the payload has no virtio-net driver, so
+/// the boot stops there). EDK2 probes the size first (tsize, then ERROR 8 after the
+/// OACK) and downloads snponly.efi from another port (blksize 1468, windowsize 4): the
+/// probe must end at once, the download complete, and one TFTP event be recorded.
+#[test]
+fn pxe_boot_uefi_native_tftp() {
+    if netns::need_root() {
+        return;
+    }
+    if !Path::new(testlab::qemu::OVMF).exists() {
+        eprintln!("skipped: {} missing", testlab::qemu::OVMF);
+        return;
+    }
+    let payload = payload();
+    let dir = workdir("pxe-uefi-native-");
+    let (srv, cli) = lab("pxen");
+    let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
+    let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
+    let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = VmSpec {
+        boot: Boot::Pxe(Firmware::UefiNative),
+        nic: nic(&cli),
+        serial: dir.path().join("serial.log"),
+        memory_mb: 256,
+    };
+    let mut vm = Vm::start(&spec).unwrap();
+    vm.wait_for(payload::BOOTED, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n--- xboot serve log:\n{}",
+                testlab::tail(&server.files.log, 40)
+            )
+        });
+    report("PXE boot (uefi-native, to the kernel)", &vm);
+    let metrics = srv.run(&[
+        "curl",
+        "-sS",
+        &format!("http://{}:{}/metrics", net::SRV_IP, serve::HTTP_PORT),
+    ]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    for want in [
+        "xboot_tftp_transfers_active 0",
+        "xboot_tftp_transfers_total{outcome=\"completed\"} 1",
+        "xboot_tftp_transfers_total{outcome=\"client_error\"} 1",
+        "xboot_tftp_transfers_total{outcome=\"timed_out\"} 0",
+    ] {
+        assert!(metrics.contains(want), "no {want:?} in\n{metrics}");
+    }
+    let events = server.events(serve::NODE).unwrap_or_else(|e| panic!("{e}"));
+    let tftp: Vec<_> = events.iter().filter(|e| e.kind == "tftp").collect();
+    assert_eq!(tftp.len(), 1, "{events:?}");
+    assert!(tftp[0].detail.starts_with("snponly.efi ("), "{:?}", tftp[0]);
+    drop(vm);
+    drop(server);
 }

@@ -240,6 +240,19 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
             Err("a TCP API listener needs api.token (bearer token)".into()),
         );
     }
+    let t = &cfg.tftp;
+    check(
+        "tftp.max_transfers",
+        in_range(t.max_transfers, &(1..=1_000_000), "").map(drop),
+    );
+    check(
+        "tftp.max_per_client",
+        in_range(t.max_per_client, &(1..=65_536), "").map(drop),
+    );
+    check(
+        "tftp.max_transfer_secs",
+        in_range(t.max_transfer_secs, &(1..=86_400), " s").map(drop),
+    );
     let b = &cfg.bmc;
     if !matches!(b.protocol.as_str(), "ipmi" | "redfish") {
         check(

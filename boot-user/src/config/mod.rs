@@ -184,6 +184,12 @@ pub struct TftpConfig {
     pub listen: String,
     /// Directory the iPXE binaries are served from (xboot; default: Debian's ipxe package).
     pub root: PathBuf,
+    /// Transfers in progress at most (xboot): each holds a socket and a block buffer.
+    pub max_transfers: usize,
+    /// Transfers in progress at most per client address (xboot).
+    pub max_per_client: usize,
+    /// A transfer is cut off after this many seconds (xboot).
+    pub max_transfer_secs: u64,
 }
 
 impl Default for TftpConfig {
@@ -191,6 +197,9 @@ impl Default for TftpConfig {
         Self {
             listen: "0.0.0.0:69".into(),
             root: PathBuf::from("/usr/lib/ipxe"),
+            max_transfers: 1024,
+            max_per_client: 8,
+            max_transfer_secs: 120,
         }
     }
 }
