@@ -247,7 +247,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         let r = axum::serve(listener, crate::api::router(st))
             .with_graceful_shutdown(stop)
             .await;
-        let _ = std::fs::remove_file(&socket);
+        crate::api::remove_socket(&socket);
         r.context("API (unix socket)")
     });
     if let (Some(addr), Some(token)) = (config.api.listen, config.api.token.clone()) {

@@ -225,7 +225,17 @@ pub async fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener>
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{}: exists and is not a socket: not removed (check api.socket_path)",
+                    path.display()
+                ),
+            ));
+        }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -256,8 +266,17 @@ pub async fn serve_unix(
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    let _ = std::fs::remove_file(path);
+    remove_socket(path);
     result
+}
+
+/// Removes the socket file at `path`, and nothing that is not a socket (something else
+/// may have been put there while serving).
+pub fn remove_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Serves the API on a TCP listener, requiring the bearer token.
@@ -273,4 +292,28 @@ pub async fn serve_tcp(
     axum::serve(listener, router_with_token(state, token))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod socket_tests {
+    /// `api.socket_path` naming a regular file (a typo, an operator's notes) is refused
+    /// and the file kept; a stale socket is replaced.
+    #[tokio::test]
+    async fn only_a_socket_is_ever_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, b"keep me").unwrap();
+        let e = super::bind_unix(&file).await.unwrap_err();
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+        super::remove_socket(&file);
+        assert!(file.exists());
+        let sock = dir.path().join("api.socket");
+        drop(super::bind_unix(&sock).await.unwrap());
+        // Stale (nobody listens): bound again.
+        let l = super::bind_unix(&sock).await.unwrap();
+        drop(l);
+        super::remove_socket(&sock);
+        assert!(!sock.exists());
+    }
 }
