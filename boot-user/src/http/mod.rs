@@ -35,6 +35,7 @@ use axum::Router;
 use crate::state::Shared;
 
 pub mod boot;
+pub mod file_body;
 mod handlers;
 pub mod listen;
 pub mod token;
