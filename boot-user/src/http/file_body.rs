@@ -12,7 +12,10 @@
 //! and the read never leaves the worker.
 //!
 //! Not mmap: a file truncated while mapped (`cp` over an image in use) raises SIGBUS in
-//! the server; a read just comes back short, and the download ends with an error.
+//! the server; a read just comes back short, and the download ends with an error. And
+//! measured, a body of 1 MiB slices of a mapping cost 0.27-0.31 CPU-s/GB against
+//! 0.32 here (200 downloads of 80 MiB over loopback): the reads' page-cache copy is
+//! ~30% of the server's profile, but faulting the mapping in costs most of it back.
 use std::fs::File;
 use std::future::Future;
 use std::io;
