@@ -221,21 +221,18 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         dhcp: dhcp_stats,
         xdp: xdp_stats,
     };
-    let app = http
-        .router()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = metrics.clone();
-                async move { m.prometheus() }
-            }),
-        )
-        .into_make_service_with_connect_info::<SocketAddr>();
-    crate::http::raise_nofile_limit();
+    let app = http.clone().router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move { m.prometheus() }
+        }),
+    );
+    let open_files = crate::http::raise_nofile_limit();
+    let limits = crate::http::listen::Limits::provision(&config.provision, open_files);
     let stop = stopped();
     tasks.spawn(async move {
-        axum::serve(l, app)
-            .with_graceful_shutdown(stop)
+        http.serve_router(app, l, limits, stop)
             .await
             .context("HTTP")
     });
@@ -243,10 +240,9 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     let listener = crate::api::bind_unix(&config.api.socket_path).await?;
     tracing::info!("API listening on {}", config.api.socket_path.display());
     let (socket, st, stop) = (config.api.socket_path.clone(), api.clone(), stopped());
+    let limits = crate::http::listen::Limits::api(&config.api, open_files);
     tasks.spawn(async move {
-        let r = axum::serve(listener, crate::api::router(st))
-            .with_graceful_shutdown(stop)
-            .await;
+        let r = crate::http::listen::serve(listener, crate::api::router(st), limits, stop).await;
         crate::api::remove_socket(&socket);
         r.context("API (unix socket)")
     });

@@ -1,6 +1,7 @@
 //! HTTP boot service on loopback against curl (and reqwest for the concurrent test):
 //! the iPXE script, kernel Range/HEAD, refused tokens, a missing kernel, /repo, the
-//! postscript and complete, UEFI firmware, and 200 concurrent downloads.
+//! postscript and complete, UEFI firmware, 200 concurrent downloads, and the connection
+//! limits against silent, slowloris and single-address floods.
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +84,11 @@ fn host(name: &str, image: &str, provision: bool) -> Host {
 /// a liveimg, a postscript template), cn2 (image broken: kernel file missing), cn3 (not
 /// set to provision). Hosts share the MAC: tokens name the host.
 async fn start() -> Server {
+    start_with(|_| ()).await
+}
+
+/// [`start`], with `edit` applied to the config first.
+async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("vmlinuz"), bytes(1 << 20, 1)).unwrap();
@@ -122,6 +128,7 @@ async fn start() -> Server {
     let mut cfg = Config::default();
     cfg.provision.repo_dir = d.join("repo");
     cfg.provision.token_ttl = 600;
+    edit(&mut cfg);
     let shared = Shared::new(cfg, inv, EventLog::default());
     let key = TokenKey::from_secret("integration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -400,7 +407,8 @@ async fn uefi_firmware_without_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_downloads() {
-    let srv = start().await;
+    // 200 clients from one address is what the per-address cap refuses.
+    let srv = start_with(|c| c.provision.max_connections_per_source = 0).await;
     let kernel = Arc::new(std::fs::read(srv.path("vmlinuz")).unwrap());
     let squash = Arc::new(std::fs::read(srv.path("root.squashfs")).unwrap());
     let client = reqwest::Client::builder()
@@ -447,4 +455,175 @@ async fn two_hundred_concurrent_downloads() {
     let n =
         srv.events("cn1", EventKind::Kernel).len() + srv.events("cn1", EventKind::LiveImage).len();
     assert_eq!(n, 200, "one event per download");
+}
+
+/// Longest a limits test waits for something due after a few seconds' timeout.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The server's descriptors for connections accepted on `port`: sockets of this process
+/// (the server runs in it) whose local port is `port`, the listener left out. The
+/// clients' sockets have `port` as their remote port; connections still in the kernel's
+/// accept queue have no descriptor.
+fn server_conns(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inodes: std::collections::HashSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && f[3] != "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| inodes.contains(l.to_string_lossy().as_ref()))
+        .count()
+}
+
+fn port(srv: &Server) -> u16 {
+    srv.base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A TCP connection to the server from `source` (a loopback address).
+async fn connect_from(srv: &Server, source: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let to = srv.base.strip_prefix("http://").unwrap().parse().unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// Reads until the server closes the connection (a reset counts); what it sent, or None
+/// if it was still open after [`PATIENCE`].
+async fn until_closed(mut s: tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .ok()
+        .map(|_| out)
+}
+
+/// 80 silent clients and 5 that trickle a request head a byte at a time, against a cap
+/// of 50 and a 2 s header timeout: the server never holds more than 50, closes every one
+/// of them, and curl gets its iPXE script and kernel in the meantime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slowloris_clients_stay_bounded_and_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let srv = start_with(|c| {
+        c.provision.max_connections = Some(50);
+        c.provision.max_connections_per_source = 0;
+        c.provision.header_timeout_secs = 2;
+    })
+    .await;
+    let port = port(&srv);
+    let mut closed = Vec::new();
+    for _ in 0..80 {
+        closed.push(tokio::spawn(until_closed(
+            connect_from(&srv, "127.0.0.1").await,
+        )));
+    }
+    for _ in 0..5 {
+        let (mut r, mut w) = connect_from(&srv, "127.0.0.1").await.into_split();
+        tokio::spawn(async move {
+            let head = b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ";
+            w.write_all(head).await?;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                w.write_all(b"z").await?;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, std::io::Error>(())
+        });
+        closed.push(tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut out = Vec::new();
+            tokio::time::timeout(PATIENCE, r.read_to_end(&mut out))
+                .await
+                .ok()
+                .map(|_| out)
+        }));
+    }
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let most = most.clone();
+        tokio::spawn(async move {
+            loop {
+                most.fetch_max(server_conns(port), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let c = curl(&[&srv.url("cn1", "ipxe")]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
+    assert!(text(&c).starts_with("#!ipxe"), "{}", text(&c));
+    let c = curl(&[&srv.url("cn1", "kernel")]).await;
+    assert!(c.code == 200 && c.body == std::fs::read(srv.path("vmlinuz")).unwrap());
+    for (i, t) in closed.into_iter().enumerate() {
+        let answer = t.await.unwrap();
+        let answer = answer.unwrap_or_else(|| panic!("client {i} still open"));
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("200 OK"),
+            "client {i} sent no whole request"
+        );
+    }
+    sampler.abort();
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=50).contains(&most),
+        "server held {most} connections (cap 50)"
+    );
+}
+
+/// One address at its cap of 10 is refused with a 503, curl from a second address is
+/// served meanwhile, and the first is served again once its connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_slot() {
+    let srv = start_with(|c| {
+        c.provision.max_connections = Some(50);
+        c.provision.max_connections_per_source = 10;
+        c.provision.header_timeout_secs = 60;
+    })
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..30 {
+        conns.push(connect_from(&srv, "127.0.0.1").await);
+    }
+    // Connections are accepted in order: the first 10 are held, the rest refused.
+    let held: Vec<_> = conns.drain(..10).collect();
+    for (i, s) in conns.into_iter().enumerate() {
+        let answer = until_closed(s)
+            .await
+            .expect("refused connections are closed");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 503"),
+            "connection {}: {answer}",
+            i + 10
+        );
+    }
+    assert_eq!(server_conns(port(&srv)), 10);
+    let url = srv.url("cn1", "ipxe");
+    let c = curl(&[&url]).await;
+    assert_eq!(c.code, 503, "{}", text(&c));
+    assert!(text(&c).contains("too many connections"), "{}", text(&c));
+    let c = curl(&["--interface", "127.0.0.2", &url]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
+    assert!(text(&c).starts_with("#!ipxe"), "{}", text(&c));
+
+    drop(held);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let c = curl(&[&url]).await;
+        if c.code == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refused: {}",
+            c.code
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

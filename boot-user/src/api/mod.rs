@@ -31,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::http::listen;
 use crate::inventory::{Change, Host, Image, Inventory, Store};
 use crate::state::Shared;
 
@@ -263,9 +264,8 @@ pub async fn serve_unix(
 ) -> std::io::Result<()> {
     let listener = bind_unix(path).await?;
     tracing::info!("API listening on {}", path.display());
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = limits(&state);
+    let result = listen::serve(listener, router(state), limits, shutdown).await;
     remove_socket(path);
     result
 }
@@ -289,9 +289,13 @@ pub async fn serve_tcp(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("API listening on {addr} (bearer token required)");
     }
-    axum::serve(listener, router_with_token(state, token))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = limits(&state);
+    listen::serve(listener, router_with_token(state, token), limits, shutdown).await
+}
+
+/// The `api` connection limits, against the open-files limit (raised first).
+fn limits(state: &ApiState) -> listen::Limits {
+    listen::Limits::api(&state.shared.config.api, crate::http::raise_nofile_limit())
 }
 
 #[cfg(test)]

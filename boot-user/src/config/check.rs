@@ -240,6 +240,35 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
             Err("a TCP API listener needs api.token (bearer token)".into()),
         );
     }
+    for (key, n) in [
+        ("provision.max_connections", cfg.provision.max_connections),
+        ("api.max_connections", cfg.api.max_connections),
+    ] {
+        if n == Some(0) {
+            check(key, Err("must be at least 1".into()));
+        }
+    }
+    for (key, secs) in [
+        (
+            "provision.header_timeout_secs",
+            cfg.provision.header_timeout_secs,
+        ),
+        (
+            "provision.idle_timeout_secs",
+            cfg.provision.idle_timeout_secs,
+        ),
+        ("api.header_timeout_secs", cfg.api.header_timeout_secs),
+        ("api.idle_timeout_secs", cfg.api.idle_timeout_secs),
+    ] {
+        if secs == 0 {
+            check(
+                key,
+                Err(
+                    "must be at least 1 (a server without it can be held by silent clients)".into(),
+                ),
+            );
+        }
+    }
     let t = &cfg.tftp;
     check(
         "tftp.max_transfers",

@@ -238,6 +238,19 @@ pub struct ProvisionConfig {
     pub postscript: Option<PathBuf>,
     /// Directory of extra firmware for UEFI HTTP boot (defaults to tftp.root).
     pub firmware_dir: Option<PathBuf>,
+    /// Connections the HTTP server holds open at once (xboot). Absent: 4096, or a
+    /// quarter of the open-files limit if that is less (a download holds a socket and a
+    /// file).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one IP address (xboot); 0 = no per-address cap. A
+    /// booting node holds one or two.
+    pub max_connections_per_source: usize,
+    /// Seconds a client has to send a whole request head (xboot), counted from accept
+    /// and again from the end of each response on a kept-alive connection.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may stay without a byte moving either way while no handler
+    /// works on its request (xboot): a client that stopped reading its download.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ProvisionConfig {
@@ -252,6 +265,10 @@ impl Default for ProvisionConfig {
             advertise_url: None,
             postscript: None,
             firmware_dir: None,
+            max_connections: None,
+            max_connections_per_source: 64,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -263,6 +280,16 @@ pub struct ApiConfig {
     /// Optional TCP listener (xboot), protected by `token`.
     pub listen: Option<SocketAddr>,
     pub token: Option<String>,
+    /// Connections each API listener (unix socket, TCP) holds open at once (xboot).
+    /// Absent: 256, or a sixteenth of the open-files limit if that is less.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one IP address on the TCP listener (xboot); 0 =
+    /// no per-address cap.
+    pub max_connections_per_source: usize,
+    /// As `provision.header_timeout_secs`, for the API (xboot).
+    pub header_timeout_secs: u64,
+    /// As `provision.idle_timeout_secs`, for the API (xboot).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -271,6 +298,10 @@ impl Default for ApiConfig {
             socket_path: PathBuf::from("/var/run/xboot/xboot-api.socket"),
             listen: None,
             token: None,
+            max_connections: None,
+            max_connections_per_source: 64,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -594,6 +625,14 @@ mod tests {
                 "api.listen: a TCP API listener needs api.token",
             ),
             ("[bmc]\nprotocol = \"ssh\"", "bmc.protocol"),
+            (
+                "[provision]\nmax_connections = 0",
+                "provision.max_connections: must be at least 1",
+            ),
+            (
+                "[api]\nheader_timeout_secs = 0",
+                "api.header_timeout_secs: must be at least 1",
+            ),
             ("[dhcp", "invalid config x.toml: TOML parse error"),
         ];
         for (text, want) in table {

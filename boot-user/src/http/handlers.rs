@@ -1,7 +1,7 @@
 //! The router's handlers: token check, then a rendered text or a streamed file.
 //!
 //! Files are served by tower-http's `ServeFile` (GET, HEAD, Range, conditional
-//! requests; streamed in chunks, never read whole). Every refusal answers one line of
+//! requests) with bodies of [`super::file_body`] (streamed in chunks, never read whole). Every refusal answers one line of
 //! text saying why, and is logged naming the host and the file.
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -328,10 +328,18 @@ async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> R
     Ok(resp)
 }
 
+/// ServeFile decides the answer (Range, HEAD, conditionals); a GET's file bytes are
+/// then read by [`super::file_body`].
 async fn serve_file(path: PathBuf, req: Request) -> Response {
-    match ServeFile::new(path).oneshot(req).await {
+    let get = req.method() == Method::GET;
+    let resp = match ServeFile::new(&path).oneshot(req).await {
         Ok(resp) => resp.map(Body::new),
         Err(never) => match never {},
+    };
+    if get {
+        super::file_body::replace(&path, resp).await
+    } else {
+        resp
     }
 }
 

@@ -27,7 +27,6 @@
 //! used to reach us. [`urls::UrlSigner`] builds the URLs handed out before a request
 //! exists (DHCP answers, `xboot host show --boot`).
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -36,7 +35,9 @@ use axum::Router;
 use crate::state::Shared;
 
 pub mod boot;
+pub mod file_body;
 mod handlers;
+pub mod listen;
 pub mod token;
 pub mod urls;
 
@@ -85,21 +86,34 @@ impl HttpService {
             .with_state(self)
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets requests in flight
-    /// finish.
+    /// Serves on `listener` within the `provision` connection limits until `shutdown`
+    /// completes, then lets requests in flight finish.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        raise_nofile_limit();
-        tracing::info!("HTTP serving on {:?}", listener.local_addr().ok());
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+        let limits = listen::Limits::provision(&self.shared.config.provision, raise_nofile_limit());
+        self.serve_router(self.clone().router(), listener, limits, shutdown)
             .await
+    }
+
+    /// Serves `router` (this service's routes and maybe more, like `/metrics`) on
+    /// `listener` within `limits`.
+    pub async fn serve_router(
+        &self,
+        router: Router,
+        listener: tokio::net::TcpListener,
+        limits: listen::Limits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(
+            "HTTP serving on {:?} (at most {} connections, {} per address)",
+            listener.local_addr().ok(),
+            limits.max_connections,
+            limits.per_source
+        );
+        listen::serve(listener, router, limits, shutdown).await
     }
 }
 
@@ -122,19 +136,26 @@ pub async fn run(
 
 /// Raises the soft open-files limit to the hard limit: each download holds a socket and
 /// a file, and the usual soft limit of 1024 would cap a boot storm at ~500 nodes.
-pub fn raise_nofile_limit() {
+/// Returns the soft limit in force afterwards (the connection caps are derived from it).
+pub fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read/write the struct passed by pointer.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
             let old = lim.rlim_cur;
             lim.rlim_cur = lim.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
                 tracing::debug!("open files limit raised from {old} to {}", lim.rlim_max);
+            } else {
+                lim.rlim_cur = old;
             }
         }
     }
+    lim.rlim_cur
 }

@@ -1,0 +1,423 @@
+//! Serving a router on a listener within bounds: the one accept loop of the boot HTTP
+//! server and the API (unix socket and TCP).
+//!
+//! A hostile or broken client must not take what the others need. Each connection holds
+//! a slot of [`Limits::max_connections`]; at the cap the loop stops accepting until a
+//! slot frees, so new clients wait in the kernel's accept queue (no descriptor of ours)
+//! while clients already connected keep being served, and descriptors stay bounded. One
+//! IP address holds at most [`Limits::per_source`] slots; the excess is answered 503 and
+//! closed, so filling the cap takes many addresses. Slots of silent clients free
+//! themselves: hyper's header read timeout closes a connection that has not sent a whole
+//! request head within [`Limits::header_timeout`] (it also runs while a kept-alive
+//! connection waits for its next request), and the idle watchdog closes one where no byte
+//! moved for [`Limits::idle_timeout`] while no handler works on its request (a client that
+//! stopped reading its download); a stalled request body times out the same way.
+//!
+//! Why stop accepting rather than close the oldest idle connection when full (nginx
+//! reuses idle keep-alive connections): the header timeout already bounds how long a
+//! silent connection holds a slot, so at worst a newcomer waits one header timeout, and
+//! a connection in the middle of a download is never cut for a newcomer.
+//!
+//! Handlers still get `ConnectInfo<SocketAddr>` (or the unix peer address) as with
+//! `axum::serve`'s `into_make_service_with_connect_info`. Shutdown is graceful: the loop
+//! stops accepting, idle connections close, requests in flight finish.
+//!
+//! This module never decides a response: it moves connections and bytes.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::serve::Listener;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
+
+use crate::config::{ApiConfig, ProvisionConfig};
+
+/// How many connections a server holds and how long it waits on a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The config section the limits come from (`provision`, `api`): log lines name
+    /// the key to change.
+    pub section: &'static str,
+    /// Connections open at once; at the cap the server stops accepting.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address; 0 = no per-address cap.
+    pub per_source: usize,
+    /// Time a client has to send a whole request head, from accept and again from the
+    /// end of each response on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Longest time with no byte moving either way while no handler works on the
+    /// connection's request, and longest wait for the next frame of a request body.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The boot HTTP server's limits. `open_files` is the open-files limit: the derived
+    /// cap is a quarter of it, as a download holds a socket and a file.
+    pub fn provision(c: &ProvisionConfig, open_files: u64) -> Limits {
+        Limits {
+            section: "provision",
+            max_connections: c
+                .max_connections
+                .unwrap_or_else(|| derived_cap(4096, open_files / 4)),
+            per_source: c.max_connections_per_source,
+            header_timeout: Duration::from_secs(c.header_timeout_secs),
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        }
+        .checked(open_files / 2)
+    }
+
+    /// The limits of each API listener.
+    pub fn api(c: &ApiConfig, open_files: u64) -> Limits {
+        Limits {
+            section: "api",
+            max_connections: c
+                .max_connections
+                .unwrap_or_else(|| derived_cap(256, open_files / 16)),
+            per_source: c.max_connections_per_source,
+            header_timeout: Duration::from_secs(c.header_timeout_secs),
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        }
+        .checked(open_files / 4)
+    }
+
+    /// Warns when the configured cap is more than `fair` (its share of the open-files
+    /// limit): descriptors could then run out before the cap is reached.
+    fn checked(self, fair: u64) -> Limits {
+        if self.max_connections as u64 > fair {
+            tracing::warn!(
+                "{}.max_connections = {}: more than the open-files limit leaves for it ({fair}); \
+                 descriptors can run out before the cap is reached",
+                self.section,
+                self.max_connections
+            );
+        }
+        self
+    }
+}
+
+fn derived_cap(default: usize, share: u64) -> usize {
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(1, default)
+}
+
+/// A listener's peer address, for the per-address cap and `ConnectInfo`.
+pub trait Peer: Clone + Send + Sync + 'static {
+    /// The address the per-source cap counts; None: not capped per source.
+    fn source(&self) -> Option<IpAddr>;
+}
+
+impl Peer for SocketAddr {
+    fn source(&self) -> Option<IpAddr> {
+        Some(self.ip().to_canonical())
+    }
+}
+
+impl Peer for tokio::net::unix::SocketAddr {
+    fn source(&self) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// At most one "connections open" warning per this interval: a server held at its cap
+/// reaches it again each time a slot frees.
+const FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serves `router` on `listener` within `limits` until `shutdown` completes, then lets
+/// requests in flight finish. Accept errors (EMFILE) are logged and retried by the
+/// listener.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()>
+where
+    L: Listener,
+    L::Addr: Peer,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Arc::new(Sources::default());
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut shutdown = pin!(shutdown);
+    let mut full_logged: Option<Instant> = None;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if full_logged.is_none_or(|t| t.elapsed() >= FULL_LOG_INTERVAL) {
+                    full_logged = Some(Instant::now());
+                    tracing::warn!(
+                        "{} connections open ({}.max_connections): not accepting until one closes",
+                        limits.max_connections,
+                        limits.section
+                    );
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (io, peer) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let source = match peer.source() {
+            Some(ip) if limits.per_source > 0 => match sources.take(ip, &limits) {
+                Some(s) => Some(s),
+                None => {
+                    refuse(io, permit);
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Tracked {
+            io,
+            activity: activity.clone(),
+        });
+        let service = service(router.clone(), peer, activity.clone(), limits.idle_timeout);
+        let conn = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            let _slots = (permit, source);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("connection ended: {e}");
+                },
+                () = idle(&activity, limits.idle_timeout) => tracing::debug!(
+                    "closing a connection idle for {:?} ({}.idle_timeout_secs)",
+                    limits.idle_timeout,
+                    limits.section
+                ),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// One connection's service: the router, with the peer's address as `ConnectInfo`, the
+/// request body timed out between frames, and the handler counted as working while
+/// its response future runs.
+fn service<A: Peer>(
+    router: Router,
+    peer: A,
+    activity: Arc<Activity>,
+    idle: Duration,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let working = Working::start(&activity);
+        let mut req = req.map(|b| axum::body::Body::new(TimeoutBody::new(idle, b)));
+        req.extensions_mut().insert(ConnectInfo(peer.clone()));
+        let router = router.clone();
+        async move {
+            let _working = working;
+            router.oneshot(req).await
+        }
+    })
+}
+
+/// Answers a connection over its source's cap with a 503 and closes it. The slot is held
+/// until then, so refusals are within the cap too.
+fn refuse<I: AsyncWrite + Unpin + Send + 'static>(mut io: I, permit: OwnedSemaphorePermit) {
+    const BODY: &str = "too many connections from this address\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\nretry-after: 10\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            io.write_all(answer.as_bytes()).await?;
+            io.shutdown().await
+        })
+        .await;
+    });
+}
+
+/// Connections open per IP address.
+#[derive(Default)]
+struct Sources {
+    /// Open connections, and whether the source's reaching its cap has been logged.
+    open: Mutex<HashMap<IpAddr, (usize, bool)>>,
+}
+
+/// One connection's place in [`Sources`]; dropped when the connection closes.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Sources {
+    /// A slot for a connection from `ip`, or None if `ip` is at its cap.
+    fn take(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, logged) = open.entry(ip).or_default();
+        if *n >= limits.per_source {
+            if !*logged {
+                *logged = true;
+                tracing::warn!(
+                    "{ip} has {n} connections open ({}.max_connections_per_source): refusing more",
+                    limits.section
+                );
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, logged)) = open.get_mut(&self.ip) {
+            *n -= 1;
+            *logged = false;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What the idle watchdog looks at: set by the connection's I/O and its service.
+#[derive(Default)]
+struct Activity {
+    /// A byte was read or written since the watchdog last looked.
+    moved: AtomicBool,
+    /// Handlers working on a request (their response future has not resolved).
+    working: AtomicUsize,
+}
+
+/// Counts a handler as working until dropped.
+struct Working(Arc<Activity>);
+
+impl Working {
+    fn start(a: &Arc<Activity>) -> Working {
+        a.working.fetch_add(1, Ordering::Relaxed);
+        Working(a.clone())
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.working.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes once the connection has been idle (no byte moved, no handler working) for
+/// `limit`, give or take a quarter of it. Looks a few times per `limit` instead of
+/// reading the clock on every read and write.
+async fn idle(a: &Activity, limit: Duration) {
+    let tick = (limit / 4).max(Duration::from_millis(10));
+    let mut clock = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet = Duration::ZERO;
+    loop {
+        clock.tick().await;
+        if a.moved.swap(false, Ordering::Relaxed) || a.working.load(Ordering::Relaxed) > 0 {
+            quiet = Duration::ZERO;
+        } else {
+            quiet += tick;
+            if quiet >= limit {
+                return;
+            }
+        }
+    }
+}
+
+/// A connection's I/O, noting in [`Activity`] that bytes moved.
+struct Tracked<I> {
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I> Tracked<I> {
+    fn moved<T>(&self, r: Poll<io::Result<T>>, n: impl FnOnce(&T) -> usize) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Ok(v)) = &r {
+            if n(v) > 0 {
+                self.activity.moved.store(true, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.moved(r, |_| n)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.moved(r, |n| *n)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.moved(r, |n| *n)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
