@@ -1,8 +1,15 @@
 //! Plain-text tables for the list commands (`--json` prints the API's JSON instead).
 use serde_json::Value;
 
-/// Left-aligned columns separated by two spaces; the last column is not padded.
+/// Left-aligned columns separated by two spaces; the last column is not padded. Control
+/// characters in cells are printed escaped (`\x1b`): cells carry what strangers sent
+/// (a DHCP client's host name and vendor class), which must not drive the terminal.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c)).collect())
+        .collect();
+    let rows = &rows[..];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -25,6 +32,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `s` with every control character written as an escape (`\x1b`, `\u{9b}`).
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| match c {
+            c if c.is_control() && (c as u32) < 0x80 => format!("\\x{:02x}", c as u32),
+            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A cell from a JSON value: strings bare, arrays comma-joined, null empty.
@@ -70,6 +91,16 @@ pub fn time_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_printed_escaped() {
+        let t = table(
+            &["HOSTNAME"],
+            &[vec!["evil\x1b]0;owned\x07\u{9b}2J".to_string()]],
+        );
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("evil\\x1b]0;owned\\x07\\u{9b}2J"), "{t:?}");
+    }
 
     #[test]
     fn tables() {
