@@ -197,23 +197,24 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind HTTP (provision.listen) on {http_addr}"))?;
     let completer = api.clone();
     let http = crate::http::HttpService::new(p.shared.clone(), key.clone()).on_complete(Arc::new(
-        move |host: &str| {
-            // Grendel semantics: a completed provision boots from disk next time.
-            let (api, host) = (completer.clone(), host.to_string());
-            tokio::spawn(async move {
-                let r = api
-                    .mutate(|hosts, _| {
-                        if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {
-                            h.provision = false;
-                        }
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = r {
+        move |host: String| {
+            // Grendel semantics: a completed provision boots from disk next time. Answered
+            // only once committed: an `ok` before it could be lost to a crash, and the
+            // node would be reinstalled.
+            let api = completer.clone();
+            Box::pin(async move {
+                api.mutate(|hosts, _| {
+                    if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {
+                        h.provision = false;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| {
                     tracing::warn!("host {host}: cannot record completed provision: {e:?}");
-                }
-            });
-            Ok(())
+                    format!("cannot record the completed provision: {}", e.message)
+                })
+            })
         },
     ));
     let metrics = Metrics {

@@ -136,9 +136,14 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     let completed = Arc::new(Mutex::new(Vec::new()));
     let seen = completed.clone();
     let service =
-        HttpService::new(shared.clone(), key.clone()).on_complete(Arc::new(move |h: &str| {
-            seen.lock().unwrap().push(h.to_string());
-            Ok(())
+        HttpService::new(shared.clone(), key.clone()).on_complete(Arc::new(move |h: String| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                // A slow commit: the answer must wait for it.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                seen.lock().unwrap().push(h);
+                Ok(())
+            })
         }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(service.serve(listener, async {
@@ -381,6 +386,7 @@ async fn postscript_and_complete() {
     let c = curl(&["-X", "POST", &complete]).await;
     assert_eq!(c.code, 200);
     assert_eq!(text(&c), "{\"status\":\"ok\"}");
+    // The answer came after the (slow) hook finished: `ok` means committed.
     assert_eq!(*srv.completed.lock().unwrap(), ["cn1"]);
     assert_eq!(srv.events("cn1", EventKind::Complete).len(), 1);
     assert_eq!(srv.events("cn1", EventKind::Postscript).len(), 2);

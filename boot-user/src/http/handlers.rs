@@ -195,15 +195,16 @@ pub(super) async fn boot_post(
         ));
     }
     let boot = authorize(&st, &token, &headers, false)?;
+    if let Some(hook) = &st.on_complete {
+        hook(boot.host.name.clone())
+            .await
+            .map_err(|e| boot.err(StatusCode::INTERNAL_SERVER_ERROR, format!("complete: {e}")))?;
+    }
     st.shared.events.record(
         &boot.host.name,
         EventKind::Complete,
         format!("from {}", boot.nic.mac.unwrap_or_default()),
     );
-    if let Some(hook) = &st.on_complete {
-        hook(&boot.host.name)
-            .map_err(|e| boot.err(StatusCode::INTERNAL_SERVER_ERROR, format!("complete: {e}")))?;
-    }
     tracing::info!("host {} reported provisioning complete", boot.host.name);
     Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
 }

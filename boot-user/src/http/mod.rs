@@ -45,9 +45,12 @@ pub use boot::{render_ipxe_script, BootError, BootView};
 pub use token::{Claims, TokenError, TokenKey};
 pub use urls::{base_url, Endpoints, UrlSigner};
 
-/// Called with the host name when a node POSTs `complete`; an `Err` is answered 500.
-/// The inventory side uses it to clear `provision`.
-pub type CompleteHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Called with the host name when a node POSTs `complete`, and awaited: the answer is
+/// sent once the hook is done (the inventory side clears `provision` and commits it), so
+/// an `ok` means the next boot is from disk. An `Err` is answered 500 and the node may
+/// report again.
+pub type CompleteHook =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// The HTTP boot service: state shared by the handlers.
 #[derive(Clone)]
