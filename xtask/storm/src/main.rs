@@ -35,6 +35,14 @@ struct Common {
     xboot: Option<PathBuf>,
     #[arg(long, env = "XBOOT_STORM_OUT", default_value = "target/bench/storm")]
     out: PathBuf,
+    /// Firmware profile(s): bios, uefi (bench: each in turn).
+    #[arg(
+        long,
+        env = "XBOOT_STORM_PROFILES",
+        value_delimiter = ',',
+        default_value = "bios"
+    )]
+    profiles: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,7 +89,11 @@ fn kind(s: &str) -> anyhow::Result<Kind> {
     })
 }
 
-fn spec(n: usize, k: Kind, c: &Common, tag: String) -> anyhow::Result<Spec> {
+fn profile(s: &str) -> anyhow::Result<Profile> {
+    Profile::parse(s).with_context(|| format!("unknown profile {s:?}: bios or uefi"))
+}
+
+fn spec(n: usize, k: Kind, p: Profile, c: &Common, tag: String) -> anyhow::Result<Spec> {
     let xboot = match &c.xboot {
         Some(x) => x.clone(),
         None => run::find_xboot(None).map_err(anyhow::Error::msg)?,
@@ -90,7 +102,7 @@ fn spec(n: usize, k: Kind, c: &Common, tag: String) -> anyhow::Result<Spec> {
         n,
         kind: k,
         sim: SimConfig {
-            profile: Profile::Bios,
+            profile: p,
             jitter: Duration::from_secs_f64(c.jitter),
             boot_delay: Duration::from_secs_f64(c.boot_delay),
             rcvbuf: 2 << 20,
@@ -111,8 +123,15 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Run { n, server, common } => {
             let k = kind(&server)?;
-            let o =
-                run::run(&spec(n, k, &common, "r".into())?, false).map_err(anyhow::Error::msg)?;
+            let p = profile(
+                common
+                    .profiles
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("bios"),
+            )?;
+            let o = run::run(&spec(n, k, p, &common, "r".into())?, false)
+                .map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&common.out)?;
             println!("{}", report::markdown(&o));
             std::fs::write(common.out.join("run.svg"), report::svg(&o))?;
@@ -139,42 +158,59 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
     let mut outcomes = vec![];
     let mut md = String::from("# Boot storm\n\n");
     md += &format!(
-        "Profile: BIOS PXE ROM -> undionly.kpxe (TFTP) -> iPXE -> HTTP. Boot delay {} s, power-on jitter {} s. \
+        "Profiles: bios = BIOS PXE ROM -> undionly.kpxe (TFTP) -> iPXE -> HTTP; uefi = EDK2 PXE -> snponly.efi \
+         (TFTP size probe, then the read) -> iPXE -> HTTP. Boot delay {} s, power-on jitter {} s. \
          Runs alternate their server order per round (A B, then B A).\n\n",
         c.boot_delay, c.jitter
     );
+    let profiles: Vec<Profile> = c
+        .profiles
+        .iter()
+        .map(|p| profile(p))
+        .collect::<Result<_, _>>()?;
     for &n in sizes {
-        for round in 0..rounds {
-            let mut order: Vec<Kind> = kinds.to_vec();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for k in order {
-                let tag = format!("{n}{}{round}", k.name().chars().next().unwrap_or('x'));
-                eprintln!("storm: N = {n}, {} (round {})", k.name(), round + 1);
-                let o = match run::run(&spec(n, k, c, tag)?, false) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        eprintln!("storm: N = {n}, {}: {e}", k.name());
-                        md += &format!("### {} - N = {n}: did not run: {e}\n\n", k.name());
-                        continue;
-                    }
-                };
-                let s = report::summarize(&o);
-                eprintln!(
-                    "storm:   completed {}/{n}, makespan {:?} s, server CPU {:.2} s",
-                    s.completed, s.makespan_s, s.server_cpu_s
-                );
-                std::fs::write(
-                    c.out.join(format!(
-                        "storm-{n}-{}-r{round}.svg",
-                        k.name().replace('+', "-")
-                    )),
-                    report::svg(&o),
-                )?;
-                md += &report::markdown(&o);
-                md += "\n";
-                outcomes.push(o);
+        for &p in &profiles {
+            for round in 0..rounds {
+                let mut order: Vec<Kind> = kinds.to_vec();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for k in order {
+                    let tag = format!(
+                        "{n}{}{}{round}",
+                        &p.name()[..1],
+                        k.name().chars().next().unwrap_or('x')
+                    );
+                    eprintln!(
+                        "storm: N = {n}, {}, {} (round {})",
+                        p.name(),
+                        k.name(),
+                        round + 1
+                    );
+                    let o = match run::run(&spec(n, k, p, c, tag)?, false) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            eprintln!("storm: N = {n}, {}: {e}", k.name());
+                            md += &format!("### {} - N = {n}: did not run: {e}\n\n", k.name());
+                            continue;
+                        }
+                    };
+                    let s = report::summarize(&o);
+                    eprintln!(
+                        "storm:   completed {}/{n}, makespan {:?} s, server CPU {:.2} s",
+                        s.completed, s.makespan_s, s.server_cpu_s
+                    );
+                    std::fs::write(
+                        c.out.join(format!(
+                            "storm-{n}-{}-r{round}.svg",
+                            k.name().replace('+', "-")
+                        )),
+                        report::svg(&o),
+                    )?;
+                    md += &report::markdown(&o);
+                    md += "\n";
+                    outcomes.push(o);
+                }
             }
         }
     }
@@ -197,16 +233,19 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
 /// median run.
 fn comparison(outcomes: &[run::Outcome]) -> String {
     let mut m = String::from(
-        "## Comparison\n\n| N | server | runs | completed | makespan (median, range) | fw DHCP p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | server CPU s |\n|---:|---|---:|---:|---|---|---|---|---|---:|\n",
+        "## Comparison\n\n| N | profile | server | runs | completed | makespan (median, range) | fw DHCP p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | server CPU s |\n|---:|---|---|---:|---:|---|---|---|---|---|---:|\n",
     );
-    let mut keys: Vec<(usize, &str)> = outcomes.iter().map(|o| (o.n, o.server)).collect();
+    let mut keys: Vec<(usize, &str, &str)> = outcomes
+        .iter()
+        .map(|o| (o.n, o.profile, o.server))
+        .collect();
     keys.dedup();
     keys.sort();
     keys.dedup();
-    for (n, server) in keys {
+    for (n, profile, server) in keys {
         let runs: Vec<&run::Outcome> = outcomes
             .iter()
-            .filter(|o| o.n == n && o.server == server)
+            .filter(|o| o.n == n && o.profile == profile && o.server == server)
             .collect();
         let mut ms: Vec<f64> = runs
             .iter()
@@ -232,7 +271,7 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             format!("{:.2}/{:.2}", d.p50, d.p99)
         };
         m += &format!(
-            "| {n} | {server} | {} | {}/{n} | {:.2} ({:.2}-{:.2}) | {} | {} | {} | {} | {:.2} |\n",
+            "| {n} | {profile} | {server} | {} | {}/{n} | {:.2} ({:.2}-{:.2}) | {} | {} | {} | {} | {:.2} |\n",
             runs.len(),
             s.completed,
             ms[ms.len() / 2],

@@ -41,12 +41,29 @@ pub enum Profile {
     /// Legacy BIOS PXE ROM (arch 0) that loads `undionly.kpxe` by TFTP with iPXE's
     /// parameters (blksize 1432 + tsize, 0.25 s retry timer doubling), then iPXE.
     Bios,
+    /// UEFI PXE as EDK2/OVMF does it (arch 7): broadcast flag, DHCP at 4, 8, 16, 32 s
+    /// (offers collected for the whole first window), TFTP size probe (tsize, aborted
+    /// with error 8 after the OACK), then the read from a new port with blksize 1468 and
+    /// windowsize 4, 4 s x 6 tries; then iPXE (snponly.efi).
+    Uefi,
 }
 
 impl Profile {
+    pub const ALL: [Profile; 2] = [Profile::Bios, Profile::Uefi];
     pub fn name(self) -> &'static str {
         match self {
             Profile::Bios => "bios",
+            Profile::Uefi => "uefi",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == s)
+    }
+    /// Option 93 and the PXE vendor class of the profile's firmware and iPXE.
+    fn arch(self) -> (u8, &'static [u8]) {
+        match self {
+            Profile::Bios => (0, b"PXEClient:Arch:00000:UNDI:002001"),
+            Profile::Uefi => (7, b"PXEClient:Arch:00007:UNDI:003016"),
         }
     }
 }
@@ -114,6 +131,30 @@ pub fn mac_string(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// TFTP retransmission policy.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// iPXE: from 0.25 s, doubling, until it would exceed 10 s.
+    Ipxe,
+    /// EDK2 Mtftp: 4 s, 6 tries.
+    Edk2,
+}
+
+impl Retry {
+    fn first(self) -> Duration {
+        match self {
+            Retry::Ipxe => Duration::from_millis(250),
+            Retry::Edk2 => Duration::from_secs(4),
+        }
+    }
+    fn max_tries(self) -> u32 {
+        match self {
+            Retry::Ipxe => u32::MAX,
+            Retry::Edk2 => 6,
+        }
+    }
 }
 
 /// DHCP phase: which client is talking.
@@ -206,7 +247,10 @@ impl Node {
         } else {
             ack.siaddr
         };
-        self.tftp(server, &file).await?;
+        match self.cfg.profile {
+            Profile::Bios => self.tftp_ipxe(server, &file).await?,
+            Profile::Uefi => self.tftp_edk2(server, &file).await?,
+        }
         self.stamp("tftp_done");
         // 3. iPXE's DHCP.
         let ack = self.dhcp(Phase::Ipxe).await?;
@@ -303,18 +347,33 @@ impl Node {
     /// The options a client of `phase` sends, in its order.
     fn options(&self, phase: Phase, msg: u8, reply: Option<&Reply>) -> Vec<(u8, Vec<u8>)> {
         let mut o = vec![(53, vec![msg])];
+        let (arch, vendor) = self.cfg.profile.arch();
         let uuid = {
             let mut u = vec![0u8; 17];
             u[11..17].copy_from_slice(&self.mac);
             u
         };
         match phase {
+            Phase::Firmware if self.cfg.profile == Profile::Uefi => {
+                o.push((57, 1472u16.to_be_bytes().to_vec()));
+                o.push((
+                    55,
+                    vec![
+                        1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51,
+                        54, 58, 59, 60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135,
+                    ],
+                ));
+                o.push((97, uuid));
+                o.push((94, vec![1, 3, 0]));
+                o.push((93, vec![0, arch]));
+                o.push((60, vendor.to_vec()));
+            }
             Phase::Firmware => {
                 o.push((57, 1260u16.to_be_bytes().to_vec()));
-                o.push((93, vec![0, 0]));
+                o.push((93, vec![0, arch]));
                 o.push((94, vec![1, 2, 1]));
                 o.push((97, uuid));
-                o.push((60, b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
+                o.push((60, vendor.to_vec()));
                 o.push((
                     55,
                     vec![
@@ -325,9 +384,9 @@ impl Node {
             }
             Phase::Ipxe => {
                 o.push((57, 1472u16.to_be_bytes().to_vec()));
-                o.push((93, vec![0, 0]));
+                o.push((93, vec![0, arch]));
                 o.push((94, vec![1, 2, 1]));
-                o.push((60, b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
+                o.push((60, vendor.to_vec()));
                 o.push((77, b"iPXE".to_vec()));
                 o.push((
                     55,
@@ -372,7 +431,8 @@ impl Node {
             mac: self.mac,
             xid: self.xid,
             secs: started.elapsed().as_secs().min(u16::MAX as u64) as u16,
-            broadcast: false,
+            // EDK2 asks for broadcast replies; iPXE and udhcpc do not.
+            broadcast: phase == Phase::Firmware && self.cfg.profile == Profile::Uefi,
             options: self.options(phase, msg, reply),
         };
         let frame = wire::frame(self.mac, &wire::encode(&req));
@@ -432,6 +492,10 @@ impl Node {
     async fn dhcp(&mut self, phase: Phase) -> Result<Reply, Fail> {
         let (disc, req): (&[f64], &[f64]) = match phase {
             // As the brief's BIOS-with-iPXE-ROM profile: 1, 2, 4, 8 s; REQUEST per PXE spec.
+            Phase::Firmware if self.cfg.profile == Profile::Uefi => {
+                // EDK2 UefiPxeBcDxe: mPxeDhcpTimeout {4, 8, 16, 32}.
+                (&[4.0, 8.0, 16.0, 32.0], &[4.0, 8.0, 16.0, 32.0])
+            }
             Phase::Firmware => (&[1.0, 2.0, 4.0, 8.0], &[1.0, 2.0, 3.0, 4.0]),
             // iPXE config/dhcp.h: DISCOVER 1..8 s doubling; REQUEST from 0.25 s doubling.
             Phase::Ipxe => (&[1.0, 2.0, 4.0, 8.0], &[0.25, 0.5, 1.0, 2.0, 4.0, 8.0]),
@@ -449,6 +513,10 @@ impl Node {
                 while let Some(o) = self.recv_dhcp(&[wire::OFFER], deadline).await {
                     // iPXE waits up to 2 s for a ProxyDHCP offer unless the offer is
                     // PXE-ready (vendor class PXEClient, or 175.176 set).
+                    // EDK2 collects offers until its first timeout expires.
+                    if phase == Phase::Firmware && self.cfg.profile == Profile::Uefi {
+                        tokio::time::sleep_until(deadline).await;
+                    }
                     if phase == Phase::Ipxe
                         && !o.ipxe_no_pxedhcp
                         && !o
@@ -493,7 +561,31 @@ impl Node {
 
     /// iPXE's TFTP: RRQ blksize 1432 + tsize, ACK every block, retry timer from 0.25 s
     /// doubling, giving up once it would exceed 10 s (~15.75 s of silence).
-    async fn tftp(&mut self, server: Ipv4Addr, file: &str) -> Result<(), Fail> {
+    async fn tftp_ipxe(&mut self, server: Ipv4Addr, file: &str) -> Result<(), Fail> {
+        let opts = [("blksize", "1432"), ("tsize", "0")];
+        self.tftp_get(server, file, &opts, Retry::Ipxe, false).await
+    }
+
+    /// EDK2's TFTP: a size probe (RRQ tsize 0 + blksize, OACK, ERROR 8 "User aborted
+    /// the transfer"), then the read from a new port with blksize 1468 and windowsize 4;
+    /// 4 s timeout, 6 tries.
+    async fn tftp_edk2(&mut self, server: Ipv4Addr, file: &str) -> Result<(), Fail> {
+        let probe = [("tsize", "0"), ("blksize", "1468")];
+        self.tftp_get(server, file, &probe, Retry::Edk2, true)
+            .await?;
+        let opts = [("blksize", "1468"), ("windowsize", "4")];
+        self.tftp_get(server, file, &opts, Retry::Edk2, false).await
+    }
+
+    /// One TFTP read (or, with `probe`, an RRQ aborted after the OACK) from a fresh port.
+    async fn tftp_get(
+        &mut self,
+        server: Ipv4Addr,
+        file: &str,
+        opts: &[(&str, &str)],
+        retry: Retry,
+        probe: bool,
+    ) -> Result<(), Fail> {
         let sock = self
             .ops
             .run(self.idx, || nsops::udp_socket(0))
@@ -501,31 +593,39 @@ impl Node {
             .map_err(|e| Fail("internal", format!("TFTP socket: {e}")))?;
         let sock = UdpSocket::from_std(sock).map_err(|e| Fail("internal", e.to_string()))?;
         let mut rrq = vec![0, 1];
-        for part in [file, "octet", "blksize", "1432", "tsize", "0"] {
+        for part in [file, "octet"]
+            .into_iter()
+            .chain(opts.iter().flat_map(|(k, v)| [*k, *v]))
+        {
             rrq.extend_from_slice(part.as_bytes());
             rrq.push(0);
         }
-        let mut last = rrq;
-        let mut dest = SocketAddr::from((server, 69));
-        let mut tid: Option<SocketAddr> = None;
-        let mut blksize = 512usize;
-        let mut expect = 1u16;
-        let mut got = 0u64;
-        let mut tsize = None;
-        let mut rto = Duration::from_millis(250);
-        let mut buf = vec![0u8; 65536];
         // Awaited, not try_send_to: a socket just registered has no cached write
         // readiness yet, so a try_ send would be dropped.
         async fn send(s: &UdpSocket, p: &[u8], d: SocketAddr) {
             let _ = s.send_to(p, d).await;
         }
+        let mut last = rrq;
+        let mut dest = SocketAddr::from((server, 69));
+        let mut tid: Option<SocketAddr> = None;
+        let (mut blksize, mut window) = (512usize, 1u16);
+        let mut expect = 1u16;
+        let mut got = 0u64;
+        let mut tsize = None;
+        let mut rto = retry.first();
+        let mut tries = 1;
+        let mut buf = vec![0u8; 65536];
         send(&sock, &last, dest).await;
         loop {
             let r = tokio::time::timeout(rto, sock.recv_from(&mut buf)).await;
             let (n, from) = match r {
                 Err(_) => {
-                    rto *= 2;
-                    if rto > Duration::from_secs(10) {
+                    tries += 1;
+                    match retry {
+                        Retry::Ipxe => rto *= 2,
+                        Retry::Edk2 => {}
+                    }
+                    if rto > Duration::from_secs(10) || tries > retry.max_tries() {
                         return Err(Fail(
                             "tftp_timeout",
                             format!("{file}: no progress after block {}", expect - 1),
@@ -544,12 +644,13 @@ impl Node {
             if tid.is_none() {
                 tid = Some(from);
                 dest = from;
-                self.stamp("tftp_first");
+                if self.res.at("tftp_first").is_none() {
+                    self.stamp("tftp_first");
+                }
             }
             let p = &buf[..n];
             match u16::from_be_bytes([p[0], p[1]]) {
                 6 => {
-                    // OACK: blksize / tsize.
                     let fields: Vec<&[u8]> = p[2..].split(|&b| b == 0).collect();
                     for kv in fields.chunks(2) {
                         if let [k, v] = kv {
@@ -557,9 +658,16 @@ impl Node {
                             match String::from_utf8_lossy(k).to_ascii_lowercase().as_str() {
                                 "blksize" => blksize = v.parse().unwrap_or(512),
                                 "tsize" => tsize = v.parse::<u64>().ok(),
+                                "windowsize" => window = v.parse().unwrap_or(1).max(1),
                                 _ => {}
                             }
                         }
+                    }
+                    if probe {
+                        let mut e = vec![0, 5, 0, 8];
+                        e.extend_from_slice(b"User aborted the transfer\0");
+                        send(&sock, &e, dest).await;
+                        return Ok(());
                     }
                     last = vec![0, 4, 0, 0];
                     send(&sock, &last, dest).await;
@@ -569,11 +677,16 @@ impl Node {
                     if block == expect {
                         let len = n - 4;
                         got += len as u64;
-                        last = vec![0, 4, p[2], p[3]];
-                        send(&sock, &last, dest).await;
                         expect = expect.wrapping_add(1);
-                        rto = Duration::from_millis(250);
-                        if len < blksize {
+                        rto = retry.first();
+                        tries = 1;
+                        let end = len < blksize;
+                        // One ACK per window (windowsize 1: every block), and the last.
+                        if end || block % window == 0 {
+                            last = vec![0, 4, p[2], p[3]];
+                            send(&sock, &last, dest).await;
+                        }
+                        if end {
                             if tsize.is_some_and(|t| t != got) {
                                 return Err(Fail(
                                     "size_mismatch",
@@ -583,8 +696,10 @@ impl Node {
                             return Ok(());
                         }
                     } else {
-                        // A duplicate: ACK it again (as iPXE does).
-                        send(&sock, &[0, 4, p[2], p[3]], dest).await;
+                        // Out of order or a duplicate: ACK the last block in order.
+                        let b = expect.wrapping_sub(1).to_be_bytes();
+                        last = vec![0, 4, b[0], b[1]];
+                        send(&sock, &last, dest).await;
                     }
                 }
                 5 => {

@@ -151,7 +151,9 @@ pub fn dnsmasq_conf(tuned: bool, dir: &Path, n: usize) -> String {
          dhcp-range={},static,255.255.0.0\ndhcp-hostsfile={}\ndhcp-lease-max={}\n\
          enable-tftp\ntftp-root=/usr/lib/ipxe\n\
          dhcp-userclass=set:ipxe,iPXE\n\
-         dhcp-boot=tag:!ipxe,undionly.kpxe\n\
+         dhcp-match=set:efi64,option:client-arch,7\n\
+         dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi\n\
+         dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe\n\
          dhcp-boot=tag:ipxe,http://{SRV_IP}:{HTTP_PORT}/boot.ipxe\nquiet-dhcp\n",
         if tuned { "tuned" } else { "stock" },
         dir.join("dnsmasq.log").display(),

@@ -1,5 +1,5 @@
-//! A small storm in `cargo test --workspace` (so in `cargo xtask test`): 20 simulated
-//! BIOS nodes boot at once through `xboot serve` (the debug build next to this test),
+//! Small storms in `cargo test --workspace` (so in `cargo xtask test`): 20 simulated
+//! nodes (BIOS, then UEFI) boot at once through `xboot serve` (the debug build next to this test),
 //! every one reaches `complete`, and the server's event log shows each node's stages.
 //! Needs root (namespaces); skipped otherwise. Timings are printed, never asserted.
 use std::time::Duration;
@@ -10,7 +10,7 @@ use storm::servers::Kind;
 
 const N: usize = 20;
 
-fn spec(kind: Kind, tag: &str) -> Option<Spec> {
+fn spec(kind: Kind, profile: Profile, tag: &str) -> Option<Spec> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root for network namespaces");
@@ -22,7 +22,7 @@ fn spec(kind: Kind, tag: &str) -> Option<Spec> {
         n: N,
         kind,
         sim: SimConfig {
-            profile: Profile::Bios,
+            profile,
             jitter: Duration::from_millis(500),
             boot_delay: Duration::from_millis(500),
             rcvbuf: 2 << 20,
@@ -36,8 +36,17 @@ fn spec(kind: Kind, tag: &str) -> Option<Spec> {
 }
 
 #[test]
-fn storm_20_nodes_through_xboot() {
-    let Some(spec) = spec(Kind::XbootUserspace, "t20") else {
+fn storm_20_bios_nodes_through_xboot() {
+    storm_20(Profile::Bios, "t20b");
+}
+
+#[test]
+fn storm_20_uefi_nodes_through_xboot() {
+    storm_20(Profile::Uefi, "t20u");
+}
+
+fn storm_20(profile: Profile, tag: &str) {
+    let Some(spec) = spec(Kind::XbootUserspace, profile, tag) else {
         return;
     };
     let o = run::run(&spec, true).unwrap_or_else(|e| panic!("{e}"));
@@ -90,6 +99,6 @@ fn storm_20_nodes_through_xboot() {
         .args(["netns", "list"])
         .output()
         .unwrap();
-    let prefix = format!("xbst-{}-t20", std::process::id());
+    let prefix = format!("xbst-{}-{tag}-", std::process::id());
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&prefix));
 }
