@@ -14,6 +14,8 @@
 //!   client): the protocol pieces the nodes use; `wire` and `script` never do I/O.
 //! - [`servers`]: the servers under test: `xboot serve` (userspace or XDP DHCP) and
 //!   dnsmasq + nginx (stock, tuned).
+//! - [`xdp_pass`]: the pass-everything XDP program the server veth's peer needs for
+//!   native XDP_TX (xboot's xdp mode).
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 pub mod fabric;
@@ -25,3 +27,4 @@ pub mod run;
 pub mod script;
 pub mod servers;
 pub mod wire;
+pub mod xdp_pass;

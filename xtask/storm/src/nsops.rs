@@ -303,3 +303,45 @@ pub fn tcp_socket(rcvbuf: usize) -> io::Result<std::net::TcpStream> {
     }
     Ok(s.into())
 }
+
+/// The SNMP and extended TCP counters of the current thread's namespace
+/// (`/proc/thread-self/net/{snmp,netstat}`), as `Proto.Field -> value`.
+pub fn net_counters() -> io::Result<std::collections::BTreeMap<String, u64>> {
+    let mut m = std::collections::BTreeMap::new();
+    for file in ["snmp", "netstat"] {
+        let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let mut v = values.split_whitespace();
+            let proto = n.next().unwrap_or("").trim_end_matches(':').to_string();
+            v.next();
+            for (k, val) in n.zip(v) {
+                if let Ok(x) = val.parse::<u64>() {
+                    m.insert(format!("{proto}.{k}"), x);
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Host-wide counters the storm's validity depends on: softnet backlog drops (all
+/// CPUs) and neighbour-table overflows (`table_fulls`, the kernel's table is shared by
+/// every namespace).
+pub fn global_counters() -> (u64, u64) {
+    let softnet = std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum();
+    let arp = std::fs::read_to_string("/proc/net/stat/arp_cache").unwrap_or_default();
+    let mut lines = arp.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let col = header.iter().position(|h| *h == "table_fulls");
+    let fulls = lines
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(col?)?, 16).ok())
+        .sum();
+    (softnet, fulls)
+}

@@ -168,6 +168,26 @@ pub fn markdown(o: &Outcome) -> String {
         o.boot_delay_s,
         o.jitter_s,
     );
+    let net = |k: &str| o.server_net.get(k).copied().unwrap_or(0);
+    let _ = writeln!(
+        m,
+        "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
+         validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0)\n",
+        net("Tcp.RetransSegs"),
+        net("TcpExt.TCPTimeouts"),
+        net("Udp.RcvbufErrors"),
+        o.softnet_drops,
+        o.neigh_table_fulls,
+    );
+    if let Some(st) = &o.server_status {
+        let _ = writeln!(
+            m,
+            "- xboot counters: XDP answered {}, userspace DHCP offers {} / acks {}\n",
+            st["counters"]["xdp"]["answered"],
+            st["counters"]["dhcp"]["offers"],
+            st["counters"]["dhcp"]["acks"],
+        );
+    }
     let _ = writeln!(
         m,
         "| stage | reached | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|"

@@ -58,6 +58,15 @@ pub struct Outcome {
     pub events: Vec<testlab::serve::BootEvent>,
     /// Where the server's logs are.
     pub logs: String,
+    /// Changes of the server namespace's SNMP/TCP counters during the storm (non-zero
+    /// ones: UDP receive-buffer drops, TCP retransmissions ...).
+    pub server_net: std::collections::BTreeMap<String, u64>,
+    /// Host-wide softnet backlog drops and neighbour-table overflows during the storm
+    /// (validity checks: both should be 0).
+    pub softnet_drops: u64,
+    pub neigh_table_fulls: u64,
+    /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
+    pub server_status: Option<serde_json::Value>,
 }
 
 fn raise_nofile(want: u64) {
@@ -84,6 +93,12 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
     let t_setup = Instant::now();
     let fabric = Fabric::build(spec.n, &spec.tag)?;
     std::fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
+    if spec.kind == Kind::XbootXdp {
+        fabric
+            .ops
+            .run_blocking(fabric.fabric_idx(), || crate::xdp_pass::attach("up0"))
+            .map_err(|e| format!("XDP pass program on up0: {e}"))?;
+    }
     let server = servers::start(
         spec.kind,
         &spec.xboot,
@@ -99,10 +114,36 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         .map_err(|e| e.to_string())?;
     let pids = server.pids();
     let (cpu0, _) = server_cost(&pids);
+    let net0 = fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
+        .unwrap_or_default();
+    let (soft0, full0) = crate::nsops::global_counters();
     let t0 = Instant::now();
     let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0));
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
+    let (soft1, full1) = crate::nsops::global_counters();
+    let net1 = fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
+        .unwrap_or_default();
+    let server_net = net1
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.saturating_sub(*net0.get(k).unwrap_or(&0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect();
+    let server_status = match &server {
+        Running::Xboot(s) => std::process::Command::new(&spec.xboot)
+            .args(["status", "--json", "--socket"])
+            .arg(&s.files.socket)
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok()),
+        _ => None,
+    };
     let makespan_s = nodes
         .iter()
         .map(|r| r.at("complete"))
@@ -131,6 +172,10 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         nodes,
         events,
         logs,
+        server_net,
+        softnet_drops: soft1 - soft0,
+        neigh_table_fulls: full1 - full0,
+        server_status,
     })
 }
 
