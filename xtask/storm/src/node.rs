@@ -507,30 +507,30 @@ impl Node {
             let started = Instant::now();
             let start = tokio::time::Instant::now();
             let mut offer = None;
-            'disc: for &t in disc {
+            for &t in disc {
                 self.send_dhcp(phase, wire::DISCOVER, None, started).await?;
                 let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(t);
-                while let Some(o) = self.recv_dhcp(&[wire::OFFER], deadline).await {
-                    // iPXE waits up to 2 s for a ProxyDHCP offer unless the offer is
-                    // PXE-ready (vendor class PXEClient, or 175.176 set).
-                    // EDK2 collects offers until its first timeout expires.
-                    if phase == Phase::Firmware && self.cfg.profile == Profile::Uefi {
-                        tokio::time::sleep_until(deadline).await;
-                    }
-                    if phase == Phase::Ipxe
-                        && !o.ipxe_no_pxedhcp
-                        && !o
-                            .vendor_class
-                            .as_deref()
-                            .unwrap_or(b"")
-                            .starts_with(b"PXEClient")
-                    {
-                        let wait = start + Duration::from_secs(2);
-                        tokio::time::sleep_until(wait).await;
-                    }
-                    offer = Some(o);
-                    break 'disc;
+                let Some(o) = self.recv_dhcp(&[wire::OFFER], deadline).await else {
+                    continue;
+                };
+                // EDK2 collects offers until its first timeout expires.
+                if phase == Phase::Firmware && self.cfg.profile == Profile::Uefi {
+                    tokio::time::sleep_until(deadline).await;
                 }
+                // iPXE waits up to 2 s for a ProxyDHCP offer unless the offer is
+                // PXE-ready (vendor class PXEClient, or 175.176 set).
+                if phase == Phase::Ipxe
+                    && !o.ipxe_no_pxedhcp
+                    && !o
+                        .vendor_class
+                        .as_deref()
+                        .unwrap_or(b"")
+                        .starts_with(b"PXEClient")
+                {
+                    tokio::time::sleep_until(start + Duration::from_secs(2)).await;
+                }
+                offer = Some(o);
+                break;
             }
             let Some(offer) = offer else {
                 return Err(Fail(
@@ -682,7 +682,7 @@ impl Node {
                         tries = 1;
                         let end = len < blksize;
                         // One ACK per window (windowsize 1: every block), and the last.
-                        if end || block % window == 0 {
+                        if end || block.is_multiple_of(window) {
                             last = vec![0, 4, p[2], p[3]];
                             send(&sock, &last, dest).await;
                         }

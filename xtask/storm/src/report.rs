@@ -172,12 +172,14 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(
         m,
         "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
-         validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0)\n",
+         validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0), \
+         simulator CPU {:.2} s\n",
         net("Tcp.RetransSegs"),
         net("TcpExt.TCPTimeouts"),
         net("Udp.RcvbufErrors"),
         o.softnet_drops,
         o.neigh_table_fulls,
+        o.simulator_cpu_s,
     );
     if let Some(st) = &o.server_status {
         let _ = writeln!(

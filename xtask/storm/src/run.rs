@@ -67,6 +67,9 @@ pub struct Outcome {
     pub neigh_table_fulls: u64,
     /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
     pub server_status: Option<serde_json::Value>,
+    /// CPU the simulator itself used during the storm (user + system, seconds): if it
+    /// nears the storm's wall time, the run measured the simulator.
+    pub simulator_cpu_s: f64,
 }
 
 fn raise_nofile(want: u64) {
@@ -119,8 +122,10 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
         .unwrap_or_default();
     let (soft0, full0) = crate::nsops::global_counters();
+    let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
     let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0));
+    let simulator_cpu_s = servers::cpu_and_rss(std::process::id()).0 - sim0;
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
     let (soft1, full1) = crate::nsops::global_counters();
@@ -176,6 +181,7 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         softnet_drops: soft1 - soft0,
         neigh_table_fulls: full1 - full0,
         server_status,
+        simulator_cpu_s,
     })
 }
 
