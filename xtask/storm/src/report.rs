@@ -173,13 +173,14 @@ pub fn markdown(o: &Outcome) -> String {
         m,
         "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
          validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0), \
-         simulator CPU {:.2} s\n",
+         simulator CPU {:.2} s, host load average at start {:.1}\n",
         net("Tcp.RetransSegs"),
         net("TcpExt.TCPTimeouts"),
         net("Udp.RcvbufErrors"),
         o.softnet_drops,
         o.neigh_table_fulls,
         o.simulator_cpu_s,
+        o.loadavg_1m,
     );
     if let Some(st) = &o.server_status {
         let _ = writeln!(

@@ -70,6 +70,9 @@ pub struct Outcome {
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
     /// nears the storm's wall time, the run measured the simulator.
     pub simulator_cpu_s: f64,
+    /// The host's 1-minute load average when the storm started (other work on the
+    /// machine makes a run noisy: it should be near 0).
+    pub loadavg_1m: f64,
 }
 
 fn raise_nofile(want: u64) {
@@ -122,6 +125,10 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
         .unwrap_or_default();
     let (soft0, full0) = crate::nsops::global_counters();
+    let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
     let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0));
@@ -182,6 +189,7 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         neigh_table_fulls: full1 - full0,
         server_status,
         simulator_cpu_s,
+        loadavg_1m,
     })
 }
 
