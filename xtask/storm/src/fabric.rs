@@ -7,8 +7,8 @@
 //!                                                                              └─ p<i> (isolated on)
 //! node ns i: eth0 (the inventory's MAC, IPv6 off) ==veth== p<i>
 //! ```
-//! Node ports are `isolated on`, so nodes reach the server but never each other (no N²
-//! ARP floods), and IPv6 is off in node namespaces (no link-up multicast). Links are
+//! Node ports and the spine's leaf ports are `isolated on`, so nodes reach the server
+//! but never each other, in their rack or another (no N² floods), and IPv6 is off in node namespaces (no link-up multicast). Links are
 //! made in batches (`ip -batch`, `bridge -batch`); per-node sysctls and link-up go
 //! through the setns helper ([`crate::nsops`]).
 use std::io::Write;
@@ -133,8 +133,13 @@ impl Fabric {
         l.push("link set up0 master spine up".into());
         l.push("link set spine up".into());
         batch("ip", &["-n", &f.fabric_ns], &l)?;
+        // Node ports, and the spine's ports to the leaves: a node's broadcast then goes up
+        // its leaf to the spine and only to the server (an isolated port forwards only to
+        // non-isolated ones), never down into the other racks, whose leaves would flood
+        // it to every node (N² deliveries: 160k softnet drops measured at N = 1,000).
         let iso: Vec<String> = (0..n)
             .map(|i| format!("link set dev p{i} isolated on"))
+            .chain((0..leaves).map(|k| format!("link set dev ts{k} isolated on")))
             .collect();
         if !iso.is_empty() {
             batch("bridge", &["-n", &f.fabric_ns], &iso)?;

@@ -202,7 +202,8 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
                     );
                     std::fs::write(
                         c.out.join(format!(
-                            "storm-{n}-{}-r{round}.svg",
+                            "storm-{n}-{}-{}-r{round}.svg",
+                            p.name(),
                             k.name().replace('+', "-")
                         )),
                         report::svg(&o),

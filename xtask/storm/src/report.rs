@@ -82,6 +82,7 @@ pub struct Summary {
     pub server_peak_rss_mib: f64,
     pub dhcp_sent: [u32; 3],
     pub tftp_retransmits: u32,
+    pub dhcp_send_errors: u32,
     pub spans: Vec<(&'static str, Dist)>,
     /// (stage, reason) -> count.
     pub failures: Vec<(String, String, usize)>,
@@ -128,6 +129,7 @@ pub fn summarize(o: &Outcome) -> Summary {
         server_peak_rss_mib: o.server_peak_rss_kib as f64 / 1024.0,
         dhcp_sent: dhcp,
         tftp_retransmits: o.nodes.iter().map(|r| r.tftp_retransmits).sum(),
+        dhcp_send_errors: o.nodes.iter().map(|r| r.dhcp_send_errors).sum(),
         spans: spans(&o.nodes),
         failures,
     }
@@ -150,7 +152,7 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(
         m,
         "### {} - N = {} ({} profile)\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
-         - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; boot delay {} s, power-on jitter {} s\n",
+         - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; DHCP sends refused by the node's kernel: {}; boot delay {} s, power-on jitter {} s\n",
         o.server,
         o.n,
         o.profile,
@@ -165,6 +167,7 @@ pub fn markdown(o: &Outcome) -> String {
         s.dhcp_sent[1],
         s.dhcp_sent[2],
         s.tftp_retransmits,
+        s.dhcp_send_errors,
         o.boot_delay_s,
         o.jitter_s,
     );

@@ -87,6 +87,29 @@ fn raise_nofile(want: u64) {
     }
 }
 
+/// Waits (30 s at most) until the kernel has freed the deleted namespaces: their memory
+/// (SUnreclaim) stops shrinking, so the next storm does not share the CPU with it.
+fn settle() {
+    let sunreclaim = || {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SUnreclaim:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    let mut last = sunreclaim();
+    while t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sunreclaim();
+        if last.saturating_sub(now) < 2048 {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn server_cost(pids: &[u32]) -> (f64, u64) {
     pids.iter()
         .map(|&p| servers::cpu_and_rss(p))
@@ -170,6 +193,7 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
     let logs = server.log_hint();
     drop(server);
     drop(fabric);
+    settle();
     Ok(Outcome {
         n: spec.n,
         server: spec.kind.name(),
