@@ -18,6 +18,16 @@
 //!   native XDP_TX (xboot's xdp mode).
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
+//!
+//! # Not yet (issue 14)
+//! Power through ipmi_sim (nodes power on from the simulator's clock, within
+//! `--jitter`); the qemu truth VMs and the packet fingerprint test (the profiles' packets
+//! are typed from the firmware sources, not generated from captures); faults (loss,
+//! `kill -9` of the server, inventory reloads); 5,000 nodes and the responder BMCs; the
+//! shaped uplink; the broadcast-to-port rewrite (EDK2's broadcast replies and the
+//! server's ARP requests are still flooded to every node port, N² copies); the floor run
+//! (bare sendfile server) and floor ratios; the ~80 MB padded initrd (the cached test
+//! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
 pub mod http;
 pub mod node;
