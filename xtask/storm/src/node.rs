@@ -122,8 +122,8 @@ pub struct Node {
     res: NodeResult,
     stage: &'static str,
     pkt: Option<(AsyncFd<OwnedFd>, i32)>,
-    /// Kept open once the node has an address, so unicast DHCP to :68 draws no ICMP.
-    _bootpc: Option<std::net::UdpSocket>,
+    /// Opened before the storm; taken as the boot needs them.
+    socks: Option<nsops::NodeSockets>,
     xid: u32,
     rng: u64,
 }
@@ -175,6 +175,7 @@ impl Node {
         ops: NsOps,
         cfg: SimConfig,
         t0: Instant,
+        socks: nsops::NodeSockets,
     ) -> Node {
         Node {
             idx,
@@ -190,7 +191,7 @@ impl Node {
             },
             stage: "off",
             pkt: None,
-            _bootpc: None,
+            socks: Some(socks),
             xid: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (idx as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
         }
@@ -225,11 +226,14 @@ impl Node {
     }
 
     async fn boot(&mut self) -> Result<(), Fail> {
-        let ops = self.ops.clone();
-        let (fd, ifindex) = ops
-            .run(self.idx, || nsops::dhcp_packet_socket("eth0"))
-            .await
-            .map_err(|e| Fail("internal", format!("packet socket: {e}")))?;
+        let socks = self
+            .socks
+            .as_mut()
+            .expect("sockets opened before the storm");
+        let (fd, ifindex) = socks
+            .packet
+            .take()
+            .ok_or_else(|| Fail("internal", "packet socket already taken".into()))?;
         // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, the same file,
         // until the AsyncFd drops.
         let fd = unsafe { AsyncFd::register(fd) }
@@ -325,25 +329,12 @@ impl Node {
     async fn configure(&mut self, ack: &Reply) -> Result<(), Fail> {
         let ip = ack.yiaddr;
         let prefix = ack.subnet.map(wire::prefix_len).unwrap_or(24);
-        let gw = ack.server();
-        let gw_mac = ack.src_mac;
-        let first = self._bootpc.is_none();
-        let bootpc = self
-            .ops
-            .run(self.idx, move || {
-                nsops::configure("eth0", ip, prefix, gw, gw_mac)?;
-                if first {
-                    nsops::udp_socket(68).map(Some)
-                } else {
-                    Ok(None)
-                }
-            })
-            .await
-            .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))?;
-        if bootpc.is_some() {
-            self._bootpc = bootpc;
-        }
-        Ok(())
+        let socks = self
+            .socks
+            .as_ref()
+            .expect("sockets opened before the storm");
+        nsops::configure(&socks.ctl, "eth0", ip, prefix, ack.server(), ack.src_mac)
+            .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
     }
 
     /// The options a client of `phase` sends, in its order.
@@ -591,11 +582,15 @@ impl Node {
         retry: Retry,
         probe: bool,
     ) -> Result<(), Fail> {
-        let sock = self
-            .ops
-            .run(self.idx, || nsops::udp_socket(0))
-            .await
-            .map_err(|e| Fail("internal", format!("TFTP socket: {e}")))?;
+        let pre = self.socks.as_mut().and_then(|s| s.tftp.pop());
+        let sock = match pre {
+            Some(s) => s,
+            None => self
+                .ops
+                .run(self.idx, || nsops::udp_socket(0))
+                .await
+                .map_err(|e| Fail("internal", format!("TFTP socket: {e}")))?,
+        };
         let sock = UdpSocket::from_std(sock).map_err(|e| Fail("internal", e.to_string()))?;
         let mut rrq = vec![0, 1];
         for part in [file, "octet"]
@@ -724,11 +719,15 @@ impl Node {
             return Ok(());
         }
         let rcvbuf = self.cfg.rcvbuf;
-        let sock = self
-            .ops
-            .run(self.idx, move || nsops::tcp_socket(rcvbuf))
-            .await
-            .map_err(|e| Fail("internal", format!("TCP socket: {e}")))?;
+        let pre = self.socks.as_mut().and_then(|s| s.tcp.pop());
+        let sock = match pre {
+            Some(s) => s,
+            None => self
+                .ops
+                .run(self.idx, move || nsops::tcp_socket(rcvbuf))
+                .await
+                .map_err(|e| Fail("internal", format!("TCP socket: {e}")))?,
+        };
         *conn = Some(
             Conn::connect(sock, url.addr)
                 .await

@@ -152,9 +152,22 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         .ok()
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN);
+    // Every node's sockets, opened in its namespace before the power command.
+    let t_socks = Instant::now();
+    let mut socks = Vec::with_capacity(spec.n);
+    for i in 0..spec.n {
+        let rcvbuf = spec.sim.rcvbuf;
+        socks.push(
+            fabric
+                .ops
+                .run_blocking(i, move || crate::nsops::node_sockets(rcvbuf))
+                .map_err(|e| format!("node {i}: sockets: {e}"))?,
+        );
+    }
+    let setup_s = setup_s + t_socks.elapsed().as_secs_f64();
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
-    let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0));
+    let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0, socks));
     let simulator_cpu_s = servers::cpu_and_rss(std::process::id()).0 - sim0;
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
@@ -222,9 +235,10 @@ async fn storm(
     fabric: &Fabric,
     server: &Running,
     t0: Instant,
+    socks: Vec<crate::nsops::NodeSockets>,
 ) -> (Vec<NodeResult>, Vec<Sample>) {
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..spec.n {
+    for (i, socks) in socks.into_iter().enumerate() {
         let node = Node::new(
             i,
             node_name(i),
@@ -232,6 +246,7 @@ async fn storm(
             fabric.ops.clone(),
             spec.sim.clone(),
             t0,
+            socks,
         );
         set.spawn(node.run());
     }
