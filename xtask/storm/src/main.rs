@@ -155,6 +155,13 @@ fn main() -> anyhow::Result<()> {
 
 fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::Result<()> {
     std::fs::create_dir_all(&c.out)?;
+    // A previous sweep's plots would read as this one's.
+    for e in std::fs::read_dir(&c.out)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("storm-") && name.ends_with(".svg") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let mut outcomes = vec![];
     let mut md = String::from("# Boot storm\n\n");
     md += &format!(

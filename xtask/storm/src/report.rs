@@ -332,6 +332,12 @@ pub fn svg(o: &Outcome) -> String {
             n * frac
         );
     }
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\">last milestone reached:</text>",
+        left + pw + 16.0,
+        top - 6.0
+    );
     for (i, l) in labels.iter().enumerate() {
         let ly = top + 12.0 + 16.0 * i as f64;
         let _ = writeln!(
