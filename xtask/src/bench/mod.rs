@@ -6,6 +6,7 @@ use anyhow::bail;
 
 mod bmc;
 mod dhcp;
+mod storm;
 
 type Runner = fn(&[String]) -> anyhow::Result<()>;
 
@@ -20,6 +21,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         "bmc",
         "power cycle and status of up to 1,000 ipmi_sim BMCs: xboot vs ipmipower vs ipmitool",
         Some(bmc::run),
+    ),
+    (
+        "storm",
+        "boot storms of 10-1,000 simulated nodes, power-on to complete: xboot vs dnsmasq + nginx",
+        Some(storm::run),
     ),
 ];
 

@@ -1,0 +1,48 @@
+//! `cargo xtask bench storm [--sizes 10,100,1000] [--servers a,b] [--rounds R]
+//! [--boot-delay S] [--jitter S]`: boot storms of N simulated nodes (each in its own
+//! network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq + nginx,
+//! alternating runs. Builds `xboot` and the simulator `stormsim` in release and runs the
+//! sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
+//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`). Leaves
+//! `storm.json`, `storm.md` and one SVG per run in target/bench/storm.
+use anyhow::bail;
+
+use crate::util;
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if !util::is_root() {
+        bail!("bench storm needs root (network namespaces)");
+    }
+    util::run_step(
+        "build xboot and stormsim (release)",
+        util::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "boot-user",
+            "--bin",
+            "xboot",
+            "-p",
+            "storm",
+            "--bin",
+            "stormsim",
+        ]),
+    )?;
+    let release = util::target_dir().join("release");
+    let out = util::target_dir().join("bench/storm");
+    let took = util::run_step(
+        "bench storm",
+        testlab::peers::own(release.join("stormsim"))
+            .arg("bench")
+            .args(args)
+            .env("XBOOT_BIN", release.join("xboot"))
+            .env("XBOOT_STORM_OUT", &out)
+            .current_dir(util::root()),
+    )?;
+    println!(
+        "bench storm: done in {}; report in {}",
+        util::secs(took),
+        out.join("storm.md").display()
+    );
+    Ok(())
+}

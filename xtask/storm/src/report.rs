@@ -1,0 +1,384 @@
+//! The storm's report (pure: outcomes in, text out): per-stage table (reached, p50, p90,
+//! p99, max), makespan, failures by node/stage/reason, server CPU-seconds and RSS, as
+//! markdown; nodes per stage over time as an SVG (stacked areas, 10 Hz).
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::node::{NodeResult, STAGES};
+use crate::run::Outcome;
+
+/// Stage durations: (name, from milestone, to milestone).
+pub const SPANS: [(&str, &str, &str); 11] = [
+    ("firmware DHCP", "power_on", "fw_ack"),
+    ("TFTP (iPXE binary)", "fw_ack", "tftp_done"),
+    ("iPXE DHCP", "tftp_done", "ipxe_ack"),
+    ("iPXE script", "ipxe_ack", "script"),
+    ("kernel", "script", "kernel"),
+    ("initrd", "kernel", "initrd"),
+    ("boot (modelled)", "initrd", "booted"),
+    ("OS DHCP", "booted", "os_ack"),
+    ("postscript", "os_ack", "postscript"),
+    ("complete POST", "postscript", "complete"),
+    ("power on -> complete", "power_on", "complete"),
+];
+
+/// Percentiles of one stage over the nodes that went through it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Dist {
+    pub reached: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn dist(mut v: Vec<f64>) -> Dist {
+    v.sort_by(f64::total_cmp);
+    Dist {
+        reached: v.len(),
+        p50: pct(&v, 50.0),
+        p90: pct(&v, 90.0),
+        p99: pct(&v, 99.0),
+        max: v.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// Per-span distributions of one storm.
+pub fn spans(nodes: &[NodeResult]) -> Vec<(&'static str, Dist)> {
+    SPANS
+        .iter()
+        .map(|(name, a, b)| {
+            let v = nodes
+                .iter()
+                .filter_map(|r| Some(r.at(b)? - r.at(a)?))
+                .collect();
+            (*name, dist(v))
+        })
+        .collect()
+}
+
+/// A storm's summary as it goes into the JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub server: &'static str,
+    pub profile: &'static str,
+    pub completed: usize,
+    pub failed: usize,
+    pub makespan_s: Option<f64>,
+    pub last_complete_s: Option<f64>,
+    pub server_cpu_s: f64,
+    pub server_cpu_ms_per_node: f64,
+    pub server_peak_rss_mib: f64,
+    pub dhcp_sent: [u32; 3],
+    pub tftp_retransmits: u32,
+    pub dhcp_send_errors: u32,
+    pub spans: Vec<(&'static str, Dist)>,
+    /// (stage, reason) -> count.
+    pub failures: Vec<(String, String, usize)>,
+}
+
+pub fn summarize(o: &Outcome) -> Summary {
+    let completed = o
+        .nodes
+        .iter()
+        .filter(|r| r.at("complete").is_some())
+        .count();
+    let mut failures: Vec<(String, String, usize)> = vec![];
+    for r in &o.nodes {
+        if let Some((stage, reason, _)) = &r.failure {
+            match failures
+                .iter_mut()
+                .find(|(s, re, _)| s == stage && re == reason)
+            {
+                Some(f) => f.2 += 1,
+                None => failures.push((stage.clone(), reason.clone(), 1)),
+            }
+        }
+    }
+    let mut dhcp = [0; 3];
+    for r in &o.nodes {
+        for (d, s) in dhcp.iter_mut().zip(r.dhcp_sent) {
+            *d += s;
+        }
+    }
+    Summary {
+        n: o.n,
+        server: o.server,
+        profile: o.profile,
+        completed,
+        failed: o.n - completed,
+        makespan_s: o.makespan_s,
+        last_complete_s: o
+            .nodes
+            .iter()
+            .filter_map(|r| r.at("complete"))
+            .max_by(f64::total_cmp),
+        server_cpu_s: o.server_cpu_s,
+        server_cpu_ms_per_node: o.server_cpu_s * 1e3 / o.n.max(1) as f64,
+        server_peak_rss_mib: o.server_peak_rss_kib as f64 / 1024.0,
+        dhcp_sent: dhcp,
+        tftp_retransmits: o.nodes.iter().map(|r| r.tftp_retransmits).sum(),
+        dhcp_send_errors: o.nodes.iter().map(|r| r.dhcp_send_errors).sum(),
+        spans: spans(&o.nodes),
+        failures,
+    }
+}
+
+fn secs(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v < 1.0 {
+        format!("{:.0} ms", v * 1e3)
+    } else {
+        format!("{v:.2} s")
+    }
+}
+
+/// Markdown for one storm: headline, stage table, failures (each listed, up to 50).
+pub fn markdown(o: &Outcome) -> String {
+    let s = summarize(o);
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "### {} - N = {} ({} profile)\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
+         - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; DHCP sends refused by the node's kernel: {}; boot delay {} s, power-on jitter {} s\n",
+        o.server,
+        o.n,
+        o.profile,
+        s.completed,
+        o.n,
+        s.makespan_s.map(secs).unwrap_or_else(|| "- (failures)".into()),
+        s.server_cpu_s,
+        s.server_cpu_ms_per_node,
+        s.server_peak_rss_mib,
+        o.setup_s,
+        s.dhcp_sent[0],
+        s.dhcp_sent[1],
+        s.dhcp_sent[2],
+        s.tftp_retransmits,
+        s.dhcp_send_errors,
+        o.boot_delay_s,
+        o.jitter_s,
+    );
+    let net = |k: &str| o.server_net.get(k).copied().unwrap_or(0);
+    let _ = writeln!(
+        m,
+        "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
+         validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0), \
+         simulator CPU {:.2} s, host load average at start {:.1}\n",
+        net("Tcp.RetransSegs"),
+        net("TcpExt.TCPTimeouts"),
+        net("Udp.RcvbufErrors"),
+        o.softnet_drops,
+        o.neigh_table_fulls,
+        o.simulator_cpu_s,
+        o.loadavg_1m,
+    );
+    if let Some(st) = &o.server_status {
+        let _ = writeln!(
+            m,
+            "- xboot counters: XDP answered {}, userspace DHCP offers {} / acks {}\n",
+            st["counters"]["xdp"]["answered"],
+            st["counters"]["dhcp"]["offers"],
+            st["counters"]["dhcp"]["acks"],
+        );
+    }
+    let _ = writeln!(
+        m,
+        "| stage | reached | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (name, d) in &s.spans {
+        let _ = writeln!(
+            m,
+            "| {name} | {} | {} | {} | {} | {} |",
+            d.reached,
+            secs(d.p50),
+            secs(d.p90),
+            secs(d.p99),
+            secs(d.max)
+        );
+    }
+    if !s.failures.is_empty() {
+        let _ = writeln!(m, "\nFailures by stage and reason:\n");
+        for (stage, reason, k) in &s.failures {
+            let _ = writeln!(m, "- {k} x `{reason}` in stage `{stage}`");
+        }
+        let _ = writeln!(m, "\nFailed nodes:\n");
+        for r in o.nodes.iter().filter(|r| r.failure.is_some()).take(50) {
+            let (stage, reason, detail) = r.failure.as_ref().expect("filtered");
+            let _ = writeln!(
+                m,
+                "- {} ({}) at {:.2} s: {stage} / {reason}: {detail}",
+                r.name, r.mac, r.end
+            );
+        }
+    }
+    m
+}
+
+/// The stage a node is in at time `t`: its last milestone reached by then, `failed`
+/// after it failed, `off` before power-on.
+fn state_at(r: &NodeResult, t: f64) -> usize {
+    if r.failure.is_some() && t >= r.end {
+        return STAGES.len() + 1;
+    }
+    r.stamps
+        .iter()
+        .filter(|(_, at)| *at <= t)
+        .filter_map(|(s, _)| STAGES.iter().position(|x| x == s))
+        .max()
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+const COLORS: [&str; 15] = [
+    "#dddddd", "#8c564b", "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a",
+    "#9467bd", "#c5b0d5", "#17becf", "#bcbd22", "#7f7f7f", "#2f2f2f", "#d62728",
+];
+
+/// Nodes per stage over time (stacked areas, 10 Hz), with a legend.
+pub fn svg(o: &Outcome) -> String {
+    let end = o.nodes.iter().map(|r| r.end).fold(1.0f64, f64::max).ceil();
+    let steps = (end * 10.0) as usize + 1;
+    let labels: Vec<&str> = std::iter::once("off")
+        .chain(STAGES.iter().copied())
+        .chain(["failed"])
+        .collect();
+    // counts[t][state]
+    let counts: Vec<Vec<usize>> = (0..steps)
+        .map(|k| {
+            let t = k as f64 / 10.0;
+            let mut c = vec![0; labels.len()];
+            for r in &o.nodes {
+                c[state_at(r, t)] += 1;
+            }
+            c
+        })
+        .collect();
+    let (w, h, left, top, pw, ph) = (900.0, 420.0, 60.0, 30.0, 640.0, 340.0);
+    let x = |k: usize| left + pw * k as f64 / (steps - 1).max(1) as f64;
+    let n = o.n.max(1) as f64;
+    let y = |c: usize| top + ph - ph * c as f64 / n;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"{left}\" y=\"18\" font-size=\"13\">{} - N = {}: nodes per stage over time ({} profile)</text>\n",
+        o.server, o.n, o.profile
+    );
+    // Stack bottom-up in reverse boot order, so finished nodes sit at the bottom.
+    let order: Vec<usize> = (0..labels.len()).rev().collect();
+    let mut below = vec![0usize; steps];
+    for &st in &order {
+        let above: Vec<usize> = (0..steps).map(|k| below[k] + counts[k][st]).collect();
+        if above.iter().zip(&below).any(|(a, b)| a != b) {
+            let mut pts: Vec<String> = (0..steps)
+                .map(|k| format!("{:.1},{:.1}", x(k), y(above[k])))
+                .collect();
+            pts.extend(
+                (0..steps)
+                    .rev()
+                    .map(|k| format!("{:.1},{:.1}", x(k), y(below[k]))),
+            );
+            let _ = writeln!(
+                s,
+                "<polygon fill=\"{}\" stroke=\"none\" points=\"{}\"/>",
+                COLORS[st % COLORS.len()],
+                pts.join(" ")
+            );
+        }
+        below = above;
+    }
+    // Axes and ticks.
+    let _ = writeln!(
+        s,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>"
+    );
+    let tick = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0]
+        .into_iter()
+        .find(|t| end / t <= 10.0)
+        .unwrap_or(300.0);
+    let mut t = 0.0;
+    while t <= end {
+        let px = left + pw * t * 10.0 / (steps - 1).max(1) as f64;
+        let _ = writeln!(
+            s,
+            "<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t:.0}</text>",
+            top + ph + 14.0
+        );
+        t += tick;
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the power command</text>",
+        left + pw / 2.0,
+        top + ph + 30.0
+    );
+    for frac in [0.0, 0.5, 1.0] {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}</text>",
+            left - 4.0,
+            top + ph - ph * frac + 4.0,
+            n * frac
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\">last milestone reached:</text>",
+        left + pw + 16.0,
+        top - 6.0
+    );
+    for (i, l) in labels.iter().enumerate() {
+        let ly = top + 12.0 + 16.0 * i as f64;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\">{l}</text>",
+            left + pw + 16.0,
+            ly - 9.0,
+            COLORS[i % COLORS.len()],
+            left + pw + 30.0,
+            ly
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(pct(&v, 50.0), 50.0);
+        assert_eq!(pct(&v, 99.0), 99.0);
+        assert_eq!(pct(&[3.0], 99.0), 3.0);
+        let d = dist(vec![2.0, 1.0]);
+        assert_eq!((d.reached, d.p50, d.max), (2, 1.0, 2.0));
+    }
+
+    #[test]
+    fn states_over_time() {
+        let r = NodeResult {
+            stamps: vec![("power_on", 0.5), ("fw_ack", 1.0)],
+            failure: Some(("fw_ack".into(), "tftp_timeout".into(), String::new())),
+            end: 3.0,
+            ..NodeResult::default()
+        };
+        assert_eq!(state_at(&r, 0.1), 0);
+        assert_eq!(state_at(&r, 0.7), 1);
+        assert_eq!(state_at(&r, 2.0), 2);
+        assert_eq!(state_at(&r, 3.0), STAGES.len() + 1);
+    }
+}

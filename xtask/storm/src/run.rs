@@ -1,0 +1,314 @@
+//! One storm: a fresh fabric for N nodes, one server under test started in it, every
+//! node powered on at once (within the jitter) and driven to `complete` on one
+//! current-thread runtime, the server's CPU and memory sampled at 10 Hz; then teardown
+//! (server first, then every namespace).
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use testlab::payload::Payload;
+
+use crate::fabric::{node_mac, node_name, Fabric};
+use crate::node::{Node, NodeResult, SimConfig};
+use crate::servers::{self, Kind, Running};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub n: usize,
+    pub kind: Kind,
+    pub sim: SimConfig,
+    /// The `xboot` binary.
+    pub xboot: PathBuf,
+    /// Work files (configs, logs) go here.
+    pub dir: PathBuf,
+    pub payload: Payload,
+    /// Names the run's namespaces (letters and digits).
+    pub tag: String,
+    /// Give up on nodes still running after this long.
+    pub deadline: Duration,
+}
+
+/// One sample of the server's cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub t: f64,
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+}
+
+/// A finished storm.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub n: usize,
+    pub server: &'static str,
+    pub profile: &'static str,
+    pub boot_delay_s: f64,
+    pub jitter_s: f64,
+    pub setup_s: f64,
+    pub nodes: Vec<NodeResult>,
+    /// Power command to the last `complete` (None if a node failed).
+    pub makespan_s: Option<f64>,
+    /// Server CPU (user + system) during the storm, all its processes.
+    pub server_cpu_s: f64,
+    pub server_peak_rss_kib: u64,
+    pub samples: Vec<Sample>,
+    /// The server's boot events per node (xboot only), when asked for.
+    #[serde(skip)]
+    pub events: Vec<testlab::serve::BootEvent>,
+    /// Where the server's logs are.
+    pub logs: String,
+    /// Changes of the server namespace's SNMP/TCP counters during the storm (non-zero
+    /// ones: UDP receive-buffer drops, TCP retransmissions ...).
+    pub server_net: std::collections::BTreeMap<String, u64>,
+    /// Host-wide softnet backlog drops and neighbour-table overflows during the storm
+    /// (validity checks: both should be 0).
+    pub softnet_drops: u64,
+    pub neigh_table_fulls: u64,
+    /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
+    pub server_status: Option<serde_json::Value>,
+    /// CPU the simulator itself used during the storm (user + system, seconds): if it
+    /// nears the storm's wall time, the run measured the simulator.
+    pub simulator_cpu_s: f64,
+    /// The host's 1-minute load average when the storm started (other work on the
+    /// machine makes a run noisy: it should be near 0).
+    pub loadavg_1m: f64,
+}
+
+fn raise_nofile(want: u64) {
+    // SAFETY: getrlimit/setrlimit on our own process with a struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < want {
+            r.rlim_cur = want.max(r.rlim_cur);
+            r.rlim_max = r.rlim_max.max(want);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Waits (30 s at most) until the kernel has freed the deleted namespaces: their memory
+/// (SUnreclaim) stops shrinking, so the next storm does not share the CPU with it.
+fn settle() {
+    let sunreclaim = || {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SUnreclaim:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    let mut last = sunreclaim();
+    while t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sunreclaim();
+        if last.saturating_sub(now) < 2048 {
+            return;
+        }
+        last = now;
+    }
+}
+
+fn server_cost(pids: &[u32]) -> (f64, u64) {
+    pids.iter()
+        .map(|&p| servers::cpu_and_rss(p))
+        .fold((0.0, 0), |(c, r), (c2, r2)| (c + c2, r + r2))
+}
+
+/// Runs one storm; `events` = also read the server's events of every node (xboot).
+pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
+    raise_nofile(16 * spec.n as u64 + 4096);
+    let t_setup = Instant::now();
+    let fabric = Fabric::build(spec.n, &spec.tag)?;
+    std::fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
+    if spec.kind == Kind::XbootXdp {
+        fabric
+            .ops
+            .run_blocking(fabric.fabric_idx(), || crate::xdp_pass::attach("up0"))
+            .map_err(|e| format!("XDP pass program on up0: {e}"))?;
+    }
+    let server = servers::start(
+        spec.kind,
+        &spec.xboot,
+        &fabric.server_ns,
+        &spec.dir.join("server"),
+        spec.n,
+        &spec.payload,
+    )?;
+    let setup_s = t_setup.elapsed().as_secs_f64();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pids = server.pids();
+    let (cpu0, _) = server_cost(&pids);
+    let net0 = fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
+        .unwrap_or_default();
+    let (soft0, full0) = crate::nsops::global_counters();
+    let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    // Every node's sockets, opened in its namespace before the power command.
+    let t_socks = Instant::now();
+    let mut socks = Vec::with_capacity(spec.n);
+    for i in 0..spec.n {
+        let rcvbuf = spec.sim.rcvbuf;
+        socks.push(
+            fabric
+                .ops
+                .run_blocking(i, move || crate::nsops::node_sockets(rcvbuf))
+                .map_err(|e| format!("node {i}: sockets: {e}"))?,
+        );
+    }
+    let setup_s = setup_s + t_socks.elapsed().as_secs_f64();
+    let sim0 = servers::cpu_and_rss(std::process::id()).0;
+    let t0 = Instant::now();
+    let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0, socks));
+    let simulator_cpu_s = servers::cpu_and_rss(std::process::id()).0 - sim0;
+    let pids = server.pids();
+    let (cpu1, _) = server_cost(&pids);
+    let (soft1, full1) = crate::nsops::global_counters();
+    let net1 = fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
+        .unwrap_or_default();
+    let server_net = net1
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.saturating_sub(*net0.get(k).unwrap_or(&0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect();
+    let server_status = match &server {
+        Running::Xboot(s) => testlab::peers::own(&spec.xboot)
+            .args(["status", "--json", "--socket"])
+            .arg(&s.files.socket)
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok()),
+        _ => None,
+    };
+    let makespan_s = nodes
+        .iter()
+        .map(|r| r.at("complete"))
+        .try_fold(0.0f64, |m, t| t.map(|t| m.max(t)));
+    let events = match (&server, events) {
+        (Running::Xboot(s), true) => {
+            let set = format!("n[0001-{:04}]", spec.n);
+            s.events(&set)?
+        }
+        _ => vec![],
+    };
+    let logs = server.log_hint();
+    drop(server);
+    drop(fabric);
+    settle();
+    Ok(Outcome {
+        n: spec.n,
+        server: spec.kind.name(),
+        profile: spec.sim.profile.name(),
+        boot_delay_s: spec.sim.boot_delay.as_secs_f64(),
+        jitter_s: spec.sim.jitter.as_secs_f64(),
+        setup_s,
+        makespan_s,
+        server_cpu_s: cpu1 - cpu0,
+        server_peak_rss_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
+        samples,
+        nodes,
+        events,
+        logs,
+        server_net,
+        softnet_drops: soft1 - soft0,
+        neigh_table_fulls: full1 - full0,
+        server_status,
+        simulator_cpu_s,
+        loadavg_1m,
+    })
+}
+
+async fn storm(
+    spec: &Spec,
+    fabric: &Fabric,
+    server: &Running,
+    t0: Instant,
+    socks: Vec<crate::nsops::NodeSockets>,
+) -> (Vec<NodeResult>, Vec<Sample>) {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, socks) in socks.into_iter().enumerate() {
+        let node = Node::new(
+            i,
+            node_name(i),
+            node_mac(i),
+            fabric.ops.clone(),
+            spec.sim.clone(),
+            t0,
+            socks,
+        );
+        set.spawn(node.run());
+    }
+    let mut samples = vec![];
+    let mut results: Vec<NodeResult> = Vec::with_capacity(spec.n);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let cpu_base = server_cost(&server.pids()).0;
+    let deadline = tokio::time::Instant::now() + spec.deadline;
+    loop {
+        tokio::select! {
+            r = set.join_next() => match r {
+                Some(Ok(res)) => results.push(res),
+                Some(Err(e)) => eprintln!("storm: a node task died: {e}"),
+                None => break,
+            },
+            _ = tick.tick() => {
+                let (cpu, rss) = server_cost(&server.pids());
+                samples.push(Sample { t: t0.elapsed().as_secs_f64(), cpu_s: cpu - cpu_base, rss_kib: rss });
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                set.abort_all();
+                break;
+            }
+        }
+    }
+    // Nodes still running at the deadline.
+    let done: std::collections::HashSet<usize> = results.iter().map(|r| r.node).collect();
+    for i in (0..spec.n).filter(|i| !done.contains(i)) {
+        results.push(NodeResult {
+            node: i,
+            name: node_name(i),
+            mac: crate::node::mac_string(node_mac(i)),
+            failure: Some((
+                "unknown".into(),
+                "deadline".into(),
+                format!("still booting after {:?}", spec.deadline),
+            )),
+            end: spec.deadline.as_secs_f64(),
+            ..NodeResult::default()
+        });
+    }
+    results.sort_by_key(|r| r.node);
+    (results, samples)
+}
+
+/// The `xboot` binary next to the running executable's target directory (`target/
+/// {debug,release}/xboot`), or `$XBOOT_BIN`.
+pub fn find_xboot(profile_dir: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("XBOOT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cands = vec![];
+    if let Some(d) = profile_dir {
+        cands.push(d.join("xboot"));
+    }
+    for up in exe.ancestors().skip(1).take(3) {
+        cands.push(up.join("xboot"));
+    }
+    cands.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "no xboot binary in {cands:?}: build it (cargo build -p boot-user) or set XBOOT_BIN"
+        )
+    })
+}

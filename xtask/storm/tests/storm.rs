@@ -1,0 +1,122 @@
+//! Small storms in `cargo test --workspace` (so in `cargo xtask test`): 20 simulated
+//! nodes (BIOS, then UEFI) boot at once through `xboot serve` (the debug build next to this test),
+//! every one reaches `complete`, and the server's event log shows each node's stages.
+//! Needs root (namespaces); skipped otherwise. Timings are printed, never asserted.
+use std::time::Duration;
+
+use storm::node::{Profile, SimConfig};
+use storm::run::{self, Spec};
+use storm::servers::Kind;
+
+const N: usize = 20;
+
+fn spec(kind: Kind, profile: Profile, tag: &str) -> Option<Spec> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for network namespaces");
+        return None;
+    }
+    let xboot = run::find_xboot(None).unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("storm-{tag}"));
+    Some(Spec {
+        n: N,
+        kind,
+        sim: SimConfig {
+            profile,
+            jitter: Duration::from_millis(500),
+            boot_delay: Duration::from_millis(500),
+            rcvbuf: 2 << 20,
+        },
+        xboot,
+        dir,
+        payload: testlab::payload::Payload::cached().unwrap_or_else(|e| panic!("{e}")),
+        tag: tag.into(),
+        deadline: Duration::from_secs(120),
+    })
+}
+
+#[test]
+fn storm_20_bios_nodes_through_xboot() {
+    storm_20(Profile::Bios, "t20b");
+}
+
+#[test]
+fn storm_20_uefi_nodes_through_xboot() {
+    storm_20(Profile::Uefi, "t20u");
+}
+
+fn storm_20(profile: Profile, tag: &str) {
+    let Some(spec) = spec(Kind::XbootUserspace, profile, tag) else {
+        return;
+    };
+    let o = run::run(&spec, true).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}", storm::report::markdown(&o));
+    let failed: Vec<_> = o.nodes.iter().filter(|r| r.failure.is_some()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} nodes failed: {:?}\nserver logs: {}",
+        failed.len(),
+        failed.iter().map(|r| &r.failure).collect::<Vec<_>>(),
+        o.logs
+    );
+    for r in &o.nodes {
+        for stage in storm::node::STAGES {
+            assert!(r.at(stage).is_some(), "{} never reached {stage}", r.name);
+        }
+    }
+    // The server saw every stage of every node, in boot order. TFTP's event is recorded
+    // when the transfer task has taken the node's last ACK, and the node moves on as
+    // soon as it sent it: on a loaded machine the node's next DHCP or even its script
+    // request can be recorded first (seen here: 40 ms later), so TFTP is only required
+    // after the first lease.
+    let want = [
+        "dhcp_offer",
+        "dhcp_ack",
+        "ipxe_script",
+        "kernel",
+        "initrd",
+        "postscript",
+        "complete",
+    ];
+    for r in &o.nodes {
+        let kinds: Vec<&str> = o
+            .events
+            .iter()
+            .filter(|e| e.host == r.name)
+            .map(|e| e.kind.as_str())
+            .collect();
+        let ack = kinds.iter().position(|k| *k == "dhcp_ack");
+        let tftp = kinds.iter().position(|k| *k == "tftp");
+        assert!(
+            matches!((ack, tftp), (Some(a), Some(t)) if a < t),
+            "{}: no tftp event after the first lease in {kinds:?}",
+            r.name
+        );
+    }
+    for r in &o.nodes {
+        let kinds: Vec<&str> = o
+            .events
+            .iter()
+            .filter(|e| e.host == r.name)
+            .map(|e| e.kind.as_str())
+            .collect();
+        let mut at = 0;
+        for k in want {
+            match kinds[at..].iter().position(|x| *x == k) {
+                Some(i) => at += i,
+                None => panic!(
+                    "{}: no {k} event after {:?} in {kinds:?}",
+                    r.name,
+                    &kinds[..at]
+                ),
+            }
+        }
+    }
+    // Nothing of the lab is left behind.
+    let list = testlab::peers::command("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let prefix = format!("xbst-{}-{tag}-", std::process::id());
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&prefix));
+}
