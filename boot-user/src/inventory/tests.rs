@@ -326,6 +326,10 @@ fn impossible_leases_are_refused() {
     ok[2].name = "cn3".into();
     ok[2].interfaces[0].ip = Some("10.0.2.1/24".into());
     ok[2].interfaces[0].mac = "aa:bb:cc:00:00:03".parse().ok();
+    // A BMC's address is where xboot reaches it, not a lease: a lab's BMC on loopback.
+    let mut bmc = h("cn4", "aa:bb:cc:00:00:04", "127.0.0.9/8");
+    bmc.interfaces[0].bmc = true;
+    ok.push(bmc);
     validate::validate_for(&ok, &[f.image("img")], &server).unwrap();
 
     let errs = Inventory::new(

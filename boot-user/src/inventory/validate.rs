@@ -281,7 +281,16 @@ fn check_hosts(
                     message,
                 }),
                 Ok(net) => {
-                    if let Some(reason) = address_problem(net, server) {
+                    // A BMC's address is where xboot reaches the BMC (IPMI, Redfish), not a
+                    // lease it hands out, so it is not held to the lease rules (a lab puts
+                    // simulated BMCs on loopback). If BMC interfaces get leases one day,
+                    // they must be checked like the others.
+                    let problem = if i.bmc {
+                        None
+                    } else {
+                        address_problem(net, server)
+                    };
+                    if let Some(reason) = problem {
                         errs.push(ValidationError::BadAddress {
                             host: host(),
                             nic,
