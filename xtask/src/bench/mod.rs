@@ -4,6 +4,7 @@
 //! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist.
 use anyhow::bail;
 
+mod abuse;
 mod bmc;
 mod dhcp;
 
@@ -20,6 +21,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         "bmc",
         "power cycle and status of up to 1,000 ipmi_sim BMCs: xboot vs ipmipower vs ipmitool",
         Some(bmc::run),
+    ),
+    (
+        "abuse",
+        "server RSS and descriptors under TFTP, probe, HTTP and DHCP floods, a known host booting throughout",
+        Some(abuse::run),
     ),
 ];
 
