@@ -352,7 +352,7 @@ fn build_xboot() -> anyhow::Result<String> {
     if !ok.success() {
         bail!("building xboot failed");
     }
-    Ok(std::fs::canonicalize("target/release/xboot")?
+    Ok(std::fs::canonicalize(crate::util::target_dir().join("release/xboot"))?
         .display()
         .to_string())
 }

@@ -4,6 +4,7 @@
 //! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist.
 use anyhow::bail;
 
+mod abuse;
 mod bmc;
 mod dhcp;
 mod storm;
@@ -26,6 +27,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         "storm",
         "boot storms of 10-1,000 simulated nodes, power-on to complete: xboot vs dnsmasq + nginx",
         Some(storm::run),
+    ),
+    (
+        "abuse",
+        "server RSS and descriptors under TFTP, probe, HTTP and DHCP floods, a known host booting throughout",
+        Some(abuse::run),
     ),
 ];
 
