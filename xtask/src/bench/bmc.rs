@@ -352,9 +352,11 @@ fn build_xboot() -> anyhow::Result<String> {
     if !ok.success() {
         bail!("building xboot failed");
     }
-    Ok(std::fs::canonicalize(crate::util::target_dir().join("release/xboot"))?
-        .display()
-        .to_string())
+    Ok(
+        std::fs::canonicalize(crate::util::target_dir().join("release/xboot"))?
+            .display()
+            .to_string(),
+    )
 }
 
 fn write_inputs(dir: &Path, n: usize) -> anyhow::Result<()> {
