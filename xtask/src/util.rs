@@ -49,3 +49,21 @@ pub fn secs(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     }
 }
+
+/// Builds the `xboot` binary in release (quietly) and returns its absolute path: the
+/// benchmarks drive the binary users run.
+pub fn build_release_xboot() -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "boot-user",
+        "--bin",
+        "xboot",
+    ]);
+    run_step("build xboot (release)", &mut cmd)?;
+    let p = target_dir().join("release/xboot");
+    p.canonicalize().with_context(|| p.display().to_string())
+}

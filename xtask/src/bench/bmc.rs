@@ -336,29 +336,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn build_xboot() -> anyhow::Result<String> {
-    let ok = crate::util::cargo()
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "boot-user",
-            "--bin",
-            "xboot",
-        ])
-        .status()
-        .context("cargo build")?;
-    if !ok.success() {
-        bail!("building xboot failed");
-    }
-    Ok(
-        std::fs::canonicalize(crate::util::target_dir().join("release/xboot"))?
-            .display()
-            .to_string(),
-    )
-}
-
 fn write_inputs(dir: &Path, n: usize) -> anyhow::Result<()> {
     let hosts: Vec<serde_json::Value> = (0..n)
         .map(|i| serde_json::json!({"name": format!("b{i:04}"), "interfaces": [{"ip": sim_addr(i).ip().to_string(), "bmc": true}]}))
@@ -399,7 +376,7 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
     let out = std::fs::canonicalize(&args.out)?;
     let xboot = match &args.xboot {
         Some(x) => x.clone(),
-        None => build_xboot()?,
+        None => crate::util::build_release_xboot()?.display().to_string(),
     };
     let simdir = out.join("sims");
     kill_stale(&simdir);

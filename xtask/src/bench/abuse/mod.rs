@@ -93,7 +93,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let nofile = raise_nofile()?;
     let xboot = match &opts.xboot {
         Some(p) => p.canonicalize().with_context(|| p.display().to_string())?,
-        None => build_xboot()?,
+        None => util::build_release_xboot()?,
     };
     let payload = testlab::payload::Payload::cached().map_err(anyhow::Error::msg)?;
     let out = util::target_dir().join("bench");
@@ -137,20 +137,4 @@ fn raise_nofile() -> anyhow::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
-}
-
-fn build_xboot() -> anyhow::Result<PathBuf> {
-    let mut cmd = util::cargo();
-    cmd.args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "boot-user",
-        "--bin",
-        "xboot",
-    ]);
-    util::run_step("build xboot (release)", &mut cmd)?;
-    let p = util::target_dir().join("release/xboot");
-    p.canonicalize().with_context(|| p.display().to_string())
 }
