@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the TOML config (a superset of Grendel's grendel.toml).
 //! - [`inventory`]: hosts and images (model, loading, validation, persistent store).
+//! - [`neigh`]: whether the kernel's neighbour table holds every node of a segment.
 //! - [`nodeset`]: ClusterShell-style node sets (`cn[001-100]`).
 //! - [`template`]: the kernel cmdline / iPXE / postscript template engine.
 //! - [`dhcp`]: DHCP and PXE: pure request classification and reply building, and the
@@ -26,6 +27,7 @@ pub mod dhcp;
 pub mod events;
 pub mod http;
 pub mod inventory;
+pub mod neigh;
 pub mod nodeset;
 pub mod privileges;
 pub mod ratelimit;

@@ -74,6 +74,9 @@ pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
         tracing::warn!("{w}");
     }
     let inv = &start.inventory;
+    if let Some(w) = crate::neigh::limit().and_then(|l| crate::neigh::pressure(inv.hosts(), l)) {
+        tracing::warn!("{w}");
+    }
     tracing::info!(
         "inventory: {} hosts, {} images (store {})",
         inv.hosts().len(),
@@ -222,13 +225,17 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         dhcp: dhcp_stats,
         xdp: xdp_stats,
     };
-    let app = http.clone().router().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move { m.prometheus() }
-        }),
-    );
+    let app = if config.provision.metrics {
+        http.clone().router().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.prometheus() }
+            }),
+        )
+    } else {
+        http.clone().router()
+    };
     let open_files = crate::http::raise_nofile_limit();
     let limits = crate::http::listen::Limits::provision(&config.provision, open_files);
     let stop = stopped();

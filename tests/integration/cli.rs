@@ -886,3 +886,38 @@ fn reload_keeps_running_state_and_refuses_an_accidentally_empty_file() {
     });
     drop(server);
 }
+
+/// `/metrics` on the boot port is served by default and removed by
+/// `provision.metrics = false` (boot networks where the counters are not for everyone).
+#[test]
+fn metrics_route_can_be_turned_off() {
+    let status = |metrics: Option<&str>| -> (String, String) {
+        let site = Site::new();
+        if let Some(m) = metrics {
+            let cfg = std::fs::read_to_string(site.path("xboot.toml")).unwrap();
+            let cfg = cfg.replace("[provision]\n", &format!("[provision]\nmetrics = {m}\n"));
+            site.write("xboot.toml", &cfg);
+        }
+        let server = Server::start(&site);
+        let log = server.log();
+        let port = log
+            .split("HTTP serving on Some(127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or_else(|| panic!("no HTTP port in {log}"))
+            .to_string();
+        let get = |path: &str| {
+            let out = testlab::peers::command("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{port}{path}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let r = (get("/metrics"), get("/"));
+        drop(server);
+        r
+    };
+    assert_eq!(status(None), ("200".into(), "200".into()));
+    assert_eq!(status(Some("false")), ("404".into(), "200".into()));
+}

@@ -251,6 +251,9 @@ pub struct ProvisionConfig {
     /// Seconds a connection may stay without a byte moving either way while no handler
     /// works on its request (xboot): a client that stopped reading its download.
     pub idle_timeout_secs: u64,
+    /// Serve `/metrics` (Prometheus text, no authentication) on this listener (xboot).
+    /// Off for boot networks where counters are not for everyone.
+    pub metrics: bool,
 }
 
 impl Default for ProvisionConfig {
@@ -269,6 +272,7 @@ impl Default for ProvisionConfig {
             max_connections_per_source: 64,
             header_timeout_secs: 10,
             idle_timeout_secs: 60,
+            metrics: true,
         }
     }
 }
