@@ -347,9 +347,17 @@ async fn repo_range_and_escapes() {
         ("/repo/nothing", 404),
         ("/repo/sub", 404),
     ];
+    let root = srv.path("repo").display().to_string();
     for (path, code) in rows {
         let c = curl(&["--path-as-is", &format!("{}{path}", srv.base)]).await;
         assert_eq!(c.code, code, "{path}: {}", text(&c));
+        // The body names what was asked, never the server's directory or where a link
+        // leads (no existence oracle outside the root).
+        let body = text(&c);
+        assert!(
+            !body.contains(&root) && !body.contains("/etc/passwd"),
+            "{path}: {body}"
+        );
     }
 }
 

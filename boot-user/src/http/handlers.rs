@@ -38,6 +38,16 @@ impl HttpError {
         }
         HttpError { status, msg }
     }
+
+    /// An error whose log line says more than its body: `detail` (server paths, link
+    /// targets) is for the operator, `public` for a client that needs no token.
+    fn logged(status: StatusCode, public: impl Into<String>, detail: &str) -> HttpError {
+        let e = HttpError::new(status, detail);
+        HttpError {
+            msg: public.into(),
+            ..e
+        }
+    }
 }
 
 impl IntoResponse for HttpError {
@@ -363,21 +373,38 @@ async fn static_file(
         let root = Root::new(&dir).map_err(|e| {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{what}: the server cannot read its directory"),
                 format!("{what} directory {e}"),
             )
         })?;
         root.resolve(&name).map_err(|e| {
-            let status = match e {
-                PathError::NotFound(_) | PathError::NotAFile(_) => StatusCode::NOT_FOUND,
-                PathError::DotDot(_) | PathError::OutsideRoot { .. } => StatusCode::FORBIDDEN,
+            // The body names only what was asked: no server path, no link target (an
+            // existence oracle outside the root for anyone on the boot network).
+            let (status, public) = match &e {
+                PathError::NotFound(n) | PathError::NotAFile(n) => {
+                    (StatusCode::NOT_FOUND, format!("{what} {n:?}: not found"))
+                }
+                PathError::DotDot(n) => (
+                    StatusCode::FORBIDDEN,
+                    format!("{what} {n:?}: '..' is not allowed"),
+                ),
+                PathError::OutsideRoot { name, .. } => (
+                    StatusCode::FORBIDDEN,
+                    format!("{what} {name:?}: outside the served directory"),
+                ),
             };
-            (status, format!("{what} {e} (in {})", root.dir().display()))
+            (
+                status,
+                public,
+                format!("{what} {e} (in {})", root.dir().display()),
+            )
         })
     })
     .await
     .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}")))?;
-    let path =
-        resolved.map_err(|(status, m)| HttpError::new(status, format!("{m}, asked by {from}")))?;
+    let path = resolved.map_err(|(status, public, detail)| {
+        HttpError::logged(status, public, &format!("{detail}, asked by {from}"))
+    })?;
     tracing::debug!("HTTP {what} {} to {from}", path.display());
     Ok(serve_file(path, req).await)
 }
