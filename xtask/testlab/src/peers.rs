@@ -45,10 +45,11 @@ impl Peer {
     }
 }
 
-/// Parses the list; a malformed line panics (it is a file of this repository, and a
-/// unit test parses it).
-pub fn all() -> Vec<Peer> {
-    parse(LIST).unwrap_or_else(|e| panic!("xtask/peers.txt: {e}"))
+/// The list, parsed once; a malformed line panics (it is a file of this repository,
+/// and a unit test parses it).
+pub fn all() -> &'static [Peer] {
+    static PEERS: std::sync::OnceLock<Vec<Peer>> = std::sync::OnceLock::new();
+    PEERS.get_or_init(|| parse(LIST).unwrap_or_else(|e| panic!("xtask/peers.txt: {e}")))
 }
 
 fn parse(text: &'static str) -> Result<Vec<Peer>, String> {
@@ -81,13 +82,13 @@ fn parse(text: &'static str) -> Result<Vec<Peer>, String> {
 }
 
 /// The listed entry named `name`.
-pub fn find(name: &str) -> Option<Peer> {
-    all().into_iter().find(|p| p.name == name)
+pub fn find(name: &str) -> Option<&'static Peer> {
+    all().iter().find(|p| p.name == name)
 }
 
 /// Every listed peer that is not here.
-pub fn missing() -> Vec<Peer> {
-    all().into_iter().filter(|p| !p.present()).collect()
+pub fn missing() -> Vec<&'static Peer> {
+    all().iter().filter(|p| !p.present()).collect()
 }
 
 /// Ok, or an error naming every missing peer and its package (for xtask, right after
@@ -97,7 +98,7 @@ pub fn check() -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = missing.iter().map(Peer::describe).collect();
+    let names: Vec<String> = missing.iter().map(|p| p.describe()).collect();
     Err(format!(
         "missing after set-up: {} (xtask/scripts/setup.sh installs what xtask/peers.txt lists)",
         names.join(", ")
@@ -107,21 +108,7 @@ pub fn check() -> Result<(), String> {
 /// `name`, checked: it must be listed and present. Panics otherwise, with the fix in
 /// the message. For argv[0] of commands run through `ip netns exec` and the like.
 pub fn program(name: &str) -> &str {
-    // A path outside the system's directories is a file of the project or of a test
-    // (the xboot binary, a script a test wrote): not a peer.
-    let system = ["/usr/", "/bin/", "/sbin/", "/opt/"];
-    if name.contains('/') && !system.iter().any(|d| name.starts_with(d)) {
-        return name;
-    }
-    let Some(peer) = find(name) else {
-        panic!(
-            "{name:?} is not in xtask/peers.txt: add it with the package that provides it, \
-             so that set-up installs it"
-        );
-    };
-    if !peer.present() {
-        panic!("{} is missing: run `cargo xtask setup`", peer.describe());
-    }
+    resolve(name);
     name
 }
 
@@ -131,15 +118,32 @@ pub fn command(name: &str) -> Command {
 }
 
 /// The listed program's full path (for programs installed outside the usual PATH
-/// entries, such as pip's console scripts behind pyenv shims).
+/// entries, such as pip's console scripts behind pyenv shims), checked as by
+/// [`program`].
 pub fn path(name: &str) -> PathBuf {
-    program(name);
-    which(name).unwrap_or_else(|| {
+    resolve(name)
+}
+
+/// Where `name` is: a path outside the system's directories is a file of the project
+/// or of a test (the xboot binary, a script a test wrote), not a peer, and is taken as
+/// it is; anything else must be listed, and be here.
+fn resolve(name: &str) -> PathBuf {
+    let system = ["/usr/", "/bin/", "/sbin/", "/opt/"];
+    if name.contains('/') && !system.iter().any(|d| name.starts_with(d)) {
+        return PathBuf::from(name);
+    }
+    let Some(peer) = find(name) else {
         panic!(
-            "{} is missing: run `cargo xtask setup`",
-            find(name).map(|p| p.describe()).unwrap_or_default()
-        )
-    })
+            "{name:?} is not in xtask/peers.txt: add it with the package that provides it, \
+             so that set-up installs it"
+        );
+    };
+    let found = if name.starts_with('/') {
+        Path::new(name).exists().then(|| PathBuf::from(name))
+    } else {
+        which(name)
+    };
+    found.unwrap_or_else(|| panic!("{} is missing: run `cargo xtask setup`", peer.describe()))
 }
 
 /// A `Command` for one of the project's own binaries (`xboot`, built by cargo): not a
