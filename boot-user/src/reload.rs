@@ -76,11 +76,18 @@ impl FileReloader {
     /// `file` reads as holding no entries: fine if it held none before or says so
     /// explicitly, else refused (an empty or half-written file must not delete hosts).
     fn check_emptied(&self, file: &Path) -> Result<(), String> {
-        let had = |names: Vec<&String>| !names.is_empty();
         let from_this = |f: &Option<PathBuf>| f.as_deref() == Some(file);
-        let held = (from_this(&self.hosts_file) && had(self.hosts.keys().collect()))
-            || (from_this(&self.images_file) && had(self.images.keys().collect()));
-        if !held {
+        let hosts = if from_this(&self.hosts_file) {
+            self.hosts.len()
+        } else {
+            0
+        };
+        let images = if from_this(&self.images_file) {
+            self.images.len()
+        } else {
+            0
+        };
+        if hosts + images == 0 {
             return Ok(());
         }
         let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -89,19 +96,9 @@ impl FileReloader {
         }
         Err(format!(
             "{} now holds no entries (empty, or caught half-written?): refusing to delete the \
-             {} hosts and {} images it had; to remove them all, write [] (JSON) or host = [] \
-             / image = [] (TOML)",
+             {hosts} hosts and {images} images it had; to remove them all, write [] (JSON) or \
+             host = [] / image = [] (TOML)",
             file.display(),
-            if from_this(&self.hosts_file) {
-                self.hosts.len()
-            } else {
-                0
-            },
-            if from_this(&self.images_file) {
-                self.images.len()
-            } else {
-                0
-            },
         ))
     }
 
