@@ -86,23 +86,15 @@ fn split_key<'a>(path: &'a str, schema: &toml::Value) -> Option<(Option<&'a str>
     let top = schema.as_table()?;
     // Sections xboot accepts but whose defaults are absent (Grendel's, passed through).
     const OPTIONAL_SECTIONS: [&str; 4] = ["dns", "client", "discovery", "loggers"];
-    for (name, v) in top {
-        if v.is_table() {
-            if let Some(key) = path
-                .strip_prefix(name.as_str())
-                .and_then(|r| r.strip_prefix('_'))
-            {
-                if !key.is_empty() {
-                    return Some((Some(&path[..name.len()]), key));
-                }
-            }
-        }
-    }
-    for name in OPTIONAL_SECTIONS {
-        if let Some(key) = path.strip_prefix(name).and_then(|r| r.strip_prefix('_')) {
-            if !key.is_empty() {
-                return Some((Some(&path[..name.len()]), key));
-            }
+    let sections = top
+        .iter()
+        .filter(|(_, v)| v.is_table())
+        .map(|(name, _)| name.as_str())
+        .chain(OPTIONAL_SECTIONS);
+    for name in sections {
+        match path.strip_prefix(name).and_then(|r| r.strip_prefix('_')) {
+            Some(key) if !key.is_empty() => return Some((Some(&path[..name.len()]), key)),
+            _ => {}
         }
     }
     const TOP_KEYS: [&str; 6] = [
