@@ -107,14 +107,11 @@ impl Discovered {
         if !due {
             return None;
         }
-        drop(table);
         match self.global.check(now_ms) {
             Verdict::Log { suppressed } => {
                 // Only a line that is logged starts the MAC's interval: a MAC whose
                 // first line was dropped is logged as soon as the global limit allows.
-                if let Some(slot) = self.slots.lock().unwrap().by_mac.get_mut(&req.mac) {
-                    slot.logged_ms = Some(now_ms);
-                }
+                slot.logged_ms = Some(now_ms);
                 Some(suppressed)
             }
             Verdict::Drop => None,
