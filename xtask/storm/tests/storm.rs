@@ -92,14 +92,6 @@ fn storm_20(profile: Profile, tag: &str) {
             "{}: no tftp event after the first lease in {kinds:?}",
             r.name
         );
-    }
-    for r in &o.nodes {
-        let kinds: Vec<&str> = o
-            .events
-            .iter()
-            .filter(|e| e.host == r.name)
-            .map(|e| e.kind.as_str())
-            .collect();
         let mut at = 0;
         for k in want {
             match kinds[at..].iter().position(|x| *x == k) {
