@@ -197,7 +197,7 @@ fn payload_runs_postscript_after_dhcp() {
     busybox_servers(&srv, dir.path());
     let base = format!("http://{}:8080", net::SRV_IP);
     let append = format!(
-        "console=ttyS0 panic=-1 quiet {}={base}/postscript.sh {}={base}/cgi-bin/complete",
+        "console=ttyS0 panic=-1 quiet no_timer_check {}={base}/postscript.sh {}={base}/cgi-bin/complete",
         payload::PARAM_POSTSCRIPT,
         payload::PARAM_COMPLETE
     );

@@ -20,8 +20,10 @@ pub const HTTP_PORT: u16 = 8080;
 
 /// The image's kernel cmdline template: the deployment guide's BOOTIF / hostname
 /// parameters (to show the rendering) and the payload's postscript / complete URLs.
+/// `no_timer_check`: under TCG on a loaded machine the kernel's IO-APIC timer check can
+/// miss its ticks and panic ("IO-APIC + timer doesn't work!"); VMs skip that check.
 pub const CMDLINE: &str = concat!(
-    "console=ttyS0 panic=-1 quiet",
+    "console=ttyS0 panic=-1 quiet no_timer_check",
     r#" BOOTIF=01-{{ $.nic.MAC | toString | replace ":" "-" }} grendel.hostname={{ $.host.Name }}"#,
     " xboot.postscript={{ $.endpoints.PostscriptURL }} xboot.complete={{ $.endpoints.CompleteURL }}",
 );
