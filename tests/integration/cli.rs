@@ -92,9 +92,10 @@ fn check_config_good_and_bad() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
-        stderr.contains("warning: config key [dns] is not implemented"),
+        stderr.contains("warning: config key [client] is not implemented"),
         "{stderr}"
     );
+    assert!(!stderr.contains("[dns]"), "[dns] is served: {stderr}");
 
     // A bad config: the key is named.
     let bad = site.write("bad.toml", "[dhcp]\nlease_time = \"soon\"\nmystery = 1\n");

@@ -36,7 +36,12 @@ pub fn apply_env(
     value: &mut toml::Value,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<Applied>, String> {
-    let schema = toml::Value::try_from(Config::default()).map_err(|e| e.to_string())?;
+    // The optional sections that have a typed schema ([dns]) take part with their defaults.
+    let with_optional = Config {
+        dns: Some(Default::default()),
+        ..Default::default()
+    };
+    let schema = toml::Value::try_from(with_optional).map_err(|e| e.to_string())?;
     let mut vars: Vec<(usize, String, String)> = vars
         .into_iter()
         .filter(|(k, _)| !NOT_KEYS.contains(&k.as_str()))
@@ -141,6 +146,9 @@ pub fn apply_listen(config: &mut Config, ip: IpAddr) -> Result<(), String> {
     if let Some(a) = &mut config.api.listen {
         *a = SocketAddr::new(ip, a.port());
     }
+    if let Some(d) = config.dns.as_mut().filter(|d| !d.listen.trim().is_empty()) {
+        set("dns.listen", &mut d.listen)?;
+    }
     Ok(())
 }
 
@@ -226,5 +234,28 @@ mod tests {
         assert!(cfg.tftp.listen.ends_with(":69"), "{}", cfg.tftp.listen);
         assert!(cfg.provision.listen.starts_with("10.0.0.5:"));
         assert_eq!(cfg.api.listen.unwrap().to_string(), "10.0.0.5:6667");
+        assert!(cfg.dns.is_none());
+        cfg.dns = Some(Default::default());
+        apply_listen(&mut cfg, "10.0.0.5".parse().unwrap()).unwrap();
+        assert_eq!(cfg.dns.unwrap().listen, "10.0.0.5:53");
+    }
+
+    /// `[dns]` keys set from the environment take their types from the section's
+    /// defaults, and create the section (which starts the DNS server).
+    #[test]
+    fn env_sets_typed_dns_keys() {
+        let mut value = toml::Value::Table(Default::default());
+        apply_env(
+            &mut value,
+            vars(&[
+                ("GRENDEL_DNS_TTL", "60"),
+                ("XBOOT_DNS_FORWARD", "10.0.0.53"),
+            ]),
+        )
+        .unwrap();
+        let cfg: Config = value.try_into().unwrap();
+        let dns = cfg.dns.unwrap();
+        assert_eq!(dns.ttl, 60);
+        assert_eq!(dns.forward.items(), ["10.0.0.53"]);
     }
 }
