@@ -13,6 +13,8 @@ pub mod stats;
 pub mod zones;
 
 #[cfg(test)]
+mod server_tests;
+#[cfg(test)]
 mod tests;
 
 pub use server::{Service, Sockets};

@@ -184,18 +184,26 @@ impl Service {
         out
     }
 
-    /// Forwards `bytes` (the request `req`) and returns the answer for the client.
+    /// A slot for one forwarded query, or None (counted) when `dns.max_forwarded` are in
+    /// flight: taken before any task is started for it.
+    fn forward_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.forward_slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.stats.error(Error::ForwardBusy);
+        }
+        slot
+    }
+
+    /// Forwards `bytes` (the request `req`) holding `_slot`, and returns the answer for
+    /// the client.
     async fn forward(
         &self,
+        _slot: tokio::sync::OwnedSemaphorePermit,
         bytes: &[u8],
         req: &Message,
         limit: usize,
         tcp: bool,
     ) -> Option<Vec<u8>> {
-        let Ok(_permit) = self.forward_slots.try_acquire() else {
-            self.stats.error(Error::ForwardBusy);
-            return self.servfail(req, limit);
-        };
         self.stats.forwarded();
         let id: u16 = rand::random();
         let mut query = bytes.to_vec();
@@ -283,9 +291,17 @@ impl Service {
                 }
                 Step::Done(None) => {}
                 Step::Forward(req, limit) => {
+                    let Some(slot) = self.forward_slot() else {
+                        if let Some(out) = self.servfail(&req, limit) {
+                            if sock.send_to(&out, peer).await.is_err() {
+                                self.stats.error(Error::Io);
+                            }
+                        }
+                        continue;
+                    };
                     let (svc, sock, bytes) = (self.clone(), sock.clone(), bytes.to_vec());
                     tokio::spawn(async move {
-                        if let Some(out) = svc.forward(&bytes, &req, limit, false).await {
+                        if let Some(out) = svc.forward(slot, &bytes, &req, limit, false).await {
                             if sock.send_to(&out, peer).await.is_err() {
                                 svc.stats.error(Error::Io);
                             }
@@ -341,7 +357,10 @@ impl Service {
             };
             let out = match self.decide(&msg, None) {
                 Step::Done(out) => out,
-                Step::Forward(req, limit) => self.forward(&msg, &req, limit, true).await,
+                Step::Forward(req, limit) => match self.forward_slot() {
+                    Some(slot) => self.forward(slot, &msg, &req, limit, true).await,
+                    None => self.servfail(&req, limit),
+                },
             };
             let Some(out) = out else {
                 // Not a query: the connection is not worth keeping.
