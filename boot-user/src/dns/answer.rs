@@ -207,7 +207,7 @@ pub fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![0u8; 12];
     out[..2].copy_from_slice(&header[..2]);
     out[2] = 0x80 | opcode_rd;
-    out[3] = u8::from(ResponseCode::FormErr.low());
+    out[3] = ResponseCode::FormErr.low();
     Some(out)
 }
 
