@@ -767,6 +767,21 @@ fn grendel_chart_arguments_and_configmap_updates() {
         "{text}"
     );
     assert!(text.contains("0.0.0.0:69"), "{text}");
+    // The guide's [dns] (listen 0.0.0.0:53, no forwarder) is served: its hosts have no
+    // fqdn, so a name is nobody's here and refused.
+    let out = ns
+        .cmd(&[
+            "dig",
+            "@127.0.0.1",
+            "+tries=1",
+            "+time=3",
+            "cn1.example.com",
+            "A",
+        ])
+        .output()
+        .unwrap();
+    let dig = String::from_utf8_lossy(&out.stdout);
+    assert!(dig.contains("status: REFUSED"), "{dig}{}", read_log());
 
     // The kubelet's update: a copy of the guide's first host under a new name and MAC.
     let mut more = guide.clone();
