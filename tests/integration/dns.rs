@@ -2,7 +2,9 @@
 //! namespace of the test's own: A, AAAA, PTR, SOA, NS and NXDOMAIN over UDP and TCP, a
 //! truncated UDP answer, a host added through the API resolving at once, a query forwarded
 //! to a second resolver (dnsmasq, answering one name from `--address` with no upstream of
-//! its own) and refused by a server with no forwarder, and the counters on /metrics.
+//! its own) and refused by a server with no forwarder, the same dnsmasq resolving the
+//! zones it delegates to xboot (`--server=/zone/xboot`, a stub zone), and the counters on
+//! /metrics.
 //! Everything is on the namespace's loopback: xboot on 127.0.0.1 (forwarding) and
 //! 127.0.0.3 (no forwarder), dnsmasq on 127.0.0.2.
 use std::path::{Path, PathBuf};
@@ -183,6 +185,9 @@ fn dig_gets_inventory_answers_forwarded_answers_and_refusals() {
             "--listen-address=127.0.0.2",
             "--port=53",
             "--address=/upstream.example/192.0.2.99",
+            // The site resolver's delegation of xboot's zones (a stub zone).
+            "--server=/cluster.test/127.0.0.1",
+            "--server=/0.0.10.in-addr.arpa/127.0.0.1",
         ],
         Stdio::null(),
         Stdio::null(),
@@ -313,6 +318,15 @@ fn dig_gets_inventory_answers_forwarded_answers_and_refusals() {
         ["12.0.0.10.in-addr.arpa. 600 IN PTR cn2.cluster.test."],
         "{d:?}"
     );
+
+    // Through the site resolver that delegates the zones to xboot.
+    let d = dig(&ns, "127.0.0.2", &["cn1.cluster.test", "A"]);
+    assert_eq!(d.answer, ["cn1.cluster.test. 600 IN A 10.0.0.11"], "{d:?}");
+    let d = dig(&ns, "127.0.0.2", &["-x", "10.0.0.12"]);
+    assert_eq!(d.answer.len(), 1, "{d:?}");
+    assert!(d.answer[0].ends_with("IN PTR cn2.cluster.test."), "{d:?}");
+    let d = dig(&ns, "127.0.0.2", &["nothing.cluster.test", "A"]);
+    assert_eq!(d.status, "NXDOMAIN", "{d:?}");
 
     // The counters.
     let url = format!("http://127.0.0.1:{}/metrics", fwd.http);

@@ -433,3 +433,59 @@ fn an_ipv6_interface_passes_validation_and_a_duplicate_does_not() {
         "{err}"
     );
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// No datagram panics the answer path; an answer fits the UDP limit; bytes that
+        /// do not parse get at most a 12-byte FORMERR header.
+        #[test]
+        fn any_datagram_is_answered_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let z = Zones::from_hosts(&hosts(), &settings(&[]));
+            match Message::from_vec(&bytes) {
+                Ok(m) => {
+                    if let Outcome::Reply(r) = answer::respond(&z, &m, FORWARDING) {
+                        if let Some(b) = answer::fit(&r, 512) {
+                            prop_assert!(b.len() <= 512);
+                        }
+                    }
+                }
+                Err(_) => {
+                    if let Some(r) = answer::formerr(&bytes) {
+                        prop_assert_eq!(r.len(), 12);
+                    }
+                }
+            }
+        }
+
+        /// A valid query with bytes changed after its header: still no panic.
+        #[test]
+        fn mutated_queries(at in 12usize..40, to in any::<u8>(), t in 0u16..300) {
+            let z = Zones::from_hosts(&hosts(), &settings(&[]));
+            let mut b = query("cn1.rack1.cluster.test.", RecordType::from(t)).to_vec().unwrap();
+            if at < b.len() {
+                b[at] = to;
+            }
+            if let Ok(m) = Message::from_vec(&b) {
+                let _ = answer::respond(&z, &m, LOCAL_ONLY);
+            }
+        }
+
+        /// Any fqdn and address text builds tables (what is not a name is skipped).
+        #[test]
+        fn any_fqdn_text_builds(fqdn in "[a-zA-Z0-9.,_ -]{0,80}", ip in "[0-9a-f.:/]{0,20}") {
+            let h = Host {
+                name: "x".into(),
+                interfaces: vec![nic(&ip, &fqdn, false)],
+                ..Default::default()
+            };
+            let z = Zones::from_hosts(&[h], &settings(&["zone.test"]));
+            for apex in z.apexes() {
+                prop_assert!(apex.contains('.'));
+            }
+        }
+    }
+}
