@@ -577,6 +577,14 @@ mod tests {
                 "bmc.timeout_ms",
                 "bmc.concurrency",
                 "bmc.protocol",
+                "dns.listen",
+                "dns.ttl",
+                "dns.forward",
+                "dns.zones",
+                "dns.nameserver",
+                "dns.max_udp_payload",
+                "dns.forward_timeout_ms",
+                "dns.max_tcp_connections",
                 "interface",
                 "state_dir",
                 "hosts",
@@ -628,7 +636,8 @@ mod tests {
             }
 
             /// Any values of the config's keys load or are refused with problems; what
-            /// loads, serve's DHCP settings, listeners and BMC options take as it is.
+            /// loads, serve's DHCP settings, listeners, BMC options and DNS service take as
+            /// it is.
             #[test]
             fn any_values_load_or_are_refused_and_serve_agrees(text in document()) {
                 match Config::from_toml(&text, Path::new("x.toml")) {
@@ -638,6 +647,14 @@ mod tests {
                         prop_assert!(crate::dhcp::Settings::from_config(&cfg).is_ok());
                         prop_assert!(crate::dhcp::Listen::from_config(&cfg).is_ok());
                         prop_assert!(crate::bmc::fanout::FanoutOpts::from_config(&cfg.bmc).concurrency >= 1);
+                        if let Some(dns) = &cfg.dns {
+                            let shared = crate::state::Shared::new(
+                                Config::default(),
+                                Default::default(),
+                                Default::default(),
+                            );
+                            prop_assert!(crate::dns::Service::from_config(shared, dns).is_ok());
+                        }
                     }
                     Err(crate::config::ConfigError::Invalid { problems, .. }) => {
                         prop_assert!(!problems.is_empty())

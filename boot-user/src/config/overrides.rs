@@ -17,6 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::Config;
 
+/// Optional sections whose presence starts a service.
+const CREATES_SERVICE: [&str; 1] = ["dns"];
+
 /// Prefixes, lowest priority first.
 const PREFIXES: [&str; 2] = ["GRENDEL_", "XBOOT_"];
 
@@ -36,9 +39,14 @@ pub fn apply_env(
     value: &mut toml::Value,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<Applied>, String> {
-    // The optional sections that have a typed schema ([dns]) take part with their defaults.
+    // The optional sections that have a typed schema ([dns]) take part with their defaults
+    // (every key present, so that each is known).
     let with_optional = Config {
-        dns: Some(Default::default()),
+        dns: Some(super::DnsConfig {
+            forward: super::Upstreams::One("127.0.0.1".into()),
+            nameserver: Some(String::new()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let schema = toml::Value::try_from(with_optional).map_err(|e| e.to_string())?;
@@ -63,6 +71,15 @@ pub fn apply_env(
             Some(s) => schema.get(s).and_then(|t| t.get(key)),
             None => schema.get(key),
         };
+        if let Some(s) = section.filter(|s| CREATES_SERVICE.contains(s)) {
+            // Present, the section starts a service: a variable that names no key of it
+            // (Kubernetes' GRENDEL_DNS_SERVICE_HOST for a service called grendel-dns)
+            // must not create it.
+            if default.is_none() && value.get(s).is_none() {
+                tracing::debug!("environment variable {var} names no key of [{s}]: not a key");
+                continue;
+            }
+        }
         let v = typed(&text, default);
         let table = value.as_table_mut().ok_or("the config is not a table")?;
         let target = match section {
@@ -257,5 +274,27 @@ mod tests {
         let dns = cfg.dns.unwrap();
         assert_eq!(dns.ttl, 60);
         assert_eq!(dns.forward.items(), ["10.0.0.53"]);
+        // Kubernetes' variables for a service named grendel-dns start no DNS server.
+        let mut value = toml::Value::Table(Default::default());
+        let applied = apply_env(
+            &mut value,
+            vars(&[
+                ("GRENDEL_DNS_SERVICE_HOST", "10.96.0.10"),
+                ("GRENDEL_DNS_PORT", "udp://10.96.0.10:53"),
+            ]),
+        )
+        .unwrap();
+        assert!(applied.is_empty(), "{applied:?}");
+        assert!(value.get("dns").is_none());
+        // With [dns] in the file, a wrong key is reported like one of the file.
+        let mut value: toml::Value = toml::from_str("[dns]\nttl = 5\n").unwrap();
+        apply_env(&mut value, vars(&[("XBOOT_DNS_TLL", "6")])).unwrap();
+        let text = toml::to_string(&value).unwrap();
+        let cfg = Config::from_toml(&text, std::path::Path::new("env")).unwrap();
+        assert!(
+            cfg.warnings().iter().any(|w| w.contains("dns.tll")),
+            "{:?}",
+            cfg.warnings()
+        );
     }
 }
