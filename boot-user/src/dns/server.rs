@@ -5,7 +5,9 @@
 //! are plainest where the sockets are. A connection beyond `dns.max_tcp_connections` is
 //! closed at once, a connection idle for [`TCP_IDLE`] is closed, forwarded queries in
 //! flight are capped by `dns.max_forwarded` (the next ones get SERVFAIL), and every UDP
-//! answer fits the request's EDNS buffer (else it goes out truncated, TC set).
+//! answer fits the request's EDNS buffer (else it goes out truncated, TC set). On the
+//! IPv4 wildcard address each UDP answer leaves from the address its query came to
+//! (IP_PKTINFO), as a client expects.
 //!
 //! Forwarding: the client's bytes go to the first upstream under a fresh random ID, over
 //! UDP (and again over TCP when the upstream truncated and the client asked over TCP);
@@ -272,8 +274,28 @@ impl Service {
     async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 65_535];
         let max = self.policy.udp_payload;
+        // On 0.0.0.0 each answer leaves from the address its query came to (a client
+        // drops an answer from another address).
+        let pktinfo = {
+            match sock.local_addr()? {
+                SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                    nix::sys::socket::setsockopt(
+                        &*sock,
+                        nix::sys::socket::sockopt::Ipv4PacketInfo,
+                        &true,
+                    )?;
+                    true
+                }
+                _ => false,
+            }
+        };
         loop {
-            let (n, peer) = match sock.recv_from(&mut buf).await {
+            let got = sock
+                .async_io(tokio::io::Interest::READABLE, || {
+                    crate::tftp::net::recv_with_destination(&*sock, &mut buf, pktinfo)
+                })
+                .await;
+            let (n, peer, dst) = match got {
                 Ok(x) => x,
                 Err(e) => {
                     // ICMP errors of earlier sends surface here; nothing to stop for.
@@ -285,7 +307,7 @@ impl Service {
             let bytes = &buf[..n];
             match self.decide(bytes, Some(max)) {
                 Step::Done(Some(out)) => {
-                    if sock.send_to(&out, peer).await.is_err() {
+                    if send_from(&sock, &out, peer, dst).await.is_err() {
                         self.stats.error(Error::Io);
                     }
                 }
@@ -293,7 +315,7 @@ impl Service {
                 Step::Forward(req, limit) => {
                     let Some(slot) = self.forward_slot() else {
                         if let Some(out) = self.servfail(&req, limit) {
-                            if sock.send_to(&out, peer).await.is_err() {
+                            if send_from(&sock, &out, peer, dst).await.is_err() {
                                 self.stats.error(Error::Io);
                             }
                         }
@@ -302,7 +324,7 @@ impl Service {
                     let (svc, sock, bytes) = (self.clone(), sock.clone(), bytes.to_vec());
                     tokio::spawn(async move {
                         if let Some(out) = svc.forward(slot, &bytes, &req, limit, false).await {
-                            if sock.send_to(&out, peer).await.is_err() {
+                            if send_from(&sock, &out, peer, dst).await.is_err() {
                                 svc.stats.error(Error::Io);
                             }
                         }
@@ -375,6 +397,42 @@ impl Service {
             }
         }
     }
+}
+
+/// Sends `out` to `peer`, from `from` when the socket is on the wildcard address
+/// (IP_PKTINFO's `ipi_spec_dst`).
+async fn send_from(
+    sock: &UdpSocket,
+    out: &[u8],
+    peer: SocketAddr,
+    from: Option<std::net::IpAddr>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let Some(std::net::IpAddr::V4(src)) = from else {
+        return sock.send_to(out, peer).await.map(drop);
+    };
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(src).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let to = SockaddrStorage::from(peer);
+    sock.async_io(tokio::io::Interest::WRITABLE, || {
+        let iov = [std::io::IoSlice::new(out)];
+        sendmsg(
+            sock.as_raw_fd(),
+            &iov,
+            &[ControlMessage::Ipv4PacketInfo(&info)],
+            MsgFlags::MSG_DONTWAIT,
+            Some(&to),
+        )
+        .map_err(std::io::Error::from)
+    })
+    .await
+    .map(drop)
 }
 
 /// Whether `m` answers our query: our ID, a response, the same question.

@@ -42,8 +42,12 @@ fn host(name: &str, ip: &str, fqdn: &str) -> Host {
     }
 }
 
-async fn start(mut cfg: DnsConfig) -> Running {
-    cfg.listen = "127.0.0.1:0".into();
+async fn start(cfg: DnsConfig) -> Running {
+    start_on(cfg, "127.0.0.1:0").await
+}
+
+async fn start_on(mut cfg: DnsConfig, listen: &str) -> Running {
+    cfg.listen = listen.into();
     let inv =
         Inventory::from_parts_unchecked(vec![host("cn1", "10.0.0.1/24", "cn1.lab.test")], vec![]);
     let shared = Shared::new(Config::default(), inv, EventLog::default());
@@ -236,4 +240,16 @@ async fn forwarded_answers_need_our_id_and_question_and_inventory_swaps_show_at_
     u.send(&broken).await.unwrap();
     let m = recv(&u).await;
     assert_eq!((m.id, m.response_code), (81, ResponseCode::FormErr));
+}
+
+/// Bound to 0.0.0.0, the server answers a query sent to 127.0.0.5 from 127.0.0.5: the
+/// client's socket, connected to that address, takes nothing from another.
+#[tokio::test]
+async fn wildcard_listen_answers_from_the_address_asked() {
+    let srv = start_on(DnsConfig::default(), "0.0.0.0:0").await;
+    let to = SocketAddr::from(([127, 0, 0, 5], srv.addr.port()));
+    let u = client(to).await;
+    u.send(&query(5, "cn1.lab.test.")).await.unwrap();
+    let m = recv(&u).await;
+    assert_eq!((m.id, m.answers.len()), (5, 1));
 }
