@@ -131,11 +131,17 @@ impl Service {
         if zones.skipped.len() > 10 {
             tracing::warn!(target: "xboot::dns", "... and {} more names not served", zones.skipped.len() - 10);
         }
+        let apexes = zones.apexes();
+        let more = match apexes.len() {
+            n if n > 8 => format!(" and {} more", n - 8),
+            _ => String::new(),
+        };
         tracing::info!(
             target: "xboot::dns",
-            "DNS tables: {} names, zones {}",
+            "DNS tables: {} names, {} zones: {}{more}",
             zones.len(),
-            zones.apexes().join(", ")
+            apexes.len(),
+            apexes[..apexes.len().min(8)].join(", ")
         );
         *cache = Some((inv, zones.clone()));
         zones
