@@ -9,6 +9,7 @@
 //! - [`dhcp`]: DHCP and PXE: pure request classification and reply building, and the
 //!   userspace server around it.
 //! - [`tftp`]: read-only TFTP of the iPXE binaries.
+//! - [`dns`]: authoritative DNS for the inventory's names, forwarding the rest.
 //! - [`http`]: boot scripts, kernels, initrds, live images, postscripts, signed tokens.
 //! - [`events`]: the per-host boot event log.
 //! - [`ratelimit`]: the token bucket for log lines strangers can cause.
@@ -24,6 +25,7 @@ pub mod bmc;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod dns;
 pub mod events;
 pub mod http;
 pub mod inventory;

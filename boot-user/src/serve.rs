@@ -1,7 +1,7 @@
 //! `xboot serve`: loads the config and inventory, opens the state, starts the services and
 //! runs until SIGINT/SIGTERM.
 //!
-//! Services: the API (unix socket, optional TCP), HTTP boot service, TFTP, and DHCP on a
+//! Services: the API (unix socket, optional TCP), HTTP boot service, TFTP, DNS (`[dns]`), and DHCP on a
 //! thread and runtime of its own (so a storm of image downloads cannot delay a lease).
 //! All share one [`Shared`]: an inventory change made through the API reaches them at once.
 use std::path::PathBuf;
@@ -193,6 +193,16 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     } else {
         tracing::info!("DHCP off (dhcp.mode = \"off\")");
     }
+    // DNS (`[dns]` with a `dns.listen`): bound here, before privileges are dropped.
+    let mut dns_stats = None;
+    if let Some(dns) = &config.dns {
+        if let Some((svc, addr)) = crate::dns::Service::from_config(p.shared.clone(), dns)? {
+            let sockets = crate::dns::Sockets::bind(addr)?;
+            dns_stats = Some(svc.stats.clone());
+            let stop = stopped();
+            tasks.spawn(async move { svc.run(sockets, stop).await.context("DNS") });
+        }
+    }
     // HTTP boot service.
     let http_addr: SocketAddr = config.provision.listen.parse()?;
     let l = tokio::net::TcpListener::bind(http_addr)
@@ -224,6 +234,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         tftp: tftp_stats,
         dhcp: dhcp_stats,
         xdp: xdp_stats,
+        dns: dns_stats,
     };
     let app = if config.provision.metrics {
         http.clone().router().route(
@@ -319,6 +330,7 @@ struct Metrics {
     tftp: Arc<crate::tftp::Stats>,
     dhcp: Option<Arc<crate::dhcp::Stats>>,
     xdp: Option<Arc<crate::xdp::XdpStats>>,
+    dns: Option<Arc<crate::dns::Stats>>,
 }
 
 impl Metrics {
@@ -337,6 +349,9 @@ impl Metrics {
         }
         if let Some(x) = &self.xdp {
             out.push_str(&x.prometheus());
+        }
+        if let Some(d) = &self.dns {
+            out.push_str(&d.prometheus());
         }
         out
     }

@@ -92,9 +92,10 @@ fn check_config_good_and_bad() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
-        stderr.contains("warning: config key [dns] is not implemented"),
+        stderr.contains("warning: config key [client] is not implemented"),
         "{stderr}"
     );
+    assert!(!stderr.contains("[dns]"), "[dns] is served: {stderr}");
 
     // A bad config: the key is named.
     let bad = site.write("bad.toml", "[dhcp]\nlease_time = \"soon\"\nmystery = 1\n");
@@ -766,6 +767,21 @@ fn grendel_chart_arguments_and_configmap_updates() {
         "{text}"
     );
     assert!(text.contains("0.0.0.0:69"), "{text}");
+    // The guide's [dns] (listen 0.0.0.0:53, no forwarder) is served: its hosts have no
+    // fqdn, so a name is nobody's here and refused.
+    let out = ns
+        .cmd(&[
+            "dig",
+            "@127.0.0.1",
+            "+tries=1",
+            "+time=3",
+            "cn1.example.com",
+            "A",
+        ])
+        .output()
+        .unwrap();
+    let dig = String::from_utf8_lossy(&out.stdout);
+    assert!(dig.contains("status: REFUSED"), "{dig}{}", read_log());
 
     // The kubelet's update: a copy of the guide's first host under a new name and MAC.
     let mut more = guide.clone();

@@ -5,6 +5,7 @@
 mod bmc;
 mod cli;
 mod dhcp;
+mod dns;
 mod http;
 #[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;

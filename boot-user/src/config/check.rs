@@ -174,6 +174,70 @@ pub fn gateway(s: &str) -> Result<ipnet::Ipv4Net, String> {
     Ok(net)
 }
 
+/// `dns.ttl`, seconds: RFC 2181 caps a TTL at 2^31 - 1.
+pub const DNS_TTL_SECS: RangeInclusive<u32> = 0..=0x7fff_ffff;
+/// `dns.forward_timeout_ms`: per upstream attempt.
+pub const DNS_FORWARD_TIMEOUT_MS: RangeInclusive<u64> = 10..=30_000;
+/// `dns.max_udp_payload`: the least every DNS client takes (RFC 1035) to the largest
+/// EDNS buffer worth sending unfragmented on common links.
+pub const DNS_UDP_PAYLOAD: RangeInclusive<u16> = 512..=4096;
+
+/// `dns.listen`: an address:port (IPv4 or IPv6), or empty for no DNS server.
+pub fn dns_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?} is not an address:port ({e})"))
+}
+
+/// One `dns.forward` upstream: `1.1.1.1:53`, `1.1.1.1`, `[2606:4700::1111]:53` or
+/// `2606:4700::1111` (port 53 when none is given).
+pub fn dns_upstream(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    let addr = t.parse::<SocketAddr>().or_else(|_| {
+        t.parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .map_err(|_| format!("{s:?} is not an address or address:port"))
+    })?;
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(format!("{s:?} is not a unicast address and port"));
+    }
+    Ok(addr)
+}
+
+fn dns_problems(cfg: &super::DnsConfig, check: &mut impl FnMut(&str, Result<(), String>)) {
+    check("dns.listen", dns_listen(&cfg.listen).map(drop));
+    check("dns.ttl", in_range(cfg.ttl, &DNS_TTL_SECS, " s").map(drop));
+    for (i, s) in cfg.forward.items().into_iter().enumerate() {
+        check(&format!("dns.forward[{i}]"), dns_upstream(s).map(drop));
+    }
+    for (i, z) in cfg.zones.iter().enumerate() {
+        check(&format!("dns.zones[{i}]"), domain(z).map(drop));
+    }
+    if let Some(ns) = &cfg.nameserver {
+        check("dns.nameserver", domain(ns).map(drop));
+    }
+    check(
+        "dns.max_tcp_connections",
+        in_range(cfg.max_tcp_connections, &(1..=65_536), "").map(drop),
+    );
+    check(
+        "dns.max_forwarded",
+        in_range(cfg.max_forwarded, &(1..=65_536), "").map(drop),
+    );
+    check(
+        "dns.forward_timeout_ms",
+        in_range(cfg.forward_timeout_ms, &DNS_FORWARD_TIMEOUT_MS, " ms").map(drop),
+    );
+    check(
+        "dns.max_udp_payload",
+        in_range(cfg.max_udp_payload, &DNS_UDP_PAYLOAD, "").map(drop),
+    );
+}
+
 /// Every value `serve` would refuse, each naming its key.
 pub fn value_problems(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -282,6 +346,9 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
         "tftp.max_transfer_secs",
         in_range(t.max_transfer_secs, &(1..=86_400), " s").map(drop),
     );
+    if let Some(dns) = &cfg.dns {
+        dns_problems(dns, &mut check);
+    }
     let b = &cfg.bmc;
     if !matches!(b.protocol.as_str(), "ipmi" | "redfish") {
         check(
@@ -510,6 +577,14 @@ mod tests {
                 "bmc.timeout_ms",
                 "bmc.concurrency",
                 "bmc.protocol",
+                "dns.listen",
+                "dns.ttl",
+                "dns.forward",
+                "dns.zones",
+                "dns.nameserver",
+                "dns.max_udp_payload",
+                "dns.forward_timeout_ms",
+                "dns.max_tcp_connections",
                 "interface",
                 "state_dir",
                 "hosts",
@@ -561,7 +636,8 @@ mod tests {
             }
 
             /// Any values of the config's keys load or are refused with problems; what
-            /// loads, serve's DHCP settings, listeners and BMC options take as it is.
+            /// loads, serve's DHCP settings, listeners, BMC options and DNS service take as
+            /// it is.
             #[test]
             fn any_values_load_or_are_refused_and_serve_agrees(text in document()) {
                 match Config::from_toml(&text, Path::new("x.toml")) {
@@ -571,6 +647,14 @@ mod tests {
                         prop_assert!(crate::dhcp::Settings::from_config(&cfg).is_ok());
                         prop_assert!(crate::dhcp::Listen::from_config(&cfg).is_ok());
                         prop_assert!(crate::bmc::fanout::FanoutOpts::from_config(&cfg.bmc).concurrency >= 1);
+                        if let Some(dns) = &cfg.dns {
+                            let shared = crate::state::Shared::new(
+                                Config::default(),
+                                Default::default(),
+                                Default::default(),
+                            );
+                            prop_assert!(crate::dns::Service::from_config(shared, dns).is_ok());
+                        }
                     }
                     Err(crate::config::ConfigError::Invalid { problems, .. }) => {
                         prop_assert!(!problems.is_empty())

@@ -89,7 +89,8 @@ pub struct Config {
     pub images: Option<PathBuf>,
 
     pub dhcp: DhcpConfig,
-    pub dns: Option<toml::Table>,
+    /// Grendel's DNS server: served when the section is present (see [`DnsConfig`]).
+    pub dns: Option<DnsConfig>,
     pub tftp: TftpConfig,
     pub pxe: PxeConfig,
     pub provision: ProvisionConfig,
@@ -175,6 +176,73 @@ impl DhcpConfig {
     /// `lease_time`, checked against [`check::LEASE_SECS`].
     pub fn lease_duration(&self) -> Result<Duration, String> {
         check::lease_time(&self.lease_time)
+    }
+}
+
+/// `dns.forward`: Grendel writes one `"1.1.1.1:53"`; xboot also takes a list (or a
+/// comma-separated string). The port defaults to 53.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Upstreams {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Upstreams {
+    /// The upstream servers as written (items of a comma-separated string split).
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            Upstreams::None => vec![],
+            Upstreams::One(s) => check::split_list(s).collect(),
+            Upstreams::Many(v) => v.iter().flat_map(|s| check::split_list(s)).collect(),
+        }
+    }
+}
+
+/// `[dns]`: the authoritative DNS server for the inventory's names (module `dns`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsConfig {
+    /// UDP and TCP address; empty = no DNS server.
+    pub listen: String,
+    /// TTL of every record served, seconds.
+    pub ttl: u32,
+    /// Upstream servers for names outside the served zones.
+    #[serde(skip_serializing_if = "is_no_upstream")]
+    pub forward: Upstreams,
+    /// Zones served besides those derived from the fqdns and subnets (xboot).
+    pub zones: Vec<String>,
+    /// The name in the zones' SOA and NS records (xboot); absent: `ns.<zone>`.
+    pub nameserver: Option<String>,
+    /// TCP connections held at once (xboot).
+    pub max_tcp_connections: usize,
+    /// Forwarded queries awaiting an upstream answer at once (xboot).
+    pub max_forwarded: usize,
+    /// How long one upstream has to answer, milliseconds (xboot).
+    pub forward_timeout_ms: u64,
+    /// Largest UDP answer sent, whatever a client's EDNS buffer says (xboot).
+    pub max_udp_payload: u16,
+}
+
+fn is_no_upstream(u: &Upstreams) -> bool {
+    u.items().is_empty()
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:53".into(),
+            ttl: 300,
+            forward: Upstreams::None,
+            zones: vec![],
+            nameserver: None,
+            max_tcp_connections: 128,
+            max_forwarded: 256,
+            forward_timeout_ms: 2000,
+            max_udp_payload: 1232,
+        }
     }
 }
 
@@ -349,7 +417,10 @@ impl Config {
         })?;
         let mut unknown = Vec::new();
         let typed: Result<Config, toml::de::Error> =
-            serde_ignored::deserialize(value.clone(), |p| unknown.push(p.to_string()));
+            // An optional section's path has a `?` step (`dns.?.colour`): not shown.
+            serde_ignored::deserialize(value.clone(), |p| {
+                unknown.push(p.to_string().replace(".?", ""))
+            });
         let (mut problems, cfg) = match typed {
             Ok(cfg) => (Vec::new(), Some(cfg)),
             Err(e) => {
@@ -491,12 +562,6 @@ impl Config {
         {
             w.push(unimpl("admin_ssh_pubkeys", "not used"));
         }
-        if self.dns.is_some() {
-            w.push(unimpl(
-                "[dns]",
-                "xboot has no DNS server; hosts get dhcp.dns_servers / dhcp.subnets[].dns",
-            ));
-        }
         if self.client.is_some() {
             w.push(unimpl(
                 "[client]",
@@ -575,7 +640,12 @@ mod tests {
         );
         assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
         let w = cfg.warnings().join("\n");
-        for key in ["loggers", "[dns]", "[client]", "[discovery]"] {
+        assert!(!w.contains("[dns]"), "{w}");
+        assert_eq!(
+            cfg.dns.as_ref().map(|d| (d.listen.as_str(), d.ttl)),
+            Some(("0.0.0.0:53", 86400))
+        );
+        for key in ["loggers", "[client]", "[discovery]"] {
             assert!(
                 w.contains(&format!("config key {key} is not implemented")),
                 "{key}: {w}"
@@ -605,8 +675,8 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values() {
         let p = Path::new("x.toml");
-        let cfg = Config::from_toml("colour = 1\n[dhcp]\nfoo = 2\n", p).unwrap();
-        assert_eq!(cfg.unknown_keys, ["colour", "dhcp.foo"]);
+        let cfg = Config::from_toml("colour = 1\n[dhcp]\nfoo = 2\n[dns]\nbar = 3\n", p).unwrap();
+        assert_eq!(cfg.unknown_keys, ["colour", "dhcp.foo", "dns.bar"]);
         assert_eq!(cfg.warnings()[1], "unknown config key \"dhcp.foo\" ignored");
         let table: &[(&str, &str)] = &[
             (
@@ -638,11 +708,72 @@ mod tests {
                 "api.header_timeout_secs: must be at least 1",
             ),
             ("[dhcp", "invalid config x.toml: TOML parse error"),
+            (
+                "[dns]\nlisten = \"nowhere\"",
+                "dns.listen: \"nowhere\" is not an address:port",
+            ),
+            (
+                "[dns]\nforward = [\"1.1.1.1:53\", \"resolver\"]",
+                "dns.forward[1]: \"resolver\" is not an address or address:port",
+            ),
+            (
+                "[dns]\nforward = \"0.0.0.0\"",
+                "dns.forward[0]: \"0.0.0.0\" is not a unicast address and port",
+            ),
+            (
+                "[dns]\nttl = 4294967295",
+                "dns.ttl: 4294967295 s is out of range (0 s to 2147483647 s)",
+            ),
+            (
+                "[dns]\nmax_udp_payload = 100",
+                "dns.max_udp_payload: 100 is out of range",
+            ),
+            (
+                "[dns]\nzones = [\"bad_zone\"]",
+                "dns.zones[0]: \"bad_zone\"",
+            ),
+            ("[dns]\nmax_tcp_connections = 0", "dns.max_tcp_connections"),
+            ("[dns]\nforward = 53", "dns.forward"),
         ];
         for (text, want) in table {
             let err = Config::from_toml(text, p).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    /// `dns.forward` as Grendel writes it (one address:port), as a list, as a
+    /// comma-separated string, with and without ports; absent `[dns]` serves nothing.
+    #[test]
+    fn dns_section_forms() {
+        let p = Path::new("x.toml");
+        assert!(Config::from_toml("", p).unwrap().dns.is_none());
+        for (text, want) in [
+            ("forward = \"1.1.1.1:53\"", vec!["1.1.1.1:53"]),
+            (
+                "forward = [\"10.0.0.53\", \"[2001:db8::53]:5353\"]",
+                vec!["10.0.0.53:53", "[2001:db8::53]:5353"],
+            ),
+            (
+                "forward = \"10.0.0.53, 2001:db8::53\"",
+                vec!["10.0.0.53:53", "[2001:db8::53]:53"],
+            ),
+            ("forward = \"\"", vec![]),
+            ("", vec![]),
+        ] {
+            let cfg = Config::from_toml(&format!("[dns]\n{text}\n"), p).unwrap();
+            let dns = cfg.dns.unwrap();
+            let got: Vec<String> = dns
+                .forward
+                .items()
+                .into_iter()
+                .map(|s| check::dns_upstream(s).unwrap().to_string())
+                .collect();
+            assert_eq!(got, want, "{text}");
+            assert_eq!(dns.listen, "0.0.0.0:53");
+            assert_eq!(dns.ttl, 300);
+        }
+        let cfg = Config::from_toml("[dns]\nlisten = \"\"\n", p).unwrap();
+        assert_eq!(check::dns_listen(&cfg.dns.unwrap().listen), Ok(None));
     }
 
     /// Every problem of a file is reported, wrong types and impossible values alike, each

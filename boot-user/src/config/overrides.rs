@@ -17,6 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::Config;
 
+/// Optional sections whose presence starts a service.
+const CREATES_SERVICE: [&str; 1] = ["dns"];
+
 /// Prefixes, lowest priority first.
 const PREFIXES: [&str; 2] = ["GRENDEL_", "XBOOT_"];
 
@@ -36,7 +39,17 @@ pub fn apply_env(
     value: &mut toml::Value,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<Applied>, String> {
-    let schema = toml::Value::try_from(Config::default()).map_err(|e| e.to_string())?;
+    // The optional sections that have a typed schema ([dns]) take part with their defaults
+    // (every key present, so that each is known).
+    let with_optional = Config {
+        dns: Some(super::DnsConfig {
+            forward: super::Upstreams::One("127.0.0.1".into()),
+            nameserver: Some(String::new()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let schema = toml::Value::try_from(with_optional).map_err(|e| e.to_string())?;
     let mut vars: Vec<(usize, String, String)> = vars
         .into_iter()
         .filter(|(k, _)| !NOT_KEYS.contains(&k.as_str()))
@@ -58,6 +71,15 @@ pub fn apply_env(
             Some(s) => schema.get(s).and_then(|t| t.get(key)),
             None => schema.get(key),
         };
+        if let Some(s) = section.filter(|s| CREATES_SERVICE.contains(s)) {
+            // Present, the section starts a service: a variable that names no key of it
+            // (Kubernetes' GRENDEL_DNS_SERVICE_HOST for a service called grendel-dns)
+            // must not create it.
+            if default.is_none() && value.get(s).is_none() {
+                tracing::debug!("environment variable {var} names no key of [{s}]: not a key");
+                continue;
+            }
+        }
         let v = typed(&text, default);
         let table = value.as_table_mut().ok_or("the config is not a table")?;
         let target = match section {
@@ -140,6 +162,9 @@ pub fn apply_listen(config: &mut Config, ip: IpAddr) -> Result<(), String> {
     set("provision.listen", &mut config.provision.listen)?;
     if let Some(a) = &mut config.api.listen {
         *a = SocketAddr::new(ip, a.port());
+    }
+    if let Some(d) = config.dns.as_mut().filter(|d| !d.listen.trim().is_empty()) {
+        set("dns.listen", &mut d.listen)?;
     }
     Ok(())
 }
@@ -226,5 +251,50 @@ mod tests {
         assert!(cfg.tftp.listen.ends_with(":69"), "{}", cfg.tftp.listen);
         assert!(cfg.provision.listen.starts_with("10.0.0.5:"));
         assert_eq!(cfg.api.listen.unwrap().to_string(), "10.0.0.5:6667");
+        assert!(cfg.dns.is_none());
+        cfg.dns = Some(Default::default());
+        apply_listen(&mut cfg, "10.0.0.5".parse().unwrap()).unwrap();
+        assert_eq!(cfg.dns.unwrap().listen, "10.0.0.5:53");
+    }
+
+    /// `[dns]` keys set from the environment take their types from the section's
+    /// defaults, and create the section (which starts the DNS server).
+    #[test]
+    fn env_sets_typed_dns_keys() {
+        let mut value = toml::Value::Table(Default::default());
+        apply_env(
+            &mut value,
+            vars(&[
+                ("GRENDEL_DNS_TTL", "60"),
+                ("XBOOT_DNS_FORWARD", "10.0.0.53"),
+            ]),
+        )
+        .unwrap();
+        let cfg: Config = value.try_into().unwrap();
+        let dns = cfg.dns.unwrap();
+        assert_eq!(dns.ttl, 60);
+        assert_eq!(dns.forward.items(), ["10.0.0.53"]);
+        // Kubernetes' variables for a service named grendel-dns start no DNS server.
+        let mut value = toml::Value::Table(Default::default());
+        let applied = apply_env(
+            &mut value,
+            vars(&[
+                ("GRENDEL_DNS_SERVICE_HOST", "10.96.0.10"),
+                ("GRENDEL_DNS_PORT", "udp://10.96.0.10:53"),
+            ]),
+        )
+        .unwrap();
+        assert!(applied.is_empty(), "{applied:?}");
+        assert!(value.get("dns").is_none());
+        // With [dns] in the file, a wrong key is reported like one of the file.
+        let mut value: toml::Value = toml::from_str("[dns]\nttl = 5\n").unwrap();
+        apply_env(&mut value, vars(&[("XBOOT_DNS_TLL", "6")])).unwrap();
+        let text = toml::to_string(&value).unwrap();
+        let cfg = Config::from_toml(&text, std::path::Path::new("env")).unwrap();
+        assert!(
+            cfg.warnings().iter().any(|w| w.contains("dns.tll")),
+            "{:?}",
+            cfg.warnings()
+        );
     }
 }

@@ -127,6 +127,21 @@ impl Interface {
     pub fn addr(&self) -> Option<Ipv4Addr> {
         self.ipv4().map(|n| n.addr())
     }
+    /// The address if it is IPv6 (Grendel's `ip` may be either family): served in DNS
+    /// (AAAA, PTR), never leased (DHCP is IPv4).
+    pub fn ipv6(&self) -> Option<ipnet::Ipv6Net> {
+        self.ip.as_deref().and_then(parse_ipv6)
+    }
+}
+
+/// `2001:db8::5/64` or a bare `2001:db8::5` (taken as /128).
+pub fn parse_ipv6(s: &str) -> Option<ipnet::Ipv6Net> {
+    let t = s.trim();
+    t.parse::<ipnet::Ipv6Net>().ok().or_else(|| {
+        t.parse::<std::net::Ipv6Addr>()
+            .ok()
+            .and_then(|a| ipnet::Ipv6Net::new(a, 128).ok())
+    })
 }
 
 /// Parses `a.b.c.d/len`, or a bare `a.b.c.d` (taken as /32, which Grendel also accepts).

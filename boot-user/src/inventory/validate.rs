@@ -210,6 +210,7 @@ fn check_hosts(
     let mut folded: HashMap<String, &str> = HashMap::new();
     let mut macs: HashMap<Mac, &str> = HashMap::new();
     let mut ips: HashMap<std::net::Ipv4Addr, (usize, &str)> = HashMap::new();
+    let mut ips6: HashMap<std::net::Ipv6Addr, &str> = HashMap::new();
     for (index, h) in hosts.iter().enumerate() {
         if h.name.is_empty() {
             errs.push(ValidationError::EmptyHostName { index });
@@ -274,6 +275,17 @@ fn check_hosts(
                 }
             }
             let Some(ip) = i.ip.as_deref() else { continue };
+            if let Some(net) = i.ipv6() {
+                // IPv6 (DNS only): unique like the IPv4 addresses.
+                if let Some(other) = ips6.insert(net.addr(), &h.name) {
+                    errs.push(ValidationError::DuplicateIp {
+                        host: host(),
+                        ip: net.addr().to_string(),
+                        other: other.to_string(),
+                    });
+                }
+                continue;
+            }
             match parse_cidr(ip) {
                 Err(message) => errs.push(ValidationError::BadCidr {
                     host: host(),
