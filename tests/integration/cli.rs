@@ -45,7 +45,8 @@ impl Site {
             p.join("xboot.toml"),
             "state_dir = \"state\"\nhosts = \"hosts.json\"\nimages = \"images.toml\"\n\
              [dhcp]\nlease_time = \"1h\"\nmode = \"off\"\n[api]\nsocket_path = \"run/api.socket\"\n\
-             [tftp]\nlisten = \"127.0.0.1:0\"\n[provision]\nlisten = \"127.0.0.1:0\"\n",
+             [tftp]\nlisten = \"127.0.0.1:0\"\n[provision]\nlisten = \"127.0.0.1:0\"\n\
+             image_roots = [\"boot\"]\n",
         )
         .unwrap();
         std::fs::write(
@@ -152,6 +153,29 @@ fn check_config_good_and_bad() {
         stderr.contains(&format!(
             "image img: kernel {}: no such file",
             site.path("boot/gone")
+        )),
+        "{stderr}"
+    );
+    // A file outside the image roots (here only boot/): refused, naming the image, the
+    // file and the roots.
+    let images = site.write(
+        "outside-images.json",
+        r#"[{"name":"img","kernel":"xboot.toml","initrd":[]}]"#,
+    );
+    let out = xboot(&[
+        "check-config",
+        "--config",
+        &site.path("xboot.toml"),
+        "--images",
+        &images,
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "image img: kernel {} is not in an image root (image roots: {}; see provision.image_roots)",
+            site.path("xboot.toml"),
+            site.path("boot")
         )),
         "{stderr}"
     );
@@ -492,7 +516,7 @@ fn host_show_boot_takes_inventory_files_on_the_command_line() {
     let cfg = site.write(
         "bare.toml",
         "state_dir = \"state\"\n[dhcp]\nmode = \"off\"\n[api]\nsocket_path = \"run/api.socket\"\n\
-         [provision]\nlisten = \"127.0.0.1:0\"\n",
+         [provision]\nlisten = \"127.0.0.1:0\"\nimage_roots = [\"boot\"]\n",
     );
     let (hosts, images) = (site.path("hosts.json"), site.path("images.toml"));
     let show = |files: &[&str]| {

@@ -21,6 +21,7 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
         label.as_deref(),
         hosts.as_deref(),
         images.as_deref(),
+        &config.provision.image_roots(),
     )?;
     for w in &s.warnings {
         eprintln!("warning: {w}");

@@ -30,6 +30,8 @@ pub use model::{Host, Image, Interface, Mac};
 pub use store::{Change, Store, StoreError};
 pub use validate::{ValidationError, ValidationErrors};
 
+use crate::tftp::root::Roots;
+
 /// Anything that keeps an inventory from loading.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -94,9 +96,14 @@ impl Inventory {
     }
 
     /// The validating constructor: every problem is reported, naming its entry. Host
-    /// addresses are checked against this machine's own ([`server_addresses`]).
-    pub fn new(hosts: Vec<Host>, images: Vec<Image>) -> Result<Inventory, ValidationErrors> {
-        validate::validate_for(&hosts, &images, &server_addresses())?;
+    /// addresses are checked against this machine's own ([`server_addresses`]), image
+    /// files against `image_roots`.
+    pub fn new(
+        hosts: Vec<Host>,
+        images: Vec<Image>,
+        image_roots: &Roots,
+    ) -> Result<Inventory, ValidationErrors> {
+        validate::validate_for(&hosts, &images, &server_addresses(), image_roots)?;
         Ok(Inventory::from_parts_unchecked(hosts, images))
     }
 
@@ -191,11 +198,13 @@ pub struct Startup {
 
 /// Reads the inventory files given (hosts, then images), merges them over the store's
 /// contents (files win by name), validates the result and, if valid, writes it back to the
-/// store in one transaction. With no store, the files alone make the inventory.
+/// store in one transaction. With no store, the files alone make the inventory. Image
+/// files must be inside `image_roots`.
 pub fn startup(
     store: Option<&Store>,
     hosts_file: Option<&Path>,
     images_file: Option<&Path>,
+    image_roots: &Roots,
 ) -> Result<Startup, InventoryError> {
     let (old_hosts, old_images) = match store {
         Some(s) => s.load()?,
@@ -207,6 +216,7 @@ pub fn startup(
         label.as_deref(),
         hosts_file,
         images_file,
+        image_roots,
     )?;
     if let Some(store) = store {
         store.apply(&Change::diff(
@@ -226,6 +236,7 @@ pub fn plan(
     store_label: Option<&str>,
     hosts_file: Option<&Path>,
     images_file: Option<&Path>,
+    image_roots: &Roots,
 ) -> Result<Startup, InventoryError> {
     let (mut hosts, mut images) = stored;
     let mut warnings = Vec::new();
@@ -254,7 +265,7 @@ pub fn plan(
     // Unreadable entries first, then what the readable ones get wrong as a whole (a host
     // naming an unreadable image is not reported again).
     let mut errors = unreadable;
-    if let Err(e) = validate::validate_for(&hosts, &images, &server_addresses()) {
+    if let Err(e) = validate::validate_for(&hosts, &images, &server_addresses(), image_roots) {
         errors.extend(e.0.into_iter().filter(|e| {
             !matches!(e, ValidationError::UnknownImage { image, .. } if unreadable_images.contains(image))
         }));

@@ -41,6 +41,8 @@ pub struct LabFiles {
     pub socket: PathBuf,
     /// xboot serve's stdout + stderr.
     pub log: PathBuf,
+    /// `provision.image_roots`: the directories of the payload's kernel and initrd.
+    pub image_roots: Vec<PathBuf>,
 }
 
 /// Writes the config, inventory and postscript into `dir` (created, emptied of a
@@ -59,6 +61,14 @@ pub fn write_lab_files(dir: &Path, payload: &Payload) -> Result<LabFiles, String
         socket: dir.join("xboot-api.socket"),
         log: dir.join("xboot.log"),
         state_dir,
+        image_roots: {
+            let mut roots: Vec<PathBuf> = [&payload.kernel, &payload.initrd]
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .collect();
+            roots.dedup();
+            roots
+        },
     };
     let write = |p: &Path, text: String| std::fs::write(p, text).map_err(|e| io(p, e));
     write(&f.config, config_toml(&f))?;
@@ -97,6 +107,7 @@ token_ttl = 3600
 advertise_url = "http://{SRV_IP}:{HTTP_PORT}"
 postscript = {postscript}
 repo_dir = {repo}
+image_roots = {roots}
 
 [api]
 socket_path = {socket}
@@ -106,6 +117,7 @@ socket_path = {socket}
         images = q(&f.images),
         postscript = q(&f.postscript),
         repo = q(&f.dir),
+        roots = serde_json::to_string(&f.image_roots).expect("paths serialize"),
         socket = q(&f.socket),
     )
 }
