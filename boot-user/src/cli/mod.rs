@@ -363,7 +363,15 @@ fn current_inventory(
     use crate::inventory::{Host, Image, Inventory};
     let offline = |hosts: Option<&std::path::Path>, images: Option<&std::path::Path>| {
         let roots = config.provision.image_roots();
-        crate::inventory::plan((vec![], vec![]), None, hosts, images, &roots).map(|s| s.inventory)
+        crate::inventory::plan(
+            (vec![], vec![]),
+            None,
+            hosts,
+            images,
+            &roots,
+            &Default::default(),
+        )
+        .map(|s| s.inventory)
     };
     if files.given() {
         let hosts = files.hosts.as_deref().or(config.hosts.as_deref());

@@ -11,7 +11,10 @@
 //!
 //! At start ([`startup`]) the store's contents are loaded and the inventory files named by
 //! the config or flags are imported over them: an entry of a file replaces the stored entry
-//! of the same name, entries only in the store (added through the API) stay. The merged
+//! of the same name unless the file holds it exactly as when it was last applied (the
+//! store remembers that, [`FileEntries`]: a restart must not undo `complete` or an API
+//! edit of an entry the file did not change), entries only in the store (added through
+//! the API) stay. The merged
 //! inventory is validated, written back to the store, and served. API changes go to the
 //! store, so they survive a restart unless a file names the same entry again.
 use std::collections::HashMap;
@@ -27,7 +30,7 @@ mod tests;
 
 pub use load::{Kind, LoadError, Loaded};
 pub use model::{Host, Image, Interface, Mac};
-pub use store::{Change, Store, StoreError};
+pub use store::{Change, FileEntries, Store, StoreError};
 pub use validate::{ValidationError, ValidationErrors};
 
 use crate::tftp::root::Roots;
@@ -194,6 +197,9 @@ pub struct Startup {
     pub inventory: Inventory,
     /// Unknown keys in the files, entries of the files that replaced stored ones.
     pub warnings: Vec<String>,
+    /// What the files hold (to remember as [`FileEntries`]).
+    pub file_hosts: Vec<Host>,
+    pub file_images: Vec<Image>,
 }
 
 /// Reads the inventory files given (hosts, then images), merges them over the store's
@@ -210,6 +216,10 @@ pub fn startup(
         Some(s) => s.load()?,
         None => (Vec::new(), Vec::new()),
     };
+    let remembered = match store {
+        Some(s) => s.file_entries()?,
+        None => FileEntries::default(),
+    };
     let label = store.map(|s| s.path().display().to_string());
     let s = plan(
         (old_hosts.clone(), old_images.clone()),
@@ -217,6 +227,7 @@ pub fn startup(
         hosts_file,
         images_file,
         image_roots,
+        &remembered,
     )?;
     if let Some(store) = store {
         store.apply(&Change::diff(
@@ -225,6 +236,7 @@ pub fn startup(
             s.inventory.hosts(),
             s.inventory.images(),
         ))?;
+        store.set_file_entries(&s.file_hosts, &s.file_images)?;
     }
     Ok(s)
 }
@@ -237,8 +249,14 @@ pub fn plan(
     hosts_file: Option<&Path>,
     images_file: Option<&Path>,
     image_roots: &Roots,
+    remembered: &FileEntries,
 ) -> Result<Startup, InventoryError> {
     let (mut hosts, mut images) = stored;
+    let stored_hosts: std::collections::HashSet<String> =
+        hosts.iter().map(|h| h.name.clone()).collect();
+    let stored_images: std::collections::HashSet<String> =
+        images.iter().map(|i| i.name.clone()).collect();
+    let (mut file_hosts, mut file_images) = (Vec::new(), Vec::new());
     let mut warnings = Vec::new();
     let mut unreadable = Vec::new();
     let mut unreadable_images = Vec::new();
@@ -246,6 +264,16 @@ pub fn plan(
     for (file, kind) in [(hosts_file, Kind::Hosts), (images_file, Kind::Images)] {
         let Some(file) = file else { continue };
         let mut loaded = load::read_file(file, kind)?;
+        file_hosts.extend(loaded.hosts.iter().cloned());
+        file_images.extend(loaded.images.iter().cloned());
+        // An entry the file holds as it did when last applied keeps its stored state
+        // (`provision` cleared by `complete`, API edits): only a changed entry wins.
+        loaded.hosts.retain(|h| {
+            !(stored_hosts.contains(&h.name) && remembered.hosts.get(&h.name) == Some(h))
+        });
+        loaded.images.retain(|i| {
+            !(stored_images.contains(&i.name) && remembered.images.get(&i.name) == Some(i))
+        });
         warnings.append(&mut loaded.warnings);
         unreadable.append(&mut loaded.errors);
         unreadable_images.append(&mut loaded.unreadable_images);
@@ -279,5 +307,7 @@ pub fn plan(
     Ok(Startup {
         inventory: Inventory::from_parts_unchecked(hosts, images),
         warnings,
+        file_hosts,
+        file_images,
     })
 }

@@ -18,6 +18,16 @@ use super::model::{Host, Image};
 
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// The entries as the inventory files held them when last applied (`host/NAME`,
+/// `image/NAME`): an entry a file still holds unchanged keeps its stored state at start.
+const FILE_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("file_entries");
+
+/// Entries of the inventory files as last applied, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileEntries {
+    pub hosts: std::collections::HashMap<String, Host>,
+    pub images: std::collections::HashMap<String, Image>,
+}
 
 /// File name of the store inside the state dir.
 pub const FILE_NAME: &str = "inventory.redb";
@@ -264,6 +274,67 @@ impl Store {
             out.push(item);
         }
         Ok(out)
+    }
+
+    /// The inventory files' entries as last applied ([`Store::set_file_entries`]);
+    /// empty for a store that never recorded them. An unreadable record is skipped: the
+    /// file's entry then wins, as it did before such records existed.
+    pub fn file_entries(&self) -> Result<FileEntries, StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let mut out = FileEntries::default();
+                let table = match tx.open_table(FILE_ENTRIES) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+                    Err(e) => return Err(self.db_err(e)),
+                };
+                for row in table.iter().map_err(|e| self.db_err(e))? {
+                    let (k, v) = row.map_err(|e| self.db_err(e))?;
+                    let (k, v) = (k.value(), v.value());
+                    if let Some(name) = k.strip_prefix("host/") {
+                        if let Ok(h) = serde_json::from_slice(v) {
+                            out.hosts.insert(name.to_string(), h);
+                        }
+                    } else if let Some(name) = k.strip_prefix("image/") {
+                        if let Ok(i) = serde_json::from_slice(v) {
+                            out.images.insert(name.to_string(), i);
+                        }
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Records the entries the inventory files hold now (replacing the record).
+    pub fn set_file_entries(&self, hosts: &[Host], images: &[Image]) -> Result<(), StoreError> {
+        if self.copy.is_some() {
+            return Err(StoreError::Db {
+                path: self.path.clone(),
+                message: "opened to read only".into(),
+            });
+        }
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+                tx.delete_table(FILE_ENTRIES).map_err(|e| self.db_err(e))?;
+                {
+                    let mut t = tx.open_table(FILE_ENTRIES).map_err(|e| self.db_err(e))?;
+                    for h in hosts {
+                        let doc = serde_json::to_vec(h).expect("host serializes");
+                        t.insert(format!("host/{}", h.name).as_str(), doc.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                    }
+                    for i in images {
+                        let doc = serde_json::to_vec(i).expect("image serializes");
+                        t.insert(format!("image/{}", i.name).as_str(), doc.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                    }
+                }
+                tx.commit().map_err(|e| self.db_err(e))
+            })
+        })
     }
 
     /// Applies a change in one durable transaction.

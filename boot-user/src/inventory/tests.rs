@@ -574,6 +574,28 @@ fn startup_merges_files_over_store() {
         "{err}"
     );
     assert_eq!(store.load().unwrap().0.len(), 3);
+
+    // A restart with the file unchanged keeps what changed since in the store (cn1
+    // reported complete): only an entry the file changed wins again.
+    std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
+    startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let mut done = store.load().unwrap().0;
+    done.iter_mut().for_each(|h| h.provision = h.name != "cn1");
+    store
+        .apply(&Change::diff(&store.load().unwrap().0, &[], &done, &[]))
+        .unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    assert!(!s.inventory.host("cn1").unwrap().provision, "complete kept");
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let mut edited = file_hosts.clone();
+    edited[0].tags = vec!["rack1".into()];
+    std::fs::write(&file, load::hosts_to_json(&edited)).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let cn1 = s.inventory.host("cn1").unwrap();
+    assert!(
+        cn1.provision && cn1.tags == ["rack1"],
+        "the edited entry wins"
+    );
 }
 
 #[test]
@@ -624,6 +646,7 @@ fn plan_reports_unreadable_entries_and_validation_together() {
         Some(&hosts),
         Some(&images),
         &Roots::default(),
+        &FileEntries::default(),
     )
     .unwrap_err();
     let InventoryError::Invalid { errors, origin } = &err else {
