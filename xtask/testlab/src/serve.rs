@@ -41,8 +41,6 @@ pub struct LabFiles {
     pub socket: PathBuf,
     /// xboot serve's stdout + stderr.
     pub log: PathBuf,
-    /// `provision.image_roots`: the directories of the payload's kernel and initrd.
-    pub image_roots: Vec<PathBuf>,
 }
 
 /// Writes the config, inventory and postscript into `dir` (created, emptied of a
@@ -61,19 +59,12 @@ pub fn write_lab_files(dir: &Path, payload: &Payload) -> Result<LabFiles, String
         socket: dir.join("xboot-api.socket"),
         log: dir.join("xboot.log"),
         state_dir,
-        image_roots: {
-            let mut roots: Vec<PathBuf> = [&payload.kernel, &payload.initrd]
-                .iter()
-                .filter_map(|p| p.parent().map(Path::to_path_buf))
-                .collect();
-            roots.dedup();
-            roots
-        },
     };
     let write = |p: &Path, text: String| std::fs::write(p, text).map_err(|e| io(p, e));
+    // The images first: the config's image roots are their directories.
+    write(&f.images, images_json(payload))?;
     write(&f.config, config_toml(&f))?;
     write(&f.hosts, hosts_json())?;
-    write(&f.images, images_json(payload))?;
     write(&f.postscript, postscript())?;
     Ok(f)
 }
@@ -117,9 +108,30 @@ socket_path = {socket}
         images = q(&f.images),
         postscript = q(&f.postscript),
         repo = q(&f.dir),
-        roots = serde_json::to_string(&f.image_roots).expect("paths serialize"),
+        roots = serde_json::to_string(&image_dirs(&f.images)).expect("paths serialize"),
         socket = q(&f.socket),
     )
+}
+
+/// The directories of the files named by the images file at `images` (the lab's
+/// `provision.image_roots`); none if it cannot be read.
+fn image_dirs(images: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(images).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for im in v.as_array().into_iter().flatten() {
+        let files = im["initrd"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain([&im["kernel"]]);
+        for dir in files.filter_map(|f| Some(Path::new(f.as_str()?).parent()?.to_path_buf())) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
 }
 
 /// Grendel's hosts.json: one provisioned node on the VM's MAC.
