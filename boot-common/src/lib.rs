@@ -82,7 +82,9 @@ pub mod reason {
     pub const NOT_FOR_US: u32 = 16;
     pub const BAD_UDP_CHECKSUM: u32 = 17;
     pub const BOOT_SERVER: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// Relay fields that make no sense ([`super::relay_ok`]): the slow path is silent.
+    pub const BAD_RELAY: u32 = 19;
+    pub const COUNT: u32 = 20;
     /// Names for logs and metrics, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "truncated",
@@ -104,7 +106,58 @@ pub mod reason {
         "not_for_us",
         "bad_udp_checksum",
         "boot_server",
+        "bad_relay",
     ];
+}
+
+/// The most relay hops a request may have come through (RFC 1542 4.1.1 suggests 16 as
+/// the largest configurable maximum).
+pub const MAX_RELAY_HOPS: u8 = 16;
+
+/// Whether a request's relay fields make sense for the server address `server`: at
+/// most [`MAX_RELAY_HOPS`] hops; no giaddr and no hops (a direct client), or a giaddr
+/// that a relay agent can have: not 0.0.0.0/8, loopback, multicast, class E or the
+/// limited broadcast, and not the server itself (a reply there would go to the server or
+/// the loopback). The slow path and the XDP program both decide with this function, so
+/// a nonsensical request gets silence from both.
+#[inline(always)]
+pub fn relay_ok(giaddr: [u8; 4], hops: u8, server: [u8; 4]) -> bool {
+    if hops > MAX_RELAY_HOPS {
+        return false;
+    }
+    if giaddr == [0; 4] {
+        return hops == 0;
+    }
+    let first = giaddr[0];
+    !(first == 0 || first == 127 || first >= 224 || giaddr == server)
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+
+    #[test]
+    fn relay_fields() {
+        let server = [10, 0, 0, 1];
+        let rows: [([u8; 4], u8, bool); 13] = [
+            ([0, 0, 0, 0], 0, true),
+            ([0, 0, 0, 0], 1, false),
+            ([10, 9, 0, 1], 1, true),
+            ([10, 9, 0, 1], 16, true),
+            ([10, 9, 0, 1], 17, false),
+            ([10, 9, 0, 1], 255, false),
+            ([10, 0, 0, 1], 1, false),
+            ([127, 0, 0, 1], 1, false),
+            ([255, 255, 255, 255], 1, false),
+            ([224, 0, 0, 1], 1, false),
+            ([240, 0, 0, 1], 1, false),
+            ([0, 1, 2, 3], 1, false),
+            ([169, 254, 1, 1], 1, true),
+        ];
+        for (g, hops, want) in rows {
+            assert_eq!(relay_ok(g, hops, server), want, "{g:?} hops {hops}");
+        }
+    }
 }
 
 /// Client kinds the host entry has template slots for (the slow path's classifier maps

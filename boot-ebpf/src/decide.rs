@@ -4,7 +4,8 @@
 //! The client kind comes from `CLASSES`, filled by the slow path's classifier; the only
 //! comparisons made here are RFC 2131's: a REQUEST naming another server is left to the
 //! slow path (which stays silent), a REQUEST for an address that is not the host's gets
-//! the NAK template.
+//! the NAK template, and nonsensical relay fields (`boot_common::relay_ok`, the slow
+//! path's rule too) are left to the slow path, which stays silent.
 use core::ptr::read_volatile;
 
 use aya_ebpf::programs::XdpContext;
@@ -90,6 +91,9 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         return Err(other(reason::NO_SERVER)); // the host is served from another interface
     }
     let server = host.server;
+    if !boot_common::relay_ok(req.giaddr, req.hops, server.ip) {
+        return Err(other(reason::BAD_RELAY));
+    }
     // What the stack would not deliver to the slow path's socket is not ours either.
     let ip_ok = req.ip_dst == [255; 4] || req.ip_dst == server.ip;
     let mac_ok = req.dst_mac == [0xff; 6] || req.dst_mac == server.mac;

@@ -28,6 +28,7 @@ pub mod bootp {
     pub const OP: usize = 0;
     pub const HTYPE: usize = 1;
     pub const HLEN: usize = 2;
+    pub const HOPS: usize = 3;
     pub const XID: usize = 4;
     pub const FLAGS: usize = 10;
     pub const CIADDR: usize = 12;
@@ -57,6 +58,7 @@ pub struct Request {
     pub flags: [u8; 2],
     /// chaddr (hlen is 6).
     pub mac: [u8; 6],
+    pub hops: u8,
 }
 
 impl Request {
@@ -199,6 +201,7 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
         word(&work.pay, bootp::GIADDR),
     );
     let flags = half(&work.pay, bootp::FLAGS);
+    let hops = p[bootp::HOPS];
     let (m, a) = (
         word(&work.pay, bootp::CHADDR),
         half(&work.pay, bootp::CHADDR + 4),
@@ -207,6 +210,7 @@ pub fn parse(ctx: &XdpContext, work: &mut Work) -> Result<(), Verdict> {
     let req = &mut work.req;
     req.xid = xid;
     req.flags = flags;
+    req.hops = hops;
     req.ciaddr = ciaddr;
     req.giaddr = giaddr;
     req.mac = mac;

@@ -46,6 +46,14 @@ pub struct Event {
     pub kind: EventKind,
     /// Free text: the file name, the leased address, who answered (xdp/userspace) ...
     pub detail: String,
+    /// The boot this event belongs to: a digest of the boot URL's token, on the image
+    /// files served and on `complete` (a `complete` is accepted once per boot, after a
+    /// file of that boot was served: see `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+    /// The client's address, on the events that carry `boot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// Bounded in-memory log, newest last.
@@ -117,12 +125,36 @@ impl EventLog {
     }
 
     pub fn record(&self, host: &str, kind: EventKind, detail: impl Into<String>) {
-        let ev = Event {
+        self.record_event(Event {
             time_ms: now_ms(),
             host: host.to_string(),
             kind,
             detail: detail.into(),
-        };
+            boot: None,
+            peer: None,
+        })
+    }
+
+    /// Records an event of one boot (`boot`: the token's digest) for the client `peer`.
+    pub fn record_boot(
+        &self,
+        host: &str,
+        kind: EventKind,
+        detail: impl Into<String>,
+        boot: &str,
+        peer: &str,
+    ) {
+        self.record_event(Event {
+            time_ms: now_ms(),
+            host: host.to_string(),
+            kind,
+            detail: detail.into(),
+            boot: Some(boot.to_string()),
+            peer: Some(peer.to_string()),
+        })
+    }
+
+    fn record_event(&self, ev: Event) {
         if let Some(sink) = self.sink.lock().unwrap().as_mut() {
             if let Ok(line) = serde_json::to_string(&ev) {
                 if let Err(e) = sink.append(&line) {

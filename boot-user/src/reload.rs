@@ -169,6 +169,14 @@ impl FileReloader {
             }
             m
         })?;
+        // What the files hold now is what a restart compares them with.
+        if let Some(store) = api.store.clone() {
+            let (h, i) = (loaded.hosts.clone(), loaded.images.clone());
+            let saved = tokio::task::spawn_blocking(move || store.set_file_entries(&h, &i)).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!("cannot record the inventory files' entries: {e}");
+            }
+        }
         self.remember(&loaded);
         Ok(format!(
             "{nh} hosts and {ni} images in the files, {ch} hosts and {ci} images new or \

@@ -68,6 +68,7 @@ pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
         Some(&store),
         config.hosts.as_deref(),
         config.images.as_deref(),
+        &config.provision.image_roots(),
     )
     .context("cannot load the inventory")?;
     for w in &start.warnings {

@@ -45,7 +45,8 @@ impl Site {
             p.join("xboot.toml"),
             "state_dir = \"state\"\nhosts = \"hosts.json\"\nimages = \"images.toml\"\n\
              [dhcp]\nlease_time = \"1h\"\nmode = \"off\"\n[api]\nsocket_path = \"run/api.socket\"\n\
-             [tftp]\nlisten = \"127.0.0.1:0\"\n[provision]\nlisten = \"127.0.0.1:0\"\n",
+             [tftp]\nlisten = \"127.0.0.1:0\"\n[provision]\nlisten = \"127.0.0.1:0\"\n\
+             image_roots = [\"boot\"]\n",
         )
         .unwrap();
         std::fs::write(
@@ -156,6 +157,29 @@ fn check_config_good_and_bad() {
         )),
         "{stderr}"
     );
+    // A file outside the image roots (here only boot/): refused, naming the image, the
+    // file and the roots.
+    let images = site.write(
+        "outside-images.json",
+        r#"[{"name":"img","kernel":"xboot.toml","initrd":[]}]"#,
+    );
+    let out = xboot(&[
+        "check-config",
+        "--config",
+        &site.path("xboot.toml"),
+        "--images",
+        &images,
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "image img: kernel {} is not in an image root (image roots: {}; see provision.image_roots)",
+            site.path("xboot.toml"),
+            site.path("boot")
+        )),
+        "{stderr}"
+    );
     let out = xboot(&[
         "check-config",
         "--config",
@@ -182,11 +206,17 @@ struct Server {
 
 impl Server {
     fn start(site: &Site) -> Server {
+        let mut cmd = testlab::peers::own(XBOOT);
+        cmd.args(["serve", "--config", &site.path("xboot.toml")]);
+        Server::start_with(site, cmd)
+    }
+
+    /// `cmd` runs `xboot serve` with the site's config (in a wrapper, maybe).
+    fn start_with(site: &Site, mut cmd: std::process::Command) -> Server {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = site.dir.path().join(format!("serve-{n}.log"));
-        let child = testlab::peers::own(XBOOT)
-            .args(["serve", "--config", &site.path("xboot.toml")])
+        let child = cmd
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -385,8 +415,9 @@ fn serve_api_changes_persist_across_restart() {
     assert!(log.contains("terminated, shutting down"), "{log}");
     assert!(!Path::new(&sock).exists(), "socket removed at exit");
 
-    // Restart: the API's changes are still there; cn1 comes back as hosts.json says
-    // (files win for the entries they name), so it is provisioned again.
+    // Restart: the API's changes are still there, cn1's too: hosts.json holds cn1 as
+    // it did when last applied, so the store's state stays (a restart must not undo a
+    // `complete` or an API edit).
     let server = Server::start(&site);
     assert_eq!(host_names(&site), ["cn1", "cn2", "cn10", "gpu1"]);
     let out = xboot(&["host", "show", "cn2", "--socket", &sock]);
@@ -394,7 +425,21 @@ fn serve_api_changes_persist_across_restart() {
     assert_eq!(cn2["provision"], false, "API change persisted");
     let out = xboot(&["host", "show", "cn1", "--socket", &sock]);
     let cn1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cn1["provision"], true, "hosts.json wins for cn1");
+    assert_eq!(cn1["provision"], false, "hosts.json did not change cn1");
+    let log = server.stop();
+    // An entry the file changed wins: cn1 edited in hosts.json is provisioned again.
+    let hosts = std::fs::read_to_string(site.path("hosts.json")).unwrap();
+    site.write(
+        "hosts.json",
+        &hosts.replace("\"firmware\":\"\"", "\"firmware\":\"snponly-x86_64.efi\""),
+    );
+    let server = Server::start(&site);
+    let out = xboot(&["host", "show", "cn1", "--socket", &sock]);
+    let cn1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cn1["provision"], true,
+        "hosts.json wins for the cn1 it changed: {log}"
+    );
     assert!(
         server.log().contains("host cn1: the entry from"),
         "{}",
@@ -493,7 +538,7 @@ fn host_show_boot_takes_inventory_files_on_the_command_line() {
     let cfg = site.write(
         "bare.toml",
         "state_dir = \"state\"\n[dhcp]\nmode = \"off\"\n[api]\nsocket_path = \"run/api.socket\"\n\
-         [provision]\nlisten = \"127.0.0.1:0\"\n",
+         [provision]\nlisten = \"127.0.0.1:0\"\nimage_roots = [\"boot\"]\n",
     );
     let (hosts, images) = (site.path("hosts.json"), site.path("images.toml"));
     let show = |files: &[&str]| {
@@ -936,4 +981,187 @@ fn metrics_route_can_be_turned_off() {
     };
     assert_eq!(status(None), ("200".into(), "200".into()));
     assert_eq!(status(Some("false")), ("404".into(), "200".into()));
+}
+
+/// A full disk fails the change that met it, with a clear error, and once there is
+/// space again the next change is saved without a restart (redb refuses every operation
+/// after an I/O error, so the store opens its file again). The state dir is a 2 MiB
+/// tmpfs mounted in a private mount namespace of the server; the test fills it through
+/// /proc/PID/root.
+#[test]
+fn store_recovers_after_the_disk_was_full() {
+    if crate::netns::need_root() {
+        return;
+    }
+    let site = Site::new();
+    let state = site.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mount = format!(
+        "mount -t tmpfs -o size=2m xboot-test {} && exec \"$@\"",
+        state.display()
+    );
+    let config = site.path("xboot.toml");
+    let mut cmd = testlab::peers::command("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &mount])
+        .args(["sh", XBOOT, "serve", "--config", &config]);
+    let server = Server::start_with(&site, cmd);
+    let sock = site.path("run/api.socket");
+    let add = |name: &str, n: u8| {
+        let (mac, ip) = (format!("aa:bb:cc:00:00:{n:02x}"), format!("10.0.0.{n}/24"));
+        xboot(&[
+            "host", "add", name, "--mac", &mac, "--ip", &ip, "--socket", &sock,
+        ])
+    };
+    assert!(add("cn2", 2).status.success());
+    // Fill the server's tmpfs.
+    let inside = PathBuf::from(format!("/proc/{}/root", server.child.id()))
+        .join(state.strip_prefix("/").unwrap());
+    let filler = inside.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let mut failed = 0;
+    for n in 3..6 {
+        let out = add(&format!("cn{n}"), n);
+        if !out.status.success() {
+            failed += 1;
+            let (_, stderr) = text(&out);
+            assert!(stderr.contains("inventory.redb"), "{stderr}");
+        }
+    }
+    assert!(failed > 0, "no change failed on a full disk");
+    std::fs::remove_file(&filler).unwrap();
+    let out = add("cn9", 9);
+    assert!(
+        out.status.success(),
+        "a change after space is back: {:?}\n{}",
+        text(&out),
+        server.log()
+    );
+    assert!(host_names(&site).contains(&"cn9".to_string()));
+    let log = server.stop();
+    assert!(log.contains("opened again"), "{log}");
+    // The store holds what was acknowledged (read without the tmpfs: it is gone).
+    let _ = log;
+}
+
+/// kill -9 in the middle of a storm of `complete` reports loses none that was answered
+/// ok (each is answered after its commit), and the binding to the boot survives the
+/// restart: an answered boot cannot complete again, a boot whose kernel was served
+/// before the kill still can.
+#[test]
+fn kill_9_during_a_complete_storm_loses_no_acknowledged_complete() {
+    const N: usize = 60;
+    let site = Site::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hosts: Vec<serde_json::Value> = (1..=N)
+        .map(|n| {
+            serde_json::json!({"name": format!("cn{n}"), "provision": true, "boot_image": "img",
+                "interfaces": [{"mac": format!("aa:bb:cc:00:01:{n:02x}"), "ip": format!("10.0.1.{n}/24")}]})
+        })
+        .collect();
+    site.write("hosts.json", &serde_json::to_string(&hosts).unwrap());
+    let cfg = std::fs::read_to_string(site.path("xboot.toml"))
+        .unwrap()
+        .replace(
+            "[provision]\nlisten = \"127.0.0.1:0\"\n",
+            &format!("[provision]\nlisten = \"127.0.0.1:{port}\"\nsecret = \"storm\"\n"),
+        );
+    site.write("xboot.toml", &cfg);
+    let signer = xboot::http::UrlSigner::new(
+        &format!("http://127.0.0.1:{port}"),
+        xboot::http::TokenKey::from_secret("storm"),
+        Duration::from_secs(3600),
+    );
+    let urls: Vec<(String, String)> = (1..=N)
+        .map(|n| {
+            let mac = format!("aa:bb:cc:00:01:{n:02x}").parse().unwrap();
+            let e = signer.endpoints(&format!("cn{n}"), mac, "127.0.0.1".parse().unwrap());
+            (e.kernel(), e.complete())
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let post = |url: String| {
+        let http = http.clone();
+        async move {
+            match http.post(&url).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        }
+    };
+    let mut server = Server::start(&site);
+    rt.block_on(async {
+        for (kernel, _) in &urls {
+            let r = http.get(kernel).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+    });
+    // The storm, killed once a third has been answered.
+    let acked: Vec<usize> = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (_, complete)) in urls.iter().enumerate() {
+            let f = post(complete.clone());
+            tasks.spawn(async move { (i, f.await) });
+        }
+        let mut acked = Vec::new();
+        let mut killed = false;
+        while let Some(r) = tasks.join_next().await {
+            let (i, status) = r.unwrap();
+            if status == 200 {
+                acked.push(i);
+            }
+            if !killed && acked.len() >= N / 3 {
+                server.child.kill().unwrap();
+                killed = true;
+            }
+        }
+        acked
+    });
+    server.child.wait().unwrap();
+    assert!(
+        acked.len() >= N / 3 && acked.len() < N,
+        "{} acknowledged",
+        acked.len()
+    );
+    let server = Server::start(&site);
+    let out = xboot(&[
+        "host",
+        "list",
+        "--json",
+        "--socket",
+        &site.path("run/api.socket"),
+    ]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let provision = |i: usize| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == format!("cn{}", i + 1))
+            .unwrap()["provision"]
+            .as_bool()
+            .unwrap()
+    };
+    let lost: Vec<usize> = acked.iter().copied().filter(|&i| provision(i)).collect();
+    assert!(lost.is_empty(), "acknowledged completes lost: {lost:?}");
+    // After the restart: an acknowledged boot is refused again, one that never reported
+    // (its kernel served before the kill) completes.
+    let pending: Vec<usize> = (0..N).filter(|&i| provision(i)).collect();
+    rt.block_on(async {
+        assert_eq!(post(urls[acked[0]].1.clone()).await, 409);
+        if let Some(&i) = pending.first() {
+            assert_eq!(post(urls[i].1.clone()).await, 200);
+        }
+    });
+    drop(server);
 }

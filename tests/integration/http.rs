@@ -82,7 +82,8 @@ fn host(name: &str, image: &str, provision: bool) -> Host {
 
 /// Starts the service on 127.0.0.1:0 with: cn1 (image img: kernel 1 MiB, two initrds,
 /// a liveimg, a postscript template), cn2 (image broken: kernel file missing), cn3 (not
-/// set to provision). Hosts share the MAC: tokens name the host.
+/// set to provision), cn4 (image escape: files outside the image root when the test
+/// narrows it to `images/`). Hosts share the MAC: tokens name the host.
 async fn start() -> Server {
     start_with(|_| ()).await
 }
@@ -117,15 +118,30 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
         kernel: s("missing-vmlinuz"),
         ..Image::default()
     };
+    // Images whose files are outside the image root (the temp dir), loaded without
+    // validation as if the files had changed since: a link out, and a path elsewhere.
+    std::fs::write(d.join("outside.txt"), b"secret").unwrap();
+    std::fs::create_dir(d.join("images")).unwrap();
+    std::fs::write(d.join("images/vmlinuz"), bytes(1000, 6)).unwrap();
+    std::os::unix::fs::symlink(d.join("outside.txt"), d.join("images/link-out")).unwrap();
+    let escape = Image {
+        name: "escape".into(),
+        kernel: s("images/link-out"),
+        initrd: vec![s("outside.txt")],
+        liveimg: s("images/vmlinuz"),
+        ..Image::default()
+    };
     let inv = Inventory::from_parts_unchecked(
         vec![
             host("cn1", "img", true),
             host("cn2", "broken", true),
             host("cn3", "img", false),
+            host("cn4", "escape", true),
         ],
-        vec![img, broken],
+        vec![img, broken, escape],
     );
     let mut cfg = Config::default();
+    cfg.provision.image_roots = vec![d.to_path_buf()];
     cfg.provision.repo_dir = d.join("repo");
     cfg.provision.token_ttl = 600;
     edit(&mut cfg);
@@ -205,6 +221,28 @@ async fn curl_fetches_ipxe_script() {
     );
     assert_eq!(script, want);
     assert_eq!(srv.events("cn1", EventKind::IpxeScript).len(), 1);
+
+    // The Host header becomes the base URL only if it is a host and port: anything else
+    // is refused rather than written into the script.
+    let c = curl(&["-H", "Host: boot.lan:8080", &url]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
+    assert!(
+        text(&c).contains(&format!(" http://boot.lan:8080/boot/{token}/kernel ")),
+        "{}",
+        text(&c)
+    );
+    for bad in [
+        "Host: x\"; chain http://evil/",
+        "Host: user@evil",
+        "Host: evil/x",
+    ] {
+        let c = curl(&["-H", bad, &url]).await;
+        assert_eq!(c.code, 400, "{bad}: {}", text(&c));
+        assert_eq!(
+            text(&c),
+            "bad Host header: not a host name or address with an optional port\n"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,6 +264,27 @@ async fn curl_kernel_range_head_and_full() {
     );
     assert!(head.contains("accept-ranges: bytes"), "{head}");
 
+    // If-Range: the range only if the validator is the file's Last-Modified; a junk or
+    // older one gets the whole file.
+    let modified = text(&c)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("last-modified")
+                .then(|| v.trim().to_string())
+        })
+        .expect("a Last-Modified header");
+    let c = curl(&["-r", "0-9", "-H", &format!("If-Range: {modified}"), &url]).await;
+    assert_eq!((c.code, c.body.as_slice()), (206, &kernel[..10]));
+    for junk in ["junk", "\"some-etag\"", "Thu, 01 Jan 1970 00:00:00 GMT"] {
+        let c = curl(&["-r", "0-9", "-H", &format!("If-Range: {junk}"), &url]).await;
+        assert_eq!(
+            (c.code, c.body.len()),
+            (200, kernel.len()),
+            "If-Range: {junk}"
+        );
+    }
+
     let c = curl(&[&url]).await;
     assert_eq!((c.code, c.body.len()), (200, kernel.len()));
     assert!(c.body == kernel, "full kernel differs");
@@ -245,10 +304,19 @@ async fn curl_kernel_range_head_and_full() {
     let kernels = srv.events("cn1", EventKind::Kernel);
     assert_eq!(
         kernels.len(),
-        2,
+        6,
         "GETs are recorded, HEAD is not: {kernels:?}"
     );
-    assert!(kernels[0].ends_with("bytes=100-199"), "{kernels:?}");
+    assert!(
+        kernels[0].ends_with("bytes=100-199 to 127.0.0.1"),
+        "{kernels:?}"
+    );
+    assert!(kernels[1].contains("bytes=0-9"), "{kernels:?}");
+    // The ranges not honoured are not recorded as ranges.
+    assert!(
+        kernels[2..].iter().all(|k| !k.contains("bytes=")),
+        "{kernels:?}"
+    );
     assert_eq!(srv.events("cn1", EventKind::Initrd).len(), 2);
     assert_eq!(srv.events("cn1", EventKind::LiveImage).len(), 1);
 }
@@ -328,6 +396,34 @@ async fn missing_kernel_file_is_named() {
     );
 }
 
+/// Image files are served only from inside `provision.image_roots`: a kernel that is a
+/// link out of the root and an initrd elsewhere are refused 403, the body naming neither
+/// the path nor the link's target; files inside are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_files_outside_the_roots_are_not_served() {
+    let srv = start_with(|c| {
+        c.provision.image_roots = vec![c.provision.image_roots[0].join("images")];
+    })
+    .await;
+    for file in ["kernel", "initrd-0", "file/initrd-0"] {
+        let c = curl(&[&srv.url("cn4", file)]).await;
+        assert_eq!(c.code, 403, "{file}: {}", text(&c));
+        let label = file.trim_start_matches("file/");
+        assert_eq!(
+            text(&c),
+            format!("host cn4: image escape: {label} is outside the image roots\n")
+        );
+    }
+    // cn1's kernel is in the temp dir, outside images/ now.
+    let c = curl(&[&srv.url("cn1", "kernel")]).await;
+    assert_eq!(c.code, 403, "{}", text(&c));
+    // Inside the root: served.
+    let c = curl(&[&srv.url("cn4", "liveimg")]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
+    assert_eq!(c.body, bytes(1000, 6));
+    assert!(srv.events("cn4", EventKind::Kernel).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repo_range_and_escapes() {
     let srv = start().await;
@@ -391,12 +487,39 @@ async fn postscript_and_complete() {
 
     let c = curl(&[&complete]).await;
     assert_eq!(c.code, 405, "complete takes POST");
+    // Before any file of the image was served with this token: no boot to complete.
     let c = curl(&["-X", "POST", &complete]).await;
-    assert_eq!(c.code, 200);
+    assert_eq!(c.code, 409, "{}", text(&c));
+    assert!(text(&c).contains("no boot in progress"), "{}", text(&c));
+    // The boot fetches its kernel (from 127.0.0.1); a complete from another address
+    // that is not the host's is refused, the booted node's is accepted, once.
+    let kernel = complete.replace("/complete", "/kernel");
+    assert_eq!(curl(&["-o", "/dev/null", &kernel]).await.code, 200);
+    let c = curl(&["--interface", "127.0.0.2", "-X", "POST", &complete]).await;
+    assert_eq!(c.code, 403, "{}", text(&c));
+    assert!(
+        text(&c).contains("this boot's files went to 127.0.0.1"),
+        "{}",
+        text(&c)
+    );
+    assert!(srv.completed.lock().unwrap().is_empty());
+    let c = curl(&["-X", "POST", &complete]).await;
+    assert_eq!(c.code, 200, "{}", text(&c));
     assert_eq!(text(&c), "{\"status\":\"ok\"}");
     // The answer came after the (slow) hook finished: `ok` means committed.
     assert_eq!(*srv.completed.lock().unwrap(), ["cn1"]);
-    assert_eq!(srv.events("cn1", EventKind::Complete).len(), 1);
+    // A replay of the same complete is refused.
+    let c = curl(&["-X", "POST", &complete]).await;
+    assert_eq!(c.code, 409, "{}", text(&c));
+    assert!(
+        text(&c).contains("already reported complete"),
+        "{}",
+        text(&c)
+    );
+    assert_eq!(*srv.completed.lock().unwrap(), ["cn1"]);
+    let done = srv.events("cn1", EventKind::Complete);
+    assert_eq!(done.len(), 1);
+    assert!(done[0].starts_with("from 127.0.0.1 "), "{done:?}");
     assert_eq!(srv.events("cn1", EventKind::Postscript).len(), 2);
 }
 

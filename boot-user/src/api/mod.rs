@@ -99,7 +99,8 @@ impl ApiState {
         if change.is_empty() {
             return Ok(out);
         }
-        let inv = tokio::task::spawn_blocking(move || Inventory::new(hosts, images))
+        let roots = self.shared.config.provision.image_roots();
+        let inv = tokio::task::spawn_blocking(move || Inventory::new(hosts, images, &roots))
             .await
             .map_err(ApiError::internal)?
             .map_err(|errs| ApiError::invalid(errs.messages()))?;
@@ -201,7 +202,7 @@ pub fn router_with_token(state: ApiState, token: String) -> Router {
                     .headers()
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
+                    .and_then(bearer_token);
                 match given {
                     Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {
                         next.run(req).await
@@ -212,6 +213,14 @@ pub fn router_with_token(state: ApiState, token: String) -> Router {
             }
         },
     ))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is case-insensitive
+/// (RFC 9110 11.1), and spaces may separate it from the token.
+fn bearer_token(v: &str) -> Option<&str> {
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Compares without an early exit, so timing does not tell how much of a guess was right.

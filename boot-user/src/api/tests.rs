@@ -24,7 +24,9 @@ impl Fixture {
         std::fs::write(files.path().join("vmlinuz"), b"k").unwrap();
         std::fs::write(files.path().join("initrd"), b"i").unwrap();
         let store = Arc::new(Store::open(&files.path().join("state")).unwrap());
-        let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
+        let mut cfg = Config::default();
+        cfg.provision.image_roots = vec![files.path().to_path_buf()];
+        let shared = Shared::new(cfg, Inventory::default(), EventLog::default());
         Fixture {
             state: ApiState::new(shared, Some(store)),
             files,
@@ -222,6 +224,31 @@ async fn invalid_changes_are_rejected_and_the_old_inventory_kept() {
     let (s, _) = f.call("POST", "/v1/images", Some(im)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
+    // Image files outside the image roots are refused, as written or through a link.
+    let roots = f.files.path().display().to_string();
+    std::os::unix::fs::symlink("/etc/shadow", f.files.path().join("shadow-link")).unwrap();
+    for (kernel, reason) in [
+        (
+            "/etc/shadow".to_string(),
+            "is not in an image root".to_string(),
+        ),
+        (
+            f.files.path().join("shadow-link").display().to_string(),
+            "resolves to /etc/shadow, outside the image roots".to_string(),
+        ),
+    ] {
+        let mut im = f.image("evil");
+        im["kernel"] = json!(kernel);
+        let (s, v) = f.call("POST", "/v1/images", Some(im)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(
+            v["errors"],
+            json!([format!(
+                "image evil: kernel {kernel} {reason} (image roots: {roots}; see provision.image_roots)"
+            )])
+        );
+    }
+
     let after = f.state.shared.inventory();
     assert!(
         Arc::ptr_eq(&before, &after),
@@ -322,6 +349,23 @@ async fn status_discovered_hooks_and_token() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = call(app(), "GET", "/v1/status", None, Some("s3cret")).await;
     assert_eq!(s, StatusCode::OK);
+    // The scheme is case-insensitive; the token is not, and must be there.
+    for (value, want) in [
+        ("bearer s3cret", StatusCode::OK),
+        ("BEARER  s3cret", StatusCode::OK),
+        ("Bearer S3CRET", StatusCode::UNAUTHORIZED),
+        ("Basic s3cret", StatusCode::UNAUTHORIZED),
+        ("Bearer ", StatusCode::UNAUTHORIZED),
+        ("Bearers3cret", StatusCode::UNAUTHORIZED),
+    ] {
+        let req = Request::builder()
+            .uri("/v1/status")
+            .header("authorization", value)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), want, "{value:?}");
+    }
     let (s, v) = f.call("GET", "/v2/nothing", None).await;
     assert_eq!(
         (s, v["error"].as_str()),

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::InventoryFiles;
 use crate::config::Config;
-use crate::inventory::{self, Store, StoreError};
+use crate::inventory::{self, FileEntries, Store, StoreError};
 
 pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
@@ -15,12 +15,14 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
     }
     let hosts = files.hosts.clone().or_else(|| config.hosts.clone());
     let images = files.images.clone().or_else(|| config.images.clone());
-    let (stored, label, note) = stored_inventory(&config.state_dir())?;
+    let (stored, remembered, label, note) = stored_inventory(&config.state_dir())?;
     let s = inventory::plan(
         stored,
         label.as_deref(),
         hosts.as_deref(),
         images.as_deref(),
+        &config.provision.image_roots(),
+        &remembered,
     )?;
     for w in &s.warnings {
         eprintln!("warning: {w}");
@@ -43,18 +45,28 @@ type Stored = (Vec<inventory::Host>, Vec<inventory::Image>);
 /// The stored inventory if it exists and no server holds it, with a note for the report.
 /// Opens it without creating or writing anything; a damaged store is an error (serve
 /// would refuse it), one held by a running server a note.
-fn stored_inventory(state_dir: &Path) -> anyhow::Result<(Stored, Option<String>, String)> {
+fn stored_inventory(
+    state_dir: &Path,
+) -> anyhow::Result<(Stored, FileEntries, Option<String>, String)> {
     match Store::open_existing(state_dir) {
-        Ok(None) => Ok(((vec![], vec![]), None, String::new())),
+        Ok(None) => Ok((
+            (vec![], vec![]),
+            FileEntries::default(),
+            None,
+            String::new(),
+        )),
         Ok(Some(s)) => {
             let file = s.path().display().to_string();
             let stored = s.load().with_context(|| format!("reading {file}"))?;
+            let remembered = s
+                .file_entries()
+                .with_context(|| format!("reading {file}"))?;
             let note = format!(" (files merged over the store {file})");
-            Ok((stored, Some(file), note))
+            Ok((stored, remembered, Some(file), note))
         }
         Err(e @ StoreError::InUse { .. }) => {
             let note = format!(" (files only: the store is not readable now: {e})");
-            Ok(((vec![], vec![]), None, note))
+            Ok(((vec![], vec![]), FileEntries::default(), None, note))
         }
         Err(e) => Err(e.into()),
     }

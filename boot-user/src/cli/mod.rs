@@ -362,7 +362,16 @@ fn current_inventory(
 ) -> anyhow::Result<crate::inventory::Inventory> {
     use crate::inventory::{Host, Image, Inventory};
     let offline = |hosts: Option<&std::path::Path>, images: Option<&std::path::Path>| {
-        crate::inventory::plan((vec![], vec![]), None, hosts, images).map(|s| s.inventory)
+        let roots = config.provision.image_roots();
+        crate::inventory::plan(
+            (vec![], vec![]),
+            None,
+            hosts,
+            images,
+            &roots,
+            &Default::default(),
+        )
+        .map(|s| s.inventory)
     };
     if files.given() {
         let hosts = files.hosts.as_deref().or(config.hosts.as_deref());

@@ -306,6 +306,10 @@ pub struct ProvisionConfig {
     pub postscript: Option<PathBuf>,
     /// Directory of extra firmware for UEFI HTTP boot (defaults to tftp.root).
     pub firmware_dir: Option<PathBuf>,
+    /// Directories every image file (kernel, initrd, live image, signatures) must be in,
+    /// symlinks followed (xboot): an image naming a file elsewhere does not validate,
+    /// and nothing outside them is served.
+    pub image_roots: Vec<PathBuf>,
     /// Connections the HTTP server holds open at once (xboot). Absent: 4096, or a
     /// quarter of the open-files limit if that is less (a download holds a socket and a
     /// file).
@@ -324,6 +328,16 @@ pub struct ProvisionConfig {
     pub metrics: bool,
 }
 
+/// Grendel's image directory (its guide's images.json names files there) and xboot's.
+pub const DEFAULT_IMAGE_ROOTS: [&str; 2] = ["/var/lib/grendel", "/var/lib/xboot/images"];
+
+impl ProvisionConfig {
+    /// `image_roots`, to check paths against.
+    pub fn image_roots(&self) -> crate::tftp::root::Roots {
+        crate::tftp::root::Roots::new(self.image_roots.iter().cloned())
+    }
+}
+
 impl Default for ProvisionConfig {
     fn default() -> Self {
         Self {
@@ -336,6 +350,7 @@ impl Default for ProvisionConfig {
             advertise_url: None,
             postscript: None,
             firmware_dir: None,
+            image_roots: DEFAULT_IMAGE_ROOTS.iter().map(PathBuf::from).collect(),
             max_connections: None,
             max_connections_per_source: 64,
             header_timeout_secs: 10,
@@ -522,6 +537,7 @@ impl Config {
         }
         fix(&mut self.tftp.root);
         fix(&mut self.provision.repo_dir);
+        self.provision.image_roots.iter_mut().for_each(fix);
         fix(&mut self.api.socket_path);
     }
 

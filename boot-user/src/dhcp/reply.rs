@@ -189,6 +189,13 @@ pub enum Silence {
     NotNetboot {
         host: String,
     },
+    /// Relay fields that make no sense (`boot_common::relay_ok`): giaddr loopback,
+    /// multicast, broadcast, 0.0.0.0/8 or the server itself, hops without a giaddr, or
+    /// more than `boot_common::MAX_RELAY_HOPS` hops. The XDP program passes these up.
+    BadRelay {
+        giaddr: Ipv4Addr,
+        hops: u8,
+    },
     /// The reply would exceed what the client accepts even without optional options.
     TooLarge {
         host: String,
@@ -214,6 +221,12 @@ pub fn decide(req: &Request, ctx: &Context<'_>) -> Decision {
         T::Discover | T::Request | T::Inform | T::Release | T::Decline
     ) {
         return Decision::Silent(Silence::Ignored(msg_type));
+    }
+    if !boot_common::relay_ok(req.giaddr.octets(), req.hops, ctx.server_ip.octets()) {
+        return Decision::Silent(Silence::BadRelay {
+            giaddr: req.giaddr,
+            hops: req.hops,
+        });
     }
     let Some(found) = ctx.host else {
         return Decision::Silent(Silence::UnknownMac);

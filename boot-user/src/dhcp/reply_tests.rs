@@ -667,6 +667,44 @@ fn relay_rows() {
     );
 }
 
+/// Relay fields that make no sense get silence, for known and unknown MACs alike; the
+/// XDP program passes the same requests up (the differential corpus checks it).
+#[test]
+fn nonsensical_relay_fields_are_silent() {
+    let relay = Ipv4Addr::new(10, 9, 0, 1);
+    for (giaddr, hops) in [
+        (SERVER, 1),
+        (Ipv4Addr::LOCALHOST, 1),
+        (Ipv4Addr::BROADCAST, 1),
+        (Ipv4Addr::new(224, 0, 0, 9), 1),
+        (Ipv4Addr::new(240, 0, 0, 1), 1),
+        (Ipv4Addr::new(0, 0, 0, 9), 1),
+        (Ipv4Addr::UNSPECIFIED, 1),
+        (relay, 17),
+        (relay, 255),
+    ] {
+        for mac in [CN1, Mac([2, 0, 0, 0, 0, 0x77])] {
+            let r = Request {
+                giaddr,
+                hops,
+                ..req(MessageType::Discover, mac, ClientKind::BiosPxe)
+            };
+            assert_eq!(
+                silence(&r),
+                Silence::BadRelay { giaddr, hops },
+                "{giaddr} hops {hops}"
+            );
+        }
+    }
+    // At the limit, and a relay with hops 0: answered.
+    let r = reply(&Request {
+        giaddr: relay,
+        hops: 16,
+        ..req(MessageType::Discover, CN1, ClientKind::BiosPxe)
+    });
+    assert_eq!(r.destination, Destination::Relay(relay));
+}
+
 #[test]
 fn broadcast_flag_rows() {
     for (flags, want) in [

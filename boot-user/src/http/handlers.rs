@@ -3,7 +3,7 @@
 //! Files are served by tower-http's `ServeFile` (GET, HEAD, Range, conditional
 //! requests) with bodies of [`super::file_body`] (streamed in chunks, never read whole). Every refusal answers one line of
 //! text saying why, and is logged naming the host and the file.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use axum::body::Body;
@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::boot::{render_ipxe_script, BootView};
+use super::complete;
 use super::token::now_secs;
 use super::HttpService;
 use crate::events::EventKind;
@@ -92,16 +93,55 @@ impl Boot {
 }
 
 /// The base URL to put in rendered URLs: `provision.advertise_url`, else the address
-/// the client reached us at (its `Host` header).
-fn request_base_url(st: &HttpService, headers: &HeaderMap) -> String {
+/// the client reached us at (its `Host` header, if it is one: [`host_authority`]).
+fn request_base_url(st: &HttpService, headers: &HeaderMap) -> Result<String> {
     let cfg = &st.shared.config.provision;
     if let Some(url) = cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
-        return url.trim_end_matches('/').to_string();
+        return Ok(url.trim_end_matches('/').to_string());
     }
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) => format!("http://{h}"),
-        None => format!("http://{}", cfg.listen),
+    match headers.get(header::HOST) {
+        Some(h) => host_authority(h.as_bytes())
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| {
+                HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad Host header: not a host name or address with an optional port",
+                )
+            }),
+        None => Ok(format!("http://{}", cfg.listen)),
     }
+}
+
+/// `h` if it is a `Host` header xboot puts into URLs: a DNS name (letters, digits, `-`,
+/// `.`), an IPv4 address or a bracketed IPv6 address, and an optional port; nothing
+/// else (no user info, path, quotes, spaces or control bytes reach a rendered script).
+pub(super) fn host_authority(h: &[u8]) -> Option<String> {
+    let h = std::str::from_utf8(h).ok()?;
+    let (host, port) = if h.starts_with('[') {
+        let end = h.find(']')? + 1;
+        match &h[end..] {
+            "" => (&h[..end], None),
+            rest => (&h[..end], Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match h.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
+            return None;
+        }
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && (host.parse::<std::net::Ipv4Addr>().is_ok()
+                || crate::inventory::validate::check_hostname(host).is_ok())
+    };
+    host_ok.then(|| h.to_string())
 }
 
 /// Checks `token` against the key and the current inventory. Boot files also need the
@@ -151,7 +191,7 @@ fn authorize(
         nic: nic.clone(),
         image: image.clone(),
         token: token.to_string(),
-        base_url: request_base_url(st, headers),
+        base_url: request_base_url(st, headers)?,
     })
 }
 
@@ -192,11 +232,12 @@ pub(super) async fn provision(
     provision_template(&st, &boot, &name, &method).await
 }
 
-/// `POST /boot/{token}/{file}`: only `complete`.
+/// `POST /boot/{token}/{file}`: only `complete`, once per boot and from the client the
+/// boot's files went to (see [`super::complete`]).
 pub(super) async fn boot_post(
     State(st): State<HttpService>,
     Path((token, file)): Path<(String, String)>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response> {
     if file != "complete" {
         return Err(HttpError::new(
@@ -204,18 +245,50 @@ pub(super) async fn boot_post(
             format!("POST is only for complete, not {file}"),
         ));
     }
-    let boot = authorize(&st, &token, &headers, false)?;
+    let boot = authorize(&st, &token, req.headers(), false)?;
+    let from = peer_ip(&req);
+    // One complete at a time: the check and the record must not interleave.
+    let _one = st.complete_lock.lock().await;
+    let tag = complete::boot_tag(&token);
+    let state = complete::boot_state(&st.shared.events.for_host(&boot.host.name), &tag);
+    let host_addrs: Vec<IpAddr> = boot
+        .host
+        .interfaces
+        .iter()
+        .filter_map(|i| crate::inventory::model::parse_cidr(i.ip.as_deref()?).ok())
+        .map(|n| IpAddr::V4(n.addr()))
+        .collect();
+    let from_ip = from.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if let Some(why) = complete::refusal(&state, from_ip, &host_addrs) {
+        let status = match state {
+            complete::BootState::Started { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::CONFLICT,
+        };
+        return Err(boot.err(status, why));
+    }
     if let Some(hook) = &st.on_complete {
         hook(boot.host.name.clone())
             .await
             .map_err(|e| boot.err(StatusCode::INTERNAL_SERVER_ERROR, format!("complete: {e}")))?;
     }
-    st.shared.events.record(
+    let to = match &state {
+        complete::BootState::Started { to } => to.as_str(),
+        _ => "?",
+    };
+    st.shared.events.record_boot(
         &boot.host.name,
         EventKind::Complete,
-        format!("from {}", boot.nic.mac.unwrap_or_default()),
+        format!(
+            "from {from_ip} (MAC {}; the boot's files went to {to})",
+            boot.nic.mac.unwrap_or_default()
+        ),
+        &tag,
+        &from_ip.to_string(),
     );
-    tracing::info!("host {} reported provisioning complete", boot.host.name);
+    tracing::info!(
+        "host {} reported provisioning complete (from {from_ip})",
+        boot.host.name
+    );
     Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
 }
 
@@ -315,34 +388,73 @@ fn image_file(boot: &Boot, file: &str) -> Result<(EventKind, String, String)> {
 
 async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> Result<Response> {
     let (kind, label, path) = image_file(boot, file)?;
-    match tokio::fs::metadata(&path).await {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
+    // Confined to the image roots again at serving (validation checked them, but a file
+    // may have become a link out since): the canonical file is what is served.
+    let roots = st.shared.config.provision.image_roots();
+    let p = PathBuf::from(&path);
+    let resolved = tokio::task::spawn_blocking(move || roots.resolve(&p))
+        .await
+        .map_err(|e| boot.err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let canonical = match resolved {
+        Ok(p) => p,
+        Err(PathError::NotFound(_)) => {
+            return Err(boot.err(
+                StatusCode::NOT_FOUND,
+                format!("{label} file {path}: no such file"),
+            ))
+        }
+        Err(PathError::NotAFile(_)) => {
             return Err(boot.err(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{label} {path} is not a regular file"),
             ))
         }
-        Err(e) => return Err(boot.err(StatusCode::NOT_FOUND, format!("{label} file {path}: {e}"))),
-    }
+        Err(e) => {
+            let e = HttpError::logged(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "host {}: image {}: {label} is outside the image roots",
+                    boot.host.name, boot.image.name
+                ),
+                &format!(
+                    "host {}: image {}: {label}: {e} (image roots: {})",
+                    boot.host.name,
+                    boot.image.name,
+                    st.shared.config.provision.image_roots().list()
+                ),
+            );
+            return Err(e);
+        }
+    };
     let range = req
         .headers()
         .get(header::RANGE)
         .and_then(|r| r.to_str().ok())
         .map(|r| format!(" {r}"));
     let is_get = req.method() == Method::GET;
-    let resp = serve_file(PathBuf::from(&path), req).await;
+    let to = peer_ip(&req).map(|a| a.to_canonical().to_string());
+    let resp = serve_file(canonical, req).await;
     if is_get && resp.status().is_success() {
-        let detail = format!("{label} {path}{}", range.unwrap_or_default());
-        st.shared.events.record(&boot.host.name, kind, detail);
+        let to = to.unwrap_or_else(|| "?".into());
+        let range = range.filter(|_| resp.status() == StatusCode::PARTIAL_CONTENT);
+        let detail = format!("{label} {path}{} to {to}", range.unwrap_or_default());
+        let tag = complete::boot_tag(&boot.token);
+        st.shared
+            .events
+            .record_boot(&boot.host.name, kind, detail, &tag, &to);
     }
     Ok(resp)
 }
 
 /// ServeFile decides the answer (Range, HEAD, conditionals); a GET's file bytes are
 /// then read by [`super::file_body`].
-async fn serve_file(path: PathBuf, req: Request) -> Response {
+async fn serve_file(path: PathBuf, mut req: Request) -> Response {
     let get = req.method() == Method::GET;
+    if let Some(v) = req.headers().get(header::IF_RANGE) {
+        if !if_range_holds(v, &path).await {
+            req.headers_mut().remove(header::RANGE);
+        }
+    }
     let resp = match ServeFile::new(&path).oneshot(req).await {
         Ok(resp) => resp.map(Body::new),
         Err(never) => match never {},
@@ -352,6 +464,34 @@ async fn serve_file(path: PathBuf, req: Request) -> Response {
     } else {
         resp
     }
+}
+
+/// Whether an `If-Range` validator still holds, so that the Range is honoured (RFC 9110
+/// 13.1.5): ServeFile ignores the header, and would send a range of a changed file.
+/// Files get no ETag, so only a date can hold: the file's Last-Modified, to the second.
+async fn if_range_holds(v: &axum::http::HeaderValue, path: &std::path::Path) -> bool {
+    let Some(date) = v
+        .to_str()
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+    else {
+        return false;
+    };
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .ok()
+    };
+    match tokio::fs::metadata(path).await.and_then(|m| m.modified()) {
+        Ok(m) => secs(m).is_some() && secs(m) == secs(date),
+        Err(_) => false,
+    }
+}
+
+fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())
 }
 
 fn peer(req: &Request) -> String {
@@ -388,7 +528,7 @@ async fn static_file(
                     StatusCode::FORBIDDEN,
                     format!("{what} {n:?}: '..' is not allowed"),
                 ),
-                PathError::OutsideRoot { name, .. } => (
+                PathError::OutsideRoot { name, .. } | PathError::NotUnderRoots(name) => (
                     StatusCode::FORBIDDEN,
                     format!("{what} {name:?}: outside the served directory"),
                 ),
@@ -443,4 +583,46 @@ pub(super) async fn repo(
 /// `GET /`: liveness, as Grendel answers it.
 pub(super) async fn index() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "up" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_authority;
+
+    #[test]
+    fn host_headers_put_into_urls() {
+        for ok in [
+            "10.0.0.1",
+            "10.0.0.1:8080",
+            "boot.lan",
+            "boot-1.lan:80",
+            "[fd00::1]",
+            "[fd00::1]:8080",
+            "localhost",
+        ] {
+            assert_eq!(host_authority(ok.as_bytes()).as_deref(), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "evil.com/x",
+            "user@evil.com",
+            "a b",
+            "evil\";chain http://x",
+            "host:99999",
+            "host:",
+            "host:8a",
+            "fd00::1",
+            "[fd00::1",
+            "[zz]:80",
+            "[fd00::1]x",
+            "-bad.lan",
+            "a..b",
+            "h\u{e9}te",
+        ] {
+            assert_eq!(host_authority(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(host_authority(b"boot\xff.lan"), None);
+        assert_eq!(host_authority(b"boot\r\n.lan"), None);
+    }
 }

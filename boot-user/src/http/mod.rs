@@ -12,7 +12,7 @@
 //! | GET, HEAD, Range | `/boot/{token}/file/{kernel,initrd-N,liveimg}` | the same files at Grendel's paths |
 //! | GET | `/boot/{token}/postscript` | `image.provision_templates["postscript"]`, else the file `provision.postscript`, rendered |
 //! | GET | `/boot/{token}/provision/{name}` | `image.provision_templates[name]`, rendered (Grendel's route) |
-//! | POST | `/boot/{token}/complete` | provisioning done: a `complete` event, then the hook |
+//! | POST | `/boot/{token}/complete` | provisioning done: the hook, then a `complete` event; once per boot, after a file of the image was served with the token, from that client ([`complete`]) |
 //! | GET, HEAD, Range | `/firmware/{file}` | EFI iPXE binaries for UEFI HTTP boot, no token (`provision.firmware_dir`, default `tftp.root`) |
 //! | GET, HEAD, Range | `/repo/{path}` | static files of `provision.repo_dir` |
 //!
@@ -35,6 +35,7 @@ use axum::Router;
 use crate::state::Shared;
 
 pub mod boot;
+pub mod complete;
 pub mod file_body;
 mod handlers;
 pub mod listen;
@@ -58,6 +59,8 @@ pub struct HttpService {
     shared: Arc<Shared>,
     key: TokenKey,
     on_complete: Option<CompleteHook>,
+    /// Held while one `complete` is checked against the boot events and recorded.
+    complete_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HttpService {
@@ -66,6 +69,7 @@ impl HttpService {
             shared,
             key,
             on_complete: None,
+            complete_lock: Arc::default(),
         }
     }
 

@@ -11,7 +11,10 @@
 //!
 //! At start ([`startup`]) the store's contents are loaded and the inventory files named by
 //! the config or flags are imported over them: an entry of a file replaces the stored entry
-//! of the same name, entries only in the store (added through the API) stay. The merged
+//! of the same name unless the file holds it exactly as when it was last applied (the
+//! store remembers that, [`FileEntries`]: a restart must not undo `complete` or an API
+//! edit of an entry the file did not change), entries only in the store (added through
+//! the API) stay. The merged
 //! inventory is validated, written back to the store, and served. API changes go to the
 //! store, so they survive a restart unless a file names the same entry again.
 use std::collections::HashMap;
@@ -27,8 +30,10 @@ mod tests;
 
 pub use load::{Kind, LoadError, Loaded};
 pub use model::{Host, Image, Interface, Mac};
-pub use store::{Change, Store, StoreError};
+pub use store::{Change, FileEntries, Store, StoreError};
 pub use validate::{ValidationError, ValidationErrors};
+
+use crate::tftp::root::Roots;
 
 /// Anything that keeps an inventory from loading.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +99,14 @@ impl Inventory {
     }
 
     /// The validating constructor: every problem is reported, naming its entry. Host
-    /// addresses are checked against this machine's own ([`server_addresses`]).
-    pub fn new(hosts: Vec<Host>, images: Vec<Image>) -> Result<Inventory, ValidationErrors> {
-        validate::validate_for(&hosts, &images, &server_addresses())?;
+    /// addresses are checked against this machine's own ([`server_addresses`]), image
+    /// files against `image_roots`.
+    pub fn new(
+        hosts: Vec<Host>,
+        images: Vec<Image>,
+        image_roots: &Roots,
+    ) -> Result<Inventory, ValidationErrors> {
+        validate::validate_for(&hosts, &images, &server_addresses(), image_roots)?;
         Ok(Inventory::from_parts_unchecked(hosts, images))
     }
 
@@ -187,19 +197,28 @@ pub struct Startup {
     pub inventory: Inventory,
     /// Unknown keys in the files, entries of the files that replaced stored ones.
     pub warnings: Vec<String>,
+    /// What the files hold (to remember as [`FileEntries`]).
+    pub file_hosts: Vec<Host>,
+    pub file_images: Vec<Image>,
 }
 
 /// Reads the inventory files given (hosts, then images), merges them over the store's
 /// contents (files win by name), validates the result and, if valid, writes it back to the
-/// store in one transaction. With no store, the files alone make the inventory.
+/// store in one transaction. With no store, the files alone make the inventory. Image
+/// files must be inside `image_roots`.
 pub fn startup(
     store: Option<&Store>,
     hosts_file: Option<&Path>,
     images_file: Option<&Path>,
+    image_roots: &Roots,
 ) -> Result<Startup, InventoryError> {
     let (old_hosts, old_images) = match store {
         Some(s) => s.load()?,
         None => (Vec::new(), Vec::new()),
+    };
+    let remembered = match store {
+        Some(s) => s.file_entries()?,
+        None => FileEntries::default(),
     };
     let label = store.map(|s| s.path().display().to_string());
     let s = plan(
@@ -207,6 +226,8 @@ pub fn startup(
         label.as_deref(),
         hosts_file,
         images_file,
+        image_roots,
+        &remembered,
     )?;
     if let Some(store) = store {
         store.apply(&Change::diff(
@@ -215,6 +236,7 @@ pub fn startup(
             s.inventory.hosts(),
             s.inventory.images(),
         ))?;
+        store.set_file_entries(&s.file_hosts, &s.file_images)?;
     }
     Ok(s)
 }
@@ -226,8 +248,15 @@ pub fn plan(
     store_label: Option<&str>,
     hosts_file: Option<&Path>,
     images_file: Option<&Path>,
+    image_roots: &Roots,
+    remembered: &FileEntries,
 ) -> Result<Startup, InventoryError> {
     let (mut hosts, mut images) = stored;
+    let stored_hosts: std::collections::HashSet<String> =
+        hosts.iter().map(|h| h.name.clone()).collect();
+    let stored_images: std::collections::HashSet<String> =
+        images.iter().map(|i| i.name.clone()).collect();
+    let (mut file_hosts, mut file_images) = (Vec::new(), Vec::new());
     let mut warnings = Vec::new();
     let mut unreadable = Vec::new();
     let mut unreadable_images = Vec::new();
@@ -235,6 +264,16 @@ pub fn plan(
     for (file, kind) in [(hosts_file, Kind::Hosts), (images_file, Kind::Images)] {
         let Some(file) = file else { continue };
         let mut loaded = load::read_file(file, kind)?;
+        file_hosts.extend(loaded.hosts.iter().cloned());
+        file_images.extend(loaded.images.iter().cloned());
+        // An entry the file holds as it did when last applied keeps its stored state
+        // (`provision` cleared by `complete`, API edits): only a changed entry wins.
+        loaded.hosts.retain(|h| {
+            !(stored_hosts.contains(&h.name) && remembered.hosts.get(&h.name) == Some(h))
+        });
+        loaded.images.retain(|i| {
+            !(stored_images.contains(&i.name) && remembered.images.get(&i.name) == Some(i))
+        });
         warnings.append(&mut loaded.warnings);
         unreadable.append(&mut loaded.errors);
         unreadable_images.append(&mut loaded.unreadable_images);
@@ -254,7 +293,7 @@ pub fn plan(
     // Unreadable entries first, then what the readable ones get wrong as a whole (a host
     // naming an unreadable image is not reported again).
     let mut errors = unreadable;
-    if let Err(e) = validate::validate_for(&hosts, &images, &server_addresses()) {
+    if let Err(e) = validate::validate_for(&hosts, &images, &server_addresses(), image_roots) {
         errors.extend(e.0.into_iter().filter(|e| {
             !matches!(e, ValidationError::UnknownImage { image, .. } if unreadable_images.contains(image))
         }));
@@ -268,5 +307,7 @@ pub fn plan(
     Ok(Startup {
         inventory: Inventory::from_parts_unchecked(hosts, images),
         warnings,
+        file_hosts,
+        file_images,
     })
 }

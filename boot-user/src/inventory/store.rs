@@ -4,8 +4,13 @@
 //! a crash leaves either the old inventory or the new one, never half of a change.
 //!
 //! The store holds one process: a second `xboot serve` on the same state dir gets a clear
-//! "in use" error instead of a corrupted file.
+//! "in use" error instead of a corrupted file. An existing file is read whole on a copy
+//! before it is opened for writing, so a damaged one is refused unchanged; `check-config`
+//! reads a copy only. After an I/O error (a full disk) the file is opened again for the
+//! next change instead of failing every change until a restart.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -13,6 +18,16 @@ use super::model::{Host, Image};
 
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// The entries as the inventory files held them when last applied (`host/NAME`,
+/// `image/NAME`): an entry a file still holds unchanged keeps its stored state at start.
+const FILE_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("file_entries");
+
+/// Entries of the inventory files as last applied, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileEntries {
+    pub hosts: std::collections::HashMap<String, Host>,
+    pub images: std::collections::HashMap<String, Image>,
+}
 
 /// File name of the store inside the state dir.
 pub const FILE_NAME: &str = "inventory.redb";
@@ -89,8 +104,15 @@ fn diff_by<T: Clone + PartialEq>(
 }
 
 pub struct Store {
-    db: Database,
+    /// None after an I/O error: redb refuses every later operation once one failed
+    /// ("Previous I/O error occurred"), so the next operation opens the file again (a
+    /// full disk that has space again works without a restart).
+    db: Mutex<Option<Database>>,
     path: PathBuf,
+    /// Set by [`Store::db_err`] when the failing operation met an I/O error.
+    io_failed: AtomicBool,
+    /// The temporary copy a read-only store reads (removed on drop).
+    copy: Option<CopyFile>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,8 +121,19 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A file removed when dropped.
+struct CopyFile(PathBuf);
+
+impl Drop for CopyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the store in `state_dir`.
+    /// Opens (creating if needed) the store in `state_dir`. An existing file is checked
+    /// first on a copy (redb writes to a file it opens, and repairs what it can): a
+    /// damaged or empty one is refused with not a byte of it changed.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let path = state_dir.join(FILE_NAME);
         let err = |message: String| StoreError::Db {
@@ -110,35 +143,50 @@ impl Store {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
         check_header(&path).map_err(|m| err(format!("{m}; {DAMAGED_HINT}")))?;
+        if path.exists() {
+            // Every record must read before the file is opened for writing.
+            Store::open_existing(state_dir)?
+                .expect("the file exists")
+                .load()?;
+        }
         guard(&path, || {
             let db = Database::create(&path).map_err(|e| open_err(&path, e))?;
-            let store = Store {
-                db,
-                path: path.clone(),
-            };
-            // Create the tables so that readers never meet a missing one.
-            store.write(|_, _| Ok(()))?;
+            let store = Store::with_db(db, path.clone(), None);
+            // Create the tables so that readers never meet a missing one (a write only
+            // for a new file).
+            if !store.has_tables()? {
+                store.write(|_, _| Ok(()))?;
+            }
             Ok(store)
         })
     }
 
+    fn with_db(db: Database, path: PathBuf, copy: Option<CopyFile>) -> Store {
+        Store {
+            db: Mutex::new(Some(db)),
+            path,
+            io_failed: AtomicBool::new(false),
+            copy,
+        }
+    }
+
     /// Opens the store in `state_dir` to read it, if it exists: creates no directory,
-    /// file or table (`check-config`). Tables not created yet read as empty.
+    /// and writes nothing to it (`check-config`): what is read is a copy, taken unless
+    /// a server holds the store. Tables not created yet read as empty.
     pub fn open_existing(state_dir: &Path) -> Result<Option<Store>, StoreError> {
         let path = state_dir.join(FILE_NAME);
         if !path.exists() {
             return Ok(None);
         }
-        check_header(&path).map_err(|m| StoreError::Db {
+        let err = |message: String| StoreError::Db {
             path: path.clone(),
-            message: format!("{m}; {DAMAGED_HINT}"),
-        })?;
+            message,
+        };
+        check_header(&path).map_err(|m| err(format!("{m}; {DAMAGED_HINT}")))?;
+        let copy = copy_unless_in_use(&path)?;
         guard(&path, || {
-            let db = Database::open(&path).map_err(|e| open_err(&path, e))?;
-            Ok(Some(Store {
-                db,
-                path: path.clone(),
-            }))
+            let db = Database::create(&copy.0).map_err(|e| open_err(&path, e))?;
+            Ok(Some(Store::with_db(db, path.clone(), Some(copy))))
         })
     }
 
@@ -147,19 +195,59 @@ impl Store {
     }
 
     fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.io_failed.store(true, Ordering::Relaxed);
+        }
         StoreError::Db {
             path: self.path.clone(),
-            message: e.into().to_string(),
+            message: e.to_string(),
         }
+    }
+
+    /// Runs `f` on the database, opening the file again first if an I/O error closed
+    /// it; an I/O error in `f` closes it for the next operation.
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if db.is_none() {
+            let file = self.copy.as_ref().map_or(&self.path, |c| &c.0);
+            let reopened = Database::create(file).map_err(|e| open_err(&self.path, e))?;
+            tracing::info!("inventory store {}: opened again", self.path.display());
+            *db = Some(reopened);
+        }
+        self.io_failed.store(false, Ordering::Relaxed);
+        let r = f(db.as_ref().expect("opened above"));
+        if r.is_err() && self.io_failed.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "inventory store {}: I/O error; the file is opened again for the next change",
+                self.path.display()
+            );
+            *db = None;
+        }
+        r
+    }
+
+    fn has_tables(&self) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+            let exists = |def| match tx.open_table(def) {
+                Ok(_) => Ok(true),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+                Err(e) => Err(self.db_err(e)),
+            };
+            Ok(exists(HOSTS)? && exists(IMAGES)?)
+        })
     }
 
     /// Every host and image, in name order.
     pub fn load(&self) -> Result<(Vec<Host>, Vec<Image>), StoreError> {
         guard(&self.path, || {
-            let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
-            let hosts = self.read_table(&tx, HOSTS, "host")?;
-            let images = self.read_table(&tx, IMAGES, "image")?;
-            Ok((hosts, images))
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let hosts = self.read_table(&tx, HOSTS, "host")?;
+                let images = self.read_table(&tx, IMAGES, "image")?;
+                Ok((hosts, images))
+            })
         })
     }
 
@@ -186,6 +274,67 @@ impl Store {
             out.push(item);
         }
         Ok(out)
+    }
+
+    /// The inventory files' entries as last applied ([`Store::set_file_entries`]);
+    /// empty for a store that never recorded them. An unreadable record is skipped: the
+    /// file's entry then wins, as it did before such records existed.
+    pub fn file_entries(&self) -> Result<FileEntries, StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let mut out = FileEntries::default();
+                let table = match tx.open_table(FILE_ENTRIES) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+                    Err(e) => return Err(self.db_err(e)),
+                };
+                for row in table.iter().map_err(|e| self.db_err(e))? {
+                    let (k, v) = row.map_err(|e| self.db_err(e))?;
+                    let (k, v) = (k.value(), v.value());
+                    if let Some(name) = k.strip_prefix("host/") {
+                        if let Ok(h) = serde_json::from_slice(v) {
+                            out.hosts.insert(name.to_string(), h);
+                        }
+                    } else if let Some(name) = k.strip_prefix("image/") {
+                        if let Ok(i) = serde_json::from_slice(v) {
+                            out.images.insert(name.to_string(), i);
+                        }
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Records the entries the inventory files hold now (replacing the record).
+    pub fn set_file_entries(&self, hosts: &[Host], images: &[Image]) -> Result<(), StoreError> {
+        if self.copy.is_some() {
+            return Err(StoreError::Db {
+                path: self.path.clone(),
+                message: "opened to read only".into(),
+            });
+        }
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+                tx.delete_table(FILE_ENTRIES).map_err(|e| self.db_err(e))?;
+                {
+                    let mut t = tx.open_table(FILE_ENTRIES).map_err(|e| self.db_err(e))?;
+                    for h in hosts {
+                        let doc = serde_json::to_vec(h).expect("host serializes");
+                        t.insert(format!("host/{}", h.name).as_str(), doc.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                    }
+                    for i in images {
+                        let doc = serde_json::to_vec(i).expect("image serializes");
+                        t.insert(format!("image/{}", i.name).as_str(), doc.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                    }
+                }
+                tx.commit().map_err(|e| self.db_err(e))
+            })
+        })
     }
 
     /// Applies a change in one durable transaction.
@@ -223,14 +372,55 @@ impl Store {
             &mut redb::Table<&str, &[u8]>,
         ) -> Result<(), redb::StorageError>,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut hosts = tx.open_table(HOSTS).map_err(|e| self.db_err(e))?;
-            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
-            f(&mut hosts, &mut images).map_err(|e| self.db_err(e))?;
+        if self.copy.is_some() {
+            return Err(StoreError::Db {
+                path: self.path.clone(),
+                message: "opened to read only".into(),
+            });
         }
-        tx.commit().map_err(|e| self.db_err(e))
+        self.with(|db| {
+            let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+            {
+                let mut hosts = tx.open_table(HOSTS).map_err(|e| self.db_err(e))?;
+                let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
+                f(&mut hosts, &mut images).map_err(|e| self.db_err(e))?;
+            }
+            tx.commit().map_err(|e| self.db_err(e))
+        })
     }
+}
+
+/// A private copy of the store file at `path` to read, unless a process holds the
+/// store (redb keeps an exclusive `flock` on it while open): then [`StoreError::InUse`].
+fn copy_unless_in_use(path: &Path) -> Result<CopyFile, StoreError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let err = |message: String| StoreError::Db {
+        path: path.into(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut locked = match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            return Err(StoreError::InUse { path: path.into() })
+        }
+        Err((_, e)) => return Err(err(format!("cannot lock: {e}"))),
+    };
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let copy = std::env::temp_dir().join(format!(
+        "xboot-store-read-{}-{}.redb",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&copy)
+        .map_err(|e| err(format!("cannot copy to {}: {e}", copy.display())))?;
+    let guard = CopyFile(copy);
+    std::io::copy(&mut *locked, &mut out)
+        .map_err(|e| err(format!("cannot copy to {}: {e}", guard.0.display())))?;
+    Ok(guard)
 }
 
 fn open_err(path: &Path, e: redb::DatabaseError) -> StoreError {

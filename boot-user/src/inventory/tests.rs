@@ -24,6 +24,10 @@ impl Files {
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
+    /// The temp dir as the only image root.
+    fn roots(&self) -> Roots {
+        Roots::new([self.dir.path().to_path_buf()])
+    }
     fn image(&self, name: &str) -> Image {
         Image {
             name: name.into(),
@@ -67,7 +71,8 @@ fn guide_hosts_and_images_json_load() {
 
     // The guide's kernel and initrd live under /var/lib/grendel: absent here, and reported
     // as such, naming the image; the host itself is fine.
-    let errs = Inventory::new(hosts.hosts, images.images).unwrap_err();
+    let roots = crate::config::ProvisionConfig::default().image_roots();
+    let errs = Inventory::new(hosts.hosts, images.images, &roots).unwrap_err();
     let msgs = errs.messages();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     assert!(
@@ -184,6 +189,7 @@ fn relative_paths_resolve_against_the_file() {
     Inventory::new(
         vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")],
         l.images,
+        &f.roots(),
     )
     .unwrap();
 }
@@ -265,7 +271,7 @@ fn validation_errors_each_named() {
             "image img: provision_templates.postscript template: line 2".into()),
     ];
     for (what, hosts, images, want) in table {
-        match Inventory::new(hosts, images) {
+        match Inventory::new(hosts, images, &f.roots()) {
             Ok(_) => assert!(want.is_empty(), "{what}: accepted, want {want:?}"),
             // Template messages are checked by prefix: the wording after the position is
             // the template module's.
@@ -309,7 +315,8 @@ fn impossible_leases_are_refused() {
     ];
     let server = [std::net::Ipv4Addr::new(192, 0, 2, 1)];
     for (bad, want) in table {
-        let errs = validate::validate_for(&[bad], &[f.image("img")], &server).unwrap_err();
+        let errs =
+            validate::validate_for(&[bad], &[f.image("img")], &server, &f.roots()).unwrap_err();
         assert_eq!(errs.0.len(), 1, "{want}: {errs}");
         assert!(
             errs.to_string().starts_with(want),
@@ -330,7 +337,7 @@ fn impossible_leases_are_refused() {
     let mut bmc = h("cn4", "aa:bb:cc:00:00:04", "127.0.0.9/8");
     bmc.interfaces[0].bmc = true;
     ok.push(bmc);
-    validate::validate_for(&ok, &[f.image("img")], &server).unwrap();
+    validate::validate_for(&ok, &[f.image("img")], &server, &f.roots()).unwrap();
 
     let errs = Inventory::new(
         vec![
@@ -338,6 +345,7 @@ fn impossible_leases_are_refused() {
             h("CN9", "aa:bb:cc:00:00:02", "10.0.0.2/24"),
         ],
         vec![f.image("img")],
+        &f.roots(),
     )
     .unwrap_err();
     assert_eq!(
@@ -356,7 +364,7 @@ fn validation_returns_all_errors() {
     ];
     let mut im = f.image("img");
     im.kernel = f.path("nope");
-    let errs = Inventory::new(hosts, vec![im]).unwrap_err();
+    let errs = Inventory::new(hosts, vec![im], &f.roots()).unwrap_err();
     assert_eq!(errs.0.len(), 4, "{errs}");
     assert!(
         errs.to_string()
@@ -425,21 +433,90 @@ fn damaged_store_is_refused_not_a_panic() {
         damaged.push((format!("bytes {from}..{to} overwritten"), bytes));
     }
     damaged.push(("text".into(), b"not a database at all\n".repeat(400)));
+    // A sound database holding a record that does not decode: refused when it is read,
+    // which must come before any write.
+    {
+        std::fs::write(&file, &good).unwrap();
+        let db = redb::Database::create(&file).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let def = redb::TableDefinition::<&str, &[u8]>::new("hosts");
+            let mut t = tx.open_table(def).unwrap();
+            t.insert("cn9", b"{not json".as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        drop(db);
+        damaged.push((
+            "a record that does not decode".into(),
+            std::fs::read(&file).unwrap(),
+        ));
+    }
     let mut wrong = Vec::new();
     for (what, bytes) in damaged {
         std::fs::write(&file, &bytes).unwrap();
-        let r = std::panic::catch_unwind(|| Store::open(state.path()).and_then(|s| s.load()));
-        match r {
-            Err(_) => wrong.push(format!("{what}: the store panicked")),
-            Ok(Ok(_)) if what.starts_with("bytes") => {} // redb repaired it from its copy
-            Ok(Ok(l)) => wrong.push(format!("{what}: opened and loaded {l:?}")),
-            Ok(Err(e)) if !e.to_string().contains("inventory.redb") => {
-                wrong.push(format!("{what}: {e}"))
+        for (opener, r) in [
+            (
+                "open",
+                std::panic::catch_unwind(|| Store::open(state.path()).and_then(|s| s.load())),
+            ),
+            (
+                "open_existing",
+                std::panic::catch_unwind(|| {
+                    Store::open_existing(state.path()).and_then(|s| s.unwrap().load())
+                }),
+            ),
+        ] {
+            let what = format!("{what} ({opener})");
+            let refused = match r {
+                Err(_) => {
+                    wrong.push(format!("{what}: the store panicked"));
+                    false
+                }
+                Ok(Ok(_)) if what.starts_with("bytes") => false, // redb repaired it from its copy
+                Ok(Ok(l)) => {
+                    wrong.push(format!("{what}: opened and loaded {l:?}"));
+                    false
+                }
+                Ok(Err(e)) if !e.to_string().contains("inventory.redb") => {
+                    wrong.push(format!("{what}: {e}"));
+                    true
+                }
+                Ok(Err(_)) => true,
+            };
+            // A refused file is left as it was, for the operator to recover from.
+            if refused && std::fs::read(&file).unwrap() != bytes {
+                wrong.push(format!("{what}: refused, but the file was changed"));
             }
-            Ok(Err(_)) => {}
+            std::fs::write(&file, &bytes).unwrap();
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Reading a store without a server (`check-config`) changes no byte of it.
+#[test]
+fn reading_a_store_writes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(state.path()).unwrap();
+        let hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")];
+        s.apply(&Change::diff(&[], &[], &hosts, &[])).unwrap();
+    }
+    let file = state.path().join(store::FILE_NAME);
+    let before = std::fs::read(&file).unwrap();
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    {
+        let s = Store::open_existing(state.path()).unwrap().unwrap();
+        assert_eq!(s.load().unwrap().0.len(), 1);
+    }
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "the store was written"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        modified
+    );
 }
 
 #[test]
@@ -462,7 +539,7 @@ fn startup_merges_files_over_store() {
     ];
     std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
 
-    let s = startup(Some(&store), Some(&file), None).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
     let names: Vec<&str> = s
         .inventory
         .hosts()
@@ -489,7 +566,7 @@ fn startup_merges_files_over_store() {
     // A file that makes the merged inventory invalid stops the start and leaves the store.
     let bad = vec![host("cn3", "aa:bb:cc:00:00:09", "10.0.0.3/24")];
     std::fs::write(&file, load::hosts_to_json(&bad)).unwrap();
-    let err = startup(Some(&store), Some(&file), None)
+    let err = startup(Some(&store), Some(&file), None, &f.roots())
         .unwrap_err()
         .to_string();
     assert!(
@@ -497,6 +574,28 @@ fn startup_merges_files_over_store() {
         "{err}"
     );
     assert_eq!(store.load().unwrap().0.len(), 3);
+
+    // A restart with the file unchanged keeps what changed since in the store (cn1
+    // reported complete): only an entry the file changed wins again.
+    std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
+    startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let mut done = store.load().unwrap().0;
+    done.iter_mut().for_each(|h| h.provision = h.name != "cn1");
+    store
+        .apply(&Change::diff(&store.load().unwrap().0, &[], &done, &[]))
+        .unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    assert!(!s.inventory.host("cn1").unwrap().provision, "complete kept");
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let mut edited = file_hosts.clone();
+    edited[0].tags = vec!["rack1".into()];
+    std::fs::write(&file, load::hosts_to_json(&edited)).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let cn1 = s.inventory.host("cn1").unwrap();
+    assert!(
+        cn1.provision && cn1.tags == ["rack1"],
+        "the edited entry wins"
+    );
 }
 
 #[test]
@@ -541,7 +640,15 @@ fn plan_reports_unreadable_entries_and_validation_together() {
     .unwrap();
     let images = f.dir.path().join("images.json");
     std::fs::write(&images, r#"[{"name":"broken","kernel":42}]"#).unwrap();
-    let err = plan((vec![], vec![]), None, Some(&hosts), Some(&images)).unwrap_err();
+    let err = plan(
+        (vec![], vec![]),
+        None,
+        Some(&hosts),
+        Some(&images),
+        &Roots::default(),
+        &FileEntries::default(),
+    )
+    .unwrap_err();
     let InventoryError::Invalid { errors, origin } = &err else {
         panic!("{err}")
     };
@@ -623,8 +730,8 @@ mod props {
         fn any_host_values_never_panic(hosts in prop::collection::vec(host_json(), 0..6)) {
             let text = format!("[{}]", hosts.join(","));
             if let Ok(loaded) = load::parse_lenient(&text, Format::Json, Kind::Hosts, Path::new("/"), "p") {
-                let _ = validate::validate(&loaded.hosts, &loaded.images);
-                let _ = Inventory::new(loaded.hosts, loaded.images);
+                let _ = validate::validate(&loaded.hosts, &loaded.images, &Roots::default());
+                let _ = Inventory::new(loaded.hosts, loaded.images, &Roots::default());
             }
         }
     }

@@ -7,8 +7,9 @@
 //! 255.255.255.255, loopback, link-local or multicast, not one of the server's own), MACs
 //! (unique across all hosts and within one, unicast, not all zeros), interface MTUs
 //! ([`MTU_RANGE`] or 0), boot images of provisioned hosts (named and existing), images
-//! (named, unique, a kernel, kernel/initrd/liveimg files that exist at absolute paths) and
-//! the image command-line templates. Only reads file metadata.
+//! (named, unique, a kernel, kernel/initrd/liveimg files that exist at absolute paths
+//! inside the image roots, `provision.image_roots`, symlinks followed) and the image
+//! command-line templates. Only reads file metadata.
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -17,6 +18,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use super::model::{parse_cidr, Host, Image, Mac, MTU_RANGE};
+use crate::tftp::root::{PathError, Roots};
 
 /// One problem found in an inventory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +93,16 @@ pub enum ValidationError {
         path: String,
         message: String,
     },
+    #[error(
+        "image {image}: {what} {path} {reason} (image roots: {roots}; see provision.image_roots)"
+    )]
+    OutsideImageRoots {
+        image: String,
+        what: String,
+        path: String,
+        reason: String,
+        roots: String,
+    },
     #[error("image {image}: {what} template: {message}")]
     Template {
         image: String,
@@ -127,9 +139,9 @@ impl ValidationErrors {
     }
 }
 
-/// Checks a whole inventory; returns every problem found.
-pub fn validate(hosts: &[Host], images: &[Image]) -> Result<(), ValidationErrors> {
-    validate_for(hosts, images, &[])
+/// Checks a whole inventory, image files against `roots`; returns every problem found.
+pub fn validate(hosts: &[Host], images: &[Image], roots: &Roots) -> Result<(), ValidationErrors> {
+    validate_for(hosts, images, &[], roots)
 }
 
 /// [`validate`], also refusing hosts given one of `server` (the server's own addresses).
@@ -137,10 +149,11 @@ pub fn validate_for(
     hosts: &[Host],
     images: &[Image],
     server: &[Ipv4Addr],
+    roots: &Roots,
 ) -> Result<(), ValidationErrors> {
     let mut errs = Vec::new();
     check_hosts(hosts, images, server, &mut errs);
-    check_images(images, &mut errs);
+    check_images(images, roots, &mut errs);
     errs.extend(check_templates(images));
     if errs.is_empty() {
         Ok(())
@@ -365,7 +378,7 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_images(images: &[Image], errs: &mut Vec<ValidationError>) {
+fn check_images(images: &[Image], roots: &Roots, errs: &mut Vec<ValidationError>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (index, im) in images.iter().enumerate() {
         if im.name.is_empty() {
@@ -388,18 +401,18 @@ fn check_images(images: &[Image], errs: &mut Vec<ValidationError>) {
                 image: label.clone(),
             });
         } else {
-            check_file(&label, "kernel", &im.kernel, errs);
+            check_file(&label, "kernel", &im.kernel, roots, errs);
         }
         for (i, initrd) in im.initrd.iter().enumerate() {
-            check_file(&label, &format!("initrd[{i}]"), initrd, errs);
+            check_file(&label, &format!("initrd[{i}]"), initrd, roots, errs);
         }
         if !im.liveimg.is_empty() {
-            check_file(&label, "liveimg", &im.liveimg, errs);
+            check_file(&label, "liveimg", &im.liveimg, roots, errs);
         }
     }
 }
 
-fn check_file(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationError>) {
+fn check_file(image: &str, what: &str, path: &str, roots: &Roots, errs: &mut Vec<ValidationError>) {
     let p = Path::new(path);
     if !p.is_absolute() {
         errs.push(ValidationError::RelativePath {
@@ -409,18 +422,30 @@ fn check_file(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationErro
         });
         return;
     }
-    let problem = match std::fs::metadata(p) {
-        Ok(m) if m.is_file() => return,
-        Ok(_) => "not a regular file".to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_string(),
-        Err(e) => e.to_string(),
-    };
-    errs.push(ValidationError::MissingFile {
+    let outside = |reason: String| ValidationError::OutsideImageRoots {
         image: image.into(),
         what: what.into(),
         path: path.into(),
-        message: problem,
-    });
+        reason,
+        roots: roots.list(),
+    };
+    let missing = |message: &str| ValidationError::MissingFile {
+        image: image.into(),
+        what: what.into(),
+        path: path.into(),
+        message: message.into(),
+    };
+    match roots.resolve(p) {
+        Ok(_) => {}
+        Err(PathError::NotUnderRoots(_)) => errs.push(outside("is not in an image root".into())),
+        Err(PathError::OutsideRoot { target, .. }) => errs.push(outside(format!(
+            "resolves to {}, outside the image roots",
+            target.display()
+        ))),
+        Err(PathError::DotDot(_)) => errs.push(outside("has a '..' component".into())),
+        Err(PathError::NotAFile(_)) => errs.push(missing("not a regular file")),
+        Err(PathError::NotFound(_)) => errs.push(missing("no such file")),
+    }
 }
 
 /// Template errors in images, found at load time rather than when a node boots: the

@@ -6,6 +6,10 @@
 //! followed but the final file must still be inside the root (a link out of the root is
 //! refused and, at start, listed by [`Root::escaping_links`]); only regular files are
 //! served.
+//!
+//! [`Roots`] applies the same rules to absolute paths under several directories: the
+//! image roots (`provision.image_roots`) that every kernel, initrd and live image must
+//! be in, checked when an inventory is validated and again when a file is served.
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +22,8 @@ pub enum PathError {
     OutsideRoot { name: String, target: PathBuf },
     #[error("{0:?}: not a regular file")]
     NotAFile(String),
+    #[error("{0:?}: not under any of the allowed directories")]
+    NotUnderRoots(String),
 }
 
 /// A served directory (canonicalized once).
@@ -103,9 +109,144 @@ impl Root {
     }
 }
 
+/// Directories that absolute file paths must be inside (the image roots). A directory
+/// is canonicalized at each check, so one created after start counts, and one that does
+/// not exist holds nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roots {
+    dirs: Vec<PathBuf>,
+}
+
+impl Roots {
+    pub fn new(dirs: impl IntoIterator<Item = PathBuf>) -> Roots {
+        Roots {
+            dirs: dirs.into_iter().collect(),
+        }
+    }
+
+    /// The directories as configured.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The configured directories, comma-separated, for messages.
+    pub fn list(&self) -> String {
+        let v: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    /// The regular file that the absolute `path` designates, if it is inside one of the
+    /// roots once every symlink is followed: the path must be under a root as written
+    /// (or under its canonical form), then resolves by [`Root::resolve`] (no `..`, the
+    /// target inside the root). A link from one root into another is accepted.
+    pub fn resolve(&self, path: &Path) -> Result<PathBuf, PathError> {
+        let name = || path.display().to_string();
+        let roots: Vec<(PathBuf, Option<Root>)> = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let abs = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+                (abs, Root::new(d).ok())
+            })
+            .collect();
+        let inside_any = |t: &Path| {
+            roots
+                .iter()
+                .any(|(_, r)| r.as_ref().is_some_and(|r| t.starts_with(r.dir())))
+        };
+        let mut last = None;
+        for (dir, root) in &roots {
+            let rel = path
+                .strip_prefix(dir)
+                .ok()
+                .or_else(|| root.as_ref().and_then(|r| path.strip_prefix(r.dir()).ok()));
+            let Some(rel) = rel else { continue };
+            // Under a root that does not exist (yet): the file does not exist either.
+            let (Some(root), Some(rel)) = (root, rel.to_str()) else {
+                last = last.or(Some(PathError::NotFound(name())));
+                continue;
+            };
+            match root.resolve(rel) {
+                Ok(p) => return Ok(p),
+                Err(PathError::OutsideRoot { target, .. })
+                    if target.is_file() && inside_any(&target) =>
+                {
+                    return Ok(target)
+                }
+                Err(PathError::OutsideRoot { target, .. }) => {
+                    last = Some(PathError::OutsideRoot {
+                        name: name(),
+                        target,
+                    })
+                }
+                Err(PathError::DotDot(_)) => last = Some(PathError::DotDot(name())),
+                Err(PathError::NotAFile(_)) => last = Some(PathError::NotAFile(name())),
+                Err(_) => last = last.or(Some(PathError::NotFound(name()))),
+            }
+        }
+        Err(last.unwrap_or_else(|| PathError::NotUnderRoots(name())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_roots_confine_absolute_paths() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("shadow"), "s").unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("vmlinuz"), "k").unwrap();
+        std::fs::write(b.path().join("initrd"), "i").unwrap();
+        std::fs::create_dir(a.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("shadow"), a.path().join("esc")).unwrap();
+        std::os::unix::fs::symlink(b.path().join("initrd"), a.path().join("to-b")).unwrap();
+        // A root given through a symlink: paths written under the link are inside.
+        let links = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(a.path(), links.path().join("images")).unwrap();
+        let roots = Roots::new([
+            links.path().join("images"),
+            b.path().to_path_buf(),
+            PathBuf::from("/nonexistent/xboot/root"),
+        ]);
+        let canon = |p: &Path| p.canonicalize().unwrap();
+        let ok = |p: PathBuf| roots.resolve(&p).unwrap();
+        assert_eq!(
+            ok(a.path().join("vmlinuz")),
+            canon(&a.path().join("vmlinuz"))
+        );
+        assert_eq!(
+            ok(links.path().join("images/vmlinuz")),
+            canon(&a.path().join("vmlinuz"))
+        );
+        assert_eq!(ok(a.path().join("to-b")), canon(&b.path().join("initrd")));
+        let err = |p: PathBuf| match roots.resolve(&p).unwrap_err() {
+            PathError::NotFound(_) => "NotFound",
+            PathError::DotDot(_) => "DotDot",
+            PathError::OutsideRoot { .. } => "OutsideRoot",
+            PathError::NotAFile(_) => "NotAFile",
+            PathError::NotUnderRoots(_) => "NotUnderRoots",
+        };
+        assert_eq!(err(PathBuf::from("/etc/shadow")), "NotUnderRoots");
+        assert_eq!(err(outside.path().join("shadow")), "NotUnderRoots");
+        assert_eq!(err(a.path().join("esc")), "OutsideRoot");
+        assert_eq!(err(a.path().join("../etc/shadow")), "DotDot");
+        assert_eq!(err(a.path().join("dir")), "NotAFile");
+        assert_eq!(err(a.path().join("missing")), "NotFound");
+        assert_eq!(err(PathBuf::from("/nonexistent/xboot/root/k")), "NotFound");
+        assert_eq!(
+            Roots::new([])
+                .resolve(&a.path().join("vmlinuz"))
+                .unwrap_err(),
+            PathError::NotUnderRoots(a.path().join("vmlinuz").display().to_string())
+        );
+    }
 
     #[test]
     fn resolution_table() {

@@ -37,9 +37,9 @@ impl Server {
                 PathError::NotFound(_) | PathError::NotAFile(_) => {
                     (ErrorCode::FileNotFound, "file not found")
                 }
-                PathError::DotDot(_) | PathError::OutsideRoot { .. } => {
-                    (ErrorCode::AccessViolation, "access violation")
-                }
+                PathError::DotDot(_)
+                | PathError::OutsideRoot { .. }
+                | PathError::NotUnderRoots(_) => (ErrorCode::AccessViolation, "access violation"),
             };
             Refused {
                 code,

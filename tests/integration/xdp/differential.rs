@@ -1,6 +1,6 @@
 //! Differential equivalence: a corpus of requests (every client kind, DISCOVER and
 //! REQUEST in each state, wrong address, foreign server, broadcast flag, option 97 or
-//! not, shuffled option order, relayed, VLAN-tagged) through the loaded program with
+//! not, shuffled option order, relayed, relay fields that make no sense, VLAN-tagged) through the loaded program with
 //! BPF_PROG_TEST_RUN and through the slow path (strict parser, classifier, builder,
 //! frame encoder). Both replies must decode (dhcproto) to the same message field by
 //! field and option by option, with the same addressing, and be the same bytes.
@@ -20,6 +20,8 @@ pub enum Expect {
     Tx,
     /// The program must pass the frame up.
     Pass,
+    /// The program must pass the frame up and the slow path be silent.
+    Silent,
 }
 
 /// Runs one request through both paths and compares. Returns the program's action.
@@ -29,9 +31,16 @@ pub fn check(lab: &mut Lab, name: &str, req: &Req, expect: Expect) -> u32 {
     let want = lab.slow_path(&frame, rotation);
     let out = lab.run(&frame);
     match (out.action, &want, expect) {
+        (XDP_TX, _, Expect::Pass | Expect::Silent) => {
+            panic!("{name}: the program answered a request it must pass up")
+        }
         (XDP_TX, Some(w), _) => compare(name, &out.frame, w),
         (XDP_TX, None, _) => panic!("{name}: the program answered a request the slow path ignores"),
         (XDP_PASS, _, Expect::Pass) => {}
+        (XDP_PASS, None, Expect::Silent) => {}
+        (XDP_PASS, Some(_), Expect::Silent) => {
+            panic!("{name}: the slow path answers a request both paths must leave silent")
+        }
         (XDP_PASS, w, Expect::Tx) => panic!(
             "{name}: the program passed it up (slow path answers: {}); counters {:?}, reasons so far {:?}",
             w.is_some(),
@@ -197,6 +206,44 @@ fn corpus() -> Vec<(String, Req, Expect)> {
             Pass,
         ));
     }
+    // Relay fields that make no sense: both paths silent (the program passes them up).
+    for (what, giaddr, hops) in [
+        ("giaddr the server itself", SERVER, 1),
+        ("giaddr loopback", Ipv4Addr::LOCALHOST, 1),
+        ("giaddr broadcast", Ipv4Addr::BROADCAST, 1),
+        ("giaddr multicast", Ipv4Addr::new(224, 0, 0, 9), 1),
+        ("giaddr class E", Ipv4Addr::new(240, 0, 0, 1), 1),
+        ("giaddr in 0.0.0.0/8", Ipv4Addr::new(0, 1, 2, 3), 1),
+        ("no giaddr but hops 1", Ipv4Addr::UNSPECIFIED, 1),
+        ("17 hops", RELAY, 17),
+        ("255 hops", RELAY, 255),
+    ] {
+        for (host, mac, ip) in [("cn1", CN1, CN1_IP), ("cn5", CN5_RELAYED, cn5_ip)] {
+            let edit = |r: Req| Req {
+                giaddr,
+                hops,
+                ..r.relayed()
+            };
+            rows.push((
+                format!("{host} relayed DISCOVER, {what} -> silence"),
+                edit(discover("bios", mac)),
+                Silent,
+            ));
+            rows.push((
+                format!("{host} relayed REQUEST, {what} -> silence"),
+                edit(selecting("ipxe", mac, ip, SERVER)),
+                Silent,
+            ));
+        }
+    }
+    rows.push((
+        "cn5 relayed DISCOVER, 16 hops".into(),
+        Req {
+            hops: 16,
+            ..discover("bios", CN5_RELAYED).relayed()
+        },
+        Tx,
+    ));
     // What the slow path answers or ignores, and the program leaves to it.
     rows.push((
         "unknown MAC DISCOVER".into(),

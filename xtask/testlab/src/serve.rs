@@ -63,9 +63,10 @@ pub fn write_lab_files(dir: &Path, payload: &Payload) -> Result<LabFiles, String
         state_dir,
     };
     let write = |p: &Path, text: String| std::fs::write(p, text).map_err(|e| io(p, e));
+    // The images first: the config's image roots are their directories.
+    write(&f.images, images_json(payload))?;
     write(&f.config, config_toml(&f))?;
     write(&f.hosts, hosts_json())?;
-    write(&f.images, images_json(payload))?;
     write(&f.postscript, postscript())?;
     Ok(f)
 }
@@ -99,6 +100,7 @@ token_ttl = 3600
 advertise_url = "http://{SRV_IP}:{HTTP_PORT}"
 postscript = {postscript}
 repo_dir = {repo}
+image_roots = {roots}
 
 [api]
 socket_path = {socket}
@@ -108,8 +110,30 @@ socket_path = {socket}
         images = q(&f.images),
         postscript = q(&f.postscript),
         repo = q(&f.dir),
+        roots = serde_json::to_string(&image_dirs(&f.images)).expect("paths serialize"),
         socket = q(&f.socket),
     )
+}
+
+/// The directories of the files named by the images file at `images` (the lab's
+/// `provision.image_roots`); none if it cannot be read.
+fn image_dirs(images: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(images).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for im in v.as_array().into_iter().flatten() {
+        let files = im["initrd"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain([&im["kernel"]]);
+        for dir in files.filter_map(|f| Some(Path::new(f.as_str()?).parent()?.to_path_buf())) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
 }
 
 /// Grendel's hosts.json: one provisioned node on the VM's MAC.
