@@ -142,6 +142,10 @@ pub fn turnarounds(frames: &[Frame], server_mac: [u8; 6], http_port: u16) -> Vec
     out
 }
 
+/// Differences below this are below the capture's noise (kernel scheduling and time
+/// stamping on a shared 2-core machine: tens of microseconds), not the server's.
+pub const NOISE_S: f64 = 1e-4;
+
 /// One real machine's request type against the simulated nodes'.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
@@ -153,7 +157,7 @@ pub struct Check {
     pub p1: f64,
     pub p99: f64,
     pub samples: usize,
-    /// Every real turnaround within [p1, p99].
+    /// Every real turnaround within [p1, p99] (widened by [`NOISE_S`]).
     pub ok: bool,
 }
 
@@ -183,7 +187,10 @@ pub fn check(all: &[Turnaround], machines: &[(String, String)]) -> Vec<Check> {
                 .collect();
             sim.sort_by(f64::total_cmp);
             let (p1, p99) = (pct(&sim, 1.0), pct(&sim, 99.0));
-            let ok = !sim.is_empty() && real.iter().all(|&s| s >= p1 && s <= p99);
+            let ok = !sim.is_empty()
+                && real
+                    .iter()
+                    .all(|&s| s >= p1 - NOISE_S && s <= p99 + NOISE_S);
             out.push(Check {
                 machine: name.clone(),
                 kind,
@@ -206,13 +213,15 @@ pub fn markdown(checks: &[Check]) -> String {
     );
     for c in checks {
         let real: Vec<String> = c.real.iter().map(|v| format!("{:.2}", v * 1e3)).collect();
+        let window = match c.samples {
+            0 => "no simulated sample".to_string(),
+            _ => format!("{:.2}-{:.2}", c.p1 * 1e3, c.p99 * 1e3),
+        };
         s += &format!(
-            "| {} | {} | {} | {:.2}-{:.2} | {} | {} |\n",
+            "| {} | {} | {} | {window} | {} | {} |\n",
             c.machine,
             c.kind,
             real.join(", "),
-            c.p1 * 1e3,
-            c.p99 * 1e3,
             c.samples,
             if c.ok { "yes" } else { "NO" }
         );
@@ -385,6 +394,10 @@ mod tests {
         all.push(t("dhcp_discover", "vm1", 0.050));
         all.push(t("dhcp_discover", "vm2", 0.150));
         all.push(t("tftp_rrq", "vm2", 0.010));
+        // A SYN answered 50 us slower than any simulated one: below the noise.
+        all.extend((1..=10).map(|i| t("tcp_syn", &format!("n{i}"), 0.00001 * f64::from(i))));
+        all.push(t("tcp_syn", "vm1", 0.00015));
+        all.push(t("tcp_syn", "vm2", 0.00025));
         let machines = [
             ("bios".to_string(), "vm1".to_string()),
             ("uefi".into(), "vm2".into()),
@@ -401,7 +414,9 @@ mod tests {
             !tftp.ok && tftp.samples == 0,
             "no simulated TFTP to compare with"
         );
-        assert_eq!(c.len(), 3);
+        assert!(row("bios", "tcp_syn").ok);
+        assert!(!row("uefi", "tcp_syn").ok, "150 us past p99");
+        assert_eq!(c.len(), 5);
         let md = markdown(&c);
         assert!(
             md.contains("| bios | dhcp_discover | 50.00 | 1.00-99.00 | 100 | yes |"),

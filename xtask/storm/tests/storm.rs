@@ -32,6 +32,7 @@ fn spec(kind: Kind, profile: Profile, tag: &str) -> Option<Spec> {
         payload: testlab::payload::Payload::cached().unwrap_or_else(|e| panic!("{e}")),
         tag: tag.into(),
         deadline: Duration::from_secs(120),
+        truth: false,
     })
 }
 
