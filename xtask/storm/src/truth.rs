@@ -20,8 +20,10 @@ use crate::report::pct;
 /// One answered request.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Turnaround {
-    /// `dhcp_discover`, `dhcp_request`, `tftp_rrq`, `tcp_syn`, `http_get`, `http_post`.
-    pub kind: &'static str,
+    /// `dhcp_discover`, `dhcp_request`, `tftp_rrq`, `tcp_syn`, or an HTTP method and
+    /// the last segment of the URL's path (`http_get kernel`, `http_post complete`): a
+    /// script the server renders and a file it sends are different request types.
+    pub kind: String,
     /// The client's MAC, `aa:bb:...`.
     pub mac: String,
     /// When the request was sent (capture clock, seconds).
@@ -33,15 +35,23 @@ fn mac_str(m: [u8; 6]) -> String {
     crate::node::mac_string(m)
 }
 
-fn http_kind(payload: &[u8]) -> Option<&'static str> {
-    [
+fn http_kind(payload: &[u8]) -> Option<String> {
+    let (method, k) = [
         ("GET ", "http_get"),
         ("POST ", "http_post"),
         ("HEAD ", "http_head"),
     ]
     .into_iter()
-    .find(|(m, _)| payload.starts_with(m.as_bytes()))
-    .map(|(_, k)| k)
+    .find(|(m, _)| payload.starts_with(m.as_bytes()))?;
+    let line = payload[method.len()..].split(|&b| b == b' ').next()?;
+    let path = String::from_utf8_lossy(line);
+    let path = path.split('?').next().unwrap_or("");
+    let last = path
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("/");
+    Some(format!("{k} {last}"))
 }
 
 /// Every answered request in `frames` (a capture of the server's link), in the order
@@ -50,8 +60,8 @@ pub fn turnarounds(frames: &[Frame], server_mac: [u8; 6], http_port: u16) -> Vec
     type Flow = (Ipv4Addr, u16);
     // DHCP: (chaddr, xid, message type) -> time of the last copy.
     let mut dhcp: HashMap<([u8; 6], u32, u8), f64> = HashMap::new();
-    // By the client's (address, port): (kind, mac, time).
-    let mut pending: HashMap<(Flow, &'static str), ([u8; 6], f64)> = HashMap::new();
+    // By the client's (address, port) and class (tftp, syn, http): (mac, time, kind).
+    let mut pending: HashMap<(Flow, &'static str), ([u8; 6], f64, String)> = HashMap::new();
     let mut out = vec![];
     for f in frames {
         let Some(p) = decode(&f.data) else { continue };
@@ -82,7 +92,8 @@ pub fn turnarounds(frames: &[Frame], server_mac: [u8; 6], http_port: u16) -> Vec
                                     "dhcp_discover"
                                 } else {
                                     "dhcp_request"
-                                },
+                                }
+                                .into(),
                                 mac: mac_str(chaddr),
                                 t: t0,
                                 secs: f.t - t0,
@@ -93,12 +104,12 @@ pub fn turnarounds(frames: &[Frame], server_mac: [u8; 6], http_port: u16) -> Vec
                 }
             }
             Body::Udp(d) if !from_server && p.dst.1 == 69 && d.starts_with(&[0, 1]) => {
-                pending.insert((p.src, "tftp_rrq"), (p.src_mac, f.t));
+                pending.insert((p.src, "tftp"), (p.src_mac, f.t, "tftp_rrq".into()));
             }
             Body::Udp(_) if from_server => {
-                if let Some((mac, t0)) = pending.remove(&(p.dst, "tftp_rrq")) {
+                if let Some((mac, t0, kind)) = pending.remove(&(p.dst, "tftp")) {
                     out.push(Turnaround {
-                        kind: "tftp_rrq",
+                        kind,
                         mac: mac_str(mac),
                         t: t0,
                         secs: f.t - t0,
@@ -109,30 +120,28 @@ pub fn turnarounds(frames: &[Frame], server_mac: [u8; 6], http_port: u16) -> Vec
                 syn, ack, payload, ..
             } => {
                 if !from_server && *syn && !*ack && p.dst.1 == http_port {
-                    pending.insert((p.src, "tcp_syn"), (p.src_mac, f.t));
+                    pending.insert((p.src, "syn"), (p.src_mac, f.t, "tcp_syn".into()));
                 } else if !from_server && p.dst.1 == http_port {
                     if let Some(k) = http_kind(payload) {
-                        pending.insert((p.src, k), (p.src_mac, f.t));
+                        pending.insert((p.src, "http"), (p.src_mac, f.t, k));
                     }
                 } else if from_server && *syn && *ack {
-                    if let Some((mac, t0)) = pending.remove(&(p.dst, "tcp_syn")) {
+                    if let Some((mac, t0, kind)) = pending.remove(&(p.dst, "syn")) {
                         out.push(Turnaround {
-                            kind: "tcp_syn",
+                            kind,
                             mac: mac_str(mac),
                             t: t0,
                             secs: f.t - t0,
                         });
                     }
                 } else if from_server && !payload.is_empty() {
-                    for k in ["http_get", "http_post", "http_head"] {
-                        if let Some((mac, t0)) = pending.remove(&(p.dst, k)) {
-                            out.push(Turnaround {
-                                kind: k,
-                                mac: mac_str(mac),
-                                t: t0,
-                                secs: f.t - t0,
-                            });
-                        }
+                    if let Some((mac, t0, kind)) = pending.remove(&(p.dst, "http")) {
+                        out.push(Turnaround {
+                            kind,
+                            mac: mac_str(mac),
+                            t: t0,
+                            secs: f.t - t0,
+                        });
                     }
                 }
             }
@@ -150,7 +159,7 @@ pub const NOISE_S: f64 = 1e-4;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
     pub machine: String,
-    pub kind: &'static str,
+    pub kind: String,
     /// The machine's turnarounds of this type (seconds).
     pub real: Vec<f64>,
     /// The simulated nodes' p1 and p99, and how many samples they had.
@@ -168,10 +177,10 @@ pub fn check(all: &[Turnaround], machines: &[(String, String)]) -> Vec<Check> {
     let real_macs: Vec<&str> = machines.iter().map(|(_, m)| m.as_str()).collect();
     let mut out = vec![];
     for (name, mac) in machines {
-        let mut kinds: Vec<&'static str> = vec![];
+        let mut kinds: Vec<&str> = vec![];
         for t in all.iter().filter(|t| &t.mac == mac) {
-            if !kinds.contains(&t.kind) {
-                kinds.push(t.kind);
+            if !kinds.contains(&t.kind.as_str()) {
+                kinds.push(&t.kind);
             }
         }
         for kind in kinds {
@@ -193,7 +202,7 @@ pub fn check(all: &[Turnaround], machines: &[(String, String)]) -> Vec<Check> {
                     .all(|&s| s >= p1 - NOISE_S && s <= p99 + NOISE_S);
             out.push(Check {
                 machine: name.clone(),
-                kind,
+                kind: kind.to_string(),
                 real,
                 p1,
                 p99,
@@ -361,9 +370,10 @@ mod tests {
         .into_iter()
         .map(|(t, data)| Frame { t, data })
         .collect();
-        let got: Vec<(&str, f64, f64)> = turnarounds(&frames, SRV, 8080)
+        let all = turnarounds(&frames, SRV, 8080);
+        let got: Vec<(&str, f64, f64)> = all
             .iter()
-            .map(|t| (t.kind, t.t, (t.secs * 1e6).round() / 1e6))
+            .map(|t| (t.kind.as_str(), t.t, (t.secs * 1e6).round() / 1e6))
             .collect();
         assert_eq!(
             got,
@@ -372,14 +382,29 @@ mod tests {
                 ("dhcp_request", 3.0, 0.25),
                 ("tftp_rrq", 4.0, 0.125),
                 ("tcp_syn", 5.0, 0.001),
-                ("http_get", 5.01, 0.25),
+                ("http_get x", 5.01, 0.25),
             ]
         );
     }
 
-    fn t(kind: &'static str, mac: &str, secs: f64) -> Turnaround {
+    #[test]
+    fn http_request_types() {
+        let k = |p: &[u8]| http_kind(p);
+        assert_eq!(
+            k(b"GET /boot/t0k/kernel HTTP/1.1\r\n").as_deref(),
+            Some("http_get kernel")
+        );
+        assert_eq!(
+            k(b"POST /boot/t/complete?x=1 HTTP/1.1").as_deref(),
+            Some("http_post complete")
+        );
+        assert_eq!(k(b"GET / HTTP/1.1").as_deref(), Some("http_get /"));
+        assert_eq!(k(b"HTTP/1.1 200 OK"), None, "a response");
+    }
+
+    fn t(kind: &str, mac: &str, secs: f64) -> Turnaround {
         Turnaround {
-            kind,
+            kind: kind.into(),
             mac: mac.into(),
             t: 0.0,
             secs,

@@ -303,7 +303,7 @@ mod tests {
         };
         let check = |ok| Check {
             machine: "vm-bios".into(),
-            kind: "dhcp_discover",
+            kind: "dhcp_discover".into(),
             real: vec![0.001],
             p1: 0.0005,
             p99: 0.002,
