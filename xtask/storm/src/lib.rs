@@ -22,14 +22,15 @@
 //! - [`truth`]: the server's turnaround per request from a capture, and real machines'
 //!   turnarounds against the simulated nodes' p1-p99 (`tests/truth.rs`: two qemu VMs in
 //!   a 20-node storm).
-//! - [`vms`]: the two truth VMs of a storm (`--truth`) and the capture on the
-//!   server's link.
+//! - [`vms`]: the two truth VMs of a storm (`--truth`), each behind its own ipmi_sim,
+//!   and the capture on the server's link.
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
 //! # Not yet (issue 14)
-//! Power through ipmi_sim (nodes and truth VMs power on from the simulator's clock,
-//! within `--jitter`); the UEFI truth VM to `complete` (the payload has no virtio-net
+//! Power through ipmi_sim for the simulated nodes (they power on from the simulator's
+//! clock, within `--jitter`; the truth VMs are powered through their own ipmi_sim);
+//! CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
 //! driver, so it stops at the kernel); truth VMs in dnsmasq storms; faults (loss,
 //! `kill -9` of the server, inventory reloads); 5,000 nodes and the responder BMCs; the
 //! shaped uplink; the broadcast-to-port rewrite (EDK2's broadcast replies and the

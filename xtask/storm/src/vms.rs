@@ -1,8 +1,11 @@
 //! The truth VMs of a storm (the I/O edge of [`crate::truth`]): two qemu VMs (TCG) on
 //! taps of the fabric's spine, in the server's inventory beside the simulated nodes,
-//! and tcpdump on the server's link (600 bytes of each frame: the headers). Started with
-//! the storm; [`TruthVms::finish`] waits for each to reach its marker, stops the
-//! capture and checks their turnarounds against the simulated nodes'.
+//! each behind its own OpenIPMI `ipmi_sim` (on the server namespace's loopback; its
+//! `startcmd` is the qemu command line, so `chassis power on` by ipmitool starts the VM
+//! and power off ends it), and tcpdump on the server's link (600 bytes of each frame:
+//! the headers). Powered on with the storm; [`TruthVms::finish`] waits for each to
+//! reach its marker on its serial console, powers them off, stops the capture and
+//! checks their turnarounds against the simulated nodes'.
 //!
 //! - `vm-bios`: SeaBIOS + the iPXE ROM (e1000), to the completion POST.
 //! - `vm-uefi`: OVMF's own PXE on virtio-net (DHCP, TFTP of snponly.efi, iPXE, HTTP), to
@@ -13,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use testlab::payload;
-use testlab::qemu::{Boot, Firmware, Nic, Vm, VmSpec};
+use testlab::qemu::{Boot, Firmware, Nic, VmSpec};
+use testlab::serial::SerialLog;
 
 use crate::truth::{self, Check};
 
@@ -54,7 +58,8 @@ pub fn hosts(image: &str) -> Vec<serde_json::Value> {
 pub struct VmOutcome {
     pub name: &'static str,
     pub marker: &'static str,
-    /// Seconds from qemu's start to the marker; None if it never came.
+    /// Seconds from the power-on command (ipmitool to the VM's ipmi_sim) to the
+    /// marker; None if it never came.
     pub reached_s: Option<f64>,
     pub error: Option<String>,
 }
@@ -79,7 +84,7 @@ impl TruthOutcome {
         );
         for v in &self.vms {
             s += &match (v.reached_s, &v.error) {
-                (Some(t), _) => format!("- {}: {} {t:.1} s after qemu started\n", v.name, v.marker),
+                (Some(t), _) => format!("- {}: {} {t:.1} s after its power-on\n", v.name, v.marker),
                 (None, e) => format!(
                     "- {}: FAILED before {}: {}\n",
                     v.name,
@@ -100,9 +105,76 @@ fn in_ns(ns: &str, argv: &[&str]) -> std::process::Command {
     c
 }
 
+/// One VM behind its BMC.
+struct Machine {
+    name: &'static str,
+    marker: &'static str,
+    bmc: Child,
+    port: u16,
+    dir: PathBuf,
+    serial: SerialLog,
+    powered: Instant,
+}
+
+/// The IPMI LAN port of VM `i`'s ipmi_sim (server namespace loopback).
+fn bmc_port(i: usize) -> u16 {
+    9601 + i as u16
+}
+
+/// ipmi_sim's config: LAN on 127.0.0.1:`port`, user admin/secret, the VM as `startcmd`
+/// (the serial line is needed for power control to work at all).
+fn lan_conf(name: &str, port: u16, startcmd: &str) -> String {
+    format!(
+        "name \"{name}\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n\
+         \x20   allowed_auths_callback none md2 md5 straight\n    allowed_auths_user none md2 md5 straight\n\
+         \x20   allowed_auths_operator none md2 md5 straight\n    allowed_auths_admin none md2 md5 straight\n\
+         \x20   guid a123456789abcdefa123456789abcdef\n  endlan\n\
+         \x20 serial 15 127.0.0.1 {} codec VM ipmb 0x20\n  startcmd \"{startcmd}\"\n  startnow false\n\
+         \x20 poweroff_wait 1\n  kill_wait 1\n\
+         \x20 user 2 true \"admin\" \"secret\" admin 10 none md2 md5 straight\n",
+        port + 1000
+    )
+}
+
+const BMC_EMU: &str = "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n";
+
+/// `ipmitool ... chassis power ACTION` to the BMC on `port` in `server_ns`.
+fn ipmitool(server_ns: &str, port: u16, action: &str) -> Result<String, String> {
+    let port = port.to_string();
+    let out = in_ns(
+        server_ns,
+        &[
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "admin",
+            "-P",
+            "secret",
+            "chassis",
+            "power",
+            action,
+        ],
+    )
+    .output()
+    .map_err(|e| format!("ipmitool: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
 /// The running VMs and the capture.
 pub struct TruthVms {
-    vms: Vec<(&'static str, &'static str, Vm)>,
+    machines: Vec<Machine>,
+    server_ns: String,
     dump: Child,
     pcap: PathBuf,
     server_mac: [u8; 6],
@@ -186,36 +258,95 @@ impl TruthVms {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut vms = vec![];
-        for (name, fw, tap, mac, _) in VMS {
-            let vm = Vm::start(&VmSpec {
+        let mut machines = vec![];
+        let stop = |dump: &mut Child, machines: &mut Vec<Machine>| {
+            let _ = dump.kill();
+            let _ = dump.wait();
+            for m in machines.iter_mut() {
+                let _ = m.bmc.kill();
+                let _ = m.bmc.wait();
+            }
+        };
+        for (i, (name, fw, tap, mac, _)) in VMS.into_iter().enumerate() {
+            let bdir = dir.join(format!("bmc-{name}"));
+            let serial = dir.join(format!("{name}.serial.log"));
+            let spec = VmSpec {
                 boot: Boot::Pxe(fw),
                 nic: Some(Nic {
                     netns: fabric_ns.to_string(),
                     tap: tap.to_string(),
                     mac: mac.to_string(),
                 }),
-                serial: dir.join(format!("{name}.serial.log")),
+                serial: serial.clone(),
                 memory_mb: 256,
-            });
-            match vm {
-                Ok(vm) => {
-                    let marker = if fw == Firmware::Bios {
-                        payload::POSTSCRIPT_DONE
-                    } else {
-                        payload::BOOTED
-                    };
-                    vms.push((name, marker, vm));
-                }
+            };
+            let mut argv = spec.argv();
+            // Absolute paths: ipmi_sim runs the command line as it is.
+            argv[0] = testlab::peers::path("ip").display().to_string();
+            let port = bmc_port(i);
+            let started = std::fs::create_dir_all(bdir.join("state"))
+                .and_then(|_| {
+                    std::fs::write(bdir.join("lan.conf"), lan_conf(name, port, &argv.join(" ")))
+                })
+                .and_then(|_| std::fs::write(bdir.join("bmc.emu"), BMC_EMU))
+                .and_then(|_| std::fs::File::create(bdir.join("ipmi_sim.log")))
+                .and_then(|log| {
+                    let err = log.try_clone()?;
+                    in_ns(
+                        server_ns,
+                        &[
+                            "ipmi_sim", "-c", "lan.conf", "-f", "bmc.emu", "-s", "state", "-n",
+                        ],
+                    )
+                    .current_dir(&bdir)
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(err)
+                    .spawn()
+                });
+            let bmc = match started {
+                Ok(c) => c,
                 Err(e) => {
-                    let _ = dump.kill();
-                    let _ = dump.wait();
-                    return Err(format!("{name}: {e}"));
+                    stop(&mut dump, &mut machines);
+                    return Err(format!("{name}: ipmi_sim: {e}"));
+                }
+            };
+            let _ = std::fs::remove_file(&serial);
+            machines.push(Machine {
+                name,
+                marker: if fw == Firmware::Bios {
+                    payload::POSTSCRIPT_DONE
+                } else {
+                    payload::BOOTED
+                },
+                bmc,
+                port,
+                dir: bdir,
+                serial: SerialLog::new(&serial, Instant::now()),
+                powered: Instant::now(),
+            });
+        }
+        // Power on through each BMC (retried while ipmi_sim starts up).
+        for m in machines.iter_mut() {
+            let t0 = Instant::now();
+            loop {
+                match ipmitool(server_ns, m.port, "on") {
+                    Ok(_) => break,
+                    Err(e) if t0.elapsed() > Duration::from_secs(20) => {
+                        let log = testlab::tail(&m.dir.join("ipmi_sim.log"), 10);
+                        let name = m.name;
+                        stop(&mut dump, &mut machines);
+                        return Err(format!("{name}: power on: {e}\n{log}"));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
+            m.powered = Instant::now();
+            m.serial = SerialLog::new(m.serial.path(), m.powered);
         }
         Ok(TruthVms {
-            vms,
+            machines,
+            server_ns: server_ns.to_string(),
             dump,
             pcap,
             server_mac,
@@ -228,18 +359,40 @@ impl TruthVms {
     /// capture (the simulated nodes).
     pub fn finish(mut self, timeout: Duration) -> Result<TruthOutcome, String> {
         let mut vms = vec![];
-        for (name, marker, vm) in self.vms.iter_mut() {
-            let (reached_s, error) = match vm.wait_for(marker, timeout) {
-                Ok(l) => (Some(l.at.as_secs_f64()), None),
-                Err(e) => (None, Some(e.to_string())),
+        for m in self.machines.iter_mut() {
+            let (reached_s, error) = loop {
+                m.serial.poll();
+                if let Some(l) = m.serial.find(m.marker) {
+                    break (Some(l.at.as_secs_f64()), None);
+                }
+                if m.powered.elapsed() > timeout {
+                    break (
+                        None,
+                        Some(format!(
+                            "no {:?} on the serial console after {timeout:?}\n{}\n--- ipmi_sim:\n{}",
+                            m.marker,
+                            m.serial.tail(20),
+                            testlab::tail(&m.dir.join("ipmi_sim.log"), 10)
+                        )),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
             };
-            vm.kill();
             vms.push(VmOutcome {
-                name,
-                marker,
+                name: m.name,
+                marker: m.marker,
                 reached_s,
                 error,
             });
+        }
+        // Power off through the BMCs (ipmi_sim ends qemu), then the BMCs themselves;
+        // a qemu still running dies with the fabric's namespace.
+        for m in self.machines.iter_mut() {
+            let _ = ipmitool(&self.server_ns, m.port, "off");
+        }
+        for m in self.machines.iter_mut() {
+            let _ = m.bmc.kill();
+            let _ = m.bmc.wait();
         }
         // SAFETY: kill(2) on the tcpdump started above; SIGTERM makes it flush and exit.
         unsafe { libc::kill(self.dump.id() as i32, libc::SIGTERM) };
@@ -261,7 +414,14 @@ impl TruthVms {
 
 impl Drop for TruthVms {
     fn drop(&mut self) {
-        // The VMs are killed by their own Drop; the capture by pid (if still running).
+        // The BMCs and the capture by pid (if still running); the VMs (in the fabric's
+        // namespace) die with it.
+        for m in self.machines.iter_mut() {
+            if m.bmc.try_wait().ok().flatten().is_none() {
+                let _ = m.bmc.kill();
+                let _ = m.bmc.wait();
+            }
+        }
         if self.dump.try_wait().ok().flatten().is_none() {
             let _ = self.dump.kill();
             let _ = self.dump.wait();
@@ -320,7 +480,7 @@ mod tests {
             .starts_with("Truth VMs (qemu, TCG) in this storm: valid"));
         assert!(good
             .markdown()
-            .contains("- vm-bios: M 7.5 s after qemu started"));
+            .contains("- vm-bios: M 7.5 s after its power-on"));
         let slow = TruthOutcome {
             vms: vec![vm(Some(7.5))],
             checks: vec![check(false)],
