@@ -1,9 +1,10 @@
 //! `cargo xtask bench storm [--sizes 10,100,1000] [--servers a,b] [--rounds R]
-//! [--boot-delay S] [--jitter S]`: boot storms of N simulated nodes (each in its own
+//! [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in its own
 //! network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq + nginx,
 //! alternating runs. Builds `xboot` and the simulator `stormsim` in release and runs the
 //! sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
-//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`). Leaves
+//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`,
+//! `XBOOT_STORM_TRUTH`: two qemu VMs in each xboot storm, checked against the nodes). Leaves
 //! `storm.json`, `storm.md` and one SVG per run in target/bench/storm.
 use anyhow::bail;
 

@@ -70,10 +70,48 @@ pub struct Response {
     pub text: String,
 }
 
-/// One keep-alive connection.
+/// Whose request head the node sends (header names and order as captured from the
+/// real clients by the fingerprint test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agent {
+    /// iPXE: `Connection: keep-alive`, `User-Agent`, `Host`.
+    Ipxe,
+    /// busybox wget (the booted OS): `Host`, `User-Agent`, `Connection: close`.
+    Wget,
+}
+
+impl Agent {
+    /// The request head: request line and headers, up to the blank line.
+    pub fn head(self, method: &str, url: &Url, body_len: usize) -> String {
+        let mut h = format!("{method} {} HTTP/1.1\r\n", url.path);
+        match self {
+            Agent::Ipxe => {
+                h += &format!(
+                    "Connection: keep-alive\r\nUser-Agent: iPXE/1.21.1+\r\nHost: {}\r\n",
+                    url.host
+                )
+            }
+            Agent::Wget => {
+                h += &format!(
+                    "Host: {}\r\nUser-Agent: Wget\r\nConnection: close\r\n",
+                    url.host
+                )
+            }
+        }
+        if method == "POST" {
+            h += &format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {body_len}\r\n"
+            );
+        }
+        h + "\r\n"
+    }
+}
+
+/// One connection (kept alive as long as the server and the agent do).
 pub struct Conn {
     stream: TcpStream,
     pub addr: SocketAddr,
+    pub agent: Agent,
     buf: Vec<u8>,
     /// Bytes of `buf` holding data read past the last response.
     have: usize,
@@ -91,6 +129,7 @@ impl Conn {
         Ok(Conn {
             stream,
             addr,
+            agent: Agent::Ipxe,
             buf: vec![0; 16 * 1024],
             have: 0,
         })
@@ -153,8 +192,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends one request (iPXE's header set) and reads the response; `keep` = return
-    /// the body as text.
+    /// Sends one request (the agent's header set) and reads the response; `keep` =
+    /// return the body as text.
     pub async fn request(
         &mut self,
         method: &str,
@@ -162,17 +201,7 @@ impl Conn {
         body: &[u8],
         keep: bool,
     ) -> Result<Response, Error> {
-        let mut req = format!(
-            "{method} {} HTTP/1.1\r\nConnection: keep-alive\r\nUser-Agent: iPXE/1.21.1+\r\nHost: {}\r\n",
-            url.path, url.host
-        );
-        if method == "POST" {
-            req += &format!(
-                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-                body.len()
-            );
-        }
-        req += "\r\n";
+        let req = self.agent.head(method, url, body.len());
         let mut out = req.into_bytes();
         out.extend_from_slice(body);
         self.stream.write_all(&out).await.map_err(Error::Io)?;
@@ -279,6 +308,20 @@ mod tests {
         assert_eq!(u.host, "10.77.0.1:8080");
         assert_eq!(parse_url("http://10.0.0.1").unwrap().path, "/");
         assert!(parse_url("tftp://x/y").is_err());
+    }
+
+    #[test]
+    fn request_heads_of_each_agent() {
+        let u = parse_url("http://10.77.0.1:8080/boot/t/kernel").unwrap();
+        assert_eq!(
+            Agent::Ipxe.head("GET", &u, 0),
+            "GET /boot/t/kernel HTTP/1.1\r\nConnection: keep-alive\r\nUser-Agent: iPXE/1.21.1+\r\nHost: 10.77.0.1:8080\r\n\r\n"
+        );
+        assert_eq!(
+            Agent::Wget.head("POST", &u, 4),
+            "POST /boot/t/kernel HTTP/1.1\r\nHost: 10.77.0.1:8080\r\nUser-Agent: Wget\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4\r\n\r\n"
+        );
     }
 
     #[tokio::test]

@@ -16,19 +16,29 @@
 //!   dnsmasq + nginx (stock, tuned).
 //! - [`xdp_pass`]: the pass-everything XDP program the server veth's peer needs for
 //!   native XDP_TX (xboot's xdp mode).
+//! - [`fingerprint`]: what a booting machine sends, reduced per packet type to the
+//!   fields its firmware decides (pcap in, prints and differences out); the test
+//!   `tests/fingerprint.rs` holds the simulator's packets to real firmware's under qemu.
+//! - [`truth`]: the server's turnaround per request from a capture, and real machines'
+//!   turnarounds against the simulated nodes' p1-p99 (`tests/truth.rs`: two qemu VMs in
+//!   a 20-node storm).
+//! - [`vms`]: the two truth VMs of a storm (`--truth`), each behind its own ipmi_sim,
+//!   and the capture on the server's link.
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
 //! # Not yet (issue 14)
-//! Power through ipmi_sim (nodes power on from the simulator's clock, within
-//! `--jitter`); the qemu truth VMs and the packet fingerprint test (the profiles' packets
-//! are typed from the firmware sources, not generated from captures); faults (loss,
+//! Power through ipmi_sim for the simulated nodes (they power on from the simulator's
+//! clock, within `--jitter`; the truth VMs are powered through their own ipmi_sim);
+//! CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
+//! driver, so it stops at the kernel); truth VMs in dnsmasq storms; faults (loss,
 //! `kill -9` of the server, inventory reloads); 5,000 nodes and the responder BMCs; the
 //! shaped uplink; the broadcast-to-port rewrite (EDK2's broadcast replies and the
 //! server's ARP requests are still flooded to every node port, N² copies); the floor run
 //! (bare sendfile server) and floor ratios; the ~80 MB padded initrd (the cached test
 //! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
+pub mod fingerprint;
 pub mod http;
 pub mod node;
 pub mod nsops;
@@ -36,5 +46,7 @@ pub mod report;
 pub mod run;
 pub mod script;
 pub mod servers;
+pub mod truth;
+pub mod vms;
 pub mod wire;
 pub mod xdp_pass;

@@ -43,6 +43,10 @@ struct Common {
         default_value = "bios"
     )]
     profiles: Vec<String>,
+    /// Two real qemu VMs (SeaBIOS + iPXE, OVMF PXE) boot in each xboot storm; their
+    /// server turnarounds are checked against the simulated nodes' p1-p99.
+    #[arg(long, env = "XBOOT_STORM_TRUTH")]
+    truth: bool,
 }
 
 #[derive(Subcommand)]
@@ -112,6 +116,7 @@ fn spec(n: usize, k: Kind, p: Profile, c: &Common, tag: String) -> anyhow::Resul
         payload: testlab::payload::Payload::cached().map_err(anyhow::Error::msg)?,
         tag,
         deadline: Duration::from_secs(c.deadline),
+        truth: c.truth && matches!(k, Kind::XbootUserspace | Kind::XbootXdp),
     })
 }
 

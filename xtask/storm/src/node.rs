@@ -33,13 +33,17 @@ pub const STAGES: [&str; 13] = [
     "done",
 ];
 
-/// Firmware behaviour (timers and packets from the firmware's source; see the storm
-/// note §2.1).
+/// Firmware behaviour (timers from the firmware's source, see the storm note §2.1;
+/// packets as real firmware sends them, checked against qemu captures by the
+/// fingerprint test, `tests/fingerprint.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// Legacy BIOS PXE ROM (arch 0) that loads `undionly.kpxe` by TFTP with iPXE's
-    /// parameters (blksize 1432 + tsize, 0.25 s retry timer doubling), then iPXE.
+    /// Legacy BIOS with an iPXE ROM (SeaBIOS + iPXE, arch 0): iPXE's own DHCP (user
+    /// class iPXE, option 175, DISCOVER at 1, 2, 4, 8 s), then the script straight away
+    /// when the server names an HTTP URL (as xboot and dnsmasq do for iPXE); a TFTP
+    /// boot file is fetched with iPXE's parameters (blksize 1432 + tsize, 0.25 s retry
+    /// timer doubling) and followed by iPXE's DHCP again.
     Bios,
     /// UEFI PXE as EDK2/OVMF does it (arch 7): broadcast flag, DHCP at 4, 8, 16, 32 s
     /// (offers collected for the whole first window), TFTP size probe (tsize, aborted
@@ -59,12 +63,41 @@ impl Profile {
     pub fn parse(s: &str) -> Option<Profile> {
         Profile::ALL.into_iter().find(|p| p.name() == s)
     }
-    /// Option 93 and the PXE vendor class of the profile's firmware and iPXE.
-    fn arch(self) -> (u8, &'static [u8]) {
+    /// Option 93, the PXE vendor class (60) and the NII (94) iPXE sends on this
+    /// firmware (ROM on BIOS; snponly.efi on UEFI).
+    fn ipxe_arch(self) -> (u8, &'static [u8], [u8; 3]) {
         match self {
-            Profile::Bios => (0, b"PXEClient:Arch:00000:UNDI:002001"),
-            Profile::Uefi => (7, b"PXEClient:Arch:00007:UNDI:003016"),
+            Profile::Bios => (0, b"PXEClient:Arch:00000:UNDI:002001", [1, 2, 1]),
+            Profile::Uefi => (7, b"PXEClient:Arch:00007:UNDI:003010", [1, 3, 10]),
         }
+    }
+    /// iPXE's feature indicators (option 175) as Debian's iPXE sends them on this
+    /// firmware: bus id (177: PCI e1000 on BIOS, virtio-net under snponly.efi), version
+    /// (235: 1.0.0), then one flag per feature (PXE extensions, HTTP, DNS, TFTP, ...).
+    fn ipxe_features(self) -> &'static [u8] {
+        match self {
+            Profile::Bios => &[
+                177, 5, 1, 0x80, 0x86, 0x10, 0x0e, 235, 3, 1, 0, 0, 23, 1, 1, 34, 1, 1, 19, 1, 1,
+                17, 1, 1, 39, 1, 1, 25, 1, 1, 41, 1, 1, 16, 1, 2, 33, 1, 1, 21, 1, 1, 24, 1, 1, 18,
+                1, 1,
+            ],
+            Profile::Uefi => &[
+                177, 5, 1, 0x1a, 0xf4, 0x10, 0x00, 235, 3, 1, 0, 0, 23, 1, 1, 36, 1, 1, 19, 1, 1,
+                17, 1, 1, 39, 1, 1, 41, 1, 1, 21, 1, 1, 18, 1, 1,
+            ],
+        }
+    }
+    /// The milestones a boot of this profile passes when the server hands iPXE its
+    /// script by HTTP in the first lease (xboot, dnsmasq): a BIOS iPXE ROM needs no
+    /// TFTP and no second DHCP.
+    pub fn stages(self) -> Vec<&'static str> {
+        STAGES
+            .iter()
+            .copied()
+            .filter(|s| {
+                self == Profile::Uefi || !matches!(*s, "tftp_first" | "tftp_done" | "ipxe_ack")
+            })
+            .collect()
     }
 }
 
@@ -126,6 +159,8 @@ pub struct Node {
     socks: Option<nsops::NodeSockets>,
     xid: u32,
     rng: u64,
+    /// Whose HTTP requests the node sends (iPXE's, then the OS's).
+    agent: http::Agent,
 }
 
 pub fn mac_string(mac: [u8; 6]) -> String {
@@ -159,12 +194,23 @@ impl Retry {
     }
 }
 
-/// DHCP phase: which client is talking.
+/// DHCP phase: which boot step is talking.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Firmware,
     Ipxe,
     Os,
+}
+
+/// The DHCP client of a phase: its packets and timers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// EDK2's PXE (UEFI firmware).
+    Edk2,
+    /// iPXE (the BIOS ROM, or snponly.efi on UEFI).
+    Ipxe,
+    /// The booted OS (busybox udhcpc).
+    Udhcpc,
 }
 
 impl Node {
@@ -193,6 +239,7 @@ impl Node {
             pkt: None,
             socks: Some(socks),
             xid: 0,
+            agent: http::Agent::Ipxe,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (idx as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
         }
     }
@@ -243,29 +290,35 @@ impl Node {
         let ack = self.dhcp(Phase::Firmware).await?;
         self.stamp("fw_ack");
         self.configure(&ack).await?;
-        // 2. TFTP of the boot file.
+        // 2. TFTP of the boot file, then iPXE's DHCP; an iPXE ROM given its script's
+        // URL goes to it at once.
         let file = ack
             .boot_file()
             .ok_or_else(|| Fail("no_boot_file", "firmware ACK names no boot file".into()))?
             .to_string();
-        let server = if ack.siaddr.is_unspecified() {
-            ack.server()
+        let (url, ack) = if file.starts_with("http://") && self.cfg.profile == Profile::Bios {
+            (file, ack)
         } else {
-            ack.siaddr
+            let server = if ack.siaddr.is_unspecified() {
+                ack.server()
+            } else {
+                ack.siaddr
+            };
+            match self.cfg.profile {
+                Profile::Bios => self.tftp_ipxe(server, &file).await?,
+                Profile::Uefi => self.tftp_edk2(server, &file).await?,
+            }
+            self.stamp("tftp_done");
+            // 3. iPXE's DHCP.
+            let ack = self.dhcp(Phase::Ipxe).await?;
+            self.stamp("ipxe_ack");
+            self.configure(&ack).await?;
+            let url = ack
+                .boot_file()
+                .ok_or_else(|| Fail("no_script_url", "iPXE ACK names no script".into()))?
+                .to_string();
+            (url, ack)
         };
-        match self.cfg.profile {
-            Profile::Bios => self.tftp_ipxe(server, &file).await?,
-            Profile::Uefi => self.tftp_edk2(server, &file).await?,
-        }
-        self.stamp("tftp_done");
-        // 3. iPXE's DHCP.
-        let ack = self.dhcp(Phase::Ipxe).await?;
-        self.stamp("ipxe_ack");
-        self.configure(&ack).await?;
-        let url = ack
-            .boot_file()
-            .ok_or_else(|| Fail("no_script_url", "iPXE ACK names no script".into()))?
-            .to_string();
         // 4. Script (following chains), kernel, initrds.
         let mut vars = Vars::for_nic(self.mac, ack.yiaddr);
         let mut conn: Option<Conn> = None;
@@ -318,9 +371,12 @@ impl Node {
         let complete = script::cmdline_param(&args, testlab::payload::PARAM_COMPLETE)
             .ok_or_else(|| Fail("no_complete_url", format!("cmdline: {args}")))?
             .to_string();
+        // The OS's client is busybox wget: `Connection: close`, a connection per request.
+        self.agent = http::Agent::Wget;
         let mut conn = None;
         self.get(&mut conn, &post, true).await?;
         self.stamp("postscript");
+        let mut conn = None;
         self.post(&mut conn, &complete, b"rc=0").await?;
         self.stamp("complete");
         Ok(())
@@ -338,17 +394,34 @@ impl Node {
     }
 
     /// The options a client of `phase` sends, in its order.
+    fn client(&self, phase: Phase) -> Client {
+        match phase {
+            Phase::Firmware if self.cfg.profile == Profile::Uefi => Client::Edk2,
+            Phase::Firmware | Phase::Ipxe => Client::Ipxe,
+            Phase::Os => Client::Udhcpc,
+        }
+    }
+
+    /// The options a client of `phase` sends, in its order (as captured from the real
+    /// clients: `tests/fingerprint.rs`).
     fn options(&self, phase: Phase, msg: u8, reply: Option<&Reply>) -> Vec<(u8, Vec<u8>)> {
         let mut o = vec![(53, vec![msg])];
-        let (arch, vendor) = self.cfg.profile.arch();
+        let (arch, vendor, nii) = self.cfg.profile.ipxe_arch();
         let uuid = {
             let mut u = vec![0u8; 17];
             u[11..17].copy_from_slice(&self.mac);
             u
         };
-        match phase {
-            Phase::Firmware if self.cfg.profile == Profile::Uefi => {
-                o.push((57, 1472u16.to_be_bytes().to_vec()));
+        let server = reply.map(|r| (54, r.server().octets().to_vec()));
+        let requested = reply.map(|r| (50, r.yiaddr.octets().to_vec()));
+        match self.client(phase) {
+            Client::Edk2 => {
+                // A REQUEST names the server and the address first, and announces a
+                // 65,280-byte maximum message where the DISCOVER said 1,472.
+                o.extend(server);
+                o.extend(requested);
+                let max: u16 = if reply.is_some() { 0xff00 } else { 1472 };
+                o.push((57, max.to_be_bytes().to_vec()));
                 o.push((
                     55,
                     vec![
@@ -358,27 +431,13 @@ impl Node {
                 ));
                 o.push((97, uuid));
                 o.push((94, vec![1, 3, 0]));
-                o.push((93, vec![0, arch]));
-                o.push((60, vendor.to_vec()));
+                o.push((93, vec![0, 7]));
+                o.push((60, b"PXEClient:Arch:00007:UNDI:003000".to_vec()));
             }
-            Phase::Firmware => {
-                o.push((57, 1260u16.to_be_bytes().to_vec()));
-                o.push((93, vec![0, arch]));
-                o.push((94, vec![1, 2, 1]));
-                o.push((97, uuid));
-                o.push((60, vendor.to_vec()));
-                o.push((
-                    55,
-                    vec![
-                        1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51,
-                        54, 58, 59, 60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135,
-                    ],
-                ));
-            }
-            Phase::Ipxe => {
+            Client::Ipxe => {
                 o.push((57, 1472u16.to_be_bytes().to_vec()));
                 o.push((93, vec![0, arch]));
-                o.push((94, vec![1, 2, 1]));
+                o.push((94, nii.to_vec()));
                 o.push((60, vendor.to_vec()));
                 o.push((77, b"iPXE".to_vec()));
                 o.push((
@@ -388,27 +447,20 @@ impl Node {
                         133, 134, 135, 175, 203,
                     ],
                 ));
-                // Feature indicators: PXE ext, iSCSI, AoE, HTTP, HTTPS, TFTP, DNS, bzImage ...
-                o.push((
-                    175,
-                    vec![
-                        177, 5, 1, 0x10, 0xec, 0x80, 0x00, 1, 1, 1, 3, 1, 1, 19, 1, 1, 17, 1, 1,
-                        21, 1, 1, 24, 1, 1, 16, 1, 2,
-                    ],
-                ));
+                o.push((175, self.cfg.profile.ipxe_features().to_vec()));
                 o.push((61, [&[1u8][..], &self.mac].concat()));
                 o.push((97, uuid));
+                o.extend(server);
+                o.extend(requested);
             }
-            Phase::Os => {
-                o.push((61, [&[1u8][..], &self.mac].concat()));
+            Client::Udhcpc => {
+                o.extend(requested);
+                o.extend(server);
                 o.push((57, 576u16.to_be_bytes().to_vec()));
                 o.push((55, vec![1, 3, 6, 12, 15, 28, 42]));
                 o.push((60, b"udhcp 1.35.0".to_vec()));
+                o.push((61, [&[1u8][..], &self.mac].concat()));
             }
-        }
-        if let Some(r) = reply {
-            o.push((50, r.yiaddr.octets().to_vec()));
-            o.push((54, r.server().octets().to_vec()));
         }
         o
     }
@@ -425,7 +477,7 @@ impl Node {
             xid: self.xid,
             secs: started.elapsed().as_secs().min(u16::MAX as u64) as u16,
             // EDK2 asks for broadcast replies; iPXE and udhcpc do not.
-            broadcast: phase == Phase::Firmware && self.cfg.profile == Profile::Uefi,
+            broadcast: self.client(phase) == Client::Edk2,
             options: self.options(phase, msg, reply),
         };
         let frame = wire::frame(self.mac, &wire::encode(&req));
@@ -486,17 +538,14 @@ impl Node {
 
     /// DISCOVER/OFFER/REQUEST/ACK with the phase's timers; NAK restarts (3 at most).
     async fn dhcp(&mut self, phase: Phase) -> Result<Reply, Fail> {
-        let (disc, req): (&[f64], &[f64]) = match phase {
-            // As the brief's BIOS-with-iPXE-ROM profile: 1, 2, 4, 8 s; REQUEST per PXE spec.
-            Phase::Firmware if self.cfg.profile == Profile::Uefi => {
-                // EDK2 UefiPxeBcDxe: mPxeDhcpTimeout {4, 8, 16, 32}.
-                (&[4.0, 8.0, 16.0, 32.0], &[4.0, 8.0, 16.0, 32.0])
-            }
-            Phase::Firmware => (&[1.0, 2.0, 4.0, 8.0], &[1.0, 2.0, 3.0, 4.0]),
+        let client = self.client(phase);
+        let (disc, req): (&[f64], &[f64]) = match client {
+            // EDK2 UefiPxeBcDxe: mPxeDhcpTimeout {4, 8, 16, 32}.
+            Client::Edk2 => (&[4.0, 8.0, 16.0, 32.0], &[4.0, 8.0, 16.0, 32.0]),
             // iPXE config/dhcp.h: DISCOVER 1..8 s doubling; REQUEST from 0.25 s doubling.
-            Phase::Ipxe => (&[1.0, 2.0, 4.0, 8.0], &[0.25, 0.5, 1.0, 2.0, 4.0, 8.0]),
+            Client::Ipxe => (&[1.0, 2.0, 4.0, 8.0], &[0.25, 0.5, 1.0, 2.0, 4.0, 8.0]),
             // udhcpc -t 5 -T 2.
-            Phase::Os => (&[2.0; 5], &[2.0; 5]),
+            Client::Udhcpc => (&[2.0; 5], &[2.0; 5]),
         };
         for _nak in 0..3 {
             self.xid = self.rand() as u32;
@@ -510,12 +559,12 @@ impl Node {
                     continue;
                 };
                 // EDK2 collects offers until its first timeout expires.
-                if phase == Phase::Firmware && self.cfg.profile == Profile::Uefi {
+                if client == Client::Edk2 {
                     tokio::time::sleep_until(deadline).await;
                 }
                 // iPXE waits up to 2 s for a ProxyDHCP offer unless the offer is
                 // PXE-ready (vendor class PXEClient, or 175.176 set).
-                if phase == Phase::Ipxe
+                if client == Client::Ipxe
                     && !o.ipxe_no_pxedhcp
                     && !o
                         .vendor_class
@@ -562,11 +611,11 @@ impl Node {
         self.tftp_get(server, file, &opts, Retry::Ipxe, false).await
     }
 
-    /// EDK2's TFTP: a size probe (RRQ tsize 0 + blksize, OACK, ERROR 8 "User aborted
-    /// the transfer"), then the read from a new port with blksize 1468 and windowsize 4;
+    /// EDK2's TFTP: a size probe (RRQ tsize 0 + blksize + windowsize, OACK, ERROR 8
+    /// "User aborted the transfer"), then the read from a new port with blksize 1468 and windowsize 4;
     /// 4 s timeout, 6 tries.
     async fn tftp_edk2(&mut self, server: Ipv4Addr, file: &str) -> Result<(), Fail> {
-        let probe = [("tsize", "0"), ("blksize", "1468")];
+        let probe = [("tsize", "0"), ("blksize", "1468"), ("windowsize", "4")];
         self.tftp_get(server, file, &probe, Retry::Edk2, true)
             .await?;
         let opts = [("blksize", "1468"), ("windowsize", "4")];
@@ -728,11 +777,11 @@ impl Node {
                 .await
                 .map_err(|e| Fail("internal", format!("TCP socket: {e}")))?,
         };
-        *conn = Some(
-            Conn::connect(sock, url.addr)
-                .await
-                .map_err(|e| Fail("http_connect", format!("{}: {e}", url.addr)))?,
-        );
+        let mut c = Conn::connect(sock, url.addr)
+            .await
+            .map_err(|e| Fail("http_connect", format!("{}: {e}", url.addr)))?;
+        c.agent = self.agent;
+        *conn = Some(c);
         Ok(())
     }
 

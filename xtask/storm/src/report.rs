@@ -224,6 +224,9 @@ pub fn markdown(o: &Outcome) -> String {
             );
         }
     }
+    if let Some(t) = &o.truth {
+        let _ = writeln!(m, "\n{}", t.markdown());
+    }
     m
 }
 

@@ -27,6 +27,9 @@ pub struct Spec {
     pub tag: String,
     /// Give up on nodes still running after this long.
     pub deadline: Duration,
+    /// Two real qemu VMs boot in the same storm and are checked against the nodes
+    /// ([`crate::vms`]; xboot only).
+    pub truth: bool,
 }
 
 /// One sample of the server's cost.
@@ -73,6 +76,8 @@ pub struct Outcome {
     /// The host's 1-minute load average when the storm started (other work on the
     /// machine makes a run noisy: it should be near 0).
     pub loadavg_1m: f64,
+    /// The truth VMs' boots and turnaround checks, when they were in the storm.
+    pub truth: Option<crate::vms::TruthOutcome>,
 }
 
 fn raise_nofile(want: u64) {
@@ -121,6 +126,14 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
     raise_nofile(16 * spec.n as u64 + 4096);
     let t_setup = Instant::now();
     let fabric = Fabric::build(spec.n, &spec.tag)?;
+    if spec.truth {
+        crate::vms::attach(&fabric.fabric_ns)?;
+    }
+    let extra = if spec.truth {
+        crate::vms::hosts(testlab::serve::IMAGE)
+    } else {
+        vec![]
+    };
     std::fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
     if spec.kind == Kind::XbootXdp {
         fabric
@@ -134,6 +147,7 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         &fabric.server_ns,
         &spec.dir.join("server"),
         spec.n,
+        &extra,
         &spec.payload,
     )?;
     let setup_s = t_setup.elapsed().as_secs_f64();
@@ -165,6 +179,17 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         );
     }
     let setup_s = setup_s + t_socks.elapsed().as_secs_f64();
+    // The truth VMs power on with the nodes (they boot on after the nodes are done;
+    // their wait is in `finish`, after the storm's figures are taken).
+    let vms = match spec.truth {
+        true => Some(crate::vms::TruthVms::start(
+            &fabric.fabric_ns,
+            &fabric.server_ns,
+            &spec.dir.join("truth"),
+            testlab::serve::HTTP_PORT,
+        )?),
+        false => None,
+    };
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
     let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0, socks));
@@ -203,6 +228,10 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         }
         _ => vec![],
     };
+    let truth = match vms {
+        Some(v) => Some(v.finish(spec.deadline.max(Duration::from_secs(300)))?),
+        None => None,
+    };
     let logs = server.log_hint();
     drop(server);
     drop(fabric);
@@ -227,6 +256,7 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         server_status,
         simulator_cpu_s,
         loadavg_1m,
+        truth,
     })
 }
 

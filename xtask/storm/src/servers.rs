@@ -109,19 +109,28 @@ pub fn hosts_json(n: usize) -> String {
     serde_json::to_string(&hosts).expect("json serializes")
 }
 
-/// Starts `kind` in `netns` for `n` nodes, files under `dir`.
+/// Starts `kind` in `netns` for `n` nodes (and `extra` hosts.json entries, xboot only),
+/// files under `dir`.
 pub fn start(
     kind: Kind,
     xboot: &Path,
     netns: &str,
     dir: &Path,
     n: usize,
+    extra: &[serde_json::Value],
     payload: &Payload,
 ) -> Result<Running, String> {
+    if !extra.is_empty() && !matches!(kind, Kind::XbootUserspace | Kind::XbootXdp) {
+        return Err(format!("{}: extra hosts are for xboot only", kind.name()));
+    }
     match kind {
         Kind::XbootUserspace | Kind::XbootXdp => {
             let files = serve::write_lab_files(dir, payload)?;
-            std::fs::write(&files.hosts, hosts_json(n)).map_err(|e| e.to_string())?;
+            let mut hosts: Vec<serde_json::Value> =
+                serde_json::from_str(&hosts_json(n)).map_err(|e| e.to_string())?;
+            hosts.extend(extra.iter().cloned());
+            std::fs::write(&files.hosts, serde_json::to_string(&hosts).expect("json"))
+                .map_err(|e| e.to_string())?;
             if kind == Kind::XbootXdp {
                 let cfg = std::fs::read_to_string(&files.config).map_err(|e| e.to_string())?;
                 std::fs::write(
