@@ -423,10 +423,11 @@ fn garbage_gets_formerr_only_when_it_is_a_query() {
 fn an_ipv6_interface_passes_validation_and_a_duplicate_does_not() {
     let mut h = hosts();
     h.truncate(1);
-    let ok = crate::inventory::validate::validate(&h, &[]);
+    let ok = crate::inventory::validate::validate(&h, &[], &crate::tftp::root::Roots::default());
     assert!(ok.is_ok(), "{ok:?}");
     h[0].interfaces.push(nic("2001:db8::11", "", false));
-    let err = crate::inventory::validate::validate(&h, &[]).unwrap_err();
+    let err = crate::inventory::validate::validate(&h, &[], &crate::tftp::root::Roots::default())
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("address 2001:db8::11 is also used"),
