@@ -37,4 +37,4 @@ pub mod run;
 pub mod script;
 pub mod servers;
 pub mod wire;
-pub mod xdp_pass;
+pub use testlab::xdp_pass;
