@@ -136,7 +136,7 @@ fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<
 
 /// `cargo build -p boot-user --bin xboot` (debug: incremental on a warm cache), or the
 /// binary named by `XBOOT_BIN` (e.g. a release build) without building.
-fn build() -> anyhow::Result<PathBuf> {
+pub(crate) fn build() -> anyhow::Result<PathBuf> {
     if !util::is_root() {
         bail!("the demo needs root (network namespaces, a tap device)");
     }
