@@ -1,5 +1,5 @@
 //! `cargo xtask bench pxe-ipv6 [--runs N]`: the demo's BIOS PXE boot (qemu TCG, SeaBIOS
-//! + iPXE ROM, default `dhcp.mode`) with IPv6 on and off on the server's interface,
+//! with the iPXE ROM, default `dhcp.mode`) with IPv6 on and off on the server's interface,
 //! alternating, N runs each: whether iPXE waits in its IPv6 autoconfiguration when the
 //! server has no IPv6 (it should not: xboot's router advertisement is a raw Ethernet
 //! frame). Reports, per run, seconds after the VM started to the iPXE script fetch (the
