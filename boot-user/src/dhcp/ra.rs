@@ -241,6 +241,12 @@ impl RaSocket {
         let ctx = |what: &str, e: io::Error| {
             io::Error::new(e.kind(), format!("RA responder on {ifname}: {what}: {e}"))
         };
+        if info.mac == Mac::default() {
+            return Err(ctx(
+                "interface",
+                io::Error::new(io::ErrorKind::Unsupported, "no Ethernet address"),
+            ));
+        }
         let check = |what: &str, rc: libc::c_int| {
             if rc < 0 {
                 Err(ctx(what, io::Error::last_os_error()))

@@ -203,10 +203,12 @@ impl Sockets {
         let mut ra = vec![];
         if listen.router_advertisements {
             let ra_names = if names.is_empty() {
+                // Ethernet interfaces only: loopback and L3 devices (tun, wireguard) have
+                // no link-layer address to send an RA frame from.
                 iface::list()?
                     .into_iter()
+                    .filter(|i| i.name != "lo" && i.mac != crate::inventory::Mac::default())
                     .map(|i| i.name)
-                    .filter(|n| n != "lo")
                     .collect()
             } else {
                 names.clone()
