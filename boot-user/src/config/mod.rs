@@ -358,7 +358,7 @@ impl Config {
         let mut unknown = Vec::new();
         let typed: Result<Config, toml::de::Error> =
             serde_ignored::deserialize(value.clone(), |p| unknown.push(p.to_string()));
-        let (mut problems, cfg) = match typed {
+        let (mut problems, mut cfg) = match typed {
             Ok(cfg) => (Vec::new(), Some(cfg)),
             Err(e) => {
                 // Name every value of the wrong type, then check the others.
@@ -372,6 +372,9 @@ impl Config {
                 (problems, rest.try_into::<Config>().ok())
             }
         };
+        if let Some(c) = cfg.as_mut() {
+            c.dhcp.mode_explicit = value.get("dhcp").and_then(|d| d.get("mode")).is_some();
+        }
         if let Some(cfg) = &cfg {
             // A value taken out for its type is at its default now: not reported again.
             let typed: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
@@ -388,7 +391,6 @@ impl Config {
         match cfg {
             Some(mut cfg) if problems.is_empty() => {
                 cfg.unknown_keys = unknown;
-                cfg.dhcp.mode_explicit = value.get("dhcp").and_then(|d| d.get("mode")).is_some();
                 Ok(cfg)
             }
             _ => Err(ConfigError::Invalid {
@@ -622,7 +624,11 @@ mod tests {
         let rows = [
             ("", DhcpMode::Xdp, false),
             ("[dhcp]\nlease_time = \"1h\"", DhcpMode::Xdp, false),
-            ("[dhcp]\nmode = \"xdp\"", DhcpMode::Xdp, true),
+            (
+                "interface = \"eth0\"\n[dhcp]\nmode = \"xdp\"",
+                DhcpMode::Xdp,
+                true,
+            ),
             ("[dhcp]\nmode = \"userspace\"", DhcpMode::Userspace, true),
             ("[dhcp]\nmode = \"off\"", DhcpMode::Off, true),
         ];
@@ -635,7 +641,7 @@ mod tests {
             );
         }
         let env = [("XBOOT_DHCP_MODE".to_string(), "xdp".to_string())];
-        let text = Config::with_env_overrides("", p, env).unwrap();
+        let text = Config::with_env_overrides("interface = \"eth0\"", p, env).unwrap();
         let cfg = Config::from_toml(&text, p).unwrap();
         assert!(cfg.dhcp.mode_explicit, "set by the environment: {text}");
     }
@@ -661,6 +667,10 @@ mod tests {
             ),
             ("[dhcp]\ndns_servers = [\"dns\"]", "dhcp.dns_servers[0]"),
             ("[dhcp]\nmode = \"fast\"", "unknown variant `fast`"),
+            (
+                "[dhcp]\nmode = \"xdp\"",
+                "dhcp.mode: \"xdp\" needs `interface`",
+            ),
             ("[dhcp]\nmtu = \"big\"", "invalid type"),
             (
                 "[api]\nlisten = \"127.0.0.1:1\"",
