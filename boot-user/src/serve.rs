@@ -303,8 +303,6 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The boot-URL signing key: `provision.secret`, else a key generated once and kept in
-/// the state dir (so a restart does not invalidate the URLs of nodes mid-boot).
 /// The XDP fast path on the configured interfaces, or why it cannot run.
 fn start_fast_path(
     p: &Prepared,
@@ -333,6 +331,8 @@ fn start_fast_path(
     Ok(svc)
 }
 
+/// The boot-URL signing key: `provision.secret`, else a key generated once and kept in
+/// the state dir (so a restart does not invalidate the URLs of nodes mid-boot).
 fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
     Ok(TokenKey::from_config(config)?)
 }
