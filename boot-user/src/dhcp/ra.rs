@@ -484,6 +484,16 @@ mod tests {
         }
         // Our own RA is not a solicitation.
         assert!(!is_solicitation_frame(&advertisement_frame(client)));
+        // Hostile input: no truncation is taken for a solicitation, and no changed byte
+        // makes the parser panic.
+        for n in 0..rs.len() {
+            assert!(!is_solicitation_frame(&rs[..n]), "truncated to {n}");
+        }
+        for at in 0..rs.len() {
+            for v in [0u8, 0x7f, 0xff] {
+                let _ = is_solicitation_frame(&change(at, v));
+            }
+        }
     }
 
     /// The socket filter, run by a small interpreter of the three instruction kinds it
