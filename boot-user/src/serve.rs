@@ -143,28 +143,25 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             key.clone(),
         ));
         if config.dhcp.mode == DhcpMode::Xdp {
-            let ifaces = config.interface.names();
-            if ifaces.is_empty() {
-                tracing::warn!("dhcp.mode = \"xdp\" needs `interface` (the NICs to attach to); serving DHCP from userspace only");
-            } else {
-                let opts = crate::xdp::SyncOptions {
-                    // Templates embed boot-URL tokens: expire them well before the tokens.
-                    template_ttl: Some(std::time::Duration::from_secs(
-                        config.provision.token_ttl.max(2),
-                    )),
-                    ..Default::default()
-                };
-                let svc = crate::xdp::Service::start(p.shared.clone(), urls.clone(), &ifaces, opts)
-                    .context("cannot start the XDP fast path")?;
-                for (iface, mode) in svc.attached() {
-                    tracing::info!("XDP attached to {iface} ({mode:?})");
+            match start_fast_path(&p, &urls) {
+                Ok(svc) => {
+                    xdp_stats = Some(svc.stats());
+                    let rx = xdp_stop.clone();
+                    tasks.spawn(async move {
+                        svc.run(rx).await;
+                        Ok(())
+                    });
                 }
-                xdp_stats = Some(svc.stats());
-                let rx = xdp_stop.clone();
-                tasks.spawn(async move {
-                    svc.run(rx).await;
-                    Ok(())
-                });
+                Err(reason) if config.dhcp.mode_explicit => {
+                    anyhow::bail!(
+                        "dhcp.mode = \"xdp\": the XDP fast path cannot start: {reason} \
+                         (without dhcp.mode, xboot falls back to userspace DHCP)"
+                    );
+                }
+                Err(reason) => tracing::warn!(
+                    "DHCP from userspace only: the XDP fast path (the default dhcp.mode) \
+                     cannot start: {reason}"
+                ),
             }
         }
         let service = Arc::new(crate::dhcp::Service::new(p.shared.clone(), urls)?);
@@ -316,6 +313,34 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The XDP fast path on the configured interfaces, or why it cannot run.
+fn start_fast_path(
+    p: &Prepared,
+    urls: &Arc<crate::http::urls::UrlSigner>,
+) -> Result<crate::xdp::Service, String> {
+    let config = &p.shared.config;
+    let ifaces = config.interface.names();
+    if ifaces.is_empty() {
+        return Err("no `interface` is configured (the NICs to attach the program to)".into());
+    }
+    if let Some(missing) = crate::xdp::service::missing_capabilities() {
+        return Err(missing);
+    }
+    let opts = crate::xdp::SyncOptions {
+        // Templates embed boot-URL tokens: expire them well before the tokens.
+        template_ttl: Some(std::time::Duration::from_secs(
+            config.provision.token_ttl.max(2),
+        )),
+        ..Default::default()
+    };
+    let svc = crate::xdp::Service::start(p.shared.clone(), urls.clone(), &ifaces, opts)
+        .map_err(|e| crate::xdp::service::explain(&e))?;
+    for (iface, mode) in svc.attached() {
+        tracing::info!("XDP attached to {iface} ({mode:?})");
+    }
+    Ok(svc)
 }
 
 /// The boot-URL signing key: `provision.secret`, else a key generated once and kept in

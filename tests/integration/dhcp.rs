@@ -555,11 +555,30 @@ fn proxy_offer_and_pxe_boot_server() {
 
 #[test]
 fn router_solicitation_gets_a_lifetime_zero_advertisement() {
+    router_advertisement_reaches_rdisc6(true);
+}
+
+/// The same with IPv6 disabled on the server's interface (as on many boot servers): the
+/// responder reads and sends whole Ethernet frames, so the kernel's IPv6 setting does
+/// not matter; the client (IPv6 on) checks hop limit and checksum as any host does.
+#[test]
+fn router_advertisement_without_ipv6_on_the_server() {
+    router_advertisement_reaches_rdisc6(false);
+}
+
+/// rdisc6 in the client namespace solicits on c0 and reads the answer: router lifetime
+/// 0, no M/O flags, no prefix, the server's MAC, from the link-local address derived
+/// from that MAC (whether or not the server's interface has IPv6 enabled).
+fn router_advertisement_reaches_rdisc6(server_ipv6: bool) {
     if netns::need_root() {
         return;
     }
     let (srv, cli) = lab(CN1_MAC);
-    for (ns, ifname) in [(&srv, "s0"), (&cli, "c0")] {
+    let mut ends = vec![(&cli, "c0")];
+    if server_ipv6 {
+        ends.push((&srv, "s0"));
+    }
+    for (ns, ifname) in &ends {
         // No duplicate address detection, so the link-local address is usable at once.
         ns.run(&[
             "sysctl",
@@ -573,7 +592,12 @@ fn router_solicitation_gets_a_lifetime_zero_advertisement() {
             &format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
         ]);
     }
-    for (ns, ifname) in [(&srv, "s0"), (&cli, "c0")] {
+    if !server_ipv6 {
+        srv.run(&["sysctl", "-qw", "net.ipv6.conf.s0.disable_ipv6=1"]);
+        let v6 = srv.run(&["ip", "-6", "addr", "show", "dev", "s0"]);
+        assert!(v6.stdout.is_empty(), "s0 still has IPv6: {v6:?}");
+    }
+    for (ns, ifname) in &ends {
         wait_link_local(ns, ifname);
     }
     let server = Server::start(
@@ -603,12 +627,11 @@ fn router_solicitation_gets_a_lifetime_zero_advertisement() {
     assert!(field("Router lifetime").starts_with("0 "), "{text}");
     assert_eq!(field("Stateful address conf."), "no", "{text}");
     assert_eq!(field("Stateful other conf."), "no", "{text}");
-    assert_eq!(
-        field("Source link-layer address"),
-        mac_of(&srv, "s0"),
-        "{text}"
-    );
-    assert!(text.contains("from fe80::"), "{text}");
+    assert!(!text.contains("Prefix"), "no prefix advertised: {text}");
+    let mac = mac_of(&srv, "s0");
+    assert_eq!(field("Source link-layer address"), mac, "{text}");
+    let from = xboot::dhcp::ra::link_local(mac.parse().unwrap());
+    assert!(text.contains(&format!("from {from}")), "{text}");
     assert!(server.stats().router_advertisements >= 1);
 }
 

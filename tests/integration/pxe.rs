@@ -96,7 +96,11 @@ fn lab_config_and_inventory_load() {
     let cfg = xboot::config::Config::load(&files.config).unwrap();
     assert_eq!(cfg.warnings(), Vec::<String>::new());
     assert_eq!(cfg.interface.names(), [net::SRV_IF]);
-    assert_eq!(cfg.dhcp.mode, xboot::config::DhcpMode::Userspace);
+    assert_eq!(
+        (cfg.dhcp.mode, cfg.dhcp.mode_explicit),
+        (xboot::config::DhcpMode::Xdp, false),
+        "the lab runs on the default mode"
+    );
     assert_eq!(cfg.api.socket_path, files.socket);
     assert_eq!(
         cfg.provision.postscript.as_deref(),
@@ -250,8 +254,10 @@ fn payload_runs_postscript_after_dhcp() {
 
 /// A full network boot against `xboot serve`: firmware DHCP, TFTP of iPXE (BIOS), iPXE
 /// DHCP, iPXE script, kernel and initrd over HTTP, the payload's own DHCP, postscript,
-/// completion; then the boot events the server recorded.
-fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
+/// completion; then the boot events the server recorded. `server_ipv6` off: srv0 has
+/// IPv6 disabled, and a capture on the VM's tap shows xboot's router advertisement
+/// (decoded by tcpdump) reaching the VM before iPXE's DHCP exchange ends.
+fn pxe_boot(firmware: Firmware, dhcp: Dhcp, server_ipv6: bool) {
     if netns::need_root() {
         return;
     }
@@ -263,18 +269,14 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
         "pxeu"
     });
     let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
-    // Native XDP_TX on veth needs a program on the peer too: the bridge port facing the
-    // server gets an empty (pass-everything) instance of the program.
-    let _peer = (dhcp == Dhcp::Xdp).then(|| {
-        let cfg = std::fs::read_to_string(&files.config).unwrap();
-        std::fs::write(
-            &files.config,
-            cfg.replace("mode = \"userspace\"", "mode = \"xdp\""),
-        )
-        .unwrap();
-        let mut fp = xboot::xdp::FastPath::load(xboot::xdp::LoadOptions::for_hosts(1)).unwrap();
-        crate::xdp::clients::in_netns(&cli, || fp.attach("up0").unwrap());
-        fp
+    // The lab's config names no mode: the default (XDP, as the demo runs it). The
+    // userspace boot says so.
+    if dhcp == Dhcp::Userspace {
+        serve::set_dhcp_mode(&files, "userspace").unwrap();
+    }
+    let capture = (!server_ipv6).then(|| {
+        net::set_server_ipv6(&srv.name, false).unwrap();
+        capture_tap(&cli, dir.path())
     });
     let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
     let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
@@ -337,15 +339,23 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp) {
     assert!(events.iter().all(|e| e.host == serve::NODE));
     // The whole boot was served with no capability left on any thread of the server.
     assert_no_capabilities(server.pid());
+    let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
+        .args(["status", "--json", "--socket"])
+        .arg(&server.files.socket)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let ras = &status["counters"]["dhcp"]["router_advertisements"];
+    assert!(
+        ras.as_u64().unwrap_or(0) >= 1,
+        "iPXE's solicitation answered: {status}"
+    );
+    if let Some(capture) = capture {
+        assert_ra_before_ipxe_ack(&capture, &mac_of(&srv, net::SRV_IF));
+    }
     if dhcp == Dhcp::Xdp {
         // Every DHCP answer (firmware, then the booted OS) came from the XDP program.
-        let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
-            .args(["status", "--json", "--socket"])
-            .arg(&server.files.socket)
-            .output()
-            .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         let answered = &status["counters"]["xdp"]["answered"];
         assert!(answered.as_u64().unwrap_or(0) >= 4, "{status}");
         let user = &status["counters"]["dhcp"];
@@ -378,15 +388,108 @@ fn assert_no_capabilities(pid: u32) {
     assert!(seen > 2, "only {seen} threads");
 }
 
+/// With `dhcp.mode = "userspace"` written in the config.
 #[test]
 fn pxe_boot_bios_ipxe_rom() {
-    pxe_boot(Firmware::Bios, Dhcp::Userspace);
+    pxe_boot(Firmware::Bios, Dhcp::Userspace, true);
 }
 
-/// The same boot with `dhcp.mode = "xdp"`: the XDP program answers every DHCP request.
+/// The same boot on the default `dhcp.mode` (XDP): the XDP program answers every DHCP
+/// request.
 #[test]
 fn pxe_boot_bios_ipxe_rom_xdp() {
-    pxe_boot(Firmware::Bios, Dhcp::Xdp);
+    pxe_boot(Firmware::Bios, Dhcp::Xdp, true);
+}
+
+/// The default boot with IPv6 disabled on the server's interface: the router
+/// advertisement still goes out (a raw Ethernet frame), reaches the VM before iPXE's
+/// DHCP ACK, so iPXE does not sit in its IPv6 autoconfiguration wait.
+#[test]
+fn pxe_boot_bios_without_server_ipv6() {
+    pxe_boot(Firmware::Bios, Dhcp::Xdp, false);
+}
+
+/// tcpdump on the VM's tap (client namespace) for ICMPv6 and DHCP, verbose (IPv6 hop
+/// limit, ICMPv6 checksum check, NDP options decoded): its output file, once capturing.
+fn capture_tap(cli: &Netns, dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("tap.txt");
+    let err = dir.join("tap.err");
+    cli.spawn(
+        &[
+            "tcpdump",
+            "-i",
+            net::TAP,
+            "-n",
+            "-l",
+            "-vv",
+            "-tt",
+            "icmp6 or udp port 67 or udp port 68",
+        ],
+        Stdio::from(std::fs::File::create(&out).unwrap()),
+        Stdio::from(std::fs::File::create(&err).unwrap()),
+    );
+    for _ in 0..100 {
+        if std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "tcpdump did not start: {}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+}
+
+/// The capture, one string per packet (tcpdump -v continues a packet on indented lines).
+fn packets(capture: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(capture).unwrap();
+    let mut packets: Vec<String> = vec![];
+    for l in text.lines() {
+        match packets.last_mut() {
+            Some(p) if l.starts_with([' ', '\t']) => {
+                p.push('\n');
+                p.push_str(l);
+            }
+            _ => packets.push(l.to_string()),
+        }
+    }
+    packets
+}
+
+/// tcpdump decoded a valid RA from srv0's MAC (hop limit 255, checksum correct, lifetime
+/// 0, no M/O flags, no prefix) and saw it before the first DHCP ACK.
+fn assert_ra_before_ipxe_ack(capture: &Path, srv_mac: &str) {
+    std::thread::sleep(Duration::from_millis(300)); // the last lines' flush
+    let packets = packets(capture);
+    let at = |what: &str| packets.iter().position(|p| p.contains(what));
+    let ra = at("router advertisement")
+        .unwrap_or_else(|| panic!("no RA on the tap:\n{}", packets.join("\n")));
+    let ack = at("DHCP-Message (53), length 1: ACK")
+        .unwrap_or_else(|| panic!("no DHCP ACK on the tap:\n{}", packets.join("\n")));
+    let p = &packets[ra];
+    for want in [
+        "hlim 255",
+        "router lifetime 0s",
+        "Flags [none]",
+        &format!("source link-address option (1), length 8 (1): {srv_mac}"),
+        "[icmp6 sum ok]",
+    ] {
+        assert!(p.contains(want), "{want:?} not in the RA: {p}");
+    }
+    assert!(!p.contains("prefix info"), "{p}");
+    assert!(
+        ra < ack,
+        "the RA came after iPXE's ACK:\n{}",
+        packets.join("\n")
+    );
+}
+
+fn mac_of(ns: &Netns, ifname: &str) -> String {
+    let out = ns.run(&["cat", &format!("/sys/class/net/{ifname}/address")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,7 +505,7 @@ fn pxe_boot_uefi_ovmf() {
         "{} missing: run `cargo xtask setup`",
         testlab::qemu::OVMF
     );
-    pxe_boot(Firmware::Uefi, Dhcp::Userspace);
+    pxe_boot(Firmware::Uefi, Dhcp::Userspace, true);
 }
 
 /// OVMF's own UEFI PXE on virtio-net (no iPXE ROM): EDK2's TFTP client against xboot's

@@ -8,6 +8,7 @@ mod fixture;
 mod fuzz;
 mod kgen;
 mod loadgen;
+mod modes;
 mod reload;
 mod report;
 mod service;

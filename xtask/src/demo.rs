@@ -23,6 +23,10 @@ pub struct Args {
     /// Seconds to wait for the postscript to complete.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// IPv6 on the server's interface (`off`: disable_ipv6=1 there, as on boot servers
+    /// run without IPv6; xboot's router advertisement still ends iPXE's IPv6 wait).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    server_ipv6: String,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -41,15 +45,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Declared in this order so they drop in reverse: VM, server, then namespaces.
     let srv_ns = Netns::new("demo-srv");
     let cli_ns = Netns::new("demo-cli");
+    let ipv6 = args.server_ipv6 == "on";
     step("namespace lab", || {
-        net::build(&srv_ns.name, &cli_ns.name).map_err(|e| anyhow!(e))
+        net::build(&srv_ns.name, &cli_ns.name).map_err(|e| anyhow!(e))?;
+        net::set_server_ipv6(&srv_ns.name, ipv6).map_err(|e| anyhow!(e))
     })?;
     eprintln!(
-        "       server ns {} ({} {}/{}), client ns {}",
+        "       server ns {} ({} {}/{}, IPv6 {}), client ns {}",
         srv_ns.name,
         net::SRV_IF,
         net::SRV_IP,
         net::PREFIX,
+        args.server_ipv6,
         cli_ns.name
     );
     let dir = util::target_dir().join("xboot-demo");
@@ -129,7 +136,7 @@ fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<
 
 /// `cargo build -p boot-user --bin xboot` (debug: incremental on a warm cache), or the
 /// binary named by `XBOOT_BIN` (e.g. a release build) without building.
-fn build() -> anyhow::Result<PathBuf> {
+pub(crate) fn build() -> anyhow::Result<PathBuf> {
     if !util::is_root() {
         bail!("the demo needs root (network namespaces, a tap device)");
     }

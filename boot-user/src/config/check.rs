@@ -263,6 +263,16 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
         );
     }
     check("dhcp.listen", ipv4_listen(&d.listen).map(drop));
+    if d.mode_explicit && d.mode == super::DhcpMode::Xdp && cfg.interface.names().is_empty() {
+        check(
+            "dhcp.mode",
+            Err(
+                "\"xdp\" needs `interface` (the NICs to attach the program to); without \
+                 dhcp.mode, xboot runs DHCP from userspace with a warning"
+                    .into(),
+            ),
+        );
+    }
     check("pxe.listen", ipv4_listen(&cfg.pxe.listen).map(drop));
     for (i, s) in d.dns_servers.iter().enumerate() {
         check(&format!("dhcp.dns_servers[{i}]"), dns_server(s).map(drop));

@@ -111,10 +111,13 @@ fn is_all(i: &Interfaces) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DhcpMode {
-    /// XDP fast path for known hosts, userspace for the rest.
+    /// XDP fast path for known hosts, userspace for the rest. The default: when the
+    /// program cannot be loaded or attached, the default falls back to userspace with a
+    /// warning naming the reason, and an explicit `mode = "xdp"` is an error (see
+    /// [`DhcpConfig::mode_explicit`]).
+    #[default]
     Xdp,
     /// Userspace only.
-    #[default]
     Userspace,
     /// No DHCP at all (another server hands out addresses).
     Off,
@@ -150,6 +153,10 @@ pub struct DhcpConfig {
     pub router: Option<Ipv4Addr>,
     pub subnets: Vec<SubnetConfig>,
     pub mode: DhcpMode,
+    /// Set when the file or the environment names `dhcp.mode` (not a key): an explicit
+    /// `xdp` that cannot run stops the server, the default falls back to userspace.
+    #[serde(skip)]
+    pub mode_explicit: bool,
     /// Max unknown-MAC log lines per MAC per this many seconds (xboot).
     pub unknown_log_interval_secs: u64,
 }
@@ -167,6 +174,7 @@ impl Default for DhcpConfig {
             router: None,
             subnets: vec![],
             mode: DhcpMode::default(),
+            mode_explicit: false,
             unknown_log_interval_secs: 60,
         }
     }
@@ -436,7 +444,7 @@ impl Config {
             serde_ignored::deserialize(value.clone(), |p| {
                 unknown.push(p.to_string().replace(".?", ""))
             });
-        let (mut problems, cfg) = match typed {
+        let (mut problems, mut cfg) = match typed {
             Ok(cfg) => (Vec::new(), Some(cfg)),
             Err(e) => {
                 // Name every value of the wrong type, then check the others.
@@ -450,6 +458,9 @@ impl Config {
                 (problems, rest.try_into::<Config>().ok())
             }
         };
+        if let Some(c) = cfg.as_mut() {
+            c.dhcp.mode_explicit = value.get("dhcp").and_then(|d| d.get("mode")).is_some();
+        }
         if let Some(cfg) = &cfg {
             // A value taken out for its type is at its default now: not reported again.
             let typed: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
@@ -678,7 +689,11 @@ mod tests {
         let cfg = Config::load(&config_dir().join("xboot.toml")).unwrap();
         assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
         assert_eq!(cfg.interface, Interfaces::One("eth1".into()));
-        assert_eq!(cfg.dhcp.mode, DhcpMode::Userspace);
+        assert_eq!(
+            (cfg.dhcp.mode, cfg.dhcp.mode_explicit),
+            (DhcpMode::Xdp, false),
+            "the example keeps the default, XDP with its fallback"
+        );
         assert_eq!(cfg.api.token.as_deref(), Some("change-me"));
         let hosts = cfg.hosts.unwrap();
         assert!(
@@ -686,6 +701,35 @@ mod tests {
             "{hosts:?}"
         );
         assert!(hosts.exists());
+    }
+
+    /// XDP by default; whether the mode was written decides what its failure does.
+    #[test]
+    fn dhcp_mode_default_and_explicit() {
+        let p = Path::new("x.toml");
+        let rows = [
+            ("", DhcpMode::Xdp, false),
+            ("[dhcp]\nlease_time = \"1h\"", DhcpMode::Xdp, false),
+            (
+                "interface = \"eth0\"\n[dhcp]\nmode = \"xdp\"",
+                DhcpMode::Xdp,
+                true,
+            ),
+            ("[dhcp]\nmode = \"userspace\"", DhcpMode::Userspace, true),
+            ("[dhcp]\nmode = \"off\"", DhcpMode::Off, true),
+        ];
+        for (text, mode, explicit) in rows {
+            let cfg = Config::from_toml(text, p).unwrap();
+            assert_eq!(
+                (cfg.dhcp.mode, cfg.dhcp.mode_explicit),
+                (mode, explicit),
+                "{text:?}"
+            );
+        }
+        let env = [("XBOOT_DHCP_MODE".to_string(), "xdp".to_string())];
+        let text = Config::with_env_overrides("interface = \"eth0\"", p, env).unwrap();
+        let cfg = Config::from_toml(&text, p).unwrap();
+        assert!(cfg.dhcp.mode_explicit, "set by the environment: {text}");
     }
 
     #[test]
@@ -709,6 +753,10 @@ mod tests {
             ),
             ("[dhcp]\ndns_servers = [\"dns\"]", "dhcp.dns_servers[0]"),
             ("[dhcp]\nmode = \"fast\"", "unknown variant `fast`"),
+            (
+                "[dhcp]\nmode = \"xdp\"",
+                "dhcp.mode: \"xdp\" needs `interface`",
+            ),
             ("[dhcp]\nmtu = \"big\"", "invalid type"),
             (
                 "[api]\nlisten = \"127.0.0.1:1\"",

@@ -88,9 +88,17 @@ impl UdpListener {
     }
 }
 
-/// An `AF_PACKET` socket that only sends (protocol 0: it receives nothing).
+/// An `AF_PACKET` socket that sends whole Ethernet frames. The one [`PacketSocket::open`]
+/// makes only sends (protocol 0: it receives nothing); the RA responder's also receives
+/// ([`super::ra::RaSocket`]).
 pub struct PacketSocket {
     fd: OwnedFd,
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 impl PacketSocket {
@@ -107,6 +115,11 @@ impl PacketSocket {
         })
     }
 
+    /// An `AF_PACKET` socket opened and set up elsewhere.
+    pub(crate) fn from_fd(fd: OwnedFd) -> PacketSocket {
+        PacketSocket { fd }
+    }
+
     /// Sends a whole Ethernet frame on interface `ifindex` without blocking.
     pub fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         if frame.len() < 14 {
@@ -118,7 +131,12 @@ impl PacketSocket {
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        // IPv6 for RAs, else IPv4 (DHCP replies, tagged or not).
+        let proto = match u16::from_be_bytes([frame[12], frame[13]]) {
+            p @ 0x86dd => p,
+            _ => libc::ETH_P_IP as u16,
+        };
+        sa.sll_protocol = proto.to_be();
         sa.sll_ifindex = ifindex as i32;
         sa.sll_halen = 6;
         sa.sll_addr[..6].copy_from_slice(&frame[..6]);
@@ -150,8 +168,8 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    /// Opens the sockets `listen` asks for. An RA responder that cannot be opened (IPv6
-    /// disabled on the interface) is a warning, not an error.
+    /// Opens the sockets `listen` asks for. An RA responder that cannot be opened is a
+    /// warning, not an error.
     pub fn open(listen: &Listen) -> io::Result<Sockets> {
         let mut names = listen.interfaces.clone();
         if names.is_empty() && !listen.dhcp.ip().is_unspecified() {
@@ -185,10 +203,12 @@ impl Sockets {
         let mut ra = vec![];
         if listen.router_advertisements {
             let ra_names = if names.is_empty() {
+                // Ethernet interfaces only: loopback and L3 devices (tun, wireguard) have
+                // no link-layer address to send an RA frame from.
                 iface::list()?
                     .into_iter()
+                    .filter(|i| i.name != "lo" && i.mac != crate::inventory::Mac::default())
                     .map(|i| i.name)
-                    .filter(|n| n != "lo")
                     .collect()
             } else {
                 names.clone()

@@ -36,6 +36,67 @@ pub enum ServiceError {
     },
 }
 
+/// What the kernel asks of the calling thread to load and attach XDP that its effective
+/// set lacks: CAP_BPF for the program and its maps, CAP_PERFMON for the verifier to
+/// allow the program's pointer arithmetic (refused "for !root" without it),
+/// CAP_NET_ADMIN for a network program and its attachment; or CAP_SYS_ADMIN for all
+/// three (the only way before Linux 5.8). `None` when nothing is missing.
+pub fn missing_capabilities() -> Option<String> {
+    use caps::Capability::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN};
+    let has = |c| caps::has_cap(None, caps::CapSet::Effective, c).unwrap_or(false);
+    if has(CAP_SYS_ADMIN) {
+        return None;
+    }
+    let missing: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !has(*c))
+    .map(|(_, name)| name)
+    .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the process lacks {} (loading and attaching XDP needs CAP_BPF, CAP_PERFMON and \
+             CAP_NET_ADMIN, or CAP_SYS_ADMIN)",
+            missing.join(", ")
+        )
+    })
+}
+
+/// Why the fast path did not start, in a line for the operator: the error; for a
+/// program the kernel refused, the verifier's last words (its whole log runs to
+/// thousands of lines) and the kernel's release (the program needs Linux 5.17 or later
+/// for `bpf_loop`).
+pub fn explain(e: &ServiceError) -> String {
+    match e {
+        ServiceError::Xdp(XdpError::Verify(_)) | ServiceError::Xdp(XdpError::Load(_)) => {
+            let text = e.to_string();
+            let (head, log) = text.split_once("Verifier output:").unwrap_or((&text, ""));
+            let lines: Vec<&str> = log
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|r| r.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            let verifier = if tail.is_empty() {
+                String::new()
+            } else {
+                format!(" verifier: {tail};")
+            };
+            format!(
+                "{}{verifier} kernel {release} (xboot's program needs Linux 5.17 or later)",
+                head.trim_end()
+            )
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// The loaded, attached program and what keeps its maps current.
 pub struct Service {
     fp: FastPath,

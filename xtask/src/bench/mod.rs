@@ -7,6 +7,7 @@ use anyhow::bail;
 mod abuse;
 mod bmc;
 mod dhcp;
+mod pxe_ipv6;
 mod storm;
 
 type Runner = fn(&[String]) -> anyhow::Result<()>;
@@ -32,6 +33,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         "abuse",
         "server RSS and descriptors under TFTP, probe, HTTP and DHCP floods, a known host booting throughout",
         Some(abuse::run),
+    ),
+    (
+        "pxe-ipv6",
+        "the demo's BIOS PXE boot with IPv6 on and off on the server's interface: the same time",
+        Some(pxe_ipv6::run),
     ),
 ];
 

@@ -49,4 +49,4 @@ pub mod servers;
 pub mod truth;
 pub mod vms;
 pub mod wire;
-pub mod xdp_pass;
+pub use testlab::xdp_pass;

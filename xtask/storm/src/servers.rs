@@ -131,14 +131,12 @@ pub fn start(
             hosts.extend(extra.iter().cloned());
             std::fs::write(&files.hosts, serde_json::to_string(&hosts).expect("json"))
                 .map_err(|e| e.to_string())?;
-            if kind == Kind::XbootXdp {
-                let cfg = std::fs::read_to_string(&files.config).map_err(|e| e.to_string())?;
-                std::fs::write(
-                    &files.config,
-                    cfg.replace("mode = \"userspace\"", "mode = \"xdp\""),
-                )
-                .map_err(|e| e.to_string())?;
-            }
+            let mode = if kind == Kind::XbootXdp {
+                "xdp"
+            } else {
+                "userspace"
+            };
+            serve::set_dhcp_mode(&files, mode)?;
             Server::start(xboot, netns, files, Duration::from_secs(60)).map(Running::Xboot)
         }
         Kind::DnsmasqStock | Kind::DnsmasqTuned => {

@@ -12,6 +12,7 @@
 //! - [`peers`]: the external programs and files used, from `xtask/peers.txt`; every
 //!   process is started through it.
 //! - [`serve`]: the generated config and inventory, and an `xboot serve` process.
+//! - [`xdp_pass`]: the pass-everything XDP program a veth peer needs for native XDP_TX.
 // `testlab::peers` names the same module here and in the integration tests, which
 // include `netns.rs` below as a module of their own.
 extern crate self as testlab;
@@ -25,6 +26,7 @@ pub mod peers;
 pub mod qemu;
 pub mod serial;
 pub mod serve;
+pub mod xdp_pass;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -6,8 +6,10 @@
 //!  srv0 10.77.0.1/16 <=== veth ===> up0 --+-- br0 (bridge, no address)
 //!  (xboot serve)                          +-- tap0 (qemu VM)
 //! ```
-//! IPv6 is enabled on srv0 only (link-local, no DAD), so the server may answer the
-//! router solicitations iPXE sends; the namespaces keep it disabled elsewhere.
+//! IPv6 is enabled on srv0 only (link-local, no DAD); the namespaces keep it disabled
+//! elsewhere. xboot answers iPXE's router solicitations with or without it (raw frames).
+//! up0 carries a pass-everything XDP program ([`crate::xdp_pass`]), so that xboot's
+//! native XDP answers on srv0 (the default `dhcp.mode`) are delivered.
 
 /// Server address on srv0, and its prefix length.
 pub const SRV_IP: &str = "10.77.0.1";
@@ -77,12 +79,26 @@ pub fn build(server_ns: &str, client_ns: &str) -> Result<PxeNet, String> {
         ip(client_ns, &["link", "set", port, "up"])?;
     }
     ip(client_ns, &["link", "set", "br0", "up"])?;
+    // xboot's default attaches XDP to srv0 in native mode, where XDP_TX hands the frame
+    // to the peer's NAPI, which veth runs only when the peer has an XDP program too.
+    crate::xdp_pass::attach_in(client_ns, "up0")
+        .map_err(|e| format!("cannot attach the pass-everything XDP program to up0: {e}"))?;
     Ok(PxeNet {
         server_ns: server_ns.into(),
         client_ns: client_ns.into(),
         srv_if: SRV_IF,
         tap: TAP,
     })
+}
+
+/// Turns IPv6 on or off on srv0 (`net.ipv6.conf.srv0.disable_ipv6`), as on a boot server
+/// run without IPv6.
+pub fn set_server_ipv6(server_ns: &str, on: bool) -> Result<(), String> {
+    let off = if on { 0 } else { 1 };
+    sysctl(
+        server_ns,
+        &format!("net.ipv6.conf.{SRV_IF}.disable_ipv6={off}"),
+    )
 }
 
 /// (protocol, port) of every TCP/UDP socket listening in `netns` (`ss -Hlntu`).

@@ -83,7 +83,6 @@ hosts = {hosts}
 images = {images}
 
 [dhcp]
-mode = "userspace"
 listen = "0.0.0.0:67"
 lease_time = "1h"
 router_octet4 = 1
@@ -136,6 +135,21 @@ fn image_dirs(images: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// Writes `dhcp.mode = MODE` into the lab's config (which has none: the default, XDP
+/// with its fallback to userspace). Written, an `xdp` that cannot start is an error.
+pub fn set_dhcp_mode(f: &LabFiles, mode: &str) -> Result<(), String> {
+    let cfg = std::fs::read_to_string(&f.config)
+        .map_err(|e| format!("cannot read {}: {e}", f.config.display()))?;
+    if !cfg.contains("\n[dhcp]\n") || cfg.contains("\nmode = ") {
+        return Err(format!(
+            "{}: no [dhcp] section without a mode",
+            f.config.display()
+        ));
+    }
+    let cfg = cfg.replacen("\n[dhcp]\n", &format!("\n[dhcp]\nmode = \"{mode}\"\n"), 1);
+    std::fs::write(&f.config, cfg).map_err(|e| format!("cannot write {}: {e}", f.config.display()))
+}
+
 /// Grendel's hosts.json: one provisioned node on the VM's MAC.
 pub fn hosts_json() -> String {
     let hosts = serde_json::json!([{
@@ -186,12 +200,25 @@ impl Server {
         files: LabFiles,
         timeout: Duration,
     ) -> Result<Server, String> {
+        Self::start_wrapped(xboot, netns, files, timeout, &[])
+    }
+
+    /// [`Server::start`] with `wrapper` (a listed peer's argv, e.g. `setpriv` with a
+    /// capability bounding set) between `ip netns exec NS` and xboot.
+    pub fn start_wrapped(
+        xboot: &Path,
+        netns: &str,
+        files: LabFiles,
+        timeout: Duration,
+        wrapper: &[String],
+    ) -> Result<Server, String> {
         let log = std::fs::File::create(&files.log)
             .map_err(|e| format!("{}: {e}", files.log.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let config = files.config.display().to_string();
         let child = testlab::peers::command("ip")
             .args(["netns", "exec", netns])
+            .args(wrapper)
             .arg(xboot)
             .args(["serve", "--config", &config])
             .env(

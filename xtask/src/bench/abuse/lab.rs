@@ -164,7 +164,7 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
 }
 
 /// The lab's generated files (testlab's server config and image), with the inventory
-/// holding cn1 and the bench's header timeout.
+/// holding cn1, the bench's header timeout and `dhcp.mode = "userspace"`.
 fn lab_files(dir: &Path, payload: &Payload) -> anyhow::Result<LabFiles> {
     let f = testlab::serve::write_lab_files(dir, payload).map_err(anyhow::Error::msg)?;
     let config = testlab::serve::config_toml(&f).replace(
@@ -175,6 +175,9 @@ fn lab_files(dir: &Path, payload: &Payload) -> anyhow::Result<LabFiles> {
         bail!("testlab's config has no [provision] section");
     }
     std::fs::write(&f.config, config)?;
+    // The floods are aimed at the userspace path (the DISCOVERs come from unknown MACs,
+    // which XDP passes up anyway), as before XDP became the default.
+    testlab::serve::set_dhcp_mode(&f, "userspace").map_err(anyhow::Error::msg)?;
     let hosts = serde_json::json!([{
         "name": CN1,
         "provision": true,

@@ -1,9 +1,10 @@
 //! A two-instruction XDP program (`return XDP_PASS`) attached in native mode to the
-//! fabric end of the server's veth. Native XDP_TX on a veth needs an XDP program on the
-//! peer too (as `tests/integration/pxe.rs` does with xboot's own program); this one is
-//! loaded with the bpf(2) system call and attached by rtnetlink, so the simulator needs
-//! neither the BPF toolchain nor the xboot library. Run it inside the fabric namespace
-//! (through [`crate::nsops::NsOps`]); the program lives as long as the link.
+//! peer of a veth that xboot's program answers on. Native XDP_TX on a veth needs an XDP
+//! program on the peer too (the kernel schedules the peer's NAPI only then; GRO on the
+//! peer is not enough on this kernel): the lab's up0 ([`crate::net::build`]) and the
+//! storm's fabric end carry it. Loaded with the bpf(2) system call and attached by
+//! rtnetlink, so neither the BPF toolchain nor the xboot library is needed. The program
+//! lives as long as the link.
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -53,6 +54,23 @@ fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
+}
+
+/// Loads the pass program and attaches it (native mode) to `ifname` in namespace
+/// `netns` (`/run/netns/NAME`), from a thread of its own.
+pub fn attach_in(netns: &str, ifname: &str) -> io::Result<()> {
+    let path = format!("/run/netns/{netns}");
+    let ifname = ifname.to_string();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path)?;
+        // SAFETY: setns(2) on a descriptor we hold, for this thread only (CLONE_NEWNET).
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        attach(&ifname)
+    })
+    .join()
+    .map_err(|_| io::Error::other("the attaching thread panicked"))?
 }
 
 /// Loads the pass program and attaches it (native mode) to `ifname` of the current
