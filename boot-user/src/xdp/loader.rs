@@ -99,6 +99,28 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     })
 }
 
+/// Loads `prog` into the kernel, trying again while the verifier gives up with EAGAIN:
+/// it does when a signal is pending for the loading thread (a busy process, e.g. one
+/// whose children exit meanwhile), and the answer, as libbpf gives it, is to try again.
+/// aya retries a failed load once (to fetch the verifier's log) but not for this.
+fn verify(prog: &mut Xdp) -> Result<(), ProgramError> {
+    const TRIES: usize = 10;
+    let mut tries = 1;
+    loop {
+        match prog.load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < TRIES =>
+            {
+                tries += 1;
+                tracing::debug!(
+                    "XDP verifier interrupted (EAGAIN): loading again ({tries}/{TRIES})"
+                );
+            }
+            r => return r,
+        }
+    }
+}
+
 impl FastPath {
     /// Loads the program into the kernel (verifier included) without attaching it.
     pub fn load(opts: LoadOptions) -> Result<FastPath, XdpError> {
@@ -112,7 +134,7 @@ impl FastPath {
             .load(OBJECT)
             .map_err(|e| XdpError::Load(Box::new(e)))?;
         let prog: &mut Xdp = program(&mut ebpf)?;
-        prog.load().map_err(|e| XdpError::Verify(Box::new(e)))?;
+        verify(prog).map_err(|e| XdpError::Verify(Box::new(e)))?;
         Ok(FastPath {
             hosts: take(&mut ebpf, "HOSTS")?,
             templates: take(&mut ebpf, "TEMPLATES")?,
@@ -172,7 +194,7 @@ impl FastPath {
             // Links are owned by the program; unloading detaches all of them. Reload it
             // so the maps and test_run keep working.
             let _ = prog.unload();
-            let _ = prog.load();
+            let _ = verify(prog);
         }
         for (iface, _) in self.attached.drain(..) {
             tracing::info!("XDP fast path detached from {iface}");
