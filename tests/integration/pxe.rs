@@ -406,8 +406,9 @@ fn pxe_boot_uefi_ovmf() {
 }
 
 /// OVMF's own UEFI PXE on virtio-net (no iPXE ROM): EDK2's TFTP client against xboot's
-/// server, up to the kernel iPXE loads booting (the payload has no virtio-net driver, so
-/// the boot stops there). EDK2 probes the size first (tsize, then ERROR 8 after the
+/// server, which serves the iPXE bundle of the package and the image (Debian 13's
+/// current iPXE, `testlab::package`), up to the kernel iPXE loads booting (the payload has
+/// no virtio-net driver, so the boot stops there). EDK2 probes the size first (tsize, then ERROR 8 after the
 /// OACK) and downloads snponly.efi from another port (blksize 1468, windowsize 4): the
 /// probe must end at once, the download complete, and one TFTP event be recorded.
 #[test]
@@ -423,6 +424,15 @@ fn pxe_boot_uefi_native_tftp() {
     let dir = workdir("pxe-uefi-native-");
     let (srv, cli) = lab("pxen");
     let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
+    let bundle = dir.path().join("firmware");
+    testlab::package::bundle(&bundle).unwrap();
+    let cfg = std::fs::read_to_string(&files.config).unwrap();
+    let root = format!("root = \"{}\"", bundle.display());
+    std::fs::write(
+        &files.config,
+        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
+    )
+    .unwrap();
     let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
     let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -459,6 +469,11 @@ fn pxe_boot_uefi_native_tftp() {
     let tftp: Vec<_> = events.iter().filter(|e| e.kind == "tftp").collect();
     assert_eq!(tftp.len(), 1, "{events:?}");
     assert!(tftp[0].detail.starts_with("snponly.efi ("), "{:?}", tftp[0]);
+    let log = std::fs::read_to_string(&server.files.log).unwrap();
+    assert!(
+        log.contains(&format!("TFTP serving {}", bundle.display())),
+        "{log}"
+    );
     drop(vm);
     drop(server);
 }

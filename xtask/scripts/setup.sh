@@ -7,7 +7,10 @@
 #     (the Redfish emulator sushy-tools and its bcrypt).
 #  2. The nightly toolchain's rust-src component (the eBPF crate is built with -Z build-std).
 #  3. bpf-linker built against the nightly's own LLVM (no Debian LLVM matches it).
-#  4. A test kernel (Debian's, extracted, not installed) and a busybox initrd, cached under target/.
+#  4. Other cargo tools of the list (cargo-deb), and packages of other Debian suites (`deb`
+#     peers: Debian 13's ipxe for the package's and the image's iPXE bundle), downloaded
+#     and unpacked into the cache, never installed.
+#  5. A test kernel (Debian's, extracted, not installed) and a busybox initrd, cached under target/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${XBOOT_CACHE:-$ROOT/target/xboot-cache}
