@@ -34,8 +34,10 @@ fn text(out: &Output) -> String {
 /// and nothing of it outlives the namespace (the machine is left as it was even when the
 /// test fails half-way, and tests running meanwhile never see the package).
 struct Overlay<'a> {
-    ns: &'a Netns,
+    /// The holder process (`sleep`) whose mount namespace it is; the namespace `ns` of
+    /// [`Overlay::new`] kills it too when dropped, so an overlay never outlives it.
     pid: u32,
+    _ns: std::marker::PhantomData<&'a Netns>,
 }
 
 impl<'a> Overlay<'a> {
@@ -80,7 +82,10 @@ impl<'a> Overlay<'a> {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Overlay { ns, pid }
+        Overlay {
+            pid,
+            _ns: std::marker::PhantomData,
+        }
     }
 
     /// A command run in the overlay (and the network namespace), through nsenter: a
@@ -299,32 +304,30 @@ fn deb_installs_and_its_unit_serves_under_its_sandbox() {
     for (k, v) in env_text.lines().filter_map(|l| l.split_once('=')) {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    struct Kill(u32);
-    impl Drop for Kill {
+    /// The server, killed (and reaped) when dropped unless it has been waited for.
+    struct Running(std::process::Child);
+    impl Drop for Running {
         fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0 as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
         }
     }
-    let _kill = Kill(child.id());
-    let pid = child.id();
+    let mut server = Running(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let pid = server.0.id();
 
     // A lease for a real client, once the server is up.
     let dir = tmp.path();
     let (ok, env) = udhcpc(&cli, dir, &[]);
-    if !ok {
-        let _ = child.try_wait();
-        panic!("no lease: {}", read_log());
-    }
+    assert!(ok, "no lease: {}", read_log());
     assert_eq!(
         crate::dhcp::env_value(&env, "ip").as_deref(),
         Some("10.77.0.50"),
@@ -400,7 +403,7 @@ fn deb_installs_and_its_unit_serves_under_its_sandbox() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let exit = child.wait().unwrap();
+    let exit = server.0.wait().unwrap();
     assert!(exit.success(), "{exit}: {}", read_log());
 
     // Uninstalled: nothing of it is left (the overlay goes with the namespace anyway).
@@ -422,7 +425,6 @@ impl Drop for Overlay<'_> {
             nix::unistd::Pid::from_raw(self.pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-        let _ = self.ns;
     }
 }
 
