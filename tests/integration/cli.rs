@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 const XBOOT: &str = env!("CARGO_BIN_EXE_xboot");
 
-fn repo_config() -> PathBuf {
+pub(crate) fn repo_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
 }
 
@@ -644,13 +644,13 @@ fn serve_reloads_inventory_files() {
 /// timestamped directory, `..data` links to it, and each file name links into `..data`.
 /// `update` writes a new directory and renames a `..data_tmp` link over `..data`, then
 /// removes the old directory: the names the server was given never change.
-struct ConfigMapVolume {
+pub(crate) struct ConfigMapVolume {
     dir: PathBuf,
     generation: u32,
 }
 
 impl ConfigMapVolume {
-    fn new(dir: PathBuf, files: &[(&str, &str)]) -> ConfigMapVolume {
+    pub(crate) fn new(dir: PathBuf, files: &[(&str, &str)]) -> ConfigMapVolume {
         std::fs::create_dir_all(&dir).unwrap();
         let mut v = ConfigMapVolume { dir, generation: 0 };
         v.update(files);
@@ -660,7 +660,7 @@ impl ConfigMapVolume {
         v
     }
 
-    fn update(&mut self, files: &[(&str, &str)]) {
+    pub(crate) fn update(&mut self, files: &[(&str, &str)]) {
         let old = self.timestamped();
         self.generation += 1;
         let new = self.timestamped();

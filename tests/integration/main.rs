@@ -9,6 +9,7 @@ mod dns;
 mod http;
 #[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
+mod package;
 mod pxe;
 mod tftp;
 #[allow(dead_code)] // fixture helpers for tests still being written

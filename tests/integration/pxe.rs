@@ -9,7 +9,7 @@
 //!   PXE (EDK2's TFTP client) up to the kernel booting.
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testlab::net;
 use testlab::payload::{self, Payload};
@@ -509,8 +509,9 @@ fn pxe_boot_uefi_ovmf() {
 }
 
 /// OVMF's own UEFI PXE on virtio-net (no iPXE ROM): EDK2's TFTP client against xboot's
-/// server, up to the kernel iPXE loads booting (the payload has no virtio-net driver, so
-/// the boot stops there). EDK2 probes the size first (tsize, then ERROR 8 after the
+/// server, which serves the iPXE bundle of the package and the image (Debian 13's
+/// current iPXE, `testlab::package`), up to the kernel iPXE loads booting (the payload has
+/// no virtio-net driver, so the boot stops there). EDK2 probes the size first (tsize, then ERROR 8 after the
 /// OACK) and downloads snponly.efi from another port (blksize 1468, windowsize 4): the
 /// probe must end at once, the download complete, and one TFTP event be recorded.
 #[test]
@@ -526,6 +527,15 @@ fn pxe_boot_uefi_native_tftp() {
     let dir = workdir("pxe-uefi-native-");
     let (srv, cli) = lab("pxen");
     let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
+    let bundle = dir.path().join("firmware");
+    testlab::package::bundle(&bundle).unwrap();
+    let cfg = std::fs::read_to_string(&files.config).unwrap();
+    let root = format!("root = \"{}\"", bundle.display());
+    std::fs::write(
+        &files.config,
+        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
+    )
+    .unwrap();
     let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
     let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -562,6 +572,87 @@ fn pxe_boot_uefi_native_tftp() {
     let tftp: Vec<_> = events.iter().filter(|e| e.kind == "tftp").collect();
     assert_eq!(tftp.len(), 1, "{events:?}");
     assert!(tftp[0].detail.starts_with("snponly.efi ("), "{:?}", tftp[0]);
+    let log = std::fs::read_to_string(&server.files.log).unwrap();
+    assert!(
+        log.contains(&format!("TFTP serving {}", bundle.display())),
+        "{log}"
+    );
+    drop(vm);
+    drop(server);
+}
+
+/// An arm64 machine (qemu's `virt`, emulated) with Debian's EDK2 build, PXE-booting from
+/// xboot on its own UEFI PXE: option 93 arch 11 gets the bundled arm64 iPXE over TFTP
+/// (Debian 12 ships none), which DHCPs again as iPXE, fetches its script and starts the
+/// kernel download (the payload's kernel is x86-64, so the test ends there).
+#[test]
+fn pxe_boot_uefi_arm64_with_the_bundled_ipxe() {
+    if netns::need_root() {
+        return;
+    }
+    let payload = payload();
+    let dir = workdir("pxe-uefi-arm64-");
+    let (srv, cli) = lab("pxea");
+    let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
+    let bundle = dir.path().join("firmware");
+    testlab::package::bundle(&bundle).unwrap();
+    let cfg = std::fs::read_to_string(&files.config).unwrap();
+    let root = format!("root = \"{}\"", bundle.display());
+    std::fs::write(
+        &files.config,
+        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
+    )
+    .unwrap();
+    let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
+    let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = VmSpec {
+        boot: Boot::Pxe(Firmware::UefiArm64),
+        nic: nic(&cli),
+        serial: dir.path().join("serial.log"),
+        memory_mb: 256,
+    };
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let vm = Vm::start(&spec).unwrap();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let events = loop {
+        let events = server.events(serve::NODE).unwrap_or_default();
+        if events.iter().any(|e| e.kind == "kernel") {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kernel download: {events:?}\n--- xboot serve log:\n{}",
+            testlab::tail(&server.files.log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let at = |kind: &str| {
+        let e = events
+            .iter()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {events:?}"));
+        (e.detail.clone(), e.time_ms)
+    };
+    let (offer, _) = at("dhcp_offer");
+    assert!(offer.contains("ipxe-arm64.efi"), "{offer}");
+    let (tftp, _) = at("tftp");
+    let size = std::fs::metadata(bundle.join("ipxe-arm64.efi"))
+        .unwrap()
+        .len();
+    assert_eq!(tftp, format!("ipxe-arm64.efi ({size} bytes)"));
+    let (_, script_ms) = at("ipxe_script");
+    let (_, kernel_ms) = at("kernel");
+    assert!(script_ms <= kernel_ms);
+    let secs = |ms: u64| ms.saturating_sub(start_ms) as f64 / 1000.0;
+    eprintln!(
+        "PXE boot (uefi-arm64, TCG): TFTP {:.1}s, iPXE script {:.1}s after qemu start",
+        secs(at("tftp").1),
+        secs(script_ms)
+    );
     drop(vm);
     drop(server);
 }

@@ -7,7 +7,10 @@
 #     (the Redfish emulator sushy-tools and its bcrypt).
 #  2. The nightly toolchain's rust-src component (the eBPF crate is built with -Z build-std).
 #  3. bpf-linker built against the nightly's own LLVM (no Debian LLVM matches it).
-#  4. A test kernel (Debian's, extracted, not installed) and a busybox initrd, cached under target/.
+#  4. Other cargo tools of the list (cargo-deb), and packages of other Debian suites (`deb`
+#     peers: Debian 13's ipxe for the package's and the image's iPXE bundle), downloaded
+#     and unpacked into the cache, never installed.
+#  5. A test kernel (Debian's, extracted, not installed) and a busybox initrd, cached under target/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${XBOOT_CACHE:-$ROOT/target/xboot-cache}
@@ -84,6 +87,48 @@ if ! "$HOME/.cargo/bin/bpf-linker" --version >/dev/null 2>&1 && ! rustup run nig
   echo "setup: building bpf-linker against the nightly's LLVM $LLVM_MAJOR (a few minutes, once)"
   LLVM_PREFIX=$D cargo install bpf-linker --locked --no-default-features --features "llvm-$LLVM_MAJOR"
 fi
+
+# Other cargo peers (tools such as cargo-deb): `cargo install` when missing.
+while read -r name package; do
+  [ "$name" = bpf-linker ] && continue
+  command -v "$name" >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/$name" ] || {
+    echo "setup: cargo install $package"
+    cargo install --locked "$package"
+  }
+done < <(awk '!/^[[:space:]]*(#|$)/ && $2 == "cargo" { print $1, $3 }' "$PEERS")
+
+# Packages of other Debian suites (`deb` peers, SUITE/PACKAGE): the newest version in that
+# suite, downloaded through a private apt state (its own source list, package lists and
+# cache under $CACHE/apt-SUITE; the machine's sources are never changed) and unpacked
+# into $CACHE/deb/SUITE/PACKAGE. Done again only when a listed file is missing.
+mapfile -t DEBS < <(peer_packages deb)
+for spec in "${DEBS[@]}"; do
+  suite=${spec%%/*} package=${spec#*/}
+  need=0
+  while read -r name; do
+    case $name in
+      cache:*) [ -e "$CACHE/${name#cache:}" ] || need=1 ;;
+      *) echo "setup: xtask/peers.txt: a deb peer is named cache:PATH, not $name" >&2; exit 1 ;;
+    esac
+  done < <(awk -v spec="$spec" '!/^[[:space:]]*(#|$)/ && $2 == "deb" && $3 == spec { print $1 }' "$PEERS")
+  [ "$need" = 0 ] && continue
+  A=$CACHE/apt-$suite
+  mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/download"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" > "$A/sources.list"
+  APT_OPTS=(-q -o "Dir::Etc::sourcelist=$A/sources.list" -o Dir::Etc::sourceparts=-
+    -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache" -o APT::Sandbox::User=root
+    -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+    -o Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false
+    -o Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false)
+  echo "setup: downloading $package from Debian $suite (unpacked under $CACHE/deb, not installed)"
+  apt-get "${APT_OPTS[@]}" update >/dev/null
+  rm -f "$A/download/"*.deb
+  (cd "$A/download" && apt-get "${APT_OPTS[@]}" download "$package/$suite" >/dev/null)
+  D=$CACHE/deb/$suite/$package
+  rm -rf "$D" && mkdir -p "$D"
+  dpkg-deb -x "$A/download/"*.deb "$D"
+  dpkg-deb -f "$A/download/"*.deb Version > "$D/VERSION"
+done
 
 # Test boot payload: kernel + NIC modules from Debian's kernel package, and a busybox initrd.
 "$ROOT/xtask/scripts/payload.sh" "$CACHE"

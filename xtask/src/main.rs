@@ -5,6 +5,7 @@
 //! - `cargo xtask demo`: a real PXE boot of a qemu VM against `xboot serve` in a private
 //!   namespace lab, with the node's boot timeline.
 //! - `cargo xtask bench NAME`: the benchmarks (see `bench/mod.rs`).
+//! - `cargo xtask package`: the Debian package and the OCI image (see `package.rs`).
 //!
 //! xtask must build on a fresh machine before setup has run, so it depends on nothing
 //! that needs the BPF toolchain (not on boot-user).
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -35,6 +37,8 @@ enum Cmd {
     Test(test::Args),
     /// PXE-boot a qemu VM from `xboot serve` in a namespace lab and print its timeline.
     Demo(demo::Args),
+    /// Build the Debian package and the OCI image (release, with the bundled iPXE).
+    Package(package::Args),
     /// Run a benchmark: `cargo xtask bench NAME [ARGS...]`.
     Bench {
         /// Benchmark name (`cargo xtask bench list` lists them).
@@ -50,6 +54,7 @@ fn main() {
         Cmd::Setup => setup::run(),
         Cmd::Test(args) => test::run(&args),
         Cmd::Demo(args) => demo::run(&args),
+        Cmd::Package(args) => package::run(&args),
         Cmd::Bench { name, args } => bench::run(&name, &args),
     };
     // The error chain only: a backtrace of xtask itself would bury the message.

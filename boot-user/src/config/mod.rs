@@ -258,7 +258,8 @@ impl Default for DnsConfig {
 #[serde(default)]
 pub struct TftpConfig {
     pub listen: String,
-    /// Directory the iPXE binaries are served from (xboot; default: Debian's ipxe package).
+    /// Directory the iPXE binaries are served from (xboot; default: the first of
+    /// [`FIRMWARE_DIRS`] that exists).
     pub root: PathBuf,
     /// Transfers in progress at most (xboot): each holds a socket and a block buffer.
     pub max_transfers: usize,
@@ -268,11 +269,21 @@ pub struct TftpConfig {
     pub max_transfer_secs: u64,
 }
 
+/// Where the default `tftp.root` is looked for: the iPXE bundle of xboot's Debian
+/// package and OCI image, then Debian's `ipxe` package.
+pub const FIRMWARE_DIRS: [&str; 2] = ["/usr/share/xboot/firmware", "/usr/lib/ipxe"];
+
+/// The first of [`FIRMWARE_DIRS`] that is a directory (the last if none is).
+pub fn default_firmware_root() -> PathBuf {
+    let found = FIRMWARE_DIRS.iter().find(|d| Path::new(d).is_dir());
+    PathBuf::from(found.unwrap_or(&FIRMWARE_DIRS[FIRMWARE_DIRS.len() - 1]))
+}
+
 impl Default for TftpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:69".into(),
-            root: PathBuf::from("/usr/lib/ipxe"),
+            root: default_firmware_root(),
             max_transfers: 1024,
             max_per_client: 8,
             max_transfer_secs: 120,

@@ -2,14 +2,15 @@
 //! override, and the [`BootUrls`] the HTTP service supplies (pure).
 //!
 //! # Firmware override (`host.firmware`, Grendel's build names)
-//! | `firmware` | file of the TFTP root (Debian's `/usr/lib/ipxe`) | used for |
+//! | `firmware` | file of the TFTP root (the bundle of xboot's package and image, or Debian's `/usr/lib/ipxe`) | used for |
 //! | --- | --- | --- |
 //! | `undionly.kpxe` | `undionly.kpxe` | BIOS PXE |
 //! | `ipxe.pxe` | `ipxe.pxe` | BIOS PXE |
 //! | `snponly-x86_64.efi` | `snponly.efi` | UEFI x86-64 (PXE and HTTP boot) |
-//! | `ipxe-x86_64.efi`, `ipxe.efi` | `ipxe.efi` | UEFI x86-64 |
+//! | `ipxe-x86_64.efi`, `ipxe-amd64.efi`, `ipxe.efi` | `ipxe.efi` | UEFI x86-64 |
 //! | `snponly.efi` | `snponly.efi` | UEFI x86-64 |
 //! | `ipxe-i386.efi` | `ipxe-i386.efi` (not in Debian's package) | UEFI IA32 (never chosen: IA32 clients get a lease only) |
+//! | `snponly-arm64.efi`, `ipxe-arm64.efi`, `ipxe-aarch64.efi` | `ipxe-arm64.efi` | UEFI ARM64 (Debian builds no SNP-only arm64 iPXE; its full build drives a NIC it has no driver for through the firmware's SNP) |
 //! | any other `*.efi` naming `arm64` / `aarch64` | unchanged | UEFI ARM64 |
 //! | any other `*.efi` | unchanged | any UEFI client |
 //! | any other `*.kpxe`, `*.pxe`, `*.0` | unchanged | BIOS PXE |
@@ -68,8 +69,8 @@ impl Default for BootFiles {
         BootFiles {
             bios: "undionly.kpxe".into(),
             // snponly.efi drives the NIC through the firmware's own SNP driver (what the
-            // deployment guide's `snponly-x86_64.efi` is); Debian's ipxe.efi is a symlink
-            // out of /usr/lib/ipxe, which the TFTP root refuses to follow.
+            // deployment guide's `snponly-x86_64.efi` is); Debian 12's ipxe.efi is a
+            // symlink out of /usr/lib/ipxe, which the TFTP root refuses to follow.
             uefi_x64: "snponly.efi".into(),
             uefi_arm64: "ipxe-arm64.efi".into(),
         }
@@ -102,7 +103,10 @@ pub fn firmware_file(name: &str) -> (String, Platform) {
     let (file, platform) = match name {
         "undionly.kpxe" | "ipxe.pxe" => (name, Platform::Bios),
         "snponly-x86_64.efi" | "snponly.efi" => ("snponly.efi", Platform::UefiX64),
-        "ipxe-x86_64.efi" | "ipxe.efi" => ("ipxe.efi", Platform::UefiX64),
+        "ipxe-x86_64.efi" | "ipxe-amd64.efi" | "ipxe.efi" => ("ipxe.efi", Platform::UefiX64),
+        "snponly-arm64.efi" | "ipxe-arm64.efi" | "ipxe-aarch64.efi" => {
+            ("ipxe-arm64.efi", Platform::UefiArm64)
+        }
         "ipxe-i386.efi" => (name, Platform::UefiIa32),
         n if n.ends_with(".efi") && (n.contains("arm64") || n.contains("aarch64")) => {
             (n, Platform::UefiArm64)
@@ -271,11 +275,30 @@ mod tests {
                 true,
                 tftp("ipxe-arm64.efi"),
             ),
+            // Grendel's arm64 name: the bundle's (Debian's) full arm64 build.
             (
                 ClientKind::UefiArm64,
                 "snponly-arm64.efi",
                 true,
-                tftp("snponly-arm64.efi"),
+                tftp("ipxe-arm64.efi"),
+            ),
+            (
+                ClientKind::UefiArm64,
+                "ipxe-aarch64.efi",
+                true,
+                tftp("ipxe-arm64.efi"),
+            ),
+            (
+                ClientKind::UefiArm64,
+                "other-arm64.efi",
+                true,
+                tftp("other-arm64.efi"),
+            ),
+            (
+                ClientKind::UefiX64,
+                "ipxe-amd64.efi",
+                true,
+                tftp("ipxe.efi"),
             ),
             (ClientKind::UefiX64, "custom.efi", true, tftp("custom.efi")),
             (

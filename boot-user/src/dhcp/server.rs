@@ -7,7 +7,8 @@
 //! - Replies to clients without an address (broadcast, or unicast to chaddr/yiaddr) leave
 //!   as raw frames ([`super::frame`]) through one `AF_PACKET` socket on the ingress
 //!   interface, so no ARP entry is needed; replies to relays, to ciaddr and from the boot
-//!   server go through the UDP socket.
+//!   server go through the UDP socket. Without CAP_NET_RAW the frames' content is
+//!   broadcast through the UDP socket instead (`sockets::send_broadcast`).
 //! - Per datagram: parse (malformed: counted, debug log), look the MAC up in the current
 //!   inventory snapshot, decide, send, count, record the boot event. Unknown MACs are
 //!   counted, kept in [`Discovered`] and logged once per MAC per interval.
@@ -332,7 +333,7 @@ pub fn spawn(
 async fn serve_udp(
     l: UdpListener,
     svc: Arc<Service>,
-    raw: Arc<PacketSocket>,
+    raw: Arc<Option<PacketSocket>>,
     role: Role,
 ) -> io::Result<()> {
     let bound_index = match &l.ifname {
@@ -368,7 +369,10 @@ async fn serve_udp(
         };
         let sent = match svc.handle(&buf[..len], &ingress, role) {
             None => continue,
-            Some(Outgoing::Frame(f)) => raw.send(ingress.iface.index, &f),
+            Some(Outgoing::Frame(f)) => match raw.as_ref() {
+                Some(raw) => raw.send(ingress.iface.index, &f),
+                None => super::sockets::send_broadcast(fd.get_ref(), ingress.iface.index, &f),
+            },
             Some(Outgoing::Udp { to, payload }) => fd.get_ref().send_to(&payload, to).map(drop),
         };
         if let Err(e) = sent {

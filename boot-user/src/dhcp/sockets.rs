@@ -2,7 +2,10 @@
 //! the right network namespace, with the privileges needed): UDP on the DHCP and PXE
 //! ports per served interface (or one for all, the ingress interface then coming from
 //! `IP_PKTINFO`), one send-only `AF_PACKET` socket for replies to clients without an
-//! address, and the router-advertisement responders.
+//! address, and the router-advertisement responders. Without CAP_NET_RAW (a container
+//! granted NET_ADMIN only, as ClusterFactory's chart does) there is no `AF_PACKET`
+//! socket: those replies are broadcast over the UDP socket instead ([`send_broadcast`]),
+//! which every DHCP client accepts (RFC 2131 §4.1).
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -120,6 +123,21 @@ impl PacketSocket {
         PacketSocket { fd }
     }
 
+    /// [`PacketSocket::open`], or `None` with a warning when raw sockets are not allowed
+    /// (no CAP_NET_RAW).
+    pub fn open_optional() -> io::Result<Option<PacketSocket>> {
+        match PacketSocket::open() {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::warn!(
+                    "{e} (no CAP_NET_RAW): DHCP replies to clients without an address are broadcast over UDP instead of sent to their MAC"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends a whole Ethernet frame on interface `ifindex` without blocking.
     pub fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         if frame.len() < 14 {
@@ -163,7 +181,8 @@ impl PacketSocket {
 pub struct Sockets {
     pub dhcp: Vec<UdpListener>,
     pub boot: Vec<UdpListener>,
-    pub raw: PacketSocket,
+    /// `None` without CAP_NET_RAW (see the module docs).
+    pub raw: Option<PacketSocket>,
     pub ra: Vec<RaSocket>,
 }
 
@@ -223,10 +242,37 @@ impl Sockets {
         Ok(Sockets {
             dhcp,
             boot,
-            raw: PacketSocket::open()?,
+            raw: PacketSocket::open_optional()?,
             ra,
         })
     }
+}
+
+/// Sends the content of a reply `frame` (made for a [`PacketSocket`]) as a UDP broadcast
+/// out of interface `ifindex`, from the frame's source address, to its destination port:
+/// the way to reach a client without an address when raw sockets are not allowed.
+/// `IP_PKTINFO` picks the interface, so it needs no privilege even on a socket bound to
+/// all interfaces.
+pub fn send_broadcast(s: &UdpSocket, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    let f = super::frame::parse_frame(frame)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let info = libc::in_pktinfo {
+        ipi_ifindex: ifindex as i32,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(*f.src.ip()).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let to = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::BROADCAST, f.dst.port()));
+    nsock::sendmsg(
+        s.as_raw_fd(),
+        &[io::IoSlice::new(f.payload)],
+        &[nsock::ControlMessage::Ipv4PacketInfo(&info)],
+        MsgFlags::MSG_DONTWAIT,
+        Some(&to),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
 }
 
 /// recvmsg with the IP_PKTINFO control message.

@@ -4,6 +4,8 @@
 //! - [`netns`]: RAII network namespaces (the integration tests' own `netns.rs`, reused).
 //! - [`net`]: the PXE lab topology: a server namespace joined by a veth to a client
 //!   namespace whose bridge carries the VM's tap.
+//! - [`package`]: the iPXE bundle, the Debian package and the OCI image (`cargo xtask
+//!   package` and the packaging tests).
 //! - [`payload`]: the cached test kernel and busybox initrd built by
 //!   `xtask/scripts/payload.sh` (via `cargo xtask setup`).
 //! - [`qemu`]: starting a qemu VM (BIOS iPXE, OVMF, or direct kernel boot), waiting for
@@ -21,6 +23,7 @@ extern crate self as testlab;
 pub mod netns;
 
 pub mod net;
+pub mod package;
 pub mod payload;
 pub mod peers;
 pub mod qemu;

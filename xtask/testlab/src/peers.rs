@@ -16,9 +16,11 @@ const LIST: &str = include_str!("../../peers.txt");
 /// One entry of `xtask/peers.txt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
-    /// A program name (looked up in PATH), an absolute file path, or `py:MODULE`.
+    /// A program name (looked up in PATH), an absolute file path, `py:MODULE`, or
+    /// `cache:PATH` (a file under the set-up cache, [`crate::payload::cache_dir`]).
     pub name: &'static str,
-    /// Where it comes from: `apt`, `pip`, `rustup` or `cargo`.
+    /// Where it comes from: `apt`, `pip`, `rustup`, `cargo` or `deb` (a package of
+    /// another Debian suite, `SUITE/PACKAGE`, unpacked into the cache).
     pub from: &'static str,
     /// What `from` installs.
     pub package: &'static str,
@@ -27,6 +29,9 @@ pub struct Peer {
 impl Peer {
     /// Whether it is here: in PATH, an existing file, or an importable module.
     pub fn present(&self) -> bool {
+        if let Some(file) = cached(self.name) {
+            return file.exists();
+        }
         if let Some(module) = self.name.strip_prefix("py:") {
             return Command::new("python3")
                 .args(["-c", &format!("import {module}")])
@@ -66,8 +71,14 @@ fn parse(text: &'static str) -> Result<Vec<Peer>, String> {
                 i + 1
             ));
         };
-        if !["apt", "pip", "rustup", "cargo"].contains(&from) {
+        if !["apt", "pip", "rustup", "cargo", "deb"].contains(&from) {
             return Err(format!("line {}: unknown source {from:?}", i + 1));
+        }
+        if (from == "deb") != name.starts_with("cache:") {
+            return Err(format!(
+                "line {}: files of `deb` packages, and only those, are named cache:PATH",
+                i + 1
+            ));
         }
         if out.iter().any(|p| p.name == name) {
             return Err(format!("line {}: {name} listed twice", i + 1));
@@ -129,7 +140,10 @@ pub fn path(name: &str) -> PathBuf {
 /// it is; anything else must be listed, and be here.
 fn resolve(name: &str) -> PathBuf {
     let system = ["/usr/", "/bin/", "/sbin/", "/opt/"];
-    if name.contains('/') && !system.iter().any(|d| name.starts_with(d)) {
+    if name.contains('/')
+        && !name.starts_with("cache:")
+        && !system.iter().any(|d| name.starts_with(d))
+    {
         return PathBuf::from(name);
     }
     let Some(peer) = find(name) else {
@@ -138,12 +152,30 @@ fn resolve(name: &str) -> PathBuf {
              so that set-up installs it"
         );
     };
-    let found = if name.starts_with('/') {
+    let found = if let Some(file) = cached(name) {
+        file.exists().then_some(file)
+    } else if name.starts_with('/') {
         Path::new(name).exists().then(|| PathBuf::from(name))
     } else {
         which(name)
     };
     found.unwrap_or_else(|| panic!("{} is missing: run `cargo xtask setup`", peer.describe()))
+}
+
+/// A file of a `deb` peer (`cache:PATH`), checked as by [`program`]: its path in the
+/// set-up cache.
+pub fn file(name: &str) -> PathBuf {
+    assert!(
+        name.starts_with("cache:"),
+        "{name:?} is not a cache:PATH peer"
+    );
+    resolve(name)
+}
+
+/// Where a `cache:PATH` name is.
+fn cached(name: &str) -> Option<PathBuf> {
+    name.strip_prefix("cache:")
+        .map(|rel| crate::payload::cache_dir().join(rel))
 }
 
 /// A `Command` for one of the project's own binaries (`xboot`, built by cargo): not a
@@ -185,6 +217,13 @@ mod tests {
             .unwrap_err()
             .contains("unknown source"));
         assert!(parse("ip apt a\nip apt b\n").unwrap_err().contains("twice"));
+        assert!(parse("ip deb trixie/iproute2\n")
+            .unwrap_err()
+            .contains("cache:PATH"));
+        assert!(parse("cache:x apt a\n").unwrap_err().contains("cache:PATH"));
+        assert!(peers
+            .iter()
+            .any(|p| p.from == "deb" && p.package == "trixie/ipxe"));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use crate::serial::{Line, SerialLog};
 
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// Debian's UEFI firmware for qemu's arm64 `virt` machine (qemu-efi-aarch64).
+pub const AAVMF: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
 
 /// Which firmware does the network boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub enum Firmware {
     /// OVMF's own UEFI PXE on virtio-net without option ROM (arch 7, TFTP of an EFI
     /// iPXE binary, then iPXE).
     UefiNative,
+    /// An arm64 VM (qemu's `virt` machine, emulated) with Debian's EDK2 build and its own
+    /// UEFI PXE on virtio-net (arch 11, TFTP of the arm64 iPXE, then iPXE).
+    UefiArm64,
 }
 
 impl Firmware {
@@ -32,6 +37,7 @@ impl Firmware {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
             Firmware::UefiNative => "uefi-native",
+            Firmware::UefiArm64 => "uefi-arm64",
         }
     }
 }
@@ -75,13 +81,15 @@ impl VmSpec {
             a.extend(["ip", "netns", "exec", &nic.netns].map(String::from));
         }
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        a.extend(s(&[
-            "qemu-system-x86_64",
-            "-accel",
-            &accel,
-            "-m",
-            &self.memory_mb.to_string(),
-        ]));
+        let arm64 = matches!(self.boot, Boot::Pxe(Firmware::UefiArm64));
+        if arm64 {
+            // Emulated whatever XBOOT_QEMU_ACCEL says: the host is x86-64.
+            a.extend(s(&["qemu-system-aarch64", "-M", "virt", "-cpu", "max"]));
+            a.extend(s(&["-accel", "tcg", "-bios", AAVMF]));
+        } else {
+            a.extend(s(&["qemu-system-x86_64", "-accel", &accel]));
+        }
+        a.extend(s(&["-m", &self.memory_mb.to_string()]));
         a.extend(s(&["-nographic", "-no-reboot", "-monitor", "none"]));
         a.extend(s(&["-serial", &format!("file:{}", self.serial.display())]));
         let uefi = matches!(self.boot, Boot::Pxe(Firmware::Uefi | Firmware::UefiNative));
@@ -96,7 +104,7 @@ impl VmSpec {
                     Boot::Pxe(Firmware::Bios | Firmware::Uefi) => {
                         format!("e1000,netdev=n0,mac={},bootindex=1", nic.mac)
                     }
-                    Boot::Pxe(Firmware::UefiNative) => {
+                    Boot::Pxe(Firmware::UefiNative | Firmware::UefiArm64) => {
                         format!(
                             "virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1",
                             nic.mac
@@ -329,6 +337,16 @@ mod tests {
         let native = spec(Boot::Pxe(Firmware::UefiNative), true).argv().join(" ");
         assert!(
             native.contains("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,romfile=,bootindex=1")
+        );
+
+        let arm64 = spec(Boot::Pxe(Firmware::UefiArm64), true).argv().join(" ");
+        assert!(
+            arm64.starts_with("ip netns exec ns1 qemu-system-aarch64 -M virt -cpu max -accel tcg ")
+                && arm64.contains(&format!("-bios {AAVMF} -m 256 "))
+                && arm64.contains(
+                    "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,romfile=,bootindex=1"
+                ),
+            "{arm64}"
         );
 
         let direct = Boot::Direct {
