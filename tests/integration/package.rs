@@ -255,7 +255,7 @@ fn deb_installs_and_its_unit_serves_under_its_sandbox() {
     .unwrap();
     std::fs::write(
         ov.path("/etc/xboot/images.json"),
-        r#"[{"name":"img1","kernel":"/var/lib/xboot/img1/vmlinuz","initrd":[]}]"#,
+        r#"[{"name":"img1","kernel":"/var/lib/xboot/images/img1/vmlinuz","initrd":[]}]"#,
     )
     .unwrap();
     let example = std::fs::read_to_string(ov.path("/etc/xboot/xboot.toml")).unwrap();
@@ -278,8 +278,8 @@ fn deb_installs_and_its_unit_serves_under_its_sandbox() {
         ]);
     }
     // The image's kernel, where the admin keeps it.
-    std::fs::create_dir_all(ov.path("/var/lib/xboot/img1")).unwrap();
-    std::fs::write(ov.path("/var/lib/xboot/img1/vmlinuz"), b"a kernel").unwrap();
+    std::fs::create_dir_all(ov.path("/var/lib/xboot/images/img1")).unwrap();
+    std::fs::write(ov.path("/var/lib/xboot/images/img1/vmlinuz"), b"a kernel").unwrap();
     let env_text = ov.read(env_file);
     let log = tmp.path().join("serve.log");
     let uid = format!("--reuid={DYNAMIC_UID}");
