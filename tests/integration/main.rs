@@ -10,6 +10,7 @@ mod http;
 #[allow(dead_code)] // shared helpers: not every test binary configuration uses all of them
 mod netns;
 mod pxe;
+mod templates;
 mod tftp;
 #[allow(dead_code)] // fixture helpers for tests still being written
 mod xdp;

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 pub mod data;
 mod eval;
+pub mod files;
 pub mod funcs;
 mod lex;
 mod parse;

@@ -117,7 +117,7 @@ fn errors_name_position_and_cause() {
     let rows: &[(&str, (usize, usize), &str)] = &[
         ("x {{ $.host.Name ", (1, 3), "unclosed action"),
         ("{{ foo $.host.Name }}", (1, 4), "unknown function \"foo\""),
-        ("a\n{{ $.host.Nam }}", (2, 4), "unknown field \"Nam\" in $.host (it has: BootImage, Firmware, ID, Interfaces, Name, Provision, Tags)"),
+        ("a\n{{ $.host.Nam }}", (2, 4), "unknown field \"Nam\" in $.host (it has: BootImage, BootInterface, Firmware, HasAnyTags, HasTags, ID, InterfaceBMC, Interfaces, Name, Provision, TagList, Tags, UID)"),
         ("{{ $.hots.Name }}", (1, 4), "unknown field \"hots\" in $"),
         ("{{ .nic.MAC.Foo }}", (1, 4), ".nic.MAC is a string, it has no field \"Foo\""),
         ("{{ if $.host.Provision }}x", (1, 1), "unclosed {{if}}"),
@@ -197,4 +197,68 @@ fn check_image_names_each_bad_template() {
         errs[1],
         "provision_templates.kickstart: line 1, column 1: unclosed {{if}}: no matching {{end}}"
     );
+}
+
+#[test]
+fn grendel_nic_host_and_site_data() {
+    use crate::dhcp::settings::HostNet;
+    let site = data::Site {
+        rootpw: "$6$s$h".into(),
+        admin_keys: vec!["ssh-ed25519 AAAA a@b".into()],
+        net: Some(HostNet {
+            addr: "192.168.0.51".parse().unwrap(),
+            prefix: 24,
+            mask: "255.255.255.0".parse().unwrap(),
+            broadcast: None,
+            router: Some("192.168.0.254".parse().unwrap()),
+            dns: vec![
+                "192.168.0.2".parse().unwrap(),
+                "192.168.0.3".parse().unwrap(),
+            ],
+            domain: None,
+            domain_search: vec!["example.com".into()],
+            mtu: Some(1500),
+        }),
+    };
+    let d = data().with_site(&site);
+    let rows: &[(&str, &str)] = &[
+        ("{{ $.nic.HostName }} {{ $.nic.ShortName }} {{ $.nic.Domain }}", "cn1.example.com cn1 example.com"),
+        ("{{ $.nic.CIDR }} {{ $.nic.AddrString }} {{ $.nic.Netmask }} {{ $.nic.NetmaskString }}", "192.168.0.51/24 192.168.0.51 ffffff00 255.255.255.0"),
+        ("{{ $.nic.Gateway }} {{ $.nic.DNS }} {{ join \",\" $.nic.DNSList }} {{ $.nic.DomainSearch }}", "192.168.0.254 [192.168.0.2 192.168.0.3] 192.168.0.2,192.168.0.3 [example.com]"),
+        ("{{ $.nic.InterfaceMTU }}", "9000"),
+        ("{{ $.host.UID }} {{ $.host.TagList }} {{ $.host.BootInterface.MAC }}", "cn1 gpu,rack1 aa:bb:cc:11:22:33"),
+        ("{{ $.host.HasTags \"gpu\" \"rack1\" }} {{ $.host.HasTags \"gpu\" \"x\" }}", "true false"),
+        ("{{ $.host.HasAnyTags \"x\" \"rack1\" }} {{ $.host.HasAnyTags \"x\" }}", "true false"),
+        ("{{ if $.host.HasTags \"gpu\" }}g{{ end }}", "g"),
+        ("{{ $.rootpw }} {{ range $.adminSSHPubKeys }}[{{ . }}]{{ end }}", "$6$s$h [ssh-ed25519 AAAA a@b]"),
+        ("{{ $.endpoints.KickstartURL }}", "http://10.0.0.1:8080/boot/TOK/kickstart"),
+        ("{{ $.endpoints.CloudInitURL }} {{ $.endpoints.UserDataURL }}", "http://10.0.0.1:8080/boot/TOK/cloud-init/ http://10.0.0.1:8080/boot/TOK/cloud-init/user-data"),
+        ("{{ $.endpoints.MetaDataURL }} {{ $.endpoints.VendorDataURL }}", "http://10.0.0.1:8080/boot/TOK/cloud-init/meta-data http://10.0.0.1:8080/boot/TOK/cloud-init/vendor-data"),
+    ];
+    for (src, want) in rows {
+        let got = Template::parse(src)
+            .unwrap_or_else(|e| panic!("{src}: {e}"))
+            .render(&d)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(&got, want, "{src}");
+    }
+    // Without site data the DHCP-derived values are empty, not errors.
+    assert_eq!(
+        render("[{{ $.nic.Gateway }}][{{ $.rootpw }}]").unwrap(),
+        "[][]"
+    );
+    // A host without a BMC interface: its InterfaceBMC is nil.
+    let e = render("{{ $.host.InterfaceBMC.IP }}").unwrap_err();
+    assert!(e.msg.contains("is nil"), "{e}");
+}
+
+#[test]
+fn builtin_templates_parse_against_the_data_model() {
+    for (name, src) in files::BUILTIN {
+        let out = Template::parse(src)
+            .unwrap_or_else(|e| panic!("built-in {name}: {e}"))
+            .render(&data())
+            .unwrap_or_else(|e| panic!("built-in {name}: {e}"));
+        assert!(!out.contains("<no value>"), "{name}: {out}");
+    }
 }
