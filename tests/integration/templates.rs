@@ -95,7 +95,14 @@ fn setup(dir: &Path) -> (Config, Vec<Host>, Vec<Image>) {
         name: "grendel".into(),
         kernel: s("vmlinuz"),
         liveimg: s("root.squashfs"),
-        provision_templates: [named("kickstart"), named("user-data"), named("meta-data")].into(),
+        provision_templates: [
+            named("kickstart"),
+            named("user-data"),
+            named("meta-data"),
+            // Inline source, beside the names.
+            ("hash".into(), "{{ CryptSHA512 \"s3cret\" }}".into()),
+        ]
+        .into(),
         ..Image::default()
     };
     let builtin = Image {
@@ -239,6 +246,26 @@ async fn grendel_templates_named_by_file_render_and_validate() {
         md,
         "instance-id: uid-cn1\nlocal-hostname: cn1.cluster.example\n"
     );
+    // CryptSHA512's hash, checked by the C library's crypt(3) through Python.
+    let (code, hash) = curl(&[&srv.url("cn1", "provision/hash")]).await;
+    assert_eq!(code, 200, "{hash}");
+    assert!(hash.starts_with("$6$"), "{hash}");
+    let check = |pw: &str| {
+        let out = testlab::peers::command("python3")
+            .args([
+                "-W",
+                "ignore",
+                "-c",
+                "import crypt, sys; print(crypt.crypt(sys.argv[1], sys.argv[2]) == sys.argv[2])",
+                pw,
+                &hash,
+            ])
+            .output()
+            .expect("python3 runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(check("s3cret"), "True");
+    assert_eq!(check("wrong"), "False");
     // The same template through Grendel's generic route.
     let (code, same) = curl(&[&srv.url("cn1", "provision/meta-data")]).await;
     assert_eq!((code, same.as_str()), (200, md.as_str()));

@@ -262,3 +262,51 @@ fn builtin_templates_parse_against_the_data_model() {
         assert!(!out.contains("<no value>"), "{name}: {out}");
     }
 }
+
+#[test]
+fn sprig_and_grendel_functions() {
+    let rows: &[(&str, &str)] = &[
+        ("{{ regexMatch \"^cn[0-9]+$\" $.host.Name }} {{ regexMatch \"^gpu\" $.host.Name }}", "true false"),
+        ("{{ regexFind \"[0-9]+\" \"rack12-u3\" }}", "12"),
+        ("{{ regexFindAll \"[0-9]+\" \"rack12-u3-x4\" -1 }} {{ regexFindAll \"[0-9]+\" \"a1b2\" 1 }}", "[12 3 4] [1]"),
+        ("{{ regexReplaceAll \"([a-z]+)([0-9]+)\" $.host.Name \"${2}-${1}\" }}", "1-cn"),
+        ("{{ regexReplaceAllLiteral \"[0-9]\" $.host.Name \"$1\" }}", "cn$1"),
+        ("{{ regexSplit \"[.-]\" \"a.b-c\" -1 }} {{ regexSplit \"\\\\.\" \"a.b.c\" 2 }}", "[a b c] [a b.c]"),
+        ("{{ b64enc \"xboot:1\" }} {{ \"eGJvb3Q6MQ==\" | b64dec }}", "eGJvb3Q6MQ== xboot:1"),
+        ("{{ sha1sum \"abc\" }}", "a9993e364706816aba3e25717850c26c9cd0d89d"),
+        ("{{ sha256sum \"abc\" }}", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("{{ toJson $.host.Tags }} {{ toJson (dict \"a\" 1 \"b\" true) }}", "[\"gpu\",\"rack1\"] {\"a\":1,\"b\":true}"),
+        ("{{ (fromJson \"{\\\"k\\\":[1,2]}\").k }}", "[1 2]"),
+        ("{{ $d := dict \"rack\" \"r1\" \"u\" 3 }}{{ get $d \"rack\" }}|{{ get $d \"x\" }}|{{ hasKey $d \"u\" }}|{{ hasKey $d \"x\" }}|{{ keys $d }}", "r1||true|false|[rack u]"),
+        ("{{ until 3 }} {{ untilStep 2 10 3 }} {{ range until 2 }}{{ . }};{{ end }}", "[0 1 2] [2 5 8] 0;1;"),
+        ("{{ seq 3 }}|{{ seq 2 4 }}|{{ seq 10 -3 4 }}|{{ seq 3 1 }}", "1 2 3|2 3 4|10 7 4|3 2 1"),
+        ("{{ Mul 3 4 }} {{ Mul 2 (Add 1 2) }}", "12 6"),
+    ];
+    for (src, want) in rows {
+        assert_eq!(
+            &render(src).unwrap_or_else(|e| panic!("{src}: {e}")),
+            want,
+            "{src}"
+        );
+    }
+    for (src, want) in [
+        ("{{ regexMatch \"(\" \"x\" }}", "bad regex"),
+        ("{{ b64dec \"***\" }}", "not base64"),
+        ("{{ dict \"a\" }}", "key value pairs"),
+        ("{{ untilStep 0 5 0 }}", "step 0"),
+        ("{{ until 1000000 }}", "more than 100000 numbers"),
+        ("{{ get \"x\" \"k\" }}", "expected a map"),
+    ] {
+        let e = render(src).unwrap_err();
+        assert!(e.msg.contains(want), "{src}: {e}");
+    }
+    let h512 = render("{{ CryptSHA512 \"s3cret\" }}").unwrap();
+    assert!(h512.starts_with("$6$"), "{h512}");
+    assert!(sha_crypt::sha512_check("s3cret", &h512).is_ok());
+    assert!(sha_crypt::sha512_check("other", &h512).is_err());
+    let h256 = render("{{ \"s3cret\" | CryptSHA256 }}").unwrap();
+    assert!(h256.starts_with("$5$"), "{h256}");
+    assert!(sha_crypt::sha256_check("s3cret", &h256).is_ok());
+    // A fresh salt each time.
+    assert_ne!(h512, render("{{ CryptSHA512 \"s3cret\" }}").unwrap());
+}
