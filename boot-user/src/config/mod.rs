@@ -621,14 +621,6 @@ impl Config {
         }
         if self
             .provision
-            .root_password
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            w.push(unimpl("provision.root_password", "not used"));
-        }
-        if self
-            .provision
             .default_image
             .as_deref()
             .is_some_and(|p| !p.is_empty())
