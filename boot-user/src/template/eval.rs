@@ -1,14 +1,24 @@
 //! Evaluator: renders a parsed tree against a data [`Value`].
 //!
-//! Rendering always terminates: there are no template calls and `range` only walks
-//! finite lists and maps.
-use super::parse::{Arg, Base, Block, Cmd, Node, Pipe};
+//! Rendering always terminates: `range` only walks finite lists and maps, and
+//! `{{ template }}` calls nest at most [`MAX_DEPTH`] deep.
+use super::parse::{Arg, Base, Block, Cmd, Defines, Node, Pipe};
 use super::{funcs, TemplateError, Value};
 
-pub(crate) fn render(src: &str, nodes: &[Node], root: &Value) -> Result<String, TemplateError> {
+/// How deep `{{ template }}` calls may nest (a template calling itself stops there).
+const MAX_DEPTH: usize = 64;
+
+pub(crate) fn render(
+    src: &str,
+    nodes: &[Node],
+    defines: &Defines,
+    root: &Value,
+) -> Result<String, TemplateError> {
     let mut ev = Eval {
         src,
         root,
+        defines,
+        depth: 0,
         vars: vec![],
         out: String::new(),
     };
@@ -52,6 +62,9 @@ pub(crate) fn walk(start: &Value, base: &Base, fields: &[String]) -> Result<Valu
 struct Eval<'a> {
     src: &'a str,
     root: &'a Value,
+    defines: &'a Defines,
+    /// `{{ template }}` calls this rendering is inside.
+    depth: usize,
     /// Variables in scope, innermost last; blocks truncate back to their mark.
     vars: Vec<(String, Value)>,
     out: String,
@@ -75,6 +88,29 @@ impl Eval<'_> {
                 Node::If(b) => self.if_with(b, dot, false)?,
                 Node::With(b) => self.if_with(b, dot, true)?,
                 Node::Range(b) => self.range(b, dot)?,
+                Node::Template { pos, name, pipe } => {
+                    let arg = match pipe {
+                        Some(p) => self.pipe(p, dot)?,
+                        None => Value::Nil,
+                    };
+                    if self.depth == MAX_DEPTH {
+                        return Err(self.err(
+                            *pos,
+                            format!("template {name:?}: calls nest more than {MAX_DEPTH} deep"),
+                        ));
+                    }
+                    let body = &self.defines[name];
+                    let mut sub = Eval {
+                        src: self.src,
+                        root: &arg,
+                        defines: self.defines,
+                        depth: self.depth + 1,
+                        vars: vec![],
+                        out: String::new(),
+                    };
+                    sub.nodes(body, &arg)?;
+                    self.out.push_str(&sub.out);
+                }
             }
         }
         Ok(())

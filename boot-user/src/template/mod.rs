@@ -8,8 +8,10 @@
 //! (`a | f x | g`), parenthesised pipelines, field chains (`.a.b`, `$.a.b`, `$x.a`),
 //! variables (`$x := ...`, `$x = ...`), string (`"..."`, `` `raw` ``), integer, `true`,
 //! `false` and `nil` literals; `if`/`else if`/`else`, `range` (with `$i, $v :=`) and
-//! `with` blocks; and the functions listed in [`funcs`]. `define`/`template`/`block`,
-//! floats and character literals are refused with a clear error.
+//! `with` blocks; `define`/`template`/`block` within one template (a defined body's
+//! fields are checked when it renders, as its `.` is what it is called with); and the
+//! functions listed in [`funcs`]. Floats, character literals, `break` and `continue`
+//! are refused with a clear error.
 //!
 //! Why not the `gtmpl` crate (Go templates in Rust): tried first, its lexer spins
 //! forever on an unclosed action such as `{{ $.host.Name ` (a typo in an inventory must
@@ -71,6 +73,7 @@ impl TemplateError {
 pub struct Template {
     src: String,
     nodes: Vec<parse::Node>,
+    defines: parse::Defines,
 }
 
 impl Template {
@@ -86,10 +89,11 @@ impl Template {
     /// templates rendered against other data than the boot data model.
     pub fn parse_unchecked(src: &str) -> Result<Template, TemplateError> {
         let items = lex::lex(src)?;
-        let nodes = parse::parse(src, items)?;
+        let (nodes, defines) = parse::parse(src, items)?;
         Ok(Template {
             src: src.to_string(),
             nodes,
+            defines,
         })
     }
 
@@ -105,7 +109,7 @@ impl Template {
 
     /// Renders with any data (`.` and `$` are `root`).
     pub fn render_value(&self, root: &Value) -> Result<String, TemplateError> {
-        eval::render(&self.src, &self.nodes, root)
+        eval::render(&self.src, &self.nodes, &self.defines, root)
     }
 }
 

@@ -127,7 +127,12 @@ fn errors_name_position_and_cause() {
         ("{{ $x = 1 }}", (1, 1), "undefined variable $x"),
         ("{{ if 1 }}{{ $y := 2 }}{{ end }}{{ $y }}", (1, 36), "undefined variable $y"),
         ("{{ \"a\" | \"b\" }}", (1, 10), "constant cannot receive input"),
-        ("{{ template \"x\" }}", (1, 4), "{{template}} is not supported"),
+        ("{{ template \"x\" }}", (1, 4), "no template \"x\" is defined"),
+        ("{{ template x }}", (1, 13), "template takes a quoted template name"),
+        ("{{ define \"a\" }}x", (1, 1), "unclosed {{define}}"),
+        ("{{ define \"a\" }}{{ end }}{{ define \"a\" }}{{ end }}", (1, 36), "template \"a\" is defined twice"),
+        ("{{ define \"a\" }}{{ $v }}{{ end }}", (1, 20), "undefined variable $v"),
+        ("{{ break }}", (1, 4), "{{break}} is not supported"),
         ("{{ replace \":\" \"-\" }}", (1, 4), "replace: expected 3 arguments (old new string), got 2"),
         ("{{ ( $.host.Name }}", (1, 1), "unclosed ("),
         ("{{ }}", (1, 1), "missing value"),
@@ -309,4 +314,30 @@ fn sprig_and_grendel_functions() {
     assert!(sha_crypt::sha256_check("s3cret", &h256).is_ok());
     // A fresh salt each time.
     assert_ne!(h512, render("{{ CryptSHA512 \"s3cret\" }}").unwrap());
+}
+
+#[test]
+fn define_template_and_block() {
+    let rows: &[(&str, &str)] = &[
+        ("{{ define \"nic\" }}{{ .MAC }}/{{ $.IP }}{{ end }}[{{ template \"nic\" $.nic }}]", "[aa:bb:cc:11:22:33/192.168.0.51/24]"),
+        ("{{ template \"h\" . }}{{ define \"h\" }}{{ .host.Name }}{{ end }}", "cn1"),
+        ("{{ define \"t\" }}<{{ . }}>{{ end }}{{ range $.host.Tags }}{{ template \"t\" . }}{{ end }}", "<gpu><rack1>"),
+        ("{{ define \"none\" }}[{{ . }}]{{ end }}{{ template \"none\" }}", "[]"),
+        ("a{{ block \"b\" $.host }}{{ .Name }}{{ end }}z", "acn1z"),
+        ("{{ define \"x\" }}{{ template \"y\" . }}{{ end }}{{ define \"y\" }}y{{ . }}{{ end }}{{ template \"x\" 1 }}", "y1"),
+    ];
+    for (src, want) in rows {
+        assert_eq!(
+            &render(src).unwrap_or_else(|e| panic!("{src}: {e}")),
+            want,
+            "{src}"
+        );
+    }
+    // A template calling itself stops with an error, not a hang or a crash.
+    let e = render("{{ define \"r\" }}{{ template \"r\" . }}{{ end }}{{ template \"r\" 1 }}")
+        .unwrap_err();
+    assert!(e.msg.contains("nest more than 64 deep"), "{e}");
+    // A defined body's fields are checked when it renders.
+    let e = render("{{ define \"n\" }}{{ .Nope }}{{ end }}{{ template \"n\" $.nic }}").unwrap_err();
+    assert!(e.msg.contains("unknown field \"Nope\""), "{e}");
 }
