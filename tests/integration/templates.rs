@@ -211,7 +211,7 @@ async fn grendel_templates_named_by_file_render_and_validate() {
     let (code, ks) = curl(&[&url]).await;
     assert_eq!(code, 200, "{ks}");
     for want in [
-        "# Kickstart for cn1 (uid-cn1), tags: gpu,ib".to_string(),
+        "# Kickstart for cn1 (uid-cn1), tags: gpu,ib\n# Served from 0.0.0.0:80\n".to_string(),
         format!("network --bootproto=static --device={} --ip=10.10.0.1 --netmask=255.255.255.0 --gateway=10.10.0.254 --nameserver=10.10.0.2,10.10.0.3 --hostname=cn1.cluster.example --activate", mac("cn1")),
         format!("rootpw --iscrypted {ROOTPW}"),
         format!("sshkey --username=root \"{KEY}\""),

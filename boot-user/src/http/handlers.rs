@@ -368,6 +368,9 @@ async fn provision_template_or(
         net: crate::dhcp::settings::Settings::from_config(cfg)
             .ok()
             .and_then(|s| s.host_net(&boot.nic)),
+        config: serde_json::to_value(cfg.as_ref())
+            .map(crate::template::funcs::json_value)
+            .unwrap_or_default(),
     };
     let out = boot
         .view()

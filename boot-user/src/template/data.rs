@@ -10,6 +10,7 @@
 //! | `$.baseuri` | the server's base URL (`http://10.0.0.1:8080`) |
 //! | `$.rootpw` | `provision.root_password` (Grendel: a crypt(3) hash), else empty |
 //! | `$.adminSSHPubKeys` | the top-level `admin_ssh_pubkeys` list |
+//! | `$.config` | the config as a map (`$.config.provision.listen`), also read by `ConfigValueString "provision.listen"` ... |
 //!
 //! `$.host.Interfaces` is a list of maps shaped like `$.nic`. `Gateway`, `DNS*`,
 //! `DomainSearch` and `InterfaceMTU` come from the DHCP settings ([`Site`]); without
@@ -31,6 +32,14 @@ pub struct Site {
     pub admin_keys: Vec<String>,
     /// The DHCP view of the booting interface (router, DNS, search, MTU).
     pub net: Option<HostNet>,
+    /// The config as a map (`$.config`, and what `ConfigValue*` read); Nil: none.
+    pub config: Value,
+}
+
+impl Default for Value {
+    fn default() -> Value {
+        Value::Nil
+    }
 }
 
 /// The data of one boot: one host, booting from one interface, with one image.
@@ -52,6 +61,7 @@ impl Data {
             ("baseuri", Value::from(endpoints.base_url())),
             ("rootpw", Value::from("")),
             ("adminSSHPubKeys", Value::List(Vec::new())),
+            ("config", Value::Map(Default::default())),
         ]);
         Data { root }
     }
@@ -65,6 +75,9 @@ impl Data {
                 "adminSSHPubKeys".into(),
                 Value::from(site.admin_keys.clone()),
             );
+            if !matches!(site.config, Value::Nil) {
+                root.insert("config".into(), site.config.clone());
+            }
             if let (Some(net), Some(Value::Map(nic))) = (&site.net, root.get_mut("nic")) {
                 net_values(nic, net);
             }
@@ -100,6 +113,8 @@ impl Data {
             };
             let mut data = Data::new(&host, &nic, &image, &Endpoints::new("http://schema", "t"));
             if let Value::Map(root) = &mut data.root {
+                // Any config key may be looked up.
+                root.insert("config".into(), Value::map([("*", Value::Nil)]));
                 for key in ["image", "bootimage"] {
                     if let Some(Value::Map(im)) = root.get_mut(key) {
                         // Any template name may be looked up.

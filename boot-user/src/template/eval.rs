@@ -18,6 +18,7 @@ pub(crate) fn render(
         src,
         root,
         defines,
+        top: root,
         depth: 0,
         vars: vec![],
         out: String::new(),
@@ -63,6 +64,8 @@ struct Eval<'a> {
     src: &'a str,
     root: &'a Value,
     defines: &'a Defines,
+    /// The data rendered (`$` outside `{{ template }}` calls).
+    top: &'a Value,
     /// `{{ template }}` calls this rendering is inside.
     depth: usize,
     /// Variables in scope, innermost last; blocks truncate back to their mark.
@@ -104,6 +107,7 @@ impl Eval<'_> {
                         src: self.src,
                         root: &arg,
                         defines: self.defines,
+                        top: self.top,
                         depth: self.depth + 1,
                         vars: vec![],
                         out: String::new(),
@@ -114,6 +118,16 @@ impl Eval<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Calls function `name`; Grendel's `ConfigValue*` read the data's `config` map
+    /// (the top-level data, even inside a `{{ template }}` call).
+    fn call_func(&self, pos: usize, name: &str, a: &[Value]) -> Result<Value, TemplateError> {
+        let r = match funcs::config_func(name, a, self.top.get("config")) {
+            Some(r) => r,
+            None => funcs::lookup(name).expect("the parser checked function names")(a),
+        };
+        r.map_err(|m| self.err(pos, format!("{name}: {m}")))
     }
 
     fn if_with(&mut self, b: &Block, dot: &Value, with: bool) -> Result<(), TemplateError> {
@@ -217,9 +231,8 @@ impl Eval<'_> {
         };
         match first {
             Arg::Func { pos, name } => {
-                let f = funcs::lookup(name).expect("the parser checked function names");
                 let a = args(self)?;
-                f(&a).map_err(|m| self.err(*pos, format!("{name}: {m}")))
+                self.call_func(*pos, name, &a)
             }
             _ => {
                 let v = self.operand(first, dot)?;
@@ -242,10 +255,7 @@ impl Eval<'_> {
     fn operand(&mut self, a: &Arg, dot: &Value) -> Result<Value, TemplateError> {
         match a {
             Arg::Lit(v) => Ok(v.clone()),
-            Arg::Func { pos, name } => {
-                let f = funcs::lookup(name).expect("the parser checked function names");
-                f(&[]).map_err(|m| self.err(*pos, format!("{name}: {m}")))
-            }
+            Arg::Func { pos, name } => self.call_func(*pos, name, &[]),
             Arg::Chain { pos, base, fields } => {
                 let start = match base {
                     Base::Dot => Some(dot),

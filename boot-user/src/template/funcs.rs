@@ -18,7 +18,7 @@
 //! | encoding, hashes | `b64enc b64dec sha1sum sha256sum toJson toPrettyJson fromJson` |
 //! | maps | `dict get hasKey keys` |
 //! | sequences | `until untilStep seq` |
-//! | Grendel | `hasTag Split Join Contains Add Mul CryptSHA512 CryptSHA256` |
+//! | Grendel | `hasTag Split Join Contains Add Mul CryptSHA512 CryptSHA256 ConfigValueString ConfigValueBool ConfigValueStringSlice` |
 use super::Value;
 
 /// A template function: arguments (the piped value last) to a value or a message.
@@ -315,7 +315,62 @@ const FUNCS: &[(&str, Func)] = &[
         steps(need_int(start)?, need_int(stop)?, need_int(step)?)
     }),
     ("seq", seq),
+    ("ConfigValueString", no_config),
+    ("ConfigValueBool", no_config),
+    ("ConfigValueStringSlice", no_config),
 ];
+
+/// Stands for the `ConfigValue*` functions where no config is given (they are called
+/// through [`config_func`]).
+fn no_config(_: &[Value]) -> Result<Value, String> {
+    Err("no config in this template's data".into())
+}
+
+/// Grendel's `ConfigValueString KEY`, `ConfigValueBool KEY` and
+/// `ConfigValueStringSlice KEY`: the config value at the dotted `KEY`
+/// (`"provision.listen"`) from `config` (the config as a map), or the empty string,
+/// false or empty list when the key is not set. None for other functions.
+pub fn config_func(
+    name: &str,
+    a: &[Value],
+    config: Option<&Value>,
+) -> Option<Result<Value, String>> {
+    let kind = match name {
+        "ConfigValueString" => 0,
+        "ConfigValueBool" => 1,
+        "ConfigValueStringSlice" => 2,
+        _ => return None,
+    };
+    let config = config?;
+    Some((|| {
+        let key = one(a, "key")?.to_string();
+        let found = key.split('.').try_fold(config, |v, k| v.get(k));
+        Ok(match (kind, found) {
+            (0, Some(v @ (Value::Str(_) | Value::Int(_) | Value::Bool(_)))) => {
+                Value::from(v.to_string())
+            }
+            (0, _) => Value::from(""),
+            (1, Some(Value::Bool(b))) => Value::Bool(*b),
+            (1, Some(Value::Str(s))) => Value::Bool(matches!(s.as_str(), "true" | "1" | "yes")),
+            (1, _) => Value::Bool(false),
+            (_, Some(Value::List(l))) => {
+                Value::List(l.iter().map(|v| Value::from(v.to_string())).collect())
+            }
+            (_, Some(Value::Str(s))) => Value::List(
+                s.split(',')
+                    .map(|x| Value::from(x.trim()))
+                    .filter(Value::truthy)
+                    .collect(),
+            ),
+            _ => Value::List(Vec::new()),
+        })
+    })())
+}
+
+/// A JSON value (a config serialized) as a template value.
+pub fn json_value(j: serde_json::Value) -> Value {
+    from_json(j)
+}
 
 /// A compiled regex from a template argument (Go's RE2 syntax, which the `regex` crate
 /// shares for everything but a few escapes).

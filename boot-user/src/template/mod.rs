@@ -168,6 +168,14 @@ impl Value {
         }
     }
 
+    /// The value of map key `k` (None for other kinds).
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        match self {
+            Value::Map(m) => m.get(k),
+            _ => None,
+        }
+    }
+
     /// The kind, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -224,6 +224,10 @@ fn grendel_nic_host_and_site_data() {
             domain_search: vec!["example.com".into()],
             mtu: Some(1500),
         }),
+        config: funcs::json_value(serde_json::json!({
+            "provision": {"listen": "0.0.0.0:80", "metrics": true, "token_ttl": 600},
+            "dhcp": {"dns_servers": ["10.0.0.2", "10.0.0.3"], "domain_search": "a.example, b.example"},
+        })),
     };
     let d = data().with_site(&site);
     let rows: &[(&str, &str)] = &[
@@ -237,6 +241,11 @@ fn grendel_nic_host_and_site_data() {
         ("{{ if $.host.HasTags \"gpu\" }}g{{ end }}", "g"),
         ("{{ $.rootpw }} {{ range $.adminSSHPubKeys }}[{{ . }}]{{ end }}", "$6$s$h [ssh-ed25519 AAAA a@b]"),
         ("{{ $.endpoints.KickstartURL }}", "http://10.0.0.1:8080/boot/TOK/kickstart"),
+        ("{{ ConfigValueString \"provision.listen\" }}|{{ ConfigValueString \"provision.token_ttl\" }}|{{ ConfigValueString \"no.such\" }}", "0.0.0.0:80|600|"),
+        ("{{ ConfigValueBool \"provision.metrics\" }} {{ ConfigValueBool \"provision.nope\" }}", "true false"),
+        ("{{ ConfigValueStringSlice \"dhcp.dns_servers\" }} {{ ConfigValueStringSlice \"dhcp.domain_search\" }} {{ ConfigValueStringSlice \"x\" }}", "[10.0.0.2 10.0.0.3] [a.example b.example] []"),
+        ("{{ define \"t\" }}{{ ConfigValueString \"provision.listen\" }}{{ end }}{{ template \"t\" 1 }}", "0.0.0.0:80"),
+        ("{{ $.config.provision.listen }}", "0.0.0.0:80"),
         ("{{ $.endpoints.CloudInitURL }} {{ $.endpoints.UserDataURL }}", "http://10.0.0.1:8080/boot/TOK/cloud-init/ http://10.0.0.1:8080/boot/TOK/cloud-init/user-data"),
         ("{{ $.endpoints.MetaDataURL }} {{ $.endpoints.VendorDataURL }}", "http://10.0.0.1:8080/boot/TOK/cloud-init/meta-data http://10.0.0.1:8080/boot/TOK/cloud-init/vendor-data"),
     ];
