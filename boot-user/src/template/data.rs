@@ -36,12 +36,6 @@ pub struct Site {
     pub config: Value,
 }
 
-impl Default for Value {
-    fn default() -> Value {
-        Value::Nil
-    }
-}
-
 /// The data of one boot: one host, booting from one interface, with one image.
 #[derive(Clone, Debug)]
 pub struct Data {

@@ -143,8 +143,9 @@ impl fmt::Debug for Method {
 
 /// The values templates compute with (Go's dynamic values, reduced to what the boot
 /// data model needs).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub enum Value {
+    #[default]
     Nil,
     Bool(bool),
     Int(i64),
