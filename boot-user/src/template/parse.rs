@@ -571,6 +571,18 @@ impl Checker<'_> {
 
     fn pipe(&self, p: &Pipe, dot_is_root: bool) -> Result<(), TemplateError> {
         for c in &p.cmds {
+            // A regex written as a literal is compiled here, so a bad one is a load error.
+            if let [Arg::Func { name, .. }, Arg::Lit(Value::Str(re)), ..] = &c.args[..] {
+                if name.starts_with("regex") {
+                    if let Err(e) = regex::Regex::new(re) {
+                        return Err(TemplateError::at(
+                            self.src,
+                            c.pos,
+                            format!("{name}: bad regex: {e}"),
+                        ));
+                    }
+                }
+            }
             for a in &c.args {
                 match a {
                     Arg::Chain { pos, base, fields } => {

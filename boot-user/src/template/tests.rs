@@ -133,6 +133,7 @@ fn errors_name_position_and_cause() {
         ("{{ define \"a\" }}{{ end }}{{ define \"a\" }}{{ end }}", (1, 36), "template \"a\" is defined twice"),
         ("{{ define \"a\" }}{{ $v }}{{ end }}", (1, 20), "undefined variable $v"),
         ("{{ break }}", (1, 4), "{{break}} is not supported"),
+        ("a\n{{ regexMatch \"[a-\" $.host.Name }}", (2, 4), "regexMatch: bad regex"),
         ("{{ replace \":\" \"-\" }}", (1, 4), "replace: expected 3 arguments (old new string), got 2"),
         ("{{ ( $.host.Name }}", (1, 1), "unclosed ("),
         ("{{ }}", (1, 1), "missing value"),
