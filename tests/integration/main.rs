@@ -11,6 +11,7 @@ mod http;
 mod netns;
 mod package;
 mod pxe;
+mod templates;
 mod tftp;
 #[allow(dead_code)] // fixture helpers for tests still being written
 mod xdp;

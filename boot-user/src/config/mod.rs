@@ -345,7 +345,16 @@ pub struct ProvisionConfig {
     /// Serve `/metrics` (Prometheus text, no authentication) on this listener (xboot).
     /// Off for boot networks where counters are not for everyone.
     pub metrics: bool,
+    /// Directory of provision template files (`NAME.tmpl`) that `provision_templates`
+    /// values name. Absent: `/var/lib/xboot/templates`, then Grendel's
+    /// `/var/lib/grendel/templates` when it exists.
+    pub templates_dir: Option<PathBuf>,
 }
+
+/// Where template files are looked up when `provision.templates_dir` is not set.
+pub const DEFAULT_TEMPLATES_DIR: &str = "/var/lib/xboot/templates";
+/// Grendel's templates directory, also searched by default when it exists.
+pub const GRENDEL_TEMPLATES_DIR: &str = "/var/lib/grendel/templates";
 
 /// Grendel's image directory (its guide's images.json names files there) and xboot's.
 pub const DEFAULT_IMAGE_ROOTS: [&str; 2] = ["/var/lib/grendel", "/var/lib/xboot/images"];
@@ -354,6 +363,20 @@ impl ProvisionConfig {
     /// `image_roots`, to check paths against.
     pub fn image_roots(&self) -> crate::tftp::root::Roots {
         crate::tftp::root::Roots::new(self.image_roots.iter().cloned())
+            .with_templates(self.template_dirs())
+    }
+
+    /// The templates directories in lookup order: `templates_dir`, else
+    /// [`DEFAULT_TEMPLATES_DIR`] and [`GRENDEL_TEMPLATES_DIR`] if it is a directory.
+    pub fn template_dirs(&self) -> Vec<PathBuf> {
+        match &self.templates_dir {
+            Some(d) => vec![d.clone()],
+            None => std::iter::once(PathBuf::from(DEFAULT_TEMPLATES_DIR))
+                .chain(crate::template::files::if_dir(std::path::Path::new(
+                    GRENDEL_TEMPLATES_DIR,
+                )))
+                .collect(),
+        }
     }
 }
 
@@ -375,6 +398,7 @@ impl Default for ProvisionConfig {
             header_timeout_secs: 10,
             idle_timeout_secs: 60,
             metrics: true,
+            templates_dir: None,
         }
     }
 }
@@ -551,6 +575,7 @@ impl Config {
         for p in [
             &mut self.provision.postscript,
             &mut self.provision.firmware_dir,
+            &mut self.provision.templates_dir,
         ]
         .into_iter()
         .flatten()
@@ -593,13 +618,6 @@ impl Config {
                 "use RUST_LOG / --log-level to filter log targets",
             ));
         }
-        if self
-            .admin_ssh_pubkeys
-            .as_ref()
-            .is_some_and(|k| !k.is_empty())
-        {
-            w.push(unimpl("admin_ssh_pubkeys", "not used"));
-        }
         if self.client.is_some() {
             w.push(unimpl(
                 "[client]",
@@ -611,14 +629,6 @@ impl Config {
                 "[discovery]",
                 "unknown MACs are listed by `xboot discovered`",
             ));
-        }
-        if self
-            .provision
-            .root_password
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            w.push(unimpl("provision.root_password", "not used"));
         }
         if self
             .provision

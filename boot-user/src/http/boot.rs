@@ -3,6 +3,7 @@
 //! CLI's `xboot host show NAME --boot` and tests all call these.
 use super::urls::Endpoints;
 use crate::inventory::{Host, Image, Interface};
+use crate::template::data::Site;
 use crate::template::{Data, Template, TemplateError};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +45,17 @@ impl BootView<'_> {
 
     /// Renders `src` (a template of the image, called `what` in errors).
     pub fn render_template(&self, src: &str, what: &str) -> Result<String, BootError> {
+        self.render_with_site(src, what, &Site::default())
+    }
+
+    /// [`Self::render_template`] with the site-wide data of `site` (`$.rootpw`,
+    /// `$.adminSSHPubKeys`, the interface's gateway and DNS).
+    pub fn render_with_site(
+        &self,
+        src: &str,
+        what: &str,
+        site: &Site,
+    ) -> Result<String, BootError> {
         let err = |source| BootError::Template {
             host: self.host.name.clone(),
             image: self.image.name.clone(),
@@ -51,7 +63,7 @@ impl BootView<'_> {
             source,
         };
         let t = Template::parse(src).map_err(err)?;
-        t.render(&self.data()).map_err(err)
+        t.render(&self.data().with_site(site)).map_err(err)
     }
 
     /// The image's kernel command line rendered for this boot, on one line.

@@ -20,6 +20,7 @@ use super::token::now_secs;
 use super::HttpService;
 use crate::events::EventKind;
 use crate::inventory::{Host, Image, Interface};
+use crate::template::data::Site;
 use crate::tftp::root::{PathError, Root};
 
 /// A refusal: status and a one-line reason (sent as the body, and logged).
@@ -318,9 +319,23 @@ async fn provision_template(
     name: &str,
     method: &Method,
 ) -> Result<Response> {
-    let src = match boot.image.provision_templates.get(name) {
-        Some(t) => t.clone(),
-        None => match (&st.shared.config.provision.postscript, name) {
+    provision_template_or(st, boot, name, None, method).await
+}
+
+/// Renders the image's provision template `name`; when the image has none, the
+/// template `fallback` names (a file of the templates directories or a built-in).
+async fn provision_template_or(
+    st: &HttpService,
+    boot: &Boot,
+    name: &str,
+    fallback: Option<&str>,
+    method: &Method,
+) -> Result<Response> {
+    let cfg = &st.shared.config;
+    let value = match (boot.image.provision_templates.get(name), fallback) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => f.to_string(),
+        (None, None) => match (&cfg.provision.postscript, name) {
             (Some(path), "postscript") => tokio::fs::read_to_string(path).await.map_err(|e| {
                 boot.err(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -340,9 +355,26 @@ async fn provision_template(
             }
         },
     };
+    let dirs = cfg.provision.template_dirs();
+    let (src, _) = crate::template::files::resolve(&value, &dirs).map_err(|e| {
+        boot.err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("provision template {name:?}: {e}"),
+        )
+    })?;
+    let site = Site {
+        rootpw: cfg.provision.root_password.clone().unwrap_or_default(),
+        admin_keys: cfg.admin_ssh_pubkeys.clone().unwrap_or_default(),
+        net: crate::dhcp::settings::Settings::from_config(cfg)
+            .ok()
+            .and_then(|s| s.host_net(&boot.nic)),
+        config: serde_json::to_value(cfg.as_ref())
+            .map(crate::template::funcs::json_value)
+            .unwrap_or_default(),
+    };
     let out = boot
         .view()
-        .render_template(&src, name)
+        .render_with_site(&src, name, &site)
         .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if method == Method::GET {
         st.shared
@@ -350,6 +382,38 @@ async fn provision_template(
             .record(&boot.host.name, EventKind::Postscript, name);
     }
     Ok(text(out))
+}
+
+/// `GET|HEAD /boot/{token}/kickstart`: `provision_templates.kickstart`, else the
+/// template `kickstart` (a `kickstart.tmpl` file, else the built-in).
+pub(super) async fn kickstart(
+    State(st): State<HttpService>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let boot = authorize(&st, &token, &headers, false)?;
+    provision_template_or(&st, &boot, "kickstart", Some("kickstart"), &method).await
+}
+
+/// `GET|HEAD /boot/{token}/cloud-init/{user-data,meta-data,vendor-data}`: the image's
+/// provision template of that name, else the template of that name (file or built-in).
+pub(super) async fn cloud_init(
+    State(st): State<HttpService>,
+    Path((token, file)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let boot = authorize(&st, &token, &headers, false)?;
+    match file.as_str() {
+        "user-data" | "meta-data" | "vendor-data" => {
+            provision_template_or(&st, &boot, &file, Some(&file), &method).await
+        }
+        _ => Err(boot.err(
+            StatusCode::NOT_FOUND,
+            format!("no cloud-init file {file:?} (user-data, meta-data, vendor-data)"),
+        )),
+    }
 }
 
 /// Which image file `file` designates: (event kind, label, path).

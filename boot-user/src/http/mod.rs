@@ -10,11 +10,16 @@
 //! | GET, HEAD, Range | `/boot/{token}/liveimg` | the image's live root image (squashfs) |
 //! | GET, HEAD, Range | `/boot/{token}/{kernel,initrd-N}.sig` | detached signatures (`image.verify`) |
 //! | GET, HEAD, Range | `/boot/{token}/file/{kernel,initrd-N,liveimg}` | the same files at Grendel's paths |
-//! | GET | `/boot/{token}/postscript` | `image.provision_templates["postscript"]`, else the file `provision.postscript`, rendered |
-//! | GET | `/boot/{token}/provision/{name}` | `image.provision_templates[name]`, rendered (Grendel's route) |
+//! | GET, HEAD | `/boot/{token}/postscript` | `image.provision_templates["postscript"]`, else the file `provision.postscript`, rendered |
+//! | GET, HEAD | `/boot/{token}/provision/{name}` | `image.provision_templates[name]`, rendered (Grendel's route) |
+//! | GET, HEAD | `/boot/{token}/kickstart` | `provision_templates.kickstart`, else the template `kickstart` (file `kickstart.tmpl` of the templates directories, else the built-in), rendered |
+//! | GET, HEAD | `/boot/{token}/cloud-init/{user-data,meta-data,vendor-data}` | the same for each NoCloud file (`ds=nocloud;s=$.endpoints.CloudInitURL`) |
 //! | POST | `/boot/{token}/complete` | provisioning done: the hook, then a `complete` event; once per boot, after a file of the image was served with the token, from that client ([`complete`]) |
 //! | GET, HEAD, Range | `/firmware/{file}` | EFI iPXE binaries for UEFI HTTP boot, no token (`provision.firmware_dir`, default `tftp.root`) |
 //! | GET, HEAD, Range | `/repo/{path}` | static files of `provision.repo_dir` |
+//!
+//! A provision template value naming a template (`rocky.tmpl`, `kickstart`) is read
+//! from `provision.templates_dir` or the built-ins ([`crate::template::files`]).
 //!
 //! A token ([`token`]) names a host and the MAC it boots from; it must verify, be
 //! unexpired, and match the current inventory, else 403 with a one-line reason. Boot
@@ -88,6 +93,8 @@ impl HttpService {
             )
             .route("/boot/{token}/file/{file}", get(handlers::grendel_file))
             .route("/boot/{token}/provision/{name}", get(handlers::provision))
+            .route("/boot/{token}/kickstart", get(handlers::kickstart))
+            .route("/boot/{token}/cloud-init/{file}", get(handlers::cloud_init))
             .route("/firmware/{*file}", get(handlers::firmware))
             .route("/repo/{*path}", get(handlers::repo))
             .with_state(self)

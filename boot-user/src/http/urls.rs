@@ -21,6 +21,8 @@ use crate::inventory::Mac;
 /// | `postscript()` | `/boot/{token}/postscript` | the rendered postscript |
 /// | `provision(name)` | `/boot/{token}/provision/{name}` | a rendered provision template |
 /// | `complete()` | `/boot/{token}/complete` | POST: provisioning done |
+/// | `kickstart()` | `/boot/{token}/kickstart` | the rendered kickstart |
+/// | `cloud_init()` | `/boot/{token}/cloud-init/` | NoCloud seed: `user-data`, `meta-data`, `vendor-data` |
 /// | `repo()` | `/repo` | static files of `provision.repo_dir` |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
@@ -65,6 +67,14 @@ impl Endpoints {
     }
     pub fn complete(&self) -> String {
         self.boot("complete")
+    }
+    pub fn kickstart(&self) -> String {
+        self.boot("kickstart")
+    }
+    /// The NoCloud seed base (`ds=nocloud;s=URL`): `user-data`, `meta-data` and
+    /// `vendor-data` are under it.
+    pub fn cloud_init(&self) -> String {
+        self.boot("cloud-init/")
     }
     pub fn repo(&self) -> String {
         format!("{}/repo", self.base)

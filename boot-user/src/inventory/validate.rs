@@ -154,7 +154,7 @@ pub fn validate_for(
     let mut errs = Vec::new();
     check_hosts(hosts, images, server, &mut errs);
     check_images(images, roots, &mut errs);
-    errs.extend(check_templates(images));
+    errs.extend(check_templates(images, roots.templates()));
     if errs.is_empty() {
         Ok(())
     } else {
@@ -449,10 +449,12 @@ fn check_file(image: &str, what: &str, path: &str, roots: &Roots, errs: &mut Vec
 }
 
 /// Template errors in images, found at load time rather than when a node boots: the
-/// command line is checked fully (syntax, functions, and fields against the boot data
-/// model); the provision templates (postscript ...) for syntax, functions and variables.
-pub fn check_templates(images: &[Image]) -> Vec<ValidationError> {
-    use crate::template::Template;
+/// command line and the provision templates (postscript, kickstart ...) are checked
+/// fully (syntax, functions, and fields against the boot data model). A provision
+/// template value that names a template ([`crate::template::files`]) is looked up in
+/// `dirs` and the built-ins, and its errors name the file.
+pub fn check_templates(images: &[Image], dirs: &[std::path::PathBuf]) -> Vec<ValidationError> {
+    use crate::template::{files, Template};
     let mut errs = Vec::new();
     for im in images {
         let image = if im.name.is_empty() {
@@ -467,11 +469,28 @@ pub fn check_templates(images: &[Image]) -> Vec<ValidationError> {
                 message: e.to_string(),
             });
         }
-        for (name, text) in &im.provision_templates {
-            if let Err(e) = Template::parse_unchecked(text) {
+        for (name, value) in &im.provision_templates {
+            let what = format!("provision_templates.{name}");
+            let (src, origin) = match files::resolve(value, dirs) {
+                Ok(found) => found,
+                Err(message) => {
+                    errs.push(ValidationError::Template {
+                        image: image.clone(),
+                        what,
+                        message,
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = Template::parse(&src) {
+                let what = match origin {
+                    files::Origin::File(p) => format!("{what} (file {})", p.display()),
+                    files::Origin::Builtin(_) => format!("{what} (built-in {value})"),
+                    files::Origin::Inline => what,
+                };
                 errs.push(ValidationError::Template {
                     image: image.clone(),
-                    what: format!("provision_templates.{name}"),
+                    what,
                     message: e.to_string(),
                 });
             }

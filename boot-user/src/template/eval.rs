@@ -1,14 +1,25 @@
 //! Evaluator: renders a parsed tree against a data [`Value`].
 //!
-//! Rendering always terminates: there are no template calls and `range` only walks
-//! finite lists and maps.
-use super::parse::{Arg, Base, Block, Cmd, Node, Pipe};
+//! Rendering always terminates: `range` only walks finite lists and maps, and
+//! `{{ template }}` calls nest at most [`MAX_DEPTH`] deep.
+use super::parse::{Arg, Base, Block, Cmd, Defines, Node, Pipe};
 use super::{funcs, TemplateError, Value};
 
-pub(crate) fn render(src: &str, nodes: &[Node], root: &Value) -> Result<String, TemplateError> {
+/// How deep `{{ template }}` calls may nest (a template calling itself stops there).
+const MAX_DEPTH: usize = 64;
+
+pub(crate) fn render(
+    src: &str,
+    nodes: &[Node],
+    defines: &Defines,
+    root: &Value,
+) -> Result<String, TemplateError> {
     let mut ev = Eval {
         src,
         root,
+        defines,
+        top: root,
+        depth: 0,
         vars: vec![],
         out: String::new(),
     };
@@ -52,6 +63,11 @@ pub(crate) fn walk(start: &Value, base: &Base, fields: &[String]) -> Result<Valu
 struct Eval<'a> {
     src: &'a str,
     root: &'a Value,
+    defines: &'a Defines,
+    /// The data rendered (`$` outside `{{ template }}` calls).
+    top: &'a Value,
+    /// `{{ template }}` calls this rendering is inside.
+    depth: usize,
     /// Variables in scope, innermost last; blocks truncate back to their mark.
     vars: Vec<(String, Value)>,
     out: String,
@@ -75,9 +91,43 @@ impl Eval<'_> {
                 Node::If(b) => self.if_with(b, dot, false)?,
                 Node::With(b) => self.if_with(b, dot, true)?,
                 Node::Range(b) => self.range(b, dot)?,
+                Node::Template { pos, name, pipe } => {
+                    let arg = match pipe {
+                        Some(p) => self.pipe(p, dot)?,
+                        None => Value::Nil,
+                    };
+                    if self.depth == MAX_DEPTH {
+                        return Err(self.err(
+                            *pos,
+                            format!("template {name:?}: calls nest more than {MAX_DEPTH} deep"),
+                        ));
+                    }
+                    let body = &self.defines[name];
+                    let mut sub = Eval {
+                        src: self.src,
+                        root: &arg,
+                        defines: self.defines,
+                        top: self.top,
+                        depth: self.depth + 1,
+                        vars: vec![],
+                        out: String::new(),
+                    };
+                    sub.nodes(body, &arg)?;
+                    self.out.push_str(&sub.out);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Calls function `name`; Grendel's `ConfigValue*` read the data's `config` map
+    /// (the top-level data, even inside a `{{ template }}` call).
+    fn call_func(&self, pos: usize, name: &str, a: &[Value]) -> Result<Value, TemplateError> {
+        let r = match funcs::config_func(name, a, self.top.get("config")) {
+            Some(r) => r,
+            None => funcs::lookup(name).expect("the parser checked function names")(a),
+        };
+        r.map_err(|m| self.err(pos, format!("{name}: {m}")))
     }
 
     fn if_with(&mut self, b: &Block, dot: &Value, with: bool) -> Result<(), TemplateError> {
@@ -181,9 +231,8 @@ impl Eval<'_> {
         };
         match first {
             Arg::Func { pos, name } => {
-                let f = funcs::lookup(name).expect("the parser checked function names");
                 let a = args(self)?;
-                f(&a).map_err(|m| self.err(*pos, format!("{name}: {m}")))
+                self.call_func(*pos, name, &a)
             }
             _ => {
                 let v = self.operand(first, dot)?;
@@ -206,10 +255,7 @@ impl Eval<'_> {
     fn operand(&mut self, a: &Arg, dot: &Value) -> Result<Value, TemplateError> {
         match a {
             Arg::Lit(v) => Ok(v.clone()),
-            Arg::Func { pos, name } => {
-                let f = funcs::lookup(name).expect("the parser checked function names");
-                f(&[]).map_err(|m| self.err(*pos, format!("{name}: {m}")))
-            }
+            Arg::Func { pos, name } => self.call_func(*pos, name, &[]),
             Arg::Chain { pos, base, fields } => {
                 let start = match base {
                     Base::Dot => Some(dot),

@@ -1,5 +1,6 @@
 //! Template functions: Go's builtins, the sprig functions ClusterFactory-style
-//! templates use, and Grendel's own (`hasTag`, `Split`, `Join`, `Contains`, `Add`).
+//! templates use, and Grendel's own (`hasTag`, `Split`, `Join`, `Contains`, `Add`,
+//! `Mul`, `CryptSHA512`, `CryptSHA256`).
 //!
 //! Sprig's argument order is kept: the string being worked on comes last
 //! (`replace old new s`, `trimSuffix suffix s`, `join sep list`), so that
@@ -13,7 +14,11 @@
 //! | lists | `list first last join splitList split` |
 //! | defaults | `default empty coalesce ternary` |
 //! | numbers | `int atoi add sub mul` |
-//! | Grendel | `hasTag Split Join Contains Add` |
+//! | regex | `regexMatch regexFind regexFindAll regexReplaceAll regexReplaceAllLiteral regexSplit` |
+//! | encoding, hashes | `b64enc b64dec sha1sum sha256sum toJson toPrettyJson fromJson` |
+//! | maps | `dict get hasKey keys` |
+//! | sequences | `until untilStep seq` |
+//! | Grendel | `hasTag Split Join Contains Add Mul CryptSHA512 CryptSHA256 ConfigValueString ConfigValueBool ConfigValueStringSlice` |
 use super::Value;
 
 /// A template function: arguments (the piped value last) to a value or a message.
@@ -192,7 +197,275 @@ const FUNCS: &[(&str, Func)] = &[
         Ok(Value::Bool(s.to_string().contains(&sub.to_string())))
     }),
     ("Add", |a| fold_ints(a, 0, |x, y| x.checked_add(y))),
+    ("Mul", |a| fold_ints(a, 1, |x, y| x.checked_mul(y))),
+    ("CryptSHA512", |a| crypt(a, true)),
+    ("CryptSHA256", |a| crypt(a, false)),
+    ("regexMatch", |a| {
+        let [re, s] = args::<2>(a, "regex string")?;
+        Ok(Value::Bool(regex(re)?.is_match(&s.to_string())))
+    }),
+    ("regexFind", |a| {
+        let [re, s] = args::<2>(a, "regex string")?;
+        let s = s.to_string();
+        Ok(Value::from(
+            regex(re)?.find(&s).map(|m| m.as_str()).unwrap_or(""),
+        ))
+    }),
+    ("regexFindAll", |a| {
+        let [re, s, n] = args::<3>(a, "regex string count")?;
+        let s = s.to_string();
+        let re = regex(re)?;
+        let all = re.find_iter(&s).map(|m| Value::from(m.as_str()));
+        Ok(Value::List(all.take(count(n)?).collect()))
+    }),
+    ("regexReplaceAll", |a| {
+        let [re, s, with] = args::<3>(a, "regex string replacement")?;
+        let (s, with) = (s.to_string(), with.to_string());
+        let out = regex(re)?.replace_all(&s, with.as_str()).into_owned();
+        Ok(Value::from(out))
+    }),
+    ("regexReplaceAllLiteral", |a| {
+        let [re, s, with] = args::<3>(a, "regex string replacement")?;
+        let (s, with) = (s.to_string(), with.to_string());
+        let out = regex(re)?
+            .replace_all(&s, regex::NoExpand(&with))
+            .into_owned();
+        Ok(Value::from(out))
+    }),
+    ("regexSplit", |a| {
+        let [re, s, n] = args::<3>(a, "regex string count")?;
+        let s = s.to_string();
+        let re = regex(re)?;
+        let parts: Vec<Value> = match need_int(n)? {
+            n if n < 0 => re.split(&s).map(Value::from).collect(),
+            n => re.splitn(&s, n as usize).map(Value::from).collect(),
+        };
+        Ok(Value::List(parts))
+    }),
+    ("b64enc", |a| {
+        use base64::Engine;
+        str1(a, |s| base64::engine::general_purpose::STANDARD.encode(s))
+    }),
+    ("b64dec", |a| {
+        use base64::Engine;
+        let s = one(a, "string")?.to_string();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| format!("not base64: {e}"))?;
+        String::from_utf8(bytes)
+            .map(Value::from)
+            .map_err(|_| "decoded bytes are not UTF-8 text".into())
+    }),
+    ("sha1sum", |a| {
+        use sha1::Digest;
+        str1(a, |s| hex::encode(sha1::Sha1::digest(s.as_bytes())))
+    }),
+    ("sha256sum", |a| {
+        use sha2::Digest;
+        str1(a, |s| hex::encode(sha2::Sha256::digest(s.as_bytes())))
+    }),
+    ("toJson", |a| {
+        Ok(Value::from(to_json(one(a, "value")?).to_string()))
+    }),
+    ("toPrettyJson", |a| {
+        serde_json::to_string_pretty(&to_json(one(a, "value")?))
+            .map(Value::from)
+            .map_err(|e| e.to_string())
+    }),
+    ("fromJson", |a| {
+        let s = one(a, "string")?.to_string();
+        let j: serde_json::Value =
+            serde_json::from_str(&s).map_err(|e| format!("not JSON: {e}"))?;
+        Ok(from_json(j))
+    }),
+    ("dict", |a| {
+        if a.len() % 2 != 0 {
+            return Err("expected key value pairs".into());
+        }
+        Ok(Value::Map(
+            a.chunks(2)
+                .map(|kv| (kv[0].to_string(), kv[1].clone()))
+                .collect(),
+        ))
+    }),
+    ("get", |a| {
+        let [m, k] = args::<2>(a, "map key")?;
+        Ok(as_map(m)?
+            .get(&k.to_string())
+            .cloned()
+            .unwrap_or_else(|| Value::from("")))
+    }),
+    ("hasKey", |a| {
+        let [m, k] = args::<2>(a, "map key")?;
+        Ok(Value::Bool(as_map(m)?.contains_key(&k.to_string())))
+    }),
+    ("keys", |a| {
+        let mut keys = Vec::new();
+        for m in a {
+            keys.extend(as_map(m)?.keys().map(|k| Value::from(k.as_str())));
+        }
+        Ok(Value::List(keys))
+    }),
+    ("until", |a| {
+        let n = need_int(one(a, "count")?)?;
+        steps(0, n, if n < 0 { -1 } else { 1 })
+    }),
+    ("untilStep", |a| {
+        let [start, stop, step] = args::<3>(a, "start stop step")?;
+        steps(need_int(start)?, need_int(stop)?, need_int(step)?)
+    }),
+    ("seq", seq),
+    ("ConfigValueString", no_config),
+    ("ConfigValueBool", no_config),
+    ("ConfigValueStringSlice", no_config),
 ];
+
+/// Stands for the `ConfigValue*` functions where no config is given (they are called
+/// through [`config_func`]).
+fn no_config(_: &[Value]) -> Result<Value, String> {
+    Err("no config in this template's data".into())
+}
+
+/// Grendel's `ConfigValueString KEY`, `ConfigValueBool KEY` and
+/// `ConfigValueStringSlice KEY`: the config value at the dotted `KEY`
+/// (`"provision.listen"`) from `config` (the config as a map), or the empty string,
+/// false or empty list when the key is not set. None for other functions.
+pub fn config_func(
+    name: &str,
+    a: &[Value],
+    config: Option<&Value>,
+) -> Option<Result<Value, String>> {
+    let kind = match name {
+        "ConfigValueString" => 0,
+        "ConfigValueBool" => 1,
+        "ConfigValueStringSlice" => 2,
+        _ => return None,
+    };
+    let config = config?;
+    Some((|| {
+        let key = one(a, "key")?.to_string();
+        let found = key.split('.').try_fold(config, |v, k| v.get(k));
+        Ok(match (kind, found) {
+            (0, Some(v @ (Value::Str(_) | Value::Int(_) | Value::Bool(_)))) => {
+                Value::from(v.to_string())
+            }
+            (0, _) => Value::from(""),
+            (1, Some(Value::Bool(b))) => Value::Bool(*b),
+            (1, Some(Value::Str(s))) => Value::Bool(matches!(s.as_str(), "true" | "1" | "yes")),
+            (1, _) => Value::Bool(false),
+            (_, Some(Value::List(l))) => {
+                Value::List(l.iter().map(|v| Value::from(v.to_string())).collect())
+            }
+            (_, Some(Value::Str(s))) => Value::List(
+                s.split(',')
+                    .map(|x| Value::from(x.trim()))
+                    .filter(Value::truthy)
+                    .collect(),
+            ),
+            _ => Value::List(Vec::new()),
+        })
+    })())
+}
+
+/// A JSON value (a config serialized) as a template value.
+pub fn json_value(j: serde_json::Value) -> Value {
+    from_json(j)
+}
+
+/// A compiled regex from a template argument (Go's RE2 syntax, which the `regex` crate
+/// shares for everything but a few escapes).
+fn regex(re: &Value) -> Result<regex::Regex, String> {
+    regex::Regex::new(&re.to_string()).map_err(|e| format!("bad regex: {e}"))
+}
+
+/// Sprig's count argument: negative means all.
+fn count(n: &Value) -> Result<usize, String> {
+    Ok(usize::try_from(need_int(n)?).unwrap_or(usize::MAX))
+}
+
+/// Grendel's `CryptSHA512` / `CryptSHA256`: a crypt(3) hash with a random salt and the
+/// default 5000 rounds (`$6$salt$hash`, `$5$salt$hash`), as kickstart's `rootpw
+/// --iscrypted` and cloud-init take.
+fn crypt(a: &[Value], sha512: bool) -> Result<Value, String> {
+    let pw = one(a, "password")?.to_string();
+    let rounds = sha_crypt::ROUNDS_DEFAULT;
+    let out = if sha512 {
+        let p = sha_crypt::Sha512Params::new(rounds).map_err(|e| format!("{e:?}"))?;
+        sha_crypt::sha512_simple(&pw, &p)
+    } else {
+        let p = sha_crypt::Sha256Params::new(rounds).map_err(|e| format!("{e:?}"))?;
+        sha_crypt::sha256_simple(&pw, &p)
+    };
+    out.map(Value::from).map_err(|e| format!("{e:?}"))
+}
+
+fn as_map(v: &Value) -> Result<&std::collections::BTreeMap<String, Value>, String> {
+    match v {
+        Value::Map(m) => Ok(m),
+        other => Err(format!("expected a map, got a {}", other.kind())),
+    }
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil | Value::Method(_) => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::Str(s) => J::String(s.clone()),
+        Value::List(l) => J::Array(l.iter().map(to_json).collect()),
+        Value::Map(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+    }
+}
+
+fn from_json(j: serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match j {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Bool(b),
+        J::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .unwrap_or_else(|| Value::Str(n.to_string())),
+        J::String(s) => Value::Str(s),
+        J::Array(a) => Value::List(a.into_iter().map(from_json).collect()),
+        J::Object(o) => Value::Map(o.into_iter().map(|(k, v)| (k, from_json(v))).collect()),
+    }
+}
+
+/// The integers from `start` towards `stop` (excluded) by `step`, at most 100,000 of
+/// them (a template must not eat the server's memory).
+fn steps(start: i64, stop: i64, step: i64) -> Result<Value, String> {
+    const MAX: usize = 100_000;
+    if step == 0 {
+        return Err("step 0".into());
+    }
+    let mut out = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        if out.len() == MAX {
+            return Err(format!("more than {MAX} numbers"));
+        }
+        out.push(Value::Int(i));
+        i = i.checked_add(step).ok_or("integer overflow")?;
+    }
+    Ok(Value::List(out))
+}
+
+/// Sprig's `seq`, like the shell's: `seq END`, `seq START END`, `seq START STEP END`,
+/// ends included, as one space-separated string.
+fn seq(a: &[Value]) -> Result<Value, String> {
+    let ints = a.iter().map(need_int).collect::<Result<Vec<_>, _>>()?;
+    let (start, step, end) = match ints[..] {
+        [end] => (1, if end >= 1 { 1 } else { -1 }, end),
+        [start, end] => (start, if end >= start { 1 } else { -1 }, end),
+        [start, step, end] => (start, step, end),
+        _ => return Err("expected 1 to 3 integers (END, START END, START STEP END)".into()),
+    };
+    let stop = end.checked_add(step.signum()).ok_or("integer overflow")?;
+    let out = steps(start, stop, step)?;
+    Ok(Value::Str(join_display(as_list(&out)?, " ")))
+}
 
 fn args<'a, const N: usize>(a: &'a [Value], names: &str) -> Result<[&'a Value; N], String> {
     let v: Vec<&Value> = a.iter().collect();

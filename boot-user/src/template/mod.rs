@@ -8,8 +8,10 @@
 //! (`a | f x | g`), parenthesised pipelines, field chains (`.a.b`, `$.a.b`, `$x.a`),
 //! variables (`$x := ...`, `$x = ...`), string (`"..."`, `` `raw` ``), integer, `true`,
 //! `false` and `nil` literals; `if`/`else if`/`else`, `range` (with `$i, $v :=`) and
-//! `with` blocks; and the functions listed in [`funcs`]. `define`/`template`/`block`,
-//! floats and character literals are refused with a clear error.
+//! `with` blocks; `define`/`template`/`block` within one template (a defined body's
+//! fields are checked when it renders, as its `.` is what it is called with); and the
+//! functions listed in [`funcs`]. Floats, character literals, `break` and `continue`
+//! are refused with a clear error.
 //!
 //! Why not the `gtmpl` crate (Go templates in Rust): tried first, its lexer spins
 //! forever on an unclosed action such as `{{ $.host.Name ` (a typo in an inventory must
@@ -34,6 +36,7 @@ use std::sync::Arc;
 
 pub mod data;
 mod eval;
+pub mod files;
 pub mod funcs;
 mod lex;
 mod parse;
@@ -70,6 +73,7 @@ impl TemplateError {
 pub struct Template {
     src: String,
     nodes: Vec<parse::Node>,
+    defines: parse::Defines,
 }
 
 impl Template {
@@ -85,10 +89,11 @@ impl Template {
     /// templates rendered against other data than the boot data model.
     pub fn parse_unchecked(src: &str) -> Result<Template, TemplateError> {
         let items = lex::lex(src)?;
-        let nodes = parse::parse(src, items)?;
+        let (nodes, defines) = parse::parse(src, items)?;
         Ok(Template {
             src: src.to_string(),
             nodes,
+            defines,
         })
     }
 
@@ -104,7 +109,7 @@ impl Template {
 
     /// Renders with any data (`.` and `$` are `root`).
     pub fn render_value(&self, root: &Value) -> Result<String, TemplateError> {
-        eval::render(&self.src, &self.nodes, root)
+        eval::render(&self.src, &self.nodes, &self.defines, root)
     }
 }
 
@@ -138,8 +143,9 @@ impl fmt::Debug for Method {
 
 /// The values templates compute with (Go's dynamic values, reduced to what the boot
 /// data model needs).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub enum Value {
+    #[default]
     Nil,
     Bool(bool),
     Int(i64),
@@ -160,6 +166,14 @@ impl Value {
             Value::List(l) => !l.is_empty(),
             Value::Map(m) => !m.is_empty(),
             Value::Method(_) => true,
+        }
+    }
+
+    /// The value of map key `k` (None for other kinds).
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        match self {
+            Value::Map(m) => m.get(k),
+            _ => None,
         }
     }
 

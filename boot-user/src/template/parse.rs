@@ -11,7 +11,16 @@ pub(crate) enum Node {
     If(Block),
     Range(Block),
     With(Block),
+    /// `{{ template "name" pipeline }}` (and the call half of `{{ block }}`).
+    Template {
+        pos: usize,
+        name: String,
+        pipe: Option<Pipe>,
+    },
 }
+
+/// The bodies of `{{ define "name" }}` (and `{{ block }}`) in a template, by name.
+pub(crate) type Defines = std::collections::BTreeMap<String, Vec<Node>>;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Block {
@@ -85,15 +94,22 @@ enum Stop {
     Else(usize, Vec<Token>),
 }
 
-pub(crate) fn parse(src: &str, items: Vec<Item>) -> Result<Vec<Node>, TemplateError> {
+pub(crate) fn parse(src: &str, items: Vec<Item>) -> Result<(Vec<Node>, Defines), TemplateError> {
     let mut p = Parser {
         src,
         items: items.into_iter(),
         scopes: vec![vec!["$".into()]],
+        defines: Defines::new(),
+        calls: Vec::new(),
     };
     let (nodes, stop) = p.list()?;
     match stop {
-        Stop::Eof => Ok(nodes),
+        Stop::Eof => {
+            if let Some((pos, name)) = p.calls.iter().find(|(_, n)| !p.defines.contains_key(n)) {
+                return Err(p.err(*pos, format!("no template {name:?} is defined")));
+            }
+            Ok((nodes, p.defines))
+        }
         Stop::End(pos) => Err(p.err(pos, "unexpected {{end}}: no open if, range or with")),
         Stop::Else(pos, _) => Err(p.err(pos, "unexpected {{else}}: no open if, range or with")),
     }
@@ -104,6 +120,9 @@ struct Parser<'a> {
     items: std::vec::IntoIter<Item>,
     /// Variables in scope, one frame per open block.
     scopes: Vec<Vec<String>>,
+    defines: Defines,
+    /// `{{ template }}` calls (position, name), checked against `defines` at the end.
+    calls: Vec<(usize, String)>,
 }
 
 impl Parser<'_> {
@@ -133,13 +152,84 @@ impl Parser<'_> {
                 }
                 "else" => return Ok((nodes, Stop::Else(pos, toks[1..].to_vec()))),
                 "if" | "range" | "with" => nodes.push(self.block(keyword, pos, &toks[1..])?),
-                "define" | "template" | "block" | "break" | "continue" => {
+                "define" => {
+                    self.define(pos, &toks, false)?;
+                }
+                "block" => nodes.push(self.define(pos, &toks, true)?.expect("a block calls")),
+                "template" => nodes.push(self.call(pos, &toks)?),
+                "break" | "continue" => {
                     return Err(self.err(toks[0].pos, format!("{{{{{keyword}}}}} is not supported")))
                 }
                 _ => nodes.push(Node::Action(self.pipe(pos, &toks, false)?)),
             }
         }
         Ok((nodes, Stop::Eof))
+    }
+
+    /// The quoted name after `define`, `template` or `block`.
+    fn template_name(&self, pos: usize, toks: &[Token]) -> Result<String, TemplateError> {
+        let kw = match &toks[0].tok {
+            Tok::Ident(k) => k.clone(),
+            _ => String::new(),
+        };
+        match toks.get(1) {
+            Some(Token {
+                tok: Tok::Str(name),
+                ..
+            }) => Ok(name.clone()),
+            Some(t) => Err(self.err(t.pos, format!("{kw} takes a quoted template name"))),
+            None => Err(self.err(pos, format!("{kw} takes a quoted template name"))),
+        }
+    }
+
+    /// `{{ template "name" [pipeline] }}`.
+    fn call(&mut self, pos: usize, toks: &[Token]) -> Result<Node, TemplateError> {
+        let name = self.template_name(pos, toks)?;
+        let pipe = match &toks[2..] {
+            [] => None,
+            rest => Some(self.pipe(rest[0].pos, rest, false)?),
+        };
+        self.calls.push((toks[0].pos, name.clone()));
+        Ok(Node::Template { pos, name, pipe })
+    }
+
+    /// `{{ define "name" }}body{{ end }}`, or with `block`, `{{ block "name" pipeline }}`:
+    /// the body is stored, and `block` returns its call. The body sees only `$` (set to
+    /// the value it is called with), as in Go.
+    fn define(
+        &mut self,
+        pos: usize,
+        toks: &[Token],
+        block: bool,
+    ) -> Result<Option<Node>, TemplateError> {
+        let name = self.template_name(pos, toks)?;
+        let call = if block {
+            Some(self.call(pos, toks)?)
+        } else {
+            self.no_args(&toks[1..], "the template name")?;
+            None
+        };
+        let outer = std::mem::replace(&mut self.scopes, vec![vec!["$".into()]]);
+        let body = self.list();
+        self.scopes = outer;
+        let (body, stop) = body?;
+        let kw = if block { "block" } else { "define" };
+        match stop {
+            Stop::End(_) => {}
+            Stop::Eof => {
+                return Err(self.err(
+                    pos,
+                    format!("unclosed {{{{{kw}}}}}: no matching {{{{end}}}}"),
+                ))
+            }
+            Stop::Else(p, _) => {
+                return Err(self.err(p, format!("unexpected {{{{else}}}} in {{{{{kw}}}}}")))
+            }
+        }
+        if self.defines.insert(name.clone(), body).is_some() {
+            return Err(self.err(toks[1].pos, format!("template {name:?} is defined twice")));
+        }
+        Ok(call)
     }
 
     fn no_args(&self, toks: &[Token], what: &str) -> Result<(), TemplateError> {
@@ -467,6 +557,13 @@ impl Checker<'_> {
                     self.nodes(&b.then, false)?;
                     self.nodes(&b.els, dot_is_root)?;
                 }
+                // A defined body's `.` and `$` are what it is called with: checked when
+                // rendered.
+                Node::Template { pipe, .. } => {
+                    if let Some(p) = pipe {
+                        self.pipe(p, dot_is_root)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -474,6 +571,18 @@ impl Checker<'_> {
 
     fn pipe(&self, p: &Pipe, dot_is_root: bool) -> Result<(), TemplateError> {
         for c in &p.cmds {
+            // A regex written as a literal is compiled here, so a bad one is a load error.
+            if let [Arg::Func { name, .. }, Arg::Lit(Value::Str(re)), ..] = &c.args[..] {
+                if name.starts_with("regex") {
+                    if let Err(e) = regex::Regex::new(re) {
+                        return Err(TemplateError::at(
+                            self.src,
+                            c.pos,
+                            format!("{name}: bad regex: {e}"),
+                        ));
+                    }
+                }
+            }
             for a in &c.args {
                 match a {
                     Arg::Chain { pos, base, fields } => {

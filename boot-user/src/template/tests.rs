@@ -117,7 +117,7 @@ fn errors_name_position_and_cause() {
     let rows: &[(&str, (usize, usize), &str)] = &[
         ("x {{ $.host.Name ", (1, 3), "unclosed action"),
         ("{{ foo $.host.Name }}", (1, 4), "unknown function \"foo\""),
-        ("a\n{{ $.host.Nam }}", (2, 4), "unknown field \"Nam\" in $.host (it has: BootImage, Firmware, ID, Interfaces, Name, Provision, Tags)"),
+        ("a\n{{ $.host.Nam }}", (2, 4), "unknown field \"Nam\" in $.host (it has: BootImage, BootInterface, Firmware, HasAnyTags, HasTags, ID, InterfaceBMC, Interfaces, Name, Provision, TagList, Tags, UID)"),
         ("{{ $.hots.Name }}", (1, 4), "unknown field \"hots\" in $"),
         ("{{ .nic.MAC.Foo }}", (1, 4), ".nic.MAC is a string, it has no field \"Foo\""),
         ("{{ if $.host.Provision }}x", (1, 1), "unclosed {{if}}"),
@@ -127,7 +127,13 @@ fn errors_name_position_and_cause() {
         ("{{ $x = 1 }}", (1, 1), "undefined variable $x"),
         ("{{ if 1 }}{{ $y := 2 }}{{ end }}{{ $y }}", (1, 36), "undefined variable $y"),
         ("{{ \"a\" | \"b\" }}", (1, 10), "constant cannot receive input"),
-        ("{{ template \"x\" }}", (1, 4), "{{template}} is not supported"),
+        ("{{ template \"x\" }}", (1, 4), "no template \"x\" is defined"),
+        ("{{ template x }}", (1, 13), "template takes a quoted template name"),
+        ("{{ define \"a\" }}x", (1, 1), "unclosed {{define}}"),
+        ("{{ define \"a\" }}{{ end }}{{ define \"a\" }}{{ end }}", (1, 36), "template \"a\" is defined twice"),
+        ("{{ define \"a\" }}{{ $v }}{{ end }}", (1, 20), "undefined variable $v"),
+        ("{{ break }}", (1, 4), "{{break}} is not supported"),
+        ("a\n{{ regexMatch \"[a-\" $.host.Name }}", (2, 4), "regexMatch: bad regex"),
         ("{{ replace \":\" \"-\" }}", (1, 4), "replace: expected 3 arguments (old new string), got 2"),
         ("{{ ( $.host.Name }}", (1, 1), "unclosed ("),
         ("{{ }}", (1, 1), "missing value"),
@@ -197,4 +203,151 @@ fn check_image_names_each_bad_template() {
         errs[1],
         "provision_templates.kickstart: line 1, column 1: unclosed {{if}}: no matching {{end}}"
     );
+}
+
+#[test]
+fn grendel_nic_host_and_site_data() {
+    use crate::dhcp::settings::HostNet;
+    let site = data::Site {
+        rootpw: "$6$s$h".into(),
+        admin_keys: vec!["ssh-ed25519 AAAA a@b".into()],
+        net: Some(HostNet {
+            addr: "192.168.0.51".parse().unwrap(),
+            prefix: 24,
+            mask: "255.255.255.0".parse().unwrap(),
+            broadcast: None,
+            router: Some("192.168.0.254".parse().unwrap()),
+            dns: vec![
+                "192.168.0.2".parse().unwrap(),
+                "192.168.0.3".parse().unwrap(),
+            ],
+            domain: None,
+            domain_search: vec!["example.com".into()],
+            mtu: Some(1500),
+        }),
+        config: funcs::json_value(serde_json::json!({
+            "provision": {"listen": "0.0.0.0:80", "metrics": true, "token_ttl": 600},
+            "dhcp": {"dns_servers": ["10.0.0.2", "10.0.0.3"], "domain_search": "a.example, b.example"},
+        })),
+    };
+    let d = data().with_site(&site);
+    let rows: &[(&str, &str)] = &[
+        ("{{ $.nic.HostName }} {{ $.nic.ShortName }} {{ $.nic.Domain }}", "cn1.example.com cn1 example.com"),
+        ("{{ $.nic.CIDR }} {{ $.nic.AddrString }} {{ $.nic.Netmask }} {{ $.nic.NetmaskString }}", "192.168.0.51/24 192.168.0.51 ffffff00 255.255.255.0"),
+        ("{{ $.nic.Gateway }} {{ $.nic.DNS }} {{ join \",\" $.nic.DNSList }} {{ $.nic.DomainSearch }}", "192.168.0.254 [192.168.0.2 192.168.0.3] 192.168.0.2,192.168.0.3 [example.com]"),
+        ("{{ $.nic.InterfaceMTU }}", "9000"),
+        ("{{ $.host.UID }} {{ $.host.TagList }} {{ $.host.BootInterface.MAC }}", "cn1 gpu,rack1 aa:bb:cc:11:22:33"),
+        ("{{ $.host.HasTags \"gpu\" \"rack1\" }} {{ $.host.HasTags \"gpu\" \"x\" }}", "true false"),
+        ("{{ $.host.HasAnyTags \"x\" \"rack1\" }} {{ $.host.HasAnyTags \"x\" }}", "true false"),
+        ("{{ if $.host.HasTags \"gpu\" }}g{{ end }}", "g"),
+        ("{{ $.rootpw }} {{ range $.adminSSHPubKeys }}[{{ . }}]{{ end }}", "$6$s$h [ssh-ed25519 AAAA a@b]"),
+        ("{{ $.endpoints.KickstartURL }}", "http://10.0.0.1:8080/boot/TOK/kickstart"),
+        ("{{ ConfigValueString \"provision.listen\" }}|{{ ConfigValueString \"provision.token_ttl\" }}|{{ ConfigValueString \"no.such\" }}", "0.0.0.0:80|600|"),
+        ("{{ ConfigValueBool \"provision.metrics\" }} {{ ConfigValueBool \"provision.nope\" }}", "true false"),
+        ("{{ ConfigValueStringSlice \"dhcp.dns_servers\" }} {{ ConfigValueStringSlice \"dhcp.domain_search\" }} {{ ConfigValueStringSlice \"x\" }}", "[10.0.0.2 10.0.0.3] [a.example b.example] []"),
+        ("{{ define \"t\" }}{{ ConfigValueString \"provision.listen\" }}{{ end }}{{ template \"t\" 1 }}", "0.0.0.0:80"),
+        ("{{ $.config.provision.listen }}", "0.0.0.0:80"),
+        ("{{ $.endpoints.CloudInitURL }} {{ $.endpoints.UserDataURL }}", "http://10.0.0.1:8080/boot/TOK/cloud-init/ http://10.0.0.1:8080/boot/TOK/cloud-init/user-data"),
+        ("{{ $.endpoints.MetaDataURL }} {{ $.endpoints.VendorDataURL }}", "http://10.0.0.1:8080/boot/TOK/cloud-init/meta-data http://10.0.0.1:8080/boot/TOK/cloud-init/vendor-data"),
+    ];
+    for (src, want) in rows {
+        let got = Template::parse(src)
+            .unwrap_or_else(|e| panic!("{src}: {e}"))
+            .render(&d)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(&got, want, "{src}");
+    }
+    // Without site data the DHCP-derived values are empty, not errors.
+    assert_eq!(
+        render("[{{ $.nic.Gateway }}][{{ $.rootpw }}]").unwrap(),
+        "[][]"
+    );
+    // A host without a BMC interface: its InterfaceBMC is nil.
+    let e = render("{{ $.host.InterfaceBMC.IP }}").unwrap_err();
+    assert!(e.msg.contains("is nil"), "{e}");
+}
+
+#[test]
+fn builtin_templates_parse_against_the_data_model() {
+    for (name, src) in files::BUILTIN {
+        let out = Template::parse(src)
+            .unwrap_or_else(|e| panic!("built-in {name}: {e}"))
+            .render(&data())
+            .unwrap_or_else(|e| panic!("built-in {name}: {e}"));
+        assert!(!out.contains("<no value>"), "{name}: {out}");
+    }
+}
+
+#[test]
+fn sprig_and_grendel_functions() {
+    let rows: &[(&str, &str)] = &[
+        ("{{ regexMatch \"^cn[0-9]+$\" $.host.Name }} {{ regexMatch \"^gpu\" $.host.Name }}", "true false"),
+        ("{{ regexFind \"[0-9]+\" \"rack12-u3\" }}", "12"),
+        ("{{ regexFindAll \"[0-9]+\" \"rack12-u3-x4\" -1 }} {{ regexFindAll \"[0-9]+\" \"a1b2\" 1 }}", "[12 3 4] [1]"),
+        ("{{ regexReplaceAll \"([a-z]+)([0-9]+)\" $.host.Name \"${2}-${1}\" }}", "1-cn"),
+        ("{{ regexReplaceAllLiteral \"[0-9]\" $.host.Name \"$1\" }}", "cn$1"),
+        ("{{ regexSplit \"[.-]\" \"a.b-c\" -1 }} {{ regexSplit \"\\\\.\" \"a.b.c\" 2 }}", "[a b c] [a b.c]"),
+        ("{{ b64enc \"xboot:1\" }} {{ \"eGJvb3Q6MQ==\" | b64dec }}", "eGJvb3Q6MQ== xboot:1"),
+        ("{{ sha1sum \"abc\" }}", "a9993e364706816aba3e25717850c26c9cd0d89d"),
+        ("{{ sha256sum \"abc\" }}", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("{{ toJson $.host.Tags }} {{ toJson (dict \"a\" 1 \"b\" true) }}", "[\"gpu\",\"rack1\"] {\"a\":1,\"b\":true}"),
+        ("{{ (fromJson \"{\\\"k\\\":[1,2]}\").k }}", "[1 2]"),
+        ("{{ $d := dict \"rack\" \"r1\" \"u\" 3 }}{{ get $d \"rack\" }}|{{ get $d \"x\" }}|{{ hasKey $d \"u\" }}|{{ hasKey $d \"x\" }}|{{ keys $d }}", "r1||true|false|[rack u]"),
+        ("{{ until 3 }} {{ untilStep 2 10 3 }} {{ range until 2 }}{{ . }};{{ end }}", "[0 1 2] [2 5 8] 0;1;"),
+        ("{{ seq 3 }}|{{ seq 2 4 }}|{{ seq 10 -3 4 }}|{{ seq 3 1 }}", "1 2 3|2 3 4|10 7 4|3 2 1"),
+        ("{{ Mul 3 4 }} {{ Mul 2 (Add 1 2) }}", "12 6"),
+    ];
+    for (src, want) in rows {
+        assert_eq!(
+            &render(src).unwrap_or_else(|e| panic!("{src}: {e}")),
+            want,
+            "{src}"
+        );
+    }
+    for (src, want) in [
+        ("{{ regexMatch \"(\" \"x\" }}", "bad regex"),
+        ("{{ b64dec \"***\" }}", "not base64"),
+        ("{{ dict \"a\" }}", "key value pairs"),
+        ("{{ untilStep 0 5 0 }}", "step 0"),
+        ("{{ until 1000000 }}", "more than 100000 numbers"),
+        ("{{ get \"x\" \"k\" }}", "expected a map"),
+    ] {
+        let e = render(src).unwrap_err();
+        assert!(e.msg.contains(want), "{src}: {e}");
+    }
+    let h512 = render("{{ CryptSHA512 \"s3cret\" }}").unwrap();
+    assert!(h512.starts_with("$6$"), "{h512}");
+    assert!(sha_crypt::sha512_check("s3cret", &h512).is_ok());
+    assert!(sha_crypt::sha512_check("other", &h512).is_err());
+    let h256 = render("{{ \"s3cret\" | CryptSHA256 }}").unwrap();
+    assert!(h256.starts_with("$5$"), "{h256}");
+    assert!(sha_crypt::sha256_check("s3cret", &h256).is_ok());
+    // A fresh salt each time.
+    assert_ne!(h512, render("{{ CryptSHA512 \"s3cret\" }}").unwrap());
+}
+
+#[test]
+fn define_template_and_block() {
+    let rows: &[(&str, &str)] = &[
+        ("{{ define \"nic\" }}{{ .MAC }}/{{ $.IP }}{{ end }}[{{ template \"nic\" $.nic }}]", "[aa:bb:cc:11:22:33/192.168.0.51/24]"),
+        ("{{ template \"h\" . }}{{ define \"h\" }}{{ .host.Name }}{{ end }}", "cn1"),
+        ("{{ define \"t\" }}<{{ . }}>{{ end }}{{ range $.host.Tags }}{{ template \"t\" . }}{{ end }}", "<gpu><rack1>"),
+        ("{{ define \"none\" }}[{{ . }}]{{ end }}{{ template \"none\" }}", "[]"),
+        ("a{{ block \"b\" $.host }}{{ .Name }}{{ end }}z", "acn1z"),
+        ("{{ define \"x\" }}{{ template \"y\" . }}{{ end }}{{ define \"y\" }}y{{ . }}{{ end }}{{ template \"x\" 1 }}", "y1"),
+    ];
+    for (src, want) in rows {
+        assert_eq!(
+            &render(src).unwrap_or_else(|e| panic!("{src}: {e}")),
+            want,
+            "{src}"
+        );
+    }
+    // A template calling itself stops with an error, not a hang or a crash.
+    let e = render("{{ define \"r\" }}{{ template \"r\" . }}{{ end }}{{ template \"r\" 1 }}")
+        .unwrap_err();
+    assert!(e.msg.contains("nest more than 64 deep"), "{e}");
+    // A defined body's fields are checked when it renders.
+    let e = render("{{ define \"n\" }}{{ .Nope }}{{ end }}{{ template \"n\" $.nic }}").unwrap_err();
+    assert!(e.msg.contains("unknown field \"Nope\""), "{e}");
 }

@@ -115,13 +115,28 @@ impl Root {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Roots {
     dirs: Vec<PathBuf>,
+    /// Where provision templates named by file are looked up
+    /// ([`crate::template::files`]), carried here so validation sees them.
+    templates: Vec<PathBuf>,
 }
 
 impl Roots {
     pub fn new(dirs: impl IntoIterator<Item = PathBuf>) -> Roots {
         Roots {
             dirs: dirs.into_iter().collect(),
+            templates: Vec::new(),
         }
+    }
+
+    /// These roots, with `dirs` as the templates directories.
+    pub fn with_templates(mut self, dirs: Vec<PathBuf>) -> Roots {
+        self.templates = dirs;
+        self
+    }
+
+    /// The templates directories, in lookup order.
+    pub fn templates(&self) -> &[PathBuf] {
+        &self.templates
     }
 
     /// The directories as configured.
