@@ -736,3 +736,108 @@ mod props {
         }
     }
 }
+
+/// A Grendel v0.2 fixture (written for these tests from Grendel's model: numeric ids,
+/// KSUID uids, `null` for empty lists, `""` for a BMC without a MAC).
+fn grendel_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/inventory/testdata")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn grendel_dump_imports_hosts_and_images_and_skips_users() {
+    let f = Files::new();
+    let text = grendel_fixture("grendel-dump.json");
+    let loaded = load::parse(&text, Format::Json, Kind::Hosts, f.dir.path(), "dump").unwrap();
+    let names: Vec<&str> = loaded.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["tux01", "tux02", "gpu01"]);
+    assert_eq!(loaded.images.len(), 1);
+    assert_eq!(loaded.images[0].kernel, f.path("vmlinuz"));
+    let tux01 = &loaded.hosts[0];
+    assert_eq!(
+        (tux01.id.as_str(), tux01.uid.as_str()),
+        ("1", "2aB3cD4eF5gH6iJ7kL8mN9oP0qR")
+    );
+    assert_eq!(tux01.tags, ["compute", "rack:a1"]);
+    assert_eq!(tux01.interfaces[0].id, "1");
+    // `"mac": ""` is a BMC reached by IP only.
+    assert_eq!(tux01.bmc().unwrap().mac, None);
+    assert!(loaded.hosts[1].tags.is_empty(), "tags: null reads as none");
+    assert_eq!(loaded.hosts[2].bonds.len(), 1);
+    // One warning: the two users, named; no unknown-key warning for id/uid.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("2 users skipped (admin, operator)"),
+        "{:?}",
+        loaded.warnings
+    );
+    // The whole dump is a valid inventory.
+    let inv = Inventory::new(loaded.hosts, loaded.images, &f.roots()).unwrap();
+    assert_eq!(inv.host("gpu01").unwrap().interfaces[0].vlan, "120");
+}
+
+#[test]
+fn grendel_numeric_ids_and_uids_round_trip() {
+    let text = grendel_fixture("grendel-node-show.json");
+    let loaded = load::parse(&text, Format::Json, Kind::Hosts, Path::new("/"), "show").unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let out: serde_json::Value = serde_json::from_str(&load::hosts_to_json(&loaded.hosts)).unwrap();
+    let h = &out[0];
+    // Numbers stay numbers, the KSUID stays text.
+    assert_eq!(h["id"], serde_json::json!(12));
+    assert_eq!(h["uid"], serde_json::json!("2bC4dE5fG6hI7jK8lM9nO0pQ1rS"));
+    assert_eq!(h["interfaces"][0]["id"], serde_json::json!(40));
+    // Read back: the same hosts.
+    let again = load::parse(
+        &out.to_string(),
+        Format::Json,
+        Kind::Hosts,
+        Path::new("/"),
+        "again",
+    )
+    .unwrap();
+    assert_eq!(again.hosts, loaded.hosts);
+    // A KSUID id (older Grendel) is kept as text.
+    let ksuid: Host =
+        serde_json::from_str(r#"{"id": "1zQ8mV2kP0aB3cD4eF5gH6iJ7kL", "name": "x"}"#).unwrap();
+    assert_eq!(
+        serde_json::to_value(&ksuid).unwrap()["id"],
+        serde_json::json!("1zQ8mV2kP0aB3cD4eF5gH6iJ7kL")
+    );
+}
+
+#[test]
+fn dump_restores_to_the_same_inventory() {
+    let f = Files::new();
+    let loaded = load::parse(
+        &grendel_fixture("grendel-dump.json"),
+        Format::Json,
+        Kind::Hosts,
+        f.dir.path(),
+        "dump",
+    )
+    .unwrap();
+    let inv = Inventory::new(loaded.hosts, loaded.images, &f.roots()).unwrap();
+    let dump = load::to_dump(inv.hosts(), inv.images());
+    assert_eq!(dump["Users"], serde_json::json!([]));
+    let back = load::from_json_value(dump, Kind::Hosts, "dump").unwrap();
+    assert!(back.warnings.is_empty(), "{:?}", back.warnings);
+    assert_eq!(back.hosts, inv.hosts());
+    assert_eq!(back.images, inv.images());
+}
+
+#[test]
+fn malformed_dumps_are_refused_with_the_reason() {
+    for (text, want) in [
+        (r#"{"Hosts": {"name": "a"}}"#, "\"Hosts\" must be an array"),
+        (r#"{"Users": 3, "Hosts": []}"#, "\"Users\" must be an array"),
+        (r#"{"Hosts": [{"name": "a", "id": [1]}]}"#, "host a"),
+    ] {
+        let e = load::parse(text, Format::Json, Kind::Hosts, Path::new("/"), "d").unwrap_err();
+        assert!(e.to_string().contains(want), "{text}: {e}");
+    }
+}
