@@ -284,6 +284,9 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
     if let Some(r) = d.router {
         check("dhcp.router", dns_server(&r.to_string()).map(drop));
     }
+    if let Some(r) = d.gateway {
+        check("dhcp.gateway", dns_server(&r.to_string()).map(drop));
+    }
     for (i, s) in d.subnets.iter().enumerate() {
         let key = |k: &str| format!("dhcp.subnets[{i}].{k}");
         check(&key("gateway"), gateway(&s.gateway).map(drop));

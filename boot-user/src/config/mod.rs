@@ -151,6 +151,9 @@ pub struct DhcpConfig {
     pub router_octet4: u8,
     /// Explicit router (xboot; overrides router_octet4).
     pub router: Option<Ipv4Addr>,
+    /// Grendel's static gateway: the router of hosts that neither their subnet, nor
+    /// `router`, nor `router_octet4` gives one (Grendel's order: subnet, octet, gateway).
+    pub gateway: Option<Ipv4Addr>,
     pub subnets: Vec<SubnetConfig>,
     pub mode: DhcpMode,
     /// Set when the file or the environment names `dhcp.mode` (not a key): an explicit
@@ -172,6 +175,7 @@ impl Default for DhcpConfig {
             proxy_only: false,
             router_octet4: 0,
             router: None,
+            gateway: None,
             subnets: vec![],
             mode: DhcpMode::default(),
             mode_explicit: false,
