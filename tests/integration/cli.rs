@@ -1202,7 +1202,10 @@ fn db_dump_restore_and_tags_through_the_cli() {
                         "cmdline": "console=ttyS0", "verify": false, "provision_templates": null}]}"#,
     );
     let (stdout, stderr) = run(&["db", "restore", &grendel]);
-    assert!(stdout.starts_with("restored 2 hosts and 1 image"), "{stdout}");
+    assert!(
+        stdout.starts_with("restored 2 hosts and 1 image"),
+        "{stdout}"
+    );
     assert!(stderr.contains("1 user skipped (admin)"), "{stderr}");
     // Replaced: cn1 of hosts.json is gone.
     assert_eq!(host_names(&site), ["tux1", "tux2"]);
@@ -1215,7 +1218,10 @@ fn db_dump_restore_and_tags_through_the_cli() {
     let (stdout, _) = run(&["host", "list", "--tags", "gpu", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v[0]["name"], "tux2");
-    assert_eq!(v[0]["tags"], serde_json::json!(["gpu", "compute", "rack:a1"]));
+    assert_eq!(
+        v[0]["tags"],
+        serde_json::json!(["gpu", "compute", "rack:a1"])
+    );
     assert_eq!(v.as_array().unwrap().len(), 1);
     let (stdout, _) = run(&["host", "unprovision", "--tags", "rack:a1"]);
     assert_eq!(stdout, "unprovision: tux2 (1 host)\n");

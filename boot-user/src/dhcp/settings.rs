@@ -247,14 +247,26 @@ mod tests {
         let s = Settings::from_config(&cfg).unwrap();
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 9, 0, 254)));
         let router = |s: &Settings, ip: &str| s.host_net(&nic(ip)).unwrap().router;
-        assert_eq!(router(&s, "10.9.0.5/24"), Some(Ipv4Addr::new(10, 9, 0, 254)));
-        assert_eq!(router(&s, "192.168.0.5/24"), Some(Ipv4Addr::new(192, 168, 0, 1)));
+        assert_eq!(
+            router(&s, "10.9.0.5/24"),
+            Some(Ipv4Addr::new(10, 9, 0, 254))
+        );
+        assert_eq!(
+            router(&s, "192.168.0.5/24"),
+            Some(Ipv4Addr::new(192, 168, 0, 1))
+        );
         let mut octet = s.clone();
         octet.router_octet4 = 1;
-        assert_eq!(router(&octet, "10.9.0.5/24"), Some(Ipv4Addr::new(10, 9, 0, 1)));
+        assert_eq!(
+            router(&octet, "10.9.0.5/24"),
+            Some(Ipv4Addr::new(10, 9, 0, 1))
+        );
         let mut explicit = s.clone();
         explicit.router = Some(Ipv4Addr::new(10, 9, 0, 2));
-        assert_eq!(router(&explicit, "10.9.0.5/24"), Some(Ipv4Addr::new(10, 9, 0, 2)));
+        assert_eq!(
+            router(&explicit, "10.9.0.5/24"),
+            Some(Ipv4Addr::new(10, 9, 0, 2))
+        );
         let mut none = s;
         none.gateway = None;
         assert_eq!(router(&none, "10.9.0.5/24"), None);
