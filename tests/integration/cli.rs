@@ -1260,3 +1260,69 @@ fn db_dump_restore_and_tags_through_the_cli() {
     let (after, _) = run(&["db", "dump"]);
     assert_eq!(after, first);
 }
+
+/// Grendel's `provision.default_image`: a provisioned host without `boot_image` is valid
+/// and boots the default (check-config passes, serve starts, the boot answers name the
+/// image's script and cmdline); a default naming no image is refused, naming the key.
+#[test]
+fn provision_default_image_boots_hosts_without_boot_image() {
+    let site = Site::new();
+    let cfg = site.path("xboot.toml");
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    site.write(
+        "xboot.toml",
+        &format!("{text_cfg}default_image = \"img\"\n"),
+    );
+    site.write(
+        "hosts.json",
+        r#"[{"name":"cn1","provision":true,"firmware":"",
+             "interfaces":[{"ip":"10.0.0.1/24","mac":"aa:bb:cc:00:00:01","bmc":false}]}]"#,
+    );
+    let out = xboot(&["check-config", "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        !stderr.contains("default_image"),
+        "not warned any more: {stderr}"
+    );
+    let server = Server::start(&site);
+    let out = xboot(&[
+        "--config",
+        &cfg,
+        "host",
+        "show",
+        "cn1",
+        "--boot",
+        "--server",
+        "10.0.0.254",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("#!ipxe"), "{stdout}");
+    assert!(stdout.contains("  BOOTIF=01-aa-bb-cc-00-00-01"), "{stdout}");
+    // The host keeps its empty boot_image (the default is not written into it).
+    let out = xboot(&[
+        "host",
+        "show",
+        "cn1",
+        "--socket",
+        &site.path("run/api.socket"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["boot_image"], "");
+    server.stop();
+
+    site.write(
+        "xboot.toml",
+        &format!("{text_cfg}default_image = \"gone\"\n"),
+    );
+    let out = xboot(&["check-config", "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "provision.default_image \"gone\" is not an image, and hosts cn1 name no boot_image"
+        ),
+        "{stderr}"
+    );
+}

@@ -106,10 +106,13 @@ impl ApiState {
             return Ok(out);
         }
         let roots = self.shared.config.provision.image_roots();
-        let inv = tokio::task::spawn_blocking(move || Inventory::new(hosts, images, &roots))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|errs| ApiError::invalid(errs.messages()))?;
+        let default_image = self.shared.config.provision.default_image.clone();
+        let inv = tokio::task::spawn_blocking(move || {
+            Inventory::new_with_default(hosts, images, &roots, default_image.as_deref())
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|errs| ApiError::invalid(errs.messages()))?;
         if let Some(store) = self.store.clone() {
             tokio::task::spawn_blocking(move || store.apply(&change))
                 .await

@@ -436,6 +436,7 @@ fn current_inventory(
             images,
             &roots,
             &Default::default(),
+            config.provision.default_image.as_deref(),
         )
         .map(|s| s.inventory)
     };
@@ -457,7 +458,8 @@ fn current_inventory(
         Ok((hosts, images)) => {
             let hosts: Vec<Host> = serde_json::from_value(hosts)?;
             let images: Vec<Image> = serde_json::from_value(images)?;
-            Ok(Inventory::from_parts_unchecked(hosts, images))
+            Ok(Inventory::from_parts_unchecked(hosts, images)
+                .with_default_image(config.provision.default_image.as_deref()))
         }
         Err(e) => {
             tracing::info!("API not reachable ({e}); reading the inventory files of the config");

@@ -613,17 +613,6 @@ impl Config {
         {
             w.push(unimpl("provision.root_password", "not used"));
         }
-        if self
-            .provision
-            .default_image
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            w.push(unimpl(
-                "provision.default_image",
-                "every host names its boot_image",
-            ));
-        }
         w
     }
 }

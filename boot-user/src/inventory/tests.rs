@@ -250,7 +250,7 @@ fn validation_errors_each_named() {
             "host cn1: interface 0: bad CIDR \"10.0.0.1/33\": invalid IP address syntax".into()),
         ("bad address", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.300")], img(),
             "host cn1: interface 0: bad address \"10.0.0.300\": invalid IPv4 address syntax".into()),
-        ("no boot_image", vec![no_image], img(), "host cn1: provision = true but no boot_image".into()),
+        ("no boot_image", vec![no_image], img(), "host cn1: provision = true but no boot_image (and no provision.default_image)".into()),
         ("unknown boot_image", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")], vec![f.image("other")],
             "host cn1: unknown boot_image \"img\"".into()),
         ("no kernel", vec![], missing("none"), "image img: no kernel".into()),
@@ -539,7 +539,7 @@ fn startup_merges_files_over_store() {
     ];
     std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
 
-    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     let names: Vec<&str> = s
         .inventory
         .hosts()
@@ -566,7 +566,7 @@ fn startup_merges_files_over_store() {
     // A file that makes the merged inventory invalid stops the start and leaves the store.
     let bad = vec![host("cn3", "aa:bb:cc:00:00:09", "10.0.0.3/24")];
     std::fs::write(&file, load::hosts_to_json(&bad)).unwrap();
-    let err = startup(Some(&store), Some(&file), None, &f.roots())
+    let err = startup(Some(&store), Some(&file), None, &f.roots(), None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -578,19 +578,19 @@ fn startup_merges_files_over_store() {
     // A restart with the file unchanged keeps what changed since in the store (cn1
     // reported complete): only an entry the file changed wins again.
     std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
-    startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     let mut done = store.load().unwrap().0;
     done.iter_mut().for_each(|h| h.provision = h.name != "cn1");
     store
         .apply(&Change::diff(&store.load().unwrap().0, &[], &done, &[]))
         .unwrap();
-    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     assert!(!s.inventory.host("cn1").unwrap().provision, "complete kept");
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     let mut edited = file_hosts.clone();
     edited[0].tags = vec!["rack1".into()];
     std::fs::write(&file, load::hosts_to_json(&edited)).unwrap();
-    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     let cn1 = s.inventory.host("cn1").unwrap();
     assert!(
         cn1.provision && cn1.tags == ["rack1"],
@@ -647,6 +647,7 @@ fn plan_reports_unreadable_entries_and_validation_together() {
         Some(&images),
         &Roots::default(),
         &FileEntries::default(),
+        None,
     )
     .unwrap_err();
     let InventoryError::Invalid { errors, origin } = &err else {
@@ -840,4 +841,52 @@ fn malformed_dumps_are_refused_with_the_reason() {
         let e = load::parse(text, Format::Json, Kind::Hosts, Path::new("/"), "d").unwrap_err();
         assert!(e.to_string().contains(want), "{text}: {e}");
     }
+}
+
+/// `provision.default_image`: a provisioned host without `boot_image` boots it (DHCP,
+/// HTTP and XDP all resolve it through `lookup_mac` / `boot_image_of`); the host keeps its
+/// empty `boot_image`; a default naming no image is one error naming the key and the hosts.
+#[test]
+fn default_image_boots_hosts_without_boot_image() {
+    let f = Files::new();
+    let mut h1 = host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+    h1.boot_image.clear();
+    let mut h2 = host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24");
+    h2.boot_image.clear();
+    let h3 = host("cn3", "aa:bb:cc:00:00:03", "10.0.0.3/24");
+    let images = vec![f.image("img"), f.image("rocky")];
+    let hosts = vec![h1, h2, h3];
+    // Without a default: refused, as before.
+    let e = Inventory::new(hosts.clone(), images.clone(), &f.roots()).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    // With one: valid, and the lookups give the default to cn1/cn2 only.
+    let inv = Inventory::new_with_default(hosts.clone(), images.clone(), &f.roots(), Some("rocky"))
+        .unwrap();
+    let l = inv
+        .lookup_mac("aa:bb:cc:00:00:01".parse().unwrap())
+        .unwrap();
+    assert_eq!(l.image.map(|i| i.name.as_str()), Some("rocky"));
+    assert_eq!(l.host.boot_image, "", "the host itself is unchanged");
+    let l = inv
+        .lookup_mac("aa:bb:cc:00:00:03".parse().unwrap())
+        .unwrap();
+    assert_eq!(l.image.map(|i| i.name.as_str()), Some("img"));
+    assert_eq!(inv.boot_image_name(inv.host("cn2").unwrap()), "rocky");
+    // A default that is no image: one error for the key, naming the hosts relying on it.
+    let e = Inventory::new_with_default(hosts.clone(), images.clone(), &f.roots(), Some("gone"))
+        .unwrap_err();
+    assert_eq!(
+        e.messages(),
+        ["provision.default_image \"gone\" is not an image, and hosts cn[1-2] name no boot_image"]
+    );
+    // ... and no error when every host names its image.
+    Inventory::new_with_default(
+        vec![hosts[2].clone()],
+        images.clone(),
+        &f.roots(),
+        Some("gone"),
+    )
+    .unwrap();
+    // An empty default is none.
+    assert!(Inventory::new_with_default(hosts, images, &f.roots(), Some("")).is_err());
 }
