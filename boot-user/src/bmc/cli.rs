@@ -324,6 +324,7 @@ mod tests {
             power: None,
             message: message.into(),
             elapsed_ms: 1,
+            started_ms: 0,
         };
         let s = Summary {
             action: Action::Cycle,

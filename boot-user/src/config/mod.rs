@@ -419,6 +419,12 @@ pub struct BmcConfig {
     pub retries: u32,
     /// Redfish: accept self-signed certificates (xboot).
     pub insecure: bool,
+    /// Grendel's power-on stagger: at most `fanout` BMCs are told to power on (on, cycle,
+    /// reset) per `delay` seconds. 0 in either: off (every BMC at once, within
+    /// `concurrency`).
+    pub fanout: usize,
+    /// Seconds of the stagger window (see `fanout`).
+    pub delay: u64,
 }
 
 impl Default for BmcConfig {
@@ -431,6 +437,8 @@ impl Default for BmcConfig {
             timeout_ms: 1000,
             retries: 3,
             insecure: false,
+            fanout: 0,
+            delay: 0,
         }
     }
 }
