@@ -11,12 +11,23 @@
 //! any. Folding names ([`fold`]) uses the `nodeset` crate (a Rust port of ClusterShell's
 //! NodeSet), whose sets hold every index: it is only given names that exist.
 //!
+//! The keyword `all` ([`ALL`]) selects every host of the inventory ([`select`]).
+//!
 //! Not supported: node groups (`@group`, which need ClusterShell's group files), the set
 //! operators `!`, `&`, `^`, and two bracket groups with nothing between them. Names match
 //! exactly (case included): `cn1` and `cn01` are different names, as in ClusterShell.
 //! Pure: no I/O.
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+
+/// The node set naming every host of the inventory (Grendel's `all`): a keyword, not a
+/// host name, wherever hosts are selected from an inventory ([`select`]).
+pub const ALL: &str = "all";
+
+/// Whether `query` is the keyword [`ALL`].
+pub fn is_all(query: &str) -> bool {
+    query.trim() == ALL
+}
 
 /// Most names one node set may expand to.
 pub const MAX_EXPAND: usize = 1_000_000;
@@ -663,7 +674,15 @@ pub struct Selection {
 /// Selects the names a query covers without expanding the query: `cn[1-999999]` against a
 /// hundred hosts costs a hundred tests, not a million, and each element of the query is
 /// tested only against the names that start with its literal prefix.
+///
+/// The query [`ALL`] (`all`, Grendel's keyword) selects every name.
 pub fn select<S: AsRef<str>>(query: &str, names: &[S]) -> Result<Selection, NodeSetError> {
+    if is_all(query) {
+        return Ok(Selection {
+            matched: names.iter().map(|n| n.as_ref().to_string()).collect(),
+            missing: String::new(),
+        });
+    }
     let q = NodeSet::parse(query)?;
     let by_name: HashMap<&str, usize> = names
         .iter()
@@ -863,6 +882,17 @@ mod tests {
             v,
             ["", "cn1", "cn01", "cn2", "cn2a", "cn10", "gpu1", "login"]
         );
+    }
+
+    #[test]
+    fn all_selects_every_name() {
+        let names = ["cn1", "gpu2", "login"];
+        let sel = select("all", &names).unwrap();
+        assert_eq!(sel.matched, names);
+        assert_eq!(sel.missing, "");
+        assert_eq!(select(" all ", &names).unwrap().matched.len(), 3);
+        // Only the keyword: a set naming `all1` or `all[1-2]` is a node set.
+        assert_eq!(select("all[1-2]", &names).unwrap().missing, "all[1-2]");
     }
 
     #[test]

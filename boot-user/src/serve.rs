@@ -69,6 +69,7 @@ pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
         config.hosts.as_deref(),
         config.images.as_deref(),
         &config.provision.image_roots(),
+        config.provision.default_image.as_deref(),
     )
     .context("cannot load the inventory")?;
     for w in &start.warnings {

@@ -22,6 +22,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, inventory: Inventory, events: EventLog) -> Arc<Shared> {
+        let inventory = inventory.with_default_image(config.provision.default_image.as_deref());
         Arc::new(Shared {
             config: Arc::new(config),
             inventory: RwLock::new(Arc::new(inventory)),
@@ -37,6 +38,7 @@ impl Shared {
 
     /// Replaces the inventory (already validated by the caller) and notifies subscribers.
     pub fn replace_inventory(&self, inv: Inventory) {
+        let inv = inv.with_default_image(self.config.provision.default_image.as_deref());
         *self.inventory.write().unwrap() = Arc::new(inv);
         self.generation.send_modify(|g| *g += 1);
     }

@@ -154,6 +154,7 @@ impl Drop for Sim {
 const CHASSIS_SCRIPT: &str = r#"#!/bin/sh
 D=$(dirname "$0")
 echo "$*" >> "$D/calls.log"
+case "$*" in "set power 1") date +%s%N >> "$D/on.log";; esac
 op=$1; shift
 case $op in
 get) for p in "$@"; do case $p in
@@ -314,6 +315,64 @@ fn ipmi_sim_power_actions_agree_with_ipmitool() {
                 s.results[0]
             );
         }
+    }
+}
+
+/// The power-on stagger (`bmc.fanout` = F per `bmc.delay` = D): ipmi_sim's chassis
+/// script stamps each power-on as the simulator executes it. No D-long window holds more
+/// than F of them (in xboot's start times exactly; at the simulators within a fork's
+/// jitter), and every node is powered on.
+#[test]
+fn ipmi_sim_power_on_is_staggered_f_per_d() {
+    let rt = rt();
+    let sims: Vec<Sim> = (0..6).map(|_| Sim::start(Power::Script)).collect();
+    let targets = || -> Vec<Target> {
+        sims.iter()
+            .enumerate()
+            .map(|(i, s)| s.target(&format!("n{i}")))
+            .collect()
+    };
+    let (f, d) = (2usize, Duration::from_secs(1));
+    let mut o = opts();
+    o.stagger = Some(fanout::Stagger {
+        count: f,
+        window: d,
+    });
+    let s = xboot(&rt, targets(), Action::On, o.clone());
+    assert_eq!(s.ok, 6, "{:?}", s.results);
+    let mut started: Vec<u64> = s.results.iter().map(|r| r.started_ms).collect();
+    started.sort();
+    for w in started.windows(f + 1) {
+        assert!(
+            w[f] - w[0] >= d.as_millis() as u64,
+            "xboot started {} nodes within {} ms: {started:?}",
+            f + 1,
+            w[f] - w[0]
+        );
+    }
+    // At the simulators: one power-on stamp each.
+    let mut at: Vec<u64> = sims
+        .iter()
+        .map(|s| {
+            let log = std::fs::read_to_string(s.dir.path().join("on.log")).unwrap_or_default();
+            let stamps: Vec<u64> = log.lines().map(|l| l.trim().parse().unwrap()).collect();
+            assert_eq!(stamps.len(), 1, "{}: {log}", s.addr);
+            stamps[0]
+        })
+        .collect();
+    at.sort();
+    let gaps: Vec<u64> = at
+        .windows(f + 1)
+        .map(|w| (w[f] - w[0]) / 1_000_000)
+        .collect();
+    eprintln!("stagger {f} per {d:?}: xboot starts at {started:?} ms; the simulators' power-ons, every {} later one: {gaps:?} ms apart", f);
+    for g in &gaps {
+        // 200 ms for the difference in fork-and-exec latency of two chassis scripts.
+        assert!(
+            *g + 200 >= d.as_millis() as u64,
+            "{} power-ons within {g} ms: {gaps:?}",
+            f + 1
+        );
     }
 }
 

@@ -1165,3 +1165,164 @@ fn kill_9_during_a_complete_storm_loses_no_acknowledged_complete() {
     });
     drop(server);
 }
+
+/// `xboot db restore` of a Grendel `db dump` (users, numeric ids, uids, `null` lists),
+/// tags through `host tag/untag` and `--tags`, and `xboot db dump` output restoring to
+/// the same inventory, all through the CLI and the running server's API. A restore that
+/// does not validate changes nothing.
+#[test]
+fn db_dump_restore_and_tags_through_the_cli() {
+    let site = Site::new();
+    let sock = site.path("run/api.socket");
+    let _server = Server::start(&site);
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--socket", &sock]);
+        let out = xboot(&all);
+        assert!(out.status.success(), "{args:?}: {:?}", text(&out));
+        text(&out)
+    };
+    let grendel = site.write(
+        "grendel-dump.json",
+        r#"{"Users": [{"id": 1, "username": "admin", "hash": "$2a$10$x", "role": "admin",
+                       "enabled": true, "created_at": "2026-01-05T10:00:00Z", "modified_at": "2026-01-05T10:00:00Z"}],
+            "Hosts": [
+              {"id": 4, "uid": "2aB3cD4eF5gH6iJ7kL8mN9oP0qR", "name": "tux1", "provision": true,
+               "firmware": "", "boot_image": "rocky", "tags": null, "bonds": null,
+               "interfaces": [{"id": 7, "mac": "52:54:00:a0:00:01", "ifname": "eno1", "ip": "10.20.0.11/24",
+                               "fqdn": "tux1.example", "bmc": false, "vlan": "", "mtu": 1500},
+                              {"id": 8, "mac": "", "ifname": "", "ip": "10.21.0.11/24", "fqdn": "",
+                               "bmc": true, "vlan": ""}]},
+              {"id": 5, "uid": "2aB3cD4eF5gH6iJ7kL8mN9oP0qS", "name": "tux2", "provision": true,
+               "firmware": "", "boot_image": "rocky", "tags": ["gpu"], "bonds": null,
+               "interfaces": [{"id": 9, "mac": "52:54:00:a0:00:02", "ifname": "eno1", "ip": "10.20.0.12/24",
+                               "fqdn": "", "bmc": false, "vlan": ""}]}],
+            "Images": [{"id": 2, "uid": "2zY8xW7vU6tS5rQ4pO3nM2lK1jI", "name": "rocky",
+                        "kernel": "boot/vmlinuz", "initrd": ["boot/initrd.img"], "liveimg": "",
+                        "cmdline": "console=ttyS0", "verify": false, "provision_templates": null}]}"#,
+    );
+    let (stdout, stderr) = run(&["db", "restore", &grendel]);
+    assert!(
+        stdout.starts_with("restored 2 hosts and 1 image"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 user skipped (admin)"), "{stderr}");
+    // Replaced: cn1 of hosts.json is gone.
+    assert_eq!(host_names(&site), ["tux1", "tux2"]);
+
+    // Tags.
+    let (stdout, _) = run(&["host", "tag", "all", "compute", "rack:a1"]);
+    assert_eq!(stdout, "tag compute,rack:a1: tux[1-2] (2 hosts)\n");
+    let (stdout, _) = run(&["host", "untag", "tux1", "rack:a1"]);
+    assert_eq!(stdout, "untag rack:a1: tux1 (1 host)\n");
+    let (stdout, _) = run(&["host", "list", "--tags", "gpu", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v[0]["name"], "tux2");
+    assert_eq!(
+        v[0]["tags"],
+        serde_json::json!(["gpu", "compute", "rack:a1"])
+    );
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (stdout, _) = run(&["host", "unprovision", "--tags", "rack:a1"]);
+    assert_eq!(stdout, "unprovision: tux2 (1 host)\n");
+
+    // Dump, change, restore: the dumped inventory comes back exactly.
+    let dump = site.path("dump.json");
+    run(&["db", "dump", "-o", &dump]);
+    let first = std::fs::read_to_string(&dump).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["Hosts"][0]["id"], 4, "numeric ids stay numbers");
+    assert_eq!(v["Hosts"][0]["uid"], "2aB3cD4eF5gH6iJ7kL8mN9oP0qR");
+    run(&["host", "delete", "all"]);
+    assert!(host_names(&site).is_empty());
+    run(&["db", "restore", &dump]);
+    let (again, _) = run(&["db", "dump"]);
+    assert_eq!(again, first);
+
+    // A dump that does not validate: refused with every problem, nothing changed.
+    let bad = site.write(
+        "bad-dump.json",
+        &first
+            .replace("\"boot_image\": \"rocky\"", "\"boot_image\": \"missing\"")
+            .replace("52:54:00:a0:00:02", "52:54:00:a0:00:01"),
+    );
+    let out = xboot(&["db", "restore", &bad, "--socket", &sock]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("missing"), "{stderr}");
+    assert!(stderr.contains("52:54:00:a0:00:01"), "{stderr}");
+    let (after, _) = run(&["db", "dump"]);
+    assert_eq!(after, first);
+    // Not an inventory at all: refused before anything is sent.
+    let junk = site.write("junk.json", "[1, 2]");
+    let out = xboot(&["db", "restore", &junk, "--socket", &sock]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let (after, _) = run(&["db", "dump"]);
+    assert_eq!(after, first);
+}
+
+/// Grendel's `provision.default_image`: a provisioned host without `boot_image` is valid
+/// and boots the default (check-config passes, serve starts, the boot answers name the
+/// image's script and cmdline); a default naming no image is refused, naming the key.
+#[test]
+fn provision_default_image_boots_hosts_without_boot_image() {
+    let site = Site::new();
+    let cfg = site.path("xboot.toml");
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    site.write(
+        "xboot.toml",
+        &format!("{text_cfg}default_image = \"img\"\n"),
+    );
+    site.write(
+        "hosts.json",
+        r#"[{"name":"cn1","provision":true,"firmware":"",
+             "interfaces":[{"ip":"10.0.0.1/24","mac":"aa:bb:cc:00:00:01","bmc":false}]}]"#,
+    );
+    let out = xboot(&["check-config", "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        !stderr.contains("default_image"),
+        "not warned any more: {stderr}"
+    );
+    let server = Server::start(&site);
+    let out = xboot(&[
+        "--config",
+        &cfg,
+        "host",
+        "show",
+        "cn1",
+        "--boot",
+        "--server",
+        "10.0.0.254",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("#!ipxe"), "{stdout}");
+    assert!(stdout.contains("  BOOTIF=01-aa-bb-cc-00-00-01"), "{stdout}");
+    // The host keeps its empty boot_image (the default is not written into it).
+    let out = xboot(&[
+        "host",
+        "show",
+        "cn1",
+        "--socket",
+        &site.path("run/api.socket"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["boot_image"], "");
+    server.stop();
+
+    site.write(
+        "xboot.toml",
+        &format!("{text_cfg}default_image = \"gone\"\n"),
+    );
+    let out = xboot(&["check-config", "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "provision.default_image \"gone\" is not an image, and hosts cn1 name no boot_image"
+        ),
+        "{stderr}"
+    );
+}

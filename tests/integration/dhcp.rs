@@ -243,6 +243,43 @@ fn udhcpc_gets_the_inventory_lease() {
     assert!(events.iter().any(|e| e.kind == EventKind::DhcpAck));
 }
 
+/// Grendel's `dhcp.gateway`: with no subnet and no `router_octet4`, udhcpc and dhclient
+/// get it as their router (option 3).
+#[test]
+fn real_clients_get_the_router_from_dhcp_gateway() {
+    if netns::need_root() {
+        return;
+    }
+    let (srv, cli) = lab(CN1_MAC);
+    let mut cfg = config(false);
+    cfg.dhcp.router_octet4 = 0;
+    cfg.dhcp.gateway = Some(Ipv4Addr::new(10, 77, 0, 200));
+    let _server = Server::start(&srv, cfg, listen_on(&["s0"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, env) = udhcpc(&cli, dir.path(), &[]);
+    assert!(ok, "udhcpc got no lease");
+    assert_eq!(
+        env_value(&env, "router").as_deref(),
+        Some("10.77.0.200"),
+        "{env}"
+    );
+    let out = dir.path().join("dhclient.env");
+    let script = lease_script(dir.path(), &out);
+    let lf = dir.path().join("lease").to_str().unwrap().to_string();
+    let pf = dir.path().join("pid").to_str().unwrap().to_string();
+    let argv = [
+        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
+    ];
+    cli.spawn(&argv, Stdio::null(), Stdio::null());
+    wait_for_file(&out, Duration::from_secs(10));
+    let env = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        env_value(&env, "new_routers").as_deref(),
+        Some("10.77.0.200"),
+        "{env}"
+    );
+}
+
 #[test]
 fn dhclient_gets_the_inventory_lease() {
     if netns::need_root() {

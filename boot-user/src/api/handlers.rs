@@ -15,19 +15,76 @@ use crate::nodeset::{self, natural_cmp};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
+/// Which hosts a request is about: a node set (`all` for every host), tags, or both.
 #[derive(Debug, Default, Deserialize)]
 pub struct NodesetQuery {
     pub nodeset: Option<String>,
+    /// Comma-separated tags: the hosts carrying any of them (with a node set, those of
+    /// the set that carry one).
+    pub tags: Option<String>,
 }
 
-/// The hosts a node set names, in natural order; 404 if it names none.
-fn select_hosts(hosts: &[Host], query: &str) -> ApiResult<(Vec<String>, String)> {
-    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    let sel = nodeset::select(query, &names).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if sel.matched.is_empty() {
-        return Err(ApiError::not_found(format!("no host matches {query}")));
+impl NodesetQuery {
+    fn given(&self) -> bool {
+        self.nodeset.is_some() || self.tags.is_some()
     }
-    Ok((sel.matched, sel.missing))
+
+    /// What the query names, for messages.
+    fn describe(&self) -> String {
+        match (&self.nodeset, &self.tags) {
+            (Some(ns), Some(t)) => format!("{ns} with tags {t}"),
+            (Some(ns), None) => ns.clone(),
+            (None, Some(t)) => format!("tags {t}"),
+            (None, None) => nodeset::ALL.into(),
+        }
+    }
+}
+
+/// Splits a comma-separated tag list; an empty list or an empty tag is refused.
+pub fn parse_tags(list: &str) -> ApiResult<Vec<String>> {
+    let tags: Vec<String> = list.split(',').map(|t| t.trim().to_string()).collect();
+    if tags.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(format!(
+            "tags {list:?}: empty tag (give tags separated by commas)"
+        )));
+    }
+    Ok(tags)
+}
+
+/// The hosts the query selects, in inventory order, and the part of the node set naming no
+/// host. Tags filter the node set's hosts; they never count as missing hosts.
+fn selection(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+    let tags = q.tags.as_deref().map(parse_tags).transpose()?;
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let sel = nodeset::select(q.nodeset.as_deref().unwrap_or(nodeset::ALL), &names)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let matched = match tags {
+        None => sel.matched,
+        Some(tags) => {
+            let tagged: std::collections::HashSet<&str> = hosts
+                .iter()
+                .filter(|h| h.tags.iter().any(|t| tags.contains(t)))
+                .map(|h| h.name.as_str())
+                .collect();
+            sel.matched
+                .into_iter()
+                .filter(|n| tagged.contains(n.as_str()))
+                .collect()
+        }
+    };
+    Ok((matched, sel.missing))
+}
+
+/// The hosts a query names, in inventory order; 404 if it names none.
+fn select_hosts(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+    let (matched, missing) = selection(hosts, q)?;
+    if matched.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no host matches {}",
+            q.describe()
+        )));
+    }
+    Ok((matched, missing))
 }
 
 fn sorted_hosts(mut hosts: Vec<Host>) -> Vec<Host> {
@@ -40,17 +97,11 @@ pub async fn list_hosts(
     Query(q): Query<NodesetQuery>,
 ) -> ApiResult<Json<Vec<Host>>> {
     let inv = st.shared.inventory();
-    let hosts = match q.nodeset.as_deref() {
-        None => inv.hosts().to_vec(),
-        Some(ns) => {
-            let names: Vec<&str> = inv.hosts().iter().map(|h| h.name.as_str()).collect();
-            let sel =
-                nodeset::select(ns, &names).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            sel.matched
-                .iter()
-                .filter_map(|n| inv.host(n).cloned())
-                .collect()
-        }
+    let hosts = if q.given() {
+        let (names, _) = selection(inv.hosts(), &q)?;
+        names.iter().filter_map(|n| inv.host(n).cloned()).collect()
+    } else {
+        inv.hosts().to_vec()
     };
     Ok(Json(sorted_hosts(hosts)))
 }
@@ -173,14 +224,14 @@ pub async fn delete_host(State(st): State<ApiState>, Path(name): Path<String>) -
 }
 
 pub async fn delete_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
-    let Some(ns) = q.nodeset else {
+    if !q.given() {
         return Err(ApiError::bad_request(
-            "DELETE /v1/hosts needs ?nodeset= (use a node set naming every host to delete all)",
+            "DELETE /v1/hosts needs ?nodeset= or ?tags= (nodeset=all deletes every host)",
         ));
-    };
+    }
     let (deleted, missing) = st
         .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &ns)?;
+            let (names, missing) = select_hosts(hosts, &q)?;
             let set: std::collections::HashSet<&String> = names.iter().collect();
             hosts.retain(|h| !set.contains(&h.name));
             Ok((names, missing))
@@ -200,12 +251,12 @@ pub async fn unprovision(State(st): State<ApiState>, Query(q): Query<NodesetQuer
 }
 
 async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
-    let ns = q
-        .nodeset
-        .ok_or_else(|| ApiError::bad_request("needs ?nodeset="))?;
+    if !q.given() {
+        return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
+    }
     let (changed, missing) = st
         .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &ns)?;
+            let (names, missing) = select_hosts(hosts, &q)?;
             let set: std::collections::HashSet<&String> = names.iter().collect();
             let mut changed = Vec::new();
             for h in hosts
@@ -229,6 +280,97 @@ async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
     changed_response(changed, missing)
 }
 
+/// The body of `POST /v1/hosts/tag` and `/v1/hosts/untag`: the tags to add or remove.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsBody {
+    pub tags: Vec<String>,
+}
+
+pub async fn tag(
+    State(st): State<ApiState>,
+    Query(q): Query<NodesetQuery>,
+    body: Bytes,
+) -> ApiResult {
+    set_tags(st, q, body, true).await
+}
+
+pub async fn untag(
+    State(st): State<ApiState>,
+    Query(q): Query<NodesetQuery>,
+    body: Bytes,
+) -> ApiResult {
+    set_tags(st, q, body, false).await
+}
+
+/// Adds (`add`) or removes tags on the selected hosts; a host already in the wanted state
+/// is not counted as changed. Tags keep their order; an added tag goes last.
+async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiResult {
+    if !q.given() {
+        return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
+    }
+    let body: TagsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("request body: {e} (expected {{\"tags\": [...]}})"))
+    })?;
+    let tags: Vec<String> = body.tags.iter().map(|t| t.trim().to_string()).collect();
+    if tags.is_empty() || tags.iter().any(|t| t.is_empty() || t.contains(',')) {
+        return Err(ApiError::bad_request(
+            "request body: give one or more non-empty tags, none containing a comma",
+        ));
+    }
+    let (changed, missing) = st
+        .mutate(|hosts, _| {
+            let (names, missing) = select_hosts(hosts, &q)?;
+            let set: std::collections::HashSet<&String> = names.iter().collect();
+            let mut changed = Vec::new();
+            for h in hosts.iter_mut().filter(|h| set.contains(&h.name)) {
+                let before = h.tags.len();
+                if add {
+                    for t in &tags {
+                        if !h.tags.contains(t) {
+                            h.tags.push(t.clone());
+                        }
+                    }
+                } else {
+                    h.tags.retain(|t| !tags.contains(t));
+                }
+                if h.tags.len() != before {
+                    changed.push(h.name.clone());
+                }
+            }
+            Ok((changed, missing))
+        })
+        .await?;
+    changed_response(changed, missing)
+}
+
+/// `GET /v1/db/dump`: the whole inventory as Grendel's dump object (`Users` is empty).
+pub async fn db_dump(State(st): State<ApiState>) -> Json<Value> {
+    let inv = st.shared.inventory();
+    let hosts = sorted_hosts(inv.hosts().to_vec());
+    let mut images = inv.images().to_vec();
+    images.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    Json(load::to_dump(&hosts, &images))
+}
+
+/// `POST /v1/db/restore`: replaces the whole inventory by the body (a dump, Grendel's or
+/// xboot's, or any shape `POST /v1/hosts` takes). The new inventory is validated whole
+/// first and committed in one transaction; on any error nothing changes.
+pub async fn db_restore(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    let loaded = decode_body(&body, Kind::Hosts)?;
+    let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
+    let warnings = loaded.warnings.clone();
+    st.mutate(move |hosts, images| {
+        *hosts = loaded.hosts;
+        *images = loaded.images;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(
+        json!({ "restored": { "hosts": nh, "images": ni }, "warnings": warnings }),
+    ))
+}
+
 fn changed_response(mut changed: Vec<String>, missing: String) -> ApiResult {
     changed.sort_by(|a, b| natural_cmp(a, b));
     Ok(Json(
@@ -245,11 +387,11 @@ pub async fn host_events(State(st): State<ApiState>, Path(name): Path<String>) -
 
 /// Events of every host the node set names, oldest first.
 pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
-    let ns = q
-        .nodeset
-        .ok_or_else(|| ApiError::bad_request("needs ?nodeset="))?;
+    if !q.given() {
+        return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
+    }
     let inv = st.shared.inventory();
-    let (names, _) = select_hosts(inv.hosts(), &ns)?;
+    let (names, _) = select_hosts(inv.hosts(), &q)?;
     let mut all: Vec<_> = names
         .iter()
         .flat_map(|n| st.shared.events.for_host(n))

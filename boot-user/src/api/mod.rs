@@ -5,12 +5,18 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/hosts[?nodeset=NS]` | hosts, in natural name order |
+//! | `GET /v1/hosts[?nodeset=NS][&tags=T1,T2]` | hosts, in natural name order |
 //! | `GET /v1/hosts/{name}` | one host |
 //! | `POST /v1/hosts` | upsert: a host, an array of hosts, or `{"hosts": [...], "images": [...]}` |
 //! | `PUT /v1/hosts/{name}` | upsert one host |
 //! | `DELETE /v1/hosts/{name}`, `DELETE /v1/hosts?nodeset=NS` | delete |
 //! | `POST /v1/hosts/provision?nodeset=NS`, `POST /v1/hosts/unprovision?nodeset=NS` | set `provision` |
+//! | `POST /v1/hosts/tag?nodeset=NS`, `POST /v1/hosts/untag?nodeset=NS` | add / remove the body's `{"tags": [...]}` |
+//! | `GET /v1/db/dump` | the whole inventory, as Grendel's `{"Users", "Hosts", "Images"}` dump |
+//! | `POST /v1/db/restore` | replace the whole inventory by a dump (validated first, one transaction) |
+//!
+//! Wherever a route takes `?nodeset=`, `nodeset=all` names every host, and `&tags=T1,T2`
+//! (alone or with a node set) keeps the hosts carrying any of those tags.
 //! | `GET /v1/hosts/{name}/events`, `GET /v1/events?nodeset=NS` | boot events |
 //! | `GET /v1/images`, `GET /v1/images/{name}` | images |
 //! | `POST /v1/images`, `PUT /v1/images/{name}`, `DELETE /v1/images/{name}` | image changes |
@@ -100,10 +106,13 @@ impl ApiState {
             return Ok(out);
         }
         let roots = self.shared.config.provision.image_roots();
-        let inv = tokio::task::spawn_blocking(move || Inventory::new(hosts, images, &roots))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|errs| ApiError::invalid(errs.messages()))?;
+        let default_image = self.shared.config.provision.default_image.clone();
+        let inv = tokio::task::spawn_blocking(move || {
+            Inventory::new_with_default(hosts, images, &roots, default_image.as_deref())
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|errs| ApiError::invalid(errs.messages()))?;
         if let Some(store) = self.store.clone() {
             tokio::task::spawn_blocking(move || store.apply(&change))
                 .await
@@ -172,6 +181,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/hosts/provision", post(provision))
         .route("/v1/hosts/unprovision", post(unprovision))
+        .route("/v1/hosts/tag", post(tag))
+        .route("/v1/hosts/untag", post(untag))
+        .route("/v1/db/dump", get(db_dump))
+        .route("/v1/db/restore", post(db_restore))
         .route(
             "/v1/hosts/{name}",
             get(get_host).put(put_host).delete(delete_host),

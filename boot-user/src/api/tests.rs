@@ -504,3 +504,188 @@ async fn node_sets_are_matched_not_expanded() {
     assert_eq!(v["missing"], "node-a");
     assert_eq!(names(&f.call("GET", "/v1/hosts", None).await.1), ["cn2"]);
 }
+
+/// Tags: added and removed on a node set, hosts selected by them (alone, with a node set,
+/// with `all`), and every verb that takes a node set takes tags too.
+#[tokio::test]
+async fn tag_untag_and_select_by_tags() {
+    let f = Fixture::new();
+    let hosts: Vec<Value> = (1..=4).map(|n| host(&format!("cn{n}"), n)).collect();
+    let (s, _) = f
+        .call(
+            "POST",
+            "/v1/hosts",
+            Some(json!({"hosts": hosts, "images": [f.image("img")]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = f
+        .call(
+            "POST",
+            "/v1/hosts/tag?nodeset=cn[1-2]",
+            Some(json!({"tags": ["gpu", "rack:a1"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["nodeset"]),
+        (StatusCode::OK, &json!("cn[1-2]")),
+        "{v}"
+    );
+    // Tagging again changes nothing.
+    let (_, v) = f
+        .call(
+            "POST",
+            "/v1/hosts/tag?nodeset=cn1",
+            Some(json!({"tags": ["gpu"]})),
+        )
+        .await;
+    assert_eq!(v["changed"], json!([]));
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, v) = f.call("GET", "/v1/hosts?tags=gpu", None).await;
+    assert_eq!(names(&v), ["cn1", "cn2"]);
+    let (_, v) = f
+        .call("GET", "/v1/hosts?nodeset=cn[2-4]&tags=gpu,none", None)
+        .await;
+    assert_eq!(names(&v), ["cn2"]);
+    let (_, v) = f.call("GET", "/v1/hosts?nodeset=all", None).await;
+    assert_eq!(names(&v).len(), 4);
+    let (_, v) = f.call("GET", "/v1/hosts/cn1", None).await;
+    assert_eq!(v["tags"], json!(["gpu", "rack:a1"]));
+    // Unprovision by tag.
+    let (s, v) = f
+        .call("POST", "/v1/hosts/unprovision?tags=rack:a1", None)
+        .await;
+    assert_eq!(
+        (s, &v["nodeset"]),
+        (StatusCode::OK, &json!("cn[1-2]")),
+        "{v}"
+    );
+    // Untag on all.
+    let (_, v) = f
+        .call(
+            "POST",
+            "/v1/hosts/untag?nodeset=all",
+            Some(json!({"tags": ["gpu"]})),
+        )
+        .await;
+    assert_eq!(v["nodeset"], json!("cn[1-2]"));
+    let (_, v) = f.call("GET", "/v1/hosts/cn2", None).await;
+    assert_eq!(v["tags"], json!(["rack:a1"]));
+    // No host with the tag: 404 for a change, an empty list for a read.
+    let (s, _) = f.call("POST", "/v1/hosts/provision?tags=gpu", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = f.call("GET", "/v1/hosts?tags=gpu", None).await;
+    assert_eq!(v, json!([]));
+    // Bad requests say why and change nothing.
+    for (uri, body, want) in [
+        (
+            "/v1/hosts/tag?nodeset=cn1",
+            json!({"tags": []}),
+            "one or more",
+        ),
+        (
+            "/v1/hosts/tag?nodeset=cn1",
+            json!({"tags": ["a,b"]}),
+            "comma",
+        ),
+        (
+            "/v1/hosts/tag?nodeset=cn1",
+            json!({"tag": ["a"]}),
+            "request body",
+        ),
+        ("/v1/hosts/tag", json!({"tags": ["a"]}), "needs ?nodeset="),
+        (
+            "/v1/hosts/tag?nodeset=cn1&tags=a,,b",
+            json!({"tags": ["a"]}),
+            "empty tag",
+        ),
+    ] {
+        let (s, v) = f.call("POST", uri, Some(body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{uri}: {v}");
+    }
+    let (_, v) = f.call("GET", "/v1/hosts/cn1", None).await;
+    assert_eq!(v["tags"], json!(["rack:a1"]));
+    // Delete by tag.
+    let (s, v) = f.call("DELETE", "/v1/hosts?tags=rack:a1", None).await;
+    assert_eq!(
+        (s, &v["nodeset"]),
+        (StatusCode::OK, &json!("cn[1-2]")),
+        "{v}"
+    );
+    let (_, v) = f.call("GET", "/v1/hosts", None).await;
+    assert_eq!(names(&v), ["cn3", "cn4"]);
+}
+
+/// `db dump` then `db restore` gives back the same inventory; a restore replaces the
+/// whole inventory (entries not in the dump go), and an invalid one changes nothing,
+/// neither in memory nor in the store.
+#[tokio::test]
+async fn db_dump_restore_round_trip_and_invalid_restore_loses_nothing() {
+    let f = Fixture::new();
+    let mut h1 = host("cn1", 1);
+    h1["id"] = json!(5);
+    h1["uid"] = json!("2aB3cD4eF5gH6iJ7kL8mN9oP0qR");
+    h1["tags"] = json!(["gpu"]);
+    let hosts = json!([h1, host("cn2", 2)]);
+    f.call(
+        "POST",
+        "/v1/hosts",
+        Some(json!({"hosts": hosts, "images": [f.image("img")]})),
+    )
+    .await;
+    let (s, dump) = f.call("GET", "/v1/db/dump", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(dump["Users"], json!([]));
+    assert_eq!(dump["Hosts"][0]["id"], json!(5));
+    assert_eq!(dump["Hosts"].as_array().unwrap().len(), 2);
+    // Change the inventory, then restore the dump: the original comes back.
+    f.call("POST", "/v1/hosts", Some(host("cn3", 3))).await;
+    f.call("DELETE", "/v1/hosts/cn1", None).await;
+    let (s, v) = f.call("POST", "/v1/db/restore", Some(dump.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["restored"], json!({"hosts": 2, "images": 1}));
+    let (_, again) = f.call("GET", "/v1/db/dump", None).await;
+    assert_eq!(again, dump);
+    // The store holds it too.
+    let (sh, si) = f.state.store.as_ref().unwrap().load().unwrap();
+    assert_eq!(sh.len(), 2);
+    assert_eq!(si.len(), 1);
+    // An invalid dump (a host naming a missing image; a duplicate MAC) is refused whole.
+    let mut bad = dump.clone();
+    bad["Hosts"][1]["boot_image"] = json!("nope");
+    bad["Hosts"]
+        .as_array_mut()
+        .unwrap()
+        .push(host_with_mac("cn9", 9, 1));
+    let (s, v) = f.call("POST", "/v1/db/restore", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["errors"].as_array().unwrap().len() >= 2, "{v}");
+    let (_, after) = f.call("GET", "/v1/db/dump", None).await;
+    assert_eq!(after, dump);
+    let (sh, _) = f.state.store.as_ref().unwrap().load().unwrap();
+    assert_eq!(sh.len(), 2);
+    // Users are skipped with a warning.
+    let mut with_users = dump.clone();
+    with_users["Users"] = json!([{"id": 1, "username": "admin", "hash": "x", "role": "admin"}]);
+    let (s, v) = f.call("POST", "/v1/db/restore", Some(with_users)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("1 user skipped (admin)"),
+        "{v}"
+    );
+    // Not JSON, or not an inventory: 400, nothing changed.
+    let (s, _) = f.call("POST", "/v1/db/restore", Some(json!(42))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, after) = f.call("GET", "/v1/db/dump", None).await;
+    assert_eq!(after, dump);
+}

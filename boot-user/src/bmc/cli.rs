@@ -119,7 +119,11 @@ pub fn run(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow::Result<i32>
 pub async fn run_async(args: &BmcArgs, cfg: &Config, inv: &Inventory) -> anyhow::Result<i32> {
     let BmcCommand::Power(p) = &args.command;
     let req = p.request();
-    let total = crate::nodeset::NodeSet::parse(&req.nodeset)?.len() as u64;
+    let total = if crate::nodeset::is_all(&req.nodeset) {
+        inv.hosts().len() as u64
+    } else {
+        crate::nodeset::NodeSet::parse(&req.nodeset)?.len() as u64
+    };
     let bar = (!p.json && std::io::stderr().is_terminal()).then(|| progress_bar(total));
     let summary = request::power(&cfg.bmc, inv, &req, |r| {
         if let Some(b) = &bar {
@@ -320,6 +324,7 @@ mod tests {
             power: None,
             message: message.into(),
             elapsed_ms: 1,
+            started_ms: 0,
         };
         let s = Summary {
             action: Action::Cycle,

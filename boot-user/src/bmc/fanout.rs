@@ -30,6 +30,64 @@ pub struct FanoutOpts {
     pub redfish: RedfishOpts,
     /// Local address of the IPMI socket.
     pub bind: SocketAddr,
+    /// Power-on stagger (`bmc.fanout` per `bmc.delay`); None: off.
+    pub stagger: Option<Stagger>,
+}
+
+/// At most `count` BMCs told to power on per `window` (Grendel's `bmc.fanout` and
+/// `bmc.delay`): the inrush limit when a thousand nodes start at once. Applies to the
+/// actions that start machines ([`Action::boots`]); status and off are never held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stagger {
+    pub count: usize,
+    pub window: Duration,
+}
+
+impl Stagger {
+    /// The policy of `bmc.fanout` / `bmc.delay`: off unless both are set.
+    pub fn from_config(cfg: &BmcConfig) -> Option<Stagger> {
+        (cfg.fanout > 0 && cfg.delay > 0).then(|| Stagger {
+            count: cfg.fanout,
+            window: Duration::from_secs(cfg.delay),
+        })
+    }
+}
+
+/// The admission side of a [`Stagger`], sans I/O: the start times of the last `count`
+/// admitted nodes. A node is admitted at `now` when fewer than `count` started in the
+/// window before it, so no window of that length ever holds more than `count` starts,
+/// however late some nodes come (a sliding window, not fixed batches: batches would let
+/// a late batch and the next one start together).
+#[derive(Debug)]
+pub struct StaggerWindow {
+    policy: Stagger,
+    starts: std::collections::VecDeque<Instant>,
+}
+
+impl StaggerWindow {
+    pub fn new(policy: Stagger) -> StaggerWindow {
+        StaggerWindow {
+            policy,
+            starts: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Admits a start at `now` (and records it), or says when to ask again.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Instant> {
+        let count = self.policy.count.max(1);
+        if self.starts.len() >= count {
+            let oldest = self.starts[self.starts.len() - count];
+            let free_at = oldest + self.policy.window;
+            if now < free_at {
+                return Err(free_at);
+            }
+        }
+        self.starts.push_back(now);
+        while self.starts.len() > count {
+            self.starts.pop_front();
+        }
+        Ok(())
+    }
 }
 
 impl FanoutOpts {
@@ -61,6 +119,7 @@ impl FanoutOpts {
                 session_auth: false,
             },
             bind: "0.0.0.0:0".parse().expect("valid address"),
+            stagger: Stagger::from_config(cfg),
         }
     }
 }
@@ -113,6 +172,10 @@ pub struct NodeResult {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     pub elapsed_ms: u64,
+    /// When the node's work started, ms after the fan-out began (later than 0 when the
+    /// power-on stagger held it).
+    #[serde(default)]
+    pub started_ms: u64,
 }
 
 impl NodeResult {
@@ -154,11 +217,33 @@ pub async fn run(
     } else {
         None
     };
-    let (engine, http, opts) = (&engine, &http, &opts);
+    let window = opts
+        .stagger
+        .filter(|_| action.boots())
+        .map(|s| std::sync::Mutex::new(StaggerWindow::new(s)));
+    let (engine, http, opts, window) = (&engine, &http, &opts, &window);
     let total = targets.len();
     let mut results: Vec<(usize, NodeResult)> =
         futures::stream::iter(targets.into_iter().enumerate())
-            .map(|(i, t)| async move { (i, one(t, action, opts, engine, http).await) })
+            .map(|(i, t)| async move {
+                let mut admitted = Instant::now();
+                if let Some(w) = window {
+                    // Asked in order (the stream starts the nodes in order); a node
+                    // waits outside the lock.
+                    loop {
+                        admitted = Instant::now();
+                        let verdict = w.lock().expect("not poisoned").admit(admitted);
+                        match verdict {
+                            Ok(()) => break,
+                            Err(at) => tokio::time::sleep_until(at.into()).await,
+                        }
+                    }
+                }
+                let started_ms = admitted.duration_since(start).as_millis() as u64;
+                let mut r = one(t, action, opts, engine, http).await;
+                r.started_ms = started_ms;
+                (i, r)
+            })
             .buffer_unordered(opts.concurrency.max(1))
             .inspect(|(_, r)| progress(r))
             .collect()
@@ -269,6 +354,7 @@ async fn one(
         power,
         message,
         elapsed_ms: start.elapsed().as_millis() as u64,
+        started_ms: 0,
     }
 }
 
@@ -313,6 +399,83 @@ mod tests {
 
     use super::*;
     use crate::bmc::ipmi::responder::{self, Responder};
+
+    /// The sliding window: `count` starts, then the next only when the oldest of the last
+    /// `count` is `window` old, however the requests are spread.
+    #[test]
+    fn stagger_window_admits_count_per_window() {
+        let t0 = Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = StaggerWindow::new(Stagger {
+            count: 2,
+            window: Duration::from_secs(1),
+        });
+        assert_eq!(w.admit(s(0)), Ok(()));
+        assert_eq!(w.admit(s(0)), Ok(()));
+        assert_eq!(w.admit(s(10)), Err(s(1000)));
+        assert_eq!(w.admit(s(1000)), Ok(()));
+        // A late node (1500) and the next (2000): 1000 + 1000 frees one slot at 2000.
+        assert_eq!(w.admit(s(1500)), Ok(()));
+        assert_eq!(w.admit(s(1600)), Err(s(2000)));
+        assert_eq!(w.admit(s(2000)), Ok(()));
+        assert_eq!(w.admit(s(2000)), Err(s(2500)));
+        // Property: in any admitted sequence, no window holds more than `count` starts.
+        let mut w = StaggerWindow::new(Stagger {
+            count: 3,
+            window: Duration::from_millis(100),
+        });
+        let mut admitted = Vec::new();
+        let mut now = t0;
+        for k in 0..200u64 {
+            now += Duration::from_millis((k * 37) % 23);
+            match w.admit(now) {
+                Ok(()) => admitted.push(now),
+                Err(at) => {
+                    assert!(at > now);
+                    now = at;
+                    w.admit(now).unwrap();
+                    admitted.push(now);
+                }
+            }
+        }
+        for (i, a) in admitted.iter().enumerate() {
+            let within = admitted[i..]
+                .iter()
+                .take_while(|b| **b < *a + Duration::from_millis(100))
+                .count();
+            assert!(within <= 3, "{within} starts within 100 ms of start {i}");
+        }
+        // The config: Grendel's keys are read (no unknown-key warning), off unless both
+        // are set, and a window beyond a day is refused naming the key.
+        let c = crate::config::Config::from_toml(
+            "[bmc]\nfanout = 5\ndelay = 20\n",
+            std::path::Path::new("grendel.toml"),
+        )
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert_eq!(
+            FanoutOpts::from_config(&c.bmc).stagger.map(|s| s.count),
+            Some(5)
+        );
+        let e = crate::config::Config::from_toml(
+            "[bmc]\nfanout = 5\ndelay = 100000\n",
+            std::path::Path::new("grendel.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bmc.delay"), "{e}");
+        let mut cfg = BmcConfig::default();
+        assert_eq!(Stagger::from_config(&cfg), None);
+        cfg.fanout = 5;
+        assert_eq!(Stagger::from_config(&cfg), None);
+        cfg.delay = 20;
+        assert_eq!(
+            Stagger::from_config(&cfg),
+            Some(Stagger {
+                count: 5,
+                window: Duration::from_secs(20)
+            })
+        );
+    }
 
     #[test]
     fn ops_per_action() {

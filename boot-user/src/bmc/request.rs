@@ -122,7 +122,11 @@ pub async fn power(
     progress: impl Fn(&NodeResult),
 ) -> Result<Summary, PowerError> {
     let opts = req.options(cfg)?;
-    let names = crate::nodeset::expand(&req.nodeset)?;
+    let names = if crate::nodeset::is_all(&req.nodeset) {
+        inv.hosts().iter().map(|h| h.name.clone()).collect()
+    } else {
+        crate::nodeset::expand(&req.nodeset)?
+    };
     Ok(fanout::run_hosts(cfg, inv, &names, req.action, opts, progress).await?)
 }
 

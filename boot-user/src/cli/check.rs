@@ -23,6 +23,7 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
         images.as_deref(),
         &config.provision.image_roots(),
         &remembered,
+        config.provision.default_image.as_deref(),
     )?;
     for w in &s.warnings {
         eprintln!("warning: {w}");

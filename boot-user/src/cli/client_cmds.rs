@@ -3,7 +3,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::output::{cell, json_table, table, time_ms};
-use super::{AddHost, AddImage, Command, HostCmd, ImageCmd};
+use super::{AddHost, AddImage, Command, DbCmd, HostCmd, ImageCmd, Select, TagArgs};
 use crate::api::client::{encode, Client};
 use crate::inventory::load::{self, Kind};
 use crate::inventory::{Host, Image};
@@ -16,6 +16,7 @@ pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
         match command {
             Command::Host(cmd) => host(cmd, &client).await,
             Command::Image(cmd) => image(cmd, &client).await,
+            Command::Db(cmd) => db(cmd, &client).await,
             Command::Status(j) => status(&client.get("/v1/status").await?, j.json),
             Command::Events { nodeset, json } => {
                 let v = client
@@ -49,19 +50,36 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nodeset_path(base: &str, nodeset: Option<&str>) -> String {
-    match nodeset {
-        Some(ns) => format!("{base}?nodeset={}", encode(ns)),
-        None => base.to_string(),
+/// `base?nodeset=...&tags=...` for a selection (nothing added for none).
+fn select_path(base: &str, sel: &Select) -> String {
+    let mut q = Vec::new();
+    if let Some(ns) = &sel.nodeset {
+        q.push(format!("nodeset={}", encode(ns)));
+    }
+    if !sel.tags.is_empty() {
+        q.push(format!("tags={}", encode(&sel.tags.join(","))));
+    }
+    if q.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", q.join("&"))
+    }
+}
+
+/// What a selection names, for messages.
+fn describe(sel: &Select) -> String {
+    let ns = sel.nodeset.as_deref().unwrap_or(crate::nodeset::ALL);
+    if sel.tags.is_empty() {
+        ns.to_string()
+    } else {
+        format!("{ns} with tags {}", sel.tags.join(","))
     }
 }
 
 async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
     match cmd {
-        HostCmd::List { nodeset, json } => {
-            let v = c
-                .get(&nodeset_path("/v1/hosts", nodeset.as_deref()))
-                .await?;
+        HostCmd::List { select, json } => {
+            let v = c.get(&select_path("/v1/hosts", &select.into())).await?;
             print_list(&v, json.json, host_table)
         }
         HostCmd::Show { name, .. } => {
@@ -78,42 +96,110 @@ async fn host(cmd: HostCmd, c: &Client) -> anyhow::Result<()> {
             Ok(())
         }
         HostCmd::Import { file } => import(c, &file, Kind::Hosts).await,
-        HostCmd::Export { nodeset, toml } => {
-            let v = c
-                .get(&nodeset_path("/v1/hosts", nodeset.as_deref()))
-                .await?;
+        HostCmd::Export { select, toml } => {
+            let v = c.get(&select_path("/v1/hosts", &select.into())).await?;
             let hosts: Vec<Host> = serde_json::from_value(v)?;
             export(&hosts, &[], toml)
         }
-        HostCmd::Delete { nodeset } => {
-            let v = c.delete(&nodeset_path("/v1/hosts", Some(&nodeset))).await?;
+        HostCmd::Delete(sel) => {
+            let v = c.delete(&select_path("/v1/hosts", &sel)).await?;
             println!("deleted {}", cell(&v["nodeset"]));
             warn_missing(&v);
             Ok(())
         }
-        HostCmd::Provision { nodeset } => set_provision(c, &nodeset, "provision").await,
-        HostCmd::Unprovision { nodeset } => set_provision(c, &nodeset, "unprovision").await,
+        HostCmd::Provision(sel) => set_provision(c, &sel, "provision").await,
+        HostCmd::Unprovision(sel) => set_provision(c, &sel, "unprovision").await,
+        HostCmd::Tag(t) => set_tags(c, t, "tag").await,
+        HostCmd::Untag(t) => set_tags(c, t, "untag").await,
     }
 }
 
-async fn set_provision(c: &Client, nodeset: &str, verb: &str) -> anyhow::Result<()> {
+async fn set_provision(c: &Client, sel: &Select, verb: &str) -> anyhow::Result<()> {
+    let v = c
+        .post(&select_path(&format!("/v1/hosts/{verb}"), sel), None)
+        .await?;
+    print_changed(&v, verb, &describe(sel));
+    Ok(())
+}
+
+async fn set_tags(c: &Client, t: TagArgs, verb: &str) -> anyhow::Result<()> {
+    let sel = Select {
+        nodeset: Some(t.nodeset),
+        tags: t.tags,
+    };
     let v = c
         .post(
-            &format!("/v1/hosts/{verb}?nodeset={}", encode(nodeset)),
-            None,
+            &select_path(&format!("/v1/hosts/{verb}"), &sel),
+            Some(json!({ "tags": t.tag })),
         )
         .await?;
+    print_changed(&v, &format!("{verb} {}", t.tag.join(",")), &describe(&sel));
+    Ok(())
+}
+
+fn print_changed(v: &Value, verb: &str, what: &str) {
     let changed = v["changed"].as_array().map_or(0, Vec::len);
     match changed {
-        0 => println!("{verb}: nothing to change in {nodeset}"),
+        0 => println!("{verb}: nothing to change in {what}"),
         n => println!(
             "{verb}: {} ({n} host{})",
             cell(&v["nodeset"]),
             if n == 1 { "" } else { "s" }
         ),
     }
-    warn_missing(&v);
-    Ok(())
+    warn_missing(v);
+}
+
+async fn db(cmd: DbCmd, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        DbCmd::Dump { output } => {
+            let v = c.get("/v1/db/dump").await?;
+            let text = serde_json::to_string_pretty(&v)? + "\n";
+            match output {
+                None => print!("{text}"),
+                Some(path) => {
+                    // Written beside, then renamed: an interrupted dump never leaves half
+                    // a file under the name.
+                    let tmp = path.with_extension("partial");
+                    std::fs::write(&tmp, &text)
+                        .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    std::fs::rename(&tmp, &path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    let n = |k: &str| v[k].as_array().map_or(0, Vec::len);
+                    eprintln!(
+                        "dumped {} host{} and {} image{} to {}",
+                        n("Hosts"),
+                        plural(n("Hosts")),
+                        n("Images"),
+                        plural(n("Images")),
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        DbCmd::Restore { file } => {
+            // Read here, so that relative image paths resolve against the file; the
+            // server validates the whole result before replacing anything.
+            let loaded = load::load_file(&file, Kind::Hosts)?;
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
+            c.post(
+                "/v1/db/restore",
+                Some(json!({ "hosts": loaded.hosts, "images": loaded.images })),
+            )
+            .await?;
+            println!(
+                "restored {nh} host{} and {ni} image{} from {} (the inventory was replaced)",
+                plural(nh),
+                plural(ni),
+                file.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 fn warn_missing(v: &Value) {

@@ -75,6 +75,9 @@ pub enum Command {
     /// Boot images: list, show, add, import, export, delete.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// The whole inventory: dump it (Grendel's `db dump` shape) or restore one.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Server status: inventory counts, uptime, service counters.
     Status(JsonFlag),
     /// Boot events (DHCP, TFTP, script, kernel, initrd, complete ...) of the hosts of a node set.
@@ -147,11 +150,42 @@ pub struct JsonFlag {
     pub json: bool,
 }
 
+/// Which hosts a command is about: a node set (`all` = every host), tags, or both.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Select {
+    /// Node set, e.g. cn[001-010]; `all` for every host.
+    #[arg(required_unless_present = "tags")]
+    pub nodeset: Option<String>,
+    /// Only the hosts carrying any of these tags (repeat or comma-separate).
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub tags: Vec<String>,
+}
+
+/// Like [`Select`], with the node set optional (listing commands: every host by default).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectAll {
+    /// Node set, e.g. cn[001-010] [default: all].
+    pub nodeset: Option<String>,
+    /// Only the hosts carrying any of these tags (repeat or comma-separate).
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub tags: Vec<String>,
+}
+
+impl From<SelectAll> for Select {
+    fn from(s: SelectAll) -> Select {
+        Select {
+            nodeset: s.nodeset,
+            tags: s.tags,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum HostCmd {
-    /// List hosts (all, or those of a node set).
+    /// List hosts (all, or those of a node set and/or tags).
     List {
-        nodeset: Option<String>,
+        #[command(flatten)]
+        select: SelectAll,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -173,17 +207,49 @@ pub enum HostCmd {
     Import { file: PathBuf },
     /// Print hosts as a Grendel hosts.json array (or xboot TOML).
     Export {
-        nodeset: Option<String>,
+        #[command(flatten)]
+        select: SelectAll,
         /// xboot TOML ([[host]] tables) instead of JSON.
         #[arg(long)]
         toml: bool,
     },
-    /// Delete the hosts of a node set.
-    Delete { nodeset: String },
+    /// Delete the hosts of a node set (and/or tags).
+    Delete(Select),
     /// Boot the hosts of a node set from the network (provision = true).
-    Provision { nodeset: String },
+    Provision(Select),
     /// Let the hosts of a node set boot from disk (provision = false).
-    Unprovision { nodeset: String },
+    Unprovision(Select),
+    /// Add tags to the hosts of a node set: `xboot host tag cn[1-4] gpu rack:a1`.
+    Tag(TagArgs),
+    /// Remove tags from the hosts of a node set.
+    Untag(TagArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Node set, e.g. cn[001-010]; `all` for every host.
+    pub nodeset: String,
+    /// The tags to add or remove.
+    #[arg(required = true)]
+    pub tag: Vec<String>,
+    /// Only the hosts of the node set carrying any of these tags.
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Print the whole inventory as JSON, in Grendel's `db dump` shape
+    /// (`{"Users": [], "Hosts": [...], "Images": [...]}`).
+    Dump {
+        /// Write to this file instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Replace the whole inventory by a dump (xboot's or Grendel's `db dump`, or any
+    /// inventory file): validated first, applied in one transaction, nothing changed on
+    /// error. Grendel's users are skipped with a warning.
+    Restore { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -370,6 +436,7 @@ fn current_inventory(
             images,
             &roots,
             &Default::default(),
+            config.provision.default_image.as_deref(),
         )
         .map(|s| s.inventory)
     };
@@ -391,7 +458,8 @@ fn current_inventory(
         Ok((hosts, images)) => {
             let hosts: Vec<Host> = serde_json::from_value(hosts)?;
             let images: Vec<Image> = serde_json::from_value(images)?;
-            Ok(Inventory::from_parts_unchecked(hosts, images))
+            Ok(Inventory::from_parts_unchecked(hosts, images)
+                .with_default_image(config.provision.default_image.as_deref()))
         }
         Err(e) => {
             tracing::info!("API not reachable ({e}); reading the inventory files of the config");
@@ -508,5 +576,36 @@ mod tests {
             panic!()
         };
         assert_eq!(a.tags, ["a", "b", "c"]);
+        // Selection by tags: a node set or --tags (or both) for the verbs that change.
+        let cli = Cli::try_parse_from(["xboot", "host", "provision", "--tags", "gpu,ib"]).unwrap();
+        let Command::Host(HostCmd::Provision(sel)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (sel.nodeset, sel.tags),
+            (None, vec!["gpu".into(), "ib".into()])
+        );
+        assert!(Cli::try_parse_from(["xboot", "host", "delete"]).is_err());
+        let cli =
+            Cli::try_parse_from(["xboot", "host", "tag", "all", "gpu", "rack:a1", "-t", "old"])
+                .unwrap();
+        let Command::Host(HostCmd::Tag(t)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (t.nodeset.as_str(), t.tag, t.tags),
+            (
+                "all",
+                vec!["gpu".into(), "rack:a1".into()],
+                vec!["old".into()]
+            )
+        );
+        assert!(Cli::try_parse_from(["xboot", "host", "untag", "cn1"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["xboot", "db", "dump", "-o", "d.json"])
+                .unwrap()
+                .command,
+            Command::Db(DbCmd::Dump { output: Some(_) })
+        ));
     }
 }

@@ -38,6 +38,8 @@ pub const BMC_TIMEOUT_MS: RangeInclusive<u64> = 10..=60_000;
 pub const BMC_RETRIES: RangeInclusive<u32> = 1..=10;
 /// `bmc.concurrency`: BMC sessions in flight.
 pub const BMC_CONCURRENCY: RangeInclusive<usize> = 1..=65_536;
+/// `bmc.delay`: seconds of the power-on stagger window (0 = off); a day at most.
+pub const BMC_DELAY: RangeInclusive<u64> = 0..=86_400;
 
 /// Parses Go's duration syntax as grendel.toml uses it: `24h`, `90m`, `1h30m`, `45s`.
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -284,6 +286,9 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
     if let Some(r) = d.router {
         check("dhcp.router", dns_server(&r.to_string()).map(drop));
     }
+    if let Some(r) = d.gateway {
+        check("dhcp.gateway", dns_server(&r.to_string()).map(drop));
+    }
     for (i, s) in d.subnets.iter().enumerate() {
         let key = |k: &str| format!("dhcp.subnets[{i}].{k}");
         check(&key("gateway"), gateway(&s.gateway).map(drop));
@@ -378,6 +383,7 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
         "bmc.concurrency",
         in_range(b.concurrency, &BMC_CONCURRENCY, "").map(drop),
     );
+    check("bmc.delay", in_range(b.delay, &BMC_DELAY, "").map(drop));
     out
 }
 

@@ -151,6 +151,9 @@ pub struct DhcpConfig {
     pub router_octet4: u8,
     /// Explicit router (xboot; overrides router_octet4).
     pub router: Option<Ipv4Addr>,
+    /// Grendel's static gateway: the router of hosts that neither their subnet, nor
+    /// `router`, nor `router_octet4` gives one (Grendel's order: subnet, octet, gateway).
+    pub gateway: Option<Ipv4Addr>,
     pub subnets: Vec<SubnetConfig>,
     pub mode: DhcpMode,
     /// Set when the file or the environment names `dhcp.mode` (not a key): an explicit
@@ -172,6 +175,7 @@ impl Default for DhcpConfig {
             proxy_only: false,
             router_octet4: 0,
             router: None,
+            gateway: None,
             subnets: vec![],
             mode: DhcpMode::default(),
             mode_explicit: false,
@@ -450,6 +454,12 @@ pub struct BmcConfig {
     pub retries: u32,
     /// Redfish: accept self-signed certificates (xboot).
     pub insecure: bool,
+    /// Grendel's power-on stagger: at most `fanout` BMCs are told to power on (on, cycle,
+    /// reset) per `delay` seconds. 0 in either: off (every BMC at once, within
+    /// `concurrency`).
+    pub fanout: usize,
+    /// Seconds of the stagger window (see `fanout`).
+    pub delay: u64,
 }
 
 impl Default for BmcConfig {
@@ -462,6 +472,8 @@ impl Default for BmcConfig {
             timeout_ms: 1000,
             retries: 3,
             insecure: false,
+            fanout: 0,
+            delay: 0,
         }
     }
 }
@@ -628,17 +640,6 @@ impl Config {
             w.push(unimpl(
                 "[discovery]",
                 "unknown MACs are listed by `xboot discovered`",
-            ));
-        }
-        if self
-            .provision
-            .default_image
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            w.push(unimpl(
-                "provision.default_image",
-                "every host names its boot_image",
             ));
         }
         w

@@ -5,7 +5,7 @@
 //! | option | source, first that applies |
 //! | --- | --- |
 //! | 1 mask | the interface's CIDR prefix; for a bare address (/32), the matching subnet's prefix |
-//! | 3 router | matching subnet's `gateway`; `dhcp.router`; `router_octet4` in the host's network (0 = no router option) |
+//! | 3 router | matching subnet's `gateway`; `dhcp.router`; `router_octet4` in the host's network (0 = off); `dhcp.gateway` (none of them: no router option) |
 //! | 6 DNS | matching subnet's `dns`; `dhcp.dns_servers` (rotated per reply) |
 //! | 15 domain | the domain part of the interface's `fqdn`; else the first search domain |
 //! | 119 search | matching subnet's `domainSearch`; `dhcp.domain_search` |
@@ -50,6 +50,8 @@ pub struct Settings {
     /// `dhcp.router` (xboot): the router for hosts outside every subnet.
     pub router: Option<Ipv4Addr>,
     pub router_octet4: u8,
+    /// `dhcp.gateway` (Grendel): the router when nothing above gives one.
+    pub gateway: Option<Ipv4Addr>,
     pub subnets: Vec<Subnet>,
     /// proxyDHCP: boot options only, never an address.
     pub proxy_only: bool,
@@ -65,6 +67,7 @@ impl Default for Settings {
             mtu: None,
             router: None,
             router_octet4: 0,
+            gateway: None,
             subnets: vec![],
             proxy_only: false,
             boot_files: BootFiles::default(),
@@ -140,6 +143,7 @@ impl Settings {
             mtu: parse_mtu("dhcp.mtu", &d.mtu.to_string())?,
             router: d.router,
             router_octet4: d.router_octet4,
+            gateway: d.gateway,
             subnets,
             proxy_only: d.proxy_only,
             boot_files: BootFiles::default(),
@@ -167,6 +171,7 @@ impl Settings {
                 Ipv4Addr::new(o[0], o[1], o[2], self.router_octet4)
             })
         });
+        let router = router.or(self.gateway);
         let dns = subnet.map(|s| s.dns.clone()).filter(|v| !v.is_empty());
         let search = subnet
             .map(|s| s.domain_search.clone())
@@ -220,6 +225,51 @@ mod tests {
             mtu: "9000".into(),
         }];
         Settings::from_config(&cfg).unwrap()
+    }
+
+    /// Grendel's `dhcp.gateway`: the router of hosts outside every subnet, after
+    /// `router` and `router_octet4`; a subnet's own gateway still wins.
+    #[test]
+    fn dhcp_gateway_is_the_last_router_fallback() {
+        let cfg = Config::from_toml(
+            "[dhcp]\ngateway = \"10.9.0.254\"\nsubnets = [{gateway = \"192.168.0.1/24\"}]\n",
+            std::path::Path::new("/etc/grendel/grendel.toml"),
+        )
+        .unwrap();
+        assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
+        // A bad one is refused, naming the key.
+        let e = Config::from_toml(
+            "[dhcp]\ngateway = \"10.9.0\"\n",
+            std::path::Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("dhcp.gateway"), "{e}");
+        let s = Settings::from_config(&cfg).unwrap();
+        assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 9, 0, 254)));
+        let router = |s: &Settings, ip: &str| s.host_net(&nic(ip)).unwrap().router;
+        assert_eq!(
+            router(&s, "10.9.0.5/24"),
+            Some(Ipv4Addr::new(10, 9, 0, 254))
+        );
+        assert_eq!(
+            router(&s, "192.168.0.5/24"),
+            Some(Ipv4Addr::new(192, 168, 0, 1))
+        );
+        let mut octet = s.clone();
+        octet.router_octet4 = 1;
+        assert_eq!(
+            router(&octet, "10.9.0.5/24"),
+            Some(Ipv4Addr::new(10, 9, 0, 1))
+        );
+        let mut explicit = s.clone();
+        explicit.router = Some(Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(
+            router(&explicit, "10.9.0.5/24"),
+            Some(Ipv4Addr::new(10, 9, 0, 2))
+        );
+        let mut none = s;
+        none.gateway = None;
+        assert_eq!(router(&none, "10.9.0.5/24"), None);
     }
 
     #[test]

@@ -178,12 +178,13 @@ fn authorize(
             host.name
         )));
     }
-    let image = inv.image(&host.boot_image).ok_or_else(|| {
+    let image = inv.boot_image_of(host).ok_or_else(|| {
         HttpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
                 "host {}: boot image {:?} is not in the inventory",
-                host.name, host.boot_image
+                host.name,
+                inv.boot_image_name(host)
             ),
         )
     })?;

@@ -4,6 +4,8 @@
 //! - JSON array of hosts or of images (what `grendel serve --hosts/--images` and the
 //!   ClusterFactory chart use); the caller says which one it expects ([`Kind`]);
 //! - JSON object `{"hosts": [...], "images": [...]}`;
+//! - Grendel's `db dump` object `{"Users": [...], "Hosts": [...], "Images": [...]}` (users
+//!   are skipped with a warning: xboot has no user accounts);
 //! - TOML with `[[host]]` and `[[image]]` tables (either or both, whatever flag names it).
 //!
 //! Each entry is decoded on its own, so an entry that cannot be read is reported by index
@@ -73,6 +75,9 @@ impl Loaded {
         })
     }
 }
+
+/// The keys of Grendel's `db dump` object.
+const DUMP_KEYS: &[&str] = &["Users", "Hosts", "Images"];
 
 /// Grendel keys that carry its database bookkeeping: not worth a warning.
 const GRENDEL_BOOKKEEPING: &[&str] = &["ID", "HostID", "kickstart"];
@@ -199,8 +204,41 @@ impl Acc {
                     }
                 }
             }
+            // Grendel's `db dump` (`{"Users": [...], "Hosts": [...], "Images": [...]}`):
+            // hosts and images; xboot has no user accounts, so users are skipped with a
+            // warning (their password hashes are not kept anywhere).
+            serde_json::Value::Object(mut map)
+                if !map.is_empty()
+                    && map.keys().all(|k| DUMP_KEYS.contains(&k.as_str()))
+                    && !map.contains_key("name") =>
+            {
+                for (key, kind) in [("Hosts", Kind::Hosts), ("Images", Kind::Images)] {
+                    match map.remove(key) {
+                        None | Some(serde_json::Value::Null) => {}
+                        Some(serde_json::Value::Array(items)) => self.json_list(items, kind),
+                        Some(_) => return Err(format!("{key:?} must be an array")),
+                    }
+                }
+                match map.remove("Users") {
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(serde_json::Value::Array(users)) if users.is_empty() => {}
+                    Some(serde_json::Value::Array(users)) => {
+                        let names: Vec<&str> = users
+                            .iter()
+                            .filter_map(|u| u.get("username").and_then(|n| n.as_str()))
+                            .collect();
+                        self.loaded.warnings.push(format!(
+                            "{} user{} skipped ({}): xboot has no user accounts (the API is guarded by the socket's permissions and api.token)",
+                            users.len(),
+                            if users.len() == 1 { "" } else { "s" },
+                            names.join(", ")
+                        ));
+                    }
+                    Some(_) => return Err("\"Users\" must be an array".into()),
+                }
+            }
             serde_json::Value::Object(_) => self.json_list(vec![v], kind),
-            _ => return Err("expected a JSON array of entries, one entry, or {\"hosts\": [...], \"images\": [...]}".into()),
+            _ => return Err("expected a JSON array of entries, one entry, {\"hosts\": [...], \"images\": [...]} or Grendel's {\"Users\", \"Hosts\", \"Images\"} dump".into()),
         }
         Ok(())
     }
@@ -272,6 +310,9 @@ where
     match serde_ignored::deserialize(value, |p| unknown.push(p.to_string())) {
         Ok(v) => {
             for key in unknown {
+                // A null-tolerant field reads through an Option, which serde_ignored
+                // names `?`: not part of the key's path as the file has it.
+                let key = key.replace("?.", "");
                 let last = key.rsplit('.').next().unwrap_or(&key);
                 if !GRENDEL_BOOKKEEPING.contains(&last) {
                     warnings.push(format!("{entry}: unknown key {key:?} ignored"));
@@ -336,4 +377,11 @@ pub fn from_json_value(
         });
     }
     Ok(acc.loaded)
+}
+
+/// The whole inventory as Grendel's `db dump` object (`{"Users": [], "Hosts": [...],
+/// "Images": [...]}`): what `xboot db dump` prints and `xboot db restore` (or Grendel's)
+/// reads back. xboot has no users, so `Users` is always empty.
+pub fn to_dump(hosts: &[Host], images: &[Image]) -> serde_json::Value {
+    serde_json::json!({ "Users": [], "Hosts": hosts, "Images": images })
 }

@@ -58,6 +58,8 @@ pub struct Inventory {
     by_mac: HashMap<Mac, (usize, usize)>,
     by_name: HashMap<String, usize>,
     image_by_name: HashMap<String, usize>,
+    /// `provision.default_image`: the image of provisioned hosts that name none.
+    default_image: Option<String>,
 }
 
 /// What the DHCP and HTTP services need about the machine behind one MAC.
@@ -95,7 +97,29 @@ impl Inventory {
             by_mac,
             by_name,
             image_by_name,
+            default_image: None,
         }
+    }
+
+    /// Sets `provision.default_image` (empty = none): the image a host without
+    /// `boot_image` boots. The hosts keep their empty `boot_image` (in the store and the
+    /// API too), so a changed default applies to them at the next start.
+    pub fn with_default_image(mut self, default: Option<&str>) -> Inventory {
+        self.default_image = default.filter(|d| !d.is_empty()).map(String::from);
+        self
+    }
+
+    /// The name of the image `host` boots: its `boot_image`, else the default image.
+    pub fn boot_image_name<'a>(&'a self, host: &'a Host) -> &'a str {
+        match (&host.boot_image, &self.default_image) {
+            (b, Some(d)) if b.is_empty() => d,
+            (b, _) => b,
+        }
+    }
+
+    /// The image `host` boots ([`Inventory::boot_image_name`]), if it exists.
+    pub fn boot_image_of(&self, host: &Host) -> Option<&Image> {
+        self.image(self.boot_image_name(host))
     }
 
     /// The validating constructor: every problem is reported, naming its entry. Host
@@ -106,8 +130,26 @@ impl Inventory {
         images: Vec<Image>,
         image_roots: &Roots,
     ) -> Result<Inventory, ValidationErrors> {
-        validate::validate_for(&hosts, &images, &server_addresses(), image_roots)?;
-        Ok(Inventory::from_parts_unchecked(hosts, images))
+        Inventory::new_with_default(hosts, images, image_roots, None)
+    }
+
+    /// [`Inventory::new`] with `provision.default_image` (see
+    /// [`Inventory::with_default_image`]): provisioned hosts without `boot_image` are
+    /// valid when it names an image.
+    pub fn new_with_default(
+        hosts: Vec<Host>,
+        images: Vec<Image>,
+        image_roots: &Roots,
+        default_image: Option<&str>,
+    ) -> Result<Inventory, ValidationErrors> {
+        validate::validate_with_default(
+            &hosts,
+            &images,
+            &server_addresses(),
+            image_roots,
+            default_image,
+        )?;
+        Ok(Inventory::from_parts_unchecked(hosts, images).with_default_image(default_image))
     }
 
     pub fn hosts(&self) -> &[Host] {
@@ -128,7 +170,7 @@ impl Inventory {
         Some(Lookup {
             host,
             nic: &host.interfaces[ii],
-            image: self.image(&host.boot_image),
+            image: self.boot_image_of(host),
         })
     }
     pub fn into_parts(self) -> (Vec<Host>, Vec<Image>) {
@@ -211,6 +253,7 @@ pub fn startup(
     hosts_file: Option<&Path>,
     images_file: Option<&Path>,
     image_roots: &Roots,
+    default_image: Option<&str>,
 ) -> Result<Startup, InventoryError> {
     let (old_hosts, old_images) = match store {
         Some(s) => s.load()?,
@@ -228,6 +271,7 @@ pub fn startup(
         images_file,
         image_roots,
         &remembered,
+        default_image,
     )?;
     if let Some(store) = store {
         store.apply(&Change::diff(
@@ -250,6 +294,7 @@ pub fn plan(
     images_file: Option<&Path>,
     image_roots: &Roots,
     remembered: &FileEntries,
+    default_image: Option<&str>,
 ) -> Result<Startup, InventoryError> {
     let (mut hosts, mut images) = stored;
     let stored_hosts: std::collections::HashSet<String> =
@@ -293,7 +338,13 @@ pub fn plan(
     // Unreadable entries first, then what the readable ones get wrong as a whole (a host
     // naming an unreadable image is not reported again).
     let mut errors = unreadable;
-    if let Err(e) = validate::validate_for(&hosts, &images, &server_addresses(), image_roots) {
+    if let Err(e) = validate::validate_with_default(
+        &hosts,
+        &images,
+        &server_addresses(),
+        image_roots,
+        default_image,
+    ) {
         errors.extend(e.0.into_iter().filter(|e| {
             !matches!(e, ValidationError::UnknownImage { image, .. } if unreadable_images.contains(image))
         }));
@@ -305,7 +356,7 @@ pub fn plan(
         });
     }
     Ok(Startup {
-        inventory: Inventory::from_parts_unchecked(hosts, images),
+        inventory: Inventory::from_parts_unchecked(hosts, images).with_default_image(default_image),
         warnings,
         file_hosts,
         file_images,

@@ -75,8 +75,18 @@ impl<'de> Deserialize<'de> for Mac {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Interface {
-    /// Absent for BMC entries that are reached by IP only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Grendel v0.2 numbers its interfaces (`id`); kept so that an export round-trips.
+    #[serde(
+        deserialize_with = "de_string_or_number",
+        serialize_with = "ser_id",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub id: String,
+    /// Absent for BMC entries that are reached by IP only (Grendel writes `""`).
+    #[serde(
+        deserialize_with = "de_opt_mac",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mac: Option<Mac>,
     /// Address with prefix length (`192.168.0.51/24`); the prefix gives the subnet mask.
     /// Kept as text until validation so that a bad CIDR is reported with the host's name.
@@ -165,20 +175,38 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Host {
-    /// Grendel gives hosts a KSUID; kept if present so an export round-trips.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// Grendel's host id: a number in v0.2 (`"id": 5`), a KSUID in older versions; kept
+    /// as text, written back as a number when it is one, so an export round-trips.
+    #[serde(
+        deserialize_with = "de_string_or_number",
+        serialize_with = "ser_id",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
+    /// Grendel v0.2's KSUID of the host; kept so an export round-trips.
+    #[serde(
+        deserialize_with = "de_null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub uid: String,
     pub name: String,
     /// false: the host gets a lease but no boot file (boots from disk).
     pub provision: bool,
     pub boot_image: String,
     /// Firmware override (`undionly.kpxe`, `snponly-x86_64.efi`, ...); empty = chosen by
     /// the client's architecture.
+    #[serde(deserialize_with = "de_null_default")]
     pub firmware: String,
+    /// Grendel writes `null` for no tags.
+    #[serde(deserialize_with = "de_null_default")]
     pub tags: Vec<String>,
+    #[serde(deserialize_with = "de_null_default")]
     pub interfaces: Vec<Interface>,
     /// Grendel's bonds are accepted and kept, not used for booting.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "de_null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub bonds: Vec<serde_json::Value>,
 }
 
@@ -218,11 +246,13 @@ pub struct Image {
     /// Grendel gives images a KSUID (older versions a number); kept as text.
     #[serde(
         deserialize_with = "de_string_or_number",
+        serialize_with = "ser_id",
         skip_serializing_if = "String::is_empty"
     )]
     pub id: String,
     pub name: String,
     pub kernel: String,
+    #[serde(deserialize_with = "de_null_default")]
     pub initrd: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub liveimg: String,
@@ -230,7 +260,10 @@ pub struct Image {
     pub cmdline: String,
     pub verify: bool,
     /// Named templates served to the booted OS (e.g. the postscript).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        deserialize_with = "de_null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub provision_templates: BTreeMap<String, String>,
     /// Grendel accepts a few more keys (butane, user_data ...): kept, not used.
     #[serde(flatten)]
@@ -244,6 +277,33 @@ fn is_zero(v: &u16) -> bool {
 fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     Ok(s.filter(|s| !s.is_empty()))
+}
+
+/// `null` reads as the default (Go writes a nil slice or map as `null`).
+fn de_null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A MAC, or none for `null` / `""` (Go's empty `net.HardwareAddr`).
+fn de_opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// An id read from a number is written back as one (Grendel v0.2's int64 ids); any other
+/// text (a KSUID) as a string.
+fn ser_id<S: Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
+    match id.parse::<i64>() {
+        Ok(n) if n.to_string() == id => s.serialize_i64(n),
+        _ => s.serialize_str(id),
+    }
 }
 
 fn de_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -250,7 +250,7 @@ fn validation_errors_each_named() {
             "host cn1: interface 0: bad CIDR \"10.0.0.1/33\": invalid IP address syntax".into()),
         ("bad address", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.300")], img(),
             "host cn1: interface 0: bad address \"10.0.0.300\": invalid IPv4 address syntax".into()),
-        ("no boot_image", vec![no_image], img(), "host cn1: provision = true but no boot_image".into()),
+        ("no boot_image", vec![no_image], img(), "host cn1: provision = true but no boot_image (and no provision.default_image)".into()),
         ("unknown boot_image", vec![h("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")], vec![f.image("other")],
             "host cn1: unknown boot_image \"img\"".into()),
         ("no kernel", vec![], missing("none"), "image img: no kernel".into()),
@@ -539,7 +539,7 @@ fn startup_merges_files_over_store() {
     ];
     std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
 
-    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     let names: Vec<&str> = s
         .inventory
         .hosts()
@@ -566,7 +566,7 @@ fn startup_merges_files_over_store() {
     // A file that makes the merged inventory invalid stops the start and leaves the store.
     let bad = vec![host("cn3", "aa:bb:cc:00:00:09", "10.0.0.3/24")];
     std::fs::write(&file, load::hosts_to_json(&bad)).unwrap();
-    let err = startup(Some(&store), Some(&file), None, &f.roots())
+    let err = startup(Some(&store), Some(&file), None, &f.roots(), None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -578,19 +578,19 @@ fn startup_merges_files_over_store() {
     // A restart with the file unchanged keeps what changed since in the store (cn1
     // reported complete): only an entry the file changed wins again.
     std::fs::write(&file, load::hosts_to_json(&file_hosts)).unwrap();
-    startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     let mut done = store.load().unwrap().0;
     done.iter_mut().for_each(|h| h.provision = h.name != "cn1");
     store
         .apply(&Change::diff(&store.load().unwrap().0, &[], &done, &[]))
         .unwrap();
-    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     assert!(!s.inventory.host("cn1").unwrap().provision, "complete kept");
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     let mut edited = file_hosts.clone();
     edited[0].tags = vec!["rack1".into()];
     std::fs::write(&file, load::hosts_to_json(&edited)).unwrap();
-    let s = startup(Some(&store), Some(&file), None, &f.roots()).unwrap();
+    let s = startup(Some(&store), Some(&file), None, &f.roots(), None).unwrap();
     let cn1 = s.inventory.host("cn1").unwrap();
     assert!(
         cn1.provision && cn1.tags == ["rack1"],
@@ -647,6 +647,7 @@ fn plan_reports_unreadable_entries_and_validation_together() {
         Some(&images),
         &Roots::default(),
         &FileEntries::default(),
+        None,
     )
     .unwrap_err();
     let InventoryError::Invalid { errors, origin } = &err else {
@@ -735,4 +736,157 @@ mod props {
             }
         }
     }
+}
+
+/// A Grendel v0.2 fixture (written for these tests from Grendel's model: numeric ids,
+/// KSUID uids, `null` for empty lists, `""` for a BMC without a MAC).
+fn grendel_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/inventory/testdata")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn grendel_dump_imports_hosts_and_images_and_skips_users() {
+    let f = Files::new();
+    let text = grendel_fixture("grendel-dump.json");
+    let loaded = load::parse(&text, Format::Json, Kind::Hosts, f.dir.path(), "dump").unwrap();
+    let names: Vec<&str> = loaded.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["tux01", "tux02", "gpu01"]);
+    assert_eq!(loaded.images.len(), 1);
+    assert_eq!(loaded.images[0].kernel, f.path("vmlinuz"));
+    let tux01 = &loaded.hosts[0];
+    assert_eq!(
+        (tux01.id.as_str(), tux01.uid.as_str()),
+        ("1", "2aB3cD4eF5gH6iJ7kL8mN9oP0qR")
+    );
+    assert_eq!(tux01.tags, ["compute", "rack:a1"]);
+    assert_eq!(tux01.interfaces[0].id, "1");
+    // `"mac": ""` is a BMC reached by IP only.
+    assert_eq!(tux01.bmc().unwrap().mac, None);
+    assert!(loaded.hosts[1].tags.is_empty(), "tags: null reads as none");
+    assert_eq!(loaded.hosts[2].bonds.len(), 1);
+    // One warning: the two users, named; no unknown-key warning for id/uid.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("2 users skipped (admin, operator)"),
+        "{:?}",
+        loaded.warnings
+    );
+    // The whole dump is a valid inventory.
+    let inv = Inventory::new(loaded.hosts, loaded.images, &f.roots()).unwrap();
+    assert_eq!(inv.host("gpu01").unwrap().interfaces[0].vlan, "120");
+}
+
+#[test]
+fn grendel_numeric_ids_and_uids_round_trip() {
+    let text = grendel_fixture("grendel-node-show.json");
+    let loaded = load::parse(&text, Format::Json, Kind::Hosts, Path::new("/"), "show").unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let out: serde_json::Value = serde_json::from_str(&load::hosts_to_json(&loaded.hosts)).unwrap();
+    let h = &out[0];
+    // Numbers stay numbers, the KSUID stays text.
+    assert_eq!(h["id"], serde_json::json!(12));
+    assert_eq!(h["uid"], serde_json::json!("2bC4dE5fG6hI7jK8lM9nO0pQ1rS"));
+    assert_eq!(h["interfaces"][0]["id"], serde_json::json!(40));
+    // Read back: the same hosts.
+    let again = load::parse(
+        &out.to_string(),
+        Format::Json,
+        Kind::Hosts,
+        Path::new("/"),
+        "again",
+    )
+    .unwrap();
+    assert_eq!(again.hosts, loaded.hosts);
+    // A KSUID id (older Grendel) is kept as text.
+    let ksuid: Host =
+        serde_json::from_str(r#"{"id": "1zQ8mV2kP0aB3cD4eF5gH6iJ7kL", "name": "x"}"#).unwrap();
+    assert_eq!(
+        serde_json::to_value(&ksuid).unwrap()["id"],
+        serde_json::json!("1zQ8mV2kP0aB3cD4eF5gH6iJ7kL")
+    );
+}
+
+#[test]
+fn dump_restores_to_the_same_inventory() {
+    let f = Files::new();
+    let loaded = load::parse(
+        &grendel_fixture("grendel-dump.json"),
+        Format::Json,
+        Kind::Hosts,
+        f.dir.path(),
+        "dump",
+    )
+    .unwrap();
+    let inv = Inventory::new(loaded.hosts, loaded.images, &f.roots()).unwrap();
+    let dump = load::to_dump(inv.hosts(), inv.images());
+    assert_eq!(dump["Users"], serde_json::json!([]));
+    let back = load::from_json_value(dump, Kind::Hosts, "dump").unwrap();
+    assert!(back.warnings.is_empty(), "{:?}", back.warnings);
+    assert_eq!(back.hosts, inv.hosts());
+    assert_eq!(back.images, inv.images());
+}
+
+#[test]
+fn malformed_dumps_are_refused_with_the_reason() {
+    for (text, want) in [
+        (r#"{"Hosts": {"name": "a"}}"#, "\"Hosts\" must be an array"),
+        (r#"{"Users": 3, "Hosts": []}"#, "\"Users\" must be an array"),
+        (r#"{"Hosts": [{"name": "a", "id": [1]}]}"#, "host a"),
+    ] {
+        let e = load::parse(text, Format::Json, Kind::Hosts, Path::new("/"), "d").unwrap_err();
+        assert!(e.to_string().contains(want), "{text}: {e}");
+    }
+}
+
+/// `provision.default_image`: a provisioned host without `boot_image` boots it (DHCP,
+/// HTTP and XDP all resolve it through `lookup_mac` / `boot_image_of`); the host keeps its
+/// empty `boot_image`; a default naming no image is one error naming the key and the hosts.
+#[test]
+fn default_image_boots_hosts_without_boot_image() {
+    let f = Files::new();
+    let mut h1 = host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24");
+    h1.boot_image.clear();
+    let mut h2 = host("cn2", "aa:bb:cc:00:00:02", "10.0.0.2/24");
+    h2.boot_image.clear();
+    let h3 = host("cn3", "aa:bb:cc:00:00:03", "10.0.0.3/24");
+    let images = vec![f.image("img"), f.image("rocky")];
+    let hosts = vec![h1, h2, h3];
+    // Without a default: refused, as before.
+    let e = Inventory::new(hosts.clone(), images.clone(), &f.roots()).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    // With one: valid, and the lookups give the default to cn1/cn2 only.
+    let inv = Inventory::new_with_default(hosts.clone(), images.clone(), &f.roots(), Some("rocky"))
+        .unwrap();
+    let l = inv
+        .lookup_mac("aa:bb:cc:00:00:01".parse().unwrap())
+        .unwrap();
+    assert_eq!(l.image.map(|i| i.name.as_str()), Some("rocky"));
+    assert_eq!(l.host.boot_image, "", "the host itself is unchanged");
+    let l = inv
+        .lookup_mac("aa:bb:cc:00:00:03".parse().unwrap())
+        .unwrap();
+    assert_eq!(l.image.map(|i| i.name.as_str()), Some("img"));
+    assert_eq!(inv.boot_image_name(inv.host("cn2").unwrap()), "rocky");
+    // A default that is no image: one error for the key, naming the hosts relying on it.
+    let e = Inventory::new_with_default(hosts.clone(), images.clone(), &f.roots(), Some("gone"))
+        .unwrap_err();
+    assert_eq!(
+        e.messages(),
+        ["provision.default_image \"gone\" is not an image, and hosts cn[1-2] name no boot_image"]
+    );
+    // ... and no error when every host names its image.
+    Inventory::new_with_default(
+        vec![hosts[2].clone()],
+        images.clone(),
+        &f.roots(),
+        Some("gone"),
+    )
+    .unwrap();
+    // An empty default is none.
+    assert!(Inventory::new_with_default(hosts, images, &f.roots(), Some("")).is_err());
 }

@@ -70,7 +70,11 @@ pub enum ValidationError {
         ip: String,
         other: String,
     },
-    #[error("host {host}: provision = true but no boot_image")]
+    #[error(
+        "provision.default_image {image:?} is not an image, and hosts {hosts} name no boot_image"
+    )]
+    UnknownDefaultImage { image: String, hosts: String },
+    #[error("host {host}: provision = true but no boot_image (and no provision.default_image)")]
     NoBootImage { host: String },
     #[error("host {host}: unknown boot_image {image:?}")]
     UnknownImage { host: String, image: String },
@@ -151,8 +155,38 @@ pub fn validate_for(
     server: &[Ipv4Addr],
     roots: &Roots,
 ) -> Result<(), ValidationErrors> {
+    validate_with_default(hosts, images, server, roots, None)
+}
+
+/// [`validate_for`] with `provision.default_image`: the image of provisioned hosts
+/// without `boot_image` (empty or None: such hosts are refused).
+pub fn validate_with_default(
+    hosts: &[Host],
+    images: &[Image],
+    server: &[Ipv4Addr],
+    roots: &Roots,
+    default_image: Option<&str>,
+) -> Result<(), ValidationErrors> {
     let mut errs = Vec::new();
     check_hosts(hosts, images, server, &mut errs);
+    let default_image = default_image.filter(|d| !d.is_empty());
+    if let Some(d) = default_image {
+        let named = images.iter().any(|i| i.name == d);
+        let users: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.provision && h.boot_image.is_empty())
+            .map(|h| h.name.as_str())
+            .collect();
+        // Hosts relying on a default that is not an image: one error naming the key
+        // instead of one per host.
+        if !named && !users.is_empty() {
+            errs.push(ValidationError::UnknownDefaultImage {
+                image: d.to_string(),
+                hosts: crate::nodeset::fold(&users),
+            });
+        }
+        errs.retain(|e| !matches!(e, ValidationError::NoBootImage { .. }));
+    }
     check_images(images, roots, &mut errs);
     errs.extend(check_templates(images, roots.templates()));
     if errs.is_empty() {

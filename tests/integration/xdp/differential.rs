@@ -307,3 +307,36 @@ fn xdp_replies_equal_the_slow_path() {
     assert!(c.nak >= 3 * 9 * 3 + 3, "NAK rows answered in XDP: {c:?}");
     assert!(tx > 300, "{tx}");
 }
+
+/// Grendel's `dhcp.gateway` as the hosts' router (no subnet, no `router_octet4`): the
+/// program's replies, compiled from the slow path's builder, carry the same option 3.
+#[test]
+fn xdp_replies_equal_the_slow_path_with_dhcp_gateway() {
+    if netns::need_root() {
+        return;
+    }
+    let gateway = Ipv4Addr::new(10, 0, 0, 200);
+    let settings = xboot::dhcp::settings::Settings {
+        router_octet4: 0,
+        gateway: Some(gateway),
+        ..settings()
+    };
+    let mut lab = Lab::with(inventory(), settings);
+    let mut tx = 0;
+    for (name, req, expect) in &corpus() {
+        if check(&mut lab, name, req, *expect) == XDP_TX {
+            tx += 1;
+        }
+    }
+    assert!(tx > 300, "{tx}");
+    // And the option is there: cn1's OFFER names the gateway as its router.
+    let frame = Req::new(CN1, MessageType::Discover, vec![]).frame();
+    let out = lab.run(&frame);
+    assert_eq!(out.action, XDP_TX);
+    let f = parse_frame(&out.frame).expect("a frame");
+    let m = Message::decode(&mut Decoder::new(f.payload)).unwrap();
+    assert_eq!(
+        m.opts().get(dhcproto::v4::OptionCode::Router),
+        Some(&dhcproto::v4::DhcpOption::Router(vec![gateway]))
+    );
+}

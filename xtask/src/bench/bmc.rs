@@ -41,6 +41,71 @@ pub struct Args {
     pub xboot: Option<String>,
     #[arg(long, default_value = "target/bench/bmc")]
     pub out: PathBuf,
+    /// Also measure the power-on stagger `bmc.fanout = F`, `bmc.delay = D` seconds
+    /// (`F/D`): one `xboot bmc power cycle` of the largest N with it, reporting the most
+    /// BMCs started in any D-second window (must be at most F) and the wall time.
+    #[arg(long, value_name = "F/D")]
+    pub stagger: Option<String>,
+}
+
+/// `F/D` of `--stagger`.
+fn parse_stagger(s: &str) -> anyhow::Result<(usize, u64)> {
+    let (f, d) = s
+        .split_once('/')
+        .context("--stagger takes F/D (BMCs per seconds), e.g. 20/1")?;
+    let (f, d): (usize, u64) = (f.trim().parse()?, d.trim().parse()?);
+    if f == 0 || d == 0 {
+        bail!("--stagger {s}: F and D must be at least 1");
+    }
+    Ok((f, d))
+}
+
+/// The most entries of `sorted_ms` within any window of `window_ms` (half-open).
+fn max_in_window(sorted_ms: &[u64], window_ms: u64) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..sorted_ms.len() {
+        while sorted_ms[hi] >= sorted_ms[lo] + window_ms {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// One staggered cycle of `n` BMCs: (ok, wall ms, most starts in a window, last start ms).
+fn run_stagger(ctx: &Ctx, n: usize, f: usize, d: u64) -> anyhow::Result<String> {
+    let base = std::fs::read_to_string(ctx.dir.join("xboot.toml"))?;
+    let cfg = ctx.dir.join("xboot-stagger.toml");
+    std::fs::write(&cfg, format!("{base}fanout = {f}\ndelay = {d}\n"))?;
+    let cmd = format!(
+        "{} --config {} bmc power cycle b[0000-{:04}] --json",
+        ctx.xboot,
+        cfg.display(),
+        n - 1
+    );
+    let start = Instant::now();
+    let out = testlab::peers::command("sh")
+        .args(["-c", &cmd])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let wall = start.elapsed().as_secs_f64();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut started: Vec<u64> = v["results"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["started_ms"].as_u64()).collect())
+        .unwrap_or_default();
+    started.sort_unstable();
+    let most = max_in_window(&started, d * 1000);
+    let ok = v["ok"].as_u64().unwrap_or(0);
+    let last = started.last().copied().unwrap_or(0);
+    Ok(format!(
+        "- stagger {f} per {d} s, cycle of {n} BMCs: {ok}/{n} ok in {wall:.1} s; at most {most} \
+         started in any {d} s window (limit {f}: {}); last start at {:.1} s (ideal {:.1} s)",
+        if most <= f { "kept" } else { "EXCEEDED" },
+        last as f64 / 1e3,
+        ((n - 1) / f) as f64 * d as f64
+    ))
 }
 
 /// One simulator process.
@@ -432,8 +497,22 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let on = powered();
+    let stagger = match args.stagger.as_deref().map(parse_stagger).transpose()? {
+        Some((f, d)) => {
+            let line = run_stagger(&ctx, max, f, d)?;
+            eprintln!("bench bmc: {line}");
+            Some(line)
+        }
+        None => None,
+    };
     drop(fleet);
-    let report = report(&results, max, rss, on, &sizes);
+    let mut report = report(&results, max, rss, on, &sizes);
+    if let Some(line) = stagger {
+        let _ = writeln!(
+            report,
+            "\nPower-on stagger (`bmc.fanout` / `bmc.delay`):\n{line}"
+        );
+    }
     std::fs::write(out.join("bmc.md"), &report)?;
     let json = serde_json::json!({"bmcs": max, "sim_rss_kib": rss, "cores": num_cpus(), "results": results});
     std::fs::write(out.join("bmc.json"), serde_json::to_vec_pretty(&json)?)?;
@@ -572,4 +651,17 @@ fn report(results: &[Measure], max: usize, rss: u64, on: usize, sizes: &[usize])
     }
     let _ = writeln!(s, "- after the last cycle, machines powered on: {on}/{max}");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stagger_arguments_and_window_count() {
+        assert_eq!(super::parse_stagger("20/1").unwrap(), (20, 1));
+        assert!(super::parse_stagger("20").is_err());
+        assert!(super::parse_stagger("0/1").is_err());
+        assert_eq!(super::max_in_window(&[0, 0, 1000, 1000, 2001], 1000), 2);
+        assert_eq!(super::max_in_window(&[0, 10, 20, 999], 1000), 4);
+        assert_eq!(super::max_in_window(&[], 1000), 0);
+    }
 }
