@@ -137,7 +137,11 @@ fn host_value(h: &Host) -> Value {
         .find(|n| n.bmc)
         .map(nic_value)
         .unwrap_or(Value::Nil);
-    let uid = if h.id.is_empty() { &h.name } else { &h.id };
+    // Grendel v0.2's KSUID when the host came with one, else its id, else its name.
+    let uid = [&h.uid, &h.id, &h.name]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or(&h.name);
     Value::map([
         ("Name", Value::from(h.name.as_str())),
         ("ID", Value::from(h.id.as_str())),

@@ -351,3 +351,23 @@ fn define_template_and_block() {
     let e = render("{{ define \"n\" }}{{ .Nope }}{{ end }}{{ template \"n\" $.nic }}").unwrap_err();
     assert!(e.msg.contains("unknown field \"Nope\""), "{e}");
 }
+
+#[test]
+fn host_uid_is_grendels_uid_then_id_then_name() {
+    let (mut host, image) = cn1();
+    let ends = Endpoints::new("http://10.0.0.1:8080", "TOK");
+    let uid = |h: &crate::inventory::Host| {
+        let d = Data::new(h, &h.interfaces[0], &image, &ends);
+        Template::parse("{{ $.host.UID }}")
+            .unwrap()
+            .render(&d)
+            .unwrap()
+    };
+    host.id.clear();
+    host.uid.clear();
+    assert_eq!(uid(&host), "cn1");
+    host.id = "7".into();
+    assert_eq!(uid(&host), "7");
+    host.uid = "2Jm4zXbS8Hk1Vt0aQe3LrN5pWcY".into();
+    assert_eq!(uid(&host), "2Jm4zXbS8Hk1Vt0aQe3LrN5pWcY");
+}
