@@ -369,7 +369,11 @@ fn nak(req: &Request, ctx: &Context<'_>, host: &Host, why: String) -> Decision {
 }
 
 /// What this client kind of `host` boots (`boot_target` with the context's settings).
+/// A BMC interface gets a lease only: the firmware of a BMC boots nothing from here.
 fn host_boot_target(req: &Request, ctx: &Context<'_>, host: &Host) -> BootTarget {
+    if ctx.host.is_some_and(|found| found.nic.bmc) {
+        return BootTarget::LeaseOnly;
+    }
     boot_target(
         req.kind,
         host,

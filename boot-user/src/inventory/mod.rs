@@ -81,7 +81,9 @@ impl Inventory {
         for (hi, h) in hosts.iter().enumerate() {
             by_name.insert(h.name.clone(), hi);
             for (ii, nic) in h.interfaces.iter().enumerate() {
-                if let (false, Some(mac)) = (nic.bmc, nic.mac) {
+                // BMC NICs too: DHCP gives them a lease (Grendel answers any NIC of its
+                // database); what else a MAC gets is up to the service (a BMC boots nothing).
+                if let Some(mac) = nic.mac {
                     by_mac.insert(mac, (hi, ii));
                 }
             }

@@ -333,11 +333,22 @@ fn impossible_leases_are_refused() {
     ok[2].name = "cn3".into();
     ok[2].interfaces[0].ip = Some("10.0.2.1/24".into());
     ok[2].interfaces[0].mac = "aa:bb:cc:00:00:03".parse().ok();
-    // A BMC's address is where xboot reaches it, not a lease: a lab's BMC on loopback.
+    // A BMC's address without a MAC is where xboot reaches it, not a lease: a lab's BMC
+    // on loopback.
     let mut bmc = h("cn4", "aa:bb:cc:00:00:04", "127.0.0.9/8");
     bmc.interfaces[0].bmc = true;
-    ok.push(bmc);
+    bmc.interfaces[0].mac = None;
+    ok.push(bmc.clone());
     validate::validate_for(&ok, &[f.image("img")], &server, &f.roots()).unwrap();
+    // With a MAC, the BMC gets its address by DHCP: held to the lease rules.
+    bmc.interfaces[0].mac = "aa:bb:cc:00:00:04".parse().ok();
+    let errs = validate::validate_for(&[bmc], &[f.image("img")], &server, &f.roots())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.starts_with("host cn4: interface 0: address 127.0.0.9/8 is a loopback address"),
+        "{errs}"
+    );
 
     let errs = Inventory::new(
         vec![

@@ -340,11 +340,11 @@ fn check_hosts(
                     message,
                 }),
                 Ok(net) => {
-                    // A BMC's address is where xboot reaches the BMC (IPMI, Redfish), not a
-                    // lease it hands out, so it is not held to the lease rules (a lab puts
-                    // simulated BMCs on loopback). If BMC interfaces get leases one day,
-                    // they must be checked like the others.
-                    let problem = if i.bmc {
+                    // A BMC's address without a MAC is only where xboot reaches the BMC
+                    // (IPMI, Redfish), not a lease it hands out, so it is not held to the
+                    // lease rules (a lab puts simulated BMCs on loopback). A BMC with a MAC
+                    // gets its address by DHCP and is checked like the others.
+                    let problem = if i.bmc && i.mac.is_none() {
                         None
                     } else {
                         address_problem(net, server)

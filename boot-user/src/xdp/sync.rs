@@ -211,7 +211,7 @@ impl MapSync {
         };
         let mut seen = HashMap::new();
         for host in inv.hosts() {
-            for nic in host.interfaces.iter().filter(|i| !i.bmc) {
+            for nic in &host.interfaces {
                 let Some(mac) = nic.mac else { continue };
                 seen.insert(mac, ());
                 self.sync_host(fp, inv, c, host, mac, now, &mut report);

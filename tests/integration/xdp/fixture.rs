@@ -27,6 +27,9 @@ pub const CN4_NO_IP: Mac = Mac([2, 0, 0, 0, 0, 4]);
 pub const CN5_RELAYED: Mac = Mac([2, 0, 0, 0, 0, 5]);
 pub const CN6_VLAN: Mac = Mac([2, 0, 0, 0, 0, 6]);
 pub const UNKNOWN: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
+/// cn1's BMC interface: a lease from its own address, nothing to boot.
+pub const CN1_BMC: Mac = Mac([2, 0, 0, 0, 0, 0xb1]);
+pub const CN1_BMC_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
 pub fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &str) -> Host {
     let mut h = Host::with_interface(name, mac, ip);
@@ -37,9 +40,16 @@ pub fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &
 }
 
 pub fn inventory() -> Inventory {
+    let mut cn1 = host("cn1", CN1, Some("10.0.0.5/24"), true, "");
+    cn1.interfaces.push(xboot::inventory::Interface {
+        mac: Some(CN1_BMC),
+        ip: Some(format!("{CN1_BMC_IP}/24")),
+        bmc: true,
+        ..Default::default()
+    });
     Inventory::from_parts_unchecked(
         vec![
-            host("cn1", CN1, Some("10.0.0.5/24"), true, ""),
+            cn1,
             host("cn2", CN2_NO_PROVISION, Some("10.0.0.6/24"), false, ""),
             host(
                 "cn3",
