@@ -209,7 +209,8 @@ fn boot_options_per_client_kind() {
                 false,
             ),
         ),
-        (ClientKind::Unsupported(6), lease_only()),
+        (ClientKind::UefiIa32, tftp("ipxe-i386.efi")),
+        (ClientKind::Unsupported(2), lease_only()),
     ];
     for (kind, want) in rows {
         let offer = reply(&req(MessageType::Discover, CN1, kind));
@@ -897,8 +898,9 @@ fn proxy_only_rows() {
         ),
         (ClientKind::Ipxe, Some((b"PXEClient".as_slice(), false))),
         (ClientKind::HttpX64, Some((b"HTTPClient".as_slice(), false))),
+        (ClientKind::UefiIa32, Some((b"PXEClient".as_slice(), false))),
         (ClientKind::Os, None),
-        (ClientKind::Unsupported(6), None),
+        (ClientKind::Unsupported(2), None),
     ];
     for (kind, want) in rows {
         let d = decide_with(&req(MessageType::Discover, CN1, kind), &s, 0);

@@ -339,7 +339,8 @@ pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
         "bios" => pxe(0, "PXEClient:Arch:00000:UNDI:002001"),
         "uefi" => pxe(7, "PXEClient:Arch:00007:UNDI:003016"),
         "arm64" => pxe(11, "PXEClient:Arch:00011:UNDI:003016"),
-        "unsupported" => pxe(6, "PXEClient:Arch:00006:UNDI:003016"),
+        "ia32" => pxe(6, "PXEClient:Arch:00006:UNDI:003016"),
+        "unsupported" => pxe(2, "PXEClient:Arch:00002:UNDI:003016"),
         "http" => pxe(16, "HTTPClient:Arch:00016:UNDI:003001"),
         "ipxe" => {
             let mut o = pxe(0, "PXEClient:Arch:00000:UNDI:002001");
@@ -364,10 +365,11 @@ pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
     }
 }
 
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "bios",
     "uefi",
     "arm64",
+    "ia32",
     "unsupported",
     "http",
     "ipxe",
