@@ -20,6 +20,8 @@ const CN4_NO_IP: Mac = Mac([2, 0, 0, 0, 0, 4]);
 const UNKNOWN: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
 /// cn1's BMC interface (a MAC, an address): a lease, nothing to boot.
 const CN1_BMC: Mac = Mac([2, 0, 0, 0, 0, 0xb1]);
+/// cn1's bond (Grendel's `bonds`, a MAC of its own): a lease, nothing to boot.
+const CN1_BOND: Mac = Mac([2, 0, 0, 0, 0, 0xb0]);
 const CN1_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const URLS: PlainUrls = PlainUrls { port: 8080 };
 
@@ -39,6 +41,10 @@ fn inventory() -> Inventory {
         bmc: true,
         ..Default::default()
     });
+    cn1.bonds.push(serde_json::json!({
+        "mac": CN1_BOND.to_string(), "ip": "10.0.0.51/24", "ifname": "bond0",
+        "peers": ["eno1", "eno2"],
+    }));
     Inventory::from_parts_unchecked(
         vec![
             cn1,
@@ -595,6 +601,12 @@ fn provision_false_gets_lease_only() {
 /// address NAKed. The boot server and proxyDHCP stay silent for it.
 #[test]
 fn bmc_interface_gets_lease_only() {
+    for (mac, ip) in [
+        (CN1_BMC, Ipv4Addr::new(10, 0, 0, 50)),
+        (CN1_BOND, Ipv4Addr::new(10, 0, 0, 51)),
+    ] {
+        lease_only_rows(mac, ip);
+    }
     let bmc_ip = Ipv4Addr::new(10, 0, 0, 50);
     for kind in ClientKind::TEMPLATES {
         let offer = reply(&req(MessageType::Discover, CN1_BMC, kind));
@@ -620,6 +632,19 @@ fn bmc_interface_gets_lease_only() {
         decide_with(&d, &proxy, 0),
         Decision::Silent(Silence::NotNetboot { .. })
     ));
+}
+
+/// OFFER and ACK with `ip` and no boot options for every kind; a NAK for another address.
+fn lease_only_rows(mac: Mac, ip: Ipv4Addr) {
+    for kind in ClientKind::TEMPLATES {
+        let offer = reply(&req(MessageType::Discover, mac, kind));
+        assert_eq!((offer.kind, offer.message.yiaddr()), (ReplyKind::Offer, ip));
+        assert_eq!(boot_of(&offer.message), lease_only(), "{mac} {kind}");
+        let ack = reply(&selecting(mac, ip, kind));
+        assert_eq!((ack.kind, ack.message.yiaddr()), (ReplyKind::Ack, ip));
+        assert_eq!(boot_of(&ack.message), lease_only(), "{mac} {kind}");
+        assert_eq!(reply(&selecting(mac, CN1_IP, kind)).kind, ReplyKind::Nak);
+    }
 }
 
 #[test]

@@ -372,6 +372,47 @@ fn check_hosts(
                 }
             }
         }
+        // Bonds get leases too: readable as interfaces, their MAC on no other host (a
+        // member's MAC is the Linux default), their address a host's.
+        match h.bond_interfaces() {
+            Err((bond, message)) => errs.push(ValidationError::Entry {
+                entry: format!("host {}: bond {bond}", h.name),
+                message,
+            }),
+            Ok(bonds) => {
+                for (bond, b) in bonds.iter().enumerate() {
+                    if let Some(mac) = b.mac.filter(|m| !own_macs.contains(m)) {
+                        match macs.get(&mac) {
+                            Some(other) if *other != h.name => {
+                                errs.push(ValidationError::MacOnTwoHosts {
+                                    host: host(),
+                                    mac,
+                                    other: other.to_string(),
+                                })
+                            }
+                            _ => {
+                                macs.insert(mac, &h.name);
+                            }
+                        }
+                    }
+                    let Some(ip) = b.ip.as_deref().filter(|_| b.mac.is_some()) else {
+                        continue;
+                    };
+                    let problem = match parse_cidr(ip) {
+                        Err(message) => Some(message),
+                        Ok(net) => {
+                            address_problem(net, server).map(|r| format!("address {ip} {r}"))
+                        }
+                    };
+                    if let Some(message) = problem {
+                        errs.push(ValidationError::Entry {
+                            entry: format!("host {}: bond {bond}", h.name),
+                            message,
+                        });
+                    }
+                }
+            }
+        }
         if h.provision {
             if h.boot_image.is_empty() {
                 errs.push(ValidationError::NoBootImage { host: host() });

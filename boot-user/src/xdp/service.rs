@@ -117,13 +117,8 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let settings = Settings::from_config(&shared.config)?;
         let inv = shared.inventory();
-        // One map entry per MAC (boot and BMC interfaces alike).
-        let macs = inv
-            .hosts()
-            .iter()
-            .flat_map(|h| &h.interfaces)
-            .filter(|i| i.mac.is_some())
-            .count();
+        // One map entry per MAC (boot and BMC interfaces, bonds).
+        let macs = inv.lease_macs().count();
         let mut fp = FastPath::load(LoadOptions::for_hosts(macs))?;
         let servers =
             ServedAddr::for_interfaces(ifaces).map_err(|source| ServiceError::Interfaces {

@@ -114,6 +114,8 @@ fn corpus() -> Vec<(String, Req, Expect)> {
         ("cn3", CN3_FIRMWARE, Ipv4Addr::new(10, 0, 0, 7)),
         // A BMC interface: every client kind gets the lease only, in both paths.
         ("cn1-bmc", CN1_BMC, CN1_BMC_IP),
+        // A bond with a MAC of its own: the same.
+        ("cn1-bond", CN1_BOND, CN1_BOND_IP),
     ];
     for (h, mac, ip) in hosts {
         for kind in KINDS {
@@ -294,8 +296,8 @@ fn xdp_replies_equal_the_slow_path() {
     let mut lab = Lab::new();
     assert_eq!(
         lab.sync.hosts(),
-        7,
-        "every interface with a MAC (boot and BMC) has an entry"
+        8,
+        "every interface with a MAC (boot, BMC, bond) has an entry"
     );
     let before = lab.fp.stats().counters();
     let rows = corpus();
@@ -310,20 +312,23 @@ fn xdp_replies_equal_the_slow_path() {
     eprintln!("differential corpus: {} requests, {tx} answered by XDP (equal to the slow path), {pass} passed up; {c:?}", rows.len());
     assert_eq!(c.frames(), rows.len() as u64, "every frame counted once");
     assert_eq!(c.answered + c.nak, tx as u64);
-    assert!(c.nak >= 4 * 10 * 3 + 3, "NAK rows answered in XDP: {c:?}");
+    assert!(c.nak >= 5 * 10 * 3 + 3, "NAK rows answered in XDP: {c:?}");
     assert!(tx > 300, "{tx}");
-    // The BMC's PXE DISCOVER, answered in XDP: its own address, no boot file, no server.
-    let out = lab.run(&discover("bios", CN1_BMC).frame());
-    assert_eq!(out.action, XDP_TX);
-    let f = parse_frame(&out.frame).expect("a frame");
-    let m = Message::decode(&mut Decoder::new(f.payload)).unwrap();
-    assert_eq!(m.yiaddr(), CN1_BMC_IP);
-    assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
-    assert!(m.fname().is_none_or(|f| f.iter().all(|b| *b == 0)), "{m:?}");
-    assert!(m
-        .opts()
-        .get(dhcproto::v4::OptionCode::BootfileName)
-        .is_none());
+    // The BMC's and the bond's PXE DISCOVER, answered in XDP: their own address, no boot
+    // file, no server.
+    for (mac, ip) in [(CN1_BMC, CN1_BMC_IP), (CN1_BOND, CN1_BOND_IP)] {
+        let out = lab.run(&discover("bios", mac).frame());
+        assert_eq!(out.action, XDP_TX);
+        let f = parse_frame(&out.frame).expect("a frame");
+        let m = Message::decode(&mut Decoder::new(f.payload)).unwrap();
+        assert_eq!(m.yiaddr(), ip);
+        assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(m.fname().is_none_or(|f| f.iter().all(|b| *b == 0)), "{m:?}");
+        assert!(m
+            .opts()
+            .get(dhcproto::v4::OptionCode::BootfileName)
+            .is_none());
+    }
 }
 
 /// Grendel's `dhcp.gateway` as the hosts' router (no subnet, no `router_octet4`): the

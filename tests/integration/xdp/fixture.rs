@@ -30,6 +30,9 @@ pub const UNKNOWN: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
 /// cn1's BMC interface: a lease from its own address, nothing to boot.
 pub const CN1_BMC: Mac = Mac([2, 0, 0, 0, 0, 0xb1]);
 pub const CN1_BMC_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+/// cn1's bond (Grendel's `bonds`) with a MAC of its own: a lease, nothing to boot.
+pub const CN1_BOND: Mac = Mac([2, 0, 0, 0, 0, 0xb0]);
+pub const CN1_BOND_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 51);
 
 pub fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &str) -> Host {
     let mut h = Host::with_interface(name, mac, ip);
@@ -47,6 +50,12 @@ pub fn inventory() -> Inventory {
         bmc: true,
         ..Default::default()
     });
+    cn1.bonds.push(serde_json::json!({
+        "mac": CN1_BOND.to_string(),
+        "ip": format!("{CN1_BOND_IP}/24"),
+        "ifname": "bond0",
+        "peers": ["eno1", "eno2"],
+    }));
     Inventory::from_parts_unchecked(
         vec![
             cn1,
