@@ -25,6 +25,7 @@ use crate::netns::{self, Netns};
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const CN1_MAC: &str = "02:77:00:00:00:01";
+const CN1_BMC_MAC: &str = "02:77:00:00:00:b1";
 const CN1_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
 const UNKNOWN_MAC: &str = "02:77:00:00:00:99";
 
@@ -55,9 +56,16 @@ fn inventory() -> Inventory {
         }],
         ..Default::default()
     };
+    let mut cn1 = host("cn1", CN1_MAC, "10.77.0.50/24", true);
+    cn1.interfaces.push(Interface {
+        mac: Some(CN1_BMC_MAC.parse().unwrap()),
+        ip: Some("10.77.0.60/24".into()),
+        bmc: true,
+        ..Default::default()
+    });
     Inventory::from_parts_unchecked(
         vec![
-            host("cn1", CN1_MAC, "10.77.0.50/24", true),
+            cn1,
             host("cn2", "02:77:00:00:00:02", "10.77.0.51/24", false),
         ],
         vec![],
@@ -241,6 +249,30 @@ fn udhcpc_gets_the_inventory_lease() {
         "{events:?}"
     );
     assert!(events.iter().any(|e| e.kind == EventKind::DhcpAck));
+}
+
+/// cn1's BMC interface (a MAC of its own): udhcpc on it gets the BMC's address, the
+/// network options, and no boot file or next server (a lease only).
+#[test]
+fn udhcpc_on_a_bmc_interface_gets_a_lease_only() {
+    if netns::need_root() {
+        return;
+    }
+    let (srv, cli) = lab(CN1_BMC_MAC);
+    let server = Server::start(&srv, config(false), listen_on(&["s0"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, env) = udhcpc(&cli, dir.path(), &[]);
+    assert!(ok, "udhcpc on the BMC NIC got no lease");
+    let v = |k: &str| env_value(&env, k);
+    assert_eq!(v("ip").as_deref(), Some("10.77.0.60"), "{env}");
+    assert_eq!(v("subnet").as_deref(), Some("255.255.255.0"));
+    assert_eq!(v("router").as_deref(), Some("10.77.0.254"));
+    assert_eq!(v("serverid").as_deref(), Some("10.77.0.1"));
+    assert_eq!(v("boot_file"), None, "{env}");
+    assert_eq!(v("siaddr").filter(|s| s != "0.0.0.0"), None, "{env}");
+    let s = server.stats();
+    assert!(s.offers >= 1 && s.acks >= 1, "{s:?}");
+    assert_eq!(s.unknown, 0, "{s:?}");
 }
 
 /// Grendel's `dhcp.gateway`: with no subnet and no `router_octet4`, udhcpc and dhclient

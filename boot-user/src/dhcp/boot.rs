@@ -9,7 +9,7 @@
 //! | `snponly-x86_64.efi` | `snponly.efi` | UEFI x86-64 (PXE and HTTP boot) |
 //! | `ipxe-x86_64.efi`, `ipxe-amd64.efi`, `ipxe.efi` | `ipxe.efi` | UEFI x86-64 |
 //! | `snponly.efi` | `snponly.efi` | UEFI x86-64 |
-//! | `ipxe-i386.efi` | `ipxe-i386.efi` (not in Debian's package) | UEFI IA32 (never chosen: IA32 clients get a lease only) |
+//! | `ipxe-i386.efi` | `ipxe-i386.efi` (not in Debian's package) | UEFI IA32 (arch 6; the default for IA32 clients) |
 //! | `snponly-arm64.efi`, `ipxe-arm64.efi`, `ipxe-aarch64.efi` | `ipxe-arm64.efi` | UEFI ARM64 (Debian builds no SNP-only arm64 iPXE; its full build drives a NIC it has no driver for through the firmware's SNP) |
 //! | any other `*.efi` naming `arm64` / `aarch64` | unchanged | UEFI ARM64 |
 //! | any other `*.efi` | unchanged | any UEFI client |
@@ -62,6 +62,7 @@ pub struct BootFiles {
     pub bios: String,
     pub uefi_x64: String,
     pub uefi_arm64: String,
+    pub uefi_ia32: String,
 }
 
 impl Default for BootFiles {
@@ -73,6 +74,8 @@ impl Default for BootFiles {
             // symlink out of /usr/lib/ipxe, which the TFTP root refuses to follow.
             uefi_x64: "snponly.efi".into(),
             uefi_arm64: "ipxe-arm64.efi".into(),
+            // Grendel's name for its IA32 build (arch 6).
+            uefi_ia32: "ipxe-i386.efi".into(),
         }
     }
 }
@@ -179,6 +182,9 @@ pub fn boot_target(
         ClientKind::UefiArm64 => BootTarget::Tftp {
             file: pick(&files.uefi_arm64, Platform::UefiArm64),
         },
+        ClientKind::UefiIa32 => BootTarget::Tftp {
+            file: pick(&files.uefi_ia32, Platform::UefiIa32),
+        },
         ClientKind::HttpX64 => BootTarget::HttpFirmware {
             url: urls.http_firmware(&pick(&files.uefi_x64, Platform::UefiX64), server),
         },
@@ -232,7 +238,29 @@ mod tests {
             (ClientKind::HttpX64, "", true, http("snponly.efi")),
             (ClientKind::HttpArm64, "", true, http("ipxe-arm64.efi")),
             (ClientKind::Os, "", true, BootTarget::LeaseOnly),
-            (ClientKind::Unsupported(6), "", true, BootTarget::LeaseOnly),
+            (ClientKind::UefiIa32, "", true, tftp("ipxe-i386.efi")),
+            (ClientKind::Unsupported(2), "", true, BootTarget::LeaseOnly),
+            (ClientKind::UefiIa32, "", false, BootTarget::LeaseOnly),
+            // IA32 takes IA32 and unknown-arch EFI overrides, no x86-64 or BIOS one.
+            (
+                ClientKind::UefiIa32,
+                "ipxe-i386.efi",
+                true,
+                tftp("ipxe-i386.efi"),
+            ),
+            (ClientKind::UefiIa32, "custom.efi", true, tftp("custom.efi")),
+            (
+                ClientKind::UefiIa32,
+                "snponly-x86_64.efi",
+                true,
+                tftp("ipxe-i386.efi"),
+            ),
+            (
+                ClientKind::UefiIa32,
+                "undionly.kpxe",
+                true,
+                tftp("ipxe-i386.efi"),
+            ),
             // provision = false: lease only, whatever the client.
             (ClientKind::BiosPxe, "", false, BootTarget::LeaseOnly),
             (ClientKind::Ipxe, "", false, BootTarget::LeaseOnly),

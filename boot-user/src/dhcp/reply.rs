@@ -369,7 +369,12 @@ fn nak(req: &Request, ctx: &Context<'_>, host: &Host, why: String) -> Decision {
 }
 
 /// What this client kind of `host` boots (`boot_target` with the context's settings).
+/// A BMC interface or a bond gets a lease only: a BMC boots nothing from here, and
+/// firmware boots from a member NIC, not from a bond.
 fn host_boot_target(req: &Request, ctx: &Context<'_>, host: &Host) -> BootTarget {
+    if ctx.host.is_some_and(|found| found.nic.bmc || found.bond) {
+        return BootTarget::LeaseOnly;
+    }
     boot_target(
         req.kind,
         host,

@@ -18,6 +18,10 @@ const CN2_NO_PROVISION: Mac = Mac([2, 0, 0, 0, 0, 2]);
 const CN3_SUBNET: Mac = Mac([2, 0, 0, 0, 0, 3]);
 const CN4_NO_IP: Mac = Mac([2, 0, 0, 0, 0, 4]);
 const UNKNOWN: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
+/// cn1's BMC interface (a MAC, an address): a lease, nothing to boot.
+const CN1_BMC: Mac = Mac([2, 0, 0, 0, 0, 0xb1]);
+/// cn1's bond (Grendel's `bonds`, a MAC of its own): a lease, nothing to boot.
+const CN1_BOND: Mac = Mac([2, 0, 0, 0, 0, 0xb0]);
 const CN1_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const URLS: PlainUrls = PlainUrls { port: 8080 };
 
@@ -30,9 +34,20 @@ fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &str)
 }
 
 fn inventory() -> Inventory {
+    let mut cn1 = host("cn1", CN1, Some("10.0.0.5/24"), true, "");
+    cn1.interfaces.push(crate::inventory::Interface {
+        mac: Some(CN1_BMC),
+        ip: Some("10.0.0.50/24".into()),
+        bmc: true,
+        ..Default::default()
+    });
+    cn1.bonds.push(serde_json::json!({
+        "mac": CN1_BOND.to_string(), "ip": "10.0.0.51/24", "ifname": "bond0",
+        "peers": ["eno1", "eno2"],
+    }));
     Inventory::from_parts_unchecked(
         vec![
-            host("cn1", CN1, Some("10.0.0.5/24"), true, ""),
+            cn1,
             host("cn2", CN2_NO_PROVISION, Some("10.0.0.6/24"), false, ""),
             host(
                 "cn3",
@@ -200,7 +215,8 @@ fn boot_options_per_client_kind() {
                 false,
             ),
         ),
-        (ClientKind::Unsupported(6), lease_only()),
+        (ClientKind::UefiIa32, tftp("ipxe-i386.efi")),
+        (ClientKind::Unsupported(2), lease_only()),
     ];
     for (kind, want) in rows {
         let offer = reply(&req(MessageType::Discover, CN1, kind));
@@ -580,6 +596,57 @@ fn provision_false_gets_lease_only() {
     }
 }
 
+/// A BMC NIC with a MAC gets its own address (not the boot NIC's), and nothing to boot,
+/// whatever its firmware says it is; a REQUEST for it is ACKed, one for the boot NIC's
+/// address NAKed. The boot server and proxyDHCP stay silent for it.
+#[test]
+fn bmc_interface_gets_lease_only() {
+    for (mac, ip) in [
+        (CN1_BMC, Ipv4Addr::new(10, 0, 0, 50)),
+        (CN1_BOND, Ipv4Addr::new(10, 0, 0, 51)),
+    ] {
+        lease_only_rows(mac, ip);
+    }
+    let bmc_ip = Ipv4Addr::new(10, 0, 0, 50);
+    for kind in ClientKind::TEMPLATES {
+        let offer = reply(&req(MessageType::Discover, CN1_BMC, kind));
+        assert_eq!(offer.kind, ReplyKind::Offer);
+        assert_eq!(offer.message.yiaddr(), bmc_ip, "{kind}");
+        assert_eq!(boot_of(&offer.message), lease_only(), "{kind}");
+        assert_eq!(offer.boot, super::boot::BootTarget::LeaseOnly);
+        let ack = reply(&selecting(CN1_BMC, bmc_ip, kind));
+        assert_eq!((ack.kind, ack.message.yiaddr()), (ReplyKind::Ack, bmc_ip));
+        assert_eq!(boot_of(&ack.message), lease_only(), "{kind}");
+        let nak = reply(&selecting(CN1_BMC, CN1_IP, kind));
+        assert_eq!(nak.kind, ReplyKind::Nak, "{kind}");
+    }
+    // The boot NIC of the same host still boots.
+    let boot = reply(&req(MessageType::Discover, CN1, ClientKind::BiosPxe));
+    assert_eq!(boot_of(&boot.message), tftp("undionly.kpxe"));
+    let proxy = Settings {
+        proxy_only: true,
+        ..settings()
+    };
+    let d = req(MessageType::Discover, CN1_BMC, ClientKind::BiosPxe);
+    assert!(matches!(
+        decide_with(&d, &proxy, 0),
+        Decision::Silent(Silence::NotNetboot { .. })
+    ));
+}
+
+/// OFFER and ACK with `ip` and no boot options for every kind; a NAK for another address.
+fn lease_only_rows(mac: Mac, ip: Ipv4Addr) {
+    for kind in ClientKind::TEMPLATES {
+        let offer = reply(&req(MessageType::Discover, mac, kind));
+        assert_eq!((offer.kind, offer.message.yiaddr()), (ReplyKind::Offer, ip));
+        assert_eq!(boot_of(&offer.message), lease_only(), "{mac} {kind}");
+        let ack = reply(&selecting(mac, ip, kind));
+        assert_eq!((ack.kind, ack.message.yiaddr()), (ReplyKind::Ack, ip));
+        assert_eq!(boot_of(&ack.message), lease_only(), "{mac} {kind}");
+        assert_eq!(reply(&selecting(mac, CN1_IP, kind)).kind, ReplyKind::Nak);
+    }
+}
+
 #[test]
 fn release_and_decline_are_silent_but_named() {
     let rel = Request {
@@ -856,8 +923,9 @@ fn proxy_only_rows() {
         ),
         (ClientKind::Ipxe, Some((b"PXEClient".as_slice(), false))),
         (ClientKind::HttpX64, Some((b"HTTPClient".as_slice(), false))),
+        (ClientKind::UefiIa32, Some((b"PXEClient".as_slice(), false))),
         (ClientKind::Os, None),
-        (ClientKind::Unsupported(6), None),
+        (ClientKind::Unsupported(2), None),
     ];
     for (kind, want) in rows {
         let d = decide_with(&req(MessageType::Discover, CN1, kind), &s, 0);

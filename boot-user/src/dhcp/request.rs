@@ -11,6 +11,7 @@
 //! | arch 0 (option 93, else the `Arch:NNNNN` of a `PXEClient` vendor class) | [`ClientKind::BiosPxe`] | `undionly.kpxe` over TFTP |
 //! | arch 7 or 9 | [`ClientKind::UefiX64`] | `ipxe.efi` over TFTP |
 //! | arch 11 | [`ClientKind::UefiArm64`] | the ARM64 EFI binary over TFTP |
+//! | arch 6 | [`ClientKind::UefiIa32`] | the IA32 EFI binary (`ipxe-i386.efi`) over TFTP |
 //! | any other arch | [`ClientKind::Unsupported`] | lease only |
 //! | option 60 `PXEClient` without any arch | `BiosPxe` | (pre-RFC 4578 PXE ROMs) |
 //! | nothing of the above | [`ClientKind::Os`] | lease only |
@@ -33,6 +34,8 @@ pub enum ClientKind {
     UefiX64,
     /// UEFI PXE firmware on ARM64 (arch 11).
     UefiArm64,
+    /// UEFI PXE firmware on 32-bit x86 (arch 6).
+    UefiIa32,
     /// iPXE itself, any platform.
     Ipxe,
     /// UEFI HTTP boot on x86 (vendor class `HTTPClient`, arch 15/16).
@@ -46,7 +49,7 @@ pub enum ClientKind {
 impl ClientKind {
     /// The kinds that get distinct replies (one XDP template each; `Unsupported` answers
     /// like `Os`).
-    pub const TEMPLATES: [ClientKind; 7] = [
+    pub const TEMPLATES: [ClientKind; 8] = [
         ClientKind::Os,
         ClientKind::BiosPxe,
         ClientKind::UefiX64,
@@ -54,6 +57,7 @@ impl ClientKind {
         ClientKind::Ipxe,
         ClientKind::HttpX64,
         ClientKind::HttpArm64,
+        ClientKind::UefiIa32,
     ];
 
     /// True for network-boot firmware and iPXE (what a proxyDHCP or boot server answers).
@@ -74,6 +78,7 @@ impl std::fmt::Display for ClientKind {
             ClientKind::BiosPxe => write!(f, "bios-pxe"),
             ClientKind::UefiX64 => write!(f, "uefi-x64"),
             ClientKind::UefiArm64 => write!(f, "uefi-arm64"),
+            ClientKind::UefiIa32 => write!(f, "uefi-ia32"),
             ClientKind::Ipxe => write!(f, "ipxe"),
             ClientKind::HttpX64 => write!(f, "http-x64"),
             ClientKind::HttpArm64 => write!(f, "http-arm64"),
@@ -251,6 +256,7 @@ pub fn classify(
         Some(0) => ClientKind::BiosPxe,
         Some(7 | 9) => ClientKind::UefiX64,
         Some(11) => ClientKind::UefiArm64,
+        Some(6) => ClientKind::UefiIa32,
         Some(15 | 16) => ClientKind::HttpX64,
         Some(19) => ClientKind::HttpArm64,
         Some(a) => ClientKind::Unsupported(a),
@@ -445,7 +451,15 @@ mod tests {
                 Some(pxe("00006")),
                 None,
                 false,
-                ClientKind::Unsupported(6),
+                ClientKind::UefiIa32,
+            ),
+            (
+                "EFI Itanium (2): no binary",
+                Some(2),
+                Some(pxe("00002")),
+                None,
+                false,
+                ClientKind::Unsupported(2),
             ),
             (
                 "old PXE ROM without arch",

@@ -54,8 +54,11 @@ pub enum InventoryError {
 pub struct Inventory {
     hosts: Vec<Host>,
     images: Vec<Image>,
-    /// Boot-interface MAC -> (host index, interface index).
+    /// MAC -> (host index, interface index); indexes past the host's interfaces are
+    /// its bonds (`bond_nics`).
     by_mac: HashMap<Mac, (usize, usize)>,
+    /// Per host, its bonds read as interfaces.
+    bond_nics: Vec<Vec<Interface>>,
     by_name: HashMap<String, usize>,
     image_by_name: HashMap<String, usize>,
     /// `provision.default_image`: the image of provisioned hosts that name none.
@@ -67,6 +70,8 @@ pub struct Inventory {
 pub struct Lookup<'a> {
     pub host: &'a Host,
     pub nic: &'a Interface,
+    /// True when `nic` is one of the host's bonds (it gets a lease, nothing to boot).
+    pub bond: bool,
     /// None when the host names no image, or an image that does not exist (validation
     /// rejects the latter for provisioned hosts).
     pub image: Option<&'a Image>,
@@ -81,8 +86,24 @@ impl Inventory {
         for (hi, h) in hosts.iter().enumerate() {
             by_name.insert(h.name.clone(), hi);
             for (ii, nic) in h.interfaces.iter().enumerate() {
-                if let (false, Some(mac)) = (nic.bmc, nic.mac) {
+                // BMC NICs too: DHCP gives them a lease (Grendel answers any NIC of its
+                // database); what else a MAC gets is up to the service (a BMC boots nothing).
+                if let Some(mac) = nic.mac {
                     by_mac.insert(mac, (hi, ii));
+                }
+            }
+        }
+        // Bonds after the interfaces: a bond that takes a member's MAC (Linux's default)
+        // leaves that MAC to the member's interface.
+        let bond_nics: Vec<Vec<Interface>> = hosts
+            .iter()
+            .map(|h| h.bond_interfaces().unwrap_or_default())
+            .collect();
+        for (hi, bonds) in bond_nics.iter().enumerate() {
+            let base = hosts[hi].interfaces.len();
+            for (bi, nic) in bonds.iter().enumerate() {
+                if let Some(mac) = nic.mac {
+                    by_mac.entry(mac).or_insert((hi, base + bi));
                 }
             }
         }
@@ -95,6 +116,7 @@ impl Inventory {
             hosts,
             images,
             by_mac,
+            bond_nics,
             by_name,
             image_by_name,
             default_image: None,
@@ -167,11 +189,22 @@ impl Inventory {
     pub fn lookup_mac(&self, mac: Mac) -> Option<Lookup<'_>> {
         let &(hi, ii) = self.by_mac.get(&mac)?;
         let host = &self.hosts[hi];
+        let (nic, bond) = match host.interfaces.get(ii) {
+            Some(nic) => (nic, false),
+            None => (&self.bond_nics[hi][ii - host.interfaces.len()], true),
+        };
         Some(Lookup {
             host,
-            nic: &host.interfaces[ii],
+            nic,
+            bond,
             image: self.boot_image_of(host),
         })
+    }
+    /// Every MAC DHCP answers (interfaces, BMC ones included, and bonds), with its host.
+    pub fn lease_macs(&self) -> impl Iterator<Item = (&Host, Mac)> + '_ {
+        let mut all: Vec<_> = self.by_mac.iter().map(|(m, &at)| (at, *m)).collect();
+        all.sort_unstable(); // the inventory's order, whatever the map's
+        all.into_iter().map(|((hi, _), mac)| (&self.hosts[hi], mac))
     }
     pub fn into_parts(self) -> (Vec<Host>, Vec<Image>) {
         (self.hosts, self.images)

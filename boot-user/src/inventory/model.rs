@@ -202,7 +202,8 @@ pub struct Host {
     pub tags: Vec<String>,
     #[serde(deserialize_with = "de_null_default")]
     pub interfaces: Vec<Interface>,
-    /// Grendel's bonds are accepted and kept, not used for booting.
+    /// Grendel's bonds: kept as given; one with a MAC of its own gets a DHCP lease
+    /// (`bond_interfaces`), nothing to boot.
     #[serde(
         deserialize_with = "de_null_default",
         skip_serializing_if = "Vec::is_empty"
@@ -229,6 +230,15 @@ impl Host {
     /// The interface that describes the host's BMC, if any.
     pub fn bmc(&self) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.bmc)
+    }
+    /// Grendel's bonds as interfaces (`peers` ignored): a bond's MAC gets a DHCP lease
+    /// like an interface's. `Err` names the first bond that is no interface.
+    pub fn bond_interfaces(&self) -> Result<Vec<Interface>, (usize, String)> {
+        self.bonds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| serde_json::from_value(b.clone()).map_err(|e| (i, e.to_string())))
+            .collect()
     }
     /// The boot (non-BMC) interface with this MAC.
     pub fn interface_by_mac(&self, mac: Mac) -> Option<&Interface> {

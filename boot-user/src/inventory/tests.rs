@@ -333,11 +333,22 @@ fn impossible_leases_are_refused() {
     ok[2].name = "cn3".into();
     ok[2].interfaces[0].ip = Some("10.0.2.1/24".into());
     ok[2].interfaces[0].mac = "aa:bb:cc:00:00:03".parse().ok();
-    // A BMC's address is where xboot reaches it, not a lease: a lab's BMC on loopback.
+    // A BMC's address without a MAC is where xboot reaches it, not a lease: a lab's BMC
+    // on loopback.
     let mut bmc = h("cn4", "aa:bb:cc:00:00:04", "127.0.0.9/8");
     bmc.interfaces[0].bmc = true;
-    ok.push(bmc);
+    bmc.interfaces[0].mac = None;
+    ok.push(bmc.clone());
     validate::validate_for(&ok, &[f.image("img")], &server, &f.roots()).unwrap();
+    // With a MAC, the BMC gets its address by DHCP: held to the lease rules.
+    bmc.interfaces[0].mac = "aa:bb:cc:00:00:04".parse().ok();
+    let errs = validate::validate_for(&[bmc], &[f.image("img")], &server, &f.roots())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.starts_with("host cn4: interface 0: address 127.0.0.9/8 is a loopback address"),
+        "{errs}"
+    );
 
     let errs = Inventory::new(
         vec![
@@ -779,6 +790,59 @@ fn grendel_dump_imports_hosts_and_images_and_skips_users() {
     // The whole dump is a valid inventory.
     let inv = Inventory::new(loaded.hosts, loaded.images, &f.roots()).unwrap();
     assert_eq!(inv.host("gpu01").unwrap().interfaces[0].vlan, "120");
+    // gpu01's bond has a MAC of its own: indexed for DHCP, with its address.
+    let bond = inv
+        .lookup_mac("52:54:00:b0:00:0f".parse().unwrap())
+        .unwrap();
+    assert_eq!(bond.host.name, "gpu01");
+    assert!(bond.bond && !bond.nic.bmc);
+    assert_eq!(
+        (bond.nic.ifname.as_str(), bond.nic.ip.as_deref()),
+        ("bond0", Some("10.20.2.21/24"))
+    );
+    assert!(inv
+        .lease_macs()
+        .any(|(h, m)| h.name == "gpu01" && m == bond.nic.mac.unwrap()));
+}
+
+/// Bonds are checked like interfaces: readable, their MAC on no other host (a member's
+/// MAC is fine), their address a host's.
+#[test]
+fn bonds_are_validated() {
+    let f = Files::new();
+    let with_bond = |name: &str, mac: &str, bond: serde_json::Value| {
+        let mut h = Host::with_interface(name, mac.parse().unwrap(), Some("10.0.0.5/24"));
+        h.provision = false;
+        h.bonds.push(bond);
+        h
+    };
+    let ok = with_bond(
+        "cn1",
+        "aa:bb:cc:00:00:01",
+        serde_json::json!({"mac": "aa:bb:cc:00:00:01", "ip": "10.0.0.6/24", "peers": ["eno1"]}),
+    );
+    validate::validate_for(std::slice::from_ref(&ok), &[], &[], &f.roots()).unwrap();
+    let rows = [
+        (
+            serde_json::json!({"mac": "not-a-mac"}),
+            "host cn2: bond 0: ",
+        ),
+        (
+            serde_json::json!({"mac": "aa:bb:cc:00:00:01"}),
+            "host cn2: MAC aa:bb:cc:00:00:01 is also on host cn1",
+        ),
+        (
+            serde_json::json!({"mac": "aa:bb:cc:00:00:09", "ip": "127.0.0.3/8"}),
+            "host cn2: bond 0: address 127.0.0.3/8 is a loopback address",
+        ),
+    ];
+    for (bond, want) in rows {
+        let bad = with_bond("cn2", "aa:bb:cc:00:00:02", bond);
+        let errs = validate::validate_for(&[ok.clone(), bad], &[], &[], &f.roots())
+            .unwrap_err()
+            .to_string();
+        assert!(errs.contains(want), "got {errs}, want {want}");
+    }
 }
 
 #[test]

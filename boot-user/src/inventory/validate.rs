@@ -340,11 +340,11 @@ fn check_hosts(
                     message,
                 }),
                 Ok(net) => {
-                    // A BMC's address is where xboot reaches the BMC (IPMI, Redfish), not a
-                    // lease it hands out, so it is not held to the lease rules (a lab puts
-                    // simulated BMCs on loopback). If BMC interfaces get leases one day,
-                    // they must be checked like the others.
-                    let problem = if i.bmc {
+                    // A BMC's address without a MAC is only where xboot reaches the BMC
+                    // (IPMI, Redfish), not a lease it hands out, so it is not held to the
+                    // lease rules (a lab puts simulated BMCs on loopback). A BMC with a MAC
+                    // gets its address by DHCP and is checked like the others.
+                    let problem = if i.bmc && i.mac.is_none() {
                         None
                     } else {
                         address_problem(net, server)
@@ -367,6 +367,47 @@ fn check_hosts(
                             host: host(),
                             ip: net.addr().to_string(),
                             other: other.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        // Bonds get leases too: readable as interfaces, their MAC on no other host (a
+        // member's MAC is the Linux default), their address a host's.
+        match h.bond_interfaces() {
+            Err((bond, message)) => errs.push(ValidationError::Entry {
+                entry: format!("host {}: bond {bond}", h.name),
+                message,
+            }),
+            Ok(bonds) => {
+                for (bond, b) in bonds.iter().enumerate() {
+                    if let Some(mac) = b.mac.filter(|m| !own_macs.contains(m)) {
+                        match macs.get(&mac) {
+                            Some(other) if *other != h.name => {
+                                errs.push(ValidationError::MacOnTwoHosts {
+                                    host: host(),
+                                    mac,
+                                    other: other.to_string(),
+                                })
+                            }
+                            _ => {
+                                macs.insert(mac, &h.name);
+                            }
+                        }
+                    }
+                    let Some(ip) = b.ip.as_deref().filter(|_| b.mac.is_some()) else {
+                        continue;
+                    };
+                    let problem = match parse_cidr(ip) {
+                        Err(message) => Some(message),
+                        Ok(net) => {
+                            address_problem(net, server).map(|r| format!("address {ip} {r}"))
+                        }
+                    };
+                    if let Some(message) = problem {
+                        errs.push(ValidationError::Entry {
+                            entry: format!("host {}: bond {bond}", h.name),
+                            message,
                         });
                     }
                 }

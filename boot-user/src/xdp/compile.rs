@@ -440,6 +440,10 @@ mod tests {
         );
         assert_eq!(
             idx(6, ClassKey::VENDOR_PXE, 0),
+            kind_index(ClientKind::UefiIa32) as u32
+        );
+        assert_eq!(
+            idx(2, ClassKey::VENDOR_PXE, 0),
             kind_index(ClientKind::Os) as u32
         );
         assert_eq!(

@@ -195,7 +195,7 @@ mod tests {
                 "NAK for {wanted}"
             );
         }
-        assert_eq!(rows, 56);
+        assert_eq!(rows, 64);
     }
 
     #[test]

@@ -51,16 +51,18 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// Room for `hosts` boot interfaces and growth: twice as many, at least 1024.
+    /// Room for `hosts` interfaces with a MAC (boot and BMC) and growth: twice as many,
+    /// at least 1024.
     pub fn for_hosts(hosts: usize) -> LoadOptions {
         let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
-        // Up to 15 templates per host (7 client kinds x OFFER/ACK, and a NAK), shared
+        // Up to 17 templates per interface (8 client kinds x OFFER/ACK, and a NAK), shared
         // when equal; a reload's replaced templates wait out a grace period before their
-        // slots are reused. 16 slots per host of room, so 32 per host at start: a whole
-        // second generation fits. 856 bytes each: 27 MiB for 1,000 hosts, preallocated.
+        // slots are reused. 18 slots per entry of room, so 36 per interface at start: a
+        // whole second generation fits. 856 bytes each: 31 MB for 1,000 interfaces,
+        // preallocated.
         LoadOptions {
             max_hosts,
-            max_templates: max_hosts.saturating_mul(16),
+            max_templates: max_hosts.saturating_mul(18),
         }
     }
 }

@@ -117,7 +117,9 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let settings = Settings::from_config(&shared.config)?;
         let inv = shared.inventory();
-        let mut fp = FastPath::load(LoadOptions::for_hosts(inv.hosts().len()))?;
+        // One map entry per MAC (boot and BMC interfaces, bonds).
+        let macs = inv.lease_macs().count();
+        let mut fp = FastPath::load(LoadOptions::for_hosts(macs))?;
         let servers =
             ServedAddr::for_interfaces(ifaces).map_err(|source| ServiceError::Interfaces {
                 ifaces: ifaces.to_vec(),

@@ -210,12 +210,9 @@ impl MapSync {
             ..SyncReport::default()
         };
         let mut seen = HashMap::new();
-        for host in inv.hosts() {
-            for nic in host.interfaces.iter().filter(|i| !i.bmc) {
-                let Some(mac) = nic.mac else { continue };
-                seen.insert(mac, ());
-                self.sync_host(fp, inv, c, host, mac, now, &mut report);
-            }
+        for (host, mac) in inv.lease_macs() {
+            seen.insert(mac, ());
+            self.sync_host(fp, inv, c, host, mac, now, &mut report);
         }
         let gone: Vec<Mac> = self
             .installed

@@ -1,7 +1,7 @@
 //! Differential equivalence: a corpus of requests (every client kind, DISCOVER and
 //! REQUEST in each state, wrong address, foreign server, broadcast flag, option 97 or
 //! not, shuffled option order, relayed, relay fields that make no sense, VLAN-tagged) through the loaded program with
-//! BPF_PROG_TEST_RUN and through the slow path (strict parser, classifier, builder,
+//! BPF_PROG_TEST_RUN and through the slow path (a BMC interface's lease-only answers among them) (strict parser, classifier, builder,
 //! frame encoder). Both replies must decode (dhcproto) to the same message field by
 //! field and option by option, with the same addressing, and be the same bytes.
 use std::net::Ipv4Addr;
@@ -112,6 +112,10 @@ fn corpus() -> Vec<(String, Req, Expect)> {
         ("cn1", CN1, CN1_IP),
         ("cn2", CN2_NO_PROVISION, Ipv4Addr::new(10, 0, 0, 6)),
         ("cn3", CN3_FIRMWARE, Ipv4Addr::new(10, 0, 0, 7)),
+        // A BMC interface: every client kind gets the lease only, in both paths.
+        ("cn1-bmc", CN1_BMC, CN1_BMC_IP),
+        // A bond with a MAC of its own: the same.
+        ("cn1-bond", CN1_BOND, CN1_BOND_IP),
     ];
     for (h, mac, ip) in hosts {
         for kind in KINDS {
@@ -290,7 +294,11 @@ fn xdp_replies_equal_the_slow_path() {
         return;
     }
     let mut lab = Lab::new();
-    assert_eq!(lab.sync.hosts(), 6, "every boot interface has an entry");
+    assert_eq!(
+        lab.sync.hosts(),
+        8,
+        "every interface with a MAC (boot, BMC, bond) has an entry"
+    );
     let before = lab.fp.stats().counters();
     let rows = corpus();
     let (mut tx, mut pass) = (0, 0);
@@ -304,8 +312,23 @@ fn xdp_replies_equal_the_slow_path() {
     eprintln!("differential corpus: {} requests, {tx} answered by XDP (equal to the slow path), {pass} passed up; {c:?}", rows.len());
     assert_eq!(c.frames(), rows.len() as u64, "every frame counted once");
     assert_eq!(c.answered + c.nak, tx as u64);
-    assert!(c.nak >= 3 * 9 * 3 + 3, "NAK rows answered in XDP: {c:?}");
+    assert!(c.nak >= 5 * 10 * 3 + 3, "NAK rows answered in XDP: {c:?}");
     assert!(tx > 300, "{tx}");
+    // The BMC's and the bond's PXE DISCOVER, answered in XDP: their own address, no boot
+    // file, no server.
+    for (mac, ip) in [(CN1_BMC, CN1_BMC_IP), (CN1_BOND, CN1_BOND_IP)] {
+        let out = lab.run(&discover("bios", mac).frame());
+        assert_eq!(out.action, XDP_TX);
+        let f = parse_frame(&out.frame).expect("a frame");
+        let m = Message::decode(&mut Decoder::new(f.payload)).unwrap();
+        assert_eq!(m.yiaddr(), ip);
+        assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(m.fname().is_none_or(|f| f.iter().all(|b| *b == 0)), "{m:?}");
+        assert!(m
+            .opts()
+            .get(dhcproto::v4::OptionCode::BootfileName)
+            .is_none());
+    }
 }
 
 /// Grendel's `dhcp.gateway` as the hosts' router (no subnet, no `router_octet4`): the

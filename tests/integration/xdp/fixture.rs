@@ -27,6 +27,12 @@ pub const CN4_NO_IP: Mac = Mac([2, 0, 0, 0, 0, 4]);
 pub const CN5_RELAYED: Mac = Mac([2, 0, 0, 0, 0, 5]);
 pub const CN6_VLAN: Mac = Mac([2, 0, 0, 0, 0, 6]);
 pub const UNKNOWN: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
+/// cn1's BMC interface: a lease from its own address, nothing to boot.
+pub const CN1_BMC: Mac = Mac([2, 0, 0, 0, 0, 0xb1]);
+pub const CN1_BMC_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+/// cn1's bond (Grendel's `bonds`) with a MAC of its own: a lease, nothing to boot.
+pub const CN1_BOND: Mac = Mac([2, 0, 0, 0, 0, 0xb0]);
+pub const CN1_BOND_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 51);
 
 pub fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &str) -> Host {
     let mut h = Host::with_interface(name, mac, ip);
@@ -37,9 +43,22 @@ pub fn host(name: &str, mac: Mac, ip: Option<&str>, provision: bool, firmware: &
 }
 
 pub fn inventory() -> Inventory {
+    let mut cn1 = host("cn1", CN1, Some("10.0.0.5/24"), true, "");
+    cn1.interfaces.push(xboot::inventory::Interface {
+        mac: Some(CN1_BMC),
+        ip: Some(format!("{CN1_BMC_IP}/24")),
+        bmc: true,
+        ..Default::default()
+    });
+    cn1.bonds.push(serde_json::json!({
+        "mac": CN1_BOND.to_string(),
+        "ip": format!("{CN1_BOND_IP}/24"),
+        "ifname": "bond0",
+        "peers": ["eno1", "eno2"],
+    }));
     Inventory::from_parts_unchecked(
         vec![
-            host("cn1", CN1, Some("10.0.0.5/24"), true, ""),
+            cn1,
             host("cn2", CN2_NO_PROVISION, Some("10.0.0.6/24"), false, ""),
             host(
                 "cn3",
@@ -329,7 +348,8 @@ pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
         "bios" => pxe(0, "PXEClient:Arch:00000:UNDI:002001"),
         "uefi" => pxe(7, "PXEClient:Arch:00007:UNDI:003016"),
         "arm64" => pxe(11, "PXEClient:Arch:00011:UNDI:003016"),
-        "unsupported" => pxe(6, "PXEClient:Arch:00006:UNDI:003016"),
+        "ia32" => pxe(6, "PXEClient:Arch:00006:UNDI:003016"),
+        "unsupported" => pxe(2, "PXEClient:Arch:00002:UNDI:003016"),
         "http" => pxe(16, "HTTPClient:Arch:00016:UNDI:003001"),
         "ipxe" => {
             let mut o = pxe(0, "PXEClient:Arch:00000:UNDI:002001");
@@ -354,10 +374,11 @@ pub fn client_opts(kind: &str, mac: Mac) -> Vec<(u8, Vec<u8>)> {
     }
 }
 
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "bios",
     "uefi",
     "arm64",
+    "ia32",
     "unsupported",
     "http",
     "ipxe",

@@ -123,6 +123,56 @@ fn default_mode_answers_through_xdp() {
     drop((cli, srv));
 }
 
+/// The lab node with a BMC interface of its own MAC and address; the client side takes
+/// the BMC's MAC. Through XDP, udhcpc gets the BMC's address and no boot file.
+#[test]
+fn bmc_interface_gets_its_lease_through_xdp() {
+    if netns::need_root() {
+        return;
+    }
+    const BMC_MAC: &str = "52:54:00:77:00:b1";
+    const BMC_IP: &str = "10.77.0.60";
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, cli, files) = lab("xdpbmc", dir.path());
+    let mut hosts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files.hosts).unwrap()).unwrap();
+    hosts[0]["interfaces"].as_array_mut().unwrap().push(
+        serde_json::json!({"mac": BMC_MAC, "ip": format!("{BMC_IP}/{}", net::PREFIX), "bmc": true}),
+    );
+    std::fs::write(&files.hosts, hosts.to_string()).unwrap();
+    cli.set_mac("br0", BMC_MAC);
+    let server = Server::start(xboot(), &srv.name, files, START).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("udhcpc.env");
+    let script = crate::dhcp::lease_script(dir.path(), &out);
+    let ok = cli
+        .cmd(&[
+            "busybox", "udhcpc", "-f", "-q", "-n", "-i", "br0", "-s", &script, "-t", "5", "-T", "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    let env = std::fs::read_to_string(&out).unwrap_or_default();
+    let c = counters(&server);
+    assert!(ok, "udhcpc on the BMC NIC got no lease: {c}");
+    let v = |k: &str| crate::dhcp::env_value(&env, k);
+    assert_eq!(v("ip").as_deref(), Some(BMC_IP), "{env}");
+    assert_eq!(v("boot_file"), None, "{env}");
+    assert_eq!(v("siaddr").filter(|s| s != "0.0.0.0"), None, "{env}");
+    assert!(
+        c["xdp"]["answered"].as_u64().unwrap_or(0) >= 2,
+        "OFFER and ACK from XDP: {c}"
+    );
+    assert_eq!(
+        (&c["dhcp"]["offers"], &c["dhcp"]["acks"]),
+        (&0.into(), &0.into()),
+        "{c}"
+    );
+    drop(server);
+    drop((cli, srv));
+}
+
 #[test]
 fn default_mode_without_cap_bpf_falls_back_with_one_warning() {
     if netns::need_root() {
