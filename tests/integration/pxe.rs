@@ -339,13 +339,7 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp, server_ipv6: bool) {
     assert!(events.iter().all(|e| e.host == serve::NODE));
     // The whole boot was served with no capability left on any thread of the server.
     assert_no_capabilities(server.pid());
-    let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
-        .args(["status", "--json", "--socket"])
-        .arg(&server.files.socket)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let status = server.status().unwrap_or_else(|e| panic!("{e}"));
     let ras = &status["counters"]["dhcp"]["router_advertisements"];
     assert!(
         ras.as_u64().unwrap_or(0) >= 1,

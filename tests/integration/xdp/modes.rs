@@ -63,14 +63,7 @@ fn lease(cli: &Netns, dir: &Path) -> Option<String> {
 
 /// `xboot status --json`'s counters.
 fn counters(server: &Server) -> serde_json::Value {
-    let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
-        .args(["status", "--json", "--socket"])
-        .arg(&server.files.socket)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    status["counters"].clone()
+    server.status().unwrap_or_else(|e| panic!("{e}"))["counters"].clone()
 }
 
 /// The log's warning lines about XDP (not, e.g., the TFTP root's links to outside it).
