@@ -42,11 +42,7 @@ fn lab(name: &str) -> (Netns, Netns) {
 }
 
 fn nic(cli: &Netns) -> Option<Nic> {
-    Some(Nic {
-        netns: cli.name.clone(),
-        tap: net::TAP.into(),
-        mac: net::VM_MAC.into(),
-    })
+    Some(Nic::lab(&cli.name))
 }
 
 /// Prints when each payload marker appeared (seconds after qemu started); with
