@@ -721,28 +721,24 @@ fn grendel_chart_arguments_and_configmap_updates() {
         }
     }
     let bind = format!("mount --bind {} /var/lib && exec \"$@\"", var_lib.display());
-    let argv = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
+    let argv = crate::netns::private_mounts_sh(
         &bind,
-        "sh",
-        XBOOT,
-        "--debug",
-        "--verbose",
-        "serve",
-        "-c",
-        &secret,
-        "--hosts",
-        &hosts_path,
-        "--images",
-        &images_path,
-        "--listen",
-        "0.0.0.0",
-    ];
+        &[
+            "sh",
+            XBOOT,
+            "--debug",
+            "--verbose",
+            "serve",
+            "-c",
+            &secret,
+            "--hosts",
+            &hosts_path,
+            "--images",
+            &images_path,
+            "--listen",
+            "0.0.0.0",
+        ],
+    );
     let mut child = ns
         .cmd(&argv)
         .env_remove("RUST_LOG")

@@ -62,15 +62,7 @@ impl<'a> Overlay<'a> {
             ready.display()
         );
         let pid = ns.spawn(
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ],
+            &netns::private_mounts_sh(&script, &[]),
             Stdio::null(),
             Stdio::inherit(),
         );
@@ -565,16 +557,7 @@ fn oci_image_serves_with_the_charts_arguments_over_macvlan_and_net_admin_only() 
         "--listen",
         "0.0.0.0",
     ];
-    let mut argv = vec![
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-        &entrypoint[0],
-    ];
+    let mut argv = netns::private_mounts_sh(&script, &[&entrypoint[0]]);
     argv.extend(chart_args);
     let log = root.join("pod.log");
     let pid = pod.spawn(
