@@ -71,12 +71,19 @@ impl Site {
         std::fs::write(self.dir.path().join(name), body).unwrap();
         self.path(name)
     }
+    /// `xboot check-config` on the site's config, `extra` arguments after it.
+    fn check_config(&self, extra: &[&str]) -> Output {
+        let config = self.path("xboot.toml");
+        let mut args = vec!["check-config", "--config", &config];
+        args.extend_from_slice(extra);
+        xboot(&args)
+    }
 }
 
 #[test]
 fn check_config_good_and_bad() {
     let site = Site::new();
-    let out = xboot(&["check-config", "--config", &site.path("xboot.toml")]);
+    let out = site.check_config(&[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
@@ -117,13 +124,7 @@ fn check_config_good_and_bad() {
             {"name":"cn2","provision":true,"boot_image":"nope","interfaces":[{"mac":"aa:bb:cc:00:00:01","ip":"10.0.0.2/24"}]},
             {"name":"cn_3","interfaces":[{"ip":"10.0.0.3/99"}]}]"#,
     );
-    let out = xboot(&[
-        "check-config",
-        "--config",
-        &site.path("xboot.toml"),
-        "--hosts",
-        &hosts,
-    ]);
+    let out = site.check_config(&["--hosts", &hosts]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for want in [
@@ -141,13 +142,7 @@ fn check_config_good_and_bad() {
         "bad-images.json",
         r#"[{"name":"img","kernel":"boot/gone","initrd":[]}]"#,
     );
-    let out = xboot(&[
-        "check-config",
-        "--config",
-        &site.path("xboot.toml"),
-        "--images",
-        &images,
-    ]);
+    let out = site.check_config(&["--images", &images]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -163,13 +158,7 @@ fn check_config_good_and_bad() {
         "outside-images.json",
         r#"[{"name":"img","kernel":"xboot.toml","initrd":[]}]"#,
     );
-    let out = xboot(&[
-        "check-config",
-        "--config",
-        &site.path("xboot.toml"),
-        "--images",
-        &images,
-    ]);
+    let out = site.check_config(&["--images", &images]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -180,13 +169,7 @@ fn check_config_good_and_bad() {
         )),
         "{stderr}"
     );
-    let out = xboot(&[
-        "check-config",
-        "--config",
-        &site.path("xboot.toml"),
-        "--hosts",
-        &site.path("none.json"),
-    ]);
+    let out = site.check_config(&["--hosts", &site.path("none.json")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).1.contains("cannot read inventory file"),
@@ -466,7 +449,7 @@ fn serve_api_changes_persist_across_restart() {
     drop(server);
 
     // Offline check of the same site now merges the stored hosts in.
-    let out = xboot(&["check-config", "--config", &site.path("xboot.toml")]);
+    let out = site.check_config(&[]);
     assert!(
         text(&out)
             .0
@@ -738,28 +721,24 @@ fn grendel_chart_arguments_and_configmap_updates() {
         }
     }
     let bind = format!("mount --bind {} /var/lib && exec \"$@\"", var_lib.display());
-    let argv = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
+    let argv = crate::netns::private_mounts_sh(
         &bind,
-        "sh",
-        XBOOT,
-        "--debug",
-        "--verbose",
-        "serve",
-        "-c",
-        &secret,
-        "--hosts",
-        &hosts_path,
-        "--images",
-        &images_path,
-        "--listen",
-        "0.0.0.0",
-    ];
+        &[
+            "sh",
+            XBOOT,
+            "--debug",
+            "--verbose",
+            "serve",
+            "-c",
+            &secret,
+            "--hosts",
+            &hosts_path,
+            "--images",
+            &images_path,
+            "--listen",
+            "0.0.0.0",
+        ],
+    );
     let mut child = ns
         .cmd(&argv)
         .env_remove("RUST_LOG")

@@ -28,21 +28,27 @@ fn bytes(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// `service` on 127.0.0.1 (a free port) until the returned sender is dropped: its base
+/// URL and that sender.
+pub async fn serve_on_loopback(service: HttpService) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(service.serve(listener, async {
+        // Dropping the sender ends the wait too.
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
 struct Server {
+    /// First, so the service stops before the rest is dropped.
+    _stop: tokio::sync::oneshot::Sender<()>,
     dir: tempfile::TempDir,
     shared: Arc<Shared>,
     signer: UrlSigner,
     base: String,
     completed: Arc<Mutex<Vec<String>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 impl Server {
@@ -147,8 +153,6 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     edit(&mut cfg);
     let shared = Shared::new(cfg, inv, EventLog::default());
     let key = TokenKey::from_secret("integration");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let completed = Arc::new(Mutex::new(Vec::new()));
     let seen = completed.clone();
     let service =
@@ -161,18 +165,15 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
                 Ok(())
             })
         }));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(service.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = serve_on_loopback(service).await;
     let signer = UrlSigner::new(&base, key, Duration::from_secs(600));
     Server {
+        _stop: stop,
         dir,
         shared,
         signer,
         base,
         completed,
-        stop: Some(stop),
     }
 }
 

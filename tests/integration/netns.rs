@@ -26,6 +26,23 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// The argv running `script` with `sh -c` in a private mount namespace (`unshare --mount
+/// --propagation private`: what it mounts only it and its children see), `args` after the
+/// script (its `$0`, `$1`, ...).
+pub fn private_mounts_sh<'a>(script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec![
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ];
+    argv.extend_from_slice(args);
+    argv
+}
+
 impl Netns {
     /// A new, empty namespace `xb-<prefix>-<pid>-<n>` with loopback up and IPv6 off.
     pub fn new(prefix: &str) -> Netns {

@@ -62,15 +62,7 @@ impl<'a> Overlay<'a> {
             ready.display()
         );
         let pid = ns.spawn(
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ],
+            &netns::private_mounts_sh(&script, &[]),
             Stdio::null(),
             Stdio::inherit(),
         );
@@ -565,16 +557,7 @@ fn oci_image_serves_with_the_charts_arguments_over_macvlan_and_net_admin_only() 
         "--listen",
         "0.0.0.0",
     ];
-    let mut argv = vec![
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-        &entrypoint[0],
-    ];
+    let mut argv = netns::private_mounts_sh(&script, &[&entrypoint[0]]);
     argv.extend(chart_args);
     let log = root.join("pod.log");
     let pid = pod.spawn(
@@ -647,17 +630,5 @@ fn oci_image_serves_with_the_charts_arguments_over_macvlan_and_net_admin_only() 
 fn udhcpc(cli: &Netns, dir: &Path, extra: &[&str]) -> (bool, String) {
     let out = dir.join("lease.env");
     let _ = std::fs::remove_file(&out);
-    let script = crate::dhcp::lease_script(dir, &out);
-    let mut argv = vec![
-        "busybox", "udhcpc", "-f", "-q", "-n", "-i", "c0", "-s", &script, "-t", "20", "-T", "1",
-    ];
-    argv.extend_from_slice(extra);
-    let ok = cli
-        .cmd(&argv)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    (ok, std::fs::read_to_string(&out).unwrap_or_default())
+    crate::udhcpc::udhcpc(cli, dir, &out, "c0", 20, extra)
 }

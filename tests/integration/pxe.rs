@@ -7,7 +7,7 @@
 //! - Full PXE boots against `xboot serve` (DHCP, TFTP, HTTP): SeaBIOS + iPXE ROM, and
 //!   OVMF + iPXE EFI ROM, up to the postscript having run and reported back; OVMF's own
 //!   PXE (EDK2's TFTP client) up to the kernel booting.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -42,11 +42,7 @@ fn lab(name: &str) -> (Netns, Netns) {
 }
 
 fn nic(cli: &Netns) -> Option<Nic> {
-    Some(Nic {
-        netns: cli.name.clone(),
-        tap: net::TAP.into(),
-        mac: net::VM_MAC.into(),
-    })
+    Some(Nic::lab(&cli.name))
 }
 
 /// Prints when each payload marker appeared (seconds after qemu started); with
@@ -339,13 +335,7 @@ fn pxe_boot(firmware: Firmware, dhcp: Dhcp, server_ipv6: bool) {
     assert!(events.iter().all(|e| e.host == serve::NODE));
     // The whole boot was served with no capability left on any thread of the server.
     assert_no_capabilities(server.pid());
-    let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
-        .args(["status", "--json", "--socket"])
-        .arg(&server.files.socket)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let status = server.status().unwrap_or_else(|e| panic!("{e}"));
     let ras = &status["counters"]["dhcp"]["router_advertisements"];
     assert!(
         ras.as_u64().unwrap_or(0) >= 1,
@@ -508,6 +498,26 @@ fn pxe_boot_uefi_ovmf() {
     pxe_boot(Firmware::Uefi, Dhcp::Userspace, true);
 }
 
+/// `xboot serve` in `srv` on the lab's files (under `dir/lab`) with the package's iPXE
+/// bundle (`testlab::package`, built into `dir/firmware`) as its TFTP root: the server and
+/// the bundle's directory.
+fn serve_bundle(dir: &Path, srv: &Netns, payload: &Payload) -> (Server, PathBuf) {
+    let files = serve::write_lab_files(&dir.join("lab"), payload).unwrap();
+    let bundle = dir.join("firmware");
+    testlab::package::bundle(&bundle).unwrap();
+    let cfg = std::fs::read_to_string(&files.config).unwrap();
+    let root = format!("root = \"{}\"", bundle.display());
+    std::fs::write(
+        &files.config,
+        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
+    )
+    .unwrap();
+    let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
+    let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (server, bundle)
+}
+
 /// OVMF's own UEFI PXE on virtio-net (no iPXE ROM): EDK2's TFTP client against xboot's
 /// server, which serves the iPXE bundle of the package and the image (Debian 13's
 /// current iPXE, `testlab::package`), up to the kernel iPXE loads booting (the payload has
@@ -526,19 +536,7 @@ fn pxe_boot_uefi_native_tftp() {
     let payload = payload();
     let dir = workdir("pxe-uefi-native-");
     let (srv, cli) = lab("pxen");
-    let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
-    let bundle = dir.path().join("firmware");
-    testlab::package::bundle(&bundle).unwrap();
-    let cfg = std::fs::read_to_string(&files.config).unwrap();
-    let root = format!("root = \"{}\"", bundle.display());
-    std::fs::write(
-        &files.config,
-        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
-    )
-    .unwrap();
-    let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
-    let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (server, bundle) = serve_bundle(dir.path(), &srv, &payload);
     let spec = VmSpec {
         boot: Boot::Pxe(Firmware::UefiNative),
         nic: nic(&cli),
@@ -593,19 +591,7 @@ fn pxe_boot_uefi_arm64_with_the_bundled_ipxe() {
     let payload = payload();
     let dir = workdir("pxe-uefi-arm64-");
     let (srv, cli) = lab("pxea");
-    let files = serve::write_lab_files(&dir.path().join("lab"), &payload).unwrap();
-    let bundle = dir.path().join("firmware");
-    testlab::package::bundle(&bundle).unwrap();
-    let cfg = std::fs::read_to_string(&files.config).unwrap();
-    let root = format!("root = \"{}\"", bundle.display());
-    std::fs::write(
-        &files.config,
-        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
-    )
-    .unwrap();
-    let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
-    let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (server, bundle) = serve_bundle(dir.path(), &srv, &payload);
     let spec = VmSpec {
         boot: Boot::Pxe(Firmware::UefiArm64),
         nic: nic(&cli),

@@ -30,18 +30,11 @@ fn fixtures() -> PathBuf {
 }
 
 struct Server {
+    /// First, so the service stops before the rest is dropped.
+    _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
     signer: UrlSigner,
     base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 impl Server {
@@ -137,19 +130,12 @@ async fn start() -> Server {
         .unwrap_or_else(|e| panic!("the inventory loads: {e}"));
     let shared = Shared::new(cfg, inv, EventLog::default());
     let key = TokenKey::from_secret("templates");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        HttpService::new(shared, key.clone()).serve(listener, async {
-            let _ = stopped.await;
-        }),
-    );
+    let (base, stop) = crate::http::serve_on_loopback(HttpService::new(shared, key.clone())).await;
     Server {
+        _stop: stop,
         signer: UrlSigner::new(&base, key, Duration::from_secs(600)),
         base,
         _dir: dir,
-        stop: Some(stop),
     }
 }
 

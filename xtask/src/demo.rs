@@ -92,11 +92,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let spec = VmSpec {
         boot: Boot::Pxe(firmware),
-        nic: Some(Nic {
-            netns: cli_ns.name.clone(),
-            tap: net::TAP.into(),
-            mac: net::VM_MAC.into(),
-        }),
+        nic: Some(Nic::lab(&cli_ns.name)),
         serial: dir.join("serial.log"),
         memory_mb: 256,
     };

@@ -121,20 +121,7 @@ fn xdp_udhcpc_gets_its_lease_from_xdp() {
     for extra in [&[][..], &["-B"][..]] {
         let before = stats.counters();
         let out = dir.path().join(format!("udhcpc{}.env", extra.len()));
-        let script = lease_script(dir.path(), &out);
-        let mut argv = vec![
-            "busybox", "udhcpc", "-f", "-q", "-n", "-i", "c0", "-s", &script, "-t", "3", "-T", "1",
-        ];
-        argv.extend_from_slice(extra);
-        let ok = lab
-            .cli
-            .cmd(&argv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        let env = std::fs::read_to_string(&out).unwrap_or_default();
+        let (ok, env) = crate::udhcpc::udhcpc(&lab.cli, dir.path(), &out, "c0", 3, extra);
         let c = stats.counters().since(&before);
         assert!(
             ok,

@@ -4,7 +4,6 @@
 //! with one warning naming the reason and still serves the client; with `mode = "xdp"`
 //! written in the config, the same start is an error.
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use testlab::net;
@@ -47,30 +46,13 @@ fn without_bpf(extra: &str) -> Vec<String> {
 /// busybox udhcpc on br0: the leased address, or None.
 fn lease(cli: &Netns, dir: &Path) -> Option<String> {
     let out = dir.join("udhcpc.env");
-    let script = crate::dhcp::lease_script(dir, &out);
-    let ok = cli
-        .cmd(&[
-            "busybox", "udhcpc", "-f", "-q", "-n", "-i", "br0", "-s", &script, "-t", "5", "-T", "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    let env = std::fs::read_to_string(&out).unwrap_or_default();
+    let (ok, env) = crate::udhcpc::udhcpc(cli, dir, &out, "br0", 5, &[]);
     ok.then(|| crate::dhcp::env_value(&env, "ip")).flatten()
 }
 
 /// `xboot status --json`'s counters.
 fn counters(server: &Server) -> serde_json::Value {
-    let out = testlab::peers::own(env!("CARGO_BIN_EXE_xboot"))
-        .args(["status", "--json", "--socket"])
-        .arg(&server.files.socket)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    status["counters"].clone()
+    server.status().unwrap_or_else(|e| panic!("{e}"))["counters"].clone()
 }
 
 /// The log's warning lines about XDP (not, e.g., the TFTP root's links to outside it).

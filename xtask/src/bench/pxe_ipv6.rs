@@ -109,11 +109,7 @@ fn boot(
         .map_err(|e| anyhow!(e))?;
     let spec = VmSpec {
         boot: Boot::Pxe(Firmware::Bios),
-        nic: Some(Nic {
-            netns: cli_ns.name.clone(),
-            tap: net::TAP.into(),
-            mac: net::VM_MAC.into(),
-        }),
+        nic: Some(Nic::lab(&cli_ns.name)),
         serial: dir.join("serial.log"),
         memory_mb: 256,
     };

@@ -3,9 +3,8 @@
 //! set-up cache), the Debian package (cargo-deb, over a binary cargo has built) and the
 //! OCI image (umoci, from scratch, without a registry or a container engine).
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::peers;
+use crate::{peers, run};
 
 /// Where the package and the image install the bundle (the default `tftp.root` when it
 /// exists).
@@ -53,21 +52,6 @@ pub const IMAGE_DIRS: [&str; 7] = [
 
 /// The image's tag in its OCI layout.
 pub const IMAGE_TAG: &str = "xboot";
-
-fn run(cmd: &mut Command) -> Result<std::process::Output, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out)
-}
 
 /// The iPXE version of the bundle (Debian's package version).
 pub fn ipxe_version() -> Result<String, String> {
@@ -170,7 +154,7 @@ pub fn deb(built: &Built, out: &Path) -> Result<PathBuf, String> {
         .env("CARGO_TARGET_DIR", built.target_dir())
         .current_dir(crate::workspace_root()))?;
     let arch = run(peers::command("dpkg").arg("--print-architecture"))?;
-    let arch = String::from_utf8_lossy(&arch.stdout).trim().to_string();
+    let arch = arch.trim().to_string();
     let deb = out.join(format!("xboot_{}-1_{arch}.deb", version()));
     if !deb.is_file() {
         return Err(format!("cargo deb made no {}", deb.display()));
@@ -292,7 +276,7 @@ fn fill_rootfs(built: &Built, rootfs: &Path) -> Result<(), String> {
 /// them on this machine.
 pub fn libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
     let out = run(peers::command("ldd").arg(binary))?;
-    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_ldd(&out))
 }
 
 /// The absolute paths of ldd's output (`libc.so.6 => /lib/.../libc.so.6 (0x...)`,

@@ -50,6 +50,18 @@ pub struct Nic {
     pub mac: String,
 }
 
+impl Nic {
+    /// The lab's VM NIC ([`crate::net::build`]): the tap [`crate::net::TAP`] in `netns`,
+    /// with the inventory node's MAC [`crate::net::VM_MAC`].
+    pub fn lab(netns: &str) -> Nic {
+        Nic {
+            netns: netns.to_string(),
+            tap: crate::net::TAP.into(),
+            mac: crate::net::VM_MAC.into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Boot {
     /// Network boot from the NIC (needs a [`Nic`]).

@@ -286,6 +286,15 @@ impl Server {
         )?;
         parse_events(&out)
     }
+
+    /// `xboot status --json --socket S`, parsed.
+    pub fn status(&self) -> Result<serde_json::Value, String> {
+        let socket = self.files.socket.display().to_string();
+        let out = crate::run(
+            testlab::peers::own(&self.xboot).args(["status", "--json", "--socket", &socket]),
+        )?;
+        serde_json::from_str(&out).map_err(|e| format!("bad status JSON: {e}: {out}"))
+    }
 }
 
 impl Drop for Server {
