@@ -125,17 +125,7 @@ fn bmc_interface_gets_its_lease_through_xdp() {
     cli.set_mac("br0", BMC_MAC);
     let server = Server::start(xboot(), &srv.name, files, START).unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("udhcpc.env");
-    let script = crate::dhcp::lease_script(dir.path(), &out);
-    let ok = cli
-        .cmd(&[
-            "busybox", "udhcpc", "-f", "-q", "-n", "-i", "br0", "-s", &script, "-t", "5", "-T", "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    let env = std::fs::read_to_string(&out).unwrap_or_default();
+    let (ok, env) = crate::udhcpc::udhcpc(&cli, dir.path(), &out, "br0", 5, &[]);
     let c = counters(&server);
     assert!(ok, "udhcpc on the BMC NIC got no lease: {c}");
     let v = |k: &str| crate::dhcp::env_value(&env, k);
