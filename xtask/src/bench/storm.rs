@@ -1,9 +1,12 @@
 //! `cargo xtask bench storm [--sizes 10,100,1000] [--servers a,b] [--rounds R]
-//! [--boot-delay S] [--jitter S]`: boot storms of N simulated nodes (each in its own
+//! [--neigh default,raised] [--boot-delay S] [--jitter S]`: boot storms of N simulated nodes (each in its own
 //! network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq + nginx,
 //! alternating runs. Builds `xboot` and the simulator `stormsim` in release and runs the
 //! sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
-//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`). Leaves
+//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_NEIGH`, `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`).
+//! `--neigh`: the kernel's neighbour-table limits as a variable (default = as the host
+//! has them, raised = gc_thresh1/2/3 raised for each run and restored after, also on
+//! Ctrl-C); each run prints its validity checks. Leaves
 //! `storm.json`, `storm.md` and one SVG per run in target/bench/storm.
 use anyhow::bail;
 

@@ -16,6 +16,8 @@
 //!   dnsmasq + nginx (stock, tuned).
 //! - [`xdp_pass`]: the pass-everything XDP program the server veth's peer needs for
 //!   native XDP_TX (xboot's xdp mode).
+//! - [`neigh`]: the kernel's neighbour-table limits as a variable of the storm (raised
+//!   for a run and restored by an RAII guard) and its overflow counter.
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
@@ -30,6 +32,7 @@
 //! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
 pub mod http;
+pub mod neigh;
 pub mod node;
 pub mod nsops;
 pub mod report;

@@ -339,13 +339,7 @@ pub fn global_counters() -> (u64, u64) {
         .lines()
         .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
         .sum();
-    let arp = std::fs::read_to_string("/proc/net/stat/arp_cache").unwrap_or_default();
-    let mut lines = arp.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    let col = header.iter().position(|h| *h == "table_fulls");
-    let fulls = lines
-        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(col?)?, 16).ok())
-        .sum();
+    let fulls = crate::neigh::table_fulls();
     (softnet, fulls)
 }
 

@@ -86,9 +86,65 @@ pub struct Summary {
     pub spans: Vec<(&'static str, Dist)>,
     /// (stage, reason) -> count.
     pub failures: Vec<(String, String, usize)>,
+    /// Neighbour-table limits (`default`, `raised`) and the overflows counted.
+    pub neigh_limits: &'static str,
+    pub neigh_overflows: u64,
+    /// Every validity check held (see [`validity`]).
+    pub valid: bool,
+    /// The checks that failed, one line each.
+    pub invalid: Vec<String>,
+}
+
+/// One validity check of a storm: what it says, and whether it held.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The checks that decide whether a storm measured the server (and not the lab):
+/// no softnet backlog drops, no neighbour-table overflow unless the default limits are
+/// the variable under test, the simulator under its core.
+pub fn validity(o: &Outcome) -> Vec<Check> {
+    let wall = o.nodes.iter().map(|r| r.end).fold(0.0f64, f64::max);
+    let nr = &o.neigh;
+    let neigh_detail = format!(
+        "{} (table_fulls {} -> {}), limits {} (gc_thresh1/2/3 = {}/{}/{}){}",
+        nr.overflows(),
+        nr.table_fulls_before,
+        nr.table_fulls_after,
+        nr.limits.name(),
+        nr.gc_thresh[0],
+        nr.gc_thresh[1],
+        nr.gc_thresh[2],
+        if nr.invalidates() || nr.overflows() == 0 {
+            ""
+        } else {
+            ": the default limits are the variable, so overflows are the finding"
+        },
+    );
+    vec![
+        Check {
+            name: "softnet backlog drops (host-wide)",
+            ok: o.softnet_drops == 0,
+            detail: o.softnet_drops.to_string(),
+        },
+        Check {
+            name: "neighbour-table overflows (host-wide)",
+            ok: !nr.invalidates(),
+            detail: neigh_detail,
+        },
+        Check {
+            name: "simulator CPU under its core",
+            ok: o.simulator_cpu_s < 0.9 * wall.max(0.001),
+            detail: format!("{:.2} s of CPU in {wall:.2} s", o.simulator_cpu_s),
+        },
+    ]
 }
 
 pub fn summarize(o: &Outcome) -> Summary {
+    let checks = validity(o);
     let completed = o
         .nodes
         .iter()
@@ -132,6 +188,14 @@ pub fn summarize(o: &Outcome) -> Summary {
         dhcp_send_errors: o.nodes.iter().map(|r| r.dhcp_send_errors).sum(),
         spans: spans(&o.nodes),
         failures,
+        neigh_limits: o.neigh.limits.name(),
+        neigh_overflows: o.neigh.overflows(),
+        valid: checks.iter().all(|c| c.ok),
+        invalid: checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect(),
     }
 }
 
@@ -151,11 +215,13 @@ pub fn markdown(o: &Outcome) -> String {
     let mut m = String::new();
     let _ = writeln!(
         m,
-        "### {} - N = {} ({} profile)\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
+        "### {} - N = {} ({} profile, neighbour limits {}){}\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
          - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; DHCP sends refused by the node's kernel: {}; boot delay {} s, power-on jitter {} s\n",
         o.server,
         o.n,
         o.profile,
+        o.neigh.limits.name(),
+        if s.valid { "" } else { " - INVALID" },
         s.completed,
         o.n,
         s.makespan_s.map(secs).unwrap_or_else(|| "- (failures)".into()),
@@ -175,16 +241,27 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(
         m,
         "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
-         validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0), \
-         simulator CPU {:.2} s, host load average at start {:.1}\n",
+         host load average at start {:.1}",
         net("Tcp.RetransSegs"),
         net("TcpExt.TCPTimeouts"),
         net("Udp.RcvbufErrors"),
-        o.softnet_drops,
-        o.neigh_table_fulls,
-        o.simulator_cpu_s,
         o.loadavg_1m,
     );
+    let _ = writeln!(
+        m,
+        "- validity: {}",
+        if s.valid { "valid" } else { "**INVALID**" }
+    );
+    for c in validity(o) {
+        let _ = writeln!(
+            m,
+            "  - [{}] {}: {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    m.push('\n');
     if let Some(st) = &o.server_status {
         let _ = writeln!(
             m,
@@ -366,6 +443,73 @@ mod tests {
         assert_eq!(pct(&[3.0], 99.0), 3.0);
         let d = dist(vec![2.0, 1.0]);
         assert_eq!((d.reached, d.p50, d.max), (2, 1.0, 2.0));
+    }
+
+    fn outcome(neigh: crate::neigh::Record) -> Outcome {
+        Outcome {
+            n: 1,
+            server: "xboot-userspace",
+            profile: "bios",
+            boot_delay_s: 3.0,
+            jitter_s: 1.0,
+            setup_s: 1.0,
+            nodes: vec![NodeResult {
+                stamps: vec![("power_on", 0.1), ("complete", 5.0)],
+                end: 5.0,
+                ..NodeResult::default()
+            }],
+            makespan_s: Some(5.0),
+            server_cpu_s: 0.5,
+            server_peak_rss_kib: 1024,
+            samples: vec![],
+            events: vec![],
+            logs: String::new(),
+            server_net: Default::default(),
+            softnet_drops: 0,
+            neigh_table_fulls: neigh.overflows(),
+            neigh,
+            server_status: None,
+            simulator_cpu_s: 1.0,
+            loadavg_1m: 0.0,
+        }
+    }
+
+    #[test]
+    fn validity_names_what_failed() {
+        use crate::neigh::{Limits, Record};
+        let rec = |limits, variable, after| Record {
+            limits,
+            variable,
+            gc_thresh: [128, 512, 1024],
+            table_fulls_before: 10,
+            table_fulls_after: after,
+        };
+        let o = outcome(rec(Limits::Raised, true, 10));
+        let s = summarize(&o);
+        assert!(s.valid, "{:?}", s.invalid);
+        assert_eq!((s.neigh_limits, s.neigh_overflows), ("raised", 0));
+        // Overflows under raised limits: invalid, and the report says why.
+        let o = outcome(rec(Limits::Raised, true, 25));
+        let s = summarize(&o);
+        assert!(!s.valid);
+        assert_eq!(s.invalid.len(), 1);
+        assert!(s.invalid[0].starts_with("neighbour-table overflows"), "{:?}", s.invalid);
+        assert!(s.invalid[0].contains("15 (table_fulls 10 -> 25)"), "{:?}", s.invalid);
+        assert!(markdown(&o).contains("INVALID"));
+        // Under default limits that are the variable: a finding, not invalid.
+        let o = outcome(rec(Limits::Default, true, 25));
+        assert!(summarize(&o).valid);
+        assert!(markdown(&o).contains("overflows are the finding"));
+        // Default limits that are not the variable: invalid.
+        assert!(!summarize(&outcome(rec(Limits::Default, false, 25))).valid);
+        // Softnet drops and a saturated simulator are each named.
+        let mut o = outcome(rec(Limits::Raised, true, 10));
+        o.softnet_drops = 3;
+        o.simulator_cpu_s = 4.9;
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
+        assert!(s.invalid[0].starts_with("softnet backlog drops"));
+        assert!(s.invalid[1].starts_with("simulator CPU"));
     }
 
     #[test]

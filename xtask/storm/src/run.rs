@@ -9,6 +9,7 @@ use serde::Serialize;
 use testlab::payload::Payload;
 
 use crate::fabric::{node_mac, node_name, Fabric};
+use crate::neigh::{self, Limits, NeighGuard};
 use crate::node::{Node, NodeResult, SimConfig};
 use crate::servers::{self, Kind, Running};
 
@@ -27,6 +28,24 @@ pub struct Spec {
     pub tag: String,
     /// Give up on nodes still running after this long.
     pub deadline: Duration,
+}
+
+/// What a storm varies besides the server and the size (the bench's variables).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The kernel's neighbour-table limits during the storm.
+    pub neigh: Limits,
+    /// Whether the limits are a variable of the sweep (see [`neigh::Record`]).
+    pub neigh_variable: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            neigh: Limits::Default,
+            neigh_variable: false,
+        }
+    }
 }
 
 /// One sample of the server's cost.
@@ -65,6 +84,8 @@ pub struct Outcome {
     /// (validity checks: both should be 0).
     pub softnet_drops: u64,
     pub neigh_table_fulls: u64,
+    /// The neighbour-table limits of the storm and its overflow counter.
+    pub neigh: neigh::Record,
     /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
     pub server_status: Option<serde_json::Value>,
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
@@ -118,7 +139,23 @@ fn server_cost(pids: &[u32]) -> (f64, u64) {
 
 /// Runs one storm; `events` = also read the server's events of every node (xboot).
 pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
+    run_with(spec, events, &Options::default())
+}
+
+/// [`run`] with the sweep's variables.
+pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, String> {
     raise_nofile(16 * spec.n as u64 + 4096);
+    // Raised for the whole run (set-up included: the server ARPs for its nodes as they
+    // come), restored when this returns, fails or unwinds.
+    let _neigh_guard = match opts.neigh {
+        Limits::Raised => Some(
+            NeighGuard::raise(spec.n)
+                .map_err(|e| format!("cannot raise the neighbour-table limits: {e}"))?,
+        ),
+        Limits::Default => None,
+    };
+    let gc_thresh = neigh::read(std::path::Path::new(neigh::SYSCTL_DIR))
+        .map_err(|e| format!("cannot read the neighbour-table limits: {e}"))?;
     let t_setup = Instant::now();
     let fabric = Fabric::build(spec.n, &spec.tag)?;
     std::fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
@@ -169,6 +206,9 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0, socks));
     let simulator_cpu_s = servers::cpu_and_rss(std::process::id()).0 - sim0;
+    if testlab::interrupted() {
+        return Err("interrupted".into());
+    }
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
     let (soft1, full1) = crate::nsops::global_counters();
@@ -223,7 +263,14 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         logs,
         server_net,
         softnet_drops: soft1 - soft0,
-        neigh_table_fulls: full1 - full0,
+        neigh_table_fulls: full1.saturating_sub(full0),
+        neigh: neigh::Record {
+            limits: opts.neigh,
+            variable: opts.neigh_variable,
+            gc_thresh,
+            table_fulls_before: full0,
+            table_fulls_after: full1,
+        },
         server_status,
         simulator_cpu_s,
         loadavg_1m,
@@ -265,6 +312,12 @@ async fn storm(
             _ = tick.tick() => {
                 let (cpu, rss) = server_cost(&server.pids());
                 samples.push(Sample { t: t0.elapsed().as_secs_f64(), cpu_s: cpu - cpu_base, rss_kib: rss });
+                // Ctrl-C (stormsim catches it): end the storm; the caller's guards
+                // (server, namespaces, neighbour limits) then tear the lab down.
+                if testlab::interrupted() {
+                    set.abort_all();
+                    break;
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 set.abort_all();
