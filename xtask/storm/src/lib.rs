@@ -18,6 +18,7 @@
 //!   native XDP_TX (xboot's xdp mode).
 //! - [`neigh`]: the kernel's neighbour-table limits as a variable of the storm (raised
 //!   for a run and restored by an RAII guard) and its overflow counter.
+//! - [`hostsysctl`]: other host-wide limits a run raises and restores (the backlog).
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
@@ -31,6 +32,7 @@
 //! (bare sendfile server) and floor ratios; the ~80 MB padded initrd (the cached test
 //! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
+pub mod hostsysctl;
 pub mod http;
 pub mod neigh;
 pub mod node;

@@ -95,6 +95,8 @@ pub struct NodeResult {
     pub tftp_retransmits: u32,
     /// DHCP frames the node's kernel refused to send (counted as lost).
     pub dhcp_send_errors: u32,
+    /// TFTP datagrams whose send failed.
+    pub tftp_send_errors: u32,
     pub http_bytes: u64,
     /// Seconds since the power command when the node finished or failed.
     pub end: f64,
@@ -333,7 +335,17 @@ impl Node {
             .socks
             .as_ref()
             .expect("sockets opened before the storm");
-        nsops::configure(&socks.ctl, "eth0", ip, prefix, ack.server(), ack.src_mac)
+        let ifindex = self.pkt.as_ref().map(|p| p.1).unwrap_or(0);
+        nsops::configure(
+            &socks.ctl,
+            &socks.nl,
+            "eth0",
+            ifindex,
+            ip,
+            prefix,
+            ack.server(),
+            ack.src_mac,
+        )
             .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
     }
 
@@ -601,9 +613,12 @@ impl Node {
             rrq.push(0);
         }
         // Awaited, not try_send_to: a socket just registered has no cached write
-        // readiness yet, so a try_ send would be dropped.
-        async fn send(s: &UdpSocket, p: &[u8], d: SocketAddr) {
-            let _ = s.send_to(p, d).await;
+        // readiness yet, so a try_ send would be dropped. A failed send is counted (the
+        // simulator must never be the one losing packets) and covered by the timer.
+        async fn send(s: &UdpSocket, p: &[u8], d: SocketAddr, errors: &mut u32) {
+            if s.send_to(p, d).await.is_err() {
+                *errors += 1;
+            }
         }
         let mut last = rrq;
         let mut dest = SocketAddr::from((server, 69));
@@ -615,7 +630,7 @@ impl Node {
         let mut rto = retry.first();
         let mut tries = 1;
         let mut buf = vec![0u8; 65536];
-        send(&sock, &last, dest).await;
+        send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
         loop {
             let r = tokio::time::timeout(rto, sock.recv_from(&mut buf)).await;
             let (n, from) = match r {
@@ -632,7 +647,7 @@ impl Node {
                         ));
                     }
                     self.res.tftp_retransmits += 1;
-                    send(&sock, &last, dest).await;
+                    send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                     continue;
                 }
                 Ok(Err(e)) => return Err(Fail("tftp_io", e.to_string())),
@@ -666,11 +681,11 @@ impl Node {
                     if probe {
                         let mut e = vec![0, 5, 0, 8];
                         e.extend_from_slice(b"User aborted the transfer\0");
-                        send(&sock, &e, dest).await;
+                        send(&sock, &e, dest, &mut self.res.tftp_send_errors).await;
                         return Ok(());
                     }
                     last = vec![0, 4, 0, 0];
-                    send(&sock, &last, dest).await;
+                    send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                 }
                 3 => {
                     let block = u16::from_be_bytes([p[2], p[3]]);
@@ -684,7 +699,7 @@ impl Node {
                         // One ACK per window (windowsize 1: every block), and the last.
                         if end || block.is_multiple_of(window) {
                             last = vec![0, 4, p[2], p[3]];
-                            send(&sock, &last, dest).await;
+                            send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                         }
                         if end {
                             if tsize.is_some_and(|t| t != got) {
@@ -699,7 +714,7 @@ impl Node {
                         // Out of order or a duplicate: ACK the last block in order.
                         let b = expect.wrapping_sub(1).to_be_bytes();
                         last = vec![0, 4, b[0], b[1]];
-                        send(&sock, &last, dest).await;
+                        send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                     }
                 }
                 5 => {

@@ -128,12 +128,37 @@ pub fn validity(o: &Outcome) -> Vec<Check> {
         Check {
             name: "softnet backlog drops (host-wide)",
             ok: o.softnet_drops == 0,
-            detail: o.softnet_drops.to_string(),
+            detail: format!(
+                "{} (netdev_max_backlog {})",
+                o.softnet_drops, o.netdev_max_backlog
+            ),
         },
         Check {
             name: "neighbour-table overflows (host-wide)",
             ok: !nr.invalidates(),
             detail: neigh_detail,
+        },
+        Check {
+            name: "simulator lost no packet",
+            ok: o.lab_drops.simulator() == 0,
+            detail: format!(
+                "{} (node eth0 transmit drops {}, node UDP send-buffer errors {}, node IP output discards {}, failed sends {})",
+                o.lab_drops.simulator(),
+                o.lab_drops.node_tx_dropped,
+                o.lab_drops.node_udp_sndbuf_errors,
+                o.lab_drops.node_ip_out_discards,
+                o.lab_drops.send_errors,
+            ),
+        },
+        Check {
+            name: "fabric lost no frame",
+            ok: o.lab_drops.fabric_tx_dropped == 0,
+            detail: format!(
+                "bridge-port transmit drops {} ({} towards nodes, {} towards the server)",
+                o.lab_drops.fabric_tx_dropped,
+                o.lab_drops.fabric_tx_dropped_to_nodes,
+                o.lab_drops.fabric_tx_dropped - o.lab_drops.fabric_tx_dropped_to_nodes
+            ),
         },
         Check {
             name: "simulator CPU under its core",
@@ -468,6 +493,8 @@ mod tests {
             softnet_drops: 0,
             neigh_table_fulls: neigh.overflows(),
             neigh,
+            lab_drops: Default::default(),
+            netdev_max_backlog: 1000,
             server_status: None,
             simulator_cpu_s: 1.0,
             loadavg_1m: 0.0,
@@ -510,6 +537,16 @@ mod tests {
         assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
         assert!(s.invalid[0].starts_with("softnet backlog drops"));
         assert!(s.invalid[1].starts_with("simulator CPU"));
+        // The lab losing packets: the simulator's side and the fabric's, each named.
+        let mut o = outcome(rec(Limits::Raised, true, 10));
+        o.lab_drops.node_tx_dropped = 2;
+        o.lab_drops.send_errors = 1;
+        o.lab_drops.fabric_tx_dropped = 4;
+        o.lab_drops.fabric_tx_dropped_to_nodes = 1;
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
+        assert!(s.invalid[0].starts_with("simulator lost no packet: 3 (node eth0 transmit drops 2"), "{:?}", s.invalid);
+        assert!(s.invalid[1].contains("bridge-port transmit drops 4 (1 towards nodes, 3 towards the server)"), "{:?}", s.invalid);
     }
 
     #[test]

@@ -56,6 +56,58 @@ pub struct Sample {
     pub rss_kib: u64,
 }
 
+/// Packets the lab itself lost during the storm (validity: all 0). The simulator's
+/// side: what the node kernels dropped of what it sent, and the send calls that
+/// failed; the fabric's: frames its bridges' ports could not pass on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LabDrops {
+    /// Node eth0 transmit drops (the fabric port's receive backlog was full).
+    pub node_tx_dropped: u64,
+    /// `Udp.SndbufErrors` in the node namespaces.
+    pub node_udp_sndbuf_errors: u64,
+    /// `Ip.OutDiscards` in the node namespaces.
+    pub node_ip_out_discards: u64,
+    /// sendto() errors the simulator saw (DHCP frames, TFTP datagrams).
+    pub send_errors: u64,
+    /// Transmit drops of the fabric namespace's ports, both ways.
+    pub fabric_tx_dropped: u64,
+    /// Of those, frames on their way to a node (node ports, spine to leaf).
+    pub fabric_tx_dropped_to_nodes: u64,
+}
+
+impl LabDrops {
+    /// Everything the simulator's side lost.
+    pub fn simulator(&self) -> u64 {
+        self.node_tx_dropped + self.node_udp_sndbuf_errors + self.node_ip_out_discards + self.send_errors
+    }
+}
+
+/// Sums [`crate::nsops::node_drops`] over the nodes, and the fabric's transmit drops.
+fn lab_drops(fabric: &Fabric, n: usize) -> ([u64; 3], [u64; 2]) {
+    let mut sum = [0u64; 3];
+    for i in 0..n {
+        if let Ok(d) = fabric.ops.run_blocking(i, crate::nsops::node_drops) {
+            for (s, v) in sum.iter_mut().zip(d) {
+                *s += v;
+            }
+        }
+    }
+    let mut fab = [0u64; 2];
+    if let Ok(m) = fabric
+        .ops
+        .run_blocking(fabric.fabric_idx(), crate::nsops::dev_drops)
+    {
+        for (name, (_, tx)) in m {
+            fab[0] += tx;
+            // p<i> (to node i) and ts<k> (spine to leaf k) carry frames towards nodes.
+            if name.starts_with('p') || name.starts_with("ts") {
+                fab[1] += tx;
+            }
+        }
+    }
+    (sum, fab)
+}
+
 /// A finished storm.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -86,6 +138,10 @@ pub struct Outcome {
     pub neigh_table_fulls: u64,
     /// The neighbour-table limits of the storm and its overflow counter.
     pub neigh: neigh::Record,
+    /// Packets the lab (simulator, fabric) lost.
+    pub lab_drops: LabDrops,
+    /// net.core.netdev_max_backlog during the storm.
+    pub netdev_max_backlog: u64,
     /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
     pub server_status: Option<serde_json::Value>,
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
@@ -154,6 +210,12 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         ),
         Limits::Default => None,
     };
+    // The lab's own queue (see hostsysctl): raised for every run, restored after.
+    let backlog = crate::hostsysctl::AtLeast::raise(
+        std::path::Path::new(crate::hostsysctl::NETDEV_MAX_BACKLOG),
+        crate::hostsysctl::backlog_for(spec.n),
+    )
+    .map_err(|e| format!("cannot raise the backlog: {e}"))?;
     let gc_thresh = neigh::read(std::path::Path::new(neigh::SYSCTL_DIR))
         .map_err(|e| format!("cannot read the neighbour-table limits: {e}"))?;
     let t_setup = Instant::now();
@@ -202,6 +264,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         );
     }
     let setup_s = setup_s + t_socks.elapsed().as_secs_f64();
+    let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
     let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0, socks));
@@ -212,6 +275,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
     let (soft1, full1) = crate::nsops::global_counters();
+    let (node_drops1, fabric_drops1) = lab_drops(&fabric, spec.n);
     let net1 = fabric
         .ops
         .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
@@ -243,6 +307,10 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         }
         _ => vec![],
     };
+    let send_errors = nodes
+        .iter()
+        .map(|r| u64::from(r.dhcp_send_errors + r.tftp_send_errors))
+        .sum();
     let logs = server.log_hint();
     drop(server);
     drop(fabric);
@@ -270,6 +338,15 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
             gc_thresh,
             table_fulls_before: full0,
             table_fulls_after: full1,
+        },
+        netdev_max_backlog: backlog.value,
+        lab_drops: LabDrops {
+            node_tx_dropped: node_drops1[0].saturating_sub(node_drops0[0]),
+            node_udp_sndbuf_errors: node_drops1[1].saturating_sub(node_drops0[1]),
+            node_ip_out_discards: node_drops1[2].saturating_sub(node_drops0[2]),
+            send_errors,
+            fabric_tx_dropped: fabric_drops1[0].saturating_sub(fabric_drops0[0]),
+            fabric_tx_dropped_to_nodes: fabric_drops1[1].saturating_sub(fabric_drops0[1]),
         },
         server_status,
         simulator_cpu_s,
