@@ -5,6 +5,8 @@
 //! - [`fabric`]: the network: one namespace per node (veth with the inventory's MAC,
 //!   IPv6 off) on isolated ports of leaf bridges (≤ 96 ports) under a spine, the server
 //!   in its own namespace on the spine; everything deleted on drop.
+//! - [`faults`]: loss on the fabric (nftables), `kill -9` + restart of xboot, an
+//!   inventory reload, each reported; nodes then reboot after a failure.
 //! - [`nsops`]: the helper thread that `setns()`es into a node's namespace to open its
 //!   sockets and configure it; the sockets are then served from the one event loop.
 //! - [`node`]: one node's boot as an async state machine (firmware DHCP, TFTP, iPXE
@@ -25,13 +27,13 @@
 //! # Not yet (issue 14)
 //! Power through ipmi_sim (nodes power on from the simulator's clock, within
 //! `--jitter`); the qemu truth VMs and the packet fingerprint test (the profiles' packets
-//! are typed from the firmware sources, not generated from captures); faults (loss,
-//! `kill -9` of the server, inventory reloads); 5,000 nodes and the responder BMCs; the
+//! are typed from the firmware sources, not generated from captures); 5,000 nodes and the responder BMCs; the
 //! shaped uplink; the broadcast-to-port rewrite (EDK2's broadcast replies and the
 //! server's ARP requests are still flooded to every node port, N² copies); the floor run
 //! (bare sendfile server) and floor ratios; the ~80 MB padded initrd (the cached test
 //! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
+pub mod faults;
 pub mod hostsysctl;
 pub mod http;
 pub mod neigh;

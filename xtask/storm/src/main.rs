@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+use storm::faults::Fault;
 use storm::neigh::Limits;
 use storm::node::{Profile, SimConfig};
 use storm::report;
@@ -59,6 +60,10 @@ enum Cmd {
         /// (restored after); an overflow makes the run invalid.
         #[arg(long, default_value = "default")]
         neigh: String,
+        /// A fault: loss-1, loss-5 (percent), kill-S (kill -9 of xboot S seconds in, and a
+        /// restart), reload-S (100 hosts changed S seconds in).
+        #[arg(long)]
+        fault: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -90,6 +95,15 @@ enum Cmd {
             default_value = "default,raised"
         )]
         neigh: Vec<String>,
+        /// Faults, each a cell: none, loss-1, loss-5, kill-S, reload-S (kill and reload:
+        /// xboot only).
+        #[arg(
+            long,
+            env = "XBOOT_STORM_FAULTS",
+            value_delimiter = ',',
+            default_value = "none"
+        )]
+        faults: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -106,6 +120,15 @@ fn kind(s: &str) -> anyhow::Result<Kind> {
 
 fn limits(s: &str) -> anyhow::Result<Limits> {
     Limits::parse(s).with_context(|| format!("unknown neighbour limits {s:?}: default or raised"))
+}
+
+fn fault(s: &str) -> anyhow::Result<Option<Fault>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    Fault::parse(s)
+        .map(Some)
+        .with_context(|| format!("unknown fault {s:?}: none, loss-P, kill-S, reload-S"))
 }
 
 fn profile(s: &str) -> anyhow::Result<Profile> {
@@ -147,12 +170,14 @@ fn main() -> anyhow::Result<()> {
             n,
             server,
             neigh,
+            fault: f,
             common,
         } => {
             let k = kind(&server)?;
             let opts = Options {
                 neigh: limits(&neigh)?,
                 neigh_variable: false,
+                fault: f.as_deref().map(fault).transpose()?.flatten(),
             };
             let p = profile(
                 common
@@ -176,11 +201,14 @@ fn main() -> anyhow::Result<()> {
             servers,
             rounds,
             neigh,
+            faults,
             common,
         } => {
             let kinds: Vec<Kind> = servers.iter().map(|s| kind(s)).collect::<Result<_, _>>()?;
             let neigh: Vec<Limits> = neigh.iter().map(|s| limits(s)).collect::<Result<_, _>>()?;
-            bench(&sizes, &kinds, &neigh, rounds, &common)?;
+            let faults: Vec<Option<Fault>> =
+                faults.iter().map(|s| fault(s)).collect::<Result<_, _>>()?;
+            bench(&sizes, &kinds, &neigh, &faults, rounds, &common)?;
         }
     }
     Ok(())
@@ -190,6 +218,7 @@ fn bench(
     sizes: &[usize],
     kinds: &[Kind],
     neigh: &[Limits],
+    faults: &[Option<Fault>],
     rounds: usize,
     c: &Common,
 ) -> anyhow::Result<()> {
@@ -215,9 +244,24 @@ fn bench(
         c.jitter,
         neigh.iter().map(|l| l.name()).collect::<Vec<_>>().join(", "),
     );
-    let opts_of = |l: Limits| Options {
+    if faults.iter().any(Option::is_some) {
+        md += &format!(
+            "Faults: {}. In a fault run a node that fails before its kernel boots reboots from power-on (a firmware \
+             whose boot order retries the network, up to {} times) and the booted OS retries a refused or reset HTTP \
+             request for {} s; kill and reload run against xboot only.\n\n",
+            faults
+                .iter()
+                .map(|f| f.map(|f| f.name()).unwrap_or_else(|| "none".into()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            storm::faults::REBOOTS,
+            storm::faults::OS_RETRY.as_secs(),
+        );
+    }
+    let opts_of = |l: Limits, f: Option<Fault>| Options {
         neigh: l,
         neigh_variable: neigh.len() > 1,
+        fault: f,
     };
     let profiles: Vec<Profile> = c
         .profiles
@@ -227,31 +271,42 @@ fn bench(
     for &n in sizes {
         for &p in &profiles {
             for round in 0..rounds {
-                let mut order: Vec<(Kind, Limits)> = kinds
+                let xboot = |k: Kind| matches!(k, Kind::XbootUserspace | Kind::XbootXdp);
+                let mut order: Vec<(Kind, Limits, usize)> = kinds
                     .iter()
-                    .flat_map(|&k| neigh.iter().map(move |&l| (k, l)))
+                    .flat_map(|&k| {
+                        neigh.iter().flat_map(move |&l| {
+                            (0..faults.len())
+                                .filter(move |&fi| {
+                                    xboot(k) || !faults[fi].is_some_and(|f| f.xboot_only())
+                                })
+                                .map(move |fi| (k, l, fi))
+                        })
+                    })
                     .collect();
                 if round % 2 == 1 {
                     order.reverse();
                 }
-                for (k, l) in order {
+                for (k, l, fi) in order {
                     if testlab::interrupted() {
                         bail!("interrupted");
                     }
+                    let f = faults[fi];
+                    let fname = f.map(|f| f.name()).unwrap_or_else(|| "none".into());
                     let tag = format!(
-                        "{n}{}{}{}{round}",
+                        "{n}{}{}{}{fi}{round}",
                         &p.name()[..1],
                         k.name().chars().next().unwrap_or('x'),
                         &l.name()[..1],
                     );
                     eprintln!(
-                        "storm: N = {n}, {}, {}, neighbour limits {} (round {})",
+                        "storm: N = {n}, {}, {}, neighbour limits {}, fault {fname} (round {})",
                         p.name(),
                         k.name(),
                         l.name(),
                         round + 1
                     );
-                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l)) {
+                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l, f)) {
                         Ok(o) => o,
                         Err(e) => {
                             eprintln!("storm: N = {n}, {}: {e}", k.name());
@@ -274,7 +329,7 @@ fn bench(
                     );
                     std::fs::write(
                         c.out.join(format!(
-                            "storm-{n}-{}-{}-{}-r{round}.svg",
+                            "storm-{n}-{}-{}-{}-{fname}-r{round}.svg",
                             p.name(),
                             k.name().replace('+', "-"),
                             l.name()
@@ -308,20 +363,30 @@ fn bench(
 fn comparison(outcomes: &[run::Outcome]) -> String {
     let mut m = String::from(
         "## Comparison\n\nMedian (min-max) over the runs of each cell; stage p50/p99 in seconds from the run with the median makespan.\n\n\
-         | N | profile | server | neighbour limits | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | neighbour overflows (max) |\n\
-         |---:|---|---|---|---:|---:|---|---|---|---|---|---|---:|\n",
+         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | neighbour overflows (max) |\n\
+         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---:|\n",
     );
-    let mut keys: Vec<(usize, &str, &str, &str)> = outcomes
+    let fault_of = |o: &run::Outcome| {
+        o.fault
+            .as_ref()
+            .map(|f| f.fault.clone())
+            .unwrap_or_else(|| "none".into())
+    };
+    let mut keys: Vec<(usize, &str, &str, &str, String)> = outcomes
         .iter()
-        .map(|o| (o.n, o.profile, o.server, o.neigh.limits.name()))
+        .map(|o| (o.n, o.profile, o.server, o.neigh.limits.name(), fault_of(o)))
         .collect();
     keys.sort();
     keys.dedup();
-    for (n, profile, server, limits) in keys {
+    for (n, profile, server, limits, fault) in keys {
         let runs: Vec<&run::Outcome> = outcomes
             .iter()
             .filter(|o| {
-                o.n == n && o.profile == profile && o.server == server && o.neigh.limits.name() == limits
+                o.n == n
+                    && o.profile == profile
+                    && o.server == server
+                    && o.neigh.limits.name() == limits
+                    && fault_of(o) == fault
             })
             .collect();
         let sums: Vec<report::Summary> = runs.iter().map(|o| report::summarize(o)).collect();
@@ -363,7 +428,7 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             format!("{:.2}/{:.2}", d.p50, d.p99)
         };
         m += &format!(
-            "| {n} | {profile} | {server} | {limits} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} |\n",
             runs.len(),
             sums.iter().filter(|s| s.valid).count(),
             sums.iter().map(|s| s.completed).min().unwrap_or(0),

@@ -89,6 +89,11 @@ pub struct Summary {
     /// Neighbour-table limits (`default`, `raised`) and the overflows counted.
     pub neigh_limits: &'static str,
     pub neigh_overflows: u64,
+    /// Nodes that rebooted after a failure (fault runs), and reboots in all.
+    pub nodes_rebooted: usize,
+    pub reboots: usize,
+    /// HTTP requests the booted OS retried (fault runs).
+    pub os_http_retries: u32,
     /// Every validity check held (see [`validity`]).
     pub valid: bool,
     /// The checks that failed, one line each.
@@ -215,6 +220,9 @@ pub fn summarize(o: &Outcome) -> Summary {
         failures,
         neigh_limits: o.neigh.limits.name(),
         neigh_overflows: o.neigh.overflows(),
+        nodes_rebooted: o.nodes.iter().filter(|r| !r.reboots.is_empty()).count(),
+        reboots: o.nodes.iter().map(|r| r.reboots.len()).sum(),
+        os_http_retries: o.nodes.iter().map(|r| r.os_http_retries).sum(),
         valid: checks.iter().all(|c| c.ok),
         invalid: checks
             .iter()
@@ -285,6 +293,52 @@ pub fn markdown(o: &Outcome) -> String {
             c.name,
             c.detail
         );
+    }
+    if let Some(f) = &o.fault {
+        let _ = writeln!(
+            m,
+            "- fault `{}`{}{}{}: {}; nodes rebooted {} ({} reboots), OS HTTP retries {}",
+            f.fault,
+            f.at_s.map(|t| format!(" at {t:.2} s")).unwrap_or_default(),
+            f.restart_s
+                .map(|t| format!(", server listening again {t:.2} s later"))
+                .unwrap_or_default(),
+            if f.dropped != [0, 0] {
+                format!(
+                    ", frames dropped to / from the server {} / {}",
+                    f.dropped[0], f.dropped[1]
+                )
+            } else {
+                String::new()
+            },
+            if f.at_s.is_some() {
+                format!(
+                    "{} (nodes past their script then: {}, completed without a reboot: {})",
+                    f.detail, f.past_script, f.past_script_finished
+                )
+            } else {
+                f.detail.clone()
+            },
+            s.nodes_rebooted,
+            s.reboots,
+            s.os_http_retries,
+        );
+        let mut why: Vec<(String, usize)> = vec![];
+        for r in &o.nodes {
+            for (stage, reason, _) in &r.reboots {
+                let key = format!(
+                    "{stage} / {}",
+                    reason.split(':').next().unwrap_or(reason)
+                );
+                match why.iter_mut().find(|(k, _)| *k == key) {
+                    Some(w) => w.1 += 1,
+                    None => why.push((key, 1)),
+                }
+            }
+        }
+        for (k, c) in why {
+            let _ = writeln!(m, "  - reboot after `{k}`: {c}");
+        }
     }
     m.push('\n');
     if let Some(st) = &o.server_status {
@@ -495,6 +549,7 @@ mod tests {
             neigh,
             lab_drops: Default::default(),
             netdev_max_backlog: 1000,
+            fault: None,
             server_status: None,
             simulator_cpu_s: 1.0,
             loadavg_1m: 0.0,
