@@ -104,7 +104,7 @@ pub fn loss_rules(permille: u32) -> String {
     )
 }
 
-fn nft(netns: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub(crate) fn nft(netns: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut child = testlab::peers::command("ip")
         .args(["netns", "exec", netns])
         .arg(testlab::peers::program("nft"))
@@ -221,7 +221,10 @@ mod tests {
         let out = changed_hosts(&hosts, 100, "test-b").unwrap();
         let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
         assert_eq!(v.len(), 1000);
-        assert_eq!(v.iter().filter(|h| h["boot_image"] == "test-b").count(), 100);
+        assert_eq!(
+            v.iter().filter(|h| h["boot_image"] == "test-b").count(),
+            100
+        );
         assert!(changed_hosts("{", 1, "x").is_err());
     }
 }

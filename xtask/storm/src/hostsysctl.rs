@@ -88,9 +88,16 @@ mod tests {
             let g = AtLeast::raise(&p, 16_384).unwrap();
             assert_eq!(g.value, 100_000);
         }
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "100000\n", "untouched");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "100000\n",
+            "untouched"
+        );
         std::fs::write(&p, "many").unwrap();
-        assert!(AtLeast::raise(&p, 1).unwrap_err().to_string().contains("netdev_max_backlog"));
+        assert!(AtLeast::raise(&p, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("netdev_max_backlog"));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -37,6 +37,11 @@ struct Common {
     xboot: Option<PathBuf>,
     #[arg(long, env = "XBOOT_STORM_OUT", default_value = "target/bench/storm")]
     out: PathBuf,
+    /// Flood the server's ARP requests to every node port (what the bridges do by
+    /// themselves; each copy costs the sender's CPU on veth) instead of sending each to
+    /// its node's port.
+    #[arg(long, env = "XBOOT_STORM_FLOOD_ARP")]
+    flood_arp: bool,
     /// Firmware profile(s): bios, uefi (bench: each in turn).
     #[arg(
         long,
@@ -178,6 +183,7 @@ fn main() -> anyhow::Result<()> {
                 neigh: limits(&neigh)?,
                 neigh_variable: false,
                 fault: f.as_deref().map(fault).transpose()?.flatten(),
+                flood_arp: common.flood_arp,
             };
             let p = profile(
                 common
@@ -239,10 +245,15 @@ fn bench(
          limits ({}: default = as the host has them, raised = gc_thresh1/2/3 raised for the run and restored \
          after). A run is INVALID when a validity check fails (softnet backlog drops, neighbour-table \
          overflows unless the default limits are the variable under test, the simulator at its core's \
-         limit).\n\n",
+         limit). The server's ARP requests are {}.\n\n",
         c.boot_delay,
         c.jitter,
         neigh.iter().map(|l| l.name()).collect::<Vec<_>>().join(", "),
+        if c.flood_arp {
+            "flooded to every node port (--flood-arp)"
+        } else {
+            "sent to their node's port by the fabric (a switch floods in hardware; on veth each copy costs the sender CPU)"
+        },
     );
     if faults.iter().any(Option::is_some) {
         md += &format!(
@@ -262,6 +273,7 @@ fn bench(
         neigh: l,
         neigh_variable: neigh.len() > 1,
         fault: f,
+        flood_arp: c.flood_arp,
     };
     let profiles: Vec<Profile> = c
         .profiles
@@ -363,8 +375,8 @@ fn bench(
 fn comparison(outcomes: &[run::Outcome]) -> String {
     let mut m = String::from(
         "## Comparison\n\nMedian (min-max) over the runs of each cell; stage p50/p99 in seconds from the run with the median makespan.\n\n\
-         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | neighbour overflows (max) |\n\
-         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---:|\n",
+         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP first reply p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | neighbour overflows (max) |\n\
+         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---|---:|\n",
     );
     let fault_of = |o: &run::Outcome| {
         o.fault
@@ -428,13 +440,14 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             format!("{:.2}/{:.2}", d.p50, d.p99)
         };
         m += &format!(
-            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             runs.len(),
             sums.iter().filter(|s| s.valid).count(),
             sums.iter().map(|s| s.completed).min().unwrap_or(0),
             range(runs.iter().map(|o| o.makespan_s.unwrap_or(f64::INFINITY)).collect()),
             range(runs.iter().map(|o| o.server_cpu_s).collect()),
             span("firmware DHCP"),
+            span("TFTP first reply"),
             span("TFTP (iPXE binary)"),
             span("iPXE DHCP"),
             files,

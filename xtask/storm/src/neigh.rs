@@ -212,7 +212,10 @@ mod tests {
         let e = NeighGuard::raise_in(&d, 100).unwrap_err();
         assert!(e.to_string().contains("gc_thresh2"), "{e}");
         // Nothing was written.
-        assert_eq!(std::fs::read_to_string(d.join("gc_thresh3")).unwrap(), "1024\n");
+        assert_eq!(
+            std::fs::read_to_string(d.join("gc_thresh3")).unwrap(),
+            "1024\n"
+        );
         let e = NeighGuard::raise_in(&d.join("missing"), 100).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         let _ = std::fs::remove_dir_all(&d);
@@ -220,7 +223,8 @@ mod tests {
 
     #[test]
     fn overflow_counts_and_validity() {
-        let text = "entries  allocs table_fulls\n00000400 00000010 0000000a\n00000400 00000002 00000001\n";
+        let text =
+            "entries  allocs table_fulls\n00000400 00000010 0000000a\n00000400 00000002 00000001\n";
         assert_eq!(parse_table_fulls(text), 11);
         assert_eq!(parse_table_fulls("entries allocs\n1 2\n"), 0);
         let mut r = Record {

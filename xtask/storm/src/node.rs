@@ -273,9 +273,11 @@ impl Node {
                 {
                     // The firmware tries the network again: from DHCP, after POST.
                     let at = self.t0.elapsed().as_secs_f64();
-                    self.res
-                        .reboots
-                        .push((self.stage.to_string(), format!("{reason}: {detail}"), at));
+                    self.res.reboots.push((
+                        self.stage.to_string(),
+                        format!("{reason}: {detail}"),
+                        at,
+                    ));
                     self.res.stamps.truncate(1);
                     self.stage = "power_on";
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -409,7 +411,7 @@ impl Node {
             ack.server(),
             ack.src_mac,
         )
-            .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
+        .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
     }
 
     /// The options a client of `phase` sends, in its order.

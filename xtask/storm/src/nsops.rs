@@ -219,7 +219,8 @@ pub fn newneigh_message(ifindex: i32, ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
     body.extend_from_slice(&[0, 0]);
     body.extend(attr(libc::NDA_DST, &ip.octets()));
     body.extend(attr(libc::NDA_LLADDR, &mac));
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
     let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
     m.extend_from_slice(&libc::RTM_NEWNEIGH.to_ne_bytes());
     m.extend_from_slice(&flags.to_ne_bytes());
@@ -235,7 +236,12 @@ pub fn neigh_permanent(nl: &OwnedFd, ifindex: i32, ip: Ipv4Addr, mac: [u8; 6]) -
     let m = newneigh_message(ifindex, ip, mac);
     // SAFETY: send and recv on our socket with buffers of the stated lengths.
     unsafe {
-        cvt(libc::send(nl.as_raw_fd(), m.as_ptr() as *const libc::c_void, m.len(), 0) as libc::c_int)?;
+        cvt(libc::send(
+            nl.as_raw_fd(),
+            m.as_ptr() as *const libc::c_void,
+            m.len(),
+            0,
+        ) as libc::c_int)?;
         let mut buf = [0u8; 512];
         let n = cvt(libc::recv(
             nl.as_raw_fd(),
@@ -252,7 +258,9 @@ pub fn neigh_permanent(nl: &OwnedFd, ifindex: i32, ip: Ipv4Addr, mac: [u8; 6]) -
             }
             return Ok(());
         }
-        Err(io::Error::other(format!("unexpected netlink answer type {ty}")))
+        Err(io::Error::other(format!(
+            "unexpected netlink answer type {ty}"
+        )))
     }
 }
 

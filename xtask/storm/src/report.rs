@@ -9,8 +9,10 @@ use crate::node::{NodeResult, STAGES};
 use crate::run::Outcome;
 
 /// Stage durations: (name, from milestone, to milestone).
-pub const SPANS: [(&str, &str, &str); 11] = [
+pub const SPANS: [(&str, &str, &str); 12] = [
     ("firmware DHCP", "power_on", "fw_ack"),
+    // The read request goes out at once after the lease (EDK2: the size probe's).
+    ("TFTP first reply", "fw_ack", "tftp_first"),
     ("TFTP (iPXE binary)", "fw_ack", "tftp_done"),
     ("iPXE DHCP", "tftp_done", "ipxe_ack"),
     ("iPXE script", "ipxe_ack", "script"),
@@ -273,11 +275,16 @@ pub fn markdown(o: &Outcome) -> String {
     let net = |k: &str| o.server_net.get(k).copied().unwrap_or(0);
     let _ = writeln!(
         m,
-        "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
-         host load average at start {:.1}",
+        "- server namespace: TCP segments retransmitted {}, RTOs {}, listen-queue overflows {}, UDP receive-buffer drops {}; \
+         server ARP requests {}; host load average at start {:.1}",
         net("Tcp.RetransSegs"),
         net("TcpExt.TCPTimeouts"),
+        net("TcpExt.ListenOverflows"),
         net("Udp.RcvbufErrors"),
+        match o.arp_redirected {
+            Some(k) => format!("sent to their node's port: {k}"),
+            None => "flooded to every port".into(),
+        },
         o.loadavg_1m,
     );
     let _ = writeln!(
@@ -326,10 +333,7 @@ pub fn markdown(o: &Outcome) -> String {
         let mut why: Vec<(String, usize)> = vec![];
         for r in &o.nodes {
             for (stage, reason, _) in &r.reboots {
-                let key = format!(
-                    "{stage} / {}",
-                    reason.split(':').next().unwrap_or(reason)
-                );
+                let key = format!("{stage} / {}", reason.split(':').next().unwrap_or(reason));
                 match why.iter_mut().find(|(k, _)| *k == key) {
                     Some(w) => w.1 += 1,
                     None => why.push((key, 1)),
@@ -550,6 +554,7 @@ mod tests {
             lab_drops: Default::default(),
             netdev_max_backlog: 1000,
             fault: None,
+            arp_redirected: Some(0),
             server_status: None,
             simulator_cpu_s: 1.0,
             loadavg_1m: 0.0,
@@ -575,8 +580,16 @@ mod tests {
         let s = summarize(&o);
         assert!(!s.valid);
         assert_eq!(s.invalid.len(), 1);
-        assert!(s.invalid[0].starts_with("neighbour-table overflows"), "{:?}", s.invalid);
-        assert!(s.invalid[0].contains("15 (table_fulls 10 -> 25)"), "{:?}", s.invalid);
+        assert!(
+            s.invalid[0].starts_with("neighbour-table overflows"),
+            "{:?}",
+            s.invalid
+        );
+        assert!(
+            s.invalid[0].contains("15 (table_fulls 10 -> 25)"),
+            "{:?}",
+            s.invalid
+        );
         assert!(markdown(&o).contains("INVALID"));
         // Under default limits that are the variable: a finding, not invalid.
         let o = outcome(rec(Limits::Default, true, 25));
@@ -600,8 +613,17 @@ mod tests {
         o.lab_drops.fabric_tx_dropped_to_nodes = 1;
         let s = summarize(&o);
         assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
-        assert!(s.invalid[0].starts_with("simulator lost no packet: 3 (node eth0 transmit drops 2"), "{:?}", s.invalid);
-        assert!(s.invalid[1].contains("bridge-port transmit drops 4 (1 towards nodes, 3 towards the server)"), "{:?}", s.invalid);
+        assert!(
+            s.invalid[0].starts_with("simulator lost no packet: 3 (node eth0 transmit drops 2"),
+            "{:?}",
+            s.invalid
+        );
+        assert!(
+            s.invalid[1]
+                .contains("bridge-port transmit drops 4 (1 towards nodes, 3 towards the server)"),
+            "{:?}",
+            s.invalid
+        );
     }
 
     #[test]

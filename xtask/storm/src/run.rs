@@ -40,6 +40,9 @@ pub struct Options {
     pub neigh_variable: bool,
     /// A fault injected into the storm (see [`crate::faults`]).
     pub fault: Option<Fault>,
+    /// The server's ARP requests flooded to every node port, as the bridges do by
+    /// themselves (false: sent to the one port, [`crate::fabric::arp_to_port_rules`]).
+    pub flood_arp: bool,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             neigh: Limits::Default,
             neigh_variable: false,
             fault: None,
+            flood_arp: false,
         }
     }
 }
@@ -82,7 +86,10 @@ pub struct LabDrops {
 impl LabDrops {
     /// Everything the simulator's side lost.
     pub fn simulator(&self) -> u64 {
-        self.node_tx_dropped + self.node_udp_sndbuf_errors + self.node_ip_out_discards + self.send_errors
+        self.node_tx_dropped
+            + self.node_udp_sndbuf_errors
+            + self.node_ip_out_discards
+            + self.send_errors
     }
 }
 
@@ -148,6 +155,9 @@ pub struct Outcome {
     pub netdev_max_backlog: u64,
     /// The fault injected, and what it did.
     pub fault: Option<faults::Record>,
+    /// ARP requests of the server sent to their node's port instead of flooded (None:
+    /// flooded, the rewrite was off).
+    pub arp_redirected: Option<u64>,
     /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
     pub server_status: Option<serde_json::Value>,
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
@@ -232,6 +242,9 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
             .ops
             .run_blocking(fabric.fabric_idx(), || crate::xdp_pass::attach("up0"))
             .map_err(|e| format!("XDP pass program on up0: {e}"))?;
+    }
+    if !opts.flood_arp {
+        fabric.arp_to_port()?;
     }
     if let Some(f) = opts.fault {
         if f.xboot_only() && !matches!(spec.kind, Kind::XbootUserspace | Kind::XbootXdp) {
@@ -325,6 +338,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         }
         _ => vec![],
     };
+    let arp_redirected = (!opts.flood_arp).then(|| fabric.arp_redirected());
     let send_errors = nodes
         .iter()
         .map(|r| u64::from(r.dhcp_send_errors + r.tftp_send_errors))
@@ -363,6 +377,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         },
         netdev_max_backlog: backlog.value,
         fault,
+        arp_redirected,
         lab_drops: LabDrops {
             node_tx_dropped: node_drops1[0].saturating_sub(node_drops0[0]),
             node_udp_sndbuf_errors: node_drops1[1].saturating_sub(node_drops0[1]),
@@ -429,8 +444,7 @@ async fn storm(
         }
         _ => None,
     };
-    let mut restart: Option<tokio::task::JoinHandle<Result<testlab::serve::Server, String>>> =
-        None;
+    let mut restart: Option<tokio::task::JoinHandle<Result<testlab::serve::Server, String>>> = None;
     let mut killed_at = None;
     let mut cpu_killed = None;
     let mut past_script: Vec<usize> = vec![];

@@ -130,8 +130,11 @@ pub fn start(
             let mut b = images[0].clone();
             b["name"] = IMAGE_B.into();
             images.push(b);
-            std::fs::write(&files.images, serde_json::to_string(&images).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            std::fs::write(
+                &files.images,
+                serde_json::to_string(&images).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
             if kind == Kind::XbootXdp {
                 let cfg = std::fs::read_to_string(&files.config).map_err(|e| e.to_string())?;
                 std::fs::write(
