@@ -28,8 +28,8 @@
 //! Power through ipmi_sim (nodes power on from the simulator's clock, within
 //! `--jitter`); the qemu truth VMs and the packet fingerprint test (the profiles' packets
 //! are typed from the firmware sources, not generated from captures); 5,000 nodes and the responder BMCs; the
-//! shaped uplink; the broadcast-to-port rewrite (EDK2's broadcast replies and the
-//! server's ARP requests are still flooded to every node port, N² copies); the floor run
+//! shaped uplink; the broadcast-to-port rewrite of DHCP replies (EDK2's broadcast-flag
+//! replies are still flooded to every node port; the server's ARP requests are not); the floor run
 //! (bare sendfile server) and floor ratios; the ~80 MB padded initrd (the cached test
 //! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
