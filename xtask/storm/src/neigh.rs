@@ -112,12 +112,9 @@ fn write(dir: &Path, i: usize, v: u64) -> io::Result<()> {
 impl Drop for NeighGuard {
     fn drop(&mut self) {
         // Bottom first, the reverse of raising.
-        for i in 0..3 {
-            if let Err(e) = write(&self.dir, i, self.saved[i]) {
-                eprintln!(
-                    "storm: cannot restore net.ipv4.neigh.default.{} = {}: {e}",
-                    KEYS[i], self.saved[i]
-                );
+        for (i, (key, v)) in KEYS.iter().zip(self.saved).enumerate() {
+            if let Err(e) = write(&self.dir, i, v) {
+                eprintln!("storm: cannot restore net.ipv4.neigh.default.{key} = {v}: {e}");
             }
         }
     }

@@ -402,8 +402,7 @@ impl Node {
             .expect("sockets opened before the storm");
         let ifindex = self.pkt.as_ref().map(|p| p.1).unwrap_or(0);
         nsops::configure(
-            &socks.ctl,
-            &socks.nl,
+            socks,
             "eth0",
             ifindex,
             ip,

@@ -162,11 +162,10 @@ fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
 /// creates an ordinary entry first, which fails with ENOBUFS when the server's entries
 /// have filled the table (a storm of 1,000 nodes lost nodes to that: the simulator's
 /// own ENOBUFS).
-/// The calls act on the namespace `ctl` and `nl` were made in, so this runs on any
-/// thread (`ifindex` is `ifname`'s there: names are looked up in the caller's).
+/// The calls act on the namespace the node's `ctl` and `nl` sockets were made in, so
+/// this runs on any thread (`ifindex` is `ifname`'s there: names are looked up in the caller's).
 pub fn configure(
-    ctl: &OwnedFd,
-    nl: &OwnedFd,
+    socks: &NodeSockets,
     ifname: &str,
     ifindex: i32,
     ip: Ipv4Addr,
@@ -174,7 +173,7 @@ pub fn configure(
     gw: Ipv4Addr,
     gw_mac: [u8; 6],
 ) -> io::Result<()> {
-    let s = ctl;
+    let s = &socks.ctl;
     let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0));
     let mut r = ifreq(ifname);
     r.ifr_ifru.ifru_addr = sockaddr_in(ip);
@@ -184,7 +183,7 @@ pub fn configure(
         r.ifr_ifru.ifru_netmask = sockaddr_in(mask);
         cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFNETMASK, &r))?;
     }
-    neigh_permanent(nl, ifindex, gw, gw_mac)
+    neigh_permanent(&socks.nl, ifindex, gw, gw_mac)
 }
 
 /// A NETLINK_ROUTE socket of the current namespace.
@@ -207,7 +206,7 @@ pub fn newneigh_message(ifindex: i32, ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
         let mut a = ((4 + data.len()) as u16).to_ne_bytes().to_vec();
         a.extend_from_slice(&ty.to_ne_bytes());
         a.extend_from_slice(data);
-        while a.len() % 4 != 0 {
+        while !a.len().is_multiple_of(4) {
             a.push(0);
         }
         a
