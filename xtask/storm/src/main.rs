@@ -434,7 +434,11 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             s.spans
                 .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, d)| format!("{:.2}/{:.2}", d.p50, d.p99))
+                // A stage no node passed (a BIOS boot has no TFTP): "-".
+                .map(|(_, d)| match d.reached {
+                    0 => "-".to_string(),
+                    _ => format!("{:.2}/{:.2}", d.p50, d.p99),
+                })
                 .unwrap_or_default()
         };
         let files = {
