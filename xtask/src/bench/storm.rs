@@ -1,10 +1,17 @@
 //! `cargo xtask bench storm [--sizes 10,100,1000] [--servers a,b] [--rounds R]
-//! [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in its own
-//! network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq + nginx,
-//! alternating runs. Builds `xboot` and the simulator `stormsim` in release and runs the
-//! sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
-//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`,
-//! `XBOOT_STORM_TRUTH`: two qemu VMs in each xboot storm, checked against the nodes). Leaves
+//! [--neigh default,raised] [--faults none,loss-1,...] [--profiles bios,uefi] [--flood-arp]
+//! [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in
+//! its own network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq +
+//! nginx, alternating runs. Builds `xboot` and the simulator `stormsim` in release and
+//! runs the sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
+//! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_NEIGH`, `XBOOT_STORM_FAULTS`, `XBOOT_STORM_PROFILES`,
+//! `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`, `XBOOT_STORM_TRUTH`: two qemu VMs in
+//! each xboot storm, checked against the nodes).
+//! `--neigh`: the kernel's neighbour-table limits as a variable (default = as the host
+//! has them, raised = gc_thresh1/2/3 raised for each run and restored after, also on
+//! Ctrl-C); each run prints its validity checks. `--profiles` defaults to `bios,uefi`:
+//! the BIOS iPXE ROM goes straight to HTTP, so the UEFI storms are the ones that measure
+//! TFTP. Leaves
 //! `storm.json`, `storm.md` and one SVG per run in target/bench/storm.
 use anyhow::bail;
 

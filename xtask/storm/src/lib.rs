@@ -5,6 +5,8 @@
 //! - [`fabric`]: the network: one namespace per node (veth with the inventory's MAC,
 //!   IPv6 off) on isolated ports of leaf bridges (≤ 96 ports) under a spine, the server
 //!   in its own namespace on the spine; everything deleted on drop.
+//! - [`faults`]: loss on the fabric (nftables), `kill -9` + restart of xboot, an
+//!   inventory reload, each reported; nodes then reboot after a failure.
 //! - [`nsops`]: the helper thread that `setns()`es into a node's namespace to open its
 //!   sockets and configure it; the sockets are then served from the one event loop.
 //! - [`node`]: one node's boot as an async state machine (firmware DHCP, TFTP, iPXE
@@ -24,6 +26,9 @@
 //!   a 20-node storm).
 //! - [`vms`]: the two truth VMs of a storm (`--truth`), each behind its own ipmi_sim,
 //!   and the capture on the server's link.
+//! - [`neigh`]: the kernel's neighbour-table limits as a variable of the storm (raised
+//!   for a run and restored by an RAII guard) and its overflow counter.
+//! - [`hostsysctl`]: other host-wide limits a run raises and restores (the backlog).
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
@@ -31,15 +36,18 @@
 //! Power through ipmi_sim for the simulated nodes (they power on from the simulator's
 //! clock, within `--jitter`; the truth VMs are powered through their own ipmi_sim);
 //! CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
-//! driver, so it stops at the kernel); truth VMs in dnsmasq storms; faults (loss,
-//! `kill -9` of the server, inventory reloads); 5,000 nodes and the responder BMCs; the
-//! shaped uplink; the broadcast-to-port rewrite (EDK2's broadcast replies and the
-//! server's ARP requests are still flooded to every node port, N² copies); the floor run
-//! (bare sendfile server) and floor ratios; the ~80 MB padded initrd (the cached test
-//! initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
+//! driver, so it stops at the kernel); truth VMs in dnsmasq storms; 5,000 nodes and the
+//! responder BMCs; the shaped uplink; the broadcast-to-port rewrite of DHCP replies (EDK2's
+//! broadcast-flag replies are still flooded to every node port; the server's ARP requests
+//! are not); the floor run (bare sendfile server) and floor ratios; the ~80 MB padded
+//! initrd (the cached test initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa +
+//! Apache.
 pub mod fabric;
+pub mod faults;
 pub mod fingerprint;
+pub mod hostsysctl;
 pub mod http;
+pub mod neigh;
 pub mod node;
 pub mod nsops;
 pub mod report;

@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+use storm::faults::Fault;
+use storm::neigh::Limits;
 use storm::node::{Profile, SimConfig};
 use storm::report;
-use storm::run::{self, Spec};
+use storm::run::{self, Options, Spec};
 use storm::servers::Kind;
 
 #[derive(Parser)]
@@ -35,12 +37,19 @@ struct Common {
     xboot: Option<PathBuf>,
     #[arg(long, env = "XBOOT_STORM_OUT", default_value = "target/bench/storm")]
     out: PathBuf,
-    /// Firmware profile(s): bios, uefi (bench: each in turn).
+    /// Flood the server's ARP requests to every node port (what the bridges do by
+    /// themselves; each copy costs the sender's CPU on veth) instead of sending each to
+    /// its node's port.
+    #[arg(long, env = "XBOOT_STORM_FLOOD_ARP")]
+    flood_arp: bool,
+    /// Firmware profile(s): bios, uefi (bench: each in turn; run: the first). Both by
+    /// default: the BIOS iPXE ROM goes straight to HTTP, so UEFI's storms are the ones
+    /// that measure TFTP.
     #[arg(
         long,
         env = "XBOOT_STORM_PROFILES",
         value_delimiter = ',',
-        default_value = "bios"
+        default_value = "bios,uefi"
     )]
     profiles: Vec<String>,
     /// Two real qemu VMs (SeaBIOS + iPXE, OVMF PXE) boot in each xboot storm; their
@@ -58,6 +67,14 @@ enum Cmd {
         /// xboot-userspace, xboot-xdp, dnsmasq+nginx-stock, dnsmasq+nginx-tuned.
         #[arg(long, default_value = "xboot-userspace")]
         server: String,
+        /// Neighbour-table limits: default (as the host has them) or raised for the run
+        /// (restored after); an overflow makes the run invalid.
+        #[arg(long, default_value = "default")]
+        neigh: String,
+        /// A fault: loss-1, loss-5 (percent), kill-S (kill -9 of xboot S seconds in, and a
+        /// restart), reload-S (100 hosts changed S seconds in).
+        #[arg(long)]
+        fault: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -79,6 +96,25 @@ enum Cmd {
         servers: Vec<String>,
         #[arg(long, env = "XBOOT_STORM_ROUNDS", default_value_t = 1)]
         rounds: usize,
+        /// Neighbour-table limits, each a cell of the sweep: default (as the host has
+        /// them; with both, overflows under default are the finding) and raised
+        /// (gc_thresh1/2/3 raised for the run, restored after).
+        #[arg(
+            long,
+            env = "XBOOT_STORM_NEIGH",
+            value_delimiter = ',',
+            default_value = "default,raised"
+        )]
+        neigh: Vec<String>,
+        /// Faults, each a cell: none, loss-1, loss-5, kill-S, reload-S (kill and reload:
+        /// xboot only).
+        #[arg(
+            long,
+            env = "XBOOT_STORM_FAULTS",
+            value_delimiter = ',',
+            default_value = "none"
+        )]
+        faults: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -91,6 +127,19 @@ fn kind(s: &str) -> anyhow::Result<Kind> {
             Kind::ALL.map(Kind::name)
         )
     })
+}
+
+fn limits(s: &str) -> anyhow::Result<Limits> {
+    Limits::parse(s).with_context(|| format!("unknown neighbour limits {s:?}: default or raised"))
+}
+
+fn fault(s: &str) -> anyhow::Result<Option<Fault>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    Fault::parse(s)
+        .map(Some)
+        .with_context(|| format!("unknown fault {s:?}: none, loss-P, kill-S, reload-S"))
 }
 
 fn profile(s: &str) -> anyhow::Result<Profile> {
@@ -125,9 +174,24 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("stormsim needs root (network namespaces)");
     }
+    // Ctrl-C ends the storm and unwinds through the lab's guards (namespaces, server,
+    // raised neighbour limits) instead of killing the process with them in place.
+    testlab::catch_interrupts();
     match Cli::parse().cmd {
-        Cmd::Run { n, server, common } => {
+        Cmd::Run {
+            n,
+            server,
+            neigh,
+            fault: f,
+            common,
+        } => {
             let k = kind(&server)?;
+            let opts = Options {
+                neigh: limits(&neigh)?,
+                neigh_variable: false,
+                fault: f.as_deref().map(fault).transpose()?.flatten(),
+                flood_arp: common.flood_arp,
+            };
             let p = profile(
                 common
                     .profiles
@@ -135,7 +199,7 @@ fn main() -> anyhow::Result<()> {
                     .map(String::as_str)
                     .unwrap_or("bios"),
             )?;
-            let o = run::run(&spec(n, k, p, &common, "r".into())?, false)
+            let o = run::run_with(&spec(n, k, p, &common, "r".into())?, false, &opts)
                 .map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&common.out)?;
             println!("{}", report::markdown(&o));
@@ -149,16 +213,28 @@ fn main() -> anyhow::Result<()> {
             sizes,
             servers,
             rounds,
+            neigh,
+            faults,
             common,
         } => {
             let kinds: Vec<Kind> = servers.iter().map(|s| kind(s)).collect::<Result<_, _>>()?;
-            bench(&sizes, &kinds, rounds, &common)?;
+            let neigh: Vec<Limits> = neigh.iter().map(|s| limits(s)).collect::<Result<_, _>>()?;
+            let faults: Vec<Option<Fault>> =
+                faults.iter().map(|s| fault(s)).collect::<Result<_, _>>()?;
+            bench(&sizes, &kinds, &neigh, &faults, rounds, &common)?;
         }
     }
     Ok(())
 }
 
-fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::Result<()> {
+fn bench(
+    sizes: &[usize],
+    kinds: &[Kind],
+    neigh: &[Limits],
+    faults: &[Option<Fault>],
+    rounds: usize,
+    c: &Common,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&c.out)?;
     // A previous sweep's plots would read as this one's.
     for e in std::fs::read_dir(&c.out)?.flatten() {
@@ -170,11 +246,42 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
     let mut outcomes = vec![];
     let mut md = String::from("# Boot storm\n\n");
     md += &format!(
-        "Profiles: bios = BIOS PXE ROM -> undionly.kpxe (TFTP) -> iPXE -> HTTP; uefi = EDK2 PXE -> snponly.efi \
-         (TFTP size probe, then the read) -> iPXE -> HTTP. Boot delay {} s, power-on jitter {} s. \
-         Runs alternate their server order per round (A B, then B A).\n\n",
-        c.boot_delay, c.jitter
+        "Profiles: bios = BIOS with an iPXE ROM: iPXE's DHCP -> HTTP (the script's URL in the first lease, no TFTP); \
+         uefi = EDK2 PXE -> snponly.efi (TFTP size probe, then the read) -> iPXE's DHCP -> HTTP. Boot delay {} s, power-on jitter {} s. \
+         Runs alternate their order per round (A B, then B A) over the cells server x neighbour-table \
+         limits ({}: default = as the host has them, raised = gc_thresh1/2/3 raised for the run and restored \
+         after). A run is INVALID when a validity check fails (softnet backlog drops, neighbour-table \
+         overflows unless the default limits are the variable under test, the simulator at its core's \
+         limit). The server's ARP requests are {}.\n\n",
+        c.boot_delay,
+        c.jitter,
+        neigh.iter().map(|l| l.name()).collect::<Vec<_>>().join(", "),
+        if c.flood_arp {
+            "flooded to every node port (--flood-arp)"
+        } else {
+            "sent to their node's port by the fabric (a switch floods in hardware; on veth each copy costs the sender CPU)"
+        },
     );
+    if faults.iter().any(Option::is_some) {
+        md += &format!(
+            "Faults: {}. In a fault run a node that fails before its kernel boots reboots from power-on (a firmware \
+             whose boot order retries the network, up to {} times) and the booted OS retries a refused or reset HTTP \
+             request for {} s; kill and reload run against xboot only.\n\n",
+            faults
+                .iter()
+                .map(|f| f.map(|f| f.name()).unwrap_or_else(|| "none".into()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            storm::faults::REBOOTS,
+            storm::faults::OS_RETRY.as_secs(),
+        );
+    }
+    let opts_of = |l: Limits, f: Option<Fault>| Options {
+        neigh: l,
+        neigh_variable: neigh.len() > 1,
+        fault: f,
+        flood_arp: c.flood_arp,
+    };
     let profiles: Vec<Profile> = c
         .profiles
         .iter()
@@ -183,23 +290,42 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
     for &n in sizes {
         for &p in &profiles {
             for round in 0..rounds {
-                let mut order: Vec<Kind> = kinds.to_vec();
+                let xboot = |k: Kind| matches!(k, Kind::XbootUserspace | Kind::XbootXdp);
+                let mut order: Vec<(Kind, Limits, usize)> = kinds
+                    .iter()
+                    .flat_map(|&k| {
+                        neigh.iter().flat_map(move |&l| {
+                            (0..faults.len())
+                                .filter(move |&fi| {
+                                    xboot(k) || !faults[fi].is_some_and(|f| f.xboot_only())
+                                })
+                                .map(move |fi| (k, l, fi))
+                        })
+                    })
+                    .collect();
                 if round % 2 == 1 {
                     order.reverse();
                 }
-                for k in order {
+                for (k, l, fi) in order {
+                    if testlab::interrupted() {
+                        bail!("interrupted");
+                    }
+                    let f = faults[fi];
+                    let fname = f.map(|f| f.name()).unwrap_or_else(|| "none".into());
                     let tag = format!(
-                        "{n}{}{}{round}",
+                        "{n}{}{}{}{fi}{round}",
                         &p.name()[..1],
-                        k.name().chars().next().unwrap_or('x')
+                        k.name().chars().next().unwrap_or('x'),
+                        &l.name()[..1],
                     );
                     eprintln!(
-                        "storm: N = {n}, {}, {} (round {})",
+                        "storm: N = {n}, {}, {}, neighbour limits {}, fault {fname} (round {})",
                         p.name(),
                         k.name(),
+                        l.name(),
                         round + 1
                     );
-                    let o = match run::run(&spec(n, k, p, c, tag)?, false) {
+                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l, f)) {
                         Ok(o) => o,
                         Err(e) => {
                             eprintln!("storm: N = {n}, {}: {e}", k.name());
@@ -209,14 +335,23 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
                     };
                     let s = report::summarize(&o);
                     eprintln!(
-                        "storm:   completed {}/{n}, makespan {:?} s, server CPU {:.2} s",
-                        s.completed, s.makespan_s, s.server_cpu_s
+                        "storm:   completed {}/{n}, makespan {:?} s, server CPU {:.2} s, neighbour overflows {}{}",
+                        s.completed,
+                        s.makespan_s,
+                        s.server_cpu_s,
+                        s.neigh_overflows,
+                        if s.valid {
+                            String::new()
+                        } else {
+                            format!("; INVALID: {}", s.invalid.join("; "))
+                        }
                     );
                     std::fs::write(
                         c.out.join(format!(
-                            "storm-{n}-{}-{}-r{round}.svg",
+                            "storm-{n}-{}-{}-{}-{fname}-r{round}.svg",
                             p.name(),
-                            k.name().replace('+', "-")
+                            k.name().replace('+', "-"),
+                            l.name()
                         )),
                         report::svg(&o),
                     )?;
@@ -242,40 +377,72 @@ fn bench(sizes: &[usize], kinds: &[Kind], rounds: usize, c: &Common) -> anyhow::
     Ok(())
 }
 
-/// One row per (N, server): median makespan over rounds, and stage p50/p99 of the
-/// median run.
+/// One row per (N, profile, server, neighbour limits): median and range over the rounds
+/// of makespan and server CPU, stage p50/p99 of the median run, how many runs were valid.
 fn comparison(outcomes: &[run::Outcome]) -> String {
     let mut m = String::from(
-        "## Comparison\n\n| N | profile | server | runs | completed | makespan (median, range) | fw DHCP p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | server CPU s |\n|---:|---|---|---:|---:|---|---|---|---|---|---:|\n",
+        "## Comparison\n\nMedian (min-max) over the runs of each cell; stage p50/p99 in seconds from the run with the median makespan.\n\n\
+         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP first reply p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | neighbour overflows (max) |\n\
+         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---|---:|\n",
     );
-    let mut keys: Vec<(usize, &str, &str)> = outcomes
+    let fault_of = |o: &run::Outcome| {
+        o.fault
+            .as_ref()
+            .map(|f| f.fault.clone())
+            .unwrap_or_else(|| "none".into())
+    };
+    let mut keys: Vec<(usize, &str, &str, &str, String)> = outcomes
         .iter()
-        .map(|o| (o.n, o.profile, o.server))
+        .map(|o| (o.n, o.profile, o.server, o.neigh.limits.name(), fault_of(o)))
         .collect();
-    keys.dedup();
     keys.sort();
     keys.dedup();
-    for (n, profile, server) in keys {
+    for (n, profile, server, limits, fault) in keys {
         let runs: Vec<&run::Outcome> = outcomes
             .iter()
-            .filter(|o| o.n == n && o.profile == profile && o.server == server)
+            .filter(|o| {
+                o.n == n
+                    && o.profile == profile
+                    && o.server == server
+                    && o.neigh.limits.name() == limits
+                    && fault_of(o) == fault
+            })
             .collect();
-        let mut ms: Vec<f64> = runs
-            .iter()
-            .map(|o| o.makespan_s.unwrap_or(f64::NAN))
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        let med = runs[runs.len() / 2];
-        let s = report::summarize(med);
+        let sums: Vec<report::Summary> = runs.iter().map(|o| report::summarize(o)).collect();
+        // Runs with failures have no makespan: they sort last (NaN), so the median is
+        // the median of what happened, failures included.
+        let mut by_makespan: Vec<usize> = (0..runs.len()).collect();
+        by_makespan.sort_by(|&a, &b| {
+            let k = |i: usize| runs[i].makespan_s.unwrap_or(f64::INFINITY);
+            k(a).total_cmp(&k(b))
+        });
+        let med = by_makespan[by_makespan.len() / 2];
+        let s = &sums[med];
+        let range = |v: Vec<f64>| {
+            let mut v = v;
+            v.sort_by(f64::total_cmp);
+            let f = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:.2}")
+                } else {
+                    "-".into()
+                }
+            };
+            format!("{} ({}-{})", f(v[v.len() / 2]), f(v[0]), f(v[v.len() - 1]))
+        };
         let span = |name: &str| {
             s.spans
                 .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, d)| format!("{:.2}/{:.2}", d.p50, d.p99))
+                // A stage no node passed (a BIOS boot has no TFTP): "-".
+                .map(|(_, d)| match d.reached {
+                    0 => "-".to_string(),
+                    _ => format!("{:.2}/{:.2}", d.p50, d.p99),
+                })
                 .unwrap_or_default()
         };
         let files = {
-            let v = med
+            let v = runs[med]
                 .nodes
                 .iter()
                 .filter_map(|r| Some(r.at("initrd")? - r.at("script")?))
@@ -284,17 +451,18 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             format!("{:.2}/{:.2}", d.p50, d.p99)
         };
         m += &format!(
-            "| {n} | {profile} | {server} | {} | {}/{n} | {:.2} ({:.2}-{:.2}) | {} | {} | {} | {} | {:.2} |\n",
+            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             runs.len(),
-            s.completed,
-            ms[ms.len() / 2],
-            ms[0],
-            ms[ms.len() - 1],
+            sums.iter().filter(|s| s.valid).count(),
+            sums.iter().map(|s| s.completed).min().unwrap_or(0),
+            range(runs.iter().map(|o| o.makespan_s.unwrap_or(f64::INFINITY)).collect()),
+            range(runs.iter().map(|o| o.server_cpu_s).collect()),
             span("firmware DHCP"),
+            span("TFTP first reply"),
             span("TFTP (iPXE binary)"),
             span("iPXE DHCP"),
             files,
-            s.server_cpu_s,
+            sums.iter().map(|s| s.neigh_overflows).max().unwrap_or(0),
         );
     }
     m

@@ -128,9 +128,31 @@ pub struct NodeResult {
     pub tftp_retransmits: u32,
     /// DHCP frames the node's kernel refused to send (counted as lost).
     pub dhcp_send_errors: u32,
+    /// TFTP datagrams whose send failed.
+    pub tftp_send_errors: u32,
     pub http_bytes: u64,
     /// Seconds since the power command when the node finished or failed.
     pub end: f64,
+    /// Reboots after a failure before the kernel (fault runs): (stage, reason, at).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reboots: Vec<(String, String, f64)>,
+    /// HTTP requests of the booted OS retried after a refused or reset connection.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub os_http_retries: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// How a node recovers from a failure (fault runs; a plain run records the failure).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery {
+    /// Reboots from power-on after a failure before the kernel boots (a firmware whose
+    /// boot order retries the network).
+    pub reboots: u32,
+    /// How long the booted OS retries a refused or reset HTTP request (1 s apart).
+    pub os_retry: Duration,
 }
 
 impl NodeResult {
@@ -161,6 +183,12 @@ pub struct Node {
     rng: u64,
     /// Whose HTTP requests the node sends (iPXE's, then the OS's).
     agent: http::Agent,
+    recovery: Recovery,
+    /// Index into [`STAGES`] of the last milestone reached, shared with the run (the
+    /// faults look at where the nodes are).
+    progress: Option<std::sync::Arc<[std::sync::atomic::AtomicU8]>>,
+    /// Past the kernel's boot: HTTP errors are the OS's to retry.
+    booted: bool,
 }
 
 pub fn mac_string(mac: [u8; 6]) -> String {
@@ -241,7 +269,22 @@ impl Node {
             xid: 0,
             agent: http::Agent::Ipxe,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (idx as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            recovery: Recovery::default(),
+            progress: None,
+            booted: false,
         }
+    }
+
+    /// Recovers from failures as `r` says.
+    pub fn with_recovery(mut self, r: Recovery) -> Node {
+        self.recovery = r;
+        self
+    }
+
+    /// Publishes the last milestone reached into `p[idx]` (index into [`STAGES`]).
+    pub fn with_progress(mut self, p: std::sync::Arc<[std::sync::atomic::AtomicU8]>) -> Node {
+        self.progress = Some(p);
+        self
     }
 
     fn rand(&mut self) -> u64 {
@@ -255,6 +298,9 @@ impl Node {
     fn stamp(&mut self, s: &'static str) {
         self.res.stamps.push((s, self.t0.elapsed().as_secs_f64()));
         self.stage = s;
+        if let (Some(p), Some(i)) = (&self.progress, STAGES.iter().position(|x| *x == s)) {
+            p[self.idx].store(i as u8, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Powers on after the node's jitter and boots; returns the record.
@@ -263,10 +309,31 @@ impl Node {
         let delay = if j == 0 { 0 } else { self.rand() % j };
         tokio::time::sleep(Duration::from_micros(delay)).await;
         self.stamp("power_on");
-        if let Err(Fail(reason, detail)) = self.boot().await {
-            self.res.failure = Some((self.stage.to_string(), reason.to_string(), detail));
-        } else {
-            self.stamp("done");
+        loop {
+            match self.boot().await {
+                Ok(()) => {
+                    self.stamp("done");
+                    break;
+                }
+                Err(Fail(reason, detail))
+                    if !self.booted && (self.res.reboots.len() as u32) < self.recovery.reboots =>
+                {
+                    // The firmware tries the network again: from DHCP, after POST.
+                    let at = self.t0.elapsed().as_secs_f64();
+                    self.res.reboots.push((
+                        self.stage.to_string(),
+                        format!("{reason}: {detail}"),
+                        at,
+                    ));
+                    self.res.stamps.truncate(1);
+                    self.stage = "power_on";
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(Fail(reason, detail)) => {
+                    self.res.failure = Some((self.stage.to_string(), reason.to_string(), detail));
+                    break;
+                }
+            }
         }
         self.res.end = self.t0.elapsed().as_secs_f64();
         self.res
@@ -277,15 +344,16 @@ impl Node {
             .socks
             .as_mut()
             .expect("sockets opened before the storm");
-        let (fd, ifindex) = socks
-            .packet
-            .take()
-            .ok_or_else(|| Fail("internal", "packet socket already taken".into()))?;
-        // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, the same file,
-        // until the AsyncFd drops.
-        let fd = unsafe { AsyncFd::register(fd) }
-            .map_err(|e| Fail("internal", format!("register packet socket: {e}")))?;
-        self.pkt = Some((fd, ifindex));
+        // A reboot keeps the NIC's socket.
+        if let Some((fd, ifindex)) = socks.packet.take() {
+            // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, the same
+            // file, until the AsyncFd drops.
+            let fd = unsafe { AsyncFd::register(fd) }
+                .map_err(|e| Fail("internal", format!("register packet socket: {e}")))?;
+            self.pkt = Some((fd, ifindex));
+        }
+        // A boot (a reboot too) starts with iPXE's HTTP client.
+        self.agent = http::Agent::Ipxe;
         // 1. Firmware DHCP.
         let ack = self.dhcp(Phase::Firmware).await?;
         self.stamp("fw_ack");
@@ -360,6 +428,7 @@ impl Node {
         // 5. The kernel boots (modelled).
         tokio::time::sleep(self.cfg.boot_delay).await;
         self.stamp("booted");
+        self.booted = true;
         // 6. The OS: DHCP, postscript, completion.
         let ack = self.dhcp(Phase::Os).await?;
         self.stamp("os_ack");
@@ -389,8 +458,17 @@ impl Node {
             .socks
             .as_ref()
             .expect("sockets opened before the storm");
-        nsops::configure(&socks.ctl, "eth0", ip, prefix, ack.server(), ack.src_mac)
-            .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
+        let ifindex = self.pkt.as_ref().map(|p| p.1).unwrap_or(0);
+        nsops::configure(
+            socks,
+            "eth0",
+            ifindex,
+            ip,
+            prefix,
+            ack.server(),
+            ack.src_mac,
+        )
+        .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
     }
 
     /// The options a client of `phase` sends, in its order.
@@ -650,9 +728,12 @@ impl Node {
             rrq.push(0);
         }
         // Awaited, not try_send_to: a socket just registered has no cached write
-        // readiness yet, so a try_ send would be dropped.
-        async fn send(s: &UdpSocket, p: &[u8], d: SocketAddr) {
-            let _ = s.send_to(p, d).await;
+        // readiness yet, so a try_ send would be dropped. A failed send is counted (the
+        // simulator must never be the one losing packets) and covered by the timer.
+        async fn send(s: &UdpSocket, p: &[u8], d: SocketAddr, errors: &mut u32) {
+            if s.send_to(p, d).await.is_err() {
+                *errors += 1;
+            }
         }
         let mut last = rrq;
         let mut dest = SocketAddr::from((server, 69));
@@ -664,7 +745,7 @@ impl Node {
         let mut rto = retry.first();
         let mut tries = 1;
         let mut buf = vec![0u8; 65536];
-        send(&sock, &last, dest).await;
+        send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
         loop {
             let r = tokio::time::timeout(rto, sock.recv_from(&mut buf)).await;
             let (n, from) = match r {
@@ -681,7 +762,7 @@ impl Node {
                         ));
                     }
                     self.res.tftp_retransmits += 1;
-                    send(&sock, &last, dest).await;
+                    send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                     continue;
                 }
                 Ok(Err(e)) => return Err(Fail("tftp_io", e.to_string())),
@@ -715,11 +796,11 @@ impl Node {
                     if probe {
                         let mut e = vec![0, 5, 0, 8];
                         e.extend_from_slice(b"User aborted the transfer\0");
-                        send(&sock, &e, dest).await;
+                        send(&sock, &e, dest, &mut self.res.tftp_send_errors).await;
                         return Ok(());
                     }
                     last = vec![0, 4, 0, 0];
-                    send(&sock, &last, dest).await;
+                    send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                 }
                 3 => {
                     let block = u16::from_be_bytes([p[2], p[3]]);
@@ -733,7 +814,7 @@ impl Node {
                         // One ACK per window (windowsize 1: every block), and the last.
                         if end || block.is_multiple_of(window) {
                             last = vec![0, 4, p[2], p[3]];
-                            send(&sock, &last, dest).await;
+                            send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                         }
                         if end {
                             if tsize.is_some_and(|t| t != got) {
@@ -748,7 +829,7 @@ impl Node {
                         // Out of order or a duplicate: ACK the last block in order.
                         let b = expect.wrapping_sub(1).to_be_bytes();
                         last = vec![0, 4, b[0], b[1]];
-                        send(&sock, &last, dest).await;
+                        send(&sock, &last, dest, &mut self.res.tftp_send_errors).await;
                     }
                 }
                 5 => {
@@ -812,11 +893,36 @@ impl Node {
         keep: bool,
     ) -> Result<http::Response, Fail> {
         let u = http::parse_url(url).map_err(|e| Fail("bad_url", e))?;
+        // The booted OS retries refused and reset connections (fault runs).
+        let retry_until = Instant::now() + self.recovery.os_retry;
+        loop {
+            match self.request_once(conn, method, url, &u, body, keep).await {
+                Err(Fail("http_connect" | "http_io", _))
+                    if self.booted && Instant::now() < retry_until =>
+                {
+                    self.res.os_http_retries += 1;
+                    *conn = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn request_once(
+        &mut self,
+        conn: &mut Option<Conn>,
+        method: &str,
+        url: &str,
+        u: &http::Url,
+        body: &[u8],
+        keep: bool,
+    ) -> Result<http::Response, Fail> {
         // One reconnect if a kept-alive connection was closed by the server meanwhile.
         for attempt in 0..2 {
-            self.connect(conn, &u).await?;
+            self.connect(conn, u).await?;
             let c = conn.as_mut().expect("connected above");
-            match c.request(method, &u, body, keep).await {
+            match c.request(method, u, body, keep).await {
                 Ok(r) if (200..300).contains(&r.status) => {
                     self.res.http_bytes += r.bytes;
                     return Ok(r);

@@ -1,7 +1,7 @@
 //! Work that must happen inside a node's network namespace, done by one helper thread
 //! that `setns()`es into it: opening sockets (a socket keeps the namespace it was created
 //! in for life, so the one event loop then serves it from the main namespace), sysctls,
-//! bringing links up, addresses and a permanent ARP entry by ioctl (0.2-0.7 ms per node,
+//! bringing links up, addresses by ioctl and a permanent neighbour entry by rtnetlink (0.2-0.7 ms per node,
 //! where `ip -n NS ...` costs ~18 ms per call at 1,000 namespaces).
 //!
 //! Never touches the namespace of the process itself: only the helper thread moves.
@@ -154,41 +154,113 @@ fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
     }
 }
 
-/// Gives `ifname` the address `ip/prefix` (replacing any), and adds a permanent ARP
-/// entry `gw -> gw_mac` (permanent entries are not counted against the kernel's global
-/// gc_thresh3, and the node then never ARPs for the server).
-/// The ioctls act on the namespace of the socket `ctl` was made in, so this runs on
-/// any thread.
+/// Gives `ifname` the address `ip/prefix` (replacing any), and adds a permanent
+/// neighbour entry `gw -> gw_mac` through `nl` (so the node never ARPs for the server).
+/// The entry is made by rtnetlink, not by the SIOCSARP ioctl: the kernel creates an
+/// entry asked for as permanent over netlink exempt from garbage collection and from
+/// the gc_thresh3 cap of the neighbour table all namespaces share, while SIOCSARP
+/// creates an ordinary entry first, which fails with ENOBUFS when the server's entries
+/// have filled the table (a storm of 1,000 nodes lost nodes to that: the simulator's
+/// own ENOBUFS).
+/// The calls act on the namespace the node's `ctl` and `nl` sockets were made in, so
+/// this runs on any thread (`ifindex` is `ifname`'s there: names are looked up in the caller's).
 pub fn configure(
-    ctl: &OwnedFd,
+    socks: &NodeSockets,
     ifname: &str,
+    ifindex: i32,
     ip: Ipv4Addr,
     prefix: u8,
     gw: Ipv4Addr,
     gw_mac: [u8; 6],
 ) -> io::Result<()> {
-    let s = ctl;
+    let s = &socks.ctl;
     let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0));
     let mut r = ifreq(ifname);
     r.ifr_ifru.ifru_addr = sockaddr_in(ip);
-    // SAFETY: the ioctls read the ifreq / arpreq we own.
+    // SAFETY: the ioctls read the ifreq we own.
     unsafe {
         cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFADDR, &r))?;
         r.ifr_ifru.ifru_netmask = sockaddr_in(mask);
         cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFNETMASK, &r))?;
-        let mut a: libc::arpreq = std::mem::zeroed();
-        a.arp_pa = sockaddr_in(gw);
-        a.arp_ha.sa_family = libc::ARPHRD_ETHER;
-        for (d, s) in a.arp_ha.sa_data.iter_mut().zip(gw_mac) {
-            *d = s as libc::c_char;
-        }
-        a.arp_flags = libc::ATF_PERM | libc::ATF_COM;
-        for (d, s) in a.arp_dev.iter_mut().zip(ifname.bytes()) {
-            *d = s as libc::c_char;
-        }
-        cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSARP, &a))?;
     }
-    Ok(())
+    neigh_permanent(&socks.nl, ifindex, gw, gw_mac)
+}
+
+/// A NETLINK_ROUTE socket of the current namespace.
+pub fn netlink_route() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); owned at once.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: fd was just returned by socket(2).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The RTM_NEWNEIGH request for a permanent entry `ip -> mac` on `ifindex`.
+pub fn newneigh_message(ifindex: i32, ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+    let attr = |ty: u16, data: &[u8]| {
+        let mut a = ((4 + data.len()) as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(data);
+        while !a.len().is_multiple_of(4) {
+            a.push(0);
+        }
+        a
+    };
+    // struct ndmsg: family, pad1, pad2, ifindex, state, flags, type.
+    let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+    body.extend_from_slice(&ifindex.to_ne_bytes());
+    body.extend_from_slice(&libc::NUD_PERMANENT.to_ne_bytes());
+    body.extend_from_slice(&[0, 0]);
+    body.extend(attr(libc::NDA_DST, &ip.octets()));
+    body.extend(attr(libc::NDA_LLADDR, &mac));
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
+    let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+    m.extend_from_slice(&libc::RTM_NEWNEIGH.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
+    m.extend(body);
+    m
+}
+
+/// Adds (or replaces) the permanent neighbour entry `ip -> mac` on `ifindex` through the
+/// netlink socket `nl`, and reads the kernel's answer (it is queued before send returns).
+pub fn neigh_permanent(nl: &OwnedFd, ifindex: i32, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+    let m = newneigh_message(ifindex, ip, mac);
+    // SAFETY: send and recv on our socket with buffers of the stated lengths.
+    unsafe {
+        cvt(libc::send(
+            nl.as_raw_fd(),
+            m.as_ptr() as *const libc::c_void,
+            m.len(),
+            0,
+        ) as libc::c_int)?;
+        let mut buf = [0u8; 512];
+        let n = cvt(libc::recv(
+            nl.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        ) as libc::c_int)? as usize;
+        // nlmsghdr (16) then, for NLMSG_ERROR, the error code (0 = ACK).
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        if n >= 20 && ty == libc::NLMSG_ERROR as u16 {
+            let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(-err));
+            }
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "unexpected netlink answer type {ty}"
+        )))
+    }
 }
 
 /// An AF_PACKET socket on `ifname` that receives only IPv4 UDP to port 68 (a classic BPF
@@ -330,6 +402,41 @@ pub fn net_counters() -> io::Result<std::collections::BTreeMap<String, u64>> {
     Ok(m)
 }
 
+/// Receive and transmit drops per interface of the current thread's namespace
+/// (`/proc/thread-self/net/dev`): `name -> (rx_drop, tx_drop)`. A veth counts a frame
+/// its peer could not take (the receiving CPU's backlog full) as a transmit drop of
+/// the sender: the sendto() that queued it saw ENOBUFS (AF_PACKET), or nothing at all
+/// (UDP hides it, TCP retransmits).
+pub fn dev_drops() -> io::Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    Ok(parse_dev_drops(&std::fs::read_to_string(
+        "/proc/thread-self/net/dev",
+    )?))
+}
+
+pub fn parse_dev_drops(text: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|v| v.parse().ok())
+                .collect::<Option<_>>()?;
+            // rx: bytes packets errs drop ...(8); tx: bytes packets errs drop ...
+            Some((name.trim().to_string(), (*f.get(3)?, *f.get(11)?)))
+        })
+        .collect()
+}
+
+/// What a node's kernel dropped of what the simulator sent through it: eth0's transmit
+/// drops, UDP send-buffer errors (`Udp.SndbufErrors`: ENOBUFS the kernel does not
+/// return to a UDP sender) and IP output discards. Runs in the node's namespace.
+pub fn node_drops() -> io::Result<[u64; 3]> {
+    let tx = dev_drops()?.get("eth0").map(|d| d.1).unwrap_or(0);
+    let c = net_counters()?;
+    let g = |k: &str| c.get(k).copied().unwrap_or(0);
+    Ok([tx, g("Udp.SndbufErrors"), g("Ip.OutDiscards")])
+}
+
 /// Host-wide counters the storm's validity depends on: softnet backlog drops (all
 /// CPUs) and neighbour-table overflows (`table_fulls`, the kernel's table is shared by
 /// every namespace).
@@ -339,13 +446,7 @@ pub fn global_counters() -> (u64, u64) {
         .lines()
         .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
         .sum();
-    let arp = std::fs::read_to_string("/proc/net/stat/arp_cache").unwrap_or_default();
-    let mut lines = arp.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    let col = header.iter().position(|h| *h == "table_fulls");
-    let fulls = lines
-        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(col?)?, 16).ok())
-        .sum();
+    let fulls = crate::neigh::table_fulls();
     (softnet, fulls)
 }
 
@@ -355,8 +456,10 @@ pub fn global_counters() -> (u64, u64) {
 pub struct NodeSockets {
     /// AF_PACKET on eth0 (DHCP before and after an address) and its ifindex.
     pub packet: Option<(OwnedFd, i32)>,
-    /// AF_INET datagram socket for the address and ARP ioctls.
+    /// AF_INET datagram socket for the address ioctls.
     pub ctl: OwnedFd,
+    /// NETLINK_ROUTE socket for the permanent neighbour entry.
+    pub nl: OwnedFd,
     /// Bound to :68 (as dhclient does), so unicast DHCP replies draw no ICMP.
     pub bootpc: std::net::UdpSocket,
     /// TFTP client sockets, one per read request (EDK2 uses a new port for the second).
@@ -371,10 +474,41 @@ pub fn node_sockets(rcvbuf: usize) -> io::Result<NodeSockets> {
     Ok(NodeSockets {
         packet: Some(dhcp_packet_socket("eth0")?),
         ctl: inet_dgram()?,
+        nl: netlink_route()?,
         bootpc: udp_socket(68)?,
         tftp: vec![udp_socket(0)?, udp_socket(0)?, udp_socket(0)?],
         tcp: (0..4)
             .map(|_| tcp_socket(rcvbuf))
             .collect::<io::Result<_>>()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newneigh_request_layout() {
+        let m = newneigh_message(7, Ipv4Addr::new(10, 77, 0, 1), [2, 0, 0, 0, 0, 9]);
+        // header 16 + ndmsg 12 + NDA_DST 8 + NDA_LLADDR 12 (10 padded to 4).
+        assert_eq!(m.len(), 48);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 48);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_NEWNEIGH);
+        assert_eq!(i32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
+        assert_eq!(u16::from_ne_bytes([m[24], m[25]]), libc::NUD_PERMANENT);
+        assert_eq!(&m[32..36], &[10, 77, 0, 1]);
+        assert_eq!(&m[40..46], &[2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn dev_drops_parsed() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n\
+  eth0: 9000000    7000    0    3    0     0          0         0   120000    1500    0   17    0     0       0          0\n";
+        let m = parse_dev_drops(text);
+        assert_eq!(m.get("eth0"), Some(&(3, 17)));
+        assert_eq!(m.get("lo"), Some(&(0, 0)));
+        assert_eq!(m.len(), 2);
+    }
 }

@@ -9,10 +9,13 @@ use crate::node::{NodeResult, STAGES};
 use crate::run::Outcome;
 
 /// Stage durations: (name, from milestone, to milestone).
-pub const SPANS: [(&str, &str, &str); 11] = [
+pub const SPANS: [(&str, &str, &str); 12] = [
     ("firmware DHCP", "power_on", "fw_ack"),
+    // The read request goes out at once after the lease (EDK2: the size probe's).
+    ("TFTP first reply", "fw_ack", "tftp_first"),
     ("TFTP (iPXE binary)", "fw_ack", "tftp_done"),
     ("iPXE DHCP", "tftp_done", "ipxe_ack"),
+    // From iPXE's lease: the second one on UEFI, the first on BIOS (see [`spans`]).
     ("iPXE script", "ipxe_ack", "script"),
     ("kernel", "script", "kernel"),
     ("initrd", "kernel", "initrd"),
@@ -53,6 +56,16 @@ pub fn dist(mut v: Vec<f64>) -> Dist {
     }
 }
 
+/// When the span from milestone `a` began for `r`: a BIOS iPXE ROM handed its script's
+/// URL in the first lease has no second (iPXE) lease, so its script span starts at the
+/// firmware's ACK, which was iPXE's.
+fn span_start(r: &NodeResult, a: &str) -> Option<f64> {
+    r.at(a).or_else(|| match a {
+        "ipxe_ack" if r.at("tftp_done").is_none() => r.at("fw_ack"),
+        _ => None,
+    })
+}
+
 /// Per-span distributions of one storm.
 pub fn spans(nodes: &[NodeResult]) -> Vec<(&'static str, Dist)> {
     SPANS
@@ -60,7 +73,7 @@ pub fn spans(nodes: &[NodeResult]) -> Vec<(&'static str, Dist)> {
         .map(|(name, a, b)| {
             let v = nodes
                 .iter()
-                .filter_map(|r| Some(r.at(b)? - r.at(a)?))
+                .filter_map(|r| Some(r.at(b)? - span_start(r, a)?))
                 .collect();
             (*name, dist(v))
         })
@@ -86,9 +99,95 @@ pub struct Summary {
     pub spans: Vec<(&'static str, Dist)>,
     /// (stage, reason) -> count.
     pub failures: Vec<(String, String, usize)>,
+    /// Neighbour-table limits (`default`, `raised`) and the overflows counted.
+    pub neigh_limits: &'static str,
+    pub neigh_overflows: u64,
+    /// Nodes that rebooted after a failure (fault runs), and reboots in all.
+    pub nodes_rebooted: usize,
+    pub reboots: usize,
+    /// HTTP requests the booted OS retried (fault runs).
+    pub os_http_retries: u32,
+    /// Every validity check held (see [`validity`]).
+    pub valid: bool,
+    /// The checks that failed, one line each.
+    pub invalid: Vec<String>,
+}
+
+/// One validity check of a storm: what it says, and whether it held.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The checks that decide whether a storm measured the server (and not the lab):
+/// no softnet backlog drops, no neighbour-table overflow unless the default limits are
+/// the variable under test, the simulator under its core.
+pub fn validity(o: &Outcome) -> Vec<Check> {
+    let wall = o.nodes.iter().map(|r| r.end).fold(0.0f64, f64::max);
+    let nr = &o.neigh;
+    let neigh_detail = format!(
+        "{} (table_fulls {} -> {}), limits {} (gc_thresh1/2/3 = {}/{}/{}){}",
+        nr.overflows(),
+        nr.table_fulls_before,
+        nr.table_fulls_after,
+        nr.limits.name(),
+        nr.gc_thresh[0],
+        nr.gc_thresh[1],
+        nr.gc_thresh[2],
+        if nr.invalidates() || nr.overflows() == 0 {
+            ""
+        } else {
+            ": the default limits are the variable, so overflows are the finding"
+        },
+    );
+    vec![
+        Check {
+            name: "softnet backlog drops (host-wide)",
+            ok: o.softnet_drops == 0,
+            detail: format!(
+                "{} (netdev_max_backlog {})",
+                o.softnet_drops, o.netdev_max_backlog
+            ),
+        },
+        Check {
+            name: "neighbour-table overflows (host-wide)",
+            ok: !nr.invalidates(),
+            detail: neigh_detail,
+        },
+        Check {
+            name: "simulator lost no packet",
+            ok: o.lab_drops.simulator() == 0,
+            detail: format!(
+                "{} (node eth0 transmit drops {}, node UDP send-buffer errors {}, node IP output discards {}, failed sends {})",
+                o.lab_drops.simulator(),
+                o.lab_drops.node_tx_dropped,
+                o.lab_drops.node_udp_sndbuf_errors,
+                o.lab_drops.node_ip_out_discards,
+                o.lab_drops.send_errors,
+            ),
+        },
+        Check {
+            name: "fabric lost no frame",
+            ok: o.lab_drops.fabric_tx_dropped == 0,
+            detail: format!(
+                "bridge-port transmit drops {} ({} towards nodes, {} towards the server)",
+                o.lab_drops.fabric_tx_dropped,
+                o.lab_drops.fabric_tx_dropped_to_nodes,
+                o.lab_drops.fabric_tx_dropped - o.lab_drops.fabric_tx_dropped_to_nodes
+            ),
+        },
+        Check {
+            name: "simulator CPU under its core",
+            ok: o.simulator_cpu_s < 0.9 * wall.max(0.001),
+            detail: format!("{:.2} s of CPU in {wall:.2} s", o.simulator_cpu_s),
+        },
+    ]
 }
 
 pub fn summarize(o: &Outcome) -> Summary {
+    let checks = validity(o);
     let completed = o
         .nodes
         .iter()
@@ -132,6 +231,17 @@ pub fn summarize(o: &Outcome) -> Summary {
         dhcp_send_errors: o.nodes.iter().map(|r| r.dhcp_send_errors).sum(),
         spans: spans(&o.nodes),
         failures,
+        neigh_limits: o.neigh.limits.name(),
+        neigh_overflows: o.neigh.overflows(),
+        nodes_rebooted: o.nodes.iter().filter(|r| !r.reboots.is_empty()).count(),
+        reboots: o.nodes.iter().map(|r| r.reboots.len()).sum(),
+        os_http_retries: o.nodes.iter().map(|r| r.os_http_retries).sum(),
+        valid: checks.iter().all(|c| c.ok),
+        invalid: checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect(),
     }
 }
 
@@ -151,11 +261,13 @@ pub fn markdown(o: &Outcome) -> String {
     let mut m = String::new();
     let _ = writeln!(
         m,
-        "### {} - N = {} ({} profile)\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
+        "### {} - N = {} ({} profile, neighbour limits {}){}\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
          - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; DHCP sends refused by the node's kernel: {}; boot delay {} s, power-on jitter {} s\n",
         o.server,
         o.n,
         o.profile,
+        o.neigh.limits.name(),
+        if s.valid { "" } else { " - INVALID" },
         s.completed,
         o.n,
         s.makespan_s.map(secs).unwrap_or_else(|| "- (failures)".into()),
@@ -174,17 +286,76 @@ pub fn markdown(o: &Outcome) -> String {
     let net = |k: &str| o.server_net.get(k).copied().unwrap_or(0);
     let _ = writeln!(
         m,
-        "- server namespace: TCP segments retransmitted {}, RTOs {}, UDP receive-buffer drops {}; \
-         validity: softnet backlog drops {}, neighbour-table overflows {} (both host-wide, should be 0), \
-         simulator CPU {:.2} s, host load average at start {:.1}\n",
+        "- server namespace: TCP segments retransmitted {}, RTOs {}, listen-queue overflows {}, UDP receive-buffer drops {}; \
+         server ARP requests {}; host load average at start {:.1}",
         net("Tcp.RetransSegs"),
         net("TcpExt.TCPTimeouts"),
+        net("TcpExt.ListenOverflows"),
         net("Udp.RcvbufErrors"),
-        o.softnet_drops,
-        o.neigh_table_fulls,
-        o.simulator_cpu_s,
+        match o.arp_redirected {
+            Some(k) => format!("sent to their node's port: {k}"),
+            None => "flooded to every port".into(),
+        },
         o.loadavg_1m,
     );
+    let _ = writeln!(
+        m,
+        "- validity: {}",
+        if s.valid { "valid" } else { "**INVALID**" }
+    );
+    for c in validity(o) {
+        let _ = writeln!(
+            m,
+            "  - [{}] {}: {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    if let Some(f) = &o.fault {
+        let _ = writeln!(
+            m,
+            "- fault `{}`{}{}{}: {}; nodes rebooted {} ({} reboots), OS HTTP retries {}",
+            f.fault,
+            f.at_s.map(|t| format!(" at {t:.2} s")).unwrap_or_default(),
+            f.restart_s
+                .map(|t| format!(", server listening again {t:.2} s later"))
+                .unwrap_or_default(),
+            if f.dropped != [0, 0] {
+                format!(
+                    ", frames dropped to / from the server {} / {}",
+                    f.dropped[0], f.dropped[1]
+                )
+            } else {
+                String::new()
+            },
+            if f.at_s.is_some() {
+                format!(
+                    "{} (nodes past their script then: {}, completed without a reboot: {})",
+                    f.detail, f.past_script, f.past_script_finished
+                )
+            } else {
+                f.detail.clone()
+            },
+            s.nodes_rebooted,
+            s.reboots,
+            s.os_http_retries,
+        );
+        let mut why: Vec<(String, usize)> = vec![];
+        for r in &o.nodes {
+            for (stage, reason, _) in &r.reboots {
+                let key = format!("{stage} / {}", reason.split(':').next().unwrap_or(reason));
+                match why.iter_mut().find(|(k, _)| *k == key) {
+                    Some(w) => w.1 += 1,
+                    None => why.push((key, 1)),
+                }
+            }
+        }
+        for (k, c) in why {
+            let _ = writeln!(m, "  - reboot after `{k}`: {c}");
+        }
+    }
+    m.push('\n');
     if let Some(st) = &o.server_status {
         let _ = writeln!(
             m,
@@ -369,6 +540,142 @@ mod tests {
         assert_eq!(pct(&[3.0], 99.0), 3.0);
         let d = dist(vec![2.0, 1.0]);
         assert_eq!((d.reached, d.p50, d.max), (2, 1.0, 2.0));
+    }
+
+    fn outcome(neigh: crate::neigh::Record) -> Outcome {
+        Outcome {
+            n: 1,
+            server: "xboot-userspace",
+            profile: "bios",
+            boot_delay_s: 3.0,
+            jitter_s: 1.0,
+            setup_s: 1.0,
+            nodes: vec![NodeResult {
+                stamps: vec![("power_on", 0.1), ("complete", 5.0)],
+                end: 5.0,
+                ..NodeResult::default()
+            }],
+            makespan_s: Some(5.0),
+            server_cpu_s: 0.5,
+            server_peak_rss_kib: 1024,
+            samples: vec![],
+            events: vec![],
+            logs: String::new(),
+            server_net: Default::default(),
+            softnet_drops: 0,
+            neigh_table_fulls: neigh.overflows(),
+            neigh,
+            lab_drops: Default::default(),
+            netdev_max_backlog: 1000,
+            fault: None,
+            arp_redirected: Some(0),
+            server_status: None,
+            simulator_cpu_s: 1.0,
+            loadavg_1m: 0.0,
+            truth: None,
+        }
+    }
+
+    #[test]
+    fn validity_names_what_failed() {
+        use crate::neigh::{Limits, Record};
+        let rec = |limits, variable, after| Record {
+            limits,
+            variable,
+            gc_thresh: [128, 512, 1024],
+            table_fulls_before: 10,
+            table_fulls_after: after,
+        };
+        let o = outcome(rec(Limits::Raised, true, 10));
+        let s = summarize(&o);
+        assert!(s.valid, "{:?}", s.invalid);
+        assert_eq!((s.neigh_limits, s.neigh_overflows), ("raised", 0));
+        // Overflows under raised limits: invalid, and the report says why.
+        let o = outcome(rec(Limits::Raised, true, 25));
+        let s = summarize(&o);
+        assert!(!s.valid);
+        assert_eq!(s.invalid.len(), 1);
+        assert!(
+            s.invalid[0].starts_with("neighbour-table overflows"),
+            "{:?}",
+            s.invalid
+        );
+        assert!(
+            s.invalid[0].contains("15 (table_fulls 10 -> 25)"),
+            "{:?}",
+            s.invalid
+        );
+        assert!(markdown(&o).contains("INVALID"));
+        // Under default limits that are the variable: a finding, not invalid.
+        let o = outcome(rec(Limits::Default, true, 25));
+        assert!(summarize(&o).valid);
+        assert!(markdown(&o).contains("overflows are the finding"));
+        // Default limits that are not the variable: invalid.
+        assert!(!summarize(&outcome(rec(Limits::Default, false, 25))).valid);
+        // Softnet drops and a saturated simulator are each named.
+        let mut o = outcome(rec(Limits::Raised, true, 10));
+        o.softnet_drops = 3;
+        o.simulator_cpu_s = 4.9;
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
+        assert!(s.invalid[0].starts_with("softnet backlog drops"));
+        assert!(s.invalid[1].starts_with("simulator CPU"));
+        // The lab losing packets: the simulator's side and the fabric's, each named.
+        let mut o = outcome(rec(Limits::Raised, true, 10));
+        o.lab_drops.node_tx_dropped = 2;
+        o.lab_drops.send_errors = 1;
+        o.lab_drops.fabric_tx_dropped = 4;
+        o.lab_drops.fabric_tx_dropped_to_nodes = 1;
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
+        assert!(
+            s.invalid[0].starts_with("simulator lost no packet: 3 (node eth0 transmit drops 2"),
+            "{:?}",
+            s.invalid
+        );
+        assert!(
+            s.invalid[1]
+                .contains("bridge-port transmit drops 4 (1 towards nodes, 3 towards the server)"),
+            "{:?}",
+            s.invalid
+        );
+    }
+
+    #[test]
+    fn script_span_of_a_boot_without_tftp_starts_at_the_first_lease() {
+        let bios = NodeResult {
+            stamps: vec![("power_on", 0.0), ("fw_ack", 1.0), ("script", 1.5)],
+            ..NodeResult::default()
+        };
+        let uefi = NodeResult {
+            stamps: vec![
+                ("power_on", 0.0),
+                ("fw_ack", 4.0),
+                ("tftp_done", 5.0),
+                ("ipxe_ack", 6.0),
+                ("script", 6.25),
+            ],
+            ..NodeResult::default()
+        };
+        let script = |nodes: &[NodeResult]| {
+            spans(nodes)
+                .into_iter()
+                .find(|(n, _)| *n == "iPXE script")
+                .map(|(_, d)| (d.reached, d.p50))
+        };
+        assert_eq!(script(std::slice::from_ref(&bios)), Some((1, 0.5)));
+        assert_eq!(script(std::slice::from_ref(&uefi)), Some((1, 0.25)));
+        // A node that fetched by TFTP but has no iPXE lease has no script span.
+        let stuck = NodeResult {
+            stamps: vec![
+                ("power_on", 0.0),
+                ("fw_ack", 1.0),
+                ("tftp_done", 2.0),
+                ("script", 3.0),
+            ],
+            ..NodeResult::default()
+        };
+        assert_eq!(script(&[stuck]).map(|(reached, _)| reached), Some(0));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use serde::Serialize;
 use testlab::payload::Payload;
 
 use crate::fabric::{node_mac, node_name, Fabric};
-use crate::node::{Node, NodeResult, SimConfig};
+use crate::faults::{self, Fault};
+use crate::neigh::{self, Limits, NeighGuard};
+use crate::node::{Node, NodeResult, Recovery, SimConfig, STAGES};
 use crate::servers::{self, Kind, Running};
 
 /// What to run.
@@ -32,12 +34,92 @@ pub struct Spec {
     pub truth: bool,
 }
 
+/// What a storm varies besides the server and the size (the bench's variables).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The kernel's neighbour-table limits during the storm.
+    pub neigh: Limits,
+    /// Whether the limits are a variable of the sweep (see [`neigh::Record`]).
+    pub neigh_variable: bool,
+    /// A fault injected into the storm (see [`crate::faults`]).
+    pub fault: Option<Fault>,
+    /// The server's ARP requests flooded to every node port, as the bridges do by
+    /// themselves (false: sent to the one port, [`crate::fabric::arp_to_port_rules`]).
+    pub flood_arp: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            neigh: Limits::Default,
+            neigh_variable: false,
+            fault: None,
+            flood_arp: false,
+        }
+    }
+}
+
 /// One sample of the server's cost.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
     pub t: f64,
     pub cpu_s: f64,
     pub rss_kib: u64,
+}
+
+/// Packets the lab itself lost during the storm (validity: all 0). The simulator's
+/// side: what the node kernels dropped of what it sent, and the send calls that
+/// failed; the fabric's: frames its bridges' ports could not pass on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LabDrops {
+    /// Node eth0 transmit drops (the fabric port's receive backlog was full).
+    pub node_tx_dropped: u64,
+    /// `Udp.SndbufErrors` in the node namespaces.
+    pub node_udp_sndbuf_errors: u64,
+    /// `Ip.OutDiscards` in the node namespaces.
+    pub node_ip_out_discards: u64,
+    /// sendto() errors the simulator saw (DHCP frames, TFTP datagrams).
+    pub send_errors: u64,
+    /// Transmit drops of the fabric namespace's ports, both ways.
+    pub fabric_tx_dropped: u64,
+    /// Of those, frames on their way to a node (node ports, spine to leaf).
+    pub fabric_tx_dropped_to_nodes: u64,
+}
+
+impl LabDrops {
+    /// Everything the simulator's side lost.
+    pub fn simulator(&self) -> u64 {
+        self.node_tx_dropped
+            + self.node_udp_sndbuf_errors
+            + self.node_ip_out_discards
+            + self.send_errors
+    }
+}
+
+/// Sums [`crate::nsops::node_drops`] over the nodes, and the fabric's transmit drops.
+fn lab_drops(fabric: &Fabric, n: usize) -> ([u64; 3], [u64; 2]) {
+    let mut sum = [0u64; 3];
+    for i in 0..n {
+        if let Ok(d) = fabric.ops.run_blocking(i, crate::nsops::node_drops) {
+            for (s, v) in sum.iter_mut().zip(d) {
+                *s += v;
+            }
+        }
+    }
+    let mut fab = [0u64; 2];
+    if let Ok(m) = fabric
+        .ops
+        .run_blocking(fabric.fabric_idx(), crate::nsops::dev_drops)
+    {
+        for (name, (_, tx)) in m {
+            fab[0] += tx;
+            // p<i> (to node i) and ts<k> (spine to leaf k) carry frames towards nodes.
+            if name.starts_with('p') || name.starts_with("ts") {
+                fab[1] += tx;
+            }
+        }
+    }
+    (sum, fab)
 }
 
 /// A finished storm.
@@ -68,6 +150,17 @@ pub struct Outcome {
     /// (validity checks: both should be 0).
     pub softnet_drops: u64,
     pub neigh_table_fulls: u64,
+    /// The neighbour-table limits of the storm and its overflow counter.
+    pub neigh: neigh::Record,
+    /// Packets the lab (simulator, fabric) lost.
+    pub lab_drops: LabDrops,
+    /// net.core.netdev_max_backlog during the storm.
+    pub netdev_max_backlog: u64,
+    /// The fault injected, and what it did.
+    pub fault: Option<faults::Record>,
+    /// ARP requests of the server sent to their node's port instead of flooded (None:
+    /// flooded, the rewrite was off).
+    pub arp_redirected: Option<u64>,
     /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
     pub server_status: Option<serde_json::Value>,
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
@@ -123,7 +216,29 @@ fn server_cost(pids: &[u32]) -> (f64, u64) {
 
 /// Runs one storm; `events` = also read the server's events of every node (xboot).
 pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
+    run_with(spec, events, &Options::default())
+}
+
+/// [`run`] with the sweep's variables.
+pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, String> {
     raise_nofile(16 * spec.n as u64 + 4096);
+    // Raised for the whole run (set-up included: the server ARPs for its nodes as they
+    // come), restored when this returns, fails or unwinds.
+    let _neigh_guard = match opts.neigh {
+        Limits::Raised => Some(
+            NeighGuard::raise(spec.n)
+                .map_err(|e| format!("cannot raise the neighbour-table limits: {e}"))?,
+        ),
+        Limits::Default => None,
+    };
+    // The lab's own queue (see hostsysctl): raised for every run, restored after.
+    let backlog = crate::hostsysctl::AtLeast::raise(
+        std::path::Path::new(crate::hostsysctl::NETDEV_MAX_BACKLOG),
+        crate::hostsysctl::backlog_for(spec.n),
+    )
+    .map_err(|e| format!("cannot raise the backlog: {e}"))?;
+    let gc_thresh = neigh::read(std::path::Path::new(neigh::SYSCTL_DIR))
+        .map_err(|e| format!("cannot read the neighbour-table limits: {e}"))?;
     let t_setup = Instant::now();
     let fabric = Fabric::build(spec.n, &spec.tag)?;
     if spec.truth {
@@ -141,7 +256,18 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
             .run_blocking(fabric.fabric_idx(), || crate::xdp_pass::attach("up0"))
             .map_err(|e| format!("XDP pass program on up0: {e}"))?;
     }
-    let server = servers::start(
+    if !opts.flood_arp {
+        fabric.arp_to_port()?;
+    }
+    if let Some(f) = opts.fault {
+        if f.xboot_only() && !matches!(spec.kind, Kind::XbootUserspace | Kind::XbootXdp) {
+            return Err(format!("fault {} needs xboot", f.name()));
+        }
+        if let Fault::Loss { permille } = f {
+            faults::install_loss(&fabric.fabric_ns, permille)?;
+        }
+    }
+    let mut server = servers::start(
         spec.kind,
         &spec.xboot,
         &fabric.server_ns,
@@ -190,13 +316,22 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         )?),
         false => None,
     };
+    let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
-    let (nodes, samples) = rt.block_on(storm(spec, &fabric, &server, t0, socks));
+    let (nodes, samples, mut fault, cpu_killed) =
+        rt.block_on(storm(spec, opts, &fabric, &mut server, t0, socks));
+    if let (Some(rec), Some(Fault::Loss { .. })) = (fault.as_mut(), opts.fault) {
+        rec.dropped = faults::loss_counters(&fabric.fabric_ns).unwrap_or_default();
+    }
     let simulator_cpu_s = servers::cpu_and_rss(std::process::id()).0 - sim0;
+    if testlab::interrupted() {
+        return Err("interrupted".into());
+    }
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
     let (soft1, full1) = crate::nsops::global_counters();
+    let (node_drops1, fabric_drops1) = lab_drops(&fabric, spec.n);
     let net1 = fabric
         .ops
         .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
@@ -232,6 +367,11 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         Some(v) => Some(v.finish(spec.deadline.max(Duration::from_secs(300)))?),
         None => None,
     };
+    let arp_redirected = (!opts.flood_arp).then(|| fabric.arp_redirected());
+    let send_errors = nodes
+        .iter()
+        .map(|r| u64::from(r.dhcp_send_errors + r.tftp_send_errors))
+        .sum();
     let logs = server.log_hint();
     drop(server);
     drop(fabric);
@@ -244,7 +384,11 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         jitter_s: spec.sim.jitter.as_secs_f64(),
         setup_s,
         makespan_s,
-        server_cpu_s: cpu1 - cpu0,
+        // A killed server's CPU up to its death, plus its successor's.
+        server_cpu_s: match cpu_killed {
+            Some(k) => k - cpu0 + cpu1,
+            None => cpu1 - cpu0,
+        },
         server_peak_rss_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
         samples,
         nodes,
@@ -252,7 +396,25 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
         logs,
         server_net,
         softnet_drops: soft1 - soft0,
-        neigh_table_fulls: full1 - full0,
+        neigh_table_fulls: full1.saturating_sub(full0),
+        neigh: neigh::Record {
+            limits: opts.neigh,
+            variable: opts.neigh_variable,
+            gc_thresh,
+            table_fulls_before: full0,
+            table_fulls_after: full1,
+        },
+        netdev_max_backlog: backlog.value,
+        fault,
+        arp_redirected,
+        lab_drops: LabDrops {
+            node_tx_dropped: node_drops1[0].saturating_sub(node_drops0[0]),
+            node_udp_sndbuf_errors: node_drops1[1].saturating_sub(node_drops0[1]),
+            node_ip_out_discards: node_drops1[2].saturating_sub(node_drops0[2]),
+            send_errors,
+            fabric_tx_dropped: fabric_drops1[0].saturating_sub(fabric_drops0[0]),
+            fabric_tx_dropped_to_nodes: fabric_drops1[1].saturating_sub(fabric_drops0[1]),
+        },
         server_status,
         simulator_cpu_s,
         loadavg_1m,
@@ -260,13 +422,32 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
     })
 }
 
+/// The storm's nodes, sampled at 10 Hz, with the fault (kill, reload) struck on time.
+/// Returns the nodes, the samples, the fault's record and, after a kill, the killed
+/// server's CPU seconds.
 async fn storm(
     spec: &Spec,
+    opts: &Options,
     fabric: &Fabric,
-    server: &Running,
+    server: &mut Running,
     t0: Instant,
     socks: Vec<crate::nsops::NodeSockets>,
-) -> (Vec<NodeResult>, Vec<Sample>) {
+) -> (
+    Vec<NodeResult>,
+    Vec<Sample>,
+    Option<faults::Record>,
+    Option<f64>,
+) {
+    let recovery = match opts.fault {
+        Some(_) => Recovery {
+            reboots: faults::REBOOTS,
+            os_retry: faults::OS_RETRY,
+        },
+        None => Recovery::default(),
+    };
+    let progress: std::sync::Arc<[std::sync::atomic::AtomicU8]> = (0..spec.n)
+        .map(|_| std::sync::atomic::AtomicU8::new(0))
+        .collect();
     let mut set = tokio::task::JoinSet::new();
     for (i, socks) in socks.into_iter().enumerate() {
         let node = Node::new(
@@ -277,13 +458,31 @@ async fn storm(
             spec.sim.clone(),
             t0,
             socks,
-        );
+        )
+        .with_recovery(recovery)
+        .with_progress(progress.clone());
         set.spawn(node.run());
     }
+    let mut record = opts.fault.map(|f| faults::Record {
+        fault: f.name(),
+        ..faults::Record::default()
+    });
+    // Kill and reload strike at their time.
+    let mut strike = match opts.fault {
+        Some(Fault::Kill { after_s }) | Some(Fault::Reload { after_s, .. }) => {
+            Some(tokio::time::Instant::from_std(t0) + Duration::from_secs_f64(after_s))
+        }
+        _ => None,
+    };
+    let mut restart: Option<tokio::task::JoinHandle<Result<testlab::serve::Server, String>>> = None;
+    let mut killed_at = None;
+    let mut cpu_killed = None;
+    let mut past_script: Vec<usize> = vec![];
+    let script_idx = STAGES.iter().position(|s| *s == "script").unwrap_or(0) as u8;
     let mut samples = vec![];
     let mut results: Vec<NodeResult> = Vec::with_capacity(spec.n);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let cpu_base = server_cost(&server.pids()).0;
+    let mut cpu_base = server_cost(&server.pids()).0;
     let deadline = tokio::time::Instant::now() + spec.deadline;
     loop {
         tokio::select! {
@@ -295,6 +494,62 @@ async fn storm(
             _ = tick.tick() => {
                 let (cpu, rss) = server_cost(&server.pids());
                 samples.push(Sample { t: t0.elapsed().as_secs_f64(), cpu_s: cpu - cpu_base, rss_kib: rss });
+                // Ctrl-C (stormsim catches it): end the storm; the caller's guards
+                // (server, namespaces, neighbour limits) then tear the lab down.
+                if testlab::interrupted() {
+                    set.abort_all();
+                    break;
+                }
+            }
+            _ = async { tokio::time::sleep_until(strike.expect("guarded")).await }, if strike.is_some() => {
+                strike = None;
+                let at = t0.elapsed().as_secs_f64();
+                past_script = (0..spec.n)
+                    .filter(|&i| progress[i].load(std::sync::atomic::Ordering::Relaxed) >= script_idx)
+                    .collect();
+                let rec = record.as_mut().expect("a fault to strike");
+                rec.at_s = Some(at);
+                rec.past_script = past_script.len();
+                if let Running::Xboot(s) = &*server {
+                    let pid = s.pid() as libc::pid_t;
+                    match opts.fault {
+                        Some(Fault::Kill { .. }) => {
+                            let (cpu, _) = server_cost(&server.pids());
+                            cpu_killed = Some(cpu);
+                            // SAFETY: kill(2) on our own child's pid (not reaped yet).
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                            killed_at = Some(Instant::now());
+                            let (xboot, netns, files) =
+                                (spec.xboot.clone(), fabric.server_ns.clone(), s.files.clone());
+                            restart = Some(tokio::task::spawn_blocking(move || {
+                                restart_xboot(pid, &xboot, &netns, files)
+                            }));
+                        }
+                        Some(Fault::Reload { hosts, .. }) => {
+                            rec.detail = match reload_xboot(pid, &s.files, hosts) {
+                                Ok(()) => format!("{hosts} hosts switched to image {}; SIGHUP", servers::IMAGE_B),
+                                Err(e) => format!("reload failed: {e}"),
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            r = async { restart.as_mut().expect("guarded").await }, if restart.is_some() => {
+                restart = None;
+                let rec = record.as_mut().expect("a fault was struck");
+                match r {
+                    Ok(Ok(new)) => {
+                        rec.restart_s = killed_at.map(|k| k.elapsed().as_secs_f64());
+                        rec.detail = format!("kill -9 of pid {}, restarted as pid {}", server.pids().first().copied().unwrap_or(0), new.pid());
+                        *server = Running::Xboot(new);
+                        // Samples go on from the killed server's last figure, adding the
+                        // new process's whole CPU (its start-up included).
+                        cpu_base -= cpu_killed.unwrap_or(0.0);
+                    }
+                    Ok(Err(e)) => rec.detail = format!("kill -9, restart failed: {e}"),
+                    Err(e) => rec.detail = format!("kill -9, restart task failed: {e}"),
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 set.abort_all();
@@ -319,7 +574,65 @@ async fn storm(
         });
     }
     results.sort_by_key(|r| r.node);
-    (results, samples)
+    if let Some(rec) = record.as_mut() {
+        rec.past_script_finished = past_script
+            .iter()
+            .filter(|&&i| results[i].at("complete").is_some() && results[i].reboots.is_empty())
+            .count();
+    }
+    (results, samples, record, cpu_killed)
+}
+
+/// After `kill -9` of `pid`: waits until it has died (its ports are free), keeps its log
+/// as `xboot.log.killed`, and starts xboot again on the same files (config, inventory,
+/// state directory with the token key).
+fn restart_xboot(
+    pid: libc::pid_t,
+    xboot: &Path,
+    netns: &str,
+    files: testlab::serve::LabFiles,
+) -> Result<testlab::serve::Server, String> {
+    // Dead = every thread gone: the leader turns zombie when it exits, while its other
+    // threads may still hold the sockets and the inventory store's lock.
+    let dead = || {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()));
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        match state.as_deref() {
+            None => true,
+            Some("Z") | Some("X") => threads <= 1,
+            _ => false,
+        }
+    };
+    let t0 = Instant::now();
+    while !dead() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(format!("pid {pid} still alive 10 s after SIGKILL"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::rename(&files.log, files.log.with_extension("log.killed"));
+    testlab::serve::Server::start(xboot, netns, files, Duration::from_secs(60))
+}
+
+/// Rewrites the hosts file with `hosts` hosts on the second image (atomically: a new
+/// file renamed over it) and sends SIGHUP to xboot.
+fn reload_xboot(
+    pid: libc::pid_t,
+    files: &testlab::serve::LabFiles,
+    hosts: usize,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(&files.hosts).map_err(|e| e.to_string())?;
+    let changed = faults::changed_hosts(&text, hosts, servers::IMAGE_B)?;
+    let tmp = files.hosts.with_extension("json.new");
+    std::fs::write(&tmp, changed).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &files.hosts).map_err(|e| e.to_string())?;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    Ok(())
 }
 
 /// The `xboot` binary next to the running executable's target directory (`target/

@@ -17,6 +17,9 @@ use crate::fabric::{node_ip, node_mac, node_name, PREFIX, SRV_IP};
 use crate::node::mac_string;
 
 pub const HTTP_PORT: u16 = serve::HTTP_PORT;
+/// A second image, the same payload as the lab's: the inventory-reload fault switches
+/// hosts to it.
+pub const IMAGE_B: &str = "test-b";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +134,16 @@ pub fn start(
             hosts.extend(extra.iter().cloned());
             std::fs::write(&files.hosts, serde_json::to_string(&hosts).expect("json"))
                 .map_err(|e| e.to_string())?;
+            let mut images: Vec<serde_json::Value> =
+                serde_json::from_str(&serve::images_json(payload)).map_err(|e| e.to_string())?;
+            let mut b = images[0].clone();
+            b["name"] = IMAGE_B.into();
+            images.push(b);
+            std::fs::write(
+                &files.images,
+                serde_json::to_string(&images).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
             let mode = if kind == Kind::XbootXdp {
                 "xdp"
             } else {
