@@ -307,17 +307,12 @@ fn check_hosts(
                     errs.push(ValidationError::DuplicateMac { host: host(), mac });
                 } else {
                     own_macs.push(mac);
-                    match macs.get(&mac) {
-                        Some(other) if *other != h.name => {
-                            errs.push(ValidationError::MacOnTwoHosts {
-                                host: host(),
-                                mac,
-                                other: other.to_string(),
-                            })
-                        }
-                        _ => {
-                            macs.insert(mac, &h.name);
-                        }
+                    if let Some(other) = claim_mac(&mut macs, mac, &h.name) {
+                        errs.push(ValidationError::MacOnTwoHosts {
+                            host: host(),
+                            mac,
+                            other: other.to_string(),
+                        });
                     }
                 }
             }
@@ -382,17 +377,12 @@ fn check_hosts(
             Ok(bonds) => {
                 for (bond, b) in bonds.iter().enumerate() {
                     if let Some(mac) = b.mac.filter(|m| !own_macs.contains(m)) {
-                        match macs.get(&mac) {
-                            Some(other) if *other != h.name => {
-                                errs.push(ValidationError::MacOnTwoHosts {
-                                    host: host(),
-                                    mac,
-                                    other: other.to_string(),
-                                })
-                            }
-                            _ => {
-                                macs.insert(mac, &h.name);
-                            }
+                        if let Some(other) = claim_mac(&mut macs, mac, &h.name) {
+                            errs.push(ValidationError::MacOnTwoHosts {
+                                host: host(),
+                                mac,
+                                other: other.to_string(),
+                            });
                         }
                     }
                     let Some(ip) = b.ip.as_deref().filter(|_| b.mac.is_some()) else {
@@ -572,4 +562,15 @@ pub fn check_templates(images: &[Image], dirs: &[std::path::PathBuf]) -> Vec<Val
         }
     }
     errs
+}
+
+/// Records `mac` as `host`'s, or returns the other host that already has it.
+fn claim_mac<'a>(macs: &mut HashMap<Mac, &'a str>, mac: Mac, host: &'a str) -> Option<&'a str> {
+    match macs.get(&mac) {
+        Some(other) if *other != host => Some(other),
+        _ => {
+            macs.insert(mac, host);
+            None
+        }
+    }
 }
