@@ -295,21 +295,28 @@ fn real_clients_get_the_router_from_dhcp_gateway() {
         Some("10.77.0.200"),
         "{env}"
     );
-    let out = dir.path().join("dhclient.env");
-    let script = lease_script(dir.path(), &out);
-    let lf = dir.path().join("lease").to_str().unwrap().to_string();
-    let pf = dir.path().join("pid").to_str().unwrap().to_string();
-    let argv = [
-        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
-    ];
-    cli.spawn(&argv, Stdio::null(), Stdio::null());
-    wait_for_file(&out, Duration::from_secs(10));
-    let env = std::fs::read_to_string(&out).unwrap();
+    let env = dhclient_lease(&cli, dir.path());
     assert_eq!(
         env_value(&env, "new_routers").as_deref(),
         Some("10.77.0.200"),
         "{env}"
     );
+}
+
+/// ISC dhclient on c0 in `cli`, its hook and files in `dir`: the variables of its first
+/// lease. Foreground (-d), one try (-1): dhclient stays to renew and is killed (by pid)
+/// with the namespace.
+fn dhclient_lease(cli: &Netns, dir: &Path) -> String {
+    let out = dir.join("dhclient.env");
+    let script = lease_script(dir, &out);
+    let lf = dir.join("lease").to_str().unwrap().to_string();
+    let pf = dir.join("pid").to_str().unwrap().to_string();
+    let argv = [
+        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
+    ];
+    cli.spawn(&argv, Stdio::null(), Stdio::null());
+    wait_for_file(&out, Duration::from_secs(10));
+    std::fs::read_to_string(&out).unwrap()
 }
 
 #[test]
@@ -321,18 +328,7 @@ fn dhclient_gets_the_inventory_lease() {
     // All interfaces (no SO_BINDTODEVICE): the ingress interface comes from IP_PKTINFO.
     let server = Server::start(&srv, config(false), listen_on(&[]));
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("dhclient.env");
-    let script = lease_script(dir.path(), &out);
-    let lf = dir.path().join("lease").to_str().unwrap().to_string();
-    let pf = dir.path().join("pid").to_str().unwrap().to_string();
-    // Foreground (-d), one try (-1): dhclient stays to renew and is killed (by pid) with
-    // the namespace.
-    let argv = [
-        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
-    ];
-    cli.spawn(&argv, Stdio::null(), Stdio::null());
-    wait_for_file(&out, Duration::from_secs(10));
-    let env = std::fs::read_to_string(&out).unwrap();
+    let env = dhclient_lease(&cli, dir.path());
     assert_dhclient_lease(&env);
     let v = |k: &str| env_value(&env, k).unwrap_or_else(|| panic!("no {k} in\n{env}"));
     assert_eq!(v("new_subnet_mask"), "255.255.255.0");
