@@ -177,13 +177,13 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     }
 }
 
-struct Curl {
-    code: u16,
-    body: Vec<u8>,
+pub(crate) struct Curl {
+    pub(crate) code: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Runs curl with `args`, returning the status code and the body.
-async fn curl(args: &[&str]) -> Curl {
+pub(crate) async fn curl(args: &[&str]) -> Curl {
     let out = tokio::process::Command::from(testlab::peers::command("curl"))
         .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
         .args(args)

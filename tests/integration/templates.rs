@@ -139,17 +139,10 @@ async fn start() -> Server {
     }
 }
 
-/// `curl -s` with `args`: (status, body).
+/// `curl -s` with `args` (the http tests' runner): (status, body as text).
 async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::from(testlab::peers::command("curl"))
-        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, code) = text.rsplit_once('\n').expect("status line");
-    (code.trim().parse().expect("status code"), body.to_string())
+    let c = crate::http::curl(args).await;
+    (c.code, String::from_utf8(c.body).expect("a text body"))
 }
 
 /// Runs a listed validator on `text` written to `name` in a temp dir; panics with its
