@@ -26,6 +26,8 @@ use std::net::Ipv4Addr;
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, LinkSlice, TcpOptionElement, TransportSlice};
 
+use crate::wire::dhcp_options;
+
 /// One captured frame: seconds (capture clock) and the bytes from the Ethernet header.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frame {
@@ -206,27 +208,6 @@ fn text(v: &[u8]) -> String {
 const DHCP_TYPES: [&str; 9] = [
     "?", "DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM",
 ];
-
-/// The options of a BOOTP message after the magic cookie: (code, value) in order.
-pub fn dhcp_options(m: &[u8]) -> Option<Vec<(u8, &[u8])>> {
-    if m.len() < 240 || m[236..240] != [99, 130, 83, 99] {
-        return None;
-    }
-    let mut out = vec![];
-    let mut o = &m[240..];
-    while let Some(&code) = o.first() {
-        match code {
-            0 => o = &o[1..],
-            255 => break,
-            _ => {
-                let len = usize::from(*o.get(1)?);
-                out.push((code, o.get(2..2 + len)?));
-                o = &o[2 + len..];
-            }
-        }
-    }
-    Some(out)
-}
 
 fn dhcp_print(m: &[u8]) -> Option<Print> {
     if m.first() != Some(&1) {

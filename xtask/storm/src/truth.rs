@@ -14,8 +14,9 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::fingerprint::{decode, dhcp_options, Body, Frame};
+use crate::fingerprint::{decode, Body, Frame};
 use crate::report::pct;
+use crate::wire::dhcp_options;
 
 /// One answered request.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -168,6 +168,38 @@ pub fn parse_frame(f: &[u8], mac: [u8; 6]) -> Option<Reply> {
         vendor_class: None,
         ipxe_no_pxedhcp: false,
     };
+    for (code, v) in dhcp_options(m)? {
+        match code {
+            1 => r.subnet = ip4(v),
+            53 => r.msg_type = *v.first()?,
+            54 => r.server_id = ip4(v),
+            60 => r.vendor_class = Some(v.to_vec()),
+            67 => {
+                let s = v.split(|&b| b == 0).next().unwrap_or(&[]);
+                r.bootfile = Some(String::from_utf8_lossy(s).into_owned());
+            }
+            175 => {
+                let mut s = v;
+                while s.len() >= 2 {
+                    if s[0] == 176 {
+                        r.ipxe_no_pxedhcp = true;
+                    }
+                    let l = usize::from(s[1]);
+                    s = s.get(2 + l..).unwrap_or(&[]);
+                }
+            }
+            _ => {}
+        }
+    }
+    (r.msg_type != 0).then_some(r)
+}
+
+/// The options of a BOOTP message after the magic cookie: (code, value) in order.
+pub fn dhcp_options(m: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    if m.len() < 240 || m[236..240] != [99, 130, 83, 99] {
+        return None;
+    }
+    let mut out = vec![];
     let mut o = &m[240..];
     while let Some(&code) = o.first() {
         match code {
@@ -175,33 +207,12 @@ pub fn parse_frame(f: &[u8], mac: [u8; 6]) -> Option<Reply> {
             255 => break,
             _ => {
                 let len = usize::from(*o.get(1)?);
-                let v = o.get(2..2 + len)?;
-                match code {
-                    1 => r.subnet = ip4(v),
-                    53 => r.msg_type = *v.first()?,
-                    54 => r.server_id = ip4(v),
-                    60 => r.vendor_class = Some(v.to_vec()),
-                    67 => {
-                        let s = v.split(|&b| b == 0).next().unwrap_or(&[]);
-                        r.bootfile = Some(String::from_utf8_lossy(s).into_owned());
-                    }
-                    175 => {
-                        let mut s = v;
-                        while s.len() >= 2 {
-                            if s[0] == 176 {
-                                r.ipxe_no_pxedhcp = true;
-                            }
-                            let l = usize::from(s[1]);
-                            s = s.get(2 + l..).unwrap_or(&[]);
-                        }
-                    }
-                    _ => {}
-                }
+                out.push((code, o.get(2..2 + len)?));
                 o = &o[2 + len..];
             }
         }
     }
-    (r.msg_type != 0).then_some(r)
+    Some(out)
 }
 
 /// Prefix length of a netmask.
