@@ -45,8 +45,16 @@ pub struct Data {
 impl Data {
     pub fn new(host: &Host, nic: &Interface, image: &Image, endpoints: &Endpoints) -> Data {
         let image_v = image_value(image);
+        let mut host_v = host_value(host);
+        // A host without a `boot_image` boots `provision.default_image`: the image of
+        // this boot is the one it uses.
+        if let Value::Map(h) = &mut host_v {
+            if host.boot_image.is_empty() && !image.name.is_empty() {
+                h.insert("BootImage".into(), Value::from(image.name.as_str()));
+            }
+        }
         let root = Value::map([
-            ("host", host_value(host)),
+            ("host", host_v),
             ("nic", nic_value(nic)),
             ("image", image_v.clone()),
             ("bootimage", image_v),

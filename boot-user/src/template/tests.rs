@@ -371,3 +371,21 @@ fn host_uid_is_grendels_uid_then_id_then_name() {
     host.uid = "2Jm4zXbS8Hk1Vt0aQe3LrN5pWcY".into();
     assert_eq!(uid(&host), "2Jm4zXbS8Hk1Vt0aQe3LrN5pWcY");
 }
+
+/// `$.host.BootImage` is the image the host boots: its own `boot_image`, else the
+/// `provision.default_image` it was given (the image of this boot).
+#[test]
+fn boot_image_honours_the_default_image() {
+    let (mut host, image) = cn1();
+    let endpoints = Endpoints::new("http://10.0.0.1:8080", "TOK");
+    let t = Template::parse("{{ $.host.BootImage }}").unwrap();
+    let own = Data::new(&host, &host.interfaces[0], &image, &endpoints);
+    assert_eq!(t.render(&own).unwrap(), "squareos-9.2");
+    host.boot_image.clear();
+    let default = Image {
+        name: "site-default".into(),
+        ..image.clone()
+    };
+    let by_default = Data::new(&host, &host.interfaces[0], &default, &endpoints);
+    assert_eq!(t.render(&by_default).unwrap(), "site-default");
+}
