@@ -26,6 +26,9 @@ pub struct FileReloader {
     images_file: Option<PathBuf>,
     hosts: HashMap<String, Host>,
     images: HashMap<String, Image>,
+    /// `provision.templates_dir`: a change of a template file there re-checks the
+    /// running inventory's templates.
+    template_dirs: Vec<PathBuf>,
 }
 
 impl FileReloader {
@@ -36,11 +39,27 @@ impl FileReloader {
             images_file,
             hosts: HashMap::new(),
             images: HashMap::new(),
+            template_dirs: vec![],
         };
         if let Ok(l) = r.read() {
             r.remember(&l);
         }
         r
+    }
+
+    /// Also watch the templates directories `dirs` (those that exist).
+    pub fn with_template_dirs(mut self, dirs: Vec<PathBuf>) -> FileReloader {
+        self.template_dirs = dirs;
+        self
+    }
+
+    /// The template problems of `images` with the template files as they are now, each
+    /// naming its image, template, file, line and column (empty: all check).
+    pub fn check_templates(&self, images: &[Image]) -> Vec<String> {
+        crate::inventory::validate::check_templates(images, &self.template_dirs)
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     pub fn files(&self) -> Vec<PathBuf> {
@@ -197,6 +216,17 @@ pub async fn run(
     let _watcher = watch(&files, tx.clone())
         .map_err(|e| tracing::warn!("cannot watch the inventory files ({e}); reload with SIGHUP"))
         .ok();
+    // Template files: any change of a `*.tmpl` in a templates directory.
+    let (ttx, mut trx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let dirs: Vec<PathBuf> = reloader
+        .template_dirs
+        .iter()
+        .filter(|d| d.is_dir())
+        .cloned()
+        .collect();
+    let _template_watcher = watch_templates(&dirs, ttx)
+        .map_err(|e| tracing::warn!("cannot watch the templates directories ({e})"))
+        .ok();
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -215,6 +245,11 @@ pub async fn run(
                 while rx.try_recv().is_ok() {}
                 "file change"
             }
+            Some(()) = trx.recv() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while trx.try_recv().is_ok() {}
+                "template change"
+            }
         };
         match reloader.reload(&api).await {
             Ok(report) => tracing::info!("inventory reloaded ({why}): {report}"),
@@ -222,7 +257,50 @@ pub async fn run(
                 "inventory reload ({why}) refused, still serving the previous one: {e}"
             ),
         }
+        // Template files are read for each request: what a reload can do for them is
+        // check the running inventory's templates against them now, as a load does.
+        if why != "file change" {
+            let problems = reloader.check_templates(api.shared.inventory().images());
+            if problems.is_empty() {
+                tracing::info!("templates checked ({why}): every image's templates load");
+            } else {
+                tracing::error!(
+                    "templates checked ({why}): {} problems (nodes booting now get errors):\n  - {}",
+                    problems.len(),
+                    problems.join("\n  - ")
+                );
+            }
+        }
     }
+}
+
+/// Watches `dirs` and sends on every change of a `*.tmpl` file in them (written in
+/// place, created, renamed or removed).
+fn watch_templates(
+    dirs: &[PathBuf],
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<Option<notify::RecommendedWatcher>> {
+    use notify::{RecursiveMode, Watcher};
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        if ev
+            .paths
+            .iter()
+            .any(|p| p.extension().is_some_and(|x| x == "tmpl"))
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    for d in dirs {
+        w.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    Ok(Some(w))
 }
 
 /// Watches the directories of `files` and sends when what one of the files names has

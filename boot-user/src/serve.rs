@@ -287,9 +287,12 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     };
 
     // Inventory files: reloaded on SIGHUP and when they change.
-    if config.hosts.is_some() || config.images.is_some() {
+    let template_dirs = config.provision.template_dirs();
+    if config.hosts.is_some() || config.images.is_some() || template_dirs.iter().any(|d| d.is_dir())
+    {
         let reloader =
-            crate::reload::FileReloader::new(config.hosts.clone(), config.images.clone());
+            crate::reload::FileReloader::new(config.hosts.clone(), config.images.clone())
+                .with_template_dirs(template_dirs);
         let (api, stop) = (api.clone(), stopped());
         tasks.spawn(async move {
             crate::reload::run(reloader, api, stop).await;

@@ -623,6 +623,60 @@ fn serve_reloads_inventory_files() {
     drop(server);
 }
 
+/// An edit of a template file alone (no inventory file touched) makes the running server
+/// check the inventory's templates against it, as a reload: a broken edit is reported
+/// naming the image, the template, the file, the line and the column; the fix, too.
+#[test]
+fn serve_rechecks_templates_when_a_template_file_changes() {
+    let site = Site::new();
+    std::fs::create_dir(site.path("templates")).unwrap();
+    site.write("templates/site.tmpl", "# {{ $.host.Name }}\n");
+    let cfg = std::fs::read_to_string(site.path("xboot.toml")).unwrap();
+    site.write(
+        "xboot.toml",
+        &format!("{cfg}templates_dir = \"templates\"\n"),
+    );
+    let images = std::fs::read_to_string(site.path("images.toml")).unwrap();
+    site.write(
+        "images.toml",
+        &format!("{images}provision_templates = {{ kickstart = \"site.tmpl\" }}\n"),
+    );
+    let out = site.check_config(&[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let server = Server::start(&site);
+    let wait_log = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.log().contains(want) {
+            assert!(
+                Instant::now() < deadline,
+                "no {want:?} in\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Broken in place.
+    site.write(
+        "templates/site.tmpl",
+        "# {{ $.host.Name }}\n{{ $.host.Nam }}\n",
+    );
+    wait_log("templates checked (template change): 1 problems");
+    let log = server.log();
+    for part in [
+        "image img",
+        "provision_templates.kickstart",
+        "site.tmpl",
+        "line 2, column 4",
+    ] {
+        assert!(log.contains(part), "no {part:?} in\n{log}");
+    }
+    // Fixed by rename, as editors write.
+    let tmp = site.write("templates/site.tmpl.new", "# fixed {{ $.host.Name }}\n");
+    std::fs::rename(&tmp, site.path("templates/site.tmpl")).unwrap();
+    wait_log("templates checked (template change): every image's templates load");
+    drop(server);
+}
+
 /// A Kubernetes ConfigMap volume as the kubelet writes it: the files live in a
 /// timestamped directory, `..data` links to it, and each file name links into `..data`.
 /// `update` writes a new directory and renames a `..data_tmp` link over `..data`, then

@@ -307,16 +307,121 @@ fn real_clients_get_the_router_from_dhcp_gateway() {
 /// lease. Foreground (-d), one try (-1): dhclient stays to renew and is killed (by pid)
 /// with the namespace.
 fn dhclient_lease(cli: &Netns, dir: &Path) -> String {
+    dhclient_lease_with(cli, dir, None)
+}
+
+/// As [`dhclient_lease`], with `conf` as dhclient.conf (`-cf`) when given.
+fn dhclient_lease_with(cli: &Netns, dir: &Path, conf: Option<&str>) -> String {
     let out = dir.join("dhclient.env");
     let script = lease_script(dir, &out);
     let lf = dir.join("lease").to_str().unwrap().to_string();
     let pf = dir.join("pid").to_str().unwrap().to_string();
-    let argv = [
-        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf, "c0",
+    let cf = dir.join("dhclient.conf").to_str().unwrap().to_string();
+    let mut argv = vec![
+        "dhclient", "-d", "-1", "-sf", &script, "-lf", &lf, "-pf", &pf,
     ];
+    if let Some(text) = conf {
+        std::fs::write(&cf, text).unwrap();
+        argv.extend(["-cf", &cf]);
+    }
+    argv.push("c0");
     cli.spawn(&argv, Stdio::null(), Stdio::null());
     wait_for_file(&out, Duration::from_secs(10));
     std::fs::read_to_string(&out).unwrap()
+}
+
+/// The option table reaches a real client: a per-host option (42, NTP servers, for
+/// `hosts = "cn1"`), a per-class one (7, log servers, for dhclient's vendor class
+/// `lab-class`), an arbitrary code (224, declared in dhclient.conf) for a tag the host
+/// lacks (not sent), and Grendel's `idrac` preset when the class is `iDRAC`. dhclient's
+/// received options are printed.
+#[test]
+fn dhclient_gets_per_host_and_per_class_options() {
+    if netns::need_root() {
+        return;
+    }
+    let table = Config::from_toml(
+        r#"[dhcp]
+presets = ["idrac"]
+[[dhcp.options]]
+code = 42
+ip = ["10.77.0.123"]
+hosts = "cn[1-3]"
+[[dhcp.options]]
+code = 7
+ip = ["10.77.0.124"]
+vendor_class = "lab-class"
+[[dhcp.options]]
+code = 224
+text = "tagged only"
+tag = "switch"
+[[dhcp.options]]
+code = 224
+text = "every lease"
+"#,
+        Path::new("table.toml"),
+    )
+    .unwrap();
+    let mut cfg = config(false);
+    cfg.dhcp.options = table.dhcp.options;
+    cfg.dhcp.presets = table.dhcp.presets;
+    let conf = |class: &str| {
+        format!(
+            "send vendor-class-identifier \"{class}\";\n\
+             option xboot-site code 224 = text;\n\
+             request subnet-mask, routers, domain-name-servers, ntp-servers, log-servers, \
+             vendor-encapsulated-options, xboot-site;\n"
+        )
+    };
+    let received = |env: &str| -> Vec<String> {
+        env.lines()
+            .filter(|l| l.starts_with("new_"))
+            .map(String::from)
+            .collect()
+    };
+    // One lab per class: dhclient stays on c0 to renew until its namespace goes.
+    let lease = |class: &str| {
+        let (srv, cli) = lab(CN1_MAC);
+        let _server = Server::start(&srv, cfg.clone(), listen_on(&["s0"]));
+        let dir = tempfile::tempdir().unwrap();
+        dhclient_lease_with(&cli, dir.path(), Some(&conf(class)))
+    };
+    let env = lease("lab-class");
+    eprintln!(
+        "dhclient (vendor class lab-class) received:\n{}",
+        received(&env).join("\n")
+    );
+    let v = |env: &str, k: &str| env_value(env, k);
+    assert_eq!(v(&env, "new_ip_address").as_deref(), Some("10.77.0.50"));
+    assert_eq!(
+        v(&env, "new_ntp_servers").as_deref(),
+        Some("10.77.0.123"),
+        "per host"
+    );
+    assert_eq!(
+        v(&env, "new_log_servers").as_deref(),
+        Some("10.77.0.124"),
+        "per class"
+    );
+    assert_eq!(v(&env, "new_xboot_site").as_deref(), Some("every lease"));
+    assert_eq!(v(&env, "new_vendor_encapsulated_options"), None);
+    // Another class: no log servers; iDRAC's preset (cn1 is provisioned) in option 43.
+    let env = lease("iDRAC");
+    eprintln!(
+        "dhclient (vendor class iDRAC) received:\n{}",
+        received(&env).join("\n")
+    );
+    assert_eq!(v(&env, "new_ntp_servers").as_deref(), Some("10.77.0.123"));
+    assert_eq!(v(&env, "new_log_servers"), None, "{env}");
+    let hex = v(&env, "new_vendor_encapsulated_options").unwrap_or_else(|| panic!("{env}"));
+    let bytes: Vec<u8> = hex
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "-f idrac-config.json -i 10.77.0.1 -s 5 -n boot/cn1/provision"
+    );
 }
 
 #[test]

@@ -300,6 +300,11 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
         }
         check(&key("mtu"), mtu(&s.mtu).map(drop));
     }
+    if let Err(errs) = crate::dhcp::options::OptionTable::from_config(d) {
+        for (key, message) in errs {
+            check(&key, Err(message));
+        }
+    }
     check(
         "provision.token_ttl",
         in_range(cfg.provision.token_ttl, &TOKEN_TTL_SECS, " s").map(drop),

@@ -162,6 +162,42 @@ pub struct DhcpConfig {
     pub mode_explicit: bool,
     /// Max unknown-MAC log lines per MAC per this many seconds (xboot).
     pub unknown_log_interval_secs: u64,
+    /// The declarative option table (xboot): options and the replies that carry them.
+    pub options: Vec<DhcpOptionConfig>,
+    /// Grendel's vendor hooks turned on, by name (`crate::dhcp::options::PRESETS`).
+    pub presets: Vec<String>,
+}
+
+/// One `[[dhcp.options]]` entry: one option (`code` and exactly one value key) and the
+/// conditions a reply must meet to carry it (all that are given; none: every lease).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DhcpOptionConfig {
+    pub code: i64,
+    /// A network (`10.0.0.0/24`) holding the host's address.
+    pub subnet: Option<String>,
+    /// A node set of host names (`cn[1-4],login`).
+    pub hosts: Option<String>,
+    /// A tag the host carries.
+    pub tag: Option<String>,
+    /// Option 60 equal to this (a trailing `*`: starting with it).
+    pub vendor_class: Option<String>,
+    /// An entry of option 77 equal to this.
+    pub user_class: Option<String>,
+    /// Option 93 (the client's architecture).
+    pub arch: Option<i64>,
+    /// Only hosts whose `provision` is this.
+    pub provisioned: Option<bool>,
+    pub text: Option<String>,
+    pub ip: Option<Vec<String>>,
+    pub hex: Option<String>,
+    pub u8: Option<i64>,
+    pub u16: Option<i64>,
+    pub u32: Option<i64>,
+    #[serde(rename = "bool")]
+    pub boolean: Option<bool>,
+    /// A boot URL of the host: `{base}/boot/{token}/{url}` (`kickstart`, `provision/NAME`).
+    pub url: Option<String>,
 }
 
 impl Default for DhcpConfig {
@@ -180,6 +216,11 @@ impl Default for DhcpConfig {
             mode: DhcpMode::default(),
             mode_explicit: false,
             unknown_log_interval_secs: 60,
+            options: vec![],
+            presets: crate::dhcp::options::DEFAULT_PRESETS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
         }
     }
 }

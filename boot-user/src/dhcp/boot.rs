@@ -34,6 +34,10 @@ pub trait BootUrls {
     /// HTTP URL of a firmware file (UEFI HTTP boot), `file` being a name of the firmware
     /// directory such as `ipxe.efi`.
     fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String;
+    /// The HTTP base URL (`http://10.0.0.1`) for clients that reached us at `server`.
+    fn base_url(&self, server: Ipv4Addr) -> String;
+    /// A boot token of `host` booting from `mac` (the `{token}` of `/boot/{token}/...`).
+    fn token(&self, host: &Host, mac: Mac) -> String;
 }
 
 /// Unsigned URLs on a fixed port (`http://SERVER:PORT/...`): for tests, templates and tools
@@ -53,6 +57,13 @@ impl BootUrls for PlainUrls {
     }
     fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String {
         format!("http://{server}:{}/firmware/{file}", self.port)
+    }
+    fn base_url(&self, server: Ipv4Addr) -> String {
+        format!("http://{server}:{}", self.port)
+    }
+    /// The host's name (plain URLs carry no signature).
+    fn token(&self, host: &Host, _mac: Mac) -> String {
+        host.name.clone()
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`request`]: the fields of a request that matter, and the client kind (BIOS PXE,
 //!   UEFI, ARM64, iPXE, UEFI HTTP boot, OS).
 //! - [`settings`]: `[dhcp]` of the config, parsed once; a host's network parameters.
+//! - [`options`]: the declarative option table (`dhcp.options`, `dhcp.presets`).
 //! - [`boot`]: what a client boots (per kind, per-host firmware override), [`BootUrls`].
 //! - [`reply`]: [`decide`] / [`decide_boot_server`], the one source of truth for replies.
 //! - [`frame`]: Ethernet/IPv4/UDP framing of replies (what the XDP path must match).
@@ -20,6 +21,7 @@ pub mod boot;
 pub mod discovered;
 pub mod frame;
 pub mod iface;
+pub mod options;
 pub mod ra;
 pub mod reply;
 pub mod request;

@@ -27,7 +27,9 @@
 //! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed, and 82 (relay agent
 //! information) in every reply to a relay that sent it. Option 60 `PXEClient` and
 //! 43 only go in proxy offers and boot-server ACKs: UEFI PXE firmware that sees 60 in a
-//! plain OFFER goes looking for a boot server (peers.md §6).
+//! plain OFFER goes looking for a boot server (peers.md §6). Last, the option table
+//! ([`super::options`]: `dhcp.options`, `dhcp.presets`) adds its options to OFFERs, ACKs
+//! and INFORM-ACKs, replacing any option of the same code.
 //!
 //! # For the XDP template compiler
 //! A reply depends on the request only through: `msg_type` and `kind` (which template),
@@ -35,7 +37,10 @@
 //! host's and the server's address), `xid`, `flags`, `giaddr`, `chaddr` (copied into the
 //! header), `ciaddr` (copied into ACKs), `machine_id` (option 97) and `relay_info`
 //! (option 82), both echoed, and `max_message_size` (only when a reply is over 548
-//! bytes; [`Reply::bytes`] tells a template's size). Everything else comes from the [`Context`]; templates use
+//! bytes; [`Reply::bytes`] tells a template's size), and, for the option table's rules
+//! with a client-class condition only, `vendor_class`, `user_class` and `arch` beyond
+//! the kind ([`super::options::OptionTable::class_may_match`] says which class keys
+//! the program must leave to the slow path). Everything else comes from the [`Context`]; templates use
 //! `dns_rotation = 0`. [`destination`] gives the addressing, [`super::frame`] the bytes.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -44,6 +49,7 @@ use dhcproto::v4::{
 };
 
 use super::boot::{boot_target, BootTarget, BootUrls};
+use super::options::Subject;
 use super::request::{ClientKind, Request, BROADCAST_FLAG};
 use super::settings::{HostNet, Settings};
 use super::wire;
@@ -349,6 +355,7 @@ fn lease_reply(
     };
     boot_options(&mut m, &boot, ctx.server_ip);
     echo_machine_id(req, m.opts_mut());
+    table_options(req, ctx, host, net, m.opts_mut());
     let yiaddr = if inform {
         Ipv4Addr::UNSPECIFIED
     } else {
@@ -554,6 +561,30 @@ fn pxe_vendor_options(
     }
     v.push(255);
     o.insert(DhcpOption::VendorExtensions(v));
+}
+
+/// The option table's options for this lease ([`super::options`]): last, so they
+/// replace any option of the same code.
+fn table_options(
+    req: &Request,
+    ctx: &Context<'_>,
+    host: &Host,
+    net: &HostNet,
+    o: &mut DhcpOptions,
+) {
+    let subject = Subject {
+        host,
+        mac: req.mac,
+        addr: net.addr,
+        vendor_class: req.vendor_class.as_deref(),
+        user_class: req.user_class.as_deref(),
+        arch: req.arch,
+        server: ctx.server_ip,
+        urls: ctx.urls,
+    };
+    for opt in ctx.settings.options.options_for(&subject) {
+        o.insert(opt);
+    }
 }
 
 fn echo_machine_id(req: &Request, o: &mut DhcpOptions) {

@@ -860,6 +860,12 @@ fn long_urls_go_to_option_67() {
         fn http_firmware(&self, f: &str, _: Ipv4Addr) -> String {
             format!("http://10.0.0.1/{f}")
         }
+        fn base_url(&self, _: Ipv4Addr) -> String {
+            "http://10.0.0.1".into()
+        }
+        fn token(&self, _: &Host, _: Mac) -> String {
+            "x".repeat(150)
+        }
     }
     let inv = inventory();
     let s = settings();

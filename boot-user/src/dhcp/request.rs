@@ -112,6 +112,8 @@ pub struct Request {
     pub arch: Option<u16>,
     /// Option 60, raw.
     pub vendor_class: Option<Vec<u8>>,
+    /// Option 77, raw.
+    pub user_class: Option<Vec<u8>>,
     /// Option 97 (client machine UUID), echoed in replies.
     pub machine_id: Option<Vec<u8>>,
     /// Option 57.
@@ -145,6 +147,7 @@ impl Request {
             server_id: None,
             arch: None,
             vendor_class: None,
+            user_class: None,
             machine_id: None,
             max_message_size: None,
             pxe_boot_item: None,
@@ -206,6 +209,7 @@ impl Request {
             },
             arch,
             vendor_class,
+            user_class,
             machine_id: match opts.get(OptionCode::ClientMachineIdentifier) {
                 Some(DhcpOption::ClientMachineIdentifier(v)) => Some(v.clone()),
                 _ => raw(OptionCode::ClientMachineIdentifier),

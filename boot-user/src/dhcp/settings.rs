@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::boot::BootFiles;
+use super::options::OptionTable;
 use crate::config::{check, Config};
 use crate::inventory::Interface;
 
@@ -56,6 +57,8 @@ pub struct Settings {
     /// proxyDHCP: boot options only, never an address.
     pub proxy_only: bool,
     pub boot_files: BootFiles,
+    /// `dhcp.options` and `dhcp.presets` ([`super::options`]).
+    pub options: OptionTable,
 }
 
 impl Default for Settings {
@@ -71,6 +74,7 @@ impl Default for Settings {
             subnets: vec![],
             proxy_only: false,
             boot_files: BootFiles::default(),
+            options: OptionTable::default(),
         }
     }
 }
@@ -147,6 +151,10 @@ impl Settings {
             subnets,
             proxy_only: d.proxy_only,
             boot_files: BootFiles::default(),
+            options: OptionTable::from_config(d).map_err(|mut e| {
+                let (key, message) = e.swap_remove(0);
+                SettingsError { key, message }
+            })?,
         })
     }
 

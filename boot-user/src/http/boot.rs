@@ -62,7 +62,7 @@ impl BootView<'_> {
             what: what.to_string(),
             source,
         };
-        let t = Template::parse(src).map_err(err)?;
+        let t = Template::parse_with_dirs(src, &site.template_dirs).map_err(err)?;
         t.render(&self.data().with_site(site)).map_err(err)
     }
 

@@ -372,6 +372,7 @@ async fn provision_template_or(
         config: serde_json::to_value(cfg.as_ref())
             .map(crate::template::funcs::json_value)
             .unwrap_or_default(),
+        template_dirs: dirs.clone(),
     };
     let out = boot
         .view()

@@ -198,6 +198,12 @@ impl crate::dhcp::BootUrls for UrlSigner {
     fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String {
         self.firmware_url(file, IpAddr::V4(server))
     }
+    fn base_url(&self, server: Ipv4Addr) -> String {
+        UrlSigner::base_url(self, IpAddr::V4(server))
+    }
+    fn token(&self, host: &crate::inventory::Host, mac: Mac) -> String {
+        UrlSigner::token(self, &host.name, mac)
+    }
 }
 
 #[cfg(test)]

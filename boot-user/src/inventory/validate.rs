@@ -547,7 +547,7 @@ pub fn check_templates(images: &[Image], dirs: &[std::path::PathBuf]) -> Vec<Val
                     continue;
                 }
             };
-            if let Err(e) = Template::parse(&src) {
+            if let Err(e) = Template::parse_with_dirs(&src, dirs) {
                 let what = match origin {
                     files::Origin::File(p) => format!("{what} (file {})", p.display()),
                     files::Origin::Builtin(_) => format!("{what} (built-in {value})"),

@@ -34,6 +34,8 @@ pub struct Site {
     pub net: Option<HostNet>,
     /// The config as a map (`$.config`, and what `ConfigValue*` read); Nil: none.
     pub config: Value,
+    /// The templates directories, where `{{ template "NAME" }}` finds other files.
+    pub template_dirs: Vec<std::path::PathBuf>,
 }
 
 /// The data of one boot: one host, booting from one interface, with one image.

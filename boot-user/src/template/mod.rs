@@ -32,6 +32,7 @@
 //! - [`data`]: the data templates see (`$.host`, `$.nic`, `$.image`, `$.endpoints` ...).
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod data;
@@ -85,6 +86,72 @@ impl Template {
         Ok(t)
     }
 
+    /// [`Template::parse`], where a `{{ template "NAME" }}` that `src` does not define
+    /// calls a file of `dirs` (the templates directories, in order): the file `NAME`
+    /// (or `NAME.tmpl`), else a `{{ define "NAME" }}` in one of their `*.tmpl` files,
+    /// as Grendel's templates, one set of all the files, see each other's. The file's
+    /// own calls are resolved the same way (a name is loaded once, so files may call
+    /// each other). Errors point at the call, and name the file and its position when
+    /// the file is at fault.
+    pub fn parse_with_dirs(src: &str, dirs: &[PathBuf]) -> Result<Template, TemplateError> {
+        let items = lex::lex(src)?;
+        let (nodes, mut defines, calls) = parse::parse_open(src, items)?;
+        parse::check_fields(src, &nodes, Data::schema())?;
+        let mut pending: Vec<(usize, String)> = calls;
+        let mut files = 0;
+        while let Some((pos, name)) = pending.pop() {
+            if defines.contains_key(&name) {
+                continue;
+            }
+            let at = |msg: String| TemplateError::at(src, pos, msg);
+            if files == MAX_FILES {
+                return Err(at(format!(
+                    "template {name:?}: more than {MAX_FILES} template files called"
+                )));
+            }
+            files += 1;
+            let Some((path, file_src, define)) = find_template(&name, dirs) else {
+                return Err(at(format!(
+                    "no template {name:?} is defined, here or in a file of the templates \
+                     directories ({})",
+                    if dirs.is_empty() {
+                        "none".to_string()
+                    } else {
+                        dirs.iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )));
+            };
+            let in_file = |e: TemplateError| {
+                at(format!(
+                    "template {name:?} ({}), line {}, column {}: {}",
+                    path.display(),
+                    e.line,
+                    e.col,
+                    e.msg
+                ))
+            };
+            let items = lex::lex(&file_src).map_err(in_file)?;
+            let (fnodes, fdefines, fcalls) =
+                parse::parse_open(&file_src, items).map_err(in_file)?;
+            for (k, v) in fdefines {
+                defines.entry(k).or_insert(v);
+            }
+            if !define {
+                defines.insert(name.clone(), fnodes);
+            }
+            // Runtime errors in a file's body point at the call.
+            pending.extend(fcalls.into_iter().map(|(_, n)| (pos, n)));
+        }
+        Ok(Template {
+            src: src.to_string(),
+            nodes,
+            defines,
+        })
+    }
+
     /// Parses `src` checking syntax, functions and variables but not fields, for
     /// templates rendered against other data than the boot data model.
     pub fn parse_unchecked(src: &str) -> Result<Template, TemplateError> {
@@ -111,6 +178,54 @@ impl Template {
     pub fn render_value(&self, root: &Value) -> Result<String, TemplateError> {
         eval::render(&self.src, &self.nodes, &self.defines, root)
     }
+}
+
+/// The most template files one template may call, directly or not.
+const MAX_FILES: usize = 64;
+
+/// Where `{{ template "name" }}` is found in `dirs`: (file, its source, whether `name`
+/// is a `define` in it rather than the file itself).
+fn find_template(name: &str, dirs: &[PathBuf]) -> Option<(PathBuf, String, bool)> {
+    // A file name: one path component, not hidden.
+    let plain =
+        !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0');
+    if plain {
+        for d in dirs {
+            for file in [name.to_string(), format!("{name}.tmpl")] {
+                let p = d.join(&file);
+                if let Ok(s) = std::fs::read_to_string(&p) {
+                    return Some((p, s, false));
+                }
+            }
+        }
+    }
+    let needle = format!("\"{name}\"");
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tmpl"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let Ok(s) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            if !s.contains(&needle) {
+                continue;
+            }
+            let defines = lex::lex(&s)
+                .ok()
+                .and_then(|items| parse::parse_open(&s, items).ok())
+                .is_some_and(|(_, d, _)| d.contains_key(name));
+            if defines {
+                return Some((p, s, true));
+            }
+        }
+    }
+    None
 }
 
 /// Parses every template of `image` (its cmdline and each provision template) as

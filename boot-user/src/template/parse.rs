@@ -95,6 +95,26 @@ enum Stop {
 }
 
 pub(crate) fn parse(src: &str, items: Vec<Item>) -> Result<(Vec<Node>, Defines), TemplateError> {
+    let (nodes, defines, calls) = parse_open(src, items)?;
+    if let Some((pos, name)) = calls.iter().find(|(_, n)| !defines.contains_key(n)) {
+        return Err(TemplateError::at(
+            src,
+            *pos,
+            format!("no template {name:?} is defined"),
+        ));
+    }
+    Ok((nodes, defines))
+}
+
+/// `{{ template }}` calls: (position, name).
+pub(crate) type Calls = Vec<(usize, String)>;
+
+/// [`parse`], leaving `{{ template }}` calls of names defined elsewhere (another file
+/// of the set) to the caller: they are returned with every other call.
+pub(crate) fn parse_open(
+    src: &str,
+    items: Vec<Item>,
+) -> Result<(Vec<Node>, Defines, Calls), TemplateError> {
     let mut p = Parser {
         src,
         items: items.into_iter(),
@@ -104,12 +124,7 @@ pub(crate) fn parse(src: &str, items: Vec<Item>) -> Result<(Vec<Node>, Defines),
     };
     let (nodes, stop) = p.list()?;
     match stop {
-        Stop::Eof => {
-            if let Some((pos, name)) = p.calls.iter().find(|(_, n)| !p.defines.contains_key(n)) {
-                return Err(p.err(*pos, format!("no template {name:?} is defined")));
-            }
-            Ok((nodes, p.defines))
-        }
+        Stop::Eof => Ok((nodes, p.defines, p.calls)),
         Stop::End(pos) => Err(p.err(pos, "unexpected {{end}}: no open if, range or with")),
         Stop::Else(pos, _) => Err(p.err(pos, "unexpected {{else}}: no open if, range or with")),
     }

@@ -229,6 +229,7 @@ fn grendel_nic_host_and_site_data() {
             "provision": {"listen": "0.0.0.0:80", "metrics": true, "token_ttl": 600},
             "dhcp": {"dns_servers": ["10.0.0.2", "10.0.0.3"], "domain_search": "a.example, b.example"},
         })),
+        template_dirs: vec![],
     };
     let d = data().with_site(&site);
     let rows: &[(&str, &str)] = &[
@@ -388,4 +389,60 @@ fn boot_image_honours_the_default_image() {
     };
     let by_default = Data::new(&host, &host.interfaces[0], &default, &endpoints);
     assert_eq!(t.render(&by_default).unwrap(), "site-default");
+}
+
+/// `{{ template "NAME" }}` across files of the templates directories: a file by its
+/// name (with or without `.tmpl`), a `define` in another file, files calling files
+/// (and each other), and the errors: a name found nowhere, a file that does not parse.
+#[test]
+fn template_calls_reach_other_files() {
+    let d = tempfile::tempdir().unwrap();
+    let w = |name: &str, text: &str| std::fs::write(d.path().join(name), text).unwrap();
+    w(
+        "disk.tmpl",
+        "part / --size {{ .size }}{{ template \"tail\" }}",
+    );
+    w(
+        "common.tmpl",
+        "{{ define \"tail\" }} # {{ template \"sig.tmpl\" }}{{ end }}",
+    );
+    w("sig.tmpl", "by xboot");
+    w(
+        "loop-a.tmpl",
+        "a{{ if false }}{{ template \"loop-b\" }}{{ end }}",
+    );
+    w("loop-b.tmpl", "b{{ template \"loop-a.tmpl\" }}");
+    w("broken.tmpl", "ok\n{{ if }}");
+    let dirs = vec![
+        std::path::PathBuf::from("/nonexistent-xboot"),
+        d.path().to_path_buf(),
+    ];
+    let render = |src: &str| Template::parse_with_dirs(src, &dirs)?.render(&data());
+    assert_eq!(
+        render("{{ $.host.Name }}: {{ template \"disk\" (dict \"size\" 20) }}").unwrap(),
+        "cn1: part / --size 20 # by xboot"
+    );
+    assert_eq!(
+        render("{{ template \"disk.tmpl\" (dict \"size\" 1) }}").unwrap(),
+        "part / --size 1 # by xboot"
+    );
+    assert_eq!(render("{{ template \"tail\" }}").unwrap(), " # by xboot");
+    assert_eq!(render("{{ template \"loop-b\" }}").unwrap(), "ba");
+    // A define of the template itself wins over a file of that name.
+    assert_eq!(
+        render("{{ define \"sig.tmpl\" }}mine{{ end }}{{ template \"sig.tmpl\" }}").unwrap(),
+        "mine"
+    );
+    let e = render("x\n  {{ template \"nowhere\" }}").unwrap_err();
+    assert_eq!((e.line, e.col), (2, 6), "{e}");
+    assert!(e.msg.contains("no template \"nowhere\" is defined"), "{e}");
+    assert!(e.msg.contains(&d.path().display().to_string()), "{e}");
+    let e = render("{{ template \"broken\" }}").unwrap_err();
+    assert!(e.msg.contains("broken.tmpl"), "{e}");
+    assert!(e.msg.contains("line 2, column 1: missing value"), "{e}");
+    // Without directories, as before: only the template's own defines.
+    assert!(Template::parse("{{ template \"sig.tmpl\" }}")
+        .unwrap_err()
+        .msg
+        .contains("no template \"sig.tmpl\" is defined"));
 }

@@ -16,6 +16,7 @@ use boot_common::{
 use dhcproto::v4::MessageType;
 
 use super::emulate::{emulate, Probe};
+use crate::dhcp::options::OptionTable;
 use crate::dhcp::{decide, BootUrls, ClientKind, Context, Decision, Request, Settings};
 use crate::inventory::{Inventory, Mac};
 
@@ -80,8 +81,11 @@ pub fn kind_index(kind: ClientKind) -> usize {
 
 /// The `CLASSES` map: request features -> template slot, from the slow path's
 /// classifier. Features the program cannot reduce to one of these keys (other user
-/// classes, `Arch:` vendor classes without option 93) never reach the table.
-pub fn class_table() -> Vec<(ClassKey, u32)> {
+/// classes, `Arch:` vendor classes without option 93) never reach the table. A key a
+/// client-class rule of the option table may match has no slot (None): the program
+/// passes those requests up, as only the slow path reads the whole options 60/77/93
+/// ([`OptionTable::class_may_match`], the rule both sides share).
+pub fn class_table(table: &OptionTable) -> Vec<(ClassKey, Option<u32>)> {
     let vendors: [(u8, Option<&[u8]>); 4] = [
         (ClassKey::VENDOR_NONE, None),
         (ClassKey::VENDOR_PXE, Some(b"PXEClient")),
@@ -103,7 +107,8 @@ pub fn class_table() -> Vec<(ClassKey, u32)> {
                     vendor,
                     user,
                 };
-                out.push((key, kind_index(kind) as u32));
+                let slot = (!table.class_may_match(&key)).then(|| kind_index(kind) as u32);
+                out.push((key, slot));
             }
         }
     }
@@ -400,7 +405,7 @@ mod tests {
 
     #[test]
     fn class_table_agrees_with_the_classifier() {
-        let table = class_table();
+        let table = class_table(&OptionTable::default());
         assert_eq!(table.len(), (ClassKey::MAX_ARCH as usize + 2) * 8);
         let mut seen = std::collections::HashSet::new();
         for (key, slot) in &table {
@@ -414,7 +419,7 @@ mod tests {
             let user: Option<&[u8]> = (key.user == ClassKey::USER_IPXE).then_some(b"\x04iPXE");
             let arch = (key.arch != ClassKey::NO_ARCH).then_some(key.arch);
             assert_eq!(
-                *slot as usize,
+                slot.expect("no rule: every key has a slot") as usize,
                 kind_index(classify(arch, vendor, user, false)),
                 "{key:?}"
             );
@@ -425,6 +430,7 @@ mod tests {
                 .find(|(k, _)| *k == ClassKey { arch, vendor, user })
                 .unwrap()
                 .1
+                .unwrap()
         };
         assert_eq!(
             idx(0, ClassKey::VENDOR_PXE, 0),

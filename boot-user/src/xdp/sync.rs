@@ -203,7 +203,7 @@ impl MapSync {
         c: &Compiler<'_>,
         now: Instant,
     ) -> Result<SyncReport, XdpError> {
-        self.write_static(fp)?;
+        self.write_static(fp, c)?;
         // Slots past their grace period are free before anything new is written.
         let mut report = SyncReport {
             templates_deleted: self.collect(fp, now),
@@ -235,14 +235,14 @@ impl MapSync {
     }
 
     /// The class table (written once).
-    fn write_static(&mut self, fp: &mut FastPath) -> Result<(), XdpError> {
+    fn write_static(&mut self, fp: &mut FastPath, c: &Compiler<'_>) -> Result<(), XdpError> {
         if self.classes_written {
             return Ok(());
         }
-        for (key, kind) in class_table() {
+        for (key, kind) in class_table(&c.settings.options) {
             let Some(i) = key.index() else { continue };
             fp.classes
-                .set(i, kind + 1, 0)
+                .set(i, kind.map_or(0, |k| k + 1), 0)
                 .map_err(|source| XdpError::Map {
                     name: "CLASSES",
                     source: Box::new(source),

@@ -363,3 +363,132 @@ fn xdp_replies_equal_the_slow_path_with_dhcp_gateway() {
         Some(&dhcproto::v4::DhcpOption::Router(vec![gateway]))
     );
 }
+
+/// The option table: Grendel's seven presets and a site rule per condition. Options of
+/// the host alone (everything, `subnet`, `hosts`, `tag`, the tag presets) are in the
+/// program's templates, which answer exactly as the slow path; requests a client-class
+/// rule may concern (here: option 60 neither `PXEClient` nor `HTTPClient` for the
+/// vendor presets, any option 77 or 175 for `sonic-ztp`, arch 7 for a site rule) are
+/// passed up by the class table, and the slow path gives them the class's options.
+#[test]
+fn xdp_replies_equal_the_slow_path_with_the_option_table() {
+    if netns::need_root() {
+        return;
+    }
+    let cfg = xboot::config::Config::from_toml(
+        r#"[dhcp]
+presets = ["grendel"]
+[[dhcp.options]]
+code = 42
+ip = ["10.0.0.123"]
+[[dhcp.options]]
+code = 7
+ip = ["10.0.0.124"]
+subnet = "10.0.0.0/24"
+[[dhcp.options]]
+code = 224
+text = "cn1 only"
+hosts = "cn1"
+[[dhcp.options]]
+code = 225
+u16 = 513
+tag = "rack1"
+[[dhcp.options]]
+code = 226
+u8 = 7
+arch = 7
+"#,
+        std::path::Path::new("table.toml"),
+    )
+    .unwrap();
+    let settings = xboot::dhcp::settings::Settings {
+        options: xboot::dhcp::options::OptionTable::from_config(&cfg.dhcp).unwrap(),
+        ..settings()
+    };
+    let mut hosts = inventory().hosts().to_vec();
+    let tag = |h: &mut xboot::inventory::Host, tags: &[&str]| {
+        h.tags = tags.iter().map(|t| t.to_string()).collect();
+    };
+    for h in &mut hosts {
+        match h.name.as_str() {
+            "cn1" => tag(h, &["arista", "rack1"]),
+            "cn2" => tag(h, &["arista"]), // not provisioned: no preset
+            "cn3" => tag(h, &["dellztd", "proxmox"]),
+            _ => {}
+        }
+    }
+    let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
+    let mut lab = Lab::with(inv, settings);
+    let passed_kinds = ["uefi", "ipxe", "udhcpc"];
+    let (mut tx, mut pass) = (0, 0);
+    let rows = corpus();
+    for (name, req, expect) in &rows {
+        let kind = name.split(' ').nth(1).unwrap_or("");
+        let expect = match expect {
+            Expect::Tx if passed_kinds.contains(&kind) => Expect::Pass,
+            e => *e,
+        };
+        match check(&mut lab, name, req, expect) {
+            XDP_TX => tx += 1,
+            _ => pass += 1,
+        }
+    }
+    eprintln!(
+        "option table corpus: {} requests, {tx} answered by XDP (equal to the slow path), {pass} passed up",
+        rows.len()
+    );
+    assert!(tx > 200, "{tx}");
+    let decoded = |frame: &[u8]| {
+        let f = parse_frame(frame).expect("a frame");
+        Message::decode(&mut Decoder::new(f.payload)).unwrap()
+    };
+    let text = |m: &Message, code: u8| {
+        m.opts()
+            .iter()
+            .find(|(c, _)| u8::from(**c) == code)
+            .map(|(_, o)| {
+                use dhcproto::Encodable;
+                String::from_utf8_lossy(&o.to_vec().unwrap()[2..]).into_owned()
+            })
+    };
+    // Host-level options, from XDP.
+    let out = lab.run(&discover("dhclient", CN1).frame());
+    assert_eq!(out.action, XDP_TX);
+    let m = decoded(&out.frame);
+    assert_eq!(
+        text(&m, 67).as_deref(),
+        Some("http://10.0.0.1:8080/boot/cn1/kickstart"),
+        "arista"
+    );
+    assert_eq!(text(&m, 224).as_deref(), Some("cn1 only"));
+    assert_eq!(text(&m, 225).as_deref(), Some("\x02\x01"));
+    assert_eq!(text(&m, 42).as_deref(), Some("\x0a\x00\x00\x7b"));
+    assert_eq!(text(&m, 7).as_deref(), Some("\x0a\x00\x00\x7c"));
+    let out = lab.run(&discover("dhclient", CN3_FIRMWARE).frame());
+    assert_eq!(out.action, XDP_TX);
+    let m = decoded(&out.frame);
+    assert_eq!(
+        text(&m, 240).as_deref(),
+        Some("http://10.0.0.1:8080/boot/cn3/kickstart")
+    );
+    assert_eq!(
+        text(&m, 250).as_deref(),
+        Some("http://10.0.0.1:8080/boot/cn3/provision/proxmox")
+    );
+    let out = lab.run(&discover("dhclient", CN2_NO_PROVISION).frame());
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(text(&decoded(&out.frame), 67), None);
+    // Class options: passed up, answered by the slow path with them.
+    let idrac = Req::new(CN1, MessageType::Discover, vec![(60, b"iDRAC".to_vec())]);
+    let frame = idrac.frame();
+    assert_eq!(lab.run(&frame).action, XDP_PASS);
+    let want = lab.slow_path(&frame, lab.rotation()).expect("an OFFER");
+    assert_eq!(
+        text(&decoded(&want), 43).as_deref(),
+        Some("-f idrac-config.json -i 10.0.0.1 -s 5 -n boot/cn1/provision")
+    );
+    let uefi = discover("uefi", CN1).frame();
+    assert_eq!(lab.run(&uefi).action, XDP_PASS);
+    let want = lab.slow_path(&uefi, lab.rotation()).expect("an OFFER");
+    assert_eq!(text(&decoded(&want), 226).as_deref(), Some("\x07"));
+}
