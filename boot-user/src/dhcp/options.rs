@@ -321,7 +321,7 @@ fn site_rule(i: usize, c: &DhcpOptionConfig) -> Result<Rule, Vec<(String, String
     let key = |k: &str| format!("dhcp.options[{i}].{k}");
     let mut errs = vec![];
     let code = match int(&key("code"), c.code, 254) {
-        Ok(n) if n == 0 => {
+        Ok(0) => {
             errs.push((key("code"), "missing (1 to 254)".into()));
             0
         }
