@@ -240,7 +240,8 @@ impl ClassKey {
     pub const VENDOR_HTTP: u8 = 2;
     pub const VENDOR_OTHER: u8 = 3;
     pub const USER_NONE: u8 = 0;
-    /// Option 77 is `iPXE` (raw, or as one RFC 3004 entry), or option 175 is present.
+    /// Option 77 is `iPXE` (raw, or as one RFC 3004 entry), or there is no option 77
+    /// and option 175 is present. Any other option 77 is `USER_OTHER`, 175 or not.
     pub const USER_IPXE: u8 = 1;
     pub const USER_OTHER: u8 = 2;
 }

@@ -206,11 +206,13 @@ pub fn walk(work: &mut Work) -> Result<(), Verdict> {
     if vendor_arch {
         return Err(unusual());
     }
-    let user = if has(175) {
-        ClassKey::USER_IPXE as u32
-    } else if has(77) {
+    // Option 77 first: a user class other than `iPXE` is the slow path's to read (the
+    // option table may match it), even beside iPXE's 175; without one, 175 is iPXE.
+    let user = if has(77) {
         let (d, len) = at(77);
         user_class(p, d, len)
+    } else if has(175) {
+        ClassKey::USER_IPXE as u32
     } else {
         ClassKey::USER_NONE as u32
     };

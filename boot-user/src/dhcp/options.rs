@@ -37,12 +37,16 @@
 //! | `eaton` | option 60 starts with `Eaton` | 43 = the kickstart URL (Eaton network card ZTP) |
 //! | `idrac` | option 60 `iDRAC` | 43 = `-f idrac-config.json -i {server} -s 5 -n boot/{token}/provision` (iDRAC auto config) |
 //!
-//! `grendel` names all seven. The default is `arista`, `dellztd` and `proxmox`: they
-//! depend on the host only, so the XDP fast path carries them in its templates. A rule
-//! with a client-class condition depends on the request beyond what the program reads
-//! (it tells only `PXEClient`, `HTTPClient`, other and no option 60; `iPXE` or other
-//! user classes): [`OptionTable::class_may_match`] is the shared rule by which the
-//! program's class table leaves every class key such a rule may match to the slow path.
+//! `grendel` names all seven. The default is `arista`, `dellztd`, `proxmox` and
+//! `sonic-ztp`, which cost the XDP fast path nothing: the first three depend on the host
+//! only, so its templates carry them, and the program already leaves every user class
+//! but `iPXE` to the slow path. A rule with a client-class condition depends on the
+//! request beyond what the program reads (it tells only `PXEClient`, `HTTPClient`, other
+//! and no option 60; `iPXE`, other and no option 77; option 93):
+//! [`OptionTable::class_may_match`] is the shared rule by which the program's class
+//! table leaves every class key such a rule may match to the slow path. `mellanox`,
+//! `eaton` and `idrac` would send every request with another option 60 than
+//! `PXEClient`/`HTTPClient` (busybox udhcpc's `udhcp 1.x`) there, so they are opt-in.
 use std::net::Ipv4Addr;
 
 use boot_common::ClassKey;
@@ -65,7 +69,7 @@ pub const PRESETS: [&str; 7] = [
     "idrac",
 ];
 /// `dhcp.presets` when the config does not say: the host-only ones.
-pub const DEFAULT_PRESETS: [&str; 3] = ["arista", "dellztd", "proxmox"];
+pub const DEFAULT_PRESETS: [&str; 4] = ["arista", "dellztd", "proxmox", "sonic-ztp"];
 
 /// Codes a rule may not set: the protocol's own (53 message type, 54 server id, 51/58/59
 /// lease times from `dhcp.lease_time`, 52 overload, 82 and 97 echoes), and what only
@@ -577,9 +581,12 @@ impl OptionTable {
             // vendor class, a request the program passes up whatever its key.
             let arch = r.arch.is_none_or(|a| key.arch == a);
             let vendor = r.vendor_class.as_ref().is_none_or(|p| p.may_be(key.vendor));
-            // Any option 77 may hold the entry: USER_IPXE is also option 175 with any
-            // option 77 beside it.
-            let user = r.user_class.is_none() || key.user != ClassKey::USER_NONE;
+            // USER_IPXE is an option 77 whose one entry is `iPXE`, or none (175 alone);
+            // USER_NONE no option 77; other user classes are never in the table.
+            let user = r
+                .user_class
+                .as_ref()
+                .is_none_or(|u| key.user == ClassKey::USER_IPXE && u.as_slice() == b"iPXE");
             arch && vendor && user
         })
     }

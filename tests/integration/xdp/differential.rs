@@ -368,8 +368,9 @@ fn xdp_replies_equal_the_slow_path_with_dhcp_gateway() {
 /// the host alone (everything, `subnet`, `hosts`, `tag`, the tag presets) are in the
 /// program's templates, which answer exactly as the slow path; requests a client-class
 /// rule may concern (here: option 60 neither `PXEClient` nor `HTTPClient` for the
-/// vendor presets, any option 77 or 175 for `sonic-ztp`, arch 7 for a site rule) are
+/// vendor presets, arch 7 for a site rule) are
 /// passed up by the class table, and the slow path gives them the class's options.
+/// iPXE (option 77 `iPXE`) stays in XDP: the `sonic-ztp` preset cannot match it.
 #[test]
 fn xdp_replies_equal_the_slow_path_with_the_option_table() {
     if netns::need_root() {
@@ -419,7 +420,7 @@ arch = 7
     }
     let inv = xboot::inventory::Inventory::from_parts_unchecked(hosts, vec![]);
     let mut lab = Lab::with(inv, settings);
-    let passed_kinds = ["uefi", "ipxe", "udhcpc"];
+    let passed_kinds = ["uefi", "udhcpc"];
     let (mut tx, mut pass) = (0, 0);
     let rows = corpus();
     for (name, req, expect) in &rows {
@@ -486,6 +487,22 @@ arch = 7
     assert_eq!(
         text(&decoded(&want), 43).as_deref(),
         Some("-f idrac-config.json -i 10.0.0.1 -s 5 -n boot/cn1/provision")
+    );
+    // Any user class but `iPXE`, even beside iPXE's 175: the slow path's (SONiC's ZTP
+    // preset here), while iPXE itself was answered by XDP above.
+    let mut sonic = discover("ipxe", CN1);
+    for (code, data) in &mut sonic.opts {
+        if *code == 77 {
+            *data = b"SONiC-ZTP".to_vec();
+        }
+    }
+    let frame = sonic.frame();
+    assert_eq!(lab.run(&frame).action, XDP_PASS);
+    let want = lab.slow_path(&frame, lab.rotation()).expect("an OFFER");
+    assert_eq!(
+        text(&decoded(&want), 67).as_deref(),
+        Some("http://10.0.0.1:8080/boot/cn1/kickstart"),
+        "sonic-ztp"
     );
     let uefi = discover("uefi", CN1).frame();
     assert_eq!(lab.run(&uefi).action, XDP_PASS);
