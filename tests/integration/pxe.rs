@@ -6,7 +6,8 @@
 //!   This checks the initrd the PXE tests and the demo rely on.
 //! - Full PXE boots against `xboot serve` (DHCP, TFTP, HTTP): SeaBIOS + iPXE ROM, and
 //!   OVMF + iPXE EFI ROM, up to the postscript having run and reported back; OVMF's own
-//!   PXE (EDK2's TFTP client) up to the kernel booting.
+//!   PXE (EDK2's TFTP client) up to the kernel booting, and the same with iPXE fetching
+//!   the script, kernel and initrd over HTTPS (the CA in the firmware's TLS CA store).
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -529,11 +530,12 @@ fn serve_bundle_with(
 }
 
 /// HTTPS to iPXE: OVMF's PXE loads the bundled snponly.efi (Debian 13's iPXE, built with
-/// HTTPS) over TFTP; xboot's DHCP answer to iPXE names the script on the HTTPS listener
-/// and carries the test CA's fingerprint as iPXE's `trust` setting
-/// (`provision.ipxe_trust`), so the stock iPXE verifies xboot's certificate (signed by
-/// that CA, for the server's address) and fetches the script, kernel and initrd over
-/// HTTPS, up to the kernel booting.
+/// HTTPS) over TFTP; the test CA is enrolled in the firmware's TLS CA store (the
+/// `TlsCaCertificate` variable UEFI HTTPS boot uses, set by OVMF from qemu's fw_cfg), which
+/// this iPXE trusts; xboot's DHCP answer to iPXE names the script on the HTTPS listener,
+/// and iPXE verifies xboot's certificate (signed by that CA, for the server's address) and
+/// fetches the script, kernel and initrd over HTTPS, up to the kernel booting. Without
+/// the CA enrolled, the same iPXE refuses the server.
 #[test]
 fn pxe_boot_uefi_ipxe_over_https() {
     if netns::need_root() {
@@ -547,12 +549,7 @@ fn pxe_boot_uefi_ipxe_over_https() {
     let dir = workdir("pxe-https-");
     let ca = testlab::certs::Ca::new(&dir.path().join("tls"), "xboot lab CA").unwrap();
     let issued = ca.issue("server", &[net::SRV_IP], 0x4433).unwrap();
-    let fingerprint = testlab::run(
-        testlab::peers::command("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(ca.cert()),
-    )
-    .unwrap();
+    let cacerts = ca.edk2_cacerts().unwrap();
     let (srv, cli) = lab("pxes");
     let https = format!("https://{}:8443/boot/", net::SRV_IP);
     let (server, _) = serve_bundle_with(dir.path(), &srv, &payload, |cfg| {
@@ -565,10 +562,9 @@ fn pxe_boot_uefi_ipxe_over_https() {
         cfg.replace(
             &advertise,
             &format!(
-                "cert = {:?}\nkey = {:?}\ntls_listen = \"0.0.0.0:8443\"\nipxe_trust = [{:?}]\n",
+                "cert = {:?}\nkey = {:?}\ntls_listen = \"0.0.0.0:8443\"\n",
                 issued.cert.display().to_string(),
                 issued.key.display().to_string(),
-                fingerprint.trim(),
             ),
         )
     });
@@ -578,7 +574,26 @@ fn pxe_boot_uefi_ipxe_over_https() {
         serial: dir.path().join("serial.log"),
         memory_mb: 256,
     };
+    // Without the CA in the firmware's store, iPXE refuses the certificate (after
+    // trying to fetch a cross-signed issuer): no file is served.
     let mut vm = Vm::start(&spec).unwrap();
+    vm.wait_for("Error 0x", BOOT_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- xboot serve log:\n{}",
+            testlab::tail(&server.files.log, 40)
+        )
+    });
+    let refused = &vm_line(&vm, "Error 0x").text;
+    assert!(refused.contains(&https), "{refused}");
+    drop(vm);
+    let events = server.events(serve::NODE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !events.iter().any(|e| e.kind == "ipxe_script"),
+        "a script was served to an iPXE that does not trust the CA: {events:?}"
+    );
+
+    let fw_cfg = format!("name=etc/edk2/https/cacerts,file={}", cacerts.display());
+    let mut vm = Vm::start_with(&spec, &["-fw_cfg".into(), fw_cfg]).unwrap();
     vm.wait_for(payload::BOOTED, BOOT_TIMEOUT)
         .unwrap_or_else(|e| {
             panic!(

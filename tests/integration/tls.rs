@@ -5,9 +5,7 @@
 //! completes on its connection, refused reloads that keep the certificate, and the start
 //! refused on a bad path or a mismatched pair (serve and check-config alike).
 //!
-//! iPXE over HTTPS is not booted here: the bundled iPXE (Debian 13's 1.21.1) is built
-//! with HTTPS, but trusts only iPXE's own root CA unless a `trust` setting or a rebuilt
-//! binary names the site's CA (see the README's "HTTPS" section).
+//! iPXE over HTTPS boots in qemu in `pxe::pxe_boot_uefi_ipxe_over_https`.
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -269,7 +267,8 @@ fn https_boot_files_tls_api_and_certificate_reload_on_sighup() {
     // logged with the key and the file, and the second certificate keeps serving.
     let live = site.dir.path().join("tls/live.pem");
     let live_key = site.dir.path().join("tls/live.key");
-    let refusals: [(&str, Box<dyn Fn()>); 3] = [
+    type Breaks<'a> = Box<dyn Fn() + 'a>;
+    let refusals: [(&str, Breaks); 3] = [
         (
             "is not a PEM certificate file: no \"-----END CERTIFICATE-----\" line",
             Box::new(|| std::fs::write(&live, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap()),

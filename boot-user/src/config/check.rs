@@ -241,32 +241,6 @@ fn dns_problems(cfg: &super::DnsConfig, check: &mut impl FnMut(&str, Result<(), 
 }
 
 /// Every value `serve` would refuse, each naming its key.
-/// Fingerprints `provision.ipxe_trust` holds at most: 32 bytes each in one DHCP
-/// sub-option of at most 255.
-pub const IPXE_TRUST_MAX: usize = 7;
-
-/// A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (`AB:CD:...`,
-/// the `sha256 Fingerprint=` prefix allowed), or as 64 hex digits.
-pub fn sha256_fingerprint(s: &str) -> Result<[u8; 32], String> {
-    let t = s.trim();
-    let t = t
-        .split_once('=')
-        .filter(|(k, _)| k.to_ascii_lowercase().contains("fingerprint"))
-        .map_or(t, |(_, v)| v.trim());
-    let hex: String = t.chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    match hex::decode(&hex) {
-        Ok(b) if b.len() == 32 => {
-            out.copy_from_slice(&b);
-            Ok(out)
-        }
-        _ => Err(format!(
-            "{s:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed: \
-             `openssl x509 -noout -fingerprint -sha256 -in ca.pem`)"
-        )),
-    }
-}
-
 pub fn value_problems(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut check = |key: &str, r: Result<(), String>| {
@@ -374,21 +348,6 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
             a.parse::<SocketAddr>()
                 .map(drop)
                 .map_err(|e| format!("{a:?} is not an address:port ({e})")),
-        );
-    }
-    if p.ipxe_trust.len() > IPXE_TRUST_MAX {
-        check(
-            "provision.ipxe_trust",
-            Err(format!(
-                "{} fingerprints: at most {IPXE_TRUST_MAX} fit the DHCP option",
-                p.ipxe_trust.len()
-            )),
-        );
-    }
-    for (i, f) in p.ipxe_trust.iter().enumerate() {
-        check(
-            &format!("provision.ipxe_trust[{i}]"),
-            sha256_fingerprint(f).map(drop),
         );
     }
     if let Some(h) = p.url_hostname() {
@@ -593,15 +552,6 @@ mod tests {
 
     #[test]
     fn value_parsers() {
-        let fp = "AB:".repeat(31) + "AB";
-        assert_eq!(sha256_fingerprint(&fp), Ok([0xab; 32]));
-        assert_eq!(
-            sha256_fingerprint(&format!("sha256 Fingerprint={fp}\n")),
-            Ok([0xab; 32])
-        );
-        assert_eq!(sha256_fingerprint(&"0f".repeat(32)), Ok([0x0f; 32]));
-        assert!(sha256_fingerprint(&"ab".repeat(31)).is_err());
-        assert!(sha256_fingerprint("zz").is_err());
         assert_eq!(mtu("9000"), Ok(Some(9000)));
         assert_eq!(mtu(" 0 "), Ok(None));
         for bad in ["10", "68", "575", "9217", "big", "-1"] {

@@ -324,10 +324,6 @@ pub struct ProvisionConfig {
     pub key: Option<PathBuf>,
     /// The HTTPS listener (xboot). Absent: `listen`'s address on port 443.
     pub tls_listen: Option<String>,
-    /// SHA-256 fingerprints of the root certificates iPXE is told to trust (xboot), in
-    /// its DHCP answer (option 175.90, iPXE's `trust` setting).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ipxe_trust: Vec<String>,
     /// Lifetime of boot-URL tokens, seconds.
     pub token_ttl: u64,
     pub root_password: Option<String>,
@@ -451,7 +447,6 @@ impl Default for ProvisionConfig {
             cert: None,
             key: None,
             tls_listen: None,
-            ipxe_trust: vec![],
             token_ttl: 3600,
             root_password: None,
             default_image: None,
@@ -912,10 +907,6 @@ mod tests {
             (
                 "[provision]\ncert = \"c\"\nkey = \"k\"\ntls_listen = \"x\"",
                 "provision.tls_listen: \"x\" is not an address:port",
-            ),
-            (
-                "[provision]\nipxe_trust = [\"ab:cd\"]",
-                "provision.ipxe_trust[0]: \"ab:cd\" is not a SHA-256 fingerprint",
             ),
             (
                 "[provision]\nhostname = \"bad_name\"",

@@ -24,8 +24,7 @@
 //! (each when it has a value); boot options ([`BootTarget`]) add BOOTP `siaddr` + `file`
 //! and 66 for TFTP, `file` for URLs (option 67 instead when the name does not fit the
 //! 128-byte field), 60 `HTTPClient` for UEFI HTTP boot, and the iPXE encapsulated option
-//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE, and 90 (`trust`: root certificate
-//! fingerprints for HTTPS) when `provision.ipxe_trust` is set. 97 is echoed, and 82 (relay agent
+//! 175 with 176 = 1 (no ProxyDHCP wait) for iPXE. 97 is echoed, and 82 (relay agent
 //! information) in every reply to a relay that sent it. Option 60 `PXEClient` and
 //! 43 only go in proxy offers and boot-server ACKs: UEFI PXE firmware that sees 60 in a
 //! plain OFFER goes looking for a boot server (peers.md §6).
@@ -277,7 +276,7 @@ pub fn decide_boot_server(req: &Request, ctx: &Context<'_>, sender: SocketAddrV4
     let mut m = base(req, ctx, MessageType::Ack);
     m.set_ciaddr(req.ciaddr);
     pxe_vendor_options(req, m.opts_mut(), true, req.pxe_boot_item.as_deref());
-    boot_options(&mut m, &boot, ctx.server_ip, &ctx.settings.ipxe_trust);
+    boot_options(&mut m, &boot, ctx.server_ip);
     echo_machine_id(req, m.opts_mut());
     finish(
         req,
@@ -348,7 +347,7 @@ fn lease_reply(
     } else {
         host_boot_target(req, ctx, host)
     };
-    boot_options(&mut m, &boot, ctx.server_ip, &ctx.settings.ipxe_trust);
+    boot_options(&mut m, &boot, ctx.server_ip);
     echo_machine_id(req, m.opts_mut());
     let yiaddr = if inform {
         Ipv4Addr::UNSPECIFIED
@@ -408,7 +407,7 @@ fn proxy_offer(req: &Request, ctx: &Context<'_>, host: &Host) -> Decision {
     // discovery. UEFI firmware ignores proxy offers that bypass discovery, so it gets none
     // and asks the boot server on 4011 (Grendel and edk2's "BINL" offer).
     pxe_vendor_options(req, m.opts_mut(), req.kind == ClientKind::BiosPxe, None);
-    boot_options(&mut m, &boot, ctx.server_ip, &ctx.settings.ipxe_trust);
+    boot_options(&mut m, &boot, ctx.server_ip);
     echo_machine_id(req, m.opts_mut());
     let dest = destination(req, ReplyKind::ProxyOffer, Ipv4Addr::UNSPECIFIED);
     finish(req, m, dest, ReplyKind::ProxyOffer, host, boot)
@@ -510,7 +509,7 @@ fn put_file(m: &mut Message, name: &str) {
     }
 }
 
-fn boot_options(m: &mut Message, boot: &BootTarget, server: Ipv4Addr, ipxe_trust: &[[u8; 32]]) {
+fn boot_options(m: &mut Message, boot: &BootTarget, server: Ipv4Addr) {
     match boot {
         BootTarget::LeaseOnly => {}
         BootTarget::Tftp { file } => {
@@ -526,16 +525,8 @@ fn boot_options(m: &mut Message, boot: &BootTarget, server: Ipv4Addr, ipxe_trust
         }
         BootTarget::Script { url } => {
             put_file(m, url);
-            // iPXE encapsulated options: 176 (no ProxyDHCP wait) = 1, and 90 (`trust`,
-            // root certificate fingerprints) when `provision.ipxe_trust` names some (at
-            // most 7: the config check keeps the sub-option within 255 bytes).
-            let mut data = vec![176, 1, 1];
-            if !ipxe_trust.is_empty() {
-                data.push(90);
-                data.push((ipxe_trust.len() * 32) as u8);
-                data.extend(ipxe_trust.iter().flatten());
-            }
-            let opt = UnknownOption::new(OptionCode::Unknown(175), data);
+            // iPXE encapsulated options: 176 (no ProxyDHCP wait) = 1.
+            let opt = UnknownOption::new(OptionCode::Unknown(175), vec![176, 1, 1]);
             m.opts_mut().insert(DhcpOption::Unknown(opt));
         }
     }

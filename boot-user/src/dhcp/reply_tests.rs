@@ -233,42 +233,6 @@ fn boot_options_per_client_kind() {
     }
 }
 
-/// `provision.ipxe_trust`: iPXE's answers (OFFER, ACK, and their bytes once parsed) carry
-/// the fingerprints as sub-option 90 of 175 after 176; firmware and OS answers do not.
-#[test]
-fn ipxe_trust_fingerprints_ride_in_option_175() {
-    let (a, b) = ([0xab; 32], [0x01; 32]);
-    let s = Settings {
-        ipxe_trust: vec![a, b],
-        ..settings()
-    };
-    let mut want = vec![176, 1, 1, 90, 64];
-    want.extend(a);
-    want.extend(b);
-    for r in [
-        req(MessageType::Discover, CN1, ClientKind::Ipxe),
-        selecting(CN1, CN1_IP, ClientKind::Ipxe),
-    ] {
-        let Decision::Reply(reply) = decide_with(&r, &s, 0) else {
-            panic!("no reply to {r:?}")
-        };
-        let parsed = wire::parse(&reply.bytes()).unwrap();
-        for m in [&reply.message, &parsed] {
-            match opt(m, 175) {
-                Some(DhcpOption::Unknown(u)) => assert_eq!(u.data(), want.as_slice()),
-                other => panic!("option 175: {other:?}"),
-            }
-        }
-    }
-    for kind in [ClientKind::BiosPxe, ClientKind::HttpX64, ClientKind::Os] {
-        let Decision::Reply(reply) = decide_with(&req(MessageType::Discover, CN1, kind), &s, 0)
-        else {
-            panic!("no reply to {kind}")
-        };
-        assert!(opt(&reply.message, 175).is_none(), "{kind}");
-    }
-}
-
 /// The same table from real DISCOVER layouts (peers.md §6), through parse and classify.
 #[test]
 fn real_client_discovers() {

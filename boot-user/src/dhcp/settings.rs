@@ -56,9 +56,6 @@ pub struct Settings {
     /// proxyDHCP: boot options only, never an address.
     pub proxy_only: bool,
     pub boot_files: BootFiles,
-    /// `provision.ipxe_trust`: SHA-256 fingerprints of the root certificates iPXE is told
-    /// to trust (its `trust` setting, option 175.90), for HTTPS boot URLs.
-    pub ipxe_trust: Vec<[u8; 32]>,
 }
 
 impl Default for Settings {
@@ -74,7 +71,6 @@ impl Default for Settings {
             subnets: vec![],
             proxy_only: false,
             boot_files: BootFiles::default(),
-            ipxe_trust: vec![],
         }
     }
 }
@@ -151,16 +147,6 @@ impl Settings {
             subnets,
             proxy_only: d.proxy_only,
             boot_files: BootFiles::default(),
-            ipxe_trust: cfg
-                .provision
-                .ipxe_trust
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    check::sha256_fingerprint(f)
-                        .map_err(|m| err(format!("provision.ipxe_trust[{i}]"), m))
-                })
-                .collect::<Result<_, _>>()?,
         })
     }
 

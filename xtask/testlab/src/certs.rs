@@ -61,6 +61,41 @@ impl Ca {
         self.dir.join("ca.pem")
     }
 
+    /// The CA's certificate as UEFI's TLS CA store holds it (an `EFI_SIGNATURE_LIST` of
+    /// one X.509 entry, the `TlsCaCertificate` variable's format), in `ca.esl`: what
+    /// OVMF takes from qemu's `-fw_cfg name=etc/edk2/https/cacerts,file=...`.
+    pub fn edk2_cacerts(&self) -> Result<PathBuf, String> {
+        let der = self.dir.join("ca.der");
+        crate::run(peers::command("openssl").args([
+            "x509",
+            "-in",
+            &self.path("ca.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &der.display().to_string(),
+        ]))?;
+        let der = std::fs::read(&der).map_err(|e| e.to_string())?;
+        // EFI_CERT_X509_GUID a5c059a1-94e4-4aa7-87b5-ab155c2bf072, in EFI_GUID's layout
+        // (the first three fields little-endian).
+        let x509: [u8; 16] = [
+            0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b,
+            0xf0, 0x72,
+        ];
+        let owner = [0x78u8; 16];
+        let entry = 16 + der.len();
+        let mut list = Vec::with_capacity(28 + entry);
+        list.extend(x509);
+        list.extend(((28 + entry) as u32).to_le_bytes());
+        list.extend(0u32.to_le_bytes());
+        list.extend((entry as u32).to_le_bytes());
+        list.extend(owner);
+        list.extend(der);
+        let path = self.dir.join("ca.esl");
+        std::fs::write(&path, list).map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses) with `serial`
     /// (hex), written as `{file}.pem` (with the CA's certificate after it) and
     /// `{file}.key` in the CA's directory.
