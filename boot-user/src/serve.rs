@@ -316,12 +316,13 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                 .context("API (TCP)")
         });
     }
-    // Certificates: read again on SIGHUP (as the inventory files are).
+    // Certificates: read again on SIGHUP and when their files change (as the inventory
+    // files are).
     let certs: Vec<_> = provision_cert.into_iter().chain(api_cert).collect();
     if !certs.is_empty() {
         let stop = stopped();
         tasks.spawn(async move {
-            crate::tls::reload_on_hangup(certs, stop).await;
+            crate::tls::reload_on_hangup_or_change(certs, stop).await;
             Ok(())
         });
     }

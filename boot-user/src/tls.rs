@@ -2,7 +2,8 @@
 //! listener (`api.cert`/`api.key`): rustls on the ring provider, through tokio-rustls.
 //!
 //! A [`Certificate`] is a certificate chain and its key, read from PEM files, that can be
-//! read again while serving ([`Certificate::reload`], on SIGHUP: [`reload_on_hangup`]).
+//! read again while serving ([`Certificate::reload`], on SIGHUP and when its files
+//! change: [`reload_on_hangup_or_change`]).
 //! The server config resolves the certificate on every handshake, so a reload takes
 //! effect at the next handshake and connections already open keep theirs: nothing is
 //! dropped. A reload that fails (a file missing, unreadable, not PEM, a key that does
@@ -202,28 +203,44 @@ fn read_pair(section: &str, cert: &Path, key: &Path) -> Result<CertifiedKey, Tls
     }
 }
 
-/// Reloads `certs` on every SIGHUP until `stop` (the inventory files reload on the same
-/// signal, [`crate::reload`]). Each outcome is logged.
-pub async fn reload_on_hangup(
+/// Reloads `certs` on every SIGHUP and when one of their files changes (debounced, as
+/// the inventory files are: [`crate::reload`]) until `stop`. Each outcome is logged.
+pub async fn reload_on_hangup_or_change(
     certs: Vec<Arc<Certificate>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
+    let mut files: Vec<PathBuf> = certs
+        .iter()
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .collect();
+    files.sort();
+    files.dedup();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let _watcher = crate::reload::watch(&files, tx)
+        .map_err(|e| tracing::warn!("cannot watch the certificate files ({e}); reload with SIGHUP"))
+        .ok();
     let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
+        Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!("cannot handle SIGHUP: certificates are not reloaded: {e}");
-            return;
+            tracing::warn!("cannot handle SIGHUP: {e}");
+            None
         }
     };
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = &mut stop => return,
-            r = hup.recv() => if r.is_none() { return },
-        }
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = rx.recv() => {
+                // A renewal writes the certificate and the key one after the other.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                "file change"
+            }
+        };
         for c in &certs {
-            reload_logged(c, "SIGHUP");
+            reload_logged(c, why);
         }
     }
 }

@@ -2,7 +2,8 @@
 //! and a CA made by openssl (`testlab::certs`): the boot files over HTTPS with
 //! `provision.hostname` in the URLs, plain HTTP beside it, the API's TCP listener over
 //! TLS, a SIGHUP that swaps both certificates while a download started before it
-//! completes on its connection, refused reloads that keep the certificate, and the start
+//! completes on its connection, refused reloads that keep the certificate, a reload when
+//! the files are written over, and the start
 //! refused on a bad path or a mismatched pair (serve and check-config alike).
 //!
 //! iPXE over HTTPS boots in qemu in `pxe::pxe_boot_uefi_ipxe_over_https`.
@@ -310,7 +311,25 @@ fn https_boot_files_tls_api_and_certificate_reload_on_sighup() {
         assert_eq!(serial(&g), second.serial, "after a refused reload ({why})");
         assert_eq!(g.code, "200");
     }
+    // A renewal written over the files is taken without a signal.
     put(&site, &second);
+    put(&site, &first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serial(&curl(&ca_pem, &["--resolve", &resolve, &kernel])) != first.serial {
+        assert!(
+            Instant::now() < deadline,
+            "no reload on file change: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server
+            .log()
+            .contains("provision TLS certificate reloaded (file change)"),
+        "{}",
+        server.log()
+    );
     drop(server);
 
     // At start: a mismatched pair and a missing file stop serve and check-config with
