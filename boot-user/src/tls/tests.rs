@@ -127,3 +127,91 @@ fn load_reload_and_every_refusal() {
         put(&two);
     }
 }
+
+/// The TLS accept loop against hostile clients: one that never says hello and one that
+/// speaks plain HTTP are closed (the first within the header timeout), and a real TLS
+/// client is served meanwhile, verifying the certificate against the test CA.
+#[tokio::test]
+async fn silent_and_plain_text_clients_are_closed_and_tls_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = testlab::certs::Ca::new(dir.path(), "unit CA").unwrap();
+    let one = ca.issue("one", &["127.0.0.1"], 0x31).unwrap();
+    let cert = Certificate::load("provision", &one.cert, &one.key).unwrap();
+    let limits = crate::http::listen::Limits {
+        section: "provision",
+        max_connections: 8,
+        per_source: 0,
+        header_timeout: std::time::Duration::from_secs(1),
+        idle_timeout: std::time::Duration::from_secs(1),
+    };
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "up" }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::listen::serve_tls(
+        l,
+        app,
+        limits,
+        cert.acceptor(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let patience = std::time::Duration::from_secs(20);
+    // Closed: read returns 0 (or a reset) before the test runs out of patience.
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = vec![0u8; 4096];
+        tokio::time::timeout(patience, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    };
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca.cert()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(&ca_pem).unwrap())
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nup"), "{answer}");
+
+    assert!(
+        closed(silent).await,
+        "a client that never says hello is closed"
+    );
+    assert!(
+        closed(plain).await,
+        "plain HTTP on the TLS listener is closed"
+    );
+    drop(stop);
+    server.await.unwrap().unwrap();
+}
