@@ -11,6 +11,7 @@
 //! - [`tftp`]: read-only TFTP of the iPXE binaries.
 //! - [`dns`]: authoritative DNS for the inventory's names, forwarding the rest.
 //! - [`http`]: boot scripts, kernels, initrds, live images, postscripts, signed tokens.
+//! - [`tls`]: rustls certificates for the HTTP server and the API, reloaded on SIGHUP.
 //! - [`events`]: the per-host boot event log.
 //! - [`ratelimit`]: the token bucket for log lines strangers can cause.
 //! - [`state`]: the running inventory shared by every service.
@@ -38,4 +39,5 @@ pub mod serve;
 pub mod state;
 pub mod template;
 pub mod tftp;
+pub mod tls;
 pub mod xdp;

@@ -313,7 +313,7 @@ fn watch_templates(
 /// `..data`. So each event is answered by comparing what the files resolve to (the
 /// target's device, inode, size and modification time, symlinks followed) with what
 /// they resolved to before; only a difference sends.
-fn watch(
+pub(crate) fn watch(
     files: &[PathBuf],
     tx: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {

@@ -1,7 +1,8 @@
 //! `xboot serve`: loads the config and inventory, opens the state, starts the services and
 //! runs until SIGINT/SIGTERM.
 //!
-//! Services: the API (unix socket, optional TCP), HTTP boot service, TFTP, DNS (`[dns]`), and DHCP on a
+//! Services: the API (unix socket, optional TCP, over TLS with `api.cert`), HTTP boot service
+//! (plain, and HTTPS with `provision.cert`), TFTP, DNS (`[dns]`), and DHCP on a
 //! thread and runtime of its own (so a storm of image downloads cannot delay a lease).
 //! All share one [`Shared`]: an inventory change made through the API reaches them at once.
 use std::path::PathBuf;
@@ -119,6 +120,17 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     let key = token_key(&config)?;
+    // Certificates first: a bad path or a mismatched pair stops the start, naming the key.
+    let load_cert = |section, files: Option<(&std::path::Path, &std::path::Path)>| {
+        files
+            .map(|(cert, key)| crate::tls::Certificate::load(section, cert, key))
+            .transpose()
+    };
+    let provision_cert = load_cert("provision", config.provision.tls_files())?;
+    let api_cert = load_cert("api", config.api.tls_files())?;
+    if api_cert.is_some() && config.api.listen.is_none() {
+        tracing::warn!("api.cert and api.key are for the TCP listener, and api.listen is not set");
+    }
 
     // TFTP.
     let tftp_addr: SocketAddr = config.tftp.listen.parse()?;
@@ -202,11 +214,24 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             tasks.spawn(async move { svc.run(sockets, stop).await.context("DNS") });
         }
     }
-    // HTTP boot service.
-    let http_addr: SocketAddr = config.provision.listen.parse()?;
-    let l = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("cannot bind HTTP (provision.listen) on {http_addr}"))?;
+    // HTTP boot service: plain on provision.listen, HTTPS with provision.cert/key.
+    let bind_http = |addr: String, what: &'static str| async move {
+        let a: SocketAddr = addr.parse()?;
+        tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("cannot bind {what} on {a}"))
+    };
+    let plain_listener = match config.provision.plain_http() {
+        true => Some(bind_http(config.provision.listen.clone(), "HTTP (provision.listen)").await?),
+        false => None,
+    };
+    let tls_listener = match (&provision_cert, config.provision.tls_listen_addr()) {
+        (Some(cert), Some(addr)) => Some((
+            bind_http(addr, "HTTPS (provision.tls_listen)").await?,
+            cert.clone(),
+        )),
+        _ => None,
+    };
     let completer = api.clone();
     let http = crate::http::HttpService::new(p.shared.clone(), key.clone()).on_complete(Arc::new(
         move |host: String| {
@@ -235,25 +260,40 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         xdp: xdp_stats,
         dns: dns_stats,
     };
-    let app = if config.provision.metrics {
-        http.clone().router().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = metrics.clone();
-                async move { m.prometheus() }
-            }),
-        )
-    } else {
-        http.clone().router()
+    let app = |http: crate::http::HttpService| {
+        if config.provision.metrics {
+            let metrics = metrics.clone();
+            http.router().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = metrics.clone();
+                    async move { m.prometheus() }
+                }),
+            )
+        } else {
+            http.router()
+        }
     };
     let open_files = crate::http::raise_nofile_limit();
     let limits = crate::http::listen::Limits::provision(&config.provision, open_files);
-    let stop = stopped();
-    tasks.spawn(async move {
-        http.serve_router(app, l, limits, stop)
-            .await
-            .context("HTTP")
-    });
+    if let Some(l) = plain_listener {
+        let (http, app, stop) = (http.clone(), app(http.clone()), stopped());
+        tasks.spawn(async move {
+            http.serve_router(app, l, limits, stop)
+                .await
+                .context("HTTP")
+        });
+    }
+    if let Some((l, cert)) = tls_listener {
+        let https = http.clone().over_tls();
+        let (app, stop) = (app(https.clone()), stopped());
+        tasks.spawn(async move {
+            https
+                .serve_router_tls(app, l, limits, cert, stop)
+                .await
+                .context("HTTPS")
+        });
+    }
 
     let listener = crate::api::bind_unix(&config.api.socket_path).await?;
     tracing::info!("API listening on {}", config.api.socket_path.display());
@@ -269,10 +309,21 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot bind API on {addr}"))?;
         let (api, stop) = (api.clone(), stopped());
+        let cert = api_cert.clone();
         tasks.spawn(async move {
-            crate::api::serve_tcp(l, api, token, stop)
+            crate::api::serve_tcp_tls(l, api, token, cert, stop)
                 .await
                 .context("API (TCP)")
+        });
+    }
+    // Certificates: read again on SIGHUP and when their files change (as the inventory
+    // files are).
+    let certs: Vec<_> = provision_cert.into_iter().chain(api_cert).collect();
+    if !certs.is_empty() {
+        let stop = stopped();
+        tasks.spawn(async move {
+            crate::tls::reload_on_hangup_or_change(certs, stop).await;
+            Ok(())
         });
     }
     // Everything that needed a privilege is done (program attached, ports bound, raw

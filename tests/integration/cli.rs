@@ -12,7 +12,7 @@ pub(crate) fn repo_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
 }
 
-fn xboot(args: &[&str]) -> Output {
+pub(crate) fn xboot(args: &[&str]) -> Output {
     testlab::peers::own(XBOOT)
         .args(args)
         .env_remove("XBOOT_CONFIG")
@@ -30,12 +30,12 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// A temp dir holding a config, an inventory and the kernel/initrd files it names.
-struct Site {
-    dir: tempfile::TempDir,
+pub(crate) struct Site {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub(crate) fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::create_dir(p.join("boot")).unwrap();
@@ -64,10 +64,10 @@ impl Site {
         .unwrap();
         Site { dir }
     }
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
-    fn write(&self, name: &str, body: &str) -> String {
+    pub(crate) fn write(&self, name: &str, body: &str) -> String {
         std::fs::write(self.dir.path().join(name), body).unwrap();
         self.path(name)
     }
@@ -182,13 +182,13 @@ fn check_config_good_and_bad() {
 }
 
 /// A running `xboot serve`, stopped with SIGTERM (by pid) when dropped.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     log: PathBuf,
 }
 
 impl Server {
-    fn start(site: &Site) -> Server {
+    pub(crate) fn start(site: &Site) -> Server {
         let mut cmd = testlab::peers::own(XBOOT);
         cmd.args(["serve", "--config", &site.path("xboot.toml")]);
         Server::start_with(site, cmd)
@@ -224,12 +224,12 @@ impl Server {
         server
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         self.terminate();
         let status = self.child.wait().unwrap();
         assert!(

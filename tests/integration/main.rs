@@ -13,6 +13,7 @@ mod package;
 mod pxe;
 mod templates;
 mod tftp;
+mod tls;
 mod udhcpc;
 #[allow(dead_code)] // fixture helpers for tests still being written
 mod xdp;

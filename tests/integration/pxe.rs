@@ -6,7 +6,8 @@
 //!   This checks the initrd the PXE tests and the demo rely on.
 //! - Full PXE boots against `xboot serve` (DHCP, TFTP, HTTP): SeaBIOS + iPXE ROM, and
 //!   OVMF + iPXE EFI ROM, up to the postscript having run and reported back; OVMF's own
-//!   PXE (EDK2's TFTP client) up to the kernel booting.
+//!   PXE (EDK2's TFTP client) up to the kernel booting, and the same with iPXE fetching
+//!   the script, kernel and initrd over HTTPS (the CA in the firmware's TLS CA store).
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -502,6 +503,16 @@ fn pxe_boot_uefi_ovmf() {
 /// bundle (`testlab::package`, built into `dir/firmware`) as its TFTP root: the server and
 /// the bundle's directory.
 fn serve_bundle(dir: &Path, srv: &Netns, payload: &Payload) -> (Server, PathBuf) {
+    serve_bundle_with(dir, srv, payload, |c| c)
+}
+
+/// [`serve_bundle`], the lab's config passed through `edit` first.
+fn serve_bundle_with(
+    dir: &Path,
+    srv: &Netns,
+    payload: &Payload,
+    edit: impl FnOnce(String) -> String,
+) -> (Server, PathBuf) {
     let files = serve::write_lab_files(&dir.join("lab"), payload).unwrap();
     let bundle = dir.join("firmware");
     testlab::package::bundle(&bundle).unwrap();
@@ -509,13 +520,106 @@ fn serve_bundle(dir: &Path, srv: &Netns, payload: &Payload) -> (Server, PathBuf)
     let root = format!("root = \"{}\"", bundle.display());
     std::fs::write(
         &files.config,
-        cfg.replace("root = \"/usr/lib/ipxe\"", &root),
+        edit(cfg.replace("root = \"/usr/lib/ipxe\"", &root)),
     )
     .unwrap();
     let xboot = Path::new(env!("CARGO_BIN_EXE_xboot"));
     let server = Server::start(xboot, &srv.name, files, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
     (server, bundle)
+}
+
+/// HTTPS to iPXE: OVMF's PXE loads the bundled snponly.efi (Debian 13's iPXE, built with
+/// HTTPS) over TFTP; the test CA is enrolled in the firmware's TLS CA store (the
+/// `TlsCaCertificate` variable UEFI HTTPS boot uses, set by OVMF from qemu's fw_cfg), which
+/// this iPXE trusts; xboot's DHCP answer to iPXE names the script on the HTTPS listener,
+/// and iPXE verifies xboot's certificate (signed by that CA, for the server's address) and
+/// fetches the script, kernel and initrd over HTTPS, up to the kernel booting. Without
+/// the CA enrolled, the same iPXE refuses the server.
+#[test]
+fn pxe_boot_uefi_ipxe_over_https() {
+    if netns::need_root() {
+        return;
+    }
+    if !Path::new(testlab::qemu::OVMF).exists() {
+        eprintln!("skipped: {} missing", testlab::qemu::OVMF);
+        return;
+    }
+    let payload = payload();
+    let dir = workdir("pxe-https-");
+    let ca = testlab::certs::Ca::new(&dir.path().join("tls"), "xboot lab CA").unwrap();
+    let issued = ca.issue("server", &[net::SRV_IP], 0x4433).unwrap();
+    let cacerts = ca.edk2_cacerts().unwrap();
+    let (srv, cli) = lab("pxes");
+    let https = format!("https://{}:8443/boot/", net::SRV_IP);
+    let (server, _) = serve_bundle_with(dir.path(), &srv, &payload, |cfg| {
+        let advertise = format!(
+            "advertise_url = \"http://{}:{}\"\n",
+            net::SRV_IP,
+            serve::HTTP_PORT
+        );
+        assert!(cfg.contains(&advertise), "{cfg}");
+        cfg.replace(
+            &advertise,
+            &format!(
+                "cert = {:?}\nkey = {:?}\ntls_listen = \"0.0.0.0:8443\"\n",
+                issued.cert.display().to_string(),
+                issued.key.display().to_string(),
+            ),
+        )
+    });
+    let spec = VmSpec {
+        boot: Boot::Pxe(Firmware::UefiNative),
+        nic: nic(&cli),
+        serial: dir.path().join("serial.log"),
+        memory_mb: 256,
+    };
+    // Without the CA in the firmware's store, iPXE refuses the certificate (after
+    // trying to fetch a cross-signed issuer): no file is served.
+    let mut vm = Vm::start(&spec).unwrap();
+    vm.wait_for("Error 0x", BOOT_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- xboot serve log:\n{}",
+            testlab::tail(&server.files.log, 40)
+        )
+    });
+    let refused = &vm_line(&vm, "Error 0x").text;
+    assert!(refused.contains(&https), "{refused}");
+    drop(vm);
+    let events = server.events(serve::NODE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !events.iter().any(|e| e.kind == "ipxe_script"),
+        "a script was served to an iPXE that does not trust the CA: {events:?}"
+    );
+
+    let fw_cfg = format!("name=etc/edk2/https/cacerts,file={}", cacerts.display());
+    let mut vm = Vm::start_with(&spec, &["-fw_cfg".into(), fw_cfg]).unwrap();
+    vm.wait_for(payload::BOOTED, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n--- xboot serve log:\n{}",
+                testlab::tail(&server.files.log, 40)
+            )
+        });
+    report("PXE boot (uefi, iPXE over HTTPS, to the kernel)", &vm);
+    // iPXE names each URL it fetches on the console (its start at least: a long URL
+    // may wrap): the script, the kernel and the initrd from the HTTPS listener, nothing
+    // from the plain one.
+    let console: String = vm.lines().iter().map(|l| l.text.as_str()).collect();
+    let plain = format!("http://{}:{}/boot/", net::SRV_IP, serve::HTTP_PORT);
+    assert!(
+        console.matches(&https).count() >= 3 && !console.contains(&plain),
+        "want the script, kernel and initrd from {https}, none from {plain}:\n{console}"
+    );
+    let events = server.events(serve::NODE).unwrap_or_else(|e| panic!("{e}"));
+    for kind in ["ipxe_script", "kernel", "initrd"] {
+        assert!(
+            events.iter().any(|e| e.kind == kind),
+            "no {kind} event: {events:?}"
+        );
+    }
+    drop(vm);
+    drop(server);
 }
 
 /// OVMF's own UEFI PXE on virtio-net (no iPXE ROM): EDK2's TFTP client against xboot's

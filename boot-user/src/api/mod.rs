@@ -1,5 +1,5 @@
 //! The REST API: JSON over HTTP on the unix socket `api.socket_path`, and optionally on TCP
-//! (`api.listen`) behind a bearer token (`api.token`).
+//! (`api.listen`) behind a bearer token (`api.token`), over TLS with `api.cert`/`api.key`.
 //!
 //! Routes (all under `/v1`, JSON in and out; errors are `{"error": "...", "errors": [...]}`):
 //!
@@ -308,11 +308,37 @@ pub async fn serve_tcp(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("API listening on {addr} (bearer token required)");
-    }
+    serve_tcp_tls(listener, state, token, None, shutdown).await
+}
+
+/// [`serve_tcp`], over TLS with `cert` when given (`api.cert`/`api.key`; reloaded on
+/// SIGHUP, [`crate::tls`]).
+pub async fn serve_tcp_tls(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    token: String,
+    cert: Option<Arc<crate::tls::Certificate>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let limits = limits(&state);
-    listen::serve(listener, router_with_token(state, token), limits, shutdown).await
+    let router = router_with_token(state, token);
+    let addr = listener.local_addr().ok();
+    match cert {
+        Some(cert) => {
+            tracing::info!(
+                "API listening on https://{} (bearer token required; {})",
+                addr.map_or("?".into(), |a| a.to_string()),
+                cert.describe()
+            );
+            listen::serve_tls(listener, router, limits, cert.acceptor(), shutdown).await
+        }
+        None => {
+            if let Some(addr) = addr {
+                tracing::info!("API listening on {addr} (bearer token required)");
+            }
+            listen::serve(listener, router, limits, shutdown).await
+        }
+    }
 }
 
 /// The `api` connection limits, against the open-files limit (raised first).

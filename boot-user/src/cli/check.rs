@@ -1,4 +1,4 @@
-//! `xboot check-config`: validates a config, its inventory files and (when the server is
+//! `xboot check-config`: validates a config, its TLS certificates, its inventory files and (when the server is
 //! not holding it) the stored inventory they merge with, without starting anything.
 use std::path::Path;
 
@@ -12,6 +12,15 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     for w in config.warnings() {
         eprintln!("warning: {w}");
+    }
+    // The certificates serve would load (a bad path or mismatched pair stops it).
+    for (section, files) in [
+        ("provision", config.provision.tls_files()),
+        ("api", config.api.tls_files()),
+    ] {
+        if let Some((cert, key)) = files {
+            crate::tls::Certificate::load(section, cert, key)?;
+        }
     }
     let hosts = files.hosts.clone().or_else(|| config.hosts.clone());
     let images = files.images.clone().or_else(|| config.images.clone());

@@ -318,6 +318,49 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
             );
         }
     }
+    for (section, cert, key) in [
+        ("provision", &cfg.provision.cert, &cfg.provision.key),
+        ("api", &cfg.api.cert, &cfg.api.key),
+    ] {
+        let set =
+            |p: &Option<std::path::PathBuf>| p.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
+        match (set(cert), set(key)) {
+            (true, false) => check(
+                &format!("{section}.cert"),
+                Err(format!(
+                    "needs {section}.key (the certificate's private key)"
+                )),
+            ),
+            (false, true) => check(
+                &format!("{section}.key"),
+                Err(format!(
+                    "needs {section}.cert (the certificate it is the key of)"
+                )),
+            ),
+            _ => {}
+        }
+    }
+    let p = &cfg.provision;
+    if let Some(a) = p.tls_listen.as_deref().filter(|a| !a.is_empty()) {
+        if p.tls_files().is_none() {
+            check(
+                "provision.tls_listen",
+                Err("HTTPS needs provision.cert and provision.key".into()),
+            );
+        }
+        check(
+            "provision.tls_listen",
+            a.parse::<SocketAddr>()
+                .map(drop)
+                .map_err(|e| format!("{a:?} is not an address:port ({e})")),
+        );
+    }
+    if let Some(h) = p.url_hostname() {
+        check(
+            "provision.hostname",
+            crate::inventory::validate::check_hostname(h).map_err(|e| format!("{h:?}: {e}")),
+        );
+    }
     if cfg.api.listen.is_some() && cfg.api.token.as_deref().unwrap_or("").is_empty() {
         check(
             "api.listen",

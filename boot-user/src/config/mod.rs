@@ -353,7 +353,18 @@ impl Default for PxeConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProvisionConfig {
+    /// Plain HTTP listener; with `cert` and `key` it stays plain (firmware without TLS)
+    /// unless it is the HTTPS listener itself ([`ProvisionConfig::tls_listen_addr`]).
     pub listen: String,
+    /// Grendel: the host name in the boot URLs handed out (it should match the
+    /// certificate and resolve); absent: the address of the interface a request came in on.
+    pub hostname: Option<String>,
+    /// Grendel: PEM certificate chain (the server's certificate first) and its key;
+    /// both set: boot files over HTTPS (module `tls`).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The HTTPS listener (xboot). Absent: `listen`'s address on port 443.
+    pub tls_listen: Option<String>,
     /// Lifetime of boot-URL tokens, seconds.
     pub token_ttl: u64,
     pub root_password: Option<String>,
@@ -396,6 +407,14 @@ pub struct ProvisionConfig {
     pub templates_dir: Option<PathBuf>,
 }
 
+/// Two listen addresses that are one listener (port 0 is a new free port each time).
+fn same_addr(a: &str, b: &str) -> bool {
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a == b && a.port() != 0,
+        _ => a == b,
+    }
+}
+
 /// Where template files are looked up when `provision.templates_dir` is not set.
 pub const DEFAULT_TEMPLATES_DIR: &str = "/var/lib/xboot/templates";
 /// Grendel's templates directory, also searched by default when it exists.
@@ -404,7 +423,43 @@ pub const GRENDEL_TEMPLATES_DIR: &str = "/var/lib/grendel/templates";
 /// Grendel's image directory (its guide's images.json names files there) and xboot's.
 pub const DEFAULT_IMAGE_ROOTS: [&str; 2] = ["/var/lib/grendel", "/var/lib/xboot/images"];
 
+/// A path key that is set and not empty (Grendel's samples write `""` for unset).
+fn set_path(p: &Option<PathBuf>) -> Option<&Path> {
+    p.as_deref().filter(|p| !p.as_os_str().is_empty())
+}
+
 impl ProvisionConfig {
+    /// `cert` and `key`, when both are set: boot files are served over HTTPS.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((set_path(&self.cert)?, set_path(&self.key)?))
+    }
+
+    /// The HTTPS listener's address when `cert` and `key` are set: `tls_listen`, else
+    /// `listen`'s address on port 443.
+    pub fn tls_listen_addr(&self) -> Option<String> {
+        self.tls_files()?;
+        match self.tls_listen.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) => Some(a.to_string()),
+            None => {
+                let mut a: SocketAddr = self.listen.parse().ok()?;
+                a.set_port(443);
+                Some(a.to_string())
+            }
+        }
+    }
+
+    /// Whether `listen` serves plain HTTP: always, except when it is the HTTPS listener
+    /// too (Grendel's HTTPS setup: `listen = "0.0.0.0:443"` with `cert` and `key`).
+    pub fn plain_http(&self) -> bool {
+        self.tls_listen_addr()
+            .is_none_or(|tls| !same_addr(&tls, &self.listen))
+    }
+
+    /// The host name of the boot URLs (`hostname`), when set.
+    pub fn url_hostname(&self) -> Option<&str> {
+        self.hostname.as_deref().filter(|h| !h.is_empty())
+    }
+
     /// `image_roots`, to check paths against.
     pub fn image_roots(&self) -> crate::tftp::root::Roots {
         crate::tftp::root::Roots::new(self.image_roots.iter().cloned())
@@ -429,6 +484,10 @@ impl Default for ProvisionConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:80".into(),
+            hostname: None,
+            cert: None,
+            key: None,
+            tls_listen: None,
             token_ttl: 3600,
             root_password: None,
             default_image: None,
@@ -455,6 +514,9 @@ pub struct ApiConfig {
     /// Optional TCP listener (xboot), protected by `token`.
     pub listen: Option<SocketAddr>,
     pub token: Option<String>,
+    /// Grendel: PEM certificate chain and key; both set: the TCP listener speaks TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     /// Connections each API listener (unix socket, TCP) holds open at once (xboot).
     /// Absent: 256, or a sixteenth of the open-files limit if that is less.
     pub max_connections: Option<usize>,
@@ -467,12 +529,21 @@ pub struct ApiConfig {
     pub idle_timeout_secs: u64,
 }
 
+impl ApiConfig {
+    /// `cert` and `key`, when both are set: the TCP listener speaks TLS.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((set_path(&self.cert)?, set_path(&self.key)?))
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             socket_path: PathBuf::from("/var/run/xboot/xboot-api.socket"),
             listen: None,
             token: None,
+            cert: None,
+            key: None,
             max_connections: None,
             max_connections_per_source: 64,
             header_timeout_secs: 10,
@@ -629,6 +700,10 @@ impl Config {
             &mut self.provision.postscript,
             &mut self.provision.firmware_dir,
             &mut self.provision.templates_dir,
+            &mut self.provision.cert,
+            &mut self.provision.key,
+            &mut self.api.cert,
+            &mut self.api.key,
         ]
         .into_iter()
         .flatten()
@@ -861,6 +936,23 @@ mod tests {
             ),
             ("[dns]\nmax_tcp_connections = 0", "dns.max_tcp_connections"),
             ("[dns]\nforward = 53", "dns.forward"),
+            (
+                "[provision]\ncert = \"c.pem\"",
+                "provision.cert: needs provision.key",
+            ),
+            ("[api]\nkey = \"k.pem\"", "api.key: needs api.cert"),
+            (
+                "[provision]\ntls_listen = \"127.0.0.1:8443\"",
+                "provision.tls_listen: HTTPS needs provision.cert and provision.key",
+            ),
+            (
+                "[provision]\ncert = \"c\"\nkey = \"k\"\ntls_listen = \"x\"",
+                "provision.tls_listen: \"x\" is not an address:port",
+            ),
+            (
+                "[provision]\nhostname = \"bad_name\"",
+                "provision.hostname: \"bad_name\"",
+            ),
         ];
         for (text, want) in table {
             let err = Config::from_toml(text, p).unwrap_err().to_string();

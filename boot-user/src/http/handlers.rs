@@ -94,21 +94,27 @@ impl Boot {
 }
 
 /// The base URL to put in rendered URLs: `provision.advertise_url`, else the address
-/// the client reached us at (its `Host` header, if it is one: [`host_authority`]).
+/// the client reached us at (its `Host` header, if it is one: [`host_authority`]), with
+/// the scheme of the listener the request came in on.
 fn request_base_url(st: &HttpService, headers: &HeaderMap) -> Result<String> {
     let cfg = &st.shared.config.provision;
     if let Some(url) = cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
         return Ok(url.trim_end_matches('/').to_string());
     }
+    let scheme = if st.tls { "https" } else { "http" };
     match headers.get(header::HOST) {
         Some(h) => host_authority(h.as_bytes())
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("{scheme}://{a}"))
             .ok_or_else(|| {
                 HttpError::new(
                     StatusCode::BAD_REQUEST,
                     "bad Host header: not a host name or address with an optional port",
                 )
             }),
+        None if st.tls => Ok(format!(
+            "https://{}",
+            cfg.tls_listen_addr().unwrap_or_else(|| cfg.listen.clone())
+        )),
         None => Ok(format!("http://{}", cfg.listen)),
     }
 }

@@ -18,6 +18,9 @@
 //! silent connection holds a slot, so at worst a newcomer waits one header timeout, and
 //! a connection in the middle of a download is never cut for a newcomer.
 //!
+//! [`serve_tls`] is the same loop over TLS (rustls, [`crate::tls`]): the handshake runs
+//! in the connection's task within the header timeout.
+//!
 //! Handlers still get `ConnectInfo<SocketAddr>` (or the unix peer address) as with
 //! `axum::serve`'s `into_make_service_with_connect_info`. Shutdown is graceful: the loop
 //! stops accepting, idle connections close, requests in flight finish.
@@ -142,9 +145,41 @@ const FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// requests in flight finish. Accept errors (EMFILE) are logged and retried by the
 /// listener.
 pub async fn serve<L>(
+    listener: L,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()>
+where
+    L: Listener,
+    L::Addr: Peer,
+{
+    serve_with(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`] over TLS: each connection's handshake runs in the connection's own task
+/// (a slow client never holds up the accept loop) and must be done within
+/// [`Limits::header_timeout`]. The acceptor picks the certificate at each handshake, so
+/// a reloaded certificate serves the next connection and open ones keep theirs.
+pub async fn serve_tls<L>(
+    listener: L,
+    router: Router,
+    limits: Limits,
+    tls: tokio_rustls::TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()>
+where
+    L: Listener,
+    L::Addr: Peer,
+{
+    serve_with(listener, router, limits, Some(tls), shutdown).await
+}
+
+async fn serve_with<L>(
     mut listener: L,
     router: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
 where
@@ -184,6 +219,9 @@ where
         let source = match peer.source() {
             Some(ip) if limits.per_source > 0 => match sources.take(ip, &limits) {
                 Some(s) => Some(s),
+                // Over TLS a plain-text 503 would read as garbage, and a handshake for
+                // it is work a flooding address should not get: closed.
+                None if tls.is_some() => continue,
                 None => {
                     refuse(io, permit);
                     continue;
@@ -192,14 +230,40 @@ where
             _ => None,
         };
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Tracked {
+        let io = Tracked {
             io,
             activity: activity.clone(),
-        });
+        };
         let service = service(router.clone(), peer, activity.clone(), limits.idle_timeout);
-        let conn = graceful.watch(http.serve_connection(io, service));
+        // Held from here: shutdown waits for a handshake in progress too (bounded by
+        // the header timeout).
+        let watcher = graceful.watcher();
+        let (http, tls) = (http.clone(), tls.clone());
         tokio::spawn(async move {
             let _slots = (permit, source);
+            let conn = async move {
+                match tls {
+                    None => watcher
+                        .watch(http.serve_connection(TokioIo::new(io), service))
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Some(tls) => {
+                        let stream = tokio::time::timeout(limits.header_timeout, tls.accept(io))
+                            .await
+                            .map_err(|_| {
+                                format!(
+                                    "no TLS handshake within {:?} ({}.header_timeout_secs)",
+                                    limits.header_timeout, limits.section
+                                )
+                            })?
+                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(stream), service))
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            };
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!("connection ended: {e}");

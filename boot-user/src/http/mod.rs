@@ -29,7 +29,8 @@
 //! (`ipxe_script`, `kernel`, `initrd`, `live_image`, `postscript`, `complete`).
 //!
 //! URLs inside rendered text use `provision.advertise_url`, else the `Host` the client
-//! used to reach us. [`urls::UrlSigner`] builds the URLs handed out before a request
+//! used to reach us, with the scheme of the listener it reached (`provision.listen`
+//! plain, the HTTPS listener with `provision.cert`/`key`: both serve these routes). [`urls::UrlSigner`] builds the URLs handed out before a request
 //! exists (DHCP answers, `xboot host show --boot`).
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct HttpService {
     on_complete: Option<CompleteHook>,
     /// Held while one `complete` is checked against the boot events and recorded.
     complete_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serving the HTTPS listener: URLs rendered from a request's `Host` are https.
+    tls: bool,
 }
 
 impl HttpService {
@@ -75,7 +78,14 @@ impl HttpService {
             key,
             on_complete: None,
             complete_lock: Arc::default(),
+            tls: false,
         }
+    }
+
+    /// The same service for the HTTPS listener (its router renders https URLs).
+    pub fn over_tls(mut self) -> HttpService {
+        self.tls = true;
+        self
     }
 
     /// Runs `hook` on every successful `POST /boot/{token}/complete`.
@@ -128,6 +138,25 @@ impl HttpService {
             limits.per_source
         );
         listen::serve(listener, router, limits, shutdown).await
+    }
+
+    /// Serves `router` over TLS with the certificate `cert` (reloadable: [`crate::tls`]).
+    pub async fn serve_router_tls(
+        &self,
+        router: Router,
+        listener: tokio::net::TcpListener,
+        limits: listen::Limits,
+        cert: Arc<crate::tls::Certificate>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(
+            "HTTPS serving on {:?} (at most {} connections, {} per address; {})",
+            listener.local_addr().ok(),
+            limits.max_connections,
+            limits.per_source,
+            cert.describe()
+        );
+        listen::serve_tls(listener, router, limits, cert.acceptor(), shutdown).await
     }
 }
 

@@ -82,7 +82,10 @@ impl Endpoints {
 }
 
 /// The base URL nodes reach the HTTP service at: `provision.advertise_url` when set,
-/// else `http://{server_ip}:{port of provision.listen}` (the port left out when 80).
+/// else `{scheme}://{host}:{port}` where, with `provision.cert` and `provision.key`, the
+/// scheme is `https` and the port the HTTPS listener's, else `http` and
+/// `provision.listen`'s (the port left out when it is the scheme's own, 80 or 443), and
+/// the host is `provision.hostname` when set, else `server_ip`.
 pub fn base_url(cfg: &ProvisionConfig, server_ip: IpAddr) -> String {
     UrlSigner::from_config(cfg, TokenKey::from_secret("")).base_url(server_ip)
 }
@@ -92,8 +95,35 @@ pub fn base_url(cfg: &ProvisionConfig, server_ip: IpAddr) -> String {
 enum Base {
     /// `provision.advertise_url` (or a URL given by the caller).
     Fixed(String),
-    /// `http://{address the request came in on}:{port}`.
-    PerServer { port: u16 },
+    /// `{scheme}://{hostname, else the address the request came in on}:{port}`.
+    PerServer {
+        scheme: &'static str,
+        hostname: Option<String>,
+        port: u16,
+    },
+}
+
+impl Base {
+    fn url(&self, server: IpAddr) -> String {
+        match self {
+            Base::Fixed(url) => url.clone(),
+            Base::PerServer {
+                scheme,
+                hostname,
+                port,
+            } => {
+                let host = match (hostname, server) {
+                    (Some(h), _) => h.clone(),
+                    (None, IpAddr::V4(a)) => a.to_string(),
+                    (None, IpAddr::V6(a)) => format!("[{a}]"),
+                };
+                match (*scheme, port) {
+                    ("http", 80) | ("https", 443) => format!("{scheme}://{host}"),
+                    (_, p) => format!("{scheme}://{host}:{p}"),
+                }
+            }
+        }
+    }
 }
 
 /// Mints tokens and builds the boot URLs handed out before any HTTP request exists: by
@@ -102,6 +132,9 @@ enum Base {
 #[derive(Clone, Debug)]
 pub struct UrlSigner {
     base: Base,
+    /// Where firmware files for UEFI HTTP boot are: plain HTTP while `provision.listen`
+    /// serves it (a firmware rarely trusts a private CA), else as `base`.
+    firmware: Base,
     key: TokenKey,
     ttl: Duration,
 }
@@ -109,50 +142,56 @@ pub struct UrlSigner {
 impl UrlSigner {
     /// A signer whose URLs all start with `base_url`.
     pub fn new(base_url: &str, key: TokenKey, ttl: Duration) -> UrlSigner {
+        let base = Base::Fixed(base_url.trim_end_matches('/').to_string());
         UrlSigner {
-            base: Base::Fixed(base_url.trim_end_matches('/').to_string()),
+            firmware: base.clone(),
+            base,
             key,
             ttl,
         }
     }
 
     /// The signer of the config: URLs under `provision.advertise_url` when set, else
-    /// under the address of the server interface each request came in on (see
-    /// [`base_url`]); tokens live `provision.token_ttl` seconds.
+    /// as [`base_url`] says; tokens live `provision.token_ttl` seconds.
     pub fn from_config(cfg: &ProvisionConfig, key: TokenKey) -> UrlSigner {
         let ttl = Duration::from_secs(cfg.token_ttl);
-        match cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
-            Some(url) => UrlSigner::new(url, key, ttl),
-            None => {
-                let port = cfg
-                    .listen
-                    .parse::<SocketAddr>()
-                    .map(|a| a.port())
-                    .unwrap_or(80);
-                UrlSigner {
-                    base: Base::PerServer { port },
-                    key,
-                    ttl,
-                }
+        if let Some(url) = cfg.advertise_url.as_deref().filter(|u| !u.is_empty()) {
+            return UrlSigner::new(url, key, ttl);
+        }
+        let port_of = |a: &str, default| a.parse::<SocketAddr>().map_or(default, |a| a.port());
+        let hostname = cfg.url_hostname().map(str::to_string);
+        let plain = Base::PerServer {
+            scheme: "http",
+            hostname: hostname.clone(),
+            port: port_of(&cfg.listen, 80),
+        };
+        let (base, firmware) = match cfg.tls_listen_addr() {
+            Some(tls) => {
+                let https = Base::PerServer {
+                    scheme: "https",
+                    hostname,
+                    port: port_of(&tls, 443),
+                };
+                let firmware = if cfg.plain_http() {
+                    plain
+                } else {
+                    https.clone()
+                };
+                (https, firmware)
             }
+            None => (plain.clone(), plain),
+        };
+        UrlSigner {
+            base,
+            firmware,
+            key,
+            ttl,
         }
     }
 
     /// The base URL for clients that reached us at `server`.
     pub fn base_url(&self, server: IpAddr) -> String {
-        match &self.base {
-            Base::Fixed(url) => url.clone(),
-            Base::PerServer { port } => {
-                let host = match server {
-                    IpAddr::V4(a) => a.to_string(),
-                    IpAddr::V6(a) => format!("[{a}]"),
-                };
-                match port {
-                    80 => format!("http://{host}"),
-                    p => format!("http://{host}:{p}"),
-                }
-            }
-        }
+        self.base.url(server)
     }
 
     /// A token for `host` booting from `mac`, valid for the TTL from now.
@@ -185,7 +224,7 @@ impl UrlSigner {
     pub fn firmware_url(&self, file: &str, server: IpAddr) -> String {
         format!(
             "{}/firmware/{}",
-            self.base_url(server),
+            self.firmware.url(server),
             file.trim_start_matches('/')
         )
     }
@@ -223,6 +262,70 @@ mod tests {
         );
         cfg.advertise_url = Some("https://boot.example.com/".into());
         assert_eq!(base_url(&cfg, ip), "https://boot.example.com");
+    }
+
+    /// Grendel's keys: `hostname` names the server in every URL; with `cert` and `key`
+    /// the URLs are https on the HTTPS listener, except UEFI HTTP boot's firmware while
+    /// `listen` serves plain HTTP.
+    #[test]
+    fn https_and_hostname_urls() {
+        use crate::dhcp::BootUrls;
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        let mut cfg = ProvisionConfig {
+            hostname: Some("boot.lan".into()),
+            ..ProvisionConfig::default()
+        };
+        let urls = |cfg: &ProvisionConfig| {
+            let s = UrlSigner::from_config(cfg, TokenKey::from_secret("k"));
+            (s.base_url(IpAddr::V4(ip)), s.http_firmware("ipxe.efi", ip))
+        };
+        assert_eq!(
+            urls(&cfg),
+            (
+                "http://boot.lan".into(),
+                "http://boot.lan/firmware/ipxe.efi".into()
+            )
+        );
+        cfg.cert = Some("c.pem".into());
+        assert_eq!(
+            urls(&cfg).0,
+            "http://boot.lan",
+            "a cert without a key is no TLS"
+        );
+        cfg.key = Some("k.pem".into());
+        assert_eq!(
+            urls(&cfg),
+            (
+                "https://boot.lan".into(),
+                "http://boot.lan/firmware/ipxe.efi".into()
+            )
+        );
+        cfg.tls_listen = Some("0.0.0.0:8443".into());
+        cfg.hostname = None;
+        assert_eq!(
+            urls(&cfg),
+            (
+                "https://10.0.0.1:8443".into(),
+                "http://10.0.0.1/firmware/ipxe.efi".into()
+            )
+        );
+        // Port 0 names two listeners, each on a free port.
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.tls_listen = Some("127.0.0.1:0".into());
+        assert!(cfg.plain_http());
+        // Grendel's HTTPS setup: one listener, on 443, HTTPS only.
+        cfg.tls_listen = None;
+        cfg.listen = "0.0.0.0:443".into();
+        assert!(!cfg.plain_http());
+        assert_eq!(
+            urls(&cfg),
+            (
+                "https://10.0.0.1".into(),
+                "https://10.0.0.1/firmware/ipxe.efi".into()
+            )
+        );
+        cfg.advertise_url = Some("https://boot.example.com".into());
+        assert_eq!(urls(&cfg).0, "https://boot.example.com");
     }
 
     #[test]

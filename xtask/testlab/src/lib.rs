@@ -1,6 +1,7 @@
 //! testlab: what `cargo xtask demo` and the integration tests share to boot real
 //! machines against xboot inside private network namespaces.
 //!
+//! - [`certs`]: a test CA and the server certificates it signs (openssl), for TLS.
 //! - [`netns`]: RAII network namespaces (the integration tests' own `netns.rs`, reused).
 //! - [`net`]: the PXE lab topology: a server namespace joined by a veth to a client
 //!   namespace whose bridge carries the VM's tap.
@@ -22,6 +23,7 @@ extern crate self as testlab;
 #[path = "../../../tests/integration/netns.rs"]
 pub mod netns;
 
+pub mod certs;
 pub mod net;
 pub mod package;
 pub mod payload;

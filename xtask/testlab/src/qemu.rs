@@ -180,6 +180,11 @@ pub struct Vm {
 
 impl Vm {
     pub fn start(spec: &VmSpec) -> Result<Vm, String> {
+        Self::start_with(spec, &[])
+    }
+
+    /// [`Vm::start`] with `extra` qemu arguments after the spec's (`-fw_cfg ...`).
+    pub fn start_with(spec: &VmSpec, extra: &[String]) -> Result<Vm, String> {
         if matches!(spec.boot, Boot::Pxe(_)) && spec.nic.is_none() {
             return Err("a PXE-booted VM needs a NIC".into());
         }
@@ -188,7 +193,8 @@ impl Vm {
         let out = std::fs::File::create(&qemu_log)
             .map_err(|e| format!("cannot create {}: {e}", qemu_log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let argv = spec.argv();
+        let mut argv = spec.argv();
+        argv.extend(extra.iter().cloned());
         let started = Instant::now();
         // `ip netns exec` execs in place: the child's pid is qemu's.
         let child = crate::peers::command(&argv[0])
