@@ -281,7 +281,8 @@ pub async fn nodes_find(
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct NodeAddRequest {
-    #[schema(value_type = Vec<Object>)]
+    /// Grendel writes `null` for an empty list.
+    #[schema(value_type = Option<Vec<Object>>, nullable)]
     pub node_list: Vec<Value>,
 }
 

@@ -682,3 +682,22 @@ fn the_document_names_every_route() {
         .is_some());
     assert_eq!(paths["/v1/auth/signin"]["post"]["security"], json!([{}]));
 }
+
+/// An entry is an object: serde would read a host from an array of its fields
+/// (`[[null, null]]` was a host named by the path), found by schemathesis.
+#[tokio::test]
+async fn entries_that_are_not_objects_are_refused() {
+    let f = Fixture::new();
+    for (method, uri, body) in [
+        ("PUT", "/v1/hosts/cn0", "[[null, null]]"),
+        ("POST", "/v1/hosts", "[[\"0\", \"uid\", \"cn0\"]]"),
+        ("POST", "/v1/nodes", r#"{"node_list": [7]}"#),
+        ("POST", "/v1/images", r#"{"boot_images": ["img"]}"#),
+    ] {
+        let (s, v) = g(&f, method, uri, Some(body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {uri} {body}: {v}");
+        let text = v.to_string();
+        assert!(text.contains("expected a JSON object"), "{text}");
+    }
+    assert!(f.state.shared.inventory().hosts().is_empty());
+}

@@ -1,7 +1,6 @@
 //! The API's request handlers: thin adapters from HTTP to inventory edits and reads.
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,6 +40,23 @@ impl NodesetQuery {
         }
     }
 }
+
+/// The bodies that carry inventory entries (`POST /v1/hosts`, `/v1/images`,
+/// `/v1/db/restore`, the PUTs): one entry, an array of entries, `{"hosts": [...],
+/// "images": [...]}` or a Grendel dump. For the document only.
+pub struct Entries;
+
+impl utoipa::PartialSchema for Entries {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new())
+            .item(ArrayBuilder::new().items(ObjectBuilder::new()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Entries {}
 
 /// Splits a comma-separated tag list; an empty list or an empty tag is refused.
 pub fn parse_tags(list: &str) -> ApiResult<Vec<String>> {
@@ -170,7 +186,7 @@ pub(super) async fn save(st: &ApiState, loaded: load::Loaded) -> ApiResult<Vec<S
     Ok(names)
 }
 
-#[utoipa::path(post, path = "/v1/hosts", tag = "xboot", request_body = Object,
+#[utoipa::path(post, path = "/v1/hosts", tag = "xboot", request_body = Entries,
     responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn post_hosts(State(st): State<ApiState>, body: Bytes) -> ApiResult {
     let loaded = decode_body(&body, Kind::Hosts)?;
@@ -204,7 +220,7 @@ fn put_body(body: &Bytes, kind: Kind, name: &str) -> ApiResult<load::Loaded> {
 }
 
 #[utoipa::path(put, path = "/v1/hosts/{name}", tag = "xboot", params(("name" = String, Path)),
-    request_body = Object, responses((status = 200, body = Object), (status = 400, body = Object)))]
+    request_body = Entries, responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn put_host(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -218,7 +234,7 @@ pub async fn put_host(
 }
 
 #[utoipa::path(put, path = "/v1/images/{name}", tag = "xboot", params(("name" = String, Path)),
-    request_body = Object, responses((status = 200, body = Object), (status = 400, body = Object)))]
+    request_body = Entries, responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn put_image(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -400,13 +416,13 @@ async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
 }
 
 /// The body of `POST /v1/hosts/tag` and `/v1/hosts/untag`: the tags to add or remove.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
     pub tags: Vec<String>,
 }
 
-#[utoipa::path(post, path = "/v1/hosts/tag", tag = "xboot", params(NodesetQuery), request_body = Object,
+#[utoipa::path(post, path = "/v1/hosts/tag", tag = "xboot", params(NodesetQuery), request_body = TagsBody,
     responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn tag(
     State(st): State<ApiState>,
@@ -416,7 +432,7 @@ pub async fn tag(
     set_tags(st, q, body, true).await
 }
 
-#[utoipa::path(post, path = "/v1/hosts/untag", tag = "xboot", params(NodesetQuery), request_body = Object,
+#[utoipa::path(post, path = "/v1/hosts/untag", tag = "xboot", params(NodesetQuery), request_body = TagsBody,
     responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn untag(
     State(st): State<ApiState>,
@@ -443,14 +459,14 @@ async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiR
 }
 
 /// The body of `POST /v1/hosts/image`: the image to boot.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageBody {
     pub image: String,
 }
 
 /// `POST /v1/hosts/image?nodeset=NS` with `{"image": NAME}`.
-#[utoipa::path(post, path = "/v1/hosts/image", tag = "xboot", params(NodesetQuery), request_body = Object,
+#[utoipa::path(post, path = "/v1/hosts/image", tag = "xboot", params(NodesetQuery), request_body = ImageBody,
     responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn set_image(
     State(st): State<ApiState>,
@@ -580,14 +596,11 @@ pub(super) async fn delete_images(st: &ApiState, names: &[String]) -> ApiResult<
 
 #[utoipa::path(get, path = "/v1/discovered", tag = "xboot",
     responses((status = 200, body = Vec<Object>), (status = 503, body = Object)))]
-pub async fn discovered(State(st): State<ApiState>) -> ApiResult {
-    match &st.discovered {
-        Some(f) => Ok(Json(Value::Array(f()))),
-        None => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no DHCP service is running in this server",
-        )),
-    }
+/// Unknown MACs the DHCP server has seen; none when no DHCP service runs here.
+pub async fn discovered(State(st): State<ApiState>) -> Json<Value> {
+    Json(Value::Array(
+        st.discovered.as_ref().map(|f| f()).unwrap_or_default(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/status", tag = "xboot",

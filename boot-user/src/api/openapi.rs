@@ -105,12 +105,12 @@ pub async fn openapi_json() -> Json<serde_json::Value> {
 }
 
 // Paths served by handlers in `grendel` that take both APIs' bodies.
-#[utoipa::path(post, path = "/v1/images", tag = "xboot", request_body = Object,
+#[utoipa::path(post, path = "/v1/images", tag = "xboot", request_body = handlers::Entries,
     responses((status = 200, body = Object), (status = 400, body = Object)))]
 #[allow(dead_code)]
 fn post_images() {}
 
-#[utoipa::path(post, path = "/v1/db/restore", tag = "xboot", request_body = Object,
+#[utoipa::path(post, path = "/v1/db/restore", tag = "xboot", request_body = handlers::Entries,
     responses((status = 200, body = Object), (status = 400, body = Object)))]
 #[allow(dead_code)]
 fn db_restore() {}

@@ -245,6 +245,29 @@ impl Acc {
 
     fn json_list(&mut self, items: Vec<serde_json::Value>, kind: Kind) {
         for v in items {
+            // serde would also read a struct from an array of its fields in order:
+            // an entry is an object, nothing else.
+            if !v.is_object() {
+                let (label, index) = match kind {
+                    Kind::Hosts => ("host", &mut self.next_host),
+                    Kind::Images => ("image", &mut self.next_image),
+                };
+                self.errors.push(ValidationError::Entry {
+                    entry: format!("{label} #{index}"),
+                    message: format!(
+                        "expected a JSON object, got {}",
+                        match v {
+                            serde_json::Value::Array(_) => "an array",
+                            serde_json::Value::String(_) => "a string",
+                            serde_json::Value::Number(_) => "a number",
+                            serde_json::Value::Bool(_) => "a boolean",
+                            _ => "null",
+                        }
+                    ),
+                });
+                *index += 1;
+                continue;
+            }
             let name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
             self.entry(v, name, kind);
         }
