@@ -401,7 +401,20 @@ impl Accounts {
         };
         let doc = serde_json::to_vec(&info).expect("token serializes");
         let mut d = self.write();
-        self.persist(AccountTable::Tokens, &[(&key, Some(&doc))])?;
+        // Expired tokens go as new ones come (sign-ins would otherwise pile up).
+        let expired: Vec<String> = d
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.expires.is_some_and(|e| e <= now_secs()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut records: Vec<(&str, Option<&[u8]>)> =
+            expired.iter().map(|k| (k.as_str(), None)).collect();
+        records.push((&key, Some(&doc)));
+        self.persist(AccountTable::Tokens, &records)?;
+        for k in &expired {
+            d.tokens.remove(k);
+        }
         d.tokens.insert(key, info.clone());
         Ok((secret, info))
     }
@@ -491,6 +504,14 @@ mod tests {
             a.authenticate(&ro, now_secs()),
             Err(AuthError::UnknownToken)
         );
+        // An expired token is dropped when the next one is made.
+        a.create_token_at("old", Role::Admin, Some(Duration::from_secs(1)), None, 1000)
+            .unwrap();
+        assert_eq!(a.tokens().len(), 2, "short, old");
+        a.create_token("new", Role::Admin, None, None).unwrap();
+        let mut names: Vec<String> = a.tokens().into_iter().map(|t| t.name).collect();
+        names.sort();
+        assert_eq!(names, ["new", "short"]);
         assert!(a.revoke_token("abc").is_err(), "a short id matches nothing");
     }
 

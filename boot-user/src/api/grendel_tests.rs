@@ -74,6 +74,12 @@ async fn grendel_v02_requests_get_grendel_answers() {
         (v["title"].as_str(), v["changed"].as_u64()),
         (Some("Success"), Some(2))
     );
+    // GET /v1/images is both APIs': Grendel's BootImage keys are there.
+    let (_, v) = g(&f, "GET", "/v1/images", None).await;
+    assert_eq!(names(&v), ["alma-9", "rocky-9"]);
+    for key in ["name", "kernel", "initrd", "cmdline", "verify"] {
+        assert!(v[0].get(key).is_some(), "image lacks {key}: {}", v[0]);
+    }
     let (s, v) = g(
         &f,
         "POST",

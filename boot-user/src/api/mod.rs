@@ -1,7 +1,8 @@
 //! The REST API: JSON over HTTP on the unix socket `api.socket_path`, and optionally on TCP
-//! (`api.listen`) behind a bearer token (`api.token`).
+//! (`api.listen`) behind bearer tokens ([`auth`], [`accounts`]).
 //!
-//! Routes (all under `/v1`, JSON in and out; errors are `{"error": "...", "errors": [...]}`):
+//! xboot's routes (all under `/v1`, JSON in and out; errors are `{"error": "...",
+//! "errors": [...]}`):
 //!
 //! | method and path | what |
 //! | --- | --- |
@@ -12,16 +13,24 @@
 //! | `DELETE /v1/hosts/{name}`, `DELETE /v1/hosts?nodeset=NS` | delete |
 //! | `POST /v1/hosts/provision?nodeset=NS`, `POST /v1/hosts/unprovision?nodeset=NS` | set `provision` |
 //! | `POST /v1/hosts/tag?nodeset=NS`, `POST /v1/hosts/untag?nodeset=NS` | add / remove the body's `{"tags": [...]}` |
+//! | `POST /v1/hosts/image?nodeset=NS` | set the boot image to the body's `{"image": NAME}` |
 //! | `GET /v1/db/dump` | the whole inventory, as Grendel's `{"Users", "Hosts", "Images"}` dump |
 //! | `POST /v1/db/restore` | replace the whole inventory by a dump (validated first, one transaction) |
-//!
-//! Wherever a route takes `?nodeset=`, `nodeset=all` names every host, and `&tags=T1,T2`
-//! (alone or with a node set) keeps the hosts carrying any of those tags.
 //! | `GET /v1/hosts/{name}/events`, `GET /v1/events?nodeset=NS` | boot events |
 //! | `GET /v1/images`, `GET /v1/images/{name}` | images |
 //! | `POST /v1/images`, `PUT /v1/images/{name}`, `DELETE /v1/images/{name}` | image changes |
 //! | `GET /v1/discovered` | unknown MACs seen by the DHCP server |
 //! | `GET /v1/status` | inventory counts, uptime, service counters |
+//! | `POST /v1/bmc/power` | BMC power fan-out |
+//! | `GET`, `POST /v1/users`, `DELETE /v1/users/{name}` | API users ([`users`]) |
+//! | `GET`, `POST /v1/tokens`, `DELETE /v1/tokens/{id}` | API tokens |
+//! | `GET /v1/openapi.json` | the OpenAPI 3 document of every route ([`openapi`]) |
+//!
+//! Wherever a route takes `?nodeset=`, `nodeset=all` names every host, and `&tags=T1,T2`
+//! (alone or with a node set) keeps the hosts carrying any of those tags. Grendel v0.2's
+//! and the SquareFactory fork's routes (`/v1/nodes...`, `/v1/images/find`, `DELETE
+//! /v1/images?names=`, `/v1/bmc/power/os`, `/v1/auth/...`, `/v1/host/...`,
+//! `/v1/bootimage/...`) are in [`grendel`], on the same core operations.
 //!
 //! Every change is validated as a whole inventory first (400 with every problem if it is
 //! invalid: the running inventory stays), then committed to the store, then swapped into
