@@ -155,6 +155,10 @@ fn tcp_api_needs_an_account_and_tokens_are_scoped() {
     );
     assert!(stderr.contains("xboot token create"), "{stderr}");
 
+    let out = site.xboot(&["check-config"], "");
+    assert_eq!(out.status.code(), Some(1), "check-config says the same");
+    assert!(text(&out).1.contains("no API account or token exists"));
+
     // Made with the server stopped (on the store).
     let out = site.xboot(
         &["token", "create", "--role", "read-only", "--name", "ci"],
@@ -172,6 +176,8 @@ fn tcp_api_needs_an_account_and_tokens_are_scoped() {
     let out = site.xboot(&["user", "add", "bob", "--role", "admin"], "short\n");
     assert!(!out.status.success(), "a short password is refused");
 
+    let out = site.xboot(&["check-config"], "");
+    assert!(out.status.success(), "{:?}", text(&out));
     site.serve(&ns);
     let dir = site.dir.path();
     let images = fixture("grendel-v02-image-add.json", dir);
