@@ -429,7 +429,7 @@ pub async fn nodes_token(
     needs_filter(&q)?;
     let hosts = handlers::find_hosts(&st, &q)?;
     if hosts.is_empty() {
-        return Err(ApiError::not_found(format!("no host matches {}", describe(&q))).into());
+        return Err(ApiError::not_found(format!("no host matches {}", q.describe())).into());
     }
     let Some(sign) = st.boot_token.clone() else {
         return Err(ApiError::new(
@@ -452,15 +452,6 @@ pub async fn nodes_token(
         }
     }
     Ok(Json(NodeBootTokenResponse { nodes }))
-}
-
-fn describe(q: &NodesetQuery) -> String {
-    match (&q.nodeset, &q.tags) {
-        (Some(n), Some(t)) => format!("{n} with tags {t}"),
-        (Some(n), None) => n.clone(),
-        (None, Some(t)) => format!("tags {t}"),
-        (None, None) => nodeset::ALL.into(),
-    }
 }
 
 // ---- Grendel v0.2: /v1/images ----
@@ -612,7 +603,7 @@ pub async fn bmc_power_os(
     let boot = boot_mode(&body.boot_option)?;
     let hosts = handlers::find_hosts(&st, &q)?;
     if hosts.is_empty() {
-        return Err(ApiError::not_found(format!("no host matches {}", describe(&q))).into());
+        return Err(ApiError::not_found(format!("no host matches {}", q.describe())).into());
     }
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
     let mut req = PowerRequest::new(&nodeset::fold(&names), action);

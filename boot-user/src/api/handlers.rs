@@ -31,7 +31,7 @@ impl NodesetQuery {
     }
 
     /// What the query names, for messages.
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match (&self.nodeset, &self.tags) {
             (Some(ns), Some(t)) => format!("{ns} with tags {t}"),
             (Some(ns), None) => ns.clone(),
