@@ -108,7 +108,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(p: Prepared) -> anyhow::Result<()> {
     let config = p.shared.config.clone();
-    let mut api = ApiState::new(p.shared.clone(), Some(p.store.clone()));
+    let accounts = Arc::new(crate::api::accounts::Accounts::load(Some(p.store.clone()))?);
+    if let Some(addr) = config.api.listen {
+        let static_token = config.api.token.as_deref().is_some_and(|t| !t.is_empty());
+        if !static_token && accounts.is_empty(crate::api::accounts::now_secs()) {
+            anyhow::bail!("{}", crate::api::auth::no_account_message(addr));
+        }
+    }
+    let mut api = ApiState::new(p.shared.clone(), Some(p.store.clone())).with_accounts(accounts);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let xdp_stop = stop_rx.clone();
     let stopped = move || {
@@ -131,6 +138,8 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     if api_cert.is_some() && config.api.listen.is_none() {
         tracing::warn!("api.cert and api.key are for the TCP listener, and api.listen is not set");
     }
+    let signer = crate::http::UrlSigner::from_config(&config.provision, key.clone());
+    api = api.with_boot_token(Arc::new(move |host, mac| signer.token(host, mac)));
 
     // TFTP.
     let tftp_addr: SocketAddr = config.tftp.listen.parse()?;
@@ -304,14 +313,14 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         crate::api::remove_socket(&socket);
         r.context("API (unix socket)")
     });
-    if let (Some(addr), Some(token)) = (config.api.listen, config.api.token.clone()) {
+    if let Some(addr) = config.api.listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind API on {addr}"))?;
         let (api, stop) = (api.clone(), stopped());
         let cert = api_cert.clone();
         tasks.spawn(async move {
-            crate::api::serve_tcp_tls(l, api, token, cert, stop)
+            crate::api::serve_tcp_tls(l, api, cert, stop)
                 .await
                 .context("API (TCP)")
         });

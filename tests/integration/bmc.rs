@@ -716,6 +716,31 @@ fn ipmi_sim_power_through_the_api() {
         "{events}"
     );
 
+    // Grendel v0.2's route for the same fan-out: Redfish power names in, one JobMessage
+    // per node out.
+    let jobs = rt
+        .block_on(client.post(
+            &format!(
+                "/v1/bmc/power/os?nodeset={}&tags=",
+                xboot::api::client::encode("cn[0-2]")
+            ),
+            Some(serde_json::json!({"power_option": "ForceOff", "boot_option": "None"})),
+        ))
+        .unwrap();
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    for j in jobs {
+        assert_eq!(j["status"], "success", "{j}");
+        assert!(j["msg"].as_str().unwrap().starts_with("off via"), "{j}");
+    }
+    for s in &sims {
+        assert!(
+            s.script_log().lines().any(|l| l == "set power 0"),
+            "{}",
+            s.script_log()
+        );
+    }
+
     // refused before any traffic: a host without a BMC, an unknown host, a bad body
     let before: Vec<usize> = sims
         .iter()

@@ -2,6 +2,7 @@
 //! Run as root (the xtask `test` command does so); each test makes and removes its own
 //! namespaces and kills only the processes it started.
 
+mod api;
 mod bmc;
 mod cli;
 mod dhcp;

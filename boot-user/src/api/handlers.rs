@@ -1,7 +1,6 @@
 //! The API's request handlers: thin adapters from HTTP to inventory edits and reads.
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,8 +15,10 @@ use crate::nodeset::{self, natural_cmp};
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 /// Which hosts a request is about: a node set (`all` for every host), tags, or both.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NodesetQuery {
+    /// Node set (`cn[001-100],gpu1`); `all` for every host.
     pub nodeset: Option<String>,
     /// Comma-separated tags: the hosts carrying any of them (with a node set, those of
     /// the set that carry one).
@@ -30,7 +31,7 @@ impl NodesetQuery {
     }
 
     /// What the query names, for messages.
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match (&self.nodeset, &self.tags) {
             (Some(ns), Some(t)) => format!("{ns} with tags {t}"),
             (Some(ns), None) => ns.clone(),
@@ -39,6 +40,23 @@ impl NodesetQuery {
         }
     }
 }
+
+/// The bodies that carry inventory entries (`POST /v1/hosts`, `/v1/images`,
+/// `/v1/db/restore`, the PUTs): one entry, an array of entries, `{"hosts": [...],
+/// "images": [...]}` or a Grendel dump. For the document only.
+pub struct Entries;
+
+impl utoipa::PartialSchema for Entries {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new())
+            .item(ArrayBuilder::new().items(ObjectBuilder::new()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Entries {}
 
 /// Splits a comma-separated tag list; an empty list or an empty tag is refused.
 pub fn parse_tags(list: &str) -> ApiResult<Vec<String>> {
@@ -92,20 +110,29 @@ fn sorted_hosts(mut hosts: Vec<Host>) -> Vec<Host> {
     hosts
 }
 
-pub async fn list_hosts(
-    State(st): State<ApiState>,
-    Query(q): Query<NodesetQuery>,
-) -> ApiResult<Json<Vec<Host>>> {
+/// The hosts a query selects (every host without one), in natural name order.
+pub(super) fn find_hosts(st: &ApiState, q: &NodesetQuery) -> ApiResult<Vec<Host>> {
     let inv = st.shared.inventory();
     let hosts = if q.given() {
-        let (names, _) = selection(inv.hosts(), &q)?;
+        let (names, _) = selection(inv.hosts(), q)?;
         names.iter().filter_map(|n| inv.host(n).cloned()).collect()
     } else {
         inv.hosts().to_vec()
     };
-    Ok(Json(sorted_hosts(hosts)))
+    Ok(sorted_hosts(hosts))
 }
 
+#[utoipa::path(get, path = "/v1/hosts", tag = "xboot", params(NodesetQuery),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Object)))]
+pub async fn list_hosts(
+    State(st): State<ApiState>,
+    Query(q): Query<NodesetQuery>,
+) -> ApiResult<Json<Vec<Host>>> {
+    find_hosts(&st, &q).map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}", tag = "xboot", params(("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn get_host(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -122,6 +149,11 @@ pub async fn get_host(
 fn decode_body(body: &Bytes, kind: Kind) -> ApiResult<load::Loaded> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    decode_value(v, kind)
+}
+
+/// Decodes entries from JSON (any shape `POST /v1/hosts` takes), naming bad entries.
+pub(super) fn decode_value(v: Value, kind: Kind) -> ApiResult<load::Loaded> {
     load::from_json_value(v, kind, "request body").map_err(|e| match e {
         load::LoadError::Entries { errors, .. } => {
             let mut err = ApiError::invalid(errors.messages());
@@ -134,6 +166,12 @@ fn decode_body(body: &Bytes, kind: Kind) -> ApiResult<load::Loaded> {
 
 /// Upserts the decoded entries; returns the names changed.
 async fn upsert(st: &ApiState, loaded: load::Loaded) -> ApiResult {
+    let names = save(st, loaded).await?;
+    Ok(Json(json!({ "saved": names })))
+}
+
+/// Upserts the decoded entries; returns what was saved (`host NAME`, `image NAME`).
+pub(super) async fn save(st: &ApiState, loaded: load::Loaded) -> ApiResult<Vec<String>> {
     let names: Vec<String> = loaded
         .hosts
         .iter()
@@ -145,16 +183,13 @@ async fn upsert(st: &ApiState, loaded: load::Loaded) -> ApiResult {
         Ok(())
     })
     .await?;
-    Ok(Json(json!({ "saved": names })))
+    Ok(names)
 }
 
+#[utoipa::path(post, path = "/v1/hosts", tag = "xboot", request_body = Entries,
+    responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn post_hosts(State(st): State<ApiState>, body: Bytes) -> ApiResult {
     let loaded = decode_body(&body, Kind::Hosts)?;
-    upsert(&st, loaded).await
-}
-
-pub async fn post_images(State(st): State<ApiState>, body: Bytes) -> ApiResult {
-    let loaded = decode_body(&body, Kind::Images)?;
     upsert(&st, loaded).await
 }
 
@@ -184,6 +219,8 @@ fn put_body(body: &Bytes, kind: Kind, name: &str) -> ApiResult<load::Loaded> {
     Ok(loaded)
 }
 
+#[utoipa::path(put, path = "/v1/hosts/{name}", tag = "xboot", params(("name" = String, Path)),
+    request_body = Entries, responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn put_host(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -196,6 +233,8 @@ pub async fn put_host(
     upsert(&st, loaded).await
 }
 
+#[utoipa::path(put, path = "/v1/images/{name}", tag = "xboot", params(("name" = String, Path)),
+    request_body = Entries, responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn put_image(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -210,6 +249,8 @@ pub async fn put_image(
     upsert(&st, loaded).await
 }
 
+#[utoipa::path(delete, path = "/v1/hosts/{name}", tag = "xboot", params(("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn delete_host(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
     st.mutate(|hosts, _| {
         let before = hosts.len();
@@ -223,29 +264,145 @@ pub async fn delete_host(State(st): State<ApiState>, Path(name): Path<String>) -
     Ok(Json(json!({ "deleted": [name] })))
 }
 
+#[utoipa::path(delete, path = "/v1/hosts", tag = "xboot", params(NodesetQuery),
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn delete_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
     if !q.given() {
         return Err(ApiError::bad_request(
             "DELETE /v1/hosts needs ?nodeset= or ?tags= (nodeset=all deletes every host)",
         ));
     }
-    let (deleted, missing) = st
-        .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &q)?;
-            let set: std::collections::HashSet<&String> = names.iter().collect();
-            hosts.retain(|h| !set.contains(&h.name));
-            Ok((names, missing))
-        })
-        .await?;
+    let (deleted, missing) = delete_selected(&st, &q).await?;
     Ok(Json(
         json!({ "deleted": deleted, "nodeset": nodeset::fold(&deleted), "missing": missing }),
     ))
 }
 
+/// Deletes the hosts a query selects (404 if none); returns them and the missing part.
+pub(super) async fn delete_selected(
+    st: &ApiState,
+    q: &NodesetQuery,
+) -> ApiResult<(Vec<String>, String)> {
+    st.mutate(|hosts, _| {
+        let (names, missing) = select_hosts(hosts, q)?;
+        let set: std::collections::HashSet<&String> = names.iter().collect();
+        hosts.retain(|h| !set.contains(&h.name));
+        Ok((names, missing))
+    })
+    .await
+}
+
+/// What an edit of the selected hosts did.
+#[derive(Debug)]
+pub(super) struct Applied {
+    /// Every host selected.
+    pub matched: Vec<String>,
+    /// Those the edit changed.
+    pub changed: Vec<String>,
+    /// The part of the node set naming no host.
+    pub missing: String,
+}
+
+/// Runs `edit` on each host a query selects (404 if none), as one inventory change;
+/// `edit` returns whether it changed the host.
+pub(super) async fn edit_selected(
+    st: &ApiState,
+    q: &NodesetQuery,
+    mut edit: impl FnMut(&mut Host) -> bool,
+) -> ApiResult<Applied> {
+    st.mutate(|hosts, _| {
+        let (matched, missing) = select_hosts(hosts, q)?;
+        let set: std::collections::HashSet<&String> = matched.iter().collect();
+        let mut changed = Vec::new();
+        for h in hosts.iter_mut().filter(|h| set.contains(&h.name)) {
+            if edit(h) {
+                changed.push(h.name.clone());
+            }
+        }
+        Ok(Applied {
+            matched,
+            changed,
+            missing,
+        })
+    })
+    .await
+}
+
+/// Sets `provision` on the selected hosts, recording an event for each one changed.
+pub(super) async fn provision_selected(
+    st: &ApiState,
+    q: &NodesetQuery,
+    on: bool,
+) -> ApiResult<Applied> {
+    let applied = edit_selected(st, q, |h| std::mem::replace(&mut h.provision, on) != on).await?;
+    let kind = if on {
+        EventKind::Provision
+    } else {
+        EventKind::Unprovision
+    };
+    for name in &applied.changed {
+        st.shared.events.record(name, kind, "api");
+    }
+    Ok(applied)
+}
+
+/// Adds (`add`) or removes tags on the selected hosts; a host already in the wanted state
+/// is not counted as changed. Tags keep their order; an added tag goes last. Empty tags
+/// and tags holding a comma are refused.
+pub(super) async fn tag_selected(
+    st: &ApiState,
+    q: &NodesetQuery,
+    tags: &[String],
+    add: bool,
+) -> ApiResult<Applied> {
+    let tags: Vec<String> = tags.iter().map(|t| t.trim().to_string()).collect();
+    if tags.is_empty() || tags.iter().any(|t| t.is_empty() || t.contains(',')) {
+        return Err(ApiError::bad_request(
+            "give one or more non-empty tags, none containing a comma",
+        ));
+    }
+    edit_selected(st, q, |h| {
+        let before = h.tags.clone();
+        if add {
+            for t in &tags {
+                if !h.tags.contains(t) {
+                    h.tags.push(t.clone());
+                }
+            }
+        } else {
+            h.tags.retain(|t| !tags.contains(t));
+        }
+        h.tags != before
+    })
+    .await
+}
+
+/// Sets the boot image of the selected hosts (validated like any change: the image
+/// must exist for a provisioned host).
+pub(super) async fn image_selected(
+    st: &ApiState,
+    q: &NodesetQuery,
+    image: &str,
+) -> ApiResult<Applied> {
+    let image = image.trim().to_string();
+    edit_selected(st, q, |h| {
+        if h.boot_image == image {
+            return false;
+        }
+        h.boot_image = image.clone();
+        true
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/hosts/provision", tag = "xboot", params(NodesetQuery),
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn provision(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
     set_provision(st, q, true).await
 }
 
+#[utoipa::path(post, path = "/v1/hosts/unprovision", tag = "xboot", params(NodesetQuery),
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn unprovision(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
     set_provision(st, q, false).await
 }
@@ -254,39 +411,19 @@ async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
     if !q.given() {
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
     }
-    let (changed, missing) = st
-        .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &q)?;
-            let set: std::collections::HashSet<&String> = names.iter().collect();
-            let mut changed = Vec::new();
-            for h in hosts
-                .iter_mut()
-                .filter(|h| set.contains(&h.name) && h.provision != on)
-            {
-                h.provision = on;
-                changed.push(h.name.clone());
-            }
-            Ok((changed, missing))
-        })
-        .await?;
-    let kind = if on {
-        EventKind::Provision
-    } else {
-        EventKind::Unprovision
-    };
-    for name in &changed {
-        st.shared.events.record(name, kind, "api");
-    }
-    changed_response(changed, missing)
+    let a = provision_selected(&st, &q, on).await?;
+    changed_response(a.changed, a.missing)
 }
 
 /// The body of `POST /v1/hosts/tag` and `/v1/hosts/untag`: the tags to add or remove.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
     pub tags: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/v1/hosts/tag", tag = "xboot", params(NodesetQuery), request_body = TagsBody,
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn tag(
     State(st): State<ApiState>,
     Query(q): Query<NodesetQuery>,
@@ -295,6 +432,8 @@ pub async fn tag(
     set_tags(st, q, body, true).await
 }
 
+#[utoipa::path(post, path = "/v1/hosts/untag", tag = "xboot", params(NodesetQuery), request_body = TagsBody,
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn untag(
     State(st): State<ApiState>,
     Query(q): Query<NodesetQuery>,
@@ -303,8 +442,6 @@ pub async fn untag(
     set_tags(st, q, body, false).await
 }
 
-/// Adds (`add`) or removes tags on the selected hosts; a host already in the wanted state
-/// is not counted as changed. Tags keep their order; an added tag goes last.
 async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiResult {
     if !q.given() {
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
@@ -312,52 +449,60 @@ async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiR
     let body: TagsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("request body: {e} (expected {{\"tags\": [...]}})"))
     })?;
-    let tags: Vec<String> = body.tags.iter().map(|t| t.trim().to_string()).collect();
-    if tags.is_empty() || tags.iter().any(|t| t.is_empty() || t.contains(',')) {
-        return Err(ApiError::bad_request(
-            "request body: give one or more non-empty tags, none containing a comma",
-        ));
+    let a = tag_selected(&st, &q, &body.tags, add)
+        .await
+        .map_err(|mut e| {
+            e.message = format!("request body: {}", e.message);
+            e
+        })?;
+    changed_response(a.changed, a.missing)
+}
+
+/// The body of `POST /v1/hosts/image`: the image to boot.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBody {
+    pub image: String,
+}
+
+/// `POST /v1/hosts/image?nodeset=NS` with `{"image": NAME}`.
+#[utoipa::path(post, path = "/v1/hosts/image", tag = "xboot", params(NodesetQuery), request_body = ImageBody,
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object)))]
+pub async fn set_image(
+    State(st): State<ApiState>,
+    Query(q): Query<NodesetQuery>,
+    body: Bytes,
+) -> ApiResult {
+    if !q.given() {
+        return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
     }
-    let (changed, missing) = st
-        .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &q)?;
-            let set: std::collections::HashSet<&String> = names.iter().collect();
-            let mut changed = Vec::new();
-            for h in hosts.iter_mut().filter(|h| set.contains(&h.name)) {
-                let before = h.tags.len();
-                if add {
-                    for t in &tags {
-                        if !h.tags.contains(t) {
-                            h.tags.push(t.clone());
-                        }
-                    }
-                } else {
-                    h.tags.retain(|t| !tags.contains(t));
-                }
-                if h.tags.len() != before {
-                    changed.push(h.name.clone());
-                }
-            }
-            Ok((changed, missing))
-        })
-        .await?;
-    changed_response(changed, missing)
+    let body: ImageBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("request body: {e} (expected {{\"image\": NAME}})"))
+    })?;
+    let a = image_selected(&st, &q, &body.image).await?;
+    changed_response(a.changed, a.missing)
 }
 
 /// `GET /v1/db/dump`: the whole inventory as Grendel's dump object (`Users` is empty).
+#[utoipa::path(get, path = "/v1/db/dump", tag = "xboot",
+    responses((status = 200, body = Object)))]
 pub async fn db_dump(State(st): State<ApiState>) -> Json<Value> {
     let inv = st.shared.inventory();
     let hosts = sorted_hosts(inv.hosts().to_vec());
-    let mut images = inv.images().to_vec();
-    images.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-    Json(load::to_dump(&hosts, &images))
+    Json(load::to_dump(&hosts, &sorted_images(&st)))
 }
 
-/// `POST /v1/db/restore`: replaces the whole inventory by the body (a dump, Grendel's or
-/// xboot's, or any shape `POST /v1/hosts` takes). The new inventory is validated whole
-/// first and committed in one transaction; on any error nothing changes.
-pub async fn db_restore(State(st): State<ApiState>, body: Bytes) -> ApiResult {
-    let loaded = decode_body(&body, Kind::Hosts)?;
+pub(super) fn sorted_images(st: &ApiState) -> Vec<Image> {
+    let mut images = st.shared.inventory().images().to_vec();
+    images.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    images
+}
+
+/// Replaces the whole inventory; returns the hosts and images restored and the warnings.
+pub(super) async fn restore(
+    st: &ApiState,
+    loaded: load::Loaded,
+) -> ApiResult<(usize, usize, Vec<String>)> {
     let (nh, ni) = (loaded.hosts.len(), loaded.images.len());
     let warnings = loaded.warnings.clone();
     st.mutate(move |hosts, images| {
@@ -366,9 +511,7 @@ pub async fn db_restore(State(st): State<ApiState>, body: Bytes) -> ApiResult {
         Ok(())
     })
     .await?;
-    Ok(Json(
-        json!({ "restored": { "hosts": nh, "images": ni }, "warnings": warnings }),
-    ))
+    Ok((nh, ni, warnings))
 }
 
 fn changed_response(mut changed: Vec<String>, missing: String) -> ApiResult {
@@ -378,6 +521,8 @@ fn changed_response(mut changed: Vec<String>, missing: String) -> ApiResult {
     ))
 }
 
+#[utoipa::path(get, path = "/v1/hosts/{name}/events", tag = "xboot", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Object>), (status = 404, body = Object)))]
 pub async fn host_events(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
     if st.shared.inventory().host(&name).is_none() {
         return Err(ApiError::not_found(format!("no host {name}")));
@@ -386,6 +531,8 @@ pub async fn host_events(State(st): State<ApiState>, Path(name): Path<String>) -
 }
 
 /// Events of every host the node set names, oldest first.
+#[utoipa::path(get, path = "/v1/events", tag = "xboot", params(NodesetQuery),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -> ApiResult {
     if !q.given() {
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
@@ -400,12 +547,14 @@ pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -
     Ok(Json(json!(all)))
 }
 
+#[utoipa::path(get, path = "/v1/images", tag = "xboot",
+    responses((status = 200, body = Vec<Object>)))]
 pub async fn list_images(State(st): State<ApiState>) -> Json<Vec<Image>> {
-    let mut images = st.shared.inventory().images().to_vec();
-    images.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-    Json(images)
+    Json(sorted_images(&st))
 }
 
+#[utoipa::path(get, path = "/v1/images/{name}", tag = "xboot", params(("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn get_image(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -418,29 +567,44 @@ pub async fn get_image(
         .ok_or_else(|| ApiError::not_found(format!("no image {name}")))
 }
 
+#[utoipa::path(delete, path = "/v1/images/{name}", tag = "xboot", params(("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn delete_image(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
+    let deleted = delete_images(&st, std::slice::from_ref(&name)).await?;
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+/// Deletes the named images; 404 naming those that do not exist (nothing deleted then).
+pub(super) async fn delete_images(st: &ApiState, names: &[String]) -> ApiResult<Vec<String>> {
     st.mutate(|_, images| {
-        let before = images.len();
-        images.retain(|i| i.name != name);
-        if images.len() == before {
-            return Err(ApiError::not_found(format!("no image {name}")));
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| !images.iter().any(|i| &i.name == *n))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() || names.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "no image {}",
+                unknown.join(", ")
+            )));
         }
-        Ok(())
+        images.retain(|i| !names.contains(&i.name));
+        Ok(names.to_vec())
     })
-    .await?;
-    Ok(Json(json!({ "deleted": [name] })))
+    .await
 }
 
-pub async fn discovered(State(st): State<ApiState>) -> ApiResult {
-    match &st.discovered {
-        Some(f) => Ok(Json(Value::Array(f()))),
-        None => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no DHCP service is running in this server",
-        )),
-    }
+#[utoipa::path(get, path = "/v1/discovered", tag = "xboot",
+    responses((status = 200, body = Vec<Object>), (status = 503, body = Object)))]
+/// Unknown MACs the DHCP server has seen; none when no DHCP service runs here.
+pub async fn discovered(State(st): State<ApiState>) -> Json<Value> {
+    Json(Value::Array(
+        st.discovered.as_ref().map(|f| f()).unwrap_or_default(),
+    ))
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "xboot",
+    responses((status = 200, body = Object)))]
 pub async fn status(State(st): State<ApiState>) -> Json<Value> {
     let inv = st.shared.inventory();
     let provisioned = inv.hosts().iter().filter(|h| h.provision).count();
@@ -461,11 +625,24 @@ pub async fn status(State(st): State<ApiState>) -> Json<Value> {
 /// nodes failed: each result says why). A node set naming unknown hosts, or hosts
 /// without a BMC, is refused before any traffic (400). Each node's outcome is recorded
 /// as a `power` event, so `xboot events NODESET` shows it beside the boot.
+#[utoipa::path(post, path = "/v1/bmc/power", tag = "xboot", request_body = Object,
+    responses((status = 200, body = Object), (status = 400, body = Object)))]
 pub async fn bmc_power(State(st): State<ApiState>, body: Bytes) -> ApiResult {
     let req: PowerRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("power request: {e}")))?;
+    let summary = power(&st, &req).await?;
+    serde_json::to_value(&summary)
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+/// Runs a power request and records each node's outcome as a `power` event.
+pub(super) async fn power(
+    st: &ApiState,
+    req: &PowerRequest,
+) -> ApiResult<crate::bmc::fanout::Summary> {
     let inv = st.shared.inventory();
-    let summary = crate::bmc::request::power(&st.shared.config.bmc, &inv, &req, |_| {})
+    let summary = crate::bmc::request::power(&st.shared.config.bmc, &inv, req, |_| {})
         .await
         .map_err(|e| {
             let mut err = ApiError::bad_request(e.to_string());
@@ -492,7 +669,5 @@ pub async fn bmc_power(State(st): State<ApiState>, body: Bytes) -> ApiResult {
         };
         st.shared.events.record(&r.name, EventKind::Power, detail);
     }
-    serde_json::to_value(&summary)
-        .map(Json)
-        .map_err(ApiError::internal)
+    Ok(summary)
 }

@@ -1,7 +1,8 @@
 //! The REST API: JSON over HTTP on the unix socket `api.socket_path`, and optionally on TCP
-//! (`api.listen`) behind a bearer token (`api.token`), over TLS with `api.cert`/`api.key`.
+//! (`api.listen`) behind bearer tokens ([`auth`], [`accounts`]), over TLS with `api.cert`/`api.key`.
 //!
-//! Routes (all under `/v1`, JSON in and out; errors are `{"error": "...", "errors": [...]}`):
+//! xboot's routes (all under `/v1`, JSON in and out; errors are `{"error": "...",
+//! "errors": [...]}`):
 //!
 //! | method and path | what |
 //! | --- | --- |
@@ -12,16 +13,24 @@
 //! | `DELETE /v1/hosts/{name}`, `DELETE /v1/hosts?nodeset=NS` | delete |
 //! | `POST /v1/hosts/provision?nodeset=NS`, `POST /v1/hosts/unprovision?nodeset=NS` | set `provision` |
 //! | `POST /v1/hosts/tag?nodeset=NS`, `POST /v1/hosts/untag?nodeset=NS` | add / remove the body's `{"tags": [...]}` |
+//! | `POST /v1/hosts/image?nodeset=NS` | set the boot image to the body's `{"image": NAME}` |
 //! | `GET /v1/db/dump` | the whole inventory, as Grendel's `{"Users", "Hosts", "Images"}` dump |
 //! | `POST /v1/db/restore` | replace the whole inventory by a dump (validated first, one transaction) |
-//!
-//! Wherever a route takes `?nodeset=`, `nodeset=all` names every host, and `&tags=T1,T2`
-//! (alone or with a node set) keeps the hosts carrying any of those tags.
 //! | `GET /v1/hosts/{name}/events`, `GET /v1/events?nodeset=NS` | boot events |
 //! | `GET /v1/images`, `GET /v1/images/{name}` | images |
 //! | `POST /v1/images`, `PUT /v1/images/{name}`, `DELETE /v1/images/{name}` | image changes |
 //! | `GET /v1/discovered` | unknown MACs seen by the DHCP server |
 //! | `GET /v1/status` | inventory counts, uptime, service counters |
+//! | `POST /v1/bmc/power` | BMC power fan-out |
+//! | `GET`, `POST /v1/users`, `DELETE /v1/users/{name}` | API users ([`users`]) |
+//! | `GET`, `POST /v1/tokens`, `DELETE /v1/tokens/{id}` | API tokens |
+//! | `GET /v1/openapi.json` | the OpenAPI 3 document of every route ([`openapi`]) |
+//!
+//! Wherever a route takes `?nodeset=`, `nodeset=all` names every host, and `&tags=T1,T2`
+//! (alone or with a node set) keeps the hosts carrying any of those tags. Grendel v0.2's
+//! and the SquareFactory fork's routes (`/v1/nodes...`, `/v1/images/find`, `DELETE
+//! /v1/images?names=`, `/v1/bmc/power/os`, `/v1/auth/...`, `/v1/host/...`,
+//! `/v1/bootimage/...`) are in [`grendel`], on the same core operations.
 //!
 //! Every change is validated as a whole inventory first (400 with every problem if it is
 //! invalid: the running inventory stays), then committed to the store, then swapped into
@@ -41,10 +50,17 @@ use crate::http::listen;
 use crate::inventory::{Change, Host, Image, Inventory, Store};
 use crate::state::Shared;
 
+pub mod accounts;
+pub mod auth;
 pub mod client;
+mod grendel;
+#[cfg(test)]
+mod grendel_tests;
 mod handlers;
+pub mod openapi;
 #[cfg(test)]
 mod tests;
+mod users;
 
 /// Largest request body: a 10 000-host import is a few MiB.
 const BODY_LIMIT: usize = 64 << 20;
@@ -53,6 +69,8 @@ const BODY_LIMIT: usize = 64 << 20;
 /// counters): how the API reads services it does not own.
 pub type JsonListHook = Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>;
 pub type JsonHook = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Signs a boot token for a host booting from a MAC (the HTTP service's key).
+pub type BootTokenHook = Arc<dyn Fn(&str, crate::inventory::Mac) -> String + Send + Sync>;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -64,6 +82,10 @@ pub struct ApiState {
     pub discovered: Option<JsonListHook>,
     /// Service counters for `/v1/status` (DHCP, TFTP, HTTP, XDP ...).
     pub counters: Option<JsonHook>,
+    /// Boot tokens for `GET /v1/nodes/token/{interface}` (set by `serve`).
+    pub boot_token: Option<BootTokenHook>,
+    /// API users and tokens (the TCP listener's authentication).
+    pub accounts: Arc<accounts::Accounts>,
     /// Serializes inventory changes: each is read-modify-validate-commit-swap.
     write_lock: Arc<tokio::sync::Mutex<()>>,
     started: Instant,
@@ -76,6 +98,8 @@ impl ApiState {
             store,
             discovered: None,
             counters: None,
+            boot_token: None,
+            accounts: Arc::new(accounts::Accounts::memory()),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             started: Instant::now(),
         }
@@ -88,6 +112,16 @@ impl ApiState {
 
     pub fn with_counters(mut self, f: JsonHook) -> ApiState {
         self.counters = Some(f);
+        self
+    }
+
+    pub fn with_boot_token(mut self, f: BootTokenHook) -> ApiState {
+        self.boot_token = Some(f);
+        self
+    }
+
+    pub fn with_accounts(mut self, a: Arc<accounts::Accounts>) -> ApiState {
+        self.accounts = a;
         self
     }
 
@@ -171,9 +205,55 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API routes (no authentication: the unix socket's permissions guard it).
+/// The API routes (no authentication: the unix socket's permissions guard it):
+/// xboot's, Grendel's ([`grendel`]) and the accounts' ([`users`]), one set of handlers.
 pub fn router(state: ApiState) -> Router {
+    use axum::routing::{delete, patch, put};
     use handlers::*;
+    let grendel_routes = Router::new()
+        .route(
+            "/v1/nodes",
+            get(grendel::nodes_list)
+                .post(grendel::nodes_add)
+                .delete(grendel::nodes_delete),
+        )
+        .route("/v1/nodes/find", get(grendel::nodes_find))
+        .route("/v1/nodes/provision", patch(grendel::nodes_provision))
+        .route("/v1/nodes/tags/{action}", patch(grendel::nodes_tags))
+        .route("/v1/nodes/image", patch(grendel::nodes_image))
+        .route("/v1/nodes/token/{interface}", get(grendel::nodes_token))
+        .route("/v1/images/find", get(grendel::images_find))
+        .route("/v1/bmc/power/os", post(grendel::bmc_power_os))
+        .route("/v1/auth/signin", post(grendel::signin))
+        .route("/v1/auth/token", post(grendel::auth_token))
+        .route("/v1/host", post(grendel::host_add))
+        .route("/v1/host/list", get(grendel::host_list))
+        .route(
+            "/v1/host/find/{nodeset}",
+            get(grendel::host_find).delete(grendel::host_delete),
+        )
+        .route("/v1/host/tags/{tags}", get(grendel::host_by_tags))
+        .route("/v1/host/tag/{nodeset}", put(grendel::host_tag))
+        .route("/v1/host/untag/{nodeset}", put(grendel::host_untag))
+        .route("/v1/host/provision/{nodeset}", put(grendel::host_provision))
+        .route(
+            "/v1/host/unprovision/{nodeset}",
+            put(grendel::host_unprovision),
+        )
+        .route("/v1/bootimage", post(grendel::bootimage_add))
+        .route("/v1/bootimage/list", get(grendel::bootimage_list))
+        .route(
+            "/v1/bootimage/find/{name}",
+            get(grendel::bootimage_find).delete(grendel::bootimage_delete),
+        );
+    let account_routes = Router::new()
+        .route("/v1/users", get(users::list_users).post(users::add_user))
+        .route("/v1/users/{name}", delete(users::delete_user))
+        .route(
+            "/v1/tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
+        .route("/v1/tokens/{id}", delete(users::revoke_token));
     Router::new()
         .route(
             "/v1/hosts",
@@ -183,15 +263,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/hosts/unprovision", post(unprovision))
         .route("/v1/hosts/tag", post(tag))
         .route("/v1/hosts/untag", post(untag))
+        .route("/v1/hosts/image", post(set_image))
         .route("/v1/db/dump", get(db_dump))
-        .route("/v1/db/restore", post(db_restore))
+        .route("/v1/db/restore", post(grendel::db_restore))
         .route(
             "/v1/hosts/{name}",
             get(get_host).put(put_host).delete(delete_host),
         )
         .route("/v1/hosts/{name}/events", get(host_events))
         .route("/v1/events", get(events))
-        .route("/v1/images", get(list_images).post(post_images))
+        .route(
+            "/v1/images",
+            get(list_images)
+                .post(grendel::images_add)
+                .delete(grendel::images_delete),
+        )
         .route(
             "/v1/images/{name}",
             get(get_image).put(put_image).delete(delete_image),
@@ -199,46 +285,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/discovered", get(discovered))
         .route("/v1/status", get(status))
         .route("/v1/bmc/power", post(bmc_power))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
+        .merge(grendel_routes)
+        .merge(account_routes)
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// The routes behind `Authorization: Bearer TOKEN` (for the TCP listener).
-pub fn router_with_token(state: ApiState, token: String) -> Router {
-    let token = Arc::new(token);
-    router(state).layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let token = token.clone();
-            async move {
-                let given = req
-                    .headers()
-                    .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(bearer_token);
-                match given {
-                    Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {
-                        next.run(req).await
-                    }
-                    _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-                        .into_response(),
-                }
-            }
-        },
-    ))
-}
-
-/// The token of an `Authorization: Bearer TOKEN` value; the scheme is case-insensitive
-/// (RFC 9110 11.1), and spaces may separate it from the token.
-fn bearer_token(v: &str) -> Option<&str> {
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Compares without an early exit, so timing does not tell how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The routes behind authentication (the TCP listener): see [`auth`].
+pub fn router_authenticated(state: ApiState) -> Router {
+    router(state.clone()).layer(axum::middleware::from_fn_with_state(state, auth::require))
 }
 
 /// Binds the API's unix socket: creates the parent directory, removes a stale socket file
@@ -301,14 +358,13 @@ pub fn remove_socket(path: &Path) {
     }
 }
 
-/// Serves the API on a TCP listener, requiring the bearer token.
+/// Serves the API on a TCP listener, requiring a bearer token ([`auth`]).
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     state: ApiState,
-    token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_tcp_tls(listener, state, token, None, shutdown).await
+    serve_tcp_tls(listener, state, None, shutdown).await
 }
 
 /// [`serve_tcp`], over TLS with `cert` when given (`api.cert`/`api.key`; reloaded on
@@ -316,12 +372,11 @@ pub async fn serve_tcp(
 pub async fn serve_tcp_tls(
     listener: tokio::net::TcpListener,
     state: ApiState,
-    token: String,
     cert: Option<Arc<crate::tls::Certificate>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = limits(&state);
-    let router = router_with_token(state, token);
+    let router = router_authenticated(state);
     let addr = listener.local_addr().ok();
     match cert {
         Some(cert) => {

@@ -37,6 +37,7 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }
+    check_api_accounts(&config)?;
     let inv = &s.inventory;
     let provisioned = inv.hosts().iter().filter(|h| h.provision).count();
     println!(
@@ -47,6 +48,28 @@ pub fn run(config_path: &Path, files: &InventoryFiles) -> anyhow::Result<()> {
         inv.images().len(),
         note
     );
+    Ok(())
+}
+
+/// `api.listen` without `api.token` needs an account or token in the store, as `serve`
+/// requires (a store a running server holds has passed that check).
+fn check_api_accounts(config: &Config) -> anyhow::Result<()> {
+    let Some(addr) = config.api.listen else {
+        return Ok(());
+    };
+    if config.api.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Ok(());
+    }
+    let empty = match Store::open_existing(&config.state_dir()) {
+        Ok(None) => true,
+        Ok(Some(s)) => crate::api::accounts::Accounts::load(Some(std::sync::Arc::new(s)))?
+            .is_empty(crate::api::accounts::now_secs()),
+        Err(StoreError::InUse { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if empty {
+        anyhow::bail!("{}", crate::api::auth::no_account_message(addr));
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod accounts;
 mod check;
 mod client_cmds;
 mod output;
@@ -75,6 +76,12 @@ pub enum Command {
     /// Boot images: list, show, add, import, export, delete.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// API users (password sign-in, roles read-only, operator, admin).
+    #[command(subcommand)]
+    User(accounts::UserCmd),
+    /// API bearer tokens: scoped (read-only, operator, admin), optionally expiring.
+    #[command(subcommand)]
+    Token(accounts::TokenCmd),
     /// The whole inventory: dump it (Grendel's `db dump` shape) or restore one.
     #[command(subcommand)]
     Db(DbCmd),
@@ -405,6 +412,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let inv = current_inventory(&config, endpoint, &cli.files)?;
             let code = crate::bmc::cli::run(&args, &config, &inv)?;
             std::process::exit(code);
+        }
+        Command::User(cmd) => {
+            let remote = cli.api.is_some();
+            let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
+            let client = crate::api::client::Client::new(endpoint);
+            accounts::run_user(cmd, cli.config.as_deref(), remote, client)
+        }
+        Command::Token(cmd) => {
+            let remote = cli.api.is_some();
+            let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
+            let client = crate::api::client::Client::new(endpoint);
+            accounts::run_token(cmd, cli.config.as_deref(), remote, client)
         }
         _ if cli.files.given() => anyhow::bail!(
             "--hosts/--images are for the commands that read an inventory offline (serve, \

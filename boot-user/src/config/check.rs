@@ -361,12 +361,8 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
             crate::inventory::validate::check_hostname(h).map_err(|e| format!("{h:?}: {e}")),
         );
     }
-    if cfg.api.listen.is_some() && cfg.api.token.as_deref().unwrap_or("").is_empty() {
-        check(
-            "api.listen",
-            Err("a TCP API listener needs api.token (bearer token)".into()),
-        );
-    }
+    // `api.listen` without `api.token` needs an API account or token in the store:
+    // `serve` checks that (it holds the store).
     for (key, n) in [
         ("provision.max_connections", cfg.provision.max_connections),
         ("api.max_connections", cfg.api.max_connections),

@@ -896,10 +896,6 @@ mod tests {
                 "dhcp.mode: \"xdp\" needs `interface`",
             ),
             ("[dhcp]\nmtu = \"big\"", "invalid type"),
-            (
-                "[api]\nlisten = \"127.0.0.1:1\"",
-                "api.listen: a TCP API listener needs api.token",
-            ),
             ("[bmc]\nprotocol = \"ssh\"", "bmc.protocol"),
             (
                 "[provision]\nmax_connections = 0",

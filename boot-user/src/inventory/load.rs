@@ -5,7 +5,7 @@
 //!   ClusterFactory chart use); the caller says which one it expects ([`Kind`]);
 //! - JSON object `{"hosts": [...], "images": [...]}`;
 //! - Grendel's `db dump` object `{"Users": [...], "Hosts": [...], "Images": [...]}` (users
-//!   are skipped with a warning: xboot has no user accounts);
+//!   are skipped with a warning: Grendel's accounts are not imported);
 //! - TOML with `[[host]]` and `[[image]]` tables (either or both, whatever flag names it).
 //!
 //! Each entry is decoded on its own, so an entry that cannot be read is reported by index
@@ -205,7 +205,7 @@ impl Acc {
                 }
             }
             // Grendel's `db dump` (`{"Users": [...], "Hosts": [...], "Images": [...]}`):
-            // hosts and images; xboot has no user accounts, so users are skipped with a
+            // hosts and images; Grendel's users (its roles, its hashes) are not imported: skipped with a
             // warning (their password hashes are not kept anywhere).
             serde_json::Value::Object(mut map)
                 if !map.is_empty()
@@ -228,7 +228,7 @@ impl Acc {
                             .filter_map(|u| u.get("username").and_then(|n| n.as_str()))
                             .collect();
                         self.loaded.warnings.push(format!(
-                            "{} user{} skipped ({}): xboot has no user accounts (the API is guarded by the socket's permissions and api.token)",
+                            "{} user{} skipped ({}): Grendel's accounts are not imported (create xboot's with `xboot user add NAME --role ROLE`)",
                             users.len(),
                             if users.len() == 1 { "" } else { "s" },
                             names.join(", ")
@@ -245,6 +245,29 @@ impl Acc {
 
     fn json_list(&mut self, items: Vec<serde_json::Value>, kind: Kind) {
         for v in items {
+            // serde would also read a struct from an array of its fields in order:
+            // an entry is an object, nothing else.
+            if !v.is_object() {
+                let (label, index) = match kind {
+                    Kind::Hosts => ("host", &mut self.next_host),
+                    Kind::Images => ("image", &mut self.next_image),
+                };
+                self.errors.push(ValidationError::Entry {
+                    entry: format!("{label} #{index}"),
+                    message: format!(
+                        "expected a JSON object, got {}",
+                        match v {
+                            serde_json::Value::Array(_) => "an array",
+                            serde_json::Value::String(_) => "a string",
+                            serde_json::Value::Number(_) => "a number",
+                            serde_json::Value::Bool(_) => "a boolean",
+                            _ => "null",
+                        }
+                    ),
+                });
+                *index += 1;
+                continue;
+            }
             let name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
             self.entry(v, name, kind);
         }

@@ -21,6 +21,26 @@ const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// The entries as the inventory files held them when last applied (`host/NAME`,
 /// `image/NAME`): an entry a file still holds unchanged keeps its stored state at start.
 const FILE_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("file_entries");
+/// API accounts (`crate::api::accounts`): users by name, tokens by the SHA-256 of their
+/// secret; JSON documents like the inventory's.
+const API_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_users");
+const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+
+/// Which table of API accounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountTable {
+    Users,
+    Tokens,
+}
+
+impl AccountTable {
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            AccountTable::Users => API_USERS,
+            AccountTable::Tokens => API_TOKENS,
+        }
+    }
+}
 
 /// Entries of the inventory files as last applied, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -386,6 +406,63 @@ impl Store {
                 f(&mut hosts, &mut images).map_err(|e| self.db_err(e))?;
             }
             tx.commit().map_err(|e| self.db_err(e))
+        })
+    }
+}
+
+/// API accounts: records of their own tables, beside the inventory's.
+impl Store {
+    /// Every record of `table` (key, JSON document), in key order; none if the table was
+    /// never written.
+    pub fn account_records(
+        &self,
+        table: AccountTable,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let t = match tx.open_table(table.def()) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(self.db_err(e)),
+                };
+                let mut out = Vec::new();
+                for row in t.iter().map_err(|e| self.db_err(e))? {
+                    let (k, v) = row.map_err(|e| self.db_err(e))?;
+                    out.push((k.value().to_string(), v.value().to_vec()));
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Writes (`Some`) or removes (`None`) records of `table` in one durable transaction.
+    pub fn write_account_records(
+        &self,
+        table: AccountTable,
+        records: &[(&str, Option<&[u8]>)],
+    ) -> Result<(), StoreError> {
+        if self.copy.is_some() {
+            return Err(StoreError::Db {
+                path: self.path.clone(),
+                message: "opened to read only".into(),
+            });
+        }
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+                {
+                    let mut t = tx.open_table(table.def()).map_err(|e| self.db_err(e))?;
+                    for (key, doc) in records {
+                        match doc {
+                            Some(doc) => t.insert(*key, *doc).map(drop),
+                            None => t.remove(*key).map(drop),
+                        }
+                        .map_err(|e| self.db_err(e))?;
+                    }
+                }
+                tx.commit().map_err(|e| self.db_err(e))
+            })
         })
     }
 }
