@@ -4,6 +4,7 @@
 
 mod bmc;
 mod cli;
+mod cluster;
 mod dhcp;
 mod dns;
 mod http;

@@ -28,7 +28,7 @@ pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
                 let v = client.get("/v1/discovered").await?;
                 print_list(&v, j.json, discovered_table)
             }
-            Command::Serve(_) | Command::CheckConfig | Command::Bmc(_) => {
+            Command::Serve(_) | Command::CheckConfig | Command::Bmc(_) | Command::Cluster(_) => {
                 unreachable!("not a client command")
             }
         }
