@@ -575,9 +575,17 @@ fn two_servers_share_one_inventory_in_etcd() {
     assert!(s2.host("cn2").is_none());
 
     // `xboot cluster status` names both servers, current.
-    let status = testlab::peers::own(XBOOT)
-        .args(["cluster", "status", "--json", "--config"])
-        .arg(lab.path("s1/xboot.toml"))
+    // In the servers' namespace: etcd listens on the hub's bridge address only.
+    let config = lab.path("s1/xboot.toml");
+    let status = lab.servers[0]
+        .cmd(&[
+            XBOOT,
+            "cluster",
+            "status",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(status.status.success(), "{status:?}");
