@@ -165,6 +165,11 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                 c.publish(stop).await;
                 Ok(())
             });
+            let (c, stop) = (cluster.clone(), stopped());
+            tasks.spawn(async move {
+                c.replay(stop).await;
+                Ok(())
+            });
             Some(cluster)
         }
         None => None,
@@ -269,11 +274,24 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             let cluster = cluster.clone();
             Box::pin(async move {
                 if let Some(c) = cluster {
-                    // A field-only write: no whole-inventory check, no shared lock.
-                    return c.set_provision(&host, false).await.map_err(|e| {
-                        tracing::warn!("host {host}: cannot record completed provision: {e}");
-                        format!("cannot record the completed provision: {e}")
-                    });
+                    // A field-only write: no whole-inventory check, no shared lock. With
+                    // etcd unreachable it is queued in the local store (durable, so the
+                    // `ok` holds) and written once etcd is back.
+                    return match c.set_provision(&host, false).await {
+                        Err(crate::inventory::CommitError::Unavailable(why)) => {
+                            c.queue_completion(&host).map_err(|e| {
+                                format!("cannot record the completed provision: {e}")
+                            })?;
+                            tracing::warn!(
+                                "host {host}: completion queued, etcd unreachable ({why})"
+                            );
+                            Ok(())
+                        }
+                        r => r.map_err(|e| {
+                            tracing::warn!("host {host}: cannot record completed provision: {e}");
+                            format!("cannot record the completed provision: {e}")
+                        }),
+                    };
                 }
                 api.mutate(|hosts, _| {
                     if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {

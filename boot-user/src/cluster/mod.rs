@@ -48,6 +48,8 @@ const BATCH_IDLE: Duration = Duration::from_millis(5);
 const BATCH_MAX: Duration = Duration::from_millis(50);
 /// Attempts of one change against newer bases before it is refused as conflicting.
 const ATTEMPTS: usize = 10;
+/// Meta keys of the local store that hold completions not yet written to etcd.
+const QUEUED: &str = "queued/complete/";
 /// The server record's lease.
 const RECORD_TTL_SECS: i64 = 10;
 
@@ -184,7 +186,20 @@ impl Cluster {
             let resp = client.txn(etcd_txn(&t)).await.map_err(unavailable)?;
             let rev = resp.header().map_or(0, |h| h.revision()) as u64;
             if !resp.succeeded() {
-                self.wait_applied(rev).await;
+                // The failure branch read the compared keys: the newest of them is the
+                // write this change conflicted with (etcd's own revision may be ahead
+                // on keys outside the prefix, which the watch never delivers).
+                let newest = resp
+                    .op_responses()
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        TxnOpResponse::Get(g) => {
+                            g.kvs().iter().map(|kv| kv.mod_revision() as u64).max()
+                        }
+                        _ => None,
+                    })
+                    .max();
+                self.wait_applied(newest.unwrap_or(rev)).await;
                 return Err(CommitError::Conflict);
             }
             last = Some(rev);
@@ -227,6 +242,46 @@ impl Cluster {
             }
         }
         Err(CommitError::Conflict)
+    }
+
+    /// Records that `host` completed while etcd could not be written: durably (the local
+    /// store), so that [`Cluster::replay`] writes it once etcd is back, even after a
+    /// restart.
+    pub fn queue_completion(&self, host: &str) -> Result<(), String> {
+        self.store
+            .set_meta(&format!("{QUEUED}{host}"), b"")
+            .map_err(|e| e.to_string())
+    }
+
+    /// The completions queued and not written yet.
+    pub fn queued(&self) -> Vec<String> {
+        self.store
+            .meta_keys(QUEUED)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(QUEUED).map(String::from))
+            .collect()
+    }
+
+    /// Writes the queued completions to etcd as it can, until `stop`.
+    pub async fn replay(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            for host in self.queued() {
+                match self.set_provision(&host, false).await {
+                    Ok(()) => {
+                        tracing::info!("cluster: queued completion of {host} written");
+                        let _ = self.store.delete_meta(&format!("{QUEUED}{host}"));
+                    }
+                    Err(CommitError::Unavailable(_)) => break,
+                    Err(e) => tracing::warn!("cluster: queued completion of {host}: {e}"),
+                }
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     /// Follows etcd until `stop`: list (when there is no snapshot, or its revision was
@@ -524,6 +579,7 @@ impl Cluster {
             "images": served.images().len(),
             "etcd_hosts": inv.hosts().len(),
             "problem": *self.problem.lock().unwrap(),
+            "queued_completions": self.queued().len(),
             "version": env!("CARGO_PKG_VERSION"),
             "started": started,
             "updated": crate::http::token::now_secs(),
@@ -535,9 +591,8 @@ impl Cluster {
     /// server is valid on every other). With etcd unreachable the local file is used as
     /// it is (the cluster's key since the last start that reached etcd).
     pub async fn share_token_key(&self, path: &std::path::Path) -> Result<(), String> {
-        let local =
-            crate::http::token::TokenKey::load_or_create(path).map_err(|e| e.to_string())?;
-        drop(local);
+        // Created if missing, checked if present.
+        crate::http::token::TokenKey::load_or_create(path).map_err(|e| e.to_string())?;
         let ours = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let ours = ours.trim().to_string();
         let mut client = self.client().await?;
@@ -622,7 +677,17 @@ fn etcd_txn(t: &Txn) -> EtcdTxn {
             Op::Delete(k) => TxnOp::delete(k.clone(), None),
         })
         .collect();
-    EtcdTxn::new().when(cmps).and_then(ops)
+    // On failure: the compared keys' revisions (keys only), to wait for the conflict.
+    let reads: Vec<TxnOp> = t
+        .cmps
+        .iter()
+        .map(|c| match c {
+            Cmp::ModAtMost(k, _) | Cmp::Absent(k) | Cmp::ModIs(k, _) => {
+                TxnOp::get(k.clone(), Some(GetOptions::new().with_keys_only()))
+            }
+        })
+        .collect();
+    EtcdTxn::new().when(cmps).and_then(ops).or_else(reads)
 }
 
 impl Backend for Arc<Cluster> {

@@ -526,6 +526,43 @@ impl Store {
         })
     }
 
+    /// The keys of the meta table that start with `prefix`, in order.
+    pub fn meta_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let table = match tx.open_table(META) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(self.db_err(e)),
+                };
+                let mut out = Vec::new();
+                for row in table.range(prefix..).map_err(|e| self.db_err(e))? {
+                    let (k, _) = row.map_err(|e| self.db_err(e))?;
+                    if !k.value().starts_with(prefix) {
+                        break;
+                    }
+                    out.push(k.value().to_string());
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Removes a value of the meta table.
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+                {
+                    let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+                    meta.remove(key).map_err(|e| self.db_err(e))?;
+                }
+                tx.commit().map_err(|e| self.db_err(e))
+            })
+        })
+    }
+
     fn apply_now(&self, change: &Change) -> Result<(), StoreError> {
         self.apply_now_at(change, None)
     }
@@ -723,6 +760,12 @@ mod backend_tests {
         store.set_meta("k", b"v").unwrap();
         assert_eq!(store.meta("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(store.meta("absent").unwrap(), None);
+        for k in ["q/a", "q/b", "r/c"] {
+            store.set_meta(k, b"").unwrap();
+        }
+        assert_eq!(store.meta_keys("q/").unwrap(), ["q/a", "q/b"]);
+        store.delete_meta("q/a").unwrap();
+        assert_eq!(store.meta_keys("q/").unwrap(), ["q/b"]);
     }
 
     #[test]
