@@ -183,7 +183,21 @@ impl Cluster {
             if let Some(prev) = last {
                 plan::chain_serial(&self.keys, &mut t, prev);
             }
-            let resp = client.txn(etcd_txn(&t)).await.map_err(unavailable)?;
+            // A member that died (or lost its leader) fails the request: the next one
+            // goes to another. A retried transaction that had committed fails its
+            // compares, which reads as a conflict and makes an empty change: harmless.
+            let mut tries = 0;
+            let resp = loop {
+                match client.txn(etcd_txn(&t)).await {
+                    Ok(r) => break r,
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        tracing::debug!("cluster: etcd transaction: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            };
             let rev = resp.header().map_or(0, |h| h.revision()) as u64;
             if !resp.succeeded() {
                 // The failure branch read the compared keys: the newest of them is the
