@@ -443,6 +443,10 @@ impl Xboot {
 
 impl Drop for Xboot {
     fn drop(&mut self) {
+        // Already reaped (killed by the test): its pid may be another process's now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let t0 = Instant::now();
@@ -761,4 +765,124 @@ fn etcd_leader_loss_and_quorum_loss() {
         .as_array()
         .unwrap()
         .contains(&"late".into()));
+}
+
+/// One node's boot as a PXE ROM behind a relay that forwards to both servers does it:
+/// DISCOVER to both, REQUEST naming the first that offered (to both: the other must be
+/// silent), the kernel from the server that acknowledged, `complete` there; any step
+/// that fails starts over from the DISCOVER. Returns the server (1 or 2) that served the
+/// boot, or why it never completed.
+fn boot_node(lab: &Lab, mac: &str, xid: u32) -> Result<usize, String> {
+    let mut why = String::new();
+    for attempt in 0..20u32 {
+        let xid = xid + attempt * 0x100;
+        let discover = relayed_via(
+            RELAY,
+            MessageType::Discover,
+            mac,
+            xid,
+            &[
+                DhcpOption::ClientSystemArchitecture(0.into()),
+                DhcpOption::UserClass(b"iPXE".to_vec()),
+            ],
+        );
+        let Some((i, offer)) = (1..=2).find_map(|i| {
+            let m = lab.dhcp(i, discover.clone()).into_iter().next()?;
+            Some((i, m))
+        }) else {
+            why = "no OFFER".into();
+            continue;
+        };
+        let request = relayed_via(
+            RELAY,
+            MessageType::Request,
+            mac,
+            xid,
+            &[
+                DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 50, 0, 10 + i as u8)),
+                DhcpOption::RequestedIpAddress(offer.yiaddr()),
+                DhcpOption::ClientSystemArchitecture(0.into()),
+                DhcpOption::UserClass(b"iPXE".to_vec()),
+            ],
+        );
+        let other = 3 - i;
+        if !lab.dhcp(other, request.clone()).is_empty() {
+            return Err(format!("s{other} answered a REQUEST naming s{i}"));
+        }
+        let acks = lab.dhcp(i, request);
+        let Some(ack) = acks
+            .first()
+            .filter(|a| a.opts().msg_type() == Some(MessageType::Ack))
+        else {
+            why = format!("no ACK from s{i}");
+            continue;
+        };
+        let base = boot_url(ack).trim_end_matches("/ipxe").to_string();
+        let (_, code) = lab.curl(&[&format!("{base}/kernel"), "-o", "/dev/null"]);
+        if code != "200" {
+            why = format!("kernel from s{i}: {code}");
+            continue;
+        }
+        let (body, code) = lab.curl(&["-X", "POST", &format!("{base}/complete")]);
+        if code == "200" {
+            return Ok(i);
+        }
+        why = format!("complete on s{i}: {code} {body}");
+    }
+    Err(why)
+}
+
+/// One of the two servers of the segment SIGKILLed while nodes boot through both: every
+/// node completes, those caught by the kill through the other server.
+#[test]
+fn a_server_killed_during_boots_leaves_them_to_the_other() {
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut s1 = lab.start(1);
+    let s2 = lab.start(2);
+    s1.ok(&["image", "import", &lab.images()]);
+    let macs: Vec<String> = (0..8).map(|n| format!("02:50:00:00:01:{n:02x}")).collect();
+    let hosts: Vec<serde_json::Value> = macs
+        .iter()
+        .enumerate()
+        .map(|(n, mac)| {
+            serde_json::json!({
+                "name": format!("n{n}"),
+                "provision": true,
+                "boot_image": "img",
+                "interfaces": [{"mac": mac, "ip": format!("10.50.0.{}/24", 120 + n)}],
+            })
+        })
+        .collect();
+    s1.ok(&[
+        "host",
+        "import",
+        &lab.write("nodes.json", serde_json::json!(hosts)),
+    ]);
+    s2.wait_host("n7", "reached s2", |h| h["provision"] == true);
+    let lab = std::sync::Arc::new(lab);
+    let boots: Vec<_> = macs
+        .iter()
+        .enumerate()
+        .map(|(n, mac)| {
+            let (lab, mac) = (lab.clone(), mac.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300 * n as u64));
+                boot_node(&lab, &mac, 0x6000 + n as u32)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    s1.child.kill().unwrap();
+    s1.child.wait().unwrap();
+    let served: Vec<Result<usize, String>> = boots.into_iter().map(|b| b.join().unwrap()).collect();
+    for (n, r) in served.iter().enumerate() {
+        assert!(r.is_ok(), "n{n} never completed: {r:?}\n{}", s2.log());
+    }
+    assert!(served.contains(&Ok(2)), "{served:?}");
+    for n in 0..8 {
+        s2.wait_host(&format!("n{n}"), "completed", |h| h["provision"] == false);
+    }
 }
