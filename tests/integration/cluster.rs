@@ -426,6 +426,19 @@ impl Xboot {
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
+    /// Waits until this server has no host `name`.
+    fn wait_host_gone(&self, name: &str) {
+        let t0 = Instant::now();
+        while self.host(name).is_some() {
+            assert!(
+                t0.elapsed() < CONVERGE,
+                "host {name} never went: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until `pred` holds for host `name` as this server has it.
     fn wait_host(&self, name: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
         let t0 = Instant::now();
@@ -688,6 +701,23 @@ fn a_server_starts_from_its_snapshot_and_lists_again_after_compaction() {
     let log = s2.log();
     assert!(log.contains("was compacted"), "{log}");
     assert!(log.contains("listed 1 hosts and 1 images"), "{log}");
+
+    // A new etcd cluster (the old one's data gone): its revisions are behind both
+    // servers' snapshots; both list it again and serve what it holds.
+    drop(s2);
+    lab.kill_etcd();
+    std::fs::remove_dir_all(lab.path("etcd")).unwrap();
+    lab.start_etcd();
+    s1.wait_host_gone("cn1");
+    s1.ok(&["image", "import", &lab.images()]);
+    s1.ok(&["host", "import", &lab.hosts("10.50.0.103/24")]);
+    let s2 = lab.start(2);
+    lab.wait_offer(2, Ipv4Addr::new(10, 50, 0, 103), &s2);
+    assert!(
+        s2.log().contains("behind this server's snapshot"),
+        "{}",
+        s2.log()
+    );
     drop(s1);
 }
 

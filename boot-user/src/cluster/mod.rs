@@ -401,9 +401,20 @@ impl Cluster {
         }
         let mut changed = false;
         if resp.events().is_empty() {
-            // A progress notification: every event up to its revision was sent.
+            // The watch's creation, or a progress notification: every event up to its
+            // revision was sent.
             if let Some(h) = resp.header() {
-                mirror.revision = mirror.revision.max(h.revision() as u64);
+                let now = h.revision() as u64;
+                if now < mirror.revision {
+                    // A new or restored etcd: the snapshot's revision is in its future.
+                    *relist = true;
+                    return Err(format!(
+                        "etcd is at revision {now}, behind this server's snapshot ({}): \
+                         a new or restored cluster; listing again",
+                        mirror.revision
+                    ));
+                }
+                mirror.revision = mirror.revision.max(now);
             }
         }
         for ev in resp.events() {
