@@ -134,3 +134,34 @@ pub fn run(cfg: &ClusterConfig, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_names_each_server_and_whether_it_is_current() {
+        let s = super::Status {
+            revision: 40,
+            inventory_revision: 35,
+            hosts: 2,
+            images: 1,
+            servers: vec![
+                serde_json::json!({"id": "a1", "segments": [{"name": "A"}], "applied_revision": 40,
+                    "hosts": 2, "current": true, "age_secs": 1}),
+                serde_json::json!({"id": "b1", "segments": [], "applied_revision": 30,
+                    "hosts": 1, "current": false, "age_secs": 9, "problem": "etcd watch: gone"}),
+            ],
+        };
+        let text = super::render(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0]
+            .starts_with("etcd revision 40, inventory revision 35 (2 hosts, 1 images), 2 servers"));
+        assert!(
+            lines[2].starts_with("a1") && lines[2].contains(" A ") && lines[2].contains("current")
+        );
+        assert!(
+            lines[3].contains("behind") && lines[3].ends_with("etcd watch: gone"),
+            "{}",
+            lines[3]
+        );
+    }
+}
