@@ -138,6 +138,14 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         Some(c) => {
             let cluster =
                 crate::cluster::Cluster::new(c.clone(), p.shared.clone(), p.store.clone())?;
+            let held = p.shared.inventory().hosts().len();
+            if cluster.applied() == 0 && held > 0 {
+                tracing::warn!(
+                    "cluster: the store's {held} hosts are no snapshot of the cluster: they \
+                     are replaced by etcd's inventory (to bring them in, `xboot db dump` them \
+                     from a standalone server and `xboot db restore` them here)"
+                );
+            }
             tracing::info!(
                 "cluster mode: server {} on etcd {}, prefix {}, from the snapshot at revision {}",
                 cluster.id(),

@@ -536,28 +536,39 @@ impl Cluster {
     pub async fn publish(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut swaps = self.shared.subscribe();
+        let lease = Mutex::new(None);
         loop {
             let r = tokio::select! {
-                _ = &mut stop => return,
-                r = self.publish_once(&mut swaps) => r,
+                _ = &mut stop => break,
+                r = self.publish_once(&mut swaps, &lease) => r,
             };
             if let Err(e) = r {
                 tracing::debug!("cluster: server record: {e}");
             }
             tokio::select! {
-                _ = &mut stop => return,
+                _ = &mut stop => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+        // Stopping: the record goes now rather than when its lease runs out.
+        let id = lease.lock().unwrap().take();
+        if let (Some(id), Ok(mut client)) = (id, self.client().await) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(id)).await;
+        }
     }
 
-    async fn publish_once(&self, swaps: &mut watch::Receiver<u64>) -> Result<(), String> {
+    async fn publish_once(
+        &self,
+        swaps: &mut watch::Receiver<u64>,
+        current: &Mutex<Option<i64>>,
+    ) -> Result<(), String> {
         let mut client = self.client().await?;
         let lease = client
             .lease_grant(RECORD_TTL_SECS, None)
             .await
             .map_err(|e| e.to_string())?
             .id();
+        *current.lock().unwrap() = Some(lease);
         let (mut keeper, mut acks) = client
             .lease_keep_alive(lease)
             .await
