@@ -24,6 +24,7 @@
 pub mod api;
 pub mod bmc;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dhcp;
 pub mod dns;

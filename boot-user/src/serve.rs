@@ -65,10 +65,25 @@ pub fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
     let state_dir = config.state_dir();
     config.state_dir = Some(state_dir.clone());
     let store = Store::open(&state_dir)?;
+    // Cluster mode: the inventory is etcd's; the store is this server's snapshot of it.
+    let (hosts_file, images_file) = if config.cluster.is_some() {
+        for f in config.hosts.iter().chain(config.images.iter()) {
+            tracing::warn!(
+                "{}: inventory files are not read in cluster mode (the inventory is etcd's): \
+                 import them once through the API (xboot host import, xboot db restore)",
+                f.display()
+            );
+        }
+        config.hosts = None;
+        config.images = None;
+        (None, None)
+    } else {
+        (config.hosts.clone(), config.images.clone())
+    };
     let start = inventory::startup(
         Some(&store),
-        config.hosts.as_deref(),
-        config.images.as_deref(),
+        hosts_file.as_deref(),
+        images_file.as_deref(),
         &config.provision.image_roots(),
         config.provision.default_image.as_deref(),
     )
@@ -125,6 +140,56 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+
+    // Cluster mode: follow etcd, commit the API's changes there, share the token key.
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let cluster =
+                crate::cluster::Cluster::new(c.clone(), p.shared.clone(), p.store.clone())?;
+            let held = p.shared.inventory().hosts().len();
+            if cluster.applied() == 0 && held > 0 {
+                tracing::warn!(
+                    "cluster: the store's {held} hosts are no snapshot of the cluster: they \
+                     are replaced by etcd's inventory (to bring them in, `xboot db dump` them \
+                     from a standalone server and `xboot db restore` them here)"
+                );
+            }
+            tracing::info!(
+                "cluster mode: server {} on etcd {}, prefix {}, from the snapshot at revision {}",
+                cluster.id(),
+                c.endpoints.join(","),
+                c.prefix,
+                cluster.applied()
+            );
+            if config.provision.secret.as_deref().is_none_or(str::is_empty) {
+                let path = config.state_dir().join(crate::http::token::KEY_FILE);
+                if let Err(e) = cluster.share_token_key(&path).await {
+                    tracing::warn!(
+                        "cluster: cannot share the boot-token key ({e}): signing with {}",
+                        path.display()
+                    );
+                }
+            }
+            api = api.with_backend(Arc::new(cluster.clone()));
+            let (c, stop) = (cluster.clone(), stopped());
+            tasks.spawn(async move {
+                c.follow(stop).await;
+                Ok(())
+            });
+            let (c, stop) = (cluster.clone(), stopped());
+            tasks.spawn(async move {
+                c.publish(stop).await;
+                Ok(())
+            });
+            let (c, stop) = (cluster.clone(), stopped());
+            tasks.spawn(async move {
+                c.replay(stop).await;
+                Ok(())
+            });
+            Some(cluster)
+        }
+        None => None,
+    };
 
     let key = token_key(&config)?;
     // Certificates first: a bad path or a mismatched pair stops the start, naming the key.
@@ -248,7 +313,28 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             // only once committed: an `ok` before it could be lost to a crash, and the
             // node would be reinstalled.
             let api = completer.clone();
+            let cluster = cluster.clone();
             Box::pin(async move {
+                if let Some(c) = cluster {
+                    // A field-only write: no whole-inventory check, no shared lock. With
+                    // etcd unreachable it is queued in the local store (durable, so the
+                    // `ok` holds) and written once etcd is back.
+                    return match c.set_provision(&host, false).await {
+                        Err(crate::inventory::CommitError::Unavailable(why)) => {
+                            c.queue_completion(&host).map_err(|e| {
+                                format!("cannot record the completed provision: {e}")
+                            })?;
+                            tracing::warn!(
+                                "host {host}: completion queued, etcd unreachable ({why})"
+                            );
+                            Ok(())
+                        }
+                        r => r.map_err(|e| {
+                            tracing::warn!("host {host}: cannot record completed provision: {e}");
+                            format!("cannot record the completed provision: {e}")
+                        }),
+                    };
+                }
                 api.mutate(|hosts, _| {
                     if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {
                         h.provision = false;

@@ -469,9 +469,20 @@ fn unknown_mac_gets_nothing_and_is_listed() {
 
 /// A DHCP request as a relay agent at 10.77.0.2 would forward it.
 fn relayed(t: MessageType, mac: &str, xid: u32, extra: &[DhcpOption]) -> Vec<u8> {
+    relayed_via(RELAY, t, mac, xid, extra)
+}
+
+/// A DHCP request as a relay agent at `relay` would forward it.
+pub fn relayed_via(
+    relay: Ipv4Addr,
+    t: MessageType,
+    mac: &str,
+    xid: u32,
+    extra: &[DhcpOption],
+) -> Vec<u8> {
     let mac: Mac = mac.parse().unwrap();
     let z = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(xid, z, z, z, RELAY, &mac.0);
+    let mut m = Message::new_with_id(xid, z, z, z, relay, &mac.0);
     m.set_hops(1);
     m.opts_mut().insert(DhcpOption::MessageType(t));
     for o in extra {
@@ -483,7 +494,7 @@ fn relayed(t: MessageType, mac: &str, xid: u32, extra: &[DhcpOption]) -> Vec<u8>
 /// Sends `datagrams` from `from` (in the client namespace) to `to`, then collects the
 /// replies until none has come for `wait` (a window long enough for a loaded machine,
 /// not a speed check).
-fn exchange(
+pub fn exchange(
     cli: &Netns,
     from: SocketAddrV4,
     to: SocketAddrV4,

@@ -5,6 +5,7 @@
 mod api;
 mod bmc;
 mod cli;
+mod cluster;
 mod dhcp;
 mod dns;
 mod http;

@@ -47,7 +47,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::http::listen;
-use crate::inventory::{Change, Host, Image, Inventory, Store};
+use crate::inventory::{Backend, Change, CommitError, Committed, Host, Image, Inventory, Store};
 use crate::state::Shared;
 
 pub mod accounts;
@@ -86,6 +86,8 @@ pub struct ApiState {
     pub boot_token: Option<BootTokenHook>,
     /// API users and tokens (the TCP listener's authentication).
     pub accounts: Arc<accounts::Accounts>,
+    /// Where changes are committed instead of `store` (cluster mode: etcd).
+    pub backend: Option<Arc<dyn Backend>>,
     /// Serializes inventory changes: each is read-modify-validate-commit-swap.
     write_lock: Arc<tokio::sync::Mutex<()>>,
     started: Instant,
@@ -100,6 +102,7 @@ impl ApiState {
             counters: None,
             boot_token: None,
             accounts: Arc::new(accounts::Accounts::memory()),
+            backend: None,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             started: Instant::now(),
         }
@@ -125,6 +128,12 @@ impl ApiState {
         self
     }
 
+    /// Commits changes to `backend` instead of the store (cluster mode).
+    pub fn with_backend(mut self, b: Arc<dyn Backend>) -> ApiState {
+        self.backend = Some(b);
+        self
+    }
+
     /// Applies `edit` to a copy of the running inventory; if the result is valid, commits
     /// it to the store and swaps it in. Returns what `edit` returned.
     pub async fn mutate<T>(
@@ -132,6 +141,9 @@ impl ApiState {
         edit: impl FnOnce(&mut Vec<Host>, &mut Vec<Image>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let _guard = self.write_lock.lock().await;
+        if let Some(b) = self.backend.clone() {
+            return self.mutate_on(b, edit).await;
+        }
         let current = self.shared.inventory();
         let (mut hosts, mut images) = (current.hosts().to_vec(), current.images().to_vec());
         let out = edit(&mut hosts, &mut images)?;
@@ -155,6 +167,62 @@ impl ApiState {
         }
         self.shared.replace_inventory(inv);
         Ok(out)
+    }
+}
+
+impl ApiState {
+    /// [`ApiState::mutate`] on a [`Backend`]: the change is made on the backend's base,
+    /// validated, committed; a conflict (another server changed the same entries, or the
+    /// whole inventory, since that base) makes the change again on the newer base, its
+    /// entries merged into it field by field ([`Change::rebase`]), and validated again.
+    async fn mutate_on<T>(
+        &self,
+        backend: Arc<dyn Backend>,
+        edit: impl FnOnce(&mut Vec<Host>, &mut Vec<Image>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let (mut base, mut revision) = backend.base(self.shared.inventory());
+        let (mut hosts, mut images) = (base.hosts().to_vec(), base.images().to_vec());
+        let out = edit(&mut hosts, &mut images)?;
+        let mut change = Change::diff(base.hosts(), base.images(), &hosts, &images);
+        let roots = self.shared.config.provision.image_roots();
+        let default_image = self.shared.config.provision.default_image.clone();
+        for _ in 0..10 {
+            if change.is_empty() {
+                return Ok(out);
+            }
+            let (roots, default_image) = (roots.clone(), default_image.clone());
+            let (h, i) = (hosts.clone(), images.clone());
+            let inv = tokio::task::spawn_blocking(move || {
+                Inventory::new_with_default(h, i, &roots, default_image.as_deref())
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|errs| ApiError::invalid(errs.messages()))?;
+            match backend.commit(base.clone(), revision, change.clone()).await {
+                Ok(Committed::Swap) => {
+                    self.shared.replace_inventory(inv);
+                    return Ok(out);
+                }
+                Ok(Committed::InPlace) => return Ok(out),
+                Err(CommitError::Conflict) => {
+                    let (newer, rev) = backend.base(self.shared.inventory());
+                    (hosts, images) = change.rebase(&base, &newer);
+                    change = Change::diff(newer.hosts(), newer.images(), &hosts, &images);
+                    (base, revision) = (newer, rev);
+                }
+                Err(e @ CommitError::Unavailable(_)) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        e.to_string(),
+                    ))
+                }
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the inventory kept changing under this change (other servers' writes): try again",
+        ))
     }
 }
 
@@ -422,5 +490,109 @@ mod socket_tests {
         drop(l);
         super::remove_socket(&sock);
         assert!(!sock.exists());
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    //! `mutate` on a backend whose first commit meets another writer's change. The
+    //! backend is a stand-in (its real conflicts come from etcd: the cluster integration
+    //! tests); what is tested is what the API does with a conflict.
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::events::EventLog;
+    use crate::inventory::store::BoxFuture;
+
+    struct Racing {
+        base: Mutex<(Arc<Inventory>, u64)>,
+        commits: Mutex<Vec<(u64, Change)>>,
+    }
+
+    impl Backend for Arc<Racing> {
+        fn base(&self, _running: Arc<Inventory>) -> (Arc<Inventory>, u64) {
+            self.base.lock().unwrap().clone()
+        }
+        fn commit(
+            &self,
+            _base: Arc<Inventory>,
+            revision: u64,
+            change: Change,
+        ) -> BoxFuture<'static, Result<Committed, CommitError>> {
+            let me = self.clone();
+            Box::pin(async move {
+                me.commits.lock().unwrap().push((revision, change.clone()));
+                if revision == 1 {
+                    // Another writer changed another field of cn1 at revision 2.
+                    let mut done = host("cn1");
+                    done.uid = "from-the-other-writer".into();
+                    *me.base.lock().unwrap() = (
+                        Arc::new(Inventory::from_parts_unchecked(vec![done], vec![])),
+                        2,
+                    );
+                    return Err(CommitError::Conflict);
+                }
+                Ok(Committed::InPlace)
+            })
+        }
+    }
+
+    fn host(name: &str) -> Host {
+        Host {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conflict_makes_the_change_again_on_the_newer_base() {
+        let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
+        let racing = Arc::new(Racing {
+            base: Mutex::new((
+                Arc::new(Inventory::from_parts_unchecked(vec![host("cn1")], vec![])),
+                1,
+            )),
+            commits: Mutex::default(),
+        });
+        let api = ApiState::new(shared, None).with_backend(Arc::new(racing.clone()));
+        api.mutate(|hosts, _| {
+            hosts[0].tags.push("gpu".into());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let commits = racing.commits.lock().unwrap();
+        assert_eq!(commits.len(), 2);
+        let (rev, change) = &commits[1];
+        assert_eq!(*rev, 2);
+        let cn1 = &change.put_hosts[0];
+        assert_eq!(cn1.tags, ["gpu"]);
+        assert_eq!(
+            cn1.uid, "from-the-other-writer",
+            "the other writer's change was undone"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_change_is_refused_before_any_commit() {
+        let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
+        let racing = Arc::new(Racing {
+            base: Mutex::new((Arc::new(Inventory::default()), 5)),
+            commits: Mutex::default(),
+        });
+        let api = ApiState::new(shared, None).with_backend(Arc::new(racing.clone()));
+        let mut h = host("cn1");
+        h.provision = true;
+        h.boot_image = "nowhere".into();
+        let e = api
+            .mutate(move |hosts, _| {
+                hosts.push(h);
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(racing.commits.lock().unwrap().is_empty());
     }
 }

@@ -32,7 +32,8 @@ pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
             | Command::CheckConfig
             | Command::Bmc(_)
             | Command::User(_)
-            | Command::Token(_) => {
+            | Command::Token(_)
+            | Command::Cluster(_) => {
                 unreachable!("not a client command")
             }
         }

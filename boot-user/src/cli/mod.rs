@@ -99,6 +99,15 @@ pub enum Command {
     // BMC power control comes from branch `bmc`:
     /// BMC power control over IPMI (RMCP+) or Redfish: `xboot bmc power cycle cn[1-100] --pxe`.
     Bmc(crate::bmc::cli::BmcArgs),
+    /// Cluster mode (`[cluster]` of --config): the servers sharing the inventory in etcd.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Servers, their segments, the revision each applied against etcd's, staleness.
+    Status(JsonFlag),
 }
 
 /// `xboot serve`: Grendel's flags.
@@ -367,6 +376,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.socket = cli.socket;
             args.files = cli.files;
             crate::serve::run(args)
+        }
+        Command::Cluster(ClusterCmd::Status(j)) => {
+            let path = cli.config.ok_or_else(|| {
+                anyhow::anyhow!("xboot cluster status needs --config FILE (or XBOOT_CONFIG)")
+            })?;
+            let config = crate::config::Config::load(&path)?;
+            let cluster = config.cluster.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no [cluster] section (standalone server)",
+                    path.display()
+                )
+            })?;
+            crate::cluster::status::run(cluster, j.json)
         }
         Command::CheckConfig => {
             let config = cli.config.ok_or_else(|| {

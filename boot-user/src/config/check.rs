@@ -251,6 +251,9 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
             });
         }
     };
+    if let Some(c) = &cfg.cluster {
+        c.problems(&mut check);
+    }
     let d = &cfg.dhcp;
     check("dhcp.lease_time", lease_time(&d.lease_time).map(drop));
     for (key, addr) in [

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod check;
 
+pub mod cluster;
 pub use check::{parse_go_duration, Problem};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,8 @@ pub struct Config {
     pub client: Option<toml::Table>,
     pub bmc: BmcConfig,
     pub discovery: Option<toml::Table>,
+    /// Cluster mode (xboot): the inventory is kept in etcd and shared by many servers.
+    pub cluster: Option<cluster::ClusterConfig>,
 
     /// Unknown keys anywhere in the file, collected for warnings.
     #[serde(skip)]
@@ -714,6 +717,14 @@ impl Config {
         fix(&mut self.provision.repo_dir);
         self.provision.image_roots.iter_mut().for_each(fix);
         fix(&mut self.api.socket_path);
+        if let Some(c) = &mut self.cluster {
+            for p in [&mut c.ca_file, &mut c.cert_file, &mut c.key_file]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+        }
     }
 
     /// `state_dir`, or its default.

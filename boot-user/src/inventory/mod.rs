@@ -30,7 +30,9 @@ mod tests;
 
 pub use load::{Kind, LoadError, Loaded};
 pub use model::{Host, Image, Interface, Mac};
-pub use store::{AccountTable, Change, FileEntries, Store, StoreError};
+pub use store::{
+    AccountTable, Backend, Change, CommitError, Committed, FileEntries, Store, StoreError,
+};
 pub use validate::{ValidationError, ValidationErrors};
 
 use crate::tftp::root::Roots;

@@ -10,11 +10,12 @@
 //! next change instead of failing every change until a restart.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::model::{Host, Image};
+use super::Inventory;
 
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
@@ -41,6 +42,10 @@ impl AccountTable {
         }
     }
 }
+/// Cluster mode: what the store is a snapshot of (`revision`: the etcd revision its
+/// hosts and images are at, decimal text), written in the transaction of the change.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
 
 /// Entries of the inventory files as last applied, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,6 +128,136 @@ fn diff_by<T: Clone + PartialEq>(
     (put, delete)
 }
 
+/// Where validated inventory changes are committed: this server's own store
+/// (standalone), or a store shared by many servers ([`crate::cluster`]'s etcd). Small on
+/// purpose, so that another shared store (PostgreSQL) can follow.
+pub trait Backend: Send + Sync {
+    /// The inventory a change is to be made on and the revision it is at (0 for a store
+    /// with no revisions), given the running one.
+    fn base(&self, running: Arc<Inventory>) -> (Arc<Inventory>, u64);
+    /// Commits `change`, made on `base` at `revision`. A conflict is returned once the
+    /// change that conflicted is in [`Backend::base`].
+    fn commit(
+        &self,
+        base: Arc<Inventory>,
+        revision: u64,
+        change: Change,
+    ) -> BoxFuture<'static, Result<Committed, CommitError>>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What is left to the caller after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Swap the validated inventory in (the store does not serve).
+    Swap,
+    /// Nothing: the store's own follower has put the change in place.
+    InPlace,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another writer changed what this change was made on: make it again on the new base.
+    #[error("the inventory was changed by another writer at the same time")]
+    Conflict,
+    /// The store cannot be reached: nothing was committed.
+    #[error("the inventory store is unreachable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Backend for Arc<Store> {
+    fn base(&self, running: Arc<Inventory>) -> (Arc<Inventory>, u64) {
+        (running, 0)
+    }
+
+    fn commit(
+        &self,
+        _base: Arc<Inventory>,
+        _revision: u64,
+        change: Change,
+    ) -> BoxFuture<'static, Result<Committed, CommitError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.apply(&change))
+                .await
+                .map_err(|e| CommitError::Unavailable(e.to_string()))??;
+            Ok(Committed::Swap)
+        })
+    }
+}
+
+impl Change {
+    /// The inventory `self` (made on `old`) makes of `latest`, a newer inventory: the
+    /// entries it deletes are deleted, those it puts are put, and a host it changes
+    /// that another writer changed too keeps the other writer's fields where this change
+    /// left them as they were in `old` (a `complete` racing a tag edit loses neither).
+    pub fn rebase(&self, old: &Inventory, latest: &Inventory) -> (Vec<Host>, Vec<Image>) {
+        let mut hosts = latest.hosts().to_vec();
+        let mut images = latest.images().to_vec();
+        let del: std::collections::HashSet<&String> = self.delete_hosts.iter().collect();
+        hosts.retain(|h| !del.contains(&h.name));
+        let del: std::collections::HashSet<&String> = self.delete_images.iter().collect();
+        images.retain(|i| !del.contains(&i.name));
+        let puts: Vec<Host> = self
+            .put_hosts
+            .iter()
+            .map(
+                |ours| match (old.host(&ours.name), latest.host(&ours.name)) {
+                    (Some(before), Some(now)) if before != now => merge_fields(before, ours, now),
+                    _ => ours.clone(),
+                },
+            )
+            .collect();
+        let images_put: Vec<Image> = self
+            .put_images
+            .iter()
+            .map(
+                |ours| match (old.image(&ours.name), latest.image(&ours.name)) {
+                    (Some(before), Some(now)) if before != now => merge_fields(before, ours, now),
+                    _ => ours.clone(),
+                },
+            )
+            .collect();
+        super::merge(
+            &mut hosts,
+            &mut images,
+            super::Loaded {
+                hosts: puts,
+                images: images_put,
+                ..Default::default()
+            },
+        );
+        (hosts, images)
+    }
+}
+
+/// `now` with the top-level fields that `ours` changed from `before` taken from `ours`.
+fn merge_fields<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    before: &T,
+    ours: &T,
+    now: &T,
+) -> T {
+    let as_map = |t: &T| match serde_json::to_value(t) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (b, o, mut n) = (as_map(before), as_map(ours), as_map(now));
+    for (k, v) in &o {
+        if b.get(k) != Some(v) {
+            n.insert(k.clone(), v.clone());
+        }
+    }
+    for k in b.keys() {
+        if !o.contains_key(k) {
+            n.remove(k);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(n)).unwrap_or_else(|_| ours.clone())
+}
+
 pub struct Store {
     /// None after an I/O error: redb refuses every later operation once one failed
     /// ("Previous I/O error occurred"), so the next operation opens the file again (a
@@ -175,7 +310,7 @@ impl Store {
             // Create the tables so that readers never meet a missing one (a write only
             // for a new file).
             if !store.has_tables()? {
-                store.write(|_, _| Ok(()))?;
+                store.write(|_, _, _| Ok(()))?;
             }
             Ok(store)
         })
@@ -365,8 +500,98 @@ impl Store {
         guard(&self.path, || self.apply_now(change))
     }
 
+    /// Cluster mode: applies `change` and records `revision` as the one the store is now
+    /// a snapshot of, in one durable transaction.
+    pub fn apply_at(&self, change: &Change, revision: u64) -> Result<(), StoreError> {
+        guard(&self.path, || self.apply_now_at(change, Some(revision)))
+    }
+
+    /// Cluster mode: the etcd revision the store's hosts and images are at (0: none, the
+    /// store is no snapshot yet).
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta(REVISION)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// A value of the meta table (cluster mode keeps the shared token key there).
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let table = match tx.open_table(META) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(self.db_err(e)),
+                };
+                let v = table.get(key).map_err(|e| self.db_err(e))?;
+                Ok(v.map(|v| v.value().to_vec()))
+            })
+        })
+    }
+
+    /// Sets a value of the meta table.
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+                {
+                    let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+                    meta.insert(key, value).map_err(|e| self.db_err(e))?;
+                }
+                tx.commit().map_err(|e| self.db_err(e))
+            })
+        })
+    }
+
+    /// The keys of the meta table that start with `prefix`, in order.
+    pub fn meta_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_read().map_err(|e| self.db_err(e))?;
+                let table = match tx.open_table(META) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(self.db_err(e)),
+                };
+                let mut out = Vec::new();
+                for row in table.range(prefix..).map_err(|e| self.db_err(e))? {
+                    let (k, _) = row.map_err(|e| self.db_err(e))?;
+                    if !k.value().starts_with(prefix) {
+                        break;
+                    }
+                    out.push(k.value().to_string());
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Removes a value of the meta table.
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        guard(&self.path, || {
+            self.with(|db| {
+                let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+                {
+                    let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+                    meta.remove(key).map_err(|e| self.db_err(e))?;
+                }
+                tx.commit().map_err(|e| self.db_err(e))
+            })
+        })
+    }
+
     fn apply_now(&self, change: &Change) -> Result<(), StoreError> {
-        self.write(|hosts, images| {
+        self.apply_now_at(change, None)
+    }
+
+    fn apply_now_at(&self, change: &Change, revision: Option<u64>) -> Result<(), StoreError> {
+        self.write(|hosts, images, meta| {
+            if let Some(rev) = revision {
+                meta.insert(REVISION, rev.to_string().as_bytes())?;
+            }
             for h in &change.put_hosts {
                 let doc = serde_json::to_vec(h).expect("host serializes");
                 hosts.insert(h.name.as_str(), doc.as_slice())?;
@@ -390,6 +615,7 @@ impl Store {
         f: impl FnOnce(
             &mut redb::Table<&str, &[u8]>,
             &mut redb::Table<&str, &[u8]>,
+            &mut redb::Table<&str, &[u8]>,
         ) -> Result<(), redb::StorageError>,
     ) -> Result<(), StoreError> {
         if self.copy.is_some() {
@@ -403,7 +629,8 @@ impl Store {
             {
                 let mut hosts = tx.open_table(HOSTS).map_err(|e| self.db_err(e))?;
                 let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
-                f(&mut hosts, &mut images).map_err(|e| self.db_err(e))?;
+                let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+                f(&mut hosts, &mut images, &mut meta).map_err(|e| self.db_err(e))?;
             }
             tx.commit().map_err(|e| self.db_err(e))
         })
@@ -576,4 +803,89 @@ fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T,
             ),
         })
     })
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+
+    fn host(name: &str, tags: &[&str]) -> Host {
+        Host {
+            name: name.into(),
+            provision: true,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_snapshot_revision_is_written_with_its_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.revision().unwrap(), 0);
+        let change = Change {
+            put_hosts: vec![host("cn1", &[])],
+            ..Default::default()
+        };
+        store.apply_at(&change, 41).unwrap();
+        // A change that changes nothing still moves the revision.
+        store.apply_at(&Change::default(), 42).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.revision().unwrap(), 42);
+        assert_eq!(store.load().unwrap().0, vec![host("cn1", &[])]);
+        store.set_meta("k", b"v").unwrap();
+        assert_eq!(store.meta("k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(store.meta("absent").unwrap(), None);
+        for k in ["q/a", "q/b", "r/c"] {
+            store.set_meta(k, b"").unwrap();
+        }
+        assert_eq!(store.meta_keys("q/").unwrap(), ["q/a", "q/b"]);
+        store.delete_meta("q/a").unwrap();
+        assert_eq!(store.meta_keys("q/").unwrap(), ["q/b"]);
+    }
+
+    #[test]
+    fn a_rebased_change_keeps_the_other_writers_fields() {
+        let old = Inventory::from_parts_unchecked(
+            vec![host("cn1", &[]), host("cn2", &[]), host("cn3", &[])],
+            vec![],
+        );
+        // Ours: tag cn1, delete cn3. Theirs (meanwhile): cn1 completed, cn4 added.
+        let change = Change {
+            put_hosts: vec![host("cn1", &["gpu"])],
+            delete_hosts: vec!["cn3".into()],
+            ..Default::default()
+        };
+        let mut done = host("cn1", &[]);
+        done.provision = false;
+        let latest = Inventory::from_parts_unchecked(
+            vec![done, host("cn2", &[]), host("cn3", &[]), host("cn4", &[])],
+            vec![],
+        );
+        let (hosts, _) = change.rebase(&old, &latest);
+        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["cn1", "cn2", "cn4"]);
+        assert_eq!(hosts[0].tags, ["gpu"]);
+        assert!(
+            !hosts[0].provision,
+            "the other writer's completion was lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_redb_backend_commits_and_leaves_the_swap_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let base = Arc::new(Inventory::default());
+        let (b, rev) = store.base(base.clone());
+        assert!(Arc::ptr_eq(&b, &base) && rev == 0);
+        let change = Change {
+            put_hosts: vec![host("cn1", &[])],
+            ..Default::default()
+        };
+        let r = store.commit(base, 0, change).await.unwrap();
+        assert_eq!(r, Committed::Swap);
+        assert_eq!(store.load().unwrap().0.len(), 1);
+    }
 }

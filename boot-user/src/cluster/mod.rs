@@ -1,0 +1,764 @@
+//! Cluster mode (`[cluster]`): many servers share one inventory kept in etcd, each
+//! serving its own segments from it.
+//!
+//! - [`plan`] (pure): the key layout under `cluster.prefix` and the transactions that
+//!   commit a change (compares on the entries' revisions, create-only MAC/IP index keys,
+//!   `meta/serial` for changes checked against the whole inventory; field-only changes
+//!   such as `complete` compare their host alone).
+//! - [`mirror`] (pure): the hosts and images as etcd holds them at a revision.
+//! - this module, the I/O edge: the follower lists the prefix at a revision (paged),
+//!   watches from the next one, batches what arrives (until the stream is idle 5 ms, at
+//!   most 50 ms), and hands each new inventory that validates to
+//!   [`Shared::replace_inventory`], the one entry point of every swap; the local redb
+//!   store is written as the snapshot of what was applied, with its revision, so a
+//!   server starts from it while etcd is unreachable and resumes the watch from there (a
+//!   compacted revision makes it list again). Writes ([`Backend`]) are sent from any
+//!   server; the writer answers once its own follower has applied the write, so a read
+//!   after a write on one server sees it.
+//! - [`status`]: `xboot cluster status`.
+//!
+//! An inventory that does not validate (two servers' writes can only make one if a
+//! writer skipped validation) is not served: the previous one stays, the error is logged
+//! and published in the server's record, and the next change that validates is applied.
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn as EtcdTxn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+use tokio::sync::watch;
+
+use crate::config::cluster::ClusterConfig;
+use crate::inventory::store::BoxFuture;
+use crate::inventory::{Backend, Change, CommitError, Committed, Inventory, Store};
+use crate::state::Shared;
+
+pub mod mirror;
+pub mod plan;
+pub mod status;
+
+use mirror::{Event, Mirror};
+use plan::{Cmp, Keys, Op, Txn};
+
+/// Entries per page of a list.
+const PAGE: i64 = 2000;
+/// A batch ends when the watch has been idle this long, or after `BATCH_MAX`.
+const BATCH_IDLE: Duration = Duration::from_millis(5);
+const BATCH_MAX: Duration = Duration::from_millis(50);
+/// Attempts of one change against newer bases before it is refused as conflicting.
+const ATTEMPTS: usize = 10;
+/// Meta keys of the local store that hold completions not yet written to etcd.
+const QUEUED: &str = "queued/complete/";
+/// The server record's lease.
+const RECORD_TTL_SECS: i64 = 10;
+
+/// A server's shared state in cluster mode.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    keys: Keys,
+    id: String,
+    shared: Arc<Shared>,
+    store: Arc<Store>,
+    client: tokio::sync::Mutex<Option<Client>>,
+    /// The inventory changes are made on, with its revision (what the follower applied).
+    base: Mutex<(Arc<Inventory>, u64)>,
+    /// The revision the follower has applied.
+    applied: watch::Sender<u64>,
+    /// Why the last batch was not served, or etcd cannot be followed (None: all well).
+    problem: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("id", &self.id).finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CommitError {
+    CommitError::Unavailable(e.to_string())
+}
+
+/// Connects to the endpoints of `cfg` (TLS and authentication as configured). The
+/// channel connects lazily: this fails only on bad settings or refused credentials.
+pub async fn connect(cfg: &ClusterConfig) -> Result<Client, String> {
+    let t = Duration::from_millis(cfg.timeout_ms);
+    let mut opts = ConnectOptions::new()
+        .with_timeout(t)
+        .with_connect_timeout(t)
+        .with_keep_alive(Duration::from_secs(5), t)
+        .with_keep_alive_while_idle(true)
+        // A member cut off from the others answers no watch: another one does.
+        .with_require_leader(true);
+    if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    if cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let (Some(c), Some(k)) = (&cfg.cert_file, &cfg.key_file) {
+            let cert = std::fs::read(c).map_err(|e| format!("{}: {e}", c.display()))?;
+            let key = std::fs::read(k).map_err(|e| format!("{}: {e}", k.display()))?;
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    tokio::time::timeout(t, Client::connect(&cfg.endpoints, Some(opts)))
+        .await
+        .map_err(|_| format!("no etcd endpoint answered within {} ms", cfg.timeout_ms))?
+        .map_err(|e| format!("etcd {}: {e}", cfg.endpoints.join(",")))
+}
+
+impl Cluster {
+    /// The cluster state of a server whose running inventory (`shared`) is the local
+    /// store's snapshot at `store.revision()`.
+    pub fn new(
+        cfg: ClusterConfig,
+        shared: Arc<Shared>,
+        store: Arc<Store>,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let revision = store.revision()?;
+        let id = cfg.server_id();
+        Ok(Arc::new(Cluster {
+            keys: Keys::new(&cfg.prefix),
+            id,
+            base: Mutex::new((shared.inventory(), revision)),
+            applied: watch::Sender::new(revision),
+            problem: Mutex::new(None),
+            client: tokio::sync::Mutex::new(None),
+            cfg,
+            shared,
+            store,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The revision the follower has applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    async fn client(&self) -> Result<Client, String> {
+        let mut c = self.client.lock().await;
+        if let Some(c) = c.as_ref() {
+            return Ok(c.clone());
+        }
+        let new = connect(&self.cfg).await?;
+        *c = Some(new.clone());
+        Ok(new)
+    }
+
+    fn set_problem(&self, p: Option<String>) {
+        *self.problem.lock().unwrap() = p;
+    }
+
+    /// Waits until the follower has applied `revision` (or the request timeout passed:
+    /// then the write is committed, and is served as soon as etcd is followed again).
+    async fn wait_applied(&self, revision: u64) {
+        let mut rx = self.applied.subscribe();
+        let t = Duration::from_millis(self.cfg.timeout_ms);
+        if tokio::time::timeout(t, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "cluster: revision {revision} committed but not applied here within {} ms",
+                self.cfg.timeout_ms
+            );
+        }
+    }
+
+    /// Sends the transactions of one change. Ok(last revision), or a conflict once the
+    /// conflicting revision is applied here.
+    async fn send(&self, txns: Vec<Txn>) -> Result<u64, CommitError> {
+        let mut client = self.client().await.map_err(unavailable)?;
+        let mut last = None;
+        for mut t in txns {
+            if let Some(prev) = last {
+                plan::chain_serial(&self.keys, &mut t, prev);
+            }
+            // A member that died (or lost its leader) fails the request: the next one
+            // goes to another. A retried transaction that had committed fails its
+            // compares, which reads as a conflict and makes an empty change: harmless.
+            let mut tries = 0;
+            let resp = loop {
+                match client.txn(etcd_txn(&t)).await {
+                    Ok(r) => break r,
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        tracing::debug!("cluster: etcd transaction: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            };
+            let rev = resp.header().map_or(0, |h| h.revision()) as u64;
+            if !resp.succeeded() {
+                // The failure branch read the compared keys: the newest of them is the
+                // write this change conflicted with (etcd's own revision may be ahead
+                // on keys outside the prefix, which the watch never delivers).
+                let newest = resp
+                    .op_responses()
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        TxnOpResponse::Get(g) => {
+                            g.kvs().iter().map(|kv| kv.mod_revision() as u64).max()
+                        }
+                        _ => None,
+                    })
+                    .max();
+                self.wait_applied(newest.unwrap_or(rev)).await;
+                return Err(CommitError::Conflict);
+            }
+            last = Some(rev);
+        }
+        if let Some(rev) = last {
+            self.wait_applied(rev).await;
+        }
+        Ok(last.unwrap_or(0))
+    }
+
+    /// Sets one host's `provision` (what `complete` does): compared with that host's key
+    /// alone, with no whole-inventory check and no lock shared with other writers.
+    pub async fn set_provision(&self, name: &str, provision: bool) -> Result<(), CommitError> {
+        for _ in 0..ATTEMPTS {
+            let (base, rev) = self.base.lock().unwrap().clone();
+            let Some(h) = base.host(name) else {
+                return Ok(());
+            };
+            if h.provision == provision {
+                return Ok(());
+            }
+            let mut h = h.clone();
+            h.provision = provision;
+            let change = Change {
+                put_hosts: vec![h],
+                ..Default::default()
+            };
+            let txns = plan::plan(
+                &self.keys,
+                &base,
+                rev,
+                &change,
+                true,
+                &self.id,
+                self.cfg.max_txn_ops,
+            );
+            match self.send(txns).await {
+                Err(CommitError::Conflict) => continue,
+                r => return r.map(drop),
+            }
+        }
+        Err(CommitError::Conflict)
+    }
+
+    /// Records that `host` completed while etcd could not be written: durably (the local
+    /// store), so that [`Cluster::replay`] writes it once etcd is back, even after a
+    /// restart.
+    pub fn queue_completion(&self, host: &str) -> Result<(), String> {
+        self.store
+            .set_meta(&format!("{QUEUED}{host}"), b"")
+            .map_err(|e| e.to_string())
+    }
+
+    /// The completions queued and not written yet.
+    pub fn queued(&self) -> Vec<String> {
+        self.store
+            .meta_keys(QUEUED)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(QUEUED).map(String::from))
+            .collect()
+    }
+
+    /// Writes the queued completions to etcd as it can, until `stop`.
+    pub async fn replay(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            for host in self.queued() {
+                match self.set_provision(&host, false).await {
+                    Ok(()) => {
+                        tracing::info!("cluster: queued completion of {host} written");
+                        let _ = self.store.delete_meta(&format!("{QUEUED}{host}"));
+                    }
+                    Err(CommitError::Unavailable(_)) => break,
+                    Err(e) => tracing::warn!("cluster: queued completion of {host}: {e}"),
+                }
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Follows etcd until `stop`: list (when there is no snapshot, or its revision was
+    /// compacted), then watch; reconnects after any error, from the last revision applied.
+    pub async fn follow(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let (hosts, images) = {
+            let inv = self.shared.inventory();
+            (inv.hosts().to_vec(), inv.images().to_vec())
+        };
+        let mut mirror = Mirror::from_parts(hosts, images, self.applied());
+        let mut relist = mirror.revision == 0;
+        let mut backoff = Duration::from_millis(200);
+        tokio::pin!(stop);
+        loop {
+            let r = tokio::select! {
+                _ = &mut stop => return,
+                r = self.follow_once(&mut mirror, &mut relist) => r,
+            };
+            if let Err(e) = r {
+                tracing::warn!(
+                    "cluster: {e}; serving the inventory at revision {} meanwhile",
+                    mirror.revision
+                );
+                self.set_problem(Some(e));
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                backoff = Duration::from_millis(200);
+            }
+        }
+    }
+
+    async fn follow_once(&self, mirror: &mut Mirror, relist: &mut bool) -> Result<(), String> {
+        let mut client = self.client().await?;
+        if *relist {
+            *mirror = self.list(&mut client).await?;
+            tracing::info!(
+                "cluster: listed {} hosts and {} images at revision {}",
+                mirror.hosts.len(),
+                mirror.images.len(),
+                mirror.revision
+            );
+            *relist = false;
+            self.apply(mirror, true).await;
+        }
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(mirror.revision as i64 + 1)
+            .with_progress_notify();
+        let mut stream = client
+            .watch(self.keys.prefix(), Some(opts))
+            .await
+            .map_err(|e| format!("cannot watch etcd: {e}"))?;
+        self.set_problem(None);
+        loop {
+            let first = stream
+                .message()
+                .await
+                .map_err(|e| format!("etcd watch: {e}"))?
+                .ok_or("the etcd watch ended")?;
+            let mut changed = self.take(mirror, first, relist)?;
+            let end = tokio::time::Instant::now() + BATCH_MAX;
+            loop {
+                let wait =
+                    BATCH_IDLE.min(end.saturating_duration_since(tokio::time::Instant::now()));
+                match tokio::time::timeout(wait, stream.message()).await {
+                    Err(_) => break,
+                    Ok(r) => {
+                        let r = r
+                            .map_err(|e| format!("etcd watch: {e}"))?
+                            .ok_or("the etcd watch ended")?;
+                        changed |= self.take(mirror, r, relist)?;
+                    }
+                }
+            }
+            self.apply(mirror, changed).await;
+        }
+    }
+
+    /// Applies one watch response to the mirror; true if a host or image changed.
+    fn take(
+        &self,
+        mirror: &mut Mirror,
+        resp: etcd_client::WatchResponse,
+        relist: &mut bool,
+    ) -> Result<bool, String> {
+        if resp.compact_revision() > 0 {
+            *relist = true;
+            return Err(format!(
+                "revision {} was compacted (etcd keeps {} on): listing again",
+                mirror.revision + 1,
+                resp.compact_revision()
+            ));
+        }
+        if resp.canceled() {
+            return Err(format!(
+                "etcd cancelled the watch: {}",
+                resp.cancel_reason()
+            ));
+        }
+        let mut changed = false;
+        if resp.events().is_empty() {
+            // The watch's creation, or a progress notification: every event up to its
+            // revision was sent.
+            if let Some(h) = resp.header() {
+                let now = h.revision() as u64;
+                if now < mirror.revision {
+                    // A new or restored etcd: the snapshot's revision is in its future.
+                    *relist = true;
+                    return Err(format!(
+                        "etcd is at revision {now}, behind this server's snapshot ({}): \
+                         a new or restored cluster; listing again",
+                        mirror.revision
+                    ));
+                }
+                mirror.revision = mirror.revision.max(now);
+            }
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Ok(key) = kv.key_str() else { continue };
+            let value = match ev.event_type() {
+                EventType::Put => Some(kv.value().to_vec()),
+                EventType::Delete => None,
+            };
+            let e = Event {
+                key: key.to_string(),
+                value,
+            };
+            if mirror.apply(&self.keys, &e) {
+                changed = true;
+                if let Some(why) = mirror.unreadable.get(key) {
+                    tracing::error!("cluster: {key}: {why}: left out of the inventory");
+                }
+            }
+            mirror.revision = mirror.revision.max(kv.mod_revision() as u64);
+        }
+        Ok(changed)
+    }
+
+    /// Everything under the prefix at one revision, in pages.
+    async fn list(&self, client: &mut Client) -> Result<Mirror, String> {
+        let mut mirror = Mirror::default();
+        let prefix = self.keys.prefix().to_string();
+        let end = prefix_end(&prefix);
+        let mut from = prefix.clone().into_bytes();
+        let mut revision = 0i64;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = client
+                .get(from.clone(), Some(opts))
+                .await
+                .map_err(|e| format!("cannot list {prefix}: {e}"))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                let Ok(key) = kv.key_str() else { continue };
+                mirror.apply(
+                    &self.keys,
+                    &Event {
+                        key: key.to_string(),
+                        value: Some(kv.value().to_vec()),
+                    },
+                );
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        for (key, why) in &mirror.unreadable {
+            tracing::error!("cluster: {key}: {why}: left out of the inventory");
+        }
+        mirror.revision = revision as u64;
+        Ok(mirror)
+    }
+
+    /// Serves the mirror's inventory if it changed and validates; records the revision.
+    async fn apply(&self, mirror: &Mirror, changed: bool) {
+        let rev = mirror.revision;
+        if changed {
+            let (hosts, images) = mirror.parts();
+            let roots = self.shared.config.provision.image_roots();
+            let default = self.shared.config.provision.default_image.clone();
+            let (h, i) = (hosts.clone(), images.clone());
+            let valid = tokio::task::spawn_blocking(move || {
+                Inventory::new_with_default(h, i, &roots, default.as_deref())
+            })
+            .await;
+            match valid {
+                Ok(Ok(inv)) => {
+                    let old = self.shared.inventory();
+                    let change = Change::diff(old.hosts(), old.images(), inv.hosts(), inv.images());
+                    {
+                        let mut base = self.base.lock().unwrap();
+                        self.shared.replace_inventory(inv);
+                        *base = (self.shared.inventory(), rev);
+                    }
+                    self.set_problem(None);
+                    let store = self.store.clone();
+                    let saved =
+                        tokio::task::spawn_blocking(move || store.apply_at(&change, rev)).await;
+                    if let Ok(Err(e)) = saved {
+                        tracing::warn!("cluster: cannot write the local snapshot: {e}");
+                    }
+                }
+                Ok(Err(errs)) => {
+                    let msg = format!(
+                        "the inventory at revision {rev} is invalid, still serving the previous one: {}",
+                        errs.messages().join("; ")
+                    );
+                    tracing::error!("cluster: {msg}");
+                    self.set_problem(Some(msg));
+                    // Changes are made on what etcd holds, so that one can repair it.
+                    let inv = Inventory::from_parts_unchecked(hosts, images);
+                    *self.base.lock().unwrap() = (Arc::new(inv), rev);
+                }
+                Err(e) => tracing::error!("cluster: validation failed: {e}"),
+            }
+        } else {
+            self.base.lock().unwrap().1 = rev;
+        }
+        self.applied.send_replace(rev);
+    }
+
+    /// Publishes this server's record (`servers/{id}`, on a lease that ends with the
+    /// server) until `stop`: at start, on every inventory swap and every few seconds.
+    pub async fn publish(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut swaps = self.shared.subscribe();
+        let lease = Mutex::new(None);
+        loop {
+            let r = tokio::select! {
+                _ = &mut stop => break,
+                r = self.publish_once(&mut swaps, &lease) => r,
+            };
+            if let Err(e) = r {
+                tracing::debug!("cluster: server record: {e}");
+            }
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        // Stopping: the record goes now rather than when its lease runs out.
+        let id = lease.lock().unwrap().take();
+        if let (Some(id), Ok(mut client)) = (id, self.client().await) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(id)).await;
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        swaps: &mut watch::Receiver<u64>,
+        current: &Mutex<Option<i64>>,
+    ) -> Result<(), String> {
+        let mut client = self.client().await?;
+        let lease = client
+            .lease_grant(RECORD_TTL_SECS, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .id();
+        *current.lock().unwrap() = Some(lease);
+        let (mut keeper, mut acks) = client
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = crate::http::token::now_secs();
+        loop {
+            let record = self.record(started);
+            client
+                .put(
+                    self.keys.server(&self.id),
+                    record.to_string(),
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let tick = tokio::time::sleep(Duration::from_secs(3));
+            tokio::pin!(tick);
+            tokio::select! {
+                _ = &mut tick => {}
+                _ = swaps.changed() => {
+                    // Let a burst of swaps settle into one record.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            keeper.keep_alive().await.map_err(|e| e.to_string())?;
+            match acks.message().await.map_err(|e| e.to_string())? {
+                Some(a) if a.ttl() > 0 => {}
+                _ => return Err("the record's lease expired".into()),
+            }
+        }
+    }
+
+    /// What `servers/{id}` says.
+    fn record(&self, started: u64) -> serde_json::Value {
+        let (inv, _) = self.base.lock().unwrap().clone();
+        let served = self.shared.inventory();
+        serde_json::json!({
+            "id": self.id,
+            "segments": self.cfg.segments.iter().map(|s| serde_json::json!({
+                "name": s.name, "interfaces": s.interfaces, "subnets": s.subnets,
+            })).collect::<Vec<_>>(),
+            "applied_revision": self.applied(),
+            "hosts": served.hosts().len(),
+            "images": served.images().len(),
+            "etcd_hosts": inv.hosts().len(),
+            "problem": *self.problem.lock().unwrap(),
+            "queued_completions": self.queued().len(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": started,
+            "updated": crate::http::token::now_secs(),
+        })
+    }
+
+    /// Makes the boot-token key in `state_dir/token.key` the cluster's: the first server
+    /// to start puts its own key, every other one takes that one (a URL signed by one
+    /// server is valid on every other). With etcd unreachable the local file is used as
+    /// it is (the cluster's key since the last start that reached etcd).
+    pub async fn share_token_key(&self, path: &std::path::Path) -> Result<(), String> {
+        // Created if missing, checked if present.
+        crate::http::token::TokenKey::load_or_create(path).map_err(|e| e.to_string())?;
+        let ours = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let ours = ours.trim().to_string();
+        let mut client = self.client().await?;
+        let key = self.keys.token_key();
+        let txn = EtcdTxn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), ours.clone(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = client.txn(txn).await.map_err(|e| format!("etcd: {e}"))?;
+        if resp.succeeded() {
+            tracing::info!("cluster: this server's boot-token key is now the cluster's");
+            return Ok(());
+        }
+        let shared = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .ok_or("the cluster's token key vanished")?;
+        let shared =
+            String::from_utf8(shared).map_err(|_| "the cluster's token key is not text")?;
+        let shared = shared.trim();
+        let valid = hex::decode(shared).is_ok_and(|b| b.len() == 32);
+        if !valid {
+            return Err(format!("{key} is not 64 hex digits"));
+        }
+        if shared != ours {
+            write_private(path, shared).map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!("cluster: boot-token key taken from the cluster");
+        }
+        Ok(())
+    }
+}
+
+/// Writes `text` to `path` whole (a file beside it renamed over it), mode 0600.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("cluster.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The first key after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn etcd_txn(t: &Txn) -> EtcdTxn {
+    let cmps: Vec<Compare> = t
+        .cmps
+        .iter()
+        .map(|c| match c {
+            Cmp::ModAtMost(k, r) => {
+                Compare::mod_revision(k.clone(), CompareOp::Less, *r as i64 + 1)
+            }
+            Cmp::Absent(k) => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+            Cmp::ModIs(k, r) => Compare::mod_revision(k.clone(), CompareOp::Equal, *r as i64),
+        })
+        .collect();
+    let ops: Vec<TxnOp> = t
+        .ops
+        .iter()
+        .map(|o| match o {
+            Op::Put(k, v) => TxnOp::put(k.clone(), v.clone(), None),
+            Op::Delete(k) => TxnOp::delete(k.clone(), None),
+        })
+        .collect();
+    // On failure: the compared keys' revisions (keys only), to wait for the conflict.
+    let reads: Vec<TxnOp> = t
+        .cmps
+        .iter()
+        .map(|c| match c {
+            Cmp::ModAtMost(k, _) | Cmp::Absent(k) | Cmp::ModIs(k, _) => {
+                TxnOp::get(k.clone(), Some(GetOptions::new().with_keys_only()))
+            }
+        })
+        .collect();
+    EtcdTxn::new().when(cmps).and_then(ops).or_else(reads)
+}
+
+impl Backend for Arc<Cluster> {
+    fn base(&self, _running: Arc<Inventory>) -> (Arc<Inventory>, u64) {
+        self.base.lock().unwrap().clone()
+    }
+
+    fn commit(
+        &self,
+        base: Arc<Inventory>,
+        revision: u64,
+        change: Change,
+    ) -> BoxFuture<'static, Result<Committed, CommitError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let txns = plan::plan(
+                &me.keys,
+                &base,
+                revision,
+                &change,
+                false,
+                &me.id,
+                me.cfg.max_txn_ops,
+            );
+            me.send(txns).await?;
+            Ok(Committed::InPlace)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_end_is_the_next_key() {
+        assert_eq!(super::prefix_end("/x/"), b"/x0".to_vec());
+        assert_eq!(super::prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}

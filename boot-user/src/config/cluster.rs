@@ -1,0 +1,288 @@
+//! `[cluster]`: many servers on one inventory kept in etcd (see [`crate::cluster`]).
+//! Absent: standalone, the inventory lives in this server's own store only.
+//!
+//! ```toml
+//! [cluster]
+//! endpoints = ["https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://10.0.0.13:2379"]
+//! prefix = "/xboot/v1/"          # every key xboot reads and writes is under it
+//! server_id = "rack7-a"          # default: the host name
+//! ca_file = "/etc/xboot/etcd-ca.pem"     # TLS (https:// endpoints)
+//! cert_file = "/etc/xboot/etcd.pem"      # client certificate, with key_file
+//! key_file = "/etc/xboot/etcd-key.pem"
+//! user = "xboot"                 # etcd authentication, with password
+//! password = "..."
+//! [[cluster.segment]]
+//! name = "rack7"
+//! interfaces = ["eno1"]
+//! subnets = ["10.7.0.0/16"]
+//! ```
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Defaults: etcd's own limit on operations per transaction (`--max-txn-ops`).
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+pub const DEFAULT_PREFIX: &str = "/xboot/v1/";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://HOST:PORT` or `https://HOST:PORT`).
+    pub endpoints: Vec<String>,
+    /// Key prefix of this site's data (starts and ends with `/`).
+    pub prefix: String,
+    /// This server's name in `servers/` and `xboot cluster status`; default: the host name.
+    pub server_id: Option<String>,
+    /// CA certificate (PEM) that signed the etcd members' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and its key (PEM), for members that require one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user and password (etcd's `auth enable`).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Connect and request timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// Operations per etcd transaction; bigger changes are split (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// The segments this server serves.
+    #[serde(rename = "segment")]
+    pub segments: Vec<Segment>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            endpoints: Vec::new(),
+            prefix: DEFAULT_PREFIX.into(),
+            server_id: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password: None,
+            timeout_ms: 5000,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            segments: Vec::new(),
+        }
+    }
+}
+
+/// One L2 segment (rack, row) this server answers on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Segment {
+    pub name: String,
+    pub interfaces: Vec<String>,
+    /// IPv4 subnets (CIDR) of the segment's hosts.
+    pub subnets: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// `server_id`, else the machine's host name.
+    pub fn server_id(&self) -> String {
+        self.server_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "xboot".into())
+    }
+
+    /// Every problem, each naming its key (`cluster.endpoints[1]`).
+    pub fn problems(&self, check: &mut impl FnMut(&str, Result<(), String>)) {
+        if self.endpoints.is_empty() {
+            check(
+                "cluster.endpoints",
+                Err("at least one etcd endpoint is needed (http://HOST:PORT)".into()),
+            );
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            check(&format!("cluster.endpoints[{i}]"), endpoint(e).map(drop));
+        }
+        check("cluster.prefix", prefix(&self.prefix));
+        if let Some(id) = &self.server_id {
+            check("cluster.server_id", server_id(id));
+        }
+        let tls = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if !tls && (self.ca_file.is_some() || self.cert_file.is_some()) {
+            check(
+                "cluster.ca_file",
+                Err("TLS files are set but no endpoint is https://".into()),
+            );
+        }
+        if tls && self.endpoints.iter().any(|e| e.starts_with("http://")) {
+            check(
+                "cluster.endpoints",
+                Err("mixes http:// and https:// endpoints".into()),
+            );
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            check(
+                "cluster.cert_file",
+                Err("cert_file and key_file go together".into()),
+            );
+        }
+        if self.user.is_some() != self.password.is_some() {
+            check("cluster.user", Err("user and password go together".into()));
+        }
+        if !(100..=600_000).contains(&self.timeout_ms) {
+            check(
+                "cluster.timeout_ms",
+                Err(format!("{} is outside 100..=600000", self.timeout_ms)),
+            );
+        }
+        if !(8..=100_000).contains(&self.max_txn_ops) {
+            check(
+                "cluster.max_txn_ops",
+                Err(format!("{} is outside 8..=100000", self.max_txn_ops)),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            let key = format!("cluster.segment[{i}]");
+            if s.name.is_empty() {
+                check(&format!("{key}.name"), Err("a segment needs a name".into()));
+            } else if !names.insert(s.name.as_str()) {
+                check(
+                    &format!("{key}.name"),
+                    Err(format!("segment {:?} is named twice", s.name)),
+                );
+            }
+            for (j, n) in s.subnets.iter().enumerate() {
+                check(
+                    &format!("{key}.subnets[{j}]"),
+                    n.parse::<ipnet::Ipv4Net>()
+                        .map(drop)
+                        .map_err(|_| format!("{n:?} is not an IPv4 CIDR (10.7.0.0/16)")),
+                );
+            }
+        }
+    }
+}
+
+/// `http://HOST:PORT` / `https://HOST:PORT`; the endpoint as the client takes it.
+pub fn endpoint(e: &str) -> Result<&str, String> {
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .ok_or_else(|| format!("{e:?} must start with http:// or https://"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{e:?} names no port (http://HOST:2379)"))?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{e:?} is not http(s)://HOST:PORT"));
+    }
+    Ok(e)
+}
+
+fn prefix(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') || !p.ends_with('/') || p.len() < 2 {
+        return Err(format!("{p:?} must start and end with / (\"/xboot/v1/\")"));
+    }
+    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{p:?} holds whitespace or control characters"));
+    }
+    Ok(())
+}
+
+fn server_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?}: 1 to 64 letters, digits, '-', '_' or '.' (it is part of a key)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(c: &ClusterConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        c.problems(&mut |k, r| {
+            if let Err(m) = r {
+                out.push(format!("{k}: {m}"));
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn a_cluster_section_reads_and_checks() {
+        let c: ClusterConfig = toml::from_str(
+            r#"
+            endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+            server_id = "a1"
+            [[segment]]
+            name = "A"
+            interfaces = ["eth0"]
+            subnets = ["10.0.0.0/24"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.prefix, DEFAULT_PREFIX);
+        assert_eq!(c.max_txn_ops, DEFAULT_MAX_TXN_OPS);
+        assert_eq!(c.segments[0].interfaces, ["eth0"]);
+        assert_eq!(problems(&c), Vec::<String>::new());
+        assert_eq!(c.server_id(), "a1");
+    }
+
+    #[test]
+    fn every_bad_cluster_value_is_named() {
+        let c = ClusterConfig {
+            endpoints: vec!["10.0.0.1:2379".into(), "http://x:0".into()],
+            prefix: "xboot".into(),
+            server_id: Some("a/b".into()),
+            cert_file: Some("c.pem".into()),
+            user: Some("u".into()),
+            timeout_ms: 1,
+            max_txn_ops: 1,
+            segments: vec![
+                Segment {
+                    name: "A".into(),
+                    subnets: vec!["10.0.0.0/33".into()],
+                    ..Default::default()
+                },
+                Segment {
+                    name: "A".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let p = problems(&c);
+        for key in [
+            "cluster.endpoints[0]",
+            "cluster.endpoints[1]",
+            "cluster.prefix",
+            "cluster.server_id",
+            "cluster.ca_file",
+            "cluster.cert_file",
+            "cluster.user",
+            "cluster.timeout_ms",
+            "cluster.max_txn_ops",
+            "cluster.segment[0].subnets[0]",
+            "cluster.segment[1].name",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(&format!("{key}:"))),
+                "{key}: {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), 11, "{p:#?}");
+        let none = ClusterConfig::default();
+        assert!(problems(&none)[0].starts_with("cluster.endpoints:"));
+    }
+}
