@@ -45,6 +45,7 @@
 pub mod fabric;
 pub mod faults;
 pub mod fingerprint;
+pub mod floor;
 pub mod hostsysctl;
 pub mod http;
 pub mod neigh;
