@@ -47,7 +47,7 @@ struct Common {
     #[arg(long, env = "XBOOT_STORM_FLOOD_DHCP")]
     flood_dhcp: bool,
     /// Shape the server's port with a token bucket (tbf, GSO off): `10gbit` for a
-    /// 10 GbE head node. Unshaped by default.
+    /// 10 GbE head node; `10gbit+gso` keeps GSO/TSO on. Unshaped by default.
     #[arg(long, env = "XBOOT_STORM_UPLINK")]
     uplink: Option<String>,
     /// Boot files: small (the test kernel and initrd) or full (the initrd padded to
@@ -327,7 +327,10 @@ fn bench(
         c.payload,
         c.uplink
             .as_deref()
-            .map(|u| format!("shaped to {u} (tbf on srv0, GSO off)"))
+            .map(|u| format!(
+                "shaped to {u} (tbf on srv0, GSO {})",
+                if u.ends_with("+gso") { "on" } else { "off" }
+            ))
             .unwrap_or_else(|| "unshaped".into()),
         if kinds.contains(&Kind::XbootXdp) {
             format!("; xboot-xdp's program on srv0 in {} mode", c.xdp_link)

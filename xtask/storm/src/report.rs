@@ -308,7 +308,10 @@ pub fn markdown(o: &Outcome) -> String {
         o.payload_bytes as f64 / 1e6,
         o.uplink
             .as_deref()
-            .map(|u| format!("shaped to {u} (tbf on srv0, GSO off)"))
+            .map(|u| format!(
+                "shaped to {u} (tbf on srv0, GSO {})",
+                if u.ends_with("+gso") { "on" } else { "off" }
+            ))
             .unwrap_or_else(|| "unshaped".into()),
         o.xdp_link
             .map(|l| format!(
