@@ -383,10 +383,12 @@ fn bench(
                     }
                     let f = faults[fi];
                     let fname = f.map(|f| f.name()).unwrap_or_else(|| "none".into());
+                    // The server by its index: xboot-userspace and xboot-xdp share an initial
+                    // (and their work directories did).
                     let tag = format!(
                         "{n}{}{}{}{fi}{round}",
                         &p.name()[..1],
-                        k.name().chars().next().unwrap_or('x'),
+                        Kind::ALL.iter().position(|x| *x == k).unwrap_or(9),
                         &l.name()[..1],
                     );
                     eprintln!(
