@@ -1,6 +1,7 @@
 //! `cargo xtask bench storm [--sizes 10,100,1000] [--servers a,b] [--rounds R]
 //! [--neigh default,raised] [--faults none,loss-1,...] [--profiles bios,uefi] [--flood-arp]
-//! [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in
+//! [--flood-dhcp] [--uplink 10gbit] [--payload small|full] [--xdp-link generic|native]
+//! [--no-floor] [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in
 //! its own network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq +
 //! nginx, alternating runs. Builds `xboot` and the simulator `stormsim` in release and
 //! runs the sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
@@ -11,7 +12,13 @@
 //! has them, raised = gc_thresh1/2/3 raised for each run and restored after, also on
 //! Ctrl-C); each run prints its validity checks. `--profiles` defaults to `bios,uefi`:
 //! the BIOS iPXE ROM goes straight to HTTP, so the UEFI storms are the ones that measure
-//! TFTP. Leaves
+//! TFTP. After each storm a bare sendfile server sends every node the same files on the
+//! same fabric (the floor; `--no-floor` skips it) and the report gives the floor ratio.
+//! `--uplink RATE` shapes the server's port (tbf, GSO off); `--payload full` pads the
+//! initrd to 80 MB; `--flood-dhcp` floods the server's broadcast DHCP replies instead of
+//! sending each to its node's port; xboot-xdp runs its program in generic mode on the veth
+//! unless `--xdp-link native` (the veth artifact: GSO off, one ring shared with XDP_TX).
+//! Leaves
 //! `storm.json`, `storm.md` and one SVG per run in target/bench/storm.
 use anyhow::bail;
 

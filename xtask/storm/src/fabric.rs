@@ -33,7 +33,8 @@ pub fn node_name(i: usize) -> String {
     format!("n{:04}", i + 1)
 }
 
-/// The nftables table of the ARP-to-port rewrite (in the fabric namespace).
+/// The nftables table of the to-port rewrites (in the fabric namespace): chain `pre`
+/// for ARP, chain `dhcp` for DHCP replies.
 const ARP_TABLE: &str = "storm_fabric";
 
 /// The ruleset that turns the server's ARP requests for node `i` (broadcast, flooded
@@ -52,6 +53,112 @@ pub fn arp_to_port_rules(n: usize) -> String {
          \x20   iifname \"up0\" ether daddr ff:ff:ff:ff:ff:ff arp operation request ether daddr set arp daddr ip map @node_mac counter\n  }}\n}}\n",
         elements.join(", ")
     )
+}
+
+/// Offset in bits of a DHCP message's `chaddr` from the start of its UDP header: the
+/// UDP header (8 bytes), then op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr,
+/// siaddr, giaddr (28 bytes).
+pub const CHADDR_BIT: usize = (8 + 28) * 8;
+
+/// The same for the server's broadcast DHCP replies (UEFI firmware sets the broadcast
+/// flag, so OFFER and ACK go to ff:ff:ff:ff:ff:ff): a reply from up0 to UDP port 68
+/// whose `chaddr` is a node's gets that node's MAC as its destination, so the bridges
+/// deliver it to the one port instead of flooding N copies. The map is keyed by the
+/// raw 48 bits of `chaddr` (nft has no cast from a raw payload to an Ethernet
+/// address); a `chaddr` not in it (a truth VM) leaves the frame flooded as before.
+pub fn dhcp_to_port_rules(n: usize) -> String {
+    let elements: Vec<String> = (0..n)
+        .map(|i| {
+            let m = node_mac(i);
+            let key = m.iter().fold(0u64, |k, b| (k << 8) | u64::from(*b));
+            format!("0x{key:012x} : {}", crate::node::mac_string(m))
+        })
+        .collect();
+    format!(
+        "table bridge {ARP_TABLE} {{\n  map chaddr_port {{\n    typeof @th,{CHADDR_BIT},48 : ether daddr\n    elements = {{ {} }}\n  }}\n\
+         \x20 chain dhcp {{\n    type filter hook prerouting priority -300; policy accept;\n\
+         \x20   iifname \"up0\" ether daddr ff:ff:ff:ff:ff:ff udp sport 67 udp dport 68 ether daddr set @th,{CHADDR_BIT},48 map @chaddr_port counter\n  }}\n}}\n",
+        elements.join(", ")
+    )
+}
+
+/// A token-bucket rate for the server's port (`--uplink 10gbit`): "a 10 GbE head
+/// node". tbf is built into this kernel (netem and fq are not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Uplink {
+    pub bits_per_s: u64,
+    /// GSO and TSO left on at srv0 (`10gbit+gso`). Off by default, so the bucket meters
+    /// wire-sized frames; but then TCP segments in software, which on this 2-core
+    /// machine caps the server near 0.5 Gbit/s (measured), far below a real NIC with TSO.
+    /// tbf meters a GSO packet by all its segments' bytes, so the rate holds either way.
+    pub gso: bool,
+}
+
+impl Uplink {
+    /// `10gbit`, `2.5gbit`, `500mbit` (tc's units, decimal), each optionally `+gso`.
+    pub fn parse(s: &str) -> Option<Uplink> {
+        let s = s.trim().to_ascii_lowercase();
+        let (s, gso) = match s.strip_suffix("+gso") {
+            Some(r) => (r.to_string(), true),
+            None => (s, false),
+        };
+        let (num, mult) = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)]
+            .iter()
+            .find_map(|(u, m)| Some((s.strip_suffix(u)?, *m)))?;
+        let v: f64 = num.parse().ok()?;
+        (v.is_finite() && v > 0.0).then(|| Uplink {
+            bits_per_s: (v * mult).round() as u64,
+            gso,
+        })
+    }
+
+    pub fn name(self) -> String {
+        let rate = match self.bits_per_s {
+            b if b % 1_000_000_000 == 0 => format!("{}gbit", b / 1_000_000_000),
+            b if b % 1_000_000 == 0 => format!("{}mbit", b / 1_000_000),
+            b => format!("{b}bit"),
+        };
+        if self.gso {
+            rate + "+gso"
+        } else {
+            rate
+        }
+    }
+
+    /// `tc` arguments for srv0's root qdisc: the rate, a bucket of 1 ms at that rate
+    /// (at least 64 KiB: tbf drops a packet bigger than its bucket) and 50 ms of queue.
+    pub fn tbf_args(self) -> Vec<String> {
+        let burst = (self.bits_per_s / 8 / 1000).max(64 * 1024);
+        ["qdisc", "replace", "dev", "srv0", "root", "tbf", "rate"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                format!("{}bit", self.bits_per_s),
+                "burst".into(),
+                burst.to_string(),
+                "latency".into(),
+                "50ms".into(),
+            ])
+            .collect()
+    }
+}
+
+/// MTU of up0 when the server's XDP program is to run in generic mode
+/// ([`Fabric::xdp_generic_link`]).
+pub const UP0_JUMBO_MTU: u32 = 9000;
+
+/// Transmitted bytes of `dev` in the current thread's namespace (`/proc/thread-self/net/dev`).
+pub fn tx_bytes(dev: &str) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+    parse_tx_bytes(&text, dev)
+        .ok_or_else(|| std::io::Error::other(format!("no {dev} in /proc/net/dev")))
+}
+
+pub fn parse_tx_bytes(text: &str, dev: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        (name.trim() == dev).then(|| rest.split_whitespace().nth(8)?.parse().ok())?
+    })
 }
 
 /// The built network; dropping it removes every namespace (and kills what runs inside).
@@ -191,11 +298,87 @@ impl Fabric {
         .map(|_| ())
     }
 
-    /// ARP requests the rewrite has sent to one port instead of flooding them.
-    pub fn arp_redirected(&self) -> u64 {
+    /// Installs the DHCP-reply rewrite ([`dhcp_to_port_rules`]) on the spine.
+    pub fn dhcp_to_port(&self) -> Result<(), String> {
         crate::faults::nft(
             &self.fabric_ns,
-            &["list", "chain", "bridge", ARP_TABLE, "pre"],
+            &["-f", "-"],
+            Some(&dhcp_to_port_rules(self.nodes.len())),
+        )
+        .map(|_| ())
+    }
+
+    /// ARP requests the rewrite has sent to one port instead of flooding them.
+    pub fn arp_redirected(&self) -> u64 {
+        self.redirected("pre")
+    }
+
+    /// Broadcast DHCP replies the rewrite has sent to one port.
+    pub fn dhcp_redirected(&self) -> u64 {
+        self.redirected("dhcp")
+    }
+
+    /// Shapes the server's port to `u` (tbf on srv0), with GSO and TSO off on srv0
+    /// unless `u.gso`.
+    pub fn shape(&self, u: Uplink) -> Result<(), String> {
+        if !u.gso {
+            let out = testlab::peers::command("ip")
+                .args(["netns", "exec", &self.server_ns])
+                .arg(testlab::peers::program("ethtool"))
+                .args(["-K", "srv0", "gso", "off", "tso", "off"])
+                .output()
+                .map_err(|e| format!("cannot run ethtool: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ethtool -K srv0 gso off tso off: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        let out = testlab::peers::command("tc")
+            .args(["-n", &self.server_ns])
+            .args(u.tbf_args())
+            .output()
+            .map_err(|e| format!("cannot run tc: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tc {}: {}",
+                u.tbf_args().join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes the server's XDP program attach in generic (skb) mode, for xdp storms
+    /// without the veth artifact. Native XDP_TX on veth needs an XDP program on the
+    /// peer (up0); that program strips GSO from srv0 and sends every frame srv0
+    /// transmits, bulk HTTP and XDP_TX replies alike, through one 256-frame ring (250k-1.3M
+    /// TCP drops and lost DHCP answers measured), where a NIC has TX queues of its own for
+    /// XDP. In generic mode XDP_TX goes out through srv0's own transmit path, the peer
+    /// needs no program and srv0 keeps GSO. up0's MTU is raised above what native XDP
+    /// on veth accepts of a peer (a page less headroom: the kernel refuses the attach
+    /// with ERANGE), so xboot's attach falls back to generic as on a NIC without XDP
+    /// support; frames stay at the nodes' and srv0's 1,500 bytes.
+    pub fn xdp_generic_link(&self) -> Result<(), String> {
+        batch(
+            "ip",
+            &["-n", &self.fabric_ns],
+            &[format!("link set up0 mtu {UP0_JUMBO_MTU}")],
+        )
+    }
+
+    /// Bytes srv0 has sent.
+    pub fn server_tx_bytes(&self) -> u64 {
+        self.ops
+            .run_blocking(self.server_idx(), || tx_bytes("srv0"))
+            .unwrap_or(0)
+    }
+
+    fn redirected(&self, chain: &str) -> u64 {
+        crate::faults::nft(
+            &self.fabric_ns,
+            &["list", "chain", "bridge", ARP_TABLE, chain],
             None,
         )
         .ok()
@@ -256,5 +439,75 @@ mod tests {
         assert!(r.contains("10.77.2.50 : 02:57:00:00:01:2b }"), "{r}");
         assert!(r.contains("iifname \"up0\" ether daddr ff:ff:ff:ff:ff:ff arp operation request ether daddr set arp daddr ip map @node_mac counter"));
         assert_eq!(r.matches(" : 02:57:").count(), 300);
+    }
+
+    #[test]
+    fn dhcp_rewrite_maps_every_chaddr_to_its_port() {
+        let r = dhcp_to_port_rules(300);
+        // Node 0's chaddr as a raw 48-bit key, and node 299's (MAC ...:01:2b).
+        assert!(
+            r.contains("{ 0x025700000000 : 02:57:00:00:00:00, 0x025700000001 : 02:57:00:00:00:01"),
+            "{r}"
+        );
+        assert!(r.contains("0x02570000012b : 02:57:00:00:01:2b }"), "{r}");
+        assert_eq!(r.matches(" : 02:57:").count(), 300);
+        // chaddr sits 28 bytes into the DHCP message, after the 8-byte UDP header.
+        assert_eq!(CHADDR_BIT, 288);
+        assert!(r.contains("typeof @th,288,48 : ether daddr"), "{r}");
+        assert!(r.contains(
+            "iifname \"up0\" ether daddr ff:ff:ff:ff:ff:ff udp sport 67 udp dport 68 ether daddr set @th,288,48 map @chaddr_port counter"
+        ));
+        // Its own chain, so its counter is read apart from ARP's.
+        assert!(r.contains("chain dhcp {") && !r.contains("chain pre"));
+    }
+
+    #[test]
+    fn uplink_rates_and_the_tbf_line() {
+        assert_eq!(
+            Uplink::parse("10gbit").map(|u| u.bits_per_s),
+            Some(10_000_000_000)
+        );
+        assert_eq!(
+            Uplink::parse("2.5Gbit").map(|u| u.bits_per_s),
+            Some(2_500_000_000)
+        );
+        assert_eq!(
+            Uplink::parse("500mbit").map(|u| u.bits_per_s),
+            Some(500_000_000)
+        );
+        for bad in ["10", "gbit", "-1gbit", "0gbit", "10gbps", "nangbit"] {
+            assert_eq!(Uplink::parse(bad), None, "{bad}");
+        }
+        let u = Uplink::parse("10gbit").unwrap();
+        assert_eq!(u.name(), "10gbit");
+        assert!(!u.gso);
+        let g = Uplink::parse("10gbit+gso").unwrap();
+        assert_eq!(
+            (g.bits_per_s, g.gso, g.name().as_str()),
+            (10_000_000_000, true, "10gbit+gso")
+        );
+        assert_eq!(g.tbf_args(), u.tbf_args());
+        assert_eq!(Uplink::parse("500mbit").unwrap().name(), "500mbit");
+        // A bucket of 1 ms at 10 Gbit/s: 1.25 MB.
+        assert_eq!(
+            u.tbf_args().join(" "),
+            "qdisc replace dev srv0 root tbf rate 10000000000bit burst 1250000 latency 50ms"
+        );
+        // Slow rates keep a bucket that holds a 64 KiB frame.
+        assert!(Uplink::parse("1mbit")
+            .unwrap()
+            .tbf_args()
+            .join(" ")
+            .contains("burst 65536 "));
+    }
+
+    #[test]
+    fn transmitted_bytes_of_one_device() {
+        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets ...\n\
+                      lo:  10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n\
+                    srv0: 9000 7 0 3 0 0 0 0 123456789 1500 0 17 0 0 0 0\n";
+        assert_eq!(parse_tx_bytes(text, "srv0"), Some(123_456_789));
+        assert_eq!(parse_tx_bytes(text, "lo"), Some(20));
+        assert_eq!(parse_tx_bytes(text, "up0"), None);
     }
 }

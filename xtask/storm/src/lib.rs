@@ -15,7 +15,9 @@
 //! - [`wire`] (DHCP frames), [`script`] (iPXE-script interpreter), [`http`] (keep-alive
 //!   client): the protocol pieces the nodes use; `wire` and `script` never do I/O.
 //! - [`servers`]: the servers under test: `xboot serve` (userspace or XDP DHCP) and
-//!   dnsmasq + nginx (stock, tuned).
+//!   dnsmasq + nginx (stock, tuned); the payload (small, or the initrd padded to 80 MB).
+//! - [`floor`]: the floor pass after each storm (a bare sendfile server on the same
+//!   fabric sends every node the same files at once) and the floor ratio.
 //! - [`xdp_pass`]: the pass-everything XDP program the server veth's peer needs for
 //!   native XDP_TX (xboot's xdp mode).
 //! - [`fingerprint`]: what a booting machine sends, reduced per packet type to the
@@ -37,14 +39,11 @@
 //! clock, within `--jitter`; the truth VMs are powered through their own ipmi_sim);
 //! CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
 //! driver, so it stops at the kernel); truth VMs in dnsmasq storms; 5,000 nodes and the
-//! responder BMCs; the shaped uplink; the broadcast-to-port rewrite of DHCP replies (EDK2's
-//! broadcast-flag replies are still flooded to every node port; the server's ARP requests
-//! are not); the floor run (bare sendfile server) and floor ratios; the ~80 MB padded
-//! initrd (the cached test initrd is 1.2 MB); per-node TCP_INFO; ISC dhcpd + tftpd-hpa +
-//! Apache.
+//! responder BMCs; per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
 pub mod faults;
 pub mod fingerprint;
+pub mod floor;
 pub mod hostsysctl;
 pub mod http;
 pub mod neigh;

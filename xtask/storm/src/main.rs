@@ -42,6 +42,25 @@ struct Common {
     /// its node's port.
     #[arg(long, env = "XBOOT_STORM_FLOOD_ARP")]
     flood_arp: bool,
+    /// Flood the server's broadcast DHCP replies (UEFI sets the broadcast flag) to
+    /// every node port instead of sending each to the port of its `chaddr`.
+    #[arg(long, env = "XBOOT_STORM_FLOOD_DHCP")]
+    flood_dhcp: bool,
+    /// Shape the server's port with a token bucket (tbf, GSO off): `10gbit` for a
+    /// 10 GbE head node; `10gbit+gso` keeps GSO/TSO on. Unshaped by default.
+    #[arg(long, env = "XBOOT_STORM_UPLINK")]
+    uplink: Option<String>,
+    /// Boot files: small (the test kernel and initrd) or full (the initrd padded to
+    /// ~80 MB).
+    #[arg(long, env = "XBOOT_STORM_PAYLOAD", default_value = "small")]
+    payload: String,
+    /// xdp storms: generic (XDP_TX through srv0's own transmit path, no veth artifact)
+    /// or native (the pass program on up0 veth needs: GSO off and one shared ring).
+    #[arg(long, env = "XBOOT_STORM_XDP_LINK", default_value = "generic")]
+    xdp_link: String,
+    /// Skip the floor pass (a bare sendfile server on the same fabric after each storm).
+    #[arg(long, env = "XBOOT_STORM_NO_FLOOR")]
+    no_floor: bool,
     /// Firmware profile(s): bios, uefi (bench: each in turn; run: the first). Both by
     /// default: the BIOS iPXE ROM goes straight to HTTP, so UEFI's storms are the ones
     /// that measure TFTP.
@@ -146,11 +165,47 @@ fn profile(s: &str) -> anyhow::Result<Profile> {
     Profile::parse(s).with_context(|| format!("unknown profile {s:?}: bios or uefi"))
 }
 
+/// The storm variables of `c` besides the neighbour limits and the fault.
+fn options(
+    c: &Common,
+    neigh: Limits,
+    neigh_variable: bool,
+    fault: Option<Fault>,
+) -> anyhow::Result<Options> {
+    Ok(Options {
+        neigh,
+        neigh_variable,
+        fault,
+        flood_arp: c.flood_arp,
+        flood_dhcp: c.flood_dhcp,
+        uplink: c
+            .uplink
+            .as_deref()
+            .map(|u| {
+                storm::fabric::Uplink::parse(u).with_context(|| {
+                    format!("bad --uplink {u:?}: a rate such as 10gbit or 500mbit")
+                })
+            })
+            .transpose()?,
+        xdp_link: storm::run::XdpLink::parse(&c.xdp_link)
+            .with_context(|| format!("bad --xdp-link {:?}: generic or native", c.xdp_link))?,
+        floor: !c.no_floor,
+    })
+}
+
 fn spec(n: usize, k: Kind, p: Profile, c: &Common, tag: String) -> anyhow::Result<Spec> {
     let xboot = match &c.xboot {
         Some(x) => x.clone(),
         None => run::find_xboot(None).map_err(anyhow::Error::msg)?,
     };
+    let size = storm::servers::PayloadSize::parse(&c.payload)
+        .with_context(|| format!("bad --payload {:?}: small or full", c.payload))?;
+    let payload = size
+        .payload(
+            &testlab::payload::Payload::cached().map_err(anyhow::Error::msg)?,
+            &std::path::absolute(c.out.join("work/payload"))?,
+        )
+        .map_err(anyhow::Error::msg)?;
     Ok(Spec {
         n,
         kind: k,
@@ -162,7 +217,7 @@ fn spec(n: usize, k: Kind, p: Profile, c: &Common, tag: String) -> anyhow::Resul
         },
         xboot,
         dir: std::path::absolute(c.out.join("work").join(&tag))?,
-        payload: testlab::payload::Payload::cached().map_err(anyhow::Error::msg)?,
+        payload,
         tag,
         deadline: Duration::from_secs(c.deadline),
         truth: c.truth && matches!(k, Kind::XbootUserspace | Kind::XbootXdp),
@@ -186,12 +241,12 @@ fn main() -> anyhow::Result<()> {
             common,
         } => {
             let k = kind(&server)?;
-            let opts = Options {
-                neigh: limits(&neigh)?,
-                neigh_variable: false,
-                fault: f.as_deref().map(fault).transpose()?.flatten(),
-                flood_arp: common.flood_arp,
-            };
+            let opts = options(
+                &common,
+                limits(&neigh)?,
+                false,
+                f.as_deref().map(fault).transpose()?.flatten(),
+            )?;
             let p = profile(
                 common
                     .profiles
@@ -252,7 +307,10 @@ fn bench(
          limits ({}: default = as the host has them, raised = gc_thresh1/2/3 raised for the run and restored \
          after). A run is INVALID when a validity check fails (softnet backlog drops, neighbour-table \
          overflows unless the default limits are the variable under test, the simulator at its core's \
-         limit). The server's ARP requests are {}.\n\n",
+         limit). The server's ARP requests are {}; its broadcast DHCP replies are {}. Payload {}; uplink {}{}. \
+         After each storm, with its server stopped, a bare sendfile server sends every node the same kernel and initrd \
+         on the same fabric at once: the floor; floor ratio = the storm's data phase (first kernel request to last \
+         initrd byte) / the floor.\n\n",
         c.boot_delay,
         c.jitter,
         neigh.iter().map(|l| l.name()).collect::<Vec<_>>().join(", "),
@@ -260,6 +318,24 @@ fn bench(
             "flooded to every node port (--flood-arp)"
         } else {
             "sent to their node's port by the fabric (a switch floods in hardware; on veth each copy costs the sender CPU)"
+        },
+        if c.flood_dhcp {
+            "flooded to every node port (--flood-dhcp)"
+        } else {
+            "sent to the port of their chaddr"
+        },
+        c.payload,
+        c.uplink
+            .as_deref()
+            .map(|u| format!(
+                "shaped to {u} (tbf on srv0, GSO {})",
+                if u.ends_with("+gso") { "on" } else { "off" }
+            ))
+            .unwrap_or_else(|| "unshaped".into()),
+        if kinds.contains(&Kind::XbootXdp) {
+            format!("; xboot-xdp's program on srv0 in {} mode", c.xdp_link)
+        } else {
+            String::new()
         },
     );
     if faults.iter().any(Option::is_some) {
@@ -276,12 +352,7 @@ fn bench(
             storm::faults::OS_RETRY.as_secs(),
         );
     }
-    let opts_of = |l: Limits, f: Option<Fault>| Options {
-        neigh: l,
-        neigh_variable: neigh.len() > 1,
-        fault: f,
-        flood_arp: c.flood_arp,
-    };
+    let opts_of = |l: Limits, f: Option<Fault>| options(c, l, neigh.len() > 1, f);
     let profiles: Vec<Profile> = c
         .profiles
         .iter()
@@ -312,10 +383,12 @@ fn bench(
                     }
                     let f = faults[fi];
                     let fname = f.map(|f| f.name()).unwrap_or_else(|| "none".into());
+                    // The server by its index: xboot-userspace and xboot-xdp share an initial
+                    // (and their work directories did).
                     let tag = format!(
                         "{n}{}{}{}{fi}{round}",
                         &p.name()[..1],
-                        k.name().chars().next().unwrap_or('x'),
+                        Kind::ALL.iter().position(|x| *x == k).unwrap_or(9),
                         &l.name()[..1],
                     );
                     eprintln!(
@@ -325,7 +398,7 @@ fn bench(
                         l.name(),
                         round + 1
                     );
-                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l, f)) {
+                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l, f)?) {
                         Ok(o) => o,
                         Err(e) => {
                             eprintln!("storm: N = {n}, {}: {e}", k.name());
@@ -382,8 +455,8 @@ fn bench(
 fn comparison(outcomes: &[run::Outcome]) -> String {
     let mut m = String::from(
         "## Comparison\n\nMedian (min-max) over the runs of each cell; stage p50/p99 in seconds from the run with the median makespan.\n\n\
-         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP first reply p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | neighbour overflows (max) |\n\
-         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---|---:|\n",
+         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP first reply p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | data phase s | floor s | floor ratio | neighbour overflows (max) |\n\
+         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---|---|---|---|---:|\n",
     );
     let fault_of = |o: &run::Outcome| {
         o.fault
@@ -451,7 +524,7 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             format!("{:.2}/{:.2}", d.p50, d.p99)
         };
         m += &format!(
-            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             runs.len(),
             sums.iter().filter(|s| s.valid).count(),
             sums.iter().map(|s| s.completed).min().unwrap_or(0),
@@ -462,6 +535,13 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             span("TFTP (iPXE binary)"),
             span("iPXE DHCP"),
             files,
+            range(runs.iter().map(|o| o.data_phase_s.unwrap_or(f64::INFINITY)).collect()),
+            range(
+                runs.iter()
+                    .map(|o| o.floor.as_ref().map(|f| f.seconds).unwrap_or(f64::NAN))
+                    .collect()
+            ),
+            range(runs.iter().map(|o| o.floor_ratio.unwrap_or(f64::INFINITY)).collect()),
             sums.iter().map(|s| s.neigh_overflows).max().unwrap_or(0),
         );
     }

@@ -300,6 +300,33 @@ pub fn markdown(o: &Outcome) -> String {
     );
     let _ = writeln!(
         m,
+        "- server's broadcast DHCP replies {}; payload {:.1} MB per node; uplink {}{}",
+        match o.dhcp_redirected {
+            Some(k) => format!("sent to their node's port: {k}"),
+            None => "flooded to every port".into(),
+        },
+        o.payload_bytes as f64 / 1e6,
+        o.uplink
+            .as_deref()
+            .map(|u| format!(
+                "shaped to {u} (tbf on srv0, GSO {})",
+                if u.ends_with("+gso") { "on" } else { "off" }
+            ))
+            .unwrap_or_else(|| "unshaped".into()),
+        o.xdp_link
+            .map(|l| format!(
+                "; XDP on srv0 in {} mode: XDP_TX errors {}, srv0 transmit drops {}",
+                l.name(),
+                o.server_port.xdp_tx_errors,
+                o.server_port.tx_dropped
+            ))
+            .unwrap_or_default(),
+    );
+    if let Some(line) = floor_line(o) {
+        let _ = writeln!(m, "{line}");
+    }
+    let _ = writeln!(
+        m,
         "- validity: {}",
         if s.valid { "valid" } else { "**INVALID**" }
     );
@@ -401,6 +428,120 @@ pub fn markdown(o: &Outcome) -> String {
     m
 }
 
+/// The floor's line of the markdown: data phase, floor, ratio, egress.
+pub fn floor_line(o: &Outcome) -> Option<String> {
+    let f = o.floor.as_ref()?;
+    let gb = |s: Option<f64>| match s {
+        Some(s) if s > 0.0 => format!("{:.2} Gbit/s", f.bytes as f64 * 8.0 / s / 1e9),
+        _ => "-".into(),
+    };
+    Some(format!(
+        "- data phase (first kernel request to last initrd byte) {}, {}; floor (bare sendfile server, the same {:.2} GB to every node at once, same fabric, after the storm) {}, {}{}; **floor ratio {}**",
+        o.data_phase_s.map(secs).unwrap_or_else(|| "-".into()),
+        gb(o.data_phase_s),
+        f.bytes as f64 / 1e9,
+        secs(f.seconds),
+        gb(Some(f.seconds)),
+        if f.failed > 0 {
+            format!(
+                " ({} floor nodes failed: {})",
+                f.failed,
+                f.first_error.as_deref().unwrap_or("?")
+            )
+        } else {
+            String::new()
+        },
+        o.floor_ratio
+            .map(|r| format!("{r:.2}x"))
+            .unwrap_or_else(|| "- (a node missed the data phase, or the floor failed)".into()),
+    ))
+}
+
+/// Server egress per sample interval, Gbit/s: (time, rate) from the samples' byte
+/// counts (the first sample's interval starts at 0).
+pub fn egress_gbit(samples: &[crate::run::Sample]) -> Vec<(f64, f64)> {
+    let mut prev = (0.0, 0u64);
+    samples
+        .iter()
+        .filter_map(|s| {
+            let dt = s.t - prev.0;
+            let db = s.tx_bytes.saturating_sub(prev.1);
+            prev = (s.t, s.tx_bytes);
+            (dt > 0.0).then(|| (s.t, db as f64 * 8.0 / dt / 1e9))
+        })
+        .collect()
+}
+
+/// The egress panel: server egress Gbit/s at 10 Hz, the floor's mean rate as a line
+/// (and the uplink's rate when shaped).
+fn egress_panel(o: &Outcome, top: f64, left: f64, pw: f64, ph: f64, end: f64) -> String {
+    let mut s = String::new();
+    let series = egress_gbit(&o.samples);
+    let floor = o
+        .floor
+        .as_ref()
+        .map(|f| f.gbit_s())
+        .filter(|g| g.is_finite());
+    let uplink = o
+        .uplink
+        .as_deref()
+        .and_then(crate::fabric::Uplink::parse)
+        .map(|u| u.bits_per_s as f64 / 1e9);
+    let peak = series
+        .iter()
+        .map(|p| p.1)
+        .chain(floor)
+        .chain(uplink)
+        .fold(0.0f64, f64::max);
+    let ymax = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        .into_iter()
+        .find(|m| *m >= peak * 1.05)
+        .unwrap_or(peak * 1.1);
+    let x = |t: f64| left + pw * (t / end).min(1.0);
+    let y = |g: f64| top + ph - ph * (g / ymax).min(1.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"{left}\" y=\"{:.1}\" font-size=\"13\">server egress, Gbit/s (10 Hz)</text>\n\
+         <rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>",
+        top - 8.0
+    );
+    if !series.is_empty() {
+        let pts: Vec<String> = series
+            .iter()
+            .map(|(t, g)| format!("{:.1},{:.1}", x(*t), y(*g)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+    }
+    for (label, g, color) in [("floor", floor, "#d62728"), ("uplink", uplink, "#2ca02c")] {
+        if let Some(g) = g {
+            let _ = writeln!(
+                s,
+                "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-dasharray=\"6,3\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{label} {g:.2}</text>",
+                left + pw,
+                y(g),
+                y(g),
+                left + pw + 6.0,
+                y(g) + 4.0
+            );
+        }
+    }
+    for frac in [0.0, 0.5, 1.0] {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.1}</text>",
+            left - 4.0,
+            top + ph - ph * frac + 4.0,
+            ymax * frac
+        );
+    }
+    s
+}
+
 /// The stage a node is in at time `t`: its last milestone reached by then, `failed`
 /// after it failed, `off` before power-on.
 fn state_at(r: &NodeResult, t: f64) -> usize {
@@ -440,7 +581,7 @@ pub fn svg(o: &Outcome) -> String {
             c
         })
         .collect();
-    let (w, h, left, top, pw, ph) = (900.0, 420.0, 60.0, 30.0, 640.0, 340.0);
+    let (w, h, left, top, pw, ph) = (900.0, 640.0, 60.0, 30.0, 640.0, 340.0);
     let x = |k: usize| left + pw * k as f64 / (steps - 1).max(1) as f64;
     let n = o.n.max(1) as f64;
     let y = |c: usize| top + ph - ph * c as f64 / n;
@@ -524,6 +665,14 @@ pub fn svg(o: &Outcome) -> String {
             ly
         );
     }
+    s += &egress_panel(
+        o,
+        top + ph + 60.0,
+        left,
+        pw,
+        160.0,
+        (steps - 1).max(1) as f64 / 10.0,
+    );
     s += "</svg>\n";
     s
 }
@@ -569,6 +718,14 @@ mod tests {
             netdev_max_backlog: 1000,
             fault: None,
             arp_redirected: Some(0),
+            dhcp_redirected: Some(0),
+            payload_bytes: 0,
+            uplink: None,
+            xdp_link: None,
+            server_port: Default::default(),
+            floor: None,
+            data_phase_s: None,
+            floor_ratio: None,
             server_status: None,
             simulator_cpu_s: 1.0,
             loadavg_1m: 0.0,
@@ -690,5 +847,51 @@ mod tests {
         assert_eq!(state_at(&r, 0.7), 1);
         assert_eq!(state_at(&r, 2.0), 2);
         assert_eq!(state_at(&r, 3.0), STAGES.len() + 1);
+    }
+
+    #[test]
+    fn egress_rates_and_the_floor_in_the_plot() {
+        use crate::run::Sample;
+        let sample = |t: f64, tx_bytes: u64| Sample {
+            t,
+            cpu_s: 0.0,
+            rss_kib: 0,
+            tx_bytes,
+        };
+        // 125 MB in the first 0.1 s = 10 Gbit/s, then nothing, then 62.5 MB in 0.1 s.
+        let v = egress_gbit(&[
+            sample(0.1, 125_000_000),
+            sample(0.2, 125_000_000),
+            sample(0.3, 187_500_000),
+        ]);
+        assert_eq!(v.len(), 3);
+        assert!(
+            (v[0].1 - 10.0).abs() < 1e-9 && v[1].1 == 0.0 && (v[2].1 - 5.0).abs() < 1e-9,
+            "{v:?}"
+        );
+        let mut o = outcome(crate::neigh::Record {
+            limits: crate::neigh::Limits::Raised,
+            variable: false,
+            gc_thresh: [1, 2, 3],
+            table_fulls_before: 0,
+            table_fulls_after: 0,
+        });
+        o.samples = vec![sample(0.1, 125_000_000), sample(0.2, 250_000_000)];
+        o.floor = Some(crate::floor::Floor {
+            seconds: 2.0,
+            nodes_done: 1,
+            bytes: 2_000_000_000,
+            ..Default::default()
+        });
+        o.data_phase_s = Some(2.4);
+        o.floor_ratio = Some(1.2);
+        o.uplink = Some("10gbit".into());
+        let svg = svg(&o);
+        assert!(svg.contains(">floor 8.00</text>"), "{svg}");
+        assert!(svg.contains(">uplink 10.00</text>"), "{svg}");
+        assert!(svg.contains("<polyline"), "{svg}");
+        let md = markdown(&o);
+        assert!(md.contains("**floor ratio 1.20x**"), "{md}");
+        assert!(md.contains("shaped to 10gbit"), "{md}");
     }
 }

@@ -46,6 +46,43 @@ pub struct Options {
     /// The server's ARP requests flooded to every node port, as the bridges do by
     /// themselves (false: sent to the one port, [`crate::fabric::arp_to_port_rules`]).
     pub flood_arp: bool,
+    /// The server's broadcast DHCP replies flooded to every node port (false: sent to
+    /// the port owning `chaddr`, [`crate::fabric::dhcp_to_port_rules`]).
+    pub flood_dhcp: bool,
+    /// The server's port shaped to this rate (tbf, GSO off).
+    pub uplink: Option<crate::fabric::Uplink>,
+    /// How xboot's XDP program runs on the veth (xdp storms).
+    pub xdp_link: XdpLink,
+    /// After the storm, the floor pass ([`crate::floor`]) on the same fabric.
+    pub floor: bool,
+}
+
+/// Where an xdp storm's XDP_TX replies go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpLink {
+    /// Generic (skb) mode on srv0: XDP_TX through srv0's own transmit path, GSO kept
+    /// ([`Fabric::xdp_generic_link`]).
+    Generic,
+    /// Native mode, with the pass program on up0 that veth needs for it: the artifact
+    /// (GSO off, one 256-frame ring for bulk TCP and XDP_TX), kept to show it.
+    Native,
+}
+
+impl XdpLink {
+    pub fn parse(s: &str) -> Option<XdpLink> {
+        match s {
+            "generic" => Some(XdpLink::Generic),
+            "native" => Some(XdpLink::Native),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpLink::Generic => "generic",
+            XdpLink::Native => "native",
+        }
+    }
 }
 
 impl Default for Options {
@@ -55,6 +92,10 @@ impl Default for Options {
             neigh_variable: false,
             fault: None,
             flood_arp: false,
+            flood_dhcp: false,
+            uplink: None,
+            xdp_link: XdpLink::Generic,
+            floor: true,
         }
     }
 }
@@ -65,6 +106,9 @@ pub struct Sample {
     pub t: f64,
     pub cpu_s: f64,
     pub rss_kib: u64,
+    /// Bytes srv0 has sent since the power command.
+    #[serde(default)]
+    pub tx_bytes: u64,
 }
 
 /// Packets the lab itself lost during the storm (validity: all 0). The simulator's
@@ -122,6 +166,47 @@ fn lab_drops(fabric: &Fabric, n: usize) -> ([u64; 3], [u64; 2]) {
     (sum, fab)
 }
 
+/// What srv0's driver dropped during a storm.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PortDrops {
+    /// veth's `xdp_tx_errors` (its ethtool statistics, all queues): XDP_TX replies
+    /// that found the peer's ring full.
+    pub xdp_tx_errors: u64,
+    /// srv0's transmit drops (/proc/net/dev).
+    pub tx_dropped: u64,
+}
+
+/// srv0's counters for [`PortDrops`], read in the server namespace.
+fn port_counters(fabric: &Fabric) -> [u64; 2] {
+    let xdp = testlab::peers::command("ip")
+        .args(["netns", "exec", &fabric.server_ns])
+        .arg(testlab::peers::program("ethtool"))
+        .args(["-S", "srv0"])
+        .output()
+        .map(|o| xdp_tx_errors(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or(0);
+    let tx = fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::nsops::dev_drops)
+        .ok()
+        .and_then(|m| m.get("srv0").map(|d| d.1))
+        .unwrap_or(0);
+    [xdp, tx]
+}
+
+/// The sum of every `...xdp_tx_errors` line of `ethtool -S` (veth has one per queue).
+pub fn xdp_tx_errors(ethtool_s: &str) -> u64 {
+    ethtool_s
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .ends_with("xdp_tx_errors")
+                .then(|| v.trim().parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 /// A finished storm.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -161,6 +246,22 @@ pub struct Outcome {
     /// ARP requests of the server sent to their node's port instead of flooded (None:
     /// flooded, the rewrite was off).
     pub arp_redirected: Option<u64>,
+    /// Broadcast DHCP replies sent to their node's port (None: flooded).
+    pub dhcp_redirected: Option<u64>,
+    /// The payload's bytes per node (kernel + initrd).
+    pub payload_bytes: u64,
+    /// The server's port shaped to this rate (`10gbit`), if it was.
+    pub uplink: Option<String>,
+    /// xdp storms: how the XDP program ran on the veth.
+    pub xdp_link: Option<XdpLink>,
+    /// srv0 during the storm: frames its driver dropped (XDP_TX errors of veth's
+    /// ethtool counters, transmit drops).
+    pub server_port: PortDrops,
+    /// The floor pass after the storm.
+    pub floor: Option<crate::floor::Floor>,
+    /// The storm's data phase ([`crate::floor::data_phase`]) and its ratio to the floor.
+    pub data_phase_s: Option<f64>,
+    pub floor_ratio: Option<f64>,
     /// `xboot status --json` after the storm (xboot only): its DHCP/XDP counters.
     pub server_status: Option<serde_json::Value>,
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
@@ -251,13 +352,22 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     };
     std::fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
     if spec.kind == Kind::XbootXdp {
-        fabric
-            .ops
-            .run_blocking(fabric.fabric_idx(), || crate::xdp_pass::attach("up0"))
-            .map_err(|e| format!("XDP pass program on up0: {e}"))?;
+        match opts.xdp_link {
+            XdpLink::Native => fabric
+                .ops
+                .run_blocking(fabric.fabric_idx(), || crate::xdp_pass::attach("up0"))
+                .map_err(|e| format!("XDP pass program on up0: {e}"))?,
+            XdpLink::Generic => fabric.xdp_generic_link()?,
+        }
     }
     if !opts.flood_arp {
         fabric.arp_to_port()?;
+    }
+    if !opts.flood_dhcp {
+        fabric.dhcp_to_port()?;
+    }
+    if let Some(u) = opts.uplink {
+        fabric.shape(u)?;
     }
     if let Some(f) = opts.fault {
         if f.xboot_only() && !matches!(spec.kind, Kind::XbootUserspace | Kind::XbootXdp) {
@@ -317,6 +427,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         false => None,
     };
     let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
+    let port0 = port_counters(&fabric);
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
     let (nodes, samples, mut fault, cpu_killed) =
@@ -332,6 +443,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     let (cpu1, _) = server_cost(&pids);
     let (soft1, full1) = crate::nsops::global_counters();
     let (node_drops1, fabric_drops1) = lab_drops(&fabric, spec.n);
+    let port1 = port_counters(&fabric);
     let net1 = fabric
         .ops
         .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
@@ -372,10 +484,28 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         .iter()
         .map(|r| u64::from(r.dhcp_send_errors + r.tftp_send_errors))
         .sum();
+    let dhcp_redirected = (!opts.flood_dhcp).then(|| fabric.dhcp_redirected());
     let logs = server.log_hint();
     drop(server);
+    let floor = match opts.floor {
+        true => {
+            let files = vec![
+                ("/vmlinuz".to_string(), spec.payload.kernel.clone()),
+                ("/initrd.gz".to_string(), spec.payload.initrd.clone()),
+            ];
+            let f = crate::floor::run(&fabric, &rt, &files, spec.sim.rcvbuf, spec.deadline)?;
+            Some(f)
+        }
+        false => None,
+    };
     drop(fabric);
     settle();
+    let data_phase_s = crate::floor::data_phase(&nodes);
+    let floor_ratio = floor.as_ref().and_then(|f| crate::floor::ratio(&nodes, f));
+    let payload_bytes = [&spec.payload.kernel, &spec.payload.initrd]
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
     Ok(Outcome {
         n: spec.n,
         server: spec.kind.name(),
@@ -407,6 +537,17 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         netdev_max_backlog: backlog.value,
         fault,
         arp_redirected,
+        dhcp_redirected,
+        payload_bytes,
+        uplink: opts.uplink.map(|u| u.name()),
+        xdp_link: (spec.kind == Kind::XbootXdp).then_some(opts.xdp_link),
+        server_port: PortDrops {
+            xdp_tx_errors: port1[0].saturating_sub(port0[0]),
+            tx_dropped: port1[1].saturating_sub(port0[1]),
+        },
+        floor,
+        data_phase_s,
+        floor_ratio,
         lab_drops: LabDrops {
             node_tx_dropped: node_drops1[0].saturating_sub(node_drops0[0]),
             node_udp_sndbuf_errors: node_drops1[1].saturating_sub(node_drops0[1]),
@@ -483,6 +624,7 @@ async fn storm(
     let mut results: Vec<NodeResult> = Vec::with_capacity(spec.n);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut cpu_base = server_cost(&server.pids()).0;
+    let tx_base = fabric.server_tx_bytes();
     let deadline = tokio::time::Instant::now() + spec.deadline;
     loop {
         tokio::select! {
@@ -493,7 +635,13 @@ async fn storm(
             },
             _ = tick.tick() => {
                 let (cpu, rss) = server_cost(&server.pids());
-                samples.push(Sample { t: t0.elapsed().as_secs_f64(), cpu_s: cpu - cpu_base, rss_kib: rss });
+                let t = t0.elapsed().as_secs_f64();
+                let tx = fabric
+                    .ops
+                    .run(fabric.server_idx(), || crate::fabric::tx_bytes("srv0"))
+                    .await
+                    .unwrap_or(0);
+                samples.push(Sample { t, cpu_s: cpu - cpu_base, rss_kib: rss, tx_bytes: tx.saturating_sub(tx_base) });
                 // Ctrl-C (stormsim catches it): end the storm; the caller's guards
                 // (server, namespaces, neighbour limits) then tear the lab down.
                 if testlab::interrupted() {

@@ -313,6 +313,66 @@ fn start_stack(
     Ok(r)
 }
 
+/// The initrd of the full payload: the test initrd padded with zeros to this size
+/// ("~80 MB", a real diskless image's order of size). The kernel unpacks an initramfs
+/// past zero padding, so the truth VMs still boot it.
+pub const FULL_INITRD_BYTES: u64 = 80_000_000;
+
+/// Which boot files the nodes fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadSize {
+    /// The test kernel and its busybox initrd (~9.5 MB together).
+    Small,
+    /// The test kernel and an initrd padded to [`FULL_INITRD_BYTES`].
+    Full,
+}
+
+impl PayloadSize {
+    pub fn parse(s: &str) -> Option<PayloadSize> {
+        match s {
+            "small" => Some(PayloadSize::Small),
+            "full" => Some(PayloadSize::Full),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadSize::Small => "small",
+            PayloadSize::Full => "full",
+        }
+    }
+
+    /// `base` as it is (small), or with its initrd padded into `dir` (full; written
+    /// once, reused while its size is right).
+    pub fn payload(self, base: &Payload, dir: &Path) -> Result<Payload, String> {
+        if self == PayloadSize::Small {
+            return Ok(base.clone());
+        }
+        let padded = dir.join("initrd-full.gz");
+        let have = std::fs::metadata(&padded).map(|m| m.len()).ok();
+        if have != Some(FULL_INITRD_BYTES) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let mut data = std::fs::read(&base.initrd)
+                .map_err(|e| format!("cannot read {}: {e}", base.initrd.display()))?;
+            if data.len() as u64 > FULL_INITRD_BYTES {
+                return Err(format!(
+                    "{} is already over {FULL_INITRD_BYTES} bytes",
+                    base.initrd.display()
+                ));
+            }
+            data.resize(FULL_INITRD_BYTES as usize, 0);
+            let tmp = padded.with_extension("tmp");
+            write(&tmp, &data)?;
+            std::fs::rename(&tmp, &padded).map_err(|e| e.to_string())?;
+        }
+        Ok(Payload {
+            initrd: padded,
+            ..base.clone()
+        })
+    }
+}
+
 /// utime + stime of `pid` in seconds, and its resident set in KiB.
 pub fn cpu_and_rss(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -353,5 +413,36 @@ mod tests {
         assert_eq!(Kind::parse("xboot-xdp"), Some(Kind::XbootXdp));
         let (cpu, rss) = cpu_and_rss(std::process::id());
         assert!(cpu >= 0.0 && rss > 0);
+    }
+
+    #[test]
+    fn full_payload_pads_the_initrd_once() {
+        let dir = std::env::temp_dir().join(format!("storm-payload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("initrd.gz"), b"\x1f\x8bcpio").unwrap();
+        let base = Payload {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.gz"),
+            kernel_version: "6.1".into(),
+        };
+        let small = PayloadSize::Small.payload(&base, &dir.join("p")).unwrap();
+        assert_eq!(small.initrd, base.initrd);
+        let full = PayloadSize::Full.payload(&base, &dir.join("p")).unwrap();
+        assert_eq!(
+            (full.kernel.as_path(), full.kernel_version.as_str()),
+            (base.kernel.as_path(), "6.1")
+        );
+        let data = std::fs::read(&full.initrd).unwrap();
+        assert_eq!(data.len() as u64, FULL_INITRD_BYTES);
+        assert_eq!(&data[..6], b"\x1f\x8bcpio");
+        assert!(data[6..].iter().all(|&b| b == 0));
+        // Again: the padded file is reused as it is.
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let t = mtime(&full.initrd);
+        PayloadSize::Full.payload(&base, &dir.join("p")).unwrap();
+        assert_eq!(mtime(&full.initrd), t);
+        assert_eq!(PayloadSize::parse("full"), Some(PayloadSize::Full));
+        assert_eq!(PayloadSize::parse("huge"), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
