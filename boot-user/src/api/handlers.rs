@@ -10,7 +10,7 @@ use super::{ApiError, ApiState};
 use crate::bmc::request::{PowerError, PowerRequest};
 use crate::events::EventKind;
 use crate::inventory::load::{self, Kind};
-use crate::inventory::{Host, Image};
+use crate::inventory::{Change, Host, Hosts, Image};
 use crate::nodeset::{self, natural_cmp};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -53,7 +53,7 @@ pub fn parse_tags(list: &str) -> ApiResult<Vec<String>> {
 
 /// The hosts the query selects, in inventory order, and the part of the node set naming no
 /// host. Tags filter the node set's hosts; they never count as missing hosts.
-fn selection(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+fn selection(hosts: Hosts<'_>, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
     let tags = q.tags.as_deref().map(parse_tags).transpose()?;
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let sel = nodeset::select(q.nodeset.as_deref().unwrap_or(nodeset::ALL), &names)
@@ -76,7 +76,7 @@ fn selection(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String
 }
 
 /// The hosts a query names, in inventory order; 404 if it names none.
-fn select_hosts(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+fn select_hosts(hosts: Hosts<'_>, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
     let (matched, missing) = selection(hosts, q)?;
     if matched.is_empty() {
         return Err(ApiError::not_found(format!(
@@ -140,9 +140,13 @@ async fn upsert(st: &ApiState, loaded: load::Loaded) -> ApiResult {
         .map(|h| format!("host {}", h.name))
         .chain(loaded.images.iter().map(|i| format!("image {}", i.name)))
         .collect();
-    st.mutate(move |hosts, images| {
-        crate::inventory::merge(hosts, images, loaded);
-        Ok(())
+    st.apply(move |_| {
+        let change = Change {
+            put_hosts: loaded.hosts,
+            put_images: loaded.images,
+            ..Default::default()
+        };
+        Ok((change, ()))
     })
     .await?;
     Ok(Json(json!({ "saved": names })))
@@ -211,13 +215,15 @@ pub async fn put_image(
 }
 
 pub async fn delete_host(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    st.mutate(|hosts, _| {
-        let before = hosts.len();
-        hosts.retain(|h| h.name != name);
-        if hosts.len() == before {
+    st.apply(|inv| {
+        if inv.host(&name).is_none() {
             return Err(ApiError::not_found(format!("no host {name}")));
         }
-        Ok(())
+        let change = Change {
+            delete_hosts: vec![name.clone()],
+            ..Default::default()
+        };
+        Ok((change, ()))
     })
     .await?;
     Ok(Json(json!({ "deleted": [name] })))
@@ -230,11 +236,13 @@ pub async fn delete_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQue
         ));
     }
     let (deleted, missing) = st
-        .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &q)?;
-            let set: std::collections::HashSet<&String> = names.iter().collect();
-            hosts.retain(|h| !set.contains(&h.name));
-            Ok((names, missing))
+        .apply(|inv| {
+            let (names, missing) = select_hosts(inv.hosts(), &q)?;
+            let change = Change {
+                delete_hosts: names.clone(),
+                ..Default::default()
+            };
+            Ok((change, (names, missing)))
         })
         .await?;
     Ok(Json(
@@ -255,18 +263,18 @@ async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
     }
     let (changed, missing) = st
-        .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &q)?;
-            let set: std::collections::HashSet<&String> = names.iter().collect();
-            let mut changed = Vec::new();
-            for h in hosts
-                .iter_mut()
-                .filter(|h| set.contains(&h.name) && h.provision != on)
-            {
-                h.provision = on;
-                changed.push(h.name.clone());
+        .apply(|inv| {
+            let (names, missing) = select_hosts(inv.hosts(), &q)?;
+            let mut change = Change::default();
+            for h in names.iter().filter_map(|n| inv.host(n)) {
+                if h.provision != on {
+                    let mut h = h.clone();
+                    h.provision = on;
+                    change.put_hosts.push(h);
+                }
             }
-            Ok((changed, missing))
+            let changed: Vec<String> = change.put_hosts.iter().map(|h| h.name.clone()).collect();
+            Ok((change, (changed, missing)))
         })
         .await?;
     let kind = if on {
@@ -319,11 +327,11 @@ async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiR
         ));
     }
     let (changed, missing) = st
-        .mutate(|hosts, _| {
-            let (names, missing) = select_hosts(hosts, &q)?;
-            let set: std::collections::HashSet<&String> = names.iter().collect();
-            let mut changed = Vec::new();
-            for h in hosts.iter_mut().filter(|h| set.contains(&h.name)) {
+        .apply(|inv| {
+            let (names, missing) = select_hosts(inv.hosts(), &q)?;
+            let mut change = Change::default();
+            for h in names.iter().filter_map(|n| inv.host(n)) {
+                let mut h = h.clone();
                 let before = h.tags.len();
                 if add {
                     for t in &tags {
@@ -335,10 +343,11 @@ async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiR
                     h.tags.retain(|t| !tags.contains(t));
                 }
                 if h.tags.len() != before {
-                    changed.push(h.name.clone());
+                    change.put_hosts.push(h);
                 }
             }
-            Ok((changed, missing))
+            let changed: Vec<String> = change.put_hosts.iter().map(|h| h.name.clone()).collect();
+            Ok((change, (changed, missing)))
         })
         .await?;
     changed_response(changed, missing)
@@ -419,13 +428,15 @@ pub async fn get_image(
 }
 
 pub async fn delete_image(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    st.mutate(|_, images| {
-        let before = images.len();
-        images.retain(|i| i.name != name);
-        if images.len() == before {
+    st.apply(|inv| {
+        if inv.image(&name).is_none() {
             return Err(ApiError::not_found(format!("no image {name}")));
         }
-        Ok(())
+        let change = Change {
+            delete_images: vec![name.clone()],
+            ..Default::default()
+        };
+        Ok((change, ()))
     })
     .await?;
     Ok(Json(json!({ "deleted": [name] })))

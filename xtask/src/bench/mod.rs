@@ -8,6 +8,7 @@ mod abuse;
 mod bmc;
 mod dhcp;
 mod pxe_ipv6;
+mod scale;
 mod storm;
 
 type Runner = fn(&[String]) -> anyhow::Result<()>;
@@ -33,6 +34,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         "abuse",
         "server RSS and descriptors under TFTP, probe, HTTP and DHCP floods, a known host booting throughout",
         Some(abuse::run),
+    ),
+    (
+        "scale",
+        "one server at 1,000-100,000 hosts: cold start, API change p50/p99, RSS, kernel map memory",
+        Some(scale::run),
     ),
     (
         "pxe-ipv6",
