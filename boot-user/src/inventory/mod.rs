@@ -501,10 +501,12 @@ impl Change {
             .into_iter()
             .filter(|i| inv.image(&i.name) != Some(i))
             .collect();
+        let put: std::collections::HashSet<&str> =
+            put_hosts.iter().map(|h| h.name.as_str()).collect();
         let mut delete_hosts = self.delete_hosts;
         delete_hosts.sort_unstable();
         delete_hosts.dedup();
-        delete_hosts.retain(|n| inv.host(n).is_some() && !put_hosts.iter().any(|h| &h.name == n));
+        delete_hosts.retain(|n| inv.host(n).is_some() && !put.contains(n.as_str()));
         let mut delete_images = self.delete_images;
         delete_images.sort_unstable();
         delete_images.dedup();
