@@ -268,9 +268,10 @@ impl MapSync {
             old.extend(self.by_host.get(n).into_iter().flatten().copied());
             new.extend(inv.host_lease_macs(n));
         }
+        let kept: HashSet<Mac> = new.iter().copied().collect();
         // MACs that left a changed host first: one that moved to another changed host
         // is then installed for its new owner.
-        for mac in old.iter().filter(|m| !new.contains(m)) {
+        for mac in old.iter().filter(|m| !kept.contains(m)) {
             self.pending.remove(mac);
             if self.installed.contains_key(mac) {
                 self.remove_host(fp, *mac, now);

@@ -1,7 +1,8 @@
 //! `cargo xtask bench NAME [ARGS...]`: benchmarks that show the speed targets (tests
 //! never assert timings). Each benchmark is a module here exposing
 //! `pub fn run(args: &[String]) -> anyhow::Result<()>`; add it to [`BENCHMARKS`].
-//! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist.
+//! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist
+//! (`XBOOT_BENCH_SETUP=0` skips it on a machine known to be set up).
 use anyhow::bail;
 
 mod abuse;
@@ -65,7 +66,11 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
             bail!("benchmark {name:?} is not yet implemented (xtask/src/bench/{name}.rs)")
         }
         Some((_, _, Some(runner))) => {
-            crate::setup::run()?;
+            // XBOOT_BENCH_SETUP=0: the machine is known to be set up (a benchmark run
+            // again, or one that starts only `ip` and xboot).
+            if std::env::var("XBOOT_BENCH_SETUP").as_deref() != Ok("0") {
+                crate::setup::run()?;
+            }
             runner(args)
         }
     }

@@ -303,6 +303,13 @@ fn maps(pid: u32) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
             continue;
         }
         let num = |k: &str| field(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // enum bpf_map_type
+        let ty = match ty.as_str() {
+            "1" => "hash".to_string(),
+            "2" => "array".to_string(),
+            "6" => "percpu_array".to_string(),
+            other => format!("type {other}"),
+        };
         out.push((ty, num("max_entries"), num("value_size"), num("memlock")));
     }
     out.sort_by_key(|m| std::cmp::Reverse(m.3));
