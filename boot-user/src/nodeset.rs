@@ -635,6 +635,19 @@ fn parse_group(s: &str, offset: usize) -> Result<IdSet, String> {
     Ok(set)
 }
 
+/// The one name a query of one literal name gives (`cn5`), or None for anything else
+/// (ranges, lists, `all`: [`select`] matches those against the names). A caller with an
+/// index by name answers it without reading every name.
+pub fn single_name(query: &str) -> Option<String> {
+    if is_all(query) {
+        return None;
+    }
+    match NodeSet::parse(query).ok()?.0.as_slice() {
+        [p] => p.literal().filter(|l| !l.is_empty()).map(String::from),
+        _ => None,
+    }
+}
+
 /// Expands a node set expression into its names.
 pub fn expand(input: &str) -> Result<Vec<String>, NodeSetError> {
     NodeSet::parse(input)?.names()

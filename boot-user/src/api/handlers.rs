@@ -10,7 +10,7 @@ use super::{ApiError, ApiState};
 use crate::bmc::request::{PowerError, PowerRequest};
 use crate::events::EventKind;
 use crate::inventory::load::{self, Kind};
-use crate::inventory::{Change, Host, Hosts, Image};
+use crate::inventory::{Change, Host, Image, Inventory};
 use crate::nodeset::{self, natural_cmp};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -53,8 +53,20 @@ pub fn parse_tags(list: &str) -> ApiResult<Vec<String>> {
 
 /// The hosts the query selects, in inventory order, and the part of the node set naming no
 /// host. Tags filter the node set's hosts; they never count as missing hosts.
-fn selection(hosts: Hosts<'_>, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+fn selection(inv: &Inventory, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
     let tags = q.tags.as_deref().map(parse_tags).transpose()?;
+    // One host by name (`host provision cn5`, the common API change): looked up, not
+    // matched against every name.
+    if let Some(name) = q.nodeset.as_deref().and_then(nodeset::single_name) {
+        return Ok(match inv.host(&name) {
+            Some(h) if tags.as_ref().is_none_or(|t| h.tags.iter().any(|x| t.contains(x))) => {
+                (vec![name], String::new())
+            }
+            Some(_) => (vec![], String::new()),
+            None => (vec![], name),
+        });
+    }
+    let hosts = inv.hosts();
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let sel = nodeset::select(q.nodeset.as_deref().unwrap_or(nodeset::ALL), &names)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -76,8 +88,8 @@ fn selection(hosts: Hosts<'_>, q: &NodesetQuery) -> ApiResult<(Vec<String>, Stri
 }
 
 /// The hosts a query names, in inventory order; 404 if it names none.
-fn select_hosts(hosts: Hosts<'_>, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
-    let (matched, missing) = selection(hosts, q)?;
+fn select_hosts(inv: &Inventory, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+    let (matched, missing) = selection(inv, q)?;
     if matched.is_empty() {
         return Err(ApiError::not_found(format!(
             "no host matches {}",
@@ -98,7 +110,7 @@ pub async fn list_hosts(
 ) -> ApiResult<Json<Vec<Host>>> {
     let inv = st.shared.inventory();
     let hosts = if q.given() {
-        let (names, _) = selection(inv.hosts(), &q)?;
+        let (names, _) = selection(&inv, &q)?;
         names.iter().filter_map(|n| inv.host(n).cloned()).collect()
     } else {
         inv.hosts().to_vec()
@@ -237,7 +249,7 @@ pub async fn delete_hosts(State(st): State<ApiState>, Query(q): Query<NodesetQue
     }
     let (deleted, missing) = st
         .apply(|inv| {
-            let (names, missing) = select_hosts(inv.hosts(), &q)?;
+            let (names, missing) = select_hosts(inv, &q)?;
             let change = Change {
                 delete_hosts: names.clone(),
                 ..Default::default()
@@ -264,7 +276,7 @@ async fn set_provision(st: ApiState, q: NodesetQuery, on: bool) -> ApiResult {
     }
     let (changed, missing) = st
         .apply(|inv| {
-            let (names, missing) = select_hosts(inv.hosts(), &q)?;
+            let (names, missing) = select_hosts(inv, &q)?;
             let mut change = Change::default();
             for h in names.iter().filter_map(|n| inv.host(n)) {
                 if h.provision != on {
@@ -328,7 +340,7 @@ async fn set_tags(st: ApiState, q: NodesetQuery, body: Bytes, add: bool) -> ApiR
     }
     let (changed, missing) = st
         .apply(|inv| {
-            let (names, missing) = select_hosts(inv.hosts(), &q)?;
+            let (names, missing) = select_hosts(inv, &q)?;
             let mut change = Change::default();
             for h in names.iter().filter_map(|n| inv.host(n)) {
                 let mut h = h.clone();
@@ -400,7 +412,7 @@ pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
     }
     let inv = st.shared.inventory();
-    let (names, _) = select_hosts(inv.hosts(), &q)?;
+    let (names, _) = select_hosts(&inv, &q)?;
     let mut all: Vec<_> = names
         .iter()
         .flat_map(|n| st.shared.events.for_host(n))
