@@ -909,6 +909,15 @@ mod tests {
     }
 
     #[test]
+    fn single_name_only_for_one_literal() {
+        assert_eq!(single_name("cn5"), Some("cn5".to_string()));
+        assert_eq!(single_name(" cn5 "), Some("cn5".to_string()));
+        for q in ["all", "cn[1-2]", "cn1,cn2", "", "cn["] {
+            assert_eq!(single_name(q), None, "{q:?}");
+        }
+    }
+
+    #[test]
     fn select_without_expanding() {
         let names = ["cn3", "cn1", "cn2", "gpu1"];
         let s = select("cn[1-999999]", &names).unwrap();

@@ -59,7 +59,11 @@ fn selection(inv: &Inventory, q: &NodesetQuery) -> ApiResult<(Vec<String>, Strin
     // matched against every name.
     if let Some(name) = q.nodeset.as_deref().and_then(nodeset::single_name) {
         return Ok(match inv.host(&name) {
-            Some(h) if tags.as_ref().is_none_or(|t| h.tags.iter().any(|x| t.contains(x))) => {
+            Some(h)
+                if tags
+                    .as_ref()
+                    .is_none_or(|t| h.tags.iter().any(|x| t.contains(x))) =>
+            {
                 (vec![name], String::new())
             }
             Some(_) => (vec![], String::new()),
