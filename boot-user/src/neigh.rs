@@ -20,9 +20,9 @@ pub const GC_THRESH3: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
 const WARN_AT_PERCENT: usize = 75;
 
 /// The warning to log, if the largest subnet of boot interfaces comes near `limit`.
-pub fn pressure(hosts: &[Host], limit: usize) -> Option<String> {
+pub fn pressure<'a>(hosts: impl IntoIterator<Item = &'a Host>, limit: usize) -> Option<String> {
     let mut per_subnet: HashMap<Ipv4Net, usize> = HashMap::new();
-    for nic in hosts.iter().flat_map(|h| &h.interfaces) {
+    for nic in hosts.into_iter().flat_map(|h| &h.interfaces) {
         if nic.bmc {
             continue;
         }

@@ -635,6 +635,19 @@ fn parse_group(s: &str, offset: usize) -> Result<IdSet, String> {
     Ok(set)
 }
 
+/// The one name a query of one literal name gives (`cn5`), or None for anything else
+/// (ranges, lists, `all`: [`select`] matches those against the names). A caller with an
+/// index by name answers it without reading every name.
+pub fn single_name(query: &str) -> Option<String> {
+    if is_all(query) {
+        return None;
+    }
+    match NodeSet::parse(query).ok()?.0.as_slice() {
+        [p] => p.literal().filter(|l| !l.is_empty()).map(String::from),
+        _ => None,
+    }
+}
+
 /// Expands a node set expression into its names.
 pub fn expand(input: &str) -> Result<Vec<String>, NodeSetError> {
     NodeSet::parse(input)?.names()
@@ -893,6 +906,15 @@ mod tests {
         assert_eq!(select(" all ", &names).unwrap().matched.len(), 3);
         // Only the keyword: a set naming `all1` or `all[1-2]` is a node set.
         assert_eq!(select("all[1-2]", &names).unwrap().missing, "all[1-2]");
+    }
+
+    #[test]
+    fn single_name_only_for_one_literal() {
+        assert_eq!(single_name("cn5"), Some("cn5".to_string()));
+        assert_eq!(single_name(" cn5 "), Some("cn5".to_string()));
+        for q in ["all", "cn[1-2]", "cn1,cn2", "", "cn["] {
+            assert_eq!(single_name(q), None, "{q:?}");
+        }
     }
 
     #[test]

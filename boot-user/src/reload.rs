@@ -1,6 +1,6 @@
 //! Inventory reload while serving: on SIGHUP, or when a watched inventory file changes,
 //! the hosts/images files are read again and applied to the running inventory through the
-//! same validated, persisted path as API edits ([`ApiState::mutate`]).
+//! same validated, persisted path as API edits ([`ApiState::apply`]).
 //!
 //! The files own the entries they name: an entry that was in a file and is no longer
 //! there is deleted; entries added through the API (never in a file) are kept. A file
@@ -173,11 +173,16 @@ impl FileReloader {
             ..Default::default()
         };
         let (ch, ci) = (keep.hosts.len(), keep.images.len());
-        api.mutate(move |hosts, images| {
-            hosts.retain(|h| !gone_hosts.contains(&h.name));
-            images.retain(|i| !gone_images.contains(&i.name));
-            crate::inventory::merge(hosts, images, keep);
-            Ok(())
+        // Applied as a change (what the files removed, and their new or changed
+        // entries): validated and synced at the change's cost.
+        api.apply(move |_| {
+            let change = crate::inventory::Change {
+                put_hosts: keep.hosts,
+                delete_hosts: gone_hosts.into_iter().collect(),
+                put_images: keep.images,
+                delete_images: gone_images.into_iter().collect(),
+            };
+            Ok((change, ()))
         })
         .await
         .map_err(|e| {

@@ -335,11 +335,16 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                         }),
                     };
                 }
-                api.mutate(|hosts, _| {
-                    if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {
+                // One host's change: validated and synced at its own cost, not the
+                // inventory's.
+                api.apply(|inv| {
+                    let mut change = crate::inventory::Change::default();
+                    if let Some(h) = inv.host(&host) {
+                        let mut h = h.clone();
                         h.provision = false;
+                        change.put_hosts.push(h);
                     }
-                    Ok(())
+                    Ok((change, ()))
                 })
                 .await
                 .map_err(|e| {

@@ -9,7 +9,7 @@ use super::{ApiError, ApiState};
 use crate::bmc::request::{PowerError, PowerRequest};
 use crate::events::EventKind;
 use crate::inventory::load::{self, Kind};
-use crate::inventory::{Host, Image};
+use crate::inventory::{Change, Host, Image, Inventory};
 use crate::nodeset::{self, natural_cmp};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -71,8 +71,24 @@ pub fn parse_tags(list: &str) -> ApiResult<Vec<String>> {
 
 /// The hosts the query selects, in inventory order, and the part of the node set naming no
 /// host. Tags filter the node set's hosts; they never count as missing hosts.
-fn selection(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+fn selection(inv: &Inventory, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
     let tags = q.tags.as_deref().map(parse_tags).transpose()?;
+    // One host by name (`host provision cn5`, the common API change): looked up, not
+    // matched against every name.
+    if let Some(name) = q.nodeset.as_deref().and_then(nodeset::single_name) {
+        return Ok(match inv.host(&name) {
+            Some(h)
+                if tags
+                    .as_ref()
+                    .is_none_or(|t| h.tags.iter().any(|x| t.contains(x))) =>
+            {
+                (vec![name], String::new())
+            }
+            Some(_) => (vec![], String::new()),
+            None => (vec![], name),
+        });
+    }
+    let hosts = inv.hosts();
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let sel = nodeset::select(q.nodeset.as_deref().unwrap_or(nodeset::ALL), &names)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -94,8 +110,8 @@ fn selection(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String
 }
 
 /// The hosts a query names, in inventory order; 404 if it names none.
-fn select_hosts(hosts: &[Host], q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
-    let (matched, missing) = selection(hosts, q)?;
+fn select_hosts(inv: &Inventory, q: &NodesetQuery) -> ApiResult<(Vec<String>, String)> {
+    let (matched, missing) = selection(inv, q)?;
     if matched.is_empty() {
         return Err(ApiError::not_found(format!(
             "no host matches {}",
@@ -114,7 +130,7 @@ fn sorted_hosts(mut hosts: Vec<Host>) -> Vec<Host> {
 pub(super) fn find_hosts(st: &ApiState, q: &NodesetQuery) -> ApiResult<Vec<Host>> {
     let inv = st.shared.inventory();
     let hosts = if q.given() {
-        let (names, _) = selection(inv.hosts(), q)?;
+        let (names, _) = selection(&inv, q)?;
         names.iter().filter_map(|n| inv.host(n).cloned()).collect()
     } else {
         inv.hosts().to_vec()
@@ -178,9 +194,13 @@ pub(super) async fn save(st: &ApiState, loaded: load::Loaded) -> ApiResult<Vec<S
         .map(|h| format!("host {}", h.name))
         .chain(loaded.images.iter().map(|i| format!("image {}", i.name)))
         .collect();
-    st.mutate(move |hosts, images| {
-        crate::inventory::merge(hosts, images, loaded);
-        Ok(())
+    st.apply(move |_| {
+        let change = Change {
+            put_hosts: loaded.hosts,
+            put_images: loaded.images,
+            ..Default::default()
+        };
+        Ok((change, ()))
     })
     .await?;
     Ok(names)
@@ -252,13 +272,15 @@ pub async fn put_image(
 #[utoipa::path(delete, path = "/v1/hosts/{name}", tag = "xboot", params(("name" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn delete_host(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    st.mutate(|hosts, _| {
-        let before = hosts.len();
-        hosts.retain(|h| h.name != name);
-        if hosts.len() == before {
+    st.apply(|inv| {
+        if inv.host(&name).is_none() {
             return Err(ApiError::not_found(format!("no host {name}")));
         }
-        Ok(())
+        let change = Change {
+            delete_hosts: vec![name.clone()],
+            ..Default::default()
+        };
+        Ok((change, ()))
     })
     .await?;
     Ok(Json(json!({ "deleted": [name] })))
@@ -283,11 +305,13 @@ pub(super) async fn delete_selected(
     st: &ApiState,
     q: &NodesetQuery,
 ) -> ApiResult<(Vec<String>, String)> {
-    st.mutate(|hosts, _| {
-        let (names, missing) = select_hosts(hosts, q)?;
-        let set: std::collections::HashSet<&String> = names.iter().collect();
-        hosts.retain(|h| !set.contains(&h.name));
-        Ok((names, missing))
+    st.apply(|inv| {
+        let (names, missing) = select_hosts(inv, q)?;
+        let change = Change {
+            delete_hosts: names.clone(),
+            ..Default::default()
+        };
+        Ok((change, (names, missing)))
     })
     .await
 }
@@ -310,20 +334,24 @@ pub(super) async fn edit_selected(
     q: &NodesetQuery,
     mut edit: impl FnMut(&mut Host) -> bool,
 ) -> ApiResult<Applied> {
-    st.mutate(|hosts, _| {
-        let (matched, missing) = select_hosts(hosts, q)?;
-        let set: std::collections::HashSet<&String> = matched.iter().collect();
-        let mut changed = Vec::new();
-        for h in hosts.iter_mut().filter(|h| set.contains(&h.name)) {
-            if edit(h) {
-                changed.push(h.name.clone());
+    st.apply(|inv| {
+        let (matched, missing) = select_hosts(inv, q)?;
+        let mut change = Change::default();
+        for h in matched.iter().filter_map(|n| inv.host(n)) {
+            let mut h = h.clone();
+            if edit(&mut h) {
+                change.put_hosts.push(h);
             }
         }
-        Ok(Applied {
-            matched,
-            changed,
-            missing,
-        })
+        let changed = change.put_hosts.iter().map(|h| h.name.clone()).collect();
+        Ok((
+            change,
+            Applied {
+                matched,
+                changed,
+                missing,
+            },
+        ))
     })
     .await
 }
@@ -538,7 +566,7 @@ pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
     }
     let inv = st.shared.inventory();
-    let (names, _) = select_hosts(inv.hosts(), &q)?;
+    let (names, _) = select_hosts(&inv, &q)?;
     let mut all: Vec<_> = names
         .iter()
         .flat_map(|n| st.shared.events.for_host(n))
@@ -576,10 +604,10 @@ pub async fn delete_image(State(st): State<ApiState>, Path(name): Path<String>) 
 
 /// Deletes the named images; 404 naming those that do not exist (nothing deleted then).
 pub(super) async fn delete_images(st: &ApiState, names: &[String]) -> ApiResult<Vec<String>> {
-    st.mutate(|_, images| {
+    st.apply(|inv| {
         let unknown: Vec<&str> = names
             .iter()
-            .filter(|n| !images.iter().any(|i| &i.name == *n))
+            .filter(|n| inv.image(n).is_none())
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() || names.is_empty() {
@@ -588,8 +616,11 @@ pub(super) async fn delete_images(st: &ApiState, names: &[String]) -> ApiResult<
                 unknown.join(", ")
             )));
         }
-        images.retain(|i| !names.contains(&i.name));
-        Ok(names.to_vec())
+        let change = Change {
+            delete_images: names.to_vec(),
+            ..Default::default()
+        };
+        Ok((change, names.to_vec()))
     })
     .await
 }

@@ -32,9 +32,11 @@
 //! /v1/images?names=`, `/v1/bmc/power/os`, `/v1/auth/...`, `/v1/host/...`,
 //! `/v1/bootimage/...`) are in [`grendel`], on the same core operations.
 //!
-//! Every change is validated as a whole inventory first (400 with every problem if it is
-//! invalid: the running inventory stays), then committed to the store, then swapped into
-//! [`Shared`], so the DHCP/TFTP/HTTP services see it on their next request.
+//! Every change is validated first (400 with every problem if it is invalid: the running
+//! inventory stays), then committed to the store, then swapped into [`Shared`], so the
+//! DHCP/TFTP/HTTP services see it on their next request. Changes of some entries are
+//! validated incrementally against the running inventory's indexes, at a cost that does
+//! not grow with the inventory; `db/restore` is validated whole.
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -134,8 +136,62 @@ impl ApiState {
         self
     }
 
-    /// Applies `edit` to a copy of the running inventory; if the result is valid, commits
-    /// it to the store and swaps it in. Returns what `edit` returned.
+    /// Applies the change `build` makes from the running inventory: validated
+    /// incrementally ([`Inventory::apply`]: the cost is the change's, not the
+    /// inventory's), committed to the store, swapped in with what it touched (so the XDP
+    /// maps update only those hosts). Returns what `build` returned besides the change.
+    pub async fn apply<T>(
+        &self,
+        build: impl FnOnce(&Inventory) -> Result<(Change, T), ApiError>,
+    ) -> Result<T, ApiError> {
+        if self.backend.is_some() {
+            // Cluster mode: the backend commits with its own per-entry compares and
+            // rebases on conflict, so the change goes through [`ApiState::mutate`] as
+            // whole entries put and deleted.
+            let (change, out) = build(&self.shared.inventory())?;
+            self.mutate(move |hosts, images| {
+                change.apply_to(hosts, images);
+                Ok(())
+            })
+            .await?;
+            return Ok(out);
+        }
+        let _guard = self.write_lock.lock().await;
+        let current = self.shared.inventory();
+        let (change, out) = build(&current)?;
+        let change = change.effective(&current);
+        if change.is_empty() {
+            return Ok(out);
+        }
+        let provision = &self.shared.config.provision;
+        let default_image = provision.default_image.clone();
+        let change = Arc::new(change);
+        let inv = if change.put_images.is_empty() {
+            // Hosts only: no file is read, and the work is microseconds.
+            current.apply(&change, &provision.image_roots(), default_image.as_deref())
+        } else {
+            // Image checks read file metadata and templates: off the runtime.
+            let (roots, c) = (provision.image_roots(), change.clone());
+            tokio::task::spawn_blocking(move || current.apply(&c, &roots, default_image.as_deref()))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        .map_err(|errs| ApiError::invalid(errs.messages()))?;
+        if let Some(store) = self.store.clone() {
+            let c = change.clone();
+            tokio::task::spawn_blocking(move || store.apply(&c))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+        }
+        self.shared.apply_inventory(inv, &change);
+        Ok(out)
+    }
+
+    /// Applies `edit` to a copy of the whole running inventory; if the result is valid
+    /// (checked whole), commits it to the store and swaps it in. Returns what `edit`
+    /// returned. For replacing everything (`db restore`); a change of some entries
+    /// goes through [`ApiState::apply`].
     pub async fn mutate<T>(
         &self,
         edit: impl FnOnce(&mut Vec<Host>, &mut Vec<Image>) -> Result<T, ApiError>,
@@ -147,7 +203,7 @@ impl ApiState {
         let current = self.shared.inventory();
         let (mut hosts, mut images) = (current.hosts().to_vec(), current.images().to_vec());
         let out = edit(&mut hosts, &mut images)?;
-        let change = Change::diff(current.hosts(), current.images(), &hosts, &images);
+        let change = Change::diff(&current.hosts().to_vec(), current.images(), &hosts, &images);
         if change.is_empty() {
             return Ok(out);
         }
@@ -183,7 +239,7 @@ impl ApiState {
         let (mut base, mut revision) = backend.base(self.shared.inventory());
         let (mut hosts, mut images) = (base.hosts().to_vec(), base.images().to_vec());
         let out = edit(&mut hosts, &mut images)?;
-        let mut change = Change::diff(base.hosts(), base.images(), &hosts, &images);
+        let mut change = Change::diff(&base.hosts().to_vec(), base.images(), &hosts, &images);
         let roots = self.shared.config.provision.image_roots();
         let default_image = self.shared.config.provision.default_image.clone();
         for _ in 0..10 {
@@ -207,7 +263,7 @@ impl ApiState {
                 Err(CommitError::Conflict) => {
                     let (newer, rev) = backend.base(self.shared.inventory());
                     (hosts, images) = change.rebase(&base, &newer);
-                    change = Change::diff(newer.hosts(), newer.images(), &hosts, &images);
+                    change = Change::diff(&newer.hosts().to_vec(), newer.images(), &hosts, &images);
                     (base, revision) = (newer, rev);
                 }
                 Err(e @ CommitError::Unavailable(_)) => {

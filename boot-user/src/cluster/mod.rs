@@ -498,7 +498,12 @@ impl Cluster {
             match valid {
                 Ok(Ok(inv)) => {
                     let old = self.shared.inventory();
-                    let change = Change::diff(old.hosts(), old.images(), inv.hosts(), inv.images());
+                    let change = Change::diff(
+                        &old.hosts().to_vec(),
+                        old.images(),
+                        &inv.hosts().to_vec(),
+                        inv.images(),
+                    );
                     {
                         let mut base = self.base.lock().unwrap();
                         self.shared.replace_inventory(inv);

@@ -160,7 +160,10 @@ impl Zones {
         Self::from_hosts(inventory.hosts(), settings)
     }
 
-    pub fn from_hosts(hosts: &[Host], settings: &ZoneSettings) -> Zones {
+    pub fn from_hosts<'a>(
+        hosts: impl IntoIterator<Item = &'a Host>,
+        settings: &ZoneSettings,
+    ) -> Zones {
         let mut z = Zones {
             ttl: settings.ttl,
             ..Default::default()

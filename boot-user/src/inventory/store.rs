@@ -105,6 +105,23 @@ impl Change {
             && self.put_images.is_empty()
             && self.delete_images.is_empty()
     }
+
+    /// Makes this change on whole lists: deletions first, then upserts by name.
+    pub fn apply_to(&self, hosts: &mut Vec<Host>, images: &mut Vec<Image>) {
+        let gone: std::collections::HashSet<&String> = self.delete_hosts.iter().collect();
+        hosts.retain(|h| !gone.contains(&h.name));
+        let gone: std::collections::HashSet<&String> = self.delete_images.iter().collect();
+        images.retain(|i| !gone.contains(&i.name));
+        super::merge(
+            hosts,
+            images,
+            super::Loaded {
+                hosts: self.put_hosts.clone(),
+                images: self.put_images.clone(),
+                ..Default::default()
+            },
+        );
+    }
 }
 
 fn diff_by<T: Clone + PartialEq>(

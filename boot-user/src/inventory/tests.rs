@@ -887,11 +887,11 @@ fn dump_restores_to_the_same_inventory() {
     )
     .unwrap();
     let inv = Inventory::new(loaded.hosts, loaded.images, &f.roots()).unwrap();
-    let dump = load::to_dump(inv.hosts(), inv.images());
+    let dump = load::to_dump(&inv.hosts().to_vec(), inv.images());
     assert_eq!(dump["Users"], serde_json::json!([]));
     let back = load::from_json_value(dump, Kind::Hosts, "dump").unwrap();
     assert!(back.warnings.is_empty(), "{:?}", back.warnings);
-    assert_eq!(back.hosts, inv.hosts());
+    assert_eq!(back.hosts, inv.hosts().to_vec());
     assert_eq!(back.images, inv.images());
 }
 

@@ -245,28 +245,70 @@ fn mac_problem(mac: Mac) -> Option<&'static str> {
     }
 }
 
+/// Who already holds a name, MAC or address: the whole-inventory check records each host
+/// as it goes ([`Seen`]); a change is checked against the running inventory's indexes
+/// ([`super::Inventory::apply`]).
+pub(super) trait Claims {
+    /// The other host whose lower-cased name is `folded`; records `host` if none.
+    fn name(&mut self, folded: &str, host: &str) -> Option<String>;
+    /// The other host with `mac`; records `host` if none.
+    fn mac(&mut self, mac: Mac, host: &str) -> Option<String>;
+    /// The host that had the address before (recording `host`).
+    fn ip(&mut self, ip: Ipv4Addr, host: &str) -> Option<String>;
+    fn ip6(&mut self, ip: std::net::Ipv6Addr, host: &str) -> Option<String>;
+}
+
+/// The whole-inventory check's record of what the hosts so far hold.
+#[derive(Default)]
+struct Seen {
+    folded: HashMap<String, String>,
+    macs: HashMap<Mac, String>,
+    ips: HashMap<Ipv4Addr, String>,
+    ips6: HashMap<std::net::Ipv6Addr, String>,
+}
+
+impl Claims for Seen {
+    fn name(&mut self, folded: &str, host: &str) -> Option<String> {
+        match self.folded.get(folded) {
+            Some(other) if other != host => Some(other.clone()),
+            Some(_) => None,
+            None => {
+                self.folded.insert(folded.to_string(), host.to_string());
+                None
+            }
+        }
+    }
+    fn mac(&mut self, mac: Mac, host: &str) -> Option<String> {
+        match self.macs.get(&mac) {
+            Some(other) if other != host => Some(other.clone()),
+            _ => {
+                self.macs.insert(mac, host.to_string());
+                None
+            }
+        }
+    }
+    fn ip(&mut self, ip: Ipv4Addr, host: &str) -> Option<String> {
+        self.ips.insert(ip, host.to_string())
+    }
+    fn ip6(&mut self, ip: std::net::Ipv6Addr, host: &str) -> Option<String> {
+        self.ips6.insert(ip, host.to_string())
+    }
+}
+
 fn check_hosts(
     hosts: &[Host],
     images: &[Image],
     server: &[Ipv4Addr],
     errs: &mut Vec<ValidationError>,
 ) {
-    let image_names: std::collections::HashSet<&str> =
-        images.iter().map(|i| i.name.as_str()).collect();
+    let image_names: HashMap<String, usize> = images
+        .iter()
+        .enumerate()
+        .map(|(i, im)| (im.name.clone(), i))
+        .collect();
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut folded: HashMap<String, &str> = HashMap::new();
-    let mut macs: HashMap<Mac, &str> = HashMap::new();
-    let mut ips: HashMap<std::net::Ipv4Addr, (usize, &str)> = HashMap::new();
-    let mut ips6: HashMap<std::net::Ipv6Addr, &str> = HashMap::new();
+    let mut seen = Seen::default();
     for (index, h) in hosts.iter().enumerate() {
-        if h.name.is_empty() {
-            errs.push(ValidationError::EmptyHostName { index });
-        } else if let Err(reason) = check_hostname(&h.name) {
-            errs.push(ValidationError::InvalidHostname {
-                host: h.name.clone(),
-                reason,
-            });
-        }
         let count = names.entry(&h.name).or_default();
         *count += 1;
         if *count == 2 && !h.name.is_empty() {
@@ -274,144 +316,174 @@ fn check_hosts(
                 host: h.name.clone(),
             });
         }
-        match folded.get(h.name.to_ascii_lowercase().as_str()) {
-            Some(other) if *other != h.name => errs.push(ValidationError::NameCase {
-                host: h.name.clone(),
-                other: other.to_string(),
-            }),
-            Some(_) => {}
-            None => {
-                folded.insert(h.name.to_ascii_lowercase(), &h.name);
-            }
+        check_host(|| index, h, &image_names, server, &mut seen, errs);
+    }
+}
+
+/// Checks one host: everything about the entry itself, and its name, MACs and addresses
+/// against what `claims` says others hold. `index` is its position (named only when it
+/// has no name).
+pub(super) fn check_host(
+    index: impl Fn() -> usize,
+    h: &Host,
+    image_names: &HashMap<String, usize>,
+    server: &[Ipv4Addr],
+    claims: &mut dyn Claims,
+    errs: &mut Vec<ValidationError>,
+) {
+    if h.name.is_empty() {
+        errs.push(ValidationError::EmptyHostName { index: index() });
+    } else if let Err(reason) = check_hostname(&h.name) {
+        errs.push(ValidationError::InvalidHostname {
+            host: h.name.clone(),
+            reason,
+        });
+    }
+    if let Some(other) = claims.name(&h.name.to_ascii_lowercase(), &h.name) {
+        errs.push(ValidationError::NameCase {
+            host: h.name.clone(),
+            other,
+        });
+    }
+    let host = || h.name.clone();
+    let mut own_macs = Vec::new();
+    let mut own_ips: Vec<Ipv4Addr> = Vec::new();
+    let mut own_ips6: Vec<std::net::Ipv6Addr> = Vec::new();
+    for (nic, i) in h.interfaces.iter().enumerate() {
+        if i.mtu != 0 && !MTU_RANGE.contains(&i.mtu) {
+            errs.push(ValidationError::BadMtu {
+                host: host(),
+                nic,
+                mtu: i.mtu,
+            });
         }
-        let host = || h.name.clone();
-        let mut own_macs = Vec::new();
-        for (nic, i) in h.interfaces.iter().enumerate() {
-            if i.mtu != 0 && !MTU_RANGE.contains(&i.mtu) {
-                errs.push(ValidationError::BadMtu {
-                    host: host(),
-                    nic,
-                    mtu: i.mtu,
-                });
-            }
-            if let Some(reason) = i.mac.and_then(mac_problem) {
-                errs.push(ValidationError::BadMac {
-                    host: host(),
-                    nic,
-                    mac: i.mac.unwrap_or_default(),
-                    reason: reason.into(),
-                });
-            }
-            if let Some(mac) = i.mac {
-                if own_macs.contains(&mac) {
-                    errs.push(ValidationError::DuplicateMac { host: host(), mac });
-                } else {
-                    own_macs.push(mac);
-                    if let Some(other) = claim_mac(&mut macs, mac, &h.name) {
-                        errs.push(ValidationError::MacOnTwoHosts {
-                            host: host(),
-                            mac,
-                            other: other.to_string(),
-                        });
-                    }
+        if let Some(reason) = i.mac.and_then(mac_problem) {
+            errs.push(ValidationError::BadMac {
+                host: host(),
+                nic,
+                mac: i.mac.unwrap_or_default(),
+                reason: reason.into(),
+            });
+        }
+        if let Some(mac) = i.mac {
+            if own_macs.contains(&mac) {
+                errs.push(ValidationError::DuplicateMac { host: host(), mac });
+            } else {
+                own_macs.push(mac);
+                if let Some(other) = claims.mac(mac, &h.name) {
+                    errs.push(ValidationError::MacOnTwoHosts {
+                        host: host(),
+                        mac,
+                        other,
+                    });
                 }
             }
-            let Some(ip) = i.ip.as_deref() else { continue };
-            if let Some(net) = i.ipv6() {
-                // IPv6 (DNS only): unique like the IPv4 addresses.
-                if let Some(other) = ips6.insert(net.addr(), &h.name) {
+        }
+        let Some(ip) = i.ip.as_deref() else { continue };
+        if let Some(net) = i.ipv6() {
+            // IPv6 (DNS only): unique like the IPv4 addresses.
+            let other = if own_ips6.contains(&net.addr()) {
+                Some(host())
+            } else {
+                own_ips6.push(net.addr());
+                claims.ip6(net.addr(), &h.name)
+            };
+            if let Some(other) = other {
+                errs.push(ValidationError::DuplicateIp {
+                    host: host(),
+                    ip: net.addr().to_string(),
+                    other,
+                });
+            }
+            continue;
+        }
+        match parse_cidr(ip) {
+            Err(message) => errs.push(ValidationError::BadCidr {
+                host: host(),
+                nic,
+                message,
+            }),
+            Ok(net) => {
+                // A BMC's address without a MAC is only where xboot reaches the BMC
+                // (IPMI, Redfish), not a lease it hands out, so it is not held to the
+                // lease rules (a lab puts simulated BMCs on loopback). A BMC with a MAC
+                // gets its address by DHCP and is checked like the others.
+                let problem = if i.bmc && i.mac.is_none() {
+                    None
+                } else {
+                    address_problem(net, server)
+                };
+                if let Some(reason) = problem {
+                    errs.push(ValidationError::BadAddress {
+                        host: host(),
+                        nic,
+                        ip: ip.to_string(),
+                        reason,
+                    });
+                }
+                let other = if own_ips.contains(&net.addr()) {
+                    Some("itself (another interface)".to_string())
+                } else {
+                    own_ips.push(net.addr());
+                    claims.ip(net.addr(), &h.name)
+                };
+                if let Some(other) = other {
                     errs.push(ValidationError::DuplicateIp {
                         host: host(),
                         ip: net.addr().to_string(),
-                        other: other.to_string(),
+                        other,
                     });
-                }
-                continue;
-            }
-            match parse_cidr(ip) {
-                Err(message) => errs.push(ValidationError::BadCidr {
-                    host: host(),
-                    nic,
-                    message,
-                }),
-                Ok(net) => {
-                    // A BMC's address without a MAC is only where xboot reaches the BMC
-                    // (IPMI, Redfish), not a lease it hands out, so it is not held to the
-                    // lease rules (a lab puts simulated BMCs on loopback). A BMC with a MAC
-                    // gets its address by DHCP and is checked like the others.
-                    let problem = if i.bmc && i.mac.is_none() {
-                        None
-                    } else {
-                        address_problem(net, server)
-                    };
-                    if let Some(reason) = problem {
-                        errs.push(ValidationError::BadAddress {
-                            host: host(),
-                            nic,
-                            ip: ip.to_string(),
-                            reason,
-                        });
-                    }
-                    if let Some((other_index, other)) = ips.insert(net.addr(), (index, &h.name)) {
-                        let other = if other_index == index {
-                            "itself (another interface)"
-                        } else {
-                            other
-                        };
-                        errs.push(ValidationError::DuplicateIp {
-                            host: host(),
-                            ip: net.addr().to_string(),
-                            other: other.to_string(),
-                        });
-                    }
                 }
             }
         }
-        // Bonds get leases too: readable as interfaces, their MAC on no other host (a
-        // member's MAC is the Linux default), their address a host's.
-        match h.bond_interfaces() {
-            Err((bond, message)) => errs.push(ValidationError::Entry {
-                entry: format!("host {}: bond {bond}", h.name),
-                message,
-            }),
-            Ok(bonds) => {
-                for (bond, b) in bonds.iter().enumerate() {
-                    if let Some(mac) = b.mac.filter(|m| !own_macs.contains(m)) {
-                        if let Some(other) = claim_mac(&mut macs, mac, &h.name) {
+    }
+    // Bonds get leases too: readable as interfaces, their MAC on no other host (a
+    // member's MAC is the Linux default), their address a host's.
+    match h.bond_interfaces() {
+        Err((bond, message)) => errs.push(ValidationError::Entry {
+            entry: format!("host {}: bond {bond}", h.name),
+            message,
+        }),
+        Ok(bonds) => {
+            let mut bond_macs = Vec::new();
+            for (bond, b) in bonds.iter().enumerate() {
+                if let Some(mac) = b.mac.filter(|m| !own_macs.contains(m)) {
+                    // Two bonds of one host with one MAC: the host's own, no conflict.
+                    if !bond_macs.contains(&mac) {
+                        bond_macs.push(mac);
+                        if let Some(other) = claims.mac(mac, &h.name) {
                             errs.push(ValidationError::MacOnTwoHosts {
                                 host: host(),
                                 mac,
-                                other: other.to_string(),
+                                other,
                             });
                         }
                     }
-                    let Some(ip) = b.ip.as_deref().filter(|_| b.mac.is_some()) else {
-                        continue;
-                    };
-                    let problem = match parse_cidr(ip) {
-                        Err(message) => Some(message),
-                        Ok(net) => {
-                            address_problem(net, server).map(|r| format!("address {ip} {r}"))
-                        }
-                    };
-                    if let Some(message) = problem {
-                        errs.push(ValidationError::Entry {
-                            entry: format!("host {}: bond {bond}", h.name),
-                            message,
-                        });
-                    }
+                }
+                let Some(ip) = b.ip.as_deref().filter(|_| b.mac.is_some()) else {
+                    continue;
+                };
+                let problem = match parse_cidr(ip) {
+                    Err(message) => Some(message),
+                    Ok(net) => address_problem(net, server).map(|r| format!("address {ip} {r}")),
+                };
+                if let Some(message) = problem {
+                    errs.push(ValidationError::Entry {
+                        entry: format!("host {}: bond {bond}", h.name),
+                        message,
+                    });
                 }
             }
         }
-        if h.provision {
-            if h.boot_image.is_empty() {
-                errs.push(ValidationError::NoBootImage { host: host() });
-            } else if !image_names.contains(h.boot_image.as_str()) {
-                errs.push(ValidationError::UnknownImage {
-                    host: host(),
-                    image: h.boot_image.clone(),
-                });
-            }
+    }
+    if h.provision {
+        if h.boot_image.is_empty() {
+            errs.push(ValidationError::NoBootImage { host: host() });
+        } else if !image_names.contains_key(h.boot_image.as_str()) {
+            errs.push(ValidationError::UnknownImage {
+                host: host(),
+                image: h.boot_image.clone(),
+            });
         }
     }
 }
@@ -446,9 +518,6 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
 fn check_images(images: &[Image], roots: &Roots, errs: &mut Vec<ValidationError>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (index, im) in images.iter().enumerate() {
-        if im.name.is_empty() {
-            errs.push(ValidationError::EmptyImageName { index });
-        }
         let count = seen.entry(&im.name).or_default();
         *count += 1;
         if *count == 2 && !im.name.is_empty() {
@@ -456,24 +525,44 @@ fn check_images(images: &[Image], roots: &Roots, errs: &mut Vec<ValidationError>
                 image: im.name.clone(),
             });
         }
-        let label = if im.name.is_empty() {
-            format!("#{index}")
-        } else {
-            im.name.clone()
-        };
-        if im.kernel.is_empty() {
-            errs.push(ValidationError::NoKernel {
-                image: label.clone(),
-            });
-        } else {
-            check_file(&label, "kernel", &im.kernel, roots, errs);
-        }
-        for (i, initrd) in im.initrd.iter().enumerate() {
-            check_file(&label, &format!("initrd[{i}]"), initrd, roots, errs);
-        }
-        if !im.liveimg.is_empty() {
-            check_file(&label, "liveimg", &im.liveimg, roots, errs);
-        }
+        check_image(index, im, roots, errs);
+    }
+}
+
+/// Checks the `changed` images of `all` (names are unique in `all`: it is keyed by name).
+pub(super) fn check_images_in(
+    changed: &[Image],
+    all: &[Image],
+    roots: &Roots,
+    errs: &mut Vec<ValidationError>,
+) {
+    for im in changed {
+        let index = all.iter().position(|a| a.name == im.name).unwrap_or(0);
+        check_image(index, im, roots, errs);
+    }
+}
+
+fn check_image(index: usize, im: &Image, roots: &Roots, errs: &mut Vec<ValidationError>) {
+    if im.name.is_empty() {
+        errs.push(ValidationError::EmptyImageName { index });
+    }
+    let label = if im.name.is_empty() {
+        format!("#{index}")
+    } else {
+        im.name.clone()
+    };
+    if im.kernel.is_empty() {
+        errs.push(ValidationError::NoKernel {
+            image: label.clone(),
+        });
+    } else {
+        check_file(&label, "kernel", &im.kernel, roots, errs);
+    }
+    for (i, initrd) in im.initrd.iter().enumerate() {
+        check_file(&label, &format!("initrd[{i}]"), initrd, roots, errs);
+    }
+    if !im.liveimg.is_empty() {
+        check_file(&label, "liveimg", &im.liveimg, roots, errs);
     }
 }
 
@@ -562,15 +651,4 @@ pub fn check_templates(images: &[Image], dirs: &[std::path::PathBuf]) -> Vec<Val
         }
     }
     errs
-}
-
-/// Records `mac` as `host`'s, or returns the other host that already has it.
-fn claim_mac<'a>(macs: &mut HashMap<Mac, &'a str>, mac: Mac, host: &'a str) -> Option<&'a str> {
-    match macs.get(&mac) {
-        Some(other) if *other != host => Some(other),
-        _ => {
-            macs.insert(mac, host);
-            None
-        }
-    }
 }

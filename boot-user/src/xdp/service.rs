@@ -104,6 +104,8 @@ pub struct Service {
     settings: Settings,
     urls: Arc<dyn BootUrls + Send + Sync>,
     shared: Arc<Shared>,
+    /// The inventory generation the maps hold.
+    synced: u64,
 }
 
 impl Service {
@@ -116,7 +118,7 @@ impl Service {
         opts: SyncOptions,
     ) -> Result<Service, ServiceError> {
         let settings = Settings::from_config(&shared.config)?;
-        let inv = shared.inventory();
+        let (inv, generation) = shared.inventory_at();
         // One map entry per MAC (boot and BMC interfaces, bonds).
         let macs = inv.lease_macs().count();
         let mut fp = FastPath::load(LoadOptions::for_hosts(macs))?;
@@ -134,8 +136,9 @@ impl Service {
             settings,
             urls,
             shared,
+            synced: generation,
         };
-        let r = svc.sync_now(&inv, Instant::now())?;
+        let r = svc.sync_whole(&inv, Instant::now())?;
         tracing::info!(
             "XDP fast path: {} boot interfaces, {} templates ({r:?})",
             svc.sync.hosts(),
@@ -159,7 +162,7 @@ impl Service {
         self.fp.attached()
     }
 
-    fn sync_now(
+    fn sync_whole(
         &mut self,
         inv: &crate::inventory::Inventory,
         now: Instant,
@@ -169,6 +172,36 @@ impl Service {
             urls: self.urls.as_ref(),
         };
         self.sync.sync(&mut self.fp, inv, &c, now)
+    }
+
+    /// Brings the maps to the current inventory: only the hosts changed since the
+    /// generation they hold when every swap since then is known, else a whole
+    /// comparison; on a `tick`, also the periodic refresh.
+    fn sync_now(&mut self, tick: bool, now: Instant) -> Result<SyncReport, XdpError> {
+        let (inv, generation) = self.shared.inventory_at();
+        let c = Compiler {
+            settings: &self.settings,
+            urls: self.urls.as_ref(),
+        };
+        let mut r = SyncReport::default();
+        if generation != self.synced {
+            r = match self.shared.changed_since(self.synced, generation) {
+                Some(names) => self.sync.sync_hosts(&mut self.fp, &inv, &names, &c, now)?,
+                None => self.sync.sync(&mut self.fp, &inv, &c, now)?,
+            };
+            self.synced = generation;
+        }
+        if tick {
+            let t = self.sync.refresh(&mut self.fp, &inv, &c, now)?;
+            r.added += t.added;
+            r.changed += t.changed;
+            r.removed += t.removed;
+            r.unchanged += t.unchanged;
+            r.failed += t.failed;
+            r.templates_written += t.templates_written;
+            r.templates_deleted += t.templates_deleted;
+        }
+        Ok(r)
     }
 
     /// Keeps the maps in step until `shutdown` turns true (or its sender goes away),
@@ -190,11 +223,11 @@ impl Service {
                     if r.is_err() {
                         break;
                     }
-                    self = self.sync_blocking().await;
+                    self = self.sync_blocking(false).await;
                 }
                 _ = tick.tick() => {
                     // Templates due for refresh and retired templates past their grace.
-                    self = self.sync_blocking().await;
+                    self = self.sync_blocking(true).await;
                 }
             }
         }
@@ -202,10 +235,9 @@ impl Service {
     }
 
     /// One sync on the blocking pool (compiling templates is CPU work).
-    async fn sync_blocking(mut self) -> Service {
-        let inv = self.shared.inventory();
+    async fn sync_blocking(mut self, tick: bool) -> Service {
         let handle = tokio::task::spawn_blocking(move || {
-            let r = self.sync_now(&inv, Instant::now());
+            let r = self.sync_now(tick, Instant::now());
             (self, r)
         });
         let (svc, r) = handle.await.expect("XDP sync panicked");

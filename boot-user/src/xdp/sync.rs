@@ -13,7 +13,12 @@
 //!   unchanged (and whose templates are not due for refresh) costs nothing; templates
 //!   are shared by content (a 128-bit digest), so a refresh that gives the same bytes
 //!   writes nothing either.
-use std::collections::{HashMap, VecDeque};
+//! - Only what changed is looked at: after a change of some hosts ([`MapSync::sync_hosts`],
+//!   given their names by [`crate::state::Shared::changed_since`]) the work is those
+//!   hosts', whatever the inventory's size; the periodic [`MapSync::refresh`] compiles
+//!   only templates due for refresh and hosts that failed before. A whole comparison
+//!   ([`MapSync::sync`]) runs at start and after a whole replacement.
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -149,6 +154,10 @@ pub struct MapSync {
     servers: Vec<ServedAddr>,
     opts: SyncOptions,
     installed: HashMap<Mac, Installed>,
+    /// Host name -> its MACs in `installed`.
+    by_host: HashMap<String, Vec<Mac>>,
+    /// MACs whose last sync failed (no slot, a map error ...): tried again by `refresh`.
+    pending: HashSet<Mac>,
     by_digest: HashMap<Digest128, Shared>,
     digest_of: HashMap<u32, Digest128>,
     /// Templates no entry names, with when they stopped being named.
@@ -167,6 +176,8 @@ impl MapSync {
             servers,
             opts,
             installed: HashMap::new(),
+            by_host: HashMap::new(),
+            pending: HashSet::new(),
             by_digest: HashMap::new(),
             digest_of: HashMap::new(),
             retired: VecDeque::new(),
@@ -210,6 +221,7 @@ impl MapSync {
             ..SyncReport::default()
         };
         let mut seen = HashMap::new();
+        self.pending.clear();
         for (host, mac) in inv.lease_macs() {
             seen.insert(mac, ());
             self.sync_host(fp, inv, c, host, mac, now, &mut report);
@@ -226,12 +238,123 @@ impl MapSync {
                 report.failed += 1;
                 continue;
             }
-            let old = self.installed.remove(&mac).expect("listed above");
+            let old = self.uninstall(mac).expect("listed above");
             self.release(&old.ids, now);
             report.removed += 1;
         }
         report.templates_deleted += self.collect(fp, now);
         Ok(report)
+    }
+
+    /// Brings the maps to `inv` for the hosts `names` only: those that changed (put or
+    /// deleted) since the inventory the maps were last synced with. Costs those hosts'
+    /// work, whatever the inventory's size.
+    pub fn sync_hosts(
+        &mut self,
+        fp: &mut FastPath,
+        inv: &Inventory,
+        names: &[String],
+        c: &Compiler<'_>,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
+        self.write_static(fp, c)?;
+        let mut report = SyncReport {
+            templates_deleted: self.collect(fp, now),
+            ..SyncReport::default()
+        };
+        let mut old = HashSet::new();
+        let mut new = Vec::new();
+        for n in names {
+            old.extend(self.by_host.get(n).into_iter().flatten().copied());
+            new.extend(inv.host_lease_macs(n));
+        }
+        let kept: HashSet<Mac> = new.iter().copied().collect();
+        // MACs that left a changed host first: one that moved to another changed host
+        // is then installed for its new owner.
+        for mac in old.iter().filter(|m| !kept.contains(m)) {
+            self.pending.remove(mac);
+            if self.installed.contains_key(mac) {
+                self.remove_host(fp, *mac, now);
+                report.removed += 1;
+            }
+        }
+        for mac in new {
+            if let Some(l) = inv.lookup_mac(mac) {
+                self.pending.remove(&mac);
+                self.sync_host(fp, inv, c, l.host, mac, now, &mut report);
+            }
+        }
+        report.templates_deleted += self.collect(fp, now);
+        Ok(report)
+    }
+
+    /// The periodic part of keeping the maps current, for the inventory they were last
+    /// synced with: clears retired templates past their grace period, recompiles the
+    /// templates due for refresh (tokens about to expire) and tries again the hosts that
+    /// failed. Compiles nothing else.
+    pub fn refresh(
+        &mut self,
+        fp: &mut FastPath,
+        inv: &Inventory,
+        c: &Compiler<'_>,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
+        self.write_static(fp, c)?;
+        let mut report = SyncReport {
+            templates_deleted: self.collect(fp, now),
+            ..SyncReport::default()
+        };
+        let mut todo: Vec<Mac> = self.pending.drain().collect();
+        if let Some(ttl) = self.opts.template_ttl {
+            todo.extend(
+                self.installed
+                    .iter()
+                    .filter(|(_, i)| now.duration_since(i.compiled_at) >= ttl / 2)
+                    .map(|(m, _)| *m),
+            );
+        }
+        for mac in todo {
+            match inv.lookup_mac(mac) {
+                Some(l) => self.sync_host(fp, inv, c, l.host, mac, now, &mut report),
+                None => {
+                    if self.installed.contains_key(&mac) {
+                        self.remove_host(fp, mac, now);
+                        report.removed += 1;
+                    }
+                }
+            }
+        }
+        report.templates_deleted += self.collect(fp, now);
+        Ok(report)
+    }
+
+    /// Records `mac` as installed for its host.
+    fn install(&mut self, mac: Mac, i: Installed) -> Option<Installed> {
+        let name = i.host.name.clone();
+        let prev = self.installed.insert(mac, i);
+        if let Some(p) = &prev {
+            self.unindex(mac, &p.host.name.clone());
+        }
+        let macs = self.by_host.entry(name).or_default();
+        if !macs.contains(&mac) {
+            macs.push(mac);
+        }
+        prev
+    }
+
+    fn uninstall(&mut self, mac: Mac) -> Option<Installed> {
+        let old = self.installed.remove(&mac)?;
+        self.unindex(mac, &old.host.name);
+        Some(old)
+    }
+
+    fn unindex(&mut self, mac: Mac, name: &str) {
+        if let Some(macs) = self.by_host.get_mut(name) {
+            macs.retain(|m| *m != mac);
+            if macs.is_empty() {
+                self.by_host.remove(name);
+            }
+        }
     }
 
     /// The class table (written once).
@@ -269,6 +392,7 @@ impl MapSync {
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let Some(server) = self.server_for(ip).cloned() else {
             report.failed += 1; // no address to answer from: the slow path decides
+            self.pending.insert(mac);
             return;
         };
         let server_ip = server.net.addr();
@@ -288,6 +412,7 @@ impl MapSync {
             Err(e) => {
                 tracing::warn!("XDP: {e}; the slow path answers this host");
                 self.remove_host(fp, mac, now);
+                self.pending.insert(mac);
                 report.failed += 1;
                 return;
             }
@@ -299,6 +424,7 @@ impl MapSync {
         let Some((entry, ids)) =
             self.write_templates(fp, mac, &templates, &server, valid_until, now, report)
         else {
+            self.pending.insert(mac);
             report.failed += 1;
             return;
         };
@@ -317,6 +443,7 @@ impl MapSync {
                 if let Err(e) = fp.hosts.insert(MacKey::new(mac.0), entry, 0) {
                     tracing::warn!("XDP: cannot write host {} ({mac}): {e}", host.name);
                     self.release(&ids, now);
+                    self.pending.insert(mac);
                     report.failed += 1;
                     return;
                 }
@@ -328,7 +455,7 @@ impl MapSync {
                 entry
             }
         };
-        let prev = self.installed.insert(
+        let prev = self.install(
             mac,
             Installed {
                 host: host.clone(),
@@ -450,7 +577,7 @@ impl MapSync {
     }
 
     fn remove_host(&mut self, fp: &mut FastPath, mac: Mac, now: Instant) {
-        if let Some(old) = self.installed.remove(&mac) {
+        if let Some(old) = self.uninstall(mac) {
             let _ = fp.hosts.remove(&MacKey::new(mac.0));
             self.release(&old.ids, now);
         }

@@ -288,6 +288,55 @@ fn corpus() -> Vec<(String, Req, Expect)> {
     rows
 }
 
+/// The maps brought to the corpus's inventory by an incremental sync of the hosts that
+/// changed (cn1 with its BMC and bond added, cn3 with another address and firmware
+/// changed back, a host deleted) answer the whole corpus exactly as the slow path does,
+/// as after a whole sync.
+#[test]
+fn xdp_replies_after_an_incremental_sync_equal_the_slow_path() {
+    if netns::need_root() {
+        return;
+    }
+    let full = inventory();
+    let mut before: Vec<xboot::inventory::Host> = full.hosts().iter().skip(1).cloned().collect();
+    before[1].interfaces[0].ip = Some("10.0.0.99/24".into());
+    before[1].firmware.clear();
+    before.push(host(
+        "gone1",
+        xboot::inventory::Mac([2, 0x99, 0, 0, 0, 1]),
+        Some("10.0.0.98/24"),
+        true,
+        "",
+    ));
+    let mut lab = Lab::with(
+        xboot::inventory::Inventory::from_parts_unchecked(before, vec![]),
+        settings(),
+    );
+    let names: Vec<String> = ["cn1", "cn3", "gone1"].map(String::from).to_vec();
+    let c = xboot::xdp::Compiler {
+        settings: &lab.settings,
+        urls: &URLS,
+    };
+    let r = lab
+        .sync
+        .sync_hosts(&mut lab.fp, &full, &names, &c, std::time::Instant::now())
+        .unwrap();
+    assert_eq!(
+        (r.added, r.changed, r.removed, r.failed),
+        (3, 1, 1, 0),
+        "{r:?}"
+    );
+    lab.inv = full;
+    assert_eq!(lab.sync.hosts(), 8);
+    let (mut tx, rows) = (0, corpus());
+    for (name, req, expect) in &rows {
+        if check(&mut lab, name, req, *expect) == XDP_TX {
+            tx += 1;
+        }
+    }
+    assert!(tx > 300, "{tx}");
+}
+
 #[test]
 fn xdp_replies_equal_the_slow_path() {
     if netns::need_root() {

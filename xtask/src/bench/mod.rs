@@ -1,13 +1,15 @@
 //! `cargo xtask bench NAME [ARGS...]`: benchmarks that show the speed targets (tests
 //! never assert timings). Each benchmark is a module here exposing
 //! `pub fn run(args: &[String]) -> anyhow::Result<()>`; add it to [`BENCHMARKS`].
-//! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist.
+//! Setup runs first, so the peers a benchmark drives (perfdhcp, ipmi_sim ...) exist
+//! (`XBOOT_BENCH_SETUP=0` skips it on a machine known to be set up).
 use anyhow::bail;
 
 mod abuse;
 mod bmc;
 mod dhcp;
 mod pxe_ipv6;
+mod scale;
 mod storm;
 
 type Runner = fn(&[String]) -> anyhow::Result<()>;
@@ -35,6 +37,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         Some(abuse::run),
     ),
     (
+        "scale",
+        "one server at 1,000-100,000 hosts: cold start, API change p50/p99, RSS, kernel map memory",
+        Some(scale::run),
+    ),
+    (
         "pxe-ipv6",
         "the demo's BIOS PXE boot with IPv6 on and off on the server's interface: the same time",
         Some(pxe_ipv6::run),
@@ -59,7 +66,11 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
             bail!("benchmark {name:?} is not yet implemented (xtask/src/bench/{name}.rs)")
         }
         Some((_, _, Some(runner))) => {
-            crate::setup::run()?;
+            // XBOOT_BENCH_SETUP=0: the machine is known to be set up (a benchmark run
+            // again, or one that starts only `ip` and xboot).
+            if std::env::var("XBOOT_BENCH_SETUP").as_deref() != Ok("0") {
+                crate::setup::run()?;
+            }
             runner(args)
         }
     }
