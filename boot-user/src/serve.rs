@@ -126,12 +126,9 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
     let (shared, root, stop) = (p.shared.clone(), config.tftp.root.clone(), stopped());
     let tftp_stats = Arc::new(crate::tftp::Stats::default());
-    let stats = tftp_stats.clone();
-    tasks.spawn(async move {
-        crate::tftp::run_with_stats(sock, &root, shared, stats, stop)
-            .await
-            .context("TFTP")
-    });
+    let tftp = crate::tftp::spawn(sock, root, shared, tftp_stats.clone(), stop)
+        .context("cannot start the TFTP thread")?;
+    tasks.spawn(async move { tftp.await.context("TFTP") });
 
     // DHCP: the XDP fast path on the named interfaces (dhcp.mode = "xdp"), and the
     // userspace server on its own thread for everything XDP passes up.
@@ -170,16 +167,18 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         let sockets =
             crate::dhcp::Sockets::open(&listen).context("cannot open the DHCP sockets")?;
         dhcp_stats = Some(service.stats.clone());
-        let (stats, disc, xdp) = (
+        let (stats, disc, xdp, tftp) = (
             service.stats.clone(),
             service.discovered.clone(),
             xdp_stats.clone(),
+            tftp_stats.clone(),
         );
         api = api
             .with_counters(Arc::new(move || {
                 serde_json::json!({
                     "dhcp": stats.snapshot(),
                     "xdp": xdp.as_ref().map(|x| x.counters()),
+                    "tftp": tftp.snapshot(),
                 })
             }))
             .with_discovered(Arc::new(move || {
@@ -204,8 +203,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     }
     // HTTP boot service.
     let http_addr: SocketAddr = config.provision.listen.parse()?;
-    let l = tokio::net::TcpListener::bind(http_addr)
-        .await
+    let l = crate::http::listen::bind_tcp(http_addr)
         .with_context(|| format!("cannot bind HTTP (provision.listen) on {http_addr}"))?;
     let completer = api.clone();
     let http = crate::http::HttpService::new(p.shared.clone(), key.clone()).on_complete(Arc::new(
@@ -265,8 +263,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         r.context("API (unix socket)")
     });
     if let (Some(addr), Some(token)) = (config.api.listen, config.api.token.clone()) {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
+        let l = crate::http::listen::bind_tcp(addr)
             .with_context(|| format!("cannot bind API on {addr}"))?;
         let (api, stop) = (api.clone(), stopped());
         tasks.spawn(async move {

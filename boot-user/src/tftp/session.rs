@@ -71,7 +71,13 @@ impl Server {
         peer: SocketAddr,
         local: IpAddr,
         slot: slots::Slot,
+        at: super::Arrival,
     ) {
+        let begun = Instant::now();
+        self.stats
+            .phases
+            .started
+            .record(begun.saturating_duration_since(at.read));
         let sock = match transfer_socket(local) {
             Ok(s) => s,
             Err(e) => {
@@ -116,6 +122,7 @@ impl Server {
             }
         };
         drop(turn);
+        self.stats.phases.opened.record(begun.elapsed());
         let file = match file {
             Ok(f) => f,
             Err(r) => {
@@ -123,6 +130,7 @@ impl Server {
                 let _ = sock
                     .send_to(&proto::encode_error(r.code, &r.message), peer)
                     .await;
+                self.stats.phases.first_reply.record(at.arrived.elapsed());
                 return;
             }
         };
@@ -145,7 +153,17 @@ impl Server {
         );
         let (mut t, first) = Transfer::start(peer, file.len, &n, self.max_lifetime, Instant::now());
         let oack = n.oack.as_deref();
-        let outcome = drive(&sock, &mut t, first, &file, oack, &slot, &self.stats).await;
+        let outcome = drive(
+            &sock,
+            &mut t,
+            first,
+            &file,
+            oack,
+            &slot,
+            &self.stats,
+            at.arrived,
+        )
+        .await;
         let name = &req.filename;
         match outcome {
             Ok(o) => {
@@ -208,7 +226,9 @@ fn transfer_socket(local: IpAddr) -> std::io::Result<tokio::net::UdpSocket> {
 }
 
 /// Runs `t` until it finishes: does its actions, feeds it packets and timer expiries.
-/// Err: the file could not be read (it shrank) or the socket failed.
+/// Err: the file could not be read (it shrank) or the socket failed. `arrived`: when
+/// the request arrived, to time the first answer.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     sock: &tokio::net::UdpSocket,
     t: &mut Transfer,
@@ -217,6 +237,7 @@ async fn drive(
     oack: Option<&[u8]>,
     slot: &slots::Slot,
     stats: &Stats,
+    arrived: Instant,
 ) -> Result<Outcome, String> {
     let peer = t.peer();
     let mut block = vec![0u8; t.max_packet()];
@@ -224,6 +245,7 @@ async fn drive(
     let mut action = first;
     let mut confirmed = false;
     let mut counted = Resent::default();
+    let mut answered = false;
     loop {
         if t.resent() != counted {
             let r = t.resent();
@@ -261,6 +283,10 @@ async fn drive(
                 let _ = sock.try_send_to(&err, to);
             }
             Action::Finish(o) => return Ok(o),
+        }
+        if !answered {
+            answered = true;
+            stats.phases.first_reply.record(arrived.elapsed());
         }
         if !confirmed && t.confirmed() {
             confirmed = true;
