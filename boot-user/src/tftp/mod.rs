@@ -86,6 +86,20 @@ pub async fn run_with_stats(
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TftpError> {
+    let here = tokio::runtime::Handle::current();
+    run_on(socket, root, shared, stats, shutdown, here).await
+}
+
+/// [`run_with_stats`], the transfers' tasks on the runtime of `transfers` (the loop
+/// reading requests on the caller's).
+async fn run_on(
+    socket: UdpSocket,
+    root: &Path,
+    shared: Arc<Shared>,
+    stats: Arc<Stats>,
+    shutdown: impl Future<Output = ()>,
+    transfers: tokio::runtime::Handle,
+) -> Result<(), TftpError> {
     let root = Root::new(root).map_err(TftpError::Root)?;
     for (link, target) in root.escaping_links() {
         tracing::warn!(
@@ -116,6 +130,7 @@ pub async fn run_with_stats(
         refusal_log: LogGate::default(),
         hosts: Mutex::default(),
         opening: tokio::sync::Semaphore::new(OPENS_AT_ONCE),
+        transfers,
     });
     tracing::info!(
         "TFTP serving {} on {local} (at most {} transfers, {} per client)",
@@ -170,13 +185,15 @@ struct Arrival {
     read: Instant,
 }
 
-/// Runs [`run_with_stats`] on a thread of its own (`xboot-tftp`, with its own
-/// single-threaded runtime and blocking pool), so that a storm's HTTP downloads, which
+/// Runs [`run_with_stats`] on threads of its own, so that a storm's HTTP downloads, which
 /// keep the main runtime's workers busy, cannot delay the first answer to a read
 /// request: on the shared runtime a request waited behind hundreds of ready download
 /// tasks (first-reply p99 0.2-0.5 s at 1,000 nodes with the server's CPU half idle). The
-/// thread and its runtime's threads hold no capabilities. The returned future completes
-/// with the server's result when the thread ends.
+/// loop reading requests has a thread to itself (`xboot-tftp`) and sends each first
+/// packet, so a new request never queues behind the running transfers, whose tasks run
+/// on a second thread (`xboot-tftp-data`, with the blocking pool for opening files).
+/// The threads hold no capabilities. The returned future completes with the server's
+/// result when the loop ends.
 pub fn spawn(
     socket: UdpSocket,
     root: std::path::PathBuf,
@@ -189,13 +206,33 @@ pub fn spawn(
         .name("xboot-tftp".into())
         .spawn(move || {
             crate::privileges::drop_all_or_warn();
-            let r = tokio::runtime::Builder::new_current_thread()
+            let runtimes = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .on_thread_start(crate::privileges::drop_all_or_warn)
-                .thread_name("xboot-tftp-blocking")
+                .thread_name("xboot-tftp-data")
                 .build()
-                .map_err(TftpError::Socket)
-                .and_then(|rt| rt.block_on(run_with_stats(socket, &root, shared, stats, shutdown)));
+                .and_then(|data| {
+                    let intake = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    Ok((intake, data))
+                });
+            let r = match runtimes {
+                Ok((intake, data)) => {
+                    let r = intake.block_on(run_on(
+                        socket,
+                        &root,
+                        shared,
+                        stats,
+                        shutdown,
+                        data.handle().clone(),
+                    ));
+                    data.shutdown_background();
+                    r
+                }
+                Err(e) => Err(TftpError::Socket(e)),
+            };
             let _ = tx.send(r);
         })?;
     Ok(async move {
@@ -221,6 +258,8 @@ struct Server {
     hosts: Mutex<HostIndex>,
     /// Turns for resolving and opening files on the blocking pool.
     opening: tokio::sync::Semaphore,
+    /// Where transfers' tasks run.
+    transfers: tokio::runtime::Handle,
 }
 
 /// Files resolved and opened on the blocking pool at once.
@@ -357,8 +396,20 @@ impl Server {
             }
         };
         self.stats.started.fetch_add(1, Relaxed);
+        // The first packet leaves from here when the name was resolved a moment ago: the
+        // first answer then waits for no task.
+        let start = match self.files.by_name(&req.filename, Instant::now()) {
+            Some(file) => match self.start_sending(req, file, src, dst, at) {
+                Some(b) => session::Start::Sent(b),
+                None => return,
+            },
+            None => session::Start::Open(req),
+        };
         let (server, id) = (self.clone(), slot.id());
-        let abort = tasks.spawn(async move { server.transfer(req, src, dst, slot, at).await });
+        let abort = tasks.spawn_on(
+            async move { server.transfer(start, src, dst, slot, at).await },
+            &self.transfers,
+        );
         self.slots.attach(id, abort);
     }
 }
