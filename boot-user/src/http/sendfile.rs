@@ -217,7 +217,7 @@ pub fn cached(file: &File, off: u64, len: usize) -> bool {
             0u32,
         )
     };
-    r != 0 || stat.nr_cache >= last - first + 1
+    r != 0 || stat.nr_cache > last - first
 }
 
 /// Reads `file`'s bytes `[off, off + len)` into the page cache (blocking: for the

@@ -400,7 +400,7 @@ impl Server {
         // first answer then waits for no task.
         let start = match self.files.by_name(&req.filename, Instant::now()) {
             Some(file) => match self.start_sending(req, file, src, dst, at) {
-                Some(b) => session::Start::Sent(b),
+                Some(b) => session::Start::Sent(Box::new(b)),
                 None => return,
             },
             None => session::Start::Open(req),

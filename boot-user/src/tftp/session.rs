@@ -68,7 +68,7 @@ impl Server {
 pub(super) enum Start {
     /// The request's name was resolved a moment ago: the server loop has sent the first
     /// packet already.
-    Sent(Begun),
+    Sent(Box<Begun>),
     /// The name is to be resolved and its file opened first (on the blocking pool).
     Open(Request),
 }
@@ -163,7 +163,7 @@ impl Server {
         let (b, host) = match start {
             Start::Sent(b) => {
                 let host = self.host_for_ip(peer.ip());
-                (b, host)
+                (*b, host)
             }
             Start::Open(req) => {
                 let Some((req, host, file)) = self.open_in_turn(req, peer).await else {
