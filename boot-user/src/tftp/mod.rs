@@ -365,6 +365,7 @@ impl Server {
                 return refuse(code, &msg);
             }
         };
+        let evicted = self.stats.evicted.load(Relaxed);
         let slot = match self.slots.admit(src) {
             Ok(s) => s,
             Err(slots::Refusal::Repeated) => {
@@ -397,10 +398,19 @@ impl Server {
         };
         self.stats.started.fetch_add(1, Relaxed);
         // The first packet leaves from here when the name was resolved a moment ago: the
-        // first answer then waits for no task.
-        let start = match self.files.by_name(&req.filename, Instant::now()) {
+        // first answer then waits for no task. Not when this request evicted a transfer
+        // (the server is full: a flood): its task opens the socket, after the evicted
+        // transfers' tasks have ended and closed theirs, so descriptors stay bounded.
+        let full = self.stats.evicted.load(Relaxed) != evicted;
+        let cached = (!full)
+            .then(|| self.files.by_name(&req.filename, Instant::now()))
+            .flatten();
+        let start = match cached {
             Some(file) => match self.start_sending(req, file, src, dst, at) {
-                Some(b) => session::Start::Sent(Box::new(b)),
+                Some(b) => {
+                    self.slots.hold(slot.id(), Box::new(b));
+                    session::Start::Sent
+                }
                 None => return,
             },
             None => session::Start::Open(req),

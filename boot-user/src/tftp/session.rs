@@ -67,9 +67,10 @@ impl Server {
 /// How a transfer's task starts.
 pub(super) enum Start {
     /// The request's name was resolved a moment ago: the server loop has sent the first
-    /// packet already.
-    Sent(Box<Begun>),
-    /// The name is to be resolved and its file opened first (on the blocking pool).
+    /// packet already, and left the [`Begun`] transfer in its slot.
+    Sent,
+    /// The name is to be resolved and its file opened first (on the blocking pool,
+    /// unless resolved a moment ago), then the first packet sent.
     Open(Request),
 }
 
@@ -161,7 +162,11 @@ impl Server {
             .started
             .record(begun.saturating_duration_since(at.read));
         let (b, host) = match start {
-            Start::Sent(b) => {
+            Start::Sent => {
+                // None: evicted before it ran (the task is being aborted).
+                let Some(b) = slot.take_held().and_then(|h| h.downcast::<Begun>().ok()) else {
+                    return;
+                };
                 let host = self.host_for_ip(peer.ip());
                 (*b, host)
             }
