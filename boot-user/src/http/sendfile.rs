@@ -249,6 +249,45 @@ mod tests {
         assert_eq!(placeholder(MAX_SPAN + 5).len(), MAX_SPAN);
     }
 
+    /// Spans are sent in their order with `sendfile`, byte for byte; a placeholder that
+    /// does not match the first span, or one with no span queued, is an error (nothing
+    /// is sent in its place).
+    #[tokio::test]
+    async fn spans_go_out_in_order_and_mismatches_are_errors() {
+        use tokio::io::AsyncReadExt;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &data).unwrap();
+        let file = Arc::new(File::open(f.path()).unwrap());
+        let (tx, mut rx) = tokio::net::UnixStream::pair().unwrap();
+        let spans = Spans::default();
+        let a = spans.push(&file, 10, 5000);
+        let b = spans.push(&file, 60_000, 30_000);
+        assert_eq!((a.len(), b.len(), spans.queued()), (5000, 30_000, 2));
+        let send = |len: usize| {
+            let (spans, tx) = (spans.clone(), &tx);
+            std::future::poll_fn(move |cx| spans.poll_send(tx, cx, len))
+        };
+        let e = send(4999).await.unwrap_err();
+        assert!(e.to_string().contains("placeholder of 4999 bytes"), "{e}");
+        let mut left = 5000;
+        while left > 0 {
+            left -= send(left).await.unwrap();
+        }
+        let mut left = 30_000;
+        while left > 0 {
+            left -= send(left).await.unwrap();
+        }
+        assert_eq!(spans.queued(), 0);
+        assert!(send(10).await.is_err(), "no span queued");
+        drop(tx);
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).await.unwrap();
+        let mut want = data[10..5010].to_vec();
+        want.extend_from_slice(&data[60_000..90_000]);
+        assert!(got == want, "{} bytes received", got.len());
+    }
+
     #[test]
     fn a_file_just_written_is_cached_and_readahead_is_harmless() {
         let f = tempfile::NamedTempFile::new().unwrap();
