@@ -212,12 +212,9 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
     let (shared, root, stop) = (p.shared.clone(), config.tftp.root.clone(), stopped());
     let tftp_stats = Arc::new(crate::tftp::Stats::default());
-    let stats = tftp_stats.clone();
-    tasks.spawn(async move {
-        crate::tftp::run_with_stats(sock, &root, shared, stats, stop)
-            .await
-            .context("TFTP")
-    });
+    let tftp = crate::tftp::spawn(sock, root, shared, tftp_stats.clone(), stop)
+        .context("cannot start the TFTP thread")?;
+    tasks.spawn(async move { tftp.await.context("TFTP") });
 
     // DHCP: the XDP fast path on the named interfaces (dhcp.mode = "xdp"), and the
     // userspace server on its own thread for everything XDP passes up.
@@ -256,16 +253,18 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         let sockets =
             crate::dhcp::Sockets::open(&listen).context("cannot open the DHCP sockets")?;
         dhcp_stats = Some(service.stats.clone());
-        let (stats, disc, xdp) = (
+        let (stats, disc, xdp, tftp) = (
             service.stats.clone(),
             service.discovered.clone(),
             xdp_stats.clone(),
+            tftp_stats.clone(),
         );
         api = api
             .with_counters(Arc::new(move || {
                 serde_json::json!({
                     "dhcp": stats.snapshot(),
                     "xdp": xdp.as_ref().map(|x| x.counters()),
+                    "tftp": tftp.snapshot(),
                 })
             }))
             .with_discovered(Arc::new(move || {
@@ -291,9 +290,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     // HTTP boot service: plain on provision.listen, HTTPS with provision.cert/key.
     let bind_http = |addr: String, what: &'static str| async move {
         let a: SocketAddr = addr.parse()?;
-        tokio::net::TcpListener::bind(a)
-            .await
-            .with_context(|| format!("cannot bind {what} on {a}"))
+        crate::http::listen::bind_tcp(a).with_context(|| format!("cannot bind {what} on {a}"))
     };
     let plain_listener = match config.provision.plain_http() {
         true => Some(bind_http(config.provision.listen.clone(), "HTTP (provision.listen)").await?),
@@ -405,8 +402,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         r.context("API (unix socket)")
     });
     if let Some(addr) = config.api.listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
+        let l = crate::http::listen::bind_tcp(addr)
             .with_context(|| format!("cannot bind API on {addr}"))?;
         let (api, stop) = (api.clone(), stopped());
         let cert = api_cert.clone();

@@ -1,6 +1,10 @@
-//! The bodies of file downloads: large positioned reads straight into the buffers handed
-//! to hyper, read on the runtime's worker when the page cache has the data and on the
-//! blocking pool only when it does not.
+//! The bodies of file downloads. On a connection that can send files (a plain TCP
+//! socket) a body is sent by `sendfile(2)` from the page cache ([`super::sendfile`]): the
+//! body hands hyper placeholder frames, and the connection sends the file's bytes in
+//! their place; a chunk not all in the page cache is read ahead on the blocking pool
+//! first. Elsewhere, large positioned reads straight into the buffers handed to hyper,
+//! read on the runtime's worker when the page cache has the data and on the blocking pool
+//! only when it does not.
 //!
 //! tower-http's `ServeFile` still decides every header (Range, HEAD, If-Range,
 //! conditional requests); [`replace`] swaps the body of its 200 and 206 answers to GET.
@@ -31,14 +35,17 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 
+use super::sendfile::Spans;
+
 /// Bytes per read and per frame. Larger reads cost fewer system calls; each open
 /// download holds about one chunk, so 4096 connections hold ~1 GiB at most.
 pub const CHUNK: usize = 256 << 10;
 
-/// `resp` (ServeFile's answer to a GET of `path`) with its body read by [`FileBody`], or
-/// unchanged if it has no file body, or if the file changed since ServeFile opened it
-/// (its headers describe the file it opened).
-pub async fn replace(path: &Path, resp: Response) -> Response {
+/// `resp` (ServeFile's answer to a GET of `path`) with its body read by [`FileBody`]
+/// (sent from the page cache when `spans`, the connection's, is given), or unchanged if
+/// it has no file body, or if the file changed since ServeFile opened it (its headers
+/// describe the file it opened).
+pub async fn replace(path: &Path, resp: Response, spans: Option<Spans>) -> Response {
     let Some((start, end, size)) = span(&resp) else {
         return resp;
     };
@@ -51,7 +58,9 @@ pub async fn replace(path: &Path, resp: Response) -> Response {
     match opened {
         Ok(Ok((len, file))) if len == size => {
             let (parts, _) = resp.into_parts();
-            Response::from_parts(parts, Body::new(FileBody::new(file, start, end)))
+            let mut body = FileBody::new(file, start, end);
+            body.spans = spans;
+            Response::from_parts(parts, Body::new(body))
         }
         _ => resp,
     }
@@ -90,6 +99,10 @@ pub struct FileBody {
     buf: BytesMut,
     /// A read the page cache could not answer at once, on the blocking pool.
     reading: Option<tokio::task::JoinHandle<(BytesMut, io::Result<usize>)>>,
+    /// The connection's queue of spans to send from the file (None: read and copied).
+    spans: Option<Spans>,
+    /// A chunk read into the page cache on the blocking pool before it is sent.
+    warming: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FileBody {
@@ -100,7 +113,34 @@ impl FileBody {
             end,
             buf: BytesMut::new(),
             reading: None,
+            spans: None,
+            warming: None,
         }
+    }
+
+    /// The next chunk as a placeholder frame, its span queued on the connection: at once
+    /// if the page cache holds it, else once it is read ahead on the blocking pool.
+    fn poll_span(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let want = self.want();
+        if let Some(warming) = &mut self.warming {
+            let r = ready!(Pin::new(warming).poll(cx));
+            self.warming = None;
+            if let Err(e) = r {
+                return Poll::Ready(Some(Err(io::Error::other(e))));
+            }
+        } else if !super::sendfile::cached(&self.file, self.pos, want) {
+            let (file, pos) = (self.file.clone(), self.pos);
+            self.warming = Some(tokio::task::spawn_blocking(move || {
+                super::sendfile::read_ahead(&file, pos, want)
+            }));
+            return self.poll_span(cx);
+        }
+        let Some(spans) = &self.spans else {
+            return Poll::Ready(None);
+        };
+        let frame = spans.push(&self.file, self.pos, want);
+        self.pos += want as u64;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
     fn want(&self) -> usize {
@@ -146,6 +186,9 @@ impl hyper::body::Body for FileBody {
         if this.pos >= this.end {
             return Poll::Ready(None);
         }
+        if this.spans.is_some() {
+            return this.poll_span(cx);
+        }
         let want = this.want();
         match read_at(&this.file, &mut this.buf, want, this.pos, libc::RWF_NOWAIT) {
             Err(e)
@@ -165,7 +208,7 @@ impl hyper::body::Body for FileBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pos >= self.end && self.reading.is_none()
+        self.pos >= self.end && self.reading.is_none() && self.warming.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

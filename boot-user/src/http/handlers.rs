@@ -522,6 +522,7 @@ async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> R
 /// then read by [`super::file_body`].
 async fn serve_file(path: PathBuf, mut req: Request) -> Response {
     let get = req.method() == Method::GET;
+    let spans = req.extensions().get::<super::sendfile::Spans>().cloned();
     if let Some(v) = req.headers().get(header::IF_RANGE) {
         if !if_range_holds(v, &path).await {
             req.headers_mut().remove(header::RANGE);
@@ -532,7 +533,7 @@ async fn serve_file(path: PathBuf, mut req: Request) -> Response {
         Err(never) => match never {},
     };
     if get {
-        super::file_body::replace(&path, resp).await
+        super::file_body::replace(&path, resp, spans).await
     } else {
         resp
     }

@@ -25,6 +25,9 @@
 //! `axum::serve`'s `into_make_service_with_connect_info`. Shutdown is graceful: the loop
 //! stops accepting, idle connections close, requests in flight finish.
 //!
+//! A connection on a plain socket sends file bodies with `sendfile(2)`: its I/O sends the
+//! file's bytes in place of the placeholder frames of [`super::sendfile`].
+//!
 //! This module never decides a response: it moves connections and bytes.
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -48,6 +51,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
+use super::sendfile::{is_placeholder, SendFile, Spans};
 use crate::config::{ApiConfig, ProvisionConfig};
 
 /// How many connections a server holds and how long it waits on a client.
@@ -119,6 +123,26 @@ fn derived_cap(default: usize, share: u64) -> usize {
         .clamp(1, default)
 }
 
+/// The accept-queue length asked of `listen(2)`: the kernel caps it at its namespace's
+/// `net.core.somaxconn` (4096 by default), so the queue is as long as the host allows.
+/// Tokio's `TcpListener::bind` asks for 1,024: a thousand nodes reaching their script
+/// at once overflowed it 36-75 times per storm, each overflow a dropped SYN the client
+/// resends after a second.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A TCP listener on `addr` (SO_REUSEADDR, as tokio's `bind`) with the accept queue of
+/// [`LISTEN_BACKLOG`].
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(LISTEN_BACKLOG)
+}
+
 /// A listener's peer address, for the per-address cap and `ConnectInfo`.
 pub trait Peer: Clone + Send + Sync + 'static {
     /// The address the per-source cap counts; None: not capped per source.
@@ -153,6 +177,7 @@ pub async fn serve<L>(
 where
     L: Listener,
     L::Addr: Peer,
+    L::Io: SendFile,
 {
     serve_with(listener, router, limits, None, shutdown).await
 }
@@ -171,6 +196,7 @@ pub async fn serve_tls<L>(
 where
     L: Listener,
     L::Addr: Peer,
+    L::Io: SendFile,
 {
     serve_with(listener, router, limits, Some(tls), shutdown).await
 }
@@ -185,13 +211,17 @@ async fn serve_with<L>(
 where
     L: Listener,
     L::Addr: Peer,
+    L::Io: SendFile,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let sources = Arc::new(Sources::default());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
+    // Vectored writes: hyper then writes each body frame from its own memory, never
+    // copied into its header buffer, which placeholder frames need (`sendfile`).
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .writev(true);
     let mut shutdown = pin!(shutdown);
     let mut full_logged: Option<Instant> = None;
     loop {
@@ -230,11 +260,20 @@ where
             _ => None,
         };
         let activity = Arc::new(Activity::default());
+        // Over TLS the bytes on the socket are not the body's: no sendfile placeholders.
+        let spans = (L::Io::CAN_SEND_FILES && tls.is_none()).then(Spans::default);
         let io = Tracked {
             io,
             activity: activity.clone(),
+            spans: spans.clone(),
         };
-        let service = service(router.clone(), peer, activity.clone(), limits.idle_timeout);
+        let service = service(
+            router.clone(),
+            peer,
+            activity.clone(),
+            limits.idle_timeout,
+            spans,
+        );
         // Held from here: shutdown waits for a handshake in progress too (bounded by
         // the header timeout).
         let watcher = graceful.watcher();
@@ -281,14 +320,15 @@ where
     Ok(())
 }
 
-/// One connection's service: the router, with the peer's address as `ConnectInfo`, the
-/// request body timed out between frames, and the handler counted as working while
-/// its response future runs.
+/// One connection's service: the router, with the peer's address as `ConnectInfo` (and
+/// the connection's [`Spans`] when it can send files), the request body timed out between
+/// frames, and the handler counted as working while its response future runs.
 fn service<A: Peer>(
     router: Router,
     peer: A,
     activity: Arc<Activity>,
     idle: Duration,
+    spans: Option<Spans>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -299,6 +339,9 @@ fn service<A: Peer>(
         let working = Working::start(&activity);
         let mut req = req.map(|b| axum::body::Body::new(TimeoutBody::new(idle, b)));
         req.extensions_mut().insert(ConnectInfo(peer.clone()));
+        if let Some(s) = &spans {
+            req.extensions_mut().insert(s.clone());
+        }
         let router = router.clone();
         async move {
             let _working = working;
@@ -421,10 +464,26 @@ async fn idle(a: &Activity, limit: Duration) {
     }
 }
 
-/// A connection's I/O, noting in [`Activity`] that bytes moved.
+/// A connection's I/O, noting in [`Activity`] that bytes moved, and sending file spans
+/// in place of placeholder frames.
 struct Tracked<I> {
     io: I,
     activity: Arc<Activity>,
+    /// The connection's file spans (None: it cannot send files).
+    spans: Option<Spans>,
+}
+
+impl<I: SendFile> Tracked<I> {
+    /// Sends the file span a placeholder slice of `len` bytes stands for.
+    fn poll_placeholder(&self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        let r = match &self.spans {
+            Some(spans) => spans.poll_send(&self.io, cx, len),
+            None => Poll::Ready(Err(io::Error::other(
+                "a placeholder frame on a connection that cannot send files",
+            ))),
+        };
+        self.moved(r, |n| *n)
+    }
 }
 
 impl<I> Tracked<I> {
@@ -451,21 +510,31 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+impl<I: AsyncWrite + SendFile + Unpin> AsyncWrite for Tracked<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if is_placeholder(buf) {
+            return self.poll_placeholder(cx, buf.len());
+        }
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
         self.moved(r, |n| *n)
     }
 
+    /// The slices before the first placeholder in one write, or that placeholder's file
+    /// span when it comes first.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let bufs = match bufs.iter().position(|b| is_placeholder(b)) {
+            Some(0) => return self.poll_placeholder(cx, bufs[0].len()),
+            Some(k) => &bufs[..k],
+            None => bufs,
+        };
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.moved(r, |n| *n)
     }

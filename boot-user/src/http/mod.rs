@@ -45,6 +45,7 @@ pub mod complete;
 pub mod file_body;
 mod handlers;
 pub mod listen;
+pub mod sendfile;
 pub mod token;
 pub mod urls;
 

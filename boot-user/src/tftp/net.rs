@@ -1,10 +1,12 @@
 //! Socket helpers of the TFTP edge: the request's destination address (IP_PKTINFO) when
 //! the server port is bound to 0.0.0.0, so each transfer answers from the address the
-//! client spoke to; the route's MTU for large blksize asks; a larger receive queue for
-//! bursts of requests.
+//! client spoke to; the kernel's receive timestamp of each request (the time it waited in
+//! the queue is a phase of the transfer's start); the route's MTU for large blksize asks;
+//! a larger receive queue for bursts of requests.
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, SystemTime};
 
 use nix::sys::socket::{self as nsock, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
 
@@ -19,6 +21,22 @@ pub fn want_destination(s: &UdpSocket) -> io::Result<bool> {
     }
     nsock::setsockopt(s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
     Ok(true)
+}
+
+/// Asks the kernel to stamp each datagram with its arrival time (`SO_TIMESTAMPNS`).
+pub fn want_timestamps(s: &UdpSocket) -> io::Result<()> {
+    nsock::setsockopt(s, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)
+}
+
+/// A datagram read by [`recv_timestamped`].
+#[derive(Clone, Copy, Debug)]
+pub struct Received {
+    pub len: usize,
+    pub src: SocketAddr,
+    /// The local address it was sent to (with IP_PKTINFO).
+    pub dst: Option<IpAddr>,
+    /// How long it waited between its arrival and this read (with [`want_timestamps`]).
+    pub queued: Option<Duration>,
 }
 
 /// Room for ~4,000 queued requests (a storm's RRQs arrive together); the kernel clamps
@@ -37,18 +55,37 @@ pub fn recv_with_destination(
     buf: &mut [u8],
     pktinfo: bool,
 ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let r = recv_timestamped(s, buf, pktinfo, false)?;
+    Ok((r.len, r.src, r.dst))
+}
+
+/// [`recv_with_destination`], with the time the datagram waited when `stamped` (the
+/// socket asked for timestamps).
+pub fn recv_timestamped(
+    s: &impl AsRawFd,
+    buf: &mut [u8],
+    pktinfo: bool,
+    stamped: bool,
+) -> io::Result<Received> {
     let mut iov = [io::IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo, libc::timespec);
     let msg = nsock::recvmsg::<SockaddrStorage>(
         s.as_raw_fd(),
         &mut iov,
-        pktinfo.then_some(&mut cmsg),
+        (pktinfo || stamped).then_some(&mut cmsg),
         MsgFlags::MSG_DONTWAIT,
     )
     .map_err(io::Error::from)?;
     let mut dst = None;
-    if pktinfo {
+    let mut queued = None;
+    if pktinfo || stamped {
         for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmTimestampns(t) = c {
+                let at = SystemTime::UNIX_EPOCH
+                    + Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().max(0) as u32);
+                // A clock stepped back since the arrival reads as no wait.
+                queued = Some(SystemTime::now().duration_since(at).unwrap_or_default());
+            }
             if let ControlMessageOwned::Ipv4PacketInfo(p) = c {
                 // The header's destination, unless the request was a broadcast: then
                 // ipi_spec_dst, the local address the route answers from.
@@ -71,7 +108,12 @@ pub fn recv_with_destination(
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
         })
         .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-    Ok((msg.bytes, src, dst))
+    Ok(Received {
+        len: msg.bytes,
+        src,
+        dst,
+        queued,
+    })
 }
 
 /// The largest blksize whose DATA fits the route to `peer` unfragmented (IP_MTU of a

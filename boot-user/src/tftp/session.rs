@@ -1,5 +1,6 @@
-//! One transfer's task: its socket, the file's resolution (on the blocking pool unless the
-//! name was resolved a moment ago), negotiation, then [`drive`] runs the
+//! One transfer: its socket, negotiation and first packet ([`Server::start_sending`], on
+//! the server loop itself when the name was resolved a moment ago, else in the task after
+//! the file's resolution on the blocking pool), then its task: [`drive`] runs the
 //! [`Transfer`] state machine against the socket and a timer until it finishes, and the
 //! outcome is counted, logged and, for a file sent to an inventory host, recorded.
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -63,15 +64,38 @@ impl Server {
     }
 }
 
+/// How a transfer's task starts.
+pub(super) enum Start {
+    /// The request's name was resolved a moment ago: the server loop has sent the first
+    /// packet already, and left the [`Begun`] transfer in its slot.
+    Sent,
+    /// The name is to be resolved and its file opened first (on the blocking pool,
+    /// unless resolved a moment ago), then the first packet sent.
+    Open(Request),
+}
+
+/// A transfer whose first packet (OACK or DATA) is sent.
+pub(super) struct Begun {
+    sock: UdpSocket,
+    req: Request,
+    file: Arc<files::OpenFile>,
+    oack: Option<Vec<u8>>,
+    t: Transfer,
+}
+
 impl Server {
-    /// One transfer, from its socket to its last packet.
-    pub(super) async fn transfer(
-        self: Arc<Self>,
+    /// Starts sending `file` for `req`, without waiting: its socket, the negotiation, and
+    /// the first packet sent (a fresh socket's send queue is empty, so it is never full;
+    /// were it, the transfer's timer sends it again). The first answer is timed. None:
+    /// the transfer failed (counted and logged).
+    pub(super) fn start_sending(
+        &self,
         req: Request,
+        file: Arc<files::OpenFile>,
         peer: SocketAddr,
         local: IpAddr,
-        slot: slots::Slot,
-    ) {
+        at: super::Arrival,
+    ) -> Option<Begun> {
         let sock = match transfer_socket(local) {
             Ok(s) => s,
             Err(e) => {
@@ -79,51 +103,7 @@ impl Server {
                 if self.loud(&None) {
                     tracing::warn!("TFTP {peer}: cannot open a transfer socket on {local}: {e}");
                 }
-                return;
-            }
-        };
-        let cached = |s: &Server| s.files.by_name(&req.filename, Instant::now());
-        let mut hit = cached(&self);
-        // At most OPENS_AT_ONCE resolutions on the blocking pool (which HTTP's file
-        // serving shares); a request that waited for its turn looks again first: a storm's
-        // thousand requests for one name resolve it once, not a thousand times at once.
-        let turn = match hit {
-            Some(_) => None,
-            None => {
-                let Ok(turn) = self.opening.acquire().await else {
-                    return;
-                };
-                hit = cached(&self);
-                Some(turn)
-            }
-        };
-        let (req, host, file) = match hit {
-            Some(f) => {
-                let host = self.host_for_ip(peer.ip());
-                (req, host, Ok(f))
-            }
-            None => {
-                let this = self.clone();
-                let opened = tokio::task::spawn_blocking(move || {
-                    let (host, file) = this.open(&req, peer);
-                    (req, host, file)
-                })
-                .await;
-                let Ok(opened) = opened else {
-                    return;
-                };
-                opened
-            }
-        };
-        drop(turn);
-        let file = match file {
-            Ok(f) => f,
-            Err(r) => {
-                self.stats.refused_file.fetch_add(1, Relaxed);
-                let _ = sock
-                    .send_to(&proto::encode_error(r.code, &r.message), peer)
-                    .await;
-                return;
+                return None;
             }
         };
         let max_blksize = match proto::asked_blksize(&req) {
@@ -136,16 +116,103 @@ impl Server {
         };
         let n = proto::negotiate(&req, file.len, &limits);
         tracing::debug!(
-            "TFTP {} ({peer}): sending {:?} ({} bytes, blksize {}, windowsize {})",
-            who(&host),
+            "TFTP {peer}: sending {:?} ({} bytes, blksize {}, windowsize {})",
             req.filename,
             file.len,
             n.blksize,
             n.window
         );
-        let (mut t, first) = Transfer::start(peer, file.len, &n, self.max_lifetime, Instant::now());
-        let oack = n.oack.as_deref();
-        let outcome = drive(&sock, &mut t, first, &file, oack, &slot, &self.stats).await;
+        let (t, first) = Transfer::start(peer, file.len, &n, self.max_lifetime, Instant::now());
+        let mut block = vec![0u8; t.max_packet()];
+        let sent = match first {
+            Action::SendOack => send_now(&sock, n.oack.as_deref().unwrap_or_default(), peer),
+            Action::SendBlocks { first, last } => (first..=last).try_for_each(|b| {
+                let buf = read_block(&t, &file, b, &mut block)?;
+                send_now(&sock, buf, peer)
+            }),
+            _ => Ok(()),
+        };
+        self.stats.phases.first_reply.record(at.arrived.elapsed());
+        if let Err(e) = sent {
+            self.stats.failed.fetch_add(1, Relaxed);
+            tracing::warn!("TFTP {peer}: {:?} failed: {e}", req.filename);
+            return None;
+        }
+        Some(Begun {
+            sock,
+            req,
+            file,
+            oack: n.oack,
+            t,
+        })
+    }
+
+    /// One transfer's task, from its start to its last packet.
+    pub(super) async fn transfer(
+        self: Arc<Self>,
+        start: Start,
+        peer: SocketAddr,
+        local: IpAddr,
+        slot: slots::Slot,
+        at: super::Arrival,
+    ) {
+        let begun = Instant::now();
+        self.stats
+            .phases
+            .started
+            .record(begun.saturating_duration_since(at.read));
+        let (b, host) = match start {
+            Start::Sent => {
+                // None: evicted before it ran (the task is being aborted).
+                let Some(b) = slot.take_held().and_then(|h| h.downcast::<Begun>().ok()) else {
+                    return;
+                };
+                let host = self.host_for_ip(peer.ip());
+                (*b, host)
+            }
+            Start::Open(req) => {
+                let Some((req, host, file)) = self.open_in_turn(req, peer).await else {
+                    return;
+                };
+                self.stats.phases.opened.record(begun.elapsed());
+                let file = match file {
+                    Ok(f) => f,
+                    Err(r) => {
+                        self.stats.refused_file.fetch_add(1, Relaxed);
+                        if let Ok(sock) = transfer_socket(local) {
+                            let _ = send_now(&sock, &proto::encode_error(r.code, &r.message), peer);
+                        }
+                        self.stats.phases.first_reply.record(at.arrived.elapsed());
+                        return;
+                    }
+                };
+                let Some(b) = self.start_sending(req, file, peer, local, at) else {
+                    return;
+                };
+                (b, host)
+            }
+        };
+        let Begun {
+            sock,
+            req,
+            file,
+            oack,
+            mut t,
+        } = b;
+        let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else {
+            self.stats.failed.fetch_add(1, Relaxed);
+            return;
+        };
+        let outcome = drive(
+            &sock,
+            &mut t,
+            Action::Wait,
+            &file,
+            oack.as_deref(),
+            &slot,
+            &self.stats,
+        )
+        .await;
         let name = &req.filename;
         match outcome {
             Ok(o) => {
@@ -164,6 +231,33 @@ impl Server {
                     .await;
             }
         }
+    }
+
+    /// Resolves and opens `req`'s file on the blocking pool in its turn: at most
+    /// OPENS_AT_ONCE at once (the pool is shared with other work); a request that waited
+    /// looks at the resolved names again first, so a storm's thousand requests for one
+    /// name resolve it once. Also the client's host. None: the runtime is shutting down.
+    async fn open_in_turn(
+        self: &Arc<Self>,
+        req: Request,
+        peer: SocketAddr,
+    ) -> Option<(
+        Request,
+        Option<String>,
+        Result<Arc<files::OpenFile>, Refused>,
+    )> {
+        let _turn = self.opening.acquire().await.ok()?;
+        if let Some(f) = self.files.by_name(&req.filename, Instant::now()) {
+            let host = self.host_for_ip(peer.ip());
+            return Some((req, host, Ok(f)));
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (host, file) = this.open(&req, peer);
+            (req, host, file)
+        })
+        .await
+        .ok()
     }
 
     fn log_outcome(&self, o: &Outcome, host: &Option<String>, peer: SocketAddr, name: &str) {
@@ -190,9 +284,35 @@ impl Server {
     }
 }
 
+/// Sends `buf` on a non-blocking socket now; a full send queue drops it (as the network
+/// could), other errors are returned.
+fn send_now(sock: &UdpSocket, buf: &[u8], peer: SocketAddr) -> Result<(), String> {
+    match sock.send_to(buf, peer) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(format!("send: {e}")),
+    }
+}
+
+/// Block `n` of `file` as a DATA packet in `buf`.
+fn read_block<'a>(
+    t: &Transfer,
+    file: &files::OpenFile,
+    n: u64,
+    buf: &'a mut [u8],
+) -> Result<&'a [u8], String> {
+    let (off, len) = t.block(n);
+    let buf = &mut buf[..4 + len];
+    buf[..4].copy_from_slice(&proto::data_header(n as u16));
+    file.file
+        .read_exact_at(&mut buf[4..], off)
+        .map_err(|e| format!("read at {off}: {e} (file changed?)"))?;
+    Ok(buf)
+}
+
 /// A transfer's own UDP socket (its TID) on the address the request was sent to (or any
-/// address, if that one cannot be bound: a subnet's broadcast address).
-fn transfer_socket(local: IpAddr) -> std::io::Result<tokio::net::UdpSocket> {
+/// address, if that one cannot be bound: a subnet's broadcast address), non-blocking.
+fn transfer_socket(local: IpAddr) -> std::io::Result<UdpSocket> {
     let s = UdpSocket::bind(SocketAddr::new(local, 0)).or_else(|e| {
         if e.kind() != std::io::ErrorKind::AddrNotAvailable {
             return Err(e);
@@ -204,7 +324,7 @@ fn transfer_socket(local: IpAddr) -> std::io::Result<tokio::net::UdpSocket> {
         UdpSocket::bind(SocketAddr::new(any, 0))
     })?;
     s.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(s)
+    Ok(s)
 }
 
 /// Runs `t` until it finishes: does its actions, feeds it packets and timer expiries.
@@ -245,12 +365,7 @@ async fn drive(
             }
             Action::SendBlocks { first, last } => {
                 for n in first..=last {
-                    let (off, len) = t.block(n);
-                    let buf = &mut block[..4 + len];
-                    buf[..4].copy_from_slice(&proto::data_header(n as u16));
-                    file.file
-                        .read_exact_at(&mut buf[4..], off)
-                        .map_err(|e| format!("read at {off}: {e} (file changed?)"))?;
+                    let buf = read_block(t, file, n, &mut block)?;
                     sock.send_to(buf, peer)
                         .await
                         .map_err(|e| format!("send: {e}"))?;

@@ -15,6 +15,7 @@
 //! (iPXE resends its RRQ after 0.25 s without an answer; a server slow under a storm would
 //! otherwise start every transfer twice): it is ignored, the running transfer's own timer
 //! resends its first packet.
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,6 +45,10 @@ struct Live {
     peer: SocketAddr,
     /// Ends the transfer's task when it is evicted (set right after the spawn).
     abort: Option<AbortHandle>,
+    /// What the transfer holds until its task takes it (its socket, once the first
+    /// packet left before the task ran): dropped at once if the transfer is evicted, so
+    /// a flood's evicted transfers close their sockets before new ones open.
+    held: Option<Box<dyn Any + Send>>,
 }
 
 #[derive(Default)]
@@ -117,7 +122,14 @@ impl Slots {
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        inner.live.insert(id, Live { peer, abort: None });
+        inner.live.insert(
+            id,
+            Live {
+                peer,
+                abort: None,
+                held: None,
+            },
+        );
         inner.by_peer.insert(peer, id);
         inner.unconfirmed.insert(id);
         *inner.per_ip.entry(ip).or_default() += 1;
@@ -136,6 +148,14 @@ impl Slots {
         }
     }
 
+    /// Keeps `held` in slot `id` until its task takes it ([`Slot::take_held`]), or the
+    /// transfer is evicted (it is then dropped at once).
+    pub fn hold(&self, id: u64, held: Box<dyn Any + Send>) {
+        if let Some(l) = self.inner.lock().unwrap().live.get_mut(&id) {
+            l.held = Some(held);
+        }
+    }
+
     /// Transfers in progress.
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap().live.len()
@@ -149,6 +169,12 @@ impl Slots {
 impl Slot {
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// What [`Slots::hold`] kept for this transfer (None: nothing, or taken).
+    pub fn take_held(&self) -> Option<Box<dyn Any + Send>> {
+        let mut inner = self.slots.inner.lock().unwrap();
+        inner.live.get_mut(&self.id)?.held.take()
     }
 
     /// The client answered: the transfer can no longer be evicted.

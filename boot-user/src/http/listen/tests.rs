@@ -278,3 +278,47 @@ fn caps_derived_from_the_open_files_limit() {
         }
     );
 }
+
+/// More connections than tokio's default accept queue (1,024) all complete their
+/// handshake while nothing accepts: on loopback the handshake is done within connect(),
+/// so a socket whose SYN the full queue dropped is still unconnected right after.
+#[test]
+fn accept_queue_holds_more_than_tokio_default() {
+    const CLIENTS: usize = 1_200;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn <= CLIENTS {
+        eprintln!("skipped: net.core.somaxconn = {somaxconn} caps every queue below {CLIENTS}");
+        return;
+    }
+    crate::http::raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let l = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let clients: Vec<socket2::Socket> = (0..CLIENTS)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            match s.connect(&addr.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => panic!("connect: {e}"),
+            }
+            s
+        })
+        .collect();
+    let unconnected = clients.iter().filter(|s| s.peer_addr().is_err()).count();
+    assert_eq!(unconnected, 0, "connections dropped by a full accept queue");
+    for i in 0..CLIENTS {
+        rt.block_on(tokio::time::timeout(PATIENCE, l.accept()))
+            .unwrap_or_else(|_| panic!("only {i} of {CLIENTS} connections were queued"))
+            .unwrap();
+    }
+}
