@@ -1,13 +1,17 @@
 //! `cargo xtask bench storm [--sizes 10,100,1000] [--servers a,b] [--rounds R]
 //! [--neigh default,raised] [--faults none,loss-1,...] [--profiles bios,uefi] [--flood-arp]
 //! [--flood-dhcp] [--uplink 10gbit] [--payload small|full] [--xdp-link generic|native]
-//! [--no-floor] [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in
+//! [--no-floor] [--power ipmi|responder|sim] [--boot-delay S] [--jitter S] [--truth]`: boot storms of N simulated nodes (each in
 //! its own network namespace, one event loop; `xtask/storm`) against xboot and dnsmasq +
 //! nginx, alternating runs. Builds `xboot` and the simulator `stormsim` in release and
 //! runs the sweep; the same knobs as env vars (`XBOOT_STORM_SIZES`, `XBOOT_STORM_SERVERS`,
 //! `XBOOT_STORM_ROUNDS`, `XBOOT_STORM_NEIGH`, `XBOOT_STORM_FAULTS`, `XBOOT_STORM_PROFILES`,
 //! `XBOOT_STORM_BOOT_DELAY`, `XBOOT_STORM_JITTER`, `XBOOT_STORM_TRUTH`: two qemu VMs in
-//! each xboot storm, checked against the nodes).
+//! each xboot storm, checked against the nodes; `XBOOT_STORM_POWER`).
+//! `--power` defaults to `ipmi`: a BMC per node (an OpenIPMI ipmi_sim each up to 2,000
+//! nodes, xboot's in-memory responders above) told by `xboot bmc power cycle all --pxe`
+//! (`ipmipower --cycle` for dnsmasq + nginx); the report's first stage starts at that
+//! command. `sim` powers the nodes from the simulator's clock within `--jitter`.
 //! `--neigh`: the kernel's neighbour-table limits as a variable (default = as the host
 //! has them, raised = gc_thresh1/2/3 raised for each run and restored after, also on
 //! Ctrl-C); each run prints its validity checks. `--profiles` defaults to `bios,uefi`:

@@ -14,6 +14,10 @@
 //!   time stamps per milestone and a failure reason.
 //! - [`wire`] (DHCP frames), [`script`] (iPXE-script interpreter), [`http`] (keep-alive
 //!   client): the protocol pieces the nodes use; `wire` and `script` never do I/O.
+//! - [`power`]: the nodes' power: a BMC per node (OpenIPMI ipmi_sim whose power-on
+//!   command tells the simulator, or in-memory responders above 2,000 nodes) told by
+//!   the server's BMC client (`xboot bmc power cycle all --pxe`; `ipmipower` for the
+//!   baseline), or the simulator's clock (`--power sim`).
 //! - [`servers`]: the servers under test: `xboot serve` (userspace or XDP DHCP) and
 //!   dnsmasq + nginx (stock, tuned); the payload (small, or the initrd padded to 80 MB).
 //! - [`floor`]: the floor pass after each storm (a bare sendfile server on the same
@@ -35,11 +39,10 @@
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
 //! # Not yet (issue 14)
-//! Power through ipmi_sim for the simulated nodes (they power on from the simulator's
-//! clock, within `--jitter`; the truth VMs are powered through their own ipmi_sim);
-//! CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
-//! driver, so it stops at the kernel); truth VMs in dnsmasq storms; 5,000 nodes and the
-//! responder BMCs; per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
+//! The truth VMs powered by the storm's power command (they are powered by ipmitool to
+//! their own ipmi_sim just before it); CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
+//! driver, so it stops at the kernel); truth VMs in dnsmasq storms; a 5,000-node run (the
+//! simulator's descriptors need a hard limit over this machine's 20,000); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
 pub mod fabric;
 pub mod faults;
 pub mod fingerprint;
@@ -49,6 +52,7 @@ pub mod http;
 pub mod neigh;
 pub mod node;
 pub mod nsops;
+pub mod power;
 pub mod report;
 pub mod run;
 pub mod script;

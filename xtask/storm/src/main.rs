@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use storm::faults::Fault;
 use storm::neigh::Limits;
 use storm::node::{Profile, SimConfig};
+use storm::power::Power;
 use storm::report;
 use storm::run::{self, Options, Spec};
 use storm::servers::Kind;
@@ -26,9 +27,15 @@ struct Common {
     /// Modelled kernel boot, seconds (the same for every server).
     #[arg(long, env = "XBOOT_STORM_BOOT_DELAY", default_value_t = 3.0)]
     boot_delay: f64,
-    /// Power-on spread, seconds (0 = all at once).
+    /// Power-on spread, seconds (0 = all at once), for `--power sim`.
     #[arg(long, env = "XBOOT_STORM_JITTER", default_value_t = 1.0)]
     jitter: f64,
+    /// How the nodes get power: ipmi (a BMC per node, ipmi_sim up to 2,000 nodes and
+    /// in-memory responders above, told by `xboot bmc power cycle all --pxe` or, for
+    /// dnsmasq + nginx, `ipmipower --cycle`), responder (in-memory BMCs at any N), sim
+    /// (the simulator's clock within --jitter, no BMC).
+    #[arg(long, env = "XBOOT_STORM_POWER", default_value = "ipmi")]
+    power: String,
     /// Nodes still booting after this many seconds count as failed.
     #[arg(long, env = "XBOOT_STORM_DEADLINE", default_value_t = 300)]
     deadline: u64,
@@ -50,8 +57,8 @@ struct Common {
     /// 10 GbE head node; `10gbit+gso` keeps GSO/TSO on. Unshaped by default.
     #[arg(long, env = "XBOOT_STORM_UPLINK")]
     uplink: Option<String>,
-    /// Boot files: small (the test kernel and initrd) or full (the initrd padded to
-    /// ~80 MB).
+    /// Boot files: small (the test kernel and initrd), full (the initrd padded to
+    /// ~80 MB) or tiny (64 KiB each: the control-plane storm, N = 5,000).
     #[arg(long, env = "XBOOT_STORM_PAYLOAD", default_value = "small")]
     payload: String,
     /// xdp storms: generic (XDP_TX through srv0's own transmit path, no veth artifact)
@@ -79,6 +86,10 @@ struct Common {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// ipmi_sim's power-on command for node NODE (internal): holds a connection to the
+    /// storm's power socket while the node has power.
+    #[command(hide = true)]
+    PowerAgent { socket: PathBuf, node: usize },
     /// One storm.
     Run {
         #[arg(long, default_value_t = 20)]
@@ -165,6 +176,20 @@ fn profile(s: &str) -> anyhow::Result<Profile> {
     Profile::parse(s).with_context(|| format!("unknown profile {s:?}: bios or uefi"))
 }
 
+fn payload(c: &Common) -> anyhow::Result<testlab::payload::Payload> {
+    let size = storm::servers::PayloadSize::parse(&c.payload)
+        .with_context(|| format!("bad --payload {:?}: small, full or tiny", c.payload))?;
+    size.payload(
+        &testlab::payload::Payload::cached().map_err(anyhow::Error::msg)?,
+        &std::path::absolute(c.out.join("work/payload"))?,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+fn power(s: &str) -> anyhow::Result<Power> {
+    Power::parse(s).with_context(|| format!("unknown power {s:?}: ipmi, responder or sim"))
+}
+
 /// The storm variables of `c` besides the neighbour limits and the fault.
 fn options(
     c: &Common,
@@ -198,14 +223,6 @@ fn spec(n: usize, k: Kind, p: Profile, c: &Common, tag: String) -> anyhow::Resul
         Some(x) => x.clone(),
         None => run::find_xboot(None).map_err(anyhow::Error::msg)?,
     };
-    let size = storm::servers::PayloadSize::parse(&c.payload)
-        .with_context(|| format!("bad --payload {:?}: small or full", c.payload))?;
-    let payload = size
-        .payload(
-            &testlab::payload::Payload::cached().map_err(anyhow::Error::msg)?,
-            &std::path::absolute(c.out.join("work/payload"))?,
-        )
-        .map_err(anyhow::Error::msg)?;
     Ok(Spec {
         n,
         kind: k,
@@ -217,14 +234,23 @@ fn spec(n: usize, k: Kind, p: Profile, c: &Common, tag: String) -> anyhow::Resul
         },
         xboot,
         dir: std::path::absolute(c.out.join("work").join(&tag))?,
-        payload,
+        payload: payload(c)?,
         tag,
         deadline: Duration::from_secs(c.deadline),
         truth: c.truth && matches!(k, Kind::XbootUserspace | Kind::XbootXdp),
+        power: power(&c.power)?,
+        agent: std::env::current_exe()?,
     })
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // ipmi_sim's power-on command: ends on SIGTERM (ipmi_sim's power-off), so before the
+    // interrupt handlers below.
+    if let Cmd::PowerAgent { socket, node } = &cli.cmd {
+        return storm::power::agent(socket, *node)
+            .with_context(|| format!("power agent of node {node} on {}", socket.display()));
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("stormsim needs root (network namespaces)");
@@ -232,7 +258,8 @@ fn main() -> anyhow::Result<()> {
     // Ctrl-C ends the storm and unwinds through the lab's guards (namespaces, server,
     // raised neighbour limits) instead of killing the process with them in place.
     testlab::catch_interrupts();
-    match Cli::parse().cmd {
+    match cli.cmd {
+        Cmd::PowerAgent { .. } => unreachable!("handled above"),
         Cmd::Run {
             n,
             server,
@@ -300,9 +327,18 @@ fn bench(
     }
     let mut outcomes = vec![];
     let mut md = String::from("# Boot storm\n\n");
+    let pl = payload(c)?;
+    let mib =
+        |p: &std::path::Path| std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+    md += &format!(
+        "Payload: {} (kernel {:.2} MiB + initrd {:.2} MiB).\n\n",
+        c.payload,
+        mib(&pl.kernel),
+        mib(&pl.initrd)
+    );
     md += &format!(
         "Profiles: bios = BIOS with an iPXE ROM: iPXE's DHCP -> HTTP (the script's URL in the first lease, no TFTP); \
-         uefi = EDK2 PXE -> snponly.efi (TFTP size probe, then the read) -> iPXE's DHCP -> HTTP. Boot delay {} s, power-on jitter {} s. \
+         uefi = EDK2 PXE -> snponly.efi (TFTP size probe, then the read) -> iPXE's DHCP -> HTTP. Boot delay {} s. {} \
          Runs alternate their order per round (A B, then B A) over the cells server x neighbour-table \
          limits ({}: default = as the host has them, raised = gc_thresh1/2/3 raised for the run and restored \
          after). A run is INVALID when a validity check fails (softnet backlog drops, neighbour-table \
@@ -312,7 +348,23 @@ fn bench(
          on the same fabric at once: the floor; floor ratio = the storm's data phase (first kernel request to last \
          initrd byte) / the floor.\n\n",
         c.boot_delay,
-        c.jitter,
+        match power(&c.power)? {
+            Power::Sim => format!("Power: the simulator's clock, each node within {} s (no BMC).", c.jitter),
+            p => format!(
+                "Power: a BMC per node on the server namespace's loopback ({}), told by the server's \
+                 BMC client at t = 0: `xboot bmc power cycle all --pxe` for xboot, FreeIPMI's `ipmipower --cycle` \
+                 for dnsmasq + nginx (which has no BMC client; ipmipower sets no boot device). The first stage, \
+                 power, runs from that command to the node's power-on.",
+                match p {
+                    Power::Responder => "xboot's in-memory responder BMCs, which power a node on the moment a Chassis Control arrives".to_string(),
+                    _ => format!(
+                        "one OpenIPMI ipmi_sim each, whose power-on command tells the simulator, up to {} nodes; \
+                         above, xboot's in-memory responder BMCs, which power a node on the moment a Chassis Control arrives",
+                        storm::power::RESPONDER_ABOVE
+                    ),
+                }
+            ),
+        },
         neigh.iter().map(|l| l.name()).collect::<Vec<_>>().join(", "),
         if c.flood_arp {
             "flooded to every node port (--flood-arp)"
@@ -455,8 +507,8 @@ fn bench(
 fn comparison(outcomes: &[run::Outcome]) -> String {
     let mut m = String::from(
         "## Comparison\n\nMedian (min-max) over the runs of each cell; stage p50/p99 in seconds from the run with the median makespan.\n\n\
-         | N | profile | server | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | fw DHCP p50/p99 | TFTP first reply p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | data phase s | floor s | floor ratio | neighbour overflows (max) |\n\
-         |---:|---|---|---|---|---:|---:|---|---|---|---|---|---|---|---|---|---|---:|\n",
+         | N | profile | server | power | neighbour limits | fault | runs (valid) | completed (min) | makespan s | server CPU s | server CPU ms/node | power p50/p99 | fw DHCP p50/p99 | TFTP first reply p50/p99 | TFTP p50/p99 | iPXE DHCP p50/p99 | files p50/p99 | data phase s | floor s | floor ratio | neighbour overflows (max) |\n\
+         |---:|---|---|---|---|---|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---:|\n",
     );
     let fault_of = |o: &run::Outcome| {
         o.fault
@@ -464,19 +516,29 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             .map(|f| f.fault.clone())
             .unwrap_or_else(|| "none".into())
     };
-    let mut keys: Vec<(usize, &str, &str, &str, String)> = outcomes
+    let mut keys: Vec<(usize, &str, &str, &str, &str, String)> = outcomes
         .iter()
-        .map(|o| (o.n, o.profile, o.server, o.neigh.limits.name(), fault_of(o)))
+        .map(|o| {
+            (
+                o.n,
+                o.profile,
+                o.server,
+                o.power_mode,
+                o.neigh.limits.name(),
+                fault_of(o),
+            )
+        })
         .collect();
     keys.sort();
     keys.dedup();
-    for (n, profile, server, limits, fault) in keys {
+    for (n, profile, server, power, limits, fault) in keys {
         let runs: Vec<&run::Outcome> = outcomes
             .iter()
             .filter(|o| {
                 o.n == n
                     && o.profile == profile
                     && o.server == server
+                    && o.power_mode == power
                     && o.neigh.limits.name() == limits
                     && fault_of(o) == fault
             })
@@ -524,12 +586,14 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             format!("{:.2}/{:.2}", d.p50, d.p99)
         };
         m += &format!(
-            "| {n} | {profile} | {server} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {n} | {profile} | {server} | {power} | {limits} | {fault} | {} ({}) | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             runs.len(),
             sums.iter().filter(|s| s.valid).count(),
             sums.iter().map(|s| s.completed).min().unwrap_or(0),
             range(runs.iter().map(|o| o.makespan_s.unwrap_or(f64::INFINITY)).collect()),
             range(runs.iter().map(|o| o.server_cpu_s).collect()),
+            range(sums.iter().map(|s| s.server_cpu_ms_per_node).collect()),
+            span("power (command -> on)"),
             span("firmware DHCP"),
             span("TFTP first reply"),
             span("TFTP (iPXE binary)"),

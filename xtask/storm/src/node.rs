@@ -189,6 +189,9 @@ pub struct Node {
     progress: Option<std::sync::Arc<[std::sync::atomic::AtomicU8]>>,
     /// Past the kernel's boot: HTTP errors are the OS's to retry.
     booted: bool,
+    /// The node's power from its BMC ([`crate::power`]); None: it powers on from the
+    /// simulator's clock within the jitter.
+    power: Option<tokio::sync::watch::Receiver<crate::power::State>>,
 }
 
 pub fn mac_string(mac: [u8; 6]) -> String {
@@ -196,6 +199,33 @@ pub fn mac_string(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// Waits until `line` says the node has power: when it got it, or None if the storm gave
+/// up on it (or the BMC side is gone).
+async fn power_on(line: &mut tokio::sync::watch::Receiver<crate::power::State>) -> Option<Instant> {
+    loop {
+        let s = *line.borrow_and_update();
+        if s.on {
+            return Some(s.since);
+        }
+        if s.abandoned {
+            return None;
+        }
+        line.changed().await.ok()?;
+    }
+}
+
+/// Resolves when `line` says the node has lost its power (never, if the BMC side is gone).
+async fn power_lost(line: &mut tokio::sync::watch::Receiver<crate::power::State>) {
+    loop {
+        if !line.borrow_and_update().on {
+            return;
+        }
+        if line.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// TFTP retransmission policy.
@@ -272,7 +302,15 @@ impl Node {
             recovery: Recovery::default(),
             progress: None,
             booted: false,
+            power: None,
         }
+    }
+
+    /// Powers on when its BMC gives it power (and reboots when it loses it mid-boot)
+    /// instead of from the simulator's clock.
+    pub fn with_power(mut self, line: tokio::sync::watch::Receiver<crate::power::State>) -> Node {
+        self.power = Some(line);
+        self
     }
 
     /// Recovers from failures as `r` says.
@@ -296,24 +334,78 @@ impl Node {
     }
 
     fn stamp(&mut self, s: &'static str) {
-        self.res.stamps.push((s, self.t0.elapsed().as_secs_f64()));
+        self.stamp_at(s, Instant::now());
+    }
+
+    fn stamp_at(&mut self, s: &'static str, at: Instant) {
+        self.res
+            .stamps
+            .push((s, at.saturating_duration_since(self.t0).as_secs_f64()));
         self.stage = s;
         if let (Some(p), Some(i)) = (&self.progress, STAGES.iter().position(|x| *x == s)) {
             p[self.idx].store(i as u8, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    /// Powers on after the node's jitter and boots; returns the record.
+    /// Powers on (after the node's jitter, or when its BMC gives it power) and boots;
+    /// returns the record.
     pub async fn run(mut self) -> NodeResult {
-        let j = self.cfg.jitter.as_micros() as u64;
-        let delay = if j == 0 { 0 } else { self.rand() % j };
-        tokio::time::sleep(Duration::from_micros(delay)).await;
-        self.stamp("power_on");
+        let mut power = self.power.take();
+        match &mut power {
+            None => {
+                let j = self.cfg.jitter.as_micros() as u64;
+                let delay = if j == 0 { 0 } else { self.rand() % j };
+                tokio::time::sleep(Duration::from_micros(delay)).await;
+                self.stamp("power_on");
+            }
+            Some(line) => match power_on(line).await {
+                Some(at) => self.stamp_at("power_on", at),
+                None => {
+                    self.res.failure = Some((
+                        "off".into(),
+                        "no_power".into(),
+                        "its BMC never powered it on".into(),
+                    ));
+                    self.res.end = self.t0.elapsed().as_secs_f64();
+                    return self.res;
+                }
+            },
+        }
         loop {
-            match self.boot().await {
+            let r = match &mut power {
+                None => self.boot().await,
+                Some(line) => tokio::select! {
+                    r = self.boot() => r,
+                    _ = power_lost(line) => Err(Fail("power_lost", "its BMC took the power".into())),
+                },
+            };
+            match r {
                 Ok(()) => {
                     self.stamp("done");
                     break;
+                }
+                // Power lost mid-boot (a second cycle): the boot starts again at the next
+                // power-on, whatever the recovery policy.
+                Err(Fail("power_lost", detail)) if power.is_some() => {
+                    let at = self.t0.elapsed().as_secs_f64();
+                    self.res.reboots.push((
+                        self.stage.to_string(),
+                        format!("power_lost: {detail}"),
+                        at,
+                    ));
+                    self.res.stamps.truncate(0);
+                    self.booted = false;
+                    match power_on(power.as_mut().expect("matched")).await {
+                        Some(at) => self.stamp_at("power_on", at),
+                        None => {
+                            self.res.failure = Some((
+                                "off".into(),
+                                "no_power".into(),
+                                "power lost for good".into(),
+                            ));
+                            break;
+                        }
+                    }
                 }
                 Err(Fail(reason, detail))
                     if !self.booted && (self.res.reboots.len() as u32) < self.recovery.reboots =>

@@ -9,7 +9,10 @@ use crate::node::{NodeResult, STAGES};
 use crate::run::Outcome;
 
 /// Stage durations: (name, from milestone, to milestone).
-pub const SPANS: [(&str, &str, &str); 12] = [
+pub const SPANS: [(&str, &str, &str); 13] = [
+    // From the power command (the storm's clock starts there) to the node's power-on
+    // by its BMC; with `--power sim`, the node's jitter.
+    ("power (command -> on)", "command", "power_on"),
     ("firmware DHCP", "power_on", "fw_ack"),
     // The read request goes out at once after the lease (EDK2: the size probe's).
     ("TFTP first reply", "fw_ack", "tftp_first"),
@@ -61,6 +64,7 @@ pub fn dist(mut v: Vec<f64>) -> Dist {
 /// firmware's ACK, which was iPXE's.
 fn span_start(r: &NodeResult, a: &str) -> Option<f64> {
     r.at(a).or_else(|| match a {
+        "command" => Some(0.0),
         "ipxe_ack" if r.at("tftp_done").is_none() => r.at("fw_ack"),
         _ => None,
     })
@@ -262,7 +266,7 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(
         m,
         "### {} - N = {} ({} profile, neighbour limits {}){}\n\n- completed {}/{}; makespan {}; server CPU {:.2} s ({:.1} ms/node), peak RSS {:.1} MiB; set-up {:.1} s\n\
-         - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; DHCP sends refused by the node's kernel: {}; boot delay {} s, power-on jitter {} s\n",
+         - DHCP packets sent (firmware / iPXE / OS): {} / {} / {}; TFTP retransmissions: {}; DHCP sends refused by the node's kernel: {}; boot delay {} s{}\n",
         o.server,
         o.n,
         o.profile,
@@ -281,7 +285,10 @@ pub fn markdown(o: &Outcome) -> String {
         s.tftp_retransmits,
         s.dhcp_send_errors,
         o.boot_delay_s,
-        o.jitter_s,
+        match o.power {
+            None => format!(", power-on jitter {} s", o.jitter_s),
+            Some(_) => String::new(),
+        },
     );
     let net = |k: &str| o.server_net.get(k).copied().unwrap_or(0);
     let _ = writeln!(
@@ -383,6 +390,43 @@ pub fn markdown(o: &Outcome) -> String {
         }
     }
     m.push('\n');
+    if let Some(p) = &o.power {
+        let _ = writeln!(
+            m,
+            "- power: {} BMCs (up in {:.1} s{}); `{}` returned after {} ({}/{} BMCs ok, exit {}, {:.2} s of its CPU); nodes powered {}/{}{}{}\n",
+            p.bmcs,
+            p.setup_s,
+            if p.bmc_rss_mib > 0.0 {
+                format!(", {:.0} MiB RSS", p.bmc_rss_mib)
+            } else {
+                String::new()
+            },
+            p.command,
+            secs(p.wall_s),
+            p.ok,
+            p.total,
+            p.exit_code,
+            p.cpu_s,
+            p.powered,
+            o.n,
+            if p.abandoned > 0 {
+                format!(", {} given up on", p.abandoned)
+            } else {
+                String::new()
+            },
+            if p.failures.is_empty() {
+                String::new()
+            } else {
+                format!("; first failures: {}", p.failures.join("; "))
+            },
+        );
+    } else {
+        let _ = writeln!(
+            m,
+            "- power: the simulator's clock (`--power sim`, jitter {} s)\n",
+            o.jitter_s
+        );
+    }
     if let Some(st) = &o.server_status {
         let _ = writeln!(
             m,
@@ -730,7 +774,48 @@ mod tests {
             simulator_cpu_s: 1.0,
             loadavg_1m: 0.0,
             truth: None,
+            power_mode: "sim",
+            power: None,
         }
+    }
+
+    #[test]
+    fn power_stage_and_command_in_the_report() {
+        let mut o = outcome(crate::neigh::Record {
+            limits: crate::neigh::Limits::Raised,
+            variable: false,
+            gc_thresh: [128, 512, 1024],
+            table_fulls_before: 0,
+            table_fulls_after: 0,
+        });
+        assert!(markdown(&o).contains("- power: the simulator's clock (`--power sim`, jitter 1 s)"));
+        o.power_mode = "ipmi_sim";
+        o.power = Some(crate::power::Record {
+            bmcs: "ipmi_sim".into(),
+            command: "xboot bmc power cycle all --pxe --json".into(),
+            setup_s: 2.0,
+            bmc_rss_mib: 6.0,
+            wall_s: 0.25,
+            cpu_s: 0.05,
+            ok: 1,
+            total: 1,
+            exit_code: 0,
+            failures: vec![],
+            powered: 1,
+            abandoned: 0,
+        });
+        let m = markdown(&o);
+        assert!(
+            m.contains("- power: ipmi_sim BMCs (up in 2.0 s, 6 MiB RSS); `xboot bmc power cycle all --pxe --json` returned after 250 ms (1/1 BMCs ok, exit 0, 0.05 s of its CPU); nodes powered 1/1\n"),
+            "{m}"
+        );
+        // The power stage runs from the command (t = 0) to the node's power-on.
+        let p = &summarize(&o).spans[0];
+        assert_eq!(
+            (p.0, p.1.reached, p.1.p50),
+            ("power (command -> on)", 1, 0.1)
+        );
+        assert!(m.contains("| power (command -> on) | 1 | 100 ms |"), "{m}");
     }
 
     #[test]

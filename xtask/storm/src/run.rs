@@ -12,6 +12,7 @@ use crate::fabric::{node_mac, node_name, Fabric};
 use crate::faults::{self, Fault};
 use crate::neigh::{self, Limits, NeighGuard};
 use crate::node::{Node, NodeResult, Recovery, SimConfig, STAGES};
+use crate::power::{self, Power};
 use crate::servers::{self, Kind, Running};
 
 /// What to run.
@@ -32,6 +33,11 @@ pub struct Spec {
     /// Two real qemu VMs boot in the same storm and are checked against the nodes
     /// ([`crate::vms`]; xboot only).
     pub truth: bool,
+    /// How the nodes get power ([`crate::power`]): BMCs told by the server's power
+    /// command, or the simulator's clock.
+    pub power: Power,
+    /// The stormsim binary: ipmi_sim's power-on command (`stormsim power-agent`).
+    pub agent: PathBuf,
 }
 
 /// What a storm varies besides the server and the size (the bench's variables).
@@ -272,6 +278,10 @@ pub struct Outcome {
     pub loadavg_1m: f64,
     /// The truth VMs' boots and turnaround checks, when they were in the storm.
     pub truth: Option<crate::vms::TruthOutcome>,
+    /// sim, or the BMCs the nodes had (ipmi_sim, responder).
+    pub power_mode: &'static str,
+    /// The power command and what it did (None: the simulator's clock).
+    pub power: Option<power::Record>,
 }
 
 fn raise_nofile(want: u64) {
@@ -377,6 +387,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
             faults::install_loss(&fabric.fabric_ns, permille)?;
         }
     }
+    let bmcs = spec.power.bmcs(spec.n);
     let mut server = servers::start(
         spec.kind,
         &spec.xboot,
@@ -385,6 +396,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         spec.n,
         &extra,
         &spec.payload,
+        bmcs.is_some(),
     )?;
     let setup_s = t_setup.elapsed().as_secs_f64();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -415,6 +427,41 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         );
     }
     let setup_s = setup_s + t_socks.elapsed().as_secs_f64();
+    // A BMC per node, answering before the power command.
+    let fleet = match bmcs {
+        Some(b) => Some(power::Fleet::start(
+            b,
+            spec.n,
+            &fabric.server_ns,
+            &fabric.ops,
+            fabric.server_idx(),
+            &spec.dir.join("bmcs"),
+            &spec.agent,
+        )?),
+        None => None,
+    };
+    let setup_s = setup_s + fleet.as_ref().map_or(0.0, |f| f.setup_s);
+    let command = fleet.as_ref().map(|_| power::Command {
+        client: match &server {
+            Running::Xboot(_) => power::Client::Xboot,
+            Running::Stack { .. } => power::Client::Ipmipower,
+        },
+        server_ns: fabric.server_ns.clone(),
+        xboot: spec.xboot.clone(),
+        config: match &server {
+            Running::Xboot(s) => s.files.config.clone(),
+            Running::Stack { .. } => PathBuf::new(),
+        },
+        n: spec.n,
+        // The truth VMs are in the inventory without a BMC (their ipmi_sim is powered
+        // by ipmitool): the nodes' set then, not `all`.
+        nodeset: if spec.truth {
+            format!("n[0001-{:04}]", spec.n)
+        } else {
+            "all".into()
+        },
+        pxe: bmcs == Some(power::Bmcs::Responder),
+    });
     // The truth VMs power on with the nodes (they boot on after the nodes are done;
     // their wait is in `finish`, after the storm's figures are taken).
     let vms = match spec.truth {
@@ -430,8 +477,23 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     let port0 = port_counters(&fabric);
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let t0 = Instant::now();
-    let (nodes, samples, mut fault, cpu_killed) =
-        rt.block_on(storm(spec, opts, &fabric, &mut server, t0, socks));
+    let (nodes, samples, mut fault, cpu_killed, mut power_rec) = rt.block_on(storm(
+        spec,
+        opts,
+        &fabric,
+        &mut server,
+        t0,
+        socks,
+        fleet.as_ref(),
+        command,
+    ));
+    if let (Some(r), Some(f)) = (power_rec.as_mut(), fleet.as_ref()) {
+        r.bmcs = f.bmcs.name().into();
+        r.setup_s = f.setup_s;
+        r.bmc_rss_mib = f.rss_kib as f64 / 1024.0;
+        r.powered = f.powered();
+    }
+    drop(fleet);
     if let (Some(rec), Some(Fault::Loss { .. })) = (fault.as_mut(), opts.fault) {
         rec.dropped = faults::loss_counters(&fabric.fabric_ns).unwrap_or_default();
     }
@@ -560,12 +622,16 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         simulator_cpu_s,
         loadavg_1m,
         truth,
+        power_mode: bmcs.map_or("sim", power::Bmcs::name),
+        power: power_rec,
     })
 }
 
 /// The storm's nodes, sampled at 10 Hz, with the fault (kill, reload) struck on time.
-/// Returns the nodes, the samples, the fault's record and, after a kill, the killed
-/// server's CPU seconds.
+/// With BMCs (`fleet`), `command` is sent at `t0` and each node boots when its BMC gives
+/// it power. Returns the nodes, the samples, the fault's record, after a kill the killed
+/// server's CPU seconds, and the power command's record.
+#[allow(clippy::too_many_arguments)]
 async fn storm(
     spec: &Spec,
     opts: &Options,
@@ -573,12 +639,19 @@ async fn storm(
     server: &mut Running,
     t0: Instant,
     socks: Vec<crate::nsops::NodeSockets>,
+    fleet: Option<&power::Fleet>,
+    command: Option<power::Command>,
 ) -> (
     Vec<NodeResult>,
     Vec<Sample>,
     Option<faults::Record>,
     Option<f64>,
+    Option<power::Record>,
 ) {
+    // The power command first: the nodes' lines keep what their BMCs did meanwhile.
+    let mut power_cmd = command.map(|c| tokio::task::spawn_blocking(move || c.run(t0)));
+    let mut power_rec: Option<power::Record> = None;
+    let mut abandon: Option<tokio::time::Instant> = None;
     let recovery = match opts.fault {
         Some(_) => Recovery {
             reboots: faults::REBOOTS,
@@ -602,6 +675,10 @@ async fn storm(
         )
         .with_recovery(recovery)
         .with_progress(progress.clone());
+        let node = match fleet {
+            Some(f) => node.with_power(f.line(i)),
+            None => node,
+        };
         set.spawn(node.run());
     }
     let mut record = opts.fault.map(|f| faults::Record {
@@ -699,24 +776,51 @@ async fn storm(
                     Err(e) => rec.detail = format!("kill -9, restart task failed: {e}"),
                 }
             }
+            r = async { power_cmd.as_mut().expect("guarded").await }, if power_cmd.is_some() => {
+                power_cmd = None;
+                power_rec = Some(r.unwrap_or_else(|e| power::Record {
+                    failures: vec![format!("power command task: {e}")],
+                    ..power::Record::default()
+                }));
+                abandon = Some(tokio::time::Instant::now() + power::POWER_GRACE);
+            }
+            _ = async { tokio::time::sleep_until(abandon.expect("guarded")).await }, if abandon.is_some() => {
+                abandon = None;
+                if let (Some(f), Some(r)) = (fleet, power_rec.as_mut()) {
+                    r.abandoned = f.abandon_unpowered();
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 set.abort_all();
                 break;
             }
         }
     }
+    // A power command still running at the deadline (or Ctrl-C) is waited for: its
+    // thread cannot be aborted.
+    if let Some(c) = power_cmd.take() {
+        power_rec = c.await.ok();
+    }
     // Nodes still running at the deadline.
     let done: std::collections::HashSet<usize> = results.iter().map(|r| r.node).collect();
     for i in (0..spec.n).filter(|i| !done.contains(i)) {
+        let unpowered = fleet.is_some_and(|f| !f.ever_powered(i));
         results.push(NodeResult {
             node: i,
             name: node_name(i),
             mac: crate::node::mac_string(node_mac(i)),
-            failure: Some((
-                "unknown".into(),
-                "deadline".into(),
-                format!("still booting after {:?}", spec.deadline),
-            )),
+            failure: Some(match unpowered {
+                true => (
+                    "off".into(),
+                    "no_power".into(),
+                    format!("its BMC had not powered it on after {:?}", spec.deadline),
+                ),
+                false => (
+                    "unknown".into(),
+                    "deadline".into(),
+                    format!("still booting after {:?}", spec.deadline),
+                ),
+            }),
             end: spec.deadline.as_secs_f64(),
             ..NodeResult::default()
         });
@@ -728,7 +832,7 @@ async fn storm(
             .filter(|&&i| results[i].at("complete").is_some() && results[i].reboots.is_empty())
             .count();
     }
-    (results, samples, record, cpu_killed)
+    (results, samples, record, cpu_killed, power_rec)
 }
 
 /// After `kill -9` of `pid`: waits until it has died (its ports are free), keeps its log

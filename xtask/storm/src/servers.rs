@@ -99,13 +99,22 @@ impl Drop for Running {
 
 /// Grendel hosts.json for `n` storm nodes.
 pub fn hosts_json(n: usize) -> String {
+    hosts_json_with(n, false)
+}
+
+/// [`hosts_json`], each node with its BMC interface when `bmcs` ([`crate::power`]).
+pub fn hosts_json_with(n: usize, bmcs: bool) -> String {
     let hosts: Vec<serde_json::Value> = (0..n)
         .map(|i| {
+            let mut ifs = vec![serde_json::json!({ "mac": mac_string(node_mac(i)), "ip": format!("{}/{PREFIX}", node_ip(i)) })];
+            if bmcs {
+                ifs.push(crate::power::bmc_interface(i));
+            }
             serde_json::json!({
                 "name": node_name(i),
                 "provision": true,
                 "boot_image": serve::IMAGE,
-                "interfaces": [{ "mac": mac_string(node_mac(i)), "ip": format!("{}/{PREFIX}", node_ip(i)) }],
+                "interfaces": ifs,
             })
         })
         .collect();
@@ -113,7 +122,9 @@ pub fn hosts_json(n: usize) -> String {
 }
 
 /// Starts `kind` in `netns` for `n` nodes (and `extra` hosts.json entries, xboot only),
-/// files under `dir`.
+/// files under `dir`; with `bmcs`, xboot's inventory names each node's BMC and its config
+/// the BMC credentials.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     kind: Kind,
     xboot: &Path,
@@ -122,6 +133,7 @@ pub fn start(
     n: usize,
     extra: &[serde_json::Value],
     payload: &Payload,
+    bmcs: bool,
 ) -> Result<Running, String> {
     if !extra.is_empty() && !matches!(kind, Kind::XbootUserspace | Kind::XbootXdp) {
         return Err(format!("{}: extra hosts are for xboot only", kind.name()));
@@ -130,7 +142,7 @@ pub fn start(
         Kind::XbootUserspace | Kind::XbootXdp => {
             let files = serve::write_lab_files(dir, payload)?;
             let mut hosts: Vec<serde_json::Value> =
-                serde_json::from_str(&hosts_json(n)).map_err(|e| e.to_string())?;
+                serde_json::from_str(&hosts_json_with(n, bmcs)).map_err(|e| e.to_string())?;
             hosts.extend(extra.iter().cloned());
             std::fs::write(&files.hosts, serde_json::to_string(&hosts).expect("json"))
                 .map_err(|e| e.to_string())?;
@@ -150,6 +162,11 @@ pub fn start(
                 "userspace"
             };
             serve::set_dhcp_mode(&files, mode)?;
+            if bmcs {
+                let mut cfg = std::fs::read_to_string(&files.config).map_err(|e| e.to_string())?;
+                cfg += &crate::power::bmc_config();
+                std::fs::write(&files.config, cfg).map_err(|e| e.to_string())?;
+            }
             Server::start(xboot, netns, files, Duration::from_secs(60)).map(Running::Xboot)
         }
         Kind::DnsmasqStock | Kind::DnsmasqTuned => {
@@ -322,6 +339,9 @@ pub const FULL_INITRD_BYTES: u64 = 80_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadSize {
+    /// A kernel and an initrd of [`SMALL_FILE`] bytes each ([`small_payload`]): the
+    /// control-plane storm (N = 5,000).
+    Tiny,
     /// The test kernel and its busybox initrd (~9.5 MB together).
     Small,
     /// The test kernel and an initrd padded to [`FULL_INITRD_BYTES`].
@@ -331,6 +351,7 @@ pub enum PayloadSize {
 impl PayloadSize {
     pub fn parse(s: &str) -> Option<PayloadSize> {
         match s {
+            "tiny" => Some(PayloadSize::Tiny),
             "small" => Some(PayloadSize::Small),
             "full" => Some(PayloadSize::Full),
             _ => None,
@@ -338,16 +359,19 @@ impl PayloadSize {
     }
     pub fn name(self) -> &'static str {
         match self {
+            PayloadSize::Tiny => "tiny",
             PayloadSize::Small => "small",
             PayloadSize::Full => "full",
         }
     }
 
-    /// `base` as it is (small), or with its initrd padded into `dir` (full; written
-    /// once, reused while its size is right).
+    /// `base` as it is (small), the tiny files in `dir`, or `base` with its initrd padded
+    /// into `dir` (full; written once, reused while its size is right).
     pub fn payload(self, base: &Payload, dir: &Path) -> Result<Payload, String> {
-        if self == PayloadSize::Small {
-            return Ok(base.clone());
+        match self {
+            PayloadSize::Small => return Ok(base.clone()),
+            PayloadSize::Tiny => return small_payload(&dir.join("tiny")),
+            PayloadSize::Full => {}
         }
         let padded = dir.join("initrd-full.gz");
         let have = std::fs::metadata(&padded).map(|m| m.len()).ok();
@@ -371,6 +395,26 @@ impl PayloadSize {
             ..base.clone()
         })
     }
+}
+
+/// Size of each file of the tiny payload ([`small_payload`]).
+pub const SMALL_FILE: usize = 64 << 10;
+
+/// The control-plane storm's payload in `dir`: a kernel and an initrd of [`SMALL_FILE`]
+/// bytes each (the nodes only download them), so that N = 5,000 measures DHCP, TFTP,
+/// the script, the completion and power rather than bulk bytes.
+pub fn small_payload(dir: &Path) -> Result<Payload, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let kernel = dir.join("vmlinuz");
+    let initrd = dir.join("initrd.gz");
+    for (p, fill) in [(&kernel, 0x4bu8), (&initrd, 0x49u8)] {
+        write(p, vec![fill; SMALL_FILE])?;
+    }
+    Ok(Payload {
+        kernel,
+        initrd,
+        kernel_version: "small".into(),
+    })
 }
 
 /// utime + stime of `pid` in seconds, and its resident set in KiB.

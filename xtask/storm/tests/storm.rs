@@ -1,16 +1,21 @@
 //! Small storms in `cargo test --workspace` (so in `cargo xtask test`): 20 simulated
 //! nodes (BIOS, then UEFI) boot at once through `xboot serve` (the debug build next to this test),
 //! every one reaches `complete`, and the server's event log shows each node's stages.
+//! They are powered through the real path: `xboot bmc power cycle all --pxe` to a BMC per
+//! node, one OpenIPMI ipmi_sim each for the BIOS storm (its power-on command tells the
+//! simulator), xboot's in-memory responder BMCs for the UEFI storm (what storms above
+//! 2,000 nodes use).
 //! Needs root (namespaces); skipped otherwise. Timings are printed, never asserted.
 use std::time::Duration;
 
 use storm::node::{Profile, SimConfig};
+use storm::power::Power;
 use storm::run::{self, Spec};
 use storm::servers::Kind;
 
 const N: usize = 20;
 
-fn spec(kind: Kind, profile: Profile, tag: &str) -> Option<Spec> {
+fn spec(kind: Kind, profile: Profile, power: Power, tag: &str) -> Option<Spec> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root for network namespaces");
@@ -33,25 +38,44 @@ fn spec(kind: Kind, profile: Profile, tag: &str) -> Option<Spec> {
         tag: tag.into(),
         deadline: Duration::from_secs(120),
         truth: false,
+        power,
+        agent: env!("CARGO_BIN_EXE_stormsim").into(),
     })
 }
 
 #[test]
 fn storm_20_bios_nodes_through_xboot() {
-    storm_20(Profile::Bios, "t20b");
+    storm_20(Profile::Bios, Power::Ipmi, "t20b");
 }
 
 #[test]
 fn storm_20_uefi_nodes_through_xboot() {
-    storm_20(Profile::Uefi, "t20u");
+    storm_20(Profile::Uefi, Power::Responder, "t20u");
 }
 
-fn storm_20(profile: Profile, tag: &str) {
-    let Some(spec) = spec(Kind::XbootUserspace, profile, tag) else {
+fn storm_20(profile: Profile, power: Power, tag: &str) {
+    let Some(spec) = spec(Kind::XbootUserspace, profile, power, tag) else {
         return;
     };
     let o = run::run(&spec, true).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{}", storm::report::markdown(&o));
+    // The power command reached every BMC and every BMC powered its node.
+    let p = o.power.as_ref().expect("powered through BMCs");
+    let bmcs = power.bmcs(N).expect("BMCs").name();
+    assert_eq!((o.power_mode, p.bmcs.as_str()), (bmcs, bmcs));
+    // ipmi_sim refuses the boot flags (see `storm::power::Command::pxe`).
+    let pxe = if power == Power::Responder {
+        " --pxe"
+    } else {
+        ""
+    };
+    assert_eq!(p.command, format!("xboot bmc power cycle all{pxe} --json"));
+    assert_eq!(
+        (p.ok, p.total, p.exit_code, p.powered, p.abandoned),
+        (N, N, 0, N, 0),
+        "{:?}",
+        p.failures
+    );
     let failed: Vec<_> = o.nodes.iter().filter(|r| r.failure.is_some()).collect();
     assert!(
         failed.is_empty(),

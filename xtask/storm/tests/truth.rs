@@ -44,6 +44,9 @@ fn storm_20_nodes_with_two_real_machines() {
         tag: "tru".into(),
         deadline: Duration::from_secs(120),
         truth: true,
+        // The simulator's clock spreads the nodes over 10 s around the VMs' boots.
+        power: storm::power::Power::Sim,
+        agent: env!("CARGO_BIN_EXE_stormsim").into(),
     };
     let o = run::run(&spec, false).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{}", storm::report::markdown(&o));
