@@ -285,8 +285,9 @@ pub struct Outcome {
 }
 
 /// Raises this process's open-files limit to `want` (the storm's sockets: about 14 per
-/// node, measured: one storm stopped at node 1,362 of a 20,000 limit). A hard limit below it can only be raised with CAP_SYS_RESOURCE: refused then
-/// with what to do, before any namespace is made, rather than failing at node ~hard/14.
+/// node; one storm stopped at node 1,362 under a 20,000 limit). A hard limit below it
+/// can only be raised with CAP_SYS_RESOURCE: refused then with what to do, before any
+/// namespace is made, rather than failing part-way through the set-up.
 fn raise_nofile(want: u64) -> Result<(), String> {
     // SAFETY: getrlimit/setrlimit on our own process with a struct we own.
     let (cur, max) = unsafe {
