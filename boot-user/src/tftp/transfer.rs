@@ -12,7 +12,13 @@
 //! `n` moves the window to `n + 1` at once, whether it acknowledges the whole window or
 //! only part of it (the client saw a gap). Loss recovery:
 //! - on a timeout, everything not yet acknowledged is sent again, at most
-//!   [`MAX_RETRIES`] times in a row before the transfer gives up;
+//!   [`MAX_RETRIES`] times in a row before the transfer gives up. Once the client has
+//!   acknowledged something, the wait doubles with each resend in a row (RFC 1123
+//!   4.2.3.2), up to [`MAX_BACKOFF`] times the timeout: a client known to be there is
+//!   given ~31 s (at the default 1 s) to come back, longer than EDK2 itself retries
+//!   (4 s x 6), and a congested link gets fewer resends, not more. Before any ACK (a
+//!   forged source, a client that went away at once) the wait stays flat, so such a
+//!   transfer frees its slot 6 s after its first packet;
 //! - a duplicate ACK (the client re-acknowledging the last block it has, as iPXE does
 //!   0.25 s after a block it misses) resends from the block after it at once. To keep
 //!   clear of the Sorcerer's Apprentice (each duplicate answered by a resend, which the
@@ -30,8 +36,11 @@ use std::time::{Duration, Instant};
 use super::proto::{self, Negotiated, Packet};
 
 /// Retransmissions in a row (with no progress) before the transfer is given up: with the
-/// default 1 s timeout a silent client is dropped 6 s after the last packet it got.
+/// default 1 s timeout a client that never answered is dropped 6 s after the first packet,
+/// one that went silent mid-transfer 31 s after the last it acknowledged (1+2+4+8+8+8 s).
 pub const MAX_RETRIES: u32 = 5;
+/// Cap of the backoff: the longest wait is this many timeouts.
+pub const MAX_BACKOFF: u32 = 8;
 /// Least hold-off before a duplicate ACK triggers a resend.
 const MIN_DUP_HOLDOFF: Duration = Duration::from_millis(20);
 
@@ -181,8 +190,17 @@ impl Transfer {
         self.sent = last;
         self.sent_at = now;
         self.first_send = fresh;
-        self.deadline = now + self.timeout;
+        self.deadline = now + self.wait();
         Action::SendBlocks { first, last }
+    }
+
+    /// How long to wait for an ACK of what was just sent: the timeout, doubled for each
+    /// resend in a row once the client has been heard from (see the module's doc).
+    fn wait(&self) -> Duration {
+        if !self.heard {
+            return self.timeout;
+        }
+        self.timeout * (1u32 << self.retries.min(MAX_BACKOFF.ilog2()))
     }
 
     fn finish(&mut self, o: Outcome) -> Action {

@@ -178,7 +178,8 @@ fn silent_client_times_out() {
         }
     }
     assert_eq!(oacks, 1 + MAX_RETRIES);
-    // Data phase too, with a negotiated timeout of 2 s.
+    // Data phase too, with a negotiated timeout of 2 s: the client acknowledged the OACK,
+    // so the waits back off (2, 4, 8, 16, 16, 16 s).
     let (mut t, a) = start(80_000, &[("timeout", "2")], t0);
     assert_eq!(a, Action::SendOack);
     let a = ack(&mut t, t0 + MS, 0);
@@ -187,8 +188,46 @@ fn silent_client_times_out() {
         assert_eq!(blocks(&t.on_timeout(t.next_timeout())), (1, 1));
     }
     let due = t.next_timeout();
-    assert_eq!(due - (t0 + MS), Duration::from_secs(12));
+    assert_eq!(due - (t0 + MS), Duration::from_secs(62));
     assert_eq!(t.on_timeout(due), Action::Finish(Outcome::TimedOut));
+}
+
+/// A client heard from that goes quiet mid-transfer (its link congested, EDK2 waiting
+/// 4 s between its own retries): the resends back off 1, 2, 4, 8, 8 s, a late ACK still
+/// finds the transfer and moves it on, and progress brings the wait back to the timeout.
+#[test]
+fn resends_back_off_once_the_client_was_heard() {
+    let t0 = Instant::now();
+    let (mut t, a) = start(10 * 1468, &[("blksize", "1468"), ("windowsize", "4")], t0);
+    assert_eq!(a, Action::SendOack);
+    let a = ack(&mut t, t0, 0);
+    assert_eq!(blocks(&a), (1, 4));
+    let mut at = t0;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let due = t.next_timeout();
+        waits.push(due - at);
+        at = due;
+        assert_eq!(blocks(&t.on_timeout(due)), (1, 4));
+    }
+    waits.push(t.next_timeout() - at);
+    let secs: Vec<u64> = waits.iter().map(|w| w.as_secs()).collect();
+    assert_eq!(secs, [1, 2, 4, 8, 8]);
+    assert_eq!(t.resent().on_timeout, 4);
+    // 20 s without progress: the flat 1 s x 5 would have given up at 6 s.
+    let late = t0 + Duration::from_secs(20);
+    assert!(late < t.next_timeout());
+    assert_eq!(blocks(&ack(&mut t, late, 4)), (5, 8));
+    assert_eq!(
+        t.next_timeout() - late,
+        Duration::from_secs(1),
+        "progress resets it"
+    );
+    assert_eq!(blocks(&ack(&mut t, late + MS, 8)), (9, 11));
+    assert_eq!(
+        ack(&mut t, late + 2 * MS, 11),
+        Action::Finish(Outcome::Completed)
+    );
 }
 
 /// EDK2's download: blksize 1468, windowsize 4; one block of a window lost, the client
