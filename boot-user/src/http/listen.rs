@@ -125,9 +125,9 @@ fn derived_cap(default: usize, share: u64) -> usize {
 
 /// The accept-queue length asked of `listen(2)`: the kernel caps it at its namespace's
 /// `net.core.somaxconn` (4096 by default), so the queue is as long as the host allows.
-/// Tokio's `TcpListener::bind` asks for 1,024: a thousand nodes reaching their script
-/// at once overflowed it 36-75 times per storm, each overflow a dropped SYN the client
-/// resends after a second.
+/// Tokio's `TcpListener::bind` gets 128 (mio's `listen(128)`; `ss -ltn` shows it): a
+/// thousand nodes reaching their script at once overflowed it 30-421 times per storm,
+/// each overflow a dropped SYN the client resends after a second.
 pub const LISTEN_BACKLOG: u32 = 65_535;
 
 /// A TCP listener on `addr` (SO_REUSEADDR, as tokio's `bind`) with the accept queue of
