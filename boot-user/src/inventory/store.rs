@@ -212,13 +212,7 @@ impl Change {
     /// that another writer changed too keeps the other writer's fields where this change
     /// left them as they were in `old` (a `complete` racing a tag edit loses neither).
     pub fn rebase(&self, old: &Inventory, latest: &Inventory) -> (Vec<Host>, Vec<Image>) {
-        let mut hosts = latest.hosts().to_vec();
-        let mut images = latest.images().to_vec();
-        let del: std::collections::HashSet<&String> = self.delete_hosts.iter().collect();
-        hosts.retain(|h| !del.contains(&h.name));
-        let del: std::collections::HashSet<&String> = self.delete_images.iter().collect();
-        images.retain(|i| !del.contains(&i.name));
-        let puts: Vec<Host> = self
+        let put_hosts = self
             .put_hosts
             .iter()
             .map(
@@ -228,7 +222,7 @@ impl Change {
                 },
             )
             .collect();
-        let images_put: Vec<Image> = self
+        let put_images = self
             .put_images
             .iter()
             .map(
@@ -238,15 +232,14 @@ impl Change {
                 },
             )
             .collect();
-        super::merge(
-            &mut hosts,
-            &mut images,
-            super::Loaded {
-                hosts: puts,
-                images: images_put,
-                ..Default::default()
-            },
-        );
+        let merged = Change {
+            put_hosts,
+            put_images,
+            delete_hosts: self.delete_hosts.clone(),
+            delete_images: self.delete_images.clone(),
+        };
+        let (mut hosts, mut images) = (latest.hosts().to_vec(), latest.images().to_vec());
+        merged.apply_to(&mut hosts, &mut images);
         (hosts, images)
     }
 }
