@@ -232,27 +232,18 @@ pub async fn run(
     let _template_watcher = watch_templates(&dirs, ttx)
         .map_err(|e| tracing::warn!("cannot watch the templates directories ({e})"))
         .ok();
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot handle SIGHUP: {e}");
-            None
-        }
-    };
+    let mut hup = hangups();
     tokio::pin!(stop);
     loop {
         let why = tokio::select! {
             _ = &mut stop => return,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = next_hangup(&mut hup) => "SIGHUP",
             Some(()) = rx.recv() => {
-                // Let a burst of writes settle, then take one reload for all of them.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while rx.try_recv().is_ok() {}
+                settle(&mut rx).await;
                 "file change"
             }
             Some(()) = trx.recv() => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while trx.try_recv().is_ok() {}
+                settle(&mut trx).await;
                 "template change"
             }
         };
@@ -277,6 +268,33 @@ pub async fn run(
             }
         }
     }
+}
+
+/// SIGHUP as a stream, or None (with a warning) when it cannot be handled.
+pub(crate) fn hangups() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP: {e}");
+            None
+        }
+    }
+}
+
+/// The next SIGHUP of [`hangups`] (never, without the stream).
+pub(crate) async fn next_hangup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup.as_mut() {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After a change notice: lets the burst of writes settle (a renewal writes the
+/// certificate and the key one after the other, an editor writes then renames), then
+/// takes every notice of it, so one reload serves them all.
+pub(crate) async fn settle(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while rx.try_recv().is_ok() {}
 }
 
 /// Watches `dirs` and sends on every change of a `*.tmpl` file in them (written in

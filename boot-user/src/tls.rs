@@ -209,7 +209,6 @@ pub async fn reload_on_hangup_or_change(
     certs: Vec<Arc<Certificate>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut files: Vec<PathBuf> = certs
         .iter()
         .flat_map(|c| [c.cert.clone(), c.key.clone()])
@@ -220,22 +219,14 @@ pub async fn reload_on_hangup_or_change(
     let _watcher = crate::reload::watch(&files, tx)
         .map_err(|e| tracing::warn!("cannot watch the certificate files ({e}); reload with SIGHUP"))
         .ok();
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot handle SIGHUP: {e}");
-            None
-        }
-    };
+    let mut hup = crate::reload::hangups();
     tokio::pin!(stop);
     loop {
         let why = tokio::select! {
             _ = &mut stop => return,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = crate::reload::next_hangup(&mut hup) => "SIGHUP",
             Some(()) = rx.recv() => {
-                // A renewal writes the certificate and the key one after the other.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                while rx.try_recv().is_ok() {}
+                crate::reload::settle(&mut rx).await;
                 "file change"
             }
         };
