@@ -214,12 +214,7 @@ impl MapSync {
         c: &Compiler<'_>,
         now: Instant,
     ) -> Result<SyncReport, XdpError> {
-        self.write_static(fp, c)?;
-        // Slots past their grace period are free before anything new is written.
-        let mut report = SyncReport {
-            templates_deleted: self.collect(fp, now),
-            ..SyncReport::default()
-        };
+        let mut report = self.begin(fp, c, now)?;
         let mut seen = HashMap::new();
         self.pending.clear();
         for (host, mac) in inv.lease_macs() {
@@ -257,11 +252,7 @@ impl MapSync {
         c: &Compiler<'_>,
         now: Instant,
     ) -> Result<SyncReport, XdpError> {
-        self.write_static(fp, c)?;
-        let mut report = SyncReport {
-            templates_deleted: self.collect(fp, now),
-            ..SyncReport::default()
-        };
+        let mut report = self.begin(fp, c, now)?;
         let mut old = HashSet::new();
         let mut new = Vec::new();
         for n in names {
@@ -299,11 +290,7 @@ impl MapSync {
         c: &Compiler<'_>,
         now: Instant,
     ) -> Result<SyncReport, XdpError> {
-        self.write_static(fp, c)?;
-        let mut report = SyncReport {
-            templates_deleted: self.collect(fp, now),
-            ..SyncReport::default()
-        };
+        let mut report = self.begin(fp, c, now)?;
         let mut todo: Vec<Mac> = self.pending.drain().collect();
         if let Some(ttl) = self.opts.template_ttl {
             todo.extend(
@@ -355,6 +342,21 @@ impl MapSync {
                 self.by_host.remove(name);
             }
         }
+    }
+
+    /// What every sync starts with: the class table written, and the slots of retired
+    /// templates past their grace period freed before anything new is written.
+    fn begin(
+        &mut self,
+        fp: &mut FastPath,
+        c: &Compiler<'_>,
+        now: Instant,
+    ) -> Result<SyncReport, XdpError> {
+        self.write_static(fp, c)?;
+        Ok(SyncReport {
+            templates_deleted: self.collect(fp, now),
+            ..SyncReport::default()
+        })
     }
 
     /// The class table (written once).
