@@ -37,6 +37,40 @@ const BATCH: u32 = 64;
 pub struct KernelClient {
     ebpf: Ebpf,
     ifindex: u32,
+    /// Why the kernel will not run the sender (None: it does). Some kernels refuse
+    /// BPF_PROG_TEST_RUN in live-frames mode with EPERM although they run the same
+    /// program without it; `run` then sends with the userspace generator instead (the
+    /// reply program still runs on the client's veth, and passes those frames up), and
+    /// says so on stderr and in its result.
+    refused: Option<String>,
+    clients: Vec<Client>,
+    server: Ipv4Addr,
+}
+
+/// struct xdp_md for a live frame of `FRAME_LEN` bytes received on `ifindex`: data,
+/// data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex. Live frames
+/// leave through the ingress interface on XDP_TX.
+fn live_md(ifindex: u32) -> [u8; 24] {
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(FRAME_LEN as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    md
+}
+
+/// One DISCOVER through the sender in live-frames mode: Err(why) if the kernel refuses
+/// the mode.
+fn probe_live(prog: &mut Xdp, ifindex: u32) -> Result<(), String> {
+    let (md, frame) = (live_md(ifindex), [0u8; FRAME_LEN]);
+    let opts = TestRunOptions {
+        data_in: Some(&frame),
+        ctx_in: Some(&md),
+        repeat: 1,
+        attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+        ..Default::default()
+    };
+    prog.test_run(opts)
+        .map(drop)
+        .map_err(|e| format!("the kernel refuses BPF_PROG_TEST_RUN with live frames: {e}"))
 }
 
 /// The client's object, with room for `clients` clients.
@@ -129,16 +163,34 @@ impl KernelClient {
         cli.run(&[
             "ip", "link", "add", "kgen0", "type", "veth", "peer", "name", "kgen1",
         ]);
-        let ifindex = in_netns(cli, || {
+        let (ifindex, refused) = in_netns(cli, || {
             program(&mut ebpf, "bench_send")
                 .attach("kgen0", XdpMode::Driver)
                 .expect("attach bench_send");
             program(&mut ebpf, "bench_reply")
                 .attach(ifname, XdpMode::Driver)
                 .expect("attach bench_reply");
-            nix::net::if_::if_nametoindex(ifname).unwrap()
+            let ifindex = nix::net::if_::if_nametoindex(ifname).unwrap();
+            (
+                ifindex,
+                probe_live(program(&mut ebpf, "bench_send"), ifindex).err(),
+            )
         });
-        KernelClient { ebpf, ifindex }
+        if let Some(why) = &refused {
+            eprintln!("kernel client: {why}; the userspace generator sends instead");
+        }
+        KernelClient {
+            ebpf,
+            ifindex,
+            refused,
+            clients: clients.to_vec(),
+            server,
+        }
+    }
+
+    /// Why the in-kernel sender does not run here (None: it does).
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// The pass-everything program on `ifname` in `srv`, for servers without an XDP
@@ -170,6 +222,13 @@ impl KernelClient {
         drain: Duration,
         clock: Clock,
     ) -> LoadResult {
+        if self.refused.is_some() {
+            let r = loadgen::run(cli, &self.clients, self.server, rate, secs, drain, clock);
+            return LoadResult {
+                generator: "userspace (live frames refused)",
+                ..r
+            };
+        }
         let stats0 = sums(&self.ebpf, "STATS", counter::COUNT);
         let hist0 = sums(&self.ebpf, "HIST", bench::HIST_BUCKETS);
         let total = (rate as f64 * secs) as u64;
@@ -181,11 +240,7 @@ impl KernelClient {
         let elapsed = in_netns(cli, || {
             clock.apply();
             let prog = program(ebpf, "bench_send");
-            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-            // egress_ifindex. Live frames leave through the ingress interface on XDP_TX.
-            let mut md = [0u8; 24];
-            md[4..8].copy_from_slice(&(FRAME_LEN as u32).to_ne_bytes());
-            md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            let md = live_md(ifindex);
             let frame = [0u8; FRAME_LEN];
             let start = Instant::now();
             let mut sent = 0u64;
@@ -240,6 +295,7 @@ impl KernelClient {
             // The client answers each OFFER in the same softirq: no wake-up to leave out.
             turn_p50_us: p50,
             turn_p99_us: p99,
+            generator: "kernel",
             ..Default::default()
         }
     }

@@ -65,6 +65,9 @@ pub struct LoadResult {
     /// statistics), and the packets it ran on (None: no XDP program).
     pub xdp_ns_per_packet: Option<f64>,
     pub xdp_packets: Option<u64>,
+    /// Which generator sent: "userspace", "kernel", or the userspace one standing in
+    /// for a kernel that refuses live frames.
+    pub generator: &'static str,
 }
 
 const BATCH: usize = 64;
@@ -603,6 +606,7 @@ pub fn run(
         p99_us: percentile(&lat, 0.99),
         turn_p50_us: percentile(&turn, 0.5),
         turn_p99_us: percentile(&turn, 0.99),
+        generator: "userspace",
         ..Default::default()
     }
 }
