@@ -1337,4 +1337,21 @@ fn three_servers_on_two_segments_serve_their_own_hosts() {
         line("s3").contains(" B ") && line("s3").contains(" 2 "),
         "{text}"
     );
+
+    // Restarted, a server serves its part of its snapshot from the start: s1's has both
+    // hosts, now both of B's.
+    drop(s1);
+    let s1 = lab.start(1);
+    let v: serde_json::Value = serde_json::from_str(&s1.ok(&["status", "--json"])).unwrap();
+    assert_eq!(
+        (&v["hosts"], &v["served_hosts"]),
+        (&2.into(), &0.into()),
+        "{v}"
+    );
+    let (_, unknown1) = s1.xdp();
+    assert!(
+        lab.offer_via(RELAY, S1, CN1_MAC).is_none(),
+        "restarted s1 offered cn1"
+    );
+    assert!(s1.xdp().1 > unknown1, "cn1 in restarted s1's map");
 }
