@@ -144,9 +144,10 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     // Cluster mode: follow etcd, commit the API's changes there, share the token key.
     let cluster = match &config.cluster {
         Some(c) => {
+            // Counted before `Cluster::new` narrows the running inventory to the segments.
+            let held = p.shared.inventory().hosts().len();
             let cluster =
                 crate::cluster::Cluster::new(c.clone(), p.shared.clone(), p.store.clone())?;
-            let held = p.shared.inventory().hosts().len();
             if cluster.applied() == 0 && held > 0 {
                 tracing::warn!(
                     "cluster: the store's {held} hosts are no snapshot of the cluster: they \
@@ -161,6 +162,20 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                 c.prefix,
                 cluster.applied()
             );
+            if c.segments.is_empty() {
+                tracing::info!("cluster: no cluster.segment: serving every host");
+            } else {
+                let segs: Vec<String> = c
+                    .segments
+                    .iter()
+                    .map(|s| format!("{} ({})", s.name, s.subnets.join(", ")))
+                    .collect();
+                tracing::info!(
+                    "cluster: serving the hosts of segments {}: {} of {held} in the snapshot",
+                    segs.join(", "),
+                    p.shared.inventory().hosts().len()
+                );
+            }
             if config.provision.secret.as_deref().is_none_or(str::is_empty) {
                 let path = config.state_dir().join(crate::http::token::KEY_FILE);
                 if let Err(e) = cluster.share_token_key(&path).await {

@@ -939,3 +939,419 @@ fn a_server_killed_during_boots_leaves_them_to_the_other() {
         s2.wait_host(&format!("n{n}"), "completed", |h| h["provision"] == false);
     }
 }
+
+// Segments: three servers on two segments.
+
+/// Segment B's relay address (the client namespace's c2, on br1).
+const RELAY_B: Ipv4Addr = Ipv4Addr::new(10, 60, 0, 2);
+/// A host of segment B (the client namespace's c3 takes its MAC, on br1).
+const CN2_MAC: &str = "02:60:00:00:00:02";
+const S1: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 11);
+const S2: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 12);
+const S3: Ipv4Addr = Ipv4Addr::new(10, 60, 0, 13);
+
+impl Lab {
+    /// [`Lab::new`]'s segment A (10.50.0.0/24 on br0: s1 with the XDP fast path,
+    /// `dhcp.mode = "xdp"`, s2 userspace), and segment B: the hub's second bridge br1
+    /// 10.60.0.1/24 with s3 10.60.0.13/24 (XDP; it reaches etcd through the hub's br1
+    /// address) and the client namespace's c2 10.60.0.2/24 (B's relay agent) and c3 (no
+    /// address, cn2's MAC: busybox udhcpc). The hub ends of s1's and s3's veths carry a
+    /// pass-everything XDP program, so that native XDP_TX answers are delivered.
+    fn two_segments() -> Lab {
+        let mut lab = Lab::new();
+        lab.hub.run(&["ip", "link", "add", "br1", "type", "bridge"]);
+        lab.hub
+            .run(&["ip", "addr", "add", "10.60.0.1/24", "dev", "br1"]);
+        lab.hub.run(&["ip", "link", "set", "br1", "up"]);
+        let attach = |ns: &Netns, port: &str, ifname: &str, cidr: &str| {
+            Netns::veth(&lab.hub, port, "", ns, ifname, cidr);
+            lab.hub.run(&["ip", "link", "set", port, "master", "br1"]);
+        };
+        attach(&lab.cli, "p-c2", "c2", &format!("{RELAY_B}/24"));
+        attach(&lab.cli, "p-c3", "c3", "");
+        lab.cli.set_mac("c3", CN2_MAC);
+        let s3 = Netns::new("cl-s3");
+        attach(&s3, "p-s3", "s3", &format!("{S3}/24"));
+        s3.run(&["ip", "route", "add", "10.50.0.0/24", "via", "10.60.0.1"]);
+        lab.servers.push(s3);
+        // The relays are UDP sockets: their frames leave a veth with a partial checksum
+        // (offload) unless it is off, and XDP takes a frame as it is on the wire (a real
+        // NIC delivers complete checksums).
+        for relay in ["c0", "c2"] {
+            lab.cli.run(&["ethtool", "-K", relay, "tx", "off"]);
+        }
+        for port in ["p-s1", "p-s3"] {
+            testlab::xdp_pass::attach_in(&lab.hub.name, port)
+                .unwrap_or_else(|e| panic!("XDP_PASS on {port}: {e}"));
+        }
+        lab.write_config(3);
+        let edit = |i: usize, edits: &[(&str, &str)]| {
+            let p = lab.path(&format!("s{i}/xboot.toml"));
+            let mut c = std::fs::read_to_string(&p).unwrap();
+            for (from, to) in edits {
+                assert!(c.contains(from), "{from:?} not in {c}");
+                c = c.replace(from, to);
+            }
+            std::fs::write(p, c).unwrap();
+        };
+        let xdp = ("mode = \"userspace\"", "mode = \"xdp\"");
+        edit(1, &[xdp]);
+        edit(
+            3,
+            &[
+                xdp,
+                ("10.50.0.13", "10.60.0.13"),
+                ("name = \"A\"", "name = \"B\""),
+                ("10.50.0.0/24", "10.60.0.0/24"),
+            ],
+        );
+        lab
+    }
+
+    /// A relayed DHCP exchange from the client namespace: `relay`:67 to `server`:67.
+    fn dhcp_via(&self, relay: Ipv4Addr, server: Ipv4Addr, datagram: Vec<u8>) -> Vec<Message> {
+        exchange(
+            &self.cli,
+            SocketAddrV4::new(relay, 67),
+            SocketAddrV4::new(server, 67),
+            vec![datagram],
+            Duration::from_secs(2),
+        )
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect()
+    }
+
+    /// `server`'s OFFER to an iPXE DISCOVER from `mac` relayed by `relay` (None: silence).
+    fn offer_via(&self, relay: Ipv4Addr, server: Ipv4Addr, mac: &str) -> Option<Message> {
+        let d = relayed_via(
+            relay,
+            MessageType::Discover,
+            mac,
+            0x7000 + server.octets()[3] as u32,
+            &[
+                DhcpOption::ClientSystemArchitecture(0.into()),
+                DhcpOption::UserClass(b"iPXE".to_vec()),
+            ],
+        );
+        self.dhcp_via(relay, server, d).into_iter().next()
+    }
+
+    /// Waits until `server` offers `mac` the address `ip`.
+    fn wait_offer_via(
+        &self,
+        relay: Ipv4Addr,
+        server: Ipv4Addr,
+        mac: &str,
+        ip: Ipv4Addr,
+        x: &Xboot,
+    ) -> Message {
+        let t0 = Instant::now();
+        loop {
+            if let Some(m) = self
+                .offer_via(relay, server, mac)
+                .filter(|m| m.yiaddr() == ip)
+            {
+                return m;
+            }
+            assert!(
+                t0.elapsed() < CONVERGE,
+                "{server} never offered {ip} to {mac}: {}",
+                x.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until `server` is silent to a DISCOVER from `mac`.
+    fn wait_silent(&self, relay: Ipv4Addr, server: Ipv4Addr, mac: &str, x: &Xboot) {
+        let t0 = Instant::now();
+        while let Some(m) = self.offer_via(relay, server, mac) {
+            assert!(
+                t0.elapsed() < CONVERGE,
+                "{server} still offers {} to {mac}: {}",
+                m.yiaddr(),
+                x.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn segment_hosts(&self, cn1_ip: &str, cn2_ip: &str) -> String {
+        self.write(
+            "segment-hosts.json",
+            serde_json::json!([
+                {"name": "cn1", "provision": true, "boot_image": "img",
+                 "interfaces": [{"mac": CN1_MAC, "ip": cn1_ip}]},
+                {"name": "cn2", "provision": true, "boot_image": "img",
+                 "interfaces": [{"mac": CN2_MAC, "ip": cn2_ip}]},
+            ]),
+        )
+    }
+
+    /// busybox udhcpc on the client namespace's `ifname`: the lease's environment.
+    fn udhcpc(&self, ifname: &str) -> Option<String> {
+        let env_file = self.path(&format!("udhcpc-{ifname}.env"));
+        let _ = std::fs::remove_file(&env_file);
+        let script = lease_script(self.dir.path(), &env_file);
+        let st = self
+            .cli
+            .cmd(&[
+                "busybox", "udhcpc", "-f", "-q", "-n", "-i", ifname, "-s", &script, "-t", "5",
+                "-T", "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        st.success()
+            .then(|| std::fs::read_to_string(&env_file).unwrap())
+    }
+}
+
+impl Xboot {
+    /// The service counters of `xboot status` (`dhcp`, `xdp`, `tftp`).
+    fn counters(&self) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["status", "--json"])).unwrap();
+        v["counters"].clone()
+    }
+
+    /// The XDP program's `answered` and `passed_unknown` counters.
+    fn xdp(&self) -> (u64, u64) {
+        let c = self.counters();
+        let n = |k: &str| {
+            c["xdp"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no xdp.{k} (XDP not attached?): {c}\n{}", self.log()))
+        };
+        (n("answered"), n("passed_unknown"))
+    }
+}
+
+/// Three servers on two segments: s1 (XDP) and s2 (userspace) serve A's hosts, s3
+/// (XDP) B's; every API sees and edits every host. An edit through B's API reaches A's
+/// XDP map and answers; both A servers offer the same lease; a REQUEST naming one is
+/// acknowledged by it alone; B is silent to A's hosts (its program passes them up as
+/// unknown: they are not in its map) and A to B's; real udhcpc gets its lease on each
+/// segment; a host whose address moves to B's subnet moves to B's servers; `xboot cluster
+/// status` shows each server's segment and the hosts it serves.
+#[test]
+fn three_servers_on_two_segments_serve_their_own_hosts() {
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::two_segments();
+    let s1 = lab.start(1);
+    let s2 = lab.start(2);
+    let s3 = lab.start(3);
+    assert!(s1.log().contains("XDP attached to s1"), "{}", s1.log());
+    assert!(s3.log().contains("XDP attached to s3"), "{}", s3.log());
+
+    // Imported through B's server; every server's API has both hosts.
+    s3.ok(&["image", "import", &lab.images()]);
+    s3.ok(&[
+        "host",
+        "import",
+        &lab.segment_hosts("10.50.0.100/24", "10.60.0.100/24"),
+    ]);
+    for s in [&s1, &s2, &s3] {
+        s.wait_host("cn1", "reached every API", |h| h["provision"] == true);
+        s.wait_host("cn2", "reached every API", |h| h["provision"] == true);
+    }
+    // Each serves one of them.
+    for s in [&s1, &s2, &s3] {
+        let v: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+        assert_eq!(
+            (&v["hosts"], &v["served_hosts"]),
+            (&2.into(), &1.into()),
+            "{v}"
+        );
+    }
+
+    // A's servers offer cn1 the same lease, s1's through its XDP map.
+    let ip1 = Ipv4Addr::new(10, 50, 0, 100);
+    let o1 = lab.wait_offer_via(RELAY, S1, CN1_MAC, ip1, &s1);
+    let o2 = lab.wait_offer_via(RELAY, S2, CN1_MAC, ip1, &s2);
+    assert_eq!(lease(&o1), lease(&o2));
+    assert_eq!(server_id(&o1), Some(S1));
+    assert_eq!(server_id(&o2), Some(S2));
+    let c1 = s1.counters();
+    assert!(c1["xdp"]["answered"].as_u64().unwrap() >= 1, "{c1}");
+    assert_eq!(c1["dhcp"]["offers"], 0, "s1's OFFERs are XDP's: {c1}");
+
+    // A REQUEST naming one A server is acknowledged by it alone, either way round.
+    for (named, other) in [(S1, S2), (S2, S1)] {
+        let request = relayed_via(
+            RELAY,
+            MessageType::Request,
+            CN1_MAC,
+            0x7100 + named.octets()[3] as u32,
+            &[
+                DhcpOption::ServerIdentifier(named),
+                DhcpOption::RequestedIpAddress(ip1),
+            ],
+        );
+        assert!(
+            lab.dhcp_via(RELAY, other, request.clone()).is_empty(),
+            "{other} answered a REQUEST naming {named}"
+        );
+        let acks = lab.dhcp_via(RELAY, named, request);
+        assert_eq!(acks.len(), 1, "{named}");
+        assert_eq!(acks[0].opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(acks[0].yiaddr(), ip1);
+    }
+
+    // B serves cn2 (through XDP), is silent to cn1: not in its map, so its program
+    // passes the DISCOVER up as unknown, and userspace has no such host either.
+    let ip2 = Ipv4Addr::new(10, 60, 0, 100);
+    lab.wait_offer_via(RELAY_B, S3, CN2_MAC, ip2, &s3);
+    let (answered, unknown) = s3.xdp();
+    assert!(answered >= 1);
+    assert!(
+        lab.offer_via(RELAY_B, S3, CN1_MAC).is_none(),
+        "s3 offered cn1"
+    );
+    let (answered_after, unknown_after) = s3.xdp();
+    assert_eq!(answered_after, answered, "s3's map answered cn1");
+    assert!(
+        unknown_after > unknown,
+        "cn1 not passed up as unknown by s3"
+    );
+    // And A is silent to cn2 (s1's map has no cn2 either).
+    let (_, unknown1) = s1.xdp();
+    assert!(
+        lab.offer_via(RELAY, S1, CN2_MAC).is_none(),
+        "s1 offered cn2"
+    );
+    assert!(
+        lab.offer_via(RELAY, S2, CN2_MAC).is_none(),
+        "s2 offered cn2"
+    );
+    assert!(s1.xdp().1 > unknown1, "cn2 not passed up as unknown by s1");
+
+    // Real clients, one per segment.
+    let env = lab.udhcpc("c1").expect("udhcpc on A got no lease");
+    assert_eq!(
+        env_value(&env, "ip").as_deref(),
+        Some("10.50.0.100"),
+        "{env}"
+    );
+    let sid = env_value(&env, "serverid").unwrap();
+    assert!(
+        ["10.50.0.11", "10.50.0.12"].contains(&sid.as_str()),
+        "{sid}"
+    );
+    let (before, _) = s3.xdp();
+    let env = lab.udhcpc("c3").expect("udhcpc on B got no lease");
+    assert_eq!(
+        env_value(&env, "ip").as_deref(),
+        Some("10.60.0.100"),
+        "{env}"
+    );
+    assert_eq!(env_value(&env, "serverid").as_deref(), Some("10.60.0.13"));
+    assert!(s3.xdp().0 >= before + 2, "B's lease not from its XDP map");
+
+    // An edit through B's API reaches A's map: cn1 renumbered within A.
+    s3.ok(&[
+        "host",
+        "import",
+        &lab.segment_hosts("10.50.0.101/24", "10.60.0.100/24"),
+    ]);
+    let ip1 = Ipv4Addr::new(10, 50, 0, 101);
+    let (before, _) = s1.xdp();
+    lab.wait_offer_via(RELAY, S1, CN1_MAC, ip1, &s1);
+    lab.wait_offer_via(RELAY, S2, CN1_MAC, ip1, &s2);
+    assert!(s1.xdp().0 > before, "s1's new OFFER not from its map");
+
+    // cn1 renumbered into B's subnet (through A's API): it moves to s3, A goes silent.
+    s1.ok(&[
+        "host",
+        "import",
+        &lab.segment_hosts("10.60.0.101/24", "10.60.0.100/24"),
+    ]);
+    let moved = Ipv4Addr::new(10, 60, 0, 101);
+    lab.wait_offer_via(RELAY_B, S3, CN1_MAC, moved, &s3);
+    lab.wait_silent(RELAY, S1, CN1_MAC, &s1);
+    lab.wait_silent(RELAY, S2, CN1_MAC, &s2);
+    assert_eq!(
+        s1.host("cn1").unwrap()["interfaces"][0]["ip"],
+        "10.60.0.101/24",
+        "s1's API still sees the host"
+    );
+
+    // `xboot cluster status`: each server's segment and the hosts it serves.
+    let config = lab.path("s3/xboot.toml");
+    let status = |json: bool| {
+        let mut argv = vec![
+            XBOOT,
+            "cluster",
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        if json {
+            argv.push("--json");
+        }
+        let out = lab.servers[2].cmd(&argv).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let t0 = Instant::now();
+    let servers = loop {
+        let v: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+        let servers: Vec<(String, String, u64)> = v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let id = s["id"].as_str().unwrap_or("?").to_string();
+                let seg = s["segments"][0]["name"].as_str().unwrap_or("-").to_string();
+                (id, seg, s["hosts"].as_u64().unwrap_or(99))
+            })
+            .collect();
+        let want = [("s1", "A", 0), ("s2", "A", 0), ("s3", "B", 2)];
+        let ok = servers.len() == 3
+            && servers
+                .iter()
+                .zip(want)
+                .all(|(s, w)| (s.0.as_str(), s.1.as_str(), s.2) == w);
+        if ok {
+            break servers;
+        }
+        assert!(t0.elapsed() < CONVERGE, "status never showed {want:?}: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(servers.len(), 3);
+    let text = status(false);
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no {id} in {text}"))
+            .to_string()
+    };
+    assert!(
+        line("s1").contains(" A ") && line("s1").contains(" 0/2 "),
+        "{text}"
+    );
+    assert!(
+        line("s3").contains(" B ") && line("s3").contains(" 2 "),
+        "{text}"
+    );
+
+    // Restarted, a server serves its part of its snapshot from the start: s1's has both
+    // hosts, now both of B's.
+    drop(s1);
+    let s1 = lab.start(1);
+    let v: serde_json::Value = serde_json::from_str(&s1.ok(&["status", "--json"])).unwrap();
+    assert_eq!(
+        (&v["hosts"], &v["served_hosts"]),
+        (&2.into(), &0.into()),
+        "{v}"
+    );
+    let (_, unknown1) = s1.xdp();
+    assert!(
+        lab.offer_via(RELAY, S1, CN1_MAC).is_none(),
+        "restarted s1 offered cn1"
+    );
+    assert!(s1.xdp().1 > unknown1, "cn1 in restarted s1's map");
+}

@@ -956,7 +956,7 @@ pub async fn bootimage_find(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> FResult<Json<Vec<GrendelImage>>> {
-    match st.shared.inventory().image(&name) {
+    match st.inventory().image(&name) {
         Some(i) => Ok(grendel_images(std::slice::from_ref(i))),
         None => Err(ApiError::not_found("image not found").into()),
     }

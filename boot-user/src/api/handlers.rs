@@ -128,7 +128,7 @@ fn sorted_hosts(mut hosts: Vec<Host>) -> Vec<Host> {
 
 /// The hosts a query selects (every host without one), in natural name order.
 pub(super) fn find_hosts(st: &ApiState, q: &NodesetQuery) -> ApiResult<Vec<Host>> {
-    let inv = st.shared.inventory();
+    let inv = st.inventory();
     let hosts = if q.given() {
         let (names, _) = selection(&inv, q)?;
         names.iter().filter_map(|n| inv.host(n).cloned()).collect()
@@ -153,8 +153,7 @@ pub async fn get_host(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Host>> {
-    st.shared
-        .inventory()
+    st.inventory()
         .host(&name)
         .cloned()
         .map(Json)
@@ -515,13 +514,13 @@ pub async fn set_image(
 #[utoipa::path(get, path = "/v1/db/dump", tag = "xboot",
     responses((status = 200, body = Object)))]
 pub async fn db_dump(State(st): State<ApiState>) -> Json<Value> {
-    let inv = st.shared.inventory();
+    let inv = st.inventory();
     let hosts = sorted_hosts(inv.hosts().to_vec());
     Json(load::to_dump(&hosts, &sorted_images(&st)))
 }
 
 pub(super) fn sorted_images(st: &ApiState) -> Vec<Image> {
-    let mut images = st.shared.inventory().images().to_vec();
+    let mut images = st.inventory().images().to_vec();
     images.sort_by(|a, b| natural_cmp(&a.name, &b.name));
     images
 }
@@ -552,7 +551,7 @@ fn changed_response(mut changed: Vec<String>, missing: String) -> ApiResult {
 #[utoipa::path(get, path = "/v1/hosts/{name}/events", tag = "xboot", params(("name" = String, Path)),
     responses((status = 200, body = Vec<Object>), (status = 404, body = Object)))]
 pub async fn host_events(State(st): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    if st.shared.inventory().host(&name).is_none() {
+    if st.inventory().host(&name).is_none() {
         return Err(ApiError::not_found(format!("no host {name}")));
     }
     Ok(Json(json!(st.shared.events.for_host(&name))))
@@ -565,7 +564,7 @@ pub async fn events(State(st): State<ApiState>, Query(q): Query<NodesetQuery>) -
     if !q.given() {
         return Err(ApiError::bad_request("needs ?nodeset= or ?tags="));
     }
-    let inv = st.shared.inventory();
+    let inv = st.inventory();
     let (names, _) = select_hosts(&inv, &q)?;
     let mut all: Vec<_> = names
         .iter()
@@ -587,8 +586,7 @@ pub async fn get_image(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Image>> {
-    st.shared
-        .inventory()
+    st.inventory()
         .image(&name)
         .cloned()
         .map(Json)
@@ -637,12 +635,14 @@ pub async fn discovered(State(st): State<ApiState>) -> Json<Value> {
 #[utoipa::path(get, path = "/v1/status", tag = "xboot",
     responses((status = 200, body = Object)))]
 pub async fn status(State(st): State<ApiState>) -> Json<Value> {
-    let inv = st.shared.inventory();
+    let inv = st.inventory();
     let provisioned = inv.hosts().iter().filter(|h| h.provision).count();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": st.started.elapsed().as_secs(),
         "hosts": inv.hosts().len(),
+        // What DHCP, TFTP and the boot routes serve (a cluster server: its segments').
+        "served_hosts": st.shared.inventory().hosts().len(),
         "provisioned": provisioned,
         "images": inv.images().len(),
         "inventory_generation": *st.shared.subscribe().borrow(),
@@ -672,7 +672,7 @@ pub(super) async fn power(
     st: &ApiState,
     req: &PowerRequest,
 ) -> ApiResult<crate::bmc::fanout::Summary> {
-    let inv = st.shared.inventory();
+    let inv = st.inventory();
     let summary = crate::bmc::request::power(&st.shared.config.bmc, &inv, req, |_| {})
         .await
         .map_err(|e| {

@@ -136,6 +136,15 @@ impl ApiState {
         self
     }
 
+    /// The inventory the API reads and changes: the whole one, also where the services
+    /// serve a part of it (a cluster server serves its segments' hosts only).
+    pub fn inventory(&self) -> Arc<Inventory> {
+        match &self.backend {
+            Some(b) => b.base(self.shared.inventory()).0,
+            None => self.shared.inventory(),
+        }
+    }
+
     /// Applies the change `build` makes from the running inventory: validated
     /// incrementally ([`Inventory::apply`]: the cost is the change's, not the
     /// inventory's), committed to the store, swapped in with what it touched (so the XDP
@@ -148,7 +157,7 @@ impl ApiState {
             // Cluster mode: the backend commits with its own per-entry compares and
             // rebases on conflict, so the change goes through [`ApiState::mutate`] as
             // whole entries put and deleted.
-            let (change, out) = build(&self.shared.inventory())?;
+            let (change, out) = build(&self.inventory())?;
             self.mutate(move |hosts, images| {
                 change.apply_to(hosts, images);
                 Ok(())

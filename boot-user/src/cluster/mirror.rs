@@ -1,8 +1,12 @@
-//! Pure: the inventory as etcd holds it, kept up to date from listed and watched keys.
+//! Pure: the inventory as etcd holds it, kept up to date from listed and watched keys,
+//! and the part of it this server serves ([`Scope`]: the hosts of its segments).
 use std::collections::BTreeMap;
 
+use ipnet::Ipv4Net;
+
 use super::plan::{Keys, Kind};
-use crate::inventory::{Host, Image};
+use crate::config::cluster::Segment;
+use crate::inventory::{Change, Host, Image, Inventory};
 
 /// The hosts and images under the prefix at `revision`.
 #[derive(Clone, Debug, Default)]
@@ -87,6 +91,82 @@ impl Mirror {
     }
 }
 
+/// The hosts a server serves: those with an address (of an interface or a bond) in one
+/// of its segments' subnets. A server that names no segment serves every host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// None: every host.
+    subnets: Option<Vec<Ipv4Net>>,
+}
+
+impl Scope {
+    /// The scope of `segments` (their subnets; one that does not parse was refused by
+    /// the config check, and matches nothing here).
+    pub fn of(segments: &[Segment]) -> Scope {
+        if segments.is_empty() {
+            return Scope::default();
+        }
+        let subnets = segments
+            .iter()
+            .flat_map(|s| s.subnets.iter())
+            .filter_map(|n| n.parse::<Ipv4Net>().ok())
+            .map(|n| n.trunc())
+            .collect();
+        Scope {
+            subnets: Some(subnets),
+        }
+    }
+
+    /// True when every host is served (no segment named).
+    pub fn is_all(&self) -> bool {
+        self.subnets.is_none()
+    }
+
+    /// Whether this server serves `host`.
+    pub fn serves(&self, host: &Host) -> bool {
+        let Some(subnets) = &self.subnets else {
+            return true;
+        };
+        let bonds = host.bond_interfaces().unwrap_or_default();
+        host.interfaces
+            .iter()
+            .chain(bonds.iter())
+            .filter_map(|nic| nic.addr())
+            .any(|a| subnets.iter().any(|n| n.contains(&a)))
+    }
+
+    /// The part of `whole` this server serves: its hosts, every image. `whole` is valid,
+    /// so any part of its hosts is too (nothing is checked again).
+    pub fn part(&self, whole: &Inventory) -> Inventory {
+        if self.is_all() {
+            return whole.clone();
+        }
+        let hosts = whole
+            .hosts()
+            .iter()
+            .filter(|h| self.serves(h))
+            .cloned()
+            .collect();
+        Inventory::from_parts_unchecked(hosts, whole.images().to_vec())
+    }
+
+    /// The part of `whole` this server serves, and the change from the part it served
+    /// (`old`) to it: hosts that entered the scope or changed in it are put, those that
+    /// left it (deleted, or moved to another segment's subnet) deleted, images as in
+    /// `whole`. The served inventory is swapped with this change, so that the XDP maps
+    /// are updated for its hosts only; an empty change needs no swap.
+    pub fn served(&self, old: &Inventory, whole: &Inventory) -> (Inventory, Change) {
+        let new = self.part(whole);
+        let change = Change::diff(
+            &old.hosts().to_vec(),
+            old.images(),
+            &new.hosts().to_vec(),
+            new.images(),
+        );
+        (new, change)
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(
     v: &[u8],
     name: &str,
@@ -151,5 +231,93 @@ mod tests {
         m.apply(&keys, &ev("/x/hosts/cn1", Some(r#"{"name":"cn1"}"#)));
         assert!(!m.unreadable.contains_key("/x/hosts/cn1"));
         assert_eq!(m.hosts.len(), 1);
+    }
+
+    fn host(name: &str, n: u8, ip: &str) -> Host {
+        let mut h = Host::with_interface(name, crate::inventory::Mac([2, 0, 0, 0, 0, n]), None);
+        h.interfaces[0].ip = Some(ip.into());
+        h
+    }
+
+    fn segment(name: &str, subnets: &[&str]) -> Segment {
+        Segment {
+            name: name.into(),
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_scope_serves_the_hosts_of_its_segments_only() {
+        let a = Scope::of(&[segment("A", &["10.50.0.0/24", "10.51.0.0/16"])]);
+        assert!(!a.is_all());
+        assert!(a.serves(&host("a1", 1, "10.50.0.100/24")));
+        assert!(a.serves(&host("a2", 2, "10.51.7.9/16")));
+        assert!(!a.serves(&host("b1", 3, "10.60.0.100/24")));
+        // No address, or an IPv6 one only: in no segment.
+        assert!(!a.serves(&Host::with_interface(
+            "x",
+            crate::inventory::Mac([2, 0, 0, 0, 0, 9]),
+            None
+        )));
+        assert!(!a.serves(&host("v6", 4, "fd00::5/64")));
+        // A second interface in the segment is enough (a BMC NIC, say).
+        let mut two = host("b2", 5, "10.60.0.5/24");
+        two.interfaces.push(crate::inventory::Interface {
+            ip: Some("10.50.0.205/24".into()),
+            bmc: true,
+            ..Default::default()
+        });
+        assert!(a.serves(&two));
+        // No segment named: every host.
+        let all = Scope::of(&[]);
+        assert!(all.is_all() && all.serves(&host("b1", 3, "10.60.0.100/24")));
+        // A segment without a subnet serves nothing.
+        assert!(!Scope::of(&[segment("E", &[])]).serves(&host("a1", 1, "10.50.0.1/24")));
+    }
+
+    #[test]
+    fn the_served_part_changes_by_the_hosts_that_enter_leave_or_change_in_it() {
+        let a = Scope::of(&[segment("A", &["10.50.0.0/24"])]);
+        let whole = |hosts: Vec<Host>| Inventory::from_parts_unchecked(hosts, vec![]);
+        let w1 = whole(vec![
+            host("a1", 1, "10.50.0.101/24"),
+            host("a2", 2, "10.50.0.102/24"),
+            host("b1", 3, "10.60.0.101/24"),
+        ]);
+        let (p1, c1) = a.served(&Inventory::default(), &w1);
+        let names = |i: &Inventory| i.hosts().iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&p1), ["a1", "a2"]);
+        assert!(p1
+            .lookup_mac(crate::inventory::Mac([2, 0, 0, 0, 0, 3]))
+            .is_none());
+        assert_eq!(c1.put_hosts.len(), 2);
+        // b1 edited: nothing this server serves changed.
+        let w2 = whole(vec![
+            host("a1", 1, "10.50.0.101/24"),
+            host("a2", 2, "10.50.0.102/24"),
+            host("b1", 3, "10.60.0.111/24"),
+        ]);
+        let (p2, c2) = a.served(&p1, &w2);
+        assert!(c2.is_empty(), "{c2:?}");
+        assert_eq!(names(&p2), ["a1", "a2"]);
+        // a2 moved to B, b1 moved to A, a1 edited.
+        let w3 = whole(vec![
+            host("a1", 1, "10.50.0.121/24"),
+            host("a2", 2, "10.60.0.102/24"),
+            host("b1", 3, "10.50.0.111/24"),
+        ]);
+        let (p3, c3) = a.served(&p2, &w3);
+        assert_eq!(names(&p3), ["a1", "b1"]);
+        let put: Vec<&str> = c3.put_hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(put, ["a1", "b1"]);
+        assert_eq!(c3.delete_hosts, ["a2"]);
+        assert_eq!(
+            crate::state::Delta::of(&c3),
+            crate::state::Delta::Hosts(vec!["a1".into(), "a2".into(), "b1".into()])
+        );
+        // Every host, without segments: the part is the whole.
+        let (all, _) = Scope::default().served(&p3, &w3);
+        assert_eq!(names(&all), ["a1", "a2", "b1"]);
     }
 }

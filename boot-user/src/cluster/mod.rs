@@ -5,14 +5,19 @@
 //!   commit a change (compares on the entries' revisions, create-only MAC/IP index keys,
 //!   `meta/serial` for changes checked against the whole inventory; field-only changes
 //!   such as `complete` compare their host alone).
-//! - [`mirror`] (pure): the hosts and images as etcd holds them at a revision.
+//! - [`mirror`] (pure): the hosts and images as etcd holds them at a revision, and the
+//!   part of them this server serves ([`mirror::Scope`]: the hosts with an address in
+//!   its segments' subnets, `cluster.segment`; every host without segments). The API
+//!   sees and changes the whole inventory ([`Backend::base`]); DHCP, TFTP, the boot
+//!   routes and the XDP maps see the served part only ([`Shared::inventory`]), swapped
+//!   with the change of its own hosts, so that the maps are updated for those only.
 //! - this module, the I/O edge: the follower lists the prefix at a revision (paged),
 //!   watches from the next one, batches what arrives (until the stream is idle 5 ms, at
-//!   most 50 ms), and hands each new inventory that validates to
-//!   [`Shared::replace_inventory`], the one entry point of every swap; the local redb
-//!   store is written as the snapshot of what was applied, with its revision, so a
-//!   server starts from it while etcd is unreachable and resumes the watch from there (a
-//!   compacted revision makes it list again). Writes ([`Backend`]) are sent from any
+//!   most 50 ms), and hands the served part of each new inventory that validates to
+//!   [`Shared::apply_inventory`], the one entry point of every swap; the local redb
+//!   store is written as the snapshot of the whole inventory applied, with its
+//!   revision, so a server starts from it while etcd is unreachable and resumes the
+//!   watch from there (a compacted revision makes it list again). Writes ([`Backend`]) are sent from any
 //!   server; the writer answers once its own follower has applied the write, so a read
 //!   after a write on one server sees it.
 //! - [`status`]: `xboot cluster status`.
@@ -63,6 +68,10 @@ pub struct Cluster {
     client: tokio::sync::Mutex<Option<Client>>,
     /// The inventory changes are made on, with its revision (what the follower applied).
     base: Mutex<(Arc<Inventory>, u64)>,
+    /// The hosts this server serves (its segments).
+    scope: mirror::Scope,
+    /// The last whole inventory that validated: what the local store holds.
+    valid: Mutex<Arc<Inventory>>,
     /// The revision the follower has applied.
     applied: watch::Sender<u64>,
     /// Why the last batch was not served, or etcd cannot be followed (None: all well).
@@ -114,7 +123,8 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Client, String> {
 
 impl Cluster {
     /// The cluster state of a server whose running inventory (`shared`) is the local
-    /// store's snapshot at `store.revision()`.
+    /// store's snapshot at `store.revision()`. Before any service starts: the running
+    /// inventory becomes the part of it this server's segments serve.
     pub fn new(
         cfg: ClusterConfig,
         shared: Arc<Shared>,
@@ -122,10 +132,17 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Cluster>> {
         let revision = store.revision()?;
         let id = cfg.server_id();
+        let scope = mirror::Scope::of(&cfg.segments);
+        let whole = shared.inventory();
+        if !scope.is_all() {
+            shared.replace_inventory(scope.part(&whole));
+        }
         Ok(Arc::new(Cluster {
             keys: Keys::new(&cfg.prefix),
             id,
-            base: Mutex::new((shared.inventory(), revision)),
+            base: Mutex::new((whole.clone(), revision)),
+            scope,
+            valid: Mutex::new(whole),
             applied: watch::Sender::new(revision),
             problem: Mutex::new(None),
             client: tokio::sync::Mutex::new(None),
@@ -302,7 +319,7 @@ impl Cluster {
     /// compacted), then watch; reconnects after any error, from the last revision applied.
     pub async fn follow(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let (hosts, images) = {
-            let inv = self.shared.inventory();
+            let inv = self.valid.lock().unwrap().clone();
             (inv.hosts().to_vec(), inv.images().to_vec())
         };
         let mut mirror = Mirror::from_parts(hosts, images, self.applied());
@@ -497,7 +514,8 @@ impl Cluster {
             .await;
             match valid {
                 Ok(Ok(inv)) => {
-                    let old = self.shared.inventory();
+                    let inv = Arc::new(inv);
+                    let old = self.valid.lock().unwrap().clone();
                     let change = Change::diff(
                         &old.hosts().to_vec(),
                         old.images(),
@@ -506,9 +524,13 @@ impl Cluster {
                     );
                     {
                         let mut base = self.base.lock().unwrap();
-                        self.shared.replace_inventory(inv);
-                        *base = (self.shared.inventory(), rev);
+                        let (part, served) = self.scope.served(&self.shared.inventory(), &inv);
+                        if !served.is_empty() {
+                            self.shared.apply_inventory(part, &served);
+                        }
+                        *base = (inv.clone(), rev);
                     }
+                    *self.valid.lock().unwrap() = inv;
                     self.set_problem(None);
                     let store = self.store.clone();
                     let saved =

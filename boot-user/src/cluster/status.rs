@@ -1,6 +1,7 @@
 //! `xboot cluster status`: the servers of the cluster (their records under `servers/`),
-//! their segments, the revision each has applied against the revision of etcd's
-//! inventory, and how long ago each wrote its record.
+//! their segments, the hosts each serves (those of its segments) of the inventory's, the
+//! revision each has applied against the revision of etcd's inventory, and how long ago
+//! each wrote its record.
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use serde::Serialize;
 
@@ -89,7 +90,7 @@ pub fn render(s: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<20} {:<20} {:>10} {:>7} {:<8} {:>6}  PROBLEM",
+        "{:<20} {:<20} {:>10} {:>13} {:<8} {:>6}  PROBLEM",
         "SERVER", "SEGMENTS", "APPLIED", "HOSTS", "STATE", "AGE"
     );
     for v in &s.servers {
@@ -104,7 +105,7 @@ pub fn render(s: &Status) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:<20} {:>10} {:>7} {:<8} {:>5}s  {}",
+            "{:<20} {:<20} {:>10} {:>13} {:<8} {:>5}s  {}",
             v["id"].as_str().unwrap_or("?"),
             if segs.is_empty() {
                 "-".to_string()
@@ -112,13 +113,23 @@ pub fn render(s: &Status) -> String {
                 segs.join(",")
             },
             v["applied_revision"].as_u64().unwrap_or(0),
-            v["hosts"].as_u64().unwrap_or(0),
+            served(v),
             state,
             v["age_secs"].as_u64().unwrap_or(0),
             v["problem"].as_str().unwrap_or("")
         );
     }
     out
+}
+
+/// The HOSTS column: the hosts a server serves, and of how many when its segments
+/// leave some out (`12/40`).
+fn served(v: &serde_json::Value) -> String {
+    let hosts = v["hosts"].as_u64().unwrap_or(0);
+    match v["etcd_hosts"].as_u64() {
+        Some(all) if all != hosts => format!("{hosts}/{all}"),
+        _ => hosts.to_string(),
+    }
 }
 
 /// `xboot cluster status [--json]` with the `[cluster]` section of `cfg`.
@@ -146,7 +157,7 @@ mod tests {
             images: 1,
             servers: vec![
                 serde_json::json!({"id": "a1", "segments": [{"name": "A"}], "applied_revision": 40,
-                    "hosts": 2, "current": true, "age_secs": 1}),
+                    "hosts": 2, "etcd_hosts": 3, "current": true, "age_secs": 1}),
                 serde_json::json!({"id": "b1", "segments": [], "applied_revision": 30,
                     "hosts": 1, "current": false, "age_secs": 9, "problem": "etcd watch: gone"}),
             ],
@@ -156,7 +167,12 @@ mod tests {
         assert!(lines[0]
             .starts_with("etcd revision 40, inventory revision 35 (2 hosts, 1 images), 2 servers"));
         assert!(
-            lines[2].starts_with("a1") && lines[2].contains(" A ") && lines[2].contains("current")
+            lines[2].starts_with("a1")
+                && lines[2].contains(" A ")
+                && lines[2].contains(" 2/3 ")
+                && lines[2].contains("current"),
+            "{}",
+            lines[2]
         );
         assert!(
             lines[3].contains("behind") && lines[3].ends_with("etcd watch: gone"),

@@ -11,7 +11,7 @@
 //! key_file = "/etc/xboot/etcd-key.pem"
 //! user = "xboot"                 # etcd authentication, with password
 //! password = "..."
-//! [[cluster.segment]]
+//! [[cluster.segment]]             # the hosts this server serves (default: all)
 //! name = "rack7"
 //! interfaces = ["eno1"]
 //! subnets = ["10.7.0.0/16"]
@@ -45,7 +45,9 @@ pub struct ClusterConfig {
     pub timeout_ms: u64,
     /// Operations per etcd transaction; bigger changes are split (etcd's `--max-txn-ops`).
     pub max_txn_ops: usize,
-    /// The segments this server serves.
+    /// The segments this server serves: DHCP, TFTP, the boot routes and the XDP maps
+    /// know the hosts with an address in their subnets only (the API, every host).
+    /// None: every host.
     #[serde(rename = "segment")]
     pub segments: Vec<Segment>,
 }
@@ -72,9 +74,12 @@ impl Default for ClusterConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Segment {
+    /// Shown in the server's record and `xboot cluster status`.
     pub name: String,
+    /// This server's NICs on the segment (published in its record).
     pub interfaces: Vec<String>,
-    /// IPv4 subnets (CIDR) of the segment's hosts.
+    /// IPv4 subnets (CIDR) of the segment's hosts: a host with an address in one of them
+    /// is served here.
     pub subnets: Vec<String>,
 }
 
@@ -151,6 +156,12 @@ impl ClusterConfig {
                 check(
                     &format!("{key}.name"),
                     Err(format!("segment {:?} is named twice", s.name)),
+                );
+            }
+            if s.subnets.is_empty() {
+                check(
+                    &format!("{key}.subnets"),
+                    Err("a segment needs its hosts' subnets (subnets = [\"10.7.0.0/16\"])".into()),
                 );
             }
             for (j, n) in s.subnets.iter().enumerate() {
@@ -257,6 +268,11 @@ mod tests {
                 },
                 Segment {
                     name: "A".into(),
+                    subnets: vec!["10.1.0.0/16".into()],
+                    ..Default::default()
+                },
+                Segment {
+                    name: "C".into(),
                     ..Default::default()
                 },
             ],
@@ -275,13 +291,14 @@ mod tests {
             "cluster.max_txn_ops",
             "cluster.segment[0].subnets[0]",
             "cluster.segment[1].name",
+            "cluster.segment[2].subnets",
         ] {
             assert!(
                 p.iter().any(|m| m.starts_with(&format!("{key}:"))),
                 "{key}: {p:#?}"
             );
         }
-        assert_eq!(p.len(), 11, "{p:#?}");
+        assert_eq!(p.len(), 12, "{p:#?}");
         let none = ClusterConfig::default();
         assert!(problems(&none)[0].starts_with("cluster.endpoints:"));
     }
