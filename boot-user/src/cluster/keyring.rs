@@ -115,7 +115,8 @@ impl Cluster {
         let revision = resp.header().map_or(0, |h| h.revision());
         match resp.kvs().first() {
             Some(kv) => self.take_ring(key, path, parse(&k, kv.value())?),
-            None => tracing::warn!("cluster: {k} is absent: keeping this server's keyring"),
+            // No server could put one yet (etcd was down at their starts): this one's.
+            None => self.share_token_key(key, path).await?,
         }
         let mut stream = client
             .watch(
