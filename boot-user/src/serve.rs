@@ -141,7 +141,16 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     };
     let mut tasks = tokio::task::JoinSet::new();
 
-    // Cluster mode: follow etcd, commit the API's changes there, share the token key.
+    // The boot-token keyring (shared by HTTP, DHCP, XDP and the API): kept in the
+    // state dir unless derived from provision.secret.
+    let key = token_key(&config)?;
+    let key_file = config
+        .provision
+        .secret
+        .as_deref()
+        .is_none_or(str::is_empty)
+        .then(|| config.state_dir().join(crate::http::token::KEY_FILE));
+    // Cluster mode: follow etcd, commit the API's changes there, share the keyring.
     let cluster = match &config.cluster {
         Some(c) => {
             // Counted before `Cluster::new` narrows the running inventory to the segments.
@@ -176,14 +185,18 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                     p.shared.inventory().hosts().len()
                 );
             }
-            if config.provision.secret.as_deref().is_none_or(str::is_empty) {
-                let path = config.state_dir().join(crate::http::token::KEY_FILE);
-                if let Err(e) = cluster.share_token_key(&path).await {
+            if let Some(path) = &key_file {
+                if let Err(e) = cluster.share_token_key(&key, path).await {
                     tracing::warn!(
-                        "cluster: cannot share the boot-token key ({e}): signing with {}",
+                        "cluster: cannot share the boot-token keyring ({e}): signing with {}",
                         path.display()
                     );
                 }
+                let (c, k, p, stop) = (cluster.clone(), key.clone(), path.clone(), stopped());
+                tasks.spawn(async move {
+                    c.follow_token_key(k, p, stop).await;
+                    Ok(())
+                });
             }
             api = api.with_backend(Arc::new(cluster.clone()));
             let (c, stop) = (cluster.clone(), stopped());
@@ -203,10 +216,19 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             });
             Some(cluster)
         }
-        None => None,
+        None => {
+            // Standalone: `xboot token-key rotate` rewrites the file.
+            if let Some(path) = key_file.clone() {
+                let (k, stop) = (key.clone(), stopped());
+                tasks.spawn(async move {
+                    k.follow_file(path, stop).await;
+                    Ok(())
+                });
+            }
+            None
+        }
     };
 
-    let key = token_key(&config)?;
     // Certificates first: a bad path or a mismatched pair stops the start, naming the key.
     let load_cert = |section, files: Option<(&std::path::Path, &std::path::Path)>| {
         files

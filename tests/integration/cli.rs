@@ -1359,3 +1359,127 @@ fn provision_default_image_boots_hosts_without_boot_image() {
         "{stderr}"
     );
 }
+
+/// Standalone key rotation: `xboot token-key rotate` rewrites `state_dir/token.key`, the
+/// running server reads it again within a second, and neither the tokens minted before
+/// nor those minted after (by the new key, two seconds later) are refused meanwhile; a
+/// key derived from `provision.secret` is not rotated, and a key file that stops
+/// reading leaves the server on the ring it had.
+#[test]
+fn token_key_rotation_standalone_refuses_no_token() {
+    let site = Site::new();
+    let cfg = site.path("xboot.toml");
+    let server = Server::start(&site);
+    let log = server.log();
+    let port = log
+        .split("HTTP serving on Some(127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("no HTTP port in {log}"))
+        .to_string();
+    let socket = site.path("run/api.socket");
+    let mint = || {
+        let out = xboot(&[
+            "--config",
+            &cfg,
+            "--socket",
+            &socket,
+            "host",
+            "show",
+            "cn1",
+            "--boot",
+            "--server",
+            "127.0.0.1",
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        stdout
+            .split("/boot/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no boot URL in {stdout}"))
+            .to_string()
+    };
+    let kid = |token: &str| {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .unwrap();
+        hex::encode(&raw[1..5])
+    };
+    let kernel = |token: &str| {
+        let out = testlab::peers::command("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}/boot/{token}/kernel"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let old = mint();
+    assert_eq!(kernel(&old), "kernel\n200");
+    let out = xboot(&["--config", &cfg, "token-key", "rotate"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[1].starts_with(&kid(&old)) && lines[1].contains("signing"),
+        "{stdout}"
+    );
+    assert!(lines[2].contains("pending"), "{stdout}");
+    let new_kid = lines[2].split_whitespace().next().unwrap().to_string();
+    // Old and fresh tokens, every 100 ms, until the new key has signed for a while.
+    let t0 = Instant::now();
+    let mut first_new = None;
+    while first_new.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2)) {
+        let fresh = mint();
+        for t in [&old, &fresh] {
+            assert_eq!(kernel(t), "kernel\n200", "{}", server.log());
+        }
+        if kid(&fresh) == new_kid && first_new.is_none() {
+            first_new = Some(Instant::now());
+        } else {
+            assert!(kid(&fresh) == new_kid || kid(&fresh) == kid(&old));
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the new key never signed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.log().contains("read again"), "{}", server.log());
+    let out = xboot(&["--config", &cfg, "token-key", "show", "--json"]);
+    let ring: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ring[0]["state"], "retired", "{ring}");
+    assert_eq!(ring[1]["state"], "signing", "{ring}");
+
+    // A key file that no longer reads: the server keeps its ring, the CLI says why.
+    let key_file = site.path("state/token.key");
+    let good = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::write(&key_file, "not a key").unwrap();
+    let out = xboot(&["--config", &cfg, "token-key", "show"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("corrupt"), "{}", text(&out).1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(kernel(&old), "kernel\n200");
+    assert!(
+        server.log().contains("the keyring in use stays"),
+        "{}",
+        server.log()
+    );
+    std::fs::write(&key_file, good).unwrap();
+    drop(server);
+
+    // provision.secret: the key is the secret's, rotation is refused.
+    let with_secret = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[provision]\n", "[provision]\nsecret = \"s3cret\"\n");
+    site.write("xboot.toml", &with_secret);
+    let out = xboot(&["--config", &cfg, "token-key", "rotate"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("provision.secret is set"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -1354,4 +1354,240 @@ fn three_servers_on_two_segments_serve_their_own_hosts() {
         "restarted s1 offered cn1"
     );
     assert!(s1.xdp().1 > unknown1, "cn1 in restarted s1's map");
+/// Sets `token_ttl` of server `i`'s config to a minute (the least the config takes) and
+/// gives it a TCP API on its own address with a static token.
+fn short_ttl_and_tcp_api(lab: &Lab, i: usize) {
+    let path = lab.path(&format!("s{i}/xboot.toml"));
+    let config = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("token_ttl = 3600", "token_ttl = 60")
+        .replace(
+            "[api]\n",
+            &format!("[api]\nlisten = \"10.50.0.1{i}:9090\"\ntoken = \"{API_TOKEN}\"\n"),
+        );
+    std::fs::write(path, config).unwrap();
+}
+
+const API_TOKEN: &str = "cluster-events-token";
+
+/// The key id a boot URL's token names (hex), None for a token without one.
+fn token_kid(url: &str) -> Option<String> {
+    use base64::Engine;
+    let token = url.split("/boot/").nth(1)?.split('/').next()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    (raw.first() == Some(&2)).then(|| hex::encode(&raw[1..5]))
+}
+
+/// `xboot ARGS --config s1/xboot.toml` in s1's namespace (etcd is on the hub's bridge).
+fn cli_s1(lab: &Lab, args: &[&str]) -> std::process::Output {
+    let config = lab.path("s1/xboot.toml");
+    let mut argv = vec![XBOOT];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--config", config.to_str().unwrap()]);
+    lab.servers[0].cmd(&argv).output().unwrap()
+}
+
+/// A boot-token key rotation with two servers: a token minted by one fetches a kernel
+/// from the other (curl) before, during and after the rotation, old and new tokens from
+/// both servers alike, and no fetch is refused; once the retired key has lapsed
+/// (token_ttl plus the grace after the new key started signing) its tokens get a 403
+/// naming the key as retired, while the new key's still fetch.
+#[test]
+fn token_key_rotation_across_two_servers_without_a_403() {
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::new();
+    for i in 1..=2 {
+        short_ttl_and_tcp_api(&lab, i);
+    }
+    let s1 = lab.start(1);
+    let s2 = lab.start(2);
+    s2.ok(&["image", "import", &lab.images()]);
+    s2.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
+    s1.wait_host("cn1", "reached s1", |h| h["provision"] == true);
+    let ip = Ipv4Addr::new(10, 50, 0, 100);
+    let base = |m: &Message| boot_url(m).trim_end_matches("/ipxe").to_string();
+    let kernel_on = |url_base: &str, server: usize| -> (String, String) {
+        let at = url_base
+            .replace("10.50.0.11", &format!("10.50.0.1{server}"))
+            .replace("10.50.0.12", &format!("10.50.0.1{server}"));
+        lab.curl(&[&format!("{at}/kernel")])
+    };
+    let old = [
+        base(&lab.wait_offer(1, ip, &s1)),
+        base(&lab.wait_offer(2, ip, &s2)),
+    ];
+    let old_kid = token_kid(&old[0]).expect("a token naming its key");
+    assert_eq!(token_kid(&old[1]).as_deref(), Some(old_kid.as_str()));
+    let shown = cli_s1(&lab, &["token-key", "show", "--json"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let ring: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(ring[0]["kid"], old_kid.as_str(), "{ring}");
+    assert_eq!(ring[0]["state"], "signing", "{ring}");
+
+    // Fetches with every token on both servers, rotating after the first round.
+    let mut tokens: Vec<String> = old.to_vec();
+    let mut new_kid = None;
+    let mut new_from = std::collections::BTreeSet::new();
+    let t0 = Instant::now();
+    let mut rotated_at = t0;
+    for round in 0.. {
+        for t in &tokens {
+            for server in 1..=2 {
+                let (body, code) = kernel_on(t, server);
+                assert_eq!(
+                    code,
+                    "200",
+                    "round {round}: {t} on s{server}: {body}\ns1:\n{}\ns2:\n{}",
+                    s1.log(),
+                    s2.log()
+                );
+                assert_eq!(body, "kernel bytes");
+            }
+        }
+        if round == 0 {
+            let out = cli_s1(
+                &lab,
+                &["token-key", "rotate", "--activate-in", "3", "--json"],
+            );
+            assert!(out.status.success(), "{out:?}");
+            let ring: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(ring[1]["state"], "pending", "{ring}");
+            new_kid = Some(ring[1]["kid"].as_str().unwrap().to_string());
+            rotated_at = Instant::now();
+        }
+        // Fresh tokens from both servers' offers: the old key's until the new one signs.
+        for (i, x) in [(1, &s1), (2, &s2)] {
+            let b = base(&lab.wait_offer(i, ip, x));
+            let kid = token_kid(&b).unwrap();
+            if Some(&kid) == new_kid.as_ref() {
+                new_from.insert(i);
+            } else {
+                assert_eq!(kid, old_kid, "s{i} signed with a key of neither");
+            }
+            if !tokens.contains(&b) {
+                tokens.push(b);
+            }
+        }
+        if new_from.len() == 2 && round > 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < CONVERGE * 2,
+            "the new key never signed on both servers: {new_from:?}\n{}\n{}",
+            s1.log(),
+            s2.log()
+        );
+    }
+    let new_kid = new_kid.unwrap();
+    assert!(
+        s2.log().contains("keyring taken from the cluster"),
+        "{}",
+        s2.log()
+    );
+
+    // The retired key lapses token_ttl (60 s) + the grace (10 s) after the new key
+    // started signing (3 s after the rotation); the new key's tokens still fetch.
+    let newest: Vec<String> = tokens
+        .iter()
+        .filter(|t| token_kid(t).as_deref() == Some(new_kid.as_str()))
+        .cloned()
+        .collect();
+    assert!(newest.len() >= 2, "{tokens:?}");
+    let lapse = Duration::from_secs(60 + 10 + 3 + 2);
+    std::thread::sleep(lapse.saturating_sub(rotated_at.elapsed()));
+    for server in 1..=2 {
+        for t in &old {
+            let (body, code) = kernel_on(t, server);
+            assert_eq!(code, "403", "old token on s{server}: {body}");
+            assert!(
+                body.contains(&format!("key {old_kid}")) && body.contains("retired"),
+                "{body}"
+            );
+        }
+    }
+    // The new key's tokens from before the lapse are expired by now (60 s), but fresh
+    // ones from both servers fetch from both.
+    for (i, x) in [(1, &s1), (2, &s2)] {
+        let b = base(&lab.wait_offer(i, ip, x));
+        assert_eq!(token_kid(&b).as_deref(), Some(new_kid.as_str()));
+        for server in 1..=2 {
+            let (body, code) = kernel_on(&b, server);
+            assert_eq!(code, "200", "s{i}'s new token on s{server}: {body}");
+        }
+    }
+}
+
+/// `xboot events cn1` in cluster mode prints the events of both servers, merged by time,
+/// each naming its server; a server that cannot be asked is named in the error.
+#[test]
+fn events_merged_across_two_servers() {
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::new();
+    for i in 1..=2 {
+        short_ttl_and_tcp_api(&lab, i);
+    }
+    let s1 = lab.start(1);
+    let s2 = lab.start(2);
+    s1.ok(&["image", "import", &lab.images()]);
+    s1.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
+    s2.wait_host("cn1", "reached s2", |h| h["provision"] == true);
+    let ip = Ipv4Addr::new(10, 50, 0, 100);
+    // A kernel from each server, s2's first.
+    for i in [2, 1] {
+        let x = if i == 1 { &s1 } else { &s2 };
+        let b = boot_url(&lab.wait_offer(i, ip, x));
+        let (_, code) = lab.curl(&[&b.replace("/ipxe", "/kernel"), "-o", "/dev/null"]);
+        assert_eq!(code, "200");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = cli_s1(&lab, &["events", "cn1", "--json", "--token", API_TOKEN]);
+    assert!(out.status.success(), "{out:?}\n{}", s1.log());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let evs = v.as_array().unwrap();
+    let kernels: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["kind"] == "kernel")
+        .map(|e| e["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(kernels, ["s2", "s1"], "{v}");
+    let times: Vec<u64> = evs.iter().map(|e| e["time_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{v}");
+    for id in ["s1", "s2"] {
+        assert!(
+            evs.iter()
+                .any(|e| e["server"] == id && e["kind"] == "dhcp_offer"),
+            "no offer of {id}: {v}"
+        );
+    }
+    // The table names the server in its own column.
+    let out = cli_s1(&lab, &["events", "cn1", "--token", API_TOKEN]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with("TIME") && text.contains("SERVER"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" s2 ") && l.contains("kernel")),
+        "{text}"
+    );
+    // A wrong token: s1's events (its socket) are printed, s2 is named as missing.
+    let out = cli_s1(&lab, &["events", "cn1", "--json", "--token", "wrong"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 of 2 servers") && err.contains("s2 ("),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().all(|e| e["server"] == "s1"),
+        "{v}"
+    );
 }

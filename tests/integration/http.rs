@@ -346,7 +346,7 @@ async fn refused_tokens_get_403_with_a_reason() {
         ),
         (
             format!("{}/boot/{forged}/kernel", srv.base),
-            "bad token signature",
+            "which is not in this server's keyring",
         ),
         (
             format!("{}/boot/{}/ipxe", srv.base, &good[..good.len() - 6]),

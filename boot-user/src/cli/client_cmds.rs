@@ -33,6 +33,7 @@ pub fn run(command: Command, client: Client) -> anyhow::Result<()> {
             | Command::Bmc(_)
             | Command::User(_)
             | Command::Token(_)
+            | Command::TokenKey(_)
             | Command::Cluster(_) => {
                 unreachable!("not a client command")
             }

@@ -7,8 +7,10 @@ use clap::{Args, Parser, Subcommand};
 mod accounts;
 mod check;
 mod client_cmds;
+mod events;
 mod output;
 mod show_boot;
+mod token_key;
 
 /// Default API socket of the client commands (`api.socket_path`'s default).
 pub const DEFAULT_SOCKET: &str = "/var/run/xboot/xboot-api.socket";
@@ -82,6 +84,10 @@ pub enum Command {
     /// API bearer tokens: scoped (read-only, operator, admin), optionally expiring.
     #[command(subcommand)]
     Token(accounts::TokenCmd),
+    /// The boot-token keyring: rotate it (a new signing key; tokens of the old one stay
+    /// valid until they expire), or show its keys.
+    #[command(subcommand)]
+    TokenKey(token_key::TokenKeyCmd),
     /// The whole inventory: dump it (Grendel's `db dump` shape) or restore one.
     #[command(subcommand)]
     Db(DbCmd),
@@ -390,6 +396,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             crate::cluster::status::run(cluster, j.json)
         }
+        Command::TokenKey(cmd) => token_key::run(cmd, cli.config.as_deref()),
         Command::CheckConfig => {
             let config = cli.config.ok_or_else(|| {
                 anyhow::anyhow!("xboot check-config needs --config FILE (or XBOOT_CONFIG)")
@@ -446,6 +453,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let endpoint = endpoint(cli.config.as_deref(), cli.socket, cli.api, cli.token)?;
             let client = crate::api::client::Client::new(endpoint);
             accounts::run_token(cmd, cli.config.as_deref(), remote, client)
+        }
+        // Cluster mode: every server's events, merged (--api asks that one server).
+        Command::Events { nodeset, json }
+            if cli.api.is_none() && cluster_of(cli.config.as_deref()).is_some() =>
+        {
+            let cluster = cluster_of(cli.config.as_deref()).expect("checked by the guard");
+            let local = endpoint(cli.config.as_deref(), cli.socket, None, None)?;
+            events::run(&cluster, &nodeset, local, cli.token, json.json)
         }
         _ if cli.files.given() => anyhow::bail!(
             "--hosts/--images are for the commands that read an inventory offline (serve, \
@@ -507,6 +522,11 @@ fn current_inventory(
             Ok(offline(config.hosts.as_deref(), config.images.as_deref())?)
         }
     }
+}
+
+/// The `[cluster]` of the config at `path`, if it loads and has one.
+fn cluster_of(path: Option<&std::path::Path>) -> Option<crate::config::cluster::ClusterConfig> {
+    crate::config::Config::load(path?).ok()?.cluster
 }
 
 /// Where the client commands find the API: --api, --socket, the config's socket, the default.

@@ -21,6 +21,8 @@
 //!   server; the writer answers once its own follower has applied the write, so a read
 //!   after a write on one server sees it.
 //! - [`status`]: `xboot cluster status`.
+//! - [`keyring`]: the boot-token keyring every server shares (`secrets/token-key`),
+//!   followed by watch, rotated in one transaction.
 //!
 //! An inventory that does not validate (two servers' writes can only make one if a
 //! writer skipped validation) is not served: the previous one stays, the error is logged
@@ -39,6 +41,7 @@ use crate::inventory::store::BoxFuture;
 use crate::inventory::{Backend, Change, CommitError, Committed, Inventory, Store};
 use crate::state::Shared;
 
+pub mod keyring;
 pub mod mirror;
 pub mod plan;
 pub mod status;
@@ -643,69 +646,32 @@ impl Cluster {
             "etcd_hosts": inv.hosts().len(),
             "problem": *self.problem.lock().unwrap(),
             "queued_completions": self.queued().len(),
+            // Where `xboot events` asks this server for its events.
+            "api": api_address(&self.shared.config),
             "version": env!("CARGO_PKG_VERSION"),
             "started": started,
             "updated": crate::http::token::now_secs(),
         })
     }
-
-    /// Makes the boot-token key in `state_dir/token.key` the cluster's: the first server
-    /// to start puts its own key, every other one takes that one (a URL signed by one
-    /// server is valid on every other). With etcd unreachable the local file is used as
-    /// it is (the cluster's key since the last start that reached etcd).
-    pub async fn share_token_key(&self, path: &std::path::Path) -> Result<(), String> {
-        // Created if missing, checked if present.
-        crate::http::token::TokenKey::load_or_create(path).map_err(|e| e.to_string())?;
-        let ours = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        let ours = ours.trim().to_string();
-        let mut client = self.client().await?;
-        let key = self.keys.token_key();
-        let txn = EtcdTxn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), ours.clone(), None)])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = client.txn(txn).await.map_err(|e| format!("etcd: {e}"))?;
-        if resp.succeeded() {
-            tracing::info!("cluster: this server's boot-token key is now the cluster's");
-            return Ok(());
-        }
-        let shared = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            })
-            .ok_or("the cluster's token key vanished")?;
-        let shared =
-            String::from_utf8(shared).map_err(|_| "the cluster's token key is not text")?;
-        let shared = shared.trim();
-        let valid = hex::decode(shared).is_ok_and(|b| b.len() == 32);
-        if !valid {
-            return Err(format!("{key} is not 64 hex digits"));
-        }
-        if shared != ours {
-            write_private(path, shared).map_err(|e| format!("{}: {e}", path.display()))?;
-            tracing::info!("cluster: boot-token key taken from the cluster");
-        }
-        Ok(())
-    }
 }
 
-/// Writes `text` to `path` whole (a file beside it renamed over it), mode 0600.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("cluster.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// The address other machines reach this server's TCP API at (`api.listen`; an
+/// unspecified address is replaced by `provision.hostname`, else the host of
+/// `provision.advertise_url`). None without `api.listen`.
+fn api_address(cfg: &crate::config::Config) -> Option<String> {
+    let listen = cfg.api.listen?;
+    if !listen.ip().is_unspecified() {
+        return Some(listen.to_string());
+    }
+    let host = cfg
+        .provision
+        .url_hostname()
+        .map(str::to_string)
+        .or_else(|| {
+            let url = reqwest::Url::parse(cfg.provision.advertise_url.as_deref()?).ok()?;
+            url.host_str().map(str::to_string)
+        })?;
+    Some(format!("{host}:{}", listen.port()))
 }
 
 /// The first key after every key that starts with `prefix`.
