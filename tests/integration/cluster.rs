@@ -939,3 +939,205 @@ fn a_server_killed_during_boots_leaves_them_to_the_other() {
         s2.wait_host(&format!("n{n}"), "completed", |h| h["provision"] == false);
     }
 }
+
+/// Image blobs: an image whose files only s1 has, published on s1, is prefetched by s2
+/// (etcd holding each file's sha256 and size only): a half-fetched initrd is resumed by
+/// a Range request, both files are checked into s2's blob cache; a file changed on s1
+/// under its record is refused by s2 (the mismatch logged, nothing kept, the boot
+/// answered 502); with s1 killed, s2 boots cn1 (script, kernel, initrd) from its own disk.
+#[test]
+fn an_image_published_on_one_server_is_prefetched_and_booted_from_another() {
+    use sha2::Digest;
+    use std::io::Write;
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::new();
+    // Each server's image roots are its own directory: s2's stays empty.
+    let own = |i: usize| lab.path(&format!("img-s{i}"));
+    for i in 1..=2 {
+        std::fs::create_dir_all(own(i)).unwrap();
+        let cfg = lab.path(&format!("s{i}/xboot.toml"));
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let roots = format!("image_roots = [\"{}\"]", lab.path("img").display());
+        assert!(text.contains(&roots), "{text}");
+        let mine = format!("image_roots = [\"{}\"]", own(i).display());
+        std::fs::write(&cfg, text.replace(&roots, &mine)).unwrap();
+    }
+    let kernel: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let initrd: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let spare = vec![0x5au8; 500_000];
+    for (name, bytes) in [
+        ("vmlinuz", &kernel),
+        ("initrd.img", &initrd),
+        ("spare", &spare),
+    ] {
+        std::fs::write(own(1).join(name), bytes).unwrap();
+    }
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let (k_sha, i_sha, spare_sha) = (sha(&kernel), sha(&initrd), sha(&spare));
+    // s2 had fetched half the initrd before.
+    let cache = lab.path("s2/state/blobs/sha256");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(format!("{i_sha}.part")), &initrd[..1_000_000]).unwrap();
+
+    let mut s1 = lab.start(1);
+    let s2 = lab.start(2);
+    let images = lab.write(
+        "blob-images.json",
+        serde_json::json!([
+            {"name": "img", "kernel": own(1).join("vmlinuz"),
+             "initrd": [own(1).join("initrd.img")], "cmdline": "console=ttyS0"},
+            {"name": "spare", "kernel": own(1).join("spare"), "cmdline": ""},
+        ]),
+    );
+    s1.ok(&["image", "import", &images]);
+    s1.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
+
+    // etcd holds the files' hashes and sizes, published by s1, and no bytes.
+    let doc = lab.etcdctl(&["get", "/xboot/v1/images/img", "--print-value-only"]);
+    assert!(doc.len() < 4096, "{doc}");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let blobs: Vec<(String, u64, String)> = doc["blobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no blobs in {doc}"))
+        .iter()
+        .map(|b| {
+            (
+                b["sha256"].as_str().unwrap().to_string(),
+                b["size"].as_u64().unwrap(),
+                b["server"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        blobs,
+        [
+            (k_sha.clone(), 3_000_000, "s1".to_string()),
+            (i_sha.clone(), 2_000_000, "s1".to_string())
+        ]
+    );
+
+    // s2 prefetches img's files (not spare's: no host boots it), each checked.
+    let t0 = Instant::now();
+    while !(cache.join(&k_sha).exists() && cache.join(&i_sha).exists()) {
+        assert!(
+            t0.elapsed() < CONVERGE,
+            "s2 never prefetched: {}\ns1: {}",
+            s2.log(),
+            s1.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sha(&std::fs::read(cache.join(&k_sha)).unwrap()), k_sha);
+    assert_eq!(sha(&std::fs::read(cache.join(&i_sha)).unwrap()), i_sha);
+    assert!(!cache.join(format!("{i_sha}.part")).exists());
+    assert!(!cache.join(&spare_sha).exists());
+    // The initrd was resumed: s1 sent its second half only; the kernel whole.
+    let log1 = s1.log();
+    assert!(
+        log1.contains(&format!("blobs: {i_sha} (bytes=1000000-) to 10.50.0.12:")),
+        "{log1}"
+    );
+    assert!(
+        log1.contains(&format!("blobs: {k_sha} (whole) to 10.50.0.12:")),
+        "{log1}"
+    );
+    assert!(
+        s2.log().contains(&format!(
+            "blobs: {i_sha} (2000000 bytes, 1000000 received) fetched from s1"
+        )),
+        "{}",
+        s2.log()
+    );
+
+    // spare's file changes on s1 under its record, in place with its mtime kept (s1
+    // still takes it for the blob it hashed): s2 refuses the bytes.
+    let f = own(1).join("spare");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let mut fh = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    fh.write_all(b"corrupt").unwrap();
+    fh.set_modified(mtime).unwrap();
+    drop(fh);
+    let cn2 = "02:50:00:00:00:02";
+    s1.ok(&[
+        "host",
+        "import",
+        &lab.write(
+            "cn2.json",
+            serde_json::json!([{"name": "cn2", "provision": true, "boot_image": "spare",
+                "interfaces": [{"mac": cn2, "ip": "10.50.0.102/24"}]}]),
+        ),
+    ]);
+    let t0 = Instant::now();
+    let mismatch = format!("blobs: {spare_sha} from s1");
+    while !s2
+        .log()
+        .lines()
+        .any(|l| l.contains(&mismatch) && l.contains("sha256 mismatch"))
+    {
+        assert!(
+            t0.elapsed() < CONVERGE,
+            "s2 never refused spare: {}",
+            s2.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!cache.join(&spare_sha).exists());
+    assert!(!cache.join(format!("{spare_sha}.part")).exists());
+    // A boot asking for it through s2 is refused, saying why.
+    let discover = relayed_via(
+        RELAY,
+        MessageType::Discover,
+        cn2,
+        0x7000,
+        &[
+            DhcpOption::ClientSystemArchitecture(0.into()),
+            DhcpOption::UserClass(b"iPXE".to_vec()),
+        ],
+    );
+    let offer = lab
+        .dhcp(2, discover)
+        .into_iter()
+        .next()
+        .expect("s2 offers cn2");
+    let base = boot_url(&offer).trim_end_matches("/ipxe").to_string();
+    let (body, code) = lab.curl(&[&format!("{base}/kernel")]);
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("sha256 mismatch"), "{body}");
+
+    // s1 gone: s2 boots cn1 from its own disk, and fetches nothing more.
+    let fetched = |log: &str| log.matches("fetched from").count();
+    let before = fetched(&s2.log());
+    s1.child.kill().unwrap();
+    s1.child.wait().unwrap();
+    let offer = lab.wait_offer(2, Ipv4Addr::new(10, 50, 0, 100), &s2);
+    let url = boot_url(&offer);
+    assert!(url.starts_with("http://10.50.0.12:8080/boot/"), "{url}");
+    let (script, code) = lab.curl(&[&url]);
+    assert_eq!(code, "200", "{script}");
+    // The URLs the script loads (`kernel --name kernel URL ...`, `initrd --name N URL`).
+    let script_url = |cmd: &str| -> String {
+        let line = script
+            .lines()
+            .find(|l| l.starts_with(&format!("{cmd} --name ")))
+            .unwrap_or_else(|| panic!("no {cmd} in {script}"));
+        line.split_whitespace().nth(3).unwrap().to_string()
+    };
+    for (cmd, bytes) in [("kernel", &kernel), ("initrd", &initrd)] {
+        let file_url = script_url(cmd);
+        assert!(
+            file_url.starts_with("http://10.50.0.12:8080/"),
+            "{file_url}"
+        );
+        let out = lab.path(&format!("got-{cmd}"));
+        let (_, code) = lab.curl(&[&file_url, "-o", out.to_str().unwrap()]);
+        assert_eq!(code, "200", "{cmd}: {}", s2.log());
+        assert!(std::fs::read(&out).unwrap() == **bytes, "{cmd} differs");
+    }
+    assert_eq!(fetched(&s2.log()), before, "{}", s2.log());
+}

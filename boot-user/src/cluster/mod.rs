@@ -16,6 +16,8 @@
 //!   server; the writer answers once its own follower has applied the write, so a read
 //!   after a write on one server sees it.
 //! - [`status`]: `xboot cluster status`.
+//! - [`blobs`]: image files by their sha256: recorded when an image is published,
+//!   prefetched from the servers that hold them, served from this server's disk.
 //!
 //! An inventory that does not validate (two servers' writes can only make one if a
 //! writer skipped validation) is not served: the previous one stays, the error is logged
@@ -34,6 +36,7 @@ use crate::inventory::store::BoxFuture;
 use crate::inventory::{Backend, Change, CommitError, Committed, Inventory, Store};
 use crate::state::Shared;
 
+pub mod blobs;
 pub mod mirror;
 pub mod plan;
 pub mod status;
@@ -67,6 +70,8 @@ pub struct Cluster {
     applied: watch::Sender<u64>,
     /// Why the last batch was not served, or etcd cannot be followed (None: all well).
     problem: Mutex<Option<String>>,
+    /// The image files: hashed on publish, fetched from other servers, served here.
+    blobs: Arc<blobs::Blobs>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -122,7 +127,9 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Cluster>> {
         let revision = store.revision()?;
         let id = cfg.server_id();
+        let blobs = blobs::Blobs::new(&cfg, &id, shared.clone())?;
         Ok(Arc::new(Cluster {
+            blobs,
             keys: Keys::new(&cfg.prefix),
             id,
             base: Mutex::new((shared.inventory(), revision)),
@@ -137,6 +144,12 @@ impl Cluster {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// This server's image blobs (the HTTP service serves them, [`blobs::Blobs::run`]
+    /// prefetches them).
+    pub fn blobs(&self) -> Arc<blobs::Blobs> {
+        self.blobs.clone()
     }
 
     /// The revision the follower has applied.
@@ -621,6 +634,8 @@ impl Cluster {
             "etcd_hosts": inv.hosts().len(),
             "problem": *self.problem.lock().unwrap(),
             "queued_completions": self.queued().len(),
+            "http_url": self.blobs.url(),
+            "blobs": self.blobs.summary(),
             "version": env!("CARGO_PKG_VERSION"),
             "started": started,
             "updated": crate::http::token::now_secs(),
@@ -744,6 +759,9 @@ impl Backend for Arc<Cluster> {
     ) -> BoxFuture<'static, Result<Committed, CommitError>> {
         let me = self.clone();
         Box::pin(async move {
+            // Published images carry the sha256 of their files (etcd never the bytes).
+            let mut change = change;
+            me.blobs.annotate(&mut change, &base).await;
             let txns = plan::plan(
                 &me.keys,
                 &base,
