@@ -12,9 +12,10 @@
 //!   `servers/` is alive (its `http_url`, [`ClusterConfig::http_url`]), peers before the
 //!   publisher, at `GET {http_url}/blobs/sha256/{hex}`.
 //! - Prefetch ([`Blobs::run`]): on every inventory swap (and every 30 s, to retry), each
-//!   blob of an image some host boots that is not here yet is obtained: a file of this
-//!   server's image roots at the recorded path that hashes to it (shared storage, the
-//!   publisher itself), else a download (at most `cluster.blob_fetches` at once) into
+//!   blob of an image booted by a host of this server's segments (an address in one of
+//!   their subnets; every host when none is named) that is not here yet is obtained:
+//!   a file of this server's image roots at the recorded path that hashes to it (shared
+//!   storage, the publisher itself), else a download (at most `cluster.blob_fetches` at once) into
 //!   `blob_dir/sha256/{hex}.part`, resumed with a Range request where a previous one
 //!   stopped, checked against the sha256 and size, synced and renamed to
 //!   `blob_dir/sha256/{hex}`. A mismatch is logged and the bytes discarded: nothing is
@@ -39,6 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::cluster::ClusterConfig;
+use crate::inventory::model::parse_cidr;
 use crate::inventory::{BlobRef, Change, Inventory};
 use crate::state::Shared;
 
@@ -679,11 +681,19 @@ impl Blobs {
             .collect())
     }
 
-    /// The blobs of the images the inventory's hosts boot.
-    fn needed(inv: &Inventory) -> Vec<BlobRef> {
+    /// The blobs of the images booted by the hosts with an address in `subnets` (this
+    /// server's segments), or by every host when no segment names a subnet.
+    fn needed(inv: &Inventory, subnets: &[ipnet::Ipv4Net]) -> Vec<BlobRef> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for h in inv.hosts() {
+        let ours = |h: &crate::inventory::Host| {
+            subnets.is_empty()
+                || h.interfaces.iter().any(|n| {
+                    let ip = n.ip.as_deref().and_then(|ip| parse_cidr(ip).ok());
+                    ip.is_some_and(|ip| subnets.iter().any(|s| s.contains(&ip.addr())))
+                })
+        };
+        for h in inv.hosts().iter().filter(|h| ours(h)) {
             let Some(im) = inv.boot_image_of(h) else {
                 continue;
             };
@@ -701,8 +711,14 @@ impl Blobs {
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut swaps = self.shared.subscribe();
+        let subnets: Vec<ipnet::Ipv4Net> = self
+            .cfg
+            .segments
+            .iter()
+            .flat_map(|s| s.subnets.iter().filter_map(|n| n.parse().ok()))
+            .collect();
         loop {
-            for b in Self::needed(&self.shared.inventory()) {
+            for b in Self::needed(&self.shared.inventory(), &subnets) {
                 if self.cached(&b.sha256).is_some() {
                     let (me, hex) = (self.clone(), b.sha256.clone());
                     tokio::spawn(async move { me.announce(&hex).await });
@@ -855,6 +871,48 @@ mod tests {
         // Once done, the next call runs the work again.
         let again = flights.run("k", || async { 8 }, 0).await;
         assert_eq!(again, 8);
+    }
+
+    #[test]
+    fn the_blobs_needed_are_those_of_the_segments_hosts_images() {
+        use crate::inventory::{Host, Image};
+        let blob = |n: u8| BlobRef {
+            path: format!("/img/{n}"),
+            sha256: format!("{n:02x}").repeat(32),
+            size: 1,
+            server: "s1".into(),
+        };
+        let image = |name: &str, n: u8| Image {
+            name: name.into(),
+            kernel: format!("/img/{n}"),
+            blobs: vec![blob(n)],
+            ..Default::default()
+        };
+        let host = |name: &str, mac: &str, ip: &str, image: &str| Host {
+            boot_image: image.into(),
+            ..Host::with_interface(name, mac.parse().unwrap(), Some(ip))
+        };
+        let inv = Inventory::from_parts_unchecked(
+            vec![
+                host("a1", "02:00:00:00:00:01", "10.1.0.5/24", "ia"),
+                host("a2", "02:00:00:00:00:02", "10.1.0.6/24", "ia"),
+                host("b1", "02:00:00:00:00:03", "10.2.0.5/24", "ib"),
+            ],
+            vec![image("ia", 1), image("ib", 2), image("unused", 3)],
+        );
+        let hexes = |subnets: &[&str]| -> Vec<String> {
+            let nets: Vec<ipnet::Ipv4Net> = subnets.iter().map(|s| s.parse().unwrap()).collect();
+            let mut v: Vec<String> = Blobs::needed(&inv, &nets)
+                .into_iter()
+                .map(|b| b.sha256[..2].to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(hexes(&["10.1.0.0/16"]), ["01"]);
+        assert_eq!(hexes(&["10.2.0.0/16"]), ["02"]);
+        assert_eq!(hexes(&[]), ["01", "02"]);
+        assert!(hexes(&["10.9.0.0/16"]).is_empty());
     }
 
     #[test]
