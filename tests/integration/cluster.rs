@@ -944,7 +944,9 @@ fn a_server_killed_during_boots_leaves_them_to_the_other() {
 /// (etcd holding each file's sha256 and size only): a half-fetched initrd is resumed by
 /// a Range request, both files are checked into s2's blob cache; a file changed on s1
 /// under its record is refused by s2 (the mismatch logged, nothing kept, the boot
-/// answered 502); with s1 killed, s2 boots cn1 (script, kernel, initrd) from its own disk.
+/// answered 502); an image no host of s2's segment boots is fetched when a boot asks
+/// for it, once for four requests at once; with s1 killed, s2 boots cn1 (script,
+/// kernel, initrd) from its own disk.
 #[test]
 fn an_image_published_on_one_server_is_prefetched_and_booted_from_another() {
     use sha2::Digest;
@@ -1109,6 +1111,75 @@ fn an_image_published_on_one_server_is_prefetched_and_booted_from_another() {
     let (body, code) = lab.curl(&[&format!("{base}/kernel")]);
     assert_eq!(code, "502", "{body}");
     assert!(body.contains("sha256 mismatch"), "{body}");
+
+    // cn3 is outside s2's segment (10.77.0.0/24): its image is not prefetched, and
+    // fetched on demand when asked for; four requests at once make one download.
+    let late: Vec<u8> = (0..20_000_000u32)
+        .map(|i| (i.wrapping_mul(7_919) >> 5) as u8)
+        .collect();
+    let late_sha = sha(&late);
+    std::fs::write(own(1).join("late"), &late).unwrap();
+    let late_images = lab.write(
+        "late-images.json",
+        serde_json::json!([{"name": "late", "kernel": own(1).join("late"), "cmdline": ""}]),
+    );
+    s1.ok(&["image", "import", &late_images]);
+    s1.ok(&[
+        "host",
+        "import",
+        &lab.write(
+            "cn3.json",
+            serde_json::json!([{"name": "cn3", "provision": true, "boot_image": "late",
+                "interfaces": [{"mac": "02:50:00:00:00:03", "ip": "10.77.0.5/24"}]}]),
+        ),
+    ]);
+    s2.wait_host("cn3", "reached s2", |h| h["provision"] == true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !cache.join(&late_sha).exists(),
+        "cn3's image was prefetched"
+    );
+    let cfg2 = lab.path("s2/xboot.toml");
+    let shown = s2.ok(&[
+        "--config",
+        cfg2.to_str().unwrap(),
+        "host",
+        "show",
+        "cn3",
+        "--boot",
+        "--server",
+        "10.50.0.12",
+    ]);
+    let ipxe = shown
+        .lines()
+        .find_map(|l| {
+            let at = l.find("http://10.50.0.12:8080/boot/")?;
+            let url = l[at..].split([',', ' ']).next()?;
+            url.ends_with("/ipxe").then(|| url.to_string())
+        })
+        .unwrap_or_else(|| panic!("no boot URL in {shown}"));
+    let kernel_url = ipxe.replace("/ipxe", "/kernel");
+    std::thread::scope(|sc| {
+        let got: Vec<_> = (0..4)
+            .map(|n| {
+                let (lab, url) = (&lab, kernel_url.clone());
+                sc.spawn(move || {
+                    let out = lab.path(&format!("late-{n}"));
+                    let (_, code) = lab.curl(&[&url, "-o", out.to_str().unwrap()]);
+                    (code, std::fs::read(&out).unwrap_or_default())
+                })
+            })
+            .collect();
+        for g in got {
+            let (code, body) = g.join().unwrap();
+            assert_eq!(code, "200", "{}", s2.log());
+            assert!(body == late, "late differs");
+        }
+    });
+    let sent = format!("blobs: {late_sha} (whole) to 10.50.0.12:");
+    assert_eq!(s1.log().matches(&sent).count(), 1, "{}", s1.log());
+    let got = format!("blobs: {late_sha} (20000000 bytes, 20000000 received) fetched from s1");
+    assert_eq!(s2.log().matches(&got).count(), 1, "{}", s2.log());
 
     // s1 gone: s2 boots cn1 from its own disk, and fetches nothing more.
     let fetched = |log: &str| log.matches("fetched from").count();
