@@ -1057,6 +1057,19 @@ fn an_image_published_on_one_server_is_prefetched_and_booted_from_another() {
         s2.log()
     );
 
+    // s2 serves other servers what it holds; a name that is no sha256 is refused, an
+    // unknown blob is not found (and not fetched from elsewhere to answer).
+    let peer_url = |hex: &str| format!("http://10.50.0.12:8080/blobs/sha256/{hex}");
+    let out = lab.path("peer-kernel");
+    let (_, code) = lab.curl(&[&peer_url(&k_sha), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, "200");
+    assert_eq!(sha(&std::fs::read(&out).unwrap()), k_sha);
+    let (body, code) = lab.curl(&[&peer_url("NOT-A-HASH")]);
+    assert_eq!(code, "400", "{body}");
+    let (body, code) = lab.curl(&[&peer_url(&sha(b"none"))]);
+    assert_eq!(code, "404", "{body}");
+    assert!(body.contains("no image of the inventory has it"), "{body}");
+
     // spare's file changes on s1 under its record, in place with its mtime kept (s1
     // still takes it for the blob it hashed): s2 refuses the bytes.
     let f = own(1).join("spare");
