@@ -214,6 +214,11 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                 c.replay(stop).await;
                 Ok(())
             });
+            let (b, stop) = (cluster.blobs(), stopped());
+            tasks.spawn(async move {
+                b.run(stop).await;
+                Ok(())
+            });
             Some(cluster)
         }
         None => {
@@ -341,6 +346,7 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         _ => None,
     };
     let completer = api.clone();
+    let blobs = cluster.as_ref().map(|c| c.blobs());
     let http = crate::http::HttpService::new(p.shared.clone(), key.clone()).on_complete(Arc::new(
         move |host: String| {
             // Grendel semantics: a completed provision boots from disk next time. Answered
@@ -388,6 +394,10 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             })
         },
     ));
+    let http = match blobs {
+        Some(b) => http.with_blobs(b),
+        None => http,
+    };
     let metrics = Metrics {
         tftp: tftp_stats,
         dhcp: dhcp_stats,

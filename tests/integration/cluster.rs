@@ -1354,6 +1354,8 @@ fn three_servers_on_two_segments_serve_their_own_hosts() {
         "restarted s1 offered cn1"
     );
     assert!(s1.xdp().1 > unknown1, "cn1 in restarted s1's map");
+}
+
 /// Sets `token_ttl` of server `i`'s config to a minute (the least the config takes) and
 /// gives it a TCP API on its own address with a static token.
 fn short_ttl_and_tcp_api(lab: &Lab, i: usize) {
@@ -1590,4 +1592,290 @@ fn events_merged_across_two_servers() {
         v.as_array().unwrap().iter().all(|e| e["server"] == "s1"),
         "{v}"
     );
+}
+
+/// Image blobs: an image whose files only s1 has, published on s1, is prefetched by s2
+/// (etcd holding each file's sha256 and size only): a half-fetched initrd is resumed by
+/// a Range request, both files are checked into s2's blob cache; a file changed on s1
+/// under its record is refused by s2 (the mismatch logged, nothing kept, the boot
+/// answered 502); an image no host of s2's segment boots is fetched when a boot asks
+/// for it, once for four requests at once; with s1 killed, s2 boots cn1 (script,
+/// kernel, initrd) from its own disk.
+#[test]
+fn an_image_published_on_one_server_is_prefetched_and_booted_from_another() {
+    use sha2::Digest;
+    use std::io::Write;
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::new();
+    // Each server's image roots are its own directory: s2's stays empty.
+    let own = |i: usize| lab.path(&format!("img-s{i}"));
+    for i in 1..=2 {
+        std::fs::create_dir_all(own(i)).unwrap();
+        let cfg = lab.path(&format!("s{i}/xboot.toml"));
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let roots = format!("image_roots = [\"{}\"]", lab.path("img").display());
+        assert!(text.contains(&roots), "{text}");
+        let mine = format!("image_roots = [\"{}\"]", own(i).display());
+        std::fs::write(&cfg, text.replace(&roots, &mine)).unwrap();
+    }
+    let kernel: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let initrd: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let spare = vec![0x5au8; 500_000];
+    for (name, bytes) in [
+        ("vmlinuz", &kernel),
+        ("initrd.img", &initrd),
+        ("spare", &spare),
+    ] {
+        std::fs::write(own(1).join(name), bytes).unwrap();
+    }
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let (k_sha, i_sha, spare_sha) = (sha(&kernel), sha(&initrd), sha(&spare));
+    // s2 had fetched half the initrd before.
+    let cache = lab.path("s2/state/blobs/sha256");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(format!("{i_sha}.part")), &initrd[..1_000_000]).unwrap();
+
+    let mut s1 = lab.start(1);
+    let s2 = lab.start(2);
+    let images = lab.write(
+        "blob-images.json",
+        serde_json::json!([
+            {"name": "img", "kernel": own(1).join("vmlinuz"),
+             "initrd": [own(1).join("initrd.img")], "cmdline": "console=ttyS0"},
+            {"name": "spare", "kernel": own(1).join("spare"), "cmdline": ""},
+        ]),
+    );
+    s1.ok(&["image", "import", &images]);
+    s1.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
+
+    // etcd holds the files' hashes and sizes, published by s1, and no bytes.
+    let doc = lab.etcdctl(&["get", "/xboot/v1/images/img", "--print-value-only"]);
+    assert!(doc.len() < 4096, "{doc}");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let blobs: Vec<(String, u64, String)> = doc["blobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no blobs in {doc}"))
+        .iter()
+        .map(|b| {
+            (
+                b["sha256"].as_str().unwrap().to_string(),
+                b["size"].as_u64().unwrap(),
+                b["server"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        blobs,
+        [
+            (k_sha.clone(), 3_000_000, "s1".to_string()),
+            (i_sha.clone(), 2_000_000, "s1".to_string())
+        ]
+    );
+
+    // s2 prefetches img's files (not spare's: no host boots it), each checked.
+    let t0 = Instant::now();
+    while !(cache.join(&k_sha).exists() && cache.join(&i_sha).exists()) {
+        assert!(
+            t0.elapsed() < CONVERGE,
+            "s2 never prefetched: {}\ns1: {}",
+            s2.log(),
+            s1.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sha(&std::fs::read(cache.join(&k_sha)).unwrap()), k_sha);
+    assert_eq!(sha(&std::fs::read(cache.join(&i_sha)).unwrap()), i_sha);
+    assert!(!cache.join(format!("{i_sha}.part")).exists());
+    assert!(!cache.join(&spare_sha).exists());
+    // The initrd was resumed: s1 sent its second half only; the kernel whole.
+    let log1 = s1.log();
+    assert!(
+        log1.contains(&format!("blobs: {i_sha} (bytes=1000000-) to 10.50.0.12:")),
+        "{log1}"
+    );
+    assert!(
+        log1.contains(&format!("blobs: {k_sha} (whole) to 10.50.0.12:")),
+        "{log1}"
+    );
+    assert!(
+        s2.log().contains(&format!(
+            "blobs: {i_sha} (2000000 bytes, 1000000 received) fetched from s1"
+        )),
+        "{}",
+        s2.log()
+    );
+
+    // s2 serves other servers what it holds; a name that is no sha256 is refused, an
+    // unknown blob is not found (and not fetched from elsewhere to answer).
+    let peer_url = |hex: &str| format!("http://10.50.0.12:8080/blobs/sha256/{hex}");
+    let out = lab.path("peer-kernel");
+    let (_, code) = lab.curl(&[&peer_url(&k_sha), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, "200");
+    assert_eq!(sha(&std::fs::read(&out).unwrap()), k_sha);
+    let (body, code) = lab.curl(&[&peer_url("NOT-A-HASH")]);
+    assert_eq!(code, "400", "{body}");
+    let (body, code) = lab.curl(&[&peer_url(&sha(b"none"))]);
+    assert_eq!(code, "404", "{body}");
+    assert!(body.contains("no image of the inventory has it"), "{body}");
+
+    // spare's file changes on s1 under its record, in place with its mtime kept (s1
+    // still takes it for the blob it hashed): s2 refuses the bytes.
+    let f = own(1).join("spare");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let mut fh = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    fh.write_all(b"corrupt").unwrap();
+    fh.set_modified(mtime).unwrap();
+    drop(fh);
+    let cn2 = "02:50:00:00:00:02";
+    s1.ok(&[
+        "host",
+        "import",
+        &lab.write(
+            "cn2.json",
+            serde_json::json!([{"name": "cn2", "provision": true, "boot_image": "spare",
+                "interfaces": [{"mac": cn2, "ip": "10.50.0.102/24"}]}]),
+        ),
+    ]);
+    let t0 = Instant::now();
+    let mismatch = format!("blobs: {spare_sha} from s1");
+    while !s2
+        .log()
+        .lines()
+        .any(|l| l.contains(&mismatch) && l.contains("sha256 mismatch"))
+    {
+        assert!(
+            t0.elapsed() < CONVERGE,
+            "s2 never refused spare: {}",
+            s2.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!cache.join(&spare_sha).exists());
+    assert!(!cache.join(format!("{spare_sha}.part")).exists());
+    // A boot asking for it through s2 is refused, saying why.
+    let discover = relayed_via(
+        RELAY,
+        MessageType::Discover,
+        cn2,
+        0x7000,
+        &[
+            DhcpOption::ClientSystemArchitecture(0.into()),
+            DhcpOption::UserClass(b"iPXE".to_vec()),
+        ],
+    );
+    let offer = lab
+        .dhcp(2, discover)
+        .into_iter()
+        .next()
+        .expect("s2 offers cn2");
+    let base = boot_url(&offer).trim_end_matches("/ipxe").to_string();
+    let (body, code) = lab.curl(&[&format!("{base}/kernel")]);
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("sha256 mismatch"), "{body}");
+
+    // cn3 is outside s2's segment (10.77.0.0/24): its image is not prefetched, and
+    // fetched on demand when asked for; four requests at once make one download.
+    let late: Vec<u8> = (0..20_000_000u32)
+        .map(|i| (i.wrapping_mul(7_919) >> 5) as u8)
+        .collect();
+    let late_sha = sha(&late);
+    std::fs::write(own(1).join("late"), &late).unwrap();
+    let late_images = lab.write(
+        "late-images.json",
+        serde_json::json!([{"name": "late", "kernel": own(1).join("late"), "cmdline": ""}]),
+    );
+    s1.ok(&["image", "import", &late_images]);
+    s1.ok(&[
+        "host",
+        "import",
+        &lab.write(
+            "cn3.json",
+            serde_json::json!([{"name": "cn3", "provision": true, "boot_image": "late",
+                "interfaces": [{"mac": "02:50:00:00:00:03", "ip": "10.77.0.5/24"}]}]),
+        ),
+    ]);
+    s2.wait_host("cn3", "reached s2", |h| h["provision"] == true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !cache.join(&late_sha).exists(),
+        "cn3's image was prefetched"
+    );
+    let cfg2 = lab.path("s2/xboot.toml");
+    let shown = s2.ok(&[
+        "--config",
+        cfg2.to_str().unwrap(),
+        "host",
+        "show",
+        "cn3",
+        "--boot",
+        "--server",
+        "10.50.0.12",
+    ]);
+    let ipxe = shown
+        .lines()
+        .find_map(|l| {
+            let at = l.find("http://10.50.0.12:8080/boot/")?;
+            let url = l[at..].split([',', ' ']).next()?;
+            url.ends_with("/ipxe").then(|| url.to_string())
+        })
+        .unwrap_or_else(|| panic!("no boot URL in {shown}"));
+    let kernel_url = ipxe.replace("/ipxe", "/kernel");
+    std::thread::scope(|sc| {
+        let got: Vec<_> = (0..4)
+            .map(|n| {
+                let (lab, url) = (&lab, kernel_url.clone());
+                sc.spawn(move || {
+                    let out = lab.path(&format!("late-{n}"));
+                    let (_, code) = lab.curl(&[&url, "-o", out.to_str().unwrap()]);
+                    (code, std::fs::read(&out).unwrap_or_default())
+                })
+            })
+            .collect();
+        for g in got {
+            let (code, body) = g.join().unwrap();
+            assert_eq!(code, "200", "{}", s2.log());
+            assert!(body == late, "late differs");
+        }
+    });
+    let sent = format!("blobs: {late_sha} (whole) to 10.50.0.12:");
+    assert_eq!(s1.log().matches(&sent).count(), 1, "{}", s1.log());
+    let got = format!("blobs: {late_sha} (20000000 bytes, 20000000 received) fetched from s1");
+    assert_eq!(s2.log().matches(&got).count(), 1, "{}", s2.log());
+
+    // s1 gone: s2 boots cn1 from its own disk, and fetches nothing more.
+    let fetched = |log: &str| log.matches("fetched from").count();
+    let before = fetched(&s2.log());
+    s1.child.kill().unwrap();
+    s1.child.wait().unwrap();
+    let offer = lab.wait_offer(2, Ipv4Addr::new(10, 50, 0, 100), &s2);
+    let url = boot_url(&offer);
+    assert!(url.starts_with("http://10.50.0.12:8080/boot/"), "{url}");
+    let (script, code) = lab.curl(&[&url]);
+    assert_eq!(code, "200", "{script}");
+    // The URLs the script loads (`kernel --name kernel URL ...`, `initrd --name N URL`).
+    let script_url = |cmd: &str| -> String {
+        let line = script
+            .lines()
+            .find(|l| l.starts_with(&format!("{cmd} --name ")))
+            .unwrap_or_else(|| panic!("no {cmd} in {script}"));
+        line.split_whitespace().nth(3).unwrap().to_string()
+    };
+    for (cmd, bytes) in [("kernel", &kernel), ("initrd", &initrd)] {
+        let file_url = script_url(cmd);
+        assert!(
+            file_url.starts_with("http://10.50.0.12:8080/"),
+            "{file_url}"
+        );
+        let out = lab.path(&format!("got-{cmd}"));
+        let (_, code) = lab.curl(&[&file_url, "-o", out.to_str().unwrap()]);
+        assert_eq!(code, "200", "{cmd}: {}", s2.log());
+        assert!(std::fs::read(&out).unwrap() == **bytes, "{cmd} differs");
+    }
+    assert_eq!(fetched(&s2.log()), before, "{}", s2.log());
 }

@@ -23,6 +23,8 @@
 //! - [`status`]: `xboot cluster status`.
 //! - [`keyring`]: the boot-token keyring every server shares (`secrets/token-key`),
 //!   followed by watch, rotated in one transaction.
+//! - [`blobs`]: image files by their sha256: recorded when an image is published,
+//!   prefetched from the servers that hold them, served from this server's disk.
 //!
 //! An inventory that does not validate (two servers' writes can only make one if a
 //! writer skipped validation) is not served: the previous one stays, the error is logged
@@ -41,6 +43,7 @@ use crate::inventory::store::BoxFuture;
 use crate::inventory::{Backend, Change, CommitError, Committed, Inventory, Store};
 use crate::state::Shared;
 
+pub mod blobs;
 pub mod keyring;
 pub mod mirror;
 pub mod plan;
@@ -79,6 +82,8 @@ pub struct Cluster {
     applied: watch::Sender<u64>,
     /// Why the last batch was not served, or etcd cannot be followed (None: all well).
     problem: Mutex<Option<String>>,
+    /// The image files: hashed on publish, fetched from other servers, served here.
+    blobs: Arc<blobs::Blobs>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -140,7 +145,9 @@ impl Cluster {
         if !scope.is_all() {
             shared.replace_inventory(scope.part(&whole));
         }
+        let blobs = blobs::Blobs::new(&cfg, &id, shared.clone())?;
         Ok(Arc::new(Cluster {
+            blobs,
             keys: Keys::new(&cfg.prefix),
             id,
             base: Mutex::new((whole.clone(), revision)),
@@ -157,6 +164,12 @@ impl Cluster {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// This server's image blobs (the HTTP service serves them, [`blobs::Blobs::run`]
+    /// prefetches them).
+    pub fn blobs(&self) -> Arc<blobs::Blobs> {
+        self.blobs.clone()
     }
 
     /// The revision the follower has applied.
@@ -648,6 +661,8 @@ impl Cluster {
             "queued_completions": self.queued().len(),
             // Where `xboot events` asks this server for its events.
             "api": api_address(&self.shared.config),
+            "http_url": self.blobs.url(),
+            "blobs": self.blobs.summary(),
             "version": env!("CARGO_PKG_VERSION"),
             "started": started,
             "updated": crate::http::token::now_secs(),
@@ -732,6 +747,9 @@ impl Backend for Arc<Cluster> {
     ) -> BoxFuture<'static, Result<Committed, CommitError>> {
         let me = self.clone();
         Box::pin(async move {
+            // Published images carry the sha256 of their files (etcd never the bytes).
+            let mut change = change;
+            me.blobs.annotate(&mut change, &base).await;
             let txns = plan::plan(
                 &me.keys,
                 &base,

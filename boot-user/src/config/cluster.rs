@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 /// Defaults: etcd's own limit on operations per transaction (`--max-txn-ops`).
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 pub const DEFAULT_PREFIX: &str = "/xboot/v1/";
+pub const DEFAULT_BLOB_FETCHES: usize = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -50,6 +51,15 @@ pub struct ClusterConfig {
     /// None: every host.
     #[serde(rename = "segment")]
     pub segments: Vec<Segment>,
+    /// Where image blobs fetched from other servers are kept (`sha256/HEX`); default
+    /// `state_dir/blobs`.
+    pub blob_dir: Option<PathBuf>,
+    /// The base URL other servers fetch this server's blobs from (`/blobs/sha256/HEX`),
+    /// published in its record; default `provision.advertise_url`, else
+    /// `http://LISTEN_IP:PORT` of `provision.listen` when it names an address.
+    pub http_url: Option<String>,
+    /// Blob downloads from other servers at once.
+    pub blob_fetches: usize,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +76,9 @@ impl Default for ClusterConfig {
             timeout_ms: 5000,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             segments: Vec::new(),
+            blob_dir: None,
+            http_url: None,
+            blob_fetches: DEFAULT_BLOB_FETCHES,
         }
     }
 }
@@ -147,6 +160,18 @@ impl ClusterConfig {
                 Err(format!("{} is outside 8..=100000", self.max_txn_ops)),
             );
         }
+        if !(1..=64).contains(&self.blob_fetches) {
+            check(
+                "cluster.blob_fetches",
+                Err(format!("{} is outside 1..=64", self.blob_fetches)),
+            );
+        }
+        if let Some(u) = &self.http_url {
+            check("cluster.http_url", http_url(u));
+        }
+        if self.blob_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            check("cluster.blob_dir", Err("must be an absolute path".into()));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.segments.iter().enumerate() {
             let key = format!("cluster.segment[{i}]");
@@ -189,6 +214,23 @@ pub fn endpoint(e: &str) -> Result<&str, String> {
         return Err(format!("{e:?} is not http(s)://HOST:PORT"));
     }
     Ok(e)
+}
+
+/// `http://HOST[:PORT][/PATH]` or `https://...`, without a trailing `/`.
+fn http_url(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("{u:?} must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || u.ends_with('/') {
+        return Err(format!(
+            "{u:?} is not http(s)://HOST[:PORT] (no trailing /)"
+        ));
+    }
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{u:?} holds whitespace or control characters"));
+    }
+    Ok(())
 }
 
 fn prefix(p: &str) -> Result<(), String> {
@@ -260,6 +302,9 @@ mod tests {
             user: Some("u".into()),
             timeout_ms: 1,
             max_txn_ops: 1,
+            blob_fetches: 0,
+            http_url: Some("http://s1:8080/".into()),
+            blob_dir: Some("blobs".into()),
             segments: vec![
                 Segment {
                     name: "A".into(),
@@ -292,13 +337,16 @@ mod tests {
             "cluster.segment[0].subnets[0]",
             "cluster.segment[1].name",
             "cluster.segment[2].subnets",
+            "cluster.blob_fetches",
+            "cluster.http_url",
+            "cluster.blob_dir",
         ] {
             assert!(
                 p.iter().any(|m| m.starts_with(&format!("{key}:"))),
                 "{key}: {p:#?}"
             );
         }
-        assert_eq!(p.len(), 12, "{p:#?}");
+        assert_eq!(p.len(), 15, "{p:#?}");
         let none = ClusterConfig::default();
         assert!(problems(&none)[0].starts_with("cluster.endpoints:"));
     }

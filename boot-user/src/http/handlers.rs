@@ -460,6 +460,83 @@ fn image_file(boot: &Boot, file: &str) -> Result<(EventKind, String, String)> {
 
 async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> Result<Response> {
     let (kind, label, path) = image_file(boot, file)?;
+    // Cluster mode: a file with a recorded blob is its verified bytes, here or fetched
+    // now from a server that has them.
+    let blob = st.blobs.as_ref().zip(boot.image.blob(&path));
+    let canonical = match blob {
+        Some((blobs, b)) => blobs.ensure(b).await.map_err(|e| {
+            boot.err(
+                StatusCode::BAD_GATEWAY,
+                format!("{label} {path}: blob {} not available here: {e}", b.sha256),
+            )
+        })?,
+        None => resolve_image_file(st, boot, &label, &path).await?,
+    };
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .map(|r| format!(" {r}"));
+    let is_get = req.method() == Method::GET;
+    let to = peer_ip(&req).map(|a| a.to_canonical().to_string());
+    let resp = serve_file(canonical, req).await;
+    if is_get && resp.status().is_success() {
+        let to = to.unwrap_or_else(|| "?".into());
+        let range = range.filter(|_| resp.status() == StatusCode::PARTIAL_CONTENT);
+        let detail = format!("{label} {path}{} to {to}", range.unwrap_or_default());
+        let tag = complete::boot_tag(&boot.token);
+        st.shared
+            .events
+            .record_boot(&boot.host.name, kind, detail, &tag, &to);
+    }
+    Ok(resp)
+}
+
+/// `GET|HEAD /blobs/sha256/{hex}` (cluster mode): a blob this server has, for another
+/// server's prefetch; never fetched from elsewhere to answer.
+pub(super) async fn blob(
+    State(st): State<HttpService>,
+    Path(hex): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    let Some(blobs) = st.blobs.clone() else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "no blobs here (not in cluster mode)",
+        ));
+    };
+    if !crate::inventory::BlobRef::valid_digest(&hex) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "a blob is named by 64 lower-case hex digits",
+        ));
+    }
+    let from = peer(&req);
+    let path = blobs
+        .local(&hex)
+        .await
+        .map_err(|e| HttpError::new(StatusCode::NOT_FOUND, format!("blob {hex}: {e}")))?;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .unwrap_or("whole")
+        .to_string();
+    let resp = serve_file(path, req).await;
+    tracing::info!(
+        "blobs: {hex} ({range}) to {from}: {}",
+        resp.status().as_u16()
+    );
+    Ok(resp)
+}
+
+/// The image file `path` of `boot` inside the image roots (its canonical path).
+async fn resolve_image_file(
+    st: &HttpService,
+    boot: &Boot,
+    label: &str,
+    path: &str,
+) -> Result<PathBuf> {
     // Confined to the image roots again at serving (validation checked them, but a file
     // may have become a link out since): the canonical file is what is served.
     let roots = st.shared.config.provision.image_roots();
@@ -498,24 +575,7 @@ async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> R
             return Err(e);
         }
     };
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|r| r.to_str().ok())
-        .map(|r| format!(" {r}"));
-    let is_get = req.method() == Method::GET;
-    let to = peer_ip(&req).map(|a| a.to_canonical().to_string());
-    let resp = serve_file(canonical, req).await;
-    if is_get && resp.status().is_success() {
-        let to = to.unwrap_or_else(|| "?".into());
-        let range = range.filter(|_| resp.status() == StatusCode::PARTIAL_CONTENT);
-        let detail = format!("{label} {path}{} to {to}", range.unwrap_or_default());
-        let tag = complete::boot_tag(&boot.token);
-        st.shared
-            .events
-            .record_boot(&boot.host.name, kind, detail, &tag, &to);
-    }
-    Ok(resp)
+    Ok(canonical)
 }
 
 /// ServeFile decides the answer (Range, HEAD, conditionals); a GET's file bytes are

@@ -17,6 +17,7 @@
 //! | POST | `/boot/{token}/complete` | provisioning done: the hook, then a `complete` event; once per boot, after a file of the image was served with the token, from that client ([`complete`]) |
 //! | GET, HEAD, Range | `/firmware/{file}` | EFI iPXE binaries for UEFI HTTP boot, no token (`provision.firmware_dir`, default `tftp.root`) |
 //! | GET, HEAD, Range | `/repo/{path}` | static files of `provision.repo_dir` |
+//! | GET, HEAD, Range | `/blobs/sha256/{hex}` | cluster mode: an image blob this server has, for other servers ([`crate::cluster::blobs`]) |
 //!
 //! A provision template value naming a template (`rocky.tmpl`, `kickstart`) is read
 //! from `provision.templates_dir` or the built-ins ([`crate::template::files`]).
@@ -70,6 +71,8 @@ pub struct HttpService {
     complete_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serving the HTTPS listener: URLs rendered from a request's `Host` are https.
     tls: bool,
+    /// Cluster mode: image files with a recorded blob are served from here.
+    blobs: Option<Arc<crate::cluster::blobs::Blobs>>,
 }
 
 impl HttpService {
@@ -80,7 +83,14 @@ impl HttpService {
             on_complete: None,
             complete_lock: Arc::default(),
             tls: false,
+            blobs: None,
         }
+    }
+
+    /// Serves image files by their blobs (cluster mode), and the peer route.
+    pub fn with_blobs(mut self, blobs: Arc<crate::cluster::blobs::Blobs>) -> HttpService {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// The same service for the HTTPS listener (its router renders https URLs).
@@ -108,6 +118,7 @@ impl HttpService {
             .route("/boot/{token}/cloud-init/{file}", get(handlers::cloud_init))
             .route("/firmware/{*file}", get(handlers::firmware))
             .route("/repo/{*path}", get(handlers::repo))
+            .route("/blobs/sha256/{hex}", get(handlers::blob))
             .with_state(self)
     }
 

@@ -31,7 +31,7 @@ mod apply_tests;
 mod tests;
 
 pub use load::{Kind, LoadError, Loaded};
-pub use model::{Host, Image, Interface, Mac};
+pub use model::{BlobRef, Host, Image, Interface, Mac};
 pub use store::{
     AccountTable, Backend, Change, CommitError, Committed, FileEntries, Store, StoreError,
 };

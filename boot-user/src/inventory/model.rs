@@ -275,9 +275,55 @@ pub struct Image {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub provision_templates: BTreeMap<String, String>,
+    /// Cluster mode: the content of each file (kernel, initrds, live image) as the
+    /// server that published the image hashed it. Servers without the file fetch it by
+    /// its hash from one that has it ([`crate::cluster::blobs`]); etcd holds these
+    /// records, never the bytes.
+    #[serde(
+        deserialize_with = "de_null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub blobs: Vec<BlobRef>,
     /// Grendel accepts a few more keys (butane, user_data ...): kept, not used.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One image file's content, by the path the image names it with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BlobRef {
+    pub path: String,
+    /// 64 lower-case hex digits.
+    pub sha256: String,
+    pub size: u64,
+    /// The id of the server that published (hashed) it.
+    pub server: String,
+}
+
+impl BlobRef {
+    /// Whether `sha256` is 64 lower-case hex digits (it names files in the blob cache).
+    pub fn valid_digest(hex: &str) -> bool {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+impl Image {
+    /// The recorded content of the file `path` of this image, if any.
+    pub fn blob(&self, path: &str) -> Option<&BlobRef> {
+        self.blobs.iter().find(|b| b.path == path)
+    }
+
+    /// The image's files: kernel, initrds, live image (those that are set).
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.kernel.as_str())
+            .chain(self.initrd.iter().map(String::as_str))
+            .chain(std::iter::once(self.liveimg.as_str()))
+            .filter(|p| !p.is_empty())
+    }
 }
 
 fn is_zero(v: &u16) -> bool {

@@ -384,6 +384,48 @@ fn validation_returns_all_errors() {
     );
 }
 
+/// A file with a recorded blob (cluster mode: fetched by its hash from the server that
+/// has it) need not be here; its path must still be absolute without '..', and the
+/// digest well-formed. The other files are checked as always.
+#[test]
+fn a_file_known_by_its_blob_need_not_be_here() {
+    let f = Files::new();
+    let blob = |path: &str, sha: &str| model::BlobRef {
+        path: path.into(),
+        sha256: sha.into(),
+        size: 6,
+        server: "s1".into(),
+    };
+    let sha = "ab".repeat(32);
+    let mut im = f.image("img");
+    im.kernel = "/elsewhere/vmlinuz".into();
+    im.blobs = vec![blob("/elsewhere/vmlinuz", &sha)];
+    let hosts = vec![host("cn1", "aa:bb:cc:00:00:01", "10.0.0.1/24")];
+    Inventory::new(hosts.clone(), vec![im.clone()], &f.roots()).unwrap();
+    // Serialized with its blobs, read back equal.
+    let back: Image = serde_json::from_value(serde_json::to_value(&im).unwrap()).unwrap();
+    assert_eq!(back, im);
+
+    im.initrd = vec!["/elsewhere/initrd".into(), "/a/../etc/passwd".into()];
+    im.blobs = vec![
+        blob("/elsewhere/vmlinuz", "AB"),
+        blob("/a/../etc/passwd", &sha),
+    ];
+    let errs = Inventory::new(hosts, vec![im], &f.roots())
+        .unwrap_err()
+        .to_string();
+    assert!(errs.starts_with("3 problems:"), "{errs}");
+    assert!(errs.contains("initrd[0] /elsewhere/initrd"), "{errs}");
+    assert!(
+        errs.contains("initrd[1] /a/../etc/passwd has a '..' component"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("blob of /elsewhere/vmlinuz: sha256 \"AB\" is not 64 lower-case hex digits"),
+        "{errs}"
+    );
+}
+
 #[test]
 fn store_round_trip_and_reopen() {
     let f = Files::new();

@@ -551,18 +551,53 @@ fn check_image(index: usize, im: &Image, roots: &Roots, errs: &mut Vec<Validatio
     } else {
         im.name.clone()
     };
+    // A file with a recorded blob (cluster mode) need not be here: it is served from the
+    // blob cache, fetched by its hash, and from its path only when that file is inside
+    // the image roots and hashes to it.
+    let check = |what: &str, path: &str, errs: &mut Vec<ValidationError>| match im.blob(path) {
+        Some(_) => check_blob_path(&label, what, path, errs),
+        None => check_file(&label, what, path, roots, errs),
+    };
     if im.kernel.is_empty() {
         errs.push(ValidationError::NoKernel {
             image: label.clone(),
         });
     } else {
-        check_file(&label, "kernel", &im.kernel, roots, errs);
+        check("kernel", &im.kernel, errs);
     }
     for (i, initrd) in im.initrd.iter().enumerate() {
-        check_file(&label, &format!("initrd[{i}]"), initrd, roots, errs);
+        check(&format!("initrd[{i}]"), initrd, errs);
     }
     if !im.liveimg.is_empty() {
-        check_file(&label, "liveimg", &im.liveimg, roots, errs);
+        check("liveimg", &im.liveimg, errs);
+    }
+    for b in &im.blobs {
+        if !super::model::BlobRef::valid_digest(&b.sha256) {
+            errs.push(ValidationError::Entry {
+                entry: format!("image {label}"),
+                message: format!(
+                    "blob of {}: sha256 {:?} is not 64 lower-case hex digits",
+                    b.path, b.sha256
+                ),
+            });
+        }
+    }
+}
+
+/// The checks of a file known by its blob: its path's shape only.
+fn check_blob_path(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationError>) {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        errs.push(ValidationError::RelativePath {
+            image: image.into(),
+            what: what.into(),
+            path: path.into(),
+        });
+    } else if p.components().any(|c| c == std::path::Component::ParentDir) {
+        errs.push(ValidationError::Entry {
+            entry: format!("image {image}"),
+            message: format!("{what} {path} has a '..' component"),
+        });
     }
 }
 
