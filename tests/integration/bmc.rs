@@ -457,7 +457,10 @@ fn ipmi_sim_refusing_the_boot_device_is_named_and_not_cycled() {
     assert_eq!(xboot(&rt, t(), Action::Cycle, opts()).ok, 1);
     let until = Instant::now() + Duration::from_secs(20);
     while sim.machine_pid().is_none_or(|p| p == machine) {
-        assert!(Instant::now() < until, "power cycle did not restart the machine");
+        assert!(
+            Instant::now() < until,
+            "power cycle did not restart the machine"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

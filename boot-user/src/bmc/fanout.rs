@@ -384,7 +384,9 @@ pub fn ipmi_reason(e: &IpmiError) -> (Reason, String) {
         if *cmd == (Op::BootPxe { efi: false }).name() {
             return (
                 Reason::BootDevice,
-                format!("boot device not supported by this BMC ({e}); the power action was not sent"),
+                format!(
+                    "boot device not supported by this BMC ({e}); the power action was not sent"
+                ),
             );
         }
     }

@@ -64,10 +64,13 @@ impl NsOps {
                     }
                     let t = std::time::Instant::now();
                     job();
-                    stats.jobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     stats
-                        .busy
-                        .fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                        .jobs
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    stats.busy.fetch_add(
+                        t.elapsed().as_nanos() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                 }
             })
             .expect("spawn the setns helper thread");

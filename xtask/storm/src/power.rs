@@ -445,7 +445,7 @@ fn shared_bmc_socket() -> std::io::Result<std::net::UdpSocket> {
     // overflowed at the power command (3,147 UDP receive-buffer drops in the server
     // namespace, 128 nodes never powered). 16 MiB, as xboot's IPMI engine has.
     let rcvbuf: libc::c_int = 8 << 20; // the kernel doubles it
-    // SAFETY: setsockopt reads the ints we own.
+                                       // SAFETY: setsockopt reads the ints we own.
     if unsafe {
         libc::setsockopt(
             s.as_raw_fd(),

@@ -540,17 +540,17 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let helper0 = fabric.ops.stats();
     let t0 = Instant::now();
-    let (nodes, samples, mut fault, cpu_killed, mut power_rec, (fds_peak, server_fds_peak)) =
-        rt.block_on(storm(
-        spec,
-        opts,
-        &fabric,
-        &mut server,
-        t0,
-        socks,
-        fleet.as_ref(),
-        command,
-    ));
+    let (nodes, samples, mut fault, cpu_killed, mut power_rec, (fds_peak, server_fds_peak)) = rt
+        .block_on(storm(
+            spec,
+            opts,
+            &fabric,
+            &mut server,
+            t0,
+            socks,
+            fleet.as_ref(),
+            command,
+        ));
     if let (Some(r), Some(f)) = (power_rec.as_mut(), fleet.as_ref()) {
         r.bmcs = f.bmcs.name().into();
         r.setup_s = f.setup_s;
@@ -914,7 +914,14 @@ async fn storm(
             .filter(|&&i| results[i].at("complete").is_some() && results[i].reboots.is_empty())
             .count();
     }
-    (results, samples, record, cpu_killed, power_rec, (fds_peak, server_fds_peak))
+    (
+        results,
+        samples,
+        record,
+        cpu_killed,
+        power_rec,
+        (fds_peak, server_fds_peak),
+    )
 }
 
 /// After `kill -9` of `pid`: waits until it has died (its ports are free), keeps its log
