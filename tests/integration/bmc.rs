@@ -418,6 +418,53 @@ fn ipmi_sim_every_action_and_one_time_pxe() {
     );
 }
 
+/// ipmi_sim without a chassis script (OpenIPMI 1.0.13) refuses Set System Boot Options
+/// with 0xcc: `--pxe` then names that (`boot-device`) and leaves the node's power alone,
+/// while the same cycle without `--pxe` goes through.
+#[test]
+fn ipmi_sim_refusing_the_boot_device_is_named_and_not_cycled() {
+    let rt = rt();
+    let sim = Sim::start(Power::Startcmd);
+    let t = || vec![sim.target("n")];
+    assert_eq!(xboot(&rt, t(), Action::On, opts()).ok, 1);
+    settle_and_agree(&rt, &sim, "on");
+    let machine = sim.machine_pid().expect("power on started the machine");
+    let mut o = opts();
+    o.boot = Some(BootMode::Legacy);
+    let s = xboot(&rt, t(), Action::Cycle, o);
+    assert_eq!((s.ok, s.failed), (0, 1), "{:?}", s.results);
+    let r = &s.results[0];
+    assert_eq!(r.reason, Reason::BootDevice, "{r:?}");
+    assert!(
+        r.message.contains("boot device not supported by this BMC")
+            && r.message.contains("0xcc")
+            && r.message.contains("power action was not sent"),
+        "{}",
+        r.message
+    );
+    let mut table = vec![];
+    xboot::bmc::cli::write_table(&mut table, &s).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(
+        table.contains("boot-device") && table.contains("0 ok, 1 failed (1 boot-device)"),
+        "{table}"
+    );
+    // Not cycled: the same machine process, still on (ipmi_sim's tick is ~1 s).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sim.machine_pid(), Some(machine));
+    settle_and_agree(&rt, &sim, "on");
+    // Without --pxe the cycle is sent.
+    assert_eq!(xboot(&rt, t(), Action::Cycle, opts()).ok, 1);
+    let until = Instant::now() + Duration::from_secs(20);
+    while sim.machine_pid().is_none_or(|p| p == machine) {
+        assert!(
+            Instant::now() < until,
+            "power cycle did not restart the machine"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn ipmi_sim_wrong_credentials_are_auth_errors() {
     let rt = rt();

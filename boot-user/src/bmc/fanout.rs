@@ -141,6 +141,11 @@ pub enum Reason {
     Unreachable,
     /// The BMC's address answered that nothing listens on the port.
     Refused,
+    /// The BMC refused the one-time PXE boot device (IPMI Set System Boot Options): the
+    /// power action was then not sent, so the node keeps its power state rather than
+    /// booting from its disk when a network boot was asked for.
+    #[serde(rename = "boot-device")]
+    BootDevice,
     /// Anything else; the message says what.
     Other,
 }
@@ -154,6 +159,7 @@ impl Reason {
             Reason::BadReply => "bad-reply",
             Reason::Unreachable => "unreachable",
             Reason::Refused => "refused",
+            Reason::BootDevice => "boot-device",
             Reason::Other => "other",
         }
     }
@@ -371,6 +377,19 @@ async fn capped<T>(
 }
 
 pub fn ipmi_reason(e: &IpmiError) -> (Reason, String) {
+    // Set System Boot Options is sent before the power action, and a refusal ends the
+    // session there: say so, whatever completion code the BMC chose (OpenIPMI's
+    // ipmi_sim without a chassis script answers 0xcc, "invalid data field").
+    if let IpmiError::Completion { cmd, .. } = e {
+        if *cmd == (Op::BootPxe { efi: false }).name() {
+            return (
+                Reason::BootDevice,
+                format!(
+                    "boot device not supported by this BMC ({e}); the power action was not sent"
+                ),
+            );
+        }
+    }
     let reason = match e {
         IpmiError::Timeout { .. } => Reason::Timeout,
         IpmiError::BadReply { .. } => Reason::BadReply,

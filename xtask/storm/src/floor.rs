@@ -182,7 +182,9 @@ pub fn run(
         let s = fabric
             .ops
             .run_blocking(i, move || {
-                let ns = crate::nsops::node_sockets(rcvbuf)?;
+                // One connection per node: 3 descriptors each (5,000 nodes fit this machine's limit).
+                let ns =
+                    crate::nsops::node_sockets(rcvbuf, crate::nsops::Spares { tftp: 0, tcp: 1 })?;
                 let ifindex = ns.packet.as_ref().map(|p| p.1).unwrap_or(0);
                 crate::nsops::configure(&ns, "eth0", ifindex, node_ip(i), PREFIX, SRV_IP, srv_mac)?;
                 Ok(ns)

@@ -537,7 +537,8 @@ impl Node {
         let mut conn = None;
         self.get(&mut conn, &post, true).await?;
         self.stamp("postscript");
-        let mut conn = None;
+        // Closed before the next (its descriptor too).
+        conn = None;
         self.post(&mut conn, &complete, b"rc=0").await?;
         self.stamp("complete");
         Ok(())
@@ -551,16 +552,17 @@ impl Node {
             .as_ref()
             .expect("sockets opened before the storm");
         let ifindex = self.pkt.as_ref().map(|p| p.1).unwrap_or(0);
-        nsops::configure(
-            socks,
-            "eth0",
-            ifindex,
-            ip,
-            prefix,
-            ack.server(),
-            ack.src_mac,
-        )
-        .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))
+        nsops::set_address(socks, "eth0", ip, prefix)
+            .map_err(|e| Fail("internal", format!("configure {ip}/{prefix}: {e}")))?;
+        // The neighbour entry by netlink, from the node's namespace: a socket opened and
+        // closed there, not one held per node for the whole storm.
+        let (gw, gw_mac) = (ack.server(), ack.src_mac);
+        self.ops
+            .run(self.idx, move || {
+                nsops::neigh_permanent(&nsops::netlink_route()?, ifindex, gw, gw_mac)
+            })
+            .await
+            .map_err(|e| Fail("internal", format!("neighbour entry for {gw}: {e}")))
     }
 
     /// The options a client of `phase` sends, in its order.

@@ -17,48 +17,74 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct NsOps {
     tx: mpsc::Sender<(usize, Job)>,
+    stats: std::sync::Arc<Stats>,
+}
+
+/// What the helper thread has done (nanoseconds).
+#[derive(Default)]
+struct Stats {
+    jobs: std::sync::atomic::AtomicU64,
+    busy: std::sync::atomic::AtomicU64,
+    switch_ns: std::sync::atomic::AtomicU64,
 }
 
 impl NsOps {
     /// Starts the helper thread for the namespaces `names` (index = node number; opened
-    /// lazily from `/run/netns/NAME`).
+    /// at each switch from `/run/netns/NAME`).
     pub fn start(names: Vec<String>) -> NsOps {
         let (tx, rx) = mpsc::channel::<(usize, Job)>();
+        let stats = std::sync::Arc::new(Stats::default());
+        let ours = stats.clone();
         std::thread::Builder::new()
             .name("storm-setns".into())
             .spawn(move || {
-                let mut fds: Vec<Option<OwnedFd>> = (0..names.len()).map(|_| None).collect();
+                // Only the current namespace is held, not one descriptor per node: a
+                // switch opens `/run/netns/NAME`, setns()es and closes it (the thread
+                // stays in the namespace), so 5,000 nodes do not hold 5,000 files.
                 let mut current = usize::MAX;
                 for (idx, job) in rx {
                     if idx != current {
-                        if fds[idx].is_none() {
-                            match open_ns(&names[idx]) {
-                                Ok(fd) => fds[idx] = Some(fd),
-                                Err(e) => {
-                                    eprintln!("storm: cannot open netns {}: {e}", names[idx]);
-                                    drop(job);
-                                    continue;
-                                }
-                            }
-                        }
-                        let fd = fds[idx].as_ref().expect("opened above").as_raw_fd();
-                        // SAFETY: setns on a namespace fd we own; it moves only this thread.
-                        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                            eprintln!(
-                                "storm: setns {}: {}",
-                                names[idx],
-                                io::Error::last_os_error()
-                            );
+                        let t = std::time::Instant::now();
+                        let entered = open_ns(&names[idx]).and_then(|fd| {
+                            // SAFETY: setns on a namespace fd we own; it moves only this thread.
+                            cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) })
+                        });
+                        stats.switch_ns.fetch_add(
+                            t.elapsed().as_nanos() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        if let Err(e) = entered {
+                            eprintln!("storm: cannot enter netns {}: {e}", names[idx]);
+                            // The thread may be nowhere useful now: switch again next time.
+                            current = usize::MAX;
                             drop(job);
                             continue;
                         }
                         current = idx;
                     }
+                    let t = std::time::Instant::now();
                     job();
+                    stats
+                        .jobs
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    stats.busy.fetch_add(
+                        t.elapsed().as_nanos() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                 }
             })
             .expect("spawn the setns helper thread");
-        NsOps { tx }
+        NsOps { tx, stats: ours }
+    }
+
+    /// Jobs run so far, and the helper's seconds in them and in namespace switches.
+    pub fn stats(&self) -> (u64, f64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.stats.jobs.load(Relaxed),
+            self.stats.busy.load(Relaxed) as f64 / 1e9,
+            self.stats.switch_ns.load(Relaxed) as f64 / 1e9,
+        )
     }
 
     /// Runs `f` inside namespace `idx` and returns its result.
@@ -155,15 +181,15 @@ fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
 }
 
 /// Gives `ifname` the address `ip/prefix` (replacing any), and adds a permanent
-/// neighbour entry `gw -> gw_mac` through `nl` (so the node never ARPs for the server).
+/// neighbour entry `gw -> gw_mac` (so the node never ARPs for the server).
 /// The entry is made by rtnetlink, not by the SIOCSARP ioctl: the kernel creates an
 /// entry asked for as permanent over netlink exempt from garbage collection and from
 /// the gc_thresh3 cap of the neighbour table all namespaces share, while SIOCSARP
 /// creates an ordinary entry first, which fails with ENOBUFS when the server's entries
 /// have filled the table (a storm of 1,000 nodes lost nodes to that: the simulator's
 /// own ENOBUFS).
-/// The calls act on the namespace the node's `ctl` and `nl` sockets were made in, so
-/// this runs on any thread (`ifindex` is `ifname`'s there: names are looked up in the caller's).
+/// Runs inside the node's namespace (the neighbour entry's netlink socket is opened
+/// here); `ifindex` is `ifname`'s there.
 pub fn configure(
     socks: &NodeSockets,
     ifname: &str,
@@ -173,7 +199,15 @@ pub fn configure(
     gw: Ipv4Addr,
     gw_mac: [u8; 6],
 ) -> io::Result<()> {
-    let s = &socks.ctl;
+    set_address(socks, ifname, ip, prefix)?;
+    neigh_permanent(&netlink_route()?, ifindex, gw, gw_mac)
+}
+
+/// The address half of [`configure`]: ioctls on the node's :68 socket, so this runs on
+/// any thread; the neighbour entry's netlink socket is opened where it is needed (in the
+/// namespace) and closed after.
+pub fn set_address(socks: &NodeSockets, ifname: &str, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let s = &socks.bootpc;
     let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0));
     let mut r = ifreq(ifname);
     r.ifr_ifru.ifru_addr = sockaddr_in(ip);
@@ -183,7 +217,7 @@ pub fn configure(
         r.ifr_ifru.ifru_netmask = sockaddr_in(mask);
         cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFNETMASK, &r))?;
     }
-    neigh_permanent(&socks.nl, ifindex, gw, gw_mac)
+    Ok(())
 }
 
 /// A NETLINK_ROUTE socket of the current namespace.
@@ -450,17 +484,18 @@ pub fn global_counters() -> (u64, u64) {
     (softnet, fulls)
 }
 
-/// Every socket one node's boot uses, opened inside its namespace before the storm (the
-/// NIC exists before power-on), so the storm itself never waits for the setns helper:
+/// The sockets one node's boot starts with, opened inside its namespace before the
+/// storm (the NIC exists before power-on), so the storm waits less for the setns helper:
 /// measured, 1,000 nodes queueing for it at power-on added ~6 s to the firmware DHCP.
+/// Two are always there ([`FIXED_FDS`]); the TFTP and TCP spares only as far as the
+/// open-files limit allows ([`Spares::within`]): past them a node opens its sockets
+/// through the helper when it needs them, and closes each when done, so a storm of N
+/// nodes holds about 3 N descriptors (5,000 nodes under this machine's hard limit of 20,000).
 pub struct NodeSockets {
     /// AF_PACKET on eth0 (DHCP before and after an address) and its ifindex.
     pub packet: Option<(OwnedFd, i32)>,
-    /// AF_INET datagram socket for the address ioctls.
-    pub ctl: OwnedFd,
-    /// NETLINK_ROUTE socket for the permanent neighbour entry.
-    pub nl: OwnedFd,
-    /// Bound to :68 (as dhclient does), so unicast DHCP replies draw no ICMP.
+    /// Bound to :68 (as dhclient does), so unicast DHCP replies draw no ICMP; also the
+    /// socket of the address ioctls (any AF_INET socket of the namespace will do).
     pub bootpc: std::net::UdpSocket,
     /// TFTP client sockets, one per read request (EDK2 uses a new port for the second).
     pub tftp: Vec<std::net::UdpSocket>,
@@ -469,15 +504,44 @@ pub struct NodeSockets {
     pub tcp: Vec<std::net::TcpStream>,
 }
 
+/// Descriptors every node holds for the whole storm (packet socket, :68).
+pub const FIXED_FDS: u64 = 2;
+/// Descriptors a node holds at once beyond [`FIXED_FDS`] when it opens its sockets as it
+/// goes: one TFTP socket or one TCP connection.
+pub const INFLIGHT_FDS: u64 = 1;
+
+/// How many TFTP and TCP sockets a node opens before the storm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spares {
+    pub tftp: usize,
+    pub tcp: usize,
+}
+
+impl Spares {
+    /// What a boot uses at most without a retry: UEFI's probe and read plus one, the
+    /// keep-alive connection, postscript, completion plus one.
+    pub const FULL: Spares = Spares { tftp: 3, tcp: 4 };
+
+    /// As many of [`Spares::FULL`] as `spare_fds` descriptors per node allow.
+    pub fn within(spare_fds: u64) -> Spares {
+        let k = spare_fds.min((Self::FULL.tftp + Self::FULL.tcp) as u64) as usize;
+        let tftp = k.div_ceil(2).min(Self::FULL.tftp);
+        Spares {
+            tftp,
+            tcp: (k - tftp).min(Self::FULL.tcp),
+        }
+    }
+}
+
 /// Opens a node's [`NodeSockets`] (run inside its namespace).
-pub fn node_sockets(rcvbuf: usize) -> io::Result<NodeSockets> {
+pub fn node_sockets(rcvbuf: usize, spares: Spares) -> io::Result<NodeSockets> {
     Ok(NodeSockets {
         packet: Some(dhcp_packet_socket("eth0")?),
-        ctl: inet_dgram()?,
-        nl: netlink_route()?,
         bootpc: udp_socket(68)?,
-        tftp: vec![udp_socket(0)?, udp_socket(0)?, udp_socket(0)?],
-        tcp: (0..4)
+        tftp: (0..spares.tftp)
+            .map(|_| udp_socket(0))
+            .collect::<io::Result<_>>()?,
+        tcp: (0..spares.tcp)
             .map(|_| tcp_socket(rcvbuf))
             .collect::<io::Result<_>>()?,
     })
@@ -486,6 +550,15 @@ pub fn node_sockets(rcvbuf: usize) -> io::Result<NodeSockets> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spares_follow_the_descriptors_left() {
+        assert_eq!(Spares::within(0), Spares { tftp: 0, tcp: 0 });
+        assert_eq!(Spares::within(1), Spares { tftp: 1, tcp: 0 });
+        assert_eq!(Spares::within(4), Spares { tftp: 2, tcp: 2 });
+        assert_eq!(Spares::within(7), Spares::FULL);
+        assert_eq!(Spares::within(1_000), Spares::FULL);
+    }
 
     #[test]
     fn newneigh_request_layout() {

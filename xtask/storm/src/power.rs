@@ -13,8 +13,9 @@
 //!   ipmi_sim takes ~1 MiB of its own and ~0.1 s of CPU to start) the BMCs are in-memory
 //!   responders instead.
 //! - [`Power::Responder`]: xboot's in-memory BMC ([`xboot::bmc::ipmi::responder`], the
-//!   managed-system side of RMCP+ with a simulated chassis) on a UDP socket per node at
-//!   the same addresses, served by a thread of the simulator; a Chassis Control that
+//!   managed-system side of RMCP+ with a simulated chassis) per node at the same
+//!   addresses, all on one UDP socket (IP_PKTINFO says which BMC a request is for),
+//!   served by a thread of the simulator; a Chassis Control that
 //!   powers the chassis on (on, cycle, reset) gives the node power at once (ipmi_sim acts
 //!   on its ~1 s tick instead).
 //!
@@ -85,7 +86,7 @@ impl Power {
 pub enum Bmcs {
     /// One OpenIPMI ipmi_sim process per node.
     IpmiSim,
-    /// xboot's in-memory responder, one UDP socket per node.
+    /// xboot's in-memory responders, one UDP socket for all.
     Responder,
 }
 
@@ -304,32 +305,15 @@ impl Fleet {
                 }
             }
             Bmcs::Responder => {
-                let socks = ops
-                    .run_blocking(server_idx, move || {
-                        (0..n)
-                            .map(|i| {
-                                let s = std::net::UdpSocket::bind(SocketAddrV4::new(
-                                    bmc_ip(i),
-                                    BMC_PORT,
-                                ))?;
-                                s.set_nonblocking(true)?;
-                                Ok(s)
-                            })
-                            .collect::<std::io::Result<Vec<_>>>()
-                    })
-                    .map_err(|e| format!("responder BMC sockets: {e}"))?;
+                // One socket for all of them (not one per BMC: 5,000 nodes must fit the
+                // simulator's open-files limit), told by IP_PKTINFO which BMC a request
+                // was for, answering from that address.
+                let sock = ops
+                    .run_blocking(server_idx, shared_bmc_socket)
+                    .map_err(|e| format!("responder BMC socket: {e}"))?;
                 let l = lines.clone();
                 fleet.thread = Some(bmc_thread(stop_rx, move || async move {
-                    let mut set = tokio::task::JoinSet::new();
-                    for (i, s) in socks.into_iter().enumerate() {
-                        let l = l.clone();
-                        set.spawn(async move {
-                            if let Ok(s) = tokio::net::UdpSocket::from_std(s) {
-                                serve_responder(i, s, l).await;
-                            }
-                        });
-                    }
-                    while set.join_next().await.is_some() {}
+                    serve_responders(sock, n, l).await
                 })?);
             }
         }
@@ -452,17 +436,161 @@ async fn agent_listener(listener: std::os::unix::net::UnixListener, lines: Lines
     }
 }
 
-/// One in-memory BMC: answers on `sock`; a Chassis Control gives or takes node `i`'s power.
-async fn serve_responder(i: usize, sock: tokio::net::UdpSocket, lines: Lines) {
-    let mut bmc = Responder::new(USER, PASS, i as u64 + 1);
+/// The responders' socket: UDP `0.0.0.0:623` (in the server namespace, whose loopback
+/// holds every [`bmc_ip`]) with IP_PKTINFO, non-blocking.
+fn shared_bmc_socket() -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, BMC_PORT))?;
+    s.set_nonblocking(true)?;
+    // Each real BMC has its own queue: with one socket for 5,000 the default ~208 KiB
+    // overflowed at the power command (3,147 UDP receive-buffer drops in the server
+    // namespace, 128 nodes never powered). 16 MiB, as xboot's IPMI engine has.
+    let rcvbuf: libc::c_int = 8 << 20; // the kernel doubles it
+                                       // SAFETY: setsockopt reads the ints we own.
+    if unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &rcvbuf as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads the int we own.
+    if unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+/// Node index of a BMC address ([`bmc_ip`]'s inverse) below `n`.
+pub fn bmc_index(ip: Ipv4Addr, n: usize) -> Option<usize> {
+    let [a, b, c, d] = ip.octets();
+    if a != 127 || b != 88 || d == 0 || d > 250 {
+        return None;
+    }
+    Some(c as usize * 250 + d as usize - 1).filter(|i| *i < n)
+}
+
+/// Receives one datagram on `fd`: its length, sender and the local address it was sent
+/// to (IP_PKTINFO). Written by hand: neither std nor socket2 reads control messages.
+fn recv_pktinfo(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddrV4, Ipv4Addr)> {
+    // SAFETY: recvmsg into buffers we own with their lengths; the control messages are
+    // walked with the libc CMSG macros inside the length the kernel wrote.
+    unsafe {
+        let mut from: libc::sockaddr_in = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        let mut cbuf = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &mut from as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let len = libc::recvmsg(fd, &mut msg, 0);
+        if len < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut to = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                to = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let peer = SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
+            u16::from_be(from.sin_port),
+        );
+        let to = to.ok_or_else(|| std::io::Error::other("datagram without IP_PKTINFO"))?;
+        Ok((len as usize, peer, to))
+    }
+}
+
+/// Sends `data` on `fd` to `peer` from the local address `from` (IP_PKTINFO's
+/// `ipi_spec_dst`), as the BMC at `from` would.
+fn send_from(fd: i32, data: &[u8], peer: SocketAddrV4, from: Ipv4Addr) -> std::io::Result<()> {
+    // SAFETY: sendmsg from buffers we own; one control message of the size CMSG_SPACE
+    // gives, written through the CMSG macros.
+    unsafe {
+        let mut to: libc::sockaddr_in = std::mem::zeroed();
+        to.sin_family = libc::AF_INET as libc::sa_family_t;
+        to.sin_port = peer.port().to_be();
+        to.sin_addr.s_addr = u32::from(*peer.ip()).to_be();
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut cbuf = [0u64; 8];
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &mut to as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let mut info: libc::in_pktinfo = std::mem::zeroed();
+        info.ipi_spec_dst.s_addr = u32::from(from).to_be();
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::in_pktinfo, info);
+        if libc::sendmsg(fd, &msg, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The in-memory BMCs of nodes `0..n` on one socket: a request to [`bmc_ip`]`(i)` is
+/// answered by BMC `i`, and a Chassis Control gives or takes node `i`'s power.
+async fn serve_responders(sock: std::net::UdpSocket, n: usize, lines: Lines) {
+    let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else {
+        eprintln!("storm: cannot register the BMC socket");
+        return;
+    };
+    let fd = sock.as_raw_fd();
+    let mut bmcs: Vec<Option<Responder>> = (0..n).map(|_| None).collect();
     let mut buf = vec![0u8; 2048];
     loop {
-        let Ok((len, peer)) = sock.recv_from(&mut buf).await else {
-            return;
+        let got = sock
+            .async_io(tokio::io::Interest::READABLE, || recv_pktinfo(fd, &mut buf))
+            .await;
+        let Ok((len, peer, to)) = got else {
+            continue;
         };
+        let Some(i) = bmc_index(to, n) else {
+            continue;
+        };
+        let bmc = bmcs[i].get_or_insert_with(|| Responder::new(USER, PASS, i as u64 + 1));
         let seen = bmc.chassis.controls.len();
         if let Some(reply) = bmc.handle(&buf[..len]) {
-            let _ = sock.send_to(&reply, peer).await;
+            // Awaited: a socket just registered has no cached write readiness.
+            let _ = sock
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    send_from(fd, &reply, peer, to)
+                })
+                .await;
         }
         for k in seen..bmc.chassis.controls.len() {
             if let Some((lose, gain)) = control_effect(bmc.chassis.controls[k]) {
@@ -743,6 +871,16 @@ pub fn parse_ipmipower(out: &str) -> (usize, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bmc_index_inverts_bmc_ip() {
+        for i in [0, 1, 249, 250, 251, 4_999, 62_499] {
+            assert_eq!(bmc_index(bmc_ip(i), 62_500), Some(i));
+        }
+        assert_eq!(bmc_index(bmc_ip(5_000), 5_000), None);
+        assert_eq!(bmc_index(Ipv4Addr::new(127, 88, 0, 0), 10), None);
+        assert_eq!(bmc_index(Ipv4Addr::new(127, 0, 0, 1), 10), None);
+    }
 
     #[test]
     fn modes_addresses_and_command_output() {

@@ -187,6 +187,23 @@ pub fn validity(o: &Outcome) -> Vec<Check> {
             ok: o.simulator_cpu_s < 0.9 * wall.max(0.001),
             detail: format!("{:.2} s of CPU in {wall:.2} s", o.simulator_cpu_s),
         },
+        Check {
+            name: "simulator within its open-files limit",
+            // 0 = not sampled (a storm shorter than a sample): nothing to hold against it.
+            ok: o.sim_fds.peak < o.sim_fds.limit || o.sim_fds.limit == 0,
+            detail: format!(
+                "peak {} of {} descriptors (server: {}); spares per node {} TFTP + {} TCP; \
+                 setns helper {} jobs, {:.2} s ({:.2} s switching)",
+                o.sim_fds.peak,
+                o.sim_fds.limit,
+                o.sim_fds.server_peak,
+                o.sim_fds.spare_tftp,
+                o.sim_fds.spare_tcp,
+                o.sim_fds.helper_jobs,
+                o.sim_fds.helper_busy_s,
+                o.sim_fds.helper_switch_s
+            ),
+        },
     ]
 }
 
@@ -772,6 +789,7 @@ mod tests {
             floor_ratio: None,
             server_status: None,
             simulator_cpu_s: 1.0,
+            sim_fds: Default::default(),
             loadavg_1m: 0.0,
             truth: None,
             power_mode: "sim",

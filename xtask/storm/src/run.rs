@@ -273,6 +273,8 @@ pub struct Outcome {
     /// CPU the simulator itself used during the storm (user + system, seconds): if it
     /// nears the storm's wall time, the run measured the simulator.
     pub simulator_cpu_s: f64,
+    /// The simulator's descriptors (its limit, peak, spares, setns helper).
+    pub sim_fds: SimFds,
     /// The host's 1-minute load average when the storm started (other work on the
     /// machine makes a run noisy: it should be near 0).
     pub loadavg_1m: f64,
@@ -284,30 +286,32 @@ pub struct Outcome {
     pub power: Option<power::Record>,
 }
 
-/// Raises this process's open-files limit to `want` (the storm's sockets: about 14 per
-/// node; one storm stopped at node 1,362 under a 20,000 limit). A hard limit below it
-/// can only be raised with CAP_SYS_RESOURCE: refused then with what to do, before any
-/// namespace is made, rather than failing part-way through the set-up.
-fn raise_nofile(want: u64) -> Result<(), String> {
+/// Raises this process's open-files limit to `want` (the storm's descriptors:
+/// [`fds_needed`]) and returns the soft limit it then has. A hard limit below it can only
+/// be raised with CAP_SYS_RESOURCE (this machine's root has no such capability, and
+/// its hard limit is 20,000): refused then with what to do, before any namespace is
+/// made, rather than failing part-way through the set-up.
+fn raise_nofile(want: u64) -> Result<u64, String> {
     // SAFETY: getrlimit/setrlimit on our own process with a struct we own.
     let (cur, max) = unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
         }
-        if r.rlim_cur >= want {
-            return Ok(());
-        }
+        // As far as the hard limit goes (the spare sockets use what is left over).
         let mut up = r;
-        up.rlim_cur = want;
-        up.rlim_max = r.rlim_max.max(want);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
-            return Ok(());
-        }
-        // Without CAP_SYS_RESOURCE: as far as the hard limit goes.
         up.rlim_cur = r.rlim_max;
-        up.rlim_max = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &up);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+        if r.rlim_cur >= want {
+            return Ok(r.rlim_cur);
+        }
+        up.rlim_cur = want;
+        up.rlim_max = want;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
+            return Ok(want);
+        }
         (r.rlim_cur, r.rlim_max)
     };
     Err(format!(
@@ -315,6 +319,38 @@ fn raise_nofile(want: u64) -> Result<(), String> {
          {cur}; raising the hard limit needs CAP_SYS_RESOURCE): run it with `ulimit -Hn {want}` \
          set first, or fewer nodes"
     ))
+}
+
+/// Descriptors a storm of `n` nodes needs at least: per node the fixed sockets and one in
+/// use at a time ([`crate::nsops::FIXED_FDS`], [`crate::nsops::INFLIGHT_FDS`]), and 1,024
+/// for the rest (runtime, server pipes, BMC socket, captures).
+pub fn fds_needed(n: usize) -> u64 {
+    (crate::nsops::FIXED_FDS + crate::nsops::INFLIGHT_FDS) * n as u64 + 1024
+}
+
+/// The simulator's descriptors in one storm.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SimFds {
+    /// Open-files limit of the simulator.
+    pub limit: u64,
+    /// Most descriptors open at a 100 ms sample of the storm.
+    pub peak: u64,
+    /// The same of the server's processes (summed).
+    pub server_peak: u64,
+    /// TFTP and TCP sockets each node opened before the storm (the rest were opened
+    /// through the setns helper as needed).
+    pub spare_tftp: usize,
+    pub spare_tcp: usize,
+    /// Jobs of the setns helper during the storm, the seconds it spent in them and in
+    /// namespace switches.
+    pub helper_jobs: u64,
+    pub helper_busy_s: f64,
+    pub helper_switch_s: f64,
+}
+
+/// Descriptors process `pid` has open ("self": this one).
+fn open_fds(pid: &str) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
 
 /// Waits (30 s at most) until the kernel has freed the deleted namespaces: their memory
@@ -353,7 +389,12 @@ pub fn run(spec: &Spec, events: bool) -> Result<Outcome, String> {
 
 /// [`run`] with the sweep's variables.
 pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, String> {
-    raise_nofile(15 * spec.n as u64 + 1024)?;
+    let fd_limit = raise_nofile(fds_needed(spec.n))?;
+    // What is left over goes to spare sockets opened before the storm (all of them up to
+    // ~2,000 nodes here, none at 5,000).
+    let spares = crate::nsops::Spares::within(
+        fd_limit.saturating_sub(fds_needed(spec.n)) / spec.n.max(1) as u64,
+    );
     // Raised for the whole run (set-up included: the server ARPs for its nodes as they
     // come), restored when this returns, fails or unwinds.
     let _neigh_guard = match opts.neigh {
@@ -443,7 +484,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         socks.push(
             fabric
                 .ops
-                .run_blocking(i, move || crate::nsops::node_sockets(rcvbuf))
+                .run_blocking(i, move || crate::nsops::node_sockets(rcvbuf, spares))
                 .map_err(|e| format!("node {i}: sockets: {e}"))?,
         );
     }
@@ -497,17 +538,19 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
     let port0 = port_counters(&fabric);
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
+    let helper0 = fabric.ops.stats();
     let t0 = Instant::now();
-    let (nodes, samples, mut fault, cpu_killed, mut power_rec) = rt.block_on(storm(
-        spec,
-        opts,
-        &fabric,
-        &mut server,
-        t0,
-        socks,
-        fleet.as_ref(),
-        command,
-    ));
+    let (nodes, samples, mut fault, cpu_killed, mut power_rec, (fds_peak, server_fds_peak)) = rt
+        .block_on(storm(
+            spec,
+            opts,
+            &fabric,
+            &mut server,
+            t0,
+            socks,
+            fleet.as_ref(),
+            command,
+        ));
     if let (Some(r), Some(f)) = (power_rec.as_mut(), fleet.as_ref()) {
         r.bmcs = f.bmcs.name().into();
         r.setup_s = f.setup_s;
@@ -519,6 +562,17 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         rec.dropped = faults::loss_counters(&fabric.fabric_ns).unwrap_or_default();
     }
     let simulator_cpu_s = servers::cpu_and_rss(std::process::id()).0 - sim0;
+    let helper = fabric.ops.stats();
+    let sim_fds = SimFds {
+        limit: fd_limit,
+        peak: fds_peak,
+        server_peak: server_fds_peak,
+        spare_tftp: spares.tftp,
+        spare_tcp: spares.tcp,
+        helper_jobs: helper.0 - helper0.0,
+        helper_busy_s: helper.1 - helper0.1,
+        helper_switch_s: helper.2 - helper0.2,
+    };
     if testlab::interrupted() {
         return Err("interrupted".into());
     }
@@ -641,6 +695,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         },
         server_status,
         simulator_cpu_s,
+        sim_fds,
         loadavg_1m,
         truth,
         power_mode: bmcs.map_or("sim", power::Bmcs::name),
@@ -668,6 +723,7 @@ async fn storm(
     Option<faults::Record>,
     Option<f64>,
     Option<power::Record>,
+    (u64, u64),
 ) {
     // The power command first: the nodes' lines keep what their BMCs did meanwhile.
     let mut power_cmd = command.map(|c| tokio::task::spawn_blocking(move || c.run(t0)));
@@ -724,6 +780,8 @@ async fn storm(
     let mut cpu_base = server_cost(&server.pids()).0;
     let tx_base = fabric.server_tx_bytes();
     let deadline = tokio::time::Instant::now() + spec.deadline;
+    let mut fds_peak = open_fds("self");
+    let mut server_fds_peak = 0;
     loop {
         tokio::select! {
             r = set.join_next() => match r {
@@ -740,6 +798,9 @@ async fn storm(
                     .await
                     .unwrap_or(0);
                 samples.push(Sample { t, cpu_s: cpu - cpu_base, rss_kib: rss, tx_bytes: tx.saturating_sub(tx_base) });
+                fds_peak = fds_peak.max(open_fds("self"));
+                server_fds_peak = server_fds_peak
+                    .max(server.pids().iter().map(|p| open_fds(&p.to_string())).sum());
                 // Ctrl-C (stormsim catches it): end the storm; the caller's guards
                 // (server, namespaces, neighbour limits) then tear the lab down.
                 if testlab::interrupted() {
@@ -853,7 +914,14 @@ async fn storm(
             .filter(|&&i| results[i].at("complete").is_some() && results[i].reboots.is_empty())
             .count();
     }
-    (results, samples, record, cpu_killed, power_rec)
+    (
+        results,
+        samples,
+        record,
+        cpu_killed,
+        power_rec,
+        (fds_peak, server_fds_peak),
+    )
 }
 
 /// After `kill -9` of `pid`: waits until it has died (its ports are free), keeps its log

@@ -119,7 +119,9 @@ fn run_sim(ns_name: String, profile: Profile) -> std::thread::JoinHandle<NodeRes
         let ops = storm::nsops::NsOps::start(vec![ns_name]);
         let rcvbuf = 2 << 20;
         let socks = ops
-            .run_blocking(0, move || storm::nsops::node_sockets(rcvbuf))
+            .run_blocking(0, move || {
+                storm::nsops::node_sockets(rcvbuf, storm::nsops::Spares::FULL)
+            })
             .unwrap_or_else(|e| panic!("simulated node's sockets: {e}"));
         let cfg = SimConfig {
             profile,
