@@ -9,7 +9,10 @@
 //!   interface that answer it, and per client kind and message the id of a precompiled
 //!   reply template.
 //! - `TEMPLATES`: `u32` id -> [`Template`]: a whole DHCP payload built by the same reply
-//!   builder as the slow path. A template's bytes never change while its id is in use:
+//!   builder as the slow path, with the per-host bytes (yiaddr, chaddr, the host name,
+//!   the boot URL with its token) cut out as zeroed holes that the program fills from
+//!   the host entry's [`HostEntry::patch`]: hosts whose replies differ only there share
+//!   one template. A template's bytes never change while its id is in use:
 //!   a changed reply gets a new id, and the old one is deleted only after no host entry
 //!   names it any more (plus a grace period), so the kernel never reads a half-written
 //!   template.
@@ -173,7 +176,7 @@ pub const MSG_ACK: usize = 1;
 /// Value of the host map. Replaced whole by the daemon; the program copies it to its
 /// stack at once and checks `seq == seq_end` to detect a torn read.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostEntry {
     pub seq: u32,
     /// The key again: a reader that raced with the element's reuse for another host
@@ -194,7 +197,73 @@ pub struct HostEntry {
     pub nak: u32,
     /// Template ids, `[kind][MSG_*]`; 0 = none (pass up).
     pub tmpl: [[u32; MSGS]; MAX_KINDS],
+    /// Length of each per-host field in `patch` (`field::*`; 0: the host has none).
+    pub field_len: [u8; field::COUNT],
+    /// One's complement sum (folded) of each field as placed at an even offset; the
+    /// program swaps its bytes for a hole at an odd offset.
+    pub field_sum: [u16; field::COUNT],
+    pub _pad3: [u8; 6],
+    /// CLOCK_MONOTONIC deadline in ns after which this host's answers must not be sent
+    /// (its patch embeds an expiring boot-URL token); 0 = never.
+    pub valid_until_ns: u64,
+    /// The per-host bytes the templates' holes are filled with: field `f` at
+    /// `field::START[f]`, at most `field::CAP[f]` bytes.
+    pub patch: [u8; PATCH_CAP],
     pub seq_end: u32,
+    pub _pad4: u32,
+}
+
+impl Default for HostEntry {
+    fn default() -> Self {
+        HostEntry {
+            seq: 0,
+            mac: [0; 6],
+            _pad: [0; 2],
+            ip: [0; 4],
+            server_ip: [0; 4],
+            ifindex: 0,
+            vlan: 0,
+            server_mac: [0; 6],
+            nak: 0,
+            tmpl: [[0; MSGS]; MAX_KINDS],
+            field_len: [0; field::COUNT],
+            field_sum: [0; field::COUNT],
+            _pad3: [0; 6],
+            valid_until_ns: 0,
+            patch: [0; PATCH_CAP],
+            seq_end: 0,
+            _pad4: 0,
+        }
+    }
+}
+
+/// Per-host fields of [`HostEntry::patch`] that template holes name.
+pub mod field {
+    /// The host name (option 12).
+    pub const NAME: u8 = 0;
+    /// The boot URL (BOOTP `file` or option 67), which carries the host's token.
+    pub const URL: u8 = 1;
+    pub const COUNT: usize = 2;
+    /// Where each field starts in the patch.
+    pub const START: [usize; COUNT] = [0, 64];
+    /// Longest value of each field (a longer one stays in the host's own templates).
+    pub const CAP: [usize; COUNT] = [64, 192];
+}
+
+/// Bytes of per-host patch in a host entry.
+pub const PATCH_CAP: usize = 256;
+/// Holes per template.
+pub const HOLES: usize = 4;
+
+/// Where a template has a per-host field: `len` bytes at message offset `off` (in the
+/// head, past the first 48 bytes), to be filled with field `field` of the host entry's
+/// patch, whose length must be `len`. `len` 0: no hole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Hole {
+    pub off: u16,
+    pub len: u8,
+    pub field: u8,
 }
 
 /// Features of a request that select the client kind: option 93 (its only
@@ -266,6 +335,10 @@ pub mod stamp {
     pub const GIADDR: u16 = 1 << 3;
     /// Set the broadcast bit when giaddr is set (RFC 2131 4.3.2 for DHCPNAK).
     pub const BCAST_IF_RELAYED: u16 = 1 << 4;
+    /// yiaddr is the host entry's address (the template's `yiaddr` is zero).
+    pub const YIADDR: u16 = 1 << 5;
+    /// chaddr's first 6 bytes are the request's (the host entry's key).
+    pub const CHADDR: u16 = 1 << 6;
 }
 
 /// What the program inserts between a template's head and tail.
@@ -316,6 +389,8 @@ pub struct Template {
     /// CLOCK_MONOTONIC deadline in ns after which the template must not be sent (it
     /// embeds expiring boot-URL tokens); 0 = never.
     pub valid_until_ns: u64,
+    /// Per-host fields to fill in (zeros in `head` and in `sum_head`).
+    pub holes: [Hole; HOLES],
     pub head: [u8; HEAD_CAP],
     pub tail: [u8; TAIL_CAP],
 }
@@ -339,6 +414,7 @@ impl Default for Template {
             sum_tail: 0,
             _pad2: [0; 6],
             valid_until_ns: 0,
+            holes: [Hole::default(); HOLES],
             head: [0; HEAD_CAP],
             tail: [0; TAIL_CAP],
         }
@@ -471,9 +547,14 @@ mod pod {
 // Layout checks: both sides compile these, so a change that adds implicit padding fails
 // the build instead of corrupting a map.
 const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
-const _: () = assert!(core::mem::size_of::<HostEntry>() == 40 + 4 * MSGS * MAX_KINDS);
+const _: () =
+    assert!(core::mem::size_of::<HostEntry>() == 40 + 4 * MSGS * MAX_KINDS + 24 + PATCH_CAP);
+const _: () = assert!(core::mem::offset_of!(HostEntry, valid_until_ns) % 8 == 0);
+const _: () = assert!(field::START[1] + field::CAP[1] == PATCH_CAP);
+const _: () = assert!(field::START[0] + field::CAP[0] == field::START[1]);
 const _: () = assert!(core::mem::size_of::<ClassKey>() == 4);
-const _: () = assert!(core::mem::size_of::<Template>() == 40 + HEAD_CAP + TAIL_CAP);
+const _: () = assert!(core::mem::size_of::<Template>() == 40 + 4 * HOLES + HEAD_CAP + TAIL_CAP);
+const _: () = assert!(core::mem::offset_of!(Template, head) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<LeaseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<bench::Config>() == 16);
 const _: () = assert!(core::mem::size_of::<bench::Client>() == 12);

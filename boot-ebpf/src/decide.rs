@@ -6,14 +6,16 @@
 //! slow path (which stays silent), a REQUEST for an address that is not the host's gets
 //! the NAK template, and nonsensical relay fields (`boot_common::relay_ok`, the slow
 //! path's rule too) are left to the slow path, which stays silent.
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::programs::XdpContext;
-use boot_common::{counter, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER};
+use boot_common::{
+    counter, field, reason, HostEntry, MacKey, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, PATCH_CAP,
+};
 
 use crate::{
     frame::{bounded, Request, PORT_PXE, PORT_SERVER},
-    maps::{CLASSES, HOSTS},
+    maps::{Patch, CLASSES, HOSTS},
     options::Opts,
     prog::{Verdict, NO_REASON},
 };
@@ -36,6 +38,13 @@ pub struct Choice {
     pub nak: bool,
     /// The address a REQUEST asked for (option 50, else ciaddr), for the NAK text.
     pub wanted_ip: [u8; 4],
+    /// The host's address (yiaddr of templates that stamp it).
+    pub host_ip: [u8; 4],
+    /// The host's deadline (its patch's token), 0 = none.
+    pub valid_until_ns: u64,
+    /// Lengths and sums of the host's patch fields (the patch itself is in `Work`).
+    pub field_len: [u8; field::COUNT],
+    pub field_sum: [u16; field::COUNT],
 }
 
 const fn other(r: u32) -> Verdict {
@@ -50,10 +59,18 @@ struct HostView {
     vlan: u16,
     nak: u32,
     template: u32,
+    valid_until_ns: u64,
+    field_len: [u8; field::COUNT],
+    field_sum: [u16; field::COUNT],
 }
 
 #[inline(always)]
-pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Verdict> {
+pub fn decide(
+    ctx: &XdpContext,
+    req: &Request,
+    opts: &Opts,
+    patch: &mut Patch,
+) -> Result<Choice, Verdict> {
     let slot = match (req.dport, opts.msg_type) {
         (_, 0) => return Err(other(reason::NO_MSG_TYPE)),
         (PORT_SERVER, DISCOVER) => MSG_OFFER,
@@ -84,7 +101,7 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
     let Some(kind) = bounded(kind, 0, MAX_KINDS as u32 - 1) else {
         return Err(other(reason::NO_CLASS));
     };
-    let Some(host) = read_host(entry, mac, kind as usize, slot) else {
+    let Some(host) = read_host(entry, mac, kind as usize, slot, patch) else {
         return Err(other(reason::TORN_ENTRY));
     };
     if host.ifindex != ctx.ingress_ifindex() as u32 || host.vlan != req.vlan() {
@@ -127,13 +144,24 @@ pub fn decide(ctx: &XdpContext, req: &Request, opts: &Opts) -> Result<Choice, Ve
         template,
         nak,
         wanted_ip,
+        host_ip: host.ip,
+        valid_until_ns: host.valid_until_ns,
+        field_len: host.field_len,
+        field_sum: host.field_sum,
     })
 }
 
-/// Copies what this request needs out of the host entry, and checks that the copy is
-/// of one whole entry for this MAC (the daemon replaces entries while we run).
+/// Copies what this request needs out of the host entry (its patch into `patch`), and
+/// checks that the copy is of one whole entry for this MAC (the daemon replaces entries
+/// while we run).
 #[inline(always)]
-fn read_host(p: *const HostEntry, mac: [u8; 6], kind: usize, slot: usize) -> Option<HostView> {
+fn read_host(
+    p: *const HostEntry,
+    mac: [u8; 6],
+    kind: usize,
+    slot: usize,
+    patch: &mut Patch,
+) -> Option<HostView> {
     // SAFETY: p is a live map value; volatile keeps the reads in this order, so that a
     // concurrent rewrite shows up as seq != seq_end or as another MAC.
     unsafe {
@@ -149,7 +177,18 @@ fn read_host(p: *const HostEntry, mac: [u8; 6], kind: usize, slot: usize) -> Opt
             vlan: read_volatile(&(*p).vlan),
             nak: read_volatile(&(*p).nak),
             template: read_volatile(&(*p).tmpl[kind & (MAX_KINDS - 1)][slot % MSGS]),
+            valid_until_ns: read_volatile(&(*p).valid_until_ns),
+            field_len: read_volatile(&(*p).field_len),
+            field_sum: read_volatile(&(*p).field_sum),
         };
+        // The patch in words (both 8-byte aligned), between the sequence numbers.
+        let src = (*p).patch.as_ptr() as *const u64;
+        let dst = patch.0.as_mut_ptr() as *mut u64;
+        let mut i = 0;
+        while i < PATCH_CAP / 8 {
+            write_volatile(dst.add(i), read_volatile(src.add(i)));
+            i += 1;
+        }
         let seq_end = read_volatile(&(*p).seq_end);
         (seq == seq_end && emac == mac).then_some(v)
     }

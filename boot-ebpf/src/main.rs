@@ -85,7 +85,7 @@ mod prog {
         if let Err(v) = options::walk(work) {
             return v;
         }
-        let choice = match decide::decide(ctx, &work.req, &work.o) {
+        let choice = match decide::decide(ctx, &work.req, &work.o, &mut work.patch) {
             Ok(c) => c,
             Err(v) => return v,
         };

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use boot_common::{
-    counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template, EVENT_SLOTS,
+    counter, reason, ClassKey, HostEntry, LeaseEvent, MacKey, Template, EVENT_SLOTS, PATCH_CAP,
 };
 
 use crate::{
@@ -79,6 +79,11 @@ impl Out {
     }
 }
 
+/// The host entry's patch (the bytes its templates' holes are filled with), copied with
+/// the rest of the entry (8-byte aligned: it is copied in words).
+#[repr(C, align(8))]
+pub struct Patch(pub [u8; PATCH_CAP]);
+
 /// Per-CPU working memory: the BPF stack is only 512 bytes.
 #[repr(C)]
 pub struct Work {
@@ -90,6 +95,7 @@ pub struct Work {
     pub walk: Walk,
     /// The chosen template's small fields.
     pub h: Head,
+    pub patch: Patch,
     /// The reply frame, composed here and written into the frame with one store (each
     /// store is a helper call and a `memcpy` whose start-up costs more than copying a
     /// few hundred bytes in words): headers, then the message at `MSG`. The 8 bytes past

@@ -21,13 +21,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use boot_common::{
-    counter, insert, reason, stamp, LeaseEvent, Template, DNS_MAX, ECHO_MAX, HEAD_CAP, TAIL_CAP,
+    counter, field, insert, reason, stamp, Hole, LeaseEvent, Template, DNS_MAX, ECHO_MAX, HEAD_CAP,
+    HOLES, PATCH_CAP, TAIL_CAP,
 };
 
 use crate::{
     decide::Choice,
     frame::{bounded, fold, Request, BOOTP_FIXED, PORT_SERVER},
-    maps::{self, Out, Work, IP, MSG, OUT_CAP, PAY_CAP, STATS, TEMPLATES},
+    maps::{self, Out, Patch, Work, IP, MSG, OUT_CAP, PAY_CAP, STATS, TEMPLATES},
     options::Opts,
     prog::{Verdict, NO_REASON},
 };
@@ -65,6 +66,8 @@ pub struct Head {
     dns_off: u16,
     sum_head: u16,
     sum_tail: u16,
+    /// Per-host fields to fill in from the host's patch.
+    holes: [Hole; HOLES],
 }
 
 /// What goes between head and tail for this request.
@@ -92,13 +95,13 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
     let Some(t) = TEMPLATES.get_ptr(choice.template) else {
         return other(reason::NO_TEMPLATE);
     };
-    work.h = match read_head(t, choice.template) {
+    work.h = match read_head(t, choice) {
         Ok(h) => h,
         Err(v) => return v,
     };
     let h = &work.h;
     let nak = h.msg_type == MSG_NAK;
-    if nak != choice.nak {
+    if nak != choice.nak || !holes_ok(h, choice) {
         return other(reason::NO_TEMPLATE);
     }
     let Some(ins) = insert_of(
@@ -123,7 +126,7 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
         return other(reason::TOO_BIG);
     }
     first_48(t, h, &work.req, &mut work.out);
-    let sum = payload_sum(h, &ins, &work.out);
+    let sum = payload_sum(h, &ins, &work.out) + holes_sum(h, choice);
     headers(&work.req, choice, h, total, sum, nak, &mut work.out);
     let Some(tail_left) = compose(ctx, work, t, &ins) else {
         return other(reason::TOO_BIG);
@@ -154,7 +157,8 @@ pub fn send(ctx: &XdpContext, work: &mut Work, choice: &Choice) -> Verdict {
 }
 
 #[inline(always)]
-fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
+fn read_head(t: *const Template, choice: &Choice) -> Result<Head, Verdict> {
+    let id = choice.template;
     // SAFETY: t is a live map value; the fields are copied out at once.
     let (tid, h, valid_until) = unsafe {
         (
@@ -178,6 +182,7 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
                 dns_off: read_volatile(&(*t).dns_off),
                 sum_head: read_volatile(&(*t).sum_head),
                 sum_tail: read_volatile(&(*t).sum_tail),
+                holes: read_volatile(&(*t).holes),
             },
             read_volatile(&(*t).valid_until_ns),
         )
@@ -191,10 +196,85 @@ fn read_head(t: *const Template, id: u32) -> Result<Head, Verdict> {
     }
     // The coarse clock lags by at most a tick: deadlines are minutes away from the
     // daemon's refresh.
-    if valid_until != 0 && h.now_ns > valid_until {
+    if valid_until != 0 && h.now_ns > valid_until
+        || choice.valid_until_ns != 0 && h.now_ns > choice.valid_until_ns
+    {
         return Err(other(reason::STALE_TEMPLATE));
     }
+    let mut h = h;
+    if h.stamp & stamp::YIADDR != 0 {
+        h.yiaddr = choice.host_ip;
+    }
     Ok(h)
+}
+
+/// Every hole of the template names a field the host has, of the hole's length, inside
+/// the head past its first 48 bytes (where `compose` writes).
+#[inline(always)]
+fn holes_ok(h: &Head, choice: &Choice) -> bool {
+    let mut i = 0;
+    while i < HOLES {
+        let hole = h.holes[i];
+        i += 1;
+        if hole.len == 0 {
+            continue;
+        }
+        let f = hole.field as usize;
+        if f >= field::COUNT
+            || choice.field_len[f & 1] != hole.len
+            || hole.len as usize > field::CAP[f & 1]
+            || (hole.off as u32) < 48
+            || hole.off as u32 + hole.len as u32 > h.head_len
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// One's complement sum of the holes' bytes, from the host's precomputed field sums
+/// (made for an even offset: swapped for an odd one).
+#[inline(always)]
+fn holes_sum(h: &Head, choice: &Choice) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i < HOLES {
+        let hole = h.holes[i];
+        i += 1;
+        if hole.len == 0 {
+            continue;
+        }
+        let v = choice.field_sum[hole.field as usize & 1] as u32;
+        s += if hole.off & 1 == 1 { swap16(v) } else { v };
+    }
+    s
+}
+
+/// Fills the holes of the head (already in `out`) from the host's patch (checked by
+/// `holes_ok`), byte by byte: the offsets are arbitrary.
+#[inline(always)]
+fn fill_holes(h: &Head, patch: &Patch, out: &mut Out) {
+    let mut i = 0;
+    while i < HOLES {
+        let hole = h.holes[i];
+        i += 1;
+        if hole.len == 0 {
+            continue;
+        }
+        let at = MSG as u32 + hole.off as u32;
+        let n = hole.len as u32;
+        if hole.field == field::NAME {
+            let from = field::START[field::NAME as usize] as u32;
+            copy_bytes::<{ field::CAP[0] as u32 }>(out, at, n, |k| {
+                patch.0[((from + k) as usize) & (PATCH_CAP - 1)]
+            });
+        } else {
+            let from = field::START[field::URL as usize] as u32;
+            copy_bytes::<{ field::CAP[1] as u32 }>(out, at, n, |k| {
+                patch.0[((from + k) as usize) & (PATCH_CAP - 1)]
+            });
+        }
+    }
 }
 
 /// The insert for this request and its checksum contribution.
@@ -354,6 +434,16 @@ fn first_48(t: *const Template, h: &Head, req: &Request, out: &mut Out) {
     if h.stamp & stamp::BCAST_IF_RELAYED != 0 && req.giaddr != [0; 4] {
         out.0[MSG + 10] |= 0x80;
     }
+    if h.stamp & stamp::YIADDR != 0 {
+        put(out, 16, h.yiaddr);
+    }
+    if h.stamp & stamp::CHADDR != 0 {
+        let mut k = 0;
+        while k < 6 {
+            out.0[MSG + 28 + k] = req.mac[k];
+            k += 1;
+        }
+    }
 }
 
 /// One's complement sum of the reply's DHCP message (big-endian words, unfolded).
@@ -364,7 +454,18 @@ fn payload_sum(h: &Head, ins: &Insert, out: &Out) -> u32 {
     // depend on byte order but for a final swap).
     let w = |at: usize| out.word(MSG + at);
     let (x, f, c, g) = (w(4), w(8) >> 16, w(12), w(24));
-    let native = (x & 0xffff) + (x >> 16) + f + (c & 0xffff) + (c >> 16) + (g & 0xffff) + (g >> 16);
+    let mut native =
+        (x & 0xffff) + (x >> 16) + f + (c & 0xffff) + (c >> 16) + (g & 0xffff) + (g >> 16);
+    if h.stamp & stamp::YIADDR != 0 {
+        let y = w(16);
+        native += (y & 0xffff) + (y >> 16);
+    }
+    if h.stamp & stamp::CHADDR != 0 {
+        // chaddr's 6 bytes: a word and the first half of the next (native order: the
+        // low half).
+        let (a, b) = (w(28), w(32));
+        native += (a & 0xffff) + (a >> 16) + (b & 0xffff);
+    }
     let stamped = fold(native).swap_bytes() as u32;
     let tail = if ins.len & 1 == 1 {
         swap16(h.sum_tail as u32)
@@ -539,7 +640,11 @@ fn copy_bytes<const MAX: u32>(out: &mut Out, at: u32, n: u32, get: impl Fn(u32) 
 fn compose(ctx: &XdpContext, work: &mut Work, t: *const Template, ins: &Insert) -> Option<u32> {
     let l2 = work.req.l2;
     let Work {
-        out, h, ip_text, ..
+        out,
+        h,
+        ip_text,
+        patch,
+        ..
     } = work;
     let m = MSG as u32;
     // SAFETY: t is a live map value.
@@ -572,6 +677,7 @@ fn compose(ctx: &XdpContext, work: &mut Work, t: *const Template, ins: &Insert) 
     if h.dns_n != 0 && !rotate_dns(t, h, out) {
         return None;
     }
+    fill_holes(h, patch, out);
     let head_len = bounded(h.head_len, BOOTP_FIXED + 1, HEAD_CAP as u32)?;
     if ins.len != 0 {
         let n = bounded(ins.len, 1, INSERT_MAX)?;

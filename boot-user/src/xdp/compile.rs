@@ -8,10 +8,19 @@
 //! by [`super::emulate`] (the program's logic in Rust) for a probe request with every
 //! per-request field set, and must give the builder's bytes for that probe exactly;
 //! a template that does not is not installed (those requests go to the slow path).
+//!
+//! The per-host bytes of a reply (yiaddr, chaddr, the host name in option 12, the boot
+//! URL with its token in `file` or option 67) are cut out of the template ([`mask`]):
+//! zeroed, and named as stamps and holes that the program fills from the host entry
+//! ([`HostPatch`]). Hosts whose replies differ only there then share one template. The
+//! self-check replays the masked template with the host's patch, so a cut in the wrong
+//! place fails it like any other mistake.
+use std::cell::{Cell, RefCell};
 use std::net::Ipv4Addr;
 
 use boot_common::{
-    insert, stamp, ClassKey, HEAD_CAP, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER, TAIL_CAP,
+    field, insert, stamp, ClassKey, Hole, HEAD_CAP, HOLES, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER,
+    TAIL_CAP,
 };
 use dhcproto::v4::MessageType;
 
@@ -40,7 +49,175 @@ pub struct Compiled {
     pub dns: Option<(u16, u8)>,
     /// The builder dropped options to fit [`DEFAULT_LIMIT`].
     pub limited: bool,
+    /// Zero when stamped from the host entry ([`stamp::YIADDR`]).
     pub yiaddr: Ipv4Addr,
+    /// Per-host fields cut out of `bytes` (zeros there), by offset.
+    pub holes: Vec<Hole>,
+    /// `bytes` embed an expiring boot-URL token (one the holes did not take out): the
+    /// template expires with it.
+    pub expires: bool,
+}
+
+/// A host's own bytes, which its templates' holes and stamps are filled with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPatch {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    /// By `field::*`; empty: none.
+    pub fields: [Vec<u8>; field::COUNT],
+}
+
+impl Default for HostPatch {
+    fn default() -> Self {
+        HostPatch {
+            mac: Mac::default(),
+            ip: Ipv4Addr::UNSPECIFIED,
+            fields: Default::default(),
+        }
+    }
+}
+
+impl HostPatch {
+    /// `bytes` (a template's message) with the holes filled and yiaddr / chaddr stamped
+    /// as `stamp` says; None when a hole does not fit the host's field (the program passes
+    /// those requests up).
+    pub fn fill(&self, bytes: &mut [u8], stamp_flags: u16, holes: &[Hole]) -> Option<()> {
+        for h in holes {
+            let v = self.fields.get(h.field as usize)?;
+            let (off, len) = (h.off as usize, h.len as usize);
+            if len == 0 {
+                continue;
+            }
+            if v.len() != len || off < 48 || len > field::CAP[h.field as usize] {
+                return None;
+            }
+            bytes.get_mut(off..off + len)?.copy_from_slice(v);
+        }
+        if stamp_flags & stamp::YIADDR != 0 {
+            bytes.get_mut(16..20)?.copy_from_slice(&self.ip.octets());
+        }
+        if stamp_flags & stamp::CHADDR != 0 {
+            bytes.get_mut(28..34)?.copy_from_slice(&self.mac.0);
+        }
+        Some(())
+    }
+}
+
+/// Cuts the host's own bytes out of `c` (its bytes up to `head_end`, the insertion
+/// point): yiaddr and chaddr become stamps, option 12's name and the boot URL (`url`,
+/// when the reply was built with it) holes. Undone exactly by [`HostPatch::fill`]. The
+/// template expires when a token stays in it: one the reply got other than in the URL
+/// (`token`), or the URL when it could not be cut out.
+pub fn mask(c: &mut Compiled, p: &HostPatch, url: bool, token: bool, head_end: usize) {
+    c.expires = token || url;
+    let b = &mut c.bytes;
+    if b.len() < 240 {
+        return;
+    }
+    if !p.ip.is_unspecified() && b[16..20] == p.ip.octets() {
+        b[16..20].fill(0);
+        c.stamp |= stamp::YIADDR;
+        c.yiaddr = Ipv4Addr::UNSPECIFIED;
+    }
+    if b[28..34] == p.mac.0 {
+        b[28..34].fill(0);
+        c.stamp |= stamp::CHADDR;
+    }
+    let mut holes = vec![];
+    let mut cut = |b: &mut Vec<u8>, off: usize, f: u8| {
+        let v = &p.fields[f as usize];
+        let len = v.len();
+        if len == 0
+            || len > field::CAP[f as usize]
+            || off < 48
+            || off + len > head_end
+            || holes.len() == HOLES
+            || b.get(off..off + len) != Some(v.as_slice())
+        {
+            return false;
+        }
+        b[off..off + len].fill(0);
+        holes.push(Hole {
+            off: off as u16,
+            len: len as u8,
+            field: f,
+        });
+        true
+    };
+    if let Some((off, len)) = find_option(b, 12) {
+        if len == p.fields[field::NAME as usize].len() {
+            cut(b, off, field::NAME);
+        }
+    }
+    let mut url_cut = !url;
+    if url {
+        let n = p.fields[field::URL as usize].len();
+        // BOOTP `file` (at 108, NUL-terminated), or option 67.
+        if b.get(108 + n) == Some(&0) && n < 128 && cut(b, 108, field::URL) {
+            url_cut = true;
+        } else if let Some((off, len)) = find_option(b, 67) {
+            url_cut = len == n && cut(b, off, field::URL);
+        }
+    }
+    holes.sort_by_key(|h| h.off);
+    c.holes = holes;
+    c.expires = token || !url_cut;
+}
+
+/// The compiler's [`BootUrls`] for one host: the inner URLs, each made once (so every
+/// template of the host carries the same token, the one in its patch), and a record of
+/// whether the reply being built asked for a token.
+struct Pinned<'a> {
+    inner: &'a dyn BootUrls,
+    script: RefCell<Option<String>>,
+    token: RefCell<Option<String>>,
+    /// `ipxe_script` was called since the last `take`.
+    used_script: Cell<bool>,
+    /// `token` was called since the last `take`.
+    used_token: Cell<bool>,
+}
+
+impl<'a> Pinned<'a> {
+    fn new(inner: &'a dyn BootUrls) -> Self {
+        Pinned {
+            inner,
+            script: RefCell::new(None),
+            token: RefCell::new(None),
+            used_script: Cell::new(false),
+            used_token: Cell::new(false),
+        }
+    }
+
+    /// (script URL used, token used) since the last call.
+    fn take(&self) -> (bool, bool) {
+        (
+            self.used_script.replace(false),
+            self.used_token.replace(false),
+        )
+    }
+}
+
+impl BootUrls for Pinned<'_> {
+    fn ipxe_script(&self, host: &crate::inventory::Host, mac: Mac, server: Ipv4Addr) -> String {
+        self.used_script.set(true);
+        self.script
+            .borrow_mut()
+            .get_or_insert_with(|| self.inner.ipxe_script(host, mac, server))
+            .clone()
+    }
+    fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String {
+        self.inner.http_firmware(file, server)
+    }
+    fn base_url(&self, server: Ipv4Addr) -> String {
+        self.inner.base_url(server)
+    }
+    fn token(&self, host: &crate::inventory::Host, mac: Mac) -> String {
+        self.used_token.set(true);
+        self.token
+            .borrow_mut()
+            .get_or_insert_with(|| self.inner.token(host, mac))
+            .clone()
+    }
 }
 
 /// Every template of one boot interface.
@@ -51,6 +228,8 @@ pub struct HostTemplates {
     /// `[kind][MSG_*]`; None: that request goes to the slow path.
     pub slots: [[Option<Compiled>; MSGS]; MAX_KINDS],
     pub nak: Option<Compiled>,
+    /// What the templates' holes and stamps take from the host entry.
+    pub patch: HostPatch,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,10 +297,92 @@ pub fn class_table(table: &OptionTable) -> Vec<(ClassKey, Option<u32>)> {
 /// Compiles templates with one builder configuration.
 pub struct Compiler<'a> {
     pub settings: &'a Settings,
-    pub urls: &'a dyn BootUrls,
+    pub urls: &'a (dyn BootUrls + Sync),
+}
+
+/// Templates the self-check passed during one sync with one compiler: a host whose
+/// masked template equals one of them (its reply differs from that host's only in the
+/// holes and stamps) skips the check, which otherwise costs as much again as building
+/// the template. Bounded: past [`Verified::MAX`] entries nothing more is remembered.
+#[derive(Default)]
+pub struct Verified(std::sync::Mutex<std::collections::HashSet<Compiled>>);
+
+impl Verified {
+    pub const MAX: usize = 4096;
+
+    fn contains(&self, c: &Compiled) -> bool {
+        self.0.lock().expect("not poisoned").contains(c)
+    }
+
+    fn add(&self, c: &Compiled) {
+        let mut set = self.0.lock().expect("not poisoned");
+        if set.len() < Self::MAX {
+            set.insert(c.clone());
+        }
+    }
 }
 
 impl Compiler<'_> {
+    /// All templates of the boot interface `mac`, answered from `server_ip`.
+    pub fn compile_host(
+        &self,
+        inv: &Inventory,
+        mac: Mac,
+        server_ip: Ipv4Addr,
+    ) -> Result<HostTemplates, CompileError> {
+        self.compile_host_with(inv, mac, server_ip, &Verified::default())
+    }
+
+    /// [`Compiler::compile_host`], skipping the self-check of templates in `verified`
+    /// (and adding those it checks).
+    pub fn compile_host_with(
+        &self,
+        inv: &Inventory,
+        mac: Mac,
+        server_ip: Ipv4Addr,
+        verified: &Verified,
+    ) -> Result<HostTemplates, CompileError> {
+        let found = inv.lookup_mac(mac).ok_or(CompileError::UnknownMac(mac))?;
+        let ip = found.nic.addr().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let pinned = Pinned::new(self.urls);
+        let url = if ip.is_unspecified() {
+            vec![]
+        } else {
+            pinned.ipxe_script(found.host, mac, server_ip).into_bytes()
+        };
+        pinned.take();
+        let this = HostCompiler {
+            settings: self.settings,
+            urls: &pinned,
+            verified,
+        };
+        let mut out = HostTemplates {
+            ip,
+            server_ip,
+            slots: Default::default(),
+            nak: None,
+            patch: HostPatch {
+                mac,
+                ip,
+                fields: [found.host.name.as_bytes().to_vec(), url],
+            },
+        };
+        if ip.is_unspecified() {
+            return Ok(out); // the slow path stays silent; the program passes up
+        }
+        this.compile_templates(inv, found.host, &pinned, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The compiler for one host: its URLs pinned.
+struct HostCompiler<'a> {
+    settings: &'a Settings,
+    urls: &'a dyn BootUrls,
+    verified: &'a Verified,
+}
+
+impl HostCompiler<'_> {
     fn decide(&self, inv: &Inventory, req: &Request, server_ip: Ipv4Addr) -> Option<Vec<u8>> {
         let ctx = Context {
             settings: self.settings,
@@ -136,29 +397,21 @@ impl Compiler<'_> {
         }
     }
 
-    /// All templates of the boot interface `mac`, answered from `server_ip`.
-    pub fn compile_host(
+    fn compile_templates(
         &self,
         inv: &Inventory,
-        mac: Mac,
-        server_ip: Ipv4Addr,
-    ) -> Result<HostTemplates, CompileError> {
-        let found = inv.lookup_mac(mac).ok_or(CompileError::UnknownMac(mac))?;
-        let ip = found.nic.addr().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let mut out = HostTemplates {
-            ip,
-            server_ip,
-            slots: Default::default(),
-            nak: None,
-        };
-        if ip.is_unspecified() {
-            return Ok(out); // the slow path stays silent; the program passes up
-        }
+        host: &crate::inventory::Host,
+        pinned: &Pinned<'_>,
+        out: &mut HostTemplates,
+    ) -> Result<(), CompileError> {
+        let (mac, ip, server_ip) = (out.patch.mac, out.ip, out.server_ip);
+        let found_name = host.name.as_str();
         for (k, kind) in ClientKind::TEMPLATES.iter().enumerate() {
             for slot in [MSG_OFFER, MSG_ACK] {
                 let mut req = canonical(mac, *kind, slot, ip, server_ip);
-                out.slots[k][slot] =
-                    self.compile_one(inv, &mut req, server_ip, k as u8, found.host.name.as_str())?;
+                out.slots[k][slot] = self.compile_one(
+                    inv, &mut req, server_ip, k as u8, found_name, pinned, &out.patch,
+                )?;
             }
         }
         let mut req = Request::new(MessageType::Request, mac, ClientKind::Os);
@@ -168,11 +421,12 @@ impl Compiler<'_> {
             NAK_MARKER
         });
         req.server_id = Some(server_ip);
-        out.nak = self.compile_nak(inv, &req, server_ip, &found.host.name)?;
-        Ok(out)
+        out.nak = self.compile_nak(inv, &req, server_ip, found_name, pinned, &out.patch)?;
+        Ok(())
     }
 
     /// OFFER or ACK of one kind; None when the builder stays silent.
+    #[allow(clippy::too_many_arguments)]
     fn compile_one(
         &self,
         inv: &Inventory,
@@ -180,6 +434,8 @@ impl Compiler<'_> {
         server_ip: Ipv4Addr,
         kind: u8,
         host: &str,
+        pinned: &Pinned<'_>,
+        patch: &HostPatch,
     ) -> Result<Option<Compiled>, CompileError> {
         // First with no size limit: when that reply fits 548 bytes anyway, it is also the
         // reply to a client without option 57 (nothing was dropped), and one call does.
@@ -197,6 +453,7 @@ impl Compiler<'_> {
                 None => return Ok(None),
             }
         };
+        let (script, token) = pinned.take();
         if !stamp_fields_zero(&bytes) {
             return Err(CompileError::Mismatch {
                 host: host.to_string(),
@@ -214,14 +471,27 @@ impl Compiler<'_> {
             limited,
             yiaddr: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
             bytes,
+            holes: vec![],
+            expires: script || token,
         };
+        let whole = c.clone();
         // The builder echoes option 97 at its sorted position; the check proves it (and
         // a builder that does not echo gets a template without the insert).
-        c.insert = Some((insert::ECHO_97, insertion_point(&c.bytes, 97)));
-        if self.check(inv, req, server_ip, &c, host).is_err() {
-            c.insert = None;
-            self.check(inv, req, server_ip, &c, host)?;
+        let at = insertion_point(&c.bytes, 97);
+        c.insert = Some((insert::ECHO_97, at));
+        mask(&mut c, patch, script, token, at);
+        if !self.verified.contains(&c) {
+            if self.check(inv, req, server_ip, &c, host, patch).is_err() {
+                c = whole;
+                let end = c.bytes.len();
+                mask(&mut c, patch, script, token, end);
+                if !self.verified.contains(&c) {
+                    self.check(inv, req, server_ip, &c, host, patch)?;
+                }
+            }
+            self.verified.add(&c);
         }
+        pinned.take();
         Ok(fits(&c).then_some(c))
     }
 
@@ -232,10 +502,13 @@ impl Compiler<'_> {
         req: &Request,
         server_ip: Ipv4Addr,
         host: &str,
+        pinned: &Pinned<'_>,
+        patch: &HostPatch,
     ) -> Result<Option<Compiled>, CompileError> {
         let Some(mut bytes) = self.decide(inv, req, server_ip) else {
             return Ok(None);
         };
+        let (script, token) = pinned.take();
         let mismatch = |what: &str| CompileError::Mismatch {
             host: host.to_string(),
             mac: req.mac,
@@ -251,7 +524,7 @@ impl Compiler<'_> {
         }
         bytes.drain(off..off + text.len());
         bytes[off - 1] -= text.len() as u8;
-        let c = Compiled {
+        let mut c = Compiled {
             bytes,
             stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | stamp::BCAST_IF_RELAYED,
             insert: Some((insert::REQUESTED_IP_TEXT, off)),
@@ -260,8 +533,12 @@ impl Compiler<'_> {
             dns: None,
             limited: false,
             yiaddr: Ipv4Addr::UNSPECIFIED,
+            holes: vec![],
+            expires: script || token,
         };
-        self.check(inv, req, server_ip, &c, host)?;
+        mask(&mut c, patch, script, token, off);
+        self.check(inv, req, server_ip, &c, host, patch)?;
+        pinned.take();
         Ok(fits(&c).then_some(c))
     }
 
@@ -274,10 +551,11 @@ impl Compiler<'_> {
         server_ip: Ipv4Addr,
         c: &Compiled,
         host: &str,
+        patch: &HostPatch,
     ) -> Result<(), CompileError> {
         for probe in probes(base, c.msg_type) {
             let want = self.decide(inv, &probe.request, server_ip);
-            let got = emulate(c, &probe);
+            let got = emulate(c, &probe, patch);
             // The program passing up is always safe; answering must match exactly.
             if got.is_some() && got != want {
                 return Err(CompileError::Mismatch {
@@ -522,6 +800,65 @@ mod tests {
             1,
             "provision = false: the same lease for every client kind"
         );
+    }
+
+    /// Hosts of one subnet and image whose names have the same length share every
+    /// template but the NAK (it names the host and its address); the holes are the name,
+    /// the boot URL, and the stamps yiaddr and chaddr. Another name length is another
+    /// template.
+    #[test]
+    fn hosts_of_a_group_share_their_masked_templates() {
+        let macs = [Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 7, 2]), MAC3];
+        const MAC3: Mac = Mac([2, 0, 0, 0, 0, 3]);
+        let hosts = [
+            ("cn1", "10.0.0.5/24"),
+            ("cn2", "10.0.0.99/24"),
+            ("cn10", "10.0.0.7/24"),
+        ]
+        .iter()
+        .zip(macs)
+        .map(|((n, ip), mac)| {
+            let mut h = Host::with_interface(n, mac, Some(ip));
+            h.provision = true;
+            h
+        })
+        .collect();
+        let inv = Inventory::from_parts_unchecked(hosts, vec![]);
+        let s = settings();
+        let c = Compiler {
+            settings: &s,
+            urls: &PlainUrls { port: 8080 },
+        };
+        let t: Vec<HostTemplates> = macs
+            .iter()
+            .map(|m| c.compile_host(&inv, *m, SERVER).unwrap())
+            .collect();
+        assert_eq!(t[1].patch.fields[field::NAME as usize], b"cn2");
+        let url = String::from_utf8(t[1].patch.fields[field::URL as usize].clone()).unwrap();
+        assert!(url.contains("/boot/cn2/ipxe"), "{url}");
+        let ipxe = kind_index(ClientKind::Ipxe);
+        for k in 0..MAX_KINDS {
+            for slot in [MSG_OFFER, MSG_ACK] {
+                let [a, b, c] = [0, 1, 2].map(|i| t[i].slots[k][slot].clone().unwrap());
+                assert_eq!(a, b, "kind {k} slot {slot}: shared");
+                assert_ne!(a, c, "kind {k} slot {slot}: another name length");
+                assert!(a.stamp & stamp::YIADDR != 0 && a.stamp & stamp::CHADDR != 0);
+                assert_eq!(a.yiaddr, Ipv4Addr::UNSPECIFIED);
+                assert!(!a.expires);
+                let fields: Vec<u8> = a.holes.iter().map(|h| h.field).collect();
+                if k == ipxe {
+                    assert_eq!(fields, [field::URL, field::NAME], "{:?}", a.holes);
+                } else {
+                    assert_eq!(fields, [field::NAME], "{:?}", a.holes);
+                }
+                // Filled, each host's template is its own reply.
+                let mut bytes = a.bytes.clone();
+                t[1].patch.fill(&mut bytes, a.stamp, &a.holes).unwrap();
+                assert_eq!(&bytes[16..20], &[10, 0, 0, 99]);
+                assert_eq!(&bytes[28..34], &macs[1].0);
+            }
+        }
+        assert_ne!(t[0].nak, t[1].nak, "a NAK names its host");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use boot_common::{insert, stamp, ECHO_MAX};
 
-use super::compile::{Compiled, DEFAULT_LIMIT};
+use super::compile::{Compiled, HostPatch, DEFAULT_LIMIT};
 use crate::dhcp::Request;
 
 /// A request as the compiler's self-check presents it to a template.
@@ -28,9 +28,9 @@ impl Probe {
     }
 }
 
-/// The DHCP message the program sends for `p` with template `c`, or None when it passes
-/// the request up instead.
-pub fn emulate(c: &Compiled, p: &Probe) -> Option<Vec<u8>> {
+/// The DHCP message the program sends for `p` with template `c` and the host entry's
+/// `patch`, or None when it passes the request up instead.
+pub fn emulate(c: &Compiled, p: &Probe, patch: &HostPatch) -> Option<Vec<u8>> {
     let r = &p.request;
     if r.machine_id
         .as_ref()
@@ -40,6 +40,9 @@ pub fn emulate(c: &Compiled, p: &Probe) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(c.bytes.len() + 80);
     let (what, at) = c.insert.unwrap_or((insert::NONE, c.bytes.len()));
+    if c.holes.iter().any(|h| h.off as usize + h.len as usize > at) {
+        return None; // holes are in the head only
+    }
     out.extend_from_slice(c.bytes.get(..at)?);
     match what {
         insert::ECHO_97 => {
@@ -69,6 +72,7 @@ pub fn emulate(c: &Compiled, p: &Probe) -> Option<Vec<u8>> {
             out[off + 4 * i..off + 4 * i + 4].copy_from_slice(&list[4 * j..4 * j + 4]);
         }
     }
+    patch.fill(&mut out, c.stamp, &c.holes)?;
     stamp_fields(&mut out, c.stamp, r);
     let limit = r.max_message_size.unwrap_or(0).max(576) as usize - 28;
     if out.len() > limit || (c.limited && limit > DEFAULT_LIMIT) {
@@ -176,7 +180,7 @@ mod tests {
                         rotation,
                     };
                     assert_eq!(
-                        emulate(c, &p),
+                        emulate(c, &p, &t.patch),
                         want(&r, rotation),
                         "{kind:?} {mt:?} xid {xid:#x}"
                     );
@@ -190,7 +194,7 @@ mod tests {
             r.requested_ip = Some(wanted.parse().unwrap());
             r.giaddr = Ipv4Addr::new(10, 9, 0, 1);
             assert_eq!(
-                emulate(nak, &Probe::new("nak", r.clone())),
+                emulate(nak, &Probe::new("nak", r.clone()), &t.patch),
                 want(&r, 0),
                 "NAK for {wanted}"
             );
@@ -209,17 +213,24 @@ mod tests {
             dns: None,
             limited: true,
             yiaddr: IP,
+            holes: vec![],
+            expires: false,
         };
+        let none = HostPatch::default();
         let mut r = Request::new(MessageType::Discover, MAC, ClientKind::Os);
         r.machine_id = Some(vec![]);
-        assert_eq!(emulate(&c, &Probe::new("empty 97", r.clone())), None);
+        assert_eq!(emulate(&c, &Probe::new("empty 97", r.clone()), &none), None);
         r.machine_id = None;
         r.max_message_size = Some(1500);
         assert_eq!(
-            emulate(&c, &Probe::new("limited, client allows more", r.clone())),
+            emulate(
+                &c,
+                &Probe::new("limited, client allows more", r.clone()),
+                &none
+            ),
             None
         );
         r.max_message_size = None;
-        assert!(emulate(&c, &Probe::new("limited, default size", r)).is_some());
+        assert!(emulate(&c, &Probe::new("limited, default size", r), &none).is_some());
     }
 }

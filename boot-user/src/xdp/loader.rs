@@ -55,17 +55,22 @@ impl LoadOptions {
     /// at least 1024.
     pub fn for_hosts(hosts: usize) -> LoadOptions {
         let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
-        // Up to 17 templates per interface (8 client kinds x OFFER/ACK, and a NAK), shared
-        // when equal; a reload's replaced templates wait out a grace period before their
-        // slots are reused. 18 slots per entry of room, so 36 per interface at start: a
-        // whole second generation fits. 856 bytes each: 31 MB for 1,000 interfaces,
-        // preallocated.
+        // Templates are shared by hosts whose replies differ only in the per-host fields
+        // (address, MAC, name, boot URL): a subnet and image group needs a few per client
+        // kind and name length. What stays per host is its DHCPNAK (the message names the
+        // host and its address). Two slots per entry of room (one per host for the NAK
+        // and a second generation of it while a reload's grace period runs, as much
+        // again for hosts whose other templates share nothing), and `SHARED_TEMPLATES`
+        // for the shared ones: 872 bytes each.
         LoadOptions {
             max_hosts,
-            max_templates: max_hosts.saturating_mul(18),
+            max_templates: max_hosts.saturating_mul(2) + SHARED_TEMPLATES,
         }
     }
 }
+
+/// Template slots beyond two per host entry, for the templates hosts share.
+pub const SHARED_TEMPLATES: u32 = 16384;
 
 /// How the program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,12 +22,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use boot_common::{HostEntry, MacKey, Template, MAX_KINDS, MSGS};
+use boot_common::{field, HostEntry, MacKey, Template, MAX_KINDS, MSGS};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
-use super::compile::{class_table, Compiled, Compiler, HostTemplates};
-use super::loader::{FastPath, XdpError};
+use super::compile::{class_table, CompileError, Compiled, Compiler, HostTemplates, Verified};
+use super::loader::{FastPath, XdpError, SHARED_TEMPLATES};
 use crate::inventory::{Host, Inventory, Mac};
 
 /// One of our addresses, where the program runs.
@@ -121,6 +121,52 @@ pub struct SyncReport {
     pub templates_deleted: usize,
 }
 
+/// Hosts per chunk of a whole sync's parallel compile (bounds the compiled templates
+/// held at once).
+const COMPILE_CHUNK: usize = 2048;
+
+/// What a sync does for one MAC.
+enum Plan {
+    /// No served address for its network.
+    NoServer,
+    Unchanged,
+    /// Compile its templates, answered from this address.
+    Compile(ServedAddr),
+}
+
+/// Compiles `jobs` (MAC, server address) on every CPU; results in the jobs' order.
+fn compile_all(
+    c: &Compiler<'_>,
+    inv: &Inventory,
+    jobs: &[(Mac, Ipv4Addr)],
+    verified: &Verified,
+) -> Vec<Result<HostTemplates, CompileError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || jobs.len() < 64 {
+        return jobs
+            .iter()
+            .map(|(m, s)| c.compile_host_with(inv, *m, *s, verified))
+            .collect();
+    }
+    let per = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(m, s)| c.compile_host_with(inv, *m, *s, verified))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a compile thread panicked"))
+            .collect()
+    })
+}
+
 /// A host entry as installed.
 struct Installed {
     host: Host,
@@ -141,8 +187,9 @@ type Digest128 = [u8; 16];
 #[derive(Debug, thiserror::Error)]
 enum TemplateError {
     #[error(
-        "all {0} template slots are in use (sized at start for twice the inventory's hosts; \
-         restart the daemon to resize)"
+        "all {0} template slots are in use (sized at start for four per host of the inventory \
+         and {shared} shared ones; restart the daemon to resize)",
+        shared = SHARED_TEMPLATES
     )]
     Full(u32),
     #[error(transparent)]
@@ -217,9 +264,32 @@ impl MapSync {
         let mut report = self.begin(fp, c, now)?;
         let mut seen = HashMap::new();
         self.pending.clear();
-        for (host, mac) in inv.lease_macs() {
-            seen.insert(mac, ());
-            self.sync_host(fp, inv, c, host, mac, now, &mut report);
+        let all: Vec<(&Host, Mac)> = inv.lease_macs().collect();
+        let verified = Verified::default();
+        // In chunks: the hosts to compile of a chunk are compiled on every CPU (the
+        // builder and the self-check are most of a sync's time), then written in order.
+        for chunk in all.chunks(COMPILE_CHUNK) {
+            let plans: Vec<Plan> = chunk
+                .iter()
+                .map(|(host, mac)| self.plan(inv, host, *mac, now))
+                .collect();
+            let jobs: Vec<(Mac, Ipv4Addr)> = chunk
+                .iter()
+                .zip(&plans)
+                .filter_map(|((_, mac), p)| match p {
+                    Plan::Compile(s) => Some((*mac, s.net.addr())),
+                    _ => None,
+                })
+                .collect();
+            let mut compiled = compile_all(c, inv, &jobs, &verified).into_iter();
+            for ((host, mac), plan) in chunk.iter().zip(plans) {
+                seen.insert(*mac, ());
+                let t = match &plan {
+                    Plan::Compile(_) => compiled.next().expect("one result per job"),
+                    _ => Err(CompileError::UnknownMac(*mac)), // not used
+                };
+                self.apply(fp, host, *mac, plan, t, now, &mut report);
+            }
         }
         let gone: Vec<Mac> = self
             .installed
@@ -388,14 +458,22 @@ impl MapSync {
         now: Instant,
         report: &mut SyncReport,
     ) {
+        let plan = self.plan(inv, host, mac, now);
+        let t = match &plan {
+            Plan::Compile(s) => c.compile_host(inv, mac, s.net.addr()),
+            _ => Err(CompileError::UnknownMac(mac)), // not used
+        };
+        self.apply(fp, host, mac, plan, t, now, report);
+    }
+
+    /// What a sync of `mac` has to do.
+    fn plan(&self, inv: &Inventory, host: &Host, mac: Mac, now: Instant) -> Plan {
         let ip = inv
             .lookup_mac(mac)
             .and_then(|l| l.nic.addr())
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let Some(server) = self.server_for(ip).cloned() else {
-            report.failed += 1; // no address to answer from: the slow path decides
-            self.pending.insert(mac);
-            return;
+            return Plan::NoServer;
         };
         let server_ip = server.net.addr();
         let due = |i: &Installed| {
@@ -405,11 +483,38 @@ impl MapSync {
         };
         let old = self.installed.get(&mac);
         if old.is_some_and(|i| i.host == *host && i.server_ip == server_ip && !due(i)) {
-            report.unchanged += 1;
-            return;
+            return Plan::Unchanged;
         }
-        let old_entry = old.map(|i| i.entry);
-        let templates = match c.compile_host(inv, mac, server_ip) {
+        Plan::Compile(server)
+    }
+
+    /// Carries out `plan` for `mac`, with its templates `compiled` when it compiles.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        fp: &mut FastPath,
+        host: &Host,
+        mac: Mac,
+        plan: Plan,
+        compiled: Result<HostTemplates, CompileError>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) {
+        let server = match plan {
+            Plan::NoServer => {
+                report.failed += 1; // no address to answer from: the slow path decides
+                self.pending.insert(mac);
+                return;
+            }
+            Plan::Unchanged => {
+                report.unchanged += 1;
+                return;
+            }
+            Plan::Compile(s) => s,
+        };
+        let server_ip = server.net.addr();
+        let old_entry = self.installed.get(&mac).map(|i| i.entry);
+        let templates = match compiled {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("XDP: {e}; the slow path answers this host");
@@ -492,8 +597,18 @@ impl MapSync {
             ifindex: server.ifindex,
             vlan: server.vlan,
             server_mac: server.mac.0,
+            valid_until_ns: valid_until.unwrap_or(0),
             ..Default::default()
         };
+        for (f, v) in t.patch.fields.iter().enumerate() {
+            // A longer value is in no hole (the templates keep it).
+            if v.len() <= field::CAP[f] {
+                let at = field::START[f];
+                entry.patch[at..at + v.len()].copy_from_slice(v);
+                entry.field_len[f] = v.len() as u8;
+                entry.field_sum[f] = ones_sum(v, 0);
+            }
+        }
         let mut ids = vec![];
         let mut failed = false;
         let mut take = |this: &mut MapSync, c: &Option<Compiled>| -> u32 {
@@ -531,6 +646,8 @@ impl MapSync {
         valid_until: Option<u64>,
         report: &mut SyncReport,
     ) -> Result<u32, TemplateError> {
+        // Only a template that embeds a token expires; the host entry does in any case.
+        let valid_until = valid_until.filter(|_| c.expires);
         let digest = digest(c, valid_until);
         if let Some(s) = self.by_digest.get_mut(&digest) {
             s.refs += 1;
@@ -622,18 +739,32 @@ fn same_entry(a: &HostEntry, b: &HostEntry) -> bool {
     }
 }
 
+/// The content address of a template: everything [`to_template`] makes its map value
+/// from (the sums follow from the bytes), hashed without building the value.
 fn digest(c: &Compiled, valid_until: Option<u64>) -> Digest128 {
-    let t = to_template(c, 0, valid_until.unwrap_or(0));
     let mut h = Sha256::new();
-    // SAFETY: Template is plain old data without implicit padding (checked in
-    // boot-common), so its bytes are fully initialised.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            &t as *const Template as *const u8,
-            std::mem::size_of::<Template>(),
-        )
-    };
-    h.update(bytes);
+    let (what, at) = c
+        .insert
+        .unwrap_or((boot_common::insert::NONE, c.bytes.len()));
+    let (dns_off, dns_n) = c.dns.unwrap_or((0, 0));
+    h.update([
+        what,
+        c.msg_type,
+        c.kind,
+        c.limited as u8,
+        dns_n,
+        c.holes.len() as u8,
+    ]);
+    h.update(c.stamp.to_le_bytes());
+    h.update((at as u32).to_le_bytes());
+    h.update(dns_off.to_le_bytes());
+    h.update(c.yiaddr.octets());
+    h.update(valid_until.unwrap_or(0).to_le_bytes());
+    for hole in &c.holes {
+        h.update(hole.off.to_le_bytes());
+        h.update([hole.len, hole.field]);
+    }
+    h.update(&c.bytes);
     let full = h.finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&full[..16]);
@@ -664,6 +795,9 @@ pub fn to_template(c: &Compiled, id: u32, valid_until_ns: u64) -> Template {
         valid_until_ns,
         ..Default::default()
     };
+    for (slot, h) in t.holes.iter_mut().zip(&c.holes) {
+        *slot = *h;
+    }
     t.head[..head.len()].copy_from_slice(head);
     t.tail[..tail.len()].copy_from_slice(tail);
     t
@@ -726,5 +860,197 @@ mod sum_tests {
             let s = ((s & 0xffff) + (s >> 16)) as u16;
             assert_eq!(s, whole, "split at {at}");
         }
+    }
+}
+
+/// The program's stamping of per-host fields, with BPF_PROG_TEST_RUN (needs root; skipped
+/// otherwise): a template with a name hole at an even and at an odd offset and a URL hole
+/// in BOOTP `file`, filled from host entries of several lengths, yiaddr and chaddr from
+/// the entry, and the UDP checksum from the precomputed field sums. Hand-made maps: the
+/// compiler is not involved, so this holds the program alone to the layout.
+#[cfg(test)]
+mod stamp_tests {
+    use std::net::SocketAddrV4;
+
+    use boot_common::{field, stamp, ClassKey, Hole, HostEntry, MacKey, MSG_OFFER};
+
+    use super::*;
+    use crate::dhcp::frame::udp_frame;
+    use crate::xdp::compile::{Compiled, HostPatch};
+    use crate::xdp::loader::{LoadOptions, XDP_PASS, XDP_TX};
+
+    const SRV_MAC: Mac = Mac([2, 0x5e, 0, 0, 0, 1]);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    /// An OFFER template: option 12 with `name_len` zeros at an offset of parity `odd`,
+    /// and `url_len` zeros in `file`.
+    fn template(name_len: usize, url_len: usize, odd: bool) -> Compiled {
+        let mut b = vec![0u8; 240];
+        b[0] = 2;
+        b[1] = 1;
+        b[2] = 6;
+        b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        b.extend_from_slice(&[53, 1, 2, 54, 4]);
+        b.extend_from_slice(&SERVER.octets());
+        if (b.len() + 2) % 2 != odd as usize {
+            b.push(0); // a pad: option 12's data moves to the offset's other parity
+        }
+        b.extend_from_slice(&[12, name_len as u8]);
+        let name_at = b.len();
+        b.resize(name_at + name_len, 0);
+        b.extend_from_slice(&[15, 4, b'x', b'.', b't', b'k', 255]);
+        let mut holes = vec![Hole {
+            off: 108,
+            len: url_len as u8,
+            field: field::URL,
+        }];
+        holes.push(Hole {
+            off: name_at as u16,
+            len: name_len as u8,
+            field: field::NAME,
+        });
+        Compiled {
+            bytes: b,
+            stamp: stamp::XID | stamp::FLAGS | stamp::GIADDR | stamp::YIADDR | stamp::CHADDR,
+            insert: None,
+            msg_type: 2,
+            kind: 0,
+            dns: None,
+            limited: false,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            holes,
+            expires: false,
+        }
+    }
+
+    fn entry(p: &HostPatch, id: u32, valid_until_ns: u64) -> HostEntry {
+        let mut e = HostEntry {
+            seq: 7,
+            seq_end: 7,
+            mac: p.mac.0,
+            ip: p.ip.octets(),
+            server_ip: SERVER.octets(),
+            ifindex: 1, // BPF_PROG_TEST_RUN's ingress: the loopback device
+            server_mac: SRV_MAC.0,
+            valid_until_ns,
+            ..Default::default()
+        };
+        e.tmpl[0][MSG_OFFER] = id;
+        for (f, v) in p.fields.iter().enumerate() {
+            let at = field::START[f];
+            e.patch[at..at + v.len()].copy_from_slice(v);
+            e.field_len[f] = v.len() as u8;
+            e.field_sum[f] = ones_sum(v, 0);
+        }
+        e
+    }
+
+    /// A DISCOVER from `mac` with option 53 only (class: no arch, no vendor, no user).
+    fn discover(mac: Mac, xid: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 240];
+        b[0] = 1;
+        b[1] = 1;
+        b[2] = 6;
+        b[4..8].copy_from_slice(&xid.to_be_bytes());
+        b[28..34].copy_from_slice(&mac.0);
+        b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        b.extend_from_slice(&[53, 1, 1, 255]);
+        b.resize(300, 0);
+        udp_frame(
+            &b,
+            mac,
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            Mac([0xff; 6]),
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+            None,
+        )
+    }
+
+    #[test]
+    fn holes_and_per_host_stamps_are_filled_in_the_kernel() {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+            return;
+        }
+        let mut fp = FastPath::load(LoadOptions::for_hosts(1)).expect("load the program");
+        let key = ClassKey {
+            arch: ClassKey::NO_ARCH,
+            vendor: ClassKey::VENDOR_NONE,
+            user: ClassKey::USER_NONE,
+        };
+        fp.classes.set(key.index().unwrap(), 1, 0).unwrap();
+        let mut id = 1;
+        let mut rows = 0;
+        for odd in [false, true] {
+            for (name, url) in [
+                ("a", "u"),
+                ("cn7", "http://10.0.0.1:8080/boot/cn7/ipxe"),
+                ("node-0042", "http://10.0.0.1/boot/tok"),
+                (&"n".repeat(64)[..], &"v".repeat(127)[..]),
+            ] {
+                let c = template(name.len(), url.len(), odd);
+                assert_eq!(c.holes[1].off % 2 == 1, odd);
+                fp.templates.set(id, to_template(&c, id, 0), 0).unwrap();
+                for (i, ip) in [Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 3, 200)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mac = Mac([2, 0, 0, 0, id as u8, i as u8]);
+                    let p = HostPatch {
+                        mac,
+                        ip,
+                        fields: [name.as_bytes().to_vec(), url.as_bytes().to_vec()],
+                    };
+                    fp.hosts
+                        .insert(MacKey::new(mac.0), entry(&p, id, 0), 0)
+                        .unwrap();
+                    let xid = 0x1234_5600 + rows;
+                    let out = fp.test_run(&discover(mac, xid)).unwrap();
+                    assert_eq!(out.action, XDP_TX, "{name} {url} odd {odd}");
+                    let mut want = c.bytes.clone();
+                    p.fill(&mut want, c.stamp, &c.holes).unwrap();
+                    want[4..8].copy_from_slice(&xid.to_be_bytes());
+                    let frame = udp_frame(
+                        &want,
+                        SRV_MAC,
+                        SocketAddrV4::new(SERVER, 67),
+                        mac,
+                        SocketAddrV4::new(ip, 68),
+                        None,
+                    );
+                    assert_eq!(out.frame, frame, "{name} {url} odd {odd}: the frame");
+                    rows += 1;
+                }
+                id += 1;
+            }
+        }
+        assert_eq!(rows, 16);
+        // A host whose field does not fit the hole, and one past its deadline: passed up
+        // untouched.
+        let c = template(3, 4, true);
+        fp.templates.set(id, to_template(&c, id, 0), 0).unwrap();
+        let mac = Mac([2, 0, 0, 0, 0xee, 1]);
+        let mut p = HostPatch {
+            mac,
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+            fields: [b"cn10".to_vec(), b"http".to_vec()],
+        };
+        fp.hosts
+            .insert(MacKey::new(mac.0), entry(&p, id, 0), 0)
+            .unwrap();
+        let req = discover(mac, 1);
+        let out = fp.test_run(&req).unwrap();
+        assert_eq!((out.action, &out.frame), (XDP_PASS, &req), "name too long");
+        p.fields[0] = b"cn1".to_vec();
+        fp.hosts
+            .insert(MacKey::new(mac.0), entry(&p, id, 1), 0)
+            .unwrap();
+        let out = fp.test_run(&req).unwrap();
+        assert_eq!((out.action, &out.frame), (XDP_PASS, &req), "expired");
+        fp.hosts
+            .insert(MacKey::new(mac.0), entry(&p, id, 0), 0)
+            .unwrap();
+        assert_eq!(fp.test_run(&req).unwrap().action, XDP_TX);
     }
 }

@@ -558,3 +558,98 @@ arch = 7
     let want = lab.slow_path(&uefi, lab.rotation()).expect("an OFFER");
     assert_eq!(text(&decoded(&want), 226).as_deref(), Some("\x07"));
 }
+
+/// Hosts that share templates (one subnet and image; names of one length) and hosts
+/// that differ in name length, address and boot URL (PlainUrls puts the name and MAC in
+/// it, as a token would be): every kind's DISCOVER and REQUEST, with and without option
+/// 97, broadcast, renewing and a wrong address (NAK), through the program and the slow
+/// path, byte for byte. The templates are shared: a host of a name length already
+/// present adds only its NAK.
+#[test]
+fn xdp_hosts_sharing_templates_equal_the_slow_path() {
+    if netns::need_root() {
+        return;
+    }
+    use xboot::inventory::{Inventory, Mac};
+    let hosts: Vec<(&str, Mac, Ipv4Addr)> = vec![
+        (
+            "cn10",
+            Mac([2, 0x10, 0, 0, 0, 10]),
+            Ipv4Addr::new(10, 0, 0, 10),
+        ),
+        (
+            "cn11",
+            Mac([2, 0x10, 0, 0, 0, 11]),
+            Ipv4Addr::new(10, 0, 0, 11),
+        ),
+        (
+            "cn12",
+            Mac([2, 0x10, 0xab, 0, 1, 12]),
+            Ipv4Addr::new(10, 0, 0, 212),
+        ),
+        (
+            "cn100",
+            Mac([2, 0x10, 0, 0, 1, 0]),
+            Ipv4Addr::new(10, 0, 0, 100),
+        ),
+        ("n7", Mac([2, 0x10, 0, 0, 0, 7]), Ipv4Addr::new(10, 0, 0, 3)),
+        (
+            "a-much-longer-node-name-0001",
+            Mac([2, 0x10, 0, 0, 0, 0xaa]),
+            Ipv4Addr::new(10, 0, 0, 201),
+        ),
+    ];
+    let inv = |n: usize| {
+        Inventory::from_parts_unchecked(
+            hosts[..n]
+                .iter()
+                .map(|(name, mac, ip)| host(name, *mac, Some(&format!("{ip}/24")), true, ""))
+                .collect(),
+            vec![],
+        )
+    };
+    let one = Lab::with(inv(1), settings()).sync.templates();
+    let three = Lab::with(inv(3), settings()).sync.templates();
+    assert_eq!(three, one + 2, "cn11 and cn12 add their NAKs only");
+    let mut lab = Lab::with(inv(hosts.len()), settings());
+    // Four name lengths: four sets of shared templates, and a NAK per host.
+    assert_eq!(
+        lab.sync.templates(),
+        4 * (one - 1) + hosts.len(),
+        "{} hosts ({one} templates for one)",
+        hosts.len()
+    );
+    let mut tx = 0;
+    for (h, mac, ip) in &hosts {
+        for kind in KINDS {
+            let n = |what: &str| format!("{h} {kind} {what}");
+            let d = discover(kind, *mac);
+            let s = selecting(kind, *mac, *ip, SERVER);
+            let rows = [
+                (n("DISCOVER"), d.clone()),
+                (
+                    n("DISCOVER broadcast"),
+                    Req {
+                        flags: 0x8000,
+                        ..d.clone()
+                    },
+                ),
+                (n("DISCOVER without 97"), d.clone().without(97)),
+                (n("REQUEST selecting"), s.clone()),
+                (
+                    n("REQUEST renewing"),
+                    s.clone().without(54).without(50).unicast_from(*ip),
+                ),
+                (
+                    n("REQUEST wrong address -> NAK"),
+                    selecting(kind, *mac, Ipv4Addr::new(10, 0, 0, 199), SERVER),
+                ),
+            ];
+            for (name, req) in rows {
+                check(&mut lab, &name, &req, Expect::Tx);
+                tx += 1;
+            }
+        }
+    }
+    assert_eq!(tx, hosts.len() * KINDS.len() * 6);
+}
