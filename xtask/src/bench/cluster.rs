@@ -570,7 +570,7 @@ fn discover(mac: [u8; 6], xid: u32) -> Vec<u8> {
 
 /// The boot file an OFFER names (header or option 67), empty for none.
 fn boot_file(m: &Message) -> String {
-    let f = m.fname_str().ok().flatten().unwrap_or_default();
+    let f = m.fname_str().and_then(Result::ok).unwrap_or_default();
     let f = f.trim_end_matches('\0');
     match m.opts().get(OptionCode::BootfileName) {
         Some(DhcpOption::BootfileName(b)) if f.is_empty() => String::from_utf8_lossy(b).into(),
