@@ -301,12 +301,14 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             xdp_stats.clone(),
             tftp_stats.clone(),
         );
+        let cl = cluster.clone();
         api = api
             .with_counters(Arc::new(move || {
                 serde_json::json!({
                     "dhcp": stats.snapshot(),
                     "xdp": xdp.as_ref().map(|x| x.counters()),
                     "tftp": tftp.snapshot(),
+                    "cluster": cl.as_ref().map(|c| c.apply_stats()),
                 })
             }))
             .with_discovered(Arc::new(move || {

@@ -618,6 +618,12 @@ fn two_servers_share_one_inventory_in_etcd() {
     assert_eq!(code, "200", "{body}\n{}", s2.log());
     s1.wait_host("cn1", "saw the completion", |h| h["provision"] == false);
     assert_eq!(s2.host("cn1").unwrap()["provision"], false);
+    // s1 applied it as a change of that one host (not a whole inventory).
+    let st: serde_json::Value =
+        serde_json::from_str(&s1.ok(&["status", "--json"])).expect("status JSON");
+    let applied = &st["counters"]["cluster"];
+    assert_eq!(applied["last_batch_hosts"], 1, "{st}");
+    assert!(applied["batches"].as_u64() >= Some(3), "{st}");
 
     // A conflicting edit is refused with every problem, on either server: a second host
     // with cn1's MAC.

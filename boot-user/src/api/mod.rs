@@ -149,43 +149,24 @@ impl ApiState {
     /// incrementally ([`Inventory::apply`]: the cost is the change's, not the
     /// inventory's), committed to the store, swapped in with what it touched (so the XDP
     /// maps update only those hosts). Returns what `build` returned besides the change.
+    /// With a backend (cluster mode) the change is made on the backend's base and
+    /// committed there ([`ApiState::apply_on`]), at the change's cost too.
     pub async fn apply<T>(
         &self,
         build: impl FnOnce(&Inventory) -> Result<(Change, T), ApiError>,
     ) -> Result<T, ApiError> {
-        if self.backend.is_some() {
-            // Cluster mode: the backend commits with its own per-entry compares and
-            // rebases on conflict, so the change goes through [`ApiState::mutate`] as
-            // whole entries put and deleted.
-            let (change, out) = build(&self.inventory())?;
-            self.mutate(move |hosts, images| {
-                change.apply_to(hosts, images);
-                Ok(())
-            })
-            .await?;
-            return Ok(out);
-        }
         let _guard = self.write_lock.lock().await;
+        if let Some(b) = self.backend.clone() {
+            return self.apply_on(b, build).await;
+        }
         let current = self.shared.inventory();
         let (change, out) = build(&current)?;
         let change = change.effective(&current);
         if change.is_empty() {
             return Ok(out);
         }
-        let provision = &self.shared.config.provision;
-        let default_image = provision.default_image.clone();
         let change = Arc::new(change);
-        let inv = if change.put_images.is_empty() {
-            // Hosts only: no file is read, and the work is microseconds.
-            current.apply(&change, &provision.image_roots(), default_image.as_deref())
-        } else {
-            // Image checks read file metadata and templates: off the runtime.
-            let (roots, c) = (provision.image_roots(), change.clone());
-            tokio::task::spawn_blocking(move || current.apply(&c, &roots, default_image.as_deref()))
-                .await
-                .map_err(ApiError::internal)?
-        }
-        .map_err(|errs| ApiError::invalid(errs.messages()))?;
+        let inv = self.check(current, change.clone()).await?;
         if let Some(store) = self.store.clone() {
             let c = change.clone();
             tokio::task::spawn_blocking(move || store.apply(&c))
@@ -195,6 +176,67 @@ impl ApiState {
         }
         self.shared.apply_inventory(inv, &change);
         Ok(out)
+    }
+
+    /// The inventory `change` makes of `current`, validated incrementally.
+    async fn check(
+        &self,
+        current: Arc<Inventory>,
+        change: Arc<Change>,
+    ) -> Result<Inventory, ApiError> {
+        let provision = &self.shared.config.provision;
+        let default_image = provision.default_image.clone();
+        if change.put_images.is_empty() {
+            // Hosts only: no file is read, and the work is microseconds per host.
+            current.apply(&change, &provision.image_roots(), default_image.as_deref())
+        } else {
+            // Image checks read file metadata and templates: off the runtime.
+            let roots = provision.image_roots();
+            tokio::task::spawn_blocking(move || {
+                current.apply(&change, &roots, default_image.as_deref())
+            })
+            .await
+            .map_err(ApiError::internal)?
+        }
+        .map_err(|errs| ApiError::invalid(errs.messages()))
+    }
+
+    /// [`ApiState::apply`] on a [`Backend`]: the change is made on the backend's base,
+    /// validated incrementally on it and committed (one transaction per host's keys, at
+    /// etcd); a conflict (another server changed the same entries, or made a change
+    /// checked against the whole inventory, since that base) makes the change again on
+    /// the newer base, its entries merged into it field by field ([`Change::rebased`]),
+    /// and validated again. No step reads the whole inventory.
+    async fn apply_on<T>(
+        &self,
+        backend: Arc<dyn Backend>,
+        build: impl FnOnce(&Inventory) -> Result<(Change, T), ApiError>,
+    ) -> Result<T, ApiError> {
+        let (mut base, mut revision) = backend.base(self.shared.inventory());
+        let (mut change, out) = build(&base)?;
+        for _ in 0..10 {
+            change = change.effective(&base);
+            if change.is_empty() {
+                return Ok(out);
+            }
+            let shared = Arc::new(change);
+            let inv = self.check(base.clone(), shared.clone()).await?;
+            change = Arc::unwrap_or_clone(shared);
+            match backend.commit(base.clone(), revision, change.clone()).await {
+                Ok(Committed::Swap) => {
+                    self.shared.apply_inventory(inv, &change);
+                    return Ok(out);
+                }
+                Ok(Committed::InPlace) => return Ok(out),
+                Err(CommitError::Conflict) => {
+                    let (newer, rev) = backend.base(self.shared.inventory());
+                    change = change.rebased(&base, &newer);
+                    (base, revision) = (newer, rev);
+                }
+                Err(e) => return Err(commit_error(e)),
+            }
+        }
+        Err(conflicting())
     }
 
     /// Applies `edit` to a copy of the whole running inventory; if the result is valid
@@ -275,20 +317,28 @@ impl ApiState {
                     change = Change::diff(&newer.hosts().to_vec(), newer.images(), &hosts, &images);
                     (base, revision) = (newer, rev);
                 }
-                Err(e @ CommitError::Unavailable(_)) => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        e.to_string(),
-                    ))
-                }
-                Err(e) => return Err(ApiError::internal(e)),
+                Err(e) => return Err(commit_error(e)),
             }
         }
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the inventory kept changing under this change (other servers' writes): try again",
-        ))
+        Err(conflicting())
     }
+}
+
+/// A backend's refusal as an answer: 503 while it is unreachable.
+fn commit_error(e: CommitError) -> ApiError {
+    match e {
+        e @ CommitError::Unavailable(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        e => ApiError::internal(e),
+    }
+}
+
+fn conflicting() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "the inventory kept changing under this change (other servers' writes): try again",
+    )
 }
 
 /// An API error answer: `{"error": "...", "errors": [...]}`.
@@ -631,6 +681,44 @@ mod backend_tests {
         assert_eq!(commits.len(), 2);
         let (rev, change) = &commits[1];
         assert_eq!(*rev, 2);
+        let cn1 = &change.put_hosts[0];
+        assert_eq!(cn1.tags, ["gpu"]);
+        assert_eq!(
+            cn1.uid, "from-the-other-writer",
+            "the other writer's change was undone"
+        );
+    }
+
+    /// The same through `apply` (what every handler but restore uses): the change is
+    /// made on the backend's base and rebased as a change, never as whole lists.
+    #[tokio::test]
+    async fn apply_makes_a_conflicting_change_again_on_the_newer_base() {
+        let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
+        let racing = Arc::new(Racing {
+            base: Mutex::new((
+                Arc::new(Inventory::from_parts_unchecked(vec![host("cn1")], vec![])),
+                1,
+            )),
+            commits: Mutex::default(),
+        });
+        let api = ApiState::new(shared, None).with_backend(Arc::new(racing.clone()));
+        api.apply(|inv| {
+            let mut h = inv.host("cn1").expect("the backend's base").clone();
+            h.tags.push("gpu".into());
+            let change = Change {
+                put_hosts: vec![h],
+                ..Default::default()
+            };
+            Ok((change, ()))
+        })
+        .await
+        .unwrap();
+        let commits = racing.commits.lock().unwrap();
+        assert_eq!(commits.len(), 2);
+        let (rev, change) = &commits[1];
+        assert_eq!(*rev, 2);
+        assert_eq!(change.put_hosts.len(), 1);
+        assert!(change.delete_hosts.is_empty());
         let cn1 = &change.put_hosts[0];
         assert_eq!(cn1.tags, ["gpu"]);
         assert_eq!(

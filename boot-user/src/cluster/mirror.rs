@@ -150,6 +150,32 @@ impl Scope {
         Inventory::from_parts_unchecked(hosts, whole.images().to_vec())
     }
 
+    /// The change `change` (of the whole inventory) makes of the part this server
+    /// serves (`served`): hosts put that it serves are put, hosts put that it no longer
+    /// serves (moved to another segment's subnet) or deleted are deleted if it served
+    /// them, images as they are. At the change's cost, not the inventory's.
+    pub fn change(&self, served: &Inventory, change: &Change) -> Change {
+        let had = |name: &str| served.host(name).is_some();
+        let mut out = Change {
+            put_images: change.put_images.clone(),
+            delete_images: change.delete_images.clone(),
+            ..Change::default()
+        };
+        for h in &change.put_hosts {
+            if self.serves(h) {
+                out.put_hosts.push(h.clone());
+            } else if had(&h.name) {
+                out.delete_hosts.push(h.name.clone());
+            }
+        }
+        for n in &change.delete_hosts {
+            if had(n) {
+                out.delete_hosts.push(n.clone());
+            }
+        }
+        out
+    }
+
     /// The part of `whole` this server serves, and the change from the part it served
     /// (`old`) to it: hosts that entered the scope or changed in it are put, those that
     /// left it (deleted, or moved to another segment's subnet) deleted, images as in

@@ -84,6 +84,75 @@ pub struct Cluster {
     problem: Mutex<Option<String>>,
     /// The image files: hashed on publish, fetched from other servers, served here.
     blobs: Arc<blobs::Blobs>,
+    /// What applying the watched batches cost.
+    stats: Mutex<ApplyStats>,
+}
+
+/// The hosts and images changed in the mirror since the served inventory was made from
+/// it (the batch being gathered, and any that did not validate).
+#[derive(Debug, Default)]
+struct Pending {
+    hosts: std::collections::BTreeSet<String>,
+    images: std::collections::BTreeSet<String>,
+    /// Everything: after a list, or a list that did not validate.
+    all: bool,
+}
+
+impl Pending {
+    fn note(&mut self, kind: plan::Kind<'_>) {
+        match kind {
+            plan::Kind::Host(n) => {
+                self.hosts.insert(n.to_string());
+            }
+            plan::Kind::Image(n) => {
+                self.images.insert(n.to_string());
+            }
+            plan::Kind::Other => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.hosts.is_empty() && self.images.is_empty()
+    }
+
+    /// The change that makes the noted entries what the mirror holds.
+    fn change(&self, mirror: &Mirror) -> Change {
+        let mut c = Change::default();
+        for n in &self.hosts {
+            match mirror.hosts.get(n) {
+                Some(h) => c.put_hosts.push(h.clone()),
+                None => c.delete_hosts.push(n.clone()),
+            }
+        }
+        for n in &self.images {
+            match mirror.images.get(n) {
+                Some(i) => c.put_images.push(i.clone()),
+                None => c.delete_images.push(n.clone()),
+            }
+        }
+        c
+    }
+}
+
+/// Totals of the follower's incremental batches.
+#[derive(Debug, Default)]
+struct ApplyStats {
+    batches: u64,
+    hosts: u64,
+    seconds: f64,
+    last_hosts: usize,
+    last_seconds: f64,
+}
+
+impl ApplyStats {
+    fn note(&mut self, change: &Change, took: Duration) {
+        let n = change.put_hosts.len() + change.delete_hosts.len();
+        self.batches += 1;
+        self.hosts += n as u64;
+        self.seconds += took.as_secs_f64();
+        self.last_hosts = n;
+        self.last_seconds = took.as_secs_f64();
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -155,6 +224,7 @@ impl Cluster {
             valid: Mutex::new(whole),
             applied: watch::Sender::new(revision),
             problem: Mutex::new(None),
+            stats: Mutex::default(),
             client: tokio::sync::Mutex::new(None),
             cfg,
             shared,
@@ -340,12 +410,13 @@ impl Cluster {
         };
         let mut mirror = Mirror::from_parts(hosts, images, self.applied());
         let mut relist = mirror.revision == 0;
+        let mut pending = Pending::default();
         let mut backoff = Duration::from_millis(200);
         tokio::pin!(stop);
         loop {
             let r = tokio::select! {
                 _ = &mut stop => return,
-                r = self.follow_once(&mut mirror, &mut relist) => r,
+                r = self.follow_once(&mut mirror, &mut relist, &mut pending) => r,
             };
             if let Err(e) = r {
                 tracing::warn!(
@@ -364,7 +435,12 @@ impl Cluster {
         }
     }
 
-    async fn follow_once(&self, mirror: &mut Mirror, relist: &mut bool) -> Result<(), String> {
+    async fn follow_once(
+        &self,
+        mirror: &mut Mirror,
+        relist: &mut bool,
+        pending: &mut Pending,
+    ) -> Result<(), String> {
         let mut client = self.client().await?;
         if *relist {
             *mirror = self.list(&mut client).await?;
@@ -375,7 +451,8 @@ impl Cluster {
                 mirror.revision
             );
             *relist = false;
-            self.apply(mirror, true).await;
+            pending.all = true;
+            self.apply(mirror, pending).await;
         }
         let opts = WatchOptions::new()
             .with_prefix()
@@ -392,7 +469,7 @@ impl Cluster {
                 .await
                 .map_err(|e| format!("etcd watch: {e}"))?
                 .ok_or("the etcd watch ended")?;
-            let mut changed = self.take(mirror, first, relist)?;
+            self.take(mirror, first, relist, pending)?;
             let end = tokio::time::Instant::now() + BATCH_MAX;
             loop {
                 let wait =
@@ -403,21 +480,23 @@ impl Cluster {
                         let r = r
                             .map_err(|e| format!("etcd watch: {e}"))?
                             .ok_or("the etcd watch ended")?;
-                        changed |= self.take(mirror, r, relist)?;
+                        self.take(mirror, r, relist, pending)?;
                     }
                 }
             }
-            self.apply(mirror, changed).await;
+            self.apply(mirror, pending).await;
         }
     }
 
-    /// Applies one watch response to the mirror; true if a host or image changed.
+    /// Applies one watch response to the mirror, noting in `pending` the hosts and
+    /// images it changed.
     fn take(
         &self,
         mirror: &mut Mirror,
         resp: etcd_client::WatchResponse,
         relist: &mut bool,
-    ) -> Result<bool, String> {
+        pending: &mut Pending,
+    ) -> Result<(), String> {
         if resp.compact_revision() > 0 {
             *relist = true;
             return Err(format!(
@@ -432,7 +511,6 @@ impl Cluster {
                 resp.cancel_reason()
             ));
         }
-        let mut changed = false;
         if resp.events().is_empty() {
             // The watch's creation, or a progress notification: every event up to its
             // revision was sent.
@@ -462,14 +540,14 @@ impl Cluster {
                 value,
             };
             if mirror.apply(&self.keys, &e) {
-                changed = true;
+                pending.note(self.keys.kind(key));
                 if let Some(why) = mirror.unreadable.get(key) {
                     tracing::error!("cluster: {key}: {why}: left out of the inventory");
                 }
             }
             mirror.revision = mirror.revision.max(kv.mod_revision() as u64);
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Everything under the prefix at one revision, in pages.
@@ -516,62 +594,146 @@ impl Cluster {
         Ok(mirror)
     }
 
-    /// Serves the mirror's inventory if it changed and validates; records the revision.
-    async fn apply(&self, mirror: &Mirror, changed: bool) {
+    /// Serves what `pending` notes as changed in the mirror, if it validates, and
+    /// records the revision. Incremental: the changed hosts and images are made into a
+    /// [`Change`] on the served inventory and checked by [`Inventory::apply`] (alone and
+    /// against the indexes), swapped in with their delta (the XDP maps update those
+    /// hosts only) and written to the snapshot, at the batch's cost, not the
+    /// inventory's. After a list (`pending.all`) the whole mirror is validated. A batch
+    /// that does not validate stays pending: the next one is applied with it.
+    async fn apply(&self, mirror: &Mirror, pending: &mut Pending) {
         let rev = mirror.revision;
-        if changed {
-            let (hosts, images) = mirror.parts();
+        if pending.all {
+            self.apply_whole(mirror, pending).await;
+        } else if !pending.is_empty() {
+            // The change is checked on the whole inventory (the uniqueness indexes span
+            // every segment), then cut to this server's segments for serving.
+            let whole = self.valid.lock().unwrap().clone();
+            let change = Arc::new(pending.change(mirror).effective(&whole));
             let roots = self.shared.config.provision.image_roots();
             let default = self.shared.config.provision.default_image.clone();
-            let (h, i) = (hosts.clone(), images.clone());
+            let (w, c, scope, served) = (
+                whole.clone(),
+                change.clone(),
+                self.scope.clone(),
+                self.shared.inventory(),
+            );
             let valid = tokio::task::spawn_blocking(move || {
-                Inventory::new_with_default(h, i, &roots, default.as_deref())
+                let t0 = std::time::Instant::now();
+                let r = w.apply(&c, &roots, default.as_deref()).map(|inv| {
+                    if scope.is_all() {
+                        return (inv.clone(), inv, (*c).clone());
+                    }
+                    let sc = scope.change(&served, &c);
+                    // A part of a valid inventory is valid: this cannot fail, and if it
+                    // did, the part is cut again from the whole (at the inventory's cost).
+                    let part = served
+                        .apply(&sc, &roots, default.as_deref())
+                        .unwrap_or_else(|_| scope.part(&inv));
+                    (inv, part, sc)
+                });
+                (r, t0.elapsed())
             })
             .await;
             match valid {
-                Ok(Ok(inv)) => {
+                Ok((Ok((inv, part, served_change)), took)) => {
                     let inv = Arc::new(inv);
-                    let old = self.valid.lock().unwrap().clone();
-                    let change = Change::diff(
-                        &old.hosts().to_vec(),
-                        old.images(),
-                        &inv.hosts().to_vec(),
-                        inv.images(),
-                    );
                     {
                         let mut base = self.base.lock().unwrap();
-                        let (part, served) = self.scope.served(&self.shared.inventory(), &inv);
-                        if !served.is_empty() {
-                            self.shared.apply_inventory(part, &served);
+                        if !served_change.is_empty() {
+                            self.shared.apply_inventory(part, &served_change);
                         }
                         *base = (inv.clone(), rev);
                     }
                     *self.valid.lock().unwrap() = inv;
+                    self.stats.lock().unwrap().note(&change, took);
+                    *pending = Pending::default();
                     self.set_problem(None);
-                    let store = self.store.clone();
-                    let saved =
-                        tokio::task::spawn_blocking(move || store.apply_at(&change, rev)).await;
-                    if let Ok(Err(e)) = saved {
-                        tracing::warn!("cluster: cannot write the local snapshot: {e}");
-                    }
+                    self.save(change, rev).await;
                 }
-                Ok(Err(errs)) => {
-                    let msg = format!(
-                        "the inventory at revision {rev} is invalid, still serving the previous one: {}",
-                        errs.messages().join("; ")
-                    );
-                    tracing::error!("cluster: {msg}");
-                    self.set_problem(Some(msg));
-                    // Changes are made on what etcd holds, so that one can repair it.
-                    let inv = Inventory::from_parts_unchecked(hosts, images);
-                    *self.base.lock().unwrap() = (Arc::new(inv), rev);
-                }
+                Ok((Err(errs), _)) => self.invalid(mirror, errs),
                 Err(e) => tracing::error!("cluster: validation failed: {e}"),
             }
         } else {
             self.base.lock().unwrap().1 = rev;
         }
         self.applied.send_replace(rev);
+    }
+
+    /// After a list: the whole mirror validated, and this server's part of it swapped in.
+    async fn apply_whole(&self, mirror: &Mirror, pending: &mut Pending) {
+        let rev = mirror.revision;
+        let (hosts, images) = mirror.parts();
+        let roots = self.shared.config.provision.image_roots();
+        let default = self.shared.config.provision.default_image.clone();
+        let valid = tokio::task::spawn_blocking(move || {
+            Inventory::new_with_default(hosts, images, &roots, default.as_deref())
+        })
+        .await;
+        match valid {
+            Ok(Ok(inv)) => {
+                let inv = Arc::new(inv);
+                let old = self.valid.lock().unwrap().clone();
+                let change = Change::diff(
+                    &old.hosts().to_vec(),
+                    old.images(),
+                    &inv.hosts().to_vec(),
+                    inv.images(),
+                );
+                {
+                    let mut base = self.base.lock().unwrap();
+                    let (part, served) = self.scope.served(&self.shared.inventory(), &inv);
+                    if !served.is_empty() {
+                        self.shared.apply_inventory(part, &served);
+                    }
+                    *base = (inv.clone(), rev);
+                }
+                *self.valid.lock().unwrap() = inv;
+                *pending = Pending::default();
+                self.set_problem(None);
+                self.save(Arc::new(change), rev).await;
+            }
+            Ok(Err(errs)) => self.invalid(mirror, errs),
+            Err(e) => tracing::error!("cluster: validation failed: {e}"),
+        }
+    }
+
+    /// Writes a served change and its revision to the local snapshot.
+    async fn save(&self, change: Arc<Change>, rev: u64) {
+        let store = self.store.clone();
+        let saved = tokio::task::spawn_blocking(move || store.apply_at(&change, rev)).await;
+        if let Ok(Err(e)) = saved {
+            tracing::warn!("cluster: cannot write the local snapshot: {e}");
+        }
+    }
+
+    /// The mirror at its revision does not validate: the served inventory stays, the
+    /// problem is published, and changes are made on what etcd holds (so that one can
+    /// repair it; building it reads every entry, on this rare path only).
+    fn invalid(&self, mirror: &Mirror, errs: crate::inventory::ValidationErrors) {
+        let rev = mirror.revision;
+        let msg = format!(
+            "the inventory at revision {rev} is invalid, still serving the previous one: {}",
+            errs.messages().join("; ")
+        );
+        tracing::error!("cluster: {msg}");
+        self.set_problem(Some(msg));
+        let (hosts, images) = mirror.parts();
+        let inv = Inventory::from_parts_unchecked(hosts, images);
+        *self.base.lock().unwrap() = (Arc::new(inv), rev);
+    }
+
+    /// What the follower's batches cost (`GET /v1/status`'s `cluster`).
+    pub fn apply_stats(&self) -> serde_json::Value {
+        let s = self.stats.lock().unwrap();
+        serde_json::json!({
+            "applied_revision": self.applied(),
+            "batches": s.batches,
+            "hosts_changed": s.hosts,
+            "validate_seconds_total": s.seconds,
+            "last_batch_hosts": s.last_hosts,
+            "last_validate_seconds": s.last_seconds,
+        })
     }
 
     /// Publishes this server's record (`servers/{id}`, on a lease that ends with the
@@ -750,12 +912,13 @@ impl Backend for Arc<Cluster> {
             // Published images carry the sha256 of their files (etcd never the bytes).
             let mut change = change;
             me.blobs.annotate(&mut change, &base).await;
+            let field_only = plan::field_only(&base, &change);
             let txns = plan::plan(
                 &me.keys,
                 &base,
                 revision,
                 &change,
-                false,
+                field_only,
                 &me.id,
                 me.cfg.max_txn_ops,
             );
@@ -767,6 +930,68 @@ impl Backend for Arc<Cluster> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A batch's events make a change of the entries they touched, as the mirror holds
+    /// them after the batch: puts for those there, deletions for those gone.
+    #[test]
+    fn a_batch_is_the_change_of_the_entries_it_touched() {
+        let keys = Keys::new("/x/");
+        let mut mirror = Mirror::default();
+        let mut pending = Pending::default();
+        let put = |m: &mut Mirror, p: &mut Pending, key: &str, v: Option<&str>| {
+            let e = Event {
+                key: key.into(),
+                value: v.map(|v| v.as_bytes().to_vec()),
+            };
+            if m.apply(&keys, &e) {
+                p.note(keys.kind(key));
+            }
+        };
+        put(
+            &mut mirror,
+            &mut pending,
+            "/x/hosts/cn1",
+            Some(r#"{"name":"cn1"}"#),
+        );
+        put(
+            &mut mirror,
+            &mut pending,
+            "/x/hosts/cn2",
+            Some(r#"{"name":"cn2"}"#),
+        );
+        put(
+            &mut mirror,
+            &mut pending,
+            "/x/idx/mac/02:00:00:00:00:01",
+            Some("cn1"),
+        );
+        put(
+            &mut mirror,
+            &mut pending,
+            "/x/images/img",
+            Some(r#"{"name":"img"}"#),
+        );
+        put(&mut mirror, &mut pending, "/x/hosts/cn2", None);
+        assert!(!pending.is_empty());
+        let c = pending.change(&mirror);
+        let names: Vec<&str> = c.put_hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["cn1"]);
+        assert_eq!(c.delete_hosts, ["cn2"]);
+        assert_eq!(c.put_images.len(), 1);
+        assert!(c.delete_images.is_empty());
+        // An index key or a value that changes nothing notes nothing.
+        let mut quiet = Pending::default();
+        put(
+            &mut mirror,
+            &mut quiet,
+            "/x/hosts/cn1",
+            Some(r#"{"name":"cn1"}"#),
+        );
+        put(&mut mirror, &mut quiet, "/x/idx/ip/10.0.0.1", Some("cn1"));
+        assert!(quiet.is_empty());
+    }
+
     #[test]
     fn prefix_end_is_the_next_key() {
         assert_eq!(super::prefix_end("/x/"), b"/x0".to_vec());

@@ -16,8 +16,9 @@
 //! to two hosts at once cannot both commit), and `meta/serial`, which every change
 //! checked against the whole inventory writes, with `mod_revision <= R` too: two such
 //! changes never commit on the same base, so what validation saw is what etcd holds.
-//! A field-only change (`complete` clearing `provision`) compares its host key alone and
-//! leaves `meta/serial` alone: a boot storm's completions never wait on each other.
+//! A field-only change ([`field_only`]: `complete` clearing `provision`, a tag edit)
+//! compares its host keys alone and leaves `meta/serial` alone: a boot storm's
+//! completions never wait on each other, nor on other servers' edits of other hosts.
 use std::collections::BTreeMap;
 
 use crate::inventory::{Change, Host, Image, Inventory};
@@ -262,6 +263,35 @@ pub fn plan(
     out
 }
 
+/// Whether `change`, made on `base`, is field-only: it puts hosts `base` has, each
+/// differing from its entry there only in what no other entry's validity depends on
+/// (`tags`, `firmware`, or `provision` cleared: a host that boots from disk needs no
+/// image). Such a change is checked on its hosts alone and committed comparing their
+/// keys alone ([`plan`] with `field_only`): it cannot make another entry invalid, nor
+/// be made invalid by one, so it needs no `meta/serial`. A name, an interface, a bond,
+/// `boot_image` or `provision` set (which relies on an image existing) is not.
+pub fn field_only(base: &Inventory, change: &Change) -> bool {
+    if !change.delete_hosts.is_empty()
+        || !change.put_images.is_empty()
+        || !change.delete_images.is_empty()
+        || change.put_hosts.is_empty()
+    {
+        return false;
+    }
+    change.put_hosts.iter().all(|new| {
+        let Some(old) = base.host(&new.name) else {
+            return false;
+        };
+        let mut same = old.clone();
+        same.tags.clone_from(&new.tags);
+        same.firmware.clone_from(&new.firmware);
+        if !new.provision {
+            same.provision = false;
+        }
+        same == *new
+    })
+}
+
 /// For the second and later transactions of a split change: `meta/serial` must be the
 /// previous transaction's write (committed at `previous`).
 pub fn chain_serial(keys: &Keys, txn: &mut Txn, previous: u64) {
@@ -421,6 +451,45 @@ mod tests {
         assert!(!second
             .cmps
             .contains(&Cmp::ModAtMost("/x/meta/serial".into(), 5)));
+    }
+
+    #[test]
+    fn only_changes_no_other_entry_depends_on_are_field_only() {
+        let b = base();
+        let put = |h: Host| Change {
+            put_hosts: vec![h],
+            ..Default::default()
+        };
+        let cn1 = b.host("cn1").unwrap().clone();
+        let mut tagged = cn1.clone();
+        tagged.tags = vec!["gpu".into()];
+        tagged.firmware = "ipxe.efi".into();
+        assert!(field_only(&b, &put(tagged.clone())));
+        let mut done = cn1.clone();
+        done.provision = false;
+        assert!(field_only(&b, &put(done.clone())));
+        // Provisioning again relies on an image; not field-only.
+        let mut again = done.clone();
+        again.provision = true;
+        assert!(!field_only(
+            &Inventory::from_parts_unchecked(vec![done], vec![]),
+            &put(again)
+        ));
+        let mut moved = cn1.clone();
+        moved.interfaces[0].ip = Some("10.0.0.9/24".into());
+        assert!(!field_only(&b, &put(moved)));
+        let mut image = cn1.clone();
+        image.boot_image = "img".into();
+        assert!(!field_only(&b, &put(image)));
+        // A new host, a deletion, an image: never.
+        assert!(!field_only(
+            &b,
+            &put(host("cn3", "02:00:00:00:00:03", "10.0.0.3/24"))
+        ));
+        let mut del = put(tagged);
+        del.delete_hosts.push("cn2".into());
+        assert!(!field_only(&b, &del));
+        assert!(!field_only(&b, &Change::default()));
     }
 
     #[test]

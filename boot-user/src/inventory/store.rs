@@ -212,6 +212,16 @@ impl Change {
     /// that another writer changed too keeps the other writer's fields where this change
     /// left them as they were in `old` (a `complete` racing a tag edit loses neither).
     pub fn rebase(&self, old: &Inventory, latest: &Inventory) -> (Vec<Host>, Vec<Image>) {
+        let merged = self.rebased(old, latest);
+        let (mut hosts, mut images) = (latest.hosts().to_vec(), latest.images().to_vec());
+        merged.apply_to(&mut hosts, &mut images);
+        (hosts, images)
+    }
+
+    /// [`Change::rebase`] as a change to make on `latest`, at the change's cost (no
+    /// whole list is read or written): the entries it puts, merged field by field where
+    /// another writer changed them since `old`, and the same deletions.
+    pub fn rebased(&self, old: &Inventory, latest: &Inventory) -> Change {
         let put_hosts = self
             .put_hosts
             .iter()
@@ -232,15 +242,12 @@ impl Change {
                 },
             )
             .collect();
-        let merged = Change {
+        Change {
             put_hosts,
             put_images,
             delete_hosts: self.delete_hosts.clone(),
             delete_images: self.delete_images.clone(),
-        };
-        let (mut hosts, mut images) = (latest.hosts().to_vec(), latest.images().to_vec());
-        merged.apply_to(&mut hosts, &mut images);
-        (hosts, images)
+        }
     }
 }
 
@@ -881,6 +888,12 @@ mod backend_tests {
             !hosts[0].provision,
             "the other writer's completion was lost"
         );
+        // The same as a change to make on the latest inventory (no whole list).
+        let c = change.rebased(&old, &latest);
+        assert_eq!(c.delete_hosts, ["cn3"]);
+        assert_eq!(c.put_hosts.len(), 1);
+        assert_eq!(c.put_hosts[0].tags, ["gpu"]);
+        assert!(!c.put_hosts[0].provision);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use anyhow::bail;
 
 mod abuse;
 mod bmc;
+mod cluster;
 mod dhcp;
 mod pxe_ipv6;
 mod scale;
@@ -40,6 +41,11 @@ const BENCHMARKS: &[(&str, &str, Option<Runner>)] = &[
         "scale",
         "one server at 1,000-100,000 hosts: cold start, API change p50/p99, RSS, kernel map memory",
         Some(scale::run),
+    ),
+    (
+        "cluster",
+        "3 etcd members, 3 servers, 1,000-100,000 hosts: change to answers, apply cost, cold start, failover",
+        Some(cluster::run),
     ),
     (
         "pxe-ipv6",

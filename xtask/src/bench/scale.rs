@@ -319,30 +319,41 @@ fn maps(pid: u32) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
 /// One keep-alive HTTP/1.1 connection to the API's unix socket (a hand-written request
 /// line and Content-Length framing: the round trip measured is the server's, with no
 /// client process or library start-up in it).
-struct Api {
+pub(super) struct Api {
     s: UnixStream,
     buf: Vec<u8>,
 }
 
 impl Api {
-    fn connect(path: &Path) -> anyhow::Result<Api> {
+    pub(super) fn connect(path: &Path) -> anyhow::Result<Api> {
         let s = UnixStream::connect(path)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(Api { s, buf: vec![] })
     }
 
-    fn call(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<()> {
+    /// A request that must be answered 200.
+    pub(super) fn call(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<()> {
+        let (status, answer) = self.request(method, path, body)?;
+        if status != 200 {
+            bail!("{method} {path}: {status} {answer}");
+        }
+        Ok(())
+    }
+
+    /// A request; its status and body.
+    pub(super) fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, String)> {
         write!(
             self.s,
             "{method} {path} HTTP/1.1\r\nHost: xboot\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
-        let (status, body) = self.read_response()?;
-        if status != 200 {
-            bail!("{method} {path}: {status} {body}");
-        }
-        Ok(())
+        self.read_response()
     }
 
     fn read_response(&mut self) -> anyhow::Result<(u16, String)> {

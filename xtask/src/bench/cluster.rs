@@ -1,0 +1,1172 @@
+//! `cargo xtask bench cluster [--hosts 1000,10000,100000] [--edits 40] [--rate 200]`:
+//! cluster mode at N hosts (issue 16's cluster targets). Per N, in namespaces of its own:
+//!
+//! ```text
+//! netns hub: bridge br0 10.64.0.1/10; etcd members m1..m3 on 10.64.0.1:2379N (data on tmpfs)
+//!   |-- netns s1..s3: xboot serve (userspace DHCP), 10.64.0.11..13/10, one [[cluster.segment]]
+//!   '-- netns cli: c0 10.64.0.2/10, the DHCP relay the probes come from (giaddr), which
+//!                  forwards each DISCOVER to the servers asked (a relay with helper addresses)
+//! ```
+//! - load: N hosts written through s1's API in requests of 5,000 (each split by the
+//!   server into etcd transactions of `cluster.max_txn_ops`), then until every server
+//!   holds N;
+//! - change -> answered by every server: an address moved (a change checked against the
+//!   whole inventory) and `unprovision` (field-only) through s1's API, one at a time; a
+//!   1,000-host batch of address moves. "Answered" is a real relayed DHCP exchange with
+//!   each server: the time from the API request to the first OFFER with the new address
+//!   (or, for `unprovision`, with no boot file), per server; reported is the slowest
+//!   server's, p50/p99/max;
+//! - apply cost: 200 address moves back to back (no probes): each follower's CPU time
+//!   per change (/proc/PID/stat) and the validation time its follower reports per batch
+//!   (`/v1/status` `counters.cluster`), against N;
+//! - cold start of s3 from its local snapshot (a change made while it was down): seconds
+//!   to its API answering and to its DHCP answering the change;
+//! - DHCP failover: DISCOVERs at `--rate` per second relayed to s1 and s2, s1 SIGKILLed:
+//!   DISCOVERs no server answered within 1 s;
+//! - etcd leader SIGKILLed during the same stream and a run of writes through s1: the
+//!   unanswered DISCOVERs, and the longest time between two committed writes.
+//!
+//! Builds xboot in release (or takes `XBOOT_BIN`). Results: `OUT/cluster.json`,
+//! `OUT/cluster.md`, `OUT/cluster.svg`. Needs root (namespaces).
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable};
+use serde::Serialize;
+use testlab::netns::Netns;
+
+use super::scale::Api;
+use crate::util;
+
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// Inventory sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    hosts: Vec<usize>,
+    /// Single edits timed per kind and size.
+    #[arg(long, default_value_t = 40)]
+    edits: usize,
+    /// 1,000-host batches timed per size.
+    #[arg(long, default_value_t = 3)]
+    batches: usize,
+    /// DISCOVERs per second of the failover streams.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    #[arg(long, default_value = "target/bench/cluster")]
+    out: PathBuf,
+}
+
+const SERVERS: usize = 3;
+const HUB: &str = "10.64.0.1";
+const RELAY: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 2);
+/// Hosts per API request of the load.
+const CHUNK: usize = 5000;
+const BATCH: usize = 1000;
+/// Changes of the apply-cost run.
+const COST_CHANGES: usize = 200;
+/// Bound of every wait for convergence (a loaded machine).
+const CONVERGE: Duration = Duration::from_secs(120);
+
+fn server_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 64, 0, 11 + i as u8)
+}
+
+/// Percentiles of a sample, milliseconds.
+#[derive(Debug, Default, Serialize, Clone)]
+struct Dist {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn dist(mut v: Vec<Duration>) -> Dist {
+    if v.is_empty() {
+        return Dist::default();
+    }
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |p: f64| ms(v[((v.len() - 1) as f64 * p).round() as usize]);
+    Dist {
+        n: v.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        max_ms: ms(*v.last().expect("not empty")),
+    }
+}
+
+/// A DISCOVER stream's outcome.
+#[derive(Debug, Default, Serialize, Clone)]
+struct Stream {
+    sent: usize,
+    /// Answered by no server within 1 s.
+    unanswered: usize,
+    /// OFFERs per server (index = server).
+    offers: Vec<usize>,
+    /// The longest time with no OFFER received from any server, ms.
+    longest_silence_ms: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Row {
+    hosts: usize,
+    load_avg_start: String,
+    load_s: f64,
+    converge_s: f64,
+    /// Change -> the slowest server answers it.
+    move_all: Dist,
+    unprovision_all: Dist,
+    /// Per server (s1 is the writer).
+    move_per_server: Vec<Dist>,
+    unprovision_per_server: Vec<Dist>,
+    /// 1,000 addresses moved in one request -> both of the batch's first and last
+    /// host answered by every server, ms.
+    batch_ms: Vec<f64>,
+    /// The writer's API round trip in the apply-cost run.
+    cost_api: Dist,
+    /// Per follower (s2, s3): CPU ms per change, validation us per batch, hosts per batch.
+    follower_cpu_ms_per_change: Vec<f64>,
+    validate_us_per_batch: Vec<f64>,
+    hosts_per_batch: Vec<f64>,
+    cold_ready_s: f64,
+    cold_caught_up_s: f64,
+    failover: Stream,
+    leader_kill: Stream,
+    leader_write_gap_ms: f64,
+    leader_writes: usize,
+    leader_writes_refused: usize,
+    rss_mib: Vec<f64>,
+}
+
+pub fn run(argv: &[String]) -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::try_parse_from(
+        std::iter::once("bench cluster".to_string()).chain(argv.iter().cloned()),
+    )?;
+    if !util::is_root() {
+        bail!("bench cluster needs root (network namespaces)");
+    }
+    testlab::catch_interrupts();
+    let xboot = match std::env::var_os("XBOOT_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => util::build_release_xboot()?,
+    };
+    let out = util::root().join(&args.out);
+    std::fs::create_dir_all(&out)?;
+    let mut rows = vec![];
+    for &n in &args.hosts {
+        let row = one_size(&xboot, &out, n, &args).with_context(|| format!("{n} hosts"))?;
+        eprintln!("[bench] {row:?}");
+        rows.push(row);
+        std::fs::write(
+            out.join("cluster.json"),
+            serde_json::to_string_pretty(&rows)?,
+        )?;
+    }
+    let md = report(&rows, &xboot, &args);
+    std::fs::write(out.join("cluster.md"), &md)?;
+    std::fs::write(out.join("cluster.svg"), svg(&rows))?;
+    println!("{md}\nreport: {}", out.join("cluster.md").display());
+    Ok(())
+}
+
+/// Host `i`'s MAC, and address number `a` (10.64.1.0 on: 4 million in 10.64.0.0/10).
+fn mac(i: usize) -> [u8; 6] {
+    [
+        0x02,
+        0x5d,
+        (i >> 24) as u8,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ]
+}
+
+fn mac_str(i: usize) -> String {
+    mac(i)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn addr(a: usize) -> Ipv4Addr {
+    Ipv4Addr::from((10u32 << 24 | 64 << 16 | 1 << 8) + a as u32)
+}
+
+fn host(i: usize, a: usize, provision: bool) -> serde_json::Value {
+    serde_json::json!({
+        "name": format!("cn{i}"),
+        "provision": provision,
+        "boot_image": "img",
+        "interfaces": [{ "mac": mac_str(i), "ip": format!("{}/10", addr(a)) }],
+    })
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The namespaces, the etcd members and the servers of one size.
+struct Lab {
+    dir: PathBuf,
+    /// etcd's data (tmpfs: the members' fsyncs are not what is measured).
+    etcd_dir: PathBuf,
+    hub: Netns,
+    cli: Netns,
+    servers: Vec<Netns>,
+    etcd: Vec<Option<u32>>,
+    xboot: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for pid in self.etcd.iter().flatten() {
+            kill(*pid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.etcd_dir);
+    }
+}
+
+fn endpoints() -> Vec<String> {
+    (1..=3).map(|i| format!("http://{HUB}:2379{i}")).collect()
+}
+
+fn kill(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on the pid of a child this benchmark started (not yet reaped: the
+    // namespace guard holds it).
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// Whether `pid` has exited (gone, or a zombie).
+fn dead(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    matches!(
+        stat.rsplit_once(") ").map(|(_, r)| r.chars().next()),
+        None | Some(Some('Z'))
+    )
+}
+
+fn wait_dead(pid: u32) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while !dead(pid) {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("pid {pid} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3) here.
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+impl Lab {
+    fn new(xboot: &Path, dir: PathBuf) -> anyhow::Result<Lab> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("img"))?;
+        std::fs::write(dir.join("img/vmlinuz"), b"kernel")?;
+        let etcd_dir = PathBuf::from(format!(
+            "/dev/shm/xboot-bench-cluster-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&etcd_dir);
+        let hub = Netns::new("bc-hub");
+        hub.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+        hub.run(&["ip", "addr", "add", &format!("{HUB}/10"), "dev", "br0"]);
+        hub.run(&["ip", "link", "set", "br0", "up"]);
+        let attach = |ns: &Netns, port: &str, ifname: &str, cidr: &str| {
+            Netns::veth(&hub, port, "", ns, ifname, cidr);
+            hub.run(&["ip", "link", "set", port, "master", "br0"]);
+        };
+        let cli = Netns::new("bc-cli");
+        attach(&cli, "p-c0", "c0", &format!("{RELAY}/10"));
+        let mut servers = vec![];
+        for i in 0..SERVERS {
+            let ns = Netns::new(&format!("bc-s{}", i + 1));
+            attach(
+                &ns,
+                &format!("p-s{}", i + 1),
+                &format!("s{}", i + 1),
+                &format!("{}/10", server_ip(i)),
+            );
+            servers.push(ns);
+        }
+        let lab = Lab {
+            dir,
+            etcd_dir,
+            hub,
+            cli,
+            servers,
+            etcd: vec![None; 3],
+            xboot: xboot.to_path_buf(),
+        };
+        for i in 0..SERVERS {
+            lab.write_config(i)?;
+        }
+        Ok(lab)
+    }
+
+    fn sdir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("s{}", i + 1))
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        self.sdir(i).join("api.socket")
+    }
+
+    fn write_config(&self, i: usize) -> anyhow::Result<()> {
+        let d = self.sdir(i);
+        std::fs::create_dir_all(d.join("state"))?;
+        let eps: Vec<String> = endpoints().iter().map(|e| format!("{e:?}")).collect();
+        let n = i + 1;
+        let config = format!(
+            r#"interface = "s{n}"
+state_dir = "{d}/state"
+[dhcp]
+mode = "userspace"
+listen = "0.0.0.0:67"
+lease_time = "1h"
+router_octet4 = 1
+[tftp]
+listen = "0.0.0.0:69"
+root = "{img}"
+[provision]
+listen = "0.0.0.0:8080"
+token_ttl = 3600
+advertise_url = "http://{ip}:8080"
+image_roots = ["{img}"]
+[api]
+socket_path = "{d}/api.socket"
+[cluster]
+endpoints = [{eps}]
+server_id = "s{n}"
+[[cluster.segment]]
+name = "{seg}"
+interfaces = ["s{n}"]
+subnets = ["10.64.0.0/10"]
+"#,
+            d = d.display(),
+            img = self.dir.join("img").display(),
+            ip = server_ip(i),
+            eps = eps.join(", "),
+            seg = if i < 2 { "A" } else { "B" },
+        );
+        std::fs::write(d.join("xboot.toml"), config)?;
+        Ok(())
+    }
+
+    /// Starts the members not running and waits until the cluster is healthy.
+    fn start_etcd(&mut self) -> anyhow::Result<()> {
+        let cluster: Vec<String> = (1..=3)
+            .map(|i| format!("m{i}=http://{HUB}:2380{i}"))
+            .collect();
+        for i in 1..=3 {
+            if self.etcd[i - 1].is_some() {
+                continue;
+            }
+            let data = self.etcd_dir.join(format!("m{i}"));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("etcd-m{i}.log")))?;
+            let (client, peer) = (
+                format!("http://{HUB}:2379{i}"),
+                format!("http://{HUB}:2380{i}"),
+            );
+            let pid = self.hub.spawn(
+                &[
+                    "etcd",
+                    "--name",
+                    &format!("m{i}"),
+                    "--data-dir",
+                    &data.display().to_string(),
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster",
+                    &cluster.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "xboot-bench-cluster",
+                    "--heartbeat-interval",
+                    "100",
+                    "--election-timeout",
+                    "1000",
+                ],
+                Stdio::null(),
+                log.into(),
+            );
+            self.etcd[i - 1] = Some(pid);
+        }
+        let t0 = Instant::now();
+        loop {
+            let ok = self
+                .hub
+                .cmd(&[
+                    "etcdctl",
+                    "--endpoints",
+                    &endpoints().join(","),
+                    "endpoint",
+                    "health",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(());
+            }
+            if t0.elapsed() > CONVERGE {
+                bail!("etcd members not healthy; see {}", self.dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The index (0..3) of the member that leads now.
+    fn leader(&self) -> anyhow::Result<usize> {
+        let out = self.hub.run(&[
+            "etcdctl",
+            "--endpoints",
+            &endpoints().join(","),
+            "endpoint",
+            "status",
+            "-w",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let all = v.as_array().context("etcdctl endpoint status")?;
+        let leader = all[0]["Status"]["leader"].as_u64().context("no leader")?;
+        all.iter()
+            .find(|m| m["Status"]["header"]["member_id"].as_u64() == Some(leader))
+            .and_then(|m| {
+                endpoints()
+                    .iter()
+                    .position(|e| Some(e.as_str()) == m["Endpoint"].as_str())
+            })
+            .context("the leader is none of the endpoints")
+    }
+
+    /// Starts server `i`; returns its pid and the seconds until its API answered.
+    fn start(&self, i: usize) -> anyhow::Result<(u32, f64)> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.sdir(i).join("serve.log"))?;
+        let config = self.sdir(i).join("xboot.toml").display().to_string();
+        let t0 = Instant::now();
+        let pid = self.servers[i].spawn(
+            &[
+                &self.xboot.display().to_string(),
+                "serve",
+                "--config",
+                &config,
+            ],
+            Stdio::null(),
+            Stdio::from(log),
+        );
+        loop {
+            if UnixStream::connect(self.socket(i)).is_ok() {
+                return Ok((pid, t0.elapsed().as_secs_f64()));
+            }
+            if dead(pid) || testlab::interrupted() {
+                bail!(
+                    "xboot s{} stopped; see {}",
+                    i + 1,
+                    self.sdir(i).join("serve.log").display()
+                );
+            }
+            if t0.elapsed() > Duration::from_secs(600) {
+                bail!("xboot s{} not ready after 600 s", i + 1);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn api(&self, i: usize) -> anyhow::Result<Api> {
+        Api::connect(&self.socket(i))
+    }
+
+    /// A UDP socket on the relay's address in the client namespace.
+    fn relay_socket(&self) -> anyhow::Result<UdpSocket> {
+        let ns = self.cli.name.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<UdpSocket> {
+                let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns(2) on a namespace file held open, for this thread only; the
+                // socket made here stays in that namespace wherever it is used.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns {ns}: {}", std::io::Error::last_os_error());
+                }
+                Ok(UdpSocket::bind(SocketAddrV4::new(RELAY, 67))?)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("setns thread panicked"))?
+        })
+    }
+}
+
+/// `GET /v1/status` of a server.
+fn status(api: &mut Api) -> anyhow::Result<serde_json::Value> {
+    let (code, body) = api.request("GET", "/v1/status", "")?;
+    if code != 200 {
+        bail!("status: {code} {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Relayed DHCP exchanges from the relay's socket.
+struct Probe {
+    sock: UdpSocket,
+    xid: u32,
+}
+
+fn discover(mac: [u8; 6], xid: u32) -> Vec<u8> {
+    let z = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new_with_id(xid, z, z, z, RELAY, &mac);
+    m.set_hops(1);
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
+    m.opts_mut()
+        .insert(DhcpOption::ClientSystemArchitecture(0.into()));
+    m.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+    m.to_vec().expect("a DISCOVER encodes")
+}
+
+/// The boot file an OFFER names (header or option 67), empty for none.
+fn boot_file(m: &Message) -> String {
+    let f = m.fname_str().and_then(Result::ok).unwrap_or_default();
+    let f = f.trim_end_matches('\0');
+    match m.opts().get(OptionCode::BootfileName) {
+        Some(DhcpOption::BootfileName(b)) if f.is_empty() => String::from_utf8_lossy(b).into(),
+        _ => f.to_string(),
+    }
+}
+
+impl Probe {
+    fn new(sock: UdpSocket) -> anyhow::Result<Probe> {
+        sock.set_read_timeout(Some(Duration::from_millis(2)))?;
+        Ok(Probe { sock, xid: 1 })
+    }
+
+    /// Asks every server in turn until each has offered `mac` an answer that `ok`
+    /// accepts; per server, the time from `t0` to the first such OFFER.
+    fn wait_all(
+        &mut self,
+        mac: [u8; 6],
+        ok: impl Fn(&Message) -> bool,
+        t0: Instant,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut done: Vec<Option<Duration>> = vec![None; SERVERS];
+        let mut asked: HashMap<u32, usize> = HashMap::new();
+        let mut buf = [0u8; 1500];
+        while done.iter().any(Option::is_none) {
+            if t0.elapsed() > CONVERGE {
+                bail!("servers {done:?} never answered the change for {mac:02x?}");
+            }
+            for (k, d) in done.iter().enumerate() {
+                if d.is_none() {
+                    self.xid = self.xid.wrapping_add(1);
+                    asked.insert(self.xid, k);
+                    self.sock.send_to(
+                        &discover(mac, self.xid),
+                        SocketAddrV4::new(server_ip(k), 67),
+                    )?;
+                }
+            }
+            let round = Instant::now();
+            while round.elapsed() < Duration::from_millis(3) {
+                let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                    continue;
+                };
+                if let Some(&k) = asked.get(&m.xid()) {
+                    if done[k].is_none() && ok(&m) {
+                        done[k] = Some(t0.elapsed());
+                    }
+                }
+            }
+        }
+        Ok(done.into_iter().flatten().collect())
+    }
+
+    /// DISCOVERs for `macs` (in turn) at `rate` per second for `secs`, each relayed to
+    /// every server of `to`; `during` runs meanwhile on this thread's caller's behalf
+    /// (started at once, on another thread).
+    fn stream<T: Send>(
+        &mut self,
+        macs: &[[u8; 6]],
+        to: &[usize],
+        rate: u32,
+        secs: f64,
+        during: impl FnOnce() -> T + Send,
+    ) -> anyhow::Result<(Stream, T)> {
+        let period = Duration::from_secs_f64(1.0 / rate as f64);
+        let total = (secs * rate as f64) as usize;
+        let mut sent_at: HashMap<u32, Instant> = HashMap::new();
+        let mut answered: HashMap<u32, bool> = HashMap::new();
+        let mut offers = vec![0usize; SERVERS];
+        let mut last_offer = Instant::now();
+        let mut silence = Duration::ZERO;
+        let mut buf = [0u8; 1500];
+        let sock = &self.sock;
+        sock.set_read_timeout(Some(Duration::from_millis(1)))?;
+        let first_xid = self.xid.wrapping_add(1);
+        let out = std::thread::scope(|s| -> anyhow::Result<T> {
+            let side = s.spawn(during);
+            let t0 = Instant::now();
+            let mut sent = 0usize;
+            let end_of_drain = |now: Instant| now > t0 + Duration::from_secs_f64(secs + 1.0);
+            loop {
+                let now = Instant::now();
+                if sent < total && now >= t0 + period * sent as u32 {
+                    let xid = first_xid.wrapping_add(sent as u32);
+                    let d = discover(macs[sent % macs.len()], xid);
+                    for &k in to {
+                        sock.send_to(&d, SocketAddrV4::new(server_ip(k), 67))?;
+                    }
+                    sent_at.insert(xid, now);
+                    sent += 1;
+                    continue;
+                }
+                if sent == total && end_of_drain(now) {
+                    break;
+                }
+                if let Ok((n, src)) = sock.recv_from(&mut buf) {
+                    let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                        continue;
+                    };
+                    let Some(at) = sent_at.get(&m.xid()) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    if now.duration_since(*at) <= Duration::from_secs(1) {
+                        answered.insert(m.xid(), true);
+                    }
+                    if let std::net::SocketAddr::V4(a) = src {
+                        if let Some(k) = (0..SERVERS).find(|&k| server_ip(k) == *a.ip()) {
+                            offers[k] += 1;
+                        }
+                    }
+                    silence = silence.max(now.duration_since(last_offer));
+                    last_offer = now;
+                }
+            }
+            side.join()
+                .map_err(|_| anyhow::anyhow!("the action during the stream panicked"))
+        })?;
+        self.xid = first_xid.wrapping_add(total as u32);
+        sock.set_read_timeout(Some(Duration::from_millis(2)))?;
+        Ok((
+            Stream {
+                sent: total,
+                unanswered: total - answered.len(),
+                offers,
+                longest_silence_ms: silence.as_secs_f64() * 1000.0,
+            },
+            out,
+        ))
+    }
+}
+
+fn offers_ip(ip: Ipv4Addr) -> impl Fn(&Message) -> bool {
+    move |m| m.yiaddr() == ip
+}
+
+fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<Row> {
+    let mut lab = Lab::new(xboot, out.join(format!("n{n}")))?;
+    let mut row = Row {
+        hosts: n,
+        load_avg_start: load_avg(),
+        ..Row::default()
+    };
+    lab.start_etcd()?;
+    let mut pids = vec![];
+    for i in 0..SERVERS {
+        pids.push(lab.start(i)?.0);
+    }
+    let mut w = lab.api(0)?;
+    let img = lab.dir.join("img/vmlinuz").display().to_string();
+    w.call(
+        "POST",
+        "/v1/hosts",
+        &serde_json::json!({"hosts": [], "images": [{"name": "img", "kernel": img}]}).to_string(),
+    )?;
+
+    // Load, in requests of CHUNK hosts.
+    let t0 = Instant::now();
+    for start in (0..n).step_by(CHUNK) {
+        let hosts: Vec<_> = (start..n.min(start + CHUNK))
+            .map(|i| host(i, i, true))
+            .collect();
+        w.call(
+            "POST",
+            "/v1/hosts",
+            &serde_json::json!({ "hosts": hosts }).to_string(),
+        )?;
+    }
+    row.load_s = t0.elapsed().as_secs_f64();
+    for i in 0..SERVERS {
+        let mut a = lab.api(i)?;
+        while status(&mut a)?["hosts"].as_u64() != Some(n as u64) {
+            if t0.elapsed() > Duration::from_secs(1800) {
+                bail!("s{} never held {n} hosts", i + 1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    row.converge_s = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "[bench] {n} hosts loaded in {:.1} s, on every server after {:.1} s",
+        row.load_s, row.converge_s
+    );
+
+    let mut probe = Probe::new(lab.relay_socket()?)?;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
+    let mut pick = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut next_addr = n;
+    let mut addr_of: HashMap<usize, usize> = HashMap::new();
+    let mut unprovisioned = std::collections::HashSet::new();
+
+    // Single edits, each until every server answers it.
+    let (mut mv, mut un) = (vec![vec![]; SERVERS], vec![vec![]; SERVERS]);
+    let (mut mv_all, mut un_all) = (vec![], vec![]);
+    for _ in 0..args.edits {
+        let i = pick();
+        next_addr += 1;
+        addr_of.insert(i, next_addr);
+        let prov = !unprovisioned.contains(&i);
+        let t0 = Instant::now();
+        w.call(
+            "PUT",
+            &format!("/v1/hosts/cn{i}"),
+            &host(i, next_addr, prov).to_string(),
+        )?;
+        let per = probe.wait_all(mac(i), offers_ip(addr(next_addr)), t0)?;
+        mv_all.push(*per.iter().max().expect("servers"));
+        for (k, d) in per.into_iter().enumerate() {
+            mv[k].push(d);
+        }
+
+        let j = loop {
+            let j = pick();
+            if !unprovisioned.contains(&j) {
+                break j;
+            }
+        };
+        unprovisioned.insert(j);
+        let t0 = Instant::now();
+        w.call("POST", &format!("/v1/hosts/unprovision?nodeset=cn{j}"), "")?;
+        let per = probe.wait_all(mac(j), |m| boot_file(m).is_empty(), t0)?;
+        un_all.push(*per.iter().max().expect("servers"));
+        for (k, d) in per.into_iter().enumerate() {
+            un[k].push(d);
+        }
+    }
+    row.move_all = dist(mv_all);
+    row.unprovision_all = dist(un_all);
+    row.move_per_server = mv.into_iter().map(dist).collect();
+    row.unprovision_per_server = un.into_iter().map(dist).collect();
+    eprintln!(
+        "[bench] single edits: move {:?}, unprovision {:?}",
+        row.move_all, row.unprovision_all
+    );
+
+    // 1,000-host batches of address moves.
+    for b in 0..args.batches {
+        let first = (b * BATCH * 7) % n.saturating_sub(BATCH).max(1);
+        let ids: Vec<usize> = (first..(first + BATCH).min(n)).collect();
+        let hosts: Vec<_> = ids
+            .iter()
+            .map(|&i| {
+                next_addr += 1;
+                addr_of.insert(i, next_addr);
+                host(i, next_addr, !unprovisioned.contains(&i))
+            })
+            .collect();
+        let t0 = Instant::now();
+        w.call(
+            "POST",
+            "/v1/hosts",
+            &serde_json::json!({ "hosts": hosts }).to_string(),
+        )?;
+        let mut worst = Duration::ZERO;
+        for &i in [ids[0], *ids.last().expect("a batch")].iter() {
+            let per = probe.wait_all(mac(i), offers_ip(addr(addr_of[&i])), t0)?;
+            worst = worst.max(*per.iter().max().expect("servers"));
+        }
+        row.batch_ms.push(worst.as_secs_f64() * 1000.0);
+    }
+    eprintln!("[bench] 1,000-host batches: {:?} ms", row.batch_ms);
+
+    // Apply cost: changes back to back, no probes; the followers' CPU and validation.
+    let followers = [1usize, 2];
+    let stats_of = |lab: &Lab, k: usize| -> anyhow::Result<serde_json::Value> {
+        Ok(status(&mut lab.api(k)?)?["counters"]["cluster"].clone())
+    };
+    let before: Vec<(u64, serde_json::Value)> = followers
+        .iter()
+        .map(|&k| -> anyhow::Result<(u64, serde_json::Value)> {
+            Ok((cpu_ticks(pids[k]), stats_of(&lab, k)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut times = vec![];
+    for _ in 0..COST_CHANGES {
+        let i = pick();
+        next_addr += 1;
+        addr_of.insert(i, next_addr);
+        let t0 = Instant::now();
+        w.call(
+            "PUT",
+            &format!("/v1/hosts/cn{i}"),
+            &host(i, next_addr, !unprovisioned.contains(&i)).to_string(),
+        )?;
+        times.push(t0.elapsed());
+    }
+    let target = stats_of(&lab, 0)?["applied_revision"].as_u64().unwrap_or(0);
+    for &k in &followers {
+        let t0 = Instant::now();
+        while stats_of(&lab, k)?["applied_revision"].as_u64().unwrap_or(0) < target {
+            if t0.elapsed() > CONVERGE {
+                bail!("s{} never applied revision {target}", k + 1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    for (&k, (ticks, st)) in followers.iter().zip(before) {
+        let now = stats_of(&lab, k)?;
+        let d = |f: &str| now[f].as_f64().unwrap_or(0.0) - st[f].as_f64().unwrap_or(0.0);
+        let cpu = (cpu_ticks(pids[k]) - ticks) as f64 / hz * 1000.0;
+        row.follower_cpu_ms_per_change
+            .push(cpu / COST_CHANGES as f64);
+        let batches = d("batches").max(1.0);
+        row.validate_us_per_batch
+            .push(d("validate_seconds_total") / batches * 1e6);
+        row.hosts_per_batch.push(d("hosts_changed") / batches);
+    }
+    row.cost_api = dist(times);
+    eprintln!(
+        "[bench] apply cost: follower CPU {:?} ms/change, validation {:?} us/batch",
+        row.follower_cpu_ms_per_change, row.validate_us_per_batch
+    );
+
+    // Cold start of s3 from its snapshot, with a change made while it was down.
+    kill(pids[2], libc::SIGTERM);
+    wait_dead(pids[2])?;
+    let i = pick();
+    next_addr += 1;
+    addr_of.insert(i, next_addr);
+    w.call(
+        "PUT",
+        &format!("/v1/hosts/cn{i}"),
+        &host(i, next_addr, !unprovisioned.contains(&i)).to_string(),
+    )?;
+    let t0 = Instant::now();
+    let (pid, ready) = lab.start(2)?;
+    pids[2] = pid;
+    row.cold_ready_s = ready;
+    let per = probe.wait_all(mac(i), offers_ip(addr(next_addr)), t0)?;
+    row.cold_caught_up_s = per[2].as_secs_f64();
+    eprintln!(
+        "[bench] cold start: API after {ready:.2} s, the change answered after {:.2} s",
+        row.cold_caught_up_s
+    );
+
+    // Failover: one of the two servers of segment A killed under a DISCOVER stream.
+    let macs: Vec<[u8; 6]> = (0..256).map(|_| mac(pick())).collect();
+    let s1 = pids[0];
+    let (st, ()) = probe.stream(&macs, &[0, 1], args.rate, 4.0, move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        kill(s1, libc::SIGKILL);
+    })?;
+    row.failover = st;
+    wait_dead(s1)?;
+    eprintln!("[bench] failover: {:?}", row.failover);
+    let (pid, _) = lab.start(0)?;
+    pids[0] = pid;
+    let mut w = lab.api(0)?;
+
+    // etcd leader killed under the stream and a run of writes through s1.
+    let leader = lab.leader()?;
+    let member = lab.etcd[leader].expect("the leader runs");
+    let mut moves: Vec<(usize, usize)> = vec![];
+    for _ in 0..2000 {
+        let i = pick();
+        next_addr += 1;
+        moves.push((i, next_addr));
+    }
+    let provs: Vec<bool> = moves
+        .iter()
+        .map(|(i, _)| !unprovisioned.contains(i))
+        .collect();
+    let secs = 6.0;
+    let (st, writes) = probe.stream(&macs, &[0, 1], args.rate, secs, move || {
+        let t0 = Instant::now();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            kill(member, libc::SIGKILL);
+        });
+        let mut ok_at = vec![Duration::ZERO];
+        let mut refused = 0usize;
+        for ((i, a), p) in moves.iter().zip(provs) {
+            if t0.elapsed().as_secs_f64() > secs {
+                break;
+            }
+            loop {
+                match w.request(
+                    "PUT",
+                    &format!("/v1/hosts/cn{i}"),
+                    &host(*i, *a, p).to_string(),
+                ) {
+                    Ok((200, _)) => break,
+                    _ => refused += 1,
+                }
+                if t0.elapsed().as_secs_f64() > secs + 20.0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ok_at.push(t0.elapsed());
+        }
+        let _ = killer.join();
+        (ok_at, refused)
+    })?;
+    row.leader_kill = st;
+    let (ok_at, refused) = writes;
+    row.leader_writes = ok_at.len() - 1;
+    row.leader_writes_refused = refused;
+    row.leader_write_gap_ms = ok_at
+        .windows(2)
+        .map(|p| (p[1] - p[0]).as_secs_f64() * 1000.0)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "[bench] leader kill: {:?}, {} writes, longest gap {:.0} ms",
+        row.leader_kill, row.leader_writes, row.leader_write_gap_ms
+    );
+    wait_dead(member)?;
+    lab.etcd[leader] = None;
+    lab.start_etcd()?;
+
+    row.rss_mib = pids.iter().map(|&p| rss_mib(p)).collect();
+    for &p in &pids {
+        kill(p, libc::SIGTERM);
+    }
+    for &p in &pids {
+        wait_dead(p)?;
+    }
+    Ok(row)
+}
+
+fn report(rows: &[Row], xboot: &Path, args: &Args) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# bench cluster: 3 etcd members, {SERVERS} xboot servers, N hosts\n"
+    );
+    let _ = writeln!(
+        md,
+        "Binary: `{}`. Servers in userspace DHCP mode; \"answered\" = the first relayed \
+         DHCP OFFER from a server carrying the change (new address, or no boot file after \
+         `unprovision`), timed from the API request to s1; the slowest of the {SERVERS} \
+         servers. etcd data on tmpfs. Failover streams: {} DISCOVERs/s relayed to s1 and s2.\n",
+        xboot.display(),
+        args.rate
+    );
+    let _ = writeln!(md, "| hosts | load avg | load s | on all s | move p50/p99/max ms | unprovision p50/p99/max ms | 1,000-batch ms | follower CPU ms/change | validate us/batch | cold start s (API / change) | failover unanswered | leader kill unanswered | write gap ms | RSS MiB |");
+    let _ = writeln!(md, "|{}", "---|".repeat(14));
+    let f = |v: &[f64], p: usize| {
+        v.iter()
+            .map(|x| format!("{x:.p$}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {} | {} | {} | {:.2} / {:.2} | {}/{} | {}/{} | {:.0} | {} |",
+            r.hosts,
+            r.load_avg_start,
+            r.load_s,
+            r.converge_s,
+            r.move_all.p50_ms,
+            r.move_all.p99_ms,
+            r.move_all.max_ms,
+            r.unprovision_all.p50_ms,
+            r.unprovision_all.p99_ms,
+            r.unprovision_all.max_ms,
+            f(&r.batch_ms, 0),
+            f(&r.follower_cpu_ms_per_change, 2),
+            f(&r.validate_us_per_batch, 0),
+            r.cold_ready_s,
+            r.cold_caught_up_s,
+            r.failover.unanswered,
+            r.failover.sent,
+            r.leader_kill.unanswered,
+            r.leader_kill.sent,
+            r.leader_write_gap_ms,
+            f(&r.rss_mib, 0),
+        );
+    }
+    let _ = writeln!(md, "\nPer server (s1 is the writer), move p50/p99 ms:\n");
+    for r in rows {
+        let per: Vec<String> = r
+            .move_per_server
+            .iter()
+            .map(|d| format!("{:.1}/{:.1}", d.p50_ms, d.p99_ms))
+            .collect();
+        let _ = writeln!(md, "- {} hosts: {}", r.hosts, per.join(", "));
+    }
+    let _ = writeln!(md, "\n![change to answers](cluster.svg)");
+    md
+}
+
+/// Change -> answered by every server (p50, p99) per N, and follower CPU per change.
+fn svg(rows: &[Row]) -> String {
+    let (w, h) = (720.0, 300.0);
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='11'>\n"
+    );
+    let panel = |s: &mut String, x0: f64, title: &str, series: &[(&str, &str, Vec<f64>)]| {
+        let (pw, ph, top) = (300.0, 200.0, 40.0);
+        let max = series
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().copied())
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.15;
+        let _ = writeln!(s, "<text x='{}' y='20' font-size='13'>{title}</text>", x0);
+        let _ = writeln!(
+            s,
+            "<line x1='{x0}' y1='{}' x2='{}' y2='{}' stroke='black'/>",
+            top + ph,
+            x0 + pw,
+            top + ph
+        );
+        let _ = writeln!(
+            s,
+            "<text x='{}' y='{}' text-anchor='end'>{max:.1}</text>",
+            x0 - 2.0,
+            top + 4.0
+        );
+        let groups = rows.len().max(1) as f64;
+        let gw = pw / groups;
+        let bw = gw / (series.len() as f64 + 1.0);
+        for (g, r) in rows.iter().enumerate() {
+            let gx = x0 + g as f64 * gw;
+            let _ = writeln!(
+                s,
+                "<text x='{}' y='{}' text-anchor='middle'>{}</text>",
+                gx + gw / 2.0,
+                top + ph + 14.0,
+                r.hosts
+            );
+            for (k, (_, color, v)) in series.iter().enumerate() {
+                let val = v.get(g).copied().unwrap_or(0.0);
+                let bh = val / max * ph;
+                let _ = writeln!(
+                    s,
+                    "<rect x='{:.1}' y='{:.1}' width='{:.1}' height='{:.1}' fill='{color}'><title>{val:.2}</title></rect>",
+                    gx + bw * (k as f64 + 0.5),
+                    top + ph - bh,
+                    bw * 0.9,
+                    bh
+                );
+            }
+        }
+        for (k, (name, color, _)) in series.iter().enumerate() {
+            let y = top + ph + 30.0 + k as f64 * 13.0;
+            let _ = writeln!(
+                s,
+                "<rect x='{x0}' y='{}' width='10' height='10' fill='{color}'/>",
+                y - 9.0
+            );
+            let _ = writeln!(s, "<text x='{}' y='{y}'>{name}</text>", x0 + 14.0);
+        }
+    };
+    let col = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    panel(
+        &mut s,
+        50.0,
+        "change -> every server answers, ms (hosts)",
+        &[
+            ("move p50", "#9ecae1", col(&|r: &Row| r.move_all.p50_ms)),
+            ("move p99", "#3182bd", col(&|r: &Row| r.move_all.p99_ms)),
+            (
+                "unprovision p99",
+                "#e6550d",
+                col(&|r: &Row| r.unprovision_all.p99_ms),
+            ),
+        ],
+    );
+    panel(
+        &mut s,
+        410.0,
+        "follower cost per change (hosts)",
+        &[
+            (
+                "CPU ms/change",
+                "#31a354",
+                col(&|r: &Row| mean(&r.follower_cpu_ms_per_change)),
+            ),
+            (
+                "validate ms/batch",
+                "#756bb1",
+                col(&|r: &Row| mean(&r.validate_us_per_batch) / 1000.0),
+            ),
+        ],
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
