@@ -208,8 +208,10 @@ send_file_for!(tokio::net::UnixStream, |_: &tokio::net::UnixStream| {});
 /// nodes' receive queues included, counts against the host's one `tcp_mem`; past its
 /// pressure mark the kernel shrinks windows and drops, which the storm saw as
 /// retransmissions, RTOs and stalled downloads. Bytes in flight are not capped (the
-/// client's window does that), so throughput does not depend on it.
-pub const UNSENT_LOWAT: usize = 512 << 10;
+/// client's window does that), so throughput does not depend on it. Smaller costs
+/// wake-ups: at 512 KiB a 500-node storm of the small payload took 13-20% more server
+/// CPU, at 1 MiB none measurable, and the full storm kept out of memory pressure at both.
+pub const UNSENT_LOWAT: usize = 1 << 20;
 
 /// Whether every page of `file`'s bytes `[off, off + len)` is in the page cache
 /// (`cachestat(2)`, Linux 6.5). Where the kernel has no cachestat, true: the send then
