@@ -37,8 +37,10 @@ use hyper::body::{Frame, SizeHint};
 
 use super::sendfile::Spans;
 
-/// Bytes per read and per frame. Larger reads cost fewer system calls; each open
-/// download holds about one chunk, so 4096 connections hold ~1 GiB at most.
+/// Bytes per read and per frame of a body that is read (not sent from the page cache:
+/// those frames are spans of up to [`super::sendfile::MAX_SPAN`]). Larger reads cost
+/// fewer system calls; each open download holds about one chunk, so 4096 connections
+/// hold ~1 GiB at most.
 pub const CHUNK: usize = 256 << 10;
 
 /// `resp` (ServeFile's answer to a GET of `path`) with its body read by [`FileBody`]
@@ -121,7 +123,7 @@ impl FileBody {
     /// The next chunk as a placeholder frame, its span queued on the connection: at once
     /// if the page cache holds it, else once it is read ahead on the blocking pool.
     fn poll_span(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
-        let want = self.want();
+        let want = self.left().min(super::sendfile::MAX_SPAN);
         if let Some(warming) = &mut self.warming {
             let r = ready!(Pin::new(warming).poll(cx));
             self.warming = None;
@@ -143,8 +145,13 @@ impl FileBody {
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
+    /// Bytes of the next read (at most a chunk: the read's memory is held).
     fn want(&self) -> usize {
-        usize::try_from(self.end - self.pos).map_or(CHUNK, |left| left.min(CHUNK))
+        self.left().min(CHUNK)
+    }
+
+    fn left(&self) -> usize {
+        usize::try_from(self.end - self.pos).unwrap_or(usize::MAX)
     }
 
     /// The frame of `n` bytes just read, or the error of a read that got none.

@@ -246,6 +246,7 @@ where
             c = listener.accept() => c,
             () = &mut shutdown => break,
         };
+        io.cap_unsent();
         let source = match peer.source() {
             Some(ip) if limits.per_source > 0 => match sources.take(ip, &limits) {
                 Some(s) => Some(s),
