@@ -183,6 +183,19 @@ pub fn validity(o: &Outcome) -> Vec<Check> {
             ),
         },
         Check {
+            // All namespaces share one tcp_mem: here the nodes' receive queues count
+            // against the server's limit, which a real server's do not, so a storm that
+            // enters pressure (windows shrunk, segments dropped) measures the lab's
+            // shared limit as much as the server. (Counted where the socket that
+            // entered it lives: the server namespace's count is the one read.)
+            name: "no TCP memory pressure (tcp_mem, host-wide)",
+            ok: o.server_net.get("TcpExt.TCPMemoryPressures").copied().unwrap_or(0) == 0,
+            detail: format!(
+                "{} entries into pressure from the server namespace",
+                o.server_net.get("TcpExt.TCPMemoryPressures").copied().unwrap_or(0)
+            ),
+        },
+        Check {
             name: "simulator CPU under its core",
             ok: o.simulator_cpu_s < 0.9 * wall.max(0.001),
             detail: format!("{:.2} s of CPU in {wall:.2} s", o.simulator_cpu_s),
@@ -880,6 +893,16 @@ mod tests {
         assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
         assert!(s.invalid[0].starts_with("softnet backlog drops"));
         assert!(s.invalid[1].starts_with("simulator CPU"));
+        // The host's tcp_mem in pressure: the nodes' queues share it here.
+        let mut o = outcome(rec(Limits::Raised, true, 10));
+        o.server_net.insert("TcpExt.TCPMemoryPressures".into(), 1);
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 1, "{:?}", s.invalid);
+        assert!(
+            s.invalid[0].starts_with("no TCP memory pressure (tcp_mem, host-wide): 1 entries"),
+            "{:?}",
+            s.invalid
+        );
         // The lab losing packets: the simulator's side and the fabric's, each named.
         let mut o = outcome(rec(Limits::Raised, true, 10));
         o.lab_drops.node_tx_dropped = 2;
