@@ -1362,6 +1362,22 @@ fn three_servers_on_two_segments_serve_their_own_hosts() {
     assert!(s1.xdp().1 > unknown1, "cn1 in restarted s1's map");
 }
 
+/// Servers 1 and 2 started with [`short_ttl_and_tcp_api`], the image and cn1
+/// (10.50.0.100) imported through server `writer`, and cn1 seen provisioned by the other.
+fn two_servers_with_cn1(lab: &Lab, writer: usize) -> (Xboot, Xboot) {
+    for i in 1..=2 {
+        short_ttl_and_tcp_api(lab, i);
+    }
+    let (s1, s2) = (lab.start(1), lab.start(2));
+    let (w, other) = if writer == 1 { (&s1, &s2) } else { (&s2, &s1) };
+    w.ok(&["image", "import", &lab.images()]);
+    w.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
+    other.wait_host("cn1", "reached the other server", |h| {
+        h["provision"] == true
+    });
+    (s1, s2)
+}
+
 /// Sets `token_ttl` of server `i`'s config to a minute (the least the config takes) and
 /// gives it a TCP API on its own address with a static token.
 fn short_ttl_and_tcp_api(lab: &Lab, i: usize) {
@@ -1408,14 +1424,7 @@ fn token_key_rotation_across_two_servers_without_a_403() {
         return;
     }
     let lab = Lab::new();
-    for i in 1..=2 {
-        short_ttl_and_tcp_api(&lab, i);
-    }
-    let s1 = lab.start(1);
-    let s2 = lab.start(2);
-    s2.ok(&["image", "import", &lab.images()]);
-    s2.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
-    s1.wait_host("cn1", "reached s1", |h| h["provision"] == true);
+    let (s1, s2) = two_servers_with_cn1(&lab, 2);
     let ip = Ipv4Addr::new(10, 50, 0, 100);
     let base = |m: &Message| boot_url(m).trim_end_matches("/ipxe").to_string();
     let kernel_on = |url_base: &str, server: usize| -> (String, String) {
@@ -1537,14 +1546,7 @@ fn events_merged_across_two_servers() {
         return;
     }
     let lab = Lab::new();
-    for i in 1..=2 {
-        short_ttl_and_tcp_api(&lab, i);
-    }
-    let s1 = lab.start(1);
-    let s2 = lab.start(2);
-    s1.ok(&["image", "import", &lab.images()]);
-    s1.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
-    s2.wait_host("cn1", "reached s2", |h| h["provision"] == true);
+    let (s1, s2) = two_servers_with_cn1(&lab, 1);
     let ip = Ipv4Addr::new(10, 50, 0, 100);
     // A kernel from each server, s2's first.
     for i in [2, 1] {

@@ -50,6 +50,20 @@ pub fn secs(d: Duration) -> String {
     }
 }
 
+/// What a benchmark that drives `xboot serve` starts with: Ctrl-C handled (the lab is
+/// removed), the binary (`XBOOT_BIN`, else a release build) and the output folder `out`
+/// (under the workspace root) made.
+pub fn bench_start(out: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    testlab::catch_interrupts();
+    let xboot = match std::env::var_os("XBOOT_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => build_release_xboot()?,
+    };
+    let out = root().join(out);
+    std::fs::create_dir_all(&out)?;
+    Ok((xboot, out))
+}
+
 /// Builds the `xboot` binary in release (quietly) and returns its absolute path: the
 /// benchmarks drive the binary users run.
 pub fn build_release_xboot() -> anyhow::Result<PathBuf> {

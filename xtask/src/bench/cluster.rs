@@ -152,13 +152,7 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("bench cluster needs root (network namespaces)");
     }
-    testlab::catch_interrupts();
-    let xboot = match std::env::var_os("XBOOT_BIN") {
-        Some(b) => PathBuf::from(b),
-        None => util::build_release_xboot()?,
-    };
-    let out = util::root().join(&args.out);
-    std::fs::create_dir_all(&out)?;
+    let (xboot, out) = util::bench_start(&args.out)?;
     let mut rows = vec![];
     for &n in &args.hosts {
         let row = one_size(&xboot, &out, n, &args).with_context(|| format!("{n} hosts"))?;
