@@ -11,6 +11,18 @@
 //! `max_transfers` requests within that client's first round trip, and it can never stop
 //! a running download.
 //!
+//! A client's unconfirmed transfer is *superseded* once the same address starts another:
+//! EDK2's size probe (an RRQ it aborts with an ERROR after the OACK) is followed at once
+//! by the real read from a new port, usually before the probe's ERROR has been handled,
+//! so each UEFI node briefly holds two slots. At the cap, a request takes the place of
+//! its own address's unanswered transfer first, then of the oldest superseded one, and
+//! only then of the oldest unconfirmed: otherwise, with more than `max_transfers / 2` UEFI nodes
+//! booting together, new requests evicted other nodes' reads in the instant between
+//! their OACK and the client's ACK 0, and those clients, whose ACKs then went to a
+//! closed port, waited out their whole retry budget (24 s for EDK2) and failed. A forged
+//! request from a client's address can make its unanswered transfer superseded, which
+//! gains nothing over the churn a flood causes anyway.
+//!
 //! A request from the address and port of a transfer in progress is a retransmission
 //! (iPXE resends its RRQ after 0.25 s without an answer; a server slow under a storm would
 //! otherwise start every transfer twice): it is ignored, the running transfer's own timer
@@ -59,14 +71,23 @@ struct Inner {
     by_peer: HashMap<SocketAddr, u64>,
     /// Ids of unconfirmed transfers; ids grow with time, so the first is the oldest.
     unconfirmed: BTreeSet<u64>,
+    /// The newest transfer of each client address.
+    newest: HashMap<IpAddr, u64>,
+    /// Unconfirmed transfers whose client address has started a newer one since: the
+    /// first to go at the cap.
+    superseded: BTreeSet<u64>,
 }
 
 impl Inner {
     fn remove(&mut self, id: u64) -> Option<Live> {
         let live = self.live.remove(&id)?;
         self.unconfirmed.remove(&id);
+        self.superseded.remove(&id);
         self.by_peer.remove(&live.peer);
         let ip = live.peer.ip();
+        if self.newest.get(&ip) == Some(&id) {
+            self.newest.remove(&ip);
+        }
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -110,7 +131,13 @@ impl Slots {
             return Err(Refusal::PerClient);
         }
         if inner.live.len() >= self.caps.max_transfers {
-            let oldest = inner.unconfirmed.first().copied();
+            // This client's own unanswered transfer, which this request supersedes,
+            // else the oldest superseded one, else the oldest unconfirmed.
+            let own = (inner.newest.get(&ip)).filter(|id| inner.unconfirmed.contains(id));
+            let oldest = own
+                .or(inner.superseded.first())
+                .or(inner.unconfirmed.first())
+                .copied();
             let Some(victim) = oldest.and_then(|id| inner.remove(id)) else {
                 return Err(Refusal::Busy);
             };
@@ -132,6 +159,11 @@ impl Slots {
         );
         inner.by_peer.insert(peer, id);
         inner.unconfirmed.insert(id);
+        if let Some(prev) = inner.newest.insert(ip, id) {
+            if inner.unconfirmed.contains(&prev) {
+                inner.superseded.insert(prev);
+            }
+        }
         *inner.per_ip.entry(ip).or_default() += 1;
         self.stats.active.fetch_add(1, Relaxed);
         Ok(Slot {
@@ -179,12 +211,9 @@ impl Slot {
 
     /// The client answered: the transfer can no longer be evicted.
     pub fn confirm(&self) {
-        self.slots
-            .inner
-            .lock()
-            .unwrap()
-            .unconfirmed
-            .remove(&self.id);
+        let mut inner = self.slots.inner.lock().unwrap();
+        inner.unconfirmed.remove(&self.id);
+        inner.superseded.remove(&self.id);
     }
 }
 
@@ -239,6 +268,50 @@ mod tests {
         assert!(slots.admit(ip(4)).is_ok());
         drop(_a2);
         assert_eq!(stats.active(), 3, "an evicted slot's drop changes nothing");
+    }
+
+    /// EDK2 at the cap: B's size probe, then A's probe and A's read from a new port
+    /// (before the probe's ERROR is handled). A new request takes the place of A's
+    /// abandoned probe, and B's read that of B's probe, never of A's read (whose OACK
+    /// is on its way), although A's read is older than those requests.
+    #[test]
+    fn at_the_cap_a_superseded_probe_goes_before_a_read() {
+        let stats = Arc::new(Stats::default());
+        let caps = Caps {
+            max_transfers: 3,
+            max_per_client: 8,
+        };
+        let slots = Slots::new(caps, stats.clone());
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let c: IpAddr = [10, 0, 0, 3].into();
+        let probe_b = slots.admit(SocketAddr::new(b, 1000)).unwrap();
+        let probe_a = slots.admit(SocketAddr::new(a, 1000)).unwrap();
+        let read_a = slots.admit(SocketAddr::new(a, 1001)).unwrap();
+        let live = |id: u64| slots.inner.lock().unwrap().live.contains_key(&id);
+        // Full: C's probe evicts A's superseded probe, not B's (the oldest).
+        let probe_c = slots.admit(SocketAddr::new(c, 1000)).unwrap();
+        assert_eq!(stats.evicted.load(Relaxed), 1);
+        assert!(!live(probe_a.id()), "A's probe made way");
+        assert!(live(probe_b.id()) && live(read_a.id()) && live(probe_c.id()));
+        // B's read takes the place of B's own probe, not of A's read.
+        let read_b = slots.admit(SocketAddr::new(b, 1001)).unwrap();
+        assert!(!live(probe_b.id()), "B's probe made way");
+        assert!(live(read_a.id()) && live(read_b.id()) && live(probe_c.id()));
+        // Nothing superseded: the oldest unconfirmed goes, as before.
+        let d = slots
+            .admit(SocketAddr::new([10, 0, 0, 4].into(), 1000))
+            .unwrap();
+        assert!(!live(read_a.id()), "then the oldest unconfirmed");
+        // A confirmed transfer is never superseded: C's read leaves C's answered probe.
+        probe_c.confirm();
+        let read_c = slots.admit(SocketAddr::new(c, 1001)).unwrap();
+        assert!(live(probe_c.id()) && live(read_c.id()) && live(d.id()));
+        assert!(!live(read_b.id()));
+        assert_eq!(stats.evicted.load(Relaxed), 4);
+        drop((probe_a, probe_b, read_a, probe_c, read_b, read_c, d));
+        let inner = slots.inner.lock().unwrap();
+        assert!(inner.live.is_empty() && inner.newest.is_empty() && inner.superseded.is_empty());
     }
 
     #[test]
