@@ -820,10 +820,15 @@ fn etcd_leader_loss_and_quorum_loss() {
     s2.wait_host("cn1", "wrote its queued completion", |h| {
         h["provision"] == false
     });
-    assert!(!s1.host("cn1").unwrap()["tags"]
-        .as_array()
-        .unwrap()
-        .contains(&"late".into()));
+    // The tag refused with 503 while quorum was lost may still commit once it is back:
+    // etcd can keep a proposal it did not answer in time (the CLI said the write failed,
+    // not that it was discarded). Whatever etcd decided, both servers serve the same.
+    let tags = |x: &Xboot| x.host("cn1").unwrap()["tags"].clone();
+    let t0 = Instant::now();
+    while tags(&s1) != tags(&s2) {
+        assert!(t0.elapsed() < CONVERGE, "{} vs {}", tags(&s1), tags(&s2));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// One node's boot as a PXE ROM behind a relay that forwards to both servers does it:
