@@ -38,7 +38,7 @@ struct Lab {
 }
 
 fn endpoints() -> Vec<String> {
-    (1..=3).map(|i| format!("http://{HUB}:2379{i}")).collect()
+    testlab::etcd::endpoints(HUB)
 }
 
 impl Lab {
@@ -134,10 +134,7 @@ subnets = ["10.50.0.0/24"]
     /// Starts the members not running (a first start, or again on their data dirs) and
     /// waits until each is healthy.
     fn start_etcd(&mut self) {
-        let cluster: Vec<String> = (1..=3)
-            .map(|i| format!("m{i}=http://{HUB}:2380{i}"))
-            .collect();
-        for i in 1..=3 {
+        for i in 1..=testlab::etcd::MEMBERS {
             if self.etcd[i - 1].is_some() {
                 continue;
             }
@@ -147,35 +144,9 @@ subnets = ["10.50.0.0/24"]
                 .append(true)
                 .open(self.path(&format!("etcd-m{i}.log")))
                 .unwrap();
-            let (client, peer) = (
-                format!("http://{HUB}:2379{i}"),
-                format!("http://{HUB}:2380{i}"),
-            );
-            let pid = self.hub.spawn(
-                &[
-                    "etcd",
-                    "--name",
-                    &format!("m{i}"),
-                    "--data-dir",
-                    data.to_str().unwrap(),
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                    "--initial-cluster",
-                    &cluster.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "xboot-cluster-test",
-                ],
-                Stdio::null(),
-                log.into(),
-            );
+            let argv = testlab::etcd::member_argv(HUB, i, &data, "xboot-cluster-test");
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let pid = self.hub.spawn(&argv, Stdio::null(), log.into());
             self.etcd[i - 1] = Some(pid);
         }
         let eps = endpoints().join(",");

@@ -584,8 +584,13 @@ fn check_image(index: usize, im: &Image, roots: &Roots, errs: &mut Vec<Validatio
     }
 }
 
-/// The checks of a file known by its blob: its path's shape only.
-fn check_blob_path(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationError>) {
+/// `path` as a path when it is absolute; else a `RelativePath` error for it.
+fn absolute<'a>(
+    image: &str,
+    what: &str,
+    path: &'a str,
+    errs: &mut Vec<ValidationError>,
+) -> Option<&'a Path> {
     let p = Path::new(path);
     if !p.is_absolute() {
         errs.push(ValidationError::RelativePath {
@@ -593,7 +598,17 @@ fn check_blob_path(image: &str, what: &str, path: &str, errs: &mut Vec<Validatio
             what: what.into(),
             path: path.into(),
         });
-    } else if p.components().any(|c| c == std::path::Component::ParentDir) {
+        return None;
+    }
+    Some(p)
+}
+
+/// The checks of a file known by its blob: its path's shape only.
+fn check_blob_path(image: &str, what: &str, path: &str, errs: &mut Vec<ValidationError>) {
+    let Some(p) = absolute(image, what, path, errs) else {
+        return;
+    };
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
         errs.push(ValidationError::Entry {
             entry: format!("image {image}"),
             message: format!("{what} {path} has a '..' component"),
@@ -602,15 +617,9 @@ fn check_blob_path(image: &str, what: &str, path: &str, errs: &mut Vec<Validatio
 }
 
 fn check_file(image: &str, what: &str, path: &str, roots: &Roots, errs: &mut Vec<ValidationError>) {
-    let p = Path::new(path);
-    if !p.is_absolute() {
-        errs.push(ValidationError::RelativePath {
-            image: image.into(),
-            what: what.into(),
-            path: path.into(),
-        });
+    let Some(p) = absolute(image, what, path, errs) else {
         return;
-    }
+    };
     let outside = |reason: String| ValidationError::OutsideImageRoots {
         image: image.into(),
         what: what.into(),

@@ -231,7 +231,7 @@ impl Drop for Lab {
 }
 
 fn endpoints() -> Vec<String> {
-    (1..=3).map(|i| format!("http://{HUB}:2379{i}")).collect()
+    testlab::etcd::endpoints(HUB)
 }
 
 fn kill(pid: u32, sig: libc::c_int) {
@@ -379,10 +379,7 @@ subnets = ["10.64.0.0/10"]
 
     /// Starts the members not running and waits until the cluster is healthy.
     fn start_etcd(&mut self) -> anyhow::Result<()> {
-        let cluster: Vec<String> = (1..=3)
-            .map(|i| format!("m{i}=http://{HUB}:2380{i}"))
-            .collect();
-        for i in 1..=3 {
+        for i in 1..=testlab::etcd::MEMBERS {
             if self.etcd[i - 1].is_some() {
                 continue;
             }
@@ -391,39 +388,12 @@ subnets = ["10.64.0.0/10"]
                 .create(true)
                 .append(true)
                 .open(self.dir.join(format!("etcd-m{i}.log")))?;
-            let (client, peer) = (
-                format!("http://{HUB}:2379{i}"),
-                format!("http://{HUB}:2380{i}"),
+            let mut argv = testlab::etcd::member_argv(HUB, i, &data, "xboot-bench-cluster");
+            argv.extend(
+                ["--heartbeat-interval", "100", "--election-timeout", "1000"].map(String::from),
             );
-            let pid = self.hub.spawn(
-                &[
-                    "etcd",
-                    "--name",
-                    &format!("m{i}"),
-                    "--data-dir",
-                    &data.display().to_string(),
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                    "--initial-cluster",
-                    &cluster.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "xboot-bench-cluster",
-                    "--heartbeat-interval",
-                    "100",
-                    "--election-timeout",
-                    "1000",
-                ],
-                Stdio::null(),
-                log.into(),
-            );
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let pid = self.hub.spawn(&argv, Stdio::null(), log.into());
             self.etcd[i - 1] = Some(pid);
         }
         let t0 = Instant::now();

@@ -2,6 +2,7 @@
 //! machines against xboot inside private network namespaces.
 //!
 //! - [`certs`]: a test CA and the server certificates it signs (openssl), for TLS.
+//! - [`etcd`]: the command lines of a local three-member etcd cluster.
 //! - [`netns`]: RAII network namespaces (the integration tests' own `netns.rs`, reused).
 //! - [`net`]: the PXE lab topology: a server namespace joined by a veth to a client
 //!   namespace whose bridge carries the VM's tap.
@@ -24,6 +25,7 @@ extern crate self as testlab;
 pub mod netns;
 
 pub mod certs;
+pub mod etcd;
 pub mod net;
 pub mod package;
 pub mod payload;
