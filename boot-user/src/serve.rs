@@ -324,7 +324,11 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     // DNS (`[dns]` with a `dns.listen`): bound here, before privileges are dropped.
     let mut dns_stats = None;
     if let Some(dns) = &config.dns {
-        if let Some((svc, addr)) = crate::dns::Service::from_config(p.shared.clone(), dns)? {
+        let names = match &cluster {
+            Some(c) => crate::dns::Names::Cluster(c.clone()),
+            None => crate::dns::Names::Served(p.shared.clone()),
+        };
+        if let Some((svc, addr)) = crate::dns::Service::from_config(names, dns)? {
             let sockets = crate::dns::Sockets::bind(addr)?;
             dns_stats = Some(svc.stats.clone());
             let stop = stopped();

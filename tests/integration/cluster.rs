@@ -976,6 +976,12 @@ impl Lab {
             }
             std::fs::write(p, c).unwrap();
         };
+        // DNS on every server: each answers for the whole cluster's names.
+        for i in 1..=3 {
+            let p = lab.path(&format!("s{i}/xboot.toml"));
+            let c = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(p, format!("{c}[dns]\nlisten = \"0.0.0.0:53\"\n")).unwrap();
+        }
         let xdp = ("mode = \"userspace\"", "mode = \"xdp\"");
         edit(1, &[xdp]);
         edit(
@@ -1064,11 +1070,35 @@ impl Lab {
             "segment-hosts.json",
             serde_json::json!([
                 {"name": "cn1", "provision": true, "boot_image": "img",
-                 "interfaces": [{"mac": CN1_MAC, "ip": cn1_ip}]},
+                 "interfaces": [{"mac": CN1_MAC, "ip": cn1_ip, "fqdn": "cn1.lab.test"}]},
                 {"name": "cn2", "provision": true, "boot_image": "img",
-                 "interfaces": [{"mac": CN2_MAC, "ip": cn2_ip}]},
+                 "interfaces": [{"mac": CN2_MAC, "ip": cn2_ip, "fqdn": "cn2.lab.test"}]},
             ]),
         )
+    }
+
+    /// Waits until `server`'s DNS answers `name` with the one address `want` (dig, from
+    /// the client namespace).
+    fn wait_dns(&self, server: Ipv4Addr, name: &str, want: &str, x: &Xboot) {
+        let at = format!("@{server}");
+        let t0 = Instant::now();
+        loop {
+            let out = self
+                .cli
+                .cmd(&["dig", &at, "+short", "+tries=1", "+time=2", name, "A"])
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if got == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < CONVERGE,
+                "{server} answers {name} with {got:?}, not {want}: {}",
+                x.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// busybox udhcpc on the client namespace's `ifname`: the lease's environment.
@@ -1116,7 +1146,8 @@ impl Xboot {
 /// acknowledged by it alone; B is silent to A's hosts (its program passes them up as
 /// unknown: they are not in its map) and A to B's; real udhcpc gets its lease on each
 /// segment; a host whose address moves to B's subnet moves to B's servers; `xboot cluster
-/// status` shows each server's segment and the hosts it serves.
+/// status` shows each server's segment and the hosts it serves. DNS answers every
+/// segment's names on every server (dig).
 #[test]
 fn three_servers_on_two_segments_serve_their_own_hosts() {
     if netns::need_root() {
@@ -1148,6 +1179,12 @@ fn three_servers_on_two_segments_serve_their_own_hosts() {
             (&2.into(), &1.into()),
             "{v}"
         );
+    }
+
+    // DNS names are the cluster's, not the segment's: each server answers for both.
+    for (s, ip) in [(&s1, S1), (&s3, S3)] {
+        lab.wait_dns(ip, "cn1.lab.test", "10.50.0.100", s);
+        lab.wait_dns(ip, "cn2.lab.test", "10.60.0.100", s);
     }
 
     // A's servers offer cn1 the same lease, s1's through its XDP map.
@@ -1260,6 +1297,8 @@ fn three_servers_on_two_segments_serve_their_own_hosts() {
         "10.60.0.101/24",
         "s1's API still sees the host"
     );
+    // And A's DNS still has its name, at the new address.
+    lab.wait_dns(S1, "cn1.lab.test", "10.60.0.101", &s1);
 
     // `xboot cluster status`: each server's segment and the hosts it serves.
     let config = lab.path("s3/xboot.toml");

@@ -247,6 +247,17 @@ impl Cluster {
         *self.applied.borrow()
     }
 
+    /// Bumped with every revision the follower applies.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// The last whole inventory that validated, every segment's hosts (what this server
+    /// serves is its part of it: [`mirror::Scope`]).
+    pub fn whole(&self) -> Arc<Inventory> {
+        self.valid.lock().unwrap().clone()
+    }
+
     async fn client(&self) -> Result<Client, String> {
         let mut c = self.client.lock().await;
         if let Some(c) = c.as_ref() {

@@ -716,7 +716,7 @@ mod tests {
                                 Default::default(),
                                 Default::default(),
                             );
-                            prop_assert!(crate::dns::Service::from_config(shared, dns).is_ok());
+                            prop_assert!(crate::dns::Service::from_config(crate::dns::Names::Served(shared), dns).is_ok());
                         }
                     }
                     Err(crate::config::ConfigError::Invalid { problems, .. }) => {

@@ -17,5 +17,5 @@ mod server_tests;
 #[cfg(test)]
 mod tests;
 
-pub use server::{Service, Sockets};
+pub use server::{Names, Service, Sockets};
 pub use stats::Stats;

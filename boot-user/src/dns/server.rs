@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::answer::{self, Outcome, Policy};
 use super::stats::{Error, Stats};
-use super::zones::{ZoneSettings, Zones};
+use super::zones::{same_names, ZoneSettings, Zones};
 use crate::config::{check, DnsConfig};
 use crate::inventory::Inventory;
 use crate::state::Shared;
@@ -62,8 +62,36 @@ enum Step {
     Forward(Box<Message>, usize),
 }
 
+/// Where the names the tables hold come from.
+#[derive(Clone)]
+pub enum Names {
+    /// The inventory this server serves (standalone: all of it).
+    Served(Arc<Shared>),
+    /// Every host of the cluster, whatever segment serves it: a node resolves its peers
+    /// on other segments through its own segment's server, and a name does not vanish
+    /// from DNS when its host is renumbered into another segment.
+    Cluster(Arc<crate::cluster::Cluster>),
+}
+
+impl Names {
+    fn inventory(&self) -> Arc<Inventory> {
+        match self {
+            Names::Served(s) => s.inventory(),
+            Names::Cluster(c) => c.whole(),
+        }
+    }
+
+    /// Bumped whenever [`Names::inventory`] may have changed.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Names::Served(s) => s.subscribe(),
+            Names::Cluster(c) => c.subscribe_applied(),
+        }
+    }
+}
+
 pub struct Service {
-    shared: Arc<Shared>,
+    names: Names,
     settings: ZoneSettings,
     policy: Policy,
     upstreams: Vec<SocketAddr>,
@@ -79,7 +107,7 @@ impl Service {
     /// The service `[dns]` describes, with its listen address; None when `dns.listen` is
     /// empty. The config was checked at load: a bad value here is an error all the same.
     pub fn from_config(
-        shared: Arc<Shared>,
+        names: Names,
         cfg: &DnsConfig,
     ) -> anyhow::Result<Option<(Arc<Service>, SocketAddr)>> {
         let Some(listen) = check::dns_listen(&cfg.listen).map_err(anyhow::Error::msg)? else {
@@ -93,7 +121,7 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let svc = Service {
-            shared,
+            names,
             settings: ZoneSettings {
                 ttl: cfg.ttl,
                 zones: cfg.zones.clone(),
@@ -116,10 +144,15 @@ impl Service {
     /// The tables of the current inventory: built on the first query after a swap (and by
     /// the watcher in [`Service::run`] right after it), once per inventory.
     pub fn tables(&self) -> Arc<Zones> {
-        let inv = self.shared.inventory();
+        let inv = self.names.inventory();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((built_from, zones)) = cache.as_ref() {
+        if let Some((built_from, zones)) = cache.as_mut() {
             if Arc::ptr_eq(built_from, &inv) {
+                return zones.clone();
+            }
+            if same_names(built_from, &inv) {
+                *built_from = inv;
+                self.stats.table_kept();
                 return zones.clone();
             }
         }
@@ -260,12 +293,14 @@ impl Service {
         let tcp = TcpListener::from_std(sockets.tcp)?;
         tracing::info!(target: "xboot::dns", "DNS listening on {} (udp, tcp)", udp.local_addr()?);
         self.tables();
-        let mut changes = self.shared.subscribe();
+        let mut changes = self.names.subscribe();
         let watcher = {
             let svc = self.clone();
             async move {
                 while changes.changed().await.is_ok() {
-                    svc.tables();
+                    // A build reads every host: off the runtime's workers.
+                    let svc = svc.clone();
+                    let _ = tokio::task::spawn_blocking(move || svc.tables()).await;
                 }
             }
         };

@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{Service, Sockets, Stats};
+use super::{Names, Service, Sockets, Stats};
 use crate::config::{Config, DnsConfig, Upstreams};
 use crate::events::EventLog;
 use crate::inventory::{Host, Interface, Inventory};
@@ -51,7 +51,9 @@ async fn start_on(mut cfg: DnsConfig, listen: &str) -> Running {
     let inv =
         Inventory::from_parts_unchecked(vec![host("cn1", "10.0.0.1/24", "cn1.lab.test")], vec![]);
     let shared = Shared::new(Config::default(), inv, EventLog::default());
-    let (svc, addr) = Service::from_config(shared.clone(), &cfg).unwrap().unwrap();
+    let (svc, addr) = Service::from_config(Names::Served(shared.clone()), &cfg)
+        .unwrap()
+        .unwrap();
     let sockets = Sockets::bind(addr).unwrap();
     let addr = sockets.udp.local_addr().unwrap();
     let stats = svc.stats.clone();
@@ -252,4 +254,72 @@ async fn wildcard_listen_answers_from_the_address_asked() {
     u.send(&query(5, "cn1.lab.test.")).await.unwrap();
     let m = recv(&u).await;
     assert_eq!((m.id, m.answers.len()), (5, 1));
+}
+
+/// A change that touches no name or address (a `complete`, a tag) keeps the tables; one
+/// that renames or renumbers a host, or adds one, rebuilds them. Counted, since the
+/// answers are the same either way.
+#[test]
+fn tables_are_rebuilt_only_when_a_name_or_address_changes() {
+    use crate::inventory::Change;
+    use crate::tftp::root::Roots;
+    let hosts: Vec<Host> = (1..=200)
+        .map(|i| {
+            host(
+                &format!("cn{i}"),
+                &format!("10.0.{}.{}/16", i / 250, i % 250 + 1),
+                &format!("cn{i}.lab.test"),
+            )
+        })
+        .collect();
+    let shared = Shared::new(
+        Config::default(),
+        Inventory::from_parts_unchecked(hosts, vec![]),
+        EventLog::default(),
+    );
+    let cfg = DnsConfig {
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let (svc, _) = Service::from_config(Names::Served(shared.clone()), &cfg)
+        .unwrap()
+        .unwrap();
+    let first = svc.tables();
+    assert_eq!(svc.stats.tables(), (1, 0));
+    let change = |edit: &dyn Fn(&mut Host)| {
+        let inv = shared.inventory();
+        let mut h = inv.host("cn7").unwrap().clone();
+        edit(&mut h);
+        let c = Change {
+            put_hosts: vec![h],
+            ..Default::default()
+        };
+        let next = inv.apply(&c, &Roots::default(), None).unwrap();
+        shared.apply_inventory(next, &c);
+    };
+
+    change(&|h| h.tags.push("done".into()));
+    let kept = svc.tables();
+    assert!(Arc::ptr_eq(&first, &kept));
+    assert_eq!(svc.stats.tables(), (1, 1));
+    assert_eq!(kept.len(), first.len());
+
+    change(&|h| h.interfaces[0].fqdn = "cn7-new.lab.test".into());
+    let renamed = svc.tables();
+    assert!(!Arc::ptr_eq(&first, &renamed));
+    assert_eq!(svc.stats.tables(), (2, 1));
+
+    change(&|h| h.interfaces[0].ip = Some("10.0.9.9/16".into()));
+    svc.tables();
+    assert_eq!(svc.stats.tables(), (3, 1));
+
+    // A new host is a new name.
+    let inv = shared.inventory();
+    let c = Change {
+        put_hosts: vec![host("cn999", "10.0.8.8/16", "cn999.lab.test")],
+        ..Default::default()
+    };
+    shared.apply_inventory(inv.apply(&c, &Roots::default(), None).unwrap(), &c);
+    assert!(svc.tables().len() > renamed.len());
+    assert_eq!(svc.stats.tables(), (4, 1));
 }

@@ -42,6 +42,7 @@ pub struct Stats {
     truncated: AtomicU64,
     tcp_queries: AtomicU64,
     table_builds: AtomicU64,
+    tables_kept: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -95,6 +96,17 @@ impl Stats {
         bump(&self.table_builds);
     }
 
+    /// An inventory change that touched no name or address: the tables were kept.
+    pub fn table_kept(&self) {
+        bump(&self.tables_kept);
+    }
+
+    /// (tables built, changes that kept the tables), for tests.
+    pub fn tables(&self) -> (u64, u64) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (load(&self.table_builds), load(&self.tables_kept))
+    }
+
     /// The count of answers with this rcode name (`NXDOMAIN`), for tests and the API.
     pub fn answers_with(&self, rcode: &str) -> u64 {
         RCODES
@@ -140,8 +152,13 @@ impl Stats {
             ),
             (
                 "xboot_dns_table_builds_total",
-                "DNS tables built (one per inventory change).",
+                "DNS tables built (one per inventory change of a name or an address).",
                 &self.table_builds,
+            ),
+            (
+                "xboot_dns_tables_kept_total",
+                "Inventory changes that touched no name or address: the tables were kept.",
+                &self.tables_kept,
             ),
         ] {
             family(&mut out, name, help);

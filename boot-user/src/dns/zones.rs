@@ -154,6 +154,24 @@ pub fn interface_net(ip: &str) -> Option<IpNet> {
     crate::inventory::model::parse_ipv6(t).map(IpNet::V6)
 }
 
+/// Whether the tables of `new` are those of `old`: every host that differs between them
+/// differs in nothing the tables read (a `complete`, a tag, an image or firmware change),
+/// no host came or went. At the change's cost ([`Inventory::changed_hosts`]), so a storm
+/// of field-only changes does not rebuild the tables of the whole inventory each time.
+pub fn same_names(old: &Inventory, new: &Inventory) -> bool {
+    old.changed_hosts(new).all(|pair| match pair {
+        (Some(a), Some(b)) => {
+            a.name == b.name
+                && a.interfaces.len() == b.interfaces.len()
+                && a.interfaces
+                    .iter()
+                    .zip(&b.interfaces)
+                    .all(|(x, y)| x.fqdn == y.fqdn && x.ip == y.ip)
+        }
+        _ => false,
+    })
+}
+
 impl Zones {
     /// The tables of `inventory`.
     pub fn build(inventory: &Inventory, settings: &ZoneSettings) -> Zones {

@@ -269,6 +269,22 @@ impl Inventory {
     pub fn hosts(&self) -> Hosts<'_> {
         Hosts(&self.hosts)
     }
+    /// The hosts that differ between `self` and `newer`, in inventory order, as (before,
+    /// after): (Some, Some) changed, (None, Some) added, (Some, None) removed. Parts of the
+    /// two maps that are shared (an inventory made from the other by a change) are
+    /// skipped without being visited, so the cost is about the change's, not the
+    /// inventory's.
+    pub fn changed_hosts<'a>(
+        &'a self,
+        newer: &'a Inventory,
+    ) -> impl Iterator<Item = (Option<&'a Host>, Option<&'a Host>)> + 'a {
+        use imbl::ordmap::DiffItem;
+        self.hosts.diff(&newer.hosts).map(|d| match d {
+            DiffItem::Add(_, h) => (None, Some(h)),
+            DiffItem::Update { old, new } => (Some(old.1), Some(new.1)),
+            DiffItem::Remove(_, h) => (Some(h), None),
+        })
+    }
     pub fn images(&self) -> &[Image] {
         &self.images
     }
