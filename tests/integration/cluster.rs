@@ -789,6 +789,14 @@ fn etcd_leader_loss_and_quorum_loss() {
     assert_eq!(code, "200", "{body}\n{}", s2.log());
     assert!(s2.log().contains("completion queued"), "{}", s2.log());
     assert_eq!(s1.host("cn1").unwrap()["provision"], true);
+    // Every member down: nothing can take the write (no connection is made).
+    let last = (0..3).find(|m| lab.etcd[*m].is_some()).unwrap();
+    lab.kill_member(last);
+    let out = s1.cli(&["host", "tag", "cn1", "gone"]);
+    assert!(!out.status.success());
+    let gone_err = String::from_utf8_lossy(&out.stderr).to_string();
+    let gone = outcome(&gone_err).unwrap_or_else(|| panic!("no outcome: {gone_err}"));
+    eprintln!("the write with every member down: {gone}: {gone_err}");
     lab.start_etcd();
     s1.wait_host("cn1", "got the queued completion", |h| {
         h["provision"] == false
@@ -806,20 +814,20 @@ fn etcd_leader_loss_and_quorum_loss() {
         assert!(t0.elapsed() < CONVERGE, "{} vs {}", tags(&s1), tags(&s2));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let has_late = |x: &Xboot| tags(x).as_array().unwrap().iter().any(|t| t == "late");
-    match late {
-        "not_applied" => {
-            // Settled: the follower has applied everything up to etcd's revision.
-            std::thread::sleep(Duration::from_secs(2));
-            assert!(
-                !has_late(&s1) && !has_late(&s2),
+    let has = |x: &Xboot, tag: &str| tags(x).as_array().unwrap().iter().any(|t| t == tag);
+    // Settled: the followers have applied everything etcd holds.
+    std::thread::sleep(Duration::from_secs(2));
+    for (tag, said, err) in [("late", late, &err), ("gone", gone, &gone_err)] {
+        match said {
+            "not_applied" => assert!(
+                !has(&s1, tag) && !has(&s2, tag),
                 "a write said not applied was: {err}"
-            );
+            ),
+            _ => assert!(
+                err.contains("may still be applied (outcome unknown"),
+                "{err}"
+            ),
         }
-        _ => assert!(
-            err.contains("may still be applied (outcome unknown"),
-            "{err}"
-        ),
     }
 }
 
