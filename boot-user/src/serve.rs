@@ -155,8 +155,12 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
         Some(c) => {
             // Counted before `Cluster::new` narrows the running inventory to the segments.
             let held = p.shared.inventory().hosts().len();
-            let cluster =
-                crate::cluster::Cluster::new(c.clone(), p.shared.clone(), p.store.clone())?;
+            let cluster = crate::cluster::Cluster::new(
+                c.clone(),
+                p.shared.clone(),
+                p.store.clone(),
+                key.clone(),
+            )?;
             if cluster.applied() == 0 && held > 0 {
                 tracing::warn!(
                     "cluster: the store's {held} hosts are no snapshot of the cluster: they \
@@ -217,6 +221,11 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             let (b, stop) = (cluster.blobs(), stopped());
             tasks.spawn(async move {
                 b.run(stop).await;
+                Ok(())
+            });
+            let (b, stop) = (cluster.blobs(), stopped());
+            tasks.spawn(async move {
+                b.collect(stop).await;
                 Ok(())
             });
             Some(cluster)
@@ -365,13 +374,19 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
                     // A field-only write: no whole-inventory check, no shared lock. With
                     // etcd unreachable it is queued in the local store (durable, so the
                     // `ok` holds) and written once etcd is back.
+                    // Queued too when the write's outcome is unknown: writing it again
+                    // is harmless (a host already cleared is left alone).
                     return match c.set_provision(&host, false).await {
-                        Err(crate::inventory::CommitError::Unavailable(why)) => {
+                        Err(
+                            e @ (crate::inventory::CommitError::Unavailable(_)
+                            | crate::inventory::CommitError::Unknown { .. }),
+                        ) => {
+                            let why = e.to_string();
                             c.queue_completion(&host).map_err(|e| {
                                 format!("cannot record the completed provision: {e}")
                             })?;
                             tracing::warn!(
-                                "host {host}: completion queued, etcd unreachable ({why})"
+                                "host {host}: completion queued, written once etcd is back: {why}"
                             );
                             Ok(())
                         }

@@ -32,11 +32,14 @@ impl std::fmt::Display for Endpoint {
 pub enum ClientError {
     #[error("cannot reach the xboot API at {endpoint}: {message} (is `xboot serve` running? see --socket)")]
     Connect { endpoint: String, message: String },
-    #[error("{message}{}", list(.errors))]
+    #[error("{message}{}{}", list(.errors), outcome_text(.outcome))]
     Api {
         status: StatusCode,
         message: String,
         errors: Vec<String>,
+        /// A write the server could not confirm: `not_applied`, `unknown` (it may
+        /// still be applied) or `partial`.
+        outcome: Option<String>,
     },
     #[error("bad answer from the xboot API: {0}")]
     Protocol(String),
@@ -47,6 +50,13 @@ fn list(errors: &[String]) -> String {
         return String::new();
     }
     errors.iter().map(|e| format!("\n  - {e}")).collect()
+}
+
+fn outcome_text(outcome: &Option<String>) -> String {
+    outcome
+        .as_deref()
+        .map(|o| format!(" [outcome: {o}]"))
+        .unwrap_or_default()
 }
 
 /// Percent-encodes a query value (node sets hold `[`, `]` and `,`).
@@ -156,10 +166,15 @@ impl Client {
                     .collect()
             })
             .unwrap_or_default();
+        let outcome = value
+            .get("outcome")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Err(ClientError::Api {
             status,
             message,
             errors,
+            outcome,
         })
     }
 }

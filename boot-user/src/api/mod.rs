@@ -324,13 +324,16 @@ impl ApiState {
     }
 }
 
-/// A backend's refusal as an answer: 503 while it is unreachable.
+/// A backend's refusal as an answer: 503 while it is unreachable, with the change's
+/// `outcome` (`not_applied`; `unknown` or `partial` when it was sent and not confirmed,
+/// so it may still commit: a client must look before it writes again).
 fn commit_error(e: CommitError) -> ApiError {
-    match e {
-        e @ CommitError::Unavailable(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        e => ApiError::internal(e),
+    match e.outcome() {
+        Some(outcome) => ApiError {
+            outcome: Some(outcome),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        },
+        None => ApiError::internal(e),
     }
 }
 
@@ -348,6 +351,9 @@ pub struct ApiError {
     pub message: String,
     /// Every problem, for validation failures.
     pub errors: Vec<String>,
+    /// A write the store could not confirm: what became of it (`not_applied`,
+    /// `unknown`, `partial`; [`CommitError::outcome`]).
+    pub outcome: Option<&'static str>,
 }
 
 impl ApiError {
@@ -356,6 +362,7 @@ impl ApiError {
             status,
             message: message.into(),
             errors: vec![],
+            outcome: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -373,6 +380,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message,
             errors,
+            outcome: None,
         }
     }
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -383,7 +391,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "errors": self.errors });
+        let mut body = serde_json::json!({ "error": self.message, "errors": self.errors });
+        if let Some(o) = self.outcome {
+            body["outcome"] = o.into();
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -725,6 +736,79 @@ mod backend_tests {
             cn1.uid, "from-the-other-writer",
             "the other writer's change was undone"
         );
+    }
+
+    /// A backend that fails every commit with the error `fail` makes.
+    struct Failing(fn() -> CommitError);
+
+    impl Backend for Arc<Failing> {
+        fn base(&self, running: Arc<Inventory>) -> (Arc<Inventory>, u64) {
+            (running, 1)
+        }
+        fn commit(
+            &self,
+            _base: Arc<Inventory>,
+            _revision: u64,
+            _change: Change,
+        ) -> BoxFuture<'static, Result<Committed, CommitError>> {
+            let e = (self.0)();
+            Box::pin(async move { Err(e) })
+        }
+    }
+
+    /// A 503 says whether the write may still be applied, in words and as `outcome`.
+    #[tokio::test]
+    async fn an_unconfirmed_write_answers_503_with_its_outcome() {
+        // (the backend's failure, the outcome, words of the message)
+        type Row = (fn() -> CommitError, &'static str, &'static str);
+        let rows: [Row; 3] = [
+            (
+                || CommitError::Unavailable("etcdserver: no leader".into()),
+                "not_applied",
+                "was not applied",
+            ),
+            (
+                || CommitError::Unknown {
+                    why: "etcdserver: request timed out".into(),
+                    committed: 0,
+                    of: 1,
+                },
+                "unknown",
+                "may still be applied (outcome unknown",
+            ),
+            (
+                || CommitError::Unknown {
+                    why: "etcdserver: request timed out".into(),
+                    committed: 1,
+                    of: 3,
+                },
+                "partial",
+                "committed 1 of the change's 3 transactions",
+            ),
+        ];
+        for (fail, outcome, words) in rows {
+            let shared = Shared::new(
+                Config::default(),
+                Inventory::from_parts_unchecked(vec![host("cn1")], vec![]),
+                EventLog::default(),
+            );
+            let api = ApiState::new(shared, None).with_backend(Arc::new(Arc::new(Failing(fail))));
+            let e = api
+                .mutate(|hosts, _| {
+                    hosts[0].tags.push("gpu".into());
+                    Ok(())
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(e.message.contains(words), "{outcome}: {}", e.message);
+            let resp = e.into_response();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["outcome"], outcome, "{body}");
+        }
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 //! - Holders: a server that has a blob (its publisher, or one that fetched it) writes
 //!   `blobs/sha256/{hex}/{server_id}`; others fetch from the holders whose record in
 //!   `servers/` is alive (its `http_url`, [`ClusterConfig::http_url`]), peers before the
-//!   publisher, at `GET {http_url}/blobs/sha256/{hex}`.
+//!   publisher, at `GET {http_url}/blobs/sha256/{hex}`, each request signed with the
+//!   cluster's keyring ([`peer`]; the route answers 403 to a request without a valid
+//!   signature: nodes get image files through their boot token URLs only).
 //! - Prefetch ([`Blobs::run`]): on every inventory swap (and every 30 s, to retry), each
 //!   blob of an image booted by a host of this server's segments (an address in one of
 //!   their subnets; every host when none is named) that is not here yet is obtained:
@@ -26,6 +28,9 @@
 //!   The peer route ([`Blobs::local`]) never fetches: two servers without a blob cannot
 //!   ask each other for it in a loop.
 //!
+//! - Cache GC ([`gc`]): blobs no image references any more are removed after
+//!   `cluster.blob_gc_grace_secs`, never one in use ([`Blobs::hold`]).
+//!
 //! One process per blob directory: the flights that keep two downloads of a blob from
 //! writing one `.part` file are this process's.
 use std::collections::{HashMap, HashSet};
@@ -39,10 +44,15 @@ use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::peer;
 use crate::config::cluster::ClusterConfig;
+use crate::http::token::{now_secs, TokenKey};
 use crate::inventory::model::parse_cidr;
 use crate::inventory::{BlobRef, Change, Inventory};
 use crate::state::Shared;
+
+mod gc;
+pub use gc::{collectable, CacheFile, Collected, Hold};
 
 /// How long a peer may keep a download waiting for its next bytes.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,13 +181,15 @@ pub enum FetchError {
 
 /// Downloads the blob `hex` of `size` bytes from `url` into `dir/{hex}`: resumed from
 /// `dir/{hex}.part` with a Range request when that holds a beginning of it, checked,
-/// synced and renamed. Returns the bytes received.
+/// synced and renamed. `peer` is the request's [`peer::HEADER`] (the signature the
+/// serving server checks). Returns the bytes received.
 pub async fn fetch_into(
     http: &reqwest::Client,
     dir: &Path,
     url: &str,
     hex: &str,
     size: u64,
+    peer: Option<&str>,
 ) -> Result<u64, FetchError> {
     let io = |what: &str, e: std::io::Error| FetchError::Io(format!("{what}: {e}"));
     let part = dir.join(format!("{hex}.part"));
@@ -186,6 +198,9 @@ pub async fn fetch_into(
         have = 0;
     }
     let mut req = http.get(url);
+    if let Some(sig) = peer {
+        req = req.header(peer::HEADER, sig);
+    }
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
@@ -313,6 +328,9 @@ pub struct Blobs {
     dir: PathBuf,
     url: Option<String>,
     shared: Arc<Shared>,
+    /// The cluster's keyring: signs this server's requests of its peers and checks
+    /// theirs ([`peer`]).
+    key: TokenKey,
     client: tokio::sync::Mutex<Option<etcd_client::Client>>,
     http: reqwest::Client,
     /// Bounds the downloads at once (`cluster.blob_fetches`).
@@ -324,6 +342,12 @@ pub struct Blobs {
     /// Downloads started and bytes received (the server record and the tests).
     downloads: AtomicU64,
     received: AtomicU64,
+    /// Blobs in use, with how many users: a download being served (held by its body),
+    /// a fetch running. The cache GC never removes one of them.
+    in_use: Arc<Mutex<HashMap<String, usize>>>,
+    /// Blobs of the cache no image references, with when that was first seen (the
+    /// cache GC removes them once `cluster.blob_gc_grace_secs` has passed).
+    unreferenced: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -348,7 +372,12 @@ fn own_url(cfg: &ClusterConfig, shared: &Shared) -> Option<String> {
 
 impl Blobs {
     /// The blobs of server `id`; creates the cache directory.
-    pub fn new(cfg: &ClusterConfig, id: &str, shared: Arc<Shared>) -> anyhow::Result<Arc<Blobs>> {
+    pub fn new(
+        cfg: &ClusterConfig,
+        id: &str,
+        shared: Arc<Shared>,
+        key: TokenKey,
+    ) -> anyhow::Result<Arc<Blobs>> {
         use anyhow::Context;
         let root = cfg
             .blob_dir
@@ -376,6 +405,7 @@ impl Blobs {
             dir,
             url,
             shared,
+            key,
             client: tokio::sync::Mutex::new(None),
             http,
             flights: Flights::default(),
@@ -383,6 +413,8 @@ impl Blobs {
             announced: Mutex::default(),
             downloads: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            in_use: Arc::default(),
+            unreferenced: Mutex::default(),
         }))
     }
 
@@ -506,6 +538,24 @@ impl Blobs {
         self.flight(&b.sha256, true).await
     }
 
+    /// The server that signed a request of the peer route (`header`: its
+    /// [`peer::HEADER`]), or why it is refused.
+    pub fn check_peer(
+        &self,
+        header: Option<&str>,
+        method: &str,
+        hex: &str,
+    ) -> Result<String, peer::PeerError> {
+        peer::verify(
+            &self.key.ring(),
+            header,
+            method,
+            hex,
+            now_secs(),
+            self.key.ttl(),
+        )
+    }
+
     /// The file of blob `hex` if this server has it (its cache, or a file of its image
     /// roots that hashes to it); never downloads. For the peer route.
     pub async fn local(self: &Arc<Self>, hex: &str) -> Result<PathBuf, String> {
@@ -542,6 +592,8 @@ impl Blobs {
     }
 
     async fn obtain(self: &Arc<Self>, hex: &str, remote: bool) -> Result<PathBuf, String> {
+        // The `.part` file and the rename are the fetch's until it ends.
+        let _hold = self.hold(hex);
         if let Some(p) = self.cached(hex) {
             return Ok(p);
         }
@@ -577,7 +629,9 @@ impl Blobs {
             let url = format!("{base}/blobs/sha256/{hex}");
             self.downloads.fetch_add(1, Ordering::Relaxed);
             let t0 = std::time::Instant::now();
-            match fetch_into(&self.http, &self.dir, &url, hex, size).await {
+            // Signed per attempt: a signature lasts `peer::LIFETIME_SECS`.
+            let sig = peer::sign(&self.key.ring(), "GET", hex, &self.id, now_secs());
+            match fetch_into(&self.http, &self.dir, &url, hex, size, Some(&sig)).await {
                 Ok(n) => {
                     self.received.fetch_add(n, Ordering::Relaxed);
                     tracing::info!(
@@ -797,7 +851,7 @@ mod tests {
 
         // A third was fetched before: only the rest is asked for.
         std::fs::write(down.path().join(format!("{hex}.part")), &bytes[..100_000]).unwrap();
-        let n = fetch_into(&http, down.path(), &url, &hex, bytes.len() as u64)
+        let n = fetch_into(&http, down.path(), &url, &hex, bytes.len() as u64, None)
             .await
             .unwrap();
         assert_eq!(n, 200_000);
@@ -814,7 +868,7 @@ mod tests {
         let other = sha(b"other");
         std::fs::write(up.path().join(&other), &bad).unwrap();
         let url = format!("{base}/blobs/sha256/{other}");
-        let e = fetch_into(&http, down.path(), &url, &other, bad.len() as u64)
+        let e = fetch_into(&http, down.path(), &url, &other, bad.len() as u64, None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Mismatch { .. }), "{e}");
@@ -827,13 +881,13 @@ mod tests {
         std::fs::write(down.path().join(format!("{hex}.part")), &bad[..10]).unwrap();
         std::fs::remove_file(down.path().join(&hex)).unwrap();
         let url = format!("{base}/blobs/sha256/{hex}");
-        let e = fetch_into(&http, down.path(), &url, &hex, bytes.len() as u64)
+        let e = fetch_into(&http, down.path(), &url, &hex, bytes.len() as u64, None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Mismatch { .. }), "{e}");
         let missing = sha(b"missing");
         let url = format!("{base}/blobs/sha256/{missing}");
-        let e = fetch_into(&http, down.path(), &url, &missing, 10)
+        let e = fetch_into(&http, down.path(), &url, &missing, 10, None)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("404"), "{e}");

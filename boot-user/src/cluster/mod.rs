@@ -25,6 +25,8 @@
 //!   followed by watch, rotated in one transaction.
 //! - [`blobs`]: image files by their sha256: recorded when an image is published,
 //!   prefetched from the servers that hold them, served from this server's disk.
+//! - [`peer`] (pure): the signature a server's request of another carries (the blob
+//!   route refuses requests without one), made with the shared keyring.
 //!
 //! An inventory that does not validate (two servers' writes can only make one if a
 //! writer skipped validation) is not served: the previous one stays, the error is logged
@@ -46,6 +48,7 @@ use crate::state::Shared;
 pub mod blobs;
 pub mod keyring;
 pub mod mirror;
+pub mod peer;
 pub mod plan;
 pub mod status;
 
@@ -202,10 +205,13 @@ impl Cluster {
     /// The cluster state of a server whose running inventory (`shared`) is the local
     /// store's snapshot at `store.revision()`. Before any service starts: the running
     /// inventory becomes the part of it this server's segments serve.
+    /// `key` is the boot-token keyring ([`keyring`] makes it the cluster's), which also
+    /// signs and checks the servers' requests of each other ([`peer`]).
     pub fn new(
         cfg: ClusterConfig,
         shared: Arc<Shared>,
         store: Arc<Store>,
+        key: crate::http::TokenKey,
     ) -> anyhow::Result<Arc<Cluster>> {
         let revision = store.revision()?;
         let id = cfg.server_id();
@@ -214,7 +220,7 @@ impl Cluster {
         if !scope.is_all() {
             shared.replace_inventory(scope.part(&whole));
         }
-        let blobs = blobs::Blobs::new(&cfg, &id, shared.clone())?;
+        let blobs = blobs::Blobs::new(&cfg, &id, shared.clone(), key)?;
         Ok(Arc::new(Cluster {
             blobs,
             keys: Keys::new(&cfg.prefix),
@@ -289,11 +295,15 @@ impl Cluster {
     }
 
     /// Sends the transactions of one change. Ok(last revision), or a conflict once the
-    /// conflicting revision is applied here.
+    /// conflicting revision is applied here. A failure says whether the change may
+    /// still commit ([`CommitError::Unknown`]: a transaction was sent and not
+    /// confirmed, [`plan::refused_before_proposal`]) or cannot
+    /// ([`CommitError::Unavailable`]).
     async fn send(&self, txns: Vec<Txn>) -> Result<u64, CommitError> {
         let mut client = self.client().await.map_err(unavailable)?;
         let mut last = None;
-        for mut t in txns {
+        let of = txns.len();
+        for (committed, mut t) in txns.into_iter().enumerate() {
             if let Some(prev) = last {
                 plan::chain_serial(&self.keys, &mut t, prev);
             }
@@ -301,15 +311,31 @@ impl Cluster {
             // goes to another. A retried transaction that had committed fails its
             // compares, which reads as a conflict and makes an empty change: harmless.
             let mut tries = 0;
+            // The first attempt that may have been proposed: if none is confirmed, the
+            // change may still commit, whatever the later attempts said.
+            let mut maybe: Option<String> = None;
             let resp = loop {
                 match client.txn(etcd_txn(&t)).await {
                     Ok(r) => break r,
-                    Err(e) if tries < 3 => {
+                    Err(e) => {
+                        let e = e.to_string();
+                        if maybe.is_none() && !plan::refused_before_proposal(&e) {
+                            maybe = Some(e.clone());
+                        }
+                        if tries == 3 {
+                            return Err(match (maybe, committed) {
+                                (None, 0) => unavailable(e),
+                                (maybe, _) => CommitError::Unknown {
+                                    why: maybe.unwrap_or(e),
+                                    committed,
+                                    of,
+                                },
+                            });
+                        }
                         tries += 1;
                         tracing::debug!("cluster: etcd transaction: {e}; trying again");
                         tokio::time::sleep(Duration::from_millis(100 * tries)).await;
                     }
-                    Err(e) => return Err(unavailable(e)),
                 }
             };
             let rev = resp.header().map_or(0, |h| h.revision()) as u64;
@@ -401,7 +427,7 @@ impl Cluster {
                         tracing::info!("cluster: queued completion of {host} written");
                         let _ = self.store.delete_meta(&format!("{QUEUED}{host}"));
                     }
-                    Err(CommitError::Unavailable(_)) => break,
+                    Err(CommitError::Unavailable(_) | CommitError::Unknown { .. }) => break,
                     Err(e) => tracing::warn!("cluster: queued completion of {host}: {e}"),
                 }
             }

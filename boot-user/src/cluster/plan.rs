@@ -303,9 +303,91 @@ pub fn chain_serial(keys: &Keys, txn: &mut Txn, previous: u64) {
     }
 }
 
+/// Whether etcd's failure of a request (`error`: the client's error text) says the
+/// request was refused before it was proposed, so that it can never commit: no
+/// connection was made, or etcd refused it up front (no leader, overloaded, too large,
+/// not allowed, out of space). Any other failure, a timeout above all ("etcdserver:
+/// request timed out", the client's own deadline, a connection lost mid-request, a
+/// leader change), may have been proposed and committed later: etcd keeps a proposal
+/// it did not answer in time. Unknown texts count as maybe committed, the safe side.
+///
+/// Why not make a late write fail by construction instead: etcd compares revisions and
+/// values, not time; a compare on a lease (a key that expires) does not hold either,
+/// since a new leader renews every lease when it takes over, which is the moment a
+/// proposal kept through a quorum loss commits.
+pub fn refused_before_proposal(error: &str) -> bool {
+    const REFUSED: &[&str] = &[
+        // The client never reached a member.
+        "tcp connect error",
+        "error trying to connect",
+        "connection refused",
+        "dns error",
+        "no route to host",
+        "network is unreachable",
+        // etcd refused it before proposing it.
+        "etcdserver: no leader",
+        "etcdserver: too many requests",
+        "etcdserver: request is too large",
+        "etcdserver: too many operations in txn request",
+        "etcdserver: duplicate key given in txn request",
+        "etcdserver: not capable",
+        "etcdserver: unhealthy cluster",
+        "etcdserver: permission denied",
+        "etcdserver: invalid auth token",
+        "etcdserver: authentication failed",
+        "etcdserver: user name is empty",
+        "etcdserver: mvcc: database space exceeded",
+        "etcdserver: no space",
+        "etcdserver: corrupt cluster",
+    ];
+    let e = error.to_ascii_lowercase();
+    REFUSED.iter().any(|r| e.contains(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_failures_before_a_proposal_are_sure_refusals() {
+        // (error text as etcd-client shows it, refused before any proposal)
+        let rows = [
+            (
+                r#"grpc request error: status: Unavailable, message: "etcdserver: no leader""#,
+                true,
+            ),
+            (
+                "grpc request error: status: Unavailable, message: \"tcp connect error: \
+                 Connection refused (os error 111)\"",
+                true,
+            ),
+            (
+                r#"grpc request error: status: ResourceExhausted, message: "etcdserver: mvcc: database space exceeded""#,
+                true,
+            ),
+            (
+                r#"grpc request error: status: Unavailable, message: "etcdserver: request timed out""#,
+                false,
+            ),
+            (
+                r#"grpc request error: status: Unavailable, message: "etcdserver: request timed out, possibly due to previous leader failure""#,
+                false,
+            ),
+            (
+                r#"grpc request error: status: Cancelled, message: "Timeout expired""#,
+                false,
+            ),
+            (
+                r#"grpc request error: status: Unavailable, message: "etcdserver: leader changed""#,
+                false,
+            ),
+            ("transport error: connection reset by peer", false),
+            ("something never seen", false),
+        ];
+        for (text, refused) in rows {
+            assert_eq!(refused_before_proposal(text), refused, "{text}");
+        }
+    }
     use crate::inventory::{Interface, Mac};
 
     fn host(name: &str, mac: &str, ip: &str) -> Host {

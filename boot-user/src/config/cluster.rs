@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 pub const DEFAULT_PREFIX: &str = "/xboot/v1/";
 pub const DEFAULT_BLOB_FETCHES: usize = 2;
+/// Ten minutes: an image deleted and imported again (a rename, a fix) keeps its blobs.
+pub const DEFAULT_BLOB_GC_GRACE_SECS: u64 = 600;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -60,6 +62,9 @@ pub struct ClusterConfig {
     pub http_url: Option<String>,
     /// Blob downloads from other servers at once.
     pub blob_fetches: usize,
+    /// How long a blob of `blob_dir` no image references any more is kept before it is
+    /// removed (seconds; 0: at once).
+    pub blob_gc_grace_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -79,6 +84,7 @@ impl Default for ClusterConfig {
             blob_dir: None,
             http_url: None,
             blob_fetches: DEFAULT_BLOB_FETCHES,
+            blob_gc_grace_secs: DEFAULT_BLOB_GC_GRACE_SECS,
         }
     }
 }
@@ -164,6 +170,15 @@ impl ClusterConfig {
             check(
                 "cluster.blob_fetches",
                 Err(format!("{} is outside 1..=64", self.blob_fetches)),
+            );
+        }
+        if self.blob_gc_grace_secs > 30 * 86_400 {
+            check(
+                "cluster.blob_gc_grace_secs",
+                Err(format!(
+                    "{} is more than 30 days (2592000)",
+                    self.blob_gc_grace_secs
+                )),
             );
         }
         if let Some(u) = &self.http_url {

@@ -463,6 +463,8 @@ async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> R
     // Cluster mode: a file with a recorded blob is its verified bytes, here or fetched
     // now from a server that has them.
     let blob = st.blobs.as_ref().zip(boot.image.blob(&path));
+    // Held from before the lookup until the body is sent: the cache GC leaves it.
+    let hold = blob.map(|(blobs, b)| blobs.hold(&b.sha256));
     let canonical = match blob {
         Some((blobs, b)) => blobs.ensure(b).await.map_err(|e| {
             boot.err(
@@ -480,6 +482,10 @@ async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> R
     let is_get = req.method() == Method::GET;
     let to = peer_ip(&req).map(|a| a.to_canonical().to_string());
     let resp = serve_file(canonical, req).await;
+    let resp = match hold {
+        Some(h) => holding(resp, h),
+        None => resp,
+    };
     if is_get && resp.status().is_success() {
         let to = to.unwrap_or_else(|| "?".into());
         let range = range.filter(|_| resp.status() == StatusCode::PARTIAL_CONTENT);
@@ -493,7 +499,8 @@ async fn boot_file(st: &HttpService, boot: &Boot, file: &str, req: Request) -> R
 }
 
 /// `GET|HEAD /blobs/sha256/{hex}` (cluster mode): a blob this server has, for another
-/// server's prefetch; never fetched from elsewhere to answer.
+/// server's prefetch, signed with the cluster's keyring (else 403); never fetched from
+/// elsewhere to answer.
 pub(super) async fn blob(
     State(st): State<HttpService>,
     Path(hex): Path<String>,
@@ -512,6 +519,18 @@ pub(super) async fn blob(
         ));
     }
     let from = peer(&req);
+    // Only servers holding the cluster's keyring: image files are no public download.
+    let signature = req
+        .headers()
+        .get(crate::cluster::peer::HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    let server = blobs
+        .check_peer(signature, req.method().as_str(), &hex)
+        .map_err(|e| {
+            tracing::warn!("blobs: {hex} refused to {from}: {e}");
+            HttpError::new(StatusCode::FORBIDDEN, e.to_string())
+        })?;
+    let hold = blobs.hold(&hex);
     let path = blobs
         .local(&hex)
         .await
@@ -522,12 +541,45 @@ pub(super) async fn blob(
         .and_then(|r| r.to_str().ok())
         .unwrap_or("whole")
         .to_string();
-    let resp = serve_file(path, req).await;
+    let resp = holding(serve_file(path, req).await, hold);
     tracing::info!(
-        "blobs: {hex} ({range}) to {from}: {}",
+        "blobs: {hex} ({range}) to {from} (server {server}): {}",
         resp.status().as_u16()
     );
     Ok(resp)
+}
+
+/// `resp` with its body keeping `hold` until it is sent or dropped.
+fn holding(resp: Response, hold: crate::cluster::blobs::Hold) -> Response {
+    resp.map(|body| Body::new(Holding { body, _hold: hold }))
+}
+
+/// A body that keeps a value alive as long as it is (hand-written: http-body-util's
+/// `map_frame` would drop the size hint, which hyper uses for Content-Length).
+struct Holding {
+    body: Body,
+    _hold: crate::cluster::blobs::Hold,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Self::Data>, Self::Error>>>
+    {
+        hyper::body::Body::poll_frame(std::pin::Pin::new(&mut self.body), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.body)
+    }
 }
 
 /// The image file `path` of `boot` inside the image roots (its canonical path).

@@ -17,7 +17,7 @@
 //! | POST | `/boot/{token}/complete` | provisioning done: the hook, then a `complete` event; once per boot, after a file of the image was served with the token, from that client ([`complete`]) |
 //! | GET, HEAD, Range | `/firmware/{file}` | EFI iPXE binaries for UEFI HTTP boot, no token (`provision.firmware_dir`, default `tftp.root`) |
 //! | GET, HEAD, Range | `/repo/{path}` | static files of `provision.repo_dir` |
-//! | GET, HEAD, Range | `/blobs/sha256/{hex}` | cluster mode: an image blob this server has, for other servers ([`crate::cluster::blobs`]) |
+//! | GET, HEAD, Range | `/blobs/sha256/{hex}` | cluster mode: an image blob this server has, for other servers, signed with the cluster keyring (header `x-xboot-peer`, [`crate::cluster::peer`]; else 403) |
 //!
 //! A provision template value naming a template (`rocky.tmpl`, `kickstart`) is read
 //! from `provision.templates_dir` or the built-ins ([`crate::template::files`]).

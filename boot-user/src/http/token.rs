@@ -307,25 +307,7 @@ impl Keyring {
             V2 if body.len() < HEAD_V2 => return Err(TokenError::Malformed("too short")),
             V2 => {
                 let kid = u32::from_be_bytes(body[1..5].try_into().expect("4 bytes"));
-                let Some(i) = self.keys.iter().position(|k| k.kid == kid) else {
-                    let id = kid_text(kid);
-                    return Err(match self.dropped.iter().find(|d| d.kid == id) {
-                        Some(d) => TokenError::RetiredKey {
-                            kid: id,
-                            ago: now.saturating_sub(d.retired),
-                        },
-                        None => TokenError::UnknownKey { kid: id },
-                    });
-                };
-                let mut m = self.keys[i].hmac();
-                m.update(body);
-                m.verify_slice(tag).map_err(|_| TokenError::BadSignature)?;
-                if self.valid_until(i, ttl).is_some_and(|u| now > u) {
-                    return Err(TokenError::RetiredKey {
-                        kid: kid_text(kid),
-                        ago: now.saturating_sub(self.retired_at(i).unwrap_or(now)),
-                    });
-                }
+                self.check_with(kid, &[body], tag, now, ttl)?;
                 HEAD_V2
             }
             _ => return Err(TokenError::Malformed("unknown version")),
@@ -341,6 +323,72 @@ impl Keyring {
             });
         }
         Ok(Claims { host, mac, expires })
+    }
+
+    /// Whether `tag` is the HMAC of the concatenated `parts` by key `kid`, and that key
+    /// is valid at `now` (the rules of boot tokens: a pending key is accepted, a retired
+    /// one until `ttl` + the grace after its retirement, a dropped one is named).
+    fn check_with(
+        &self,
+        kid: u32,
+        parts: &[&[u8]],
+        tag: &[u8],
+        now: u64,
+        ttl: u64,
+    ) -> Result<(), TokenError> {
+        let Some(i) = self.keys.iter().position(|k| k.kid == kid) else {
+            let id = kid_text(kid);
+            return Err(match self.dropped.iter().find(|d| d.kid == id) {
+                Some(d) => TokenError::RetiredKey {
+                    kid: id,
+                    ago: now.saturating_sub(d.retired),
+                },
+                None => TokenError::UnknownKey { kid: id },
+            });
+        };
+        let mut m = self.keys[i].hmac();
+        for p in parts {
+            m.update(p);
+        }
+        m.verify_slice(tag).map_err(|_| TokenError::BadSignature)?;
+        if self.valid_until(i, ttl).is_some_and(|u| now > u) {
+            return Err(TokenError::RetiredKey {
+                kid: kid_text(kid),
+                ago: now.saturating_sub(self.retired_at(i).unwrap_or(now)),
+            });
+        }
+        Ok(())
+    }
+
+    /// A tag over `msg` in `domain`, by the key that signs at `now`: (its key id, the
+    /// HMAC-SHA256 of `domain | 0 | msg`). For messages other than boot tokens (the
+    /// cluster's peer requests, `crate::cluster::peer`): a domain never starts with a
+    /// token's version byte, so no tag made here is a token's and no token's is one.
+    pub fn tag(&self, domain: &str, msg: &[u8], now: u64) -> (String, [u8; TAG_LEN]) {
+        debug_assert!(!domain.is_empty() && !domain.as_bytes()[0].is_ascii_control());
+        let key = self.signing(now);
+        let mut m = key.hmac();
+        m.update(domain.as_bytes());
+        m.update(&[0]);
+        m.update(msg);
+        (key.id(), m.finalize().into_bytes().into())
+    }
+
+    /// Checks a [`Keyring::tag`] by key `kid` (8 hex digits) with the rules of tokens.
+    pub fn check_tag(
+        &self,
+        domain: &str,
+        kid: &str,
+        msg: &[u8],
+        tag: &[u8],
+        now: u64,
+        ttl: u64,
+    ) -> Result<(), TokenError> {
+        let kid = (kid.len() == 2 * KID_LEN && kid.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(kid, 16).ok())
+            .flatten()
+            .ok_or(TokenError::Malformed("the key id is not 8 hex digits"))?;
+        self.check_with(kid, &[domain.as_bytes(), &[0], msg], tag, now, ttl)
     }
 
     /// The ring after a rotation at `now`: a new random key, accepted at once and

@@ -179,10 +179,53 @@ pub enum CommitError {
     #[error("the inventory was changed by another writer at the same time")]
     Conflict,
     /// The store cannot be reached: nothing was committed.
-    #[error("the inventory store is unreachable: {0}")]
+    #[error("the inventory store is unreachable: {0} (the change was not applied)")]
     Unavailable(String),
+    /// The store was sent the change and did not confirm it: it may be committed later
+    /// (etcd keeps a proposal it could not answer in time, and commits it once a
+    /// quorum is back), or never. Told apart from [`CommitError::Unavailable`] so that
+    /// nobody takes it for a refusal and writes something else on that belief.
+    /// With `committed > 0`, a change split into several transactions is at least
+    /// partly applied.
+    #[error("{}", unknown_text(.why, *.committed, *.of))]
+    Unknown {
+        why: String,
+        /// Transactions of the change (split at `cluster.max_txn_ops`) that committed
+        /// before the one unconfirmed.
+        committed: usize,
+        of: usize,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn unknown_text(why: &str, committed: usize, of: usize) -> String {
+    if committed == 0 {
+        return format!(
+            "the inventory store did not confirm the change after it was sent: it may still \
+             be applied (outcome unknown: look before writing again): {why}"
+        );
+    }
+    format!(
+        "the inventory store committed {committed} of the change's {of} transactions and \
+         did not confirm the next: the change is partly applied, maybe more (look before \
+         writing again): {why}"
+    )
+}
+
+impl CommitError {
+    /// What became of the change: `not_applied` (refused, or never sent), `unknown`
+    /// (sent, unconfirmed: it may still commit), `partial` (some of its transactions
+    /// committed, the rest maybe), None for other errors. The API's 503 carries it as
+    /// `outcome`.
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            CommitError::Unavailable(_) => Some("not_applied"),
+            CommitError::Unknown { committed: 0, .. } => Some("unknown"),
+            CommitError::Unknown { .. } => Some("partial"),
+            _ => None,
+        }
+    }
 }
 
 impl Backend for Arc<Store> {
