@@ -121,8 +121,20 @@ impl Server {
 
     /// atftp with `--option` pairs and --trace; returns (success, output).
     async fn atftp_get(&self, remote: &str, local: &Path, options: &[&str]) -> (bool, String) {
+        self.atftp_get_with(remote, local, options, &[]).await
+    }
+
+    /// [`Server::atftp_get`] with more of atftp's arguments (`--tftp-timeout 1`: its
+    /// unanswered RRQ is sent again after 1 s rather than 5).
+    async fn atftp_get_with(
+        &self,
+        remote: &str,
+        local: &Path,
+        options: &[&str],
+        args: &[&str],
+    ) -> (bool, String) {
         let mut cmd = tokio::process::Command::from(testlab::peers::command("atftp"));
-        cmd.arg("--trace");
+        cmd.arg("--trace").args(args);
         for o in options {
             cmd.args(["--option", o]);
         }
@@ -546,14 +558,93 @@ async fn per_client_cap() {
     );
 }
 
+/// At the global cap, a transfer whose client has not answered yet (here: DATA 1 not
+/// ACKed for 0.4 s, a slow client or a server busy under a storm) is not ended to admit
+/// newcomers: they get no answer at all (not an ERROR, which ends an EDK2 boot) while
+/// every place is progressing, and a real client's retry gets in once a place frees.
+/// Before, the first newcomer took the slow client's place, whose ACK then went to a
+/// closed port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_slow_reader_is_kept_and_newcomers_wait() {
+    let mut config = Config::default();
+    config.tftp.max_transfers = 3;
+    let srv = start_with(config).await;
+    let wait = std::time::Duration::from_secs(3);
+    let data1 = |c: &Raw| {
+        let (data, tid) = c.recv(wait).expect("DATA 1");
+        assert_eq!(&data[..4], b"\0\x03\0\x01", "{data:?}");
+        tid
+    };
+    // Two downloads under way (block 1 ACKed), and a slow one (DATA 1 not ACKed).
+    let fast: Vec<(Raw, std::net::SocketAddr)> = ["127.0.0.21", "127.0.0.22"]
+        .iter()
+        .map(|ip| {
+            let c = Raw::bind(ip);
+            c.rrq(srv.port, "undionly.kpxe", &[]);
+            let tid = data1(&c);
+            c.sock.send_to(b"\0\x04\0\x01", tid).unwrap();
+            (c, tid)
+        })
+        .collect();
+    let slow = Raw::bind("127.0.0.20");
+    slow.rrq(srv.port, "undionly.kpxe", &[]);
+    let slow_tid = data1(&slow);
+    assert!(eventually(2, || srv.stats.active() == 3).await);
+    // Ten newcomers while the slow client is silent: none answered, nothing evicted.
+    let newcomers: Vec<Raw> = (30..40)
+        .map(|k| Raw::bind(&format!("127.0.0.{k}")))
+        .collect();
+    for c in &newcomers {
+        c.rrq(srv.port, "undionly.kpxe", &[]);
+    }
+    for c in &newcomers {
+        let got = c.recv(std::time::Duration::from_millis(40));
+        assert!(got.is_none(), "a newcomer was answered: {got:?}");
+    }
+    let got = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (got(&srv.stats.refused_busy), got(&srv.stats.evicted)),
+        (10, 0)
+    );
+    // The slow client answers: its transfer goes on, from the same port.
+    slow.sock.send_to(b"\0\x04\0\x01", slow_tid).unwrap();
+    let (data, from) = slow.recv(wait).expect("DATA 2 for the slow client");
+    assert_eq!((&data[..4], from), (&b"\0\x03\0\x02"[..], slow_tid));
+    // A real client (atftp, resending its request after 1 s) started while the server is
+    // full gets its file once a download ends (here its client gives up).
+    let local = srv.out("after-wait.kpxe");
+    let atftp = {
+        let local = local.clone();
+        let srv = &srv;
+        async move {
+            srv.atftp_get_with("undionly.kpxe", &local, &[], &["--tftp-timeout", "1"])
+                .await
+        }
+    };
+    let (fast0, tid0) = &fast[0];
+    let give_up = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        fast0.sock.send_to(b"\0\x05\0\0bye\0", tid0).unwrap();
+    };
+    let ((ok, log), ()) = tokio::join!(atftp, give_up);
+    assert!(ok && same_as_undionly(&local), "atftp after waiting: {log}");
+    assert!(
+        got(&srv.stats.refused_busy) > 10,
+        "atftp's first request was dropped"
+    );
+    assert_eq!(got(&srv.stats.evicted), 0);
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// 2,000 requests from forged sources (250 addresses x 8 ports) that never ACK: the
-/// server holds at most `max_transfers` of them (async-tftp held all, with an 8 MiB
-/// buffer and two descriptors each, for 5 minutes), a real client still gets its file in
-/// the middle of the flood, and the flood's transfers are gone seconds after it stops.
+/// 2,000 requests from forged sources (250 addresses x 8 ports) that never ACK, 1,000 a
+/// second against a cap of 256: the server holds at most `max_transfers` of them
+/// (async-tftp held all, with an 8 MiB buffer and two descriptors each, for 5 minutes),
+/// each address's next request takes its own unanswered one's place, a real client in
+/// the middle of the flood gets its file (atftp, resending its request after 1 s should
+/// it find no place), and the flood's transfers are gone seconds after it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_flood_stays_bounded() {
     const CAP: usize = 256;
@@ -595,14 +686,19 @@ async fn unacked_flood_stays_bounded() {
         (max_active, max_fds)
     });
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let local = srv.out("during-flood.kpxe");
-    let (ok, log) = srv
-        .atftp_get("undionly.kpxe", &local, &["blksize 1468"])
-        .await;
     assert!(
         flooding.load(std::sync::atomic::Ordering::Relaxed),
         "the flood ended too soon"
     );
+    let local = srv.out("during-flood.kpxe");
+    let (ok, log) = srv
+        .atftp_get_with(
+            "undionly.kpxe",
+            &local,
+            &["blksize 1468"],
+            &["--tftp-timeout", "1"],
+        )
+        .await;
     assert!(
         ok && same_as_undionly(&local),
         "atftp during the flood: {log}"
@@ -616,10 +712,24 @@ async fn unacked_flood_stays_bounded() {
         max_fds < fds_before + CAP + 100,
         "{max_fds} descriptors open (before: {fds_before})"
     );
-    let evicted = srv.stats.evicted.load(std::sync::atomic::Ordering::Relaxed);
+    let got = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let st = &srv.stats;
+    // Each forged address's next request takes the place of its own unanswered one.
     assert!(
-        evicted > 0,
-        "the cap was reached and unanswered transfers evicted"
+        got(&st.evicted_superseded) > 0,
+        "the cap was reached and the flood churned among its own places"
+    );
+    assert_eq!(
+        got(&st.evicted),
+        got(&st.evicted_superseded) + got(&st.evicted_unanswered)
+    );
+    let m = st.prometheus();
+    assert!(
+        m.contains(&format!(
+            "xboot_tftp_refused_total{{reason=\"busy\"}} {}",
+            got(&st.refused_busy)
+        )),
+        "{m}"
     );
     // Unanswered transfers give up after 5 retransmissions (6 s).
     assert!(

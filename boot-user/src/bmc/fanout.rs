@@ -141,8 +141,9 @@ pub enum Reason {
     Unreachable,
     /// The BMC's address answered that nothing listens on the port.
     Refused,
-    /// The BMC refused the one-time PXE boot device (IPMI Set System Boot Options): the
-    /// power action was then not sent, so the node keeps its power state rather than
+    /// The BMC refused the one-time PXE boot device (IPMI Set System Boot Options, or
+    /// the Redfish boot override PATCH with an HTTP error): the power action was then
+    /// not sent, so the node keeps its power state rather than
     /// booting from its disk when a network boot was asked for.
     #[serde(rename = "boot-device")]
     BootDevice,
@@ -402,6 +403,12 @@ pub fn ipmi_reason(e: &IpmiError) -> (Reason, String) {
 }
 
 pub fn redfish_reason(e: &RedfishError) -> (Reason, String) {
+    if let RedfishError::BootOverride { .. } = e {
+        return (
+            Reason::BootDevice,
+            format!("{e}; the power action was not sent"),
+        );
+    }
     let reason = match e {
         RedfishError::Auth { .. } => Reason::Auth,
         RedfishError::Timeout(_) => Reason::Timeout,
@@ -598,6 +605,105 @@ mod tests {
                 Reason::Ok
             };
             assert_eq!(r.reason, want, "{r:?}");
+        }
+    }
+
+    /// A Redfish BMC refusing the one-time PXE boot override: the node is reported as
+    /// `boot-device` with the BMC's own words, and the reset is never sent. A small
+    /// responder stands in for the BMC because no real peer here refuses: sushy-tools'
+    /// fake driver (the one the integration tests run) stores any `Boot` PATCH it gets,
+    /// and its libvirt driver, which does check the target, needs a libvirtd.
+    #[tokio::test]
+    async fn redfish_refusing_the_boot_override_is_named_and_not_reset() {
+        use axum::http::StatusCode as S;
+        use axum::routing::{get, post};
+        use serde_json::json;
+
+        let not_in_list = json!({"error": {
+            "code": "Base.1.8.GeneralError",
+            "message": "A general error has occurred.",
+            "@Message.ExtendedInfo": [{
+                "MessageId": "Base.1.8.PropertyValueNotInList",
+                "Message": "The value Pxe for the property BootSourceOverrideTarget is not in the list of acceptable values.",
+            }]}})
+        .to_string();
+        // The last: the same BMC accepting the override (the responder does reset).
+        let cases: [(S, String, &str); 4] = [
+            (S::BAD_REQUEST, not_in_list, "HTTP 400"),
+            (S::METHOD_NOT_ALLOWED, String::new(), "HTTP 405"),
+            (
+                S::NOT_IMPLEMENTED,
+                "boot override not implemented".into(),
+                "HTTP 501",
+            ),
+            (S::NO_CONTENT, String::new(), ""),
+        ];
+        let wants = [
+            "Base.1.8.PropertyValueNotInList: The value Pxe for the property BootSourceOverrideTarget is not in the list",
+            "Method Not Allowed",
+            "boot override not implemented",
+            "",
+        ];
+        for ((status, body, code), want) in cases.into_iter().zip(wants) {
+            let resets = Arc::new(Mutex::new(0u32));
+            let r = resets.clone();
+            let system = json!({
+                "PowerState": "On",
+                "Boot": {"BootSourceOverrideTarget": "None", "BootSourceOverrideMode": "UEFI"},
+                "Actions": {"#ComputerSystem.Reset": {
+                    "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"}},
+            });
+            let app = axum::Router::new()
+                .route(
+                    "/redfish/v1/Systems",
+                    get(|| async {
+                        axum::Json(json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]}))
+                    }),
+                )
+                .route(
+                    "/redfish/v1/Systems/1",
+                    get(move || async move { axum::Json(system) }).patch(move || async move {
+                        (status, [("content-type", "application/json")], body)
+                    }),
+                )
+                .route(
+                    "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                    post(move || async move {
+                        *r.lock().unwrap() += 1;
+                        S::NO_CONTENT
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move { axum::serve(listener, app).await });
+            let t = Target {
+                name: "rf1".into(),
+                addr,
+                fqdn: None,
+                protocol: Protocol::RedfishHttp,
+                user: "admin".into(),
+                password: "secret".into(),
+            };
+            let mut opts = FanoutOpts::from_config(&BmcConfig::default());
+            opts.boot = Some(BootMode::Efi);
+            let s = run(vec![t], Action::Cycle, opts, |_| {}).await;
+            server.abort();
+            let n = &s.results[0];
+            if status.is_success() {
+                assert_eq!(
+                    (n.reason, *resets.lock().unwrap()),
+                    (Reason::Ok, 1),
+                    "{n:?}"
+                );
+                continue;
+            }
+            assert_eq!(n.reason, Reason::BootDevice, "{code}: {n:?}");
+            assert!(
+                n.message.contains(code) && n.message.contains(want),
+                "{n:?}"
+            );
+            assert!(n.message.contains("power action was not sent"), "{n:?}");
+            assert_eq!(*resets.lock().unwrap(), 0, "{code}: the reset was sent");
         }
     }
 }

@@ -60,6 +60,15 @@ pub enum RedfishError {
     },
     #[error("unexpected reply from {url}: {message}")]
     Protocol { url: String, message: String },
+    /// The BMC refused the one-time PXE boot override (PATCH of the system's `Boot`),
+    /// e.g. 400 `PropertyValueNotInList` for a target it does not offer, or 405/501 from
+    /// one that cannot set it: the reset was then not sent.
+    #[error("boot override refused: HTTP {status} from PATCH {url}: {message}")]
+    BootOverride {
+        status: u16,
+        url: String,
+        message: String,
+    },
 }
 
 /// Reset types to try for an action, most fitting first.
@@ -200,6 +209,8 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let body = boot_override(mode, &system.body);
+            // A refusal ends the node here, before the reset: a node told to boot from
+            // the network must not be reset into its disk instead.
             self.send(
                 Method::PATCH,
                 &system_url,
@@ -207,7 +218,20 @@ impl Client {
                 Some(body),
                 etag.as_deref(),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                RedfishError::Http {
+                    status,
+                    url,
+                    message,
+                    ..
+                } => RedfishError::BootOverride {
+                    status,
+                    url,
+                    message,
+                },
+                e => e,
+            })?;
         }
         let reset =
             choose_reset_type(action, &system.body).ok_or_else(|| RedfishError::Protocol {
@@ -316,12 +340,14 @@ async fn reply(method: &str, url: &str, resp: reqwest::Response) -> Result<Reply
         });
     }
     if !status.is_success() {
-        let message = body
-            .pointer("/error/@Message.ExtendedInfo/0/Message")
-            .or_else(|| body.pointer("/error/message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| text.chars().take(200).collect());
+        let message = error_message(&body).unwrap_or_else(|| {
+            let t: String = text.chars().take(200).collect();
+            if t.trim().is_empty() {
+                status.canonical_reason().unwrap_or("no message").into()
+            } else {
+                t
+            }
+        });
         return Err(RedfishError::Http {
             method: method.into(),
             status: status.as_u16(),
@@ -330,6 +356,22 @@ async fn reply(method: &str, url: &str, resp: reqwest::Response) -> Result<Reply
         });
     }
     Ok(Reply { headers, body })
+}
+
+/// A Redfish error body's words: the first extended message with its registry id
+/// (`Base.1.8.PropertyValueNotInList: The value ...`), else the error's own message.
+fn error_message(body: &Value) -> Option<String> {
+    let ext = body.pointer("/error/@Message.ExtendedInfo/0");
+    let text = ext
+        .and_then(|e| e.get("Message"))
+        .or_else(|| body.pointer("/error/message"))
+        .and_then(Value::as_str)?;
+    Some(
+        match ext.and_then(|e| e.get("MessageId")).and_then(Value::as_str) {
+            Some(id) if !text.contains(id) => format!("{id}: {text}"),
+            _ => text.to_owned(),
+        },
+    )
 }
 
 /// Sorts a transport failure into refused / unreachable / timeout / TLS.

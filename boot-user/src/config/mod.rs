@@ -332,7 +332,7 @@ impl Default for TftpConfig {
         Self {
             listen: "0.0.0.0:69".into(),
             root: default_firmware_root(),
-            max_transfers: 1024,
+            max_transfers: 4096,
             max_per_client: 8,
             max_transfer_secs: 120,
         }

@@ -11,8 +11,8 @@
 //! - [`proto`]: the wire format and option negotiation (pure).
 //! - [`transfer`]: one transfer as a sans-I/O state machine: packets and timer expiries in,
 //!   [`transfer::Action`]s out.
-//! - [`slots`]: the caps on transfers, global and per client address, and eviction of
-//!   unanswered transfers at the global cap.
+//! - [`slots`]: the caps on transfers, global and per client address; at the global cap,
+//!   which transfer that is not progressing makes way, or that the request is dropped.
 //! - [`files`]: open files shared by concurrent transfers.
 //! - [`root`]: the one function mapping a requested name to a file inside the root.
 //! - [`net`]: socket helpers (the request's destination address, the route's MTU).
@@ -128,6 +128,8 @@ async fn run_on(
         stats,
         shared,
         refusal_log: LogGate::default(),
+        busy_log: LogGate::default(),
+        evict_log: LogGate::default(),
         hosts: Mutex::default(),
         opening: tokio::sync::Semaphore::new(OPENS_AT_ONCE),
         transfers,
@@ -255,6 +257,11 @@ struct Server {
     shared: Arc<Shared>,
     /// Refusals of a flood are logged once a second, not once per request.
     refusal_log: LogGate,
+    /// Requests dropped at the global cap, likewise (a gate of their own, so a flood's
+    /// malformed packets cannot hide that the server is full).
+    busy_log: LogGate,
+    /// Transfers evicted at the global cap, likewise.
+    evict_log: LogGate,
     hosts: Mutex<HostIndex>,
     /// Turns for resolving and opening files on the blocking pool.
     opening: tokio::sync::Semaphore,
@@ -365,8 +372,7 @@ impl Server {
                 return refuse(code, &msg);
             }
         };
-        let evicted = self.stats.evicted.load(Relaxed);
-        let slot = match self.slots.admit(src) {
+        let slot = match self.slots.admit(src, at.read) {
             Ok(s) => s,
             Err(slots::Refusal::Repeated) => {
                 self.stats.repeated.fetch_add(1, Relaxed);
@@ -376,32 +382,50 @@ impl Server {
                 );
                 return;
             }
-            Err(r) => {
-                let (counter, msg) = match r {
-                    slots::Refusal::PerClient => (
-                        &self.stats.refused_per_client,
-                        "too many transfers from this address",
-                    ),
-                    slots::Refusal::Busy | slots::Refusal::Repeated => {
-                        (&self.stats.refused_busy, "server busy, retry later")
-                    }
-                };
-                counter.fetch_add(1, Relaxed);
+            // No answer: the client's own retry comes back (EDK2 after 4 s, iPXE backing
+            // off from 0.25 s), where an ERROR would end its boot (EDK2 gives up the boot
+            // option on an ERROR to its RRQ).
+            Err(slots::Refusal::Busy) => {
+                self.stats.refused_busy.fetch_add(1, Relaxed);
+                if let Some(n) = self.busy_log.pass() {
+                    tracing::warn!(
+                        "TFTP {src}: {:?} dropped unanswered, the client will retry: {} transfers in progress (tftp.max_transfers), none abandoned ({n} dropped in the last second)",
+                        req.filename,
+                        self.slots.len()
+                    );
+                }
+                return;
+            }
+            Err(slots::Refusal::PerClient) => {
+                self.stats.refused_per_client.fetch_add(1, Relaxed);
+                let msg = "too many transfers from this address";
                 if let Some(n) = self.refusal_log.pass() {
                     tracing::warn!(
-                        "TFTP {src}: {:?} refused: {msg} ({n} refusals in the last second)",
+                        "TFTP {src}: {:?} refused: {msg} (tftp.max_per_client; {n} refusals in the last second)",
                         req.filename
                     );
                 }
                 return refuse(ErrorCode::NotDefined, msg);
             }
         };
+        if let Some(why) = slot.evicted() {
+            if let Some(n) = self.evict_log.pass() {
+                let why = match why {
+                    slots::Eviction::Superseded => "superseded by a newer request from its address",
+                    slots::Eviction::Unanswered => "its client silent for the answer grace",
+                };
+                tracing::info!(
+                    "TFTP {src}: at tftp.max_transfers, a transfer {why} made way for {:?} ({n} in the last second)",
+                    req.filename
+                );
+            }
+        }
         self.stats.started.fetch_add(1, Relaxed);
         // The first packet leaves from here when the name was resolved a moment ago: the
         // first answer then waits for no task. Not when this request evicted a transfer
         // (the server is full: a flood): its task opens the socket, after the evicted
         // transfers' tasks have ended and closed theirs, so descriptors stay bounded.
-        let full = self.stats.evicted.load(Relaxed) != evicted;
+        let full = slot.evicted().is_some();
         let cached = (!full)
             .then(|| self.files.by_name(&req.filename, Instant::now()))
             .flatten();

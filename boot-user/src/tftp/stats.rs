@@ -21,8 +21,14 @@ pub struct Stats {
     pub too_long: AtomicU64,
     /// Ended by a failed read or send.
     pub failed: AtomicU64,
-    /// Unanswered transfers dropped to make room for a new request at the global cap.
+    /// Transfers that were not progressing, ended to make room for a new request at the
+    /// global cap (the two below together).
     pub evicted: AtomicU64,
+    /// ... because their address had started a newer transfer (EDK2's size probe).
+    pub evicted_superseded: AtomicU64,
+    /// ... because their client had not answered within `slots::ANSWER_GRACE`.
+    pub evicted_unanswered: AtomicU64,
+    /// Requests dropped without an answer at the global cap, every transfer progressing.
     pub refused_busy: AtomicU64,
     pub refused_per_client: AtomicU64,
     /// No such file, outside the root, not a regular file.
@@ -176,6 +182,14 @@ impl Stats {
             "timed_out": g(&self.timed_out),
             "failed": g(&self.failed),
             "evicted": g(&self.evicted),
+            "evicted_superseded": g(&self.evicted_superseded),
+            "evicted_unanswered": g(&self.evicted_unanswered),
+            "refused": {
+                "busy": g(&self.refused_busy),
+                "per_client": g(&self.refused_per_client),
+                "file": g(&self.refused_file),
+                "bad_request": g(&self.refused_bad),
+            },
             "repeated": g(&self.repeated),
             "resent_timeout": g(&self.resent_timeout),
             "resent_duplicate_ack": g(&self.resent_duplicate_ack),
@@ -217,7 +231,15 @@ impl Stats {
                 g(c)
             );
         }
-        out.push_str("# HELP xboot_tftp_refused_total TFTP requests answered with an ERROR.\n");
+        out.push_str("# HELP xboot_tftp_evicted_total TFTP transfers ended at the global cap to admit a request, by why they were not progressing.\n");
+        out.push_str("# TYPE xboot_tftp_evicted_total counter\n");
+        for (k, c) in [
+            ("superseded", &self.evicted_superseded),
+            ("unanswered", &self.evicted_unanswered),
+        ] {
+            let _ = writeln!(out, "xboot_tftp_evicted_total{{why=\"{k}\"}} {}", g(c));
+        }
+        out.push_str("# HELP xboot_tftp_refused_total TFTP requests refused: busy (at the global cap, every transfer progressing) dropped without an answer so the client retries; the others answered with an ERROR.\n");
         out.push_str("# TYPE xboot_tftp_refused_total counter\n");
         for (k, c) in [
             ("busy", &self.refused_busy),
@@ -327,5 +349,42 @@ mod tests {
         assert_eq!(snap["phases"]["first_reply"]["p50_ms"], 10.0);
         assert_eq!(snap["phases"]["opened"]["p99_ms"], 0.1);
         assert_eq!(snap["phases"]["queued"]["count"], 0);
+    }
+
+    /// Evictions by why and refusals by reason, in both `/metrics` and `xboot status`.
+    #[test]
+    fn evictions_and_refusals_are_counted_in_both() {
+        let st = Stats::default();
+        for (c, n) in [
+            (&st.evicted_superseded, 3),
+            (&st.evicted_unanswered, 2),
+            (&st.evicted, 5),
+            (&st.refused_busy, 7),
+            (&st.refused_per_client, 1),
+        ] {
+            c.store(n, Relaxed);
+        }
+        let text = st.prometheus();
+        for line in [
+            "xboot_tftp_evicted_total{why=\"superseded\"} 3\n",
+            "xboot_tftp_evicted_total{why=\"unanswered\"} 2\n",
+            "xboot_tftp_transfers_total{outcome=\"evicted\"} 5\n",
+            "xboot_tftp_refused_total{reason=\"busy\"} 7\n",
+            "xboot_tftp_refused_total{reason=\"per_client\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        let snap = st.snapshot();
+        assert_eq!(
+            (
+                snap["evicted"].as_u64(),
+                snap["evicted_superseded"].as_u64()
+            ),
+            (Some(5), Some(3))
+        );
+        assert_eq!(snap["evicted_unanswered"], 2);
+        assert_eq!(snap["refused"]["busy"], 7);
+        assert_eq!(snap["refused"]["per_client"], 1);
+        assert_eq!(snap["refused"]["file"], 0);
     }
 }

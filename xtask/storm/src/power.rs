@@ -318,7 +318,7 @@ impl Fleet {
             }
         }
         let ready = ops
-            .run_blocking(server_idx, || std::net::UdpSocket::bind("127.0.0.1:0"))
+            .run_blocking(server_idx, probe_socket)
             .map_err(|e| format!("probe socket: {e}"))?;
         wait_ready(&ready, n, &mut fleet.sims)?;
         fleet.rss_kib = fleet
@@ -436,16 +436,22 @@ async fn agent_listener(listener: std::os::unix::net::UnixListener, lines: Lines
     }
 }
 
-/// The responders' socket: UDP `0.0.0.0:623` (in the server namespace, whose loopback
-/// holds every [`bmc_ip`]) with IP_PKTINFO, non-blocking.
-fn shared_bmc_socket() -> std::io::Result<std::net::UdpSocket> {
-    let s = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, BMC_PORT))?;
-    s.set_nonblocking(true)?;
-    // Each real BMC has its own queue: with one socket for 5,000 the default ~208 KiB
-    // overflowed at the power command (3,147 UDP receive-buffer drops in the server
-    // namespace, 128 nodes never powered). 16 MiB, as xboot's IPMI engine has.
+/// The readiness probe's socket, in the server namespace: up to 500 BMCs answer it at
+/// once ([`wait_ready`]), whose replies overflowed the default ~208 KiB queue (27-580
+/// UDP receive-buffer drops at set-up, counted in the server namespace beside xboot's
+/// own until the storm's counters started after the set-up), so it has the responders'
+/// large queue.
+fn probe_socket() -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    big_receive_queue(&s)?;
+    Ok(s)
+}
+
+/// A 16 MiB receive queue (as xboot's IPMI engine has) for a socket many BMCs answer
+/// at once. SO_RCVBUFFORCE: the lab runs as root, above `net.core.rmem_max`.
+fn big_receive_queue(s: &std::net::UdpSocket) -> std::io::Result<()> {
     let rcvbuf: libc::c_int = 8 << 20; // the kernel doubles it
-                                       // SAFETY: setsockopt reads the ints we own.
+                                       // SAFETY: setsockopt reads the int we own.
     if unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
@@ -458,6 +464,18 @@ fn shared_bmc_socket() -> std::io::Result<std::net::UdpSocket> {
     {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// The responders' socket: UDP `0.0.0.0:623` (in the server namespace, whose loopback
+/// holds every [`bmc_ip`]) with IP_PKTINFO, non-blocking.
+fn shared_bmc_socket() -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, BMC_PORT))?;
+    s.set_nonblocking(true)?;
+    // Each real BMC has its own queue: with one socket for 5,000 the default ~208 KiB
+    // overflowed at the power command (3,147 UDP receive-buffer drops in the server
+    // namespace, 128 nodes never powered).
+    big_receive_queue(&s)?;
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads the int we own.
     if unsafe {

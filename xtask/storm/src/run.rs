@@ -467,10 +467,6 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         .map_err(|e| e.to_string())?;
     let pids = server.pids();
     let (cpu0, _) = server_cost(&pids);
-    let net0 = fabric
-        .ops
-        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
-        .unwrap_or_default();
     let (soft0, full0) = crate::nsops::global_counters();
     let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -503,6 +499,14 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         None => None,
     };
     let setup_s = setup_s + fleet.as_ref().map_or(0.0, |f| f.setup_s);
+    // The server namespace's counters from here: the BMCs' start-up (the readiness
+    // probes, answered from the same namespace) is the lab's traffic, not the storm's,
+    // so the report's UDP receive-buffer drops are the server's and the BMCs' during
+    // the storm.
+    let net0 = fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
+        .unwrap_or_default();
     let command = fleet.as_ref().map(|_| power::Command {
         client: match &server {
             Running::Xboot(_) => power::Client::Xboot,

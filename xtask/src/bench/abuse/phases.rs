@@ -14,7 +14,7 @@ use super::lab::{self, KnownHost, Lab, Mem};
 use super::report::{Phase, Report};
 use super::Opts;
 
-const MAX_TRANSFERS: u64 = 1024;
+const MAX_TRANSFERS: u64 = 4096;
 const MAX_PER_CLIENT: u64 = 8;
 const PER_SOURCE: u64 = 64;
 const DISCOVERED_CAPACITY: usize = 4096;
@@ -168,7 +168,7 @@ fn counter(lab: &Lab, line: &str) -> f64 {
 }
 
 fn tftp_limits(p: &mut Phase) {
-    p.limit("tftp.max_transfers", MAX_TRANSFERS, "Each transfer holds one UDP socket and one block buffer (blksize + 4 bytes; a file's descriptor is shared), so ~1,100 descriptors and 1.5 MB of buffers at blksize 1468, while a 1,000-node power-on (one firmware download each) fits.");
+    p.limit("tftp.max_transfers", MAX_TRANSFERS, "Each transfer holds one UDP socket and one block buffer (blksize + 4 bytes; a file's descriptor is shared), so ~4,100 descriptors and 6 MB of buffers at blksize 1468, while a 2,000-node UEFI power-on (a size probe and a download each) fits.");
     p.limit(
         "tftp.max_per_client",
         MAX_PER_CLIENT,
@@ -216,7 +216,7 @@ fn tftp(lab: &Lab, dir: &Path, n: usize) -> anyhow::Result<Phase> {
         c("xboot_tftp_refused_total{reason=\"per_client\"}") - per_client0,
     );
     p.figure(
-        "refused, server busy (ERROR 0)",
+        "refused, server busy (dropped unanswered)",
         c("xboot_tftp_refused_total{reason=\"busy\"}") - busy0,
     );
     p.figure(
