@@ -258,6 +258,18 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
     api = api.with_boot_token(Arc::new(move |host, mac| signer.token(host, mac)));
 
     // TFTP.
+    // Each TFTP transfer holds a socket, each download a socket and a file: the soft
+    // limit goes up to the hard one before anything is served.
+    let open_files = crate::http::raise_nofile_limit();
+    if config.tftp.max_transfers as u64 > open_files / 4 {
+        tracing::warn!(
+            "tftp.max_transfers = {}: more than the open-files limit leaves for TFTP \
+             ({} of {open_files}); descriptors can run out before the cap is reached \
+             (raise LimitNOFILE)",
+            config.tftp.max_transfers,
+            open_files / 4
+        );
+    }
     let tftp_addr: SocketAddr = config.tftp.listen.parse()?;
     let sock = std::net::UdpSocket::bind(tftp_addr)
         .with_context(|| format!("cannot bind TFTP (tftp.listen) on {tftp_addr}"))?;
@@ -439,7 +451,6 @@ async fn serve(p: Prepared) -> anyhow::Result<()> {
             http.router()
         }
     };
-    let open_files = crate::http::raise_nofile_limit();
     let limits = crate::http::listen::Limits::provision(&config.provision, open_files);
     if let Some(l) = plain_listener {
         let (http, app, stop) = (http.clone(), app(http.clone()), stopped());
