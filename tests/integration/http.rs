@@ -89,7 +89,8 @@ fn host(name: &str, image: &str, provision: bool) -> Host {
 /// Starts the service on 127.0.0.1:0 with: cn1 (image img: kernel 1 MiB, two initrds,
 /// a liveimg, a postscript template), cn2 (image broken: kernel file missing), cn3 (not
 /// set to provision), cn4 (image escape: files outside the image root when the test
-/// narrows it to `images/`). Hosts share the MAC: tokens name the host.
+/// narrows it to `images/`), cn5 (image img; its complete's commit waits for cn1's to
+/// run beside it), cn6 (image img). Hosts share the MAC: tokens name the host.
 async fn start() -> Server {
     start_with(|_| ()).await
 }
@@ -143,6 +144,8 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
             host("cn2", "broken", true),
             host("cn3", "img", false),
             host("cn4", "escape", true),
+            host("cn5", "img", true),
+            host("cn6", "img", true),
         ],
         vec![img, broken, escape],
     );
@@ -155,13 +158,26 @@ async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     let key = TokenKey::from_secret("integration");
     let completed = Arc::new(Mutex::new(Vec::new()));
     let seen = completed.clone();
+    let inside = Arc::new(Mutex::new(Vec::<String>::new()));
     let service =
         HttpService::new(shared.clone(), key.clone()).on_complete(Arc::new(move |h: String| {
-            let seen = seen.clone();
+            let (seen, inside) = (seen.clone(), inside.clone());
             Box::pin(async move {
+                inside.lock().unwrap().push(h.clone());
+                // cn5's commit lasts until cn1's is under way beside it (or fails after
+                // 10 s): it succeeds only if completes of two hosts run side by side.
+                let t0 = std::time::Instant::now();
+                while h == "cn5" && !inside.lock().unwrap().iter().any(|i| i == "cn1") {
+                    if t0.elapsed() > Duration::from_secs(10) {
+                        inside.lock().unwrap().retain(|i| *i != h);
+                        return Err("no other host's complete ran beside cn5's".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 // A slow commit: the answer must wait for it.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                seen.lock().unwrap().push(h);
+                seen.lock().unwrap().push(h.clone());
+                inside.lock().unwrap().retain(|i| *i != h);
                 Ok(())
             })
         }));
@@ -764,4 +780,40 @@ async fn one_address_cannot_take_every_slot() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Completes of different hosts run side by side (each waits on its own commit: an etcd
+/// round trip in cluster mode), and one host's still one at a time: of two concurrent
+/// completes of one boot exactly one is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completes_of_two_hosts_commit_side_by_side_and_one_host_once() {
+    let srv = start().await;
+    // Each boot's complete URL carries the token its kernel was fetched with.
+    let boot = |h: &str| {
+        let kernel = srv.url(h, "kernel");
+        (kernel.clone(), kernel.replace("/kernel", "/complete"))
+    };
+    let ((k5, c5), (k1, c1)) = (boot("cn5"), boot("cn1"));
+    for k in [&k5, &k1] {
+        assert_eq!(curl(&["-o", "/dev/null", k]).await.code, 200);
+    }
+    // cn5's commit holds until cn1's runs beside it.
+    let first = tokio::spawn(async move { curl(&["-X", "POST", &c5]).await });
+    let second = tokio::spawn(async move { curl(&["-X", "POST", &c1]).await });
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!((a.code, b.code), (200, 200), "{} / {}", text(&a), text(&b));
+    let mut done = srv.completed.lock().unwrap().clone();
+    done.sort();
+    assert_eq!(done, ["cn1", "cn5"]);
+
+    // One boot of cn6 completed twice at once: one 200, one 409.
+    let (k6, c6) = boot("cn6");
+    assert_eq!(curl(&["-o", "/dev/null", &k6]).await.code, 200);
+    let (u1, u2) = (c6.clone(), c6);
+    let x = tokio::spawn(async move { curl(&["-X", "POST", &u1]).await });
+    let y = tokio::spawn(async move { curl(&["-X", "POST", &u2]).await });
+    let mut codes = [x.await.unwrap().code, y.await.unwrap().code];
+    codes.sort();
+    assert_eq!(codes, [200, 409]);
+    assert_eq!(srv.events("cn6", EventKind::Complete).len(), 1);
 }

@@ -255,8 +255,8 @@ pub(super) async fn boot_post(
     }
     let boot = authorize(&st, &token, req.headers(), false)?;
     let from = peer_ip(&req);
-    // One complete at a time: the check and the record must not interleave.
-    let _one = st.complete_lock.lock().await;
+    // One complete of this host at a time: its check and its record must not interleave.
+    let _one = st.complete_locks.of(&boot.host.name).lock().await;
     let tag = complete::boot_tag(&token);
     let state = complete::boot_state(&st.shared.events.for_host(&boot.host.name), &tag);
     let host_addrs: Vec<IpAddr> = boot

@@ -61,14 +61,40 @@ pub use urls::{base_url, Endpoints, UrlSigner};
 pub type CompleteHook =
     Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// The locks that keep one host's `complete`s from interleaving: its check of the boot's
+/// state and its record must be one step, or a replay could pass the check twice. Striped
+/// by host name, so that different hosts' completes go on side by side: each waits on its
+/// commit (an etcd round trip and the follower's apply in cluster mode, tens of ms), and
+/// one lock for all once put a thousand nodes' completes in one queue, longer than the
+/// nodes wait for an answer. A hash collision only makes two hosts take turns.
+pub struct CompleteLocks([tokio::sync::Mutex<()>; CompleteLocks::STRIPES]);
+
+impl CompleteLocks {
+    const STRIPES: usize = 256;
+
+    /// The lock of `host`'s completes.
+    pub fn of(&self, host: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        host.hash(&mut h);
+        &self.0[h.finish() as usize % Self::STRIPES]
+    }
+}
+
+impl Default for CompleteLocks {
+    fn default() -> Self {
+        CompleteLocks(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
 /// The HTTP boot service: state shared by the handlers.
 #[derive(Clone)]
 pub struct HttpService {
     shared: Arc<Shared>,
     key: TokenKey,
     on_complete: Option<CompleteHook>,
-    /// Held while one `complete` is checked against the boot events and recorded.
-    complete_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held while one host's `complete` is checked against its boot events and recorded.
+    complete_locks: Arc<CompleteLocks>,
     /// Serving the HTTPS listener: URLs rendered from a request's `Host` are https.
     tls: bool,
     /// Cluster mode: image files with a recorded blob are served from here.
@@ -81,7 +107,7 @@ impl HttpService {
             shared,
             key,
             on_complete: None,
-            complete_lock: Arc::default(),
+            complete_locks: Arc::default(),
             tls: false,
             blobs: None,
         }
