@@ -830,7 +830,7 @@ pub fn segment_tables(outcomes: &[Outcome]) -> String {
     keys.sort();
     keys.dedup();
     let mut m = String::from(
-        "## Segment servers\n\nThe nodes split over K segments, each its own L2 domain, subnet and xboot server (own \
+        "\n## Segment servers\n\nThe nodes split over K segments, each its own L2 domain, subnet and xboot server (own \
          namespace), all K in cluster mode on one etcd member; K = standalone is one server without cluster mode. All \
          servers share this machine's 2 cores, so makespan cannot fall with K as it would with a machine per server: \
          server CPU (all servers, and per node) is the figure that carries over. Median run by makespan of each cell.\n\n\
@@ -875,7 +875,10 @@ pub fn segment_tables(outcomes: &[Outcome]) -> String {
                     .join(" / "),
                 format!("{:.2}", sg.etcd_cpu_s),
                 format!("{:.1}", sg.import_s),
-                format!("{}/{n}", n - sg.unanswered()),
+                format!(
+                    "{}/{n}",
+                    sg.per_server.iter().map(|x| x.answered).sum::<usize>()
+                ),
                 sg.foreign().to_string(),
             ),
             None => (
@@ -1004,6 +1007,70 @@ mod tests {
             ("power (command -> on)", 1, 0.1)
         );
         assert!(m.contains("| power (command -> on) | 1 | 100 ms |"), "{m}");
+    }
+
+    #[test]
+    fn segment_servers_are_checked_and_tabled() {
+        use crate::segments::{SegmentsRun, ServerRun};
+        let server = |s: usize, served: u64, answered: usize, foreign: usize| ServerRun {
+            id: format!("seg{s}"),
+            subnet: format!("10.{}.0.0/16", 77 + s),
+            nodes: 10,
+            hosts: 20,
+            served_hosts: served,
+            cpu_s: 0.5 + s as f64,
+            cpu_ms_per_node: 50.0,
+            rss_kib: 1024,
+            completed: 10,
+            makespan_s: Some(2.0),
+            answered,
+            foreign,
+            foreign_names: (0..foreign).map(|i| format!("n{:04}", i + 1)).collect(),
+            status: None,
+        };
+        let rec = crate::neigh::Record {
+            limits: crate::neigh::Limits::Raised,
+            variable: false,
+            gc_thresh: [128, 512, 1024],
+            table_fulls_before: 0,
+            table_fulls_after: 0,
+        };
+        let mut o = outcome(rec);
+        o.n = 20;
+        o.makespan_s = Some(2.0);
+        o.segments = Some(SegmentsRun {
+            servers: 2,
+            etcd_members: 1,
+            import_s: 0.25,
+            etcd_cpu_s: 0.125,
+            per_server: vec![server(0, 10, 10, 0), server(1, 10, 10, 0)],
+        });
+        assert!(summarize(&o).valid, "{:?}", summarize(&o).invalid);
+        let t = segment_tables(&[o.clone()]);
+        assert!(t.contains("## Segment servers"), "{t}");
+        assert!(
+            t.contains("| 20 | bios | xboot-userspace | 2 | 1 (1) | 1/20 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 0.50 / 1.50 | 2.00 / 2.00 | 0.12 | 0.2 | 20/20 | 0 |"),
+            "{t}"
+        );
+        // One server leased a node of the other segment and missed one of its own.
+        o.segments.as_mut().unwrap().per_server[1] = server(1, 10, 9, 1);
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
+        assert_eq!(
+            s.invalid[0],
+            "no server answered another segment's node: seg0 0, seg1 1 (n0001)"
+        );
+        assert_eq!(
+            s.invalid[1],
+            "every node leased by its own segment's server: seg0 10/10, seg1 9/10"
+        );
+        // No segment run: no table.
+        o.segments = None;
+        assert_eq!(segment_tables(&[o]), "");
     }
 
     #[test]
