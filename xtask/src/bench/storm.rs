@@ -22,6 +22,9 @@
 //! initrd to 80 MB; `--flood-dhcp` floods the server's broadcast DHCP replies instead of
 //! sending each to its node's port; xboot-xdp runs its program in generic mode on the veth
 //! unless `--xdp-link native` (the veth artifact: GSO off, one ring shared with XDP_TX).
+//! `--segment-servers standalone,1,2,4` (`XBOOT_STORM_SEGMENT_SERVERS`) splits each xboot
+//! storm over K segment servers (each its own L2 domain, subnet and xboot, all in cluster
+//! mode on one etcd) and adds the "segment servers" tables.
 //! Leaves
 //! `storm.json`, `storm.md` and one SVG per run in target/bench/storm.
 use anyhow::bail;

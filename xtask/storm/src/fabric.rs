@@ -7,6 +7,13 @@
 //!                                                                              └─ p<i> (isolated on)
 //! node ns i: eth0 (the inventory's MAC, IPv6 off) ==veth== p<i>
 //! ```
+//! With K segment servers ([`Segments`], `--segment-servers`) the nodes are cut into K
+//! runs of consecutive nodes (whole racks but the last), each its own L2 domain: its own
+//! spine (`spine` for segment 0, `spine<s>` after), its own leaves, its own subnet
+//! 10.(77+s).0.0/16 ([`Segments::subnet`]) and its own server namespace (`…-s`,
+//! `…-s<s>`, each with `srv0` at 10.(77+s).0.1); a control bridge `ctl` (10.76.0.1/24)
+//! joins the server namespaces (`ctl` 10.76.0.(11+s)) to the etcd the servers share,
+//! which runs in the fabric namespace. K = 1 is today's fabric plus that control link.
 //! Node ports and the spine's leaf ports are `isolated on`, so nodes reach the server
 //! but never each other, in their rack or another (no N² floods), and IPv6 is off in node namespaces (no link-up multicast). Links are
 //! made in batches (`ip -batch`, `bridge -batch`); per-node sysctls and link-up go
@@ -33,6 +40,87 @@ pub fn node_name(i: usize) -> String {
     format!("n{:04}", i + 1)
 }
 
+/// At most this many segments (their subnets 10.77.0.0/16 to 10.92.0.0/16).
+pub const MAX_SEGMENTS: usize = 16;
+
+/// Address of the control bridge in the fabric namespace (etcd listens there).
+pub const CTL_IP: Ipv4Addr = Ipv4Addr::new(10, 76, 0, 1);
+
+/// How the nodes are split over segment servers: node `i` is in segment
+/// `i / per_segment()`, so a segment holds consecutive nodes (whole racks of
+/// [`LEAF_PORTS`], but the last). One segment is the standalone fabric's addressing:
+/// [`Segments::node_ip`] is [`node_ip`] and [`Segments::server_ip`] is [`SRV_IP`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Segments {
+    pub n: usize,
+    pub k: usize,
+}
+
+impl Segments {
+    /// `k` segments for `n` nodes; refused when a segment would be empty or there are
+    /// more than [`MAX_SEGMENTS`].
+    pub fn new(n: usize, k: usize) -> Result<Segments, String> {
+        if k == 0 || k > MAX_SEGMENTS {
+            return Err(format!("{k} segment servers: 1 to {MAX_SEGMENTS}"));
+        }
+        let s = Segments { n, k };
+        if n < k || s.range(k - 1).is_empty() {
+            return Err(format!(
+                "{n} nodes over {k} segments leaves a segment without nodes"
+            ));
+        }
+        Ok(s)
+    }
+    pub fn one(n: usize) -> Segments {
+        Segments { n, k: 1 }
+    }
+    pub fn per_segment(&self) -> usize {
+        self.n.div_ceil(self.k).max(1)
+    }
+    pub fn of(&self, i: usize) -> usize {
+        i / self.per_segment()
+    }
+    /// The nodes of segment `s`.
+    pub fn range(&self, s: usize) -> std::ops::Range<usize> {
+        let p = self.per_segment();
+        (s * p).min(self.n)..((s + 1) * p).min(self.n)
+    }
+    /// Node `i`'s address in its segment's subnet.
+    pub fn node_ip(&self, i: usize) -> Ipv4Addr {
+        let s = self.of(i);
+        let j = i - self.range(s).start;
+        Ipv4Addr::new(10, 77 + s as u8, 1 + (j / 250) as u8, 1 + (j % 250) as u8)
+    }
+    pub fn server_ip(&self, s: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77 + s as u8, 0, 1)
+    }
+    /// Segment `s`'s subnet (`/PREFIX`).
+    pub fn subnet(&self, s: usize) -> String {
+        format!("10.{}.0.0/{PREFIX}", 77 + s)
+    }
+    /// Server `s`'s address on the control bridge.
+    pub fn ctl_ip(&self, s: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 76, 0, 11 + s as u8)
+    }
+    /// The fabric-side port of segment `s`'s server (`up0`, `up1` ...).
+    pub fn uplink(&self, s: usize) -> String {
+        format!("up{s}")
+    }
+    /// What an nft rule matches the server ports with: `"up0"`, or a set of them.
+    fn uplinks_nft(&self) -> String {
+        match self.k {
+            1 => "\"up0\"".into(),
+            k => format!(
+                "{{ {} }}",
+                (0..k)
+                    .map(|s| format!("\"{}\"", self.uplink(s)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 /// The nftables table of the to-port rewrites (in the fabric namespace): chain `pre`
 /// for ARP, chain `dhcp` for DHCP replies.
 const ARP_TABLE: &str = "storm_fabric";
@@ -44,13 +132,25 @@ const ARP_TABLE: &str = "storm_fabric";
 /// storm CPU in the kernel delivering its ARP requests to 1,000 node namespaces, and
 /// the node kernels answering them), so without it the lab charges the server N².
 pub fn arp_to_port_rules(n: usize) -> String {
-    let elements: Vec<String> = (0..n)
-        .map(|i| format!("{} : {}", node_ip(i), crate::node::mac_string(node_mac(i))))
+    arp_to_port_rules_in(&Segments::one(n))
+}
+
+/// [`arp_to_port_rules`] for nodes split over segments (their addresses, every server port).
+pub fn arp_to_port_rules_in(seg: &Segments) -> String {
+    let elements: Vec<String> = (0..seg.n)
+        .map(|i| {
+            format!(
+                "{} : {}",
+                seg.node_ip(i),
+                crate::node::mac_string(node_mac(i))
+            )
+        })
         .collect();
+    let up = seg.uplinks_nft();
     format!(
         "table bridge {ARP_TABLE} {{\n  map node_mac {{\n    type ipv4_addr : ether_addr\n    elements = {{ {} }}\n  }}\n\
          \x20 chain pre {{\n    type filter hook prerouting priority -300; policy accept;\n\
-         \x20   iifname \"up0\" ether daddr ff:ff:ff:ff:ff:ff arp operation request ether daddr set arp daddr ip map @node_mac counter\n  }}\n}}\n",
+         \x20   iifname {up} ether daddr ff:ff:ff:ff:ff:ff arp operation request ether daddr set arp daddr ip map @node_mac counter\n  }}\n}}\n",
         elements.join(", ")
     )
 }
@@ -67,7 +167,13 @@ pub const CHADDR_BIT: usize = (8 + 28) * 8;
 /// raw 48 bits of `chaddr` (nft has no cast from a raw payload to an Ethernet
 /// address); a `chaddr` not in it (a truth VM) leaves the frame flooded as before.
 pub fn dhcp_to_port_rules(n: usize) -> String {
-    let elements: Vec<String> = (0..n)
+    dhcp_to_port_rules_in(&Segments::one(n))
+}
+
+/// [`dhcp_to_port_rules`] with every segment server's port.
+pub fn dhcp_to_port_rules_in(seg: &Segments) -> String {
+    let up = seg.uplinks_nft();
+    let elements: Vec<String> = (0..seg.n)
         .map(|i| {
             let m = node_mac(i);
             let key = m.iter().fold(0u64, |k, b| (k << 8) | u64::from(*b));
@@ -77,7 +183,7 @@ pub fn dhcp_to_port_rules(n: usize) -> String {
     format!(
         "table bridge {ARP_TABLE} {{\n  map chaddr_port {{\n    typeof @th,{CHADDR_BIT},48 : ether daddr\n    elements = {{ {} }}\n  }}\n\
          \x20 chain dhcp {{\n    type filter hook prerouting priority -300; policy accept;\n\
-         \x20   iifname \"up0\" ether daddr ff:ff:ff:ff:ff:ff udp sport 67 udp dport 68 ether daddr set @th,{CHADDR_BIT},48 map @chaddr_port counter\n  }}\n}}\n",
+         \x20   iifname {up} ether daddr ff:ff:ff:ff:ff:ff udp sport 67 udp dport 68 ether daddr set @th,{CHADDR_BIT},48 map @chaddr_port counter\n  }}\n}}\n",
         elements.join(", ")
     )
 }
@@ -164,10 +270,15 @@ pub fn parse_tx_bytes(text: &str, dev: &str) -> Option<u64> {
 /// The built network; dropping it removes every namespace (and kills what runs inside).
 pub struct Fabric {
     pub prefix: String,
+    /// Segment 0's server namespace (the only one without segment servers).
     pub server_ns: String,
+    /// Every segment's server namespace, segment 0 first.
+    pub servers_ns: Vec<String>,
     pub fabric_ns: String,
     pub nodes: Vec<String>,
-    /// The helper whose indices are the node namespaces (then fabric, then server).
+    /// How the nodes are split over the servers.
+    pub segments: Segments,
+    /// The helper whose indices are the node namespaces (then fabric, then the servers).
     pub ops: NsOps,
 }
 
@@ -203,27 +314,41 @@ fn batch(cmd: &str, args: &[&str], lines: &[String]) -> Result<(), String> {
 impl Fabric {
     /// Builds the network for `n` nodes. `tag` names the run (letters, digits).
     pub fn build(n: usize, tag: &str) -> Result<Fabric, String> {
+        Fabric::build_in(Segments::one(n), false, tag)
+    }
+
+    /// Builds the network for `seg.n` nodes over `seg.k` segments, each with its own
+    /// spine, leaves and server namespace; with `ctl`, the control bridge (etcd's).
+    pub fn build_in(seg: Segments, ctl: bool, tag: &str) -> Result<Fabric, String> {
+        let n = seg.n;
         let prefix = format!("xbst-{}-{tag}", std::process::id());
         let nodes: Vec<String> = (0..n).map(|i| format!("{prefix}-n{i}")).collect();
         let fabric_ns = format!("{prefix}-f");
-        let server_ns = format!("{prefix}-s");
+        let servers_ns: Vec<String> = (0..seg.k)
+            .map(|s| match s {
+                0 => format!("{prefix}-s"),
+                s => format!("{prefix}-s{s}"),
+            })
+            .collect();
         let mut names = nodes.clone();
         names.push(fabric_ns.clone());
-        names.push(server_ns.clone());
+        names.extend(servers_ns.iter().cloned());
         let ops = NsOps::start(names.clone());
         // From here on, drop deletes whatever was made.
         let f = Fabric {
             prefix,
-            server_ns,
+            server_ns: servers_ns[0].clone(),
+            servers_ns,
             fabric_ns,
             nodes,
+            segments: seg,
             ops,
         };
         let adds: Vec<String> = names.iter().map(|n| format!("netns add {n}")).collect();
         batch("ip", &[], &adds)?;
         // IPv6 off before any link exists (new links take `default`), loopback up.
-        for i in 0..names.len() {
-            let server = i == names.len() - 1;
+        for (i, name) in names.iter().enumerate() {
+            let server = i > n;
             f.ops
                 .run_blocking(i, move || {
                     if !server {
@@ -232,34 +357,59 @@ impl Fabric {
                     }
                     nsops::link_up("lo")
                 })
-                .map_err(|e| format!("namespace {}: {e}", names[i]))?;
+                .map_err(|e| format!("namespace {name}: {e}"))?;
         }
-        let leaves = n.div_ceil(LEAF_PORTS).max(1);
-        let mut l = vec![
-            "link add spine type bridge stp_state 0 forward_delay 0 mcast_snooping 0".to_string(),
-        ];
-        for k in 0..leaves {
+        // Leaves are numbered across the segments; segment s's leaves hang under its spine.
+        let spine = |s: usize| match s {
+            0 => "spine".to_string(),
+            s => format!("spine{s}"),
+        };
+        let mut l = vec![];
+        let mut leaf_of = vec![0usize; n];
+        let mut leaves = 0;
+        for s in 0..seg.k {
             l.push(format!(
-                "link add leaf{k} type bridge stp_state 0 forward_delay 0 mcast_snooping 0"
+                "link add {} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
+                spine(s)
             ));
-            l.push(format!("link add tl{k} type veth peer name ts{k}"));
-            l.push(format!("link set tl{k} master leaf{k} up"));
-            l.push(format!("link set ts{k} master spine up"));
-            l.push(format!("link set leaf{k} up"));
+            let r = seg.range(s);
+            let first = leaves;
+            leaves += r.len().div_ceil(LEAF_PORTS).max(1);
+            for k in first..leaves {
+                l.push(format!(
+                    "link add leaf{k} type bridge stp_state 0 forward_delay 0 mcast_snooping 0"
+                ));
+                l.push(format!("link add tl{k} type veth peer name ts{k}"));
+                l.push(format!("link set tl{k} master leaf{k} up"));
+                l.push(format!("link set ts{k} master {} up", spine(s)));
+                l.push(format!("link set leaf{k} up"));
+            }
+            for i in r.clone() {
+                leaf_of[i] = first + (i - r.start) / LEAF_PORTS;
+            }
         }
         for (i, ns) in f.nodes.iter().enumerate() {
             let mac = crate::node::mac_string(node_mac(i));
             l.push(format!(
                 "link add p{i} type veth peer name eth0 address {mac} netns {ns}"
             ));
-            l.push(format!("link set p{i} master leaf{} up", i / LEAF_PORTS));
+            l.push(format!("link set p{i} master leaf{} up", leaf_of[i]));
         }
-        l.push(format!(
-            "link add up0 type veth peer name srv0 netns {}",
-            f.server_ns
-        ));
-        l.push("link set up0 master spine up".into());
-        l.push("link set spine up".into());
+        for (s, ns) in f.servers_ns.iter().enumerate() {
+            let up = seg.uplink(s);
+            l.push(format!("link add {up} type veth peer name srv0 netns {ns}"));
+            l.push(format!("link set {up} master {} up", spine(s)));
+            l.push(format!("link set {} up", spine(s)));
+        }
+        if ctl {
+            l.push("link add ctl type bridge stp_state 0 forward_delay 0 mcast_snooping 0".into());
+            l.push(format!("addr add {CTL_IP}/24 dev ctl"));
+            l.push("link set ctl up".into());
+            for (s, ns) in f.servers_ns.iter().enumerate() {
+                l.push(format!("link add c{s} type veth peer name ctl netns {ns}"));
+                l.push(format!("link set c{s} master ctl up"));
+            }
+        }
         batch("ip", &["-n", &f.fabric_ns], &l)?;
         // Node ports, and the spine's ports to the leaves: a node's broadcast then goes up
         // its leaf to the spine and only to the server (an isolated port forwards only to
@@ -272,14 +422,17 @@ impl Fabric {
         if !iso.is_empty() {
             batch("bridge", &["-n", &f.fabric_ns], &iso)?;
         }
-        batch(
-            "ip",
-            &["-n", &f.server_ns],
-            &[
-                format!("addr add {SRV_IP}/{PREFIX} dev srv0"),
+        for (s, ns) in f.servers_ns.iter().enumerate() {
+            let mut cmds = vec![
+                format!("addr add {}/{PREFIX} dev srv0", seg.server_ip(s)),
                 "link set srv0 up".into(),
-            ],
-        )?;
+            ];
+            if ctl {
+                cmds.push(format!("addr add {}/24 dev ctl", seg.ctl_ip(s)));
+                cmds.push("link set ctl up".into());
+            }
+            batch("ip", &["-n", ns], &cmds)?;
+        }
         for i in 0..n {
             f.ops
                 .run_blocking(i, || nsops::link_up("eth0"))
@@ -293,7 +446,7 @@ impl Fabric {
         crate::faults::nft(
             &self.fabric_ns,
             &["-f", "-"],
-            Some(&arp_to_port_rules(self.nodes.len())),
+            Some(&arp_to_port_rules_in(&self.segments)),
         )
         .map(|_| ())
     }
@@ -303,7 +456,7 @@ impl Fabric {
         crate::faults::nft(
             &self.fabric_ns,
             &["-f", "-"],
-            Some(&dhcp_to_port_rules(self.nodes.len())),
+            Some(&dhcp_to_port_rules_in(&self.segments)),
         )
         .map(|_| ())
     }
@@ -397,6 +550,10 @@ impl Fabric {
     pub fn server_idx(&self) -> usize {
         self.nodes.len() + 1
     }
+    /// Index of segment `s`'s server namespace.
+    pub fn server_idx_of(&self, s: usize) -> usize {
+        self.nodes.len() + 1 + s
+    }
 }
 
 impl Drop for Fabric {
@@ -404,7 +561,8 @@ impl Drop for Fabric {
         let all: Vec<&String> = self
             .nodes
             .iter()
-            .chain([&self.fabric_ns, &self.server_ns])
+            .chain([&self.fabric_ns])
+            .chain(self.servers_ns.iter())
             .collect();
         for ns in &all {
             if let Ok(out) = testlab::peers::command("ip")
@@ -459,6 +617,52 @@ mod tests {
         ));
         // Its own chain, so its counter is read apart from ARP's.
         assert!(r.contains("chain dhcp {") && !r.contains("chain pre"));
+    }
+
+    #[test]
+    fn segments_split_consecutive_nodes_into_subnets_of_their_own() {
+        // One segment is the standalone addressing.
+        let one = Segments::new(600, 1).unwrap();
+        assert!((0..600).all(|i| one.node_ip(i) == node_ip(i) && one.of(i) == 0));
+        assert_eq!(one.server_ip(0), SRV_IP);
+        assert_eq!(arp_to_port_rules_in(&one), arp_to_port_rules(600));
+        assert_eq!(dhcp_to_port_rules_in(&one), dhcp_to_port_rules(600));
+        // 1,000 over 4: 250 each, each from .1.1 of its own /16.
+        let four = Segments::new(1000, 4).unwrap();
+        assert_eq!(four.range(0), 0..250);
+        assert_eq!(four.range(3), 750..1000);
+        assert_eq!(four.of(249), 0);
+        assert_eq!(four.of(250), 1);
+        assert_eq!(four.node_ip(250), Ipv4Addr::new(10, 78, 1, 1));
+        assert_eq!(four.node_ip(999), Ipv4Addr::new(10, 80, 1, 250));
+        assert_eq!(four.server_ip(3), Ipv4Addr::new(10, 80, 0, 1));
+        assert_eq!(four.subnet(2), "10.79.0.0/16");
+        assert_eq!(four.ctl_ip(1), Ipv4Addr::new(10, 76, 0, 12));
+        // Every node's address lies in its segment's subnet and no other node has it.
+        let ips: std::collections::HashSet<Ipv4Addr> = (0..1000).map(|i| four.node_ip(i)).collect();
+        assert_eq!(ips.len(), 1000);
+        for i in 0..1000 {
+            assert_eq!(four.node_ip(i).octets()[1] as usize, 77 + four.of(i));
+        }
+        // 20 over 3: 7, 7, 6.
+        let three = Segments::new(20, 3).unwrap();
+        assert_eq!(
+            (three.range(0), three.range(1), three.range(2)),
+            (0..7, 7..14, 14..20)
+        );
+        // The rewrites match every server's port.
+        let r = arp_to_port_rules_in(&Segments::new(20, 2).unwrap());
+        assert!(
+            r.contains("iifname { \"up0\", \"up1\" } ether daddr"),
+            "{r}"
+        );
+        assert!(r.contains("10.78.1.1 : 02:57:00:00:00:0a"), "{r}");
+        // Refused: no segment, too many, an empty segment.
+        assert!(Segments::new(10, 0).is_err());
+        assert!(Segments::new(100, MAX_SEGMENTS + 1).is_err());
+        assert!(Segments::new(3, 4).is_err());
+        // 9 over 4: 3 per segment leaves the fourth empty.
+        assert!(Segments::new(9, 4).is_err());
     }
 
     #[test]

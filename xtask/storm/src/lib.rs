@@ -18,6 +18,9 @@
 //!   command tells the simulator, or in-memory responders above 2,000 nodes) told by
 //!   the server's BMC client (`xboot bmc power cycle all --pxe`; `ipmipower` for the
 //!   baseline), or the simulator's clock (`--power sim`).
+//! - [`segments`]: a storm split over K segment servers (`--segment-servers`): each
+//!   segment its own L2 domain, subnet and `xboot serve`, all K in cluster mode on one
+//!   etcd; per-server CPU and which nodes each answered.
 //! - [`servers`]: the servers under test: `xboot serve` (userspace or XDP DHCP) and
 //!   dnsmasq + nginx (stock, tuned); the payload (small, or the initrd padded to 80 MB).
 //! - [`floor`]: the floor pass after each storm (a bare sendfile server on the same
@@ -56,6 +59,7 @@ pub mod power;
 pub mod report;
 pub mod run;
 pub mod script;
+pub mod segments;
 pub mod servers;
 pub mod truth;
 pub mod vms;

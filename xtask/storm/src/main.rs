@@ -105,6 +105,10 @@ enum Cmd {
         /// restart), reload-S (100 hosts changed S seconds in).
         #[arg(long)]
         fault: Option<String>,
+        /// Split the nodes over K segment servers (each its own L2 domain, subnet and
+        /// xboot, all in cluster mode on one etcd); standalone by default.
+        #[arg(long)]
+        segment_servers: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -145,6 +149,16 @@ enum Cmd {
             default_value = "none"
         )]
         faults: Vec<String>,
+        /// Segment servers, each a cell: K (the nodes split over K segments, each its own
+        /// L2 domain, subnet and xboot server, all K in cluster mode on one etcd) or
+        /// standalone (one server, no cluster mode), e.g. `standalone,1,2,4`.
+        #[arg(
+            long,
+            env = "XBOOT_STORM_SEGMENT_SERVERS",
+            value_delimiter = ',',
+            default_value = "standalone"
+        )]
+        segment_servers: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -170,6 +184,24 @@ fn fault(s: &str) -> anyhow::Result<Option<Fault>> {
     Fault::parse(s)
         .map(Some)
         .with_context(|| format!("unknown fault {s:?}: none, loss-P, kill-S, reload-S"))
+}
+
+/// `standalone` (None) or a number of segment servers.
+fn segment_servers(s: &str) -> anyhow::Result<Option<usize>> {
+    if s == "standalone" {
+        return Ok(None);
+    }
+    let k: usize = s
+        .parse()
+        .ok()
+        .filter(|k| (1..=storm::fabric::MAX_SEGMENTS).contains(k))
+        .with_context(|| {
+            format!(
+                "bad segment servers {s:?}: standalone or 1 to {}",
+                storm::fabric::MAX_SEGMENTS
+            )
+        })?;
+    Ok(Some(k))
 }
 
 fn profile(s: &str) -> anyhow::Result<Profile> {
@@ -215,6 +247,7 @@ fn options(
         xdp_link: storm::run::XdpLink::parse(&c.xdp_link)
             .with_context(|| format!("bad --xdp-link {:?}: generic or native", c.xdp_link))?,
         floor: !c.no_floor,
+        segments: None,
     })
 }
 
@@ -265,15 +298,17 @@ fn main() -> anyhow::Result<()> {
             server,
             neigh,
             fault: f,
+            segment_servers: segs,
             common,
         } => {
             let k = kind(&server)?;
-            let opts = options(
+            let mut opts = options(
                 &common,
                 limits(&neigh)?,
                 false,
                 f.as_deref().map(fault).transpose()?.flatten(),
             )?;
+            opts.segments = segs.as_deref().map(segment_servers).transpose()?.flatten();
             let p = profile(
                 common
                     .profiles
@@ -297,23 +332,30 @@ fn main() -> anyhow::Result<()> {
             rounds,
             neigh,
             faults,
+            segment_servers: segs,
             common,
         } => {
             let kinds: Vec<Kind> = servers.iter().map(|s| kind(s)).collect::<Result<_, _>>()?;
             let neigh: Vec<Limits> = neigh.iter().map(|s| limits(s)).collect::<Result<_, _>>()?;
             let faults: Vec<Option<Fault>> =
                 faults.iter().map(|s| fault(s)).collect::<Result<_, _>>()?;
-            bench(&sizes, &kinds, &neigh, &faults, rounds, &common)?;
+            let segs: Vec<Option<usize>> = segs
+                .iter()
+                .map(|s| segment_servers(s))
+                .collect::<Result<_, _>>()?;
+            bench(&sizes, &kinds, &neigh, &faults, &segs, rounds, &common)?;
         }
     }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
     sizes: &[usize],
     kinds: &[Kind],
     neigh: &[Limits],
     faults: &[Option<Fault>],
+    segs: &[Option<usize>],
     rounds: usize,
     c: &Common,
 ) -> anyhow::Result<()> {
@@ -404,7 +446,26 @@ fn bench(
             storm::faults::OS_RETRY.as_secs(),
         );
     }
-    let opts_of = |l: Limits, f: Option<Fault>| options(c, l, neigh.len() > 1, f);
+    if segs.iter().any(Option::is_some) {
+        md += &format!(
+            "Segment servers: {}. K segment servers = the nodes cut into K runs of consecutive nodes (whole racks \
+             but the last), each its own L2 domain (its own spine and leaves), its own subnet 10.(77+s).0.0/16 and \
+             its own `xboot serve` in its own namespace with `[[cluster.segment]]` naming that subnet; all K in \
+             cluster mode on one etcd member (tmpfs) reached over a control bridge; the inventory imported once \
+             through seg0's server, the power command (`xboot bmc power cycle all`) through seg0's server to every \
+             node's BMC. No floor pass in those runs. The servers share this machine's 2 cores.\n\n",
+            segs.iter()
+                .map(|k| k.map_or("standalone".to_string(), |k| k.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let opts_of = |l: Limits, f: Option<Fault>, k: Option<usize>| {
+        options(c, l, neigh.len() > 1, f).map(|mut o| {
+            o.segments = k;
+            o
+        })
+    };
     let profiles: Vec<Profile> = c
         .profiles
         .iter()
@@ -414,7 +475,8 @@ fn bench(
         for &p in &profiles {
             for round in 0..rounds {
                 let xboot = |k: Kind| matches!(k, Kind::XbootUserspace | Kind::XbootXdp);
-                let mut order: Vec<(Kind, Limits, usize)> = kinds
+                // Segment servers are xboot in cluster mode, without faults.
+                let mut order: Vec<(Kind, Limits, usize, Option<usize>)> = kinds
                     .iter()
                     .flat_map(|&k| {
                         neigh.iter().flat_map(move |&l| {
@@ -422,14 +484,20 @@ fn bench(
                                 .filter(move |&fi| {
                                     xboot(k) || !faults[fi].is_some_and(|f| f.xboot_only())
                                 })
-                                .map(move |fi| (k, l, fi))
+                                .flat_map(move |fi| {
+                                    segs.iter()
+                                        .filter(move |g| {
+                                            g.is_none() || (xboot(k) && faults[fi].is_none())
+                                        })
+                                        .map(move |&g| (k, l, fi, g))
+                                })
                         })
                     })
                     .collect();
                 if round % 2 == 1 {
                     order.reverse();
                 }
-                for (k, l, fi) in order {
+                for (k, l, fi, g) in order {
                     if testlab::interrupted() {
                         bail!("interrupted");
                     }
@@ -438,19 +506,23 @@ fn bench(
                     // The server by its index: xboot-userspace and xboot-xdp share an initial
                     // (and their work directories did).
                     let tag = format!(
-                        "{n}{}{}{}{fi}{round}",
+                        "{n}{}{}{}{fi}{round}{}",
                         &p.name()[..1],
                         Kind::ALL.iter().position(|x| *x == k).unwrap_or(9),
                         &l.name()[..1],
+                        g.map_or(String::new(), |g| format!("k{g}")),
                     );
+                    let gname =
+                        g.map_or("standalone".to_string(), |g| format!("{g} segment servers"));
                     eprintln!(
-                        "storm: N = {n}, {}, {}, neighbour limits {}, fault {fname} (round {})",
+                        "storm: N = {n}, {}, {}, neighbour limits {}, fault {fname}, {gname} (round {})",
                         p.name(),
                         k.name(),
                         l.name(),
                         round + 1
                     );
-                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l, f)?) {
+                    let o = match run::run_with(&spec(n, k, p, c, tag)?, false, &opts_of(l, f, g)?)
+                    {
                         Ok(o) => o,
                         Err(e) => {
                             eprintln!("storm: N = {n}, {}: {e}", k.name());
@@ -473,10 +545,11 @@ fn bench(
                     );
                     std::fs::write(
                         c.out.join(format!(
-                            "storm-{n}-{}-{}-{}-{fname}-r{round}.svg",
+                            "storm-{n}-{}-{}-{}-{fname}{}-r{round}.svg",
                             p.name(),
                             k.name().replace('+', "-"),
-                            l.name()
+                            l.name(),
+                            g.map_or(String::new(), |g| format!("-k{g}")),
                         )),
                         report::svg(&o),
                     )?;
@@ -488,6 +561,7 @@ fn bench(
         }
     }
     md += &comparison(&outcomes);
+    md += &report::segment_tables(&outcomes);
     let summaries: Vec<report::Summary> = outcomes.iter().map(report::summarize).collect();
     std::fs::write(
         c.out.join("storm.json"),
@@ -516,13 +590,16 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
             .map(|f| f.fault.clone())
             .unwrap_or_else(|| "none".into())
     };
-    let mut keys: Vec<(usize, &str, &str, &str, &str, String)> = outcomes
+    let k_of = |o: &run::Outcome| o.segments.as_ref().map(|s| s.servers);
+    #[allow(clippy::type_complexity)]
+    let mut keys: Vec<(usize, &str, &str, Option<usize>, &str, &str, String)> = outcomes
         .iter()
         .map(|o| {
             (
                 o.n,
                 o.profile,
                 o.server,
+                k_of(o),
                 o.power_mode,
                 o.neigh.limits.name(),
                 fault_of(o),
@@ -531,18 +608,23 @@ fn comparison(outcomes: &[run::Outcome]) -> String {
         .collect();
     keys.sort();
     keys.dedup();
-    for (n, profile, server, power, limits, fault) in keys {
+    for (n, profile, server_kind, k, power, limits, fault) in keys {
         let runs: Vec<&run::Outcome> = outcomes
             .iter()
             .filter(|o| {
                 o.n == n
                     && o.profile == profile
-                    && o.server == server
+                    && o.server == server_kind
+                    && k_of(o) == k
                     && o.power_mode == power
                     && o.neigh.limits.name() == limits
                     && fault_of(o) == fault
             })
             .collect();
+        let server = match k {
+            Some(k) => format!("{server_kind} x{k} (cluster)"),
+            None => server_kind.to_string(),
+        };
         let sums: Vec<report::Summary> = runs.iter().map(|o| report::summarize(o)).collect();
         // Runs with failures have no makespan: they sort last (NaN), so the median is
         // the median of what happened, failures included.

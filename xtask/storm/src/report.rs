@@ -129,6 +129,46 @@ pub struct Check {
 /// no softnet backlog drops, no neighbour-table overflow unless the default limits are
 /// the variable under test, the simulator under its core.
 pub fn validity(o: &Outcome) -> Vec<Check> {
+    let mut v = lab_validity(o);
+    if let Some(sg) = &o.segments {
+        v.extend(segment_checks(sg));
+    }
+    v
+}
+
+/// A storm over segment servers: each server answered its own segment's nodes, every
+/// one of them, and no other (its events), and served exactly its segment's hosts.
+pub fn segment_checks(sg: &crate::segments::SegmentsRun) -> Vec<Check> {
+    let per = |f: &dyn Fn(&crate::segments::ServerRun) -> String| {
+        sg.per_server.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    vec![
+        Check {
+            name: "each segment server served its segment's hosts only",
+            ok: sg
+                .per_server
+                .iter()
+                .all(|s| s.served_hosts == s.nodes as u64),
+            detail: per(&|s| format!("{} {}/{} of {}", s.id, s.served_hosts, s.nodes, s.hosts)),
+        },
+        Check {
+            name: "no server answered another segment's node",
+            ok: sg.foreign() == 0,
+            detail: per(&|s| match s.foreign {
+                0 => format!("{} 0", s.id),
+                k => format!("{} {k} ({})", s.id, s.foreign_names.join(" ")),
+            }),
+        },
+        Check {
+            name: "every node leased by its own segment's server",
+            ok: sg.unanswered() == 0,
+            detail: per(&|s| format!("{} {}/{}", s.id, s.answered, s.nodes)),
+        },
+    ]
+}
+
+/// The checks that the lab measured the server (see [`validity`]).
+fn lab_validity(o: &Outcome) -> Vec<Check> {
     let wall = o.nodes.iter().map(|r| r.end).fold(0.0f64, f64::max);
     let nr = &o.neigh;
     let neigh_detail = format!(
@@ -361,6 +401,31 @@ pub fn markdown(o: &Outcome) -> String {
     );
     if let Some(line) = floor_line(o) {
         let _ = writeln!(m, "{line}");
+    }
+    if let Some(sg) = &o.segments {
+        let _ = writeln!(
+            m,
+            "- segment servers: {} xboot in cluster mode on {} etcd member(s) (etcd CPU {:.2} s), inventory imported \
+             through seg0 and served by all in {:.1} s; the power command through seg0",
+            sg.servers, sg.etcd_members, sg.etcd_cpu_s, sg.import_s
+        );
+        for x in &sg.per_server {
+            let _ = writeln!(
+                m,
+                "  - {} ({}): {}/{} completed, makespan {}, CPU {:.2} s ({:.1} ms/node), RSS {:.1} MiB; \
+                 leased {} of its nodes, answered {} of other segments'",
+                x.id,
+                x.subnet,
+                x.completed,
+                x.nodes,
+                x.makespan_s.map(secs).unwrap_or_else(|| "-".into()),
+                x.cpu_s,
+                x.cpu_ms_per_node,
+                x.rss_kib as f64 / 1024.0,
+                x.answered,
+                x.foreign
+            );
+        }
     }
     let _ = writeln!(
         m,
@@ -751,6 +816,100 @@ pub fn svg(o: &Outcome) -> String {
     s
 }
 
+/// The bench's "segment servers" tables: one row per (N, profile, server, K) with K =
+/// standalone for the plain runs; the median run by makespan of each cell.
+pub fn segment_tables(outcomes: &[Outcome]) -> String {
+    let k_of = |o: &Outcome| o.segments.as_ref().map(|s| s.servers);
+    if outcomes.iter().all(|o| k_of(o).is_none()) {
+        return String::new();
+    }
+    let mut keys: Vec<(usize, &str, &str, Option<usize>)> = outcomes
+        .iter()
+        .map(|o| (o.n, o.profile, o.server, k_of(o)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut m = String::from(
+        "\n## Segment servers\n\nThe nodes split over K segments, each its own L2 domain, subnet and xboot server (own \
+         namespace), all K in cluster mode on one etcd member; K = standalone is one server without cluster mode. All \
+         servers share this machine's 2 cores, so makespan cannot fall with K as it would with a machine per server: \
+         server CPU (all servers, and per node) is the figure that carries over. Median run by makespan of each cell.\n\n\
+         | N | profile | server | K | runs (valid) | completed | makespan s | server CPU s (all) | ms/node | CPU s per server | \
+         makespan s per segment | etcd CPU s | import s | leased by own server | foreign answers |\n\
+         |---:|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n",
+    );
+    let mut stages =
+        String::from("\nPer-stage p50/p99 (seconds) of the same runs:\n\n| N | profile | K |");
+    let names: Vec<&str> = crate::report::SPANS.iter().map(|(n, _, _)| *n).collect();
+    for n in &names {
+        stages += &format!(" {n} |");
+    }
+    stages += "\n|---:|---|---|";
+    stages += &"---|".repeat(names.len());
+    stages += "\n";
+    for (n, profile, server, k) in keys {
+        let mut runs: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.n == n && o.profile == profile && o.server == server && k_of(o) == k)
+            .collect();
+        runs.sort_by(|a, b| {
+            let f = |o: &Outcome| o.makespan_s.unwrap_or(f64::INFINITY);
+            f(a).total_cmp(&f(b))
+        });
+        let o = runs[runs.len() / 2];
+        let s = summarize(o);
+        let valid = runs.iter().filter(|o| summarize(o).valid).count();
+        let kname = k.map_or("standalone".to_string(), |k| k.to_string());
+        let f2 = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let (per_cpu, per_span, etcd, import, leased, foreign) = match &o.segments {
+            Some(sg) => (
+                sg.per_server
+                    .iter()
+                    .map(|x| format!("{:.2}", x.cpu_s))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                sg.per_server
+                    .iter()
+                    .map(|x| f2(x.makespan_s))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                format!("{:.2}", sg.etcd_cpu_s),
+                format!("{:.1}", sg.import_s),
+                format!(
+                    "{}/{n}",
+                    sg.per_server.iter().map(|x| x.answered).sum::<usize>()
+                ),
+                sg.foreign().to_string(),
+            ),
+            None => (
+                format!("{:.2}", o.server_cpu_s),
+                f2(o.makespan_s),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
+        };
+        m += &format!(
+            "| {n} | {profile} | {server} | {kname} | {} ({valid}) | {}/{n} | {} | {:.2} | {:.1} | {per_cpu} | {per_span} | {etcd} | {import} | {leased} | {foreign} |\n",
+            runs.len(),
+            s.completed,
+            f2(o.makespan_s),
+            o.server_cpu_s,
+            s.server_cpu_ms_per_node,
+        );
+        stages += &format!("| {n} | {profile} | {kname} |");
+        for (_, d) in &s.spans {
+            stages += &match d.reached {
+                0 => " - |".to_string(),
+                _ => format!(" {:.2}/{:.2} |", d.p50, d.p99),
+            };
+        }
+        stages += "\n";
+    }
+    m + &stages
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,6 +965,7 @@ mod tests {
             loadavg_1m: 0.0,
             truth: None,
             power_mode: "sim",
+            segments: None,
             power: None,
         }
     }
@@ -847,6 +1007,70 @@ mod tests {
             ("power (command -> on)", 1, 0.1)
         );
         assert!(m.contains("| power (command -> on) | 1 | 100 ms |"), "{m}");
+    }
+
+    #[test]
+    fn segment_servers_are_checked_and_tabled() {
+        use crate::segments::{SegmentsRun, ServerRun};
+        let server = |s: usize, served: u64, answered: usize, foreign: usize| ServerRun {
+            id: format!("seg{s}"),
+            subnet: format!("10.{}.0.0/16", 77 + s),
+            nodes: 10,
+            hosts: 20,
+            served_hosts: served,
+            cpu_s: 0.5 + s as f64,
+            cpu_ms_per_node: 50.0,
+            rss_kib: 1024,
+            completed: 10,
+            makespan_s: Some(2.0),
+            answered,
+            foreign,
+            foreign_names: (0..foreign).map(|i| format!("n{:04}", i + 1)).collect(),
+            status: None,
+        };
+        let rec = crate::neigh::Record {
+            limits: crate::neigh::Limits::Raised,
+            variable: false,
+            gc_thresh: [128, 512, 1024],
+            table_fulls_before: 0,
+            table_fulls_after: 0,
+        };
+        let mut o = outcome(rec);
+        o.n = 20;
+        o.makespan_s = Some(2.0);
+        o.segments = Some(SegmentsRun {
+            servers: 2,
+            etcd_members: 1,
+            import_s: 0.25,
+            etcd_cpu_s: 0.125,
+            per_server: vec![server(0, 10, 10, 0), server(1, 10, 10, 0)],
+        });
+        assert!(summarize(&o).valid, "{:?}", summarize(&o).invalid);
+        let t = segment_tables(&[o.clone()]);
+        assert!(t.contains("## Segment servers"), "{t}");
+        assert!(
+            t.contains("| 20 | bios | xboot-userspace | 2 | 1 (1) | 1/20 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 0.50 / 1.50 | 2.00 / 2.00 | 0.12 | 0.2 | 20/20 | 0 |"),
+            "{t}"
+        );
+        // One server leased a node of the other segment and missed one of its own.
+        o.segments.as_mut().unwrap().per_server[1] = server(1, 10, 9, 1);
+        let s = summarize(&o);
+        assert_eq!(s.invalid.len(), 2, "{:?}", s.invalid);
+        assert_eq!(
+            s.invalid[0],
+            "no server answered another segment's node: seg0 0, seg1 1 (n0001)"
+        );
+        assert_eq!(
+            s.invalid[1],
+            "every node leased by its own segment's server: seg0 10/10, seg1 9/10"
+        );
+        // No segment run: no table.
+        o.segments = None;
+        assert_eq!(segment_tables(&[o]), "");
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Options {
     pub xdp_link: XdpLink,
     /// After the storm, the floor pass ([`crate::floor`]) on the same fabric.
     pub floor: bool,
+    /// The nodes split over this many segment servers, xboot in cluster mode on one
+    /// etcd ([`crate::segments`]); None: one standalone server.
+    pub segments: Option<usize>,
 }
 
 /// Where an xdp storm's XDP_TX replies go.
@@ -102,6 +105,7 @@ impl Default for Options {
             uplink: None,
             xdp_link: XdpLink::Generic,
             floor: true,
+            segments: None,
         }
     }
 }
@@ -284,6 +288,9 @@ pub struct Outcome {
     pub power_mode: &'static str,
     /// The power command and what it did (None: the simulator's clock).
     pub power: Option<power::Record>,
+    /// The segment servers, when the storm was split over them (`server_cpu_s` is then
+    /// all of theirs; the samples too).
+    pub segments: Option<crate::segments::SegmentsRun>,
 }
 
 /// Raises this process's open-files limit to `want` (the storm's descriptors:
@@ -376,6 +383,21 @@ fn settle() {
     }
 }
 
+/// The SNMP/TCP counters of every server namespace, summed.
+fn server_net_counters(fabric: &Fabric) -> std::collections::BTreeMap<String, u64> {
+    let mut sum = std::collections::BTreeMap::new();
+    for s in 0..fabric.servers_ns.len() {
+        let m = fabric
+            .ops
+            .run_blocking(fabric.server_idx_of(s), crate::nsops::net_counters)
+            .unwrap_or_default();
+        for (k, v) in m {
+            *sum.entry(k).or_insert(0) += v;
+        }
+    }
+    sum
+}
+
 fn server_cost(pids: &[u32]) -> (f64, u64) {
     pids.iter()
         .map(|&p| servers::cpu_and_rss(p))
@@ -412,8 +434,26 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     .map_err(|e| format!("cannot raise the backlog: {e}"))?;
     let gc_thresh = neigh::read(std::path::Path::new(neigh::SYSCTL_DIR))
         .map_err(|e| format!("cannot read the neighbour-table limits: {e}"))?;
+    let seg = match opts.segments {
+        Some(k) => {
+            if spec.truth || opts.fault.is_some() {
+                return Err("a storm over segment servers has no truth VMs and no fault".into());
+            }
+            if !matches!(spec.kind, Kind::XbootUserspace | Kind::XbootXdp) {
+                return Err(format!(
+                    "{}: segment servers are xboot in cluster mode",
+                    spec.kind.name()
+                ));
+            }
+            Some(crate::fabric::Segments::new(spec.n, k)?)
+        }
+        None => None,
+    };
     let t_setup = Instant::now();
-    let fabric = Fabric::build(spec.n, &spec.tag)?;
+    let fabric = match seg {
+        Some(s) => Fabric::build_in(s, true, &spec.tag)?,
+        None => Fabric::build(spec.n, &spec.tag)?,
+    };
     if spec.truth {
         crate::vms::attach(&fabric.fabric_ns)?;
     }
@@ -450,7 +490,25 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         }
     }
     let bmcs = spec.power.bmcs(spec.n);
-    let mut server = servers::start(
+    // Segment servers: etcd first, then each server (empty), then the inventory written
+    // once through segment 0's, until each serves its part.
+    let etcd = match seg {
+        Some(_) => Some(crate::segments::Etcd::start(
+            &fabric.fabric_ns,
+            &spec.tag,
+            &spec.dir.join("etcd.log"),
+        )?),
+        None => None,
+    };
+    let seg_server = |s: usize| {
+        seg.zip(etcd.as_ref())
+            .map(|(segments, e)| servers::SegmentServer {
+                segments,
+                segment: s,
+                endpoints: e.endpoints.clone(),
+            })
+    };
+    let mut server = servers::start_in(
         spec.kind,
         &spec.xboot,
         &fabric.server_ns,
@@ -459,7 +517,33 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         &extra,
         &spec.payload,
         bmcs.is_some(),
+        seg_server(0).as_ref(),
     )?;
+    let mut others: Vec<Running> = vec![];
+    let mut import_s = 0.0;
+    if let Some(sg) = seg {
+        for s in 1..sg.k {
+            others.push(servers::start_in(
+                spec.kind,
+                &spec.xboot,
+                &fabric.servers_ns[s],
+                &spec.dir.join(format!("server{s}")),
+                spec.n,
+                &[],
+                &spec.payload,
+                bmcs.is_some(),
+                seg_server(s).as_ref(),
+            )?);
+        }
+        let t_import = Instant::now();
+        if let Running::Xboot(x) = &server {
+            servers::import(&spec.xboot, x)?;
+        }
+        let all: Vec<&Running> = std::iter::once(&server).chain(others.iter()).collect();
+        crate::segments::wait_served(&all, &sg, Duration::from_secs(300))?;
+        import_s = t_import.elapsed().as_secs_f64();
+    }
+    let other_pids = |o: &[Running]| o.iter().flat_map(Running::pids).collect::<Vec<u32>>();
     let setup_s = t_setup.elapsed().as_secs_f64();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -467,6 +551,10 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         .map_err(|e| e.to_string())?;
     let pids = server.pids();
     let (cpu0, _) = server_cost(&pids);
+    let others_cpu0: Vec<f64> = others.iter().map(|r| server_cost(&r.pids()).0).collect();
+    let etcd_cpu0 = etcd
+        .as_ref()
+        .map_or(0.0, |e| servers::cpu_and_rss(e.pid()).0);
     let (soft0, full0) = crate::nsops::global_counters();
     let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -503,10 +591,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     // probes, answered from the same namespace) is the lab's traffic, not the storm's,
     // so the report's UDP receive-buffer drops are the server's and the BMCs' during
     // the storm.
-    let net0 = fabric
-        .ops
-        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
-        .unwrap_or_default();
+    let net0 = server_net_counters(&fabric);
     let command = fleet.as_ref().map(|_| power::Command {
         client: match &server {
             Running::Xboot(_) => power::Client::Xboot,
@@ -550,6 +635,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
             opts,
             &fabric,
             &mut server,
+            &other_pids(&others),
             t0,
             socks,
             fleet.as_ref(),
@@ -581,14 +667,15 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         return Err("interrupted".into());
     }
     let pids = server.pids();
-    let (cpu1, _) = server_cost(&pids);
+    let (cpu1, rss1) = server_cost(&pids);
+    let others_cost1: Vec<(f64, u64)> = others.iter().map(|r| server_cost(&r.pids())).collect();
+    let etcd_cpu1 = etcd
+        .as_ref()
+        .map_or(0.0, |e| servers::cpu_and_rss(e.pid()).0);
     let (soft1, full1) = crate::nsops::global_counters();
     let (node_drops1, fabric_drops1) = lab_drops(&fabric, spec.n);
     let port1 = port_counters(&fabric);
-    let net1 = fabric
-        .ops
-        .run_blocking(fabric.server_idx(), crate::nsops::net_counters)
-        .unwrap_or_default();
+    let net1 = server_net_counters(&fabric);
     let server_net = net1
         .iter()
         .filter_map(|(k, v)| {
@@ -620,6 +707,65 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         Some(v) => Some(v.finish(spec.deadline.max(Duration::from_secs(300)))?),
         None => None,
     };
+    let segments_run = match seg {
+        Some(sg) => {
+            let all: Vec<&Running> = std::iter::once(&server).chain(others.iter()).collect();
+            let set = format!("n[0001-{:04}]", spec.n);
+            let mut per_server = vec![];
+            for (s, r) in all.iter().enumerate() {
+                let Running::Xboot(x) = r else { continue };
+                let status = x.status().ok();
+                let evs = x.events(&set)?;
+                let (answered, foreign) = crate::segments::answered(&sg, s, &evs);
+                let (completed, makespan_s) = crate::segments::segment_nodes(&sg, s, &nodes);
+                let (cpu_s, rss_kib) = match s {
+                    0 => (cpu1 - cpu0, rss1),
+                    s => (
+                        others_cost1[s - 1].0 - others_cpu0[s - 1],
+                        others_cost1[s - 1].1,
+                    ),
+                };
+                let n_s = sg.range(s).len();
+                per_server.push(crate::segments::ServerRun {
+                    id: format!("seg{s}"),
+                    subnet: sg.subnet(s),
+                    nodes: n_s,
+                    hosts: status
+                        .as_ref()
+                        .and_then(|v| v["hosts"].as_u64())
+                        .unwrap_or(0),
+                    served_hosts: status
+                        .as_ref()
+                        .and_then(|v| v["served_hosts"].as_u64())
+                        .unwrap_or(0),
+                    cpu_s,
+                    cpu_ms_per_node: cpu_s * 1e3 / n_s.max(1) as f64,
+                    rss_kib,
+                    completed,
+                    makespan_s,
+                    answered,
+                    foreign: foreign.len(),
+                    foreign_names: foreign.into_iter().take(5).collect(),
+                    status,
+                });
+            }
+            Some(crate::segments::SegmentsRun {
+                servers: sg.k,
+                etcd_members: crate::segments::ETCD_MEMBERS,
+                import_s,
+                etcd_cpu_s: etcd_cpu1 - etcd_cpu0,
+                per_server,
+            })
+        }
+        None => None,
+    };
+    let others_cpu_s: f64 = others_cost1
+        .iter()
+        .zip(&others_cpu0)
+        .map(|(c1, c0)| c1.0 - c0)
+        .sum();
+    drop(others);
+    drop(etcd);
     let arp_redirected = (!opts.flood_arp).then(|| fabric.arp_redirected());
     let send_errors = nodes
         .iter()
@@ -628,7 +774,8 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     let dhcp_redirected = (!opts.flood_dhcp).then(|| fabric.dhcp_redirected());
     let logs = server.log_hint();
     drop(server);
-    let floor = match opts.floor {
+    // The floor pass is the standalone fabric's (one server namespace, one subnet).
+    let floor = match opts.floor && seg.is_none() {
         true => {
             let files = vec![
                 ("/vmlinuz".to_string(), spec.payload.kernel.clone()),
@@ -656,10 +803,11 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         setup_s,
         makespan_s,
         // A killed server's CPU up to its death, plus its successor's.
-        server_cpu_s: match cpu_killed {
-            Some(k) => k - cpu0 + cpu1,
-            None => cpu1 - cpu0,
-        },
+        server_cpu_s: others_cpu_s
+            + match cpu_killed {
+                Some(k) => k - cpu0 + cpu1,
+                None => cpu1 - cpu0,
+            },
         server_peak_rss_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
         samples,
         nodes,
@@ -704,6 +852,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         truth,
         power_mode: bmcs.map_or("sim", power::Bmcs::name),
         power: power_rec,
+        segments: segments_run,
     })
 }
 
@@ -717,6 +866,7 @@ async fn storm(
     opts: &Options,
     fabric: &Fabric,
     server: &mut Running,
+    others: &[u32],
     t0: Instant,
     socks: Vec<crate::nsops::NodeSockets>,
     fleet: Option<&power::Fleet>,
@@ -781,7 +931,9 @@ async fn storm(
     let mut samples = vec![];
     let mut results: Vec<NodeResult> = Vec::with_capacity(spec.n);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut cpu_base = server_cost(&server.pids()).0;
+    // Segment servers but segment 0's (`others`) count with it.
+    let all_pids = |server: &Running| [server.pids(), others.to_vec()].concat();
+    let mut cpu_base = server_cost(&all_pids(&*server)).0;
     let tx_base = fabric.server_tx_bytes();
     let deadline = tokio::time::Instant::now() + spec.deadline;
     let mut fds_peak = open_fds("self");
@@ -794,7 +946,7 @@ async fn storm(
                 None => break,
             },
             _ = tick.tick() => {
-                let (cpu, rss) = server_cost(&server.pids());
+                let (cpu, rss) = server_cost(&all_pids(&*server));
                 let t = t0.elapsed().as_secs_f64();
                 let tx = fabric
                     .ops
@@ -804,7 +956,7 @@ async fn storm(
                 samples.push(Sample { t, cpu_s: cpu - cpu_base, rss_kib: rss, tx_bytes: tx.saturating_sub(tx_base) });
                 fds_peak = fds_peak.max(open_fds("self"));
                 server_fds_peak = server_fds_peak
-                    .max(server.pids().iter().map(|p| open_fds(&p.to_string())).sum());
+                    .max(all_pids(&*server).iter().map(|p| open_fds(&p.to_string())).sum());
                 // Ctrl-C (stormsim catches it): end the storm; the caller's guards
                 // (server, namespaces, neighbour limits) then tear the lab down.
                 if testlab::interrupted() {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use testlab::payload::{Payload, PARAM_COMPLETE, PARAM_POSTSCRIPT};
 use testlab::serve::{self, Server};
 
-use crate::fabric::{node_ip, node_mac, node_name, PREFIX, SRV_IP};
+use crate::fabric::{node_ip, node_mac, node_name, Segments, PREFIX, SRV_IP};
 use crate::node::mac_string;
 
 pub const HTTP_PORT: u16 = serve::HTTP_PORT;
@@ -104,9 +104,15 @@ pub fn hosts_json(n: usize) -> String {
 
 /// [`hosts_json`], each node with its BMC interface when `bmcs` ([`crate::power`]).
 pub fn hosts_json_with(n: usize, bmcs: bool) -> String {
-    let hosts: Vec<serde_json::Value> = (0..n)
+    hosts_json_in(&Segments::one(n), bmcs)
+}
+
+/// [`hosts_json_with`] for nodes split over segments: each node's address in its
+/// segment's subnet.
+pub fn hosts_json_in(seg: &Segments, bmcs: bool) -> String {
+    let hosts: Vec<serde_json::Value> = (0..seg.n)
         .map(|i| {
-            let mut ifs = vec![serde_json::json!({ "mac": mac_string(node_mac(i)), "ip": format!("{}/{PREFIX}", node_ip(i)) })];
+            let mut ifs = vec![serde_json::json!({ "mac": mac_string(node_mac(i)), "ip": format!("{}/{PREFIX}", seg.node_ip(i)) })];
             if bmcs {
                 ifs.push(crate::power::bmc_interface(i));
             }
@@ -135,14 +141,66 @@ pub fn start(
     payload: &Payload,
     bmcs: bool,
 ) -> Result<Running, String> {
+    start_in(kind, xboot, netns, dir, n, extra, payload, bmcs, None)
+}
+
+/// A segment server in cluster mode: which segment of which split, and etcd's client URLs.
+#[derive(Clone, Debug)]
+pub struct SegmentServer {
+    pub segments: Segments,
+    pub segment: usize,
+    pub endpoints: Vec<String>,
+}
+
+impl SegmentServer {
+    /// Its `server_id` and segment name.
+    pub fn id(&self) -> String {
+        format!("seg{}", self.segment)
+    }
+
+    /// The `[cluster]` section: etcd, this server's id, its one segment's subnet.
+    pub fn config(&self) -> String {
+        let eps: Vec<String> = self.endpoints.iter().map(|e| format!("{e:?}")).collect();
+        format!(
+            "\n[cluster]\nendpoints = [{}]\nserver_id = \"{id}\"\n\n[[cluster.segment]]\nname = \"{id}\"\ninterfaces = [\"srv0\"]\nsubnets = [\"{}\"]\n",
+            eps.join(", "),
+            self.segments.subnet(self.segment),
+            id = self.id(),
+        )
+    }
+}
+
+/// [`start`], as segment server `seg` of a cluster when given (xboot only): the lab
+/// config with the segment's server address, and its `[cluster]` section. Its
+/// hosts.json and images.json hold every segment's nodes (the cluster's inventory is
+/// imported from them once, [`import`]); in cluster mode xboot does not read them.
+#[allow(clippy::too_many_arguments)]
+pub fn start_in(
+    kind: Kind,
+    xboot: &Path,
+    netns: &str,
+    dir: &Path,
+    n: usize,
+    extra: &[serde_json::Value],
+    payload: &Payload,
+    bmcs: bool,
+    seg: Option<&SegmentServer>,
+) -> Result<Running, String> {
     if !extra.is_empty() && !matches!(kind, Kind::XbootUserspace | Kind::XbootXdp) {
         return Err(format!("{}: extra hosts are for xboot only", kind.name()));
+    }
+    if seg.is_some() && !matches!(kind, Kind::XbootUserspace | Kind::XbootXdp) {
+        return Err(format!(
+            "{}: segment servers are xboot in cluster mode",
+            kind.name()
+        ));
     }
     match kind {
         Kind::XbootUserspace | Kind::XbootXdp => {
             let files = serve::write_lab_files(dir, payload)?;
+            let split = seg.map_or(Segments::one(n), |s| s.segments);
             let mut hosts: Vec<serde_json::Value> =
-                serde_json::from_str(&hosts_json_with(n, bmcs)).map_err(|e| e.to_string())?;
+                serde_json::from_str(&hosts_json_in(&split, bmcs)).map_err(|e| e.to_string())?;
             hosts.extend(extra.iter().cloned());
             std::fs::write(&files.hosts, serde_json::to_string(&hosts).expect("json"))
                 .map_err(|e| e.to_string())?;
@@ -162,17 +220,51 @@ pub fn start(
                 "userspace"
             };
             serve::set_dhcp_mode(&files, mode)?;
+            let mut cfg = std::fs::read_to_string(&files.config).map_err(|e| e.to_string())?;
             if bmcs {
-                let mut cfg = std::fs::read_to_string(&files.config).map_err(|e| e.to_string())?;
                 cfg += &crate::power::bmc_config();
-                std::fs::write(&files.config, cfg).map_err(|e| e.to_string())?;
             }
+            if let Some(s) = seg {
+                // The lab config names the standalone server's address (advertise_url,
+                // dns_servers): this segment's server has its own.
+                cfg = cfg.replace(
+                    &SRV_IP.to_string(),
+                    &s.segments.server_ip(s.segment).to_string(),
+                );
+                cfg += &s.config();
+            }
+            std::fs::write(&files.config, cfg).map_err(|e| e.to_string())?;
             Server::start(xboot, netns, files, Duration::from_secs(60)).map(Running::Xboot)
         }
         Kind::DnsmasqStock | Kind::DnsmasqTuned => {
             start_stack(kind == Kind::DnsmasqTuned, netns, dir, n, payload)
         }
     }
+}
+
+/// Writes the inventory into the cluster once, through `server` (any one of them: the
+/// inventory is shared): its images.json, then its hosts.json (`xboot image|host import`).
+pub fn import(xboot: &Path, server: &Server) -> Result<(), String> {
+    let socket = server.files.socket.display().to_string();
+    for (what, file) in [
+        ("image", &server.files.images),
+        ("host", &server.files.hosts),
+    ] {
+        let out = testlab::peers::own(xboot)
+            .args(["--socket", &socket, what, "import"])
+            .arg(file)
+            .output()
+            .map_err(|e| format!("cannot run xboot {what} import: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "xboot {what} import {}: {}{}",
+                file.display(),
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn write(p: &Path, text: impl AsRef<[u8]>) -> Result<(), String> {

@@ -5,6 +5,8 @@
 //! node, one OpenIPMI ipmi_sim each for the BIOS storm (its power-on command tells the
 //! simulator), xboot's in-memory responder BMCs for the UEFI storm (what storms above
 //! 2,000 nodes use).
+//! A third storm splits 20 BIOS nodes over 2 segment servers (xboot in cluster mode on
+//! one etcd): every node completes, each server leased exactly its own segment's nodes.
 //! Needs root (namespaces); skipped otherwise. Timings are printed, never asserted.
 use std::time::Duration;
 
@@ -131,6 +133,67 @@ fn storm_20(profile: Profile, power: Power, tag: &str) {
         }
     }
     // Nothing of the lab is left behind.
+    let list = testlab::peers::command("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let prefix = format!("xbst-{}-{tag}-", std::process::id());
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&prefix));
+}
+
+/// 20 nodes split over 2 segment servers (xboot in cluster mode on one etcd, each its
+/// own L2 domain and subnet): the inventory imported once through the first, the power
+/// command through the first to every BMC, every node completes, and each server
+/// leased its own segment's nodes, all of them, and answered no other.
+#[test]
+fn storm_20_bios_nodes_over_2_segment_servers() {
+    let tag = "t20k";
+    let Some(spec) = spec(Kind::XbootUserspace, Profile::Bios, Power::Responder, tag) else {
+        return;
+    };
+    let opts = run::Options {
+        segments: Some(2),
+        ..run::Options::default()
+    };
+    let o = run::run_with(&spec, false, &opts).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}", storm::report::markdown(&o));
+    let p = o.power.as_ref().expect("powered through BMCs");
+    assert_eq!(p.command, "xboot bmc power cycle all --pxe --json");
+    assert_eq!((p.ok, p.total, p.powered), (N, N, N), "{:?}", p.failures);
+    let failed: Vec<_> = o.nodes.iter().filter(|r| r.failure.is_some()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} nodes failed: {:?}\nserver logs: {}",
+        failed.len(),
+        failed.iter().map(|r| &r.failure).collect::<Vec<_>>(),
+        o.logs
+    );
+    let sg = o.segments.as_ref().expect("a segment-server storm");
+    assert_eq!((sg.servers, sg.per_server.len()), (2, 2));
+    for (s, x) in sg.per_server.iter().enumerate() {
+        // Each holds the whole inventory, serves its half, leased all of it and
+        // answered nothing of the other half; and the nodes' addresses are its subnet's.
+        assert_eq!(
+            (x.nodes, x.hosts, x.served_hosts, x.completed),
+            (N / 2, N as u64, (N / 2) as u64, N / 2),
+            "{}",
+            x.id
+        );
+        assert_eq!(x.answered, N / 2, "{}", x.id);
+        assert_eq!(x.foreign, 0, "{}: {:?}", x.id, x.foreign_names);
+        assert_eq!(x.subnet, format!("10.{}.0.0/16", 77 + s));
+        assert!(x.cpu_s > 0.0, "{} used no CPU", x.id);
+    }
+    // The per-server checks are part of the storm's validity.
+    let checks = storm::report::validity(&o);
+    for name in [
+        "each segment server served its segment's hosts only",
+        "no server answered another segment's node",
+        "every node leased by its own segment's server",
+    ] {
+        let c = checks.iter().find(|c| c.name == name).expect(name);
+        assert!(c.ok, "{name}: {}", c.detail);
+    }
     let list = testlab::peers::command("ip")
         .args(["netns", "list"])
         .output()
