@@ -157,6 +157,17 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The conditions on the host hold (those on the request are checked apart).
+    fn holds_for_host(&self, host: &Host, addr: Ipv4Addr) -> bool {
+        self.provisioned.is_none_or(|p| p == host.provision)
+            && self.subnet.is_none_or(|n| n.contains(&addr))
+            && self.tag.as_ref().is_none_or(|t| host.tags.contains(t))
+            && self.hosts.as_ref().is_none_or(|h| {
+                crate::nodeset::select(h, std::slice::from_ref(&host.name))
+                    .is_ok_and(|sel| !sel.matched.is_empty())
+            })
+    }
+
     fn new(origin: &str, code: u8, value: Value) -> Rule {
         Rule {
             origin: origin.to_string(),
@@ -522,13 +533,7 @@ impl OptionTable {
     /// The rules that hold for `s`, in the order they apply.
     fn matching<'a>(&'a self, s: &'a Subject<'_>) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules.iter().filter(move |r| {
-            r.provisioned.is_none_or(|p| p == s.host.provision)
-                && r.subnet.is_none_or(|n| n.contains(&s.addr))
-                && r.tag.as_ref().is_none_or(|t| s.host.tags.contains(t))
-                && r.hosts.as_ref().is_none_or(|h| {
-                    crate::nodeset::select(h, std::slice::from_ref(&s.host.name))
-                        .is_ok_and(|sel| !sel.matched.is_empty())
-                })
+            r.holds_for_host(s.host, s.addr)
                 && r.arch.is_none_or(|a| s.arch == Some(a))
                 && r.vendor_class
                     .as_ref()
@@ -538,6 +543,17 @@ impl OptionTable {
                         .is_some_and(|v| user_class_entries(v).contains(&want.as_slice()))
                 })
         })
+    }
+
+    /// Per rule, in table order, whether its conditions on the host (`provisioned`,
+    /// `subnet`, `tag`, `hosts`) hold for `host` at `addr`: all the table reads of a
+    /// host (the XDP compiler groups hosts by it; the other conditions are the
+    /// request's).
+    pub fn host_rules(&self, host: &Host, addr: Ipv4Addr) -> Vec<bool> {
+        self.rules
+            .iter()
+            .map(|r| r.holds_for_host(host, addr))
+            .collect()
     }
 
     /// The options of the table for `s`: one per code, the last rule to give it winning;

@@ -80,7 +80,7 @@ impl Default for Settings {
 }
 
 /// The network parameters of one host interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HostNet {
     pub addr: Ipv4Addr,
     pub prefix: u8,

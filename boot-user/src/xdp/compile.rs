@@ -16,7 +16,9 @@
 //! self-check replays the masked template with the host's patch, so a cut in the wrong
 //! place fails it like any other mistake.
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 use boot_common::{
     field, insert, stamp, ClassKey, Hole, HEAD_CAP, HOLES, MAX_KINDS, MSGS, MSG_ACK, MSG_OFFER,
@@ -26,8 +28,9 @@ use dhcproto::v4::MessageType;
 
 use super::emulate::{emulate, Probe};
 use crate::dhcp::options::OptionTable;
+use crate::dhcp::settings::HostNet;
 use crate::dhcp::{decide, BootUrls, ClientKind, Context, Decision, Request, Settings};
-use crate::inventory::{Inventory, Mac};
+use crate::inventory::{Inventory, Lookup, Mac};
 
 /// The canonical NAK is built for this requested address, whose text is then cut out.
 const NAK_MARKER: Ipv4Addr = Ipv4Addr::new(0, 0, 0, 1);
@@ -220,13 +223,16 @@ impl BootUrls for Pinned<'_> {
     }
 }
 
+/// A boot interface's OFFER and ACK templates, `[kind][MSG_*]`; None: that request goes
+/// to the slow path. Behind `Arc`s: the hosts of a group ([`Groups`]) name the same ones.
+pub type Slots = [[Option<Arc<Compiled>>; MSGS]; MAX_KINDS];
+
 /// Every template of one boot interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostTemplates {
     pub ip: Ipv4Addr,
     pub server_ip: Ipv4Addr,
-    /// `[kind][MSG_*]`; None: that request goes to the slow path.
-    pub slots: [[Option<Compiled>; MSGS]; MAX_KINDS],
+    pub slots: Slots,
     pub nak: Option<Compiled>,
     /// What the templates' holes and stamps take from the host entry.
     pub patch: HostPatch,
@@ -322,6 +328,136 @@ impl Verified {
     }
 }
 
+/// What the reply builder reads of a boot interface besides the bytes that the
+/// templates' holes and stamps carry (name, MAC, address, boot URL): hosts with equal
+/// keys get equal masked templates, so a whole sync builds them once per key
+/// ([`Groups`]). The builder's reads (`dhcp::reply`, `dhcp::boot`,
+/// `dhcp::settings::host_net`, `dhcp::options`): the interface's network as `host_net`
+/// derives it (all of it but the address itself), whether the interface is a BMC's or
+/// a bond, the host's `provision` and `firmware`, which option-table rules hold for it
+/// (their host conditions: [`crate::dhcp::options::OptionTable::host_rules`]), the
+/// server address, and the lengths of the name and the boot URL (they place what
+/// follows, and decide which options fit). The name, MAC and address enter a reply
+/// nowhere else; the boot token can (an option-table `{token}`), and a template with it
+/// is never shared. Nothing else of a host is read: its ids, its tags but through the
+/// rules, its other interfaces, its image. Two checks hold the list to the builder: a
+/// group's templates are shared only once two of its hosts compiled on their own gave
+/// them equal ([`Groups`]), and the test `grouped_compile_equals_per_host` compiles
+/// randomized inventories both ways, template for template.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    server_ip: Ipv4Addr,
+    /// `host_net` with the address zeroed.
+    net: HostNet,
+    bmc: bool,
+    bond: bool,
+    provision: bool,
+    firmware: String,
+    rules: Vec<bool>,
+    name_len: usize,
+    url_len: usize,
+}
+
+impl GroupKey {
+    /// None for an interface the builder gives no network (it stays silent).
+    fn of(
+        settings: &Settings,
+        found: &Lookup<'_>,
+        server_ip: Ipv4Addr,
+        p: &HostPatch,
+    ) -> Option<Self> {
+        let net = settings.host_net(found.nic)?;
+        let rules = settings.options.host_rules(found.host, net.addr);
+        Some(GroupKey {
+            server_ip,
+            net: HostNet {
+                addr: Ipv4Addr::UNSPECIFIED,
+                ..net
+            },
+            bmc: found.nic.bmc,
+            bond: found.bond,
+            provision: found.host.provision,
+            firmware: found.host.firmware.clone(),
+            rules,
+            name_len: p.fields[field::NAME as usize].len(),
+            url_len: p.fields[field::URL as usize].len(),
+        })
+    }
+}
+
+/// The OFFER and ACK templates of each [`GroupKey`] met in one whole sync with one
+/// compiler: a host of a group whose templates are known takes them and builds only its
+/// NAK (which names it). What a group's first host compiled is shared only once a
+/// second host, of another name, MAC and address, compiled on its own gives the same
+/// templates; a group whose templates keep something of a host (a token, a name longer
+/// than its hole) or whose first two hosts disagree has every host compile its own.
+#[derive(Default)]
+pub struct Groups {
+    groups: Mutex<HashMap<GroupKey, Group>>,
+    /// Hosts that took their group's templates.
+    taken: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Clone)]
+enum Group {
+    /// One host compiled these; the next one compiles too, to compare.
+    First(Slots),
+    Shared(Slots),
+    /// Every host compiles its own.
+    Own,
+}
+
+impl Groups {
+    fn shared(&self, key: &GroupKey) -> Option<Slots> {
+        let s = match self.groups.lock().expect("not poisoned").get(key) {
+            Some(Group::Shared(s)) => s.clone(),
+            _ => return None,
+        };
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(s)
+    }
+
+    /// Records what a host of `key` compiled on its own.
+    fn record(&self, key: GroupKey, t: &HostTemplates) {
+        let mut groups = self.groups.lock().expect("not poisoned");
+        let next = match groups.get(&key) {
+            None if shareable(t) => Group::First(t.slots.clone()),
+            None => Group::Own,
+            Some(Group::First(s)) if *s == t.slots => Group::Shared(s.clone()),
+            Some(Group::First(_)) => Group::Own,
+            Some(_) => return,
+        };
+        groups.insert(key, next);
+    }
+
+    /// Groups whose templates are shared.
+    pub fn shared_count(&self) -> usize {
+        let groups = self.groups.lock().expect("not poisoned");
+        groups
+            .values()
+            .filter(|g| matches!(g, Group::Shared(_)))
+            .count()
+    }
+
+    /// Hosts that took their group's templates (built none but their NAK).
+    pub fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Whether a host's OFFER and ACK templates keep nothing of it: no token, and its name,
+/// where the reply has option 12, cut out.
+fn shareable(t: &HostTemplates) -> bool {
+    let name = &t.patch.fields[field::NAME as usize];
+    t.slots.iter().flatten().flatten().all(|c| {
+        !c.expires
+            && (name.is_empty()
+                || find_option(&c.bytes, 12).is_none()
+                || c.holes.iter().any(|h| h.field == field::NAME))
+    })
+}
+
 impl Compiler<'_> {
     /// All templates of the boot interface `mac`, answered from `server_ip`.
     pub fn compile_host(
@@ -341,6 +477,19 @@ impl Compiler<'_> {
         mac: Mac,
         server_ip: Ipv4Addr,
         verified: &Verified,
+    ) -> Result<HostTemplates, CompileError> {
+        self.compile_host_grouped(inv, mac, server_ip, verified, None)
+    }
+
+    /// [`Compiler::compile_host_with`], taking a group's templates from `groups` when
+    /// they are known ([`GroupKey`]) and recording them when not.
+    pub fn compile_host_grouped(
+        &self,
+        inv: &Inventory,
+        mac: Mac,
+        server_ip: Ipv4Addr,
+        verified: &Verified,
+        groups: Option<&Groups>,
     ) -> Result<HostTemplates, CompileError> {
         let found = inv.lookup_mac(mac).ok_or(CompileError::UnknownMac(mac))?;
         let ip = found.nic.addr().unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -370,7 +519,20 @@ impl Compiler<'_> {
         if ip.is_unspecified() {
             return Ok(out); // the slow path stays silent; the program passes up
         }
+        let key = groups.and_then(|_| GroupKey::of(self.settings, &found, server_ip, &out.patch));
+        if let (Some(g), Some(k)) = (groups, &key) {
+            if let Some(slots) = g.shared(k) {
+                out.slots = slots;
+                // The group's first two hosts' NAKs passed the self-check.
+                out.nak =
+                    this.compile_nak(inv, found.host, &pinned, &out.patch, server_ip, false)?;
+                return Ok(out);
+            }
+        }
         this.compile_templates(inv, found.host, &pinned, &mut out)?;
+        if let (Some(g), Some(k)) = (groups, key) {
+            g.record(k, &out);
+        }
         Ok(out)
     }
 }
@@ -409,19 +571,14 @@ impl HostCompiler<'_> {
         for (k, kind) in ClientKind::TEMPLATES.iter().enumerate() {
             for slot in [MSG_OFFER, MSG_ACK] {
                 let mut req = canonical(mac, *kind, slot, ip, server_ip);
-                out.slots[k][slot] = self.compile_one(
-                    inv, &mut req, server_ip, k as u8, found_name, pinned, &out.patch,
-                )?;
+                out.slots[k][slot] = self
+                    .compile_one(
+                        inv, &mut req, server_ip, k as u8, found_name, pinned, &out.patch,
+                    )?
+                    .map(Arc::new);
             }
         }
-        let mut req = Request::new(MessageType::Request, mac, ClientKind::Os);
-        req.requested_ip = Some(if ip == NAK_MARKER {
-            Ipv4Addr::new(0, 0, 0, 2)
-        } else {
-            NAK_MARKER
-        });
-        req.server_id = Some(server_ip);
-        out.nak = self.compile_nak(inv, &req, server_ip, found_name, pinned, &out.patch)?;
+        out.nak = self.compile_nak(inv, host, pinned, &out.patch, server_ip, true)?;
         Ok(())
     }
 
@@ -495,16 +652,25 @@ impl HostCompiler<'_> {
         Ok(fits(&c).then_some(c))
     }
 
-    /// The NAK, with the requested address's text cut out of option 56.
+    /// The NAK, with the requested address's text cut out of option 56; self-checked
+    /// when `check`.
     fn compile_nak(
         &self,
         inv: &Inventory,
-        req: &Request,
-        server_ip: Ipv4Addr,
-        host: &str,
+        host: &crate::inventory::Host,
         pinned: &Pinned<'_>,
         patch: &HostPatch,
+        server_ip: Ipv4Addr,
+        check: bool,
     ) -> Result<Option<Compiled>, CompileError> {
+        let mut req = Request::new(MessageType::Request, patch.mac, ClientKind::Os);
+        req.requested_ip = Some(if patch.ip == NAK_MARKER {
+            Ipv4Addr::new(0, 0, 0, 2)
+        } else {
+            NAK_MARKER
+        });
+        req.server_id = Some(server_ip);
+        let (req, host) = (&req, host.name.as_str());
         let Some(mut bytes) = self.decide(inv, req, server_ip) else {
             return Ok(None);
         };
@@ -537,7 +703,9 @@ impl HostCompiler<'_> {
             expires: script || token,
         };
         mask(&mut c, patch, script, token, off);
-        self.check(inv, req, server_ip, &c, host, patch)?;
+        if check {
+            self.check(inv, req, server_ip, &c, host, patch)?;
+        }
         pinned.take();
         Ok(fits(&c).then_some(c))
     }
@@ -793,7 +961,7 @@ mod tests {
             .slots
             .iter()
             .filter_map(|k| k[MSG_OFFER].clone())
-            .map(|c| c.bytes)
+            .map(|c| c.bytes.clone())
             .collect();
         assert_eq!(
             offers.len(),
@@ -859,6 +1027,182 @@ mod tests {
             }
         }
         assert_ne!(t[0].nak, t[1].nak, "a NAK names its host");
+    }
+
+    /// Boot URLs as the HTTP service makes them: a token of fixed length that depends on
+    /// the host and the MAC (here a hash, not a signature).
+    struct TokenUrls;
+
+    impl BootUrls for TokenUrls {
+        fn ipxe_script(&self, host: &Host, mac: Mac, server: Ipv4Addr) -> String {
+            format!("http://{server}:8080/boot/{}/ipxe", self.token(host, mac))
+        }
+        fn http_firmware(&self, file: &str, server: Ipv4Addr) -> String {
+            format!("http://{server}:8080/firmware/{file}")
+        }
+        fn base_url(&self, server: Ipv4Addr) -> String {
+            format!("http://{server}:8080")
+        }
+        fn token(&self, host: &Host, mac: Mac) -> String {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(format!("{}/{mac}", host.name));
+            d[..12].iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+
+    /// A randomized inventory: names of many lengths (past the 64-byte hole, and long
+    /// enough to move the URL into option 67), provisioned or not, firmware overrides,
+    /// tags the presets and the rules read, BMC interfaces, addresses in three subnets
+    /// (one /32 inside a configured subnet) or none, FQDNs, MTUs; half of the hosts
+    /// alike but for name, MAC and address.
+    fn random_inventory(seed: u64) -> Inventory {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut hosts = vec![];
+        for i in 0..160u32 {
+            let name = match rnd(6) {
+                0 | 1 => format!("cn{}", 10 + rnd(90)),
+                2 => format!("node-{:04}", i),
+                3 => format!("x{i}"),
+                4 => format!("{}-{i}", "long".repeat(1 + rnd(20) as usize)),
+                _ => format!("cn{i}"),
+            };
+            let name = format!("{name}-{i}"); // unique
+            let net = rnd(4);
+            let ip = match net {
+                0 => Some(format!("10.0.0.{}/24", 2 + i % 250)),
+                1 => Some(format!("10.0.1.{}/24", 2 + i % 250)),
+                2 => Some(format!("10.0.2.{}/32", 2 + i % 250)),
+                _ => (rnd(4) != 0).then(|| format!("10.0.3.{}/23", 2 + i % 250)),
+            };
+            let mac = Mac([2, 0x42, 0, (i >> 8) as u8, i as u8, 1]);
+            let mut h = Host::with_interface(&name, mac, ip.as_deref());
+            h.id = format!("{}", rnd(1_000_000));
+            h.provision = rnd(5) != 0;
+            h.firmware = [
+                "",
+                "",
+                "snponly-x86_64.efi",
+                "undionly.kpxe",
+                "ipxe-arm64.efi",
+            ][rnd(5) as usize]
+                .into();
+            for t in ["arista", "gpu", "rack1", "proxmox", "other"] {
+                if rnd(6) == 0 {
+                    h.tags.push(t.into());
+                }
+            }
+            let nic = &mut h.interfaces[0];
+            nic.fqdn = match rnd(4) {
+                0 => format!("{name}.other.example"),
+                1 => String::new(),
+                _ => format!("{name}.cluster.test"),
+            };
+            nic.mtu = [0, 0, 0, 0, 9000][rnd(5) as usize];
+            if rnd(5) == 0 {
+                let mut bmc = h.interfaces[0].clone();
+                bmc.mac = Some(Mac([2, 0x43, 0, (i >> 8) as u8, i as u8, 2]));
+                bmc.ip = Some(format!("10.0.1.{}/24", 2 + (i + 100) % 250));
+                bmc.bmc = true;
+                h.interfaces.push(bmc);
+            }
+            if rnd(2) == 0 {
+                // Half the hosts alike but for name, MAC and address, as racks are.
+                let mut plain = Host::with_interface(
+                    &format!("cn{i:03}"),
+                    mac,
+                    Some(&format!("10.0.0.{}/24", 2 + i % 250)),
+                );
+                plain.interfaces[0].fqdn = format!("cn{i:03}.cluster.test");
+                plain.id = h.id;
+                h = plain;
+            }
+            hosts.push(h);
+        }
+        Inventory::from_parts_unchecked(hosts, vec![])
+    }
+
+    fn random_settings() -> Settings {
+        let cfg = crate::config::Config::from_toml(
+            r#"[dhcp]
+dns_servers = ["10.0.0.53", "10.0.0.54"]
+domain_search = ["cluster.test"]
+router_octet4 = 254
+subnets = [
+    {gateway = "10.0.2.1/24", dns = "10.0.2.53", domainSearch = "two.test", mtu = "1400"},
+]
+[[dhcp.options]]
+code = 224
+text = "for some"
+hosts = "cn[10-40]-[0-159]"
+[[dhcp.options]]
+code = 225
+u16 = 513
+tag = "gpu"
+[[dhcp.options]]
+code = 7
+ip = ["10.0.9.9"]
+subnet = "10.0.1.0/24"
+[[dhcp.options]]
+code = 229
+url = "provision/ztp"
+tag = "rack1"
+[[dhcp.options]]
+code = 230
+text = "lease only"
+provisioned = false
+"#,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        Settings::from_config(&cfg).unwrap()
+    }
+
+    /// The grouped compile of a whole sync ([`Groups`]) gives every host exactly what
+    /// compiling it alone gives (every template byte, hole, stamp and flag, the NAK, the
+    /// patch), for randomized inventories, in order and in reverse (another host first
+    /// in its group), with plain URLs (name and MAC in the URL) and token URLs; and it
+    /// shares: most hosts take their group's templates.
+    #[test]
+    fn grouped_compile_equals_per_host() {
+        let s = random_settings();
+        let (mut shared, mut taken) = (0, 0);
+        for seed in 1..=6u64 {
+            let inv = random_inventory(seed);
+            let plain = PlainUrls { port: 8080 };
+            let urls: &(dyn BootUrls + Sync) = if seed % 2 == 0 { &plain } else { &TokenUrls };
+            let c = Compiler { settings: &s, urls };
+            let mut macs: Vec<Mac> = inv.lease_macs().map(|(_, m)| m).collect();
+            if seed % 3 == 0 {
+                macs.reverse();
+            }
+            let server = |m: Mac| {
+                let ip = inv.lookup_mac(m).and_then(|l| l.nic.addr());
+                match ip.map(|i| i.octets()[2]) {
+                    Some(1) => Ipv4Addr::new(10, 0, 1, 1),
+                    _ => SERVER,
+                }
+            };
+            let (verified, groups) = (Verified::default(), Groups::default());
+            for m in &macs {
+                let alone = c.compile_host(&inv, *m, server(*m));
+                let grouped =
+                    c.compile_host_grouped(&inv, *m, server(*m), &verified, Some(&groups));
+                assert_eq!(grouped, alone, "seed {seed}, {m}");
+            }
+            assert!(groups.shared_count() > 0, "seed {seed}: no group shared");
+            shared += groups.shared_count();
+            taken += groups.taken();
+        }
+        assert!(
+            shared >= 12 && taken >= 100,
+            "{shared} groups shared, {taken} hosts took theirs"
+        );
     }
 
     #[test]

@@ -20,13 +20,16 @@
 //!   ([`MapSync::sync`]) runs at start and after a whole replacement.
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boot_common::{field, HostEntry, MacKey, Template, MAX_KINDS, MSGS};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
-use super::compile::{class_table, CompileError, Compiled, Compiler, HostTemplates, Verified};
+use super::compile::{
+    class_table, CompileError, Compiled, Compiler, Groups, HostTemplates, Verified,
+};
 use super::loader::{FastPath, XdpError, SHARED_TEMPLATES};
 use crate::inventory::{Host, Inventory, Mac};
 
@@ -140,25 +143,19 @@ fn compile_all(
     inv: &Inventory,
     jobs: &[(Mac, Ipv4Addr)],
     verified: &Verified,
+    groups: &Groups,
 ) -> Vec<Result<HostTemplates, CompileError>> {
+    let one =
+        |(m, s): &(Mac, Ipv4Addr)| c.compile_host_grouped(inv, *m, *s, verified, Some(groups));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || jobs.len() < 64 {
-        return jobs
-            .iter()
-            .map(|(m, s)| c.compile_host_with(inv, *m, *s, verified))
-            .collect();
+        return jobs.iter().map(one).collect();
     }
     let per = jobs.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .chunks(per)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(m, s)| c.compile_host_with(inv, *m, *s, verified))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -265,7 +262,7 @@ impl MapSync {
         let mut seen = HashMap::new();
         self.pending.clear();
         let all: Vec<(&Host, Mac)> = inv.lease_macs().collect();
-        let verified = Verified::default();
+        let mut batch = Batch::default();
         // In chunks: the hosts to compile of a chunk are compiled on every CPU (the
         // builder and the self-check are most of a sync's time), then written in order.
         for chunk in all.chunks(COMPILE_CHUNK) {
@@ -281,14 +278,24 @@ impl MapSync {
                     _ => None,
                 })
                 .collect();
-            let mut compiled = compile_all(c, inv, &jobs, &verified).into_iter();
+            let mut compiled =
+                compile_all(c, inv, &jobs, &batch.verified, &batch.groups).into_iter();
             for ((host, mac), plan) in chunk.iter().zip(plans) {
                 seen.insert(*mac, ());
                 let t = match &plan {
                     Plan::Compile(_) => compiled.next().expect("one result per job"),
                     _ => Err(CompileError::UnknownMac(*mac)), // not used
                 };
-                self.apply(fp, host, *mac, plan, t, now, &mut report);
+                self.apply(
+                    fp,
+                    host,
+                    *mac,
+                    plan,
+                    t,
+                    now,
+                    &mut batch.digests,
+                    &mut report,
+                );
             }
         }
         let gone: Vec<Mac> = self
@@ -339,10 +346,11 @@ impl MapSync {
                 report.removed += 1;
             }
         }
+        let mut batch = Batch::default();
         for mac in new {
             if let Some(l) = inv.lookup_mac(mac) {
                 self.pending.remove(&mac);
-                self.sync_host(fp, inv, c, l.host, mac, now, &mut report);
+                self.sync_host(fp, inv, c, l.host, mac, now, &mut batch, &mut report);
             }
         }
         report.templates_deleted += self.collect(fp, now);
@@ -370,9 +378,12 @@ impl MapSync {
                     .map(|(m, _)| *m),
             );
         }
+        // A refresh of every host (their tokens due at once) builds each group's
+        // templates once, as a whole sync does.
+        let mut batch = Batch::default();
         for mac in todo {
             match inv.lookup_mac(mac) {
-                Some(l) => self.sync_host(fp, inv, c, l.host, mac, now, &mut report),
+                Some(l) => self.sync_host(fp, inv, c, l.host, mac, now, &mut batch, &mut report),
                 None => {
                     if self.installed.contains_key(&mac) {
                         self.remove_host(fp, mac, now);
@@ -456,14 +467,17 @@ impl MapSync {
         host: &Host,
         mac: Mac,
         now: Instant,
+        batch: &mut Batch,
         report: &mut SyncReport,
     ) {
         let plan = self.plan(inv, host, mac, now);
         let t = match &plan {
-            Plan::Compile(s) => c.compile_host(inv, mac, s.net.addr()),
+            Plan::Compile(s) => {
+                c.compile_host_grouped(inv, mac, s.net.addr(), &batch.verified, Some(&batch.groups))
+            }
             _ => Err(CompileError::UnknownMac(mac)), // not used
         };
-        self.apply(fp, host, mac, plan, t, now, report);
+        self.apply(fp, host, mac, plan, t, now, &mut batch.digests, report);
     }
 
     /// What a sync of `mac` has to do.
@@ -498,6 +512,7 @@ impl MapSync {
         plan: Plan,
         compiled: Result<HostTemplates, CompileError>,
         now: Instant,
+        digests: &mut Digests,
         report: &mut SyncReport,
     ) {
         let server = match plan {
@@ -528,9 +543,16 @@ impl MapSync {
             .opts
             .template_ttl
             .map(|ttl| monotonic_ns() + ttl.as_nanos() as u64);
-        let Some((entry, ids)) =
-            self.write_templates(fp, mac, &templates, &server, valid_until, now, report)
-        else {
+        let Some((entry, ids)) = self.write_templates(
+            fp,
+            mac,
+            &templates,
+            &server,
+            valid_until,
+            now,
+            digests,
+            report,
+        ) else {
             self.pending.insert(mac);
             report.failed += 1;
             return;
@@ -588,6 +610,7 @@ impl MapSync {
         server: &ServedAddr,
         valid_until: Option<u64>,
         now: Instant,
+        digests: &mut Digests,
         report: &mut SyncReport,
     ) -> Option<(HostEntry, Vec<u32>)> {
         let mut entry = HostEntry {
@@ -611,9 +634,9 @@ impl MapSync {
         }
         let mut ids = vec![];
         let mut failed = false;
-        let mut take = |this: &mut MapSync, c: &Option<Compiled>| -> u32 {
+        let mut take = |this: &mut MapSync, c: Option<&Compiled>, d: Option<Digest128>| -> u32 {
             let Some(c) = c else { return 0 };
-            match this.acquire(fp, c, valid_until, report) {
+            match this.acquire(fp, c, valid_until, d, report) {
                 Ok(id) => {
                     ids.push(id);
                     id
@@ -627,10 +650,12 @@ impl MapSync {
         };
         for k in 0..MAX_KINDS {
             for m in 0..MSGS {
-                entry.tmpl[k][m] = take(self, &t.slots[k][m]);
+                let c = t.slots[k][m].as_ref();
+                let d = c.and_then(|c| digests.of(c));
+                entry.tmpl[k][m] = take(self, c.map(|c| &**c), d);
             }
         }
-        entry.nak = take(self, &t.nak);
+        entry.nak = take(self, t.nak.as_ref(), None);
         if failed {
             self.release(&ids, now);
             return None;
@@ -638,17 +663,22 @@ impl MapSync {
         Some((entry, ids))
     }
 
-    /// The id of a template with this content, writing it if it is new.
+    /// The id of a template with this content, writing it if it is new. `known`: its
+    /// digest, when it neither expires nor was hashed before ([`Digests`]).
     fn acquire(
         &mut self,
         fp: &mut FastPath,
         c: &Compiled,
         valid_until: Option<u64>,
+        known: Option<Digest128>,
         report: &mut SyncReport,
     ) -> Result<u32, TemplateError> {
         // Only a template that embeds a token expires; the host entry does in any case.
         let valid_until = valid_until.filter(|_| c.expires);
-        let digest = digest(c, valid_until);
+        let digest = match known {
+            Some(d) if valid_until.is_none() => d,
+            _ => digest(c, valid_until),
+        };
         if let Some(s) = self.by_digest.get_mut(&digest) {
             s.refs += 1;
             return Ok(s.id);
@@ -723,6 +753,36 @@ impl MapSync {
             }
         }
         n
+    }
+}
+
+/// What the hosts compiled in one sync share: the templates the self-check passed
+/// ([`Verified`]), each group's templates ([`Groups`]) and their digests ([`Digests`]).
+#[derive(Default)]
+struct Batch {
+    verified: Verified,
+    groups: Groups,
+    digests: Digests,
+}
+
+/// The digests of the templates a group's hosts share in one whole sync, by the address
+/// of their one `Arc` ([`Groups`] hands every host of a group the same): each is hashed
+/// once, not once per host. Holds the `Arc`s, so no address is reused while it is a key.
+/// Only templates that do not expire (their digest does not depend on the sync's time)
+/// and that more than one host names.
+#[derive(Default)]
+struct Digests(HashMap<*const Compiled, (Arc<Compiled>, Digest128)>);
+
+impl Digests {
+    fn of(&mut self, c: &Arc<Compiled>) -> Option<Digest128> {
+        if c.expires || Arc::strong_count(c) < 2 {
+            return None;
+        }
+        let (_, d) = self
+            .0
+            .entry(Arc::as_ptr(c))
+            .or_insert_with(|| (c.clone(), digest(c, None)));
+        Some(*d)
     }
 }
 
