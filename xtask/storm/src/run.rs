@@ -61,6 +61,8 @@ pub struct Options {
     pub xdp_link: XdpLink,
     /// After the storm, the floor pass ([`crate::floor`]) on the same fabric.
     pub floor: bool,
+    /// Count the server's system calls and context switches ([`crate::counters`]).
+    pub count_syscalls: bool,
 }
 
 /// Where an xdp storm's XDP_TX replies go.
@@ -102,6 +104,7 @@ impl Default for Options {
             uplink: None,
             xdp_link: XdpLink::Generic,
             floor: true,
+            count_syscalls: false,
         }
     }
 }
@@ -200,6 +203,14 @@ fn port_counters(fabric: &Fabric) -> [u64; 2] {
     [xdp, tx]
 }
 
+/// srv0's transmit counters (zero if they cannot be read).
+fn server_tx(fabric: &Fabric) -> crate::counters::Tx {
+    fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::counters::server_tx)
+        .unwrap_or_default()
+}
+
 /// The sum of every `...xdp_tx_errors` line of `ethtool -S` (veth has one per queue).
 pub fn xdp_tx_errors(ethtool_s: &str) -> u64 {
     ethtool_s
@@ -258,6 +269,12 @@ pub struct Outcome {
     pub payload_bytes: u64,
     /// The server's port shaped to this rate (`10gbit`), if it was.
     pub uplink: Option<String>,
+    /// What srv0 sent during the storm (packets here are GSO packets: bytes per packet
+    /// is how large the server's sends let them grow).
+    pub server_tx: crate::counters::Tx,
+    /// The server's system calls and context switches during the storm
+    /// (`--count-syscalls`).
+    pub server_work: Option<crate::counters::Work>,
     /// xdp storms: how the XDP program ran on the veth.
     pub xdp_link: Option<XdpLink>,
     /// srv0 during the storm: frames its driver dropped (XDP_TX errors of veth's
@@ -537,6 +554,11 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     };
     let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
     let port0 = port_counters(&fabric);
+    let tx0 = server_tx(&fabric);
+    let counting = match opts.count_syscalls {
+        true => Some(crate::counters::Counting::start(&pids, &spec.dir)?),
+        false => None,
+    };
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let helper0 = fabric.ops.stats();
     let t0 = Instant::now();
@@ -576,6 +598,8 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     if testlab::interrupted() {
         return Err("interrupted".into());
     }
+    let server_work = counting.map(|c| c.finish()).transpose()?;
+    let server_tx = server_tx(&fabric).since(tx0);
     let pids = server.pids();
     let (cpu1, _) = server_cost(&pids);
     let (soft1, full1) = crate::nsops::global_counters();
@@ -677,6 +701,8 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         dhcp_redirected,
         payload_bytes,
         uplink: opts.uplink.map(|u| u.name()),
+        server_tx,
+        server_work,
         xdp_link: (spec.kind == Kind::XbootXdp).then_some(opts.xdp_link),
         server_port: PortDrops {
             xdp_tx_errors: port1[0].saturating_sub(port0[0]),
