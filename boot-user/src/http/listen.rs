@@ -524,19 +524,19 @@ impl<I: AsyncWrite + SendFile + Unpin> AsyncWrite for Tracked<I> {
         self.moved(r, |n| *n)
     }
 
-    /// The slices before the first placeholder in one write, or that placeholder's file
-    /// span when it comes first.
+    /// The slices before the first placeholder in one write, held by the kernel for the
+    /// file's first bytes ([`SendFile::poll_write_before_file`]), or that placeholder's
+    /// file span when it comes first.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let bufs = match bufs.iter().position(|b| is_placeholder(b)) {
-            Some(0) => return self.poll_placeholder(cx, bufs[0].len()),
-            Some(k) => &bufs[..k],
-            None => bufs,
+        let r = match next_write(bufs) {
+            Next::File(len) => return self.poll_placeholder(cx, len),
+            Next::BeforeFile(k) => self.io.poll_write_before_file(cx, &bufs[..k]),
+            Next::Bytes => Pin::new(&mut self.io).poll_write_vectored(cx, bufs),
         };
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.moved(r, |n| *n)
     }
 
@@ -550,6 +550,26 @@ impl<I: AsyncWrite + SendFile + Unpin> AsyncWrite for Tracked<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What one vectored write of hyper's sends first.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The file span of a placeholder slice of this many bytes.
+    File(usize),
+    /// The first k slices (a response head, or the end of the previous body), with the
+    /// file span of a placeholder right after them.
+    BeforeFile(usize),
+    /// All the slices: no placeholder among them.
+    Bytes,
+}
+
+fn next_write(bufs: &[io::IoSlice<'_>]) -> Next {
+    match bufs.iter().position(|b| is_placeholder(b)) {
+        Some(0) => Next::File(bufs[0].len()),
+        Some(k) => Next::BeforeFile(k),
+        None => Next::Bytes,
     }
 }
 

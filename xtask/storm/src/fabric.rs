@@ -261,10 +261,7 @@ pub fn tx_bytes(dev: &str) -> std::io::Result<u64> {
 }
 
 pub fn parse_tx_bytes(text: &str, dev: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (name, rest) = l.split_once(':')?;
-        (name.trim() == dev).then(|| rest.split_whitespace().nth(8)?.parse().ok())?
-    })
+    crate::counters::parse_dev_tx(text, dev).map(|t| t.bytes)
 }
 
 /// The built network; dropping it removes every namespace (and kills what runs inside).

@@ -38,6 +38,8 @@
 //! - [`neigh`]: the kernel's neighbour-table limits as a variable of the storm (raised
 //!   for a run and restored by an RAII guard) and its overflow counter.
 //! - [`hostsysctl`]: other host-wide limits a run raises and restores (the backlog).
+//! - [`counters`]: the server's work in counts (srv0's packets and bytes sent, and with
+//!   `--count-syscalls` its system calls and context switches by `perf stat`).
 //! - [`run`]: one storm end to end; [`report`]: tables, JSON summary and SVG plots.
 //! - `main.rs` (`stormsim`): `run` one storm, or `bench` a sweep of alternating runs.
 //!
@@ -46,6 +48,7 @@
 //! their own ipmi_sim just before it); CPU caps for the truth VMs; the UEFI truth VM to `complete` (the payload has no virtio-net
 //! driver, so it stops at the kernel); truth VMs in dnsmasq storms; a 5,000-node run (the
 //! simulator's descriptors need a hard limit over this machine's 20,000); per-node TCP_INFO; ISC dhcpd + tftpd-hpa + Apache.
+pub mod counters;
 pub mod fabric;
 pub mod faults;
 pub mod fingerprint;

@@ -82,6 +82,10 @@ struct Common {
     /// server turnarounds are checked against the simulated nodes' p1-p99.
     #[arg(long, env = "XBOOT_STORM_TRUTH")]
     truth: bool,
+    /// Count the server's system calls and context switches (`perf stat` on its
+    /// processes) for the "server work per node" table.
+    #[arg(long, env = "XBOOT_STORM_COUNT_SYSCALLS")]
+    count_syscalls: bool,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +252,7 @@ fn options(
             .with_context(|| format!("bad --xdp-link {:?}: generic or native", c.xdp_link))?,
         floor: !c.no_floor,
         segments: None,
+        count_syscalls: c.count_syscalls,
     })
 }
 
@@ -562,6 +567,7 @@ fn bench(
     }
     md += &comparison(&outcomes);
     md += &report::segment_tables(&outcomes);
+    md += &report::work_table(&outcomes);
     let summaries: Vec<report::Summary> = outcomes.iter().map(report::summarize).collect();
     std::fs::write(
         c.out.join("storm.json"),

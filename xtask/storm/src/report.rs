@@ -375,6 +375,7 @@ pub fn markdown(o: &Outcome) -> String {
         },
         o.loadavg_1m,
     );
+    let _ = writeln!(m, "- server work: {}", work_line(o));
     let _ = writeln!(
         m,
         "- server's broadcast DHCP replies {}; payload {:.1} MB per node; uplink {}{}",
@@ -568,6 +569,75 @@ pub fn markdown(o: &Outcome) -> String {
 }
 
 /// The floor's line of the markdown: data phase, floor, ratio, egress.
+/// The server's work per node in counts: srv0's packets and bytes per packet, TCP
+/// segments out, and (when counted) system calls and context switches.
+pub fn work_line(o: &Outcome) -> String {
+    let w = work(o);
+    let mut line = format!(
+        "srv0 sent {:.1} packets/node ({:.0} B/packet), TCP segments out {:.1}/node",
+        w.packets, w.bytes_per_packet, w.segments
+    );
+    if let (Some(sys), Some(cs)) = (w.syscalls, w.context_switches) {
+        line += &format!(", system calls {sys:.1}/node, context switches {cs:.1}/node");
+    }
+    line
+}
+
+/// [`work_line`]'s figures, per node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Work {
+    pub packets: f64,
+    pub bytes_per_packet: f64,
+    pub segments: f64,
+    pub syscalls: Option<f64>,
+    pub context_switches: Option<f64>,
+}
+
+pub fn work(o: &Outcome) -> Work {
+    let n = o.n.max(1) as f64;
+    let tx = o.server_tx;
+    Work {
+        packets: tx.packets as f64 / n,
+        bytes_per_packet: tx.bytes as f64 / tx.packets.max(1) as f64,
+        segments: o.server_net.get("Tcp.OutSegs").copied().unwrap_or(0) as f64 / n,
+        syscalls: o.server_work.map(|w| w.syscalls as f64 / n),
+        context_switches: o.server_work.map(|w| w.context_switches as f64 / n),
+    }
+}
+
+/// One row per run, in the order they ran: the server's CPU and work per node, for
+/// comparing servers (and binaries) by counts where seconds are noisy.
+pub fn work_table(outcomes: &[Outcome]) -> String {
+    let mut m = String::from(
+        "## Server work per node\n\nOne row per run, in run order. Packets: srv0's transmit \
+         count (GSO packets: bytes per packet shows how large the server's sends let them grow).\n\n\
+         | N | server | completed | makespan s | server CPU ms/node | srv0 packets/node | B/packet | TCP segments out/node | system calls/node | context switches/node | load at start |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    for o in outcomes {
+        let s = summarize(o);
+        let w = work(o);
+        let _ = writeln!(
+            m,
+            "| {} | {} | {}/{} | {} | {:.2} | {:.1} | {:.0} | {:.1} | {} | {} | {:.1} |",
+            o.n,
+            o.server,
+            s.completed,
+            o.n,
+            o.makespan_s.map_or("-".to_string(), |v| format!("{v:.1}")),
+            s.server_cpu_ms_per_node,
+            w.packets,
+            w.bytes_per_packet,
+            w.segments,
+            opt(w.syscalls),
+            opt(w.context_switches),
+            o.loadavg_1m,
+        );
+    }
+    m + "\n"
+}
+
 pub fn floor_line(o: &Outcome) -> Option<String> {
     let f = o.floor.as_ref()?;
     let gb = |s: Option<f64>| match s {
@@ -954,6 +1024,8 @@ mod tests {
             dhcp_redirected: Some(0),
             payload_bytes: 0,
             uplink: None,
+            server_tx: Default::default(),
+            server_work: None,
             xdp_link: None,
             server_port: Default::default(),
             floor: None,
@@ -968,6 +1040,39 @@ mod tests {
             segments: None,
             power: None,
         }
+    }
+
+    /// Work per node is counts over N (bytes per packet over packets), and the table
+    /// and the run's line show system calls only when they were counted.
+    #[test]
+    fn server_work_per_node() {
+        let mut o = outcome(crate::neigh::Record {
+            limits: crate::neigh::Limits::Raised,
+            variable: false,
+            gc_thresh: [128, 512, 1024],
+            table_fulls_before: 0,
+            table_fulls_after: 0,
+        });
+        o.server_tx = crate::counters::Tx {
+            packets: 3 * o.n as u64,
+            bytes: 3 * o.n as u64 * 30_000,
+        };
+        o.server_net.insert("Tcp.OutSegs".into(), 60 * o.n as u64);
+        let line = work_line(&o);
+        assert!(
+            line.contains("3.0 packets/node (30000 B/packet), TCP segments out 60.0/node"),
+            "{line}"
+        );
+        assert!(!line.contains("system calls"), "{line}");
+        assert!(work_table(std::slice::from_ref(&o)).contains("| 3.0 | 30000 | 60.0 | - | - |"));
+        o.server_work = Some(crate::counters::Work {
+            syscalls: 25 * o.n as u64,
+            context_switches: 2 * o.n as u64,
+        });
+        let w = work(&o);
+        assert_eq!((w.syscalls, w.context_switches), (Some(25.0), Some(2.0)));
+        assert!(work_line(&o).contains("system calls 25.0/node, context switches 2.0/node"));
+        assert!(markdown(&o).contains("- server work: srv0 sent 3.0 packets/node"));
     }
 
     #[test]

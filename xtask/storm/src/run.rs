@@ -64,6 +64,8 @@ pub struct Options {
     /// The nodes split over this many segment servers, xboot in cluster mode on one
     /// etcd ([`crate::segments`]); None: one standalone server.
     pub segments: Option<usize>,
+    /// Count the server's system calls and context switches ([`crate::counters`]).
+    pub count_syscalls: bool,
 }
 
 /// Where an xdp storm's XDP_TX replies go.
@@ -106,6 +108,7 @@ impl Default for Options {
             xdp_link: XdpLink::Generic,
             floor: true,
             segments: None,
+            count_syscalls: false,
         }
     }
 }
@@ -204,6 +207,14 @@ fn port_counters(fabric: &Fabric) -> [u64; 2] {
     [xdp, tx]
 }
 
+/// srv0's transmit counters (zero if they cannot be read).
+fn server_tx(fabric: &Fabric) -> crate::counters::Tx {
+    fabric
+        .ops
+        .run_blocking(fabric.server_idx(), crate::counters::server_tx)
+        .unwrap_or_default()
+}
+
 /// The sum of every `...xdp_tx_errors` line of `ethtool -S` (veth has one per queue).
 pub fn xdp_tx_errors(ethtool_s: &str) -> u64 {
     ethtool_s
@@ -262,6 +273,12 @@ pub struct Outcome {
     pub payload_bytes: u64,
     /// The server's port shaped to this rate (`10gbit`), if it was.
     pub uplink: Option<String>,
+    /// What srv0 sent during the storm (packets here are GSO packets: bytes per packet
+    /// is how large the server's sends let them grow).
+    pub server_tx: crate::counters::Tx,
+    /// The server's system calls and context switches during the storm
+    /// (`--count-syscalls`).
+    pub server_work: Option<crate::counters::Work>,
     /// xdp storms: how the XDP program ran on the veth.
     pub xdp_link: Option<XdpLink>,
     /// srv0 during the storm: frames its driver dropped (XDP_TX errors of veth's
@@ -626,6 +643,11 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     };
     let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
     let port0 = port_counters(&fabric);
+    let tx0 = server_tx(&fabric);
+    let counting = match opts.count_syscalls {
+        true => Some(crate::counters::Counting::start(&pids, &spec.dir)?),
+        false => None,
+    };
     let sim0 = servers::cpu_and_rss(std::process::id()).0;
     let helper0 = fabric.ops.stats();
     let t0 = Instant::now();
@@ -666,6 +688,8 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     if testlab::interrupted() {
         return Err("interrupted".into());
     }
+    let server_work = counting.map(|c| c.finish()).transpose()?;
+    let server_tx = server_tx(&fabric).since(tx0);
     let pids = server.pids();
     let (cpu1, rss1) = server_cost(&pids);
     let others_cost1: Vec<(f64, u64)> = others.iter().map(|r| server_cost(&r.pids())).collect();
@@ -829,6 +853,8 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         dhcp_redirected,
         payload_bytes,
         uplink: opts.uplink.map(|u| u.name()),
+        server_tx,
+        server_work,
         xdp_link: (spec.kind == Kind::XbootXdp).then_some(opts.xdp_link),
         server_port: PortDrops {
             xdp_tx_errors: port1[0].saturating_sub(port0[0]),

@@ -322,3 +322,31 @@ fn accept_queue_holds_more_than_tokio_default() {
             .unwrap();
     }
 }
+
+/// A write of hyper's: the file span when a placeholder comes first, the bytes before
+/// a placeholder held for it, else every slice.
+#[test]
+fn what_a_vectored_write_sends_first() {
+    use std::io::IoSlice;
+    let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+    let p = crate::http::sendfile::placeholder(4096);
+    let rows: [(&[IoSlice<'_>], Next); 5] = [
+        (&[IoSlice::new(&p)], Next::File(4096)),
+        (
+            &[IoSlice::new(&p[96..]), IoSlice::new(&head)],
+            Next::File(4000),
+        ),
+        (
+            &[IoSlice::new(&head), IoSlice::new(&p)],
+            Next::BeforeFile(1),
+        ),
+        (
+            &[IoSlice::new(&head), IoSlice::new(&head), IoSlice::new(&p)],
+            Next::BeforeFile(2),
+        ),
+        (&[IoSlice::new(&head), IoSlice::new(&head)], Next::Bytes),
+    ];
+    for (bufs, want) in rows {
+        assert_eq!(next_write(bufs), want, "{} slices", bufs.len());
+    }
+}
