@@ -5,7 +5,7 @@
 //! when asked (`--count-syscalls`), the server processes' system calls and context
 //! switches (`perf stat` with counting events, no sampling and no per-event record).
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -95,7 +95,7 @@ impl Counting {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let child = Command::new("perf")
+        let child = testlab::peers::command("perf")
             .args(["stat", "-x,", "-e", EVENTS, "-p", &list, "-o"])
             .arg(&out)
             .stdin(Stdio::null())

@@ -1042,17 +1042,22 @@ mod tests {
         }
     }
 
-    /// Work per node is counts over N (bytes per packet over packets), and the table
-    /// and the run's line show system calls only when they were counted.
-    #[test]
-    fn server_work_per_node() {
-        let mut o = outcome(crate::neigh::Record {
+    /// The neighbour record of a storm with raised limits and no overflow.
+    fn raised() -> crate::neigh::Record {
+        crate::neigh::Record {
             limits: crate::neigh::Limits::Raised,
             variable: false,
             gc_thresh: [128, 512, 1024],
             table_fulls_before: 0,
             table_fulls_after: 0,
-        });
+        }
+    }
+
+    /// Work per node is counts over N (bytes per packet over packets), and the table
+    /// and the run's line show system calls only when they were counted.
+    #[test]
+    fn server_work_per_node() {
+        let mut o = outcome(raised());
         o.server_tx = crate::counters::Tx {
             packets: 3 * o.n as u64,
             bytes: 3 * o.n as u64 * 30_000,
@@ -1077,13 +1082,7 @@ mod tests {
 
     #[test]
     fn power_stage_and_command_in_the_report() {
-        let mut o = outcome(crate::neigh::Record {
-            limits: crate::neigh::Limits::Raised,
-            variable: false,
-            gc_thresh: [128, 512, 1024],
-            table_fulls_before: 0,
-            table_fulls_after: 0,
-        });
+        let mut o = outcome(raised());
         assert!(markdown(&o).contains("- power: the simulator's clock (`--power sim`, jitter 1 s)"));
         o.power_mode = "ipmi_sim";
         o.power = Some(crate::power::Record {
