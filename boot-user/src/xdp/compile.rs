@@ -466,22 +466,11 @@ impl Compiler<'_> {
         mac: Mac,
         server_ip: Ipv4Addr,
     ) -> Result<HostTemplates, CompileError> {
-        self.compile_host_with(inv, mac, server_ip, &Verified::default())
+        self.compile_host_grouped(inv, mac, server_ip, &Verified::default(), None)
     }
 
     /// [`Compiler::compile_host`], skipping the self-check of templates in `verified`
-    /// (and adding those it checks).
-    pub fn compile_host_with(
-        &self,
-        inv: &Inventory,
-        mac: Mac,
-        server_ip: Ipv4Addr,
-        verified: &Verified,
-    ) -> Result<HostTemplates, CompileError> {
-        self.compile_host_grouped(inv, mac, server_ip, verified, None)
-    }
-
-    /// [`Compiler::compile_host_with`], taking a group's templates from `groups` when
+    /// (and adding those it checks), and taking a group's templates from `groups` when
     /// they are known ([`GroupKey`]) and recording them when not.
     pub fn compile_host_grouped(
         &self,
