@@ -29,20 +29,11 @@ impl Tx {
 
 /// `dev`'s transmit counters in `/proc/net/dev` text.
 pub fn parse_dev_tx(text: &str, dev: &str) -> Option<Tx> {
-    text.lines().find_map(|l| {
-        let (name, rest) = l.split_once(':')?;
-        if name.trim() != dev {
-            return None;
-        }
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|v| v.parse().ok())
-            .collect::<Option<_>>()?;
-        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets ...
-        Some(Tx {
-            bytes: *f.get(8)?,
-            packets: *f.get(9)?,
-        })
+    use crate::nsops::{DEV_BYTES, DEV_PACKETS, DEV_TX};
+    let (_, f) = crate::nsops::dev_rows(text).find(|(name, _)| *name == dev)?;
+    Some(Tx {
+        bytes: *f.get(DEV_TX + DEV_BYTES)?,
+        packets: *f.get(DEV_TX + DEV_PACKETS)?,
     })
 }
 
@@ -139,6 +130,14 @@ mod tests {
             })
         );
         assert_eq!(parse_dev_tx(text, "srv"), None);
+        // The same with fields one space apart.
+        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets ...\n\
+                      lo:  10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n\
+                    srv0: 9000 7 0 3 0 0 0 0 123456789 1500 0 17 0 0 0 0\n";
+        let bytes = |dev: &str| parse_dev_tx(text, dev).map(|t| t.bytes);
+        assert_eq!(bytes("srv0"), Some(123_456_789));
+        assert_eq!(bytes("lo"), Some(20));
+        assert_eq!(bytes("up0"), None);
         let a = Tx {
             packets: 10,
             bytes: 1000,

@@ -253,17 +253,6 @@ impl Uplink {
 /// ([`Fabric::xdp_generic_link`]).
 pub const UP0_JUMBO_MTU: u32 = 9000;
 
-/// Transmitted bytes of `dev` in the current thread's namespace (`/proc/thread-self/net/dev`).
-pub fn tx_bytes(dev: &str) -> std::io::Result<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
-    parse_tx_bytes(&text, dev)
-        .ok_or_else(|| std::io::Error::other(format!("no {dev} in /proc/net/dev")))
-}
-
-pub fn parse_tx_bytes(text: &str, dev: &str) -> Option<u64> {
-    crate::counters::parse_dev_tx(text, dev).map(|t| t.bytes)
-}
-
 /// The built network; dropping it removes every namespace (and kills what runs inside).
 pub struct Fabric {
     pub prefix: String,
@@ -518,11 +507,11 @@ impl Fabric {
         )
     }
 
-    /// Bytes srv0 has sent.
-    pub fn server_tx_bytes(&self) -> u64 {
+    /// What srv0 has sent (zero if its counters cannot be read).
+    pub fn server_tx(&self) -> crate::counters::Tx {
         self.ops
-            .run_blocking(self.server_idx(), || tx_bytes("srv0"))
-            .unwrap_or(0)
+            .run_blocking(self.server_idx(), crate::counters::server_tx)
+            .unwrap_or_default()
     }
 
     fn redirected(&self, chain: &str) -> u64 {
@@ -700,15 +689,5 @@ mod tests {
             .tbf_args()
             .join(" ")
             .contains("burst 65536 "));
-    }
-
-    #[test]
-    fn transmitted_bytes_of_one_device() {
-        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets ...\n\
-                      lo:  10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n\
-                    srv0: 9000 7 0 3 0 0 0 0 123456789 1500 0 17 0 0 0 0\n";
-        assert_eq!(parse_tx_bytes(text, "srv0"), Some(123_456_789));
-        assert_eq!(parse_tx_bytes(text, "lo"), Some(20));
-        assert_eq!(parse_tx_bytes(text, "up0"), None);
     }
 }

@@ -217,7 +217,7 @@ pub fn run(
             });
         }
     });
-    let tx0 = fabric.server_tx_bytes();
+    let tx0 = fabric.server_tx().bytes;
     let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
     let t0 = Instant::now();
     let results = rt.block_on(async {
@@ -269,7 +269,7 @@ pub fn run(
         out
     });
     let mut f = Floor {
-        tx_bytes: fabric.server_tx_bytes().saturating_sub(tx0),
+        tx_bytes: fabric.server_tx().bytes.saturating_sub(tx0),
         ..Floor::default()
     };
     for r in results {

@@ -448,17 +448,34 @@ pub fn dev_drops() -> io::Result<std::collections::BTreeMap<String, (u64, u64)>>
 }
 
 pub fn parse_dev_drops(text: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .map(|v| v.parse().ok())
-                .collect::<Option<_>>()?;
-            // rx: bytes packets errs drop ...(8); tx: bytes packets errs drop ...
-            Some((name.trim().to_string(), (*f.get(3)?, *f.get(11)?)))
+    dev_rows(text)
+        .filter_map(|(name, f)| {
+            Some((
+                name.to_string(),
+                (*f.get(DEV_DROP)?, *f.get(DEV_TX + DEV_DROP)?),
+            ))
         })
         .collect()
+}
+
+/// Where a field of `/proc/net/dev` is in a row of [`dev_rows`]: the receive fields
+/// (bytes packets errs drop fifo frame compressed multicast), then the transmit ones from
+/// [`DEV_TX`] (bytes packets errs drop ...).
+pub const DEV_BYTES: usize = 0;
+pub const DEV_PACKETS: usize = 1;
+pub const DEV_DROP: usize = 3;
+pub const DEV_TX: usize = 8;
+
+/// The interface rows of `/proc/net/dev` text: (name, its counters in order).
+pub fn dev_rows(text: &str) -> impl Iterator<Item = (&str, Vec<u64>)> + '_ {
+    text.lines().filter_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        let f = rest
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        Some((name.trim(), f))
+    })
 }
 
 /// What a node's kernel dropped of what the simulator sent through it: eth0's transmit

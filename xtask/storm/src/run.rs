@@ -207,14 +207,6 @@ fn port_counters(fabric: &Fabric) -> [u64; 2] {
     [xdp, tx]
 }
 
-/// srv0's transmit counters (zero if they cannot be read).
-fn server_tx(fabric: &Fabric) -> crate::counters::Tx {
-    fabric
-        .ops
-        .run_blocking(fabric.server_idx(), crate::counters::server_tx)
-        .unwrap_or_default()
-}
-
 /// The sum of every `...xdp_tx_errors` line of `ethtool -S` (veth has one per queue).
 pub fn xdp_tx_errors(ethtool_s: &str) -> u64 {
     ethtool_s
@@ -643,7 +635,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     };
     let (node_drops0, fabric_drops0) = lab_drops(&fabric, spec.n);
     let port0 = port_counters(&fabric);
-    let tx0 = server_tx(&fabric);
+    let tx0 = fabric.server_tx();
     let counting = match opts.count_syscalls {
         true => Some(crate::counters::Counting::start(&pids, &spec.dir)?),
         false => None,
@@ -689,7 +681,7 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
         return Err("interrupted".into());
     }
     let server_work = counting.map(|c| c.finish()).transpose()?;
-    let server_tx = server_tx(&fabric).since(tx0);
+    let server_tx = fabric.server_tx().since(tx0);
     let pids = server.pids();
     let (cpu1, rss1) = server_cost(&pids);
     let others_cost1: Vec<(f64, u64)> = others.iter().map(|r| server_cost(&r.pids())).collect();
@@ -960,7 +952,7 @@ async fn storm(
     // Segment servers but segment 0's (`others`) count with it.
     let all_pids = |server: &Running| [server.pids(), others.to_vec()].concat();
     let mut cpu_base = server_cost(&all_pids(&*server)).0;
-    let tx_base = fabric.server_tx_bytes();
+    let tx_base = fabric.server_tx().bytes;
     let deadline = tokio::time::Instant::now() + spec.deadline;
     let mut fds_peak = open_fds("self");
     let mut server_fds_peak = 0;
@@ -976,9 +968,9 @@ async fn storm(
                 let t = t0.elapsed().as_secs_f64();
                 let tx = fabric
                     .ops
-                    .run(fabric.server_idx(), || crate::fabric::tx_bytes("srv0"))
+                    .run(fabric.server_idx(), crate::counters::server_tx)
                     .await
-                    .unwrap_or(0);
+                    .map_or(0, |t| t.bytes);
                 samples.push(Sample { t, cpu_s: cpu - cpu_base, rss_kib: rss, tx_bytes: tx.saturating_sub(tx_base) });
                 fds_peak = fds_peak.max(open_fds("self"));
                 server_fds_peak = server_fds_peak

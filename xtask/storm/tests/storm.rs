@@ -78,14 +78,7 @@ fn storm_20(profile: Profile, power: Power, tag: &str) {
         "{:?}",
         p.failures
     );
-    let failed: Vec<_> = o.nodes.iter().filter(|r| r.failure.is_some()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} nodes failed: {:?}\nserver logs: {}",
-        failed.len(),
-        failed.iter().map(|r| &r.failure).collect::<Vec<_>>(),
-        o.logs
-    );
+    assert_every_node_completed(&o);
     for r in &o.nodes {
         for stage in profile.stages() {
             assert!(r.at(stage).is_some(), "{} never reached {stage}", r.name);
@@ -132,13 +125,7 @@ fn storm_20(profile: Profile, power: Power, tag: &str) {
             }
         }
     }
-    // Nothing of the lab is left behind.
-    let list = testlab::peers::command("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let prefix = format!("xbst-{}-{tag}-", std::process::id());
-    assert!(!String::from_utf8_lossy(&list.stdout).contains(&prefix));
+    assert_lab_removed(tag);
 }
 
 /// 20 nodes split over 2 segment servers (xboot in cluster mode on one etcd, each its
@@ -160,14 +147,7 @@ fn storm_20_bios_nodes_over_2_segment_servers() {
     let p = o.power.as_ref().expect("powered through BMCs");
     assert_eq!(p.command, "xboot bmc power cycle all --pxe --json");
     assert_eq!((p.ok, p.total, p.powered), (N, N, N), "{:?}", p.failures);
-    let failed: Vec<_> = o.nodes.iter().filter(|r| r.failure.is_some()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} nodes failed: {:?}\nserver logs: {}",
-        failed.len(),
-        failed.iter().map(|r| &r.failure).collect::<Vec<_>>(),
-        o.logs
-    );
+    assert_every_node_completed(&o);
     let sg = o.segments.as_ref().expect("a segment-server storm");
     assert_eq!((sg.servers, sg.per_server.len()), (2, 2));
     for (s, x) in sg.per_server.iter().enumerate() {
@@ -194,6 +174,23 @@ fn storm_20_bios_nodes_over_2_segment_servers() {
         let c = checks.iter().find(|c| c.name == name).expect(name);
         assert!(c.ok, "{name}: {}", c.detail);
     }
+    assert_lab_removed(tag);
+}
+
+/// No simulated node of `o` failed (else their failures and the server's logs).
+fn assert_every_node_completed(o: &run::Outcome) {
+    let failed: Vec<_> = o.nodes.iter().filter(|r| r.failure.is_some()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} nodes failed: {:?}\nserver logs: {}",
+        failed.len(),
+        failed.iter().map(|r| &r.failure).collect::<Vec<_>>(),
+        o.logs
+    );
+}
+
+/// Nothing of the storm `tag`'s lab is left behind: none of its namespaces.
+fn assert_lab_removed(tag: &str) {
     let list = testlab::peers::command("ip")
         .args(["netns", "list"])
         .output()
