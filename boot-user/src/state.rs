@@ -34,14 +34,22 @@ pub enum Delta {
 impl Delta {
     /// The delta of `change`.
     pub fn of(change: &Change) -> Delta {
-        if !change.put_images.is_empty() || !change.delete_images.is_empty() {
+        Delta::of_all(std::slice::from_ref(change))
+    }
+
+    /// The delta of `changes` made one after the other.
+    pub fn of_all<C: std::borrow::Borrow<Change>>(changes: &[C]) -> Delta {
+        let changes = || changes.iter().map(|c| c.borrow());
+        if changes().any(|c| !c.put_images.is_empty() || !c.delete_images.is_empty()) {
             return Delta::All;
         }
-        let mut names: Vec<String> = change
-            .put_hosts
-            .iter()
-            .map(|h| h.name.clone())
-            .chain(change.delete_hosts.iter().cloned())
+        let mut names: Vec<String> = changes()
+            .flat_map(|c| {
+                c.put_hosts
+                    .iter()
+                    .map(|h| h.name.clone())
+                    .chain(c.delete_hosts.iter().cloned())
+            })
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -92,6 +100,11 @@ impl Shared {
     /// [`Inventory::apply`]), and records what changed for [`Shared::changed_since`].
     pub fn apply_inventory(&self, inv: Inventory, change: &Change) {
         self.swap(inv, Delta::of(change));
+    }
+
+    /// [`Shared::apply_inventory`] of `changes` made in order: one swap.
+    pub fn apply_changes(&self, inv: Inventory, changes: &[Arc<Change>]) {
+        self.swap(inv, Delta::of_all(changes));
     }
 
     fn swap(&self, inv: Inventory, delta: Delta) {

@@ -647,6 +647,8 @@ pub async fn status(State(st): State<ApiState>) -> Json<Value> {
         "images": inv.images().len(),
         "inventory_generation": *st.shared.subscribe().borrow(),
         "store": st.store.as_ref().map(|s| s.path().display().to_string()),
+        // Standalone changes and the store transactions they were committed in.
+        "inventory_commits": st.backend.is_none().then(|| st.writes.stats()),
         "counters": st.counters.as_ref().map(|f| f()),
     }))
 }

@@ -36,7 +36,8 @@
 //! inventory stays), then committed to the store, then swapped into [`Shared`], so the
 //! DHCP/TFTP/HTTP services see it on their next request. Changes of some entries are
 //! validated incrementally against the running inventory's indexes, at a cost that does
-//! not grow with the inventory; `db/restore` is validated whole.
+//! not grow with the inventory; `db/restore` is validated whole. Changes made while one
+//! is being written are committed together ([`commit`]).
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ use crate::state::Shared;
 pub mod accounts;
 pub mod auth;
 pub mod client;
+mod commit;
 mod grendel;
 #[cfg(test)]
 mod grendel_tests;
@@ -90,8 +92,10 @@ pub struct ApiState {
     pub accounts: Arc<accounts::Accounts>,
     /// Where changes are committed instead of `store` (cluster mode: etcd).
     pub backend: Option<Arc<dyn Backend>>,
-    /// Serializes inventory changes: each is read-modify-validate-commit-swap.
+    /// Serializes changes at the backend: each is read-modify-validate-commit-swap.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The standalone changes: made in order, committed in groups ([`commit`]).
+    writes: Arc<commit::Writes>,
     started: Instant,
 }
 
@@ -106,6 +110,7 @@ impl ApiState {
             accounts: Arc::new(accounts::Accounts::memory()),
             backend: None,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            writes: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -155,27 +160,32 @@ impl ApiState {
         &self,
         build: impl FnOnce(&Inventory) -> Result<(Change, T), ApiError>,
     ) -> Result<T, ApiError> {
-        let _guard = self.write_lock.lock().await;
         if let Some(b) = self.backend.clone() {
+            let _guard = self.write_lock.lock().await;
             return self.apply_on(b, build).await;
         }
-        let current = self.shared.inventory();
-        let (change, out) = build(&current)?;
-        let change = change.effective(&current);
-        if change.is_empty() {
-            return Ok(out);
+        let committed = {
+            let stage = self.writes.stage(&self.shared).await;
+            let current = stage.head().clone();
+            let (change, out) = build(&current)?;
+            let change = change.effective(&current);
+            if change.is_empty() {
+                return Ok(out);
+            }
+            let change = Arc::new(change);
+            let inv = self.check(current, change.clone()).await?;
+            (stage.accept(inv, change), out)
+        };
+        let (done, out) = committed;
+        let (writes, shared, store) =
+            (self.writes.clone(), self.shared.clone(), self.store.clone());
+        // Its own task: the accepted change is committed even if this caller goes away.
+        tokio::spawn(async move { writes.commit(&shared, store.as_ref()).await });
+        match done.await {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) => Err(ApiError::internal(e)),
+            Err(_) => Err(ApiError::internal("the commit ended without an outcome")),
         }
-        let change = Arc::new(change);
-        let inv = self.check(current, change.clone()).await?;
-        if let Some(store) = self.store.clone() {
-            let c = change.clone();
-            tokio::task::spawn_blocking(move || store.apply(&c))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?;
-        }
-        self.shared.apply_inventory(inv, &change);
-        Ok(out)
     }
 
     /// The inventory `change` makes of `current`, validated incrementally.
@@ -247,10 +257,21 @@ impl ApiState {
         &self,
         edit: impl FnOnce(&mut Vec<Host>, &mut Vec<Image>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let _guard = self.write_lock.lock().await;
         if let Some(b) = self.backend.clone() {
+            let _guard = self.write_lock.lock().await;
             return self.mutate_on(b, edit).await;
         }
+        let writes = self.writes.clone();
+        writes
+            .exclusive(&self.shared, self.store.as_ref(), self.replace(edit))
+            .await
+    }
+
+    /// [`ApiState::mutate`]'s standalone replacement, run with no other change made.
+    async fn replace<T>(
+        &self,
+        edit: impl FnOnce(&mut Vec<Host>, &mut Vec<Image>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let current = self.shared.inventory();
         let (mut hosts, mut images) = (current.hosts().to_vec(), current.images().to_vec());
         let out = edit(&mut hosts, &mut images)?;

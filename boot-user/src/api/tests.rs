@@ -329,6 +329,53 @@ async fn provision_unprovision_and_events() {
     assert_eq!(v.as_array().unwrap().last().unwrap()["host"], "cn3");
 }
 
+/// Many one-host changes at once (a storm's `complete`s): each caller is answered once
+/// its change is in the store, and the changes share store transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_are_each_durable_when_answered_and_share_commits() {
+    let f = Fixture::new();
+    f.call("POST", "/v1/images", Some(f.image("img"))).await;
+    let hosts: Vec<Value> = (1..=120).map(|n| host(&format!("cn{n}"), n)).collect();
+    let (s, v) = f
+        .call("POST", "/v1/hosts", Some(json!({ "hosts": hosts })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let tasks: Vec<_> = (1..=120)
+        .map(|n| {
+            let st = f.state.clone();
+            tokio::spawn(async move {
+                let name = format!("cn{n}");
+                st.apply(|inv| {
+                    let mut h = inv.host(&name).unwrap().clone();
+                    h.provision = false;
+                    let change = Change {
+                        put_hosts: vec![h],
+                        ..Default::default()
+                    };
+                    Ok((change, ()))
+                })
+                .await
+                .map(|()| st.store.as_ref().unwrap().load().unwrap().0)
+            })
+        })
+        .collect();
+    for (n, t) in (1..=120).zip(tasks) {
+        let stored = t.await.unwrap().unwrap();
+        let h = stored.iter().find(|h| h.name == format!("cn{n}")).unwrap();
+        assert!(!h.provision, "cn{n} answered before its change was stored");
+    }
+    let inv = f.state.shared.inventory();
+    assert!(inv.hosts().iter().all(|h| !h.provision));
+    let (_, v) = f.call("GET", "/v1/status", None).await;
+    let (groups, changes) = (
+        v["inventory_commits"]["groups"].as_u64().unwrap(),
+        v["inventory_commits"]["changes"].as_u64().unwrap(),
+    );
+    // The image, the import, and the 120 changes in at most 120 groups.
+    assert_eq!(changes, 122, "{v}");
+    assert!((3..=122).contains(&groups), "{v}");
+}
+
 #[tokio::test]
 async fn status_discovered_hooks_and_token() {
     let f = Fixture::new();

@@ -560,6 +560,20 @@ impl Store {
         guard(&self.path, || self.apply_now(change))
     }
 
+    /// Applies `changes` in order, in one durable transaction (a group commit).
+    pub fn apply_all(&self, changes: &[Arc<Change>]) -> Result<(), StoreError> {
+        if changes.iter().all(|c| c.is_empty()) {
+            return Ok(());
+        }
+        guard(&self.path, || {
+            self.write(|hosts, images, _| {
+                changes
+                    .iter()
+                    .try_for_each(|c| write_change(hosts, images, c))
+            })
+        })
+    }
+
     /// Cluster mode: applies `change` and records `revision` as the one the store is now
     /// a snapshot of, in one durable transaction.
     pub fn apply_at(&self, change: &Change, revision: u64) -> Result<(), StoreError> {
@@ -652,21 +666,7 @@ impl Store {
             if let Some(rev) = revision {
                 meta.insert(REVISION, rev.to_string().as_bytes())?;
             }
-            for h in &change.put_hosts {
-                let doc = serde_json::to_vec(h).expect("host serializes");
-                hosts.insert(h.name.as_str(), doc.as_slice())?;
-            }
-            for name in &change.delete_hosts {
-                hosts.remove(name.as_str())?;
-            }
-            for i in &change.put_images {
-                let doc = serde_json::to_vec(i).expect("image serializes");
-                images.insert(i.name.as_str(), doc.as_slice())?;
-            }
-            for name in &change.delete_images {
-                images.remove(name.as_str())?;
-            }
-            Ok(())
+            write_change(hosts, images, change)
         })
     }
 
@@ -695,6 +695,29 @@ impl Store {
             tx.commit().map_err(|e| self.db_err(e))
         })
     }
+}
+
+/// Writes `change`'s entries into the open tables of a transaction.
+fn write_change(
+    hosts: &mut redb::Table<&str, &[u8]>,
+    images: &mut redb::Table<&str, &[u8]>,
+    change: &Change,
+) -> Result<(), redb::StorageError> {
+    for h in &change.put_hosts {
+        let doc = serde_json::to_vec(h).expect("host serializes");
+        hosts.insert(h.name.as_str(), doc.as_slice())?;
+    }
+    for name in &change.delete_hosts {
+        hosts.remove(name.as_str())?;
+    }
+    for i in &change.put_images {
+        let doc = serde_json::to_vec(i).expect("image serializes");
+        images.insert(i.name.as_str(), doc.as_slice())?;
+    }
+    for name in &change.delete_images {
+        images.remove(name.as_str())?;
+    }
+    Ok(())
 }
 
 /// API accounts: records of their own tables, beside the inventory's.
