@@ -17,7 +17,7 @@ use crate::script::{self, Action, Vars};
 use crate::wire::{self, Reply};
 
 /// Milestones in boot order (a node's record holds the time it reached each).
-pub const STAGES: [&str; 13] = [
+pub const STAGES: [&str; 14] = [
     "power_on",
     "fw_ack",
     "tftp_first",
@@ -28,6 +28,7 @@ pub const STAGES: [&str; 13] = [
     "initrd",
     "booted",
     "os_ack",
+    "os_configured",
     "postscript",
     "complete",
     "done",
@@ -428,6 +429,12 @@ impl Node {
             }
         }
         self.res.end = self.t0.elapsed().as_secs_f64();
+        // Closing a packet socket waits out an RCU grace period (the kernel's
+        // packet_release calls synchronize_net): tens of ms each on a busy machine, and on
+        // this one-thread loop 1,000 finished nodes' closes held every other node up for
+        // seconds. Closed off the loop (concurrent closes share grace periods).
+        let sockets = (self.pkt.take(), self.socks.take());
+        tokio::task::spawn_blocking(move || drop(sockets));
         self.res
     }
 
@@ -525,6 +532,9 @@ impl Node {
         let ack = self.dhcp(Phase::Os).await?;
         self.stamp("os_ack");
         self.configure(&ack).await?;
+        // The lab's part (the node's address and neighbour entry, set from this
+        // process): its own stage, so the postscript's is the server's request alone.
+        self.stamp("os_configured");
         let args = kernel_args.unwrap_or_default();
         let post = script::cmdline_param(&args, testlab::payload::PARAM_POSTSCRIPT)
             .ok_or_else(|| Fail("no_postscript", format!("cmdline: {args}")))?

@@ -122,6 +122,11 @@ pub struct Sample {
     /// Bytes srv0 has sent since the power command.
     #[serde(default)]
     pub tx_bytes: u64,
+    /// How late the simulator's loop woke a 10 ms timer, at most, since the sample
+    /// before (ms): a node's request or answer waits about as long for the loop, so the
+    /// stage times are the server's only while this stays small.
+    #[serde(default)]
+    pub loop_lag_ms: f64,
 }
 
 /// Packets the lab itself lost during the storm (validity: all 0). The simulator's
@@ -554,8 +559,13 @@ pub fn run_with(spec: &Spec, events: bool, opts: &Options) -> Result<Outcome, St
     }
     let other_pids = |o: &[Running]| o.iter().flat_map(Running::pids).collect::<Vec<u32>>();
     let setup_s = t_setup.elapsed().as_secs_f64();
+    // The setns helper's results wake their node from another thread, into the
+    // runtime's remote queue; by default that queue is taken from once per 31 polls
+    // while any task is ready, so in a storm (1,000 nodes' timers and sockets) a
+    // node waited seconds for its finished neighbour entry. Taken from first.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .global_queue_interval(1)
         .build()
         .map_err(|e| e.to_string())?;
     let pids = server.pids();
@@ -949,6 +959,20 @@ async fn storm(
     let mut samples = vec![];
     let mut results: Vec<NodeResult> = Vec::with_capacity(spec.n);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The loop's lag: a task that wakes every 10 ms notes how late it was woken (the
+    // largest since the last sample). The nodes' tasks wait in the same queue.
+    let lag_us = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let probe = {
+        let lag_us = lag_us.clone();
+        tokio::spawn(async move {
+            loop {
+                let due = tokio::time::Instant::now() + Duration::from_millis(10);
+                tokio::time::sleep_until(due).await;
+                let late = due.elapsed().as_micros() as u64;
+                lag_us.fetch_max(late, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
     // Segment servers but segment 0's (`others`) count with it.
     let all_pids = |server: &Running| [server.pids(), others.to_vec()].concat();
     let mut cpu_base = server_cost(&all_pids(&*server)).0;
@@ -964,6 +988,7 @@ async fn storm(
                 None => break,
             },
             _ = tick.tick() => {
+                let loop_lag_ms = lag_us.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1e3;
                 let (cpu, rss) = server_cost(&all_pids(&*server));
                 let t = t0.elapsed().as_secs_f64();
                 let tx = fabric
@@ -971,7 +996,13 @@ async fn storm(
                     .run(fabric.server_idx(), crate::counters::server_tx)
                     .await
                     .map_or(0, |t| t.bytes);
-                samples.push(Sample { t, cpu_s: cpu - cpu_base, rss_kib: rss, tx_bytes: tx.saturating_sub(tx_base) });
+                samples.push(Sample {
+                    t,
+                    cpu_s: cpu - cpu_base,
+                    rss_kib: rss,
+                    tx_bytes: tx.saturating_sub(tx_base),
+                    loop_lag_ms,
+                });
                 fds_peak = fds_peak.max(open_fds("self"));
                 server_fds_peak = server_fds_peak
                     .max(all_pids(&*server).iter().map(|p| open_fds(&p.to_string())).sum());
@@ -1052,6 +1083,7 @@ async fn storm(
             }
         }
     }
+    probe.abort();
     // A power command still running at the deadline (or Ctrl-C) is waited for: its
     // thread cannot be aborted.
     if let Some(c) = power_cmd.take() {
