@@ -2122,7 +2122,15 @@ impl Lab {
     fn vip_holders(&self) -> Vec<usize> {
         (1..=2)
             .filter(|&i| {
-                let out = self.servers[i - 1].run(&["ip", "-4", "-o", "addr", "show", "dev", &format!("s{i}")]);
+                let out = self.servers[i - 1].run(&[
+                    "ip",
+                    "-4",
+                    "-o",
+                    "addr",
+                    "show",
+                    "dev",
+                    &format!("s{i}"),
+                ]);
                 String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/24 "))
             })
             .collect()
@@ -2244,7 +2252,9 @@ fn a_segment_vip_follows_the_live_server() {
         "{script}"
     );
     assert!(
-        script.contains(&format!("|| kernel --name kernel {vip_base}{token}/kernel ")),
+        script.contains(&format!(
+            "|| kernel --name kernel {vip_base}{token}/kernel "
+        )),
         "{script}"
     );
     lab.fetch_until(&live_url, &live, "before any failover");

@@ -269,7 +269,9 @@ mod tests {
             "no segment \"rack8\" (the config has: rack 7)"
         );
         let mut no_nic = with.clone();
-        no_nic.cluster.as_mut().unwrap().segments[0].interfaces.clear();
+        no_nic.cluster.as_mut().unwrap().segments[0]
+            .interfaces
+            .clear();
         assert!(err(&no_nic, "rack 7", Options::default())
             .starts_with("cluster.segment[0].interfaces: names no NIC"));
         for (opts, says) in [

@@ -244,7 +244,10 @@ fn dns_problems(cfg: &super::DnsConfig, check: &mut impl FnMut(&str, Result<(), 
 /// a request sent to the VIP.
 fn vip_listeners(p: &super::ProvisionConfig, check: &mut impl FnMut(&str, Result<(), String>)) {
     let tls = p.tls_listen.as_deref().filter(|a| !a.is_empty());
-    for (key, addr) in [("provision.listen", Some(p.listen.as_str())), ("provision.tls_listen", tls)] {
+    for (key, addr) in [
+        ("provision.listen", Some(p.listen.as_str())),
+        ("provision.tls_listen", tls),
+    ] {
         let Some(a) = addr.and_then(|a| a.parse::<SocketAddr>().ok()) else {
             continue;
         };
@@ -654,7 +657,8 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].key, "provision.listen");
         assert!(
-            p[0].message.starts_with("binds 10.0.0.1 only") && p[0].message.contains("0.0.0.0:8080"),
+            p[0].message.starts_with("binds 10.0.0.1 only")
+                && p[0].message.contains("0.0.0.0:8080"),
             "{p:?}"
         );
         // Without a VIP, one address is fine.

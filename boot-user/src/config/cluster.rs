@@ -163,7 +163,10 @@ impl Segment {
         let Some(v) = &self.vip else { return };
         let key = format!("{key}.vip");
         let Ok(vip) = v.parse::<Ipv4Addr>() else {
-            check(&key, Err(format!("{v:?} is not an IPv4 address (10.7.0.250)")));
+            check(
+                &key,
+                Err(format!("{v:?} is not an IPv4 address (10.7.0.250)")),
+            );
             return;
         };
         let Some(net) = self.nets().find(|n| n.contains(&vip)) else {
@@ -306,12 +309,14 @@ impl ClusterConfig {
     /// interface's address first) that is in a segment's subnets decides, and the VIP is
     /// that segment's (None if it has none: a VIP of another segment is on another link).
     pub fn vip_for(&self, addrs: impl IntoIterator<Item = Ipv4Addr>) -> Option<Ipv4Addr> {
-        addrs.into_iter().find_map(|a| {
-            self.segments
-                .iter()
-                .find(|s| s.nets().any(|n| n.contains(&a)))
-        })?
-        .vip()
+        addrs
+            .into_iter()
+            .find_map(|a| {
+                self.segments
+                    .iter()
+                    .find(|s| s.nets().any(|n| n.contains(&a)))
+            })?
+            .vip()
     }
 
     /// Whether any segment has a VIP.

@@ -38,12 +38,7 @@ pub struct BootView<'a> {
 impl BootView<'_> {
     /// The template data of this boot.
     pub fn data(&self) -> Data {
-        Data::new(
-            self.host,
-            self.nic,
-            self.image,
-            &self.endpoints(),
-        )
+        Data::new(self.host, self.nic, self.image, &self.endpoints())
     }
 
     /// The URLs of this boot.
@@ -146,7 +141,9 @@ pub fn render_ipxe_script(boot: &BootView<'_>) -> Result<String, BootError> {
             format!("initrd --name initrd-{i} {}", e.initrd(i))
         }));
         if image.verify {
-            s.push_str(&or_vip(&|e| format!("imgverify initrd-{i} {}.sig", e.initrd(i))));
+            s.push_str(&or_vip(&|e| {
+                format!("imgverify initrd-{i} {}.sig", e.initrd(i))
+            }));
         }
     }
     s.push_str("boot kernel\n");

@@ -207,8 +207,6 @@ fn authorize(
     })
 }
 
-
-
 /// `GET|HEAD /boot/{token}/{file}`.
 pub(super) async fn boot_get(
     State(st): State<HttpService>,
