@@ -445,6 +445,56 @@ mod tests {
         assert_eq!(e.repo(), "http://h/repo");
     }
 
+    /// The VIP of a host is its boot interface's segment's, else that of its first
+    /// other address in a segment; none in standalone mode or a segment without one.
+    #[test]
+    fn a_hosts_segment_vip_base_url() {
+        let mut cfg: crate::config::Config = toml::from_str(
+            r#"
+            [provision]
+            listen = "0.0.0.0:8080"
+            [cluster]
+            endpoints = ["http://10.0.0.1:2379"]
+            [[cluster.segment]]
+            name = "A"
+            subnets = ["10.1.0.0/24"]
+            vip = "10.1.0.250"
+            [[cluster.segment]]
+            name = "B"
+            subnets = ["10.2.0.0/24"]
+            "#,
+        )
+        .unwrap();
+        let nic = |ip: Option<&str>| Interface {
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
+            ip: ip.map(str::to_string),
+            ..Interface::default()
+        };
+        let host = |nics: Vec<Interface>| Host {
+            name: "cn1".into(),
+            interfaces: nics,
+            ..Host::default()
+        };
+        let a = host(vec![nic(Some("10.1.0.7/24"))]);
+        let vip = |h: &Host, n: &Interface, cfg: &crate::config::Config| {
+            segment_vip_base_url(cfg, false, h, n)
+        };
+        assert_eq!(
+            vip(&a, &a.interfaces[0], &cfg).as_deref(),
+            Some("http://10.1.0.250:8080")
+        );
+        let b = host(vec![nic(Some("10.2.0.7/24")), nic(Some("10.1.0.7/24"))]);
+        assert_eq!(vip(&b, &b.interfaces[0], &cfg), None, "B has no VIP");
+        let bare = host(vec![nic(None), nic(Some("10.1.0.8/24"))]);
+        assert_eq!(
+            vip(&bare, &bare.interfaces[0], &cfg).as_deref(),
+            Some("http://10.1.0.250:8080"),
+            "a boot NIC without an address: the host's other addresses"
+        );
+        cfg.cluster = None;
+        assert_eq!(vip(&a, &a.interfaces[0], &cfg), None);
+    }
+
     /// With a VIP only the live image moves to it; the fallbacks are every URL at it.
     #[test]
     fn vip_endpoints() {
