@@ -2042,3 +2042,263 @@ fn an_image_published_on_one_server_is_prefetched_and_booted_from_another() {
     }
     assert_eq!(fetched(&s2.log()), before, "{}", s2.log());
 }
+
+// A segment VIP moved by keepalived.
+
+/// Segment A's VIP (in 10.50.0.0/24, no host's address).
+const VIP: &str = "10.50.0.250";
+
+impl Lab {
+    /// Gives segment A of server `i`'s config the VIP.
+    fn with_vip(&self, i: usize) {
+        let path = self.path(&format!("s{i}/xboot.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seg = "subnets = [\"10.50.0.0/24\"]\n";
+        assert!(text.ends_with(seg), "{text}");
+        std::fs::write(&path, format!("{text}vip = \"{VIP}\"\n")).unwrap();
+    }
+
+    /// Starts keepalived in server `i`'s namespace with the config that `xboot cluster
+    /// keepalived` prints for segment A there (advertisements every 0.2 s, the VIP given
+    /// up after one failed health check). Killed with the namespace.
+    fn start_keepalived(&self, i: usize) {
+        let config = self.path(&format!("s{i}/xboot.toml"));
+        let out = self.servers[i - 1]
+            .cmd(&[
+                XBOOT,
+                "cluster",
+                "keepalived",
+                "--segment",
+                "A",
+                "--advert-int",
+                "0.2",
+                "--fall",
+                "1",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "xboot cluster keepalived: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!("{VIP}/24 dev s{i}\n"))
+                && text.contains("http://127.0.0.1:8080/"),
+            "{text}"
+        );
+        let conf = self.path(&format!("s{i}/keepalived.conf"));
+        std::fs::write(&conf, text).unwrap();
+        let log = std::fs::File::create(self.keepalived_log(i)).unwrap();
+        let pid = |p: &str| self.path(&format!("s{i}/{p}")).display().to_string();
+        let (main_pid, vrrp_pid) = (pid("keepalived.pid"), pid("keepalived-vrrp.pid"));
+        self.servers[i - 1].spawn(
+            &[
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--vrrp",
+                "--use-file",
+                conf.to_str().unwrap(),
+                "--pid",
+                &main_pid,
+                "--vrrp_pid",
+                &vrrp_pid,
+            ],
+            log.try_clone().unwrap().into(),
+            log.into(),
+        );
+    }
+
+    fn keepalived_log(&self, i: usize) -> PathBuf {
+        self.path(&format!("s{i}/keepalived.log"))
+    }
+
+    /// The servers (1, 2) whose segment interface holds the VIP now.
+    fn vip_holders(&self) -> Vec<usize> {
+        (1..=2)
+            .filter(|&i| {
+                let out = self.servers[i - 1].run(&[
+                    "ip",
+                    "-4",
+                    "-o",
+                    "addr",
+                    "show",
+                    "dev",
+                    &format!("s{i}"),
+                ]);
+                String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/24 "))
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one server holds the VIP, and returns it.
+    fn wait_vip_holder(&self) -> usize {
+        let t0 = Instant::now();
+        loop {
+            if let [one] = self.vip_holders()[..] {
+                return one;
+            }
+            assert!(
+                t0.elapsed() < CONVERGE,
+                "no single VIP holder: {:?}\n{}",
+                self.vip_holders(),
+                self.keepalived_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn keepalived_logs(&self) -> String {
+        (1..=2)
+            .map(|i| {
+                let log = std::fs::read_to_string(self.keepalived_log(i)).unwrap_or_default();
+                format!("keepalived s{i}:\n{log}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// GET `url` from the client namespace into `to` (one try, 1 s at most); its status.
+    fn fetch(&self, url: &str, to: &std::path::Path) -> String {
+        let (_, code) = self.curl(&["-m", "1", "-o", to.to_str().unwrap(), url]);
+        code
+    }
+
+    /// Fetches `url` until it answers 200 with `want` (bounded); how long that took.
+    fn fetch_until(&self, url: &str, want: &[u8], what: &str) -> Duration {
+        let to = self.path("fetched");
+        let t0 = Instant::now();
+        loop {
+            let _ = std::fs::remove_file(&to);
+            if self.fetch(url, &to) == "200" && std::fs::read(&to).unwrap_or_default() == want {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < CONVERGE,
+                "{what}: {url} never served the live image\n{}",
+                self.keepalived_logs()
+            );
+        }
+    }
+}
+
+/// Two servers of segment A with a VIP and a real keepalived each (the config `xboot
+/// cluster keepalived` prints): the live image URL of cn1's iPXE script names the VIP,
+/// and the kernel and initrd fall back to it; a client fetches the live image through
+/// it; the xboot holding the VIP is SIGKILLed and the VIP moves to the other server
+/// (keepalived's health check), where the same URL, with the same token, fetches the
+/// same bytes. The killed xboot started again does not take the VIP back (nopreempt);
+/// killing the new holder moves it back. Each failover gap (SIGKILL until the URL
+/// serves the image again) is printed.
+#[test]
+fn a_segment_vip_follows_the_live_server() {
+    if netns::need_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let live: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 23) as u8)
+        .collect();
+    std::fs::write(lab.path("img/root.squashfs"), &live).unwrap();
+    for i in 1..=2 {
+        lab.with_vip(i);
+    }
+    let mut servers = [Some(lab.start(1)), Some(lab.start(2))];
+    let img = lab.path("img");
+    let images = lab.write(
+        "live-images.json",
+        serde_json::json!([{
+            "name": "img",
+            "kernel": img.join("vmlinuz"),
+            "initrd": [img.join("initrd.img")],
+            "liveimg": img.join("root.squashfs"),
+            "cmdline": "root=live:{{ $.endpoints.LiveImageURL }} rd.live.image",
+        }]),
+    );
+    let s1 = servers[0].as_ref().unwrap();
+    s1.ok(&["image", "import", &images]);
+    s1.ok(&["host", "import", &lab.hosts("10.50.0.100/24")]);
+    servers[1]
+        .as_ref()
+        .unwrap()
+        .wait_host("cn1", "reached s2", |h| h["provision"] == true);
+    for i in 1..=2 {
+        lab.start_keepalived(i);
+    }
+    let first = lab.wait_vip_holder();
+
+    // The script from s1 (its own address in the DHCP answer) names the VIP.
+    let offer = lab.wait_offer(1, Ipv4Addr::new(10, 50, 0, 100), s1);
+    let (script, code) = lab.curl(&[&boot_url(&offer)]);
+    assert_eq!(code, "200", "{script}");
+    let vip_base = format!("http://{VIP}:8080/boot/");
+    let live_url = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("root=live:"))
+        .unwrap_or_else(|| panic!("no live root in {script}"))
+        .to_string();
+    assert!(live_url.starts_with(&vip_base), "{script}");
+    let token = live_url[vip_base.len()..].trim_end_matches("/liveimg");
+    assert!(
+        script.contains(&format!(
+            "initrd --name initrd-0 http://10.50.0.11:8080/boot/{token}/initrd-0 \
+             || initrd --name initrd-0 {vip_base}{token}/initrd-0\n"
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!(
+            "|| kernel --name kernel {vip_base}{token}/kernel "
+        )),
+        "{script}"
+    );
+    lab.fetch_until(&live_url, &live, "before any failover");
+
+    // The holder's xboot dies: the other server takes the VIP, the same URL serves.
+    let mut gaps = Vec::new();
+    let mut holder = first;
+    for round in 0..2 {
+        let log = lab.keepalived_log(holder);
+        let backups = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("(xboot_A) Entering BACKUP STATE")
+                .count()
+        };
+        let before = backups();
+        let mut dead = servers[holder - 1].take().unwrap();
+        let killed = Instant::now();
+        dead.child.kill().unwrap();
+        dead.child.wait().unwrap();
+        lab.fetch_until(&live_url, &live, &format!("failover {round}"));
+        gaps.push(killed.elapsed());
+        let now = lab.wait_vip_holder();
+        assert_eq!(now, 3 - holder, "the VIP is on the live server");
+        drop(dead);
+        // Started again: healthy (its keepalived back to BACKUP), but the VIP stays
+        // where it is (nopreempt).
+        servers[holder - 1] = Some(lab.start(holder));
+        let back = Instant::now();
+        while backups() == before {
+            assert!(
+                back.elapsed() < CONVERGE,
+                "s{holder}'s keepalived never left FAULT\n{}",
+                lab.keepalived_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(lab.vip_holders(), [now], "nopreempt: the VIP stayed");
+        holder = now;
+    }
+    eprintln!(
+        "VIP failover gaps (SIGKILL of the holder's xboot until the live image URL served \
+         again): {:?}",
+        gaps
+    );
+}

@@ -114,6 +114,28 @@ pub enum Command {
 pub enum ClusterCmd {
     /// Servers, their segments, the revision each applied against etcd's, staleness.
     Status(JsonFlag),
+    /// Prints the keepalived.conf that keeps a segment's VIP (`cluster.segment` `vip`)
+    /// on a server of the segment whose xboot answers HTTP (run it on each of them).
+    Keepalived(KeepalivedArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeepalivedArgs {
+    /// The segment (`cluster.segment` `name`) whose VIP this is.
+    #[arg(long)]
+    pub segment: String,
+    /// VRRP priority; the same on every server of the segment (they are equal).
+    #[arg(long, default_value_t = 100)]
+    pub priority: u8,
+    /// Seconds between VRRP advertisements (VRRPv3: fractions down to 0.01).
+    #[arg(long, default_value_t = 1.0)]
+    pub advert_int: f64,
+    /// Failed health checks in a row (one a second) that move the VIP away.
+    #[arg(long, default_value_t = 2)]
+    pub fall: u32,
+    /// The NIC holding the VIP; default: the segment's first `interfaces`.
+    #[arg(long)]
+    pub interface: Option<String>,
 }
 
 /// `xboot serve`: Grendel's flags.
@@ -395,6 +417,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             crate::cluster::status::run(cluster, j.json)
+        }
+        Command::Cluster(ClusterCmd::Keepalived(k)) => {
+            use crate::cluster::keepalived;
+            let path = cli.config.ok_or_else(|| {
+                anyhow::anyhow!("xboot cluster keepalived needs --config FILE (or XBOOT_CONFIG)")
+            })?;
+            let config = crate::config::Config::load(&path)?;
+            let opts = keepalived::Options {
+                priority: k.priority,
+                advert_int: k.advert_int,
+                fall: k.fall,
+                interface: k.interface,
+            };
+            let vrrp = keepalived::Vrrp::of(&config, &k.segment, &opts)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            print!("{}", keepalived::render(&vrrp));
+            Ok(())
         }
         Command::TokenKey(cmd) => token_key::run(cmd, cli.config.as_deref()),
         Command::CheckConfig => {

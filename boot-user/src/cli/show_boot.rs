@@ -75,12 +75,16 @@ pub fn run(
         };
         let token = urls.token(&host.name, mac);
         let base = urls.base_url(IpAddr::V4(server_ip));
+        // The signer's URLs are https whenever HTTPS is served.
+        let tls = config.provision.tls_listen_addr().is_some();
+        let vip = crate::http::urls::segment_vip_base_url(config, tls, host, nic);
         let boot = crate::http::BootView {
             host,
             nic,
             image,
             base_url: &base,
             token: &token,
+            vip_base_url: vip.as_deref(),
         };
         let script = crate::http::render_ipxe_script(&boot)?;
         println!(

@@ -46,6 +46,7 @@ use crate::inventory::{Backend, Change, CommitError, Committed, Inventory, Store
 use crate::state::Shared;
 
 pub mod blobs;
+pub mod keepalived;
 pub mod keyring;
 pub mod mirror;
 pub mod peer;

@@ -240,6 +240,31 @@ fn dns_problems(cfg: &super::DnsConfig, check: &mut impl FnMut(&str, Result<(), 
     );
 }
 
+/// A segment VIP is served by the HTTP listeners: one bound to one address never sees
+/// a request sent to the VIP.
+fn vip_listeners(p: &super::ProvisionConfig, check: &mut impl FnMut(&str, Result<(), String>)) {
+    let tls = p.tls_listen.as_deref().filter(|a| !a.is_empty());
+    for (key, addr) in [
+        ("provision.listen", Some(p.listen.as_str())),
+        ("provision.tls_listen", tls),
+    ] {
+        let Some(a) = addr.and_then(|a| a.parse::<SocketAddr>().ok()) else {
+            continue;
+        };
+        if !a.ip().is_unspecified() {
+            check(
+                key,
+                Err(format!(
+                    "binds {} only, so requests to a cluster.segment vip never reach it: \
+                     listen on 0.0.0.0:{} (or leave out serve --listen)",
+                    a.ip(),
+                    a.port()
+                )),
+            );
+        }
+    }
+}
+
 /// Every value `serve` would refuse, each naming its key.
 pub fn value_problems(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -253,6 +278,9 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
     };
     if let Some(c) = &cfg.cluster {
         c.problems(&mut check);
+        if c.has_vip() {
+            vip_listeners(&cfg.provision, &mut check);
+        }
     }
     let d = &cfg.dhcp;
     check("dhcp.lease_time", lease_time(&d.lease_time).map(drop));
@@ -609,6 +637,33 @@ mod tests {
             .contains("out of range"));
         assert!(lease_time("10s").is_err());
         assert!(lease_time("24h").is_ok());
+    }
+
+    #[test]
+    fn a_segment_vip_needs_listeners_on_every_address() {
+        let text = |listen: &str| {
+            format!(
+                "[provision]\nlisten = {listen:?}\n\
+                 [cluster]\nendpoints = [\"http://10.0.0.1:2379\"]\n\
+                 [[cluster.segment]]\nname = \"A\"\nsubnets = [\"10.0.0.0/24\"]\nvip = \"10.0.0.250\"\n"
+            )
+        };
+        let problems = |t: &str| {
+            let cfg: Config = toml::from_str(t).unwrap();
+            value_problems(&cfg)
+        };
+        assert_eq!(problems(&text("0.0.0.0:8080")), vec![]);
+        let p = problems(&text("10.0.0.1:8080"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "provision.listen");
+        assert!(
+            p[0].message.starts_with("binds 10.0.0.1 only")
+                && p[0].message.contains("0.0.0.0:8080"),
+            "{p:?}"
+        );
+        // Without a VIP, one address is fine.
+        let no_vip = text("10.0.0.1:8080").replace("vip = \"10.0.0.250\"\n", "");
+        assert_eq!(problems(&no_vip), vec![]);
     }
 
     mod props {

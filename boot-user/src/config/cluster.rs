@@ -15,9 +15,13 @@
 //! name = "rack7"
 //! interfaces = ["eno1"]
 //! subnets = ["10.7.0.0/16"]
+//! vip = "10.7.0.250"            # optional: the live image URL names it (keepalived moves it)
+//! vrid = 250                     # VRRP router id of the VIP (default: its last octet)
 //! ```
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 /// Defaults: etcd's own limit on operations per transaction (`--max-txn-ops`).
@@ -100,6 +104,91 @@ pub struct Segment {
     /// IPv4 subnets (CIDR) of the segment's hosts: a host with an address in one of them
     /// is served here.
     pub subnets: Vec<String>,
+    /// A virtual IPv4 address of the segment (in one of `subnets`), held by one of its
+    /// servers at a time (keepalived: `xboot cluster keepalived`). When set, the live
+    /// image URL rendered for the segment's hosts names it, and the iPXE script falls back
+    /// to it for the kernel and initrds.
+    pub vip: Option<String>,
+    /// The VRRP virtual router id of `vip` (1..=255, the same on every server of the
+    /// segment, unique on its LAN); default: the VIP's last octet (0 gives 1).
+    pub vrid: Option<u32>,
+}
+
+impl Segment {
+    /// `vip` if it is set and an IPv4 address (the config check refuses anything else).
+    pub fn vip(&self) -> Option<Ipv4Addr> {
+        self.vip.as_deref()?.parse().ok()
+    }
+
+    /// The VIP with the prefix of the segment subnet that holds it (`10.7.0.250/16`).
+    pub fn vip_net(&self) -> Option<Ipv4Net> {
+        let vip = self.vip()?;
+        self.nets()
+            .find(|n| n.contains(&vip))
+            .and_then(|n| Ipv4Net::new(vip, n.prefix_len()).ok())
+    }
+
+    /// The VRRP router id of the VIP: `vrid`, else the VIP's last octet (0 gives 1).
+    pub fn vrid(&self) -> Option<u8> {
+        match self.vrid {
+            Some(id) => u8::try_from(id).ok().filter(|&id| id != 0),
+            None => Some(self.vip()?.octets()[3].max(1)),
+        }
+    }
+
+    /// The subnets that parse (the config check refuses the others).
+    fn nets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.subnets
+            .iter()
+            .filter_map(|n| n.parse::<Ipv4Net>().ok())
+            .map(|n| n.trunc())
+    }
+
+    /// The problems of `vip` and `vrid` (`key` is `cluster.segment[i]`).
+    fn vip_problems(&self, key: &str, check: &mut impl FnMut(&str, Result<(), String>)) {
+        if let Some(id) = self.vrid {
+            if !(1..=255).contains(&id) {
+                check(
+                    &format!("{key}.vrid"),
+                    Err(format!("{id} is outside 1..=255 (a VRRP router id)")),
+                );
+            }
+            if self.vip.is_none() {
+                check(
+                    &format!("{key}.vrid"),
+                    Err("is the router id of the segment's vip, which is not set".into()),
+                );
+            }
+        }
+        let Some(v) = &self.vip else { return };
+        let key = format!("{key}.vip");
+        let Ok(vip) = v.parse::<Ipv4Addr>() else {
+            check(
+                &key,
+                Err(format!("{v:?} is not an IPv4 address (10.7.0.250)")),
+            );
+            return;
+        };
+        let Some(net) = self.nets().find(|n| n.contains(&vip)) else {
+            check(
+                &key,
+                Err(format!(
+                    "{vip} is in none of the segment's subnets ({}): its nodes must reach it \
+                     on their own link",
+                    self.subnets.join(", ")
+                )),
+            );
+            return;
+        };
+        if net.prefix_len() <= 30 && (vip == net.network() || vip == net.broadcast()) {
+            check(
+                &key,
+                Err(format!(
+                    "{vip} is the network or broadcast address of {net}"
+                )),
+            );
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -212,7 +301,27 @@ impl ClusterConfig {
                         .map_err(|_| format!("{n:?} is not an IPv4 CIDR (10.7.0.0/16)")),
                 );
             }
+            s.vip_problems(&key, check);
         }
+    }
+
+    /// The segment VIP a host is reached through: the first of `addrs` (the boot
+    /// interface's address first) that is in a segment's subnets decides, and the VIP is
+    /// that segment's (None if it has none: a VIP of another segment is on another link).
+    pub fn vip_for(&self, addrs: impl IntoIterator<Item = Ipv4Addr>) -> Option<Ipv4Addr> {
+        addrs
+            .into_iter()
+            .find_map(|a| {
+                self.segments
+                    .iter()
+                    .find(|s| s.nets().any(|n| n.contains(&a)))
+            })?
+            .vip()
+    }
+
+    /// Whether any segment has a VIP.
+    pub fn has_vip(&self) -> bool {
+        self.segments.iter().any(|s| s.vip.is_some())
     }
 }
 
@@ -364,5 +473,107 @@ mod tests {
         assert_eq!(p.len(), 15, "{p:#?}");
         let none = ClusterConfig::default();
         assert!(problems(&none)[0].starts_with("cluster.endpoints:"));
+    }
+
+    fn segment(subnets: &[&str], vip: Option<&str>, vrid: Option<u32>) -> Segment {
+        Segment {
+            name: "A".into(),
+            interfaces: vec!["eth0".into()],
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            vip: vip.map(str::to_string),
+            vrid,
+        }
+    }
+
+    fn cluster(segments: Vec<Segment>) -> ClusterConfig {
+        ClusterConfig {
+            endpoints: vec!["http://10.0.0.1:2379".into()],
+            segments,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn segment_vips_are_checked_naming_the_key() {
+        let c: ClusterConfig = toml::from_str(
+            r#"
+            endpoints = ["http://10.0.0.1:2379"]
+            [[segment]]
+            name = "A"
+            subnets = ["10.0.0.0/24", "10.9.0.0/16"]
+            vip = "10.9.0.250"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(problems(&c), Vec::<String>::new());
+        let s = &c.segments[0];
+        assert_eq!(s.vip(), Some(Ipv4Addr::new(10, 9, 0, 250)));
+        assert_eq!(s.vip_net().unwrap().to_string(), "10.9.0.250/16");
+        assert_eq!(s.vrid(), Some(250));
+        for (seg, key, says) in [
+            (
+                segment(&["10.0.0.0/24"], Some("10.0.0.300"), None),
+                "cluster.segment[0].vip",
+                "not an IPv4 address",
+            ),
+            (
+                segment(&["10.0.0.0/24"], Some("fd00::1"), None),
+                "cluster.segment[0].vip",
+                "not an IPv4 address",
+            ),
+            (
+                segment(&["10.0.0.0/24"], Some("10.1.0.250"), None),
+                "cluster.segment[0].vip",
+                "in none of the segment's subnets (10.0.0.0/24)",
+            ),
+            (
+                segment(&["10.0.0.0/24"], Some("10.0.0.255"), None),
+                "cluster.segment[0].vip",
+                "network or broadcast address of 10.0.0.0/24",
+            ),
+            (
+                segment(&["10.0.0.0/24"], Some("10.0.0.250"), Some(256)),
+                "cluster.segment[0].vrid",
+                "outside 1..=255",
+            ),
+            (
+                segment(&["10.0.0.0/24"], None, Some(7)),
+                "cluster.segment[0].vrid",
+                "vip, which is not set",
+            ),
+        ] {
+            let p = problems(&cluster(vec![seg]));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].starts_with(&format!("{key}: ")), "{p:?}");
+            assert!(p[0].contains(says), "{says}: {p:?}");
+        }
+        // A /31 or /32 has no network or broadcast address to avoid.
+        let p2p = cluster(vec![segment(&["10.0.0.0/31"], Some("10.0.0.0"), None)]);
+        assert_eq!(problems(&p2p), Vec::<String>::new());
+        assert_eq!(p2p.segments[0].vrid(), Some(1), "octet 0 gives router id 1");
+    }
+
+    #[test]
+    fn a_host_is_given_the_vip_of_its_address_segment() {
+        let c = cluster(vec![
+            segment(&["10.1.0.0/24"], None, None),
+            segment(&["10.2.0.0/24"], Some("10.2.0.250"), Some(9)),
+        ]);
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(c.has_vip());
+        assert_eq!(c.segments[1].vrid(), Some(9));
+        assert_eq!(c.vip_for([a("10.2.0.7")]), Some(a("10.2.0.250")));
+        assert_eq!(c.vip_for([a("10.1.0.7")]), None, "its segment has none");
+        assert_eq!(
+            c.vip_for([a("10.1.0.7"), a("10.2.0.8")]),
+            None,
+            "the first address in a segment decides"
+        );
+        assert_eq!(
+            c.vip_for([a("10.3.0.7"), a("10.2.0.8")]),
+            Some(a("10.2.0.250")),
+            "an address in no segment is passed over"
+        );
+        assert!(!cluster(vec![segment(&["10.1.0.0/24"], None, None)]).has_vip());
     }
 }

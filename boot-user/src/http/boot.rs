@@ -30,17 +30,20 @@ pub struct BootView<'a> {
     pub base_url: &'a str,
     /// The boot URL token of this host and MAC.
     pub token: &'a str,
+    /// `http://VIP:PORT` when the host's segment has a VIP (`cluster.segment.vip`): the
+    /// live image URL names it, and the script falls back to it.
+    pub vip_base_url: Option<&'a str>,
 }
 
 impl BootView<'_> {
     /// The template data of this boot.
     pub fn data(&self) -> Data {
-        Data::new(
-            self.host,
-            self.nic,
-            self.image,
-            &Endpoints::new(self.base_url, self.token),
-        )
+        Data::new(self.host, self.nic, self.image, &self.endpoints())
+    }
+
+    /// The URLs of this boot.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints::new(self.base_url, self.token).with_vip(self.vip_base_url)
     }
 
     /// Renders `src` (a template of the image, called `what` in errors).
@@ -86,6 +89,12 @@ impl BootView<'_> {
 /// command line, which is how an EFI-stub kernel finds it (BIOS kernels get all of them
 /// through the boot protocol either way). With `image.verify`, `imgtrust` and an
 /// `imgverify` per file (signatures at `URL.sig`) are added.
+///
+/// With a segment VIP each fetch falls back to the same file at the VIP
+/// (`kernel URL ARGS || kernel VIP-URL ARGS`): the server that rendered the script is
+/// tried first, so the segment's servers share the kernel and initrd load as DHCP spread
+/// the nodes, and a node whose server died after sending the script gets the files from
+/// the one holding the VIP by then.
 pub fn render_ipxe_script(boot: &BootView<'_>) -> Result<String, BootError> {
     let (host, image) = (boot.host, boot.image);
     if image.kernel.is_empty() {
@@ -95,7 +104,13 @@ pub fn render_ipxe_script(boot: &BootView<'_>) -> Result<String, BootError> {
         });
     }
     let cmdline = boot.cmdline()?;
-    let e = Endpoints::new(boot.base_url, boot.token);
+    let e = boot.endpoints();
+    let vip = e.at_vip().filter(|v| v.base_url() != e.base_url());
+    // `cmd(URL)`, then `|| cmd(VIP URL)` with a VIP.
+    let or_vip = |cmd: &dyn Fn(&Endpoints) -> String| match &vip {
+        Some(v) => format!("{} || {}\n", cmd(&e), cmd(v)),
+        None => format!("{}\n", cmd(&e)),
+    };
     let mut s = format!(
         "#!ipxe\n# xboot: host {}, image {}\n",
         host.name, image.name
@@ -112,18 +127,23 @@ pub fn render_ipxe_script(boot: &BootView<'_>) -> Result<String, BootError> {
         .chain([cmdline.as_str()])
         .filter(|a| !a.is_empty())
         .collect();
-    s.push_str(&format!(
-        "kernel --name kernel {} {}\n",
-        e.kernel(),
-        args.join(" ")
-    ));
+    let args = args.join(" ");
+    s.push_str(&or_vip(&|e| {
+        format!("kernel --name kernel {} {args}", e.kernel())
+            .trim_end()
+            .to_string()
+    }));
     if image.verify {
-        s.push_str(&format!("imgverify kernel {}.sig\n", e.kernel()));
+        s.push_str(&or_vip(&|e| format!("imgverify kernel {}.sig", e.kernel())));
     }
     for i in 0..image.initrd.len() {
-        s.push_str(&format!("initrd --name initrd-{i} {}\n", e.initrd(i)));
+        s.push_str(&or_vip(&|e| {
+            format!("initrd --name initrd-{i} {}", e.initrd(i))
+        }));
         if image.verify {
-            s.push_str(&format!("imgverify initrd-{i} {}.sig\n", e.initrd(i)));
+            s.push_str(&or_vip(&|e| {
+                format!("imgverify initrd-{i} {}.sig", e.initrd(i))
+            }));
         }
     }
     s.push_str("boot kernel\n");
@@ -162,6 +182,7 @@ mod tests {
             image,
             base_url,
             token: "T",
+            vip_base_url: None,
         }
     }
 
@@ -203,5 +224,52 @@ mod tests {
         image.kernel.clear();
         let e = render_ipxe_script(&view(&host, &image, "http://h")).unwrap_err();
         assert_eq!(e.to_string(), "host cn1: image img has no kernel");
+    }
+
+    /// A segment VIP: the live root names it, and every fetch of the script falls back
+    /// to it; without one, or when the script came through the VIP, the lines are as
+    /// before.
+    #[test]
+    fn ipxe_script_with_a_segment_vip() {
+        let (host, mut image) = cn1();
+        image.initrd.truncate(1);
+        let mut v = view(&host, &image, "http://10.0.0.1:8080");
+        v.vip_base_url = Some("http://10.0.0.250:8080");
+        let s = render_ipxe_script(&v).unwrap();
+        assert_eq!(
+            s,
+            "#!ipxe\n# xboot: host cn1, image img\n\
+             kernel --name kernel http://10.0.0.1:8080/boot/T/kernel initrd=initrd-0 \
+             console=ttyS0 BOOTIF=01-aa-bb-cc-11-22-33 root=live:http://10.0.0.250:8080/boot/T/liveimg \
+             || kernel --name kernel http://10.0.0.250:8080/boot/T/kernel initrd=initrd-0 \
+             console=ttyS0 BOOTIF=01-aa-bb-cc-11-22-33 root=live:http://10.0.0.250:8080/boot/T/liveimg\n\
+             initrd --name initrd-0 http://10.0.0.1:8080/boot/T/initrd-0 \
+             || initrd --name initrd-0 http://10.0.0.250:8080/boot/T/initrd-0\n\
+             boot kernel\n"
+        );
+        let verified = Image {
+            verify: true,
+            ..image.clone()
+        };
+        let s = render_ipxe_script(&BootView {
+            image: &verified,
+            ..v
+        })
+        .unwrap();
+        assert!(
+            s.contains(
+                "imgverify kernel http://10.0.0.1:8080/boot/T/kernel.sig \
+                 || imgverify kernel http://10.0.0.250:8080/boot/T/kernel.sig\n"
+            ),
+            "{s}"
+        );
+        // Rendered for a request to the VIP itself: nothing to fall back to.
+        v.base_url = "http://10.0.0.250:8080";
+        let s = render_ipxe_script(&v).unwrap();
+        assert!(!s.contains("||"), "{s}");
+        assert!(
+            s.contains("root=live:http://10.0.0.250:8080/boot/T/liveimg"),
+            "{s}"
+        );
     }
 }

@@ -72,6 +72,8 @@ pub(super) struct Boot {
     image: Image,
     token: String,
     base_url: String,
+    /// The base URL at the host's segment VIP, if it has one.
+    vip_base_url: Option<String>,
 }
 
 impl Boot {
@@ -82,6 +84,7 @@ impl Boot {
             image: &self.image,
             base_url: &self.base_url,
             token: &self.token,
+            vip_base_url: self.vip_base_url.as_deref(),
         }
     }
 
@@ -195,6 +198,7 @@ fn authorize(
         )
     })?;
     Ok(Boot {
+        vip_base_url: super::urls::segment_vip_base_url(&st.shared.config, st.tls, host, nic),
         host: host.clone(),
         nic: nic.clone(),
         image: image.clone(),

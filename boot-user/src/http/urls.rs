@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::token::{now_secs, Claims, TokenKey};
 use crate::config::ProvisionConfig;
-use crate::inventory::Mac;
+use crate::inventory::{Host, Interface, Mac};
 
 /// The URLs of one boot. Paths (under the base URL):
 ///
@@ -24,10 +24,16 @@ use crate::inventory::Mac;
 /// | `kickstart()` | `/boot/{token}/kickstart` | the rendered kickstart |
 /// | `cloud_init()` | `/boot/{token}/cloud-init/` | NoCloud seed: `user-data`, `meta-data`, `vendor-data` |
 /// | `repo()` | `/repo` | static files of `provision.repo_dir` |
+///
+/// With a segment VIP (`cluster.segment.vip`), `liveimg()` is under the VIP's base URL
+/// ([`Endpoints::with_vip`]): dracut fetches the live root from that one URL, so it must
+/// name whichever server of the segment is alive when the node gets there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
     base: String,
     token: String,
+    /// The base URL at the segment's VIP, if it has one.
+    vip: Option<String>,
 }
 
 impl Endpoints {
@@ -36,10 +42,24 @@ impl Endpoints {
         Endpoints {
             base: base_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            vip: None,
         }
+    }
+    /// The same boot with the live image under `vip_base_url` (when Some).
+    pub fn with_vip(mut self, vip_base_url: Option<&str>) -> Endpoints {
+        self.vip = vip_base_url.map(|u| u.trim_end_matches('/').to_string());
+        self
     }
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+    /// The base URL at the segment's VIP, if the host's segment has one.
+    pub fn vip_base_url(&self) -> Option<&str> {
+        self.vip.as_deref()
+    }
+    /// These endpoints under the VIP's base URL (the iPXE script's fallbacks), if any.
+    pub fn at_vip(&self) -> Option<Endpoints> {
+        Some(Endpoints::new(self.vip.as_deref()?, &self.token))
     }
     pub fn token(&self) -> &str {
         &self.token
@@ -57,7 +77,10 @@ impl Endpoints {
         self.boot(&format!("initrd-{n}"))
     }
     pub fn liveimg(&self) -> String {
-        self.boot("liveimg")
+        match &self.vip {
+            Some(vip) => format!("{vip}/boot/{}/liveimg", self.token),
+            None => self.boot("liveimg"),
+        }
     }
     pub fn postscript(&self) -> String {
         self.boot("postscript")
@@ -88,6 +111,46 @@ impl Endpoints {
 /// the host is `provision.hostname` when set, else `server_ip`.
 pub fn base_url(cfg: &ProvisionConfig, server_ip: IpAddr) -> String {
     UrlSigner::from_config(cfg, TokenKey::from_secret("")).base_url(server_ip)
+}
+
+/// The base URL of a segment VIP: `{scheme}://{vip}:{port}` of the listener a request
+/// came in on (`tls`: the HTTPS one), as [`base_url`] makes it without
+/// `provision.hostname` and `provision.advertise_url` (they name one server, or a name
+/// the VIP does not stand for).
+pub fn vip_base_url(cfg: &ProvisionConfig, tls: bool, vip: Ipv4Addr) -> String {
+    let port_of = |a: &str, default| a.parse::<SocketAddr>().map_or(default, |a| a.port());
+    let base = match cfg.tls_listen_addr().filter(|_| tls) {
+        Some(a) => Base::PerServer {
+            scheme: "https",
+            hostname: None,
+            port: port_of(&a, 443),
+        },
+        None => Base::PerServer {
+            scheme: "http",
+            hostname: None,
+            port: port_of(&cfg.listen, 80),
+        },
+    };
+    base.url(IpAddr::V4(vip))
+}
+
+/// The base URL at the VIP of `host`'s segment (cluster mode, `cluster.segment.vip`),
+/// which the address of `nic` (the boot interface), else of the host's other interfaces
+/// and bonds, decides; for a request on the HTTPS listener when `tls`.
+pub fn segment_vip_base_url(
+    cfg: &crate::config::Config,
+    tls: bool,
+    host: &Host,
+    nic: &Interface,
+) -> Option<String> {
+    let cluster = cfg.cluster.as_ref().filter(|c| c.has_vip())?;
+    let bonds = host.bond_interfaces().unwrap_or_default();
+    let addrs = std::iter::once(nic)
+        .chain(host.interfaces.iter())
+        .chain(bonds.iter())
+        .filter_map(Interface::addr);
+    let vip = cluster.vip_for(addrs)?;
+    Some(vip_base_url(&cfg.provision, tls, vip))
 }
 
 /// Where a [`UrlSigner`]'s URLs point.
@@ -380,5 +443,87 @@ mod tests {
             "http://h/boot/T/provision/postscript"
         );
         assert_eq!(e.repo(), "http://h/repo");
+    }
+
+    /// The VIP of a host is its boot interface's segment's, else that of its first
+    /// other address in a segment; none in standalone mode or a segment without one.
+    #[test]
+    fn a_hosts_segment_vip_base_url() {
+        let mut cfg: crate::config::Config = toml::from_str(
+            r#"
+            [provision]
+            listen = "0.0.0.0:8080"
+            [cluster]
+            endpoints = ["http://10.0.0.1:2379"]
+            [[cluster.segment]]
+            name = "A"
+            subnets = ["10.1.0.0/24"]
+            vip = "10.1.0.250"
+            [[cluster.segment]]
+            name = "B"
+            subnets = ["10.2.0.0/24"]
+            "#,
+        )
+        .unwrap();
+        let nic = |ip: Option<&str>| Interface {
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
+            ip: ip.map(str::to_string),
+            ..Interface::default()
+        };
+        let host = |nics: Vec<Interface>| Host {
+            name: "cn1".into(),
+            interfaces: nics,
+            ..Host::default()
+        };
+        let a = host(vec![nic(Some("10.1.0.7/24"))]);
+        let vip = |h: &Host, n: &Interface, cfg: &crate::config::Config| {
+            segment_vip_base_url(cfg, false, h, n)
+        };
+        assert_eq!(
+            vip(&a, &a.interfaces[0], &cfg).as_deref(),
+            Some("http://10.1.0.250:8080")
+        );
+        let b = host(vec![nic(Some("10.2.0.7/24")), nic(Some("10.1.0.7/24"))]);
+        assert_eq!(vip(&b, &b.interfaces[0], &cfg), None, "B has no VIP");
+        let bare = host(vec![nic(None), nic(Some("10.1.0.8/24"))]);
+        assert_eq!(
+            vip(&bare, &bare.interfaces[0], &cfg).as_deref(),
+            Some("http://10.1.0.250:8080"),
+            "a boot NIC without an address: the host's other addresses"
+        );
+        cfg.cluster = None;
+        assert_eq!(vip(&a, &a.interfaces[0], &cfg), None);
+    }
+
+    /// With a VIP only the live image moves to it; the fallbacks are every URL at it.
+    #[test]
+    fn vip_endpoints() {
+        let e = Endpoints::new("http://10.0.0.1:8080", "T");
+        assert_eq!(e.liveimg(), "http://10.0.0.1:8080/boot/T/liveimg");
+        assert_eq!(e.at_vip(), None);
+        let e = e.with_vip(Some("http://10.0.0.250:8080/"));
+        assert_eq!(e.liveimg(), "http://10.0.0.250:8080/boot/T/liveimg");
+        assert_eq!(e.kernel(), "http://10.0.0.1:8080/boot/T/kernel");
+        assert_eq!(e.complete(), "http://10.0.0.1:8080/boot/T/complete");
+        assert_eq!(e.vip_base_url(), Some("http://10.0.0.250:8080"));
+        let v = e.at_vip().unwrap();
+        assert_eq!(v.kernel(), "http://10.0.0.250:8080/boot/T/kernel");
+        assert_eq!(v.initrd(0), "http://10.0.0.250:8080/boot/T/initrd-0");
+
+        let vip = Ipv4Addr::new(10, 0, 0, 250);
+        let mut cfg = ProvisionConfig {
+            listen: "0.0.0.0:8080".into(),
+            hostname: Some("boot.lan".into()),
+            advertise_url: Some("http://boot.lan".into()),
+            ..ProvisionConfig::default()
+        };
+        assert_eq!(vip_base_url(&cfg, false, vip), "http://10.0.0.250:8080");
+        cfg.listen = "0.0.0.0:80".into();
+        assert_eq!(vip_base_url(&cfg, false, vip), "http://10.0.0.250");
+        cfg.cert = Some("c.pem".into());
+        cfg.key = Some("k.pem".into());
+        cfg.tls_listen = Some("0.0.0.0:8443".into());
+        assert_eq!(vip_base_url(&cfg, true, vip), "https://10.0.0.250:8443");
+        assert_eq!(vip_base_url(&cfg, false, vip), "http://10.0.0.250");
     }
 }
