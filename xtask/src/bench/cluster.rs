@@ -355,13 +355,18 @@ fn kill(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
-/// Whether `pid` has exited (gone, or a zombie).
+/// Whether `pid` has exited (gone, or a zombie with no thread left). A killed process's
+/// first thread shows as a zombie while its other threads still exit, and its files (the
+/// store's lock among them) are closed only when the last one has.
 fn dead(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    matches!(
-        stat.rsplit_once(") ").map(|(_, r)| r.chars().next()),
-        None | Some(Some('Z'))
-    )
+    match stat.rsplit_once(") ").map(|(_, r)| r.chars().next()) {
+        None => true,
+        Some(Some('Z')) => {
+            std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |d| d.count() <= 1)
+        }
+        Some(_) => false,
+    }
 }
 
 fn wait_dead(pid: u32) -> anyhow::Result<()> {
