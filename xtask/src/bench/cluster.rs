@@ -1,21 +1,28 @@
-//! `cargo xtask bench cluster [--hosts 1000,10000,100000] [--edits 40] [--rate 200]`:
-//! cluster mode at N hosts (issue 16's cluster targets). Per N, in namespaces of its own:
+//! `cargo xtask bench cluster [--hosts 1000,10000,100000] [--modes userspace,xdp]
+//! [--edits 40] [--rate 200]`: cluster mode at N hosts (issue 16's cluster targets). Per N
+//! and `dhcp.mode` (the modes in turn at each N, so both see the same load), in
+//! namespaces of its own:
 //!
 //! ```text
 //! netns hub: bridge br0 10.64.0.1/10; etcd members m1..m3 on 10.64.0.1:2379N (data on tmpfs)
-//!   |-- netns s1..s3: xboot serve (userspace DHCP), 10.64.0.11..13/10, one [[cluster.segment]]
+//!   |-- netns s1..s3: xboot serve, 10.64.0.11..13/10, one [[cluster.segment]]; in xdp
+//!   |                 mode its XDP program on sN (generic mode: see PORT_XDP_MTU)
 //!   '-- netns cli: c0 10.64.0.2/10, the DHCP relay the probes come from (giaddr), which
 //!                  forwards each DISCOVER to the servers asked (a relay with helper addresses)
 //! ```
 //! - load: N hosts written through s1's API in requests of 5,000 (each split by the
 //!   server into etcd transactions of `cluster.max_txn_ops`), then until every server
-//!   holds N;
+//!   holds N; in xdp mode each server is then restarted on its snapshot, as its maps are
+//!   sized for the inventory it starts with (they started empty);
 //! - change -> answered by every server: an address moved (a change checked against the
 //!   whole inventory) and `unprovision` (field-only) through s1's API, one at a time; a
 //!   1,000-host batch of address moves. "Answered" is a real relayed DHCP exchange with
 //!   each server: the time from the API request to the first OFFER with the new address
 //!   (or, for `unprovision`, with no boot file), per server; reported is the slowest
-//!   server's, p50/p99/max;
+//!   server's, p50/p99/max. In xdp mode the OFFER comes from the BPF maps, so this is
+//!   the time to the maps updated; who answered (the program's `answered` counter, the
+//!   slow path's `offers`, frames the program passed up) is read from each server's
+//!   `/v1/status` around the probes and the streams, and reported as XDP's share;
 //! - apply cost: 200 address moves back to back (no probes): each follower's CPU time
 //!   per change (/proc/PID/stat) and the validation time its follower reports per batch
 //!   (`/v1/status` `counters.cluster`), against N;
@@ -24,10 +31,12 @@
 //! - DHCP failover: DISCOVERs at `--rate` per second relayed to s1 and s2, s1 SIGKILLed:
 //!   DISCOVERs no server answered within 1 s;
 //! - etcd leader SIGKILLed during the same stream and a run of writes through s1: the
-//!   unanswered DISCOVERs, and the longest time between two committed writes.
+//!   unanswered DISCOVERs, and the longest time between two committed writes;
+//! - at the end, each server's RSS and, in xdp mode, the kernel memory of its BPF maps
+//!   (memlock of each map it holds, as `bench scale` reads it).
 //!
 //! Builds xboot in release (or takes `XBOOT_BIN`). Results: `OUT/cluster.json`,
-//! `OUT/cluster.md`, `OUT/cluster.svg`. Needs root (namespaces).
+//! `OUT/cluster.md`, `OUT/cluster.svg`. Needs root (namespaces, XDP).
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -59,9 +68,39 @@ struct Args {
     /// DISCOVERs per second of the failover streams.
     #[arg(long, default_value_t = 200)]
     rate: u32,
+    /// The servers' `dhcp.mode`s, each measured at every size (alternating per size).
+    #[arg(long, value_delimiter = ',', default_value = "userspace,xdp")]
+    modes: Vec<Mode>,
     #[arg(long, default_value = "target/bench/cluster")]
     out: PathBuf,
 }
+
+/// The servers' DHCP path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// Every answer from the userspace server (from the inventory).
+    #[default]
+    Userspace,
+    /// xboot's XDP program on the namespace interface, answering from its BPF maps.
+    Xdp,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Userspace => "userspace",
+            Mode::Xdp => "xdp",
+        }
+    }
+}
+
+/// MTU of the hub's ends of the servers' veths in xdp mode: above what native XDP on a
+/// veth accepts of its peer, so xboot's attach falls back to generic (skb) mode, whose
+/// XDP_TX leaves through the server's own transmit path. Native XDP_TX on veth would
+/// need an XDP program on the bridge port. Frames stay at 1,500 bytes (the bridge takes
+/// the least MTU of its ports).
+const PORT_XDP_MTU: &str = "9000";
 
 const SERVERS: usize = 3;
 const HUB: &str = "10.64.0.1";
@@ -114,9 +153,71 @@ struct Stream {
     longest_silence_ms: f64,
 }
 
+/// The OFFERs one server sent during a phase, by the path that sent them, and the frames
+/// its XDP program passed up to the slow path (the XDP figures 0 in userspace mode).
+#[derive(Debug, Default, Serialize, Clone, Copy, PartialEq)]
+struct Answers {
+    xdp: u64,
+    slow: u64,
+    /// Passed up as not the program's to answer (unknown MAC, a reason of `/metrics`).
+    passed: u64,
+    /// Passed up as malformed (a bad checksum among them).
+    malformed: u64,
+}
+
+impl Answers {
+    /// The running totals in a `/v1/status` answer: `counters.xdp` (null in userspace
+    /// mode) and the slow path's `counters.dhcp.offers`.
+    fn of(status: &serde_json::Value) -> Answers {
+        let c = &status["counters"];
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        let x = &c["xdp"];
+        Answers {
+            xdp: n(&x["answered"]),
+            slow: n(&c["dhcp"]["offers"]),
+            passed: n(&x["passed_unknown"]) + n(&x["passed_other"]) + n(&x["passed_no_room"]),
+            malformed: n(&x["malformed"]),
+        }
+    }
+
+    fn since(self, earlier: Answers) -> Answers {
+        Answers {
+            xdp: self.xdp.saturating_sub(earlier.xdp),
+            slow: self.slow.saturating_sub(earlier.slow),
+            passed: self.passed.saturating_sub(earlier.passed),
+            malformed: self.malformed.saturating_sub(earlier.malformed),
+        }
+    }
+
+    fn plus(self, o: Answers) -> Answers {
+        Answers {
+            xdp: self.xdp + o.xdp,
+            slow: self.slow + o.slow,
+            passed: self.passed + o.passed,
+            malformed: self.malformed + o.malformed,
+        }
+    }
+
+    /// The share of the OFFERs the XDP program sent, percent (None: no OFFER).
+    fn xdp_percent(self) -> Option<f64> {
+        let all = self.xdp + self.slow;
+        (all > 0).then(|| self.xdp as f64 * 100.0 / all as f64)
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 struct Row {
     hosts: usize,
+    mode: Mode,
+    /// Per server, how XDP is attached to its interface (`xdpgeneric`, `xdp`), from
+    /// `ip link`; empty in userspace mode.
+    xdp_link: Vec<String>,
+    /// xdp mode: per server, seconds to its API answering when restarted on the loaded
+    /// snapshot (the maps sized and synced for N hosts).
+    xdp_restart_s: Vec<f64>,
+    /// Per server, whether it stopped on SIGTERM within 30 s for that restart (else
+    /// SIGKILLed).
+    xdp_restart_sigterm: Vec<bool>,
     load_avg_start: String,
     load_s: f64,
     converge_s: f64,
@@ -142,7 +243,17 @@ struct Row {
     leader_write_gap_ms: f64,
     leader_writes: usize,
     leader_writes_refused: usize,
+    /// Who answered the probes of the single edits and batches, per server.
+    answers_edits: Vec<Answers>,
+    /// Who answered the failover stream at s2 (s1 is killed in it).
+    answers_failover: Answers,
+    /// Who answered the leader-kill stream, at s1 and s2.
+    answers_leader_kill: Vec<Answers>,
     rss_mib: Vec<f64>,
+    /// Per server, the kernel memory of its BPF maps (memlock), MiB.
+    maps_mib: Vec<f64>,
+    /// s1's maps (type, max entries, value size, memlock bytes), largest first.
+    maps_s1: Vec<(String, u64, u64, u64)>,
 }
 
 pub fn run(argv: &[String]) -> anyhow::Result<()> {
@@ -155,13 +266,16 @@ pub fn run(argv: &[String]) -> anyhow::Result<()> {
     let (xboot, out) = util::bench_start(&args.out)?;
     let mut rows = vec![];
     for &n in &args.hosts {
-        let row = one_size(&xboot, &out, n, &args).with_context(|| format!("{n} hosts"))?;
-        eprintln!("[bench] {row:?}");
-        rows.push(row);
-        std::fs::write(
-            out.join("cluster.json"),
-            serde_json::to_string_pretty(&rows)?,
-        )?;
+        for &mode in &args.modes {
+            let row = one_size(&xboot, &out, n, mode, &args)
+                .with_context(|| format!("{n} hosts, {} mode", mode.name()))?;
+            eprintln!("[bench] {row:?}");
+            rows.push(row);
+            std::fs::write(
+                out.join("cluster.json"),
+                serde_json::to_string_pretty(&rows)?,
+            )?;
+        }
     }
     let md = report(&rows, &xboot, &args);
     std::fs::write(out.join("cluster.md"), &md)?;
@@ -219,6 +333,7 @@ struct Lab {
     servers: Vec<Netns>,
     etcd: Vec<Option<u32>>,
     xboot: PathBuf,
+    mode: Mode,
 }
 
 impl Drop for Lab {
@@ -240,24 +355,37 @@ fn kill(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
-/// Whether `pid` has exited (gone, or a zombie).
+/// Whether `pid` has exited (gone, or a zombie with no thread left). A killed process's
+/// first thread shows as a zombie while its other threads still exit, and its files (the
+/// store's lock among them) are closed only when the last one has.
 fn dead(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    matches!(
-        stat.rsplit_once(") ").map(|(_, r)| r.chars().next()),
-        None | Some(Some('Z'))
-    )
+    match stat.rsplit_once(") ").map(|(_, r)| r.chars().next()) {
+        None => true,
+        Some(Some('Z')) => {
+            std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |d| d.count() <= 1)
+        }
+        Some(_) => false,
+    }
 }
 
 fn wait_dead(pid: u32) -> anyhow::Result<()> {
+    if !wait_dead_for(pid, Duration::from_secs(30)) {
+        bail!("pid {pid} did not stop");
+    }
+    Ok(())
+}
+
+/// Whether `pid` exited within `limit`.
+fn wait_dead_for(pid: u32, limit: Duration) -> bool {
     let t0 = Instant::now();
     while !dead(pid) {
-        if t0.elapsed() > Duration::from_secs(30) {
-            bail!("pid {pid} did not stop");
+        if t0.elapsed() > limit {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(())
+    true
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -283,7 +411,7 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 impl Lab {
-    fn new(xboot: &Path, dir: PathBuf) -> anyhow::Result<Lab> {
+    fn new(xboot: &Path, dir: PathBuf, mode: Mode) -> anyhow::Result<Lab> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("img"))?;
         std::fs::write(dir.join("img/vmlinuz"), b"kernel")?;
@@ -302,6 +430,10 @@ impl Lab {
         };
         let cli = Netns::new("bc-cli");
         attach(&cli, "p-c0", "c0", &format!("{RELAY}/10"));
+        // The relay is a UDP socket: its frames would leave the veth with a partial
+        // checksum (offload), which the XDP program refuses as malformed and the stack
+        // accepts; a relay's NIC sends complete ones. Off in both modes, for equal frames.
+        cli.run(&["ethtool", "-K", "c0", "tx", "off"]);
         let mut servers = vec![];
         for i in 0..SERVERS {
             let ns = Netns::new(&format!("bc-s{}", i + 1));
@@ -311,6 +443,10 @@ impl Lab {
                 &format!("s{}", i + 1),
                 &format!("{}/10", server_ip(i)),
             );
+            if mode == Mode::Xdp {
+                let port = format!("p-s{}", i + 1);
+                hub.run(&["ip", "link", "set", &port, "mtu", PORT_XDP_MTU]);
+            }
             servers.push(ns);
         }
         let lab = Lab {
@@ -321,6 +457,7 @@ impl Lab {
             servers,
             etcd: vec![None; 3],
             xboot: xboot.to_path_buf(),
+            mode,
         };
         for i in 0..SERVERS {
             lab.write_config(i)?;
@@ -345,7 +482,7 @@ impl Lab {
             r#"interface = "s{n}"
 state_dir = "{d}/state"
 [dhcp]
-mode = "userspace"
+mode = "{mode}"
 listen = "0.0.0.0:67"
 lease_time = "1h"
 router_octet4 = 1
@@ -372,6 +509,7 @@ subnets = ["10.64.0.0/10"]
             ip = server_ip(i),
             eps = eps.join(", "),
             seg = if i < 2 { "A" } else { "B" },
+            mode = self.mode.name(),
         );
         std::fs::write(d.join("xboot.toml"), config)?;
         Ok(())
@@ -481,6 +619,21 @@ subnets = ["10.64.0.0/10"]
         }
     }
 
+    /// How XDP is attached to server `i`'s interface, from `ip link`; an error when it
+    /// is not.
+    fn xdp_link(&self, i: usize) -> anyhow::Result<String> {
+        let ifname = format!("s{}", i + 1);
+        let out = self.servers[i].run(&["ip", "link", "show", "dev", &ifname]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        xdp_attach(&text).with_context(|| {
+            format!(
+                "no XDP program on {ifname} ({}); see {}",
+                text.trim(),
+                self.sdir(i).join("serve.log").display()
+            )
+        })
+    }
+
     fn api(&self, i: usize) -> anyhow::Result<Api> {
         Api::connect(&self.socket(i))
     }
@@ -503,6 +656,17 @@ subnets = ["10.64.0.0/10"]
             .map_err(|_| anyhow::anyhow!("setns thread panicked"))?
         })
     }
+}
+
+/// The XDP attachment `ip link show` names in its first line (`xdp`: native, `xdpgeneric`,
+/// `xdpoffload`, `xdpmulti`), or None.
+fn xdp_attach(ip_link: &str) -> Option<String> {
+    ip_link
+        .lines()
+        .next()?
+        .split_whitespace()
+        .find(|w| w.starts_with("xdp"))
+        .map(String::from)
 }
 
 /// `GET /v1/status` of a server.
@@ -674,10 +838,11 @@ fn offers_ip(ip: Ipv4Addr) -> impl Fn(&Message) -> bool {
     move |m| m.yiaddr() == ip
 }
 
-fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<Row> {
-    let mut lab = Lab::new(xboot, out.join(format!("n{n}")))?;
+fn one_size(xboot: &Path, out: &Path, n: usize, mode: Mode, args: &Args) -> anyhow::Result<Row> {
+    let mut lab = Lab::new(xboot, out.join(format!("{}-n{n}", mode.name())), mode)?;
     let mut row = Row {
         hosts: n,
+        mode,
         load_avg_start: load_avg(),
         ..Row::default()
     };
@@ -685,7 +850,13 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
     let mut pids = vec![];
     for i in 0..SERVERS {
         pids.push(lab.start(i)?.0);
+        if mode == Mode::Xdp {
+            lab.xdp_link(i)?;
+        }
     }
+    let answers = |lab: &Lab, k: usize| -> anyhow::Result<Answers> {
+        Ok(Answers::of(&status(&mut lab.api(k)?)?))
+    };
     let mut w = lab.api(0)?;
     let img = lab.dir.join("img/vmlinuz").display().to_string();
     w.call(
@@ -721,6 +892,33 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
         "[bench] {n} hosts loaded in {:.1} s, on every server after {:.1} s",
         row.load_s, row.converge_s
     );
+    // A server sizes its BPF maps for the inventory it holds at start (host entries for
+    // twice its hosts, at least 1,024) and cannot grow them: past that, hosts stay with
+    // the slow path. These started empty, so in xdp mode each is restarted on its
+    // snapshot of N hosts before anything is timed. SIGKILLed if it has not stopped 30 s
+    // after SIGTERM: with maps too small a server retries every host each sync (and logs
+    // each failure), and stops only after the sync under way (tens of seconds at
+    // 100,000 hosts); its store commits per change, so a kill loses nothing.
+    if mode == Mode::Xdp {
+        for (i, pid) in pids.iter_mut().enumerate() {
+            kill(*pid, libc::SIGTERM);
+            let stopped = wait_dead_for(*pid, Duration::from_secs(30));
+            if !stopped {
+                kill(*pid, libc::SIGKILL);
+                wait_dead(*pid)?;
+            }
+            row.xdp_restart_sigterm.push(stopped);
+            let (p, ready) = lab.start(i)?;
+            *pid = p;
+            row.xdp_restart_s.push(ready);
+            row.xdp_link.push(lab.xdp_link(i)?);
+        }
+        w = lab.api(0)?;
+        eprintln!(
+            "[bench] restarted to size the maps for {n} hosts: API after {:?} s, stopped on SIGTERM {:?}",
+            row.xdp_restart_s, row.xdp_restart_sigterm
+        );
+    }
 
     let mut probe = Probe::new(lab.relay_socket()?)?;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
@@ -735,6 +933,9 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
     let mut unprovisioned = std::collections::HashSet::new();
 
     // Single edits, each until every server answers it.
+    let before_edits: Vec<Answers> = (0..SERVERS)
+        .map(|k| answers(&lab, k))
+        .collect::<anyhow::Result<_>>()?;
     let (mut mv, mut un) = (vec![vec![]; SERVERS], vec![vec![]; SERVERS]);
     let (mut mv_all, mut un_all) = (vec![], vec![]);
     for _ in 0..args.edits {
@@ -804,6 +1005,10 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
         row.batch_ms.push(worst.as_secs_f64() * 1000.0);
     }
     eprintln!("[bench] 1,000-host batches: {:?} ms", row.batch_ms);
+    for (k, b) in before_edits.into_iter().enumerate() {
+        row.answers_edits.push(answers(&lab, k)?.since(b));
+    }
+    eprintln!("[bench] probes answered: {:?}", row.answers_edits);
 
     // Apply cost: changes back to back, no probes; the followers' CPU and validation.
     let followers = [1usize, 2];
@@ -883,11 +1088,13 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
     // Failover: one of the two servers of segment A killed under a DISCOVER stream.
     let macs: Vec<[u8; 6]> = (0..256).map(|_| mac(pick())).collect();
     let s1 = pids[0];
+    let before = answers(&lab, 1)?;
     let (st, ()) = probe.stream(&macs, &[0, 1], args.rate, 4.0, move || {
         std::thread::sleep(Duration::from_millis(1500));
         kill(s1, libc::SIGKILL);
     })?;
     row.failover = st;
+    row.answers_failover = answers(&lab, 1)?.since(before);
     wait_dead(s1)?;
     eprintln!("[bench] failover: {:?}", row.failover);
     let (pid, _) = lab.start(0)?;
@@ -908,6 +1115,9 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
         .map(|(i, _)| !unprovisioned.contains(i))
         .collect();
     let secs = 6.0;
+    let before: Vec<Answers> = (0..2)
+        .map(|k| answers(&lab, k))
+        .collect::<anyhow::Result<_>>()?;
     let (st, writes) = probe.stream(&macs, &[0, 1], args.rate, secs, move || {
         let t0 = Instant::now();
         let killer = std::thread::spawn(move || {
@@ -940,6 +1150,9 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
         (ok_at, refused)
     })?;
     row.leader_kill = st;
+    for (k, b) in before.into_iter().enumerate() {
+        row.answers_leader_kill.push(answers(&lab, k)?.since(b));
+    }
     let (ok_at, refused) = writes;
     row.leader_writes = ok_at.len() - 1;
     row.leader_writes_refused = refused;
@@ -956,6 +1169,16 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
     lab.start_etcd()?;
 
     row.rss_mib = pids.iter().map(|&p| rss_mib(p)).collect();
+    if mode == Mode::Xdp {
+        for (k, &p) in pids.iter().enumerate() {
+            let maps = super::scale::maps(p)?;
+            row.maps_mib
+                .push(maps.iter().map(|m| m.3).sum::<u64>() as f64 / (1 << 20) as f64);
+            if k == 0 {
+                row.maps_s1 = maps;
+            }
+        }
+    }
     for &p in &pids {
         kill(p, libc::SIGTERM);
     }
@@ -963,6 +1186,15 @@ fn one_size(xboot: &Path, out: &Path, n: usize, args: &Args) -> anyhow::Result<R
         wait_dead(p)?;
     }
     Ok(row)
+}
+
+/// The XDP program's share of the OFFERs of a phase, percent with the counts, for the
+/// report ("-" for none sent).
+fn share(a: Answers) -> String {
+    match a.xdp_percent() {
+        Some(p) => format!("{p:.0}% ({}/{})", a.xdp, a.xdp + a.slow),
+        None => "-".into(),
+    }
 }
 
 fn report(rows: &[Row], xboot: &Path, args: &Args) -> String {
@@ -973,26 +1205,36 @@ fn report(rows: &[Row], xboot: &Path, args: &Args) -> String {
     );
     let _ = writeln!(
         md,
-        "Binary: `{}`. Servers in userspace DHCP mode; \"answered\" = the first relayed \
+        "Binary: `{}`. Servers in each `dhcp.mode` of the mode column (xdp: the program on \
+         each server's veth, generic mode); \"answered\" = the first relayed \
          DHCP OFFER from a server carrying the change (new address, or no boot file after \
          `unprovision`), timed from the API request to s1; the slowest of the {SERVERS} \
-         servers. etcd data on tmpfs. Failover streams: {} DISCOVERs/s relayed to s1 and s2.\n",
+         servers. In xdp mode that OFFER comes from the BPF maps: \"XDP share\" is the \
+         program's part of the OFFERs the servers sent (their counters), over the edits' \
+         probes and over the failover and leader-kill streams. etcd data on tmpfs. Failover \
+         streams: {} DISCOVERs/s relayed to s1 and s2.\n",
         xboot.display(),
         args.rate
     );
-    let _ = writeln!(md, "| hosts | load avg | load s | on all s | move p50/p99/max ms | unprovision p50/p99/max ms | 1,000-batch ms | follower CPU ms/change | validate us/batch | cold start s (API / change) | failover unanswered | leader kill unanswered | write gap ms | RSS MiB |");
-    let _ = writeln!(md, "|{}", "---|".repeat(14));
+    let _ = writeln!(md, "| hosts | mode | load avg | load s | on all s | move p50/p99/max ms | unprovision p50/p99/max ms | 1,000-batch ms | follower CPU ms/change | validate us/batch | cold start s (API / change) | failover unanswered | leader kill unanswered | write gap ms | XDP share: edits / streams | RSS MiB | BPF maps MiB |");
+    let _ = writeln!(md, "|{}", "---|".repeat(17));
     let f = |v: &[f64], p: usize| {
+        if v.is_empty() {
+            return "-".to_string();
+        }
         v.iter()
             .map(|x| format!("{x:.p$}"))
             .collect::<Vec<_>>()
             .join(" / ")
     };
+    let sum = |v: &[Answers]| v.iter().fold(Answers::default(), |a, b| a.plus(*b));
     for r in rows {
+        let streams = sum(&r.answers_leader_kill).plus(r.answers_failover);
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {} | {} | {} | {:.2} / {:.2} | {}/{} | {}/{} | {:.0} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {} | {} | {} | {:.2} / {:.2} | {}/{} | {}/{} | {:.0} | {} / {} | {} | {} |",
             r.hosts,
+            r.mode.name(),
             r.load_avg_start,
             r.load_s,
             r.converge_s,
@@ -1012,29 +1254,83 @@ fn report(rows: &[Row], xboot: &Path, args: &Args) -> String {
             r.leader_kill.unanswered,
             r.leader_kill.sent,
             r.leader_write_gap_ms,
+            share(sum(&r.answers_edits)),
+            share(streams),
             f(&r.rss_mib, 0),
+            f(&r.maps_mib, 1),
         );
     }
-    let _ = writeln!(md, "\nPer server (s1 is the writer), move p50/p99 ms:\n");
+    let _ = writeln!(
+        md,
+        "\nPer server (s1 is the writer), move p50/p99 ms; XDP's OFFERs / the slow path's / \
+         frames XDP passed up / malformed, in the edits' probes:\n"
+    );
     for r in rows {
         let per: Vec<String> = r
             .move_per_server
             .iter()
-            .map(|d| format!("{:.1}/{:.1}", d.p50_ms, d.p99_ms))
+            .zip(
+                r.answers_edits
+                    .iter()
+                    .chain(std::iter::repeat(&Answers::default())),
+            )
+            .map(|(d, a)| {
+                format!(
+                    "{:.1}/{:.1} ({}/{}/{}/{})",
+                    d.p50_ms, d.p99_ms, a.xdp, a.slow, a.passed, a.malformed
+                )
+            })
             .collect();
-        let _ = writeln!(md, "- {} hosts: {}", r.hosts, per.join(", "));
+        let link = if r.xdp_link.is_empty() {
+            String::new()
+        } else {
+            format!(", attached {}", r.xdp_link.join("/"))
+        };
+        let _ = writeln!(
+            md,
+            "- {} hosts, {}{link}: {}",
+            r.hosts,
+            r.mode.name(),
+            per.join(", ")
+        );
+    }
+    if let Some(r) = rows.iter().rfind(|r| !r.maps_s1.is_empty()) {
+        let _ = writeln!(
+            md,
+            "\ns1's largest BPF maps at {} hosts (type, max entries, value size, memlock MiB):\n",
+            r.hosts
+        );
+        for (ty, max, value, bytes) in r.maps_s1.iter().take(4) {
+            let _ = writeln!(
+                md,
+                "- {ty}, {max}, {value}, {:.1}",
+                *bytes as f64 / (1 << 20) as f64
+            );
+        }
     }
     let _ = writeln!(md, "\n![change to answers](cluster.svg)");
     md
 }
 
-/// Change -> answered by every server (p50, p99) per N, and follower CPU per change.
+/// The sizes measured, in the order first met.
+fn sizes(rows: &[Row]) -> Vec<usize> {
+    let mut out: Vec<usize> = vec![];
+    for r in rows {
+        if !out.contains(&r.hosts) {
+            out.push(r.hosts);
+        }
+    }
+    out
+}
+
+/// Change -> answered by every server (p99) per N and mode, and follower CPU per change.
 fn svg(rows: &[Row]) -> String {
-    let (w, h) = (720.0, 300.0);
+    let (w, h) = (760.0, 340.0);
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='11'>\n"
     );
-    let panel = |s: &mut String, x0: f64, title: &str, series: &[(&str, &str, Vec<f64>)]| {
+    let ns = sizes(rows);
+    let panel = |s: &mut String, x0: f64, title: &str, series: &[(String, &str, Vec<f64>)]| {
         let (pw, ph, top) = (300.0, 200.0, 40.0);
         let max = series
             .iter()
@@ -1056,17 +1352,16 @@ fn svg(rows: &[Row]) -> String {
             x0 - 2.0,
             top + 4.0
         );
-        let groups = rows.len().max(1) as f64;
+        let groups = ns.len().max(1) as f64;
         let gw = pw / groups;
         let bw = gw / (series.len() as f64 + 1.0);
-        for (g, r) in rows.iter().enumerate() {
+        for (g, n) in ns.iter().enumerate() {
             let gx = x0 + g as f64 * gw;
             let _ = writeln!(
                 s,
-                "<text x='{}' y='{}' text-anchor='middle'>{}</text>",
+                "<text x='{}' y='{}' text-anchor='middle'>{n}</text>",
                 gx + gw / 2.0,
                 top + ph + 14.0,
-                r.hosts
             );
             for (k, (_, color, v)) in series.iter().enumerate() {
                 let val = v.get(g).copied().unwrap_or(0.0);
@@ -1091,38 +1386,51 @@ fn svg(rows: &[Row]) -> String {
             let _ = writeln!(s, "<text x='{}' y='{y}'>{name}</text>", x0 + 14.0);
         }
     };
-    let col = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let modes: Vec<Mode> = [Mode::Userspace, Mode::Xdp]
+        .into_iter()
+        .filter(|m| rows.iter().any(|r| r.mode == *m))
+        .collect();
+    // One value per size of `mode`'s rows (0 where that size was not run in it).
+    let col = |mode: Mode, f: &dyn Fn(&Row) -> f64| -> Vec<f64> {
+        ns.iter()
+            .map(|n| {
+                rows.iter()
+                    .find(|r| r.hosts == *n && r.mode == mode)
+                    .map_or(0.0, f)
+            })
+            .collect()
+    };
+    let shade = |m: Mode, light: &'static str, dark: &'static str| match m {
+        Mode::Userspace => light,
+        Mode::Xdp => dark,
+    };
+    let mut change = vec![];
+    let mut cost = vec![];
+    for &m in &modes {
+        let name = m.name();
+        change.push((
+            format!("move p99, {name}"),
+            shade(m, "#9ecae1", "#3182bd"),
+            col(m, &|r: &Row| r.move_all.p99_ms),
+        ));
+        change.push((
+            format!("unprovision p99, {name}"),
+            shade(m, "#fdae6b", "#e6550d"),
+            col(m, &|r: &Row| r.unprovision_all.p99_ms),
+        ));
+        cost.push((
+            format!("CPU ms/change, {name}"),
+            shade(m, "#a1d99b", "#31a354"),
+            col(m, &|r: &Row| mean(&r.follower_cpu_ms_per_change)),
+        ));
+    }
     panel(
         &mut s,
         50.0,
         "change -> every server answers, ms (hosts)",
-        &[
-            ("move p50", "#9ecae1", col(&|r: &Row| r.move_all.p50_ms)),
-            ("move p99", "#3182bd", col(&|r: &Row| r.move_all.p99_ms)),
-            (
-                "unprovision p99",
-                "#e6550d",
-                col(&|r: &Row| r.unprovision_all.p99_ms),
-            ),
-        ],
+        &change,
     );
-    panel(
-        &mut s,
-        410.0,
-        "follower cost per change (hosts)",
-        &[
-            (
-                "CPU ms/change",
-                "#31a354",
-                col(&|r: &Row| mean(&r.follower_cpu_ms_per_change)),
-            ),
-            (
-                "validate ms/batch",
-                "#756bb1",
-                col(&|r: &Row| mean(&r.validate_us_per_batch) / 1000.0),
-            ),
-        ],
-    );
+    panel(&mut s, 430.0, "follower CPU per change (hosts)", &cost);
     s.push_str("</svg>\n");
     s
 }
@@ -1132,5 +1440,73 @@ fn mean(v: &[f64]) -> f64 {
         0.0
     } else {
         v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_from_status() {
+        let status = |xdp: serde_json::Value, offers: u64| serde_json::json!({"counters": {"dhcp": {"offers": offers}, "xdp": xdp}});
+        let before = Answers::of(&status(
+            serde_json::json!({"answered": 10, "passed_unknown": 1, "passed_other": 2, "passed_no_room": 0, "malformed": 1}),
+            3,
+        ));
+        let after = Answers::of(&status(
+            serde_json::json!({"answered": 40, "passed_unknown": 1, "passed_other": 5, "passed_no_room": 1, "malformed": 3}),
+            13,
+        ));
+        let d = after.since(before);
+        assert_eq!(
+            d,
+            Answers {
+                xdp: 30,
+                slow: 10,
+                passed: 4,
+                malformed: 2,
+            }
+        );
+        assert_eq!(d.xdp_percent(), Some(75.0));
+        assert_eq!(share(d), "75% (30/40)");
+        // Userspace mode: no XDP counters, every OFFER from the slow path.
+        let u = Answers::of(&status(serde_json::Value::Null, 7));
+        assert_eq!((u.xdp, u.slow, u.passed, u.malformed), (0, 7, 0, 0));
+        assert_eq!(u.xdp_percent(), Some(0.0));
+        assert_eq!(Answers::default().xdp_percent(), None);
+        assert_eq!(share(Answers::default()), "-");
+        // A restarted server's counters begin again: never a negative count.
+        assert_eq!(before.since(after), Answers::default());
+    }
+
+    #[test]
+    fn xdp_attachment_from_ip_link() {
+        let generic = "4: s1@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 xdpgeneric qdisc noqueue state UP mode DEFAULT group default qlen 1000\n    link/ether 02:11:22:33:44:55 brd ff:ff:ff:ff:ff:ff link-netns bc-hub\n    prog/xdp id 42 name xboot_dhcp tag 0123456789abcdef jited";
+        assert_eq!(xdp_attach(generic).as_deref(), Some("xdpgeneric"));
+        let native = "4: s1@if5: <UP> mtu 1500 xdp qdisc noqueue state UP";
+        assert_eq!(xdp_attach(native).as_deref(), Some("xdp"));
+        // The program line alone is not an attachment of the first line's interface.
+        let none = "4: s1@if5: <UP> mtu 1500 qdisc noqueue state UP\n    prog/xdp id 1";
+        assert_eq!(xdp_attach(none), None);
+        assert_eq!(xdp_attach(""), None);
+    }
+
+    #[test]
+    fn sizes_in_order_once() {
+        let row = |hosts, mode| Row {
+            hosts,
+            mode,
+            ..Row::default()
+        };
+        let rows = [
+            row(1000, Mode::Userspace),
+            row(1000, Mode::Xdp),
+            row(10, Mode::Userspace),
+            row(10, Mode::Xdp),
+        ];
+        assert_eq!(sizes(&rows), vec![1000, 10]);
+        let svg = svg(&rows);
+        assert!(svg.contains("move p99, userspace") && svg.contains("move p99, xdp"));
     }
 }

@@ -278,7 +278,7 @@ fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
 
 /// The BPF maps the process holds, as the kernel accounts them: (type, max entries,
 /// value size, memlock bytes) from /proc/PID/fdinfo.
-fn maps(pid: u32) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
+pub(super) fn maps(pid: u32) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
     let mut out = vec![];
     let mut seen = std::collections::HashSet::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
