@@ -736,8 +736,9 @@ impl Blobs {
     }
 
     /// The blobs of the images booted by the hosts with an address in `subnets` (this
-    /// server's segments), or by every host when no segment names a subnet.
-    fn needed(inv: &Inventory, subnets: &[ipnet::Ipv4Net]) -> Vec<BlobRef> {
+    /// server's segments), or by every host when no segment names a subnet; and the
+    /// names of those images.
+    fn needed(inv: &Inventory, subnets: &[ipnet::Ipv4Net]) -> (Vec<BlobRef>, HashSet<String>) {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         let ours = |h: &crate::inventory::Host| {
@@ -758,7 +759,20 @@ impl Blobs {
         }
         let mut hexes = HashSet::new();
         out.retain(|b| BlobRef::valid_digest(&b.sha256) && hexes.insert(b.sha256.clone()));
-        out
+        (out, seen)
+    }
+
+    /// Whether a swap that changed the hosts `changed` (None: anything, images
+    /// included) can need a blob the last pass did not ask for: only if one of them
+    /// boots an image not among `asked`. Walking every host at every swap cost a
+    /// storm's `complete`s the inventory's size each.
+    fn needs_pass(inv: &Inventory, changed: Option<&[String]>, asked: &HashSet<String>) -> bool {
+        let Some(names) = changed else { return true };
+        names
+            .iter()
+            .filter_map(|n| inv.host(n))
+            .filter_map(|h| inv.boot_image_of(h))
+            .any(|im| !asked.contains(&im.name))
     }
 
     /// Prefetches until `stop`: at start, on every inventory swap, and every 30 s.
@@ -771,8 +785,26 @@ impl Blobs {
             .iter()
             .flat_map(|s| s.subnets.iter().filter_map(|n| n.parse().ok()))
             .collect();
+        // The images the last pass asked blobs for, at which inventory generation; a
+        // whole pass at start and every `RETRY` (failed prefetches are tried again).
+        let mut asked: HashSet<String> = HashSet::new();
+        let mut passed: Option<u64> = None;
         loop {
-            for b in Self::needed(&self.shared.inventory(), &subnets) {
+            let (inv, generation) = self.shared.inventory_at();
+            let changed = passed.and_then(|g| self.shared.changed_since(g, generation));
+            passed = Some(generation);
+            if !Self::needs_pass(&inv, changed.as_deref(), &asked) {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = swaps.changed() => continue,
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+                passed = None;
+                continue;
+            }
+            let (blobs, images) = Self::needed(&inv, &subnets);
+            asked = images;
+            for b in blobs {
                 if self.cached(&b.sha256).is_some() {
                     let (me, hex) = (self.clone(), b.sha256.clone());
                     tokio::spawn(async move { me.announce(&hex).await });
@@ -793,7 +825,7 @@ impl Blobs {
             tokio::select! {
                 _ = &mut stop => return,
                 _ = swaps.changed() => {}
-                _ = tokio::time::sleep(RETRY) => {}
+                _ = tokio::time::sleep(RETRY) => passed = None,
             }
         }
     }
@@ -957,6 +989,7 @@ mod tests {
         let hexes = |subnets: &[&str]| -> Vec<String> {
             let nets: Vec<ipnet::Ipv4Net> = subnets.iter().map(|s| s.parse().unwrap()).collect();
             let mut v: Vec<String> = Blobs::needed(&inv, &nets)
+                .0
                 .into_iter()
                 .map(|b| b.sha256[..2].to_string())
                 .collect();
@@ -967,6 +1000,19 @@ mod tests {
         assert_eq!(hexes(&["10.2.0.0/16"]), ["02"]);
         assert_eq!(hexes(&[]), ["01", "02"]);
         assert!(hexes(&["10.9.0.0/16"]).is_empty());
+        // After a pass that asked for ia's blobs: a change of hosts booting ia needs no
+        // new pass; one booting ib does, as does any change of images (None).
+        let asked = Blobs::needed(&inv, &["10.1.0.0/16".parse().unwrap()]).1;
+        assert_eq!(asked, HashSet::from(["ia".to_string()]));
+        let pass = |changed: Option<&[&str]>| {
+            let changed: Option<Vec<String>> =
+                changed.map(|c| c.iter().map(|s| s.to_string()).collect());
+            Blobs::needs_pass(&inv, changed.as_deref(), &asked)
+        };
+        assert!(!pass(Some(&["a1", "a2"])));
+        assert!(!pass(Some(&["gone"])), "a deleted host needs nothing new");
+        assert!(pass(Some(&["a1", "b1"])));
+        assert!(pass(None));
     }
 
     #[test]

@@ -314,6 +314,17 @@ pub fn value_problems(cfg: &Config) -> Vec<Problem> {
         check(&format!("dhcp.domain_search[{i}]"), domain(s).map(drop));
     }
     check("dhcp.mtu", mtu(&d.mtu.to_string()).map(drop));
+    if d.xdp_max_hosts > crate::xdp::loader::MAX_HOSTS {
+        check(
+            "dhcp.xdp_max_hosts",
+            Err(format!(
+                "{} is more than the {} boot interfaces the XDP maps can be sized for \
+                 (about 2 KiB of kernel memory each, preallocated)",
+                d.xdp_max_hosts,
+                crate::xdp::loader::MAX_HOSTS
+            )),
+        );
+    }
     if let Some(r) = d.router {
         check("dhcp.router", dns_server(&r.to_string()).map(drop));
     }
@@ -664,6 +675,19 @@ mod tests {
         // Without a VIP, one address is fine.
         let no_vip = text("10.0.0.1:8080").replace("vip = \"10.0.0.250\"\n", "");
         assert_eq!(problems(&no_vip), vec![]);
+    }
+
+    #[test]
+    fn xdp_map_sizes_past_what_the_maps_can_hold_are_refused() {
+        let problems = |n: u32| {
+            let cfg: Config = toml::from_str(&format!("[dhcp]\nxdp_max_hosts = {n}\n")).unwrap();
+            value_problems(&cfg)
+        };
+        assert_eq!(problems(100_000), vec![]);
+        let p = problems(crate::xdp::loader::MAX_HOSTS + 1);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "dhcp.xdp_max_hosts");
+        assert!(p[0].message.contains("4194304 boot interfaces"), "{p:?}");
     }
 
     mod props {

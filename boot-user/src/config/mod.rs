@@ -165,6 +165,9 @@ pub struct DhcpConfig {
     pub mode_explicit: bool,
     /// Max unknown-MAC log lines per MAC per this many seconds (xboot).
     pub unknown_log_interval_secs: u64,
+    /// Boot interfaces (MACs) the XDP maps are sized for at start (xboot): they cannot
+    /// grow while the program runs. 0: twice the inventory's at start, at least 1,024.
+    pub xdp_max_hosts: u32,
     /// The declarative option table (xboot): options and the replies that carry them.
     pub options: Vec<DhcpOptionConfig>,
     /// Grendel's vendor hooks turned on, by name (`crate::dhcp::options::PRESETS`).
@@ -219,6 +222,7 @@ impl Default for DhcpConfig {
             mode: DhcpMode::default(),
             mode_explicit: false,
             unknown_log_interval_secs: 60,
+            xdp_max_hosts: 0,
             options: vec![],
             presets: crate::dhcp::options::DEFAULT_PRESETS
                 .iter()

@@ -54,7 +54,16 @@ impl LoadOptions {
     /// Room for `hosts` interfaces with a MAC (boot and BMC) and growth: twice as many,
     /// at least 1024.
     pub fn for_hosts(hosts: usize) -> LoadOptions {
-        let max_hosts = (hosts.saturating_mul(2)).clamp(1024, 1 << 22) as u32;
+        LoadOptions::sized(hosts, 0)
+    }
+
+    /// [`LoadOptions::for_hosts`], or room for `at_least` (`dhcp.xdp_max_hosts`) if
+    /// that is more: the maps cannot grow while the program runs, so a server that
+    /// starts with a small inventory and is filled through the API needs the room named.
+    pub fn sized(hosts: usize, at_least: u32) -> LoadOptions {
+        let max_hosts = (hosts.saturating_mul(2))
+            .max(at_least as usize)
+            .clamp(1024, MAX_HOSTS as usize) as u32;
         // Templates are shared by hosts whose replies differ only in the per-host fields
         // (address, MAC, name, boot URL): a subnet and image group needs a few per client
         // kind and name length. What stays per host is its DHCPNAK (the message names the
@@ -68,6 +77,9 @@ impl LoadOptions {
         }
     }
 }
+
+/// The most boot interfaces the maps are sized for (preallocated: about 2 KiB each).
+pub const MAX_HOSTS: u32 = 1 << 22;
 
 /// Template slots beyond two per host entry, for the templates hosts share.
 pub const SHARED_TEMPLATES: u32 = 16384;
@@ -90,6 +102,8 @@ pub struct FastPath {
     stats: Arc<XdpStats>,
     cpus: usize,
     attached: Vec<(String, AttachMode)>,
+    /// The map sizes it was loaded with.
+    pub(crate) sizes: LoadOptions,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -152,6 +166,7 @@ impl FastPath {
                 events_overwritten: Arc::default(),
             }),
             cpus: cpus as usize,
+            sizes: opts,
             ebpf,
             attached: vec![],
         })
@@ -318,4 +333,23 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         .program_mut(PROGRAM)
         .ok_or_else(|| XdpError::Verify(Box::new(ProgramError::UnexpectedProgramType)))?;
     p.try_into().map_err(|e| XdpError::Verify(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_are_sized_for_the_inventory_or_the_configured_room() {
+        let hosts = |n, at_least| LoadOptions::sized(n, at_least).max_hosts;
+        assert_eq!(hosts(10, 0), 1024);
+        assert_eq!(hosts(10_000, 0), 20_000);
+        // A server that starts empty and is filled through the API names its size.
+        assert_eq!(hosts(0, 100_000), 100_000);
+        assert_eq!(hosts(60_000, 100_000), 120_000);
+        assert_eq!(hosts(0, u32::MAX), MAX_HOSTS);
+        assert_eq!(LoadOptions::for_hosts(10_000).max_hosts, 20_000);
+        let o = LoadOptions::sized(0, 100_000);
+        assert_eq!(o.max_templates, 200_000 + SHARED_TEMPLATES);
+    }
 }

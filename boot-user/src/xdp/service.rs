@@ -122,7 +122,7 @@ impl Service {
         let (inv, generation) = shared.inventory_at();
         // One map entry per MAC (boot and BMC interfaces, bonds).
         let macs = inv.lease_macs().count();
-        let mut fp = FastPath::load(LoadOptions::for_hosts(macs))?;
+        let mut fp = FastPath::load(LoadOptions::sized(macs, shared.config.dhcp.xdp_max_hosts))?;
         let servers =
             ServedAddr::for_interfaces(ifaces).map_err(|source| ServiceError::Interfaces {
                 ifaces: ifaces.to_vec(),

@@ -111,6 +111,17 @@ impl Default for SyncOptions {
     }
 }
 
+/// Per-host failures a sync logs: a burst, then a line a second, the rest counted (maps
+/// that are full fail every host past their size, at every sync).
+static HOST_WARNINGS: crate::ratelimit::LogLimit = crate::ratelimit::LogLimit::new(1, 10);
+
+fn host_warning(line: std::fmt::Arguments) {
+    use crate::ratelimit::{LogLimit, Verdict};
+    if let Verdict::Log { suppressed } = HOST_WARNINGS.check(crate::events::now_ms()) {
+        tracing::warn!("{line}{}", LogLimit::note(suppressed));
+    }
+}
+
 /// What one `sync` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -184,8 +195,9 @@ type Digest128 = [u8; 16];
 #[derive(Debug, thiserror::Error)]
 enum TemplateError {
     #[error(
-        "all {0} template slots are in use (sized at start for four per host of the inventory \
-         and {shared} shared ones; restart the daemon to resize)",
+        "all {0} template slots are in use (sized at start for two per boot interface of \
+         dhcp.xdp_max_hosts, else of twice the inventory, and {shared} shared ones; raise \
+         dhcp.xdp_max_hosts and restart to resize)",
         shared = SHARED_TEMPLATES
     )]
     Full(u32),
@@ -532,7 +544,7 @@ impl MapSync {
         let templates = match compiled {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!("XDP: {e}; the slow path answers this host");
+                host_warning(format_args!("XDP: {e}; the slow path answers this host"));
                 self.remove_host(fp, mac, now);
                 self.pending.insert(mac);
                 report.failed += 1;
@@ -570,7 +582,11 @@ impl MapSync {
                     ..entry
                 };
                 if let Err(e) = fp.hosts.insert(MacKey::new(mac.0), entry, 0) {
-                    tracing::warn!("XDP: cannot write host {} ({mac}): {e}", host.name);
+                    host_warning(format_args!(
+                        "XDP: cannot write host {} ({mac}): {e}; the slow path answers it \
+                         (the maps hold {} boot interfaces: dhcp.xdp_max_hosts)",
+                        host.name, fp.sizes.max_hosts
+                    ));
                     self.release(&ids, now);
                     self.pending.insert(mac);
                     report.failed += 1;
@@ -642,7 +658,9 @@ impl MapSync {
                     id
                 }
                 Err(e) => {
-                    tracing::warn!("XDP: cannot write a template for {mac}: {e}");
+                    host_warning(format_args!(
+                        "XDP: cannot write a template for {mac}: {e}; the slow path answers it"
+                    ));
                     failed = true;
                     0
                 }
