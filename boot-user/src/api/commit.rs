@@ -30,6 +30,8 @@ struct Staged {
     head: Option<Arc<Inventory>>,
     /// Accepted, not yet taken by a commit, in order.
     group: Vec<(Arc<Change>, Done)>,
+    /// A commit has taken a group and not finished.
+    writing: bool,
 }
 
 /// The standalone write path: see the module doc.
@@ -53,6 +55,19 @@ impl Stage<'_> {
     /// The inventory to make the change on.
     pub fn head(&self) -> &Arc<Inventory> {
         &self.head
+    }
+
+    /// Whether changes are accepted and not committed yet (the head is theirs).
+    pub fn pending(&self) -> bool {
+        !self.staged.group.is_empty() || self.staged.writing
+    }
+
+    /// For a change that is empty on a head of pending changes: it holds only if they
+    /// do, so its caller waits for their commit (the receiver gets its outcome).
+    pub fn ride(mut self) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        self.staged.group.push((Arc::new(Change::default()), tx));
+        rx
     }
 
     /// Accepts `change` (validated: `inv` is the head with it) for the next commit;
@@ -108,6 +123,7 @@ impl Writes {
         let _disk = self.disk.lock().await;
         let (head, group) = {
             let mut s = self.staged.lock().await;
+            s.writing = !s.group.is_empty();
             (s.head.clone(), std::mem::take(&mut s.group))
         };
         let Some(head) = head.filter(|_| !group.is_empty()) else {
@@ -121,6 +137,7 @@ impl Writes {
                     .fetch_add(changes.len() as u64, Ordering::Relaxed);
                 shared.apply_changes(Arc::unwrap_or_clone(head), &changes);
                 let mut s = self.staged.lock().await;
+                s.writing = false;
                 if s.group.is_empty() {
                     // Nothing accepted meanwhile: the served inventory is the head.
                     s.head = None;
@@ -134,6 +151,7 @@ impl Writes {
                 tracing::error!("api: cannot commit {} change(s): {e}", changes.len());
                 let later = {
                     let mut s = self.staged.lock().await;
+                    s.writing = false;
                     s.head = None;
                     std::mem::take(&mut s.group)
                 };
@@ -301,6 +319,42 @@ mod tests {
         assert_eq!(ok.await.unwrap(), Ok(()));
         assert_eq!(names(&shared), ["cn3"]);
         assert_eq!(w.stats(), serde_json::json!({"groups": 1, "changes": 1}));
+    }
+
+    /// A change that is empty only because of changes not yet durable (the same host
+    /// unprovisioned twice at once) is answered with their outcome, not at once.
+    #[tokio::test]
+    async fn an_empty_change_on_pending_ones_gets_their_outcome() {
+        let shared = Shared::new(Config::default(), Inventory::default(), EventLog::default());
+        let w = Writes::default();
+        let first = accept(&w, &shared, put("cn1", 1)).await;
+        let stage = w.stage(&shared).await;
+        assert!(stage.pending());
+        let second = stage.ride();
+        w.commit_by(&shared, |_| async { Err("disk full".to_string()) })
+            .await;
+        assert_eq!(first.await.unwrap(), Err("disk full".into()));
+        assert_eq!(second.await.unwrap(), Err("disk full".into()));
+        // While a group is being written, a change riding on it waits for the next
+        // commit, and fails with the group.
+        let first = accept(&w, &shared, put("cn1", 1)).await;
+        let (at_disk, release) = oneshot::channel::<()>();
+        let rider = std::sync::Mutex::new(None);
+        let commit = w.commit_by(&shared, |_| async move {
+            release.await.unwrap();
+            Err("disk full".to_string())
+        });
+        let other = async {
+            let stage = w.stage(&shared).await;
+            assert!(stage.pending(), "a group at the disk is pending");
+            *rider.lock().unwrap() = Some(stage.ride());
+            at_disk.send(()).unwrap();
+        };
+        tokio::join!(commit, other);
+        assert!(first.await.unwrap().is_err());
+        let rider = rider.into_inner().unwrap().unwrap().await.unwrap();
+        assert!(rider.unwrap_err().contains("whose commit failed"));
+        assert!(!w.stage(&shared).await.pending());
     }
 
     #[tokio::test]

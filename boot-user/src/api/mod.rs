@@ -170,11 +170,17 @@ impl ApiState {
             let (change, out) = build(&current)?;
             let change = change.effective(&current);
             if change.is_empty() {
-                return Ok(out);
+                if !stage.pending() {
+                    return Ok(out);
+                }
+                // Nothing to do only because of changes not yet durable: answered
+                // with their outcome.
+                (stage.ride(), out)
+            } else {
+                let change = Arc::new(change);
+                let inv = self.check(current, change.clone()).await?;
+                (stage.accept(inv, change), out)
             }
-            let change = Arc::new(change);
-            let inv = self.check(current, change.clone()).await?;
-            (stage.accept(inv, change), out)
         };
         let (done, out) = committed;
         let (writes, shared, store) =
