@@ -962,7 +962,16 @@ fn kernel_client_completes_exchanges_on_both_paths() {
             assert!(r.acks >= 990 && r.offers >= r.acks, "{mode}: {r:?}");
             r.acks
         };
-        assert_eq!(acks.zip(server.acks()).map(|(a, b)| b - a), Some(done));
+        // The server acked at least every ACK the client saw; the userspace generator may
+        // have missed some the server sent.
+        let served = acks.zip(server.acks()).map(|(a, b)| b - a);
+        match lab.kc.refused() {
+            None => assert_eq!(served, Some(done), "{mode}: {r:?}"),
+            Some(_) => assert!(
+                served.is_some_and(|n| (done..=1_000).contains(&n)),
+                "{mode}: server acked {served:?}, the client saw {done}: {r:?}"
+            ),
+        }
         let (answered, slow_acks) = who(&server);
         let (answered, slow_acks) = (answered - who0.0, slow_acks - who0.1);
         if xdp {
@@ -972,7 +981,11 @@ fn kernel_client_completes_exchanges_on_both_paths() {
                 "{mode}: who answered: {answered} {slow_acks} {r:?}"
             );
         } else {
-            assert_eq!((answered, slow_acks), (0, done), "{mode}: who answered");
+            assert_eq!(
+                (answered, Some(slow_acks)),
+                (0, served),
+                "{mode}: who answered"
+            );
         }
     }
 }
