@@ -132,10 +132,14 @@ impl Writes {
         let (changes, done): (Vec<Arc<Change>>, Vec<Done>) = group.into_iter().unzip();
         match write(changes.clone()).await {
             Ok(()) => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-                self.changes
-                    .fetch_add(changes.len() as u64, Ordering::Relaxed);
-                shared.apply_changes(Arc::unwrap_or_clone(head), &changes);
+                // A group of riders only ([`Stage::ride`]) holds no change: its head was
+                // served by the commit before it, and there is nothing to swap.
+                let made = changes.iter().filter(|c| !c.is_empty()).count();
+                if made > 0 {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    self.changes.fetch_add(made as u64, Ordering::Relaxed);
+                    shared.apply_changes(Arc::unwrap_or_clone(head), &changes);
+                }
                 let mut s = self.staged.lock().await;
                 s.writing = false;
                 if s.group.is_empty() {
@@ -221,6 +225,15 @@ mod tests {
         stage.accept(inv, change)
     }
 
+    /// A commit whose write waits for `release`, then fails with "disk full".
+    async fn fail_when(w: &Writes, shared: &Shared, release: oneshot::Receiver<()>) {
+        w.commit_by(shared, |_| async move {
+            release.await.unwrap();
+            Err("disk full".to_string())
+        })
+        .await
+    }
+
     fn names(shared: &Shared) -> Vec<String> {
         shared
             .inventory()
@@ -285,10 +298,7 @@ mod tests {
         let failed = accept(&w, &shared, put("cn1", 1)).await;
         let (at_disk, release) = oneshot::channel::<()>();
         let later = std::sync::Mutex::new(None);
-        let commit = w.commit_by(&shared, |_| async move {
-            release.await.unwrap();
-            Err("disk full".to_string())
-        });
+        let commit = fail_when(&w, &shared, release);
         let other = async {
             // Made on cn1's head: cn1 is there to build on.
             let stage = w.stage(&shared).await;
@@ -340,10 +350,7 @@ mod tests {
         let first = accept(&w, &shared, put("cn1", 1)).await;
         let (at_disk, release) = oneshot::channel::<()>();
         let rider = std::sync::Mutex::new(None);
-        let commit = w.commit_by(&shared, |_| async move {
-            release.await.unwrap();
-            Err("disk full".to_string())
-        });
+        let commit = fail_when(&w, &shared, release);
         let other = async {
             let stage = w.stage(&shared).await;
             assert!(stage.pending(), "a group at the disk is pending");
@@ -355,6 +362,26 @@ mod tests {
         let rider = rider.into_inner().unwrap().unwrap().await.unwrap();
         assert!(rider.unwrap_err().contains("whose commit failed"));
         assert!(!w.stage(&shared).await.pending());
+        // A change riding on a group that is written gets its own commit's outcome, a
+        // commit of nothing: no second swap, no group counted.
+        let first = accept(&w, &shared, put("cn1", 1)).await;
+        let (at_disk, release) = oneshot::channel::<()>();
+        let rider = std::sync::Mutex::new(None);
+        let commit = w.commit_by(&shared, |_| async move {
+            release.await.unwrap();
+            Ok(())
+        });
+        let other = async {
+            *rider.lock().unwrap() = Some(w.stage(&shared).await.ride());
+            at_disk.send(()).unwrap();
+        };
+        tokio::join!(commit, other);
+        assert_eq!(first.await.unwrap(), Ok(()));
+        w.commit(&shared, None).await;
+        assert_eq!(rider.into_inner().unwrap().unwrap().await.unwrap(), Ok(()));
+        assert_eq!(names(&shared), ["cn1"]);
+        assert_eq!(*shared.subscribe().borrow(), 1, "one swap");
+        assert_eq!(w.stats(), serde_json::json!({"groups": 1, "changes": 1}));
     }
 
     #[tokio::test]

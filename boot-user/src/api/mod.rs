@@ -164,7 +164,7 @@ impl ApiState {
             let _guard = self.write_lock.lock().await;
             return self.apply_on(b, build).await;
         }
-        let committed = {
+        let (done, out) = {
             let stage = self.writes.stage(&self.shared).await;
             let current = stage.head().clone();
             let (change, out) = build(&current)?;
@@ -182,7 +182,6 @@ impl ApiState {
                 (stage.accept(inv, change), out)
             }
         };
-        let (done, out) = committed;
         let (writes, shared, store) =
             (self.writes.clone(), self.shared.clone(), self.store.clone());
         // Its own task: the accepted change is committed even if this caller goes away.

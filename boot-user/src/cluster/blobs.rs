@@ -793,17 +793,14 @@ impl Blobs {
             let (inv, generation) = self.shared.inventory_at();
             let changed = passed.and_then(|g| self.shared.changed_since(g, generation));
             passed = Some(generation);
-            if !Self::needs_pass(&inv, changed.as_deref(), &asked) {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = swaps.changed() => continue,
-                    _ = tokio::time::sleep(RETRY) => {}
+            let blobs = match Self::needs_pass(&inv, changed.as_deref(), &asked) {
+                true => {
+                    let (blobs, images) = Self::needed(&inv, &subnets);
+                    asked = images;
+                    blobs
                 }
-                passed = None;
-                continue;
-            }
-            let (blobs, images) = Self::needed(&inv, &subnets);
-            asked = images;
+                false => vec![],
+            };
             for b in blobs {
                 if self.cached(&b.sha256).is_some() {
                     let (me, hex) = (self.clone(), b.sha256.clone());

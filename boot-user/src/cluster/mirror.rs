@@ -106,12 +106,7 @@ impl Scope {
         if segments.is_empty() {
             return Scope::default();
         }
-        let subnets = segments
-            .iter()
-            .flat_map(|s| s.subnets.iter())
-            .filter_map(|n| n.parse::<Ipv4Net>().ok())
-            .map(|n| n.trunc())
-            .collect();
+        let subnets = segments.iter().flat_map(Segment::nets).collect();
         Scope {
             subnets: Some(subnets),
         }

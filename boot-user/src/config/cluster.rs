@@ -137,7 +137,7 @@ impl Segment {
     }
 
     /// The subnets that parse (the config check refuses the others).
-    fn nets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+    pub fn nets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
         self.subnets
             .iter()
             .filter_map(|n| n.parse::<Ipv4Net>().ok())
